@@ -1,0 +1,99 @@
+"""Image records that pass between memory, renderer and generators: ``RGBDFrame`` and ``RenderResult``.
+
+Images are RGB8, H x W x 3, row-major. Depth is float32 metres along the optical axis; 0 means unknown.
+Both types hold numpy arrays (the wire and the generators speak numpy); the torch kernels convert at their edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from worldweave.bridge.errors import InvalidFrameError
+from worldweave.bridge.geometry import Intrinsics, Pose
+
+
+def check_rgb(rgb: np.ndarray, shape: tuple[int, int], name: str = "rgb") -> np.ndarray:
+    """Return ``rgb`` as a C-contiguous uint8 (H, W, 3) array, or raise naming the mismatch."""
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8:
+        raise InvalidFrameError(f"{name} must be uint8 RGB, got dtype {rgb.dtype}")
+    if rgb.shape != (*shape, 3):
+        raise InvalidFrameError(f"{name} must have shape {(*shape, 3)} (H, W, 3), got {rgb.shape}")
+    return np.ascontiguousarray(rgb)
+
+
+def check_depth(depth: np.ndarray, shape: tuple[int, int], name: str = "depth") -> np.ndarray:
+    """Return ``depth`` as float32 (H, W) metres with NaN/inf/negative rejected, or raise naming the problem."""
+    depth = np.asarray(depth)
+    if depth.shape != shape:
+        raise InvalidFrameError(f"{name} must have shape {shape} (H, W), got {depth.shape}")
+    if not np.issubdtype(depth.dtype, np.floating):
+        raise InvalidFrameError(f"{name} must be float metres, got dtype {depth.dtype}")
+    depth = np.ascontiguousarray(depth, dtype=np.float32)
+    bad = ~np.isfinite(depth) | (depth < 0)
+    if bad.any():
+        v, u = np.argwhere(bad)[0]
+        raise InvalidFrameError(f"{name} has an invalid value {depth[v, u]!r} at pixel (u={u}, v={v}); use 0 for unknown")
+    return depth
+
+
+def check_mask(mask: np.ndarray, shape: tuple[int, int], name: str = "mask") -> np.ndarray:
+    """Return ``mask`` as a bool (H, W) array, or raise naming the mismatch."""
+    mask = np.asarray(mask)
+    if mask.shape != shape:
+        raise InvalidFrameError(f"{name} must have shape {shape} (H, W), got {mask.shape}")
+    if mask.dtype != np.bool_:
+        raise InvalidFrameError(f"{name} must be boolean, got dtype {mask.dtype}")
+    return mask
+
+
+@dataclass(frozen=True)
+class RGBDFrame:
+    """A colour image with metric depth, seen from ``pose`` through ``intrinsics``.
+
+    ``rgb``: uint8 (H, W, 3). ``depth``: float32 (H, W) metres along the optical axis, 0 = unknown.
+    H and W must equal ``intrinsics.height`` and ``intrinsics.width``.
+    """
+
+    rgb: np.ndarray
+    depth: np.ndarray
+    pose: Pose
+    intrinsics: Intrinsics
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rgb", check_rgb(self.rgb, self.intrinsics.shape))
+        object.__setattr__(self, "depth", check_depth(self.depth, self.intrinsics.shape))
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    """What a renderer or weaver produces for one view.
+
+    ``rgb``: uint8 (H, W, 3), zero where not covered. ``depth``: float32 (H, W) metres, 0 where not covered.
+    ``mask``: bool (H, W), True where memory covered the pixel.
+    """
+
+    rgb: np.ndarray
+    depth: np.ndarray
+    mask: np.ndarray
+
+    def __post_init__(self) -> None:
+        shape = np.asarray(self.mask).shape
+        if len(shape) != 2:
+            raise InvalidFrameError(f"mask must be (H, W), got shape {shape}")
+        object.__setattr__(self, "mask", check_mask(self.mask, shape))
+        object.__setattr__(self, "rgb", check_rgb(self.rgb, shape))
+        object.__setattr__(self, "depth", check_depth(self.depth, shape))
+
+    @property
+    def coverage(self) -> float:
+        """Fraction of pixels covered, in [0, 1]."""
+        return float(self.mask.mean())
+
+    @classmethod
+    def empty(cls, intrinsics: Intrinsics) -> RenderResult:
+        """A render that covers nothing."""
+        h, w = intrinsics.shape
+        return cls(np.zeros((h, w, 3), np.uint8), np.zeros((h, w), np.float32), np.zeros((h, w), bool))

@@ -1,0 +1,318 @@
+"""Camera geometry: the one ``Pose`` and the one ``Intrinsics`` type (DESIGN §4, §7).
+
+Conventions, everywhere in worldweave:
+
+* A pose is **camera-to-world** (``T_world_cam``), metres. The camera frame is **OpenCV optical**: x right,
+  y down, z forward. ``points_world = R @ points_cam + t``.
+* Quaternions have **named** components ``qw, qx, qy, qz`` (Hamilton, scalar first). Never pass an unnamed
+  4-tuple.
+* Pixel ``(u, v)`` has its centre at integer coordinates: ``u = fx * x / z + cx``, ``v = fy * y / z + cy``.
+  Splatting rounds to the nearest pixel.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from worldweave.bridge.errors import InvalidIntrinsicsError, InvalidPoseError
+
+ORTHONORMAL_TOLERANCE = 1e-4
+"""Largest allowed ``|R^T R - I|`` entry and ``|det R - 1|`` for a rotation to count as orthonormal."""
+
+
+class Quaternion(NamedTuple):
+    """Unit quaternion, scalar first, with named fields (Hamilton convention)."""
+
+    qw: float
+    qx: float
+    qy: float
+    qz: float
+
+
+def _check_finite(name: str, values: np.ndarray) -> None:
+    if not np.all(np.isfinite(values)):
+        bad = np.argwhere(~np.isfinite(values))[0]
+        raise InvalidPoseError(f"{name} has a non-finite value {values[tuple(bad)]!r} at index {tuple(int(i) for i in bad)}")
+
+
+def rotation_from_quaternion(q: Quaternion) -> np.ndarray:
+    """3x3 rotation matrix from a quaternion; the quaternion is normalised first (it must not be zero)."""
+    values = np.array([q.qw, q.qx, q.qy, q.qz], dtype=np.float64)
+    _check_finite("quaternion (qw, qx, qy, qz)", values)
+    norm = float(np.linalg.norm(values))
+    if norm < 1e-8:
+        raise InvalidPoseError(f"quaternion (qw={q.qw}, qx={q.qx}, qy={q.qy}, qz={q.qz}) has zero length")
+    w, x, y, z = values / norm
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+def quaternion_from_rotation(rotation: np.ndarray) -> Quaternion:
+    """Quaternion of a 3x3 rotation matrix, with ``qw >= 0`` (Shepperd's method, numerically stable)."""
+    m = np.asarray(rotation, dtype=np.float64)
+    trace = m[0, 0] + m[1, 1] + m[2, 2]
+    if trace > 0:
+        s = 2.0 * math.sqrt(1.0 + trace)
+        w, x, y, z = 0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s
+    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
+        s = 2.0 * math.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
+        w, x, y, z = (m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s
+    elif m[1, 1] > m[2, 2]:
+        s = 2.0 * math.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
+        w, x, y, z = (m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s
+    else:
+        s = 2.0 * math.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
+        w, x, y, z = (m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s
+    if w < 0:
+        w, x, y, z = -w, -x, -y, -z
+    return Quaternion(float(w), float(x), float(y), float(z))
+
+
+def check_rotation(rotation: np.ndarray, name: str = "rotation") -> None:
+    """Raise ``InvalidPoseError`` unless ``rotation`` is a finite, orthonormal, right-handed 3x3 matrix."""
+    rotation = np.asarray(rotation, dtype=np.float64)
+    if rotation.shape != (3, 3):
+        raise InvalidPoseError(f"{name} must be 3x3, got shape {rotation.shape}")
+    _check_finite(name, rotation)
+    error = float(np.max(np.abs(rotation.T @ rotation - np.eye(3))))
+    if error > ORTHONORMAL_TOLERANCE:
+        raise InvalidPoseError(
+            f"{name} is not orthonormal: max |R^T R - I| = {error:.3g} (tolerance {ORTHONORMAL_TOLERANCE}); rows {rotation.tolist()}"
+        )
+    det = float(np.linalg.det(rotation))
+    if abs(det - 1.0) > ORTHONORMAL_TOLERANCE:
+        raise InvalidPoseError(f"{name} has determinant {det:.6g}, not +1 (a reflection, not a rotation)")
+
+
+@dataclass(frozen=True, eq=False)
+class Pose:
+    """A camera-to-world rigid transform ``T_world_cam`` (OpenCV camera axes, metres).
+
+    Build one with :meth:`from_matrix`, :meth:`from_position_quaternion` or :meth:`look_at`; each validates
+    (finite values, orthonormal right-handed rotation) and raises ``InvalidPoseError`` naming the bad value.
+    The stored rotation is re-orthonormalised, so composing many poses does not drift.
+    """
+
+    rotation: np.ndarray
+    """3x3 float64, columns are the camera's x (right), y (down), z (forward) axes in world coordinates."""
+    position: np.ndarray
+    """(3,) float64, the camera centre in world coordinates, metres."""
+
+    def __post_init__(self) -> None:
+        rotation = np.array(self.rotation, dtype=np.float64)
+        position = np.array(self.position, dtype=np.float64).reshape(-1)
+        check_rotation(rotation)
+        if position.shape != (3,):
+            raise InvalidPoseError(f"position must have 3 values, got {position.shape[0]}")
+        _check_finite("position", position)
+        u, _, vt = np.linalg.svd(rotation)
+        rotation = u @ vt
+        rotation.flags.writeable = False
+        position.flags.writeable = False
+        object.__setattr__(self, "rotation", rotation)
+        object.__setattr__(self, "position", position)
+
+    @classmethod
+    def identity(cls) -> Pose:
+        """The camera at the world origin, looking along world +z."""
+        return cls(np.eye(3), np.zeros(3))
+
+    @classmethod
+    def from_matrix(cls, matrix: np.ndarray) -> Pose:
+        """From a 4x4 (or 3x4) camera-to-world matrix; a 4x4 must end in the row ``[0, 0, 0, 1]``."""
+        m = np.asarray(matrix, dtype=np.float64)
+        if m.shape not in ((4, 4), (3, 4)):
+            raise InvalidPoseError(f"a pose matrix must be 4x4 or 3x4, got shape {m.shape}")
+        _check_finite("pose matrix", m)
+        if m.shape == (4, 4) and np.max(np.abs(m[3] - [0, 0, 0, 1])) > ORTHONORMAL_TOLERANCE:
+            raise InvalidPoseError(f"the last row of a 4x4 pose must be [0, 0, 0, 1], got {m[3].tolist()}")
+        return cls(m[:3, :3], m[:3, 3])
+
+    @classmethod
+    def from_position_quaternion(cls, position: np.ndarray, quaternion: Quaternion) -> Pose:
+        """From a camera centre (metres, world) and a camera-to-world rotation quaternion (normalised here)."""
+        return cls(rotation_from_quaternion(quaternion), position)
+
+    @classmethod
+    def look_at(cls, eye: np.ndarray, target: np.ndarray, up: np.ndarray = (0.0, 0.0, 1.0)) -> Pose:
+        """A camera at ``eye`` looking at ``target``, image "up" as close to world ``up`` as possible.
+
+        World is Z up by default (DESIGN §4). Raises when ``eye == target`` or the view is parallel to ``up``.
+        """
+        eye = np.asarray(eye, dtype=np.float64)
+        forward = np.asarray(target, dtype=np.float64) - eye
+        if np.linalg.norm(forward) < 1e-9:
+            raise InvalidPoseError(f"look_at: eye {eye.tolist()} and target coincide")
+        forward /= np.linalg.norm(forward)
+        right = np.cross(forward, np.asarray(up, dtype=np.float64))
+        if np.linalg.norm(right) < 1e-9:
+            raise InvalidPoseError(f"look_at: view direction {forward.tolist()} is parallel to up {list(up)}")
+        right /= np.linalg.norm(right)
+        down = np.cross(forward, right)
+        return cls(np.stack([right, down, forward], axis=1), eye)
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """4x4 float64 camera-to-world matrix ``T_world_cam`` (a new array)."""
+        m = np.eye(4)
+        m[:3, :3] = self.rotation
+        m[:3, 3] = self.position
+        return m
+
+    @property
+    def quaternion(self) -> Quaternion:
+        """Camera-to-world rotation as a named quaternion, ``qw >= 0``."""
+        return quaternion_from_rotation(self.rotation)
+
+    @property
+    def forward(self) -> np.ndarray:
+        """Unit viewing direction (camera +z) in world coordinates."""
+        return self.rotation[:, 2].copy()
+
+    def inverse_matrix(self) -> np.ndarray:
+        """4x4 world-to-camera matrix ``T_cam_world``."""
+        m = np.eye(4)
+        m[:3, :3] = self.rotation.T
+        m[:3, 3] = -self.rotation.T @ self.position
+        return m
+
+    def compose(self, other: Pose) -> Pose:
+        """``self @ other``: ``other`` expressed in this pose's frame, mapped to world."""
+        return Pose(self.rotation @ other.rotation, self.rotation @ other.position + self.position)
+
+    def cam_to_world(self, points_cam: np.ndarray) -> np.ndarray:
+        """Map (N, 3) camera-frame points to world coordinates."""
+        return np.asarray(points_cam) @ self.rotation.T + self.position
+
+    def world_to_cam(self, points_world: np.ndarray) -> np.ndarray:
+        """Map (N, 3) world points to this camera's frame."""
+        return (np.asarray(points_world) - self.position) @ self.rotation
+
+    def torch_matrix(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """4x4 camera-to-world matrix as a tensor on ``device``."""
+        return torch.as_tensor(self.matrix, dtype=dtype, device=device)
+
+    def distance_to(self, other: Pose) -> tuple[float, float]:
+        """(centre distance in metres, angle between viewing directions in degrees)."""
+        distance = float(np.linalg.norm(self.position - other.position))
+        cos = float(np.clip(np.dot(self.forward, other.forward), -1.0, 1.0))
+        return distance, math.degrees(math.acos(cos))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Pose):
+            return NotImplemented
+        return bool(np.array_equal(self.rotation, other.rotation) and np.array_equal(self.position, other.position))
+
+    def __hash__(self) -> int:
+        return hash((self.rotation.tobytes(), self.position.tobytes()))
+
+    def __repr__(self) -> str:
+        q = self.quaternion
+        p = self.position
+        return (
+            f"Pose(position=({p[0]:.4f}, {p[1]:.4f}, {p[2]:.4f}), "
+            f"qw={q.qw:.5f}, qx={q.qx:.5f}, qy={q.qy:.5f}, qz={q.qz:.5f})"
+        )
+
+
+@dataclass(frozen=True)
+class Intrinsics:
+    """Pinhole intrinsics in pixels for an image of ``width`` x ``height`` (OpenCV pixel centres, DESIGN §7)."""
+
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        for name in ("fx", "fy", "cx", "cy"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float, np.floating, np.integer)) or not math.isfinite(value):
+                raise InvalidIntrinsicsError(f"intrinsics {name} must be a finite number, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+                raise InvalidIntrinsicsError(f"intrinsics {name} must be a positive integer, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        if self.fx <= 0 or self.fy <= 0:
+            raise InvalidIntrinsicsError(f"focal lengths must be positive, got fx={self.fx}, fy={self.fy}")
+
+    @classmethod
+    def from_fov(
+        cls, width: int, height: int, *, fov_x_deg: float | None = None, fov_y_deg: float | None = None
+    ) -> Intrinsics:
+        """Square pixels, principal point at the image centre, from one field of view in degrees.
+
+        Give exactly one of ``fov_x_deg`` (horizontal, Unreal's form) or ``fov_y_deg`` (vertical, Unity's form).
+        """
+        if (fov_x_deg is None) == (fov_y_deg is None):
+            raise InvalidIntrinsicsError("give exactly one of fov_x_deg or fov_y_deg")
+        fov, extent = (fov_x_deg, width) if fov_x_deg is not None else (fov_y_deg, height)
+        if not (0.0 < fov < 180.0):
+            raise InvalidIntrinsicsError(f"field of view must be in (0, 180) degrees, got {fov}")
+        focal = 0.5 * extent / math.tan(math.radians(fov) / 2.0)
+        return cls(focal, focal, (width - 1) / 2.0, (height - 1) / 2.0, width, height)
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """3x3 calibration matrix K."""
+        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width), the shape of an image of this camera."""
+        return self.height, self.width
+
+    @property
+    def fov_x_deg(self) -> float:
+        return math.degrees(2.0 * math.atan(0.5 * self.width / self.fx))
+
+    @property
+    def fov_y_deg(self) -> float:
+        return math.degrees(2.0 * math.atan(0.5 * self.height / self.fy))
+
+    def scaled(self, width: int, height: int) -> Intrinsics:
+        """The same camera at another resolution (pixel centres stay consistent: ``c' = (c + 0.5) s - 0.5``)."""
+        sx, sy = width / self.width, height / self.height
+        return Intrinsics(
+            self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5, width, height
+        )
+
+    def project(self, points_cam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, 3) camera-frame points -> (N, 2) pixel coordinates ``(u, v)`` (float) and (N,) depth ``z``.
+
+        Points with ``z <= 0`` get non-finite or meaningless ``uv``; callers mask them with ``z > 0``.
+        """
+        z = points_cam[:, 2]
+        safe_z = torch.where(z > 0, z, torch.ones_like(z))
+        u = self.fx * points_cam[:, 0] / safe_z + self.cx
+        v = self.fy * points_cam[:, 1] / safe_z + self.cy
+        return torch.stack([u, v], dim=1), z
+
+    def pixel_rays(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """(H, W, 3) camera-frame ray directions through integer pixel centres, with ``z = 1``."""
+        v, u = torch.meshgrid(
+            torch.arange(self.height, device=device, dtype=dtype),
+            torch.arange(self.width, device=device, dtype=dtype),
+            indexing="ij",
+        )
+        return torch.stack([(u - self.cx) / self.fx, (v - self.cy) / self.fy, torch.ones_like(u)], dim=-1)
+
+    def backproject(self, depth: torch.Tensor) -> torch.Tensor:
+        """(H, W) depth in metres along the optical axis -> (H, W, 3) camera-frame points (0 depth -> origin)."""
+        if tuple(depth.shape) != self.shape:
+            raise InvalidIntrinsicsError(f"depth of shape {tuple(depth.shape)} does not match intrinsics {self.shape}")
+        return self.pixel_rays(depth.device, depth.dtype) * depth[..., None]

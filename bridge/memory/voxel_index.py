@@ -1,0 +1,234 @@
+"""Key -> row indices for the voxel map, with two interchangeable backends.
+
+* ``SortedKeyIndex`` (torch, any device): sorted keys with their rows; lookups by ``searchsorted``.
+* ``HashIndex`` (numba, CPU): an open-addressing hash table with linear probing. It skips the per-frame sort and
+  the sorted merge, which is where the torch path spends its time on CPU (DESIGN §7 allows numba for a CPU hot
+  path that buys >= 1.5x; ``benchmarks/bench_integrate.py`` measures both).
+
+Both assign new rows consecutively from ``next_row`` and give the same key -> row *set*, though not necessarily
+the same row order; the voxel map never relies on row order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numba
+import numpy as np
+import torch
+
+IndexBackend = Literal["torch", "numba"]
+
+EMPTY_KEY = -1
+_GOLDEN = np.uint64(11400714819323198485)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """How a batch of point keys maps onto map rows.
+
+    ``rows``: (U,) int64, the row of each distinct key in the batch. ``inverse``: (P,) int64, for each point the
+    position of its key in ``rows``. ``new_keys``: (M,) int64 keys that got new rows ``next_row .. next_row+M-1``
+    in this order.
+    """
+
+    rows: torch.Tensor
+    inverse: torch.Tensor
+    new_keys: torch.Tensor
+
+
+class VoxelIndex(Protocol):
+    def assign(self, point_keys: torch.Tensor, next_row: int) -> Assignment:
+        """Find or create the row of every key; new keys get consecutive rows from ``next_row``."""
+
+    def lookup(self, keys: torch.Tensor) -> torch.Tensor:
+        """(N,) rows of ``keys``, -1 where a key is absent."""
+
+    def rebuild(self, keys_by_row: torch.Tensor) -> None:
+        """Forget everything and index ``keys_by_row[r]`` at row ``r`` (after rows were removed)."""
+
+
+class SortedKeyIndex:
+    """Sorted keys and their rows, as torch tensors on one device."""
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self._keys = torch.empty(0, dtype=torch.int64, device=self.device)
+        self._rows = torch.empty(0, dtype=torch.int64, device=self.device)
+
+    def lookup(self, keys: torch.Tensor) -> torch.Tensor:
+        if len(self._keys) == 0:
+            return torch.full_like(keys, -1)
+        pos = torch.searchsorted(self._keys, keys).clamp_max(len(self._keys) - 1)
+        found = self._keys[pos] == keys
+        return torch.where(found, self._rows[pos], torch.full_like(keys, -1))
+
+    def assign(self, point_keys: torch.Tensor, next_row: int) -> Assignment:
+        unique_keys, inverse = torch.unique(point_keys, return_inverse=True)
+        rows = self.lookup(unique_keys)
+        is_new = rows < 0
+        new_keys = unique_keys[is_new]
+        new_rows = torch.arange(next_row, next_row + len(new_keys), device=self.device)
+        rows[is_new] = new_rows
+        self._merge(new_keys, new_rows)
+        return Assignment(rows, inverse, new_keys)
+
+    def rebuild(self, keys_by_row: torch.Tensor) -> None:
+        self._keys, order = torch.sort(keys_by_row.to(self.device))
+        self._rows = order
+
+    def _merge(self, new_keys: torch.Tensor, new_rows: torch.Tensor) -> None:
+        """Insert sorted, absent ``new_keys`` keeping ``_keys`` sorted (one linear pass)."""
+        if len(new_keys) == 0:
+            return
+        total = len(self._keys) + len(new_keys)
+        slots = torch.searchsorted(self._keys, new_keys) + torch.arange(len(new_keys), device=self.device)
+        old_slots = torch.ones(total, dtype=torch.bool, device=self.device)
+        old_slots[slots] = False
+        keys = torch.empty(total, dtype=torch.int64, device=self.device)
+        rows = torch.empty(total, dtype=torch.int64, device=self.device)
+        keys[slots], rows[slots] = new_keys, new_rows
+        keys[old_slots], rows[old_slots] = self._keys, self._rows
+        self._keys, self._rows = keys, rows
+
+
+@numba.njit(cache=True, inline="always")
+def _slot(key: np.int64, shift: np.uint64) -> np.int64:
+    return np.int64((np.uint64(key) * _GOLDEN) >> shift)
+
+
+@numba.njit(cache=True)
+def _insert_all(table_keys, table_rows, shift, keys_by_row):
+    mask = len(table_keys) - 1
+    for row in range(len(keys_by_row)):
+        key = keys_by_row[row]
+        slot = _slot(key, shift)
+        while table_keys[slot] != EMPTY_KEY:
+            slot = (slot + 1) & mask
+        table_keys[slot] = key
+        table_rows[slot] = row
+
+
+@numba.njit(cache=True)
+def _lookup(table_keys, table_rows, shift, keys, out_rows):
+    mask = len(table_keys) - 1
+    for i in range(len(keys)):
+        key = keys[i]
+        slot = _slot(key, shift)
+        row = -1
+        while True:
+            found = table_keys[slot]
+            if found == key:
+                row = table_rows[slot]
+                break
+            if found == EMPTY_KEY:
+                break
+            slot = (slot + 1) & mask
+        out_rows[i] = row
+
+
+@numba.njit(cache=True)
+def _assign(table_keys, table_rows, shift, point_keys, next_row, row_seen, out_rows, out_inverse, out_new_keys):
+    """One pass over the points: find-or-insert each key, and collect the distinct rows in first-seen order."""
+    mask = len(table_keys) - 1
+    n_unique = 0
+    n_new = 0
+    for p in range(len(point_keys)):
+        key = point_keys[p]
+        slot = _slot(key, shift)
+        while True:
+            found = table_keys[slot]
+            if found == key:
+                row = table_rows[slot]
+                break
+            if found == EMPTY_KEY:
+                row = next_row + n_new
+                table_keys[slot] = key
+                table_rows[slot] = row
+                out_new_keys[n_new] = key
+                n_new += 1
+                break
+            slot = (slot + 1) & mask
+        seen = row_seen[row]
+        if seen < 0:
+            seen = n_unique
+            row_seen[row] = seen
+            out_rows[n_unique] = row
+            n_unique += 1
+        out_inverse[p] = seen
+    for u in range(n_unique):
+        row_seen[out_rows[u]] = -1
+    return n_unique, n_new
+
+
+class HashIndex:
+    """Open-addressing hash table (numba, CPU). Load factor stays <= 0.75 even if every key of a batch is new."""
+
+    MAX_LOAD = 0.75
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._allocate(1 << 16)
+        self._row_seen = np.full(1 << 16, -1, dtype=np.int64)
+
+    def _allocate(self, capacity: int) -> None:
+        self._table_keys = np.full(capacity, EMPTY_KEY, dtype=np.int64)
+        self._table_rows = np.full(capacity, -1, dtype=np.int64)
+        self._shift = np.uint64(64 - int(capacity).bit_length() + 1)
+
+    def _reserve(self, extra: int) -> None:
+        needed = self._count + extra
+        if needed > self.MAX_LOAD * len(self._table_keys):
+            capacity = 1 << int(np.ceil(np.log2(needed / self.MAX_LOAD * 1.5)))
+            old_keys, old_rows = self._table_keys, self._table_rows
+            self._allocate(capacity)
+            occupied = old_keys != EMPTY_KEY
+            by_row = np.empty(self._count, dtype=np.int64)
+            by_row[old_rows[occupied]] = old_keys[occupied]
+            _insert_all(self._table_keys, self._table_rows, self._shift, by_row)
+        if needed > len(self._row_seen):
+            self._row_seen = np.full(max(needed, 2 * len(self._row_seen)), -1, dtype=np.int64)
+
+    def lookup(self, keys: torch.Tensor) -> torch.Tensor:
+        keys_np = np.ascontiguousarray(keys.cpu().numpy())
+        out = np.empty(len(keys_np), dtype=np.int64)
+        _lookup(self._table_keys, self._table_rows, self._shift, keys_np, out)
+        return torch.from_numpy(out)
+
+    def assign(self, point_keys: torch.Tensor, next_row: int) -> Assignment:
+        if next_row != self._count:
+            raise ValueError(f"HashIndex rows must stay dense: next_row {next_row} != count {self._count}")
+        keys_np = np.ascontiguousarray(point_keys.cpu().numpy())
+        self._reserve(len(keys_np))
+        rows = np.empty(len(keys_np), dtype=np.int64)
+        inverse = np.empty(len(keys_np), dtype=np.int64)
+        new_keys = np.empty(len(keys_np), dtype=np.int64)
+        n_unique, n_new = _assign(
+            self._table_keys, self._table_rows, self._shift, keys_np, next_row, self._row_seen, rows, inverse, new_keys
+        )
+        self._count += n_new
+        return Assignment(
+            torch.from_numpy(rows[:n_unique]), torch.from_numpy(inverse), torch.from_numpy(new_keys[:n_new].copy())
+        )
+
+    def rebuild(self, keys_by_row: torch.Tensor) -> None:
+        keys_np = np.ascontiguousarray(keys_by_row.cpu().numpy())
+        self._count = 0
+        capacity = 1 << int(np.ceil(np.log2(max(len(keys_np), 1 << 15) / self.MAX_LOAD * 1.5)))
+        self._allocate(capacity)
+        _insert_all(self._table_keys, self._table_rows, self._shift, keys_np)
+        self._count = len(keys_np)
+        if len(self._row_seen) < self._count:
+            self._row_seen = np.full(2 * self._count, -1, dtype=np.int64)
+
+
+def make_index(backend: IndexBackend, device: torch.device) -> VoxelIndex:
+    """The index for ``backend`` on ``device``; numba runs on CPU only."""
+    if backend == "numba":
+        if device.type != "cpu":
+            raise ValueError(f"the numba voxel index runs on CPU only, not on {device}")
+        return HashIndex()
+    if backend == "torch":
+        return SortedKeyIndex(device)
+    raise ValueError(f"unknown voxel index backend {backend!r}; choose 'torch' or 'numba'")

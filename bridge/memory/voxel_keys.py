@@ -1,0 +1,41 @@
+"""Voxel keys: integer voxel coordinates packed into one non-negative int64.
+
+Voxel ``(i, j, k)`` holds world points with ``i = floor(x / voxel_size_m)`` (likewise y, z) and has its centre
+at ``(i + 0.5) * voxel_size_m``. Each axis takes 21 bits with an offset of 2**20, so a map spans
++-2**20 voxels per axis (+-21 km at 2 cm, +-10 km at 1 cm). Keys sort by x, then y, then z.
+"""
+
+from __future__ import annotations
+
+import torch
+
+AXIS_BITS = 21
+AXIS_OFFSET = 1 << (AXIS_BITS - 1)
+AXIS_MASK = (1 << AXIS_BITS) - 1
+AXIS_LIMIT = AXIS_OFFSET - 1
+"""Largest ``|i|`` a key can hold; points beyond are dropped by ``point_keys``."""
+
+
+def pack(indices: torch.Tensor) -> torch.Tensor:
+    """(N, 3) int64 voxel indices (each within +-AXIS_LIMIT) -> (N,) int64 keys."""
+    shifted = indices + AXIS_OFFSET
+    return (shifted[:, 0] << (2 * AXIS_BITS)) | (shifted[:, 1] << AXIS_BITS) | shifted[:, 2]
+
+
+def unpack(keys: torch.Tensor) -> torch.Tensor:
+    """(N,) int64 keys -> (N, 3) int64 voxel indices."""
+    return torch.stack(
+        [(keys >> (2 * AXIS_BITS)) & AXIS_MASK, (keys >> AXIS_BITS) & AXIS_MASK, keys & AXIS_MASK], dim=1
+    ) - AXIS_OFFSET
+
+
+def point_keys(points_m: torch.Tensor, voxel_size_m: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 3) world points in metres -> (keys of the points inside the key range, boolean mask of those points)."""
+    indices = torch.floor(points_m / voxel_size_m).to(torch.int64)
+    inside = (indices.abs() <= AXIS_LIMIT).all(dim=1)
+    return pack(indices[inside]), inside
+
+
+def key_centers(keys: torch.Tensor, voxel_size_m: float) -> torch.Tensor:
+    """(N,) keys -> (N, 3) float32 voxel centres in world metres."""
+    return ((unpack(keys).to(torch.float64) + 0.5) * voxel_size_m).to(torch.float32)

@@ -1,0 +1,402 @@
+"""The global voxel map: the world's colored point cloud, versioned and editable (DESIGN §5).
+
+Each voxel (hashed by its packed integer coordinates, see ``voxel_keys``) holds a colour (weighted running mean,
+weight capped at ``max_weight`` so memory stays updatable), a weight, a source (seed / generated / inserted) and
+the first and last frame that saw it. Every integrate or edit bumps ``version`` and logs the keys it added,
+changed or removed, so ``changes_since(v)`` can answer exactly within the retention window.
+
+Columns live in torch tensors on ``device``; on CPU the key index is a numba hash table by default, elsewhere a
+sorted-key torch index (``voxel_index``). All coordinates are world metres.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from worldweave.bridge.errors import InvalidInputError, StorageError
+from worldweave.bridge.frames import RGBDFrame, check_mask
+from worldweave.bridge.memory import voxel_keys
+from worldweave.bridge.memory.change_log import ChangeLog
+from worldweave.bridge.memory.voxel_index import IndexBackend, make_index
+from worldweave.bridge.regions import Region
+from worldweave.bridge.storage import (
+    atomic_folder,
+    load_array,
+    read_manifest,
+    resolve_folder,
+    save_array,
+    write_manifest,
+    write_ply,
+)
+
+FORMAT_VERSION = 1
+MIN_VOXEL_SIZE_M = 0.005
+NO_FRAME = -1
+"""``first_frame`` / ``last_frame`` of voxels that no frame has seen (inserted points)."""
+
+
+class Source(IntEnum):
+    """Where a voxel's content came from."""
+
+    SEED = 0
+    GENERATED = 1
+    INSERTED = 2
+
+
+@dataclass(frozen=True)
+class VoxelSet:
+    """Voxels as columns (numpy, CPU), all of length N.
+
+    ``keys`` int64 packed voxel coordinates; ``positions_m`` float32 (N, 3) voxel centres, world metres;
+    ``colors`` uint8 (N, 3) RGB; ``weights`` float32; ``sources`` uint8 (``Source``); ``first_frame`` and
+    ``last_frame`` int32 frame ids (``NO_FRAME`` for inserted points).
+    """
+
+    keys: np.ndarray
+    positions_m: np.ndarray
+    colors: np.ndarray
+    weights: np.ndarray
+    sources: np.ndarray
+    first_frame: np.ndarray
+    last_frame: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def sorted_by_key(self) -> VoxelSet:
+        order = np.argsort(self.keys, kind="stable")
+        return VoxelSet(*(getattr(self, f)[order] for f in self.__dataclass_fields__))
+
+
+@dataclass(frozen=True)
+class VoxelChanges:
+    """The difference between the map at ``since_version`` and at ``version``.
+
+    With ``is_snapshot`` True, ``since_version`` was older than the retention window: ``added`` holds the whole
+    map and the receiver must drop what it had; ``changed`` and ``removed_keys`` are empty.
+    """
+
+    since_version: int
+    version: int
+    is_snapshot: bool
+    added: VoxelSet
+    changed: VoxelSet
+    removed_keys: np.ndarray
+
+
+@dataclass(frozen=True)
+class IntegrateStats:
+    points: int
+    """Valid depth pixels that entered memory."""
+    voxels_touched: int
+    voxels_added: int
+    version: int
+
+
+class VoxelMap:
+    """Hashed colored voxels with a change log, edits and atomic storage.
+
+    ``voxel_size_m``: edge length, 0.005 m or more (default 2 cm). ``device``: where the columns live.
+    ``backend``: key index, ``"numba"`` (CPU default) or ``"torch"`` (any device). ``retention_versions``: how many
+    versions ``changes_since`` answers exactly. ``max_weight``: cap on a voxel's colour weight, so new
+    observations keep moving the colour.
+    """
+
+    def __init__(
+        self,
+        voxel_size_m: float = 0.02,
+        *,
+        device: torch.device | str = "cpu",
+        backend: IndexBackend | None = None,
+        retention_versions: int = 256,
+        max_weight: float = 255.0,
+    ) -> None:
+        if not np.isfinite(voxel_size_m) or voxel_size_m < MIN_VOXEL_SIZE_M:
+            raise InvalidInputError(f"voxel_size_m must be >= {MIN_VOXEL_SIZE_M} m, got {voxel_size_m!r}")
+        self.voxel_size_m = float(voxel_size_m)
+        self.device = torch.device(device)
+        self.backend: IndexBackend = backend or ("numba" if self.device.type == "cpu" else "torch")
+        self.max_weight = float(max_weight)
+        self.version = 0
+        self._index = make_index(self.backend, self.device)
+        self._log = ChangeLog(retention_versions)
+        self._count = 0
+        self._keys = torch.empty(0, dtype=torch.int64, device=self.device)
+        self._colors = torch.empty((0, 3), dtype=torch.float32, device=self.device)
+        self._weights = torch.empty(0, dtype=torch.float32, device=self.device)
+        self._sources = torch.empty(0, dtype=torch.uint8, device=self.device)
+        self._first = torch.empty(0, dtype=torch.int32, device=self.device)
+        self._last = torch.empty(0, dtype=torch.int32, device=self.device)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __repr__(self) -> str:
+        return (
+            f"VoxelMap({self._count} voxels, voxel_size_m={self.voxel_size_m}, version={self.version}, "
+            f"device={self.device}, backend={self.backend!r})"
+        )
+
+    # ----------------------------------------------------------------------------------------------- storage
+
+    def _reserve(self, extra: int) -> None:
+        needed = self._count + extra
+        if needed <= len(self._keys):
+            return
+        capacity = max(needed, int(len(self._keys) * 1.5), 1 << 14)
+
+        def grow(column: torch.Tensor) -> torch.Tensor:
+            out = torch.zeros((capacity, *column.shape[1:]), dtype=column.dtype, device=self.device)
+            out[: self._count] = column[: self._count]
+            return out
+
+        self._keys, self._colors, self._weights = grow(self._keys), grow(self._colors), grow(self._weights)
+        self._sources, self._first, self._last = grow(self._sources), grow(self._first), grow(self._last)
+
+    def _bump(self, added: torch.Tensor, changed: torch.Tensor, removed: torch.Tensor) -> int:
+        self.version += 1
+        self._log.record(self.version, *(k.cpu().numpy() for k in (added, changed, removed)))
+        return self.version
+
+    def _merge(
+        self, keys: torch.Tensor, color_sum: torch.Tensor, weight: torch.Tensor, source: Source, frame_id: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fold per-point observations into the map; return (new keys, keys of existing voxels touched)."""
+        self._reserve(len(keys))
+        assignment = self._index.assign(keys, self._count)
+        rows = assignment.rows.to(self.device)
+        inverse = assignment.inverse.to(self.device)
+        sums = torch.zeros((len(rows), 3), dtype=torch.float32, device=self.device).index_add_(0, inverse, color_sum)
+        counts = torch.zeros(len(rows), dtype=torch.float32, device=self.device).index_add_(0, inverse, weight)
+        n_new = len(assignment.new_keys)
+        is_new = rows >= self._count
+        self._keys[self._count : self._count + n_new] = assignment.new_keys.to(self.device)
+        self._sources[rows[is_new]] = int(source)
+        self._first[rows[is_new]] = frame_id
+        self._weights[rows[is_new]] = 0.0
+        self._colors[rows[is_new]] = 0.0
+        old_weight = self._weights[rows]
+        total = old_weight + counts
+        self._colors[rows] = (self._colors[rows] * old_weight[:, None] + sums) / total[:, None]
+        self._weights[rows] = total.clamp_max(self.max_weight)
+        self._last[rows] = frame_id
+        if source == Source.INSERTED:
+            self._sources[rows] = int(Source.INSERTED)
+        changed_rows = rows[~is_new]
+        self._count += n_new
+        return assignment.new_keys.to(self.device), self._keys[changed_rows]
+
+    # --------------------------------------------------------------------------------------------- integrate
+
+    def integrate(
+        self,
+        frame: RGBDFrame,
+        *,
+        frame_id: int,
+        source: Source = Source.GENERATED,
+        exclude_mask: np.ndarray | None = None,
+        exclude_regions: Sequence[Region] = (),
+        max_depth_m: float | None = None,
+    ) -> IntegrateStats:
+        """Back-project the frame's valid depth to world points and merge them into the map.
+
+        ``exclude_mask``: bool (H, W), True on dynamic pixels, which never enter memory. ``exclude_regions``:
+        world regions (dynamic 3D boxes) whose points never enter memory. ``max_depth_m``: ignore depth beyond.
+        Bumps ``version`` even when nothing was added, so a frame always has its own version.
+        """
+        intrinsics = frame.intrinsics
+        depth = torch.from_numpy(frame.depth).to(self.device)
+        valid = depth > 0
+        if max_depth_m is not None:
+            valid &= depth <= max_depth_m
+        if exclude_mask is not None:
+            mask = check_mask(exclude_mask, intrinsics.shape, "exclude_mask")
+            valid &= ~torch.from_numpy(mask).to(self.device)
+        rays = intrinsics.pixel_rays(self.device)[valid]
+        points_cam = rays * depth[valid][:, None]
+        rotation = torch.tensor(frame.pose.rotation, dtype=torch.float32, device=self.device)
+        position = torch.tensor(frame.pose.position, dtype=torch.float32, device=self.device)
+        points_world = points_cam @ rotation.T + position
+        colors = torch.from_numpy(frame.rgb).to(self.device)[valid].to(torch.float32)
+        for region in exclude_regions:
+            keep = ~region.contains(points_world)
+            points_world, colors = points_world[keep], colors[keep]
+        keys, inside = voxel_keys.point_keys(points_world, self.voxel_size_m)
+        colors = colors[inside]
+        weight = torch.ones(len(keys), dtype=torch.float32, device=self.device)
+        added, changed = self._merge(keys, colors, weight, source, frame_id)
+        version = self._bump(added, changed, added[:0])
+        return IntegrateStats(len(keys), len(added) + len(changed), len(added), version)
+
+    # ------------------------------------------------------------------------------------------------- edits
+
+    def _rows_in(self, region: Region) -> torch.Tensor:
+        centers = voxel_keys.key_centers(self._keys[: self._count], self.voxel_size_m)
+        return torch.nonzero(region.contains(centers), as_tuple=False).flatten()
+
+    def remove(self, region: Region) -> int:
+        """Delete every voxel whose centre lies in ``region``; return how many. Bumps ``version``."""
+        rows = self._rows_in(region)
+        removed = self._keys[rows].clone()
+        if len(rows):
+            keep = torch.ones(self._count, dtype=torch.bool, device=self.device)
+            keep[rows] = False
+            n = int(keep.sum())
+            for name in ("_keys", "_colors", "_weights", "_sources", "_first", "_last"):
+                column = getattr(self, name)
+                column[:n] = column[: self._count][keep].clone()
+            self._count = n
+            self._index.rebuild(self._keys[:n])
+        self._bump(removed[:0], removed[:0], removed)
+        return len(removed)
+
+    def recolor(self, region: Region, rgb: Sequence[int]) -> int:
+        """Set the colour of every voxel whose centre lies in ``region``; return how many. Bumps ``version``."""
+        color = np.asarray(rgb)
+        if color.shape != (3,) or not np.all((color >= 0) & (color <= 255)):
+            raise InvalidInputError(f"recolor needs an RGB triple in 0..255, got {rgb!r}")
+        rows = self._rows_in(region)
+        self._colors[rows] = torch.as_tensor(color, dtype=torch.float32, device=self.device)
+        self._bump(rows[:0], self._keys[rows], rows[:0])
+        return len(rows)
+
+    def insert(self, points_m: np.ndarray, colors: np.ndarray, *, frame_id: int = NO_FRAME) -> int:
+        """Add points (world metres, uint8 RGB) as ``Source.INSERTED`` voxels; return voxels touched."""
+        points = np.asarray(points_m, dtype=np.float32)
+        colors = np.asarray(colors)
+        if points.ndim != 2 or points.shape[1] != 3 or not np.all(np.isfinite(points)):
+            raise InvalidInputError(f"insert needs finite (N, 3) points, got shape {points.shape}")
+        if colors.shape != points.shape or colors.dtype != np.uint8:
+            raise InvalidInputError(f"insert needs uint8 (N, 3) colours matching the points, got {colors.dtype} {colors.shape}")
+        keys, inside = voxel_keys.point_keys(torch.from_numpy(points).to(self.device), self.voxel_size_m)
+        rgb = torch.from_numpy(colors).to(self.device)[inside].to(torch.float32)
+        added, changed = self._merge(keys, rgb, torch.ones(len(keys), device=self.device), Source.INSERTED, frame_id)
+        self._bump(added, changed, added[:0])
+        return len(added) + len(changed)
+
+    # ---------------------------------------------------------------------------------------------- queries
+
+    def _gather(self, rows: torch.Tensor) -> VoxelSet:
+        keys = self._keys[rows]
+        return VoxelSet(
+            keys=keys.cpu().numpy(),
+            positions_m=voxel_keys.key_centers(keys, self.voxel_size_m).cpu().numpy(),
+            colors=self._colors[rows].round().clamp(0, 255).to(torch.uint8).cpu().numpy(),
+            weights=self._weights[rows].cpu().numpy(),
+            sources=self._sources[rows].cpu().numpy(),
+            first_frame=self._first[rows].cpu().numpy(),
+            last_frame=self._last[rows].cpu().numpy(),
+        )
+
+    def voxels(self) -> VoxelSet:
+        """Every voxel, in internal row order (use ``sorted_by_key`` to compare maps)."""
+        return self._gather(torch.arange(self._count, device=self.device))
+
+    def points(self) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 3) float32 voxel centres in world metres and (N, 3) uint8 colours."""
+        voxels = self.voxels()
+        return voxels.positions_m, voxels.colors
+
+    def crop(self, region: Region) -> VoxelSet:
+        """The voxels whose centres lie in ``region``."""
+        return self._gather(self._rows_in(region))
+
+    def lookup(self, keys: np.ndarray) -> VoxelSet:
+        """The voxels with these keys (absent keys are skipped)."""
+        rows = self._index.lookup(torch.as_tensor(np.asarray(keys, dtype=np.int64))).to(self.device)
+        return self._gather(rows[rows >= 0])
+
+    def points_tensor(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Voxel centres (N, 3) float32 metres and colours (N, 3) uint8, as tensors on ``device`` (for rendering)."""
+        keys = self._keys[: self._count]
+        colors = self._colors[: self._count].round().clamp(0, 255).to(torch.uint8)
+        return voxel_keys.key_centers(keys, self.voxel_size_m), colors
+
+    def changes_since(self, version: int) -> VoxelChanges:
+        """Added, changed and removed voxels between ``version`` and now.
+
+        A ``version`` older than the retention window is answered with a full snapshot (``is_snapshot``).
+        Raises ``InvalidInputError`` for a version from the future or a negative one.
+        """
+        if version < 0 or version > self.version:
+            raise InvalidInputError(f"version {version} is not in 0..{self.version} (the current version)")
+        net = self._log.net_since(version)
+        if net is None:
+            empty = self._gather(torch.empty(0, dtype=torch.int64, device=self.device))
+            return VoxelChanges(version, self.version, True, self.voxels(), empty, np.empty(0, np.int64))
+        return VoxelChanges(version, self.version, False, self.lookup(net.added), self.lookup(net.changed), net.removed)
+
+    @property
+    def oldest_exact_version(self) -> int:
+        """The oldest version ``changes_since`` answers without falling back to a snapshot."""
+        return self._log.oldest_exact_version
+
+    # ---------------------------------------------------------------------------------------------- storage
+
+    def write(self, folder: Path) -> None:
+        """Write the map into an existing empty folder (not atomic; ``save`` wraps it)."""
+        voxels = self.voxels()
+        for name in ("keys", "weights", "sources", "first_frame", "last_frame"):
+            save_array(folder, name, getattr(voxels, name))
+        save_array(folder, "colors", self._colors[: self._count].cpu().numpy())
+        write_ply(folder / "cloud.ply", voxels.positions_m, voxels.colors)
+        write_manifest(
+            folder,
+            {
+                "kind": "voxel_map",
+                "format_version": FORMAT_VERSION,
+                "voxel_size_m": self.voxel_size_m,
+                "version": self.version,
+                "count": self._count,
+                "max_weight": self.max_weight,
+                "key_axis_bits": voxel_keys.AXIS_BITS,
+                "files": {
+                    "keys": "int64 packed voxel coordinates",
+                    "colors": "float32 (N, 3) mean RGB 0..255",
+                    "weights": "float32",
+                    "sources": "uint8 (0 seed, 1 generated, 2 inserted)",
+                    "first_frame": "int32",
+                    "last_frame": "int32",
+                    "cloud.ply": "voxel centres (metres) with uint8 colours, for viewers",
+                },
+            },
+        )
+
+    def save(self, folder: str | Path) -> Path:
+        """Save atomically to ``folder`` (a crash mid-save leaves the previous save intact)."""
+        with atomic_folder(folder) as tmp:
+            self.write(tmp)
+        return Path(folder)
+
+    @classmethod
+    def read(cls, folder: Path, *, device: torch.device | str = "cpu", backend: IndexBackend | None = None) -> VoxelMap:
+        """Read a map written by ``write``; its change log starts empty at the saved version."""
+        manifest = read_manifest(folder, "voxel_map", (FORMAT_VERSION,))
+        vmap = cls(manifest["voxel_size_m"], device=device, backend=backend, max_weight=manifest["max_weight"])
+        arrays = {name: load_array(folder, name) for name in ("keys", "colors", "weights", "sources", "first_frame", "last_frame")}
+        n = len(arrays["keys"])
+        if n != manifest["count"] or any(len(a) != n for a in arrays.values()):
+            raise StorageError(f"saved map at {folder} is inconsistent: manifest count {manifest['count']}, arrays {n}")
+        vmap._reserve(n)
+        vmap._keys[:n] = torch.from_numpy(arrays["keys"])
+        vmap._colors[:n] = torch.from_numpy(arrays["colors"])
+        vmap._weights[:n] = torch.from_numpy(arrays["weights"])
+        vmap._sources[:n] = torch.from_numpy(arrays["sources"])
+        vmap._first[:n] = torch.from_numpy(arrays["first_frame"])
+        vmap._last[:n] = torch.from_numpy(arrays["last_frame"])
+        vmap._count = n
+        vmap._index.rebuild(vmap._keys[:n])
+        vmap.version = int(manifest["version"])
+        vmap._log.clear(vmap.version)
+        return vmap
+
+    @classmethod
+    def load(cls, folder: str | Path, *, device: torch.device | str = "cpu", backend: IndexBackend | None = None) -> VoxelMap:
+        """Load a map saved with ``save``."""
+        return cls.read(resolve_folder(folder), device=device, backend=backend)
