@@ -1,0 +1,110 @@
+"""The generator protocol: what a backend receives (``Condition``), returns (``GenerationResult``) and declares.
+
+A backend subclasses ``Generator`` and sets its class attributes (like gymnasium's ``action_space``): the chunk
+rule (``chunk_multiple``/``chunk_offset``: valid frame counts are ``chunk_offset + chunk_multiple * k``), the
+largest chunk and image, the size multiple, and whether it returns depth. The world loop pads short chunks by
+holding the last pose and drops the padded frames (DESIGN §7 "Steps and chunks"), so a backend only ever sees
+frame counts its rule allows. ``check_generator`` (in ``checker``) tests a backend against this contract.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from worldweave.bridge.errors import InvalidInputError, LimitExceededError
+from worldweave.bridge.frames import RenderResult
+from worldweave.bridge.geometry import Intrinsics, Pose
+
+
+@dataclass(frozen=True)
+class Condition:
+    """Everything a generator is conditioned on for one chunk of N target views.
+
+    ``poses``: N camera-to-world poses (OpenCV camera, metres). ``intrinsics``: shared by all N views.
+    ``renders``: N woven memory renders at those poses (rgb, depth metres, covered mask). ``references``: retrieved
+    anchors' source images, uint8 (H, W, 3) each, most relevant first. ``leading_frames``: the last generated
+    frames before this chunk, oldest first (may be empty). ``prompt``: text, may be empty. ``seed``: for any
+    randomness, so a step is deterministic given its inputs.
+    """
+
+    poses: tuple[Pose, ...]
+    intrinsics: Intrinsics
+    renders: tuple[RenderResult, ...]
+    references: tuple[np.ndarray, ...] = ()
+    leading_frames: tuple[np.ndarray, ...] = ()
+    prompt: str = ""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.poses) == 0:
+            raise InvalidInputError("a condition needs at least one pose")
+        if len(self.renders) != len(self.poses):
+            raise InvalidInputError(f"{len(self.poses)} poses but {len(self.renders)} renders")
+        for i, render in enumerate(self.renders):
+            if render.mask.shape != self.intrinsics.shape:
+                raise InvalidInputError(f"render {i} has shape {render.mask.shape}, intrinsics say {self.intrinsics.shape}")
+
+    def __len__(self) -> int:
+        return len(self.poses)
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """N generated frames, uint8 (H, W, 3), and, when the backend ``returns_depth``, N float32 (H, W) depths in
+    metres along the optical axis (0 = unknown)."""
+
+    frames: tuple[np.ndarray, ...]
+    depths: tuple[np.ndarray, ...] | None = None
+    info: dict = field(default_factory=dict)
+    """Backend-specific details for logs (timings, model id); never needed by the caller."""
+
+
+class Generator(ABC):
+    """Base class of every generation backend. Subclasses set the class attributes and implement ``generate``."""
+
+    name: ClassVar[str]
+    """Registry name, chosen in config and by ``worldweave serve --generator``."""
+    chunk_multiple: ClassVar[int] = 1
+    chunk_offset: ClassVar[int] = 0
+    """Valid chunk sizes are ``chunk_offset + chunk_multiple * k`` with k >= 0 (and at least 1 frame): 1 and 0 for
+    frame-by-frame backends, 4 and 1 for Wan's 4k+1."""
+    max_frames: ClassVar[int] = 1
+    """Largest chunk (frames per ``generate`` call)."""
+    max_width: ClassVar[int] = 1920
+    max_height: ClassVar[int] = 1080
+    size_multiple: ClassVar[int] = 1
+    """Width and height the backend accepts must be multiples of this (the backend pads or resizes internally)."""
+    returns_depth: ClassVar[bool] = False
+
+    @classmethod
+    def valid_chunk(cls, frames: int) -> bool:
+        """Whether ``frames`` is a chunk size this backend accepts."""
+        return 1 <= frames <= cls.max_frames and (frames - cls.chunk_offset) % cls.chunk_multiple == 0 and frames >= cls.chunk_offset
+
+    @classmethod
+    def padded_chunk(cls, frames: int) -> int:
+        """The smallest valid chunk size >= ``frames``."""
+        if frames < 1:
+            raise InvalidInputError(f"a chunk needs at least one frame, got {frames}")
+        size = max(frames, cls.chunk_offset, 1)
+        while not cls.valid_chunk(size):
+            size += 1
+            if size > cls.max_frames:
+                raise LimitExceededError(f"{cls.name} takes at most {cls.max_frames} frames per chunk, asked for {frames}")
+        return size
+
+    @classmethod
+    def check_size(cls, intrinsics: Intrinsics) -> None:
+        """Raise ``LimitExceededError`` when the image is larger than the backend allows."""
+        if intrinsics.width > cls.max_width or intrinsics.height > cls.max_height:
+            raise LimitExceededError(
+                f"{cls.name} generates at most {cls.max_width}x{cls.max_height}, asked for {intrinsics.width}x{intrinsics.height}"
+            )
+
+    @abstractmethod
+    def generate(self, condition: Condition) -> GenerationResult:
+        """Generate ``len(condition)`` frames (a valid chunk size) at the condition's poses."""

@@ -1,0 +1,47 @@
+"""Generator backends by name. Built-in backends register here; third-party ones through the entry-point group
+``worldweave.generators`` (a ``Generator`` subclass, type-checked when loaded)."""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+
+from worldweave.bridge.errors import NotFoundError
+from worldweave.bridge.generators.base import Generator
+
+BUILTIN: dict[str, str] = {
+    "reproject": "worldweave.bridge.generators.reproject:ReprojectGenerator",
+}
+"""Name -> ``module:Class``; modules are imported only when their backend is asked for (diffusers is heavy)."""
+
+ENTRY_POINT_GROUP = "worldweave.generators"
+
+
+def _load(target: str) -> type[Generator]:
+    module_name, _, class_name = target.partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    if not (isinstance(cls, type) and issubclass(cls, Generator)):
+        raise TypeError(f"{target} is not a worldweave Generator subclass")
+    return cls
+
+
+def available() -> list[str]:
+    """Names of every generator that can be created."""
+    names = set(BUILTIN)
+    names.update(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+    return sorted(names)
+
+
+def generator_class(name: str) -> type[Generator]:
+    """The backend class registered as ``name``; raises ``NotFoundError`` listing what exists."""
+    if name in BUILTIN:
+        return _load(BUILTIN[name])
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            return _load(ep.value)
+    raise NotFoundError(f"no generator named {name!r}; available: {', '.join(available())}")
+
+
+def create_generator(name: str, **options) -> Generator:
+    """Instantiate the backend ``name`` with its keyword options."""
+    return generator_class(name)(**options)
