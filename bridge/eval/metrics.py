@@ -1,0 +1,229 @@
+"""Image and trajectory metrics of the benchmarks, exactly as DESIGN §7 "Metrics" defines them.
+
+* ``psnr``: MSE over the masked pixels (all three channels) of 8-bit RGB, ``10 log10(255^2 / MSE)`` dB. The caller
+  passes the pixels to score (covered ∩ valid depth). Identical images give ``PSNR_MAX_DB`` (a cap, so means and
+  differences stay finite); an empty mask gives ``nan``.
+* ``ssim``: the SSIM map (Gaussian window 11 x 11, sigma 1.5, data range 255, K1 = 0.01, K2 = 0.03) computed on
+  each RGB channel over the whole image (reflect padding at the border) and averaged over the channels, then
+  averaged over the masked pixels. Unmasked pixels still enter the windows of masked pixels near them.
+* ``coverage``: ``|covered ∩ valid| / |valid|``.
+* ``mean_psnr``: the mean of per-frame PSNR, skipping ``nan`` (frames with nothing to score).
+* ``revisits``: a frame whose camera centre is within 0.3 m and viewing direction within 20° of a frame at least
+  30 frames earlier.
+* ``warping_error``: mean absolute difference (8-bit units, over RGB) between frame t and frame t-1 warped into t
+  with ground-truth depth and poses, on valid, non-occluded pixels.
+
+Target RGB and depth enter these functions only to score (DESIGN §7 "No leaks").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from worldweave.bridge.errors import InvalidFrameError, InvalidInputError
+from worldweave.bridge.frames import check_depth, check_mask, check_rgb
+from worldweave.bridge.geometry import Intrinsics, Pose
+
+PSNR_MAX_DB = 100.0
+"""PSNR of two identical images (MSE 0): a cap, reached when MSE <= 255^2 * 1e-10, so every PSNR is finite."""
+
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+SSIM_DATA_RANGE = 255.0
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+
+OCCLUSION_TOLERANCE_REL = 0.02
+"""Warping error: a warped pixel is non-occluded when each of the four frame t-1 pixels it is interpolated from has
+depth within this fraction (plus ``OCCLUSION_TOLERANCE_M``) of the point's depth in camera t-1."""
+OCCLUSION_TOLERANCE_M = 0.01
+
+
+def _image_pair(pred_rgb: np.ndarray, target_rgb: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    target_rgb = np.asarray(target_rgb)
+    if target_rgb.ndim != 3:
+        raise InvalidFrameError(f"target_rgb must be (H, W, 3) uint8, got shape {target_rgb.shape}")
+    shape = target_rgb.shape[:2]
+    return (
+        check_rgb(pred_rgb, shape, "pred_rgb"),
+        check_rgb(target_rgb, shape, "target_rgb"),
+        check_mask(mask, shape, "mask"),
+    )
+
+
+def psnr(pred_rgb: np.ndarray, target_rgb: np.ndarray, mask: np.ndarray) -> float:
+    """PSNR in dB of uint8 (H, W, 3) ``pred_rgb`` against ``target_rgb`` over the pixels where bool (H, W) ``mask``.
+
+    Returns ``nan`` when the mask is empty and ``PSNR_MAX_DB`` when the masked pixels are identical.
+    """
+    pred, target, mask = _image_pair(pred_rgb, target_rgb, mask)
+    if not mask.any():
+        return math.nan
+    diff = pred[mask].astype(np.float64) - target[mask].astype(np.float64)
+    mse = float(np.mean(diff * diff))
+    if mse <= SSIM_DATA_RANGE**2 * 10.0 ** (-PSNR_MAX_DB / 10.0):
+        return PSNR_MAX_DB
+    return 10.0 * math.log10(SSIM_DATA_RANGE**2 / mse)
+
+
+def _gaussian_kernel() -> torch.Tensor:
+    offsets = torch.arange(SSIM_WINDOW, dtype=torch.float64) - (SSIM_WINDOW - 1) / 2.0
+    kernel = torch.exp(-(offsets**2) / (2.0 * SSIM_SIGMA**2))
+    return kernel / kernel.sum()
+
+
+def _blur(images: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur of (C, H, W) float64 images, reflect padding, same size out."""
+    kernel = _gaussian_kernel()
+    pad = SSIM_WINDOW // 2
+    x = images[:, None]
+    x = torch.nn.functional.pad(x, (pad, pad, 0, 0), mode="reflect" if images.shape[-1] > pad else "replicate")
+    x = torch.nn.functional.conv2d(x, kernel.view(1, 1, 1, -1))
+    x = torch.nn.functional.pad(x, (0, 0, pad, pad), mode="reflect" if images.shape[-2] > pad else "replicate")
+    x = torch.nn.functional.conv2d(x, kernel.view(1, 1, -1, 1))
+    return x[:, 0]
+
+
+def ssim_map(pred_rgb: np.ndarray, target_rgb: np.ndarray) -> np.ndarray:
+    """Per-pixel SSIM, float64 (H, W), averaged over the three RGB channels (see the module docstring)."""
+    target_rgb = np.asarray(target_rgb)
+    if target_rgb.ndim != 3:
+        raise InvalidFrameError(f"target_rgb must be (H, W, 3) uint8, got shape {target_rgb.shape}")
+    pred = torch.from_numpy(check_rgb(pred_rgb, target_rgb.shape[:2], "pred_rgb")).permute(2, 0, 1).double()
+    target = torch.from_numpy(check_rgb(target_rgb, target_rgb.shape[:2], "target_rgb")).permute(2, 0, 1).double()
+    c1 = (SSIM_K1 * SSIM_DATA_RANGE) ** 2
+    c2 = (SSIM_K2 * SSIM_DATA_RANGE) ** 2
+    mu_x, mu_y = _blur(pred), _blur(target)
+    var_x = _blur(pred * pred) - mu_x * mu_x
+    var_y = _blur(target * target) - mu_y * mu_y
+    cov = _blur(pred * target) - mu_x * mu_y
+    numerator = (2.0 * mu_x * mu_y + c1) * (2.0 * cov + c2)
+    denominator = (mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2)
+    return (numerator / denominator).mean(dim=0).numpy()
+
+
+def ssim(pred_rgb: np.ndarray, target_rgb: np.ndarray, mask: np.ndarray) -> float:
+    """SSIM of uint8 (H, W, 3) ``pred_rgb`` against ``target_rgb``: the SSIM map averaged over bool (H, W) ``mask``.
+
+    Returns ``nan`` when the mask is empty; 1.0 for identical images.
+    """
+    pred, target, mask = _image_pair(pred_rgb, target_rgb, mask)
+    if not mask.any():
+        return math.nan
+    return float(ssim_map(pred, target)[mask].mean())
+
+
+def coverage(covered_mask: np.ndarray, valid_depth_mask: np.ndarray) -> float:
+    """Fraction of valid-depth pixels that are covered: ``|covered ∩ valid| / |valid|``; ``nan`` if none is valid."""
+    valid = np.asarray(valid_depth_mask)
+    valid = check_mask(valid, valid.shape, "valid_depth_mask")
+    covered = check_mask(covered_mask, valid.shape, "covered_mask")
+    count = int(valid.sum())
+    if count == 0:
+        return math.nan
+    return float((covered & valid).sum()) / count
+
+
+def mean_psnr(per_frame: Iterable[float]) -> float:
+    """Mean of per-frame PSNR values in dB, skipping ``nan``; ``nan`` when no frame has a value."""
+    values = np.asarray(list(per_frame), dtype=np.float64)
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if values.size else math.nan
+
+
+def revisits(
+    poses: Sequence[Pose],
+    *,
+    max_distance_m: float = 0.3,
+    max_angle_deg: float = 20.0,
+    min_gap: int = 30,
+) -> list[tuple[int, int]]:
+    """Frames that come back to a place seen before, as ``(i, j)`` pairs with ``j <= i - min_gap``.
+
+    Frame ``i`` is a revisit when some frame ``j`` at least ``min_gap`` frames earlier has its camera centre within
+    ``max_distance_m`` metres and its viewing direction (camera +z) within ``max_angle_deg`` degrees. Each revisit
+    frame appears once, paired with the qualifying ``j`` of smallest centre distance (ties: the earliest). Pairs are
+    sorted by ``i``.
+    """
+    if max_distance_m < 0 or not 0 <= max_angle_deg <= 180 or min_gap < 1:
+        raise InvalidInputError(
+            f"revisits needs max_distance_m >= 0, max_angle_deg in [0, 180], min_gap >= 1; got "
+            f"{max_distance_m}, {max_angle_deg}, {min_gap}"
+        )
+    if len(poses) == 0:
+        return []
+    centres = np.stack([p.position for p in poses])
+    forwards = np.stack([p.forward for p in poses])
+    cos_limit = math.cos(math.radians(max_angle_deg))
+    pairs: list[tuple[int, int]] = []
+    for i in range(min_gap, len(poses)):
+        earlier = slice(0, i - min_gap + 1)
+        distance = np.linalg.norm(centres[earlier] - centres[i], axis=1)
+        cos = forwards[earlier] @ forwards[i]
+        ok = (distance <= max_distance_m) & (cos >= cos_limit - 1e-12)
+        if ok.any():
+            candidates = np.flatnonzero(ok)
+            pairs.append((i, int(candidates[np.argmin(distance[candidates])])))
+    return pairs
+
+
+def warping_error(
+    frame_t: np.ndarray,
+    frame_prev: np.ndarray,
+    depth_t: np.ndarray,
+    pose_t: Pose,
+    pose_prev: Pose,
+    intrinsics: Intrinsics,
+    depth_prev: np.ndarray,
+) -> float:
+    """Mean absolute RGB difference (8-bit units) between ``frame_t`` and ``frame_prev`` warped into camera t.
+
+    Every pixel of frame t with ground-truth ``depth_t > 0`` (metres along the optical axis) is lifted to world with
+    ``pose_t`` (camera-to-world), projected into camera t-1 with ``pose_prev`` and ``intrinsics`` (pixel centres at
+    integer coordinates), and ``frame_prev`` is sampled there bilinearly. The pixel counts when the projection lies
+    in front of camera t-1 and inside its image, and it is **not occluded**: each of its four bilinear neighbours
+    has ground-truth ``depth_prev > 0`` within ``OCCLUSION_TOLERANCE_REL * z + OCCLUSION_TOLERANCE_M`` of the point's
+    depth ``z`` in camera t-1 (so a point hidden behind a nearer surface in t-1, or one straddling a depth edge, is
+    left out). Returns ``nan`` when no pixel counts.
+    """
+    shape = intrinsics.shape
+    rgb_t = check_rgb(frame_t, shape, "frame_t").astype(np.float64)
+    rgb_prev = check_rgb(frame_prev, shape, "frame_prev").astype(np.float64)
+    depth_t = check_depth(depth_t, shape, "depth_t").astype(np.float64)
+    depth_prev = check_depth(depth_prev, shape, "depth_prev").astype(np.float64)
+    h, w = shape
+    v, u = np.nonzero(depth_t > 0)
+    z_t = depth_t[v, u]
+    points_cam_t = np.stack([(u - intrinsics.cx) / intrinsics.fx * z_t, (v - intrinsics.cy) / intrinsics.fy * z_t, z_t], axis=1)
+    points_cam_prev = pose_prev.world_to_cam(pose_t.cam_to_world(points_cam_t))
+    z = points_cam_prev[:, 2]
+    front = z > 1e-6
+    safe_z = np.where(front, z, 1.0)
+    x = intrinsics.fx * points_cam_prev[:, 0] / safe_z + intrinsics.cx
+    y = intrinsics.fy * points_cam_prev[:, 1] / safe_z + intrinsics.cy
+    inside = front & (x >= 0) & (y >= 0) & (x <= w - 1) & (y <= h - 1)
+    x, y, z = x[inside], y[inside], z[inside]
+    # Left/top neighbour, clamped so that a point on the last row or column interpolates with weight 1 on it.
+    x0 = np.clip(np.floor(x), 0, max(w - 2, 0)).astype(np.int64)
+    y0 = np.clip(np.floor(y), 0, max(h - 2, 0)).astype(np.int64)
+    target = rgb_t[v[inside], u[inside]]
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    tolerance = OCCLUSION_TOLERANCE_REL * z + OCCLUSION_TOLERANCE_M
+    visible = np.ones(z.shape, dtype=bool)
+    for yy, xx in ((y0, x0), (y0, x1), (y1, x0), (y1, x1)):
+        neighbour_depth = depth_prev[yy, xx]
+        visible &= (neighbour_depth > 0) & (np.abs(neighbour_depth - z) <= tolerance)
+    if not visible.any():
+        return math.nan
+    ax, ay = (x - x0)[:, None], (y - y0)[:, None]
+    warped = (
+        rgb_prev[y0, x0] * (1 - ax) * (1 - ay)
+        + rgb_prev[y0, x1] * ax * (1 - ay)
+        + rgb_prev[y1, x0] * (1 - ax) * ay
+        + rgb_prev[y1, x1] * ax * ay
+    )
+    return float(np.mean(np.abs(warped - target)[visible]))
