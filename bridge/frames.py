@@ -35,7 +35,7 @@ def check_depth(depth: np.ndarray, shape: tuple[int, int], name: str = "depth") 
     bad = ~np.isfinite(depth) | (depth < 0)
     if bad.any():
         v, u = np.argwhere(bad)[0]
-        raise InvalidFrameError(f"{name} has an invalid value {depth[v, u]!r} at pixel (u={u}, v={v}); use 0 for unknown")
+        raise InvalidFrameError(f"{name} has an invalid value {float(depth[v, u])} at pixel (u={u}, v={v}); use 0 for unknown")
     return depth
 
 

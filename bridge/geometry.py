@@ -37,7 +37,7 @@ class Quaternion(NamedTuple):
 def _check_finite(name: str, values: np.ndarray) -> None:
     if not np.all(np.isfinite(values)):
         bad = np.argwhere(~np.isfinite(values))[0]
-        raise InvalidPoseError(f"{name} has a non-finite value {values[tuple(bad)]!r} at index {tuple(int(i) for i in bad)}")
+        raise InvalidPoseError(f"{name} has a non-finite value {float(values[tuple(bad)])} at index {tuple(int(i) for i in bad)}")
 
 
 def rotation_from_quaternion(q: Quaternion) -> np.ndarray:
@@ -115,8 +115,9 @@ class Pose:
         if position.shape != (3,):
             raise InvalidPoseError(f"position must have 3 values, got {position.shape[0]}")
         _check_finite("position", position)
-        u, _, vt = np.linalg.svd(rotation)
-        rotation = u @ vt
+        if np.max(np.abs(rotation.T @ rotation - np.eye(3))) > 1e-12:
+            u, _, vt = np.linalg.svd(rotation)
+            rotation = u @ vt
         rotation.flags.writeable = False
         position.flags.writeable = False
         object.__setattr__(self, "rotation", rotation)

@@ -79,7 +79,7 @@ class OrientedBox:
     def contains(self, points):
         pts, was_numpy = _as_tensor(points)
         center = torch.as_tensor(self.center_m, dtype=pts.dtype, device=pts.device)
-        rotation = torch.as_tensor(self.rotation, dtype=pts.dtype, device=pts.device)
+        rotation = torch.tensor(self.rotation, dtype=pts.dtype, device=pts.device)
         half = torch.as_tensor(self.half_extents_m, dtype=pts.dtype, device=pts.device)
         local = (pts - center) @ rotation
         return _result((local.abs() <= half).all(dim=1), was_numpy)
