@@ -1,0 +1,236 @@
+"""Pure conversions between wire messages and the engine's types (``Pose``, ``Intrinsics``, ``RGBDFrame``, ...).
+
+The byte-level wire formats (raw / PNG / JPEG images, float16-metre and uint16-millimetre depth, packed masks)
+are decoded and encoded once, in ``worldweave.sim_clients.conversions``; this module builds and validates the
+engine's types on top of them. Every function raises an engine error (``worldweave.bridge.errors``) or a
+``WireFormatError`` whose message names the offending field, e.g. ``poses[2]: rotation is not orthonormal ...``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from worldweave.bridge.errors import (
+    InvalidFrameError,
+    InvalidInputError,
+    InvalidIntrinsicsError,
+    InvalidPoseError,
+    LimitExceededError,
+)
+from worldweave.bridge.frames import RGBDFrame
+from worldweave.bridge.geometry import Intrinsics, Pose, Quaternion
+from worldweave.bridge.regions import OrientedBox
+from worldweave.proto.worldweave.v1 import world_pb2 as pb
+from worldweave.sim_clients import conversions
+
+
+def _rename(error: InvalidInputError, name: str) -> InvalidInputError:
+    return type(error)(f"{name}: {error}")
+
+
+# ------------------------------------------------------------------------------------------------ geometry
+
+
+def pose_from_proto(message: pb.Pose, name: str = "pose") -> Pose:
+    """``Pose`` message (either form) -> engine ``Pose``; raises ``InvalidPoseError`` naming ``name``."""
+    form = message.WhichOneof("form")
+    try:
+        if form == "matrix":
+            values = np.asarray(message.matrix.values, dtype=np.float64)
+            if values.shape != (16,):
+                raise InvalidPoseError(f"a matrix pose needs 16 values (4x4 row-major), got {values.size}")
+            return Pose.from_matrix(values.reshape(4, 4))
+        if form == "position_quaternion":
+            p, q = message.position_quaternion.position, message.position_quaternion.rotation
+            return Pose.from_position_quaternion(np.array([p.x, p.y, p.z]), Quaternion(q.qw, q.qx, q.qy, q.qz))
+    except InvalidPoseError as error:
+        raise _rename(error, name) from error
+    raise InvalidPoseError(f"{name} is empty: set position_quaternion or matrix")
+
+
+def pose_to_proto(pose: Pose) -> pb.Pose:
+    """Engine ``Pose`` -> ``Pose`` message in position-quaternion form (``qw >= 0``)."""
+    x, y, z = (float(v) for v in pose.position)
+    q = pose.quaternion
+    return pb.Pose(
+        position_quaternion=pb.PositionQuaternion(
+            position=pb.Vec3(x=x, y=y, z=z), rotation=pb.Quaternion(qw=q.qw, qx=q.qx, qy=q.qy, qz=q.qz)
+        )
+    )
+
+
+def poses_from_proto(messages: Sequence[pb.Pose], max_poses: int, name: str = "poses") -> list[Pose]:
+    """1..``max_poses`` pose messages -> engine poses; too many is ``LimitExceededError``, none ``InvalidInputError``."""
+    if len(messages) == 0:
+        raise InvalidInputError(f"{name} is empty: send at least one pose")
+    if len(messages) > max_poses:
+        raise LimitExceededError(f"{len(messages)} {name} in one call; this server takes at most {max_poses}")
+    return [pose_from_proto(message, f"{name}[{i}]") for i, message in enumerate(messages)]
+
+
+def intrinsics_from_proto(message: pb.Intrinsics, name: str = "intrinsics") -> Intrinsics:
+    """``Intrinsics`` message -> engine ``Intrinsics``; raises ``InvalidIntrinsicsError`` naming the bad value."""
+    try:
+        return Intrinsics(message.fx, message.fy, message.cx, message.cy, int(message.width), int(message.height))
+    except InvalidIntrinsicsError as error:
+        raise _rename(error, name) from error
+
+
+def intrinsics_to_proto(intrinsics: Intrinsics) -> pb.Intrinsics:
+    """Engine ``Intrinsics`` -> message."""
+    return pb.Intrinsics(
+        fx=intrinsics.fx, fy=intrinsics.fy, cx=intrinsics.cx, cy=intrinsics.cy,
+        width=intrinsics.width, height=intrinsics.height,
+    )
+
+
+def vec3(message: pb.Vec3) -> np.ndarray:
+    """``Vec3`` -> (3,) float64."""
+    return np.array([message.x, message.y, message.z], dtype=np.float64)
+
+
+def oriented_box_from_proto(message: pb.OrientedBox, name: str = "box") -> OrientedBox:
+    """``OrientedBox`` message -> engine ``OrientedBox`` (rotation from the named quaternion)."""
+    q = message.rotation
+    try:
+        rotation = Pose.from_position_quaternion(np.zeros(3), Quaternion(q.qw, q.qx, q.qy, q.qz)).rotation
+        return OrientedBox(vec3(message.center_m), vec3(message.half_extents_m), rotation)
+    except InvalidInputError as error:
+        raise _rename(error, name) from error
+
+
+# ------------------------------------------------------------------------------------------------ images
+
+
+def check_size(width: int, height: int, max_width: int, max_height: int, name: str) -> None:
+    """Raise ``LimitExceededError`` when ``width`` x ``height`` is over the server's largest image."""
+    if width > max_width or height > max_height:
+        raise LimitExceededError(f"{name} is {width}x{height}; this server takes at most {max_width}x{max_height}")
+
+
+def image_from_proto(message: pb.Image, intrinsics: Intrinsics, name: str) -> np.ndarray:
+    """``Image`` -> uint8 (H, W, 3), which must have the size of ``intrinsics``."""
+    if (message.width, message.height) != (intrinsics.width, intrinsics.height):
+        raise InvalidFrameError(
+            f"{name} is {message.width}x{message.height}, the intrinsics say {intrinsics.width}x{intrinsics.height}"
+        )
+    return conversions.decode_image(message, name)
+
+
+def depth_from_proto(message: pb.DepthImage, intrinsics: Intrinsics, name: str) -> np.ndarray:
+    """``DepthImage`` -> float32 (H, W) metres, which must have the size of ``intrinsics``."""
+    if (message.width, message.height) != (intrinsics.width, intrinsics.height):
+        raise InvalidFrameError(
+            f"{name} is {message.width}x{message.height}, the intrinsics say {intrinsics.width}x{intrinsics.height}"
+        )
+    return conversions.decode_depth(message, name)
+
+
+def mask_from_proto(message: pb.Mask, intrinsics: Intrinsics, name: str) -> np.ndarray:
+    """``Mask`` -> bool (H, W), which must have the size of ``intrinsics``."""
+    if (message.width, message.height) != (intrinsics.width, intrinsics.height):
+        raise InvalidFrameError(
+            f"{name} is {message.width}x{message.height}, the intrinsics say {intrinsics.width}x{intrinsics.height}"
+        )
+    return conversions.decode_mask(message, name)
+
+
+def dynamic_masks_from_proto(
+    messages: Sequence[pb.DynamicMask], poses: int, intrinsics: Intrinsics
+) -> list[np.ndarray | None] | None:
+    """Per-pose dynamic masks (None where a pose has none), or None when the request has no masks at all."""
+    if len(messages) == 0:
+        return None
+    masks: list[np.ndarray | None] = [None] * poses
+    for i, message in enumerate(messages):
+        name = f"dynamic_masks[{i}]"
+        if message.pose_index >= poses:
+            raise InvalidInputError(f"{name}.pose_index {message.pose_index} is out of range for {poses} pose(s)")
+        if masks[message.pose_index] is not None:
+            raise InvalidInputError(f"{name}: pose {message.pose_index} already has a mask")
+        masks[message.pose_index] = mask_from_proto(message.mask, intrinsics, f"{name}.mask")
+    return masks
+
+
+def seed_from_proto(
+    seed: pb.Seed, *, max_frames: int, max_width: int, max_height: int
+) -> tuple[list[RGBDFrame], Intrinsics, str]:
+    """``Seed`` -> (RGB-D frames, intrinsics, prompt), each frame validated (finite non-negative depth, sizes)."""
+    if not seed.HasField("intrinsics"):
+        raise InvalidIntrinsicsError("seed.intrinsics is not set: give the seed camera's fx, fy, cx, cy, width, height")
+    intrinsics = intrinsics_from_proto(seed.intrinsics, "seed.intrinsics")
+    check_size(intrinsics.width, intrinsics.height, max_width, max_height, "the seed image size")
+    if len(seed.frames) == 0:
+        raise InvalidInputError("seed.frames is empty: a world starts from at least one RGB-D frame")
+    if len(seed.frames) > max_frames:
+        raise LimitExceededError(f"{len(seed.frames)} seed frames; this server takes at most {max_frames}")
+    frames = []
+    for i, frame in enumerate(seed.frames):
+        name = f"seed.frames[{i}]"
+        if not frame.HasField("depth"):
+            raise InvalidFrameError(f"{name}.depth is not set: this server has no depth estimator; send depth")
+        rgb = image_from_proto(frame.rgb, intrinsics, f"{name}.rgb")
+        depth = depth_from_proto(frame.depth, intrinsics, f"{name}.depth")
+        pose = pose_from_proto(frame.pose, f"{name}.pose")
+        try:
+            frames.append(RGBDFrame(rgb, depth, pose, intrinsics))
+        except InvalidFrameError as error:
+            raise _rename(error, name) from error
+    return frames, intrinsics, seed.prompt
+
+
+# ------------------------------------------------------------------------------------------------ frames
+
+
+@dataclass(frozen=True)
+class FrameFormat:
+    """A validated ``FrameFormat``: RGB encoding, JPEG quality 1..100, depth encoding (None = no depth), mask."""
+
+    image_encoding: int
+    jpeg_quality: int
+    depth_encoding: int | None
+    include_coverage_mask: bool
+
+
+def frame_format_from_proto(message: pb.FrameFormat) -> FrameFormat:
+    """Validate a ``FrameFormat`` (unset RGB encoding = raw; unset depth = none; quality 0 = 90)."""
+    image = message.image_encoding or pb.IMAGE_ENCODING_RAW_RGB8
+    if image not in conversions.IMAGE_ENCODING_NAMES:
+        raise InvalidInputError(f"format.image_encoding {image} is not an ImageEncoding (RAW_RGB8 = 1, PNG = 2, JPEG = 3)")
+    depth = message.depth_encoding
+    if depth != pb.DEPTH_ENCODING_UNSPECIFIED and depth not in conversions.DEPTH_ENCODING_NAMES:
+        raise InvalidInputError(f"format.depth_encoding {depth} is not a DepthEncoding (FLOAT16_M = 1, UINT16_MM = 2)")
+    quality = message.jpeg_quality or conversions.DEFAULT_JPEG_QUALITY
+    if not 1 <= quality <= 100:
+        raise InvalidInputError(f"format.jpeg_quality must be in 1..100 (0 = {conversions.DEFAULT_JPEG_QUALITY}), got {quality}")
+    return FrameFormat(image, quality, depth or None, message.include_coverage_mask)
+
+
+def frame_to_proto(
+    fmt: FrameFormat,
+    *,
+    rgb: np.ndarray,
+    depth_m: np.ndarray,
+    pose: Pose,
+    version: int,
+    coverage: float,
+    frame_id: int | None = None,
+    coverage_mask: np.ndarray | None = None,
+) -> pb.Frame:
+    """One frame -> ``Frame`` message, encoded as ``fmt`` asks (depth and mask only when asked for)."""
+    message = pb.Frame(
+        pose=pose_to_proto(pose),
+        version=version,
+        rgb=conversions.encode_image(rgb, fmt.image_encoding, jpeg_quality=fmt.jpeg_quality),
+        coverage=coverage,
+    )
+    if frame_id is not None:
+        message.frame_id = frame_id
+    if fmt.depth_encoding is not None:
+        message.depth.CopyFrom(conversions.encode_depth(depth_m, fmt.depth_encoding))
+    if fmt.include_coverage_mask and coverage_mask is not None:
+        message.coverage_mask.CopyFrom(conversions.encode_mask(coverage_mask))
+    return message
