@@ -11,6 +11,8 @@ from worldweave.bridge.generators.base import Generator
 
 BUILTIN: dict[str, str] = {
     "reproject": "worldweave.bridge.generators.reproject:ReprojectGenerator",
+    "wan-vace": "worldweave.bridge.generators.wan_vace:WanVaceGenerator",
+    "sd-inpaint": "worldweave.bridge.generators.sd_inpaint:SdInpaintGenerator",
 }
 """Name -> ``module:Class``; modules are imported only when their backend is asked for (diffusers is heavy)."""
 
