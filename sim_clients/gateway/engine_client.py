@@ -1,0 +1,124 @@
+"""A Python reference engine for the gateway: what the Unity, Unreal and Isaac code do, in a few lines of pyzmq.
+
+    with GatewayClient("tcp://127.0.0.1:5555", "unity") as engine:
+        frames = engine.step("demo", [TransformPose(position, Quaternion(qw=..., qx=..., qy=..., qz=...))],
+                             camera=CameraIntrinsics.from_fov(640, 480, fov_y_deg=60))
+
+Poses go out and come back in the declared convention; the gateway converts. Useful for Python simulators that
+would rather not depend on grpc, and as the executable reference of ``SCHEMA.md`` (the tests drive the gateway
+with it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import zmq
+
+from worldweave.sim_clients.conventions import CameraIntrinsics, EnginePose, PoseForm
+from worldweave.sim_clients.gateway import codec
+from worldweave.sim_clients.gateway.errors import ServerError
+from worldweave.sim_clients.gateway.messages import (
+    CreateWorld,
+    DeleteReply,
+    DeleteWorld,
+    DepthEncoding,
+    ErrorReply,
+    FramesReply,
+    Hello,
+    HelloReply,
+    ImageEncoding,
+    Render,
+    Reply,
+    Request,
+    SeedView,
+    Step,
+    WireFrame,
+    WorldReply,
+)
+
+
+class GatewayTimeoutError(TimeoutError):
+    """No reply within the timeout: is ``worldweave gateway`` running at that address, and its server?"""
+
+
+class GatewayClient:
+    """One DEALER connection to a gateway, with its convention declared at connect (``hello_reply`` in ``info``).
+
+    Every call waits for its reply (``timeout_s``); an ``error`` reply raises :class:`ServerError` with the
+    reply's gRPC status name in ``code``.
+    """
+
+    def __init__(self, address: str, convention: str, *, up_axis: str | None = None, metres_per_unit: float | None = None,
+                 timeout_s: float = 30.0, max_message_bytes: int = codec.DEFAULT_MAX_MESSAGE_BYTES) -> None:
+        self.address = address
+        self.timeout_s = timeout_s
+        self.max_message_bytes = max_message_bytes
+        self._context = zmq.Context()
+        self.socket = self._context.socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.connect(address)
+        self._next_id = 1
+        self.pose_form: PoseForm | None = None
+        try:
+            self.info: HelloReply = self.call(Hello(convention, up_axis, metres_per_unit, "worldweave-python"))
+        except BaseException:
+            self.close()
+            raise
+        self.pose_form = self.info.pose_form
+
+    def send(self, request: Request) -> int:
+        """Send without waiting; returns the request id (replies come back in order)."""
+        request_id = self._next_id
+        self._next_id += 1
+        self.socket.send(codec.encode(request, request_id))
+        return request_id
+
+    def receive(self) -> tuple[int | None, Reply]:
+        """The next reply, as ``(request id, record)``, error replies included."""
+        if not self.socket.poll(int(self.timeout_s * 1000)):
+            raise GatewayTimeoutError(
+                f"no reply from the gateway at {self.address} in {self.timeout_s} s: is `worldweave gateway` running, "
+                "and is its server up?"
+            )
+        return codec.decode_reply(self.socket.recv(), pose_form=self.pose_form, max_message_bytes=self.max_message_bytes)
+
+    def call(self, request: Request) -> Reply:
+        """Send and wait for the reply; an error reply raises :class:`ServerError`."""
+        request_id = self.send(request)
+        reply_id, reply = self.receive()
+        if isinstance(reply, ErrorReply):
+            raise ServerError(reply.code, reply.message)
+        if reply_id != request_id:
+            raise ServerError("INTERNAL", f"reply to request {reply_id} while waiting for {request_id}")
+        return reply
+
+    def create_world(self, views: Sequence[SeedView], camera: CameraIntrinsics, *, world_id: str = "", prompt: str = "") -> WorldReply:
+        """A new world from seed views (poses in this connection's convention)."""
+        return self.call(CreateWorld(camera, tuple(views), world_id, prompt))
+
+    def render(self, world_id: str, poses: Sequence[EnginePose], *, camera: CameraIntrinsics | None = None,
+               image_encoding: ImageEncoding = "raw_rgb8", depth_encoding: DepthEncoding | None = None) -> tuple[WireFrame, ...]:
+        """Memory seen from each pose; frames in pose order."""
+        reply: FramesReply = self.call(Render(world_id, tuple(poses), camera, image_encoding, depth_encoding))
+        return reply.frames
+
+    def step(self, world_id: str, poses: Sequence[EnginePose], *, camera: CameraIntrinsics | None = None,
+             image_encoding: ImageEncoding = "raw_rgb8", depth_encoding: DepthEncoding | None = None,
+             prompt: str | None = None, seed: int | None = None) -> tuple[WireFrame, ...]:
+        """Generate (and remember) a frame per pose; frames in pose order."""
+        reply: FramesReply = self.call(Step(world_id, tuple(poses), camera, image_encoding, depth_encoding, prompt, seed))
+        return reply.frames
+
+    def delete_world(self, world_id: str, *, delete_saved: bool = False) -> DeleteReply:
+        return self.call(DeleteWorld(world_id, delete_saved))
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
+        self._context.term()
+
+    def __enter__(self) -> GatewayClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
