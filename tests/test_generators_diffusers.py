@@ -296,6 +296,20 @@ def test_wan_frame_counts(wan, frames, leading, num_frames, latent_frames):
     assert len(result.frames) == frames
 
 
+def test_wan_leading_frame_reaches_the_kept_latents(wan):
+    controls = []
+    for value in (30, 220):
+        cond = condition(1, leading=1)
+        cond = Condition(cond.poses, cond.intrinsics, cond.renders, leading_frames=(np.full((24, 40, 3), value, np.uint8),))
+        with Capture(wan.pipeline.transformer) as capture:
+            wan.generate(cond)
+        controls.append(capture.calls[-1]["control_hidden_states"][0])
+    # Latent frame 0 encodes the leading frame alone. Its "kept" latents (channels 0..15, the video where the mask
+    # is black) follow the leading frame; its "generated" latents (16..31, where the mask is white) do not.
+    assert not torch.allclose(controls[0][:16, 0], controls[1][:16, 0])
+    torch.testing.assert_close(controls[0][16:32, 0], controls[1][16:32, 0])
+
+
 def test_wan_seed_decides_the_result(wan):
     first = wan.generate(condition(1, seed=3)).frames[0]
     again = wan.generate(condition(1, seed=3)).frames[0]
