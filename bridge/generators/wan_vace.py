@@ -167,12 +167,13 @@ class WanVaceGenerator(Generator):
         shape = condition.intrinsics.shape
         height, width = padded_size(*shape, self.size_multiple)
 
-        leading = condition.leading_frames[len(condition.leading_frames) - min(self.leading_frames, len(condition.leading_frames)) :]
+        first_leading = len(condition.leading_frames) - min(self.leading_frames, len(condition.leading_frames))
         video: list[np.ndarray] = []
         mask: list[np.ndarray] = []
-        for i, frame in enumerate(leading):
-            video.append(check_rgb(frame, shape, name=f"leading frame {i}"))
+        for i in range(first_leading, len(condition.leading_frames)):
+            video.append(check_rgb(condition.leading_frames[i], shape, name=f"leading frame {i}"))
             mask.append(np.full(shape, KEEP, np.uint8))
+        leading_frames = len(video)
         for render in condition.renders:
             video.append(np.where(render.mask[..., None], render.rgb, np.uint8(HOLE_GREY)))
             if self.covered == "keep":
@@ -199,7 +200,7 @@ class WanVaceGenerator(Generator):
             num_frames=num_frames,
             height=height,
             width=width,
-            leading_frames=len(leading),
+            leading_frames=leading_frames,
             held_frames=held,
         )
 
