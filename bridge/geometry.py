@@ -21,8 +21,9 @@ import torch
 
 from worldweave.bridge.errors import InvalidIntrinsicsError, InvalidPoseError
 
-ORTHONORMAL_TOLERANCE = 1e-4
-"""Largest allowed ``|R^T R - I|`` entry and ``|det R - 1|`` for a rotation to count as orthonormal."""
+ORTHONORMAL_TOLERANCE = 1e-3
+"""Largest allowed ``|R^T R - I|`` entry and ``|det R - 1|`` for a rotation to count as orthonormal (real pose
+files, e.g. KinectFusion output, carry ~2e-4); accepted rotations are re-orthonormalised."""
 
 
 class Quaternion(NamedTuple):

@@ -18,10 +18,26 @@ import numba
 import numpy as np
 import torch
 
+from worldweave.bridge.memory import voxel_keys
+
 IndexBackend = Literal["torch", "numba"]
 
 EMPTY_KEY = -1
 _GOLDEN = np.uint64(11400714819323198485)
+
+
+@dataclass(frozen=True)
+class Accumulation:
+    """One frame's (or one insert's) observations, summed per voxel.
+
+    ``rows``: (U,) int64 rows touched. ``color_sums``: (U, 3) float32 sum of RGB of the points in each voxel.
+    ``counts``: (U,) float32 points per voxel. ``new_keys``: (M,) keys that got rows ``next_row .. next_row+M-1``.
+    """
+
+    rows: torch.Tensor
+    color_sums: torch.Tensor
+    counts: torch.Tensor
+    new_keys: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -162,6 +178,114 @@ def _assign(table_keys, table_rows, shift, point_keys, next_row, row_seen, out_r
     return n_unique, n_new
 
 
+@numba.njit(cache=True)
+def _accumulate_pixels(
+    depth, rgb, exclude, fx, fy, cx, cy, rotation, translation, voxel, max_depth, limit, offset, bits,
+    table_keys, table_rows, shift, next_row, row_seen, out_rows, out_sums, out_counts, out_new_keys,
+):
+    """Back-project, voxelise, find-or-insert and sum colours for every valid pixel, in one pass (float64 maths,
+    the same formula as ``VoxelMap``'s torch path)."""
+    mask = len(table_keys) - 1
+    height, width = depth.shape
+    n_unique = 0
+    n_new = 0
+    # Neighbouring pixels mostly fall in one voxel: remember the left and upper pixels' voxel (key and its slot
+    # in this frame's output) and skip the hash probe, a cache miss in a large table, when the key repeats.
+    above_key = np.full(width, -2, dtype=np.int64)
+    above_seen = np.zeros(width, dtype=np.int64)
+    for v in range(height):
+        left_key = np.int64(-2)
+        left_seen = np.int64(0)
+        for u in range(width):
+            d = np.float64(depth[v, u])
+            if d <= 0.0 or d > max_depth or exclude[v, u]:
+                above_key[u] = -2
+                left_key = -2
+                continue
+            x = (u - cx) / fx * d
+            y = (v - cy) / fy * d
+            wx = rotation[0, 0] * x + rotation[0, 1] * y + rotation[0, 2] * d + translation[0]
+            wy = rotation[1, 0] * x + rotation[1, 1] * y + rotation[1, 2] * d + translation[1]
+            wz = rotation[2, 0] * x + rotation[2, 1] * y + rotation[2, 2] * d + translation[2]
+            ix = np.int64(np.floor(wx / voxel))
+            iy = np.int64(np.floor(wy / voxel))
+            iz = np.int64(np.floor(wz / voxel))
+            if abs(ix) > limit or abs(iy) > limit or abs(iz) > limit:
+                above_key[u] = -2
+                left_key = -2
+                continue
+            key = ((ix + offset) << (2 * bits)) | ((iy + offset) << bits) | (iz + offset)
+            if key == left_key:
+                seen = left_seen
+            elif key == above_key[u]:
+                seen = above_seen[u]
+            else:
+                slot = _slot(key, shift)
+                while True:
+                    found = table_keys[slot]
+                    if found == key:
+                        row = table_rows[slot]
+                        break
+                    if found == EMPTY_KEY:
+                        row = next_row + n_new
+                        table_keys[slot] = key
+                        table_rows[slot] = row
+                        out_new_keys[n_new] = key
+                        n_new += 1
+                        break
+                    slot = (slot + 1) & mask
+                seen = row_seen[row]
+                if seen < 0:
+                    seen = n_unique
+                    row_seen[row] = seen
+                    out_rows[n_unique] = row
+                    n_unique += 1
+            left_key = key
+            left_seen = seen
+            above_key[u] = key
+            above_seen[u] = seen
+            out_sums[seen, 0] += rgb[v, u, 0]
+            out_sums[seen, 1] += rgb[v, u, 1]
+            out_sums[seen, 2] += rgb[v, u, 2]
+            out_counts[seen] += 1.0
+    for i in range(n_unique):
+        row_seen[out_rows[i]] = -1
+    return n_unique, n_new
+
+
+@numba.njit(cache=True)
+def fold_into_columns(
+    keys, colors, weights, sources, first, last, rows, sums, counts, new_keys, count, source, inserted, frame_id, max_weight
+):
+    """Running-mean colour update of the touched rows (CPU twin of ``VoxelMap._apply``); returns the rows of
+    existing voxels that were touched."""
+    for i in range(len(new_keys)):
+        keys[count + i] = new_keys[i]
+    changed = np.empty(len(rows), dtype=np.int64)
+    n_changed = 0
+    for i in range(len(rows)):
+        row = rows[i]
+        if row >= count:
+            sources[row] = source
+            first[row] = frame_id
+            weights[row] = 0.0
+            colors[row, 0] = 0.0
+            colors[row, 1] = 0.0
+            colors[row, 2] = 0.0
+        else:
+            changed[n_changed] = row
+            n_changed += 1
+        if inserted:
+            sources[row] = source
+        old = weights[row]
+        total = old + counts[i]
+        for c in range(3):
+            colors[row, c] = (colors[row, c] * old + sums[i, c]) / total
+        weights[row] = min(total, max_weight)
+        last[row] = frame_id
+    return changed[:n_changed]
+
+
 class HashIndex:
     """Open-addressing hash table (numba, CPU). Load factor stays <= 0.75 even if every key of a batch is new."""
 
@@ -210,6 +334,39 @@ class HashIndex:
         self._count += n_new
         return Assignment(
             torch.from_numpy(rows[:n_unique]), torch.from_numpy(inverse), torch.from_numpy(new_keys[:n_new].copy())
+        )
+
+    def accumulate_frame(
+        self,
+        depth: np.ndarray,
+        rgb: np.ndarray,
+        exclude: np.ndarray,
+        intrinsics: tuple[float, float, float, float],
+        rotation: np.ndarray,
+        translation: np.ndarray,
+        voxel_size_m: float,
+        max_depth_m: float,
+        next_row: int,
+    ) -> Accumulation:
+        """Fused CPU path of ``VoxelMap.integrate``: every valid, non-excluded pixel of one RGB-D frame."""
+        if next_row != self._count:
+            raise ValueError(f"HashIndex rows must stay dense: next_row {next_row} != count {self._count}")
+        pixels = depth.size
+        self._reserve(pixels)
+        rows = np.empty(pixels, dtype=np.int64)
+        sums = np.zeros((pixels, 3), dtype=np.float32)
+        counts = np.zeros(pixels, dtype=np.float32)
+        new_keys = np.empty(pixels, dtype=np.int64)
+        fx, fy, cx, cy = intrinsics
+        n_unique, n_new = _accumulate_pixels(
+            depth, rgb, exclude, fx, fy, cx, cy, rotation, translation, voxel_size_m, max_depth_m,
+            voxel_keys.AXIS_LIMIT, voxel_keys.AXIS_OFFSET, voxel_keys.AXIS_BITS,
+            self._table_keys, self._table_rows, self._shift, next_row, self._row_seen, rows, sums, counts, new_keys,
+        )
+        self._count += n_new
+        return Accumulation(
+            torch.from_numpy(rows[:n_unique]), torch.from_numpy(sums[:n_unique]),
+            torch.from_numpy(counts[:n_unique]), torch.from_numpy(new_keys[:n_new].copy()),
         )
 
     def rebuild(self, keys_by_row: torch.Tensor) -> None:

@@ -23,7 +23,7 @@ from worldweave.bridge.errors import InvalidInputError, StorageError
 from worldweave.bridge.frames import RGBDFrame, check_mask
 from worldweave.bridge.memory import voxel_keys
 from worldweave.bridge.memory.change_log import ChangeLog
-from worldweave.bridge.memory.voxel_index import IndexBackend, make_index
+from worldweave.bridge.memory.voxel_index import Accumulation, HashIndex, IndexBackend, fold_into_columns, make_index
 from worldweave.bridge.regions import Region
 from worldweave.bridge.storage import (
     atomic_folder,
@@ -164,35 +164,69 @@ class VoxelMap:
         self._log.record(self.version, *(k.cpu().numpy() for k in (added, changed, removed)))
         return self.version
 
-    def _merge(
-        self, keys: torch.Tensor, color_sum: torch.Tensor, weight: torch.Tensor, source: Source, frame_id: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fold per-point observations into the map; return (new keys, keys of existing voxels touched)."""
-        self._reserve(len(keys))
+    def _accumulate_points(self, points_world: torch.Tensor, colors: torch.Tensor) -> Accumulation:
+        """Sum per-voxel colours of world points (metres) with float RGB, assigning rows to new voxels."""
+        keys, inside = voxel_keys.point_keys(points_world, self.voxel_size_m)
         assignment = self._index.assign(keys, self._count)
         rows = assignment.rows.to(self.device)
         inverse = assignment.inverse.to(self.device)
-        sums = torch.zeros((len(rows), 3), dtype=torch.float32, device=self.device).index_add_(0, inverse, color_sum)
-        counts = torch.zeros(len(rows), dtype=torch.float32, device=self.device).index_add_(0, inverse, weight)
-        n_new = len(assignment.new_keys)
+        sums = torch.zeros((len(rows), 3), dtype=torch.float32, device=self.device).index_add_(0, inverse, colors[inside])
+        counts = torch.zeros(len(rows), dtype=torch.float32, device=self.device).index_add_(
+            0, inverse, torch.ones(len(keys), dtype=torch.float32, device=self.device)
+        )
+        return Accumulation(rows, sums, counts, assignment.new_keys.to(self.device))
+
+    def _apply(self, acc: Accumulation, source: Source, frame_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fold an accumulation into the columns; return (new keys, keys of existing voxels touched)."""
+        if isinstance(self._index, HashIndex):
+            changed_rows = fold_into_columns(
+                self._keys.numpy(), self._colors.numpy(), self._weights.numpy(), self._sources.numpy(),
+                self._first.numpy(), self._last.numpy(), acc.rows.numpy(), acc.color_sums.numpy(), acc.counts.numpy(),
+                acc.new_keys.numpy(), self._count, int(source), source == Source.INSERTED, frame_id, self.max_weight,
+            )
+            self._count += len(acc.new_keys)
+            return acc.new_keys, torch.from_numpy(self._keys.numpy()[changed_rows])
+        rows = acc.rows.to(self.device)
+        n_new = len(acc.new_keys)
         is_new = rows >= self._count
-        self._keys[self._count : self._count + n_new] = assignment.new_keys.to(self.device)
-        self._sources[rows[is_new]] = int(source)
-        self._first[rows[is_new]] = frame_id
-        self._weights[rows[is_new]] = 0.0
-        self._colors[rows[is_new]] = 0.0
-        old_weight = self._weights[rows]
-        total = old_weight + counts
-        self._colors[rows] = (self._colors[rows] * old_weight[:, None] + sums) / total[:, None]
-        self._weights[rows] = total.clamp_max(self.max_weight)
-        self._last[rows] = frame_id
+        self._keys[self._count : self._count + n_new] = acc.new_keys.to(self.device)
+        new_rows = rows[is_new]
+        self._sources[new_rows] = int(source)
+        self._first[new_rows] = frame_id
+        self._weights[new_rows] = 0.0
+        self._colors[new_rows] = 0.0
         if source == Source.INSERTED:
             self._sources[rows] = int(Source.INSERTED)
-        changed_rows = rows[~is_new]
+        counts = acc.counts.to(self.device)
+        old_weight = self._weights[rows]
+        total = old_weight + counts
+        self._colors[rows] = (self._colors[rows] * old_weight[:, None] + acc.color_sums.to(self.device)) / total[:, None]
+        self._weights[rows] = total.clamp_max(self.max_weight)
+        self._last[rows] = frame_id
         self._count += n_new
-        return assignment.new_keys.to(self.device), self._keys[changed_rows]
+        return acc.new_keys.to(self.device), self._keys[rows[~is_new]]
 
     # --------------------------------------------------------------------------------------------- integrate
+
+    def _backproject(
+        self, frame: RGBDFrame, exclude: np.ndarray, max_depth_m: float, exclude_regions: Sequence[Region]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """World points (float64 metres) and float RGB of the frame's valid pixels (same maths as the fused kernel)."""
+        depth = torch.from_numpy(frame.depth).to(self.device, torch.float64)
+        valid = (depth > 0) & (depth <= max_depth_m) & ~torch.from_numpy(exclude).to(self.device)
+        rays = frame.intrinsics.pixel_rays(self.device, torch.float64)[valid]
+        d = depth[valid]
+        x, y = rays[:, 0] * d, rays[:, 1] * d
+        r = frame.pose.rotation
+        t = frame.pose.position
+        points = torch.stack(
+            [r[i, 0] * x + r[i, 1] * y + r[i, 2] * d + t[i] for i in range(3)], dim=1
+        )
+        colors = torch.from_numpy(frame.rgb).to(self.device)[valid].to(torch.float32)
+        for region in exclude_regions:
+            keep = ~region.contains(points)
+            points, colors = points[keep], colors[keep]
+        return points, colors
 
     def integrate(
         self,
@@ -211,28 +245,19 @@ class VoxelMap:
         Bumps ``version`` even when nothing was added, so a frame always has its own version.
         """
         intrinsics = frame.intrinsics
-        depth = torch.from_numpy(frame.depth).to(self.device)
-        valid = depth > 0
-        if max_depth_m is not None:
-            valid &= depth <= max_depth_m
-        if exclude_mask is not None:
-            mask = check_mask(exclude_mask, intrinsics.shape, "exclude_mask")
-            valid &= ~torch.from_numpy(mask).to(self.device)
-        rays = intrinsics.pixel_rays(self.device)[valid]
-        points_cam = rays * depth[valid][:, None]
-        rotation = torch.tensor(frame.pose.rotation, dtype=torch.float32, device=self.device)
-        position = torch.tensor(frame.pose.position, dtype=torch.float32, device=self.device)
-        points_world = points_cam @ rotation.T + position
-        colors = torch.from_numpy(frame.rgb).to(self.device)[valid].to(torch.float32)
-        for region in exclude_regions:
-            keep = ~region.contains(points_world)
-            points_world, colors = points_world[keep], colors[keep]
-        keys, inside = voxel_keys.point_keys(points_world, self.voxel_size_m)
-        colors = colors[inside]
-        weight = torch.ones(len(keys), dtype=torch.float32, device=self.device)
-        added, changed = self._merge(keys, colors, weight, source, frame_id)
+        exclude = np.zeros(intrinsics.shape, bool) if exclude_mask is None else check_mask(exclude_mask, intrinsics.shape, "exclude_mask")
+        max_depth = np.inf if max_depth_m is None else float(max_depth_m)
+        self._reserve(frame.depth.size)
+        if isinstance(self._index, HashIndex) and not exclude_regions:
+            acc = self._index.accumulate_frame(
+                frame.depth, frame.rgb, exclude, (intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy),
+                frame.pose.rotation, frame.pose.position, self.voxel_size_m, max_depth, self._count,
+            )
+        else:
+            acc = self._accumulate_points(*self._backproject(frame, exclude, max_depth, exclude_regions))
+        added, changed = self._apply(acc, source, frame_id)
         version = self._bump(added, changed, added[:0])
-        return IntegrateStats(len(keys), len(added) + len(changed), len(added), version)
+        return IntegrateStats(int(acc.counts.sum()), len(added) + len(changed), len(added), version)
 
     # ------------------------------------------------------------------------------------------------- edits
 
@@ -274,9 +299,9 @@ class VoxelMap:
             raise InvalidInputError(f"insert needs finite (N, 3) points, got shape {points.shape}")
         if colors.shape != points.shape or colors.dtype != np.uint8:
             raise InvalidInputError(f"insert needs uint8 (N, 3) colours matching the points, got {colors.dtype} {colors.shape}")
-        keys, inside = voxel_keys.point_keys(torch.from_numpy(points).to(self.device), self.voxel_size_m)
-        rgb = torch.from_numpy(colors).to(self.device)[inside].to(torch.float32)
-        added, changed = self._merge(keys, rgb, torch.ones(len(keys), device=self.device), Source.INSERTED, frame_id)
+        self._reserve(len(points))
+        acc = self._accumulate_points(torch.from_numpy(points).to(self.device), torch.from_numpy(colors).to(self.device).float())
+        added, changed = self._apply(acc, Source.INSERTED, frame_id)
         self._bump(added, changed, added[:0])
         return len(added) + len(changed)
 
