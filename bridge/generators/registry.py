@@ -8,6 +8,7 @@ from importlib.metadata import entry_points
 
 from worldweave.bridge.errors import NotFoundError
 from worldweave.bridge.generators.base import Generator
+from worldweave.bridge.generators.depth import DepthEstimator
 
 BUILTIN: dict[str, str] = {
     "reproject": "worldweave.bridge.generators.reproject:ReprojectGenerator",
@@ -15,6 +16,11 @@ BUILTIN: dict[str, str] = {
     "sd-inpaint": "worldweave.bridge.generators.sd_inpaint:SdInpaintGenerator",
 }
 """Name -> ``module:Class``; modules are imported only when their backend is asked for (diffusers is heavy)."""
+
+DEPTH_ESTIMATORS: dict[str, str] = {
+    "depth-anything": "worldweave.bridge.generators.depth_anything:DepthAnythingEstimator",
+}
+"""Depth estimators by name, for generators that return no depth (``WorldConfig.depth_estimator``)."""
 
 ENTRY_POINT_GROUP = "worldweave.generators"
 
@@ -47,3 +53,14 @@ def generator_class(name: str) -> type[Generator]:
 def create_generator(name: str, **options) -> Generator:
     """Instantiate the backend ``name`` with its keyword options."""
     return generator_class(name)(**options)
+
+
+def create_depth_estimator(name: str, **options) -> DepthEstimator:
+    """Instantiate the depth estimator ``name`` with its keyword options."""
+    if name not in DEPTH_ESTIMATORS:
+        raise NotFoundError(f"no depth estimator named {name!r}; available: {', '.join(sorted(DEPTH_ESTIMATORS))}")
+    module_name, _, class_name = DEPTH_ESTIMATORS[name].partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    if not (isinstance(cls, type) and issubclass(cls, DepthEstimator)):
+        raise TypeError(f"{DEPTH_ESTIMATORS[name]} is not a worldweave DepthEstimator subclass")
+    return cls(**options)

@@ -1,0 +1,345 @@
+"""``World``: where a pose becomes a frame. Poses in, generated frames out, memory updated (DESIGN §2).
+
+``World.step`` reads as numbered stages, per chunk of poses: 1 retrieve anchors covering the chunk, 2 render and
+weave them at every pose, 3 generate, 4 depth for fusion (the generator's, or an estimator's aligned to the render),
+5 integrate into memory (dynamic pixels and boxes excluded). Chunks follow the generator's frame-count rule: a short
+chunk is padded by holding its last pose and the padded frames are dropped (DESIGN §7 "Steps and chunks").
+A world is deterministic given its seed frames, config and the inputs of every step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from worldweave.bridge.errors import InvalidFrameError, InvalidInputError, LimitExceededError, PreconditionError
+from worldweave.bridge.frames import RGBDFrame, RenderResult, check_mask
+from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
+from worldweave.bridge.generators.depth import DepthEstimator, align_depth
+from worldweave.bridge.generators.registry import create_depth_estimator, create_generator
+from worldweave.bridge.geometry import Intrinsics, Pose
+from worldweave.bridge.memory.spatial_memory import MemoryConfig, SpatialMemory
+from worldweave.bridge.memory.voxel_map import Source
+from worldweave.bridge.regions import Region
+from worldweave.bridge.storage import atomic_folder, load_array, read_manifest, resolve_folder, save_array, write_manifest
+
+FORMAT_VERSION = 1
+STAGES = ("retrieve", "render_weave", "generate", "depth", "integrate")
+"""Names of the timed stages of a step, in order; ``StepResult.timings_s`` also has ``total``."""
+
+
+@dataclass
+class WorldConfig:
+    """How a world remembers and generates. A plain record: ``to_dict`` / ``from_dict`` round-trip through JSON."""
+
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    """Voxel size, retrieval mode and K, keyframe policy, weaver options."""
+    generator: str = "reproject"
+    """Generator backend by registry name (``worldweave.bridge.generators.registry.available()``)."""
+    generator_options: dict[str, Any] = field(default_factory=dict)
+    """Keyword options for the generator's constructor (e.g. a local weights folder)."""
+    depth_estimator: str = ""
+    """Depth estimator by registry name, used when the generator returns no depth ("" = none)."""
+    depth_estimator_options: dict[str, Any] = field(default_factory=dict)
+    leading_frames: int = 1
+    """How many of the last generated frames each chunk gets as leading frames (continuity between chunks)."""
+    max_poses_per_step: int = 256
+    """Largest number of poses one ``step`` accepts."""
+    seed: int = 0
+    """Base of the per-step random seed (step seed = seed + first frame id of the step, unless given)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["memory"] = self.memory.to_dict()
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> WorldConfig:
+        values = dict(values)
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise InvalidInputError(f"unknown world config fields {sorted(unknown)}")
+        memory = MemoryConfig.from_dict(values.pop("memory", {}))
+        return cls(memory=memory, **values)
+
+
+@dataclass(frozen=True)
+class Seed:
+    """What a world starts from: one or more RGB-D frames (same intrinsics) and an optional prompt."""
+
+    frames: tuple[RGBDFrame, ...]
+    prompt: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "frames", tuple(self.frames))
+        if not self.frames:
+            raise InvalidInputError("a world seed needs at least one RGB-D frame")
+        first = self.frames[0].intrinsics
+        for i, frame in enumerate(self.frames):
+            if frame.intrinsics != first:
+                raise InvalidInputError(f"seed frame {i} has intrinsics {frame.intrinsics}, frame 0 has {first}")
+            if not (frame.depth > 0).any():
+                raise InvalidFrameError(f"seed frame {i} has no valid depth: memory cannot start from it")
+
+
+@dataclass(frozen=True)
+class StepFrame:
+    """One generated frame: ``rgb`` uint8 (H, W, 3); ``depth`` float32 (H, W) metres (0 unknown) as fused;
+    ``coverage`` the fraction of pixels memory covered before generation; ``pose`` the pose actually used
+    (camera-to-world); ``frame_id``; ``version`` the memory version after this frame was fused."""
+
+    rgb: np.ndarray
+    depth: np.ndarray
+    coverage: float
+    pose: Pose
+    frame_id: int
+    version: int
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """The frames of a step in pose order, and seconds spent per stage (``STAGES``) plus ``total``."""
+
+    frames: tuple[StepFrame, ...]
+    timings_s: dict[str, float]
+
+
+class World:
+    """A generative world with spatial memory.
+
+    ``seed``: the starting frames (fused as ``Source.SEED``, frame ids 0..n-1). ``config``: see ``WorldConfig``.
+    ``generator`` / ``depth_estimator``: instances to use instead of building them from the config (a server shares
+    one generator between worlds). ``device``: where memory lives.
+    """
+
+    def __init__(
+        self,
+        seed: Seed,
+        config: WorldConfig | None = None,
+        *,
+        generator: Generator | None = None,
+        depth_estimator: DepthEstimator | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.config = config or WorldConfig()
+        self.memory = SpatialMemory(self.config.memory, device=device)
+        self.intrinsics: Intrinsics = seed.frames[0].intrinsics
+        self.prompt = seed.prompt
+        self.generator, self.depth_estimator = self._backends(generator, depth_estimator)
+        self._leading: list[np.ndarray] = []
+        self._next_frame_id = 0
+        for frame in seed.frames:
+            self.memory.integrate(frame, frame_id=self._next_frame_id, source=Source.SEED)
+            self._remember(frame.rgb)
+            self._next_frame_id += 1
+
+    def _backends(
+        self, generator: Generator | None, depth_estimator: DepthEstimator | None
+    ) -> tuple[Generator, DepthEstimator | None]:
+        generator = generator or create_generator(self.config.generator, **self.config.generator_options)
+        if depth_estimator is None and self.config.depth_estimator:
+            depth_estimator = create_depth_estimator(self.config.depth_estimator, **self.config.depth_estimator_options)
+        if not generator.returns_depth and depth_estimator is None:
+            raise PreconditionError(
+                f"generator {generator.name!r} returns no depth: set WorldConfig.depth_estimator (e.g. 'depth-anything')"
+            )
+        return generator, depth_estimator
+
+    def _remember(self, rgb: np.ndarray) -> None:
+        self._leading = (self._leading + [rgb])[-self.config.leading_frames :] if self.config.leading_frames else []
+
+    @property
+    def version(self) -> int:
+        """Memory version: bumped by every fused frame and every edit."""
+        return self.memory.voxel_map.version
+
+    @property
+    def frame_count(self) -> int:
+        """Frames fused so far, seed included (the next frame id)."""
+        return self._next_frame_id
+
+    def __repr__(self) -> str:
+        return (
+            f"World({self.frame_count} frames, version {self.version}, generator={self.generator.name!r}, "
+            f"{self.intrinsics.width}x{self.intrinsics.height}, {len(self.memory.anchors)} anchors)"
+        )
+
+    # -------------------------------------------------------------------------------------------------- step
+
+    def _check_step(
+        self,
+        poses: Sequence[Pose],
+        intrinsics: Intrinsics,
+        dynamic_masks: Sequence[np.ndarray | None] | None,
+    ) -> list[np.ndarray | None]:
+        if len(poses) == 0:
+            raise InvalidInputError("a step needs at least one pose")
+        if len(poses) > self.config.max_poses_per_step:
+            raise LimitExceededError(f"{len(poses)} poses in one step; the limit is {self.config.max_poses_per_step}")
+        for i, pose in enumerate(poses):
+            if not isinstance(pose, Pose):
+                raise InvalidInputError(f"pose {i} is a {type(pose).__name__}, not a Pose")
+        self.generator.check_size(intrinsics)
+        if dynamic_masks is None:
+            return [None] * len(poses)
+        if len(dynamic_masks) != len(poses):
+            raise InvalidInputError(f"{len(dynamic_masks)} dynamic masks for {len(poses)} poses")
+        return [None if m is None else check_mask(m, intrinsics.shape, f"dynamic mask {i}") for i, m in enumerate(dynamic_masks)]
+
+    def _retrieve(self, poses: Sequence[Pose], intrinsics: Intrinsics) -> list:
+        if self.memory.config.retrieval == "global":
+            return []
+        return self.memory.retrieve(poses, intrinsics)
+
+    def _render(self, anchors: list, pose: Pose, intrinsics: Intrinsics) -> RenderResult:
+        if self.memory.config.retrieval == "global":
+            return self.memory.render_global(pose, intrinsics)
+        return self.memory.render_anchors(anchors, pose, intrinsics)
+
+    def _check_result(self, result: GenerationResult, frames: int, intrinsics: Intrinsics) -> None:
+        name = self.generator.name
+        if len(result.frames) != frames:
+            raise PreconditionError(f"generator {name!r} returned {len(result.frames)} frames for a chunk of {frames}")
+        if self.generator.returns_depth and (result.depths is None or len(result.depths) != frames):
+            raise PreconditionError(f"generator {name!r} declares returns_depth but gave no depth for every frame")
+        for i, rgb in enumerate(result.frames):
+            if rgb.shape != (*intrinsics.shape, 3) or rgb.dtype != np.uint8:
+                raise PreconditionError(f"generator {name!r} frame {i} is {rgb.dtype} {rgb.shape}, expected uint8 {(*intrinsics.shape, 3)}")
+
+    def _fusion_depth(self, result: GenerationResult, index: int, render: RenderResult) -> np.ndarray:
+        if result.depths is not None:
+            return result.depths[index]
+        prediction = self.depth_estimator.estimate(result.frames[index])
+        return align_depth(prediction, render.depth, render.mask)
+
+    def step(
+        self,
+        poses: Sequence[Pose],
+        *,
+        intrinsics: Intrinsics | None = None,
+        dynamic_masks: Sequence[np.ndarray | None] | None = None,
+        dynamic_boxes: Sequence[Region] = (),
+        prompt: str | None = None,
+        seed: int | None = None,
+    ) -> StepResult:
+        """Generate one frame per camera-to-world pose, in order, and fuse each into memory.
+
+        ``intrinsics``: defaults to the seed's. ``dynamic_masks``: per pose, bool (H, W) True on moving content (or
+        None), kept out of memory. ``dynamic_boxes``: world regions kept out of memory for this step. ``prompt``:
+        overrides the world's prompt for this step. ``seed``: randomness for the generator (default: config seed +
+        first frame id, so replays are identical).
+        """
+        step_started = time.perf_counter()
+        intrinsics = intrinsics or self.intrinsics
+        masks = self._check_step(poses, intrinsics, dynamic_masks)
+        timings = dict.fromkeys(STAGES, 0.0)
+        step_seed = self.config.seed + self._next_frame_id if seed is None else seed
+        frames: list[StepFrame] = []
+        for start in range(0, len(poses), self.generator.max_frames):
+            chunk = list(poses[start : start + self.generator.max_frames])
+            padded = chunk + [chunk[-1]] * (self.generator.padded_chunk(len(chunk)) - len(chunk))
+
+            # 1. Retrieve the anchors that cover the chunk (none for the global map).
+            t = time.perf_counter()
+            anchors = self._retrieve(padded, intrinsics)
+            timings["retrieve"] += time.perf_counter() - t
+
+            # 2. Render the anchors at every pose and weave them into one condition per view.
+            t = time.perf_counter()
+            renders = [self._render(anchors, pose, intrinsics) for pose in padded]
+            timings["render_weave"] += time.perf_counter() - t
+
+            # 3. Generate the chunk.
+            t = time.perf_counter()
+            condition = Condition(
+                poses=tuple(padded), intrinsics=intrinsics, renders=tuple(renders),
+                references=tuple(a.image for a in anchors), leading_frames=tuple(self._leading),
+                prompt=self.prompt if prompt is None else prompt, seed=step_seed + start,
+            )
+            result = self.generator.generate(condition)
+            self._check_result(result, len(padded), intrinsics)
+            timings["generate"] += time.perf_counter() - t
+
+            for i, pose in enumerate(chunk):
+                # 4. Depth for fusion.
+                t = time.perf_counter()
+                depth = self._fusion_depth(result, i, renders[i])
+                timings["depth"] += time.perf_counter() - t
+
+                # 5. Fuse into memory, dynamic content excluded.
+                t = time.perf_counter()
+                frame_id = self._next_frame_id
+                frame = RGBDFrame(result.frames[i], depth, pose, intrinsics)
+                self.memory.integrate(frame, frame_id=frame_id, exclude_mask=masks[start + i], exclude_regions=dynamic_boxes)
+                self._remember(frame.rgb)
+                self._next_frame_id += 1
+                timings["integrate"] += time.perf_counter() - t
+                frames.append(StepFrame(frame.rgb, frame.depth, renders[i].coverage, pose, frame_id, self.version))
+        timings["total"] = time.perf_counter() - step_started
+        return StepResult(tuple(frames), timings)
+
+    def render(self, poses: Sequence[Pose], *, intrinsics: Intrinsics | None = None) -> list[RenderResult]:
+        """What memory holds, woven at each pose: no generation, no update."""
+        intrinsics = intrinsics or self.intrinsics
+        self._check_step(poses, intrinsics, None)
+        anchors = self._retrieve(poses, intrinsics)
+        return [self._render(anchors, pose, intrinsics) for pose in poses]
+
+    # ------------------------------------------------------------------------------------------------- edits
+
+    def remove(self, region: Region) -> int:
+        """Remove everything in ``region`` from memory (voxel map and anchors); later frames no longer show it."""
+        return self.memory.remove(region)
+
+    def recolor(self, region: Region, rgb: Sequence[int]) -> int:
+        """Recolour everything in ``region``; later frames show the new colour."""
+        return self.memory.recolor(region, rgb)
+
+    def insert(self, points_m: np.ndarray, colors: np.ndarray) -> int:
+        """Insert world points (metres) with uint8 colours; later frames show them."""
+        return self.memory.insert(points_m, colors)
+
+    # ----------------------------------------------------------------------------------------------- storage
+
+    def save(self, folder: str | Path) -> Path:
+        """Save atomically (memory, config, prompt, leading frames); a crash mid-save keeps the previous save."""
+        with atomic_folder(folder) as tmp:
+            (tmp / "memory").mkdir()
+            self.memory.write(tmp / "memory")
+            if self._leading:
+                save_array(tmp, "leading_frames", np.stack(self._leading))
+            k = self.intrinsics
+            write_manifest(tmp, {
+                "kind": "world", "format_version": FORMAT_VERSION, "config": self.config.to_dict(),
+                "prompt": self.prompt, "next_frame_id": self._next_frame_id, "leading_frames": len(self._leading),
+                "intrinsics": {"fx": k.fx, "fy": k.fy, "cx": k.cx, "cy": k.cy, "width": k.width, "height": k.height},
+            })
+        return Path(folder)
+
+    @classmethod
+    def load(
+        cls,
+        folder: str | Path,
+        *,
+        generator: Generator | None = None,
+        depth_estimator: DepthEstimator | None = None,
+        device: torch.device | str = "cpu",
+    ) -> World:
+        """Load a world saved with ``save``; it continues exactly where it stopped."""
+        folder = resolve_folder(folder)
+        manifest = read_manifest(folder, "world", (FORMAT_VERSION,))
+        world = cls.__new__(cls)
+        world.config = WorldConfig.from_dict(manifest["config"])
+        world.memory = SpatialMemory.read(folder / "memory", device=device)
+        world.intrinsics = Intrinsics(**manifest["intrinsics"])
+        world.prompt = manifest["prompt"]
+        world.generator, world.depth_estimator = world._backends(generator, depth_estimator)
+        world._next_frame_id = int(manifest["next_frame_id"])
+        world._leading = list(load_array(folder, "leading_frames")) if manifest["leading_frames"] else []
+        return world
