@@ -1,0 +1,321 @@
+"""The ``WorldService`` servicer: each RPC validates its request, runs engine work under the world's lock off the
+event loop, and answers; pure helpers (handshake, config and summary messages, size checks) live outside the class.
+
+Every failure is answered with the status ``errors.status_for`` gives it; nothing a request does stops the server.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
+
+import grpc
+
+from worldweave.bridge.errors import InvalidInputError, LimitExceededError
+from worldweave.bridge.generators.base import Generator
+from worldweave.bridge.geometry import Intrinsics
+from worldweave.bridge.memory.spatial_memory import MemoryConfig
+from worldweave.proto.worldweave.v1 import API_VERSION
+from worldweave.proto.worldweave.v1 import world_pb2 as pb
+from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
+from worldweave.server import codecs
+from worldweave.server.errors import status_for
+from worldweave.server.registry import WorldRegistry, WorldSummary, check_world_id
+from worldweave.sim_clients.conversions import DEPTH_ENCODING_NAMES, IMAGE_ENCODING_NAMES, RETRIEVAL_NAMES
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """Request limits, reported in the handshake. ``max_message_bytes`` is set on the server's channel and must be
+    set on clients' channels too (a raw 1920x1080 RGB frame is 6.2 MB; with float16 depth 10.4 MB)."""
+
+    max_poses_per_call: int = 64
+    """Most poses in one Render or StepRequest."""
+    max_message_bytes: int = 128 * MIB
+    """Largest message either side sends, bytes."""
+    max_seed_frames: int = 64
+    """Most seed frames in CreateWorld."""
+
+
+CONVENTIONS = pb.Conventions(
+    world_frame="right_handed_z_up_metres",
+    camera_frame="opencv",
+    pose="camera_to_world",
+    quaternion="wxyz_hamilton",
+    depth="metres_optical_axis_zero_unknown",
+)
+"""DESIGN §4, as the tokens the handshake reports."""
+
+CAPABILITIES = ("lifecycle", "render", "step")
+"""Features every server of this version implements; "persistence" is added when it has a data folder."""
+
+
+# ------------------------------------------------------------------------------------------------ pure helpers
+
+
+def server_info(generator: Generator, limits: ServerLimits, *, persistence: bool, server_version: str) -> pb.GetServerInfoResponse:
+    """The handshake answer: API version, capabilities, generator contract, conventions, limits, encodings."""
+    cls = type(generator)
+    return pb.GetServerInfoResponse(
+        api_version=API_VERSION,
+        server_version=server_version,
+        capabilities=[*CAPABILITIES, *(["persistence"] if persistence else [])],
+        generator=pb.GeneratorInfo(
+            name=cls.name,
+            chunk_multiple=cls.chunk_multiple,
+            chunk_offset=cls.chunk_offset,
+            max_frames=cls.max_frames,
+            max_width=cls.max_width,
+            max_height=cls.max_height,
+            size_multiple=cls.size_multiple,
+            returns_depth=cls.returns_depth,
+        ),
+        conventions=CONVENTIONS,
+        limits=pb.Limits(
+            max_poses_per_call=limits.max_poses_per_call,
+            max_message_bytes=limits.max_message_bytes,
+            max_seed_frames=limits.max_seed_frames,
+        ),
+        image_encodings=sorted(IMAGE_ENCODING_NAMES),
+        depth_encodings=sorted(DEPTH_ENCODING_NAMES),
+    )
+
+
+def memory_config_from_proto(config: pb.WorldConfig) -> MemoryConfig:
+    """``WorldConfig`` -> ``MemoryConfig``: set fields override the engine's defaults (which validate them)."""
+    overrides: dict[str, object] = {}
+    if config.HasField("voxel_size_m"):
+        overrides["voxel_size_m"] = config.voxel_size_m
+    if config.retrieval != pb.RETRIEVAL_UNSPECIFIED:
+        if config.retrieval not in RETRIEVAL_NAMES:
+            raise InvalidInputError(f"config.retrieval {config.retrieval} is not a Retrieval value (1..5)")
+        overrides["retrieval"] = RETRIEVAL_NAMES[config.retrieval]
+    if config.HasField("max_anchors"):
+        overrides["k"] = config.max_anchors
+    if config.HasField("seed"):
+        overrides["seed"] = config.seed
+    return replace(MemoryConfig(), **overrides)
+
+
+def memory_config_to_proto(memory: MemoryConfig) -> pb.WorldConfig:
+    """``MemoryConfig`` -> ``WorldConfig`` with every field filled in."""
+    retrieval = {name: code for code, name in RETRIEVAL_NAMES.items()}[memory.retrieval]
+    return pb.WorldConfig(voxel_size_m=memory.voxel_size_m, retrieval=retrieval, max_anchors=memory.k, seed=memory.seed)
+
+
+def summary_to_proto(summary: WorldSummary) -> pb.WorldInfo:
+    """A ``WorldSummary`` -> ``WorldInfo``."""
+    return pb.WorldInfo(
+        world_id=summary.world_id,
+        loaded=summary.loaded,
+        saved=summary.saved,
+        version=summary.version,
+        intrinsics=codecs.intrinsics_to_proto(summary.intrinsics),
+        prompt=summary.prompt,
+        config=memory_config_to_proto(summary.memory),
+        generator=summary.generator,
+        voxel_count=summary.voxel_count,
+        frame_count=summary.frame_count,
+    )
+
+
+def frame_bytes(intrinsics: Intrinsics, fmt: codecs.FrameFormat) -> int:
+    """Upper estimate of one encoded frame's size, bytes (raw RGB8, plus 16-bit depth and mask when asked for)."""
+    pixels = intrinsics.width * intrinsics.height
+    return 3 * pixels + (2 * pixels if fmt.depth_encoding is not None else 0) + pixels // 8 + 1024
+
+
+def check_message_size(frames: int, intrinsics: Intrinsics, fmt: codecs.FrameFormat, limit: int, what: str) -> None:
+    """Raise ``LimitExceededError`` when ``frames`` frames in one message would exceed ``limit`` bytes."""
+    size = frames * frame_bytes(intrinsics, fmt)
+    if size > limit:
+        raise LimitExceededError(
+            f"{what}: {frames} frame(s) of {intrinsics.width}x{intrinsics.height} need about {size / MIB:.1f} MiB, over "
+            f"the {limit / MIB:.0f} MiB message limit; send fewer poses per call (the Step stream sends one frame "
+            "per message)"
+        )
+
+
+def request_intrinsics(message: pb.Intrinsics, has: bool, default: Intrinsics, generator: Generator) -> Intrinsics:
+    """The request's intrinsics if set (checked against the largest image), else the world's default."""
+    if not has:
+        return default
+    intrinsics = codecs.intrinsics_from_proto(message)
+    codecs.check_size(intrinsics.width, intrinsics.height, type(generator).max_width, type(generator).max_height,
+                      "the requested image size")
+    return intrinsics
+
+
+# ------------------------------------------------------------------------------------------------ servicer
+
+Handler = Callable[..., Awaitable]
+
+
+def _answers_errors(method: Handler) -> Handler:
+    """Turn any exception of a unary handler into its status (``errors.status_for``); the server keeps serving."""
+
+    @functools.wraps(method)
+    async def wrapper(self: WorldServicer, request, context: grpc.aio.ServicerContext):
+        try:
+            return await method(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:  # noqa: BLE001 - each error type gets its own status in status_for
+            await context.abort(*status_for(error))
+
+    return wrapper
+
+
+def _not_implemented(rpc: str) -> Handler:
+    """A handler answering UNIMPLEMENTED for an RPC declared in the API but not served yet."""
+
+    async def handler(self: WorldServicer, request, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            f"{rpc} is declared in API {API_VERSION} but this server does not implement it yet; "
+            "GetServerInfo.capabilities lists what it serves",
+        )
+
+    handler.__name__ = rpc
+    return handler
+
+
+class WorldServicer(pb_grpc.WorldServiceServicer):
+    """Serves ``registry``'s worlds; ``info`` is the handshake answer, ``limits`` the request limits."""
+
+    def __init__(self, registry: WorldRegistry, limits: ServerLimits, info: pb.GetServerInfoResponse) -> None:
+        self.registry = registry
+        self.limits = limits
+        self.info = info
+
+    async def GetServerInfo(self, request: pb.GetServerInfoRequest, context) -> pb.GetServerInfoResponse:
+        return self.info
+
+    # ------------------------------------------------------------------------------------------- lifecycle
+
+    @_answers_errors
+    async def CreateWorld(self, request: pb.CreateWorldRequest, context) -> pb.CreateWorldResponse:
+        world_id = check_world_id(request.world_id) if request.world_id else self.registry.new_id()
+        memory = memory_config_from_proto(request.config)
+        generator = type(self.registry.generator)
+        frames, _, prompt = await self.registry.offload(
+            lambda: codecs.seed_from_proto(
+                request.seed,
+                max_frames=self.limits.max_seed_frames,
+                max_width=generator.max_width,
+                max_height=generator.max_height,
+            )
+        )
+        summary = await self.registry.create(world_id, frames, prompt, memory)
+        return pb.CreateWorldResponse(world=summary_to_proto(summary))
+
+    @_answers_errors
+    async def GetWorld(self, request: pb.GetWorldRequest, context) -> pb.GetWorldResponse:
+        return pb.GetWorldResponse(world=summary_to_proto(self.registry.summary(self.registry.entry(request.world_id))))
+
+    @_answers_errors
+    async def ListWorlds(self, request: pb.ListWorldsRequest, context) -> pb.ListWorldsResponse:
+        return pb.ListWorldsResponse(worlds=[summary_to_proto(s) for s in self.registry.summaries()])
+
+    @_answers_errors
+    async def DeleteWorld(self, request: pb.DeleteWorldRequest, context) -> pb.DeleteWorldResponse:
+        unloaded, deleted_saved = await self.registry.delete(request.world_id, delete_saved=request.delete_saved)
+        return pb.DeleteWorldResponse(unloaded=unloaded, deleted_saved=deleted_saved)
+
+    @_answers_errors
+    async def SaveWorld(self, request: pb.SaveWorldRequest, context) -> pb.SaveWorldResponse:
+        summary = await self.registry.save(self.registry.entry(request.world_id))
+        return pb.SaveWorldResponse(world=summary_to_proto(summary))
+
+    @_answers_errors
+    async def LoadWorld(self, request: pb.LoadWorldRequest, context) -> pb.LoadWorldResponse:
+        return pb.LoadWorldResponse(world=summary_to_proto(await self.registry.load(request.world_id)))
+
+    # ------------------------------------------------------------------------------------------- frames
+
+    @_answers_errors
+    async def Render(self, request: pb.RenderRequest, context) -> pb.RenderResponse:
+        entry = self.registry.entry(request.world_id)
+        poses = codecs.poses_from_proto(request.poses, self.limits.max_poses_per_call)
+        fmt = codecs.frame_format_from_proto(request.format)
+        intrinsics = request_intrinsics(
+            request.intrinsics, request.HasField("intrinsics"), entry.world.intrinsics, self.registry.generator
+        )
+        check_message_size(len(poses), intrinsics, fmt, self.limits.max_message_bytes, "Render")
+
+        def render(world) -> pb.RenderResponse:
+            results = world.render(poses, intrinsics=intrinsics)
+            version = int(world.version)
+            return pb.RenderResponse(
+                frames=[
+                    codecs.frame_to_proto(
+                        fmt, rgb=r.rgb, depth_m=r.depth, pose=pose, version=version, coverage=r.coverage,
+                        coverage_mask=r.mask,
+                    )
+                    for pose, r in zip(poses, results)
+                ]
+            )
+
+        return await self.registry.run(entry, render)
+
+    async def Step(self, request_iterator: AsyncIterator[pb.StepRequest], context) -> AsyncIterator[pb.StepResponse]:
+        try:
+            request_index = 0
+            async for request in request_iterator:
+                for response in await self._step(request, request_index):
+                    yield response
+                request_index += 1
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:  # noqa: BLE001 - each error type gets its own status in status_for
+            await context.abort(*status_for(error))
+
+    async def _step(self, request: pb.StepRequest, request_index: int) -> list[pb.StepResponse]:
+        """Validate one StepRequest, step its world under the world's lock, and encode the frames."""
+        entry = self.registry.entry(request.world_id)
+        poses = codecs.poses_from_proto(request.poses, self.limits.max_poses_per_call)
+        fmt = codecs.frame_format_from_proto(request.format)
+        intrinsics = request_intrinsics(
+            request.intrinsics, request.HasField("intrinsics"), entry.world.intrinsics, self.registry.generator
+        )
+        check_message_size(1, intrinsics, fmt, self.limits.max_message_bytes, "Step")
+        masks = codecs.dynamic_masks_from_proto(request.dynamic_masks, len(poses), intrinsics)
+        boxes = [codecs.oriented_box_from_proto(b, f"dynamic_boxes[{i}]") for i, b in enumerate(request.dynamic_boxes)]
+        prompt = request.prompt if request.HasField("prompt") else None
+        seed = request.seed if request.HasField("seed") else None
+
+        def step(world) -> list[pb.StepResponse]:
+            result = world.step(
+                poses, intrinsics=intrinsics, dynamic_masks=masks, dynamic_boxes=boxes, prompt=prompt, seed=seed
+            )
+            last = len(result.frames) - 1
+            return [
+                pb.StepResponse(
+                    request_index=request_index,
+                    pose_index=i,
+                    last_in_request=i == last,
+                    frame=codecs.frame_to_proto(
+                        fmt, rgb=f.rgb, depth_m=f.depth, pose=f.pose, version=f.version, coverage=f.coverage,
+                        frame_id=f.frame_id,
+                    ),
+                    timings_s=result.timings_s,
+                )
+                for i, f in enumerate(result.frames)
+            ]
+
+        return await self.registry.run(entry, step)
+
+    # ------------------------------------------------------------------------------------------- issue 8
+
+    StreamPointCloud = _not_implemented("StreamPointCloud")
+    Raycast = _not_implemented("Raycast")
+    NearestSurface = _not_implemented("NearestSurface")
+    CheckCollision = _not_implemented("CheckCollision")
+    QueryOccupancy = _not_implemented("QueryOccupancy")
+    CropPointCloud = _not_implemented("CropPointCloud")
+    RemoveRegion = _not_implemented("RemoveRegion")
+    RecolorRegion = _not_implemented("RecolorRegion")
+    InsertPoints = _not_implemented("InsertPoints")

@@ -1,0 +1,337 @@
+"""``WorldClient``: the synchronous Python client of a worldweave server. numpy in, numpy out.
+
+    from worldweave.sim_clients.client import WorldClient
+    with WorldClient("127.0.0.1:50051") as client:
+        world = client.create_world([(rgb, depth_m, c2w)], intrinsics)
+        frames = client.step(world.world_id, next_c2w)           # one pose -> one frame
+        for frame in client.step_stream(world.world_id, trajectory):   # many poses, streamed
+            ...
+
+Poses are 4x4 float64 camera-to-world matrices (OpenCV camera, world Z up, metres; ``conventions`` converts from
+engine forms). Frames come back as ``conversions.Frame`` records. Every call has a deadline; every failure is a
+``WorldClientError`` subclass whose message says what to do. At connect the client checks the server's API
+version: a different major version is ``IncompatibleServerError``, a different minor version a warning.
+
+Transport only: request building and decoding are the pure functions of ``conversions``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+
+import grpc
+import numpy as np
+
+from worldweave.proto.worldweave.v1 import API_VERSION
+from worldweave.proto.worldweave.v1 import world_pb2 as pb
+from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
+from worldweave.sim_clients import conversions
+from worldweave.sim_clients.conventions import CameraIntrinsics
+
+DEFAULT_MAX_MESSAGE_BYTES = 128 << 20
+"""Largest message the client sends or receives, bytes: a raw 1920x1080 frame is 6.2 MB (10.4 MB with depth)."""
+DEFAULT_TIMEOUT_S = 60.0
+"""Deadline of unary calls, seconds."""
+
+
+class WorldClientError(Exception):
+    """Root of every error the client raises; ``code`` is the gRPC status (None when no call was made)."""
+
+    code: grpc.StatusCode | None = None
+
+    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ServerUnavailableError(WorldClientError, ConnectionError):
+    """No server answered at the address."""
+
+
+class DeadlineExceededError(WorldClientError, TimeoutError):
+    """A call ran past its deadline."""
+
+
+class InvalidRequestError(WorldClientError, ValueError):
+    """The server rejected a value of the request (INVALID_ARGUMENT); the message names it."""
+
+
+class WorldNotFoundError(WorldClientError, LookupError):
+    """No such world on the server (NOT_FOUND)."""
+
+
+class WorldExistsError(WorldClientError):
+    """A world with that id exists (ALREADY_EXISTS)."""
+
+
+class LimitExceededError(WorldClientError):
+    """The request is over a server limit (RESOURCE_EXHAUSTED); ``WorldClient.info.limits`` lists them."""
+
+
+class PreconditionFailedError(WorldClientError):
+    """Valid, but the server or world is not in a state to serve it (FAILED_PRECONDITION)."""
+
+
+class NotSupportedError(WorldClientError):
+    """The server does not implement this call (UNIMPLEMENTED)."""
+
+
+class IncompatibleServerError(WorldClientError):
+    """The server speaks another major API version."""
+
+
+class ServerError(WorldClientError):
+    """Any other failure on the server side (INTERNAL, DATA_LOSS, ...)."""
+
+
+ERROR_BY_STATUS: dict[grpc.StatusCode, type[WorldClientError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidRequestError,
+    grpc.StatusCode.NOT_FOUND: WorldNotFoundError,
+    grpc.StatusCode.ALREADY_EXISTS: WorldExistsError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: LimitExceededError,
+    grpc.StatusCode.FAILED_PRECONDITION: PreconditionFailedError,
+    grpc.StatusCode.UNIMPLEMENTED: NotSupportedError,
+}
+
+
+def check_api_version(server_version: str, client_version: str = API_VERSION) -> str | None:
+    """Compare semver strings: raise ``IncompatibleServerError`` when the majors differ; return a warning text when
+    the minors differ, else None."""
+    try:
+        server_major, server_minor = (int(part) for part in server_version.split(".")[:2])
+        client_major, client_minor = (int(part) for part in client_version.split(".")[:2])
+    except ValueError as error:
+        raise IncompatibleServerError(f"server reports API version {server_version!r}, not semver MAJOR.MINOR.PATCH") from error
+    if server_major != client_major:
+        raise IncompatibleServerError(
+            f"server speaks worldweave API {server_version}, this client {client_version}: the major versions differ. "
+            f"Install a worldweave whose API major version is {server_major} here, or run a server of API {client_major}.x."
+        )
+    if server_minor != client_minor:
+        return (
+            f"server speaks worldweave API {server_version}, this client {client_version}: calls added in the newer "
+            "minor version are not available on both sides (see GetServerInfo.capabilities)"
+        )
+    return None
+
+
+def client_error(error: grpc.RpcError, target: str, call: str, timeout_s: float | None) -> WorldClientError:
+    """The ``WorldClientError`` for a failed call, with a message that says what to do."""
+    code, details = error.code(), error.details() or ""
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return ServerUnavailableError(
+            f"server not reachable at {target} — is `worldweave serve` running? ({details})", code
+        )
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceededError(
+            f"{call} took longer than its {timeout_s} s deadline: the server may be busy with other worlds, the "
+            "generator slow at this resolution or pose count, or the deadline too short (pass timeout_s=...)", code
+        )
+    if code == grpc.StatusCode.CANCELLED:
+        return WorldClientError(f"{call} was cancelled ({details})", code)
+    error_type = ERROR_BY_STATUS.get(code, ServerError)
+    return error_type(f"{call}: {details}" if error_type is not ServerError else f"{call}: server error {code.name}: {details}", code)
+
+
+class WorldClient:
+    """A connection to a worldweave server at ``target`` (``host:port``).
+
+    ``timeout_s``: default deadline of unary calls, seconds. ``connect_timeout_s``: how long to wait for the server
+    at connect. ``max_message_bytes``: the channel's message limit both ways (match the server's, reported in
+    ``info.limits``).
+    """
+
+    def __init__(
+        self,
+        target: str = "127.0.0.1:50051",
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        connect_timeout_s: float = 10.0,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        self.target = target
+        self.timeout_s = timeout_s
+        self.max_message_bytes = max_message_bytes
+        self._channel = grpc.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.max_receive_message_length", max_message_bytes),
+            ],
+        )
+        self._stub = pb_grpc.WorldServiceStub(self._channel)
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=connect_timeout_s)
+        except grpc.FutureTimeoutError:
+            self._channel.close()
+            raise ServerUnavailableError(
+                f"server not reachable at {target} — is `worldweave serve` running? (no answer in {connect_timeout_s} s)"
+            ) from None
+        self.info: pb.GetServerInfoResponse = self._call(
+            "GetServerInfo", self._stub.GetServerInfo, pb.GetServerInfoRequest(client_api_version=API_VERSION)
+        )
+        try:
+            warning = check_api_version(self.info.api_version)
+        except IncompatibleServerError:
+            self._channel.close()
+            raise
+        if warning:
+            warnings.warn(warning, stacklevel=2)
+        if self.info.limits.max_message_bytes > max_message_bytes:
+            warnings.warn(
+                f"the server sends messages up to {self.info.limits.max_message_bytes} bytes but this client accepts "
+                f"{max_message_bytes}: pass max_message_bytes={self.info.limits.max_message_bytes} for large frames",
+                stacklevel=2,
+            )
+
+    # ------------------------------------------------------------------------------------------- plumbing
+
+    def _call(self, name: str, method, request, timeout_s: float | None = None):
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        try:
+            return method(request, timeout=timeout)
+        except grpc.RpcError as error:
+            raise client_error(error, self.target, name, timeout) from None
+
+    def close(self) -> None:
+        """Close the channel (calls in flight are cancelled)."""
+        self._channel.close()
+
+    def __enter__(self) -> WorldClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------------- worlds
+
+    def create_world(
+        self,
+        frames: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+        intrinsics: CameraIntrinsics | pb.Intrinsics,
+        *,
+        prompt: str = "",
+        world_id: str = "",
+        voxel_size_m: float | None = None,
+        retrieval: str | None = None,
+        max_anchors: int | None = None,
+        seed: int | None = None,
+        timeout_s: float | None = None,
+    ) -> pb.WorldInfo:
+        """Create a world from ``(rgb uint8 (H, W, 3), depth float (H, W) metres, c2w 4x4)`` seed frames.
+
+        ``world_id`` empty lets the server choose. ``retrieval``: "coverage", "iou", "recent", "random" or "global".
+        Unset options take the server's defaults. Returns the world's description (``.world_id``, ``.version``, ...).
+        """
+        config = conversions.world_config(
+            voxel_size_m=voxel_size_m, retrieval=retrieval, max_anchors=max_anchors, seed=seed
+        )
+        request = pb.CreateWorldRequest(
+            world_id=world_id, seed=conversions.seed_message(frames, intrinsics, prompt), config=config
+        )
+        return self._call("CreateWorld", self._stub.CreateWorld, request, timeout_s).world
+
+    def get_world(self, world_id: str) -> pb.WorldInfo:
+        """Describe one loaded world."""
+        return self._call("GetWorld", self._stub.GetWorld, pb.GetWorldRequest(world_id=world_id)).world
+
+    def list_worlds(self) -> list[pb.WorldInfo]:
+        """Every world: loaded ones and those saved in the server's data folder (``.loaded``, ``.saved``)."""
+        return list(self._call("ListWorlds", self._stub.ListWorlds, pb.ListWorldsRequest()).worlds)
+
+    def delete_world(self, world_id: str, *, delete_saved: bool = False) -> pb.DeleteWorldResponse:
+        """Unload a world and, with ``delete_saved``, delete its save."""
+        request = pb.DeleteWorldRequest(world_id=world_id, delete_saved=delete_saved)
+        return self._call("DeleteWorld", self._stub.DeleteWorld, request)
+
+    def save_world(self, world_id: str, *, timeout_s: float | None = None) -> pb.WorldInfo:
+        """Save a world to the server's data folder (atomically)."""
+        return self._call("SaveWorld", self._stub.SaveWorld, pb.SaveWorldRequest(world_id=world_id), timeout_s).world
+
+    def load_world(self, world_id: str, *, timeout_s: float | None = None) -> pb.WorldInfo:
+        """Load a saved world (for example after a server restart)."""
+        return self._call("LoadWorld", self._stub.LoadWorld, pb.LoadWorldRequest(world_id=world_id), timeout_s).world
+
+    # ------------------------------------------------------------------------------------------- frames
+
+    def render(
+        self,
+        world_id: str,
+        poses: np.ndarray,
+        *,
+        intrinsics: CameraIntrinsics | pb.Intrinsics | None = None,
+        image: str = "raw",
+        depth: str | None = None,
+        coverage_mask: bool = False,
+        jpeg_quality: int = conversions.DEFAULT_JPEG_QUALITY,
+        timeout_s: float | None = None,
+    ) -> list[conversions.Frame]:
+        """Render memory at one 4x4 pose or an (N, 4, 4) stack: no generation, no memory update.
+
+        ``image``: "raw", "png" or "jpeg". ``depth``: None (no depth), "float16_m" or "uint16_mm".
+        """
+        fmt = conversions.frame_format(image, depth, jpeg_quality=jpeg_quality, coverage_mask=coverage_mask)
+        request = conversions.render_request(world_id, poses, fmt, intrinsics)
+        response = self._call("Render", self._stub.Render, request, timeout_s)
+        return [conversions.decode_frame(frame, f"render frame {i}") for i, frame in enumerate(response.frames)]
+
+    def step(
+        self,
+        world_id: str,
+        poses: np.ndarray,
+        *,
+        intrinsics: CameraIntrinsics | pb.Intrinsics | None = None,
+        dynamic_masks: Sequence[np.ndarray | None] | None = None,
+        dynamic_boxes: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]] = (),
+        prompt: str | None = None,
+        seed: int | None = None,
+        image: str = "raw",
+        depth: str | None = "float16_m",
+        jpeg_quality: int = conversions.DEFAULT_JPEG_QUALITY,
+        timeout_s: float | None = None,
+    ) -> list[conversions.Frame]:
+        """Generate one frame per pose (a 4x4 or an (N, 4, 4) stack), fuse them into memory, return them in order.
+
+        ``dynamic_masks``: one bool (H, W) or None per pose, True on dynamic pixels (kept out of memory).
+        ``dynamic_boxes``: ``(center_m, half_extents_m, rotation 3x3)`` boxes whose content is dynamic.
+        """
+        fmt = conversions.frame_format(image, depth, jpeg_quality=jpeg_quality)
+        request = conversions.step_request(
+            world_id, poses, fmt, intrinsics=intrinsics, dynamic_masks=dynamic_masks, dynamic_boxes=dynamic_boxes,
+            prompt=prompt, seed=seed,
+        )
+        return list(self._stream("Step", iter([request]), timeout_s if timeout_s is not None else self.timeout_s))
+
+    def step_stream(
+        self,
+        world_id: str,
+        poses: Iterable[np.ndarray],
+        *,
+        intrinsics: CameraIntrinsics | pb.Intrinsics | None = None,
+        image: str = "raw",
+        depth: str | None = "float16_m",
+        jpeg_quality: int = conversions.DEFAULT_JPEG_QUALITY,
+        timeout_s: float | None = None,
+    ) -> Iterator[conversions.Frame]:
+        """Stream steps: each item of ``poses`` (a 4x4, or an (N, 4, 4) chunk) is one StepRequest; yields frames in
+        order as they arrive. Stopping the iteration cancels the stream on the server. ``timeout_s``: deadline of
+        the whole stream (None: no deadline)."""
+        fmt = conversions.frame_format(image, depth, jpeg_quality=jpeg_quality)
+        requests = (
+            conversions.step_request(world_id, item, fmt, intrinsics=intrinsics) for item in poses
+        )
+        return self._stream("Step", requests, timeout_s)
+
+    def _stream(
+        self, name: str, requests: Iterator[pb.StepRequest], timeout_s: float | None
+    ) -> Iterator[conversions.Frame]:
+        call = self._stub.Step(requests, timeout=timeout_s)
+        try:
+            for response in call:
+                yield conversions.decode_step_response(response)
+        except grpc.RpcError as error:
+            raise client_error(error, self.target, name, timeout_s) from None
+        finally:
+            call.cancel()
+
