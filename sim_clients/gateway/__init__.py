@@ -7,5 +7,6 @@ Layers, each usable alone (ML-Agents' split of transport and logic):
   every field with its unit);
 * :mod:`.codec`    -- bytes <-> records: size limit, msgpack, envelope and version checks;
 * :mod:`.translate` -- engine convention <-> canonical poses, points and frames (pure);
-* :mod:`.server`   -- the ZMQ ROUTER loop forwarding to a ``worldweave serve`` through ``WorldClient``.
+* :mod:`.server`   -- the ZMQ ROUTER loop forwarding to a ``worldweave serve`` through ``WorldClient``;
+* :mod:`.engine_client` -- a Python reference engine (``GatewayClient``), the executable form of ``SCHEMA.md``.
 """

@@ -1,0 +1,137 @@
+"""Latency the ZMQ/msgpack gateway adds per 640x480 frame, beside a direct gRPC call in the same run.
+
+Both paths ask the same gRPC server for the same frame: ``direct`` is ``WorldClient`` (gRPC), ``gateway`` is a
+Python engine (``GatewayClient``, convention ``unity``) -> ZMQ -> gateway (decode, convert the pose, ``WorldClient``,
+encode, convert back) -> the server. ``added`` = gateway − direct, the gateway's cost. Also shown: the pure msgpack
+encode + decode of one frame reply, and both paths with ``step`` (a bidirectional stream per call).
+
+By default the server is an in-process gRPC ``WorldService`` that answers every pose with one precomputed frame
+(a zero-cost generator), so the figures are transport and conversion only; ``--server host:port`` measures against
+a running ``worldweave serve`` instead (it must hold ``--world``).
+
+    python benchmarks/bench_gateway.py [--calls 300] [--server 127.0.0.1:50051 --world demo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from concurrent import futures
+
+import grpc
+import numpy as np
+
+from worldweave.proto.worldweave.v1 import API_VERSION
+from worldweave.proto.worldweave.v1 import world_pb2 as pb
+from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
+from worldweave.sim_clients import conversions
+from worldweave.sim_clients import conventions as cv
+from worldweave.sim_clients.client import WorldClient
+from worldweave.sim_clients.gateway import codec
+from worldweave.sim_clients.gateway import messages as m
+from worldweave.sim_clients.gateway.engine_client import GatewayClient
+from worldweave.sim_clients.gateway.server import BackgroundGateway
+
+WIDTH, HEIGHT = 640, 480
+CAMERA = cv.CameraIntrinsics.from_fov(WIDTH, HEIGHT, fov_y_deg=60.0)
+
+
+class ConstantFrameServicer(pb_grpc.WorldServiceServicer):
+    """Answers each pose with one precomputed raw 640x480 frame: the server costs (almost) nothing."""
+
+    def __init__(self) -> None:
+        rgb = np.random.default_rng(0).integers(0, 256, size=(HEIGHT, WIDTH, 3), dtype=np.uint8)
+        self.image = conversions.encode_image(rgb)
+
+    def GetServerInfo(self, request, context):
+        return pb.GetServerInfoResponse(api_version=API_VERSION, server_version="constant-frame",
+                                        generator=pb.GeneratorInfo(name="constant"),
+                                        limits=pb.Limits(max_poses_per_call=8, max_message_bytes=64 << 20))
+
+    def _frame(self, pose: pb.Pose, frame_id: int | None = None) -> pb.Frame:
+        frame = pb.Frame(pose=pose, version=1, coverage=1.0, rgb=self.image)
+        if frame_id is not None:
+            frame.frame_id = frame_id
+        return frame
+
+    def Render(self, request, context):
+        return pb.RenderResponse(frames=[self._frame(p) for p in request.poses])
+
+    def Step(self, request_iterator, context):
+        for index, request in enumerate(request_iterator):
+            for i, pose in enumerate(request.poses):
+                yield pb.StepResponse(request_index=index, pose_index=i, last_in_request=i == len(request.poses) - 1,
+                                      frame=self._frame(pose, index))
+
+
+def timed(calls: int, **paths) -> dict[str, list[float]]:
+    """Milliseconds per call of each path, the paths interleaved call by call so machine noise hits all alike."""
+    for call in paths.values():
+        for _ in range(20):  # warm-up
+            call()
+    out: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(calls):
+        for name, call in paths.items():
+            start = time.perf_counter()
+            call()
+            out[name].append((time.perf_counter() - start) * 1e3)
+    return out
+
+
+def row(name: str, ms: list[float], baseline: list[float] | None) -> str:
+    median = statistics.median(ms)
+    p90 = statistics.quantiles(ms, n=10)[-1]
+    added = f"{median - statistics.median(baseline):+.3f}" if baseline else "—"
+    return f"| {name} | {median:.3f} | {p90:.3f} | {added} |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--server", help="a running worldweave serve (default: in-process constant-frame server)")
+    parser.add_argument("--world", default="bench", help="world id on --server")
+    args = parser.parse_args()
+
+    grpc_server = None
+    target = args.server
+    if target is None:
+        grpc_server = grpc.server(futures.ThreadPoolExecutor(4), options=[("grpc.max_send_message_length", 64 << 20),
+                                                                          ("grpc.max_receive_message_length", 64 << 20)])
+        pb_grpc.add_WorldServiceServicer_to_server(ConstantFrameServicer(), grpc_server)
+        target = f"127.0.0.1:{grpc_server.add_insecure_port('127.0.0.1:0')}"
+        grpc_server.start()
+
+    c2w = np.eye(4)
+    c2w[:3, :3] = [[0, 0, 1], [-1, 0, 0], [0, -1, 0]]
+    unity_pose = cv.UNITY.from_canonical(c2w)
+    with WorldClient(target) as client, BackgroundGateway(target) as gateway, \
+            GatewayClient(gateway.address, "unity") as engine:
+        results = timed(
+            args.calls,
+            render_direct=lambda: client.render(args.world, c2w, intrinsics=CAMERA),
+            render_gateway=lambda: engine.render(args.world, [unity_pose], camera=CAMERA),
+        )
+        results.update(timed(
+            args.calls,
+            step_direct=lambda: client.step(args.world, c2w, intrinsics=CAMERA, depth=None),
+            step_gateway=lambda: engine.step(args.world, [unity_pose], camera=CAMERA),
+        ))
+        reply = m.FramesReply((engine.render(args.world, [unity_pose], camera=CAMERA)[0],))
+    results.update(timed(args.calls, codec=lambda: codec.decode_reply(codec.encode(reply, 1), pose_form="position_quaternion")))
+    if grpc_server is not None:
+        grpc_server.stop(None)
+
+    server = "in-process constant-frame gRPC server" if args.server is None else f"worldweave serve at {args.server}"
+    print(f"Gateway latency per {WIDTH}x{HEIGHT} raw RGB frame, {args.calls} calls each, loopback, {server}")
+    print("| path | median ms | p90 ms | added vs direct (median) ms |")
+    print("| --- | --- | --- | --- |")
+    print(row("render, direct gRPC", results["render_direct"], None))
+    print(row("render, gateway (unity)", results["render_gateway"], results["render_direct"]))
+    print(row("step, direct gRPC", results["step_direct"], None))
+    print(row("step, gateway (unity)", results["step_gateway"], results["step_direct"]))
+    print(row("msgpack encode + decode of one frame reply", results["codec"], None))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,315 @@
+"""The ZMQ/msgpack gateway: ``worldweave gateway --zmq tcp://127.0.0.1:5555 --server 127.0.0.1:50051``.
+
+Engines that don't speak gRPC (Unity, Unreal, a C++ simulator) connect a DEALER socket to this ROUTER socket and
+exchange msgpack messages (``sim_clients/gateway/SCHEMA.md``). Each connection declares its pose convention once
+(``hello``); the gateway converts poses both ways and forwards to a ``worldweave serve`` through ``WorldClient``.
+Requests of one connection run in order, one at a time; connections run concurrently. A malformed, oversized or
+failing request gets an ``error`` reply and never stops the gateway. Binds 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import grpc
+import zmq
+import zmq.asyncio
+
+from worldweave.sim_clients.client import ServerUnavailableError, WorldClient, WorldClientError
+from worldweave.sim_clients.conventions import Convention, ConventionError, get_convention
+from worldweave.sim_clients.gateway import codec, translate
+from worldweave.sim_clients.gateway.errors import GatewayError, InvalidMessageError, MessageTooLargeError, ServerError
+from worldweave.sim_clients.gateway.messages import (
+    CreateWorld,
+    DeleteReply,
+    DeleteWorld,
+    FramesReply,
+    Hello,
+    HelloReply,
+    Render,
+    Reply,
+    Request,
+    Step,
+    WorldReply,
+)
+
+logger = logging.getLogger("worldweave.gateway")
+
+ZMQ_HARD_LIMIT_FACTOR = 4
+"""ZMQ's own ``MAXMSGSIZE`` is this many times the gateway's limit: bigger messages are dropped by ZMQ (and the
+peer disconnected) before they are buffered; those in between get a ``RESOURCE_EXHAUSTED`` reply."""
+
+
+@dataclass
+class Connection:
+    """What the gateway remembers about one engine connection (one ZMQ identity)."""
+
+    convention: Convention | None = None
+    """Declared by ``hello``; None until then."""
+    pending: int = 0
+    """Requests received and not yet answered."""
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held while one of its requests runs, so requests run in arrival order."""
+
+
+def status_name(error: WorldClientError) -> str:
+    """The gRPC status name an SDK error travels as."""
+    if error.code is not None:
+        return error.code.name
+    return grpc.StatusCode.UNAVAILABLE.name if isinstance(error, ServerUnavailableError) else grpc.StatusCode.INTERNAL.name
+
+
+class RequestHandler:
+    """Bytes in, bytes out, for one request of one connection: decode, convert, call the server, convert back.
+
+    Synchronous (it runs on a worker thread); the only state it changes is ``connection.convention``.
+    """
+
+    def __init__(self, client: WorldClient, max_message_bytes: int) -> None:
+        self.client = client
+        self.max_message_bytes = max_message_bytes
+
+    def handle(self, connection: Connection, payload: bytes) -> bytes:
+        """The reply to ``payload``: the request's answer, or an ``error`` reply. Never raises for a bad request."""
+        request_id = None
+        try:
+            pose_form = connection.convention.pose_form if connection.convention else None
+            request_id, request = codec.decode_request(payload, pose_form=pose_form, max_message_bytes=self.max_message_bytes)
+            return codec.encode(self.dispatch(connection, request), request_id)
+        except GatewayError as error:
+            return codec.encode_error(error, error.request_id if error.request_id is not None else request_id)
+        except WorldClientError as error:
+            return codec.encode_error(ServerError(status_name(error), str(error)), request_id)
+        except Exception as error:  # last resort, logged with its traceback: a request never stops the gateway
+            logger.exception("request %s failed inside the gateway", request_id)
+            return codec.encode_error(GatewayError(f"gateway bug, please report: {type(error).__name__}: {error}"), request_id)
+
+    def dispatch(self, connection: Connection, request: Request) -> Reply:
+        if isinstance(request, Hello):
+            return self.hello(connection, request)
+        convention = connection.convention
+        if isinstance(request, CreateWorld):
+            frames = [
+                (translate.image_array(view.rgb, f"create_world.frames[{i}].rgb"),
+                 translate.depth_array(view.depth, f"create_world.frames[{i}].depth"),
+                 translate.canonical_poses((view.pose,), convention, f"create_world.frames[{i}].pose")[0])
+                for i, view in enumerate(request.frames)
+            ]
+            info = self.client.create_world(frames, request.camera, prompt=request.prompt, world_id=request.world_id,
+                                            voxel_size_m=request.voxel_size_m)
+            return WorldReply(info.world_id, int(info.version), int(info.frame_count))
+        if isinstance(request, Step):
+            poses = translate.canonical_poses(request.poses, convention, "step.poses")
+            frames = self.client.step(request.world_id, poses, intrinsics=request.camera, prompt=request.prompt,
+                                      seed=request.seed, image="raw", depth=request.depth_encoding)
+            return self._frames(frames, convention, request)
+        if isinstance(request, Render):
+            poses = translate.canonical_poses(request.poses, convention, "render.poses")
+            frames = self.client.render(request.world_id, poses, intrinsics=request.camera, image="raw",
+                                        depth=request.depth_encoding)
+            return self._frames(frames, convention, request)
+        if isinstance(request, DeleteWorld):
+            deleted = self.client.delete_world(request.world_id, delete_saved=request.delete_saved)
+            return DeleteReply(bool(deleted.unloaded), bool(deleted.deleted_saved))
+        raise InvalidMessageError(f"no handler for request type {request.TYPE!r}")
+
+    def hello(self, connection: Connection, request: Hello) -> HelloReply:
+        try:
+            convention = get_convention(request.convention, up_axis=request.up_axis, metres_per_unit=request.metres_per_unit)
+        except ConventionError as error:
+            raise InvalidMessageError(f"hello: {error}") from None
+        connection.convention = convention
+        info = self.client.info
+        return HelloReply(
+            schema_version=codec.SCHEMA_VERSION, server_api_version=info.api_version, server_version=info.server_version,
+            capabilities=tuple(info.capabilities), convention=convention.name, metres_per_unit=convention.metres_per_unit,
+            pose_form=convention.pose_form, generator=info.generator.name,
+            max_poses_per_call=int(info.limits.max_poses_per_call), max_message_bytes=self.max_message_bytes,
+        )
+
+    @staticmethod
+    def _frames(frames, convention: Convention, request: Render) -> FramesReply:
+        return FramesReply(tuple(translate.wire_frame(f, convention, request.image_encoding, request.depth_encoding) for f in frames))
+
+
+class Gateway:
+    """The ROUTER loop. ``await gateway.run()`` serves until cancelled; ``address`` is the bound endpoint."""
+
+    def __init__(
+        self,
+        zmq_address: str,
+        client: WorldClient,
+        *,
+        max_message_bytes: int = codec.DEFAULT_MAX_MESSAGE_BYTES,
+        workers: int = 8,
+        max_pending_per_connection: int = 32,
+        max_connections: int = 4096,
+    ) -> None:
+        self.handler = RequestHandler(client, max_message_bytes)
+        self.max_message_bytes = max_message_bytes
+        self.max_pending = max_pending_per_connection
+        self.max_connections = max_connections
+        self.context = zmq.asyncio.Context()
+        self.socket = self.context.socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.MAXMSGSIZE, ZMQ_HARD_LIMIT_FACTOR * max_message_bytes)
+        self.socket.bind(zmq_address)
+        self.address: str = self.socket.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="worldweave-gateway")
+        self.connections: OrderedDict[bytes, Connection] = OrderedDict()
+        self._tasks: set[asyncio.Task] = set()
+
+    def _connection(self, identity: bytes) -> Connection:
+        connection = self.connections.get(identity)
+        if connection is None:
+            connection = self.connections[identity] = Connection()
+            # ZMQ does not say when a peer leaves: forget the least recently used idle connections past the cap
+            # (a forgotten engine that comes back is asked for hello again).
+            for old in list(self.connections)[: max(0, len(self.connections) - self.max_connections)]:
+                if self.connections[old].pending == 0:
+                    del self.connections[old]
+        self.connections.move_to_end(identity)
+        return connection
+
+    async def run(self) -> None:
+        """Receive, dispatch, reply, until cancelled; then close the socket and the worker threads."""
+        logger.info("gateway listening on %s, forwarding to %s", self.address, self.handler.client.target)
+        try:
+            while True:
+                frames = await self.socket.recv_multipart()
+                identity, rest = frames[0], frames[1:]
+                if len(rest) == 2 and rest[0] == b"":  # a REQ socket's empty delimiter
+                    prefix, payload = [b""], rest[1]
+                elif len(rest) == 1:
+                    prefix, payload = [], rest[0]
+                else:
+                    error = InvalidMessageError(f"send one msgpack message per ZMQ message; got {len(rest)} frames")
+                    await self.socket.send_multipart([identity, codec.encode_error(error, None)])
+                    continue
+                connection = self._connection(identity)
+                if connection.pending >= self.max_pending:
+                    error = MessageTooLargeError(f"{connection.pending} requests of this connection are still pending (limit "
+                                                 f"{self.max_pending}): wait for replies before sending more")
+                    await self.socket.send_multipart([identity, *prefix, codec.encode_error(error, None)])
+                    continue
+                connection.pending += 1
+                task = asyncio.create_task(self._serve(identity, prefix, payload, connection))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            self.socket.close(linger=0)
+            self.context.term()
+            self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _serve(self, identity: bytes, prefix: list[bytes], payload: bytes, connection: Connection) -> None:
+        try:
+            async with connection.lock:
+                reply = await asyncio.get_running_loop().run_in_executor(self.executor, self.handler.handle, connection, payload)
+            await self.socket.send_multipart([identity, *prefix, reply])
+        finally:
+            connection.pending -= 1
+
+
+class BackgroundGateway:
+    """A :class:`Gateway` on its own event loop in a daemon thread, with its own ``WorldClient``; a context manager.
+
+    For tests, benchmarks and scripts. ``zmq_address`` may end in ``:*`` (a free port); ``address`` is the bound one.
+    """
+
+    def __init__(self, server_target: str, zmq_address: str = "tcp://127.0.0.1:*", **gateway_options: int) -> None:
+        self._server_target = server_target
+        self._zmq_address = zmq_address
+        self._options = gateway_options
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="worldweave-gateway-loop", daemon=True)
+        self._task: asyncio.Task | None = None
+        self.client: WorldClient | None = None
+        self.address = ""
+
+    def start(self) -> BackgroundGateway:
+        self.client = WorldClient(self._server_target)
+        self._thread.start()
+
+        async def start() -> Gateway:
+            gateway = Gateway(self._zmq_address, self.client, **self._options)
+            self._task = asyncio.create_task(gateway.run())
+            return gateway
+
+        self.address = asyncio.run_coroutine_threadsafe(start(), self._loop).result().address
+        return self
+
+    def stop(self) -> None:
+        """Cancel the gateway (it closes its socket and threads), then stop the loop and close the client."""
+        if self._task is not None:
+            task = self._task
+
+            async def cancel() -> None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+            asyncio.run_coroutine_threadsafe(cancel(), self._loop).result()
+            self._task = None
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+        self._loop.close()
+        if self.client is not None:
+            self.client.close()
+
+    def __enter__(self) -> BackgroundGateway:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CLI: ``worldweave gateway``
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``gateway`` flags."""
+    parser.add_argument("--zmq", default="tcp://127.0.0.1:5555", help="ZMQ endpoint to bind (default tcp://127.0.0.1:5555)")
+    parser.add_argument("--server", default="127.0.0.1:50051", help="worldweave gRPC server host:port")
+    parser.add_argument("--max-message-mib", type=int, default=codec.DEFAULT_MAX_MESSAGE_BYTES >> 20,
+                        help="largest message accepted from an engine, MiB")
+    parser.add_argument("--workers", type=int, default=8, help="threads forwarding requests (connections served at once)")
+    parser.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to wait for the server at start")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        client = WorldClient(args.server, connect_timeout_s=args.connect_timeout)
+    except WorldClientError as error:
+        logger.error("%s", error)
+        return 1
+
+    async def main() -> None:
+        gateway = Gateway(args.zmq, client, max_message_bytes=args.max_message_mib << 20, workers=args.workers)
+        task = asyncio.create_task(gateway.run())
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            logger.info("gateway stopped")
+
+    try:
+        asyncio.run(main())
+    except zmq.ZMQError as error:
+        logger.error("cannot bind %s: %s", args.zmq, error)
+        return 1
+    finally:
+        client.close()
+    return 0
