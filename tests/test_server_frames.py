@@ -1,0 +1,128 @@
+"""A real server on a free loopback port: unary render, the step stream, cancellation, and step order between
+two clients of one world."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from worldweave.server.app import BackgroundServer
+from worldweave.server.testing import EchoGenerator, wall_seed, yaw_poses
+from worldweave.sim_clients.client import DeadlineExceededError, WorldClient
+from worldweave.sim_clients.conventions import CameraIntrinsics
+
+WIDTH, HEIGHT = 64, 48
+
+
+@pytest.fixture(scope="module")
+def server():
+    with BackgroundServer(generator=EchoGenerator()) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server):
+    with WorldClient(server.address) as connected:
+        yield connected
+
+
+@pytest.fixture
+def world_id(client):
+    frames, intrinsics = wall_seed(WIDTH, HEIGHT)
+    world = client.create_world(frames, intrinsics)
+    yield world.world_id
+    client.delete_world(world.world_id)
+
+
+def test_render_returns_every_pose_in_the_asked_encodings(client, world_id):
+    poses = yaw_poses(3)
+    version = client.get_world(world_id).version
+    raw = client.render(world_id, poses, depth="float16_m", coverage_mask=True)
+    png = client.render(world_id, poses, image="png", depth="uint16_mm")
+    assert len(raw) == 3
+    for frame, pose, lossless in zip(raw, poses, png):
+        assert frame.rgb.shape == (HEIGHT, WIDTH, 3) and frame.depth.shape == (HEIGHT, WIDTH)
+        np.testing.assert_allclose(frame.pose, pose, atol=1e-9)
+        assert frame.version == version and frame.frame_id is None
+        assert frame.coverage == pytest.approx(frame.coverage_mask.mean())
+        assert frame.coverage > 0.5, "the seed wall covers most of the view"
+        np.testing.assert_array_equal(lossless.rgb, frame.rgb)
+        np.testing.assert_allclose(lossless.depth, frame.depth, atol=3e-3)
+        covered = frame.coverage_mask
+        np.testing.assert_allclose(frame.depth[covered].mean(), 3.0, rtol=0.1)
+    assert client.get_world(world_id).version == version, "render does not change memory"
+
+
+def test_full_hd_raw_frames_fit(client, world_id):
+    full_hd = CameraIntrinsics.from_fov(1920, 1080, fov_x_deg=70.0)
+    frame = client.render(world_id, yaw_poses(1), intrinsics=full_hd, depth="float16_m")[0]
+    assert frame.rgb.shape == (1080, 1920, 3) and frame.depth.shape == (1080, 1920)
+
+
+def test_step_and_step_stream_keep_order_ids_and_versions(client, world_id):
+    first = client.step(world_id, yaw_poses(2))
+    assert [f.pose_index for f in first] == [0, 1] and first[0].frame_id + 1 == first[1].frame_id
+    assert first[0].version < first[1].version
+    assert {"retrieve", "render_weave", "generate", "integrate", "total"} <= set(first[0].timings_s)
+
+    poses = yaw_poses(6)
+    chunks = [poses[0], poses[1:3], poses[3:6]]  # one pose, then chunks of two and three
+    frames = list(client.step_stream(world_id, chunks, depth="uint16_mm"))
+    assert [(f.request_index, f.pose_index) for f in frames] == [(0, 0), (1, 0), (1, 1), (2, 0), (2, 1), (2, 2)]
+    ids = [f.frame_id for f in frames]
+    assert ids == list(range(first[1].frame_id + 1, first[1].frame_id + 7))
+    assert all(a.version < b.version for a, b in zip(frames, frames[1:]))
+    for frame, pose in zip(frames, poses):
+        np.testing.assert_allclose(frame.pose, pose, atol=1e-9)
+        assert frame.depth is not None and frame.rgb.shape == (HEIGHT, WIDTH, 3)
+    assert client.get_world(world_id).frame_count == ids[-1] + 1
+
+
+def test_a_cancelled_stream_stops_its_work(client, world_id):
+    start = client.get_world(world_id).frame_count
+    endless = (pose for pose in itertools.cycle(yaw_poses(8)))
+    received = 0
+    for _ in client.step_stream(world_id, endless):
+        received += 1
+        if received == 3:
+            break  # closing the generator cancels the call
+    time.sleep(0.3)
+    settled = client.get_world(world_id).frame_count
+    time.sleep(0.3)
+    assert client.get_world(world_id).frame_count == settled, "the server stopped stepping"
+    assert 3 <= settled - start < 3 + 16, "only the few requests already in flight were stepped"
+    assert client.step(world_id, yaw_poses(1))[0].frame_id == settled, "the world is free again"
+
+
+def test_a_stream_past_its_deadline_is_cancelled(client, world_id):
+    endless = (pose for pose in itertools.cycle(yaw_poses(8)))
+    with pytest.raises(DeadlineExceededError, match="took longer than its 0.3 s deadline"):
+        for _ in client.step_stream(world_id, endless, timeout_s=0.3):
+            pass
+    assert len(client.step(world_id, yaw_poses(1))) == 1
+
+
+def test_two_clients_on_one_world_keep_step_order(server, world_id):
+    results: dict[int, list] = {}
+
+    def drive(index: int) -> None:
+        with WorldClient(server.address) as own:
+            results[index] = list(own.step_stream(world_id, [p for p in yaw_poses(10)]))
+
+    threads = [threading.Thread(target=drive, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ids = [[f.frame_id for f in results[i]] for i in range(2)]
+    for own in ids:
+        assert own == sorted(own) and len(own) == 10
+    merged = sorted(ids[0] + ids[1])
+    assert merged == list(range(merged[0], merged[0] + 20)), "no frame id twice, none skipped"
+    by_id = {f.frame_id: f.version for i in range(2) for f in results[i]}
+    versions = [by_id[i] for i in merged]
+    assert versions == sorted(versions) and len(set(versions)) == 20, "steps ran one at a time, in order"
