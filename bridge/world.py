@@ -92,7 +92,8 @@ class Seed:
 class StepFrame:
     """One generated frame: ``rgb`` uint8 (H, W, 3); ``depth`` float32 (H, W) metres (0 unknown) as fused;
     ``coverage`` the fraction of pixels memory covered before generation; ``pose`` the pose actually used
-    (camera-to-world); ``frame_id``; ``version`` the memory version after this frame was fused."""
+    (camera-to-world); ``frame_id``; ``version`` the memory version after this frame was fused; ``condition`` the
+    woven memory render the generator was given for this view."""
 
     rgb: np.ndarray
     depth: np.ndarray
@@ -100,6 +101,7 @@ class StepFrame:
     pose: Pose
     frame_id: int
     version: int
+    condition: RenderResult
 
 
 @dataclass(frozen=True)
@@ -280,7 +282,7 @@ class World:
                 self._remember(frame.rgb)
                 self._next_frame_id += 1
                 timings["integrate"] += time.perf_counter() - t
-                frames.append(StepFrame(frame.rgb, frame.depth, renders[i].coverage, pose, frame_id, self.version))
+                frames.append(StepFrame(frame.rgb, frame.depth, renders[i].coverage, pose, frame_id, self.version, renders[i]))
         timings["total"] = time.perf_counter() - step_started
         return StepResult(tuple(frames), timings)
 

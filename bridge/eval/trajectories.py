@@ -230,6 +230,17 @@ def load_tum(path: str | Path) -> Trajectory:
     return Trajectory(path.stem, tuple(poses))
 
 
+def save_tum(path: str | Path, poses: Sequence[Pose], timestamps_s: Sequence[float]) -> None:
+    """Write camera-to-world poses as TUM lines ``timestamp tx ty tz qx qy qz qw`` (the format ``load_tum`` reads)."""
+    if len(poses) != len(timestamps_s):
+        raise InvalidInputError(f"{len(poses)} poses but {len(timestamps_s)} timestamps")
+    lines = ["# timestamp tx ty tz qx qy qz qw (camera-to-world, OpenCV camera, metres)"]
+    for stamp, pose in zip(timestamps_s, poses):
+        q, p = pose.quaternion, pose.position
+        lines.append(f"{stamp:.6f} {p[0]:.6f} {p[1]:.6f} {p[2]:.6f} {q.qx:.8f} {q.qy:.8f} {q.qz:.8f} {q.qw:.8f}")
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
 def load_kitti(path: str | Path) -> Trajectory:
     """KITTI odometry poses: 12 numbers per line, a 3x4 row-major cam0-to-world matrix (OpenCV axes, metres; the
     world is cam0 at the first frame, so world y points down)."""
