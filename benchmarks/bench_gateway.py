@@ -6,10 +6,11 @@ encode, convert back) -> the server. ``added`` = gateway − direct, the gateway
 encode + decode of one frame reply, and both paths with ``step`` (a bidirectional stream per call).
 
 By default the server is an in-process gRPC ``WorldService`` that answers every pose with one precomputed frame
-(a zero-cost generator), so the figures are transport and conversion only; ``--server host:port`` measures against
-a running ``worldweave serve`` instead (it must hold ``--world``).
+(a zero-cost generator), so the figures are transport and conversion only. ``--reproject`` runs the real server
+in-process instead (``WorldServer``, default ``reproject`` generator, a 640x480 wall seed), so the table also shows
+how the gateway's cost compares with a real world step.
 
-    python benchmarks/bench_gateway.py [--calls 300] [--server 127.0.0.1:50051 --world demo]
+    python benchmarks/bench_gateway.py [--calls 300] [--reproject]
 """
 
 from __future__ import annotations
@@ -89,40 +90,50 @@ def row(name: str, ms: list[float], baseline: list[float] | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=300)
-    parser.add_argument("--server", help="a running worldweave serve (default: in-process constant-frame server)")
-    parser.add_argument("--world", default="bench", help="world id on --server")
+    parser.add_argument("--reproject", action="store_true",
+                        help="run the real server with the reproject generator (default: a constant-frame server)")
     args = parser.parse_args()
 
-    grpc_server = None
-    target = args.server
-    if target is None:
+    if args.reproject:
+        from worldweave.server.app import BackgroundServer
+        from worldweave.server.testing import wall_seed
+
+        background = BackgroundServer().start()
+        target = background.address
+        with WorldClient(target) as client:
+            seed_frames, _ = wall_seed(WIDTH, HEIGHT, fov_x_deg=CAMERA.fov_x_deg)
+            world = client.create_world(seed_frames, CAMERA).world_id
+        stop_server = background.stop
+    else:
         grpc_server = grpc.server(futures.ThreadPoolExecutor(4), options=[("grpc.max_send_message_length", 64 << 20),
                                                                           ("grpc.max_receive_message_length", 64 << 20)])
         pb_grpc.add_WorldServiceServicer_to_server(ConstantFrameServicer(), grpc_server)
         target = f"127.0.0.1:{grpc_server.add_insecure_port('127.0.0.1:0')}"
         grpc_server.start()
+        world = "constant"
+        stop_server = lambda: grpc_server.stop(None)  # noqa: E731
 
     c2w = np.eye(4)
-    c2w[:3, :3] = [[0, 0, 1], [-1, 0, 0], [0, -1, 0]]
+    c2w[:3, :3] = [[0, 0, 1], [-1, 0, 0], [0, -1, 0]]  # looking along +x, at the wall seed's camera height
+    c2w[:3, 3] = [0.0, 0.0, 1.5]
     unity_pose = cv.UNITY.from_canonical(c2w)
     with WorldClient(target) as client, BackgroundGateway(target) as gateway, \
             GatewayClient(gateway.address, "unity") as engine:
         results = timed(
             args.calls,
-            render_direct=lambda: client.render(args.world, c2w, intrinsics=CAMERA),
-            render_gateway=lambda: engine.render(args.world, [unity_pose], camera=CAMERA),
+            render_direct=lambda: client.render(world, c2w, intrinsics=CAMERA),
+            render_gateway=lambda: engine.render(world, [unity_pose], camera=CAMERA),
         )
         results.update(timed(
             args.calls,
-            step_direct=lambda: client.step(args.world, c2w, intrinsics=CAMERA, depth=None),
-            step_gateway=lambda: engine.step(args.world, [unity_pose], camera=CAMERA),
+            step_direct=lambda: client.step(world, c2w, intrinsics=CAMERA, depth=None),
+            step_gateway=lambda: engine.step(world, [unity_pose], camera=CAMERA),
         ))
-        reply = m.FramesReply((engine.render(args.world, [unity_pose], camera=CAMERA)[0],))
+        reply = m.FramesReply((engine.render(world, [unity_pose], camera=CAMERA)[0],))
     results.update(timed(args.calls, codec=lambda: codec.decode_reply(codec.encode(reply, 1), pose_form="position_quaternion")))
-    if grpc_server is not None:
-        grpc_server.stop(None)
+    stop_server()
 
-    server = "in-process constant-frame gRPC server" if args.server is None else f"worldweave serve at {args.server}"
+    server = "real server, reproject generator, wall seed" if args.reproject else "constant-frame gRPC server (zero-cost)"
     print(f"Gateway latency per {WIDTH}x{HEIGHT} raw RGB frame, {args.calls} calls each, loopback, {server}")
     print("| path | median ms | p90 ms | added vs direct (median) ms |")
     print("| --- | --- | --- | --- |")
