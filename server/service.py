@@ -249,15 +249,11 @@ class WorldServicer(pb_grpc.WorldServiceServicer):
         def render(world) -> pb.RenderResponse:
             results = world.render(poses, intrinsics=intrinsics)
             version = int(world.version)
-            return pb.RenderResponse(
-                frames=[
-                    codecs.frame_to_proto(
-                        fmt, rgb=r.rgb, depth_m=r.depth, pose=pose, version=version, coverage=r.coverage,
-                        coverage_mask=r.mask,
-                    )
-                    for pose, r in zip(poses, results)
-                ]
-            )
+            response = pb.RenderResponse()
+            for pose, r in zip(poses, results):
+                codecs.frame_to_proto(fmt, response.frames.add(), rgb=r.rgb, depth_m=r.depth, pose=pose, version=version,
+                                      coverage=r.coverage, coverage_mask=r.mask)
+            return response
 
         return await self.registry.run(entry, render)
 
@@ -291,20 +287,14 @@ class WorldServicer(pb_grpc.WorldServiceServicer):
             result = world.step(
                 poses, intrinsics=intrinsics, dynamic_masks=masks, dynamic_boxes=boxes, prompt=prompt, seed=seed
             )
-            last = len(result.frames) - 1
-            return [
-                pb.StepResponse(
-                    request_index=request_index,
-                    pose_index=i,
-                    last_in_request=i == last,
-                    frame=codecs.frame_to_proto(
-                        fmt, rgb=f.rgb, depth_m=f.depth, pose=f.pose, version=f.version, coverage=f.coverage,
-                        frame_id=f.frame_id,
-                    ),
-                    timings_s=result.timings_s,
-                )
-                for i, f in enumerate(result.frames)
-            ]
+            responses = []
+            for i, f in enumerate(result.frames):
+                response = pb.StepResponse(request_index=request_index, pose_index=i,
+                                           last_in_request=i == len(result.frames) - 1, timings_s=result.timings_s)
+                codecs.frame_to_proto(fmt, response.frame, rgb=f.rgb, depth_m=f.depth, pose=f.pose, version=f.version,
+                                      coverage=f.coverage, frame_id=f.frame_id)
+                responses.append(response)
+            return responses
 
         return await self.registry.run(entry, step)
 

@@ -17,6 +17,10 @@ Transport only: request building and decoding are the pure functions of ``conver
 
 from __future__ import annotations
 
+import math
+import queue
+import threading
+import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -116,9 +120,10 @@ def check_api_version(server_version: str, client_version: str = API_VERSION) ->
     return None
 
 
-def client_error(error: grpc.RpcError, target: str, call: str, timeout_s: float | None) -> WorldClientError:
-    """The ``WorldClientError`` for a failed call, with a message that says what to do."""
-    code, details = error.code(), error.details() or ""
+def client_error(
+    code: grpc.StatusCode, details: str, target: str, call: str, timeout_s: float | None
+) -> WorldClientError:
+    """The ``WorldClientError`` for a call that failed with ``code``, with a message that says what to do."""
     if code == grpc.StatusCode.UNAVAILABLE:
         return ServerUnavailableError(
             f"server not reachable at {target} — is `worldweave serve` running? ({details})", code
@@ -132,6 +137,119 @@ def client_error(error: grpc.RpcError, target: str, call: str, timeout_s: float 
         return WorldClientError(f"{call} was cancelled ({details})", code)
     error_type = ERROR_BY_STATUS.get(code, ServerError)
     return error_type(f"{call}: {details}" if error_type is not ServerError else f"{call}: server error {code.name}: {details}", code)
+
+
+class Watchdog:
+    """Cancels a call when its deadline passes: one daemon thread, started on first use, that wakes only when a
+    deadline comes due or an earlier one is set (arming a step does not wake it in steady state)."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._deadline: float | None = None
+        self._call: grpc.Call | None = None
+        self._sleeping_until = math.inf
+        self._fired: set[int] = set()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def arm(self, deadline: float, call: grpc.Call) -> None:
+        """Cancel ``call`` at ``deadline`` (``time.monotonic()`` seconds) unless disarmed first."""
+        with self._condition:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="worldweave-step-watchdog", daemon=True)
+                self._thread.start()
+            self._deadline, self._call = deadline, call
+            if deadline < self._sleeping_until:
+                self._condition.notify()
+
+    def disarm(self) -> None:
+        """Forget the deadline."""
+        with self._condition:
+            self._deadline, self._call = None, None
+
+    def fired(self, call: grpc.Call) -> bool:
+        """Whether this watchdog cancelled ``call`` (asked once: the answer is forgotten)."""
+        with self._condition:
+            if id(call) in self._fired:
+                self._fired.discard(id(call))
+                return True
+            return False
+
+    def close(self) -> None:
+        """Stop the thread."""
+        with self._condition:
+            self._closed = True
+            self._condition.notify()
+
+    def _run(self) -> None:
+        with self._condition:
+            while not self._closed:
+                now = time.monotonic()
+                if self._deadline is not None and now >= self._deadline:
+                    self._fired.add(id(self._call))
+                    self._call.cancel()
+                    self._deadline, self._call = None, None
+                self._sleeping_until = math.inf if self._deadline is None else self._deadline
+                self._condition.wait(None if self._deadline is None else self._deadline - now)
+
+
+class PersistentStepStream:
+    """One long-lived Step stream that ``WorldClient.step`` sends every request on: opening a stream per step
+    costs more than the rest of a loopback round trip (benchmarks/bench_serving.py). Requests may name any world.
+
+    Steps through it run one at a time (a lock); each has a deadline kept by a ``Watchdog``, which cancels the
+    stream when a step runs over. A failed or cancelled stream is dropped and the next step opens a new one.
+    """
+
+    def __init__(self, stub: pb_grpc.WorldServiceStub) -> None:
+        self._stub = stub
+        self._lock = threading.Lock()
+        self._requests: queue.SimpleQueue | None = None
+        self._call = None
+        self._watchdog = Watchdog()
+
+    def step(self, request: pb.StepRequest, timeout_s: float) -> list[pb.StepResponse]:
+        """Send ``request`` and return its responses (one per pose); raises ``grpc.RpcError`` on failure and
+        ``StepDeadlineError`` past ``timeout_s`` seconds."""
+        with self._lock:
+            if self._call is None:
+                self._requests = queue.SimpleQueue()
+                self._call = self._stub.Step(iter(self._requests.get, None))
+            call = self._call
+            self._requests.put(request)
+            self._watchdog.arm(time.monotonic() + timeout_s, call)
+            responses: list[pb.StepResponse] = []
+            try:
+                while not responses or not responses[-1].last_in_request:
+                    responses.append(next(call))
+            except grpc.RpcError as error:
+                self._drop()
+                if self._watchdog.fired(call):
+                    raise StepDeadlineError() from error
+                raise
+            except StopIteration:
+                self._drop()
+                raise ServerError("Step: the server closed the stream before answering") from None
+            finally:
+                self._watchdog.disarm()
+            return responses
+
+    def _drop(self) -> None:
+        if self._requests is not None:
+            self._requests.put(None)
+        if self._call is not None:
+            self._call.cancel()
+        self._requests, self._call = None, None
+
+    def close(self) -> None:
+        """End the stream and the watchdog."""
+        with self._lock:
+            self._drop()
+        self._watchdog.close()
+
+
+class StepDeadlineError(Exception):
+    """A step ran past its deadline on the persistent stream (the watchdog cancelled it)."""
 
 
 class WorldClient:
@@ -161,6 +279,7 @@ class WorldClient:
             ],
         )
         self._stub = pb_grpc.WorldServiceStub(self._channel)
+        self._steps = PersistentStepStream(self._stub)
         try:
             grpc.channel_ready_future(self._channel).result(timeout=connect_timeout_s)
         except grpc.FutureTimeoutError:
@@ -192,10 +311,11 @@ class WorldClient:
         try:
             return method(request, timeout=timeout)
         except grpc.RpcError as error:
-            raise client_error(error, self.target, name, timeout) from None
+            raise client_error(error.code(), error.details() or "", self.target, name, timeout) from None
 
     def close(self) -> None:
         """Close the channel (calls in flight are cancelled)."""
+        self._steps.close()
         self._channel.close()
 
     def __enter__(self) -> WorldClient:
@@ -301,7 +421,14 @@ class WorldClient:
             world_id, poses, fmt, intrinsics=intrinsics, dynamic_masks=dynamic_masks, dynamic_boxes=dynamic_boxes,
             prompt=prompt, seed=seed,
         )
-        return list(self._stream("Step", iter([request]), timeout_s if timeout_s is not None else self.timeout_s))
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        try:
+            responses = self._steps.step(request, timeout)
+        except grpc.RpcError as error:
+            raise client_error(error.code(), error.details() or "", self.target, "Step", timeout) from None
+        except StepDeadlineError:
+            raise client_error(grpc.StatusCode.DEADLINE_EXCEEDED, "", self.target, "Step", timeout) from None
+        return [conversions.decode_step_response(response) for response in responses]
 
     def step_stream(
         self,
@@ -331,7 +458,7 @@ class WorldClient:
             for response in call:
                 yield conversions.decode_step_response(response)
         except grpc.RpcError as error:
-            raise client_error(error, self.target, name, timeout_s) from None
+            raise client_error(error.code(), error.details() or "", self.target, name, timeout_s) from None
         finally:
             call.cancel()
 

@@ -347,13 +347,10 @@ def seed_message(
         if len(triple) != 3:
             raise WireFormatError(f"seed frame {i} must be (rgb, depth, c2w), got {len(triple)} items")
         rgb, depth_m, c2w = triple
-        out.frames.append(
-            pb.SeedFrame(
-                rgb=encode_image(rgb, image_encoding(image)),
-                depth=encode_depth(depth_m, depth_encoding(depth)),
-                pose=pose_message(c2w, f"seed frame {i} pose"),
-            )
-        )
+        frame = out.frames.add()  # filled in place: constructors merge big submessages slowly
+        frame.rgb.CopyFrom(encode_image(rgb, image_encoding(image)))
+        frame.depth.CopyFrom(encode_depth(depth_m, depth_encoding(depth)))
+        frame.pose.CopyFrom(pose_message(c2w, f"seed frame {i} pose"))
     return out
 
 
@@ -451,7 +448,7 @@ def step_request(
             raise WireFormatError(f"{len(dynamic_masks)} dynamic masks for {len(request.poses)} poses; give one per pose")
         for i, mask in enumerate(dynamic_masks):
             if mask is not None:
-                request.dynamic_masks.append(pb.DynamicMask(pose_index=i, mask=encode_mask(mask)))
+                request.dynamic_masks.add(pose_index=i).mask.CopyFrom(encode_mask(mask))
     for i, box in enumerate(dynamic_boxes):
         request.dynamic_boxes.append(oriented_box_message(*box, name=f"dynamic_boxes[{i}]"))
     if prompt is not None:

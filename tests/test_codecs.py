@@ -217,7 +217,7 @@ def test_frames_round_trip_from_engine_to_client():
     rgb, depth, mask = random_rgb(), RNG.uniform(0, 9, (12, 17)).astype(np.float32), RNG.random((12, 17)) > 0.3
     pose = random_pose()
     fmt = codecs.frame_format_from_proto(conversions.frame_format("png", "uint16_mm", coverage_mask=True))
-    message = codecs.frame_to_proto(fmt, rgb=rgb, depth_m=depth, pose=pose, version=7, coverage=0.25, frame_id=3,
+    message = codecs.frame_to_proto(fmt, pb.Frame(), rgb=rgb, depth_m=depth, pose=pose, version=7, coverage=0.25, frame_id=3,
                                     coverage_mask=mask)
     frame = conversions.decode_frame(message)
     np.testing.assert_array_equal(frame.rgb, rgb)
@@ -225,7 +225,7 @@ def test_frames_round_trip_from_engine_to_client():
     np.testing.assert_array_equal(frame.coverage_mask, mask)
     np.testing.assert_allclose(frame.pose, pose.matrix, atol=1e-12)
     assert (frame.version, frame.coverage, frame.frame_id) == (7, 0.25, 3)
-    bare = conversions.decode_frame(codecs.frame_to_proto(codecs.frame_format_from_proto(pb.FrameFormat()), rgb=rgb,
+    bare = conversions.decode_frame(codecs.frame_to_proto(codecs.frame_format_from_proto(pb.FrameFormat()), pb.Frame(), rgb=rgb,
                                                           depth_m=depth, pose=pose, version=0, coverage=1.0))
     assert bare.depth is None and bare.frame_id is None and bare.coverage_mask is None
 

@@ -106,6 +106,25 @@ def test_a_stream_past_its_deadline_is_cancelled(client, world_id):
     assert len(client.step(world_id, yaw_poses(1))) == 1
 
 
+def test_a_step_past_its_deadline_raises_and_the_next_step_works(client, world_id):
+    with pytest.raises(DeadlineExceededError, match="Step took longer than its 0.0001 s deadline"):
+        client.step(world_id, yaw_poses(4), timeout_s=0.0001)
+    frames = client.step(world_id, yaw_poses(2))
+    assert [f.pose_index for f in frames] == [0, 1]
+    assert frames[1].frame_id == client.get_world(world_id).frame_count - 1
+
+
+def test_steps_on_one_client_reuse_one_stream_across_worlds(client, world_id):
+    seed, intrinsics = wall_seed(WIDTH, HEIGHT)
+    other = client.create_world(seed, intrinsics).world_id
+    try:
+        a, b, c = (client.step(w, yaw_poses(1))[0] for w in (world_id, other, world_id))
+        assert b.request_index == a.request_index + 1 and c.request_index == a.request_index + 2
+        assert c.frame_id == a.frame_id + 1
+    finally:
+        client.delete_world(other)
+
+
 def test_two_clients_on_one_world_keep_step_order(server, world_id):
     results: dict[int, list] = {}
 
