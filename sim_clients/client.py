@@ -12,7 +12,9 @@ engine forms). Frames come back as ``conversions.Frame`` records. Every call has
 ``WorldClientError`` subclass whose message says what to do. At connect the client checks the server's API
 version: a different major version is ``IncompatibleServerError``, a different minor version a warning.
 
-Transport only: request building and decoding are the pure functions of ``conversions``.
+``step`` sends every request on one long-lived stream per client (a stream per call costs more than the rest of
+a loopback round trip); steps from several threads on one client run one at a time. ``step_stream`` opens its own
+stream. Transport only: request building and decoding are the pure functions of ``conversions``.
 """
 
 from __future__ import annotations
@@ -147,8 +149,8 @@ class Watchdog:
         self._condition = threading.Condition()
         self._deadline: float | None = None
         self._call: grpc.Call | None = None
+        self._fired_call: grpc.Call | None = None
         self._sleeping_until = math.inf
-        self._fired: set[int] = set()
         self._closed = False
         self._thread: threading.Thread | None = None
 
@@ -158,7 +160,7 @@ class Watchdog:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="worldweave-step-watchdog", daemon=True)
                 self._thread.start()
-            self._deadline, self._call = deadline, call
+            self._deadline, self._call, self._fired_call = deadline, call, None
             if deadline < self._sleeping_until:
                 self._condition.notify()
 
@@ -168,12 +170,9 @@ class Watchdog:
             self._deadline, self._call = None, None
 
     def fired(self, call: grpc.Call) -> bool:
-        """Whether this watchdog cancelled ``call`` (asked once: the answer is forgotten)."""
+        """Whether this watchdog cancelled ``call``."""
         with self._condition:
-            if id(call) in self._fired:
-                self._fired.discard(id(call))
-                return True
-            return False
+            return self._fired_call is call
 
     def close(self) -> None:
         """Stop the thread."""
@@ -186,9 +185,8 @@ class Watchdog:
             while not self._closed:
                 now = time.monotonic()
                 if self._deadline is not None and now >= self._deadline:
-                    self._fired.add(id(self._call))
                     self._call.cancel()
-                    self._deadline, self._call = None, None
+                    self._fired_call, self._deadline, self._call = self._call, None, None
                 self._sleeping_until = math.inf if self._deadline is None else self._deadline
                 self._condition.wait(None if self._deadline is None else self._deadline - now)
 
@@ -212,6 +210,8 @@ class PersistentStepStream:
         """Send ``request`` and return its responses (one per pose); raises ``grpc.RpcError`` on failure and
         ``StepDeadlineError`` past ``timeout_s`` seconds."""
         with self._lock:
+            if self._call is not None and self._call.done():  # ended between steps (server gone, late watchdog)
+                self._drop()
             if self._call is None:
                 self._requests = queue.SimpleQueue()
                 self._call = self._stub.Step(iter(self._requests.get, None))
@@ -287,13 +287,13 @@ class WorldClient:
             raise ServerUnavailableError(
                 f"server not reachable at {target} — is `worldweave serve` running? (no answer in {connect_timeout_s} s)"
             ) from None
-        self.info: pb.GetServerInfoResponse = self._call(
-            "GetServerInfo", self._stub.GetServerInfo, pb.GetServerInfoRequest(client_api_version=API_VERSION)
-        )
         try:
+            self.info: pb.GetServerInfoResponse = self._call(
+                "GetServerInfo", self._stub.GetServerInfo, pb.GetServerInfoRequest(client_api_version=API_VERSION)
+            )
             warning = check_api_version(self.info.api_version)
-        except IncompatibleServerError:
-            self._channel.close()
+        except WorldClientError:
+            self.close()
             raise
         if warning:
             warnings.warn(warning, stacklevel=2)

@@ -108,6 +108,15 @@ BAD_UNARY = {
 }
 
 
+@pytest.mark.parametrize("rpc, request_type", [("StreamPointCloud", pb.StreamPointCloudRequest),
+                                               ("CropPointCloud", pb.CropPointCloudRequest)])
+def test_declared_streams_answer_unimplemented(stub, world_id, rpc, request_type):
+    with pytest.raises(grpc.RpcError) as caught:
+        list(getattr(stub, rpc)(request_type(world_id=world_id), timeout=10))
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert f"{rpc} is declared in API" in caught.value.details()
+
+
 def assert_still_serving(stub, world_id: str) -> None:
     frames = list(stub.Step(iter([step(world_id, [pose(yaw_poses(1)[0])])]), timeout=10))
     assert len(frames) == 1 and frames[0].frame.rgb.width == WIDTH
