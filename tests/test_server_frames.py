@@ -145,3 +145,45 @@ def test_two_clients_on_one_world_keep_step_order(server, world_id):
     by_id = {f.frame_id: f.version for i in range(2) for f in results[i]}
     versions = [by_id[i] for i in merged]
     assert versions == sorted(versions) and len(set(versions)) == 20, "steps ran one at a time, in order"
+
+
+class CountingEcho(EchoGenerator):
+    """Echo that records which world (by prompt) each call served and how many calls overlapped."""
+
+    def __init__(self) -> None:
+        self.prompts: list[str] = []
+        self.active = 0
+        self.most_active = 0
+
+    def generate(self, condition):
+        self.active += 1
+        self.most_active = max(self.most_active, self.active)
+        time.sleep(0.005)
+        self.prompts.append(condition.prompt)
+        self.active -= 1
+        return super().generate(condition)
+
+
+def test_worlds_step_concurrently_and_take_turns_on_the_shared_generator():
+    generator = CountingEcho()
+    with BackgroundServer(generator=generator) as running:
+        frames, intrinsics = wall_seed(WIDTH, HEIGHT)
+        with WorldClient(running.address) as setup:
+            for name in ("a", "b"):
+                setup.create_world(frames, intrinsics, world_id=name, prompt=name)
+
+        def drive(name: str) -> None:
+            with WorldClient(running.address) as own:
+                for pose in yaw_poses(12):
+                    own.step(name, pose)
+
+        threads = [threading.Thread(target=drive, args=(name,)) for name in ("a", "b")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert generator.most_active == 1, "the shared generator runs one call at a time"
+    assert sorted(generator.prompts) == ["a"] * 12 + ["b"] * 12
+    middle = generator.prompts[4:20]
+    longest_run = max(len(list(run)) for _, run in itertools.groupby(middle))
+    assert longest_run <= 3, f"worlds take turns on the generator, got {generator.prompts}"
