@@ -21,7 +21,7 @@ from worldweave.bridge.errors import (
     LimitExceededError,
 )
 from worldweave.bridge.frames import RGBDFrame
-from worldweave.bridge.geometry import Intrinsics, Pose, Quaternion
+from worldweave.bridge.geometry import Intrinsics, Pose, Quaternion, rotation_from_quaternion
 from worldweave.bridge.regions import OrientedBox
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.sim_clients import conversions
@@ -96,7 +96,7 @@ def oriented_box_from_proto(message: pb.OrientedBox, name: str = "box") -> Orien
     """``OrientedBox`` message -> engine ``OrientedBox`` (rotation from the named quaternion)."""
     q = message.rotation
     try:
-        rotation = Pose.from_position_quaternion(np.zeros(3), Quaternion(q.qw, q.qx, q.qy, q.qz)).rotation
+        rotation = rotation_from_quaternion(Quaternion(q.qw, q.qx, q.qy, q.qz))
         return OrientedBox(vec3(message.center_m), vec3(message.half_extents_m), rotation)
     except InvalidInputError as error:
         raise _rename(error, name) from error
