@@ -77,3 +77,16 @@ def test_major_mismatch_refuses_and_minor_mismatch_warns(versioned_server):
         client = WorldClient(versioned_server(f"{major}.{minor + 1}.0"), connect_timeout_s=5)
     with client:
         assert client.info.api_version == f"{major}.{minor + 1}.0"
+
+
+def test_the_sdk_knows_only_the_proto_and_numpy():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, worldweave.sim_clients.client, worldweave.sim_clients.conversions; "
+        "print(sorted({m.split('.')[0] if not m.startswith('worldweave') else '.'.join(m.split('.')[:2]) "
+        "for m in sys.modules if m.startswith(('worldweave.bridge', 'worldweave.server', 'torch'))}))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]", f"the client imports {loaded}"
