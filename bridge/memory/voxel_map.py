@@ -22,7 +22,7 @@ import torch
 from worldweave.bridge.errors import InvalidInputError, StorageError
 from worldweave.bridge.frames import RGBDFrame, check_mask
 from worldweave.bridge.memory import voxel_keys
-from worldweave.bridge.memory.change_log import ChangeLog
+from worldweave.bridge.memory.change_log import ChangeLog, NetChanges
 from worldweave.bridge.memory.voxel_index import Accumulation, HashIndex, IndexBackend, fold_into_columns, make_index
 from worldweave.bridge.regions import Region
 from worldweave.bridge.storage import (
@@ -356,6 +356,15 @@ class VoxelMap:
             empty = self._gather(torch.empty(0, dtype=torch.int64, device=self.device))
             return VoxelChanges(version, self.version, True, self.voxels(), empty, np.empty(0, np.int64))
         return VoxelChanges(version, self.version, False, self.lookup(net.added), self.lookup(net.changed), net.removed)
+
+    def changed_keys_since(self, version: int) -> NetChanges | None:
+        """Only the keys of ``changes_since(version)`` (added, changed, removed), without gathering the voxels: the
+        cheap form for followers that track geometry (the spatial queries). ``None`` when ``version`` is older than
+        the retention window: start again from ``voxels()``. Raises ``InvalidInputError`` like ``changes_since``.
+        """
+        if version < 0 or version > self.version:
+            raise InvalidInputError(f"version {version} is not in 0..{self.version} (the current version)")
+        return self._log.net_since(version)
 
     @property
     def oldest_exact_version(self) -> int:
