@@ -1,0 +1,230 @@
+"""Occupancy of world points: occupied, free or unknown (DESIGN §5 "Queries").
+
+* **OCCUPIED**: the point's voxel is in the voxel map.
+* **FREE**: not occupied, and some view's depth saw through it: the point lies in front of the camera, projects
+  to a pixel ``(round(u), round(v))`` inside the image whose depth is valid (> 0), and its depth along the optical
+  axis is at least ``free_margin_m`` short of that pixel's depth (a point that close to the observed surface is
+  the surface's thickness, not seen-through space).
+* **UNKNOWN**: everything else. A generated world is unobserved until generated; points behind surfaces, outside
+  every view or under a pixel without depth stay unknown.
+
+Views are any objects with ``pose`` (camera-to-world ``Pose``), ``intrinsics`` (``Intrinsics``) and ``depth``
+(float32 (H, W) metres along the optical axis, 0 = unknown): keyframe anchors, or ``RGBDFrame``. Depth values are
+not scanned per call (a NaN or negative depth simply never counts as seen-through).
+
+Rays use the same test (``unknown_from``): samples every ``step_m`` from the origin up to the hit (or the range);
+the first sample that no view saw through, and that is not within the surface's thickness (``free_margin_m``) of
+an occupied voxel, marks where the ray entered unknown space.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import IntEnum
+from typing import Protocol, runtime_checkable
+
+import numba
+import numpy as np
+from numba.typed import List
+
+from worldweave.bridge.errors import InvalidFrameError
+from worldweave.bridge.geometry import Intrinsics, Pose
+from worldweave.bridge.queries.grid import is_occupied, new_cache
+
+_BATCH = 256
+
+
+class Occupancy(IntEnum):
+    """State of a point. ``UNKNOWN`` is 0 so that zero-filled arrays (and proto3 defaults) mean "not known"."""
+
+    UNKNOWN = 0
+    FREE = 1
+    OCCUPIED = 2
+
+
+@runtime_checkable
+class DepthView(Protocol):
+    """A camera view with metric depth: what occupancy projects points into."""
+
+    pose: Pose
+    intrinsics: Intrinsics
+    depth: np.ndarray
+
+
+class PackedViews:
+    """Views as kernel arrays: ``params`` float64 (K, 16) = world-to-camera rotation (9, row-major), camera centre
+    (3), fx, fy, cx, cy; ``depths`` a typed list of float32 (H, W) arrays (no copies)."""
+
+    def __init__(self, views: Sequence[DepthView]) -> None:
+        self.params = np.zeros((len(views), 16), dtype=np.float64)
+        self.depths = List()
+        for k, view in enumerate(views):
+            if not isinstance(view, DepthView):
+                raise InvalidFrameError(f"view {k} ({type(view).__name__}) lacks pose, intrinsics or depth")
+            intrinsics = view.intrinsics
+            depth = np.asarray(view.depth)
+            if depth.shape != intrinsics.shape or depth.dtype != np.float32:
+                raise InvalidFrameError(
+                    f"view {k}: depth must be float32 {intrinsics.shape} (H, W) to match its intrinsics, "
+                    f"got {depth.dtype} {depth.shape}"
+                )
+            self.params[k, :9] = view.pose.rotation.T.reshape(-1)
+            self.params[k, 9:12] = view.pose.position
+            self.params[k, 12:] = intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy
+            self.depths.append(np.ascontiguousarray(depth))
+        if len(views) == 0:
+            self.depths.append(np.zeros((1, 1), dtype=np.float32))  # typed lists need one element to get a type
+
+    def __len__(self) -> int:
+        return len(self.params)
+
+
+@numba.njit(cache=True)
+def _seen_through(params, depth, x, y, z, margin):
+    """True when the view (``params`` row, ``depth`` map) saw through world point ``(x, y, z)`` (metres)."""
+    rx, ry, rz = x - params[9], y - params[10], z - params[11]
+    zc = params[6] * rx + params[7] * ry + params[8] * rz
+    if zc <= 0.0:
+        return False
+    xc = params[0] * rx + params[1] * ry + params[2] * rz
+    yc = params[3] * rx + params[4] * ry + params[5] * rz
+    u = np.floor(params[12] * xc / zc + params[14] + 0.5)
+    v = np.floor(params[13] * yc / zc + params[15] + 0.5)
+    h, w = depth.shape
+    if not (0.0 <= u < w and 0.0 <= v < h):
+        return False
+    observed = depth[np.int64(v), np.int64(u)]
+    return observed > 0.0 and zc <= observed - margin
+
+
+@numba.njit(cache=True)
+def _free(params, depths, x, y, z, margin, first):
+    """Index of a view that saw through the point, -1 when none did; tries view ``first`` (the last one that
+    did, for the previous point) first."""
+    k = len(params)
+    for j in range(k):
+        view = (first + j) % k
+        if _seen_through(params[view], depths[view], x, y, z, margin):
+            return view
+    return -1
+
+
+@numba.njit(cache=True, parallel=True)
+def _occupancy_kernel(grid, voxel_size, params, depths, points, margin, out):
+    table_keys, table_ids, shift, _, block_mask, block_slot, bits, _, _, _ = grid
+    n = len(points)
+    for batch in numba.prange((n + _BATCH - 1) // _BATCH):
+        cache = new_cache()
+        first = 0
+        for i in range(batch * _BATCH, min(n, (batch + 1) * _BATCH)):
+            x, y, z = points[i, 0], points[i, 1], points[i, 2]
+            ix = np.int64(np.floor(x / voxel_size))
+            iy = np.int64(np.floor(y / voxel_size))
+            iz = np.int64(np.floor(z / voxel_size))
+            if is_occupied(table_keys, table_ids, shift, block_mask, block_slot, bits, cache, ix, iy, iz):
+                out[i] = 2
+                continue
+            view = _free(params, depths, x, y, z, margin, first)
+            if view >= 0:
+                first = view
+                out[i] = 1
+            else:
+                out[i] = 0
+
+
+@numba.njit(cache=True)
+def _near_surface(table_keys, table_ids, shift, block_mask, block_slot, bits, cache, voxel_size, x, y, z, radius):
+    """True when a voxel within ``radius`` voxels (per axis) of the point's voxel is occupied."""
+    ix = np.int64(np.floor(x / voxel_size))
+    iy = np.int64(np.floor(y / voxel_size))
+    iz = np.int64(np.floor(z / voxel_size))
+    for dx in range(-radius, radius + 1):
+        for dy in range(-radius, radius + 1):
+            for dz in range(-radius, radius + 1):
+                if is_occupied(table_keys, table_ids, shift, block_mask, block_slot, bits, cache, ix + dx, iy + dy, iz + dz):
+                    return True
+    return False
+
+
+@numba.njit(cache=True, parallel=True)
+def _unknown_from_kernel(grid, voxel_size, params, depths, origins, directions, stop, step, margin, radius, out):
+    table_keys, table_ids, shift, _, block_mask, block_slot, bits, _, _, _ = grid
+    n = len(origins)
+    for batch in numba.prange((n + _BATCH - 1) // _BATCH):
+        cache = new_cache()
+        first = 0
+        for i in range(batch * _BATCH, min(n, (batch + 1) * _BATCH)):
+            out[i] = np.inf
+            t = 0.0
+            while t < stop[i]:
+                x = origins[i, 0] + t * directions[i, 0]
+                y = origins[i, 1] + t * directions[i, 1]
+                z = origins[i, 2] + t * directions[i, 2]
+                view = _free(params, depths, x, y, z, margin, first)
+                if view >= 0:
+                    first = view
+                elif not _near_surface(table_keys, table_ids, shift, block_mask, block_slot, bits, cache, voxel_size, x, y, z, radius):
+                    out[i] = t
+                    break
+                t += step
+
+
+def occupancy_codes(grid_arrays: tuple, voxel_size_m: float, views: PackedViews, points_m: np.ndarray, free_margin_m: float) -> np.ndarray:
+    """(N,) uint8 ``Occupancy`` codes of world points (N, 3) metres."""
+    out = np.empty(len(points_m), dtype=np.uint8)
+    if len(points_m):
+        _occupancy_kernel(
+            grid_arrays, float(voxel_size_m), views.params, views.depths, np.ascontiguousarray(points_m), float(free_margin_m), out
+        )
+    return out
+
+
+def unknown_from(
+    grid_arrays: tuple,
+    voxel_size_m: float,
+    views: PackedViews,
+    origins_m: np.ndarray,
+    directions: np.ndarray,
+    stop_m: np.ndarray,
+    step_m: float,
+    free_margin_m: float,
+) -> np.ndarray:
+    """(N,) distance in metres along each ray (unit ``directions``) of the first sample, every ``step_m`` from the
+    origin and short of ``stop_m``, that no view saw through and that is not within ``free_margin_m`` (rounded up
+    to whole voxels) of an occupied voxel: the surface's own thickness is not unknown space. ``inf`` when none."""
+    out = np.empty(len(origins_m), dtype=np.float64)
+    radius = max(1, int(np.ceil(free_margin_m / voxel_size_m - 1e-9)))
+    if len(origins_m):
+        _unknown_from_kernel(
+            grid_arrays,
+            float(voxel_size_m),
+            views.params,
+            views.depths,
+            np.ascontiguousarray(origins_m),
+            np.ascontiguousarray(directions),
+            np.ascontiguousarray(stop_m, dtype=np.float64),
+            float(step_m),
+            float(free_margin_m),
+            radius,
+            out,
+        )
+    return out
+
+
+def seen_through_reference(views: Sequence[DepthView], points_m: np.ndarray, free_margin_m: float) -> np.ndarray:
+    """(N,) bool: some view saw through each point (numpy, view by view; the reference for the kernels)."""
+    points = np.asarray(points_m, dtype=np.float64).reshape(-1, 3)
+    free = np.zeros(len(points), dtype=bool)
+    for view in views:
+        cam = view.pose.world_to_cam(points)
+        k = view.intrinsics
+        z = cam[:, 2]
+        front = z > 0
+        safe_z = np.where(front, z, 1.0)
+        u = np.floor(k.fx * cam[:, 0] / safe_z + k.cx + 0.5)
+        v = np.floor(k.fy * cam[:, 1] / safe_z + k.cy + 0.5)
+        inside = front & (u >= 0) & (u < k.width) & (v >= 0) & (v < k.height)
+        observed = np.zeros(len(points), dtype=np.float64)
+        observed[inside] = view.depth[v[inside].astype(np.int64), u[inside].astype(np.int64)]
+        free |= inside & (observed > 0) & (z <= observed - free_margin_m)
+    return free
