@@ -1,13 +1,13 @@
 """Serving cost over loopback at 640x480 raw RGB (issue 7), every figure beside its baseline from the same run.
 
-    python benchmarks/bench_serving.py [--steps 200] [--stream-frames 300] [--width 640 --height 480]
+    python benchmarks/bench_serving.py [--rounds 3] [--steps 100] [--stream-frames 150] [--width 640 --height 480]
 
 For each glibc malloc setting ("default", and "tuned" = ``worldweave.server.app.tune_malloc``) a fresh client
 process starts a fresh server process (``--serve``) holding both a worldweave server and a raw gRPC baseline on
 the same grpc.aio server, and measures:
 
 * raw unary: a generic unary call whose handler returns the frame's bytes (``ndarray.tobytes()``): the floor of
-  any gRPC round trip carrying this payload;
+  any gRPC round trip carrying this payload; alone on a fresh server, then interleaved with the steps;
 * step (echo): ``WorldClient.step`` with one pose, zero-cost ``EchoGenerator``: round trip, time inside
   ``World.step`` (its "total" timing) and **serving overhead** = round trip − ``World.step`` (DESIGN §7);
 * step (reproject): the same with the embedded default generator;
@@ -15,7 +15,8 @@ the same grpc.aio server, and measures:
   (frames / total time inside ``World.step`` during that stream), and a raw server-streaming call of the same bytes: frames/s and MB/s of RGB payload;
 * minor page faults per call of the server process (``/proc/PID/stat``) and of the client.
 
-Medians over the timed calls (after warm-up); the CPU is shared, so expect noise between runs.
+Medians over the timed calls (after warm-up), then over rounds in which the settings alternate; the CPU is shared,
+so expect noise between runs.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ import grpc
 import numpy as np
 
 RAW_SERVICE = "bench.Raw"
+MALLOC = ("default", "tuned")
+"""glibc malloc settings compared: as is, and ``tune_malloc()`` in both server and client processes."""
 WARMUP = 20
 """Untimed calls before the timed ones."""
 
@@ -103,6 +106,19 @@ def measure(args: argparse.Namespace, generator_name: str, tuned: bool) -> dict[
             raw_unary = channel.unary_unary(f"/{RAW_SERVICE}/Unary")
             raw_stream = channel.unary_stream(f"/{RAW_SERVICE}/Stream")
 
+            # A fresh server serving raw frames only (glibc's dynamic mmap threshold has not yet been raised by
+            # the engine's large frees): what the issue's probe saw.
+            for _ in range(WARMUP):
+                raw_unary(b"")
+            server_before = page_faults(server.pid)
+            alone = []
+            for _ in range(args.steps):
+                start = time.perf_counter()
+                np.frombuffer(raw_unary(b""), np.uint8)
+                alone.append(time.perf_counter() - start)
+            out["raw_alone_ms"] = 1e3 * float(np.median(alone))
+            out["raw_alone_server_faults"] = (page_faults(server.pid) - server_before) / args.steps
+
             frames, intrinsics = wall_seed(args.width, args.height)
             world = client.create_world(frames, intrinsics, world_id="bench")
             poses = yaw_poses(args.steps + WARMUP, max_yaw_deg=5.0)
@@ -160,8 +176,9 @@ def measure(args: argparse.Namespace, generator_name: str, tuned: bool) -> dict[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=200, help="timed unary calls and steps per setting")
-    parser.add_argument("--stream-frames", type=int, default=300, help="frames per streaming measurement")
+    parser.add_argument("--steps", type=int, default=100, help="timed unary calls and steps per setting")
+    parser.add_argument("--stream-frames", type=int, default=150, help="frames per streaming measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over all settings (medians are reported)")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--serve", choices=("echo", "reproject"), help=argparse.SUPPRESS)
@@ -175,24 +192,39 @@ def main() -> None:
         print(json.dumps(measure(args, args.measure, args.tuned)))
         return
 
-    results: dict[tuple[str, str], dict[str, float]] = {}
+    runs: dict[tuple[str, str], list[dict[str, float]]] = {(m, g): [] for m in MALLOC for g in ("echo", "reproject")}
     common = ["--steps", str(args.steps), "--stream-frames", str(args.stream_frames),
               "--width", str(args.width), "--height", str(args.height)]
-    for malloc in ("default", "tuned"):
-        for generator in ("echo", "reproject"):
-            command = [sys.executable, __file__, "--measure", generator, *common] + (["--tuned"] if malloc == "tuned" else [])
-            output = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout
-            results[(malloc, generator)] = json.loads(output.strip().splitlines()[-1])
+    for round_index in range(args.rounds):
+        # Settings alternate within each round (and their order flips every round), so that a change in the load
+        # of the shared CPU falls on both malloc settings alike.
+        for malloc in MALLOC if round_index % 2 == 0 else MALLOC[::-1]:
+            for generator in ("echo", "reproject"):
+                command = [sys.executable, __file__, "--measure", generator, *common]
+                command += ["--tuned"] if malloc == "tuned" else []
+                output = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout
+                runs[(malloc, generator)].append(json.loads(output.strip().splitlines()[-1]))
+    results = {key: {name: float(np.median([r[name] for r in rounds])) for name in rounds[0]}
+               for key, rounds in runs.items()}
+    ratios = {key: [r["overhead_ms"] / r["raw_ms"] for r in rounds] for key, rounds in runs.items()}
 
     mb = args.width * args.height * 3 / 1e6
-    print(f"Serving at {args.width}x{args.height} raw RGB ({mb:.2f} MB/frame) over loopback; medians of {args.steps} calls")
+    print(f"Serving at {args.width}x{args.height} raw RGB ({mb:.2f} MB/frame) over loopback: medians of {args.steps} "
+          f"calls per round, then the median of {args.rounds} rounds (overhead / raw: every round's ratio)")
     print()
     print("| malloc | generator | raw gRPC call ms | step round trip ms | World.step ms | serving overhead ms | overhead / raw | server faults/call (raw, step) | client faults/call (raw, step) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for (malloc, generator), r in results.items():
         print(f"| {malloc} | {generator} | {r['raw_ms']:.2f} | {r['step_ms']:.2f} | {r['world_step_ms']:.2f} | "
-              f"{r['overhead_ms']:.2f} | {r['overhead_ms'] / r['raw_ms']:.2f}x | {r['raw_server_faults']:.0f}, "
+              f"{r['overhead_ms']:.2f} | {', '.join(f'{x:.2f}x' for x in ratios[(malloc, generator)])} | "
+              f"{r['raw_server_faults']:.0f}, "
               f"{r['step_server_faults']:.0f} | {r['raw_client_faults']:.0f}, {r['step_client_faults']:.0f} |")
+    print()
+    print("| malloc | raw gRPC call alone, fresh server: ms | server faults/call |")
+    print("|---|---|---|")
+    for malloc in MALLOC:
+        r = results[(malloc, "echo")]
+        print(f"| {malloc} | {r['raw_alone_ms']:.2f} | {r['raw_alone_server_faults']:.0f} |")
     print()
     print("| malloc | step_stream (echo) frames/s | MB/s | bound: 1 / World.step in that stream, frames/s | raw gRPC stream frames/s | MB/s |")
     print("|---|---|---|---|---|---|")
