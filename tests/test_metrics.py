@@ -126,3 +126,17 @@ def test_warping_error_is_zero_for_an_exact_static_scene():
     # The wrong pose (no motion assumed) is penalised.
     assert metrics.warping_error(rgb1, rgb0, depth1, pose0, pose0, intrinsics, depth0) > 20.0
     assert math.isnan(metrics.warping_error(rgb1, rgb0, np.zeros_like(depth1), pose1, pose0, intrinsics, depth0))
+
+
+def test_warp_to_view_reproduces_the_destination_where_visible():
+    intrinsics, (rgb0, depth0, pose0), (rgb1, depth1, pose1) = _plane_views(0.04)
+    depth0_occluded = depth0.copy()
+    depth0_occluded[:, 5:10] = 1.0
+    warped, visible = metrics.warp_to_view(rgb0, depth0_occluded, pose0, depth1, pose1, intrinsics)
+    # Camera 1 sits 4 cm (2 pixels) right: its column u sees camera 0's column u + 2. The last two columns fall
+    # outside camera 0, and columns 3..7 of camera 1 see camera 0's occluded columns 5..9 (column 2 interpolates
+    # next to column 5 or not, depending on the last bit of x = 4).
+    assert visible[:, :2].all() and visible[:, 8:30].all()
+    assert not visible[:, 3:8].any() and not visible[:, 30:].any()
+    np.testing.assert_allclose(warped[visible], rgb1[visible].astype(float), atol=1e-6)
+    assert np.all(warped[~visible] == 0)

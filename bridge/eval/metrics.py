@@ -11,7 +11,7 @@
 * ``revisits``: a frame whose camera centre is within 0.3 m and viewing direction within 20° of a frame at least
   30 frames earlier.
 * ``warping_error``: mean absolute difference (8-bit units, over RGB) between frame t and frame t-1 warped into t
-  with ground-truth depth and poses, on valid, non-occluded pixels.
+  with ground-truth depth and poses (``warp_to_view``), on valid, non-occluded pixels.
 
 Target RGB and depth enter these functions only to score (DESIGN §7 "No leaks").
 """
@@ -171,6 +171,64 @@ def revisits(
     return pairs
 
 
+def warp_to_view(
+    rgb_src: np.ndarray,
+    depth_src: np.ndarray,
+    pose_src: Pose,
+    depth_dst: np.ndarray,
+    pose_dst: Pose,
+    intrinsics: Intrinsics,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Image ``rgb_src`` (seen from ``pose_src``) warped into the view at ``pose_dst`` with ground-truth depths.
+
+    Every pixel of the destination view with ``depth_dst > 0`` (metres along the optical axis) is lifted to world with
+    ``pose_dst`` (camera-to-world), projected into the source camera (pixel centres at integer coordinates), and
+    ``rgb_src`` is sampled there bilinearly. A pixel is **visible** when the projection lies in front of the source
+    camera and inside its image, and it is **not occluded**: each of its four bilinear neighbours has ground-truth
+    ``depth_src > 0`` within ``OCCLUSION_TOLERANCE_REL * z + OCCLUSION_TOLERANCE_M`` of the point's depth ``z`` in the
+    source camera (so a point hidden behind a nearer surface, or one straddling a depth edge, is left out).
+
+    Returns float64 (H, W, 3) warped colours in 0..255 (0 where not visible) and the bool (H, W) visible mask.
+    """
+    shape = intrinsics.shape
+    rgb_src = check_rgb(rgb_src, shape, "rgb_src").astype(np.float64)
+    depth_src = check_depth(depth_src, shape, "depth_src").astype(np.float64)
+    depth_dst = check_depth(depth_dst, shape, "depth_dst").astype(np.float64)
+    h, w = shape
+    v, u = np.nonzero(depth_dst > 0)
+    z_dst = depth_dst[v, u]
+    points_dst = np.stack([(u - intrinsics.cx) / intrinsics.fx * z_dst, (v - intrinsics.cy) / intrinsics.fy * z_dst, z_dst], axis=1)
+    points_src = pose_src.world_to_cam(pose_dst.cam_to_world(points_dst))
+    z = points_src[:, 2]
+    front = z > 1e-6
+    safe_z = np.where(front, z, 1.0)
+    x = intrinsics.fx * points_src[:, 0] / safe_z + intrinsics.cx
+    y = intrinsics.fy * points_src[:, 1] / safe_z + intrinsics.cy
+    inside = front & (x >= 0) & (y >= 0) & (x <= w - 1) & (y <= h - 1)
+    v, u, x, y, z = v[inside], u[inside], x[inside], y[inside], z[inside]
+    # Left/top neighbour, clamped so that a point on the last row or column interpolates with weight 1 on it.
+    x0 = np.clip(np.floor(x), 0, max(w - 2, 0)).astype(np.int64)
+    y0 = np.clip(np.floor(y), 0, max(h - 2, 0)).astype(np.int64)
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    tolerance = OCCLUSION_TOLERANCE_REL * z + OCCLUSION_TOLERANCE_M
+    visible = np.ones(z.shape, dtype=bool)
+    for yy, xx in ((y0, x0), (y0, x1), (y1, x0), (y1, x1)):
+        neighbour_depth = depth_src[yy, xx]
+        visible &= (neighbour_depth > 0) & (np.abs(neighbour_depth - z) <= tolerance)
+    ax, ay = (x - x0)[:, None], (y - y0)[:, None]
+    colours = (
+        rgb_src[y0, x0] * (1 - ax) * (1 - ay)
+        + rgb_src[y0, x1] * ax * (1 - ay)
+        + rgb_src[y1, x0] * (1 - ax) * ay
+        + rgb_src[y1, x1] * ax * ay
+    )
+    warped = np.zeros((h, w, 3))
+    mask = np.zeros((h, w), dtype=bool)
+    warped[v[visible], u[visible]] = colours[visible]
+    mask[v[visible], u[visible]] = True
+    return warped, mask
+
+
 def warping_error(
     frame_t: np.ndarray,
     frame_prev: np.ndarray,
@@ -180,50 +238,12 @@ def warping_error(
     intrinsics: Intrinsics,
     depth_prev: np.ndarray,
 ) -> float:
-    """Mean absolute RGB difference (8-bit units) between ``frame_t`` and ``frame_prev`` warped into camera t.
-
-    Every pixel of frame t with ground-truth ``depth_t > 0`` (metres along the optical axis) is lifted to world with
-    ``pose_t`` (camera-to-world), projected into camera t-1 with ``pose_prev`` and ``intrinsics`` (pixel centres at
-    integer coordinates), and ``frame_prev`` is sampled there bilinearly. The pixel counts when the projection lies
-    in front of camera t-1 and inside its image, and it is **not occluded**: each of its four bilinear neighbours
-    has ground-truth ``depth_prev > 0`` within ``OCCLUSION_TOLERANCE_REL * z + OCCLUSION_TOLERANCE_M`` of the point's
-    depth ``z`` in camera t-1 (so a point hidden behind a nearer surface in t-1, or one straddling a depth edge, is
-    left out). Returns ``nan`` when no pixel counts.
+    """Mean absolute RGB difference (8-bit units, over the three channels) between ``frame_t`` and ``frame_prev``
+    warped into camera t with ground-truth depths and poses (``warp_to_view``), on valid (``depth_t > 0``),
+    visible, non-occluded pixels (the occlusion test is ``warp_to_view``'s). Returns ``nan`` when no pixel counts.
     """
-    shape = intrinsics.shape
-    rgb_t = check_rgb(frame_t, shape, "frame_t").astype(np.float64)
-    rgb_prev = check_rgb(frame_prev, shape, "frame_prev").astype(np.float64)
-    depth_t = check_depth(depth_t, shape, "depth_t").astype(np.float64)
-    depth_prev = check_depth(depth_prev, shape, "depth_prev").astype(np.float64)
-    h, w = shape
-    v, u = np.nonzero(depth_t > 0)
-    z_t = depth_t[v, u]
-    points_cam_t = np.stack([(u - intrinsics.cx) / intrinsics.fx * z_t, (v - intrinsics.cy) / intrinsics.fy * z_t, z_t], axis=1)
-    points_cam_prev = pose_prev.world_to_cam(pose_t.cam_to_world(points_cam_t))
-    z = points_cam_prev[:, 2]
-    front = z > 1e-6
-    safe_z = np.where(front, z, 1.0)
-    x = intrinsics.fx * points_cam_prev[:, 0] / safe_z + intrinsics.cx
-    y = intrinsics.fy * points_cam_prev[:, 1] / safe_z + intrinsics.cy
-    inside = front & (x >= 0) & (y >= 0) & (x <= w - 1) & (y <= h - 1)
-    x, y, z = x[inside], y[inside], z[inside]
-    # Left/top neighbour, clamped so that a point on the last row or column interpolates with weight 1 on it.
-    x0 = np.clip(np.floor(x), 0, max(w - 2, 0)).astype(np.int64)
-    y0 = np.clip(np.floor(y), 0, max(h - 2, 0)).astype(np.int64)
-    target = rgb_t[v[inside], u[inside]]
-    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
-    tolerance = OCCLUSION_TOLERANCE_REL * z + OCCLUSION_TOLERANCE_M
-    visible = np.ones(z.shape, dtype=bool)
-    for yy, xx in ((y0, x0), (y0, x1), (y1, x0), (y1, x1)):
-        neighbour_depth = depth_prev[yy, xx]
-        visible &= (neighbour_depth > 0) & (np.abs(neighbour_depth - z) <= tolerance)
+    rgb_t = check_rgb(frame_t, intrinsics.shape, "frame_t").astype(np.float64)
+    warped, visible = warp_to_view(frame_prev, depth_prev, pose_prev, depth_t, pose_t, intrinsics)
     if not visible.any():
         return math.nan
-    ax, ay = (x - x0)[:, None], (y - y0)[:, None]
-    warped = (
-        rgb_prev[y0, x0] * (1 - ax) * (1 - ay)
-        + rgb_prev[y0, x1] * ax * (1 - ay)
-        + rgb_prev[y1, x0] * (1 - ax) * ay
-        + rgb_prev[y1, x1] * ax * ay
-    )
-    return float(np.mean(np.abs(warped - target)[visible]))
+    return float(np.mean(np.abs(warped[visible] - rgb_t[visible])))
