@@ -1,0 +1,312 @@
+"""``WorldEnv``: a gymnasium environment in which an agent flies a camera through a generated world.
+
+Each episode is a fresh world on a worldweave server, seeded by ``seed_fn`` (default: a procedural room made in
+numpy, ``room.py``). Every step moves the camera by the action for ``time_step_s`` seconds and asks the server to
+generate the frame at the new pose (``WorldClient.step``): the frame is fused into the world's memory, so a place
+looks the same when the agent comes back.
+
+Frames and units (DESIGN §4): world right-handed, **Z up, metres**; poses are 4x4 **camera-to-world** matrices with
+an **OpenCV** camera (x right, y down, z forward); depth is metres along the optical axis, 0 = unknown.
+
+Given no ``address``, the environment starts ``worldweave serve`` on a free loopback port and stops it on ``close``
+(DESIGN §7 "Clients may start a local server").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from worldweave.sim_clients.client import WorldClient
+from worldweave.sim_clients.conventions import CameraIntrinsics
+from worldweave.sim_clients.conversions import MAX_FLOAT16, Frame
+from worldweave.sim_clients.gym_env.local_server import LocalServer
+from worldweave.sim_clients.gym_env.room import heading_c2w, make_room, seed_views
+
+ACTION_NAMES = ("forward", "left", "up", "yaw_rate", "pitch_rate")
+"""What each action component is, in [-1, 1]: velocities as fractions of ``max_speed_mps`` along the agent's heading
+(level), to its left (level) and world up; turn rates as fractions of ``max_turn_rate_dps`` about world +Z (positive
+turns left) and about the camera's right axis (positive looks up)."""
+
+
+@dataclass(frozen=True)
+class EpisodeSeed:
+    """What an episode's world starts from: seed views ``(rgb uint8 (H, W, 3), depth float32 (H, W) metres, c2w 4x4)``
+    at the env's intrinsics, the agent's start pose (4x4 camera-to-world; its roll is dropped) and a prompt."""
+
+    frames: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+    start_c2w: np.ndarray
+    prompt: str = ""
+
+
+SeedFn = Callable[[np.random.Generator, CameraIntrinsics], EpisodeSeed]
+"""Makes an episode's seed from the env's random generator (``env.np_random``) and its intrinsics."""
+
+
+def room_seed(rng: np.random.Generator, intrinsics: CameraIntrinsics) -> EpisodeSeed:
+    """The default seed: a furnished room (layout and colours from ``rng``) seen in four level views from its
+    centre at 1.4 m, the first at a random yaw; the agent starts at the first view."""
+    room = make_room(rng)
+    frames = seed_views(room, intrinsics, yaw_rad=float(rng.uniform(-math.pi, math.pi)))
+    return EpisodeSeed(frames, frames[0][2], "a furnished room")
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What one step did, for reward functions.
+
+    ``frame``: the generated frame (``rgb``, ``depth`` metres, ``pose`` 4x4 camera-to-world, ``coverage``: the
+    fraction of its pixels the memory covered before generation, ``version``). ``previous_c2w``: the pose before
+    the step. ``voxels_before`` / ``voxels_after``: voxels in the world's map around the step; ``voxel_size_m``:
+    their edge, metres. ``collided``: the agent's sphere touches the world at the new pose. ``action``: the applied
+    (clipped, normalised) action.
+    """
+
+    frame: Frame
+    previous_c2w: np.ndarray
+    voxels_before: int
+    voxels_after: int
+    voxel_size_m: float
+    collided: bool
+    action: np.ndarray = field(repr=False)
+
+    @property
+    def new_area_m2(self) -> float:
+        """Surface newly covered by memory in this step, square metres: new voxels times a voxel face (a surface
+        voxel stands for about one face of surface)."""
+        return (self.voxels_after - self.voxels_before) * self.voxel_size_m**2
+
+
+def newly_covered_area(outcome: StepOutcome) -> float:
+    """The default reward: the surface area the step added to the world's memory, square metres."""
+    return outcome.new_area_m2
+
+
+RewardFn = Callable[[StepOutcome], float]
+"""Maps a step's outcome to its reward."""
+
+
+class WorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
+    """A camera agent in a generated world served by worldweave.
+
+    **Action** ``Box(-1, 1, (5,))`` float32, normalised (``ACTION_NAMES``): ``[forward, left, up]`` velocity as a
+    fraction of ``max_speed_mps`` (forward and left are level, along the camera's heading and to its left; up is
+    world +Z) and ``[yaw, pitch]`` rate as a fraction of ``max_turn_rate_dps`` (yaw about world +Z, positive turns
+    left; pitch positive looks up, the pitch kept within ``±max_pitch_deg``). Actions outside the box are clipped; NaN
+    is an error. One step lasts ``time_step_s`` seconds: the camera first moves by the velocities along its heading
+    at the start of the step, then turns by rate x time step. The camera never rolls. Defaults: 1 m/s, 90°/s,
+    0.1 s, so a step moves at most 0.1 m along each axis and turns at most 9°.
+
+    **Observation** ``Dict``: ``rgb`` uint8 (H, W, 3), the generated frame; ``depth`` float32 (H, W), metres along
+    the optical axis, 0 = unknown, at most 65504 (the wire's float16 saturates there); ``pose`` float64 (4, 4), camera-to-world (OpenCV camera, world Z up, metres).
+
+    **Reward** ``reward_fn(StepOutcome)``; default :func:`newly_covered_area` (m² of surface newly in memory).
+    **Terminated** when the agent's sphere (``agent_radius_m`` around the camera centre) touches a surface the world
+    knows. **Truncated** after ``max_episode_steps`` steps. **Info**: ``frame_id``, ``version``,
+    ``coverage`` (fraction of the frame's pixels memory covered before generation), ``voxel_count``,
+    ``covered_area_m2`` (voxels x face area), ``new_area_m2``, ``collided``.
+
+    The episode's world is ``env.unwrapped.world_id`` (not in ``info``: ids differ between runs, infos must not).
+    ``reset`` creates a new world from ``seed_fn(env.np_random, intrinsics)`` (default :func:`room_seed`) and deletes
+    the previous episode's; its observation is a generated frame at the start pose. ``options={"start_pose": c2w}``
+    starts elsewhere. ``render_mode="rgb_array"``: ``render()`` returns the last frame.
+
+    ``address``: ``host:port`` of a running ``worldweave serve``; None starts one on a free loopback port (with
+    ``server_args`` as extra flags) that ``close()`` stops. ``width``, ``height`` (pixels), ``fov_x_deg`` (degrees):
+    the camera. ``voxel_size_m``: the worlds' voxel edge, metres (None: the server's default); the default 5 cm is
+    about a pixel's footprint at 3 m at the default camera, so that counting voxels measures area rather than how
+    densely pixels sampled a surface. ``timeout_s``: deadline of each
+    server call, seconds.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(
+        self,
+        render_mode: str | None = None,
+        *,
+        address: str | None = None,
+        width: int = 128,
+        height: int = 96,
+        fov_x_deg: float = 90.0,
+        time_step_s: float = 0.1,
+        max_speed_mps: float = 1.0,
+        max_turn_rate_dps: float = 90.0,
+        max_pitch_deg: float = 60.0,
+        agent_radius_m: float = 0.2,
+        max_episode_steps: int = 200,
+        reward_fn: RewardFn = newly_covered_area,
+        seed_fn: SeedFn = room_seed,
+        voxel_size_m: float | None = 0.05,
+        server_args: Sequence[str] = (),
+        timeout_s: float = 60.0,
+    ) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode {render_mode!r} is not supported; use None or 'rgb_array'")
+        for name, value in (("time_step_s", time_step_s), ("max_speed_mps", max_speed_mps),
+                            ("max_turn_rate_dps", max_turn_rate_dps), ("agent_radius_m", agent_radius_m)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if not 0 < max_pitch_deg < 90:
+            raise ValueError(f"max_pitch_deg must be in (0, 90) degrees, got {max_pitch_deg!r}")
+        if not (isinstance(max_episode_steps, int) and max_episode_steps > 0):
+            raise ValueError(f"max_episode_steps must be a positive integer, got {max_episode_steps!r}")
+        self.render_mode = render_mode
+        self.intrinsics = CameraIntrinsics.from_fov(width, height, fov_x_deg=fov_x_deg)
+        self.time_step_s = float(time_step_s)
+        self.metadata = {**self.metadata, "render_fps": 1.0 / self.time_step_s}
+        self.max_pitch_rad = math.radians(max_pitch_deg)
+        self.agent_radius_m = float(agent_radius_m)
+        self.max_episode_steps = max_episode_steps
+        self.reward_fn = reward_fn
+        self.seed_fn = seed_fn
+        self.voxel_size_m = voxel_size_m
+
+        self.action_scale = np.array([max_speed_mps] * 3 + [max_turn_rate_dps] * 2, dtype=np.float64)
+        """Multiplies an action into (m/s, m/s, m/s, deg/s, deg/s)."""
+        self.action_space = spaces.Box(-1.0, 1.0, (5,), dtype=np.float32)
+        self.observation_space = spaces.Dict({
+            "rgb": spaces.Box(0, 255, (height, width, 3), dtype=np.uint8),
+            "depth": spaces.Box(0.0, MAX_FLOAT16, (height, width), dtype=np.float32),
+            "pose": spaces.Box(-np.inf, np.inf, (4, 4), dtype=np.float64),
+        })
+
+        self.local_server = LocalServer(server_args) if address is None else None
+        try:
+            self.client = WorldClient(self.local_server.address if address is None else address, timeout_s=timeout_s)
+        except BaseException:
+            if self.local_server is not None:
+                self.local_server.stop()
+            raise
+        self.world_id: str | None = None
+        self._position_m = np.zeros(3)
+        self._yaw_rad = 0.0
+        self._pitch_rad = 0.0
+        self._steps = 0
+        self._voxels = 0
+        self._world_voxel_size_m = 0.0
+        self._last_frame: Frame | None = None
+
+    # --------------------------------------------------------------------------------------------- gymnasium API
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Start an episode in a new world; returns ``(observation, info)`` at the start pose."""
+        super().reset(seed=seed)
+        options = dict(options or {})
+        start_pose = options.pop("start_pose", None)
+        if options:
+            raise ValueError(f"unknown reset options {sorted(options)}; WorldEnv takes 'start_pose' (4x4 camera-to-world)")
+        episode = self.seed_fn(self.np_random, self.intrinsics)
+        self._delete_world()
+        world = self.client.create_world(
+            episode.frames, self.intrinsics, prompt=episode.prompt, voxel_size_m=self.voxel_size_m,
+            seed=int(self.np_random.integers(1 << 31)),
+        )
+        self.world_id = world.world_id
+        self._world_voxel_size_m = float(world.config.voxel_size_m)
+        self._set_state(np.asarray(episode.start_c2w if start_pose is None else start_pose, dtype=np.float64))
+        self._steps = 0
+        frame = self._generate()
+        self._voxels = int(self.client.get_world(self.world_id).voxel_count)
+        return self._observation(frame), self._info(frame, new_area_m2=0.0, collided=False)
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
+        """Move for one time step, generate the frame there; returns ``(observation, reward, terminated, truncated,
+        info)`` as the class docstring describes."""
+        if self.world_id is None:
+            raise gym.error.ResetNeeded("call reset() before step()")
+        action = np.asarray(action, dtype=np.float32)
+        if action.shape != self.action_space.shape:
+            raise ValueError(f"action must have shape {self.action_space.shape} {ACTION_NAMES}, got {action.shape}")
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"action has a non-finite value: {dict(zip(ACTION_NAMES, action.tolist()))}")
+        action = np.clip(action, self.action_space.low, self.action_space.high)
+        previous_c2w = self._c2w()
+        self._move(action)
+        frame = self._generate()
+        voxels_before, self._voxels = self._voxels, int(self.client.get_world(self.world_id).voxel_count)
+        collided = False
+        outcome = StepOutcome(frame, previous_c2w, voxels_before, self._voxels, self._world_voxel_size_m, collided,
+                              action)
+        reward = float(self.reward_fn(outcome))
+        self._steps += 1
+        truncated = self._steps >= self.max_episode_steps and not collided
+        return self._observation(frame), reward, collided, truncated, self._info(frame, outcome.new_area_m2, collided)
+
+    def render(self) -> np.ndarray | None:
+        """The last frame, uint8 (H, W, 3), with ``render_mode="rgb_array"``; None (and a warning) without one."""
+        if self.render_mode is None:
+            gym.logger.warn("render() needs render_mode='rgb_array' at construction, e.g. "
+                            "gymnasium.make('worldweave/World-v0', render_mode='rgb_array')")
+            return None
+        if self._last_frame is None:
+            raise gym.error.ResetNeeded("call reset() before render()")
+        return np.array(self._last_frame.rgb)
+
+    def close(self) -> None:
+        """Delete the episode's world, close the connection and stop the local server (if this env started one)."""
+        if getattr(self, "client", None) is not None:
+            self._delete_world()
+            self.client.close()
+            self.client = None
+        if getattr(self, "local_server", None) is not None:
+            self.local_server.stop()
+            self.local_server = None
+
+    # --------------------------------------------------------------------------------------------- motion
+
+    def _set_state(self, c2w: np.ndarray) -> None:
+        if c2w.shape != (4, 4) or not np.all(np.isfinite(c2w)):
+            raise ValueError(f"a start pose must be a finite 4x4 camera-to-world matrix, got shape {c2w.shape}")
+        forward = c2w[:3, 2] / np.linalg.norm(c2w[:3, 2])
+        self._position_m = c2w[:3, 3].copy()
+        self._yaw_rad = math.atan2(forward[1], forward[0])
+        self._pitch_rad = float(np.clip(math.asin(np.clip(forward[2], -1.0, 1.0)), -self.max_pitch_rad, self.max_pitch_rad))
+
+    def _c2w(self) -> np.ndarray:
+        return heading_c2w(self._position_m, self._yaw_rad, self._pitch_rad)
+
+    def _move(self, action: np.ndarray) -> None:
+        forward_mps, left_mps, up_mps, yaw_dps, pitch_dps = (float(a) for a in action * self.action_scale)
+        heading = np.array([math.cos(self._yaw_rad), math.sin(self._yaw_rad), 0.0])
+        left = np.array([-math.sin(self._yaw_rad), math.cos(self._yaw_rad), 0.0])
+        velocity = forward_mps * heading + left_mps * left + np.array([0.0, 0.0, up_mps])
+        self._position_m = self._position_m + self.time_step_s * velocity
+        self._yaw_rad = (self._yaw_rad + math.radians(yaw_dps) * self.time_step_s + math.pi) % (2 * math.pi) - math.pi
+        pitch = self._pitch_rad + math.radians(pitch_dps) * self.time_step_s
+        self._pitch_rad = float(np.clip(pitch, -self.max_pitch_rad, self.max_pitch_rad))
+
+    # --------------------------------------------------------------------------------------------- server
+
+    def _generate(self) -> Frame:
+        (frame,) = self.client.step(self.world_id, self._c2w(), depth="float16_m")
+        self._last_frame = frame
+        return frame
+
+    def _delete_world(self) -> None:
+        if self.world_id is not None:
+            self.client.delete_world(self.world_id)
+            self.world_id = None
+
+    def _observation(self, frame: Frame) -> dict[str, np.ndarray]:
+        return {"rgb": np.array(frame.rgb), "depth": np.array(frame.depth, dtype=np.float32),
+                "pose": np.array(frame.pose, dtype=np.float64)}
+
+    def _info(self, frame: Frame, new_area_m2: float, collided: bool) -> dict[str, Any]:
+        return {
+            "frame_id": frame.frame_id,
+            "version": frame.version,
+            "coverage": frame.coverage,
+            "voxel_count": self._voxels,
+            "covered_area_m2": self._voxels * self._world_voxel_size_m**2,
+            "new_area_m2": new_area_m2,
+            "collided": collided,
+        }
