@@ -50,7 +50,7 @@ REFINE_ROUNDS = 8
 """Most times the far-field search re-centres on a better voxel."""
 SEED_REACH_VOX = math.sqrt(3.0) * BLOCK_VOXELS
 """Farthest a query point is from the centre of one of the 8 cells around it, in voxels."""
-SEED_CLUSTER_VOX = 2 * BLOCK_VOXELS
+SEED_CLUSTER_VOX = BLOCK_VOXELS
 """Seeds this close (per axis, voxels) to a refined one count as the same surface patch."""
 _BATCH = 256
 
@@ -78,7 +78,9 @@ def refine(table_keys, table_ids, shift, block_mask, block_slot, bits, cache, px
     the blocks within ``REFINE_HALF_WIDTH_VOX`` of it for a nearer voxel and re-centre there, until the best voxel
     is no longer on the edge of the searched blocks (a local minimum) or ``REFINE_ROUNDS`` rounds. Turns a voxel
     of a surface patch into the patch's voxel nearest ``p``."""
-    w = REFINE_HALF_WIDTH_VOX
+    # Far from a surface, voxels almost as near as the nearest spread wide (those within e of it lie within about
+    # sqrt(2 d e) of it on a flat patch): the window widens as sqrt(d) so that small holes do not trap the descent.
+    w = max(REFINE_HALF_WIDTH_VOX, np.int64(math.ceil(math.sqrt(math.sqrt(best2)))))
     for _ in range(REFINE_ROUNDS):
         cx, cy, cz = best[0], best[1], best[2]
         before = best2

@@ -313,12 +313,20 @@ def spatial_order(points_vox: np.ndarray) -> np.ndarray:
     return np.argsort(keys, kind="stable")
 
 
-def unique_coords(coords: np.ndarray) -> np.ndarray:
-    """Distinct rows of (N, 3) int64 coordinates within +-2**20 (block or chunk coordinates), sorted."""
+def _pack(coords: np.ndarray) -> np.ndarray:
+    """(N, 3) int64 block or chunk coordinates (within +-2**20) -> (N,) int64 keys that sort like the rows."""
     shifted = np.asarray(coords, dtype=np.int64) + int(_KEY_OFFSET)
-    keys = np.unique((shifted[:, 0] << 42) | (shifted[:, 1] << 21) | shifted[:, 2])
+    return (shifted[:, 0] << 42) | (shifted[:, 1] << 21) | shifted[:, 2]
+
+
+def _unpack(keys: np.ndarray) -> np.ndarray:
     mask = (1 << 21) - 1
     return np.stack([keys >> 42, (keys >> 21) & mask, keys & mask], axis=1) - int(_KEY_OFFSET)
+
+
+def unique_coords(coords: np.ndarray) -> np.ndarray:
+    """Distinct rows of (N, 3) int64 coordinates within +-2**20 (block or chunk coordinates), sorted."""
+    return _unpack(np.unique(_pack(coords)))
 
 
 class BlockGrid:
@@ -475,14 +483,21 @@ class BlockGrid:
         """(K, 3) coordinates of every chunk whose box lies within ``reach_vox`` of a block in ``blocks`` (M, 3)."""
         if len(blocks) == 0:
             return np.zeros((0, 3), dtype=np.int64)
-        chunks = unique_coords(np.asarray(blocks, dtype=np.int64) >> CHUNK_SHIFT)
+        blocks = np.asarray(blocks, dtype=np.int64)
+        # Per chunk holding some of the blocks, the box (voxels) around those blocks.
+        chunks, inverse = np.unique(_pack(blocks >> CHUNK_SHIFT), return_inverse=True)
+        lo = np.full((len(chunks), 3), np.iinfo(np.int64).max)
+        hi = np.full((len(chunks), 3), np.iinfo(np.int64).min)
+        np.minimum.at(lo, inverse, blocks * BLOCK_VOXELS)
+        np.maximum.at(hi, inverse, (blocks + 1) * BLOCK_VOXELS)
         radius = int(math.ceil(self.reach_vox / CHUNK_VOXELS))
         steps = np.arange(-radius, radius + 1)
         offsets = np.stack(np.meshgrid(steps, steps, steps, indexing="ij"), axis=-1).reshape(-1, 3)
-        # The gap between two chunk boxes ``d`` chunks apart is (|d| - 1) chunk edges on each axis.
-        gap = np.maximum(np.abs(offsets) - 1, 0) * CHUNK_VOXELS
-        offsets = offsets[(gap.astype(np.float64) ** 2).sum(axis=1) < self.reach_vox**2]
-        return unique_coords((chunks[:, None, :] + offsets[None, :, :]).reshape(-1, 3))
+        candidates = (_unpack(chunks)[:, None, :] + offsets[None, :, :]).reshape(-1, 3)
+        c_lo, c_hi = candidates * CHUNK_VOXELS, (candidates + 1) * CHUNK_VOXELS
+        lo, hi = np.repeat(lo, len(offsets), axis=0), np.repeat(hi, len(offsets), axis=0)
+        gap = np.maximum(np.maximum(c_lo - hi, lo - c_hi), 0).astype(np.float64)
+        return unique_coords(candidates[(gap**2).sum(axis=1) < self.reach_vox**2])
 
     def chunk_ids(self, coords: np.ndarray) -> np.ndarray:
         """Ids of chunks ``coords`` (K, 3), -1 where absent."""

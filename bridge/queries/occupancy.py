@@ -12,7 +12,7 @@ Views are any objects with ``pose`` (camera-to-world ``Pose``), ``intrinsics`` (
 (float32 (H, W) metres along the optical axis, 0 = unknown): keyframe anchors, or ``RGBDFrame``. Depth values are
 not scanned per call (a NaN or negative depth simply never counts as seen-through).
 
-Rays use the same test (``unknown_from``): samples every ``step_m`` from the origin up to the hit (or the range);
+Rays use the same test (``unknown_from``): samples every ``step_m`` along the ray up to the hit (or the range);
 the first sample that no view saw through, and that is not within the surface's thickness (``free_margin_m``) of
 an occupied voxel, marks where the ray entered unknown space.
 """
@@ -155,7 +155,7 @@ def _unknown_from_kernel(grid, voxel_size, params, depths, origins, directions, 
         first = 0
         for i in range(batch * _BATCH, min(n, (batch + 1) * _BATCH)):
             out[i] = np.inf
-            t = 0.0
+            t = 0.5 * step
             while t < stop[i]:
                 x = origins[i, 0] + t * directions[i, 0]
                 y = origins[i, 1] + t * directions[i, 1]
@@ -189,8 +189,9 @@ def unknown_from(
     step_m: float,
     free_margin_m: float,
 ) -> np.ndarray:
-    """(N,) distance in metres along each ray (unit ``directions``) of the first sample, every ``step_m`` from the
-    origin and short of ``stop_m``, that no view saw through and that is not within ``free_margin_m`` (rounded up
+    """(N,) distance in metres along each ray (unit ``directions``) of the first sample (at the middle of each
+    ``step_m`` from the origin, short of ``stop_m``; a camera centre itself is never seen through) that no view
+    saw through and that is not within ``free_margin_m`` (rounded up
     to whole voxels) of an occupied voxel: the surface's own thickness is not unknown space. ``inf`` when none."""
     out = np.empty(len(origins_m), dtype=np.float64)
     radius = max(1, int(np.ceil(free_margin_m / voxel_size_m - 1e-9)))
