@@ -97,7 +97,10 @@ def memory_config_from_proto(config: pb.WorldConfig) -> MemoryConfig:
         overrides["k"] = config.max_anchors
     if config.HasField("seed"):
         overrides["seed"] = config.seed
-    return replace(MemoryConfig(), **overrides)
+    try:
+        return replace(MemoryConfig(), **overrides)
+    except InvalidInputError as error:  # the engine names its own fields: max_anchors is MemoryConfig.k
+        raise InvalidInputError(f"config (max_anchors is the engine's k): {error}") from error
 
 
 def memory_config_to_proto(memory: MemoryConfig) -> pb.WorldConfig:

@@ -99,6 +99,8 @@ BAD_UNARY = {
                          r"seed.frames\[0\].rgb is 64x48, the intrinsics say 64x40"),
     "bad retrieval": ("CreateWorld", lambda w: pb.CreateWorldRequest(seed=seed(), config=pb.WorldConfig(retrieval=17)), INVALID,
                       "config.retrieval 17 is not a Retrieval value"),
+    "zero anchors": ("CreateWorld", lambda w: pb.CreateWorldRequest(seed=seed(), config=pb.WorldConfig(max_anchors=0)), INVALID,
+                     r"config \(max_anchors is the engine's k\): k must be a positive integer, got 0"),
     "tiny voxels": ("CreateWorld", lambda w: pb.CreateWorldRequest(seed=seed(), config=pb.WorldConfig(voxel_size_m=0.0001)), INVALID,
                     "voxel_size_m must be >= 0.005 m, got 0.0001"),
     "save without data folder": ("SaveWorld", lambda w: pb.SaveWorldRequest(world_id=w), PRECONDITION,
