@@ -144,34 +144,43 @@ def _lookup(table_keys, table_rows, shift, keys, out_rows):
         out_rows[i] = row
 
 
+@numba.njit(cache=True, inline="always")
+def _find_or_insert(key, table_keys, table_rows, shift, next_row, n_unique, n_new, row_seen, out_rows, out_new_keys):
+    """Probe for ``key`` (inserting it with row ``next_row + n_new`` if absent) and return the position of its
+    row among this batch's distinct rows, with the updated distinct and new counts."""
+    mask = len(table_keys) - 1
+    slot = _slot(key, shift)
+    while True:
+        found = table_keys[slot]
+        if found == key:
+            row = table_rows[slot]
+            break
+        if found == EMPTY_KEY:
+            row = next_row + n_new
+            table_keys[slot] = key
+            table_rows[slot] = row
+            out_new_keys[n_new] = key
+            n_new += 1
+            break
+        slot = (slot + 1) & mask
+    seen = row_seen[row]
+    if seen < 0:
+        seen = n_unique
+        row_seen[row] = seen
+        out_rows[n_unique] = row
+        n_unique += 1
+    return seen, n_unique, n_new
+
+
 @numba.njit(cache=True)
 def _assign(table_keys, table_rows, shift, point_keys, next_row, row_seen, out_rows, out_inverse, out_new_keys):
     """One pass over the points: find-or-insert each key, and collect the distinct rows in first-seen order."""
-    mask = len(table_keys) - 1
     n_unique = 0
     n_new = 0
     for p in range(len(point_keys)):
-        key = point_keys[p]
-        slot = _slot(key, shift)
-        while True:
-            found = table_keys[slot]
-            if found == key:
-                row = table_rows[slot]
-                break
-            if found == EMPTY_KEY:
-                row = next_row + n_new
-                table_keys[slot] = key
-                table_rows[slot] = row
-                out_new_keys[n_new] = key
-                n_new += 1
-                break
-            slot = (slot + 1) & mask
-        seen = row_seen[row]
-        if seen < 0:
-            seen = n_unique
-            row_seen[row] = seen
-            out_rows[n_unique] = row
-            n_unique += 1
+        seen, n_unique, n_new = _find_or_insert(
+            point_keys[p], table_keys, table_rows, shift, next_row, n_unique, n_new, row_seen, out_rows, out_new_keys
+        )
         out_inverse[p] = seen
     for u in range(n_unique):
         row_seen[out_rows[u]] = -1
@@ -185,7 +194,6 @@ def _accumulate_pixels(
 ):
     """Back-project, voxelise, find-or-insert and sum colours for every valid pixel, in one pass (float64 maths,
     the same formula as ``VoxelMap``'s torch path)."""
-    mask = len(table_keys) - 1
     height, width = depth.shape
     n_unique = 0
     n_new = 0
@@ -220,26 +228,9 @@ def _accumulate_pixels(
             elif key == above_key[u]:
                 seen = above_seen[u]
             else:
-                slot = _slot(key, shift)
-                while True:
-                    found = table_keys[slot]
-                    if found == key:
-                        row = table_rows[slot]
-                        break
-                    if found == EMPTY_KEY:
-                        row = next_row + n_new
-                        table_keys[slot] = key
-                        table_rows[slot] = row
-                        out_new_keys[n_new] = key
-                        n_new += 1
-                        break
-                    slot = (slot + 1) & mask
-                seen = row_seen[row]
-                if seen < 0:
-                    seen = n_unique
-                    row_seen[row] = seen
-                    out_rows[n_unique] = row
-                    n_unique += 1
+                seen, n_unique, n_new = _find_or_insert(
+                    key, table_keys, table_rows, shift, next_row, n_unique, n_new, row_seen, out_rows, out_new_keys
+                )
             left_key = key
             left_seen = seen
             above_key[u] = key
