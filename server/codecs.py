@@ -22,7 +22,7 @@ from worldweave.bridge.errors import (
 )
 from worldweave.bridge.frames import RGBDFrame
 from worldweave.bridge.geometry import Intrinsics, Pose, Quaternion, rotation_from_quaternion
-from worldweave.bridge.regions import OrientedBox
+from worldweave.bridge.regions import Box, OrientedBox, Region, Sphere
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.sim_clients import conversions
 
@@ -100,6 +100,29 @@ def oriented_box_from_proto(message: pb.OrientedBox, name: str = "box") -> Orien
         return OrientedBox(vec3(message.center_m), vec3(message.half_extents_m), rotation)
     except InvalidInputError as error:
         raise _rename(error, name) from error
+
+
+def box_from_proto(message: pb.Box, name: str = "box") -> Box:
+    """``Box`` message -> engine ``Box`` (min <= max on every axis)."""
+    try:
+        return Box(vec3(message.min_m), vec3(message.max_m))
+    except InvalidInputError as error:
+        raise _rename(error, name) from error
+
+
+def region_from_proto(message: pb.Region, name: str = "region") -> Region:
+    """``Region`` message (box, oriented box or sphere) -> engine region; an empty one is ``InvalidInputError``."""
+    shape = message.WhichOneof("shape")
+    if shape == "box":
+        return box_from_proto(message.box, f"{name}.box")
+    if shape == "oriented_box":
+        return oriented_box_from_proto(message.oriented_box, f"{name}.oriented_box")
+    if shape == "sphere":
+        try:
+            return Sphere(vec3(message.sphere.center_m), message.sphere.radius_m)
+        except InvalidInputError as error:
+            raise _rename(error, f"{name}.sphere") from error
+    raise InvalidInputError(f"{name} is empty: set box, oriented_box or sphere")
 
 
 # ------------------------------------------------------------------------------------------------ images

@@ -6,14 +6,19 @@ to ``DATA/w/`` atomically (``bridge.storage.atomic_folder``): ``DATA/w/world/`` 
 worlds of a data folder are listed again after a restart without loading them.
 
 Every method runs on the server's event loop (the dict of worlds needs no lock); engine work goes to the thread
-pool under the world's lock (``scheduling.run_locked``).
+pool under the world's lock (``scheduling.run_locked``). Work that changes a world's version wakes the point-cloud
+streams following it (``wait_for_change``) and counts towards autosave (``AutosavePolicy``): with a data folder, a
+world is saved after every N changes (steps or edits) and/or once a change has stayed unsaved for S seconds, and the
+worlds with unsaved changes are saved when the server stops.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -26,12 +31,14 @@ from worldweave.bridge.frames import RGBDFrame
 from worldweave.bridge.generators.base import Generator
 from worldweave.bridge.geometry import Intrinsics
 from worldweave.bridge.memory.spatial_memory import MemoryConfig
+from worldweave.bridge.queries import WorldQueries
 from worldweave.bridge.storage import atomic_folder, read_manifest, resolve_folder, write_manifest
 from worldweave.bridge.world import Seed, World, WorldConfig
 from worldweave.server.errors import AlreadyExistsError
 from worldweave.server.scheduling import run_locked
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 WORLD_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MANIFEST_KIND = "worldweave.server.world"
@@ -92,9 +99,28 @@ class WorldSummary:
             raise StorageError(f"saved world manifest of {manifest.get('world_id')!r} is malformed: {error!r}") from error
 
 
+@dataclass(frozen=True)
+class AutosavePolicy:
+    """When a server saves its worlds by itself (it needs a data folder). Zero turns a rule off."""
+
+    every_changes: int = 0
+    """Save a world once this many steps or edits have changed it since its last save."""
+    every_s: float = 0.0
+    """Save a world once a change has stayed unsaved for this many seconds (checked every ``every_s / 4``, at
+    most every second)."""
+
+    def __post_init__(self) -> None:
+        if self.every_changes < 0 or not self.every_s >= 0:
+            raise InvalidInputError(f"autosave needs every_changes >= 0 and every_s >= 0 seconds, got {self}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.every_changes > 0 or self.every_s > 0
+
+
 @dataclass
 class WorldEntry:
-    """A loaded world, the lock its work runs under, and whether a save of it exists."""
+    """A loaded world, the lock its work runs under, whether a save of it exists, and what follows it."""
 
     world_id: str
     world: World
@@ -102,18 +128,42 @@ class WorldEntry:
     saved: bool = False
     deleted: bool = False
     """Set when the world was unloaded while work waited for its lock; that work answers NOT_FOUND."""
+    queries: WorldQueries | None = None
+    """The spatial queries' copy of the surface (``worldweave.server.world_state``), built by the first query and
+    kept in step with the world's change log; used under the world's lock only."""
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set (and replaced by a fresh event) whenever locked work changed the world's version or it was unloaded."""
+    unsaved_changes: int = 0
+    """Pieces of locked work (steps, edits) that changed the world since its last save."""
+    unsaved_since_s: float = 0.0
+    """``time.monotonic()`` of the first unsaved change."""
+
+    def notify_changed(self) -> None:
+        """Wake everything waiting in ``WorldRegistry.wait_for_change``."""
+        self.changed.set()
+        self.changed = asyncio.Event()
 
 
 class WorldRegistry:
     """Worlds by id; ``generator`` is the server's shared (fair-queued) generator, ``data_dir`` may be None."""
 
     def __init__(
-        self, generator: Generator, executor: Executor, *, data_dir: Path | None = None, device: str = "cpu"
+        self,
+        generator: Generator,
+        executor: Executor,
+        *,
+        data_dir: Path | None = None,
+        device: str = "cpu",
+        autosave: AutosavePolicy = AutosavePolicy(),
     ) -> None:
+        if autosave.enabled and data_dir is None:
+            raise PreconditionError("autosave needs a data folder: start the server with --data-dir DIR")
         self.generator = generator
         self.executor = executor
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.device = device
+        self.autosave = autosave
+        self._autosaving: dict[str, asyncio.Task] = {}
         self._loaded: dict[str, WorldEntry] = {}
         self._saved: dict[str, WorldSummary] = {}
         self._busy: set[str] = set()
@@ -185,14 +235,81 @@ class WorldRegistry:
         return await asyncio.get_running_loop().run_in_executor(self.executor, work)
 
     async def run(self, entry: WorldEntry, work: Callable[[World], T]) -> T:
-        """Run ``work(world)`` on the pool under the world's lock; NOT_FOUND if the world was deleted meanwhile."""
+        """Run ``work(world)`` on the pool under the world's lock; NOT_FOUND if the world was deleted meanwhile.
+        When the work changed the world's version, followers are woken and autosave counts it."""
+        changed = False
 
         def locked() -> T:
+            nonlocal changed
             if entry.deleted:
                 raise NotFoundError(f"world {entry.world_id!r} was deleted")
-            return work(entry.world)
+            before = entry.world.version
+            try:
+                return work(entry.world)
+            finally:
+                changed = entry.world.version != before
 
-        return await run_locked(entry.lock, self.executor, locked)
+        try:
+            return await run_locked(entry.lock, self.executor, locked)
+        finally:
+            if changed:
+                if entry.unsaved_changes == 0:
+                    entry.unsaved_since_s = time.monotonic()
+                entry.unsaved_changes += 1
+                entry.notify_changed()
+                if 0 < self.autosave.every_changes <= entry.unsaved_changes:
+                    self._start_autosave(entry)
+
+    async def wait_for_change(self, entry: WorldEntry, version: int) -> int:
+        """Wait until the world's version differs from ``version``; return the new version. NOT_FOUND when the
+        world is unloaded meanwhile."""
+        while True:
+            event = entry.changed
+            if entry.deleted:
+                raise NotFoundError(f"world {entry.world_id!r} was deleted")
+            current = int(entry.world.version)
+            if current != version:
+                return current
+            await event.wait()
+
+    # ------------------------------------------------------------------------------------------- autosave
+
+    def _start_autosave(self, entry: WorldEntry) -> None:
+        """Save ``entry`` in the background unless a save of it is already under way."""
+        if entry.world_id in self._autosaving or entry.deleted:
+            return
+        task = asyncio.get_running_loop().create_task(self._autosave(entry))
+        self._autosaving[entry.world_id] = task
+        task.add_done_callback(lambda _: self._autosaving.pop(entry.world_id, None))
+
+    async def _autosave(self, entry: WorldEntry) -> None:
+        try:
+            await self.save(entry)
+        except NotFoundError:  # unloaded while the save waited for its lock
+            pass
+        except (StorageError, OSError) as error:
+            logger.error("autosave of world %r failed: %s", entry.world_id, error)
+
+    async def autosave_loop(self) -> None:
+        """Save the worlds whose oldest unsaved change is ``autosave.every_s`` old; runs until cancelled."""
+        if self.autosave.every_s <= 0:
+            return
+        tick_s = min(1.0, self.autosave.every_s / 4)
+        while True:
+            await asyncio.sleep(tick_s)
+            now = time.monotonic()
+            for entry in list(self._loaded.values()):
+                if entry.unsaved_changes and now - entry.unsaved_since_s >= self.autosave.every_s:
+                    self._start_autosave(entry)
+
+    async def save_unsaved(self) -> list[str]:
+        """With autosave on, save every loaded world with unsaved changes (at shutdown); return their ids."""
+        if not self.autosave.enabled:
+            return []
+        await asyncio.gather(*self._autosaving.values(), return_exceptions=True)
+        dirty = [entry for entry in self._loaded.values() if entry.unsaved_changes]
+        await asyncio.gather(*(self._autosave(entry) for entry in dirty))
+        return [entry.world_id for entry in dirty]
 
     # ------------------------------------------------------------------------------------------- lifecycle
 
@@ -223,7 +340,7 @@ class WorldRegistry:
             world = await self.offload(
                 lambda: World(Seed(frames=frames, prompt=prompt), config, generator=self.generator, device=self.device),
             )
-            entry = WorldEntry(world_id, world)
+            entry = WorldEntry(world_id, world, unsaved_changes=1, unsaved_since_s=time.monotonic())
             self._loaded[world_id] = entry
             return self.summary(entry)
         finally:
@@ -242,6 +359,7 @@ class WorldRegistry:
 
         summary = await self.run(entry, write)
         entry.saved = True
+        entry.unsaved_changes = 0
         self._saved[entry.world_id] = replace(summary, loaded=False, saved=True)
         return self.summary(entry)
 
@@ -282,6 +400,7 @@ class WorldRegistry:
             async with entry.lock:
                 entry.deleted = True
                 self._loaded.pop(world_id, None)
+                entry.notify_changed()
         deleted_saved = False
         if delete_saved and has_save:
             folder = self._folder(world_id)

@@ -19,7 +19,7 @@ from worldweave.bridge.memory.spatial_memory import MemoryConfig
 from worldweave.proto.worldweave.v1 import API_VERSION
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
-from worldweave.server import codecs
+from worldweave.server import codecs, point_cloud, world_state
 from worldweave.server.errors import status_for
 from worldweave.server.registry import WorldRegistry, WorldSummary, check_world_id
 from worldweave.sim_clients.conversions import DEPTH_ENCODING_NAMES, IMAGE_ENCODING_NAMES, RETRIEVAL_NAMES
@@ -49,7 +49,7 @@ CONVENTIONS = pb.Conventions(
 )
 """DESIGN §4, as the tokens the handshake reports."""
 
-CAPABILITIES = ("lifecycle", "render", "step")
+CAPABILITIES = ("lifecycle", "render", "step", "point_cloud_stream", "queries", "edits")
 """Features every server of this version implements; "persistence" is added when it has a data folder."""
 
 
@@ -172,18 +172,20 @@ def _answers_errors(method: Handler) -> Handler:
     return wrapper
 
 
-def _not_implemented(rpc: str) -> Handler:
-    """A handler answering UNIMPLEMENTED for an RPC declared in the API but not served yet."""
+def _streams_errors(method: Callable[..., AsyncIterator]) -> Callable[..., AsyncIterator]:
+    """Turn any exception of a server-streaming handler into its status, as ``_answers_errors`` does."""
 
-    async def handler(self: WorldServicer, request, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            f"{rpc} is declared in API {API_VERSION} but this server does not implement it yet; "
-            "GetServerInfo.capabilities lists what it serves",
-        )
+    @functools.wraps(method)
+    async def wrapper(self: WorldServicer, request, context: grpc.aio.ServicerContext):
+        try:
+            async for response in method(self, request, context):
+                yield response
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:  # noqa: BLE001 - each error type gets its own status in status_for
+            await context.abort(*status_for(error))
 
-    handler.__name__ = rpc
-    return handler
+    return wrapper
 
 
 class WorldServicer(pb_grpc.WorldServiceServicer):
@@ -301,14 +303,43 @@ class WorldServicer(pb_grpc.WorldServiceServicer):
 
         return await self.registry.run(entry, step)
 
-    # ------------------------------------------------------------------------------------------- issue 8
+    # ------------------------------------------------------------------------------------------- world state
+    # Point cloud (``point_cloud``), spatial queries and edits (``world_state``): pure helpers and handlers there.
 
-    StreamPointCloud = _not_implemented("StreamPointCloud")
-    Raycast = _not_implemented("Raycast")
-    NearestSurface = _not_implemented("NearestSurface")
-    CheckCollision = _not_implemented("CheckCollision")
-    QueryOccupancy = _not_implemented("QueryOccupancy")
-    CropPointCloud = _not_implemented("CropPointCloud")
-    RemoveRegion = _not_implemented("RemoveRegion")
-    RecolorRegion = _not_implemented("RecolorRegion")
-    InsertPoints = _not_implemented("InsertPoints")
+    @_streams_errors
+    async def StreamPointCloud(self, request: pb.StreamPointCloudRequest, context) -> AsyncIterator[pb.StreamPointCloudResponse]:
+        async for chunk in point_cloud.stream_point_cloud(self.registry, request, self.limits.max_message_bytes):
+            yield chunk
+
+    @_streams_errors
+    async def CropPointCloud(self, request: pb.CropPointCloudRequest, context) -> AsyncIterator[pb.CropPointCloudResponse]:
+        for chunk in await point_cloud.crop_point_cloud(self.registry, request, self.limits.max_message_bytes):
+            yield chunk
+
+    @_answers_errors
+    async def Raycast(self, request: pb.RaycastRequest, context) -> pb.RaycastResponse:
+        return await world_state.raycast(self.registry, request)
+
+    @_answers_errors
+    async def NearestSurface(self, request: pb.NearestSurfaceRequest, context) -> pb.NearestSurfaceResponse:
+        return await world_state.nearest_surface(self.registry, request)
+
+    @_answers_errors
+    async def CheckCollision(self, request: pb.CheckCollisionRequest, context) -> pb.CheckCollisionResponse:
+        return await world_state.check_collision(self.registry, request)
+
+    @_answers_errors
+    async def QueryOccupancy(self, request: pb.QueryOccupancyRequest, context) -> pb.QueryOccupancyResponse:
+        return await world_state.query_occupancy(self.registry, request)
+
+    @_answers_errors
+    async def RemoveRegion(self, request: pb.RemoveRegionRequest, context) -> pb.RemoveRegionResponse:
+        return await world_state.remove_region(self.registry, request)
+
+    @_answers_errors
+    async def RecolorRegion(self, request: pb.RecolorRegionRequest, context) -> pb.RecolorRegionResponse:
+        return await world_state.recolor_region(self.registry, request)
+
+    @_answers_errors
+    async def InsertPoints(self, request: pb.InsertPointsRequest, context) -> pb.InsertPointsResponse:
+        return await world_state.insert_points(self.registry, request)

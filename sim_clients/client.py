@@ -8,13 +8,16 @@
             ...
 
 Poses are 4x4 float64 camera-to-world matrices (OpenCV camera, world Z up, metres; ``conventions`` converts from
-engine forms). Frames come back as ``conversions.Frame`` records. Every call has a deadline; every failure is a
+engine forms). Frames come back as ``conversions.Frame`` records; point-cloud chunks, query answers and edit results
+as the records of ``world_state`` (``PointCloudMirror`` keeps a copy of a world's cloud from the chunks). Every call has a deadline; every failure is a
 ``WorldClientError`` subclass whose message says what to do. At connect the client checks the server's API
 version: a different major version is ``IncompatibleServerError``, a different minor version a warning.
 
 ``step`` sends every request on one long-lived stream per client (a stream per call costs more than the rest of
 a loopback round trip); steps from several threads on one client run one at a time. ``step_stream`` opens its own
-stream. Transport only: request building and decoding are the pure functions of ``conversions``.
+stream. Transport only: request building and decoding are the pure functions of ``conversions`` and
+``world_state``. ``token`` sends ``authorization: Bearer <token>`` with every call; ``tls`` (or
+``tls_root_certificates``) connects over TLS. ``AsyncWorldClient`` (``aio_client``) has the same surface on asyncio.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -33,6 +37,7 @@ from worldweave.proto.worldweave.v1 import API_VERSION
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
 from worldweave.sim_clients import conversions
+from worldweave.sim_clients import world_state as ws
 from worldweave.sim_clients.conventions import CameraIntrinsics
 
 DEFAULT_MAX_MESSAGE_BYTES = 128 << 20
@@ -83,6 +88,10 @@ class NotSupportedError(WorldClientError):
     """The server does not implement this call (UNIMPLEMENTED)."""
 
 
+class AuthenticationError(WorldClientError, PermissionError):
+    """The server refused the call's credentials (UNAUTHENTICATED or PERMISSION_DENIED): pass the right ``token``."""
+
+
 class IncompatibleServerError(WorldClientError):
     """The server speaks another major API version."""
 
@@ -98,7 +107,37 @@ ERROR_BY_STATUS: dict[grpc.StatusCode, type[WorldClientError]] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: LimitExceededError,
     grpc.StatusCode.FAILED_PRECONDITION: PreconditionFailedError,
     grpc.StatusCode.UNIMPLEMENTED: NotSupportedError,
+    grpc.StatusCode.UNAUTHENTICATED: AuthenticationError,
+    grpc.StatusCode.PERMISSION_DENIED: AuthenticationError,
 }
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """Client channel options: the message limit both ways."""
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+    ]
+
+
+def channel_credentials(tls: bool, tls_root_certificates: bytes | str | Path | None) -> grpc.ChannelCredentials | None:
+    """TLS credentials (root certificates: PEM bytes or a PEM file; None: the system's roots), or None for a plain
+    channel (``tls`` False and no roots)."""
+    if not tls and tls_root_certificates is None:
+        return None
+    roots = tls_root_certificates
+    if isinstance(roots, (str, Path)):
+        roots = Path(roots).read_bytes()
+    return grpc.ssl_channel_credentials(root_certificates=roots)
+
+
+def call_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    """The metadata sent with every call: the bearer token, if any."""
+    if token is None:
+        return ()
+    if not token or not token.isascii() or not token.isprintable() or " " in token:
+        raise ValueError("token must be non-empty printable ASCII without spaces")
+    return (("authorization", f"Bearer {token}"),)
 
 
 def check_api_version(server_version: str, client_version: str = API_VERSION) -> str | None:
@@ -199,8 +238,9 @@ class PersistentStepStream:
     stream when a step runs over. A failed or cancelled stream is dropped and the next step opens a new one.
     """
 
-    def __init__(self, stub: pb_grpc.WorldServiceStub) -> None:
+    def __init__(self, stub: pb_grpc.WorldServiceStub, metadata: tuple[tuple[str, str], ...] = ()) -> None:
         self._stub = stub
+        self._metadata = metadata
         self._lock = threading.Lock()
         self._requests: queue.SimpleQueue | None = None
         self._call = None
@@ -214,7 +254,7 @@ class PersistentStepStream:
                 self._drop()
             if self._call is None:
                 self._requests = queue.SimpleQueue()
-                self._call = self._stub.Step(iter(self._requests.get, None))
+                self._call = self._stub.Step(iter(self._requests.get, None), metadata=self._metadata)
             call = self._call
             self._requests.put(request)
             self._watchdog.arm(time.monotonic() + timeout_s, call)
@@ -257,7 +297,8 @@ class WorldClient:
 
     ``timeout_s``: default deadline of unary calls, seconds. ``connect_timeout_s``: how long to wait for the server
     at connect. ``max_message_bytes``: the channel's message limit both ways (match the server's, reported in
-    ``info.limits``).
+    ``info.limits``). ``token``: bearer token for a server started with one. ``tls``: connect over TLS, trusting
+    the system's roots or ``tls_root_certificates`` (PEM bytes or file; setting it implies ``tls``).
     """
 
     def __init__(
@@ -267,19 +308,22 @@ class WorldClient:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         connect_timeout_s: float = 10.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        token: str | None = None,
+        tls: bool = False,
+        tls_root_certificates: bytes | str | Path | None = None,
     ) -> None:
         self.target = target
         self.timeout_s = timeout_s
         self.max_message_bytes = max_message_bytes
-        self._channel = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_send_message_length", max_message_bytes),
-                ("grpc.max_receive_message_length", max_message_bytes),
-            ],
-        )
+        self._metadata = call_metadata(token)
+        credentials = channel_credentials(tls, tls_root_certificates)
+        options = channel_options(max_message_bytes)
+        if credentials is None:
+            self._channel = grpc.insecure_channel(target, options=options)
+        else:
+            self._channel = grpc.secure_channel(target, credentials, options=options)
         self._stub = pb_grpc.WorldServiceStub(self._channel)
-        self._steps = PersistentStepStream(self._stub)
+        self._steps = PersistentStepStream(self._stub, self._metadata)
         try:
             grpc.channel_ready_future(self._channel).result(timeout=connect_timeout_s)
         except grpc.FutureTimeoutError:
@@ -309,7 +353,7 @@ class WorldClient:
     def _call(self, name: str, method, request, timeout_s: float | None = None):
         timeout = self.timeout_s if timeout_s is None else timeout_s
         try:
-            return method(request, timeout=timeout)
+            return method(request, timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as error:
             raise client_error(error.code(), error.details() or "", self.target, name, timeout) from None
 
@@ -448,17 +492,124 @@ class WorldClient:
         requests = (
             conversions.step_request(world_id, item, fmt, intrinsics=intrinsics) for item in poses
         )
-        return self._stream("Step", requests, timeout_s)
+        return self._server_stream("Step", self._stub.Step, requests, conversions.decode_step_response, timeout_s)
 
-    def _stream(
-        self, name: str, requests: Iterator[pb.StepRequest], timeout_s: float | None
-    ) -> Iterator[conversions.Frame]:
-        call = self._stub.Step(requests, timeout=timeout_s)
+    def _server_stream(self, name: str, method, request, decode, timeout_s: float | None) -> Iterator:
+        """Yield ``decode(response)`` for each response of the streaming call ``method(request)``, started on the
+        first ``next``; the call is cancelled when the caller stops iterating."""
+        call = method(request, timeout=timeout_s, metadata=self._metadata)
         try:
             for response in call:
-                yield conversions.decode_step_response(response)
+                yield decode(response)
         except grpc.RpcError as error:
             raise client_error(error.code(), error.details() or "", self.target, name, timeout_s) from None
         finally:
             call.cancel()
+
+    # ------------------------------------------------------------------------------------------- point cloud
+
+    def stream_point_cloud(
+        self,
+        world_id: str,
+        since_version: int = 0,
+        *,
+        follow: bool = False,
+        include_positions: bool = False,
+        max_chunk_bytes: int = 0,
+        timeout_s: float | None = None,
+    ) -> Iterator[ws.PointCloudChunk]:
+        """The world's voxel cloud as chunks: a snapshot (``since_version`` 0, or one the server no longer holds:
+        ``is_snapshot``), else the added, changed and removed voxels since ``since_version``. With ``follow`` the
+        stream stays open and brings each new version's changes until the iteration stops (or ``timeout_s``
+        seconds pass; None: no deadline). ``PointCloudMirror.apply`` takes the chunks."""
+        request = ws.point_cloud_request(world_id, since_version, follow=follow, max_chunk_bytes=max_chunk_bytes,
+                                         include_positions=include_positions)
+        return self._server_stream("StreamPointCloud", self._stub.StreamPointCloud, request,
+                                   ws.decode_point_cloud_chunk, timeout_s)
+
+    def crop_point_cloud(
+        self, world_id: str, min_m: np.ndarray, max_m: np.ndarray, *, max_chunk_bytes: int = 0,
+        timeout_s: float | None = None,
+    ) -> ws.CropResult:
+        """The voxels whose centres lie in the axis-aligned box ``[min_m, max_m]`` (world metres)."""
+        request = ws.crop_request(world_id, min_m, max_m, max_chunk_bytes=max_chunk_bytes)
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        return ws.decode_crop(self._server_stream("CropPointCloud", self._stub.CropPointCloud, request, lambda r: r, timeout))
+
+    # ------------------------------------------------------------------------------------------- queries
+
+    def raycast(
+        self, world_id: str, origins_m: np.ndarray, directions: np.ndarray, max_range_m: float, *,
+        timeout_s: float | None = None,
+    ) -> ws.RaycastResult:
+        """Cast rays from ``origins_m`` (N, 3) along ``directions`` (N, 3), up to ``max_range_m`` metres."""
+        request = ws.raycast_request(world_id, origins_m, directions, max_range_m)
+        response = self._call("Raycast", self._stub.Raycast, request, timeout_s)
+        return ws.decode_raycast(response, ws.rows(request.origins_m))
+
+    def nearest_surface(
+        self, world_id: str, points_m: np.ndarray, max_range_m: float, *, timeout_s: float | None = None
+    ) -> ws.NearestSurfaceResult:
+        """The nearest surface point to each of ``points_m`` (N, 3) within ``max_range_m`` metres."""
+        request = ws.nearest_surface_request(world_id, points_m, max_range_m)
+        response = self._call("NearestSurface", self._stub.NearestSurface, request, timeout_s)
+        return ws.decode_nearest_surface(response, ws.rows(request.points_m))
+
+    def check_spheres(
+        self, world_id: str, centers_m: np.ndarray, radii_m, *, timeout_s: float | None = None
+    ) -> ws.CollisionResult:
+        """Collision of spheres (``centers_m`` (N, 3), ``radii_m`` a number or (N,), metres) with the world."""
+        request = ws.sphere_collision_request(world_id, centers_m, radii_m)
+        return self._collide(request, ws.rows(request.spheres.centers_m), timeout_s)
+
+    def check_capsules(
+        self, world_id: str, starts_m: np.ndarray, ends_m: np.ndarray, radii_m, *, timeout_s: float | None = None
+    ) -> ws.CollisionResult:
+        """Collision of capsules (segments ``starts_m`` -> ``ends_m``, radii ``radii_m``, metres) with the world."""
+        request = ws.capsule_collision_request(world_id, starts_m, ends_m, radii_m)
+        return self._collide(request, ws.rows(request.capsules.starts_m), timeout_s)
+
+    def check_boxes(
+        self, world_id: str, centers_m: np.ndarray, half_extents_m: np.ndarray, rotations: np.ndarray, *,
+        timeout_s: float | None = None,
+    ) -> ws.CollisionResult:
+        """Collision of oriented boxes (centres and half extents (N, 3) metres; box-to-world ``rotations`` as (N, 4)
+        quaternions qw, qx, qy, qz or (N, 3, 3) matrices) with the world."""
+        request = ws.box_collision_request(world_id, centers_m, half_extents_m, rotations)
+        return self._collide(request, ws.rows(request.boxes.centers_m), timeout_s)
+
+    def _collide(self, request: pb.CheckCollisionRequest, n: int, timeout_s: float | None) -> ws.CollisionResult:
+        return ws.decode_collision(self._call("CheckCollision", self._stub.CheckCollision, request, timeout_s), n)
+
+    def query_occupancy(
+        self, world_id: str, points_m: np.ndarray, *, timeout_s: float | None = None
+    ) -> ws.OccupancyResult:
+        """Occupancy of each of ``points_m`` (N, 3): ``OCCUPANCY_UNKNOWN`` / ``_FREE`` / ``_OCCUPIED`` codes."""
+        request = ws.occupancy_request(world_id, points_m)
+        response = self._call("QueryOccupancy", self._stub.QueryOccupancy, request, timeout_s)
+        return ws.decode_occupancy(response, ws.rows(request.points_m))
+
+    # ------------------------------------------------------------------------------------------- edits
+
+    def remove_region(self, world_id: str, region: pb.Region, *, timeout_s: float | None = None) -> ws.EditResult:
+        """Remove the memory inside ``region`` (``world_state.box_region``, ``sphere_region``,
+        ``oriented_box_region``); it does not come back in later frames."""
+        response = self._call("RemoveRegion", self._stub.RemoveRegion, ws.remove_region_request(world_id, region), timeout_s)
+        return ws.EditResult(int(response.version), int(response.voxels_removed))
+
+    def recolor_region(
+        self, world_id: str, region: pb.Region, rgb: Sequence[int], *, timeout_s: float | None = None
+    ) -> ws.EditResult:
+        """Recolour the memory inside ``region`` with ``rgb`` (three integers 0..255)."""
+        request = ws.recolor_region_request(world_id, region, rgb)
+        response = self._call("RecolorRegion", self._stub.RecolorRegion, request, timeout_s)
+        return ws.EditResult(int(response.version), int(response.voxels_changed))
+
+    def insert_points(
+        self, world_id: str, points_m: np.ndarray, colors: np.ndarray, *, timeout_s: float | None = None
+    ) -> ws.EditResult:
+        """Insert ``points_m`` (N, 3) world metres with ``colors`` uint8 (N, 3); ``voxels`` counts new voxels."""
+        request = ws.insert_points_request(world_id, points_m, colors)
+        response = self._call("InsertPoints", self._stub.InsertPoints, request, timeout_s)
+        return ws.EditResult(int(response.version), int(response.voxels_added))
 

@@ -111,6 +111,31 @@ def rotation_from_quaternion(q: Quaternion) -> np.ndarray:
     )
 
 
+def rotations_from_quaternions(quaternions_wxyz: np.ndarray, name: str = "quaternions") -> np.ndarray:
+    """(N, 4) quaternions, columns qw, qx, qy, qz (each normalised here) -> (N, 3, 3) rotations: the batch form of
+    :func:`rotation_from_quaternion`. A zero or non-finite row raises ``ConventionError`` naming its index."""
+    q = np.asarray(quaternions_wxyz, dtype=np.float64)
+    if q.ndim != 2 or q.shape[1] != 4:
+        raise ConventionError(f"{name} must have shape (N, 4) (qw, qx, qy, qz), got {q.shape}")
+    bad = ~np.isfinite(q).all(axis=1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ConventionError(f"{name}[{i}] = {q[i].tolist()} has a non-finite value")
+    norm = np.linalg.norm(q, axis=1)
+    if len(q) and norm.min() < 1e-8:
+        i = int(np.argmin(norm))
+        raise ConventionError(f"{name}[{i}] = {q[i].tolist()} has zero length")
+    w, x, y, z = (q / norm[:, None] if len(q) else q).T
+    return np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], axis=-1),
+            np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], axis=-1),
+            np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], axis=-1),
+        ],
+        axis=1,
+    )
+
+
 def quaternion_from_rotation(rotation: np.ndarray) -> Quaternion:
     """Quaternion of a proper 3x3 rotation, with ``qw >= 0`` (Shepperd's method)."""
     m = np.asarray(rotation, dtype=np.float64)

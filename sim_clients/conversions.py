@@ -223,6 +223,64 @@ def decode_mask(message: pb.Mask, name: str = "mask") -> np.ndarray:
     return bits.astype(bool).reshape(height, width)
 
 
+# ------------------------------------------------------------------------------------------------ packed arrays
+
+FLOAT32 = "<f4"
+"""Wire dtype of packed positions, directions, distances and radii: little-endian float32."""
+INT64 = "<i8"
+"""Wire dtype of packed voxel keys: little-endian int64."""
+UINT8 = "|u1"
+"""Wire dtype of packed colours, flags, booleans and enum codes."""
+
+
+def pack_array(values, dtype: str, columns: int | None, name: str) -> bytes:
+    """Numbers of shape (N, ``columns``) (or (N,) when ``columns`` is None) -> little-endian, C-order bytes of
+    ``dtype`` (``FLOAT32``, ``INT64``, ``UINT8``): a packed array field of ``world.proto``."""
+    array = np.asarray(values)
+    expected = "(N,)" if columns is None else f"(N, {columns})"
+    if (columns is None and array.ndim != 1) or (columns is not None and (array.ndim != 2 or array.shape[1] != columns)):
+        raise WireFormatError(f"{name} must have shape {expected}, got {array.shape}")
+    if np.dtype(dtype).kind in "iu" and array.dtype.kind == "f":
+        raise WireFormatError(f"{name} must hold integers ({np.dtype(dtype).name}), got {array.dtype}")
+    return np.ascontiguousarray(array, dtype=dtype).tobytes()
+
+
+def unpack_array(data: bytes, dtype: str, columns: int | None, name: str) -> np.ndarray:
+    """A packed array field -> read-only numpy array of shape (N, ``columns``) (or (N,)) viewing ``data``; raises
+    ``WireFormatError`` naming the field when its length is not a whole number of rows."""
+    row = np.dtype(dtype).itemsize * (columns or 1)
+    if len(data) % row:
+        shape = "(N,)" if columns is None else f"(N, {columns})"
+        raise WireFormatError(
+            f"{name} has {len(data)} bytes, not a whole number of {np.dtype(dtype).name} {shape} rows of {row} bytes"
+        )
+    array = np.frombuffer(data, dtype=dtype)
+    return array if columns is None else array.reshape(-1, columns)
+
+
+VOXEL_KEY_AXIS_BITS = 21
+"""Bits per axis in a packed voxel key (``StreamPointCloudResponse.keys``)."""
+_VOXEL_KEY_OFFSET = 1 << (VOXEL_KEY_AXIS_BITS - 1)
+_VOXEL_KEY_MASK = (1 << VOXEL_KEY_AXIS_BITS) - 1
+
+
+def voxel_indices(keys: np.ndarray) -> np.ndarray:
+    """Packed int64 voxel keys -> (N, 3) int64 voxel indices ``(i, j, k)``.
+
+    A key packs ``(i + 2**20) << 42 | (j + 2**20) << 21 | (k + 2**20)``; voxel ``(i, j, k)`` holds the world points
+    with ``i = floor(x / voxel_size_m)`` (likewise y, z).
+    """
+    keys = np.asarray(keys, dtype=np.int64)
+    shifts = np.array([2 * VOXEL_KEY_AXIS_BITS, VOXEL_KEY_AXIS_BITS, 0], dtype=np.int64)
+    return ((keys[:, None] >> shifts) & _VOXEL_KEY_MASK) - _VOXEL_KEY_OFFSET
+
+
+def voxel_centers(keys: np.ndarray, voxel_size_m: float) -> np.ndarray:
+    """Packed int64 voxel keys -> (N, 3) float32 voxel centres, world metres: ``(index + 0.5) * voxel_size_m``,
+    computed in float64 (bit-identical to the server's positions)."""
+    return ((voxel_indices(keys).astype(np.float64) + 0.5) * float(voxel_size_m)).astype(np.float32)
+
+
 # ------------------------------------------------------------------------------------------------ poses
 
 

@@ -1,0 +1,172 @@
+"""The point-cloud RPCs: ``StreamPointCloud`` (a snapshot or the changes since a version, optionally following the
+world) and ``CropPointCloud`` (the voxels inside a box), both in chunks well under the message limit.
+
+Chunks carry packed little-endian arrays (``sim_clients.conversions.pack_array``), never repeated floats, per voxel:
+an int64 key (8 bytes), and unless removed uint8 RGB (3) and a uint8 source flag (1), plus float32 centres (12)
+when asked for: 12 or 24 bytes a voxel, so a 1 MiB chunk holds 87381 or 43690 voxels. A change set goes out as its
+removed voxels, then changed, then added, the last chunk flagged ``last_in_version``; an empty set is one empty
+chunk, so a receiver always learns the version it reached. ``since_version`` 0, or one older than the world's change
+log (``VoxelMap.changes_since``), is answered with the whole map flagged ``is_snapshot``.
+
+Following: after the first change set the stream waits for the world's version to move (``WorldRegistry.
+wait_for_change``) and sends the net changes since the version it last sent. A follower that reads slowly gets
+several versions folded into one change set (and a snapshot when it fell behind the change log), never a backlog.
+The map is read under the world's lock; chunks are encoded off the lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import numpy as np
+
+from worldweave.bridge.errors import InvalidInputError, LimitExceededError
+from worldweave.bridge.memory.voxel_map import VoxelChanges, VoxelSet
+from worldweave.bridge.world import World
+from worldweave.proto.worldweave.v1 import world_pb2 as pb
+from worldweave.server import codecs
+from worldweave.server.registry import WorldRegistry
+from worldweave.server.world_state import queries_of
+from worldweave.sim_clients.conversions import FLOAT32, INT64, UINT8, pack_array
+
+DEFAULT_CHUNK_BYTES = 1 << 20
+"""Chunk payload when a request leaves ``max_chunk_bytes`` at 0, bytes (~1 MiB)."""
+MIN_CHUNK_BYTES = 1024
+"""Smallest ``max_chunk_bytes`` a request may ask for, bytes."""
+MESSAGE_OVERHEAD_BYTES = 4096
+"""Room kept under the message limit for a chunk's fields besides its arrays, bytes."""
+KEY_BYTES, COLOR_BYTES, FLAG_BYTES, POSITION_BYTES = 8, 3, 1, 12
+"""Bytes per voxel of each packed array."""
+CROP_POINT_BYTES = POSITION_BYTES + COLOR_BYTES
+
+
+def chunk_bytes(requested: int, max_message_bytes: int) -> int:
+    """The chunk payload to use, bytes: ``requested`` (0: the default), within [MIN_CHUNK_BYTES, message limit]."""
+    largest = max_message_bytes - MESSAGE_OVERHEAD_BYTES
+    if requested == 0:
+        return min(DEFAULT_CHUNK_BYTES, largest)
+    if requested < MIN_CHUNK_BYTES:
+        raise InvalidInputError(f"max_chunk_bytes {requested} is below the minimum {MIN_CHUNK_BYTES} (0: the default)")
+    if requested > largest:
+        raise LimitExceededError(
+            f"max_chunk_bytes {requested} does not fit the {max_message_bytes}-byte message limit; ask for at most {largest}"
+        )
+    return requested
+
+
+def voxel_bytes(kind: int, include_positions: bool) -> int:
+    """Bytes one voxel takes in a chunk of ``kind``."""
+    if kind == pb.CHANGE_KIND_REMOVED:
+        return KEY_BYTES
+    return KEY_BYTES + COLOR_BYTES + FLAG_BYTES + (POSITION_BYTES if include_positions else 0)
+
+
+def _slices(count: int, per_chunk: int) -> Iterator[slice]:
+    for start in range(0, count, per_chunk):
+        yield slice(start, min(start + per_chunk, count))
+
+
+def change_chunks(
+    changes: VoxelChanges, voxel_size_m: float, max_chunk_bytes: int, *, include_positions: bool
+) -> list[pb.StreamPointCloudResponse]:
+    """One change set as chunks of at most ``max_chunk_bytes`` array bytes each: removed, changed, added."""
+    parts: list[tuple[int, VoxelSet | np.ndarray]] = [
+        (pb.CHANGE_KIND_REMOVED, changes.removed_keys),
+        (pb.CHANGE_KIND_CHANGED, changes.changed),
+        (pb.CHANGE_KIND_ADDED, changes.added),
+    ]
+    chunks = []
+    for kind, voxels in parts:
+        per_chunk = max(1, max_chunk_bytes // voxel_bytes(kind, include_positions))
+        for rows in _slices(len(voxels), per_chunk):
+            chunk = pb.StreamPointCloudResponse(
+                since_version=changes.since_version, version=changes.version, is_snapshot=changes.is_snapshot,
+                kind=kind, voxel_size_m=voxel_size_m,
+            )
+            if kind == pb.CHANGE_KIND_REMOVED:
+                keys = voxels[rows]
+            else:
+                keys = voxels.keys[rows]
+                chunk.colors = pack_array(voxels.colors[rows], UINT8, 3, "colors")
+                chunk.flags = pack_array(voxels.sources[rows], UINT8, None, "flags")
+                if include_positions:
+                    chunk.positions_m = pack_array(voxels.positions_m[rows], FLOAT32, 3, "positions_m")
+            chunk.count = len(keys)
+            chunk.keys = pack_array(keys, INT64, None, "keys")
+            chunks.append(chunk)
+    if not chunks:
+        chunks.append(pb.StreamPointCloudResponse(
+            since_version=changes.since_version, version=changes.version, is_snapshot=changes.is_snapshot,
+            kind=pb.CHANGE_KIND_ADDED, voxel_size_m=voxel_size_m,
+        ))
+    chunks[-1].last_in_version = True
+    return chunks
+
+
+def read_changes(world: World, since_version: int) -> VoxelChanges:
+    """The world's voxel changes since ``since_version`` (0: a snapshot of the whole map); call under its lock."""
+    voxel_map = world.memory.voxel_map
+    if since_version == 0:
+        voxels = voxel_map.voxels()
+        empty = np.empty(0, dtype=np.int64)
+        nothing = VoxelSet(*(getattr(voxels, name)[:0] for name in VoxelSet.__dataclass_fields__))
+        return VoxelChanges(0, int(voxel_map.version), True, voxels, nothing, empty)
+    if since_version > voxel_map.version:
+        raise InvalidInputError(
+            f"since_version {since_version} is newer than the world's version {voxel_map.version}; "
+            "send 0 for a snapshot"
+        )
+    return voxel_map.changes_since(since_version)
+
+
+async def stream_point_cloud(
+    registry: WorldRegistry, request: pb.StreamPointCloudRequest, max_message_bytes: int
+) -> AsyncIterator[pb.StreamPointCloudResponse]:
+    """The responses of one ``StreamPointCloud`` call (see the module docstring); errors are engine errors."""
+    entry = registry.entry(request.world_id)
+    max_chunk = chunk_bytes(request.max_chunk_bytes, max_message_bytes)
+    since = int(request.since_version)
+    while True:
+        changes, voxel_size_m = await registry.run(
+            entry, lambda world: (read_changes(world, since), world.memory.voxel_map.voxel_size_m)
+        )
+        chunks = await registry.offload(
+            lambda: change_chunks(changes, voxel_size_m, max_chunk, include_positions=request.include_positions)
+        )
+        for chunk in chunks:
+            yield chunk
+        if not request.follow:
+            return
+        since = changes.version
+        await registry.wait_for_change(entry, since)
+
+
+def crop_chunks(version: int, points_m: np.ndarray, colors: np.ndarray, max_chunk_bytes: int) -> list[pb.CropPointCloudResponse]:
+    """Cropped voxels as chunks of at most ``max_chunk_bytes`` array bytes; at least one, the last flagged."""
+    chunks = [
+        pb.CropPointCloudResponse(
+            version=version, count=rows.stop - rows.start,
+            points_m=pack_array(points_m[rows], FLOAT32, 3, "points_m"), colors=pack_array(colors[rows], UINT8, 3, "colors"),
+        )
+        for rows in _slices(len(points_m), max(1, max_chunk_bytes // CROP_POINT_BYTES))
+    ] or [pb.CropPointCloudResponse(version=version)]
+    chunks[-1].last = True
+    return chunks
+
+
+async def crop_point_cloud(
+    registry: WorldRegistry, request: pb.CropPointCloudRequest, max_message_bytes: int
+) -> list[pb.CropPointCloudResponse]:
+    """The chunks of one ``CropPointCloud`` call: ``WorldQueries.crop`` of the request's box."""
+    entry = registry.entry(request.world_id)
+    max_chunk = chunk_bytes(request.max_chunk_bytes, max_message_bytes)
+    if not request.HasField("box"):
+        raise InvalidInputError("box is not set: give the crop's min_m and max_m corners (metres)")
+    box = codecs.box_from_proto(request.box, "box")
+
+    def crop(world: World) -> tuple[int, np.ndarray, np.ndarray]:
+        result = queries_of(entry).crop(box)
+        return int(world.version), result.points_m, result.colors
+
+    version, points, colors = await registry.run(entry, crop)
+    return await registry.offload(lambda: crop_chunks(version, points, colors, max_chunk))

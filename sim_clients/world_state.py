@@ -1,0 +1,395 @@
+"""Pure conversions of the world-state RPCs (point cloud, spatial queries, edits): numpy in, messages out, and back.
+
+Used by ``WorldClient`` and ``AsyncWorldClient`` (and the gateway, through them); no network, no engine. Arrays
+travel as packed little-endian fields (``conversions.pack_array``); every coordinate is canonical world metres
+(right-handed, Z up). Every function raises ``WireFormatError`` naming the bad value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from worldweave.proto.worldweave.v1 import world_pb2 as pb
+from worldweave.sim_clients.conventions import ConventionError, quaternion_from_rotation
+from worldweave.sim_clients.conversions import (
+    FLOAT32,
+    INT64,
+    UINT8,
+    WireFormatError,
+    pack_array,
+    unpack_array,
+    vec3_message,
+)
+
+ChangeKind = Literal["added", "changed", "removed"]
+CHANGE_KIND_NAMES: dict[int, ChangeKind] = {
+    pb.CHANGE_KIND_ADDED: "added",
+    pb.CHANGE_KIND_CHANGED: "changed",
+    pb.CHANGE_KIND_REMOVED: "removed",
+}
+"""Wire change kinds of point-cloud chunks and their names."""
+SOURCE_NAMES = {0: "seed", 1: "generated", 2: "inserted"}
+"""Values of a voxel's flags byte (``StreamPointCloudResponse.flags``): where its content came from."""
+OCCUPANCY_NAMES = {pb.OCCUPANCY_UNKNOWN: "unknown", pb.OCCUPANCY_FREE: "free", pb.OCCUPANCY_OCCUPIED: "occupied"}
+"""Wire occupancy codes (``QueryOccupancyResponse.states``) and their names."""
+
+
+# ------------------------------------------------------------------------------------------------ arrays
+
+
+def points_array(values, name: str) -> np.ndarray:
+    """(N, 3) numbers -> float64 (N, 3) (a single point (3,) becomes (1, 3))."""
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise WireFormatError(f"{name} must be (N, 3) numbers: {error}") from None
+    if array.shape == (3,):
+        array = array[None]
+    if array.ndim != 2 or array.shape[1] != 3:
+        raise WireFormatError(f"{name} must have shape (N, 3), got {array.shape}")
+    return array
+
+
+def per_item(values, n: int, name: str) -> np.ndarray:
+    """A number or (N,) numbers -> float64 (N,)."""
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise WireFormatError(f"{name} must be a number or (N,) numbers: {error}") from None
+    if array.ndim == 0:
+        return np.full(n, float(array))
+    if array.shape != (n,):
+        raise WireFormatError(f"{name} must be a number or have shape ({n},), got {array.shape}")
+    return array
+
+
+def same_rows(n: int, name: str, array: np.ndarray, first: str) -> None:
+    """Raise unless ``array`` has ``n`` rows (as ``first`` has)."""
+    if len(array) != n:
+        raise WireFormatError(f"{name} has {len(array)} rows, {first} has {n}")
+
+
+def quaternions_wxyz(rotations, n: int, name: str) -> np.ndarray:
+    """(N, 4) quaternions (qw, qx, qy, qz) or (N, 3, 3) rotation matrices -> float64 (N, 4) quaternions."""
+    array = np.asarray(rotations, dtype=np.float64)
+    if array.shape == (n, 4):
+        return array
+    if array.shape == (n, 3, 3):
+        try:
+            return np.array([tuple(quaternion_from_rotation(r)) for r in array]).reshape(n, 4)
+        except (ConventionError, ValueError) as error:
+            raise WireFormatError(f"{name}: {error}") from None
+    raise WireFormatError(f"{name} must be ({n}, 4) quaternions (qw, qx, qy, qz) or ({n}, 3, 3) matrices, got {array.shape}")
+
+
+def rows(data: bytes, columns: int = 3) -> int:
+    """Rows of a packed float32 (N, ``columns``) field."""
+    return len(data) // (4 * columns)
+
+
+def _field(message, name: str, dtype: str, columns: int | None, n: int, what: str) -> np.ndarray:
+    array = unpack_array(getattr(message, name), dtype, columns, f"{what}.{name}")
+    if len(array) != n:
+        raise WireFormatError(f"{what}.{name} has {len(array)} rows, expected {n}")
+    return array
+
+
+# ------------------------------------------------------------------------------------------------ point cloud
+
+
+@dataclass(frozen=True)
+class PointCloudChunk:
+    """One decoded ``StreamPointCloudResponse``.
+
+    ``since_version`` -> ``version``: the versions the chunk's change set goes between. ``is_snapshot``: the set
+    is the whole map (drop what you held). ``kind``: what the arrays list. ``keys`` int64 (N,) packed voxel keys
+    (``conversions.voxel_centers`` decodes them). ``positions_m`` float32 (N, 3) voxel centres, world metres, when
+    asked for (else None). ``colors`` uint8 (N, 3) and ``flags`` uint8 (N,) (``SOURCE_NAMES``) except for removed
+    voxels (None). ``voxel_size_m`` voxel edge, metres. ``last_in_version``: the change set is complete.
+    """
+
+    since_version: int
+    version: int
+    is_snapshot: bool
+    kind: ChangeKind
+    keys: np.ndarray
+    positions_m: np.ndarray | None
+    colors: np.ndarray | None
+    flags: np.ndarray | None
+    voxel_size_m: float
+    last_in_version: bool
+
+
+def point_cloud_request(
+    world_id: str, since_version: int = 0, *, follow: bool = False, max_chunk_bytes: int = 0,
+    include_positions: bool = False,
+) -> pb.StreamPointCloudRequest:
+    """A ``StreamPointCloudRequest``: changes since ``since_version`` (0: a snapshot), optionally following."""
+    if since_version < 0:
+        raise WireFormatError(f"since_version must be >= 0, got {since_version}")
+    if max_chunk_bytes < 0:
+        raise WireFormatError(f"max_chunk_bytes must be >= 0 (0: the server's default), got {max_chunk_bytes}")
+    return pb.StreamPointCloudRequest(
+        world_id=world_id, since_version=since_version, follow=follow, max_chunk_bytes=max_chunk_bytes,
+        include_positions=include_positions,
+    )
+
+
+def decode_point_cloud_chunk(message: pb.StreamPointCloudResponse) -> PointCloudChunk:
+    """``StreamPointCloudResponse`` -> ``PointCloudChunk``; every array must hold ``count`` rows."""
+    if message.kind not in CHANGE_KIND_NAMES:
+        raise WireFormatError(f"point-cloud chunk kind {message.kind} is not a ChangeKind (1..3)")
+    kind = CHANGE_KIND_NAMES[message.kind]
+    n = int(message.count)
+    what = f"point-cloud chunk (version {message.version})"
+    keys = _field(message, "keys", INT64, None, n, what)
+    positions = _field(message, "positions_m", FLOAT32, 3, n, what) if message.positions_m else None
+    colors = flags = None
+    if kind != "removed":
+        colors = _field(message, "colors", UINT8, 3, n, what)
+        flags = _field(message, "flags", UINT8, None, n, what)
+    return PointCloudChunk(
+        int(message.since_version), int(message.version), bool(message.is_snapshot), kind, keys, positions, colors,
+        flags, float(message.voxel_size_m), bool(message.last_in_version),
+    )
+
+
+# ------------------------------------------------------------------------------------------------ queries
+
+
+@dataclass(frozen=True)
+class RaycastResult:
+    """One answer per ray. ``hit`` bool; ``distance_m`` float32 metres (``max_range_m`` without a hit);
+    ``points_m`` float32 (N, 3) hit points, world metres (0 without a hit); ``colors`` uint8 (N, 3) (0 without a
+    hit); ``unknown`` bool: the ray entered unobserved space before hitting anything (a miss there is not free
+    space). ``version``: the memory version answered."""
+
+    version: int
+    hit: np.ndarray
+    distance_m: np.ndarray
+    points_m: np.ndarray
+    colors: np.ndarray
+    unknown: np.ndarray
+
+
+@dataclass(frozen=True)
+class NearestSurfaceResult:
+    """One answer per point. ``found`` bool (a surface within range); ``distance_m`` float32 metres
+    (``max_range_m`` when not found); ``points_m`` float32 (N, 3) nearest surface points (0 when not found)."""
+
+    version: int
+    found: np.ndarray
+    distance_m: np.ndarray
+    points_m: np.ndarray
+
+
+@dataclass(frozen=True)
+class CollisionResult:
+    """One answer per shape. ``hit`` bool; ``clearance_m`` float32 metres: gap to the surface (> 0) or minus the
+    penetration depth (<= 0), +inf when no surface is within the server's clearance reach; ``contact_points_m``
+    float32 (N, 3) surface point deciding the clearance, world metres (0 when none)."""
+
+    version: int
+    hit: np.ndarray
+    clearance_m: np.ndarray
+    contact_points_m: np.ndarray
+
+
+@dataclass(frozen=True)
+class OccupancyResult:
+    """``states`` uint8 (N,) wire ``Occupancy`` codes (``OCCUPANCY_NAMES``: 1 unknown, 2 free, 3 occupied)."""
+
+    version: int
+    states: np.ndarray
+
+
+@dataclass(frozen=True)
+class CropResult:
+    """The voxels inside a box: ``points_m`` float32 (N, 3) voxel centres, world metres; ``colors`` uint8 (N, 3)."""
+
+    version: int
+    points_m: np.ndarray
+    colors: np.ndarray
+
+
+def raycast_request(world_id: str, origins_m, directions, max_range_m: float) -> pb.RaycastRequest:
+    """Rays from ``origins_m`` (N, 3) along ``directions`` (N, 3, any non-zero length) up to ``max_range_m``."""
+    origins = points_array(origins_m, "origins_m")
+    directions = points_array(directions, "directions")
+    same_rows(len(origins), "directions", directions, "origins_m")
+    return pb.RaycastRequest(
+        world_id=world_id, origins_m=pack_array(origins, FLOAT32, 3, "origins_m"),
+        directions=pack_array(directions, FLOAT32, 3, "directions"), max_range_m=float(max_range_m),
+    )
+
+
+def decode_raycast(message: pb.RaycastResponse, n: int) -> RaycastResult:
+    what = "RaycastResponse"
+    return RaycastResult(
+        int(message.version), _field(message, "hit", UINT8, None, n, what).astype(bool),
+        _field(message, "distance_m", FLOAT32, None, n, what), _field(message, "points_m", FLOAT32, 3, n, what),
+        _field(message, "colors", UINT8, 3, n, what), _field(message, "unknown", UINT8, None, n, what).astype(bool),
+    )
+
+
+def nearest_surface_request(world_id: str, points_m, max_range_m: float) -> pb.NearestSurfaceRequest:
+    """Nearest surface to each of ``points_m`` (N, 3) within ``max_range_m`` metres."""
+    points = points_array(points_m, "points_m")
+    return pb.NearestSurfaceRequest(
+        world_id=world_id, points_m=pack_array(points, FLOAT32, 3, "points_m"), max_range_m=float(max_range_m)
+    )
+
+
+def decode_nearest_surface(message: pb.NearestSurfaceResponse, n: int) -> NearestSurfaceResult:
+    what = "NearestSurfaceResponse"
+    return NearestSurfaceResult(
+        int(message.version), _field(message, "found", UINT8, None, n, what).astype(bool),
+        _field(message, "distance_m", FLOAT32, None, n, what), _field(message, "surface_points_m", FLOAT32, 3, n, what),
+    )
+
+
+def sphere_collision_request(world_id: str, centers_m, radii_m) -> pb.CheckCollisionRequest:
+    """Spheres: ``centers_m`` (N, 3), ``radii_m`` a number or (N,), metres."""
+    centers = points_array(centers_m, "centers_m")
+    radii = per_item(radii_m, len(centers), "radii_m")
+    return pb.CheckCollisionRequest(world_id=world_id, spheres=pb.SphereBatch(
+        centers_m=pack_array(centers, FLOAT32, 3, "centers_m"), radii_m=pack_array(radii, FLOAT32, None, "radii_m")))
+
+
+def capsule_collision_request(world_id: str, starts_m, ends_m, radii_m) -> pb.CheckCollisionRequest:
+    """Capsules: segments ``starts_m`` -> ``ends_m`` (each (N, 3)) thickened by ``radii_m`` (a number or (N,))."""
+    starts = points_array(starts_m, "starts_m")
+    ends = points_array(ends_m, "ends_m")
+    same_rows(len(starts), "ends_m", ends, "starts_m")
+    radii = per_item(radii_m, len(starts), "radii_m")
+    return pb.CheckCollisionRequest(world_id=world_id, capsules=pb.CapsuleBatch(
+        starts_m=pack_array(starts, FLOAT32, 3, "starts_m"), ends_m=pack_array(ends, FLOAT32, 3, "ends_m"),
+        radii_m=pack_array(radii, FLOAT32, None, "radii_m")))
+
+
+def box_collision_request(world_id: str, centers_m, half_extents_m, rotations) -> pb.CheckCollisionRequest:
+    """Oriented boxes: ``centers_m`` and ``half_extents_m`` (N, 3) metres; ``rotations`` box-to-world, as (N, 4)
+    quaternions (qw, qx, qy, qz) or (N, 3, 3) matrices (columns = box axes in world)."""
+    centers = points_array(centers_m, "centers_m")
+    half = points_array(half_extents_m, "half_extents_m")
+    same_rows(len(centers), "half_extents_m", half, "centers_m")
+    quaternions = quaternions_wxyz(rotations, len(centers), "rotations")
+    return pb.CheckCollisionRequest(world_id=world_id, boxes=pb.OrientedBoxBatch(
+        centers_m=pack_array(centers, FLOAT32, 3, "centers_m"),
+        half_extents_m=pack_array(half, FLOAT32, 3, "half_extents_m"),
+        rotations_wxyz=pack_array(quaternions, FLOAT32, 4, "rotations_wxyz")))
+
+
+def decode_collision(message: pb.CheckCollisionResponse, n: int) -> CollisionResult:
+    what = "CheckCollisionResponse"
+    return CollisionResult(
+        int(message.version), _field(message, "hit", UINT8, None, n, what).astype(bool),
+        _field(message, "clearance_m", FLOAT32, None, n, what), _field(message, "contact_points_m", FLOAT32, 3, n, what),
+    )
+
+
+def occupancy_request(world_id: str, points_m) -> pb.QueryOccupancyRequest:
+    """Occupancy of each of ``points_m`` (N, 3), world metres."""
+    points = points_array(points_m, "points_m")
+    return pb.QueryOccupancyRequest(world_id=world_id, points_m=pack_array(points, FLOAT32, 3, "points_m"))
+
+
+def decode_occupancy(message: pb.QueryOccupancyResponse, n: int) -> OccupancyResult:
+    states = _field(message, "states", UINT8, None, n, "QueryOccupancyResponse")
+    bad = ~np.isin(states, list(OCCUPANCY_NAMES))
+    if bad.any():
+        raise WireFormatError(f"QueryOccupancyResponse.states[{int(np.argmax(bad))}] is not an Occupancy code (1..3)")
+    return OccupancyResult(int(message.version), states)
+
+
+def box_message(min_m, max_m) -> pb.Box:
+    """An axis-aligned ``Box`` from its corners, metres."""
+    return pb.Box(min_m=vec3_message(min_m, "box min_m"), max_m=vec3_message(max_m, "box max_m"))
+
+
+def crop_request(world_id: str, min_m, max_m, *, max_chunk_bytes: int = 0) -> pb.CropPointCloudRequest:
+    """The voxels inside the axis-aligned box ``[min_m, max_m]`` (metres), in chunks."""
+    if max_chunk_bytes < 0:
+        raise WireFormatError(f"max_chunk_bytes must be >= 0 (0: the server's default), got {max_chunk_bytes}")
+    return pb.CropPointCloudRequest(world_id=world_id, box=box_message(min_m, max_m), max_chunk_bytes=max_chunk_bytes)
+
+
+def decode_crop(messages: Iterable[pb.CropPointCloudResponse]) -> CropResult:
+    """The chunks of one crop, in order -> one ``CropResult`` (the last chunk must say ``last``)."""
+    points, colors, version, last = [], [], 0, False
+    for i, message in enumerate(messages):
+        what = f"CropPointCloudResponse[{i}]"
+        n = int(message.count)
+        points.append(_field(message, "points_m", FLOAT32, 3, n, what))
+        colors.append(_field(message, "colors", UINT8, 3, n, what))
+        version, last = int(message.version), bool(message.last)
+    if not last:
+        raise WireFormatError("the crop stream ended before its last chunk")
+    return CropResult(version, np.concatenate(points), np.concatenate(colors))
+
+
+# ------------------------------------------------------------------------------------------------ edits
+
+
+@dataclass(frozen=True)
+class EditResult:
+    """What an edit did: ``version`` memory version after it; ``voxels`` how many voxels it removed, recoloured or
+    added (by the call)."""
+
+    version: int
+    voxels: int
+
+
+def box_region(min_m, max_m) -> pb.Region:
+    """An axis-aligned box region ``[min_m, max_m]``, world metres (boundaries inside)."""
+    return pb.Region(box=box_message(min_m, max_m))
+
+
+def sphere_region(center_m, radius_m: float) -> pb.Region:
+    """A ball region, world metres."""
+    return pb.Region(sphere=pb.Sphere(center_m=vec3_message(center_m, "sphere center_m"), radius_m=float(radius_m)))
+
+
+def oriented_box_region(center_m, half_extents_m, rotation) -> pb.Region:
+    """An oriented box region: centre and half extents (metres), box-to-world rotation as a 3x3 matrix or a
+    (qw, qx, qy, qz) quaternion."""
+    q = quaternions_wxyz(np.asarray(rotation, dtype=np.float64)[None], 1, "rotation")[0]
+    return pb.Region(oriented_box=pb.OrientedBox(
+        center_m=vec3_message(center_m, "oriented box center_m"),
+        half_extents_m=vec3_message(half_extents_m, "oriented box half_extents_m"),
+        rotation=pb.Quaternion(qw=q[0], qx=q[1], qy=q[2], qz=q[3])))
+
+
+def _region(region: pb.Region) -> pb.Region:
+    if not isinstance(region, pb.Region):
+        raise WireFormatError(f"region must be a Region message (box_region, sphere_region, oriented_box_region), "
+                              f"got {type(region).__name__}")
+    return region
+
+
+def remove_region_request(world_id: str, region: pb.Region) -> pb.RemoveRegionRequest:
+    return pb.RemoveRegionRequest(world_id=world_id, region=_region(region))
+
+
+def recolor_region_request(world_id: str, region: pb.Region, rgb) -> pb.RecolorRegionRequest:
+    """Recolour a region with ``rgb``: three integers 0..255."""
+    color = np.asarray(rgb)
+    if color.shape != (3,) or color.dtype.kind not in "iu" or not np.all((color >= 0) & (color <= 255)):
+        raise WireFormatError(f"rgb must be three integers in 0..255, got {rgb!r}")
+    return pb.RecolorRegionRequest(world_id=world_id, region=_region(region), rgb=color.astype(np.uint8).tobytes())
+
+
+def insert_points_request(world_id: str, points_m, colors) -> pb.InsertPointsRequest:
+    """Insert ``points_m`` (N, 3) world metres with ``colors`` uint8 (N, 3)."""
+    points = points_array(points_m, "points_m")
+    colors = np.asarray(colors)
+    if colors.dtype != np.uint8:
+        raise WireFormatError(f"colors must be uint8 (N, 3), got {colors.dtype}")
+    packed_colors = pack_array(colors, UINT8, 3, "colors")
+    same_rows(len(points), "colors", colors, "points_m")
+    return pb.InsertPointsRequest(world_id=world_id, points_m=pack_array(points, FLOAT32, 3, "points_m"),
+                                  colors=packed_colors)
