@@ -16,8 +16,8 @@ from gymnasium.utils.env_checker import check_env
 
 from worldweave.server.app import BackgroundServer
 from worldweave.sim_clients.gym_env import ENV_ID
-from worldweave.sim_clients.gym_env.env import StepOutcome, WorldEnv
-from worldweave.sim_clients.gym_env.room import heading_c2w
+from worldweave.sim_clients.gym_env.env import EpisodeSeed, StepOutcome, WorldEnv
+from worldweave.sim_clients.gym_env.room import heading_c2w, make_room, seed_views
 
 WIDTH, HEIGHT = 64, 48
 
@@ -122,19 +122,47 @@ def test_custom_reward_gets_the_step_outcome(server):
     assert outcome.voxel_size_m == pytest.approx(0.05) and not outcome.collided
 
 
+def empty_room(rng: np.random.Generator, intrinsics) -> EpisodeSeed:
+    """A 6 x 5 x 2.7 m room without furniture: its +x wall is the plane x = 3 m."""
+    frames = seed_views(make_room(rng, furniture=0), intrinsics)
+    return EpisodeSeed(frames, frames[0][2])
+
+
+def test_terminates_when_the_agents_sphere_reaches_a_wall(server):
+    env = WorldEnv(address=server.address, width=WIDTH, height=HEIGHT, seed_fn=empty_room, agent_radius_m=0.2)
+    try:
+        env.reset(seed=0, options={"start_pose": heading_c2w(np.array([2.0, 0.0, 1.4]), 0.0)})
+        clearances = []
+        for _ in range(15):
+            obs, _, terminated, truncated, info = env.step(np.array([1.0, 0.0, 0.0, 0.0, 0.0], np.float32))
+            clearances.append(info["clearance_m"])
+            if terminated:
+                break
+    finally:
+        env.close()
+    assert terminated and not truncated and info["collided"]
+    # The sphere (0.2 m) reaches the wall at x = 3 m: the camera stops at 2.8 m, give or take a 5 cm voxel.
+    assert 2.7 <= obs["pose"][0, 3] <= 2.9
+    assert clearances[-1] <= 0 < clearances[-2]
+    known = [c for c in clearances[:-1] if math.isfinite(c)]
+    assert known == sorted(known, reverse=True)  # the gap closes as the agent walks at the wall
+
+
 def test_truncates_on_the_step_limit_and_reset_deletes_the_old_world(server):
-    env = WorldEnv(address=server.address, width=WIDTH, height=HEIGHT, max_episode_steps=3)
+    assert gym.spec(ENV_ID).max_episode_steps == 200
+    env = gym.make(ENV_ID, address=server.address, width=WIDTH, height=HEIGHT, max_episode_steps=3)
+    world_env = env.unwrapped
     try:
         env.reset(seed=4)
-        first_world = env.world_id
+        first_world = world_env.world_id
         flags = [env.step(np.zeros(5, np.float32))[3] for _ in range(3)]
         assert flags == [False, False, True]
         env.reset()
-        worlds = {w.world_id for w in env.client.list_worlds()}
-        assert env.world_id in worlds and first_world not in worlds
+        worlds = {w.world_id for w in world_env.client.list_worlds()}
+        assert world_env.world_id in worlds and first_world not in worlds
     finally:
         env.close()
-    assert env.world_id is None
+    assert world_env.world_id is None and world_env.client is None
 
 
 def test_reset_is_seeded(server):

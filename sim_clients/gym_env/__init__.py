@@ -15,6 +15,9 @@ from gymnasium.envs.registration import register, registry
 
 ENV_ID = "worldweave/World-v0"
 """The id ``gymnasium.make`` takes."""
+DEFAULT_MAX_EPISODE_STEPS = 200
+"""Episode length ``gymnasium.make`` truncates at (its ``TimeLimit``), unless given ``max_episode_steps``."""
 
 if ENV_ID not in registry:
-    register(id=ENV_ID, entry_point="worldweave.sim_clients.gym_env.env:WorldEnv")
+    register(id=ENV_ID, entry_point="worldweave.sim_clients.gym_env.env:WorldEnv",
+             max_episode_steps=DEFAULT_MAX_EPISODE_STEPS)

@@ -64,7 +64,9 @@ class StepOutcome:
     ``frame``: the generated frame (``rgb``, ``depth`` metres, ``pose`` 4x4 camera-to-world, ``coverage``: the
     fraction of its pixels the memory covered before generation, ``version``). ``previous_c2w``: the pose before
     the step. ``voxels_before`` / ``voxels_after``: voxels in the world's map around the step; ``voxel_size_m``:
-    their edge, metres. ``collided``: the agent's sphere touches the world at the new pose. ``action``: the applied
+    their edge, metres. ``collided``: the agent's sphere, swept from the previous pose to the new one, touched a
+    surface the world knows; ``clearance_m``: the swept sphere's signed clearance, metres (gap to the nearest known
+    surface, minus the penetration depth when touching, +inf when no surface is near). ``action``: the applied
     (clipped, normalised) action.
     """
 
@@ -74,6 +76,7 @@ class StepOutcome:
     voxels_after: int
     voxel_size_m: float
     collided: bool
+    clearance_m: float
     action: np.ndarray = field(repr=False)
 
     @property
@@ -104,13 +107,22 @@ class WorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     0.1 s, so a step moves at most 0.1 m along each axis and turns at most 9°.
 
     **Observation** ``Dict``: ``rgb`` uint8 (H, W, 3), the generated frame; ``depth`` float32 (H, W), metres along
-    the optical axis, 0 = unknown, at most 65504 (the wire's float16 saturates there); ``pose`` float64 (4, 4), camera-to-world (OpenCV camera, world Z up, metres).
+    the optical axis, 0 = unknown, at most 65504 (the wire's float16 saturates there); ``pose`` float64 (4, 4),
+    camera-to-world (OpenCV camera, world Z up, metres).
 
     **Reward** ``reward_fn(StepOutcome)``; default :func:`newly_covered_area` (m² of surface newly in memory).
-    **Terminated** when the agent's sphere (``agent_radius_m`` around the camera centre) touches a surface the world
-    knows. **Truncated** after ``max_episode_steps`` steps. **Info**: ``frame_id``, ``version``,
-    ``coverage`` (fraction of the frame's pixels memory covered before generation), ``voxel_count``,
-    ``covered_area_m2`` (voxels x face area), ``new_area_m2``, ``collided``.
+
+    **Terminated** when the agent's sphere (``agent_radius_m`` around the camera centre), swept from the previous
+    pose to the new one (a capsule collision query, so a fast step cannot tunnel through a thin wall), touches a
+    surface the world knows after the step's frame is fused (unobserved space does not collide: a generated world is
+    unknown until generated).
+
+    **Truncated** by gymnasium's ``TimeLimit``: ``gymnasium.make`` adds it with 200 steps (``max_episode_steps=N``
+    to change); a ``WorldEnv`` made directly never truncates (wrap it in ``gymnasium.wrappers.TimeLimit``).
+
+    **Info**: ``frame_id``, ``version``, ``coverage`` (fraction of the frame's pixels memory covered before
+    generation), ``voxel_count``, ``covered_area_m2`` (voxels x face area), ``new_area_m2``, ``collided``,
+    ``clearance_m`` (see :class:`StepOutcome`; +inf at reset).
 
     The episode's world is ``env.unwrapped.world_id`` (not in ``info``: ids differ between runs, infos must not).
     ``reset`` creates a new world from ``seed_fn(env.np_random, intrinsics)`` (default :func:`room_seed`) and deletes
@@ -121,8 +133,7 @@ class WorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     ``server_args`` as extra flags) that ``close()`` stops. ``width``, ``height`` (pixels), ``fov_x_deg`` (degrees):
     the camera. ``voxel_size_m``: the worlds' voxel edge, metres (None: the server's default); the default 5 cm is
     about a pixel's footprint at 3 m at the default camera, so that counting voxels measures area rather than how
-    densely pixels sampled a surface. ``timeout_s``: deadline of each
-    server call, seconds.
+    densely pixels sampled a surface. ``timeout_s``: deadline of each server call, seconds.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -140,7 +151,6 @@ class WorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         max_turn_rate_dps: float = 90.0,
         max_pitch_deg: float = 60.0,
         agent_radius_m: float = 0.2,
-        max_episode_steps: int = 200,
         reward_fn: RewardFn = newly_covered_area,
         seed_fn: SeedFn = room_seed,
         voxel_size_m: float | None = 0.05,
@@ -155,15 +165,12 @@ class WorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
         if not 0 < max_pitch_deg < 90:
             raise ValueError(f"max_pitch_deg must be in (0, 90) degrees, got {max_pitch_deg!r}")
-        if not (isinstance(max_episode_steps, int) and max_episode_steps > 0):
-            raise ValueError(f"max_episode_steps must be a positive integer, got {max_episode_steps!r}")
         self.render_mode = render_mode
         self.intrinsics = CameraIntrinsics.from_fov(width, height, fov_x_deg=fov_x_deg)
         self.time_step_s = float(time_step_s)
         self.metadata = {**self.metadata, "render_fps": 1.0 / self.time_step_s}
         self.max_pitch_rad = math.radians(max_pitch_deg)
         self.agent_radius_m = float(agent_radius_m)
-        self.max_episode_steps = max_episode_steps
         self.reward_fn = reward_fn
         self.seed_fn = seed_fn
         self.voxel_size_m = voxel_size_m
@@ -188,7 +195,6 @@ class WorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self._position_m = np.zeros(3)
         self._yaw_rad = 0.0
         self._pitch_rad = 0.0
-        self._steps = 0
         self._voxels = 0
         self._world_voxel_size_m = 0.0
         self._last_frame: Frame | None = None
@@ -203,7 +209,9 @@ class WorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         options = dict(options or {})
         start_pose = options.pop("start_pose", None)
         if options:
-            raise ValueError(f"unknown reset options {sorted(options)}; WorldEnv takes 'start_pose' (4x4 camera-to-world)")
+            raise ValueError(
+                f"unknown reset options {sorted(options)}; WorldEnv takes 'start_pose' (4x4 camera-to-world)"
+            )
         episode = self.seed_fn(self.np_random, self.intrinsics)
         self._delete_world()
         world = self.client.create_world(
@@ -213,10 +221,9 @@ class WorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.world_id = world.world_id
         self._world_voxel_size_m = float(world.config.voxel_size_m)
         self._set_state(np.asarray(episode.start_c2w if start_pose is None else start_pose, dtype=np.float64))
-        self._steps = 0
         frame = self._generate()
         self._voxels = int(self.client.get_world(self.world_id).voxel_count)
-        return self._observation(frame), self._info(frame, new_area_m2=0.0, collided=False)
+        return self._observation(frame), self._info(frame, new_area_m2=0.0, collided=False, clearance_m=math.inf)
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
         """Move for one time step, generate the frame there; returns ``(observation, reward, terminated, truncated,
@@ -233,13 +240,15 @@ class WorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self._move(action)
         frame = self._generate()
         voxels_before, self._voxels = self._voxels, int(self.client.get_world(self.world_id).voxel_count)
-        collided = False
+        # The agent's sphere swept over the step (a capsule), so a fast step cannot pass through a thin wall.
+        contact = self.client.check_capsules(self.world_id, previous_c2w[None, :3, 3], frame.pose[None, :3, 3],
+                                             self.agent_radius_m)
+        collided, clearance_m = bool(contact.hit[0]), float(contact.clearance_m[0])
         outcome = StepOutcome(frame, previous_c2w, voxels_before, self._voxels, self._world_voxel_size_m, collided,
-                              action)
+                              clearance_m, action)
         reward = float(self.reward_fn(outcome))
-        self._steps += 1
-        truncated = self._steps >= self.max_episode_steps and not collided
-        return self._observation(frame), reward, collided, truncated, self._info(frame, outcome.new_area_m2, collided)
+        info = self._info(frame, outcome.new_area_m2, collided, clearance_m)
+        return self._observation(frame), reward, collided, False, info
 
     def render(self) -> np.ndarray | None:
         """The last frame, uint8 (H, W, 3), with ``render_mode="rgb_array"``; None (and a warning) without one."""
@@ -253,13 +262,17 @@ class WorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     def close(self) -> None:
         """Delete the episode's world, close the connection and stop the local server (if this env started one)."""
-        if getattr(self, "client", None) is not None:
-            self._delete_world()
-            self.client.close()
-            self.client = None
-        if getattr(self, "local_server", None) is not None:
-            self.local_server.stop()
-            self.local_server = None
+        try:
+            if getattr(self, "client", None) is not None:
+                try:
+                    self._delete_world()
+                finally:
+                    self.client.close()
+                    self.client = None
+        finally:
+            if getattr(self, "local_server", None) is not None:
+                self.local_server.stop()
+                self.local_server = None
 
     # --------------------------------------------------------------------------------------------- motion
 
@@ -269,7 +282,8 @@ class WorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         forward = c2w[:3, 2] / np.linalg.norm(c2w[:3, 2])
         self._position_m = c2w[:3, 3].copy()
         self._yaw_rad = math.atan2(forward[1], forward[0])
-        self._pitch_rad = float(np.clip(math.asin(np.clip(forward[2], -1.0, 1.0)), -self.max_pitch_rad, self.max_pitch_rad))
+        pitch = math.asin(float(np.clip(forward[2], -1.0, 1.0)))
+        self._pitch_rad = float(np.clip(pitch, -self.max_pitch_rad, self.max_pitch_rad))
 
     def _c2w(self) -> np.ndarray:
         return heading_c2w(self._position_m, self._yaw_rad, self._pitch_rad)
@@ -300,7 +314,7 @@ class WorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         return {"rgb": np.array(frame.rgb), "depth": np.array(frame.depth, dtype=np.float32),
                 "pose": np.array(frame.pose, dtype=np.float64)}
 
-    def _info(self, frame: Frame, new_area_m2: float, collided: bool) -> dict[str, Any]:
+    def _info(self, frame: Frame, new_area_m2: float, collided: bool, clearance_m: float) -> dict[str, Any]:
         return {
             "frame_id": frame.frame_id,
             "version": frame.version,
@@ -309,4 +323,5 @@ class WorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             "covered_area_m2": self._voxels * self._world_voxel_size_m**2,
             "new_area_m2": new_area_m2,
             "collided": collided,
+            "clearance_m": clearance_m,
         }

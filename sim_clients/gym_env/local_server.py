@@ -51,7 +51,9 @@ class LocalServer:
         extra_args = [str(arg) for arg in extra_args]
         for arg in extra_args:
             if arg.split("=", 1)[0] in FORBIDDEN_ARGS:
-                raise ValueError(f"the local server binds 127.0.0.1 on a free port itself; drop {arg!r} from its arguments")
+                raise ValueError(
+                    f"the local server binds 127.0.0.1 on a free port itself; drop {arg!r} from its arguments"
+                )
         command = [sys.executable, "-m", "worldweave.server.cli", "serve", "--host", "127.0.0.1", "--port", "0",
                    *extra_args]
         log = tempfile.TemporaryFile()
@@ -72,7 +74,8 @@ class LocalServer:
             if self.process.poll() is not None:
                 tail = self._log_text()[-3000:]
                 self.stop()
-                raise LocalServerError(f"`{command}` exited with code {self.process.returncode} before serving:\n{tail}")
+                code = self.process.returncode
+                raise LocalServerError(f"`{command}` exited with code {code} before serving:\n{tail}")
             if time.monotonic() > deadline:
                 tail = self._log_text()[-3000:]
                 self.stop()

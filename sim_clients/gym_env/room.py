@@ -53,7 +53,9 @@ class Room:
         half = np.array(self.size_m) / 2
         lo_room, hi_room = np.array([-half[0], -half[1], 0.0]), np.array([half[0], half[1], self.size_m[2]])
         if np.any(origin <= lo_room) or np.any(origin >= hi_room):
-            raise ValueError(f"camera at {origin.tolist()} m is outside the room {lo_room.tolist()}..{hi_room.tolist()} m")
+            raise ValueError(
+                f"camera at {origin.tolist()} m is outside the room {lo_room.tolist()}..{hi_room.tolist()} m"
+            )
         u, v = np.meshgrid(np.arange(intrinsics.width), np.arange(intrinsics.height))
         rays_cam = np.stack([(u - intrinsics.cx) / intrinsics.fx, (v - intrinsics.cy) / intrinsics.fy,
                              np.ones(u.shape)], axis=-1).reshape(-1, 3)
