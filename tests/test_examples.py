@@ -1,6 +1,6 @@
 """Each example in ``examples/``, run briefly as a script against a real server (``WorldServer``, generator
 ``reproject``) on 127.0.0.1, and what it wrote read back: the driving dataset's transforms.json and TUM files (poses,
-intrinsics, file references), the Unity loop's poses."""
+intrinsics, file references), the agent's summary, the game's picks, the Unity loop's poses."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from worldweave.server.app import BackgroundServer
 from worldweave.sim_clients.conventions import UNITY, CameraIntrinsics, Quaternion, TransformPose
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-SCRIPTS = ("driving_capture", "unity_like_client")
+SCRIPTS = ("agent_explore", "driving_capture", "game_prototype", "unity_like_client")
 WIDTH, HEIGHT = 64, 48
 OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
 
@@ -123,6 +123,40 @@ def test_driving_capture_from_a_kitti_poses_file(server, tmp_path):
     # Placed at the street's spawn, heading +x (the rule of fit_into_scene), 1 m apart after the stride.
     np.testing.assert_allclose(poses["vehicle"][:, :3, 3], [[x, -13.5, 1.6] for x in (0.0, 1.0, 2.0, 3.0)], atol=1e-6)
     np.testing.assert_allclose(poses["front"][:, :3, 2] @ [1.0, 0.0, 0.0], math.cos(math.radians(5.0)), atol=1e-6)
+
+
+def test_agent_explore_walks_until_it_collides(server, tmp_path):
+    # With no clearance the policy never turns: it walks into the room's wall or furniture within its 3 m.
+    assert run_example("agent_explore", "--server", server.address, "--out", str(tmp_path), "--steps", "60",
+                       "--clearance", "0", "--width", str(WIDTH), "--height", str(HEIGHT)) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["ended_by"] == "collision" and summary["last_clearance_m"] <= 0
+    assert 1 <= summary["steps"] < 60
+    assert summary["covered_area_m2"] >= summary["start_area_m2"] > 0
+    lines = (tmp_path / "trajectory.txt").read_text().splitlines()[1:]
+    rows = np.array([[float(x) for x in line.split()] for line in lines])
+    assert len(rows) == summary["steps"] + 1
+    np.testing.assert_allclose(rows[:, 0], np.arange(len(rows)) * 0.1, atol=1e-3)
+    assert np.all(np.linalg.norm(np.diff(rows[:, 1:4], axis=0), axis=1) <= 0.1 + 1e-5)  # at most 1 m/s x 0.1 s
+
+
+def test_game_prototype_picks_what_the_frames_show(server, tmp_path):
+    assert run_example("game_prototype", "--server", server.address, "--out", str(tmp_path), "--frames", "8",
+                       "--width", str(WIDTH), "--height", str(HEIGHT)) == 0
+    report = json.loads((tmp_path / "picks.json").read_text())
+    picks = report["picks"]
+    assert len(picks) == 8 and report["summary"]["hit_rate"] >= 0.75
+    for pick in picks:
+        rgb = np.asarray(Image.open(tmp_path / "frames" / f"{pick['frame']:06d}.png"))
+        u, v = round((WIDTH - 1) / 2), round((HEIGHT - 1) / 2)
+        assert tuple(rgb[v, u]) == ((0, 255, 0) if pick["hit"] else (255, 0, 0))
+        if pick["hit"]:
+            c2w = np.asarray(pick["c2w"])
+            to_point = np.asarray(pick["point_m"]) - c2w[:3, 3]
+            assert np.linalg.norm(to_point) == pytest.approx(pick["distance_m"], abs=0.05)
+            assert to_point @ c2w[:3, 2] > 0  # in front of the camera
+    # The memory's answer and the frame's own depth agree to about a voxel (3 cm).
+    assert report["summary"]["median_abs_ray_minus_frame_m"] < 0.06
 
 
 def test_unity_like_client_round_trips_unity_poses(server, tmp_path):
