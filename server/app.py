@@ -2,7 +2,8 @@
 health service and server reflection, message limits that fit raw 1920x1080 frames, and a background-thread runner
 for tests, benchmarks and clients that start a local server.
 
-Binds 127.0.0.1 unless told otherwise (there is no TLS or auth yet).
+Binds 127.0.0.1 unless told otherwise. Optional: a bearer token every call must carry, TLS from a PEM certificate
+and key (``server.auth``), and autosave of worlds to the data folder (``registry.AutosavePolicy``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from worldweave.bridge.generators.base import Generator
 from worldweave.bridge.generators.registry import create_generator
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
-from worldweave.server.registry import WorldRegistry
+from worldweave.server.auth import BearerTokenInterceptor, server_credentials
+from worldweave.server.registry import AutosavePolicy, WorldRegistry
 from worldweave.server.scheduling import share_generator
 from worldweave.server.service import ServerLimits, WorldServicer, server_info
 
@@ -51,6 +53,14 @@ class ServerConfig:
     """Request limits, reported in the handshake."""
     workers: int = 8
     """Threads running engine work (steps, renders, saves, decoding); worlds beyond this count wait."""
+    auth_token: str | None = None
+    """When set, every call but the health check must carry ``authorization: Bearer <token>``."""
+    tls_cert_file: Path | None = None
+    """PEM certificate chain: with ``tls_key_file``, the port speaks TLS only."""
+    tls_key_file: Path | None = None
+    """PEM private key of ``tls_cert_file``."""
+    autosave: AutosavePolicy = field(default_factory=AutosavePolicy)
+    """Save worlds to ``data_dir`` every N changes and / or S seconds after a change, and at shutdown."""
 
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
@@ -78,31 +88,46 @@ class WorldServer:
         self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="worldweave")
         generator = generator if generator is not None else create_generator(config.generator, **config.generator_options)
         self.registry = WorldRegistry(share_generator(generator), self.executor, data_dir=config.data_dir,
-                                      device=config.device)
+                                      device=config.device, autosave=config.autosave)
         for world_id in self.registry.scan():
             logger.warning("saved world %r in %s is unreadable; it is not listed", world_id, config.data_dir)
         info = server_info(generator, config.limits, persistence=config.data_dir is not None,
                            server_version=server_version())
-        self.grpc = grpc.aio.server(options=channel_options(config.limits.max_message_bytes))
+        interceptors = [BearerTokenInterceptor(config.auth_token)] if config.auth_token is not None else []
+        self.grpc = grpc.aio.server(options=channel_options(config.limits.max_message_bytes), interceptors=interceptors)
         pb_grpc.add_WorldServiceServicer_to_server(WorldServicer(self.registry, config.limits, info), self.grpc)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc)
-        self.port = self.grpc.add_insecure_port(address)
+        if (config.tls_cert_file is None) != (config.tls_key_file is None):
+            raise ValueError("TLS needs both a certificate and its private key (--tls-cert and --tls-key)")
+        if config.tls_cert_file is not None:
+            self.port = self.grpc.add_secure_port(address, server_credentials(config.tls_cert_file, config.tls_key_file))
+        else:
+            self.port = self.grpc.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"cannot listen on {address}: the port is busy or the address is not local")
+        self._autosave_task: asyncio.Task | None = None
 
     async def start(self) -> None:
         """Start serving; health reports SERVING for the server and for ``worldweave.v1.WorldService``."""
         await self.grpc.start()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        self._autosave_task = asyncio.get_running_loop().create_task(self.registry.autosave_loop())
 
     async def stop(self, grace: float | None = 5.0) -> None:
         """Graceful stop: health turns NOT_SERVING, new calls are refused, calls in flight get ``grace`` seconds,
-        then the thread pool finishes the engine work it holds."""
+        worlds with unsaved changes are saved (with autosave on), then the thread pool finishes the engine work it
+        holds."""
         await self.health.enter_graceful_shutdown()
         await self.grpc.stop(grace)
+        if self._autosave_task is not None:
+            self._autosave_task.cancel()
+            await asyncio.gather(self._autosave_task, return_exceptions=True)
+        saved = await self.registry.save_unsaved()
+        if saved:
+            logger.info("saved %d world(s) with unsaved changes at shutdown: %s", len(saved), ", ".join(saved))
         await asyncio.get_running_loop().run_in_executor(None, self.executor.shutdown)
 
     async def wait_for_termination(self) -> None:

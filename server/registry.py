@@ -104,7 +104,8 @@ class AutosavePolicy:
     """When a server saves its worlds by itself (it needs a data folder). Zero turns a rule off."""
 
     every_changes: int = 0
-    """Save a world once this many steps or edits have changed it since its last save."""
+    """Save a world once this many steps or edits have changed it since its last save (creating a world counts as
+    its first change)."""
     every_s: float = 0.0
     """Save a world once a change has stayed unsaved for this many seconds (checked every ``every_s / 4``, at
     most every second)."""
