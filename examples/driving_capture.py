@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=320, help="image width, pixels")
     parser.add_argument("--height", type=int, default=240, help="image height, pixels")
     parser.add_argument("--fov-x", type=float, default=90.0, help="horizontal field of view of every camera, degrees")
-    parser.add_argument("--rate-hz", type=float, default=10.0, help="capture rate for the timestamps, frames per second")
+    parser.add_argument("--rate-hz", type=float, default=10.0,
+                        help="vehicle poses per second, for the TUM timestamps (KITTI: 10 / stride)")
     parser.add_argument("--voxel-size", type=float, default=0.05, help="voxel edge of the world's memory, metres")
     parser.add_argument("--seed", type=int, default=0, help="seed of the procedural street")
     args = parser.parse_args(argv)
