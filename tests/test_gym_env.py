@@ -219,6 +219,12 @@ def test_errors_name_the_bad_value(env, server):
         env.step(np.array([0, 0, 0, np.nan, 0], np.float32))
     with pytest.raises(ValueError, match="unknown reset options \\['start'\\]"):
         env.reset(options={"start": np.eye(4)})
+    quiet = WorldEnv(address=server.address, width=WIDTH, height=HEIGHT)
+    try:
+        with pytest.warns(UserWarning, match="render_mode='rgb_array'"):
+            assert quiet.render() is None
+    finally:
+        quiet.close()
     with pytest.raises(ValueError, match="render_mode 'human'"):
         WorldEnv(render_mode="human", address=server.address)
     with pytest.raises(ValueError, match="--port"):
