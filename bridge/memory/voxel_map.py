@@ -337,6 +337,14 @@ class VoxelMap:
         rows = self._index.lookup(torch.as_tensor(np.asarray(keys, dtype=np.int64))).to(self.device)
         return self._gather(rows[rows >= 0])
 
+    def colors_at(self, keys: np.ndarray) -> np.ndarray:
+        """(N, 3) uint8 colours of the voxels with these keys, in order; zeros for absent keys. Cheaper than
+        ``lookup`` when only colour is needed (a raycast's hits)."""
+        rows = self._index.lookup(torch.as_tensor(np.asarray(keys, dtype=np.int64))).to(self.device)
+        colors = self._colors[rows.clamp_min(0)].round().clamp(0, 255).to(torch.uint8)
+        colors[rows < 0] = 0
+        return colors.cpu().numpy()
+
     def points_tensor(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Voxel centres (N, 3) float32 metres and colours (N, 3) uint8, as tensors on ``device`` (for rendering)."""
         keys = self._keys[: self._count]

@@ -1,19 +1,23 @@
 """Sparse distance field and nearest-surface queries (DESIGN §7 "Distance field").
 
 The field has one **cell per block** (16 cm at 2 cm voxels), stored in the hashed chunks of ``BlockGrid``. A cell
-keeps a *parent*: a surface voxel near its centre, found by vector propagation (each cell offers its parent to its
-26 neighbours, which keep it when it is nearer than theirs), the method of voxblox and FIESTA. Cells exist only
-within ``reach`` of the surface, so memory grows with surface area times reach.
+keeps a *parent*: the surface voxel nearest its centre, found by vector propagation (each cell offers its parent to
+its 26 neighbours, which keep it when it is nearer than theirs; the method of voxblox and FIESTA), each offer
+refined by a local search around it so that a parent is the nearest voxel of its surface patch, not only of the
+sparse set of voxels that travelled. Cells exist only within reach of the surface (``max_distance_m`` plus a cell
+diagonal), so memory grows with surface area times reach, never with the world's volume.
 
-Updates are incremental and local (``DistanceField.update``): the blocks whose voxels an integrate or an edit
-added or removed are the seeds. Cells whose parent voxel was removed are cleared and refilled from their
-neighbours; new voxels lower the distance of the cells around them, and the wave stops where nothing improves.
+Updates are incremental and local (``DistanceField.update``, eager once per ``WorldQueries.sync``): the blocks
+whose voxels an integrate or an edit added or removed are the seeds. Cells whose parent voxel was removed are
+cleared and refilled from their neighbours; new voxels lower the distance of the cells around them, and the wave
+stops where nothing improves. Colour-only changes cost nothing.
 
 A query ``nearest(p)`` answers **exactly** (the nearest voxel centre) whenever that voxel lies within the 3 x 3 x 3
-blocks around ``p`` (at least 16 cm away at 2 cm voxels: every contact and clearance check is in this case).
-Farther out the parents of the 27 cells around ``p`` give candidates, and a local search around the best one
-refines it to the nearest voxel of that surface patch. The far answer is always a real surface voxel, so it can
-only overestimate; ``benchmarks/bench_queries.py`` measures how much against an exact search.
+blocks around ``p`` (8.5 to 16.5 voxels, i.e. 17 to 33 cm at 2 cm voxels, depending on where ``p`` sits in its
+block). Farther out, the parents of the 8 cells around ``p`` are candidates; one per cluster (``SEED_CLUSTER_VOX``)
+among those that could still win is refined by a local descent whose window widens with the distance. The far
+answer is always a real surface voxel, so it can only overestimate: within half a voxel of brute force on the
+tests' scenes, and ``benchmarks/bench_queries.py`` measures it against an exact search on a 2M-voxel street.
 
 All coordinates inside the kernels are voxel units (``metres / voxel_size_m``); voxel ``i`` has its centre at
 ``i + 0.5``.
@@ -240,8 +244,8 @@ def _update_field(grid, queued, seeds, scan_chunks, reach2):
 def nearest_voxel(table_keys, table_ids, shift, block_mask, block_slot, bits, parent, cache, px, py, pz, limit2, best, seeds, seed_d2, scratch):
     """Nearest surface voxel to ``p`` (voxel units) closer than ``sqrt(limit2)``: returns its squared distance
     (``limit2`` when none) and writes its index into ``best``. Exact when the answer lies in the 3 x 3 x 3 blocks
-    around ``p``; beyond, the parents of the 27 cells around ``p`` are refined by local descent, one per patch
-    among those that could still win. ``seeds`` (27, 3), ``seed_d2`` (27,) and ``scratch`` (27, 7) int64 are
+    around ``p``; beyond, the parents of the 8 cells around ``p`` are refined by local descent, one per patch
+    among those that could still win. ``seeds`` (8, 3), ``seed_d2`` (8,) and ``scratch`` (8, 7) int64 are
     scratch space."""
     bx, by, bz = np.int64(math.floor(px / 8.0)), np.int64(math.floor(py / 8.0)), np.int64(math.floor(pz / 8.0))
     best2 = limit2
@@ -324,9 +328,9 @@ def _nearest_kernel(grid, points, limit2, out_d2, out_voxel):
     for batch in numba.prange((n + _BATCH - 1) // _BATCH):
         cache = new_cache()
         best = np.empty(3, dtype=np.int64)
-        seeds = np.empty((27, 3), dtype=np.int64)
-        seed_d2 = np.empty(27, dtype=np.float64)
-        scratch = np.empty((27, 7), dtype=np.int64)
+        seeds = np.empty((8, 3), dtype=np.int64)
+        seed_d2 = np.empty(8, dtype=np.float64)
+        scratch = np.empty((8, 7), dtype=np.int64)
         for i in range(batch * _BATCH, min(n, (batch + 1) * _BATCH)):
             best2 = nearest_voxel(
                 table_keys, table_ids, shift, block_mask, block_slot, bits, parent, cache, points[i, 0], points[i, 1], points[i, 2], limit2[i], best, seeds, seed_d2, scratch

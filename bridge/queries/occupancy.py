@@ -29,7 +29,7 @@ from numba.typed import List
 
 from worldweave.bridge.errors import InvalidFrameError
 from worldweave.bridge.geometry import Intrinsics, Pose
-from worldweave.bridge.queries.grid import is_occupied, new_cache
+from worldweave.bridge.queries.grid import is_occupied, new_cache, spatial_order
 
 _BATCH = 256
 
@@ -173,9 +173,11 @@ def occupancy_codes(grid_arrays: tuple, voxel_size_m: float, views: PackedViews,
     """(N,) uint8 ``Occupancy`` codes of world points (N, 3) metres."""
     out = np.empty(len(points_m), dtype=np.uint8)
     if len(points_m):
-        _occupancy_kernel(
-            grid_arrays, float(voxel_size_m), views.params, views.depths, np.ascontiguousarray(points_m), float(free_margin_m), out
-        )
+        order = spatial_order(points_m / voxel_size_m)
+        sorted_out = np.empty(len(points_m), dtype=np.uint8)
+        points = np.ascontiguousarray(points_m[order])
+        _occupancy_kernel(grid_arrays, float(voxel_size_m), views.params, views.depths, points, float(free_margin_m), sorted_out)
+        out[order] = sorted_out
     return out
 
 

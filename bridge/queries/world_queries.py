@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Union
 
 import numpy as np
-import torch
 
 from worldweave.bridge.errors import InvalidInputError, LimitExceededError
 from worldweave.bridge.geometry import ORTHONORMAL_TOLERANCE
@@ -244,8 +243,7 @@ class WorldQueries:
         hit = t >= 0
         color = np.zeros((n, 3), dtype=np.uint8)
         if hit.any():
-            keys = voxel_keys.pack(torch.from_numpy(voxels[hit])).numpy()
-            color[hit] = self.voxel_map.lookup(keys).colors
+            color[hit] = self.voxel_map.colors_at(voxel_keys.pack(voxels[hit]))
         stop = np.where(hit, t, ranges)
         unknown = unknown_from(grid, v, self._packed_views(), origins, directions, stop, self.ray_unknown_step_m, self.free_margin_m)
         distance = np.where(hit, t, np.inf)
