@@ -29,6 +29,15 @@ DEPTH = m.WireDepth(8, 6, "uint16_mm", bytes(96))
 UNITY_POSE = TransformPose(np.array([1.0, 2.0, 3.0]), Quaternion(0.9, 0.1, 0.3, -0.2))
 UNREAL_POSE = RotatorPose(np.array([100.0, -50.0, 20.0]), Rotator(10.0, 90.0, -5.0))
 MATRIX_POSE = np.array([[1.0, 0, 0, 1], [0, 1, 0, 2], [0, 0, 1, 3], [0, 0, 0, 1]])
+POINTS = np.arange(12, dtype=np.float32).reshape(4, 3) / 3
+RADII = np.array([0.1, 0.2, 0.0, 1.5], dtype=np.float32)
+QUATERNIONS = np.tile(np.array([0.9, 0.1, 0.3, -0.2], dtype=np.float32), (4, 1))
+COLORS = np.arange(12, dtype=np.uint8).reshape(4, 3)
+FLAGS = np.array([0, 1, 2, 1], dtype=np.uint8)
+KEYS = np.array([5, 1 << 40, 7, 123456789012], dtype=np.int64)
+BOX = m.WireRegion("box", np.array([0.0, 1, 2]), np.array([1.0, 2, 3]))
+SPHERE = m.WireRegion("sphere", np.array([0.0, 1, 2]), radius=0.5)
+ORIENTED = m.WireRegion("oriented_box", np.array([0.0, 1, 2]), np.array([0.5, 0.5, 1.0]), Quaternion(0.9, 0.1, 0.3, -0.2))
 
 REQUESTS = [
     ("position_quaternion", m.Hello("unity", client_name="test")),
@@ -39,6 +48,18 @@ REQUESTS = [
     ("matrix", m.Step("w1", (MATRIX_POSE,), CAMERA, prompt="go", seed=7)),
     ("position_rotator", m.Step("w1", (UNREAL_POSE,))),
     ("matrix", m.DeleteWorld("w1", delete_saved=True)),
+    ("matrix", m.PointCloud("w1", 7, 1 << 20)),
+    ("matrix", m.Raycast("w1", POINTS, POINTS + 1, 5.0)),
+    ("matrix", m.NearestSurface("w1", POINTS, 0.5)),
+    ("matrix", m.CheckSpheres("w1", POINTS, RADII)),
+    ("matrix", m.CheckCapsules("w1", POINTS, POINTS * 2, RADII)),
+    ("matrix", m.CheckBoxes("w1", POINTS, POINTS + 0.1, QUATERNIONS)),
+    ("matrix", m.QueryOccupancy("w1", POINTS)),
+    ("matrix", m.CropPointCloud("w1", np.array([0.0, 0, 0]), np.array([1.0, 2, 3]))),
+    ("matrix", m.RemoveRegion("w1", BOX)),
+    ("matrix", m.RemoveRegion("w1", ORIENTED)),
+    ("matrix", m.RecolorRegion("w1", SPHERE, (255, 0, 9))),
+    ("matrix", m.InsertPoints("w1", POINTS, COLORS)),
 ]
 REPLIES = [
     ("matrix", m.HelloReply("1.0.0", "1.0.0", "0.1.0", ("render", "step"), "opengl", 1.0, "matrix", "reproject", 8, 1 << 26)),
@@ -46,6 +67,14 @@ REPLIES = [
     ("matrix", m.DeleteReply(True, False)),
     ("position_rotator", m.FramesReply((m.WireFrame(UNREAL_POSE, 4, 0.5, RGB, DEPTH, 9), m.WireFrame(UNREAL_POSE, 4, 1.0, RGB)))),
     ("matrix", m.ErrorReply("NOT_FOUND", "no world 'x'")),
+    ("matrix", m.PointCloudChunk(3, 5, False, "added", KEYS, POINTS, COLORS, FLAGS, 2.0, False)),
+    ("matrix", m.PointCloudChunk(3, 5, False, "removed", KEYS, POINTS[:0], COLORS[:0], FLAGS[:0], 2.0, True)),
+    ("matrix", m.RaycastReply(4, FLAGS.clip(0, 1), RADII, POINTS, COLORS, FLAGS.clip(0, 1))),
+    ("matrix", m.NearestReply(4, FLAGS.clip(0, 1), RADII, POINTS)),
+    ("matrix", m.CollisionReply(4, FLAGS.clip(0, 1), np.array([0.1, -0.2, np.inf, 0.0], np.float32), POINTS)),
+    ("matrix", m.OccupancyReply(4, FLAGS + 1)),
+    ("matrix", m.CropReply(4, POINTS, COLORS)),
+    ("matrix", m.EditReply(4, 120)),
 ]
 
 
@@ -262,3 +291,25 @@ def test_float32_and_ints_accepted_as_numbers():
     _, record = decode(payload)
     assert list(record.poses[0].position) == [1.0, 2.0, 3.0]
     assert struct.calcsize("<f") == 4
+
+
+def test_packed_arrays_name_the_bad_value():
+    wire = envelope(m.Raycast("w1", POINTS, POINTS + 1, 5.0))
+    for field, value, message in [
+        ("origins", b"\0" * 13, r"raycast.origins has 13 bytes, not a whole number of float32 \(N, 3\) rows"),
+        ("origins", np.array([[0, np.nan, 0]], "<f4").tobytes(), r"raycast.origins\[0\] must be finite, got nan"),
+        ("directions", POINTS[:2].tobytes(), "raycast.directions has 2 rows, the batch has 4"),
+        ("max_range", -1.0, "raycast.max_range must be > 0"),
+    ]:
+        with pytest.raises(InvalidMessageError, match=message):
+            decode(replaced(wire, (field,), value), "matrix")
+    region = envelope(m.RemoveRegion("w1", BOX))
+    with pytest.raises(InvalidMessageError, match="remove_region.region needs exactly one of box, oriented_box or sphere"):
+        decode(replaced(region, ("region", "sphere"), {"center": [0, 0, 0], "radius": 1.0}), "matrix")
+    with pytest.raises(InvalidMessageError, match=r"recolor_region.rgb\[2\] must be an integer in 0..255"):
+        decode(replaced(envelope(m.RecolorRegion("w1", SPHERE, (1, 2, 3))), ("rgb", 2), 256), "matrix")
+
+
+def test_world_state_requests_need_a_handshake():
+    with pytest.raises(HandshakeRequiredError, match="point_cloud before hello"):
+        codec.decode_request(codec.encode(m.PointCloud("w1"), 1), pose_form=None)

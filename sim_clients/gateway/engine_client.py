@@ -13,27 +13,47 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import zmq
 
 from worldweave.sim_clients.conventions import CameraIntrinsics, EnginePose, PoseForm
 from worldweave.sim_clients.gateway import codec
 from worldweave.sim_clients.gateway.errors import ServerError
 from worldweave.sim_clients.gateway.messages import (
+    CheckBoxes,
+    CheckCapsules,
+    CheckSpheres,
+    CollisionReply,
     CreateWorld,
+    CropPointCloud,
+    CropReply,
     DeleteReply,
     DeleteWorld,
     DepthEncoding,
+    EditReply,
     ErrorReply,
     FramesReply,
     Hello,
     HelloReply,
     ImageEncoding,
+    InsertPoints,
+    NearestReply,
+    NearestSurface,
+    OccupancyReply,
+    PointCloud,
+    PointCloudChunk,
+    QueryOccupancy,
+    Raycast,
+    RaycastReply,
+    RecolorRegion,
+    RemoveRegion,
     Render,
     Reply,
     Request,
     SeedView,
     Step,
     WireFrame,
+    WireRegion,
     WorldReply,
 )
 
@@ -93,6 +113,19 @@ class GatewayClient:
             raise ServerError("INTERNAL", f"reply to request {reply_id} while waiting for {request_id}")
         return reply
 
+    def call_chunks(self, request: Request) -> list[PointCloudChunk]:
+        """Send a ``point_cloud`` request and collect its chunk messages up to the one flagged ``last_in_version``."""
+        request_id = self.send(request)
+        chunks: list[PointCloudChunk] = []
+        while not chunks or not chunks[-1].last_in_version:
+            reply_id, reply = self.receive()
+            if isinstance(reply, ErrorReply):
+                raise ServerError(reply.code, reply.message)
+            if reply_id != request_id or not isinstance(reply, PointCloudChunk):
+                raise ServerError("INTERNAL", f"{reply.TYPE} to request {reply_id} while waiting for chunks of {request_id}")
+            chunks.append(reply)
+        return chunks
+
     def create_world(self, views: Sequence[SeedView], camera: CameraIntrinsics, *, world_id: str = "", prompt: str = "") -> WorldReply:
         """A new world from seed views (poses in this connection's convention)."""
         return self.call(CreateWorld(camera, tuple(views), world_id, prompt))
@@ -112,6 +145,45 @@ class GatewayClient:
 
     def delete_world(self, world_id: str, *, delete_saved: bool = False) -> DeleteReply:
         return self.call(DeleteWorld(world_id, delete_saved))
+
+    # World state: arrays in this connection's engine axes and units.
+
+    def point_cloud(self, world_id: str, since_version: int = 0, *, max_chunk_bytes: int = 0) -> list[PointCloudChunk]:
+        """The world's voxels (``since_version`` 0) or the changes since a version, as chunks."""
+        return self.call_chunks(PointCloud(world_id, since_version, max_chunk_bytes))
+
+    def raycast(self, world_id: str, origins: np.ndarray, directions: np.ndarray, max_range: float) -> RaycastReply:
+        return self.call(Raycast(world_id, np.asarray(origins, np.float32), np.asarray(directions, np.float32), max_range))
+
+    def nearest_surface(self, world_id: str, points: np.ndarray, max_range: float) -> NearestReply:
+        return self.call(NearestSurface(world_id, np.asarray(points, np.float32), max_range))
+
+    def check_spheres(self, world_id: str, centers: np.ndarray, radii: np.ndarray) -> CollisionReply:
+        return self.call(CheckSpheres(world_id, np.asarray(centers, np.float32), np.asarray(radii, np.float32)))
+
+    def check_capsules(self, world_id: str, starts: np.ndarray, ends: np.ndarray, radii: np.ndarray) -> CollisionReply:
+        return self.call(CheckCapsules(world_id, np.asarray(starts, np.float32), np.asarray(ends, np.float32),
+                                       np.asarray(radii, np.float32)))
+
+    def check_boxes(self, world_id: str, centers: np.ndarray, half_extents: np.ndarray, rotations: np.ndarray) -> CollisionReply:
+        """``rotations``: (N, 4) quaternions qw, qx, qy, qz, box-to-engine-world."""
+        return self.call(CheckBoxes(world_id, np.asarray(centers, np.float32), np.asarray(half_extents, np.float32),
+                                    np.asarray(rotations, np.float32)))
+
+    def query_occupancy(self, world_id: str, points: np.ndarray) -> OccupancyReply:
+        return self.call(QueryOccupancy(world_id, np.asarray(points, np.float32)))
+
+    def crop_point_cloud(self, world_id: str, min_corner: np.ndarray, max_corner: np.ndarray) -> CropReply:
+        return self.call(CropPointCloud(world_id, np.asarray(min_corner, float), np.asarray(max_corner, float)))
+
+    def remove_region(self, world_id: str, region: WireRegion) -> EditReply:
+        return self.call(RemoveRegion(world_id, region))
+
+    def recolor_region(self, world_id: str, region: WireRegion, rgb: tuple[int, int, int]) -> EditReply:
+        return self.call(RecolorRegion(world_id, region, tuple(int(v) for v in rgb)))
+
+    def insert_points(self, world_id: str, points: np.ndarray, colors: np.ndarray) -> EditReply:
+        return self.call(InsertPoints(world_id, np.asarray(points, np.float32), np.asarray(colors, np.uint8)))
 
     def close(self) -> None:
         self.socket.close(linger=0)

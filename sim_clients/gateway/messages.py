@@ -15,6 +15,7 @@ from typing import Any, Callable, ClassVar, Literal, TypeVar, get_args
 
 import numpy as np
 
+from worldweave.sim_clients.conversions import FLOAT32, INT64, UINT8, WireFormatError, pack_array, unpack_array
 from worldweave.sim_clients.conventions import (
     CameraIntrinsics,
     ConventionError,
@@ -78,6 +79,11 @@ class Reader:
                 raise InvalidMessageError(f"{self._path} is missing the field {name!r}")
             return self._MISSING
         return value
+
+    @property
+    def path(self) -> str:
+        """The map's path in the message (``render.poses[2]``)."""
+        return self._path
 
     def renamed(self, path: str) -> Reader:
         """The same map and the same record of read fields, naming errors after ``path``."""
@@ -173,6 +179,36 @@ class Reader:
         if len(items) != count:
             raise InvalidMessageError(f"{self._path}.{name} must have {count} numbers, got {len(items)}")
         return np.array([_number(v, p) for v, p in items], dtype=np.float64)
+
+    def array(self, name: str, dtype: str, columns: int | None, *, required: bool = True, finite: bool = True) -> np.ndarray | None:
+        """A packed array field (bin, little-endian, row-major) of shape (N, ``columns``) or (N,); float arrays
+        must be finite. ``None`` when optional and absent."""
+        data = self.bytes(name, required=required)
+        if data is None:
+            return None
+        path = f"{self._path}.{name}"
+        try:
+            array = unpack_array(data, dtype, columns, path)
+        except WireFormatError as error:
+            raise InvalidMessageError(str(error)) from None
+        if finite and array.dtype.kind == "f":
+            bad = ~np.isfinite(array)
+            if bad.any():
+                index = tuple(int(i) for i in np.argwhere(bad)[0])
+                raise InvalidMessageError(f"{path}[{index[0]}] must be finite, got {float(array[index])}")
+        return array
+
+    def rgb(self, name: str) -> tuple[int, int, int]:
+        """Three integers 0..255 (a list)."""
+        items = self.list(name)
+        if len(items) != 3:
+            raise InvalidMessageError(f"{self._path}.{name} must have 3 integers (R, G, B), got {len(items)}")
+        values = []
+        for value, path in items:
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 255:
+                raise InvalidMessageError(f"{path} must be an integer in 0..255, got {_kind(value)}")
+            values.append(value)
+        return values[0], values[1], values[2]
 
     def done(self) -> None:
         """Raise if the map holds a field nobody read (a typo, or a field of a newer schema)."""
@@ -601,9 +637,465 @@ class ErrorReply:
         return cls(r.str("code"), r.str("message"))
 
 
-Request = Hello | CreateWorld | Render | Step | DeleteWorld
-Reply = HelloReply | WorldReply | DeleteReply | FramesReply | ErrorReply
+# ----------------------------------------------------------------------------------------------------------------
+# World state: point cloud, queries, edits. Arrays are packed bin fields; lengths and positions are in the
+# connection's engine units and world axes (the gateway converts), voxel keys are the server's.
+
+
+def _points(r: Reader, name: str) -> np.ndarray:
+    return r.array(name, FLOAT32, 3)
+
+
+def _per_item(r: Reader, name: str, n: int) -> np.ndarray:
+    values = r.array(name, FLOAT32, None)
+    if len(values) != n:
+        raise InvalidMessageError(f"{r.path}.{name} has {len(values)} values, the batch has {n}")
+    return values
+
+
+def _same_rows(r: Reader, name: str, array: np.ndarray, n: int) -> np.ndarray:
+    if len(array) != n:
+        raise InvalidMessageError(f"{r.path}.{name} has {len(array)} rows, the batch has {n}")
+    return array
+
+
+@dataclass(frozen=True)
+class PointCloud:
+    """The world's voxels: everything (``since_version`` 0) or the changes since a version, in chunks."""
+
+    TYPE: ClassVar[str] = "point_cloud"
+    world_id: str
+    since_version: int = 0
+    max_chunk_bytes: int = 0
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"world_id": self.world_id, "since_version": self.since_version, "max_chunk_bytes": self.max_chunk_bytes}
+
+    @classmethod
+    def from_wire(cls, r: Reader, form: PoseForm | None) -> PointCloud:
+        _need_form(form, cls.TYPE)
+        return cls(r.str("world_id"), r.int("since_version", required=False, default=0),
+                   r.int("max_chunk_bytes", required=False, default=0, hi=2**32 - 1))
+
+
+@dataclass(frozen=True)
+class Raycast:
+    """Rays from ``origins`` (N, 3) along ``directions`` (N, 3) up to ``max_range`` (engine units)."""
+
+    TYPE: ClassVar[str] = "raycast"
+    world_id: str
+    origins: np.ndarray
+    directions: np.ndarray
+    max_range: float
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"world_id": self.world_id, "origins": pack_array(self.origins, FLOAT32, 3, "origins"),
+                "directions": pack_array(self.directions, FLOAT32, 3, "directions"), "max_range": self.max_range}
+
+    @classmethod
+    def from_wire(cls, r: Reader, form: PoseForm | None) -> Raycast:
+        _need_form(form, cls.TYPE)
+        origins = _points(r, "origins")
+        return cls(r.str("world_id"), origins, _same_rows(r, "directions", _points(r, "directions"), len(origins)),
+                   r.float("max_range", positive=True))
+
+
+@dataclass(frozen=True)
+class NearestSurface:
+    """The nearest surface to each of ``points`` (N, 3) within ``max_range`` (engine units)."""
+
+    TYPE: ClassVar[str] = "nearest_surface"
+    world_id: str
+    points: np.ndarray
+    max_range: float
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"world_id": self.world_id, "points": pack_array(self.points, FLOAT32, 3, "points"), "max_range": self.max_range}
+
+    @classmethod
+    def from_wire(cls, r: Reader, form: PoseForm | None) -> NearestSurface:
+        _need_form(form, cls.TYPE)
+        return cls(r.str("world_id"), _points(r, "points"), r.float("max_range", positive=True))
+
+
+@dataclass(frozen=True)
+class CheckSpheres:
+    """Spheres (``centers`` (N, 3), ``radii`` (N,), engine units) against the world."""
+
+    TYPE: ClassVar[str] = "check_spheres"
+    world_id: str
+    centers: np.ndarray
+    radii: np.ndarray
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"world_id": self.world_id, "centers": pack_array(self.centers, FLOAT32, 3, "centers"),
+                "radii": pack_array(self.radii, FLOAT32, None, "radii")}
+
+    @classmethod
+    def from_wire(cls, r: Reader, form: PoseForm | None) -> CheckSpheres:
+        _need_form(form, cls.TYPE)
+        centers = _points(r, "centers")
+        return cls(r.str("world_id"), centers, _per_item(r, "radii", len(centers)))
+
+
+@dataclass(frozen=True)
+class CheckCapsules:
+    """Capsules (segments ``starts`` -> ``ends`` (N, 3), ``radii`` (N,), engine units) against the world."""
+
+    TYPE: ClassVar[str] = "check_capsules"
+    world_id: str
+    starts: np.ndarray
+    ends: np.ndarray
+    radii: np.ndarray
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"world_id": self.world_id, "starts": pack_array(self.starts, FLOAT32, 3, "starts"),
+                "ends": pack_array(self.ends, FLOAT32, 3, "ends"), "radii": pack_array(self.radii, FLOAT32, None, "radii")}
+
+    @classmethod
+    def from_wire(cls, r: Reader, form: PoseForm | None) -> CheckCapsules:
+        _need_form(form, cls.TYPE)
+        starts = _points(r, "starts")
+        return cls(r.str("world_id"), starts, _same_rows(r, "ends", _points(r, "ends"), len(starts)),
+                   _per_item(r, "radii", len(starts)))
+
+
+@dataclass(frozen=True)
+class CheckBoxes:
+    """Oriented boxes (``centers``, ``half_extents`` (N, 3) engine units; ``rotations`` (N, 4) qw, qx, qy, qz,
+    box-to-engine-world) against the world."""
+
+    TYPE: ClassVar[str] = "check_boxes"
+    world_id: str
+    centers: np.ndarray
+    half_extents: np.ndarray
+    rotations: np.ndarray
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"world_id": self.world_id, "centers": pack_array(self.centers, FLOAT32, 3, "centers"),
+                "half_extents": pack_array(self.half_extents, FLOAT32, 3, "half_extents"),
+                "rotations": pack_array(self.rotations, FLOAT32, 4, "rotations")}
+
+    @classmethod
+    def from_wire(cls, r: Reader, form: PoseForm | None) -> CheckBoxes:
+        _need_form(form, cls.TYPE)
+        centers = _points(r, "centers")
+        return cls(r.str("world_id"), centers, _same_rows(r, "half_extents", _points(r, "half_extents"), len(centers)),
+                   _same_rows(r, "rotations", r.array("rotations", FLOAT32, 4), len(centers)))
+
+
+@dataclass(frozen=True)
+class QueryOccupancy:
+    """Occupancy (unknown, free, occupied) of each of ``points`` (N, 3), engine units."""
+
+    TYPE: ClassVar[str] = "query_occupancy"
+    world_id: str
+    points: np.ndarray
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"world_id": self.world_id, "points": pack_array(self.points, FLOAT32, 3, "points")}
+
+    @classmethod
+    def from_wire(cls, r: Reader, form: PoseForm | None) -> QueryOccupancy:
+        _need_form(form, cls.TYPE)
+        return cls(r.str("world_id"), _points(r, "points"))
+
+
+@dataclass(frozen=True)
+class CropPointCloud:
+    """The voxels inside the box ``[min, max]`` (engine axes and units)."""
+
+    TYPE: ClassVar[str] = "crop_point_cloud"
+    world_id: str
+    min: np.ndarray
+    max: np.ndarray
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"world_id": self.world_id, "min": [float(v) for v in self.min], "max": [float(v) for v in self.max]}
+
+    @classmethod
+    def from_wire(cls, r: Reader, form: PoseForm | None) -> CropPointCloud:
+        _need_form(form, cls.TYPE)
+        return cls(r.str("world_id"), r.numbers("min", 3), r.numbers("max", 3))
+
+
+@dataclass(frozen=True)
+class WireRegion:
+    """A region of the engine's world (engine axes and units): ``box`` (``min``, ``max``), ``oriented_box``
+    (``center``, ``half_extents``, ``rotation`` quaternion box-to-engine-world) or ``sphere`` (``center``,
+    ``radius``)."""
+
+    shape: Literal["box", "oriented_box", "sphere"]
+    first: np.ndarray
+    """``min`` (box) or ``center`` (oriented box, sphere)."""
+    second: np.ndarray | None = None
+    """``max`` (box) or ``half_extents`` (oriented box)."""
+    rotation: Quaternion | None = None
+    radius: float | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        first = [float(v) for v in self.first]
+        if self.shape == "box":
+            return {"box": {"min": first, "max": [float(v) for v in self.second]}}
+        if self.shape == "sphere":
+            return {"sphere": {"center": first, "radius": self.radius}}
+        q = self.rotation
+        return {"oriented_box": {"center": first, "half_extents": [float(v) for v in self.second],
+                                 "rotation": {"qw": q.qw, "qx": q.qx, "qy": q.qy, "qz": q.qz}}}
+
+    @classmethod
+    def from_wire(cls, value: object, path: str) -> WireRegion:
+        r = Reader(value, path)
+        shapes = [name for name in ("box", "oriented_box", "sphere") if r.has(name)]
+        if len(shapes) != 1:
+            raise InvalidMessageError(f"{path} needs exactly one of box, oriented_box or sphere")
+        shape = r.map(shapes[0])
+        if shapes[0] == "box":
+            region = cls("box", shape.numbers("min", 3), shape.numbers("max", 3))
+        elif shapes[0] == "sphere":
+            region = cls("sphere", shape.numbers("center", 3), radius=shape.float("radius"))
+        else:
+            q = shape.map("rotation")
+            region = cls("oriented_box", shape.numbers("center", 3), shape.numbers("half_extents", 3),
+                         Quaternion(q.float("qw"), q.float("qx"), q.float("qy"), q.float("qz")))
+            q.done()
+        shape.done()
+        r.done()
+        return region
+
+
+@dataclass(frozen=True)
+class RemoveRegion:
+    """Removes the memory inside a region; it does not come back in later frames."""
+
+    TYPE: ClassVar[str] = "remove_region"
+    world_id: str
+    region: WireRegion
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"world_id": self.world_id, "region": self.region.to_wire()}
+
+    @classmethod
+    def from_wire(cls, r: Reader, form: PoseForm | None) -> RemoveRegion:
+        _need_form(form, cls.TYPE)
+        return cls(r.str("world_id"), r.field("region", WireRegion.from_wire))
+
+
+@dataclass(frozen=True)
+class RecolorRegion:
+    """Recolours the memory inside a region with ``rgb``."""
+
+    TYPE: ClassVar[str] = "recolor_region"
+    world_id: str
+    region: WireRegion
+    rgb: tuple[int, int, int]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"world_id": self.world_id, "region": self.region.to_wire(), "rgb": list(self.rgb)}
+
+    @classmethod
+    def from_wire(cls, r: Reader, form: PoseForm | None) -> RecolorRegion:
+        _need_form(form, cls.TYPE)
+        return cls(r.str("world_id"), r.field("region", WireRegion.from_wire), r.rgb("rgb"))
+
+
+@dataclass(frozen=True)
+class InsertPoints:
+    """Inserts ``points`` (N, 3) engine units with ``colors`` (N, 3) RGB."""
+
+    TYPE: ClassVar[str] = "insert_points"
+    world_id: str
+    points: np.ndarray
+    colors: np.ndarray
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"world_id": self.world_id, "points": pack_array(self.points, FLOAT32, 3, "points"),
+                "colors": pack_array(self.colors, UINT8, 3, "colors")}
+
+    @classmethod
+    def from_wire(cls, r: Reader, form: PoseForm | None) -> InsertPoints:
+        _need_form(form, cls.TYPE)
+        points = _points(r, "points")
+        return cls(r.str("world_id"), points, _same_rows(r, "colors", r.array("colors", UINT8, 3), len(points)))
+
+
+ChangeKind = Literal["added", "changed", "removed"]
+CHANGE_KINDS: tuple[str, ...] = get_args(ChangeKind)
+
+
+@dataclass(frozen=True)
+class PointCloudChunk:
+    """One chunk of a ``point_cloud`` answer: ``keys`` int64 (N,) voxel ids; for added and changed voxels
+    ``positions`` float32 (N, 3) voxel centres (engine axes and units), ``colors`` uint8 (N, 3), ``flags`` uint8 (N,)
+    (0 seed, 1 generated, 2 inserted); removed voxels carry keys only."""
+
+    TYPE: ClassVar[str] = "point_cloud_chunk"
+    since_version: int
+    memory_version: int
+    is_snapshot: bool
+    kind: ChangeKind
+    keys: np.ndarray
+    positions: np.ndarray
+    colors: np.ndarray
+    flags: np.ndarray
+    voxel_size: float
+    last_in_version: bool
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "since_version": self.since_version, "memory_version": self.memory_version, "is_snapshot": self.is_snapshot,
+            "kind": self.kind, "count": len(self.keys), "keys": pack_array(self.keys, INT64, None, "keys"),
+            "positions": pack_array(self.positions, FLOAT32, 3, "positions"), "colors": pack_array(self.colors, UINT8, 3, "colors"),
+            "flags": pack_array(self.flags, UINT8, None, "flags"), "voxel_size": self.voxel_size,
+            "last_in_version": self.last_in_version,
+        }
+
+    @classmethod
+    def from_wire(cls, r: Reader, form: PoseForm | None) -> PointCloudChunk:
+        kind = r.choice("kind", CHANGE_KINDS)
+        count = r.int("count")
+        rows = 0 if kind == "removed" else count
+        return cls(
+            r.int("since_version"), r.int("memory_version"), r.bool("is_snapshot"), kind,
+            _same_rows(r, "keys", r.array("keys", INT64, None), count),
+            _same_rows(r, "positions", r.array("positions", FLOAT32, 3), rows),
+            _same_rows(r, "colors", r.array("colors", UINT8, 3), rows),
+            _same_rows(r, "flags", r.array("flags", UINT8, None), rows),
+            r.float("voxel_size", positive=True), r.bool("last_in_version"),
+        )
+
+
+@dataclass(frozen=True)
+class RaycastReply:
+    """Per ray: ``hit`` (bool), ``distance`` (engine units; ``max_range`` on a miss), ``points`` (engine; 0 on a
+    miss), ``colors``, ``unknown`` (the ray entered unobserved space before any hit)."""
+
+    TYPE: ClassVar[str] = "raycast_reply"
+    memory_version: int
+    hit: np.ndarray
+    distance: np.ndarray
+    points: np.ndarray
+    colors: np.ndarray
+    unknown: np.ndarray
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"memory_version": self.memory_version, "hit": pack_array(self.hit, UINT8, None, "hit"),
+                "distance": pack_array(self.distance, FLOAT32, None, "distance"), "points": pack_array(self.points, FLOAT32, 3, "points"),
+                "colors": pack_array(self.colors, UINT8, 3, "colors"), "unknown": pack_array(self.unknown, UINT8, None, "unknown")}
+
+    @classmethod
+    def from_wire(cls, r: Reader, form: PoseForm | None) -> RaycastReply:
+        hit = r.array("hit", UINT8, None)
+        n = len(hit)
+        return cls(r.int("memory_version"), hit, _per_item(r, "distance", n), _same_rows(r, "points", _points(r, "points"), n),
+                   _same_rows(r, "colors", r.array("colors", UINT8, 3), n), _same_rows(r, "unknown", r.array("unknown", UINT8, None), n))
+
+
+@dataclass(frozen=True)
+class NearestReply:
+    """Per point: ``found`` (bool), ``distance`` (engine units; ``max_range`` when not found), ``points`` (engine)."""
+
+    TYPE: ClassVar[str] = "nearest_reply"
+    memory_version: int
+    found: np.ndarray
+    distance: np.ndarray
+    points: np.ndarray
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"memory_version": self.memory_version, "found": pack_array(self.found, UINT8, None, "found"),
+                "distance": pack_array(self.distance, FLOAT32, None, "distance"), "points": pack_array(self.points, FLOAT32, 3, "points")}
+
+    @classmethod
+    def from_wire(cls, r: Reader, form: PoseForm | None) -> NearestReply:
+        found = r.array("found", UINT8, None)
+        return cls(r.int("memory_version"), found, _per_item(r, "distance", len(found)),
+                   _same_rows(r, "points", _points(r, "points"), len(found)))
+
+
+@dataclass(frozen=True)
+class CollisionReply:
+    """Per shape: ``hit`` (bool), ``clearance`` (engine units: gap, or minus the penetration; +inf when no surface
+    is within reach), ``contact_points`` (engine; 0 when none)."""
+
+    TYPE: ClassVar[str] = "collision_reply"
+    memory_version: int
+    hit: np.ndarray
+    clearance: np.ndarray
+    contact_points: np.ndarray
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"memory_version": self.memory_version, "hit": pack_array(self.hit, UINT8, None, "hit"),
+                "clearance": pack_array(self.clearance, FLOAT32, None, "clearance"),
+                "contact_points": pack_array(self.contact_points, FLOAT32, 3, "contact_points")}
+
+    @classmethod
+    def from_wire(cls, r: Reader, form: PoseForm | None) -> CollisionReply:
+        hit = r.array("hit", UINT8, None)
+        clearance = r.array("clearance", FLOAT32, None, finite=False)
+        return cls(r.int("memory_version"), hit, _same_rows(r, "clearance", clearance, len(hit)),
+                   _same_rows(r, "contact_points", _points(r, "contact_points"), len(hit)))
+
+
+@dataclass(frozen=True)
+class OccupancyReply:
+    """Per point: ``states`` uint8, 1 unknown, 2 free, 3 occupied."""
+
+    TYPE: ClassVar[str] = "occupancy_reply"
+    memory_version: int
+    states: np.ndarray
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"memory_version": self.memory_version, "states": pack_array(self.states, UINT8, None, "states")}
+
+    @classmethod
+    def from_wire(cls, r: Reader, form: PoseForm | None) -> OccupancyReply:
+        return cls(r.int("memory_version"), r.array("states", UINT8, None))
+
+
+@dataclass(frozen=True)
+class CropReply:
+    """The voxels inside the box: ``points`` float32 (N, 3) centres (engine), ``colors`` uint8 (N, 3)."""
+
+    TYPE: ClassVar[str] = "crop_reply"
+    memory_version: int
+    points: np.ndarray
+    colors: np.ndarray
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"memory_version": self.memory_version, "points": pack_array(self.points, FLOAT32, 3, "points"),
+                "colors": pack_array(self.colors, UINT8, 3, "colors")}
+
+    @classmethod
+    def from_wire(cls, r: Reader, form: PoseForm | None) -> CropReply:
+        points = _points(r, "points")
+        return cls(r.int("memory_version"), points, _same_rows(r, "colors", r.array("colors", UINT8, 3), len(points)))
+
+
+@dataclass(frozen=True)
+class EditReply:
+    """An edit's result: the memory version after it and how many voxels it removed, recoloured or added."""
+
+    TYPE: ClassVar[str] = "edit_reply"
+    memory_version: int
+    voxels: int
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"memory_version": self.memory_version, "voxels": self.voxels}
+
+    @classmethod
+    def from_wire(cls, r: Reader, form: PoseForm | None) -> EditReply:
+        return cls(r.int("memory_version"), r.int("voxels"))
+
+
+Request = (Hello | CreateWorld | Render | Step | DeleteWorld | PointCloud | Raycast | NearestSurface | CheckSpheres
+           | CheckCapsules | CheckBoxes | QueryOccupancy | CropPointCloud | RemoveRegion | RecolorRegion | InsertPoints)
+Reply = (HelloReply | WorldReply | DeleteReply | FramesReply | ErrorReply | PointCloudChunk | RaycastReply | NearestReply
+         | CollisionReply | OccupancyReply | CropReply | EditReply)
 ENVELOPE_FIELDS = ("version", "type", "id")
 """Fields of every message's envelope; no record has a field of these names."""
-REQUEST_TYPES: dict[str, type] = {cls.TYPE: cls for cls in (Hello, CreateWorld, Render, Step, DeleteWorld)}
-REPLY_TYPES: dict[str, type] = {cls.TYPE: cls for cls in (HelloReply, WorldReply, DeleteReply, FramesReply, ErrorReply)}
+REQUEST_TYPES: dict[str, type] = {cls.TYPE: cls for cls in (
+    Hello, CreateWorld, Render, Step, DeleteWorld, PointCloud, Raycast, NearestSurface, CheckSpheres, CheckCapsules,
+    CheckBoxes, QueryOccupancy, CropPointCloud, RemoveRegion, RecolorRegion, InsertPoints)}
+REPLY_TYPES: dict[str, type] = {cls.TYPE: cls for cls in (
+    HelloReply, WorldReply, DeleteReply, FramesReply, ErrorReply, PointCloudChunk, RaycastReply, NearestReply,
+    CollisionReply, OccupancyReply, CropReply, EditReply)}

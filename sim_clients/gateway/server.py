@@ -5,6 +5,9 @@ exchange msgpack messages (``sim_clients/gateway/SCHEMA.md``). Each connection d
 (``hello``); the gateway converts poses both ways and forwards to a ``worldweave serve`` through ``WorldClient``.
 Requests of one connection run in order, one at a time; connections run concurrently. A malformed, oversized or
 failing request gets an ``error`` reply and never stops the gateway. Binds 127.0.0.1 unless told otherwise.
+Every request gets one reply, except ``point_cloud``, answered by one ``point_cloud_chunk`` message per chunk (the
+last flagged ``last_in_version``); a REQ socket, which takes one reply per request, gets an error instead when the
+answer needs more than one chunk.
 """
 
 from __future__ import annotations
@@ -19,20 +22,36 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import grpc
+import numpy as np
 import zmq
 import zmq.asyncio
 
+from worldweave.sim_clients import world_state as ws
 from worldweave.sim_clients.client import ServerUnavailableError, WorldClient, WorldClientError
 from worldweave.sim_clients.conventions import Convention, ConventionError, get_convention
 from worldweave.sim_clients.gateway import codec, translate
 from worldweave.sim_clients.gateway.errors import GatewayError, InvalidMessageError, MessageTooLargeError, ServerError
 from worldweave.sim_clients.gateway.messages import (
+    CheckBoxes,
+    CheckCapsules,
+    CheckSpheres,
     CreateWorld,
+    CropPointCloud,
+    CropReply,
     DeleteReply,
     DeleteWorld,
+    EditReply,
     FramesReply,
     Hello,
     HelloReply,
+    InsertPoints,
+    NearestSurface,
+    OccupancyReply,
+    PointCloud,
+    QueryOccupancy,
+    Raycast,
+    RecolorRegion,
+    RemoveRegion,
     Render,
     Reply,
     Request,
@@ -76,22 +95,28 @@ class RequestHandler:
         self.client = client
         self.max_message_bytes = max_message_bytes
 
-    def handle(self, connection: Connection, payload: bytes) -> bytes:
-        """The reply to ``payload``: the request's answer, or an ``error`` reply. Never raises for a bad request."""
+    def handle(self, connection: Connection, payload: bytes, single_reply: bool = False) -> list[bytes]:
+        """The replies to ``payload`` (one, or one per chunk for ``point_cloud``), or one ``error`` reply. Never
+        raises for a bad request. ``single_reply``: the peer is a REQ socket, which takes exactly one reply."""
         request_id = None
         try:
             pose_form = connection.convention.pose_form if connection.convention else None
             request_id, request = codec.decode_request(payload, pose_form=pose_form, max_message_bytes=self.max_message_bytes)
-            return codec.encode(self.dispatch(connection, request), request_id)
+            replies = self.dispatch(connection, request)
+            replies = replies if isinstance(replies, list) else [replies]
+            if single_reply and len(replies) > 1:
+                raise MessageTooLargeError(f"this answer takes {len(replies)} chunk messages and a REQ socket takes one "
+                                           "reply: use a DEALER socket, or a larger max_chunk_bytes")
+            return [codec.encode(reply, request_id) for reply in replies]
         except GatewayError as error:
-            return codec.encode_error(error, error.request_id if error.request_id is not None else request_id)
+            return [codec.encode_error(error, error.request_id if error.request_id is not None else request_id)]
         except WorldClientError as error:
-            return codec.encode_error(ServerError(status_name(error), str(error)), request_id)
+            return [codec.encode_error(ServerError(status_name(error), str(error)), request_id)]
         except Exception as error:  # last resort, logged with its traceback: a request never stops the gateway
             logger.exception("request %s failed inside the gateway", request_id)
-            return codec.encode_error(GatewayError(f"gateway bug, please report: {type(error).__name__}: {error}"), request_id)
+            return [codec.encode_error(GatewayError(f"gateway bug, please report: {type(error).__name__}: {error}"), request_id)]
 
-    def dispatch(self, connection: Connection, request: Request) -> Reply:
+    def dispatch(self, connection: Connection, request: Request) -> Reply | list[Reply]:
         if isinstance(request, Hello):
             return self.hello(connection, request)
         convention = connection.convention
@@ -118,6 +143,56 @@ class RequestHandler:
         if isinstance(request, DeleteWorld):
             deleted = self.client.delete_world(request.world_id, delete_saved=request.delete_saved)
             return DeleteReply(bool(deleted.unloaded), bool(deleted.deleted_saved))
+        return self.world_state(convention, request)
+
+    def world_state(self, convention: Convention, request: Request) -> Reply | list[Reply]:
+        """Point cloud, queries and edits: engine values to canonical metres, the SDK call, the answer back."""
+        mpu = convention.metres_per_unit
+        client = self.client
+        if isinstance(request, PointCloud):
+            chunks = client.stream_point_cloud(request.world_id, request.since_version, include_positions=True,
+                                               max_chunk_bytes=request.max_chunk_bytes)
+            return [translate.wire_chunk(chunk, convention) for chunk in chunks]
+        if isinstance(request, Raycast):
+            result = client.raycast(request.world_id, convention.points_to_canonical(request.origins),
+                                    convention.directions_to_canonical(request.directions), request.max_range * mpu)
+            return translate.raycast_reply(result, convention)
+        if isinstance(request, NearestSurface):
+            result = client.nearest_surface(request.world_id, convention.points_to_canonical(request.points),
+                                            request.max_range * mpu)
+            return translate.nearest_reply(result, convention)
+        if isinstance(request, CheckSpheres):
+            result = client.check_spheres(request.world_id, convention.points_to_canonical(request.centers),
+                                          request.radii.astype(np.float64) * mpu)
+            return translate.collision_reply(result, convention)
+        if isinstance(request, CheckCapsules):
+            result = client.check_capsules(request.world_id, convention.points_to_canonical(request.starts),
+                                           convention.points_to_canonical(request.ends), request.radii.astype(np.float64) * mpu)
+            return translate.collision_reply(result, convention)
+        if isinstance(request, CheckBoxes):
+            rotations = translate.canonical_rotations(request.rotations, convention, "check_boxes.rotations")
+            result = client.check_boxes(request.world_id, convention.points_to_canonical(request.centers),
+                                        request.half_extents.astype(np.float64) * mpu, rotations)
+            return translate.collision_reply(result, convention)
+        if isinstance(request, QueryOccupancy):
+            result = client.query_occupancy(request.world_id, convention.points_to_canonical(request.points))
+            return OccupancyReply(result.version, result.states)
+        if isinstance(request, CropPointCloud):
+            crop = client.crop_point_cloud(request.world_id, *translate.canonical_box(request.min, request.max, convention))
+            if crop.points_m.nbytes + crop.colors.nbytes > self.max_message_bytes:
+                raise MessageTooLargeError(f"crop_point_cloud: {len(crop.points_m)} voxels do not fit one "
+                                           f"{self.max_message_bytes}-byte reply; crop a smaller box")
+            return CropReply(crop.version, translate.engine_points(crop.points_m, convention), crop.colors)
+        if isinstance(request, RemoveRegion):
+            result = client.remove_region(request.world_id, translate.canonical_region(request.region, convention, "remove_region.region"))
+            return EditReply(result.version, result.voxels)
+        if isinstance(request, RecolorRegion):
+            region = translate.canonical_region(request.region, convention, "recolor_region.region")
+            result = client.recolor_region(request.world_id, region, request.rgb)
+            return EditReply(result.version, result.voxels)
+        if isinstance(request, InsertPoints):
+            result = client.insert_points(request.world_id, convention.points_to_canonical(request.points), request.colors)
+            return EditReply(result.version, result.voxels)
         raise InvalidMessageError(f"no handler for request type {request.TYPE!r}")
 
     def hello(self, connection: Connection, request: Hello) -> HelloReply:
@@ -213,8 +288,10 @@ class Gateway:
     async def _serve(self, identity: bytes, prefix: list[bytes], payload: bytes, connection: Connection) -> None:
         try:
             async with connection.lock:
-                reply = await asyncio.get_running_loop().run_in_executor(self.executor, self.handler.handle, connection, payload)
-            await self.socket.send_multipart([identity, *prefix, reply])
+                replies = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, self.handler.handle, connection, payload, bool(prefix))
+            for reply in replies:
+                await self.socket.send_multipart([identity, *prefix, reply])
         finally:
             connection.pending -= 1
 
