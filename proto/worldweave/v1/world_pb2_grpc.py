@@ -29,6 +29,8 @@ class WorldServiceStub:
     """The world server. Every RPC that names a world answers NOT_FOUND (naming the id) when no such world is loaded,
     INVALID_ARGUMENT (naming the bad value) for a malformed request, RESOURCE_EXHAUSTED when a request is over a
     limit from GetServerInfo, and FAILED_PRECONDITION when the server or world is not in a state to serve it.
+    A server started with a bearer token answers UNAUTHENTICATED to any call without the metadata
+    `authorization: Bearer <token>` (the standard health check excepted).
     """
 
     def __init__(self, channel):
@@ -133,6 +135,8 @@ class WorldServiceServicer:
     """The world server. Every RPC that names a world answers NOT_FOUND (naming the id) when no such world is loaded,
     INVALID_ARGUMENT (naming the bad value) for a malformed request, RESOURCE_EXHAUSTED when a request is over a
     limit from GetServerInfo, and FAILED_PRECONDITION when the server or world is not in a state to serve it.
+    A server started with a bearer token answers UNAUTHENTICATED to any call without the metadata
+    `authorization: Bearer <token>` (the standard health check excepted).
     """
 
     def GetServerInfo(self, request, context):
@@ -216,14 +220,15 @@ class WorldServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Raycast(self, request, context):
-        """Casts a batch of rays against the world.
+        """Casts a batch of rays against the world. Query batches hold at most 2097152 rays, points or shapes
+        (RESOURCE_EXHAUSTED beyond).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def NearestSurface(self, request, context):
-        """Distance from a batch of points to the nearest surface, within a range.
+        """Distance from a batch of points to the nearest surface, within a range (at most 2.5 m: RESOURCE_EXHAUSTED beyond).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -237,7 +242,7 @@ class WorldServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def QueryOccupancy(self, request, context):
-        """Occupancy (occupied, free or unknown) of a batch of points.
+        """Occupancy (occupied, free or unknown) of a batch of points; "free" is space some keyframe's depth saw through.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -376,6 +381,8 @@ class WorldService:
     """The world server. Every RPC that names a world answers NOT_FOUND (naming the id) when no such world is loaded,
     INVALID_ARGUMENT (naming the bad value) for a malformed request, RESOURCE_EXHAUSTED when a request is over a
     limit from GetServerInfo, and FAILED_PRECONDITION when the server or world is not in a state to serve it.
+    A server started with a bearer token answers UNAUTHENTICATED to any call without the metadata
+    `authorization: Bearer <token>` (the standard health check excepted).
     """
 
     @staticmethod
