@@ -19,8 +19,9 @@ Two splat modes:
 
 Ties (equal test depth) go to the lower point index, so results are deterministic. Two backends give identical
 results: ``"torch"`` (vectorised scatter-reduce on a packed ``(depth bits, point index)`` int64 key; CPU and CUDA) and
-``"numba"`` (a compiled CPU loop, several times faster on CPU; DESIGN §7 allows it for a CPU hot path, measured in
-``benchmarks/bench_render.py``). The default is numba for CPU inputs and torch elsewhere.
+``"numba"`` (a compiled CPU loop, serial or with per-thread z-buffers, several times faster on CPU; DESIGN §7 allows
+it for a CPU hot path, measured in ``benchmarks/bench_render.py``). The default is numba for CPU inputs and torch
+elsewhere.
 """
 
 from __future__ import annotations
@@ -62,12 +63,9 @@ class Splat:
 
     depth: torch.Tensor
     index: torch.Tensor
+    mask: torch.Tensor
+    """(H, W) bool, True where some point landed (``index >= 0``)."""
     rgb: torch.Tensor | None = None
-
-    @property
-    def mask(self) -> torch.Tensor:
-        """(H, W) bool, True where some point landed."""
-        return self.index >= 0
 
 
 def _world_to_cam_rows(pose: Pose) -> np.ndarray:
@@ -75,9 +73,11 @@ def _world_to_cam_rows(pose: Pose) -> np.ndarray:
     return pose.inverse_matrix()[:3].astype(np.float32).reshape(-1)
 
 
-def _falloff_factor(radius: int, d2: np.ndarray | int, falloff: float) -> np.ndarray:
-    """float32 multiplier of a point's depth at squared pixel distance ``d2`` inside a footprint of ``radius``."""
-    return np.float32(1.0 + falloff * np.float64(d2) / ((radius + 0.5) * (radius + 0.5)))
+def _falloff_factor(radius: int, d2: np.ndarray, falloff: float) -> np.ndarray:
+    """float32 multipliers of a point's depth at squared pixel distances ``d2`` inside a footprint of ``radius``
+    (the same float64 operations as the numba kernel, so both paths agree bit for bit)."""
+    scale = falloff / ((radius + 0.5) * (radius + 0.5))
+    return (1.0 + scale * d2.astype(np.float64)).astype(np.float32)
 
 
 @numba.njit(cache=True, inline="always")
@@ -86,14 +86,15 @@ def _project_one(points, i, m, fx, fy, cx, cy):
     xc = x * m[0] + y * m[1] + z * m[2] + m[3]
     yc = x * m[4] + y * m[5] + z * m[6] + m[7]
     zc = x * m[8] + y * m[9] + z * m[10] + m[11]
-    inv = np.float32(1.0) / zc
+    # A point exactly in the camera plane (zc == 0) gets inf, as in torch, and is culled by the near test; numba's
+    # default error model would raise ZeroDivisionError instead.
+    inv = np.float32(1.0) / zc if zc != 0 else np.float32(np.inf)
     u = fx * xc * inv + cx
     v = fy * yc * inv + cy
     return zc, inv, u, v
 
 
-@numba.njit(cache=True, parallel=True)
-def _splat_numba(points, sizes, per_point_size, m, cam, near, far, spread, max_radius, falloff, width, height,
+def _splat_kernel(points, sizes, per_point_size, m, cam, near, far, spread, max_radius, falloff, width, height,
                  footprint, threads, colors, out_depth, out_index, out_rgb):
     n = points.shape[0]
     pixels = width * height
@@ -126,19 +127,13 @@ def _splat_numba(points, sizes, per_point_size, m, cam, near, far, spread, max_r
                 if key < buf[p]:
                     buf[p] = key
                 continue
-            for dv in range(-radius, radius + 1):
-                py = vi + dv
-                if py < 0 or py >= height:
-                    continue
-                for du in range(-radius, radius + 1):
-                    px = ui + du
-                    if px < 0 or px >= width:
-                        continue
-                    d2 = du * du + dv * dv
-                    factor = np.float32(1.0 + falloff * np.float64(d2) / ((radius + 0.5) * (radius + 0.5)))
-                    zeff = zc * factor
+            scale = falloff / ((radius + 0.5) * (radius + 0.5))
+            for dv in range(max(-radius, -vi), min(radius, height - 1 - vi) + 1):
+                row = (vi + dv) * width
+                for du in range(max(-radius, -ui), min(radius, width - 1 - ui) + 1):
+                    zeff = zc * np.float32(1.0 + scale * np.float64(du * du + dv * dv))
                     key = (np.int64(np.float32(zeff).view(np.int32)) << 32) | i
-                    p = py * width + px
+                    p = row + ui + du
                     if key < buf[p]:
                         buf[p] = key
     for p in numba.prange(pixels):
@@ -158,6 +153,10 @@ def _splat_numba(points, sizes, per_point_size, m, cam, near, far, spread, max_r
             out_depth[p] = zc
             for c in range(out_rgb.shape[1]):
                 out_rgb[p, c] = colors[i, c]
+
+
+_splat_serial = numba.njit(cache=True)(_splat_kernel)
+_splat_parallel = numba.njit(cache=True, parallel=True)(_splat_kernel)
 
 
 def _splat_torch(points: torch.Tensor, sizes: torch.Tensor | None, m: torch.Tensor, intrinsics: Intrinsics,
@@ -206,16 +205,18 @@ def _splat_torch(points: torch.Tensor, sizes: torch.Tensor | None, m: torch.Tens
     hit = keys != _EMPTY_KEY
     winner = torch.where(hit, keys & _INDEX_MASK, torch.full_like(keys, -1))
     depth = torch.where(hit, zc[winner.clamp_min(0)], torch.zeros((), dtype=torch.float32, device=device))
-    return Splat(depth.reshape(h, w), winner.reshape(h, w))
+    return Splat(depth.reshape(h, w), winner.reshape(h, w), hit.reshape(h, w))
 
 
-def _as_points(points: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
-    tensor = torch.as_tensor(points)
-    if tensor.ndim != 2 or tensor.shape[1] != 3:
-        raise InvalidInputError(f"{name} must have shape (N, 3), got {tuple(tensor.shape)}")
-    if len(tensor) >= _MAX_POINTS:
-        raise InvalidInputError(f"at most {_MAX_POINTS - 1} points per render, got {len(tensor)}")
-    return tensor.to(torch.float32).contiguous()
+def _device_of(points: torch.Tensor | np.ndarray) -> torch.device:
+    return points.device if isinstance(points, torch.Tensor) else torch.device("cpu")
+
+
+def _numpy(values: torch.Tensor | np.ndarray | float, dtype: type) -> np.ndarray:
+    """A CPU numpy array of ``values`` (no copy when it already is one of ``dtype``)."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    return np.ascontiguousarray(values, dtype=dtype)
 
 
 def splat_points(
@@ -232,6 +233,7 @@ def splat_points(
     near_m: float = DEFAULT_NEAR_M,
     far_m: float = float("inf"),
     backend: RenderBackend | None = None,
+    threads: int = 1,
 ) -> Splat:
     """Z-buffer (N, 3) points (metres, in the frame ``pose`` maps from: usually world) at camera ``pose``.
 
@@ -239,71 +241,77 @@ def splat_points(
     ``Splat.rgb``. ``splat`` and the footprint options are described in the module docstring; ``point_size_m`` (a
     float, or (N,) per point, metres) is required for ``"footprint"``. Points with depth outside ``(near_m, far_m]``
     are dropped. ``backend``: ``"numba"`` (CPU only) or ``"torch"``; default numba for CPU points, torch otherwise.
+    ``threads``: numba only; 1 runs the serial kernel (the default: on a machine whose cores are shared it is the
+    fastest), more runs the parallel kernel with that many per-thread z-buffers (same result).
     Returns tensors on the points' device.
     """
-    pts = _as_points(points, "points")
-    device = pts.device
-    colors_t = None
-    if colors is not None:
-        colors_t = torch.as_tensor(colors)
-        if colors_t.dtype != torch.uint8 or tuple(colors_t.shape) != (len(pts), 3):
-            raise InvalidInputError(
-                f"colors must be uint8 (N, 3) matching {len(pts)} points, got {colors_t.dtype} {tuple(colors_t.shape)}"
-            )
-        colors_t = colors_t.to(device).contiguous()
+    device = _device_of(points)
+    shape = tuple(points.shape)
+    if len(shape) != 2 or shape[1] != 3:
+        raise InvalidInputError(f"points must have shape (N, 3), got {shape}")
+    n = shape[0]
+    if n >= _MAX_POINTS:
+        raise InvalidInputError(f"at most {_MAX_POINTS - 1} points per render, got {n}")
+    if colors is not None and (str(colors.dtype) not in ("uint8", "torch.uint8") or tuple(colors.shape) != (n, 3)):
+        raise InvalidInputError(f"colors must be uint8 (N, 3) matching {n} points, got {colors.dtype} {tuple(colors.shape)}")
     if splat not in ("pixel", "footprint"):
         raise InvalidInputError(f"splat must be 'pixel' or 'footprint', got {splat!r}")
     if not (near_m > 0 and far_m > near_m):
         raise InvalidInputError(f"need 0 < near_m < far_m, got near_m={near_m}, far_m={far_m}")
+    if not (isinstance(threads, (int, np.integer)) and threads >= 1):
+        raise InvalidInputError(f"threads must be a positive integer, got {threads!r}")
+    backend = backend or ("numba" if device.type == "cpu" else "torch")
+    if backend not in ("numba", "torch"):
+        raise InvalidInputError(f"unknown render backend {backend!r}; choose 'torch' or 'numba'")
+    if backend == "numba" and device.type != "cpu":
+        raise InvalidInputError(f"the numba renderer runs on CPU only; points are on {device}")
     sizes = None
     if splat == "footprint":
         if point_size_m is None:
             raise InvalidInputError("splat='footprint' needs point_size_m (metres, a float or one per point)")
-        sizes = torch.as_tensor(point_size_m, dtype=torch.float32, device=device).reshape(-1)
-        if len(sizes) not in (1, len(pts)):
-            raise InvalidInputError(f"point_size_m must be one value or one per point ({len(pts)}), got {len(sizes)}")
-        if not bool(torch.all(torch.isfinite(sizes) & (sizes >= 0))):
+        sizes = _numpy(point_size_m, np.float32).reshape(-1)
+        if len(sizes) not in (1, n):
+            raise InvalidInputError(f"point_size_m must be one value or one per point ({n}), got {len(sizes)}")
+        if not np.all(np.isfinite(sizes) & (sizes >= 0)):
             raise InvalidInputError("point_size_m must be finite and >= 0")
         if not (footprint_scale > 0 and 0 <= max_radius_px <= 256 and footprint_falloff >= 0):
             raise InvalidInputError(
                 f"need footprint_scale > 0, 0 <= max_radius_px <= 256, footprint_falloff >= 0; got "
                 f"{footprint_scale}, {max_radius_px}, {footprint_falloff}"
             )
-    backend = backend or ("numba" if device.type == "cpu" else "torch")
-    if backend not in ("numba", "torch"):
-        raise InvalidInputError(f"unknown render backend {backend!r}; choose 'torch' or 'numba'")
-    if backend == "numba" and device.type != "cpu":
-        raise InvalidInputError(f"the numba renderer runs on CPU only; points are on {device}")
     spread = float(np.float32(footprint_scale * max(intrinsics.fx, intrinsics.fy)))
     rows = _world_to_cam_rows(pose)
     h, w = intrinsics.shape
-    if len(pts) == 0:
-        rgb = None if colors_t is None else torch.zeros((h, w, 3), dtype=torch.uint8, device=device)
-        return Splat(torch.zeros((h, w), dtype=torch.float32, device=device),
-                     torch.full((h, w), -1, dtype=torch.int64, device=device), rgb)
+    if n == 0:
+        index = torch.full((h, w), -1, dtype=torch.int64, device=device)
+        rgb = None if colors is None else torch.zeros((h, w, 3), dtype=torch.uint8, device=device)
+        return Splat(torch.zeros((h, w), dtype=torch.float32, device=device), index, index >= 0, rgb)
     if backend == "torch":
+        pts = torch.as_tensor(points).to(torch.float32).contiguous()
+        sizes_t = None if sizes is None else torch.from_numpy(sizes).to(device)
         m = torch.from_numpy(rows).to(device)
-        result = _splat_torch(pts, sizes, m, intrinsics, near_m, far_m, spread, int(max_radius_px),
+        result = _splat_torch(pts, sizes_t, m, intrinsics, near_m, far_m, spread, int(max_radius_px),
                               float(footprint_falloff))
-        if colors_t is None:
+        if colors is None:
             return result
         hit = result.mask.reshape(-1)
         rgb = torch.zeros((h * w, 3), dtype=torch.uint8, device=device)
-        rgb[hit] = colors_t[result.index.reshape(-1)[hit]]
-        return Splat(result.depth, result.index, rgb.reshape(h, w, 3))
+        rgb[hit] = torch.as_tensor(colors).to(device)[result.index.reshape(-1)[hit]]
+        return Splat(result.depth, result.index, result.mask, rgb.reshape(h, w, 3))
     depth = np.empty(h * w, dtype=np.float32)
     index = np.empty(h * w, dtype=np.int64)
-    rgb = np.empty((h * w, 0 if colors_t is None else 3), dtype=np.uint8)
-    size_array = np.zeros(1, np.float32) if sizes is None else sizes.numpy()
+    rgb = np.empty((h * w, 0 if colors is None else 3), dtype=np.uint8)
     cam = np.array([intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy], dtype=np.float32)
-    _splat_numba(
-        pts.numpy(), size_array, len(size_array) > 1, rows, cam, np.float32(near_m), np.float32(far_m),
-        np.float32(spread), int(max_radius_px), float(footprint_falloff), w, h, sizes is not None,
-        numba.get_num_threads(), np.zeros((1, 3), np.uint8) if colors_t is None else colors_t.numpy(),
-        depth, index, rgb,
+    kernel = _splat_serial if threads == 1 else _splat_parallel
+    kernel(
+        _numpy(points, np.float32), np.zeros(1, np.float32) if sizes is None else sizes,
+        sizes is not None and len(sizes) > 1, rows, cam, np.float32(near_m), np.float32(far_m), np.float32(spread),
+        int(max_radius_px), float(footprint_falloff), w, h, sizes is not None, threads,
+        np.zeros((1, 3), np.uint8) if colors is None else _numpy(colors, np.uint8), depth, index, rgb,
     )
-    return Splat(torch.from_numpy(depth).reshape(h, w), torch.from_numpy(index).reshape(h, w),
-                 None if colors_t is None else torch.from_numpy(rgb).reshape(h, w, 3))
+    index = index.reshape(h, w)
+    return Splat(torch.from_numpy(depth).reshape(h, w), torch.from_numpy(index), torch.from_numpy(index >= 0),
+                 None if colors is None else torch.from_numpy(rgb).reshape(h, w, 3))
 
 
 def render_points(
@@ -320,6 +328,7 @@ def render_points(
     near_m: float = DEFAULT_NEAR_M,
     far_m: float = float("inf"),
     backend: RenderBackend | None = None,
+    threads: int = 1,
 ) -> RenderResult:
     """Render (N, 3) world points (metres) with (N, 3) uint8 colours at camera-to-world ``pose``.
 
@@ -329,6 +338,6 @@ def render_points(
     result = splat_points(
         points_world, pose, intrinsics, colors=colors, splat=splat, point_size_m=point_size_m,
         footprint_scale=footprint_scale, max_radius_px=max_radius_px, footprint_falloff=footprint_falloff,
-        near_m=near_m, far_m=far_m, backend=backend,
+        near_m=near_m, far_m=far_m, backend=backend, threads=threads,
     )
     return RenderResult(result.rgb.cpu().numpy(), result.depth.cpu().numpy(), result.mask.cpu().numpy())

@@ -1,0 +1,176 @@
+"""The point splatter: pixel-centre convention, z-buffer, footprint without see-through holes, torch == numba."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from worldweave.bridge.errors import InvalidInputError
+from worldweave.bridge.geometry import Intrinsics, Pose
+from worldweave.bridge.render import render_points, splat_points
+
+INTRINSICS = Intrinsics(120.0, 110.0, 79.5, 59.5, 160, 120)
+
+
+def _random_cloud(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    points = np.stack([rng.uniform(-3, 3, n), rng.uniform(-2, 2, n), rng.uniform(-1, 6, n)], axis=1).astype(np.float32)
+    colors = rng.integers(0, 256, (n, 3), dtype=np.uint8)
+    sizes = rng.uniform(0.0, 0.08, n).astype(np.float32)
+    return points, colors, sizes
+
+
+def _devices() -> list[str]:
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def test_point_lands_on_nearest_pixel_centre_with_halves_rounding_up() -> None:
+    intrinsics = Intrinsics(100.0, 100.0, 10.0, 8.0, 21, 17)
+    # u = 100 * x / 2 + 10: x = 0.03 -> u = 11.5 (rounds up to 12); x = -0.029 -> u = 8.55 (to 9).
+    points = np.array([[0.03, 0.0, 2.0], [-0.029, 0.05, 2.0]], dtype=np.float32)
+    colors = np.array([[255, 0, 0], [0, 255, 0]], dtype=np.uint8)
+    result = render_points(points, colors, Pose.identity(), intrinsics)
+    assert result.mask.sum() == 2
+    assert result.mask[8, 12] and tuple(result.rgb[8, 12]) == (255, 0, 0)
+    assert result.mask[11, 9] and tuple(result.rgb[11, 9]) == (0, 255, 0)  # v = 100 * 0.05 / 2 + 8 = 10.5 -> 11
+    assert result.depth[8, 12] == pytest.approx(2.0)
+
+
+def test_nearest_point_wins_and_ties_go_to_the_lower_index() -> None:
+    points = np.array([[0, 0, 3.0], [0, 0, 2.0], [0, 0, 2.5], [0.5, 0, 2.0], [0.5, 0, 2.0]], dtype=np.float32)
+    colors = np.array([[1, 1, 1], [2, 2, 2], [3, 3, 3], [4, 4, 4], [5, 5, 5]], dtype=np.uint8)
+    for backend in ("numba", "torch"):
+        result = render_points(points, colors, Pose.identity(), INTRINSICS, backend=backend)
+        centre = (round(INTRINSICS.cy), round(INTRINSICS.cx))
+        assert result.rgb[centre][0] == 2 and result.depth[centre] == pytest.approx(2.0)
+        v, u = np.argwhere(result.rgb[..., 0] >= 4)[0]
+        assert result.rgb[v, u, 0] == 4
+
+
+def test_points_behind_near_or_beyond_far_are_dropped() -> None:
+    points = np.array([[0, 0, -1.0], [0, 0, 0.0005], [0, 0, 5.0], [0, 0, 1.0]], dtype=np.float32)
+    colors = np.full((4, 3), 9, np.uint8)
+    result = render_points(points, colors, Pose.identity(), INTRINSICS, far_m=4.0)
+    assert result.mask.sum() == 1
+    assert result.depth[result.mask][0] == pytest.approx(1.0)
+
+
+def test_pose_moves_the_camera_not_the_points() -> None:
+    pose = Pose.look_at([0.0, 0.0, 0.0], [5.0, 0.0, 0.0])  # looking along world +x, Z up
+    points = np.array([[5.0, 0.0, 0.0]], dtype=np.float32)
+    result = render_points(points, np.array([[7, 8, 9]], np.uint8), pose, INTRINSICS)
+    v, u = np.argwhere(result.mask)[0]
+    assert (u, v) == (80, 60)  # 79.5 and 59.5 round up
+    assert result.depth[v, u] == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize("splat", ["pixel", "footprint"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_torch_and_numba_paths_agree_exactly(splat: str, seed: int) -> None:
+    points, colors, sizes = _random_cloud(20_000, seed)
+    pose = Pose.look_at([0.2, -0.1, -0.5], [0.0, 0.3, 3.0], up=[0.0, -1.0, 0.0])
+    options = {"splat": splat, "point_size_m": sizes if splat == "footprint" else None, "max_radius_px": 6}
+    reference = splat_points(points, pose, INTRINSICS, colors=colors, backend="numba", **options)
+    assert reference.mask.float().mean() > 0.3
+    for device in _devices():
+        other = splat_points(torch.from_numpy(points).to(device), pose, INTRINSICS, colors=torch.from_numpy(colors),
+                             backend="torch", **options)
+        assert torch.equal(other.index.cpu(), reference.index)
+        assert torch.equal(other.depth.cpu(), reference.depth)
+        assert torch.equal(other.rgb.cpu(), reference.rgb)
+
+
+def test_footprint_scalar_size_matches_per_point_size() -> None:
+    points, colors, _ = _random_cloud(5_000, 3)
+    a = render_points(points, colors, Pose.identity(), INTRINSICS, splat="footprint", point_size_m=0.03)
+    b = render_points(points, colors, Pose.identity(), INTRINSICS, splat="footprint",
+                      point_size_m=np.full(len(points), 0.03, np.float32))
+    assert np.array_equal(a.rgb, b.rgb) and np.array_equal(a.depth, b.depth)
+
+
+def _plane_scene() -> tuple[np.ndarray, np.ndarray, float]:
+    """A red plane at 0.4 m sampled on a 2 cm grid, in front of a dense blue wall at 3 m."""
+    spacing = 0.02
+    g = np.arange(-0.1, 0.1 + 1e-9, spacing)
+    near = np.stack(np.meshgrid(g, g, indexing="xy"), axis=-1).reshape(-1, 2)
+    near = np.concatenate([near, np.full((len(near), 1), 0.4)], axis=1)
+    f = np.arange(-3.0, 3.0, 0.005)
+    far = np.stack(np.meshgrid(f, f, indexing="xy"), axis=-1).reshape(-1, 2)
+    far = np.concatenate([far, np.full((len(far), 1), 3.0)], axis=1)
+    points = np.concatenate([near, far]).astype(np.float32)
+    colors = np.concatenate([np.tile([[200, 0, 0]], (len(near), 1)), np.tile([[0, 0, 200]], (len(far), 1))])
+    return points, colors.astype(np.uint8), spacing
+
+
+def test_footprint_leaves_no_see_through_holes_on_a_close_plane() -> None:
+    points, colors, spacing = _plane_scene()
+    intrinsics = Intrinsics(200.0, 200.0, 79.5, 59.5, 160, 120)
+    # The plane spans x, y in [-0.1, 0.1] at z = 0.4 (10 pixels between its points): every pixel within 0.09 m of
+    # its centre must see it.
+    v, u = np.mgrid[0:120, 0:160]
+    interior = (np.abs((u - 79.5) / 200 * 0.4) < 0.09) & (np.abs((v - 59.5) / 200 * 0.4) < 0.09)
+    pixel = render_points(points, colors, Pose.identity(), intrinsics)
+    red_pixel = pixel.rgb[..., 0] == 200
+    assert red_pixel[interior].mean() < 0.2  # one pixel per point: mostly see-through to the blue wall
+
+    for backend in ("numba", "torch"):
+        foot = render_points(points, colors, Pose.identity(), intrinsics, splat="footprint", point_size_m=spacing,
+                             backend=backend)
+        assert np.all(foot.rgb[interior, 0] == 200) and np.all(foot.rgb[interior, 2] == 0)
+        assert np.allclose(foot.depth[interior], 0.4, atol=1e-6)  # the true depth, not the falloff-biased one
+        outside = (np.abs((u - 79.5) / 200 * 0.4) > 0.12) | (np.abs((v - 59.5) / 200 * 0.4) > 0.12)
+        assert np.all(foot.rgb[outside, 2] == 200)  # the wall around the plane is still seen, without holes
+
+
+def test_footprint_radius_grows_as_the_surface_comes_closer() -> None:
+    point = np.array([[0.0, 0.0, 0.0]], dtype=np.float32)
+    color = np.array([[50, 60, 70]], np.uint8)
+    covered = []
+    for distance in (4.0, 1.0, 0.25):
+        pose = Pose(np.eye(3), [0.0, 0.0, -distance])
+        result = render_points(point, color, pose, INTRINSICS, splat="footprint", point_size_m=0.05)
+        covered.append(int(result.mask.sum()))
+    # 0.05 m at f = 120: 1.5, 6 and 24 pixels wide -> half-widths 1, 3, 12 -> squares of 3, 7, 25 pixels.
+    assert covered == [9, 49, 625]
+
+
+def test_footprint_is_capped_by_max_radius() -> None:
+    point = np.array([[0.0, 0.0, 0.1]], dtype=np.float32)
+    result = render_points(point, np.array([[1, 2, 3]], np.uint8), Pose.identity(), INTRINSICS, splat="footprint",
+                           point_size_m=1.0, max_radius_px=2)
+    assert result.mask.sum() == 25
+
+
+def test_empty_cloud_renders_nothing() -> None:
+    result = render_points(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), Pose.identity(), INTRINSICS)
+    assert not result.mask.any() and result.rgb.shape == (120, 160, 3)
+
+
+def test_bad_inputs_raise_naming_the_value() -> None:
+    points, colors, _ = _random_cloud(10, 0)
+    with pytest.raises(InvalidInputError, match="shape"):
+        render_points(points[:, :2], colors, Pose.identity(), INTRINSICS)
+    with pytest.raises(InvalidInputError, match="uint8"):
+        render_points(points, colors.astype(np.float32), Pose.identity(), INTRINSICS)
+    with pytest.raises(InvalidInputError, match="point_size_m"):
+        render_points(points, colors, Pose.identity(), INTRINSICS, splat="footprint")
+    with pytest.raises(InvalidInputError, match="'disc'"):
+        render_points(points, colors, Pose.identity(), INTRINSICS, splat="disc")
+    with pytest.raises(InvalidInputError, match="backend"):
+        render_points(points, colors, Pose.identity(), INTRINSICS, backend="opengl")
+
+
+def test_pixel_mode_depth_matches_open3d() -> None:
+    o3d = pytest.importorskip("open3d")
+    points, colors, _ = _random_cloud(30_000, 5)
+    pose = Pose.look_at([0.3, 0.2, -1.0], [0.0, 0.0, 3.0], up=[0.0, -1.0, 0.0])
+    cloud = o3d.t.geometry.PointCloud(o3d.core.Tensor(points))
+    cloud.point.colors = o3d.core.Tensor(colors.astype(np.float32) / 255.0)
+    image = cloud.project_to_rgbd_image(
+        INTRINSICS.width, INTRINSICS.height, o3d.core.Tensor(INTRINSICS.matrix), o3d.core.Tensor(pose.inverse_matrix()),
+        depth_scale=1.0, depth_max=100.0,
+    )
+    expected = image.depth.as_tensor().numpy().reshape(INTRINSICS.shape)
+    ours = render_points(points, colors, pose, INTRINSICS)
+    assert np.array_equal(ours.depth, expected)
