@@ -16,24 +16,10 @@ from pathlib import Path
 import grpc
 
 from worldweave.bridge.errors import InvalidInputError
+from worldweave.sim_clients.client import AUTHORIZATION_KEY, call_metadata
 
-AUTHORIZATION_KEY = "authorization"
-"""Metadata key of the token (gRPC metadata keys are lower case)."""
-BEARER_PREFIX = "Bearer "
 OPEN_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
 """Methods served without a token (health probes)."""
-
-
-def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
-    """The call metadata that carries ``token``."""
-    return ((AUTHORIZATION_KEY, BEARER_PREFIX + token),)
-
-
-def check_token(token: str) -> str:
-    """``token`` if it is usable in metadata (printable ASCII without spaces, non-empty), else ``InvalidInputError``."""
-    if not token or not token.isascii() or not token.isprintable() or " " in token:
-        raise InvalidInputError("the auth token must be non-empty printable ASCII without spaces")
-    return token
 
 
 def _deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
@@ -55,7 +41,11 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
     """Refuses calls without ``authorization: Bearer <token>`` (UNAUTHENTICATED), except ``OPEN_METHODS``."""
 
     def __init__(self, token: str) -> None:
-        self._expected = (BEARER_PREFIX + check_token(token)).encode()
+        try:
+            (_, value), = call_metadata(token)  # the very metadata a client sends
+        except ValueError as error:
+            raise InvalidInputError(f"the auth token: {error}") from None
+        self._expected = value.encode()
 
     async def intercept_service(self, continuation, handler_call_details: grpc.HandlerCallDetails):
         handler = await continuation(handler_call_details)

@@ -131,13 +131,18 @@ def channel_credentials(tls: bool, tls_root_certificates: bytes | str | Path | N
     return grpc.ssl_channel_credentials(root_certificates=roots)
 
 
+AUTHORIZATION_KEY = "authorization"
+"""Metadata key of the bearer token (gRPC metadata keys are lower case)."""
+
+
 def call_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
-    """The metadata sent with every call: the bearer token, if any."""
+    """The metadata sent with every call: ``authorization: Bearer <token>``, if there is a token (it must be
+    non-empty printable ASCII without spaces: ``ValueError``)."""
     if token is None:
         return ()
     if not token or not token.isascii() or not token.isprintable() or " " in token:
         raise ValueError("token must be non-empty printable ASCII without spaces")
-    return (("authorization", f"Bearer {token}"),)
+    return ((AUTHORIZATION_KEY, f"Bearer {token}"),)
 
 
 def check_api_version(server_version: str, client_version: str = API_VERSION) -> str | None:

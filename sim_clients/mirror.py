@@ -126,7 +126,7 @@ class PointCloudMirror:
     def _change(self, keys: np.ndarray, colors: np.ndarray, flags: np.ndarray) -> None:
         if len(keys):
             rows = self._rows(keys, "changed")
-            self.colors, self.flags = self.colors.copy(), self.flags.copy()
+            self.colors, self.flags = self.colors.copy(), self.flags.copy()  # arrays handed out by points() stay as they were
             self.colors[rows], self.flags[rows] = colors, flags
 
     def _add(self, keys: np.ndarray, colors: np.ndarray, flags: np.ndarray) -> None:

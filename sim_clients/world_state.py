@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
-from worldweave.sim_clients.conventions import ConventionError, quaternion_from_rotation
+from worldweave.sim_clients.conventions import quaternion_from_rotation
 from worldweave.sim_clients.conversions import (
     FLOAT32,
     INT64,
@@ -79,10 +79,12 @@ def quaternions_wxyz(rotations, n: int, name: str) -> np.ndarray:
     if array.shape == (n, 4):
         return array
     if array.shape == (n, 3, 3):
-        try:
-            return np.array([tuple(quaternion_from_rotation(r)) for r in array]).reshape(n, 4)
-        except (ConventionError, ValueError) as error:
-            raise WireFormatError(f"{name}: {error}") from None
+        error = np.abs(np.einsum("nji,njk->nik", array, array) - np.eye(3)).max(axis=(1, 2)) if n else np.zeros(0)
+        bad = ~(error < 1e-6) | ~(np.linalg.det(array) > 0) if n else np.zeros(0, bool)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise WireFormatError(f"{name}[{i}] is not a rotation (orthonormal, determinant +1): {array[i].tolist()}")
+        return np.array([tuple(quaternion_from_rotation(r)) for r in array]).reshape(n, 4)
     raise WireFormatError(f"{name} must be ({n}, 4) quaternions (qw, qx, qy, qz) or ({n}, 3, 3) matrices, got {array.shape}")
 
 

@@ -365,6 +365,8 @@ def test_client_side_errors_name_the_value(client, world_id):
         client.raycast(world_id, np.zeros((2, 2)), np.zeros((2, 2)), 1.0)
     with pytest.raises(conversions.WireFormatError, match="rgb must be three integers in 0..255"):
         client.recolor_region(world_id, ws.sphere_region(EYE, 1.0), [0, 0, 300])
+    with pytest.raises(conversions.WireFormatError, match=r"rotations\[0\] is not a rotation"):
+        client.check_boxes(world_id, EYE, [[0.1, 0.1, 0.1]], 2 * np.eye(3)[None])
     with pytest.raises(InvalidRequestError, match=r"directions\[0\]"):
         client.raycast(world_id, EYE, [0, 0, 0], 1.0)
     with pytest.raises(LimitExceededError, match="max_distance_m"):
