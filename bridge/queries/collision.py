@@ -6,8 +6,9 @@ surface voxel minimising ``sd_S``; ``clearance = min sd_S - margin``. A shape **
 and then ``-clearance`` is the penetration depth: how deep the deepest surface point lies inside the shape,
 margin included. For a sphere this is ``distance(centre, surface) - radius - margin``.
 
-The search is exact: every block overlapping the shape's box grown by ``margin + max_clearance`` is visited, and
-blocks and 4-voxel sub-blocks are skipped by a Lipschitz bound (``sd`` changes by at most the distance moved).
+The search is exact: it starts from surface voxels near the shape (hints from the distance field), then visits
+every block overlapping the shape's box grown by the best ``sd`` so far (at most ``margin + max_clearance``),
+skipping blocks and 4-voxel sub-blocks by a Lipschitz bound (``sd`` changes by at most the distance moved).
 Coordinates inside the kernels are voxel units.
 """
 
@@ -22,6 +23,10 @@ import numpy as np
 from worldweave.bridge.queries.grid import BLOCK_SHIFT, WORDS_PER_BLOCK, block_slot_at, new_cache
 
 SEGMENT, BOX = 0, 1
+NO_HINT = np.iinfo(np.int64).min
+"""Marks a missing hint voxel."""
+_GROUP_HALF_DIAGONAL = math.sqrt(3.0) * 15.5 + 1e-9
+"""Largest distance from the middle of a group of 4 x 4 x 4 blocks to one of its voxel centres (voxels)."""
 _BLOCK_HALF_DIAGONAL = math.sqrt(3.0) * 3.5 + 1e-9
 """Largest distance from a block's middle to one of its voxel centres (voxels)."""
 _SUB_HALF_DIAGONAL = math.sqrt(3.0) * 1.5 + 1e-9
@@ -69,41 +74,60 @@ def _signed_distance(kind, q, x, y, z):
 
 
 @numba.njit(cache=True)
-def _min_signed_distance(table_keys, table_ids, shift, block_mask, block_slot, bits, cache, kind, q, lo, hi, limit, best):
-    """Smallest ``sd`` over voxel centres in blocks ``lo..hi`` (inclusive), below ``limit``; writes the voxel into
-    ``best`` and returns the value (``limit`` when none is below it)."""
+def _min_signed_distance(table_keys, table_ids, shift, block_mask, block_slot, bits, cache, kind, q, lo, hi, limit, hints, best):
+    """Smallest ``sd`` over voxel centres below ``limit``, the shape's points lying in the box ``[lo, hi]``
+    (voxel units); writes the voxel into ``best`` and returns the value (``limit`` when none is below it).
+    ``hints`` (K, 3): surface voxels near the shape (``NO_HINT`` rows ignored) whose ``sd`` tightens the search."""
     best_sd = limit
-    for bx in range(lo[0], hi[0] + 1):
-        for by in range(lo[1], hi[1] + 1):
-            for bz in range(lo[2], hi[2] + 1):
-                slot = block_slot_at(table_keys, table_ids, shift, block_mask, block_slot, cache, bx, by, bz)
-                if slot < 0:
+    for k in range(len(hints)):
+        if hints[k, 0] == NO_HINT:
+            continue
+        sd = _signed_distance(kind, q, hints[k, 0] + 0.5, hints[k, 1] + 0.5, hints[k, 2] + 0.5)
+        if sd < best_sd:
+            best_sd = sd
+            best[0], best[1], best[2] = hints[k, 0], hints[k, 1], hints[k, 2]
+    reach = max(best_sd, 0.0) + 0.5
+    b_lo_x, b_hi_x = np.int64(math.floor((lo[0] - reach) / 8)), np.int64(math.floor((hi[0] + reach) / 8))
+    b_lo_y, b_hi_y = np.int64(math.floor((lo[1] - reach) / 8)), np.int64(math.floor((hi[1] + reach) / 8))
+    b_lo_z, b_hi_z = np.int64(math.floor((lo[2] - reach) / 8)), np.int64(math.floor((hi[2] + reach) / 8))
+    # Groups of 4 x 4 x 4 blocks first: one bound skips 64 blocks far from the shape.
+    for gx in range(b_lo_x >> 2, (b_hi_x >> 2) + 1):
+        for gy in range(b_lo_y >> 2, (b_hi_y >> 2) + 1):
+            for gz in range(b_lo_z >> 2, (b_hi_z >> 2) + 1):
+                if _signed_distance(kind, q, gx * 32 + 16.0, gy * 32 + 16.0, gz * 32 + 16.0) - _GROUP_HALF_DIAGONAL >= best_sd:
                     continue
-                base_x, base_y, base_z = bx << BLOCK_SHIFT, by << BLOCK_SHIFT, bz << BLOCK_SHIFT
-                if _signed_distance(kind, q, base_x + 4.0, base_y + 4.0, base_z + 4.0) - _BLOCK_HALF_DIAGONAL >= best_sd:
-                    continue
-                for w in range(WORDS_PER_BLOCK):
-                    word = bits[slot, w]
-                    if word == 0:
-                        continue
-                    ox = base_x + ((w >> 2) & 1) * 4
-                    oy = base_y + ((w >> 1) & 1) * 4
-                    oz = base_z + (w & 1) * 4
-                    if _signed_distance(kind, q, ox + 2.0, oy + 2.0, oz + 2.0) - _SUB_HALF_DIAGONAL >= best_sd:
-                        continue
-                    for b in range(64):
-                        if not (word >> np.uint64(b)) & np.uint64(1):
-                            continue
-                        vx, vy, vz = ox + ((b >> 4) & 3), oy + ((b >> 2) & 3), oz + (b & 3)
-                        sd = _signed_distance(kind, q, vx + 0.5, vy + 0.5, vz + 0.5)
-                        if sd < best_sd:
-                            best_sd = sd
-                            best[0], best[1], best[2] = vx, vy, vz
+                for bx in range(max(gx * 4, b_lo_x), min(gx * 4 + 3, b_hi_x) + 1):
+                    for by in range(max(gy * 4, b_lo_y), min(gy * 4 + 3, b_hi_y) + 1):
+                        for bz in range(max(gz * 4, b_lo_z), min(gz * 4 + 3, b_hi_z) + 1):
+                            base_x, base_y, base_z = bx << BLOCK_SHIFT, by << BLOCK_SHIFT, bz << BLOCK_SHIFT
+                            mid = _signed_distance(kind, q, base_x + 4.0, base_y + 4.0, base_z + 4.0)
+                            if mid - _BLOCK_HALF_DIAGONAL >= best_sd:
+                                continue
+                            slot = block_slot_at(table_keys, table_ids, shift, block_mask, block_slot, cache, bx, by, bz)
+                            if slot < 0:
+                                continue
+                            for w in range(WORDS_PER_BLOCK):
+                                word = bits[slot, w]
+                                if word == 0:
+                                    continue
+                                ox = base_x + ((w >> 2) & 1) * 4
+                                oy = base_y + ((w >> 1) & 1) * 4
+                                oz = base_z + (w & 1) * 4
+                                if _signed_distance(kind, q, ox + 2.0, oy + 2.0, oz + 2.0) - _SUB_HALF_DIAGONAL >= best_sd:
+                                    continue
+                                for b in range(64):
+                                    if not (word >> np.uint64(b)) & np.uint64(1):
+                                        continue
+                                    vx, vy, vz = ox + ((b >> 4) & 3), oy + ((b >> 2) & 3), oz + (b & 3)
+                                    sd = _signed_distance(kind, q, vx + 0.5, vy + 0.5, vz + 0.5)
+                                    if sd < best_sd:
+                                        best_sd = sd
+                                        best[0], best[1], best[2] = vx, vy, vz
     return best_sd
 
 
 @numba.njit(cache=True, parallel=True)
-def _contact_kernel(grid, kind, params, lo, hi, limit, out_sd, out_voxel):
+def _contact_kernel(grid, kind, params, lo, hi, limit, hints, out_sd, out_voxel):
     table_keys, table_ids, shift, _, block_mask, block_slot, bits, _, _, _ = grid
     n = len(params)
     for batch in numba.prange((n + _BATCH - 1) // _BATCH):
@@ -111,7 +135,7 @@ def _contact_kernel(grid, kind, params, lo, hi, limit, out_sd, out_voxel):
         best = np.zeros(3, dtype=np.int64)
         for i in range(batch * _BATCH, min(n, (batch + 1) * _BATCH)):
             out_sd[i] = _min_signed_distance(
-                table_keys, table_ids, shift, block_mask, block_slot, bits, cache, kind, params[i], lo[i], hi[i], limit[i], best
+                table_keys, table_ids, shift, block_mask, block_slot, bits, cache, kind, params[i], lo[i], hi[i], limit[i], hints[i], best
             )
             out_voxel[i, 0], out_voxel[i, 1], out_voxel[i, 2] = best[0], best[1], best[2]
 
@@ -125,21 +149,25 @@ def shape_contacts(
     bounds_max_m: np.ndarray,
     margin_m: float,
     max_clearance_m: float,
+    hints_m: np.ndarray,
 ) -> ContactResult:
     """Contacts of N shapes of one ``kind`` (SEGMENT or BOX) with parameters ``params_m`` (N, 7) or (N, 15) in
-    metres (rotation entries unitless), whose points lie within ``[bounds_min_m, bounds_max_m]`` (N, 3)."""
+    metres (rotation entries unitless), whose points lie within ``[bounds_min_m, bounds_max_m]`` (N, 3).
+    ``hints_m`` (N, K, 3): surface points near each shape (NaN where none), e.g. from the distance field; they
+    only speed the search up, the answer stays exact."""
     v = float(voxel_size_m)
     n = len(params_m)
     params = np.array(params_m, dtype=np.float64)
     params[:, : 7 if kind == SEGMENT else 6] /= v
     reach = (margin_m + max_clearance_m) / v
-    lo = np.floor((bounds_min_m / v - reach - 0.5) / 8).astype(np.int64)
-    hi = np.floor((bounds_max_m / v + reach + 0.5) / 8).astype(np.int64)
+    lo, hi = np.ascontiguousarray(bounds_min_m / v), np.ascontiguousarray(bounds_max_m / v)
     limit = np.full(n, reach * (1 + 1e-12) + 1e-12)
+    hints = np.floor(np.nan_to_num(hints_m) / v).astype(np.int64)
+    hints[~np.isfinite(hints_m).all(axis=2), 0] = NO_HINT
     out_sd = np.empty(n, dtype=np.float64)
     out_voxel = np.zeros((n, 3), dtype=np.int64)
     if n:
-        _contact_kernel(grid_arrays, kind, np.ascontiguousarray(params), lo, hi, limit, out_sd, out_voxel)
+        _contact_kernel(grid_arrays, kind, np.ascontiguousarray(params), lo, hi, limit, np.ascontiguousarray(hints), out_sd, out_voxel)
     found = out_sd < limit
     clearance = np.where(found, out_sd * v - margin_m, np.inf)
     return ContactResult(found & (clearance <= 0), clearance, np.where(found[:, None], (out_voxel + 0.5) * v, np.nan))

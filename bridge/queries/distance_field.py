@@ -77,14 +77,20 @@ class NearestResult:
 
 
 @numba.njit(cache=True)
+def _window(d2):
+    """Half width (voxels) of the descent window at squared distance ``d2``. Far from a surface, voxels almost as
+    near as the nearest spread wide (those within e of it lie within about sqrt(2 d e) of it on a flat patch): the
+    window widens as sqrt(d) so that small holes in a patch do not trap the descent."""
+    return max(REFINE_HALF_WIDTH_VOX, np.int64(math.ceil(math.sqrt(math.sqrt(d2)))))
+
+
+@numba.njit(cache=True)
 def refine(table_keys, table_ids, shift, block_mask, block_slot, bits, cache, px, py, pz, best2, best):
     """Local descent from the voxel in ``best`` (at squared distance ``best2`` from ``p``, voxel units): search
     the blocks within ``REFINE_HALF_WIDTH_VOX`` of it for a nearer voxel and re-centre there, until the best voxel
     is no longer on the edge of the searched blocks (a local minimum) or ``REFINE_ROUNDS`` rounds. Turns a voxel
     of a surface patch into the patch's voxel nearest ``p``."""
-    # Far from a surface, voxels almost as near as the nearest spread wide (those within e of it lie within about
-    # sqrt(2 d e) of it on a flat patch): the window widens as sqrt(d) so that small holes do not trap the descent.
-    w = max(REFINE_HALF_WIDTH_VOX, np.int64(math.ceil(math.sqrt(math.sqrt(best2)))))
+    w = _window(best2)
     for _ in range(REFINE_ROUNDS):
         cx, cy, cz = best[0], best[1], best[2]
         before = best2
@@ -245,7 +251,7 @@ def nearest_voxel(table_keys, table_ids, shift, block_mask, block_slot, bits, pa
     """Nearest surface voxel to ``p`` (voxel units) closer than ``sqrt(limit2)``: returns its squared distance
     (``limit2`` when none) and writes its index into ``best``. Exact when the answer lies in the 3 x 3 x 3 blocks
     around ``p``; beyond, the parents of the 8 cells around ``p`` are refined by local descent, one per patch
-    among those that could still win. ``seeds`` (8, 3), ``seed_d2`` (8,) and ``scratch`` (8, 7) int64 are
+    among those that could still win. ``seeds`` (8, 3), ``seed_d2`` (8,) and ``scratch`` (8, 10) int64 are
     scratch space."""
     bx, by, bz = np.int64(math.floor(px / 8.0)), np.int64(math.floor(py / 8.0)), np.int64(math.floor(pz / 8.0))
     best2 = limit2
@@ -296,8 +302,8 @@ def nearest_voxel(table_keys, table_ids, shift, block_mask, block_slot, bits, pa
     seed_best = math.sqrt(seed_d2[order[0]])
     cutoff = seed_best + 0.5 + SEED_REACH_VOX**2 / (2.0 * seed_best)
     cutoff2 = cutoff * cutoff
-    refined = scratch[:, 1:4]
-    trial = scratch[0, 4:7]
+    starts, ends = scratch[:, 1:4], scratch[:, 4:7]
+    trial = scratch[0, 7:10]
     n_refined = 0
     for k in range(n_seeds):
         i = order[k]
@@ -305,16 +311,18 @@ def nearest_voxel(table_keys, table_ids, shift, block_mask, block_slot, bits, pa
             break
         covered = False
         for j in range(n_refined):
-            spread = max(abs(seeds[i, 0] - refined[j, 0]), abs(seeds[i, 1] - refined[j, 1]), abs(seeds[i, 2] - refined[j, 2]))
-            if spread <= SEED_CLUSTER_VOX:
+            from_start = max(abs(seeds[i, 0] - starts[j, 0]), abs(seeds[i, 1] - starts[j, 1]), abs(seeds[i, 2] - starts[j, 2]))
+            from_end = max(abs(seeds[i, 0] - ends[j, 0]), abs(seeds[i, 1] - ends[j, 1]), abs(seeds[i, 2] - ends[j, 2]))
+            if from_start <= SEED_CLUSTER_VOX or from_end <= _window(seed_d2[i]):
                 covered = True
                 break
         if covered:
             continue
-        refined[n_refined, 0], refined[n_refined, 1], refined[n_refined, 2] = seeds[i, 0], seeds[i, 1], seeds[i, 2]
-        n_refined += 1
         trial[0], trial[1], trial[2] = seeds[i, 0], seeds[i, 1], seeds[i, 2]
         trial2 = refine(table_keys, table_ids, shift, block_mask, block_slot, bits, cache, px, py, pz, seed_d2[i], trial)
+        starts[n_refined, 0], starts[n_refined, 1], starts[n_refined, 2] = seeds[i, 0], seeds[i, 1], seeds[i, 2]
+        ends[n_refined, 0], ends[n_refined, 1], ends[n_refined, 2] = trial[0], trial[1], trial[2]
+        n_refined += 1
         if trial2 < best2:
             best2 = trial2
             best[0], best[1], best[2] = trial[0], trial[1], trial[2]
@@ -330,7 +338,7 @@ def _nearest_kernel(grid, points, limit2, out_d2, out_voxel):
         best = np.empty(3, dtype=np.int64)
         seeds = np.empty((8, 3), dtype=np.int64)
         seed_d2 = np.empty(8, dtype=np.float64)
-        scratch = np.empty((8, 7), dtype=np.int64)
+        scratch = np.empty((8, 10), dtype=np.int64)
         for i in range(batch * _BATCH, min(n, (batch + 1) * _BATCH)):
             best2 = nearest_voxel(
                 table_keys, table_ids, shift, block_mask, block_slot, bits, parent, cache, points[i, 0], points[i, 1], points[i, 2], limit2[i], best, seeds, seed_d2, scratch

@@ -39,6 +39,9 @@ CHUNK_VOXELS = BLOCK_VOXELS * CHUNK_BLOCKS
 """Voxels per chunk edge."""
 CELLS_PER_CHUNK = CHUNK_BLOCKS**3
 WORDS_PER_BLOCK = 8
+"""uint64 occupancy words per block: one per 4 x 4 x 4-voxel sub-block."""
+MASK_WORDS = CELLS_PER_CHUNK // 64
+"""uint64 words of a chunk's block mask: word ``x`` holds the blocks of x-slice ``x``, bit ``8 * y + z``."""
 NO_PARENT = np.int16(-32768)
 EMPTY_KEY = np.int64(-1)
 _KEY_OFFSET = np.int64(1 << 20)
@@ -122,7 +125,7 @@ def block_slot_at(table_keys, table_ids, shift, block_mask, block_slot, cache, b
 @numba.njit(cache=True)
 def chunk_is_empty(block_mask, cid):
     """True when chunk ``cid`` holds no surface block."""
-    for w in range(WORDS_PER_BLOCK):
+    for w in range(MASK_WORDS):
         if block_mask[cid, w]:
             return False
     return True
@@ -194,17 +197,16 @@ def nearest_in_block_range(
     table_keys, table_ids, shift, block_mask, block_slot, bits, cache, lo_x, lo_y, lo_z, hi_x, hi_y, hi_z, px, py, pz, best2, best
 ):
     """``nearest_in_block`` over every block with coordinates in ``[lo, hi]`` (inclusive); blocks whose box of
-    voxel centres is already farther than ``sqrt(best2)`` are skipped."""
+    voxel centres is already farther than ``sqrt(best2)`` are skipped before their memory is read."""
     for bx in range(lo_x, hi_x + 1):
         for by in range(lo_y, hi_y + 1):
             for bz in range(lo_z, hi_z + 1):
-                slot = block_slot_at(table_keys, table_ids, shift, block_mask, block_slot, cache, bx, by, bz)
-                if slot < 0:
-                    continue
                 x0, y0, z0 = bx * BLOCK_VOXELS + 0.5, by * BLOCK_VOXELS + 0.5, bz * BLOCK_VOXELS + 0.5
                 if box_dist2(px, py, pz, x0, y0, z0, x0 + 7.0, y0 + 7.0, z0 + 7.0) >= best2:
                     continue
-                best2 = nearest_in_block(bits, slot, bx, by, bz, px, py, pz, best2, best)
+                slot = block_slot_at(table_keys, table_ids, shift, block_mask, block_slot, cache, bx, by, bz)
+                if slot >= 0:
+                    best2 = nearest_in_block(bits, slot, bx, by, bz, px, py, pz, best2, best)
     return best2
 
 
@@ -343,7 +345,7 @@ class BlockGrid:
         self._n_free = 0
         self._allocate_table(1 << 10)
         self._chunk_coords = np.zeros((0, 3), dtype=np.int32)
-        self._block_mask = np.zeros((0, WORDS_PER_BLOCK), dtype=np.uint64)
+        self._block_mask = np.zeros((0, MASK_WORDS), dtype=np.uint64)
         self._block_slot = np.zeros((0, CELLS_PER_CHUNK), dtype=np.int32)
         self._parent = np.zeros((0, CELLS_PER_CHUNK, 3), dtype=np.int16)
         self.queued = np.zeros((0, CELLS_PER_CHUNK), dtype=np.uint8)

@@ -127,7 +127,8 @@ class WorldQueries:
     ``free_margin_m``: a point counts as seen through only when at least this far in front of the observed depth
     (default: one voxel).
     ``contact_margin_m``: the surface's thickness around voxel centres for collisions (default: half a voxel).
-    ``max_clearance_m``: collisions report clearances up to this (default 0.5 m); farther is ``inf``.
+    ``max_clearance_m``: collisions report clearances up to this (default 0.25 m); farther is ``inf``. The exact
+    capsule and box searches cost grows with it; for clearance far beyond contact, ask ``nearest``.
     ``ray_unknown_step_m``: spacing of the free-space samples along rays (default: four voxels). Unobserved gaps
     thinner than this along a ray can go unnoticed.
     """
@@ -140,7 +141,7 @@ class WorldQueries:
         max_distance_m: float = 2.5,
         free_margin_m: float | None = None,
         contact_margin_m: float | None = None,
-        max_clearance_m: float = 0.5,
+        max_clearance_m: float = 0.25,
         ray_unknown_step_m: float | None = None,
     ) -> None:
         v = voxel_map.voxel_size_m
@@ -218,6 +219,13 @@ class WorldQueries:
                 f"{self.max_distance_m} m; build WorldQueries with a larger max_distance_m"
             )
 
+    def _hints(self, probes: np.ndarray, reach_m: np.ndarray) -> np.ndarray:
+        """(N, K, 3) nearest surface points to K probe points per shape (NaN where none within ``reach_m``, capped
+        at the field's reach): where the exact shape search starts."""
+        n, k = probes.shape[:2]
+        ranges = np.repeat(np.minimum(reach_m, self.max_distance_m), k)
+        return self.distance_field.nearest(probes.reshape(-1, 3), ranges).point_m.reshape(n, k, 3)
+
     def _max_clearance(self, value: float | None) -> float:
         return self.max_clearance_m if value is None else self._option("max_clearance_m", value)
 
@@ -284,9 +292,11 @@ class WorldQueries:
         lo = np.minimum(a, b) - radii[:, None]
         hi = np.maximum(a, b) + radii[:, None]
         self.sync()
-        v = self.voxel_map.voxel_size_m
         clearance = self._max_clearance(max_clearance_m)
-        return shape_contacts(self.grid.arrays(), v, SEGMENT, params, lo, hi, self.contact_margin_m, clearance)
+        reach = radii + np.linalg.norm(b - a, axis=1) / 2 + self.contact_margin_m + clearance
+        hints = self._hints(((a + b) / 2)[:, None, :], reach)
+        v = self.voxel_map.voxel_size_m
+        return shape_contacts(self.grid.arrays(), v, SEGMENT, params, lo, hi, self.contact_margin_m, clearance, hints)
 
     def collide_boxes(self, centers_m, half_extents_m, rotations, *, max_clearance_m: float | None = None) -> ContactResult:
         """Oriented boxes (``centers_m`` (N, 3), ``half_extents_m`` (N, 3) metres, ``rotations`` (N, 3, 3) whose
@@ -309,12 +319,14 @@ class WorldQueries:
                 i = int(np.argmax(bad))
                 raise InvalidInputError(f"rotations[{i}] is not a rotation (orthonormal, determinant +1): {rotations[i].tolist()}")
         params = np.concatenate([centers, half, rotations.reshape(n, 9)], axis=1)
-        reach = np.einsum("nij,nj->ni", np.abs(rotations), half)
+        extent = np.einsum("nij,nj->ni", np.abs(rotations), half)
         self.sync()
-        v = self.voxel_map.voxel_size_m
         clearance = self._max_clearance(max_clearance_m)
+        reach = np.linalg.norm(half, axis=1) + self.contact_margin_m + clearance
+        hints = self._hints(centers[:, None, :], reach)
+        v = self.voxel_map.voxel_size_m
         return shape_contacts(
-            self.grid.arrays(), v, BOX, params, centers - reach, centers + reach, self.contact_margin_m, clearance
+            self.grid.arrays(), v, BOX, params, centers - extent, centers + extent, self.contact_margin_m, clearance, hints
         )
 
     def occupancy(self, points_m) -> np.ndarray:
