@@ -41,6 +41,10 @@ MAX_QUERY_ITEMS = 1 << 21
 """Most rays, points or shapes in one query call (2097152); more is RESOURCE_EXHAUSTED."""
 MAX_INSERT_POINTS = 1 << 22
 """Most points in one InsertPoints call (4194304)."""
+NEAREST_REACH_M = 2.5
+"""Largest NearestSurface range, metres (the distance field's reach; world.proto states it)."""
+CLEARANCE_REACH_M = 0.25
+"""Collisions report clearances up to this, metres; beyond, +inf (world.proto states it)."""
 OCCUPANCY_TO_WIRE = np.zeros(max(Occupancy) + 1, dtype=np.uint8)
 OCCUPANCY_TO_WIRE[[Occupancy.UNKNOWN, Occupancy.FREE, Occupancy.OCCUPIED]] = [
     pb.OCCUPANCY_UNKNOWN, pb.OCCUPANCY_FREE, pb.OCCUPANCY_OCCUPIED,
@@ -52,7 +56,8 @@ def queries_of(entry: WorldEntry) -> WorldQueries:
     """The world's ``WorldQueries`` (built on first use; views are its current keyframe anchors). Under its lock."""
     if entry.queries is None:
         memory = entry.world.memory
-        entry.queries = WorldQueries(memory.voxel_map, lambda: list(memory.anchors))
+        entry.queries = WorldQueries(memory.voxel_map, lambda: list(memory.anchors), max_distance_m=NEAREST_REACH_M,
+                                     max_clearance_m=CLEARANCE_REACH_M)
     return entry.queries
 
 

@@ -20,6 +20,7 @@ from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
 from worldweave.server.app import BackgroundServer, ServerConfig
 from worldweave.server.point_cloud import MIN_CHUNK_BYTES
 from worldweave.server.registry import WorldEntry
+from worldweave.server.world_state import CLEARANCE_REACH_M, NEAREST_REACH_M
 from worldweave.server.testing import EchoGenerator, wall_seed, yaw_poses
 from worldweave.sim_clients import conversions
 from worldweave.sim_clients import world_state as ws
@@ -197,7 +198,8 @@ def stepped_world(server, client, world_id):
         client.step(world_id, pose)
     edit(client, world_id)
     memory = entry_of(server, world_id).world.memory
-    return world_id, WorldQueries(memory.voxel_map, lambda: list(memory.anchors))
+    return world_id, WorldQueries(memory.voxel_map, lambda: list(memory.anchors), max_distance_m=NEAREST_REACH_M,
+                                  max_clearance_m=CLEARANCE_REACH_M)
 
 
 def f32(values: np.ndarray) -> np.ndarray:
