@@ -201,7 +201,7 @@ def test_a_removed_box_stops_colliding():
     queries = WorldQueries(voxel_map)
 
     def probes():
-        spheres = queries.collide_spheres([[0.0, 0.0, 0.3], [0.0, 0.0, 0.6]], [0.25, 0.12])
+        spheres = queries.collide_spheres([[0.0, 0.0, 0.3], [0.0, 0.0, 0.6]], [0.25, 0.12], max_clearance_m=0.5)
         capsules = queries.collide_capsules([[-0.5, 0.0, 0.3]], [[0.5, 0.0, 0.3]], 0.05)
         boxes = queries.collide_boxes([[0.3, 0.0, 0.55]], [[0.2, 0.1, 0.1]], np.eye(3)[None])
         ray = queries.raycast([[0.0, 0.0, 1.0]], [[0.0, 0.0, -1.0]], 3.0)
