@@ -94,16 +94,19 @@ def test_following_while_another_task_steps(server):
             world_id = (await client.create_world(frames, intrinsics)).world_id
             mirror = PointCloudMirror()
             seen: list[int] = []
+            caught_up = asyncio.Event()
 
             async def follow() -> None:
                 async for chunk in client.stream_point_cloud(world_id, follow=True, timeout_s=30):
                     version = mirror.apply(chunk)
                     if version is not None:
                         seen.append(version)
+                        caught_up.set()
                     if version == 4:
                         return
 
             follower = asyncio.create_task(follow())
+            await asyncio.wait_for(caught_up.wait(), 30)  # the snapshot first, then the steps
             for pose in yaw_poses(3):
                 await client.step(world_id, pose)
             await asyncio.wait_for(follower, 30)
