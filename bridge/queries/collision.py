@@ -74,7 +74,9 @@ def _signed_distance(kind, q, x, y, z):
 
 
 @numba.njit(cache=True)
-def _min_signed_distance(table_keys, table_ids, shift, block_mask, block_slot, bits, cache, kind, q, lo, hi, limit, hints, best):
+def _min_signed_distance(
+    table_keys, table_ids, shift, block_mask, block_slot, bits, cache, kind, q, lo, hi, limit, hints, best
+):
     """Smallest ``sd`` over voxel centres below ``limit``, the shape's points lying in the box ``[lo, hi]``
     (voxel units); writes the voxel into ``best`` and returns the value (``limit`` when none is below it).
     ``hints`` (K, 3): surface voxels near the shape (``NO_HINT`` rows ignored) whose ``sd`` tightens the search."""
@@ -135,7 +137,8 @@ def _contact_kernel(grid, kind, params, lo, hi, limit, hints, out_sd, out_voxel)
         best = np.zeros(3, dtype=np.int64)
         for i in range(batch * _BATCH, min(n, (batch + 1) * _BATCH)):
             out_sd[i] = _min_signed_distance(
-                table_keys, table_ids, shift, block_mask, block_slot, bits, cache, kind, params[i], lo[i], hi[i], limit[i], hints[i], best
+                table_keys, table_ids, shift, block_mask, block_slot, bits, cache,
+                kind, params[i], lo[i], hi[i], limit[i], hints[i], best,
             )
             out_voxel[i, 0], out_voxel[i, 1], out_voxel[i, 2] = best[0], best[1], best[2]
 
@@ -167,7 +170,8 @@ def shape_contacts(
     out_sd = np.empty(n, dtype=np.float64)
     out_voxel = np.zeros((n, 3), dtype=np.int64)
     if n:
-        _contact_kernel(grid_arrays, kind, np.ascontiguousarray(params), lo, hi, limit, np.ascontiguousarray(hints), out_sd, out_voxel)
+        params, hints = np.ascontiguousarray(params), np.ascontiguousarray(hints)
+        _contact_kernel(grid_arrays, kind, params, lo, hi, limit, hints, out_sd, out_voxel)
     found = out_sd < limit
     clearance = np.where(found, out_sd * v - margin_m, np.inf)
     return ContactResult(found & (clearance <= 0), clearance, np.where(found[:, None], (out_voxel + 0.5) * v, np.nan))

@@ -97,7 +97,8 @@ def refine(table_keys, table_ids, shift, block_mask, block_slot, bits, cache, px
         lo_x, lo_y, lo_z = (cx - w) >> BLOCK_SHIFT, (cy - w) >> BLOCK_SHIFT, (cz - w) >> BLOCK_SHIFT
         hi_x, hi_y, hi_z = (cx + w) >> BLOCK_SHIFT, (cy + w) >> BLOCK_SHIFT, (cz + w) >> BLOCK_SHIFT
         best2 = nearest_in_block_range(
-            table_keys, table_ids, shift, block_mask, block_slot, bits, cache, lo_x, lo_y, lo_z, hi_x, hi_y, hi_z, px, py, pz, best2, best
+            table_keys, table_ids, shift, block_mask, block_slot, bits, cache,
+            lo_x, lo_y, lo_z, hi_x, hi_y, hi_z, px, py, pz, best2, best,
         )
         if best2 == before:
             break
@@ -197,7 +198,9 @@ def _update_field(grid, queued, seeds, scan_chunks, reach2):
             for dy in range(-1, 2):
                 for dz in range(-1, 2):
                     nx, ny, nz = bx + dx, by + dy, bz + dz
-                    ncid = cached_chunk(table_keys, table_ids, shift, cache, nx >> CHUNK_SHIFT, ny >> CHUNK_SHIFT, nz >> CHUNK_SHIFT)
+                    ncid = cached_chunk(
+                        table_keys, table_ids, shift, cache, nx >> CHUNK_SHIFT, ny >> CHUNK_SHIFT, nz >> CHUNK_SHIFT
+                    )
                     if ncid < 0:
                         continue
                     nlocal = local_block(nx, ny, nz)
@@ -218,7 +221,8 @@ def _update_field(grid, queued, seeds, scan_chunks, reach2):
         best[1] = by * 8 + parent[cid, local, 1]
         best[2] = bz * 8 + parent[cid, local, 2]
         current2 = _parent_dist2(parent, cid, local)
-        if refine(table_keys, table_ids, shift, block_mask, block_slot, bits, cache, bx * 8 + 4.0, by * 8 + 4.0, bz * 8 + 4.0, current2, best) < current2:
+        cx, cy, cz = bx * 8 + 4.0, by * 8 + 4.0, bz * 8 + 4.0
+        if refine(table_keys, table_ids, shift, block_mask, block_slot, bits, cache, cx, cy, cz, current2, best) < current2:
             parent[cid, local, 0] = best[0] - bx * 8
             parent[cid, local, 1] = best[1] - by * 8
             parent[cid, local, 2] = best[2] - bz * 8
@@ -231,7 +235,9 @@ def _update_field(grid, queued, seeds, scan_chunks, reach2):
                     cand2 = (3.5 - ox) ** 2 + (3.5 - oy) ** 2 + (3.5 - oz) ** 2
                     if cand2 >= reach2:
                         continue
-                    ncid = cached_chunk(table_keys, table_ids, shift, cache, nx >> CHUNK_SHIFT, ny >> CHUNK_SHIFT, nz >> CHUNK_SHIFT)
+                    ncid = cached_chunk(
+                        table_keys, table_ids, shift, cache, nx >> CHUNK_SHIFT, ny >> CHUNK_SHIFT, nz >> CHUNK_SHIFT
+                    )
                     if ncid < 0:
                         continue
                     nlocal = local_block(nx, ny, nz)
@@ -247,7 +253,9 @@ def _update_field(grid, queued, seeds, scan_chunks, reach2):
 
 
 @numba.njit(cache=True)
-def nearest_voxel(table_keys, table_ids, shift, block_mask, block_slot, bits, parent, cache, px, py, pz, limit2, best, seeds, seed_d2, scratch):
+def nearest_voxel(
+    table_keys, table_ids, shift, block_mask, block_slot, bits, parent, cache, px, py, pz, limit2, best, seeds, seed_d2, scratch
+):
     """Nearest surface voxel to ``p`` (voxel units) closer than ``sqrt(limit2)``: returns its squared distance
     (``limit2`` when none) and writes its index into ``best``. Exact when the answer lies in the 3 x 3 x 3 blocks
     around ``p``; beyond, the parents of the 8 cells around ``p`` are refined by local descent, one per patch
@@ -264,7 +272,9 @@ def nearest_voxel(table_keys, table_ids, shift, block_mask, block_slot, bits, pa
         for dy in range(2):
             for dz in range(2):
                 nx, ny, nz = cx0 + dx, cy0 + dy, cz0 + dz
-                cid = cached_chunk(table_keys, table_ids, shift, cache, nx >> CHUNK_SHIFT, ny >> CHUNK_SHIFT, nz >> CHUNK_SHIFT)
+                cid = cached_chunk(
+                        table_keys, table_ids, shift, cache, nx >> CHUNK_SHIFT, ny >> CHUNK_SHIFT, nz >> CHUNK_SHIFT
+                    )
                 if cid < 0:
                     continue
                 local = local_block(nx, ny, nz)
@@ -281,11 +291,14 @@ def nearest_voxel(table_keys, table_ids, shift, block_mask, block_slot, bits, pa
                     best2 = d2
                     best[0], best[1], best[2] = sx, sy, sz
     best2 = nearest_in_block_range(
-        table_keys, table_ids, shift, block_mask, block_slot, bits, cache, bx - 1, by - 1, bz - 1, bx + 1, by + 1, bz + 1, px, py, pz, best2, best
+        table_keys, table_ids, shift, block_mask, block_slot, bits, cache,
+        bx - 1, by - 1, bz - 1, bx + 1, by + 1, bz + 1, px, py, pz, best2, best,
     )
     # A voxel centre outside the searched blocks is at least this far from p.
     certain = 0.5 + min(
-        px - (bx - 1) * 8.0, (bx + 2) * 8.0 - px, py - (by - 1) * 8.0, (by + 2) * 8.0 - py, pz - (bz - 1) * 8.0, (bz + 2) * 8.0 - pz
+        px - (bx - 1) * 8.0, (bx + 2) * 8.0 - px,
+        py - (by - 1) * 8.0, (by + 2) * 8.0 - py,
+        pz - (bz - 1) * 8.0, (bz + 2) * 8.0 - pz,
     )
     if best2 <= certain * certain or n_seeds == 0:
         return best2
@@ -341,7 +354,8 @@ def _nearest_kernel(grid, points, limit2, out_d2, out_voxel):
         scratch = np.empty((8, 10), dtype=np.int64)
         for i in range(batch * _BATCH, min(n, (batch + 1) * _BATCH)):
             best2 = nearest_voxel(
-                table_keys, table_ids, shift, block_mask, block_slot, bits, parent, cache, points[i, 0], points[i, 1], points[i, 2], limit2[i], best, seeds, seed_d2, scratch
+                table_keys, table_ids, shift, block_mask, block_slot, bits, parent, cache,
+                points[i, 0], points[i, 1], points[i, 2], limit2[i], best, seeds, seed_d2, scratch,
             )
             out_d2[i] = best2
             out_voxel[i, 0], out_voxel[i, 1], out_voxel[i, 2] = best[0], best[1], best[2]
@@ -402,9 +416,8 @@ class DistanceField:
             sorted_d2 = np.empty(n, dtype=np.float64)
             sorted_voxel = np.empty((n, 3), dtype=np.int64)
             limit2 = np.broadcast_to(limit2, (n,))
-            _nearest_kernel(
-                self.grid.arrays(), np.ascontiguousarray(points_vox[order]), np.ascontiguousarray(limit2[order]), sorted_d2, sorted_voxel
-            )
+            points_sorted, limit2_sorted = np.ascontiguousarray(points_vox[order]), np.ascontiguousarray(limit2[order])
+            _nearest_kernel(self.grid.arrays(), points_sorted, limit2_sorted, sorted_d2, sorted_voxel)
             out_d2[order], out_voxel[order] = sorted_d2, sorted_voxel
         found = out_d2 <= range_vox**2 * (1 + 1e-12)
         distance = np.where(found, np.sqrt(out_d2) * v, np.inf)

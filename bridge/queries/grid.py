@@ -14,6 +14,10 @@ Chunks exist where there is surface or where the distance field reaches (every c
 surface block), so memory grows with surface area times reach, not with the world's volume. Chunks are never
 dropped; emptied blocks return their slot to a free list.
 
+The kernels spell this layout out as literals where it keeps them readable (``* 8`` and ``+ 4.0`` for a block's
+first voxel and centre, ``3.5`` for the offset from a block centre to its first voxel's centre, ``>> 9`` and
+``& 511`` for a cell within a chunk); the constants below name it.
+
 Kernels take the arrays as one plain tuple (``BlockGrid.arrays``; numba caches functions of plain tuples, not of
 named ones) and unpack it once; helpers take the arrays one by one, since handing a tuple of arrays to a function
 costs a reference count per array per call.
@@ -149,7 +153,8 @@ def slot_has_voxel(bits, slot, ix, iy, iz):
 @numba.njit(cache=True)
 def is_occupied(table_keys, table_ids, shift, block_mask, block_slot, bits, cache, ix, iy, iz):
     """True when voxel ``(ix, iy, iz)`` is in the surface."""
-    slot = block_slot_at(table_keys, table_ids, shift, block_mask, block_slot, cache, ix >> BLOCK_SHIFT, iy >> BLOCK_SHIFT, iz >> BLOCK_SHIFT)
+    bx, by, bz = ix >> BLOCK_SHIFT, iy >> BLOCK_SHIFT, iz >> BLOCK_SHIFT
+    slot = block_slot_at(table_keys, table_ids, shift, block_mask, block_slot, cache, bx, by, bz)
     if slot < 0:
         return False
     return slot_has_voxel(bits, slot, ix, iy, iz)
@@ -194,7 +199,8 @@ def nearest_in_block(bits, slot, bx, by, bz, px, py, pz, best2, best):
 
 @numba.njit(cache=True)
 def nearest_in_block_range(
-    table_keys, table_ids, shift, block_mask, block_slot, bits, cache, lo_x, lo_y, lo_z, hi_x, hi_y, hi_z, px, py, pz, best2, best
+    table_keys, table_ids, shift, block_mask, block_slot, bits, cache,
+    lo_x, lo_y, lo_z, hi_x, hi_y, hi_z, px, py, pz, best2, best,
 ):
     """``nearest_in_block`` over every block with coordinates in ``[lo, hi]`` (inclusive); blocks whose box of
     voxel centres is already farther than ``sqrt(best2)`` are skipped before their memory is read."""

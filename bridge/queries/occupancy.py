@@ -163,20 +163,25 @@ def _unknown_from_kernel(grid, voxel_size, params, depths, origins, directions, 
                 view = _free(params, depths, x, y, z, margin, first)
                 if view >= 0:
                     first = view
-                elif not _near_surface(table_keys, table_ids, shift, block_mask, block_slot, bits, cache, voxel_size, x, y, z, radius):
+                elif not _near_surface(
+                    table_keys, table_ids, shift, block_mask, block_slot, bits, cache, voxel_size, x, y, z, radius
+                ):
                     out[i] = t
                     break
                 t += step
 
 
-def occupancy_codes(grid_arrays: tuple, voxel_size_m: float, views: PackedViews, points_m: np.ndarray, free_margin_m: float) -> np.ndarray:
+def occupancy_codes(
+    grid_arrays: tuple, voxel_size_m: float, views: PackedViews, points_m: np.ndarray, free_margin_m: float
+) -> np.ndarray:
     """(N,) uint8 ``Occupancy`` codes of world points (N, 3) metres."""
     out = np.empty(len(points_m), dtype=np.uint8)
     if len(points_m):
         order = spatial_order(points_m / voxel_size_m)
         sorted_out = np.empty(len(points_m), dtype=np.uint8)
         points = np.ascontiguousarray(points_m[order])
-        _occupancy_kernel(grid_arrays, float(voxel_size_m), views.params, views.depths, points, float(free_margin_m), sorted_out)
+        v, margin = float(voxel_size_m), float(free_margin_m)
+        _occupancy_kernel(grid_arrays, v, views.params, views.depths, points, margin, sorted_out)
         out[order] = sorted_out
     return out
 

@@ -4,8 +4,9 @@ A ray hits the first occupied voxel *cube* it enters, exactly as a voxel DDA (Am
 voxel by voxel would find it. The kernel skips empty space through the grid's hierarchy: in one step a ray crosses
 the largest empty aligned cube around it among a chunk (1.28 m at 2 cm voxels), groups of 4 or 2 blocks, a block
 (16 cm) and a 4-voxel sub-block, read from one chunk's block mask and the block's occupancy words; it walks voxel
-by voxel only inside sub-blocks that hold surface. Every skip is exact, so the answer equals the plain DDA's; ``raycast_reference`` is that
-plain DDA in numpy, the reference the kernel is tested against and the benchmark's baseline.
+by voxel only inside sub-blocks that hold surface. Every skip is exact, so the answer equals the plain DDA's;
+``raycast_reference`` is that plain DDA in numpy, the reference the kernel is tested against and the benchmark's
+baseline.
 
 Distances are along the unit direction, in metres; the hit point is where the ray enters the hit voxel (the
 origin itself when it starts inside an occupied voxel).
@@ -128,7 +129,8 @@ def _raycast_kernel(grid, origins, directions, t_max, out_t, out_voxel):
         for i in range(batch * _BATCH, min(n, (batch + 1) * _BATCH)):
             o, d = origins[i], directions[i]
             out_t[i] = cast_ray(
-                table_keys, table_ids, shift, block_mask, block_slot, bits, cache, o[0], o[1], o[2], d[0], d[1], d[2], t_max[i], voxel
+                table_keys, table_ids, shift, block_mask, block_slot, bits, cache,
+                o[0], o[1], o[2], d[0], d[1], d[2], t_max[i], voxel,
             )
             out_voxel[i, 0], out_voxel[i, 1], out_voxel[i, 2] = voxel[0], voxel[1], voxel[2]
 

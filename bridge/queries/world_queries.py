@@ -7,7 +7,8 @@ onto a gRPC message.
 The queries keep their own sparse copy of the surface and a distance field (``grid``, ``distance_field``), and
 follow the map through its change log **lazily**: each query first applies the keys added and removed since the
 version ``v`` it last saw (``voxel_map.changed_keys_since(v)``, in ``sync``), touching only the blocks whose voxels
-were added or removed (colour changes cost nothing); a ``v`` older than the log's window rebuilds everything. Call ``sync()`` yourself after an integrate to pay that cost up front.
+were added or removed (colour changes cost nothing); a ``v`` older than the log's window rebuilds everything.
+Call ``sync()`` yourself after an integrate to pay that cost up front.
 
 Not thread-safe: the world's lock serialises integrates, edits and queries.
 """
@@ -253,7 +254,8 @@ class WorldQueries:
         if hit.any():
             color[hit] = self.voxel_map.colors_at(voxel_keys.pack(voxels[hit]))
         stop = np.where(hit, t, ranges)
-        unknown = unknown_from(grid, v, self._packed_views(), origins, directions, stop, self.ray_unknown_step_m, self.free_margin_m)
+        step, margin = self.ray_unknown_step_m, self.free_margin_m
+        unknown = unknown_from(grid, v, self._packed_views(), origins, directions, stop, step, margin)
         distance = np.where(hit, t, np.inf)
         point = np.where(hit[:, None], origins + directions * np.where(hit, t, 0.0)[:, None], np.nan)
         return RayHits(hit, distance, point, color, np.isfinite(unknown), unknown)
@@ -317,7 +319,9 @@ class WorldQueries:
             bad = ~np.isfinite(identity_error) | (identity_error > ORTHONORMAL_TOLERANCE) | (det_error > ORTHONORMAL_TOLERANCE)
             if bad.any():
                 i = int(np.argmax(bad))
-                raise InvalidInputError(f"rotations[{i}] is not a rotation (orthonormal, determinant +1): {rotations[i].tolist()}")
+                raise InvalidInputError(
+                    f"rotations[{i}] is not a rotation (orthonormal, determinant +1): {rotations[i].tolist()}"
+                )
         params = np.concatenate([centers, half, rotations.reshape(n, 9)], axis=1)
         extent = np.einsum("nij,nj->ni", np.abs(rotations), half)
         self.sync()
