@@ -94,13 +94,15 @@ def push_pull_fill_cpu(values: np.ndarray, known: np.ndarray) -> np.ndarray:
     """numba twin of ``push_pull_fill`` for float32 (C, H, W) numpy arrays (tested equal)."""
     weight = known.astype(np.float32)
     levels = [(values * weight[None], weight)]
+    if known.all():
+        return values
     while levels[-1][1].shape != (1, 1) and not (levels[-1][1] > 0).all():
         levels.append(_push(*levels[-1]))
     summed, weight = levels[-1]
     filled = summed / np.maximum(weight, 1e-12)[None]
     for summed, weight in reversed(levels[:-1]):
         filled = _pull(summed, weight, filled.astype(np.float32))
-    return np.where(known[None], values, filled).astype(np.float32)
+    return filled  # level 0 has weights 0 or 1, so known pixels came back as value * 1 / 1, exactly
 
 
 class ReprojectGenerator(Generator):
