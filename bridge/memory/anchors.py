@@ -1,0 +1,535 @@
+"""Local anchors (AnchorWeave): one clean point set per keyframe, kept in its own camera frame (DESIGN §5).
+
+An ``Anchor`` holds its keyframe's source image (the reference frame handed to the generator), its depth, its pose
+and intrinsics, a confidence, and its points: the depth image down-sampled in ``stride_px`` x ``stride_px`` blocks
+(mean depth and colour of the block's reliable pixels, placed at the block centre), in the anchor's own OpenCV
+camera frame, metres. Pixels at depth discontinuities ("flying pixels" between a foreground edge and the
+background) are left out of the points. Each point carries its footprint size, the block's width in metres at its
+depth, so the renderer can splat it without holes.
+
+A coarse ``sketch`` of the depth (one point per retrieval grid cell) is what retrieval projects into target views; it
+is derived from the depth and rebuilt after every edit.
+
+``AnchorStore`` keeps the anchors in creation order, assigns ids, applies edits to every anchor (so removed content
+never comes back through an anchor) and keeps a stacked ``AnchorIndex`` of sketches, centres and bounding spheres
+for retrieval. ``KeyframePolicy`` decides when a frame becomes a new anchor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from worldweave.bridge.errors import InvalidInputError, NotFoundError, StorageError
+from worldweave.bridge.frames import RenderResult, RGBDFrame, check_depth, check_mask, check_rgb
+from worldweave.bridge.geometry import Intrinsics, Pose
+from worldweave.bridge.memory.voxel_map import Source
+from worldweave.bridge.regions import Region
+from worldweave.bridge.render import DEFAULT_FOOTPRINT_FALLOFF, RenderBackend, render_points, splat_points
+from worldweave.bridge.storage import load_array, read_manifest, save_array, write_manifest
+
+FORMAT_VERSION = 1
+SKETCH_GRID = (32, 24)
+"""Sketch cells across and down an anchor's image (and the retrieval grid of a target view)."""
+_SKETCH_SAMPLES = 4
+"""Samples per cell side when sketching: the median of 4 x 4 depth samples stands for the cell."""
+
+
+@dataclass(frozen=True)
+class AnchorOptions:
+    """How a keyframe becomes an anchor's points."""
+
+    stride_px: int = 2
+    """Block size in pixels: one point per ``stride_px`` x ``stride_px`` block (1 keeps every pixel)."""
+    edge_rel: float = 0.04
+    """A pixel is a depth edge when a 4-neighbour's depth differs by more than this fraction of its own depth (or
+    the neighbour has no depth); edge pixels give no points."""
+    min_block_fraction: float = 0.5
+    """A block yields a point when at least this fraction of its pixels have reliable (valid, non-edge) depth."""
+    max_depth_m: float = 8.0
+    """Depth beyond this (metres) is ignored: far readings are noisy and cover little."""
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.stride_px, int) and 1 <= self.stride_px <= 16):
+            raise InvalidInputError(f"stride_px must be an integer in 1..16, got {self.stride_px!r}")
+        if not (self.edge_rel > 0 and 0 < self.min_block_fraction <= 1 and self.max_depth_m > 0):
+            raise InvalidInputError(
+                f"need edge_rel > 0, 0 < min_block_fraction <= 1, max_depth_m > 0; got {self.edge_rel}, "
+                f"{self.min_block_fraction}, {self.max_depth_m}"
+            )
+
+
+@dataclass(frozen=True)
+class KeyframePolicy:
+    """When a fused frame becomes a new anchor.
+
+    A frame becomes a keyframe when the store is empty, or when existing anchors cover less than ``min_coverage``
+    of its valid-depth retrieval cells, or when no anchor lies within ``max_move_m`` metres *and* ``max_turn_deg``
+    degrees of it (the camera moved or turned away from every anchor).
+    """
+
+    min_coverage: float = 0.85
+    """Fraction of the new view's valid-depth cells that existing anchors must cover for it not to be a keyframe."""
+    max_move_m: float = 0.10
+    """Camera centre distance (metres) within which an anchor counts as near."""
+    max_turn_deg: float = 10.0
+    """Viewing-direction angle (degrees) within which an anchor counts as near."""
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.min_coverage <= 1 and self.max_move_m >= 0 and 0 <= self.max_turn_deg <= 180):
+            raise InvalidInputError(
+                f"need 0 <= min_coverage <= 1, max_move_m >= 0, 0 <= max_turn_deg <= 180; got {self.min_coverage}, "
+                f"{self.max_move_m}, {self.max_turn_deg}"
+            )
+
+    def decide(self, pose: Pose, coverage: float, store: AnchorStore) -> tuple[bool, str]:
+        """(becomes a keyframe?, the reason) for a frame at ``pose`` whose view existing anchors cover ``coverage``."""
+        if len(store) == 0:
+            return True, "first frame"
+        if coverage < self.min_coverage:
+            return True, f"anchors cover {coverage:.2f} < {self.min_coverage} of the view"
+        distance_m, angle_deg = store.index().pose_distances(pose)
+        if not np.any((distance_m <= self.max_move_m) & (angle_deg <= self.max_turn_deg)):
+            nearest = int(np.argmin(distance_m))
+            return True, (
+                f"no anchor within {self.max_move_m} m and {self.max_turn_deg} deg (nearest: "
+                f"{distance_m[nearest]:.2f} m, {angle_deg[nearest]:.1f} deg)"
+            )
+        return False, "covered by a nearby anchor"
+
+
+def _edge_free(depth: np.ndarray, edge_rel: float) -> np.ndarray:
+    """(H, W) bool: valid depth whose 4-neighbours all have depth within ``edge_rel`` of it."""
+    valid = depth > 0
+    good = valid.copy()
+    padded = np.pad(depth, 1, mode="edge")
+    h, w = depth.shape
+    for dv, du in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        neighbour = padded[1 + dv : 1 + dv + h, 1 + du : 1 + du + w]
+        good &= (neighbour > 0) & (np.abs(neighbour - depth) <= edge_rel * depth)
+    return good
+
+
+def sample_points(
+    rgb: np.ndarray, depth: np.ndarray, intrinsics: Intrinsics, options: AnchorOptions
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An image's anchor points: (M, 3) float32 camera-frame metres, (M, 3) uint8 colours, (M,) float32 sizes (m).
+
+    One point per ``stride_px`` block with enough reliable depth: the mean depth and mean colour of those pixels,
+    back-projected through the block's centre (pixel centres at integers, DESIGN §7). Its size is the block width in
+    metres at that depth, ``stride_px * z / fx``.
+    """
+    s = options.stride_px
+    h, w = (intrinsics.height // s) * s, (intrinsics.width // s) * s
+    good = _edge_free(np.where(depth <= options.max_depth_m, depth, 0.0), options.edge_rel)[:h, :w]
+    blocks = (h // s, s, w // s, s)
+    good_b = good.reshape(blocks).astype(np.float32)
+    count = good_b.sum(axis=(1, 3))
+    keep = count >= options.min_block_fraction * s * s
+    safe = np.maximum(count, 1.0)
+    z = (depth[:h, :w].reshape(blocks) * good_b).sum(axis=(1, 3)) / safe
+    color = (rgb[:h, :w].reshape(*blocks, 3).astype(np.float32) * good_b[..., None]).sum(axis=(1, 3)) / safe[..., None]
+    rows, cols = np.nonzero(keep)
+    z = z[rows, cols]
+    u = cols * s + (s - 1) / 2.0
+    v = rows * s + (s - 1) / 2.0
+    points = np.stack([(u - intrinsics.cx) / intrinsics.fx * z, (v - intrinsics.cy) / intrinsics.fy * z, z], axis=1)
+    colors = np.clip(np.round(color[rows, cols]), 0, 255).astype(np.uint8)
+    sizes = (s * z / intrinsics.fx).astype(np.float32)
+    return points.astype(np.float32), colors, sizes
+
+
+def sketch_depth(depth: np.ndarray, intrinsics: Intrinsics, grid: tuple[int, int] = SKETCH_GRID
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The coarse sketch of a depth image: ``grid`` = (cells across, cells down).
+
+    Returns (G, 3) float32 camera-frame points (metres) through each cell's centre at the median of its sampled valid
+    depth, (G,) bool validity (at least a quarter of the samples valid) and (G,) float32 cell widths in metres.
+    """
+    gw, gh = grid
+    h, w = depth.shape
+    fu = (np.arange(gw * _SKETCH_SAMPLES) + 0.5) * (w / (gw * _SKETCH_SAMPLES)) - 0.5
+    fv = (np.arange(gh * _SKETCH_SAMPLES) + 0.5) * (h / (gh * _SKETCH_SAMPLES)) - 0.5
+    su = np.clip(np.round(fu), 0, w - 1).astype(np.int64)
+    sv = np.clip(np.round(fv), 0, h - 1).astype(np.int64)
+    samples = depth[sv[:, None], su[None, :]].reshape(gh, _SKETCH_SAMPLES, gw, _SKETCH_SAMPLES)
+    samples = samples.transpose(0, 2, 1, 3).reshape(gh, gw, -1).astype(np.float32)
+    valid_count = (samples > 0).sum(axis=2)
+    valid = valid_count >= (_SKETCH_SAMPLES * _SKETCH_SAMPLES) / 4
+    ordered = np.sort(np.where(samples > 0, samples, np.inf), axis=2)
+    median = np.take_along_axis(ordered, np.maximum(valid_count - 1, 0)[..., None] // 2, axis=2)[..., 0]
+    z = np.where(valid, median, 0.0).astype(np.float32)
+    cu = (np.arange(gw) + 0.5) * (w / gw) - 0.5
+    cv = (np.arange(gh) + 0.5) * (h / gh) - 0.5
+    x = (cu[None, :] - intrinsics.cx) / intrinsics.fx * z
+    y = (cv[:, None] - intrinsics.cy) / intrinsics.fy * z
+    points = np.stack([x, y, z], axis=-1).reshape(-1, 3).astype(np.float32)
+    sizes = (z * (w / gw) / intrinsics.fx).reshape(-1).astype(np.float32)
+    return points, valid.reshape(-1), sizes
+
+
+@dataclass(eq=False)
+class Anchor:
+    """One keyframe's local memory. Arrays are numpy; edits replace them through ``AnchorStore``.
+
+    ``pose``: camera-to-world (OpenCV camera, metres). ``image``: uint8 (H, W, 3), the source image, with pixels of
+    removed content blanked to 0 and inserted content painted in. ``depth``: float32 (H, W) metres along the optical
+    axis, 0 = unknown. ``points_cam``: (M, 3) float32 metres in this anchor's camera frame, ``colors`` (M, 3) uint8,
+    ``point_size_m`` (M,) float32 footprint widths. ``confidence``: in (0, 1], weighs the anchor in the weaver.
+    """
+
+    id: int
+    frame_id: int
+    pose: Pose
+    intrinsics: Intrinsics
+    image: np.ndarray
+    depth: np.ndarray
+    points_cam: np.ndarray
+    colors: np.ndarray
+    point_size_m: np.ndarray
+    confidence: float = 1.0
+    source: Source = Source.GENERATED
+    sketch_cam: np.ndarray = field(init=False, repr=False)
+    """(G, 3) float32 coarse points in the camera frame (see ``sketch_depth``)."""
+    sketch_valid: np.ndarray = field(init=False, repr=False)
+    sketch_size_m: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        shape = self.intrinsics.shape
+        self.image = check_rgb(self.image, shape, "anchor image")
+        self.depth = check_depth(self.depth, shape, "anchor depth")
+        points = np.ascontiguousarray(self.points_cam, dtype=np.float32)
+        if points.ndim != 2 or points.shape[1] != 3 or not np.all(np.isfinite(points)):
+            raise InvalidInputError(f"anchor points must be finite (M, 3), got shape {points.shape}")
+        colors = np.ascontiguousarray(self.colors)
+        sizes = np.ascontiguousarray(self.point_size_m, dtype=np.float32)
+        if colors.dtype != np.uint8 or colors.shape != points.shape or sizes.shape != (len(points),):
+            raise InvalidInputError(
+                f"anchor colours must be uint8 {points.shape} and sizes ({len(points)},); got {colors.dtype} "
+                f"{colors.shape}, {sizes.shape}"
+            )
+        if not (0 < self.confidence <= 1):
+            raise InvalidInputError(f"anchor confidence must be in (0, 1], got {self.confidence!r}")
+        self.points_cam, self.colors, self.point_size_m = points, colors, sizes
+        self._bounds: tuple[np.ndarray, np.ndarray] | None = None
+        self.resketch()
+
+    def resketch(self) -> None:
+        """Rebuild the retrieval sketch from ``depth`` (after an edit)."""
+        self.sketch_cam, self.sketch_valid, self.sketch_size_m = sketch_depth(self.depth, self.intrinsics)
+
+    @classmethod
+    def from_frame(
+        cls,
+        frame: RGBDFrame,
+        *,
+        id: int,
+        frame_id: int,
+        options: AnchorOptions = AnchorOptions(),
+        confidence: float = 1.0,
+        source: Source = Source.GENERATED,
+        exclude_mask: np.ndarray | None = None,
+        exclude_regions: Sequence[Region] = (),
+    ) -> Anchor:
+        """An anchor from a fused frame. Pixels under ``exclude_mask`` (bool (H, W), True = dynamic) or whose points
+        fall in ``exclude_regions`` (world regions) get depth 0, so they give no points and count as unknown."""
+        depth = frame.depth.copy()
+        if exclude_mask is not None:
+            depth[check_mask(exclude_mask, frame.intrinsics.shape, "exclude_mask")] = 0.0
+        if exclude_regions:
+            world = frame.pose.cam_to_world(frame.intrinsics.backproject(torch.from_numpy(depth)).numpy().reshape(-1, 3))
+            inside = np.zeros(len(world), dtype=bool)
+            for region in exclude_regions:
+                inside |= region.contains(world)
+            depth[inside.reshape(depth.shape) & (depth > 0)] = 0.0
+        points, colors, sizes = sample_points(frame.rgb, depth, frame.intrinsics, options)
+        return cls(id, frame_id, frame.pose, frame.intrinsics, frame.rgb.copy(), depth, points, colors, sizes,
+                   confidence, source)
+
+    def points_world(self) -> np.ndarray:
+        """(M, 3) float32 anchor points in world metres."""
+        return self.pose.cam_to_world(self.points_cam).astype(np.float32)
+
+    def pose_in_anchor(self, pose: Pose) -> Pose:
+        """A camera-to-world ``pose`` expressed in this anchor's camera frame (``T_anchor_cam``)."""
+        rotation = self.pose.rotation.T @ pose.rotation
+        return Pose(rotation, self.pose.rotation.T @ (pose.position - self.pose.position))
+
+    def render(
+        self,
+        pose: Pose,
+        intrinsics: Intrinsics,
+        *,
+        footprint_scale: float = 1.0,
+        footprint_falloff: float = DEFAULT_FOOTPRINT_FALLOFF,
+        device: torch.device | str = "cpu",
+        backend: RenderBackend | None = None,
+    ) -> RenderResult:
+        """This anchor's points seen from camera-to-world ``pose`` (footprint splats, so no see-through holes).
+
+        ``device``: where the splatting runs (numba on CPU by default, torch elsewhere)."""
+        points = torch.from_numpy(self.points_cam).to(device)
+        return render_points(
+            points, self.colors, self.pose_in_anchor(pose), intrinsics, splat="footprint",
+            point_size_m=self.point_size_m, footprint_scale=footprint_scale, footprint_falloff=footprint_falloff,
+            backend=backend,
+        )
+
+    def _pixels_in(self, region: Region) -> np.ndarray:
+        """(H, W) bool: pixels with depth whose back-projected world point lies in ``region``."""
+        valid = self.depth > 0
+        world = self.pose.cam_to_world(self.intrinsics.backproject(torch.from_numpy(self.depth)).numpy()[valid])
+        out = np.zeros(self.depth.shape, dtype=bool)
+        out[valid] = region.contains(world)
+        return out
+
+    def content_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(min, max) world corners (metres) of an axis-aligned box holding every point and depth pixel."""
+        if self._bounds is None:
+            valid = self.depth > 0
+            cam = self.intrinsics.backproject(torch.from_numpy(self.depth)).numpy()[valid]
+            world = self.pose.cam_to_world(np.concatenate([cam, self.points_cam]))
+            if len(world) == 0:
+                self._bounds = (np.full(3, np.inf), np.full(3, -np.inf))
+            else:
+                self._bounds = (world.min(axis=0), world.max(axis=0))
+        return self._bounds
+
+    def _overlaps(self, region: Region) -> bool:
+        lo, hi = region.bounds()
+        own_lo, own_hi = self.content_bounds()
+        return bool(np.all(own_lo <= hi) and np.all(lo <= own_hi))
+
+    def _edited(self) -> None:
+        self._bounds = None
+        self.resketch()
+
+
+@dataclass(frozen=True)
+class AnchorIndex:
+    """Stacked, read-only view of a store for retrieval (numpy, CPU), A anchors, G sketch cells each.
+
+    ``ids`` (A,) int64, in store order (creation order); ``frame_ids`` (A,) int64; ``positions`` (A, 3) float64
+    camera centres (world metres); ``forwards`` (A, 3) float64 unit viewing directions; ``centers`` (A, 3) and
+    ``radii`` (A,) float64 bounding spheres of the sketch (metres; radius -1 for an anchor with no valid sketch);
+    ``sketch_world`` (A, G, 3) float32, ``sketch_valid`` (A, G) bool, ``sketch_size_m`` (A, G) float32.
+    """
+
+    ids: np.ndarray
+    frame_ids: np.ndarray
+    positions: np.ndarray
+    forwards: np.ndarray
+    centers: np.ndarray
+    radii: np.ndarray
+    sketch_world: np.ndarray
+    sketch_valid: np.ndarray
+    sketch_size_m: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def pose_distances(self, pose: Pose) -> tuple[np.ndarray, np.ndarray]:
+        """(A,) camera-centre distances in metres and (A,) viewing-direction angles in degrees from ``pose``."""
+        distance = np.linalg.norm(self.positions - pose.position, axis=1)
+        angle = np.degrees(np.arccos(np.clip(self.forwards @ pose.forward, -1.0, 1.0)))
+        return distance, angle
+
+
+def _index_row(anchor: Anchor) -> dict[str, np.ndarray]:
+    world = anchor.pose.cam_to_world(anchor.sketch_cam).astype(np.float32)
+    valid = anchor.sketch_valid
+    if valid.any():
+        pts = world[valid].astype(np.float64)
+        center = pts.mean(axis=0)
+        radius = float(np.sqrt(((pts - center) ** 2).sum(axis=1).max()) + anchor.sketch_size_m[valid].max())
+    else:
+        center, radius = anchor.pose.position.copy(), -1.0
+    return {
+        "ids": np.int64(anchor.id), "frame_ids": np.int64(anchor.frame_id), "positions": anchor.pose.position,
+        "forwards": anchor.pose.forward, "centers": center, "radii": np.float64(radius), "sketch_world": world,
+        "sketch_valid": valid, "sketch_size_m": anchor.sketch_size_m,
+    }
+
+
+class AnchorStore:
+    """The anchors of one memory, in creation order, with ids from 0 up; iterate for ``Anchor`` objects."""
+
+    def __init__(self) -> None:
+        self._anchors: dict[int, Anchor] = {}
+        self._next_id = 0
+        self._index: AnchorIndex | None = None
+
+    def __len__(self) -> int:
+        return len(self._anchors)
+
+    def __iter__(self) -> Iterator[Anchor]:
+        return iter(list(self._anchors.values()))
+
+    def __getitem__(self, anchor_id: int) -> Anchor:
+        try:
+            return self._anchors[anchor_id]
+        except KeyError:
+            raise NotFoundError(f"no anchor with id {anchor_id}; ids are {list(self._anchors)[:20]}") from None
+
+    def __contains__(self, anchor_id: object) -> bool:
+        return anchor_id in self._anchors
+
+    @property
+    def ids(self) -> list[int]:
+        return list(self._anchors)
+
+    def add_frame(self, frame: RGBDFrame, *, frame_id: int, **kwargs) -> Anchor:
+        """Make an anchor of ``frame`` with the next id (keyword options as in ``Anchor.from_frame``)."""
+        anchor = Anchor.from_frame(frame, id=self._next_id, frame_id=frame_id, **kwargs)
+        self.add(anchor)
+        return anchor
+
+    def add(self, anchor: Anchor) -> None:
+        """Add a built anchor; its id must be new (ids only grow)."""
+        if anchor.id in self._anchors or anchor.id < self._next_id:
+            raise InvalidInputError(f"anchor id {anchor.id} is not new (next free id {self._next_id})")
+        self._anchors[anchor.id] = anchor
+        self._next_id = anchor.id + 1
+        self._index = None
+
+    def index(self) -> AnchorIndex:
+        """The stacked retrieval view, rebuilt lazily after adds and edits."""
+        if self._index is None:
+            rows = [_index_row(a) for a in self._anchors.values()]
+            g = SKETCH_GRID[0] * SKETCH_GRID[1]
+            empty = {
+                "ids": np.zeros(0, np.int64), "frame_ids": np.zeros(0, np.int64), "positions": np.zeros((0, 3)),
+                "forwards": np.zeros((0, 3)), "centers": np.zeros((0, 3)), "radii": np.zeros(0),
+                "sketch_world": np.zeros((0, g, 3), np.float32), "sketch_valid": np.zeros((0, g), bool),
+                "sketch_size_m": np.zeros((0, g), np.float32),
+            }
+            stacked = {k: np.stack([r[k] for r in rows]) if rows else v for k, v in empty.items()}
+            self._index = AnchorIndex(**stacked)
+        return self._index
+
+    # ------------------------------------------------------------------------------------------------- edits
+
+    def remove(self, region: Region) -> int:
+        """Drop every anchor point in ``region`` and blank the pixels that saw it (rgb 0, depth 0). Returns the
+        number of anchor points removed."""
+        removed = 0
+        for anchor in self._anchors.values():
+            if not anchor._overlaps(region):
+                continue
+            inside = region.contains(anchor.points_world())
+            pixels = anchor._pixels_in(region)
+            if not inside.any() and not pixels.any():
+                continue
+            removed += int(inside.sum())
+            anchor.points_cam, anchor.colors = anchor.points_cam[~inside], anchor.colors[~inside]
+            anchor.point_size_m = anchor.point_size_m[~inside]
+            anchor.image = anchor.image.copy()
+            anchor.image[pixels] = 0
+            anchor.depth = np.where(pixels, 0.0, anchor.depth).astype(np.float32)
+            anchor._edited()
+        self._index = None
+        return removed
+
+    def recolor(self, region: Region, rgb: Sequence[int]) -> int:
+        """Set the colour of every anchor point in ``region`` and of the pixels that saw it; returns points changed."""
+        color = np.asarray(rgb)
+        if color.shape != (3,) or not np.all((color >= 0) & (color <= 255)):
+            raise InvalidInputError(f"recolor needs an RGB triple in 0..255, got {rgb!r}")
+        changed = 0
+        for anchor in self._anchors.values():
+            if not anchor._overlaps(region):
+                continue
+            inside = region.contains(anchor.points_world())
+            pixels = anchor._pixels_in(region)
+            changed += int(inside.sum())
+            if inside.any():
+                anchor.colors = anchor.colors.copy()
+                anchor.colors[inside] = color.astype(np.uint8)
+            if pixels.any():
+                anchor.image = anchor.image.copy()
+                anchor.image[pixels] = color.astype(np.uint8)
+        return changed
+
+    def insert(self, points_m: np.ndarray, colors: np.ndarray, point_size_m: float) -> int:
+        """Add world points (metres, uint8 colours, footprint ``point_size_m``) to every anchor whose view they fall
+        in, and paint them into its image and depth where they are nearer than what it saw. Returns the number of
+        anchors that received points."""
+        points = np.asarray(points_m, dtype=np.float32)
+        colors = np.asarray(colors)
+        reached = 0
+        for anchor in self._anchors.values():
+            cam = anchor.pose.world_to_cam(points).astype(np.float32)
+            z = cam[:, 2]
+            safe = np.where(z > 0, z, 1.0)
+            u = anchor.intrinsics.fx * cam[:, 0] / safe + anchor.intrinsics.cx
+            v = anchor.intrinsics.fy * cam[:, 1] / safe + anchor.intrinsics.cy
+            seen = (z > 0) & (u >= -0.5) & (u < anchor.intrinsics.width - 0.5) & (v >= -0.5)
+            seen &= v < anchor.intrinsics.height - 0.5
+            if not seen.any():
+                continue
+            reached += 1
+            anchor.points_cam = np.concatenate([anchor.points_cam, cam[seen]])
+            anchor.colors = np.concatenate([anchor.colors, colors[seen]])
+            anchor.point_size_m = np.concatenate(
+                [anchor.point_size_m, np.full(int(seen.sum()), point_size_m, np.float32)]
+            )
+            painted = splat_points(
+                cam[seen], Pose.identity(), anchor.intrinsics, colors=colors[seen], splat="footprint",
+                point_size_m=point_size_m,
+            )
+            depth_new = painted.depth.numpy()
+            nearer = painted.mask.numpy() & ((anchor.depth == 0) | (depth_new < anchor.depth))
+            anchor.image = np.where(nearer[..., None], painted.rgb.numpy(), anchor.image)
+            anchor.depth = np.where(nearer, depth_new, anchor.depth).astype(np.float32)
+            anchor._edited()
+        self._index = None
+        return reached
+
+    # ----------------------------------------------------------------------------------------------- storage
+
+    def write(self, folder: Path) -> None:
+        """Write every anchor under ``folder`` (an existing empty folder; not atomic)."""
+        records = []
+        for anchor in self._anchors.values():
+            sub = folder / f"{anchor.id:06d}"
+            sub.mkdir()
+            for name in ("image", "depth", "points_cam", "colors", "point_size_m"):
+                save_array(sub, name, getattr(anchor, name))
+            i = anchor.intrinsics
+            records.append({
+                "id": anchor.id, "frame_id": anchor.frame_id, "folder": sub.name,
+                "pose_c2w": anchor.pose.matrix.tolist(),
+                "intrinsics": {"fx": i.fx, "fy": i.fy, "cx": i.cx, "cy": i.cy, "width": i.width, "height": i.height},
+                "confidence": anchor.confidence, "source": int(anchor.source),
+            })
+        write_manifest(folder, {
+            "kind": "anchor_store", "format_version": FORMAT_VERSION, "next_id": self._next_id, "anchors": records,
+            "files": {
+                "image": "uint8 (H, W, 3) source image", "depth": "float32 (H, W) metres, 0 unknown",
+                "points_cam": "float32 (M, 3) metres, anchor camera frame (OpenCV)", "colors": "uint8 (M, 3)",
+                "point_size_m": "float32 (M,) footprint widths, metres",
+            },
+        })
+
+    @classmethod
+    def read(cls, folder: Path) -> AnchorStore:
+        """Read a store written by ``write``."""
+        manifest = read_manifest(folder, "anchor_store", (FORMAT_VERSION,))
+        store = cls()
+        try:
+            for record in manifest["anchors"]:
+                sub = folder / record["folder"]
+                arrays = {n: load_array(sub, n) for n in ("image", "depth", "points_cam", "colors", "point_size_m")}
+                store.add(Anchor(
+                    record["id"], record["frame_id"], Pose.from_matrix(np.asarray(record["pose_c2w"])),
+                    Intrinsics(**record["intrinsics"]), confidence=record["confidence"],
+                    source=Source(record["source"]), **arrays,
+                ))
+            store._next_id = int(manifest["next_id"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise StorageError(f"anchor store at {folder} is malformed: {error}") from error
+        return store

@@ -1,0 +1,68 @@
+"""The weaver on hand-built renders: depth test with tolerance, weights, blend modes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from worldweave.bridge.errors import InvalidInputError
+from worldweave.bridge.frames import RenderResult
+from worldweave.bridge.geometry import Intrinsics, Pose
+from worldweave.bridge.memory.weave import WeaveOptions, weave
+
+INTRINSICS = Intrinsics(40.0, 40.0, 15.5, 11.5, 32, 24)
+TARGET = Pose.identity()
+
+
+def _flat(color, depth_m: float, mask: np.ndarray | None = None) -> RenderResult:
+    shape = INTRINSICS.shape
+    mask = np.ones(shape, bool) if mask is None else mask
+    rgb = np.where(mask[..., None], np.array(color, np.uint8), 0).astype(np.uint8)
+    return RenderResult(rgb, np.where(mask, depth_m, 0.0).astype(np.float32), mask)
+
+
+def test_occluded_anchor_is_ignored_and_union_covers() -> None:
+    left = np.zeros(INTRINSICS.shape, bool)
+    left[:, :16] = True
+    near = _flat((200, 0, 0), 2.0, left)
+    far = _flat((0, 0, 200), 4.0)  # covers everything, but behind `near` on the left half
+    result = weave([near, far], np.zeros((2, 3)), [1.0, 1.0], TARGET, INTRINSICS)
+    assert result.mask.all()
+    assert np.all(result.rgb[:, :16] == [200, 0, 0]) and np.allclose(result.depth[:, :16], 2.0)
+    assert np.all(result.rgb[:, 16:] == [0, 0, 200]) and np.allclose(result.depth[:, 16:], 4.0)
+
+
+def test_agreeing_anchors_are_averaged_by_confidence() -> None:
+    a = _flat((100, 100, 100), 2.0)
+    b = _flat((200, 200, 200), 2.03)  # within 3 % + 2 cm
+    result = weave([a, b], np.zeros((2, 3)), [1.0, 0.25], TARGET, INTRINSICS)
+    assert np.all(result.rgb == 120)  # (100 * 1 + 200 * 0.25) / 1.25
+    assert np.allclose(result.depth, (2.0 + 0.25 * 2.03) / 1.25, atol=1e-5)
+    best = weave([a, b], np.zeros((2, 3)), [1.0, 0.25], TARGET, INTRINSICS, WeaveOptions(blend="best"))
+    assert np.all(best.rgb == 100) and np.allclose(best.depth, 2.0)
+    strict = weave([a, b], np.zeros((2, 3)), [1.0, 1.0], TARGET, INTRINSICS,
+                   WeaveOptions(depth_tolerance_rel=0.0, depth_tolerance_m=0.01))
+    assert np.all(strict.rgb == 100)  # b is 3 cm behind: outside a 1 cm tolerance
+
+
+def test_view_direction_and_distance_weights() -> None:
+    a = _flat((0, 0, 0), 2.0)
+    b = _flat((250, 250, 250), 2.0)
+    # Anchor a shares the target's camera centre; b looks from 2 m to the side (about 45 degrees off at the centre).
+    result = weave([a, b], np.array([[0.0, 0.0, 0.0], [2.0, 0.0, 0.0]]), [1.0, 1.0], TARGET, INTRINSICS)
+    assert result.rgb[12, 16, 0] < 10
+    # Same direction, but b much closer to the surface: b dominates.
+    closer = weave([a, b], np.array([[0.0, 0.0, -3.0], [0.0, 0.0, 1.5]]), [1.0, 1.0], TARGET, INTRINSICS)
+    assert closer.rgb[12, 16, 0] > 200
+
+
+def test_nothing_to_weave_gives_an_empty_render_and_bad_inputs_raise() -> None:
+    empty = weave([], np.zeros((0, 3)), [], TARGET, INTRINSICS)
+    assert not empty.mask.any() and empty.rgb.shape == (24, 32, 3)
+    with pytest.raises(InvalidInputError, match="one camera position and confidence per render"):
+        weave([_flat((1, 2, 3), 1.0)], np.zeros((2, 3)), [1.0], TARGET, INTRINSICS)
+    small = RenderResult.empty(Intrinsics(10.0, 10.0, 4.5, 4.5, 10, 10))
+    with pytest.raises(InvalidInputError, match="render 0 has shape"):
+        weave([small], np.zeros((1, 3)), [1.0], TARGET, INTRINSICS)
+    with pytest.raises(InvalidInputError, match="blend"):
+        WeaveOptions(blend="median")
