@@ -1,9 +1,10 @@
 """The diffusers backends (``wan-vace``, ``sd-inpaint``) and the Depth Anything estimator, on tiny random models.
 
-Each model is built in code with random weights (no download), written with ``save_pretrained`` to a temporary
-folder and loaded by the backend through the same path a user's weights take. The tests check that the condition
-reaches the pipeline: frame counts, mask polarity, reference count and size handling, observed where the
-pipeline hands its tensors to the denoiser (a forward pre-hook on the transformer or UNet).
+Each model is built in code with random weights (no download) by ``worldweave.bridge.generators.tiny_models``,
+written with ``save_pretrained`` to a temporary folder and loaded by the backend through the same path a user's
+weights take. The tests check that the condition reaches the pipeline: frame counts, mask polarity, reference count
+and size handling, observed where the pipeline hands its tensors to the denoiser (a forward pre-hook on the
+transformer or UNet).
 """
 
 import os
@@ -17,28 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import (
-    AutoencoderKL,
-    AutoencoderKLWan,
-    FlowMatchEulerDiscreteScheduler,
-    PNDMScheduler,
-    StableDiffusionInpaintPipeline,
-    UNet2DConditionModel,
-    WanVACEPipeline,
-    WanVACETransformer3DModel,
-)
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import (
-    CLIPTextConfig,
-    CLIPTextModel,
-    DepthAnythingConfig,
-    DepthAnythingForDepthEstimation,
-    Dinov2Config,
-    DPTImageProcessorPil,
-    PreTrainedTokenizerFast,
-    UMT5Config,
-    UMT5EncoderModel,
-)
 
 from worldweave.bridge.errors import InvalidFrameError, InvalidInputError, LimitExceededError, NotFoundError
 from worldweave.bridge.frames import RenderResult
@@ -46,6 +25,7 @@ from worldweave.bridge.generators.base import Condition
 from worldweave.bridge.generators.depth import align_depth
 from worldweave.bridge.generators.depth_anything import DepthAnythingEstimator
 from worldweave.bridge.generators.registry import create_generator, generator_class
+from worldweave.bridge.generators.tiny_models import save_tiny_depth_anything, save_tiny_sd_inpaint, save_tiny_wan_vace
 from worldweave.bridge.generators.wan_vace import GENERATE, HOLE_GREY, KEEP
 from worldweave.bridge.geometry import Intrinsics, Pose
 
@@ -53,89 +33,17 @@ STEPS = 2
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Tiny random models, saved like a user's weights.
-
-
-def tiny_tokenizer(max_length: int) -> PreTrainedTokenizerFast:
-    """A character-level tokenizer built in memory (no vocabulary download)."""
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
-    vocab.update({c: 3 + i for i, c in enumerate("abcdefghijklmnopqrstuvwxyz ")})
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=max_length
-    )
+# Tiny random models (worldweave.bridge.generators.tiny_models), saved like a user's weights.
 
 
 @pytest.fixture(scope="module")
 def wan_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    tokenizer = tiny_tokenizer(512)
-    text_encoder = UMT5EncoderModel(
-        UMT5Config(
-            vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-            relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
-        )
-    )
-    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True])
-    transformer = WanVACETransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
-        text_dim=32, freq_dim=256, ffn_dim=32, num_layers=3, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32, vace_layers=[0, 2], vace_in_channels=96,
-    )
-    pipeline = WanVACEPipeline(
-        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
-        transformer=transformer,
-    )
-    folder = tmp_path_factory.mktemp("wan-vace")
-    pipeline.save_pretrained(folder)
-    return folder
+    return save_tiny_wan_vace(tmp_path_factory.mktemp("wan-vace"))
 
 
 @pytest.fixture(scope="module")
 def sd_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    tokenizer = tiny_tokenizer(16)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-            max_position_embeddings=16, pad_token_id=0, bos_token_id=0, eos_token_id=1, projection_dim=32,
-        )
-    )
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=32, in_channels=9, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32, norm_num_groups=16,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=[16, 32], in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 2,
-        up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=4, norm_num_groups=16,
-    )
-    pipeline = StableDiffusionInpaintPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=PNDMScheduler(skip_prk_steps=True, steps_offset=1),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    folder = tmp_path_factory.mktemp("sd-inpaint")
-    pipeline.save_pretrained(folder)
-    return folder
-
-
-def save_depth_anything(folder: Path, kind: str, max_depth: int = 20) -> Path:
-    torch.manual_seed(0)
-    backbone = Dinov2Config(
-        image_size=28, patch_size=14, hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32,
-        out_features=["stage1", "stage2", "stage3", "stage4"], reshape_hidden_states=False,
-    )
-    config = DepthAnythingConfig(
-        backbone_config=backbone, reassemble_hidden_size=16, patch_size=14, neck_hidden_sizes=[8, 16, 16, 16],
-        fusion_hidden_size=16, head_hidden_size=8, depth_estimation_type=kind, max_depth=max_depth,
-    )
-    DepthAnythingForDepthEstimation(config).save_pretrained(folder)
-    DPTImageProcessorPil(
-        size={"height": 28, "width": 28}, keep_aspect_ratio=True, ensure_multiple_of=14,
-        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
-    ).save_pretrained(folder)
-    return folder
+    return save_tiny_sd_inpaint(tmp_path_factory.mktemp("sd-inpaint"))
 
 
 @pytest.fixture(scope="module")
@@ -399,7 +307,7 @@ def test_sd_result_does_not_depend_on_batching(sd_folder, sd):
 
 
 def test_depth_anything_relative_is_disparity_and_aligns(tmp_path):
-    estimator = DepthAnythingEstimator(str(save_depth_anything(tmp_path, "relative")), device="cpu")
+    estimator = DepthAnythingEstimator(str(save_tiny_depth_anything(tmp_path, "relative")), device="cpu")
     rgb = np.random.default_rng(0).integers(0, 256, (30, 50, 3), dtype=np.uint8)
     prediction = estimator.estimate(rgb)
     assert prediction.kind == "disparity"
@@ -411,7 +319,7 @@ def test_depth_anything_relative_is_disparity_and_aligns(tmp_path):
 
 
 def test_depth_anything_metric_is_metres(tmp_path):
-    estimator = DepthAnythingEstimator(str(save_depth_anything(tmp_path, "metric", max_depth=20)), device="cpu")
+    estimator = DepthAnythingEstimator(str(save_tiny_depth_anything(tmp_path, "metric", max_depth_m=20)), device="cpu")
     prediction = estimator.estimate(np.full((28, 42, 3), 90, np.uint8))
     assert prediction.kind == "metric"
     assert 0.0 < float(np.median(prediction.values)) < 20.0
