@@ -4,6 +4,9 @@ for tests, benchmarks and clients that start a local server.
 
 Binds 127.0.0.1 unless told otherwise. Optional: a bearer token every call must carry, TLS from a PEM certificate
 and key (``server.auth``), and autosave of worlds to the data folder (``registry.AutosavePolicy``).
+
+A server builds one generator and, for a generator that returns no depth, one depth estimator at start-up
+(``build_backends``), and shares both between all its worlds (``scheduling``).
 """
 
 from __future__ import annotations
@@ -22,13 +25,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from worldweave.bridge.errors import InvalidInputError, PreconditionError
 from worldweave.bridge.generators.base import Generator
-from worldweave.bridge.generators.registry import create_generator
+from worldweave.bridge.generators.depth import DepthEstimator
+from worldweave.bridge.generators.registry import create_depth_estimator, create_generator, generator_class
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
 from worldweave.server.auth import BearerTokenInterceptor, server_credentials
 from worldweave.server.registry import AutosavePolicy, WorldRegistry
-from worldweave.server.scheduling import share_generator
+from worldweave.server.scheduling import share_depth_estimator, share_generator
 from worldweave.server.service import ServerLimits, WorldServicer, server_info
 
 logger = logging.getLogger(__name__)
@@ -47,6 +52,11 @@ class ServerConfig:
     """Generator registry name, shared by every world of the server."""
     generator_options: dict[str, object] = field(default_factory=dict)
     """Keyword options of the generator's constructor."""
+    depth_estimator: str = ""
+    """Depth estimator registry name (``registry.DEPTH_ESTIMATORS``, e.g. "depth-anything"), shared by every world
+    of the server; needed when the generator returns no depth ("": none)."""
+    depth_estimator_options: dict[str, object] = field(default_factory=dict)
+    """Keyword options of the depth estimator's constructor (e.g. ``model``: a weights folder, ``device``)."""
     device: str = "cpu"
     """Torch device of the worlds' memory ("cpu", "cuda", "cuda:1")."""
     limits: ServerLimits = field(default_factory=ServerLimits)
@@ -80,15 +90,68 @@ def server_version() -> str:
         return "unknown"
 
 
+def missing_depth_message(generator_name: str) -> str:
+    """What to tell a user whose generator returns no depth and who named no depth estimator."""
+    return (
+        f"generator {generator_name!r} returns no depth, so generated frames cannot be fused into memory without a "
+        f"depth estimator: start the server with `--depth-estimator depth-anything` (and `--depth-estimator-option "
+        f"model=FOLDER_OR_ID`; ServerConfig.depth_estimator in code)"
+    )
+
+
+def build_backends(
+    config: ServerConfig, generator: Generator | None = None, depth_estimator: DepthEstimator | None = None
+) -> tuple[Generator, DepthEstimator | None]:
+    """The server's one generator and one depth estimator: the instances given, else built from ``config``.
+
+    Checks before loading any weights that a generator without depth has an estimator (``PreconditionError``
+    naming the flag to add), then builds the estimator (small, so a wrong weights folder fails fast) and the
+    generator. An estimator next to a generator that returns depth is kept but unused (logged).
+    """
+    if config.depth_estimator_options and not config.depth_estimator:
+        raise InvalidInputError(
+            f"depth estimator options {sorted(config.depth_estimator_options)} given without a depth estimator: "
+            f"add --depth-estimator NAME (ServerConfig.depth_estimator)"
+        )
+    generator_type = type(generator) if generator is not None else generator_class(config.generator)
+    has_estimator = depth_estimator is not None or bool(config.depth_estimator)
+    if not generator_type.returns_depth and not has_estimator:
+        raise PreconditionError(missing_depth_message(generator_type.name))
+    if depth_estimator is None and config.depth_estimator:
+        try:
+            depth_estimator = create_depth_estimator(config.depth_estimator, **config.depth_estimator_options)
+        except TypeError as error:  # an option the constructor does not take
+            raise InvalidInputError(
+                f"depth estimator {config.depth_estimator!r}: {error} (check --depth-estimator-option)"
+            ) from error
+    if generator is None:
+        try:
+            generator = create_generator(config.generator, **config.generator_options)
+        except TypeError as error:
+            raise InvalidInputError(f"generator {config.generator!r}: {error} (check --generator-option)") from error
+    if generator.returns_depth and depth_estimator is not None:
+        logger.warning("generator %r returns its own depth: the depth estimator is not used", generator.name)
+    return generator, depth_estimator
+
+
 class WorldServer:
     """A gRPC server for worlds with its health service, reflection and thread pool; ``start``, ``stop``."""
 
-    def __init__(self, address: str, config: ServerConfig, generator: Generator | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        config: ServerConfig,
+        generator: Generator | None = None,
+        depth_estimator: DepthEstimator | None = None,
+    ) -> None:
         self.config = config
+        generator, depth_estimator = build_backends(config, generator, depth_estimator)
         self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="worldweave")
-        generator = generator if generator is not None else create_generator(config.generator, **config.generator_options)
-        self.registry = WorldRegistry(share_generator(generator), self.executor, data_dir=config.data_dir,
-                                      device=config.device, autosave=config.autosave)
+        self.registry = WorldRegistry(
+            share_generator(generator), self.executor, data_dir=config.data_dir, device=config.device,
+            autosave=config.autosave,
+            depth_estimator=share_depth_estimator(depth_estimator) if depth_estimator is not None else None,
+        )
         for world_id in self.registry.scan():
             logger.warning("saved world %r in %s is unreadable; it is not listed", world_id, config.data_dir)
         info = server_info(generator, config.limits, persistence=config.data_dir is not None,
@@ -136,14 +199,20 @@ class WorldServer:
 
 
 def create_server(
-    address: str = "127.0.0.1:0", config: ServerConfig | None = None, *, generator: Generator | None = None
+    address: str = "127.0.0.1:0",
+    config: ServerConfig | None = None,
+    *,
+    generator: Generator | None = None,
+    depth_estimator: DepthEstimator | None = None,
 ) -> tuple[WorldServer, int]:
     """A server listening on ``address`` (port 0 picks a free one), not started yet, and its port.
 
-    ``generator``: an instance to share between worlds instead of building ``config.generator`` (tests use a
-    cheap one). Call from the event loop that will run the server, then ``await server.start()``.
+    ``generator`` / ``depth_estimator``: instances to share between worlds instead of building
+    ``config.generator`` / ``config.depth_estimator`` (tests use cheap ones). Raises ``PreconditionError`` when the
+    generator returns no depth and no depth estimator is given. Call from the event loop that will run the server,
+    then ``await server.start()``.
     """
-    server = WorldServer(address, config or ServerConfig(), generator)
+    server = WorldServer(address, config or ServerConfig(), generator, depth_estimator)
     return server, server.port
 
 
@@ -182,11 +251,17 @@ class BackgroundServer:
     """
 
     def __init__(
-        self, address: str = "127.0.0.1:0", config: ServerConfig | None = None, *, generator: Generator | None = None
+        self,
+        address: str = "127.0.0.1:0",
+        config: ServerConfig | None = None,
+        *,
+        generator: Generator | None = None,
+        depth_estimator: DepthEstimator | None = None,
     ) -> None:
         self._bind = address
         self._config = config
         self._generator = generator
+        self._depth_estimator = depth_estimator
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="worldweave-server", daemon=True)
         self.server: WorldServer | None = None
@@ -202,7 +277,8 @@ class BackgroundServer:
         self._thread.start()
 
         async def start() -> WorldServer:
-            server, _ = create_server(self._bind, self._config, generator=self._generator)
+            server, _ = create_server(self._bind, self._config, generator=self._generator,
+                                      depth_estimator=self._depth_estimator)
             await server.start()
             return server
 

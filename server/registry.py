@@ -29,6 +29,7 @@ from typing import TypeVar
 from worldweave.bridge.errors import InvalidInputError, NotFoundError, PreconditionError, StorageError
 from worldweave.bridge.frames import RGBDFrame
 from worldweave.bridge.generators.base import Generator
+from worldweave.bridge.generators.depth import DepthEstimator
 from worldweave.bridge.geometry import Intrinsics
 from worldweave.bridge.memory.spatial_memory import MemoryConfig
 from worldweave.bridge.queries import WorldQueries
@@ -146,7 +147,9 @@ class WorldEntry:
 
 
 class WorldRegistry:
-    """Worlds by id; ``generator`` is the server's shared (fair-queued) generator, ``data_dir`` may be None."""
+    """Worlds by id; ``generator`` is the server's shared (fair-queued) generator and ``depth_estimator`` its
+    shared depth estimator (None: the generator's own depth is used), both given to every world created or loaded;
+    ``data_dir`` may be None."""
 
     def __init__(
         self,
@@ -156,10 +159,12 @@ class WorldRegistry:
         data_dir: Path | None = None,
         device: str = "cpu",
         autosave: AutosavePolicy = AutosavePolicy(),
+        depth_estimator: DepthEstimator | None = None,
     ) -> None:
         if autosave.enabled and data_dir is None:
             raise PreconditionError("autosave needs a data folder: start the server with --data-dir DIR")
         self.generator = generator
+        self.depth_estimator = depth_estimator
         self.executor = executor
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.device = device
@@ -339,7 +344,8 @@ class WorldRegistry:
         try:
             config = WorldConfig(memory=memory, generator=self.generator.name)
             world = await self.offload(
-                lambda: World(Seed(frames=frames, prompt=prompt), config, generator=self.generator, device=self.device),
+                lambda: World(Seed(frames=frames, prompt=prompt), config, generator=self.generator,
+                              depth_estimator=self.depth_estimator, device=self.device),
             )
             entry = WorldEntry(world_id, world, unsaved_changes=1, unsaved_since_s=time.monotonic())
             self._loaded[world_id] = entry
@@ -377,7 +383,8 @@ class WorldRegistry:
         try:
             def read() -> tuple[WorldSummary, World]:
                 summary = self._read_summary(world_id)
-                world = World.load(resolve_folder(folder) / WORLD_FOLDER, generator=self.generator, device=self.device)
+                world = World.load(resolve_folder(folder) / WORLD_FOLDER, generator=self.generator,
+                                   depth_estimator=self.depth_estimator, device=self.device)
                 return summary, world
 
             summary, world = await self.offload(read)

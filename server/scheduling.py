@@ -4,7 +4,8 @@
   time, in arrival order; different worlds run concurrently on a thread pool.
 * All worlds share one generator instance. ``share_generator`` wraps it so that ``generate`` calls from different
   worlds queue in a ``FairLock``: first come, first served. A world holds its own lock while stepping, so it has at
-  most one call waiting, and worlds take turns.
+  most one call waiting, and worlds take turns. The depth estimator (for generators without depth) is shared the
+  same way by ``share_depth_estimator``, behind its own lock, so one world's depth overlaps another's generation.
 * ``run_locked`` runs blocking engine work on the pool under a world's lock. When the calling RPC is cancelled (the
   client went away, or its deadline passed) work that has not started is dropped; work already running cannot be
   interrupted, so the lock is held until it ends, and only then is the cancellation passed on.
@@ -18,7 +19,10 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import TypeVar
 
+import numpy as np
+
 from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
+from worldweave.bridge.generators.depth import DepthEstimator, DepthPrediction
 
 T = TypeVar("T")
 
@@ -86,6 +90,26 @@ def share_generator(generator: Generator) -> Generator:
     contract = {name: getattr(type(generator), name) for name in GENERATOR_CONTRACT}
     cls = type(f"Shared{type(generator).__name__}", (_SharedGenerator,), contract)
     return cls(generator, FairLock())
+
+
+class SharedDepthEstimator(DepthEstimator):
+    """Delegates ``estimate`` to one depth estimator instance, one call at a time, in arrival order."""
+
+    def __init__(self, inner: DepthEstimator, lock: FairLock) -> None:
+        self.inner = inner
+        self.lock = lock
+
+    def estimate(self, rgb: np.ndarray) -> DepthPrediction:
+        with self.lock:
+            return self.inner.estimate(rgb)
+
+
+def share_depth_estimator(estimator: DepthEstimator) -> DepthEstimator:
+    """A ``DepthEstimator`` whose calls to ``estimator`` queue in a ``FairLock`` of their own.
+
+    Give the result to every world of a server; the wrapped instance must not be called directly any more.
+    """
+    return SharedDepthEstimator(estimator, FairLock())
 
 
 async def run_locked(lock: asyncio.Lock, executor: Executor, work: Callable[[], T]) -> T:

@@ -1,4 +1,10 @@
-"""Serve worlds over gRPC: ``worldweave serve [--host 127.0.0.1] [--port 50051] [--data-dir DIR] [--generator NAME]``.
+"""Serve worlds over gRPC: ``worldweave serve [--host 127.0.0.1] [--port 50051] [--data-dir DIR] [--generator NAME]
+[--depth-estimator NAME]``.
+
+One generator (``--generator``, ``--generator-option KEY=VALUE``) is built at start-up and shared by every world.
+A generator that returns no depth (``wan-vace``, ``sd-inpaint``) also needs a depth estimator
+(``--depth-estimator depth-anything``, ``--depth-estimator-option KEY=VALUE``), built once and shared the same way;
+without one, ``serve`` exits at start-up saying so.
 
 Worlds saved with SaveWorld go to ``--data-dir`` and are listed again (and loadable) after a restart; with
 ``--autosave-every N`` / ``--autosave-seconds S`` the server saves them itself (and at shutdown). Ctrl-C or SIGTERM
@@ -20,8 +26,8 @@ import os
 import signal
 from pathlib import Path
 
-from worldweave.bridge.errors import InvalidInputError
-from worldweave.bridge.generators.registry import available
+from worldweave.bridge.errors import InvalidInputError, NotFoundError, PreconditionError
+from worldweave.bridge.generators.registry import DEPTH_ESTIMATORS, available
 from worldweave.server.app import ServerConfig, create_server, tune_malloc
 from worldweave.server.registry import AutosavePolicy
 from worldweave.server.service import MIB, ServerLimits
@@ -31,9 +37,10 @@ TOKEN_ENVIRONMENT_VARIABLE = "WORLDWEAVE_AUTH_TOKEN"
 
 
 def _option(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` of ``--generator-option`` / ``--depth-estimator-option``: VALUE as JSON, else as a string."""
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise argparse.ArgumentTypeError(f"generator option {text!r} must be KEY=VALUE")
+        raise argparse.ArgumentTypeError(f"option {text!r} must be KEY=VALUE")
     try:
         return key, json.loads(value)
     except json.JSONDecodeError:
@@ -49,6 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--generator", default="reproject", help=f"generator backend, one of {available()}")
     parser.add_argument("--generator-option", type=_option, action="append", default=[], metavar="KEY=VALUE",
                         help="generator constructor option; VALUE is JSON or a plain string (repeatable)")
+    parser.add_argument("--depth-estimator", default="", metavar="NAME",
+                        help=f"depth estimator for generators that return no depth, one of {sorted(DEPTH_ESTIMATORS)} "
+                             "(needed by wan-vace and sd-inpaint; one instance shared by every world)")
+    parser.add_argument("--depth-estimator-option", type=_option, action="append", default=[], metavar="KEY=VALUE",
+                        help="depth estimator constructor option, e.g. model=FOLDER_OR_ID or device=cuda; VALUE is "
+                             "JSON or a plain string (repeatable)")
     parser.add_argument("--device", default="cpu", help="torch device of world memory (default cpu)")
     parser.add_argument("--max-poses", type=int, default=defaults.max_poses_per_call, help="most poses per call")
     parser.add_argument("--max-message-mib", type=int, default=defaults.max_message_bytes // MIB,
@@ -91,8 +104,9 @@ async def serve(address: str, config: ServerConfig, grace: float) -> None:
     await server.start()
     host = address.rsplit(":", 1)[0]
     tls = config.tls_cert_file is not None
-    logger.info("worldweave serving on %s:%d (generator %s, data dir %s, %s, %s)", host, port, config.generator,
-                config.data_dir or "none: worlds are not saved", "TLS" if tls else "no TLS",
+    logger.info("worldweave serving on %s:%d (generator %s, depth estimator %s, data dir %s, %s, %s)", host, port,
+                config.generator, config.depth_estimator or "none", config.data_dir or "none: worlds are not saved",
+                "TLS" if tls else "no TLS",
                 "bearer token required" if config.auth_token else "no auth")
     if not tls and not is_loopback(host):
         logger.warning("serving %s without TLS: traffic%s is readable on the network; pass --tls-cert and --tls-key",
@@ -127,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
             data_dir=args.data_dir,
             generator=args.generator,
             generator_options=dict(args.generator_option),
+            depth_estimator=args.depth_estimator,
+            depth_estimator_options=dict(args.depth_estimator_option),
             device=args.device,
             limits=ServerLimits(max_poses_per_call=args.max_poses, max_message_bytes=args.max_message_mib * MIB),
             workers=args.workers,
@@ -136,7 +152,9 @@ def run(args: argparse.Namespace) -> int:
             autosave=AutosavePolicy(every_changes=args.autosave_every, every_s=args.autosave_seconds),
         )
         asyncio.run(serve(f"{args.host}:{args.port}", config, args.grace))
-    except InvalidInputError as error:  # a bad token, TLS file or autosave setting
+    except (InvalidInputError, NotFoundError, PreconditionError) as error:
+        # A bad token, TLS file or autosave setting; an unknown backend, missing weights or bad option; a generator
+        # without depth and no depth estimator.
         logger.error("%s", error)
         return 2
     return 0
