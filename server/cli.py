@@ -13,6 +13,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("worldweave.bridge.demo", "build a small world in code, fuse it into memory, write a view and the cloud"),
     "serve": ("worldweave.server.serve", "serve worlds over gRPC to simulators and agents (binds 127.0.0.1)"),
+    "eval": ("worldweave.bridge.eval.cli", "evaluate memory and generation: 'worldweave eval rgbd DATASET ...'"),
     "gateway": ("worldweave.sim_clients.gateway.server", "ZMQ/msgpack gateway for engines without gRPC (Unity, Unreal)"),
 }
 

@@ -1,0 +1,301 @@
+"""Score spatial memory on real RGB-D: fuse some frames, render others' poses from memory, compare with the real frames.
+
+    worldweave eval rgbd DATASET --fuse A:B --eval C:D [--json OUT] [--chunk N] [--set KEY=VALUE ...]
+
+DATASET is a folder in the layout of 7-Scenes as prepared for worldweave:
+
+* ``color/<6-digit id>.jpg`` (or ``.png``): RGB images;
+* ``depth/<id>.png``: uint16 depth, ``depth_scale_m_per_unit`` metres per unit (default 0.001, millimetres), 0 invalid;
+* ``poses/<id>.txt``: 4x4 camera-to-world matrix, OpenCV camera axes, metres;
+* ``intrinsics.json``: ``fx, fy, cx, cy, width, height`` in pixels (optionally ``depth_scale_m_per_unit``).
+
+Frames with ids in ``[A, B]`` are fused, in id order, into one ``SpatialMemory`` (voxel map and anchors). Then for
+every frame with id in ``[C, D]`` memory renders the frame's pose, and the render is scored against that real frame
+with DESIGN §7's metrics: PSNR and SSIM over covered pixels with valid depth, coverage of valid-depth pixels, and the
+median absolute depth error (metres, pooled over the covered valid pixels of all evaluated frames), plus the wall
+time per view. One row per memory mode: the global voxel map at 1 and 2 cm, and anchors with coverage / iou /
+recent / random retrieval at K = 1, 3, 7. The evaluated frames' RGB and depth are used only to score (DESIGN §7
+"No leaks"); the fuse and eval ranges must not overlap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from worldweave.bridge.errors import InvalidInputError, NotFoundError
+from worldweave.bridge.eval.metrics import coverage, mean_psnr, psnr, ssim
+from worldweave.bridge.frames import RenderResult, RGBDFrame
+from worldweave.bridge.geometry import Intrinsics, Pose
+from worldweave.bridge.memory.spatial_memory import MemoryConfig, SpatialMemory, render_voxel_map
+from worldweave.bridge.memory.voxel_map import Source, VoxelMap
+
+GLOBAL_VOXEL_SIZES_M = (0.01, 0.02)
+ANCHOR_MODES = ("coverage", "iou", "recent", "random")
+ANCHOR_KS = (1, 3, 7)
+ROW_FIELDS = ("memory", "k", "psnr", "ssim", "coverage", "depth_err_m", "ms_per_view")
+
+
+@dataclass(frozen=True)
+class RGBDDataset:
+    """A folder of RGB-D frames with poses (layout in the module docstring). Frame ids are the file-name integers."""
+
+    root: Path
+    intrinsics: Intrinsics
+    depth_scale_m: float
+    ids: tuple[int, ...]
+    """Ids that have a colour image, a depth image and a pose, ascending."""
+
+    @classmethod
+    def open(cls, root: str | Path) -> RGBDDataset:
+        """Index ``root``; raises ``NotFoundError`` for a missing folder or file, ``InvalidInputError`` for bad
+        intrinsics."""
+        root = Path(root)
+        meta_path = root / "intrinsics.json"
+        if not meta_path.is_file():
+            raise NotFoundError(f"no intrinsics.json in {root} (expected the 7-Scenes-like layout)")
+        try:
+            meta = json.loads(meta_path.read_text())
+            intrinsics = Intrinsics(meta["fx"], meta["fy"], meta["cx"], meta["cy"], meta["width"], meta["height"])
+        except (KeyError, ValueError) as error:
+            raise InvalidInputError(f"{meta_path} must hold fx, fy, cx, cy, width, height: {error}") from error
+        scale = float(meta.get("depth_scale_m_per_unit", 0.001))
+        if not (math.isfinite(scale) and scale > 0):
+            raise InvalidInputError(f"{meta_path}: depth_scale_m_per_unit must be > 0, got {scale!r}")
+        ids = []
+        for path in sorted((root / "poses").glob("*.txt")):
+            if path.stem.isdigit() and (root / "depth" / f"{path.stem}.png").is_file() and cls._color_path(root, path.stem):
+                ids.append(int(path.stem))
+        if not ids:
+            raise NotFoundError(f"no frames in {root}: need poses/<id>.txt with depth/<id>.png and color/<id>.jpg|png")
+        return cls(root, intrinsics, scale, tuple(sorted(ids)))
+
+    @staticmethod
+    def _color_path(root: Path, stem: str) -> Path | None:
+        for suffix in (".jpg", ".png"):
+            path = root / "color" / f"{stem}{suffix}"
+            if path.is_file():
+                return path
+        return None
+
+    def select(self, first: int, last: int) -> list[int]:
+        """The ids in ``[first, last]``, ascending."""
+        return [i for i in self.ids if first <= i <= last]
+
+    def pose(self, frame_id: int) -> Pose:
+        """Camera-to-world pose of frame ``frame_id``."""
+        path = self.root / "poses" / f"{frame_id:06d}.txt"
+        try:
+            return Pose.from_matrix(np.loadtxt(path))
+        except OSError as error:
+            raise NotFoundError(f"no pose file {path}") from error
+
+    def frame(self, frame_id: int) -> RGBDFrame:
+        """Frame ``frame_id`` as an ``RGBDFrame`` (depth in metres, 0 invalid)."""
+        stem = f"{frame_id:06d}"
+        color_path = self._color_path(self.root, stem)
+        if color_path is None:
+            raise NotFoundError(f"no colour image for frame {frame_id} in {self.root / 'color'}")
+        rgb = np.asarray(Image.open(color_path).convert("RGB"))
+        raw = np.asarray(Image.open(self.root / "depth" / f"{stem}.png"))
+        if raw.dtype not in (np.uint16, np.int32, np.uint32, np.int64):
+            raise InvalidInputError(f"depth image of frame {frame_id} must be 16-bit integer, got {raw.dtype}")
+        depth = raw.astype(np.float32) * np.float32(self.depth_scale_m)
+        return RGBDFrame(rgb, depth, self.pose(frame_id), self.intrinsics)
+
+
+def parse_range(text: str) -> tuple[int, int]:
+    """``"A:B"`` -> ``(A, B)``, inclusive ids."""
+    try:
+        first, last = (int(part) for part in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected A:B with integer frame ids, got {text!r}") from None
+    if first > last:
+        raise argparse.ArgumentTypeError(f"range {text!r} is empty (A > B)")
+    return first, last
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """``"key=value"`` with a JSON value (bare words are strings), e.g. ``weave.blend=best``, ``k=3``."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+@dataclass
+class _Scores:
+    psnr: list[float]
+    ssim: list[float]
+    coverage: list[float]
+    depth_errors: list[np.ndarray]
+    seconds: float = 0.0
+    views: int = 0
+
+    def add(self, render: RenderResult, target: RGBDFrame) -> None:
+        valid = target.depth > 0
+        scored = render.mask & valid
+        self.psnr.append(psnr(render.rgb, target.rgb, scored))
+        self.ssim.append(ssim(render.rgb, target.rgb, scored))
+        self.coverage.append(coverage(render.mask, valid))
+        self.depth_errors.append(np.abs(render.depth[scored] - target.depth[scored]))
+
+    def row(self, memory: str, k: int) -> dict:
+        errors = np.concatenate(self.depth_errors) if self.depth_errors else np.zeros(0)
+        ssim_values = [v for v in self.ssim if not math.isnan(v)]
+        cover = [v for v in self.coverage if not math.isnan(v)]
+        return {
+            "memory": memory,
+            "k": k,
+            "psnr": mean_psnr(self.psnr),
+            "ssim": float(np.mean(ssim_values)) if ssim_values else math.nan,
+            "coverage": float(np.mean(cover)) if cover else math.nan,
+            "depth_err_m": float(np.median(errors)) if len(errors) else math.nan,
+            "ms_per_view": 1000.0 * self.seconds / max(self.views, 1),
+        }
+
+
+def _chunks(ids: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+def evaluate(
+    dataset: RGBDDataset,
+    fuse_ids: list[int],
+    eval_ids: list[int],
+    *,
+    config: MemoryConfig | None = None,
+    chunk: int = 1,
+    modes: tuple[str, ...] = ANCHOR_MODES,
+    ks: tuple[int, ...] = ANCHOR_KS,
+    global_voxel_sizes_m: tuple[float, ...] = GLOBAL_VOXEL_SIZES_M,
+    progress: bool = True,
+) -> tuple[list[dict], dict]:
+    """Fuse ``fuse_ids``, score every memory mode on ``eval_ids``; returns (rows, summary).
+
+    Rows have the fields of ``ROW_FIELDS``; the summary counts anchors and voxels and times the fusion.
+    ``chunk`` consecutive eval poses are retrieved together, as the world loop does for a chunk.
+    """
+    overlap = sorted(set(fuse_ids) & set(eval_ids))
+    if overlap:
+        raise InvalidInputError(f"fuse and eval frames overlap at ids {overlap[:10]}: eval frames must stay unseen")
+    if not fuse_ids or not eval_ids:
+        raise InvalidInputError(f"need frames to fuse and to evaluate, got {len(fuse_ids)} and {len(eval_ids)}")
+    if chunk < 1:
+        raise InvalidInputError(f"chunk must be >= 1, got {chunk}")
+    config = config or MemoryConfig()
+    memory = SpatialMemory(config)
+    extra_maps = {size: VoxelMap(size) for size in global_voxel_sizes_m if size != config.voxel_size_m}
+    rows_total = len(global_voxel_sizes_m) + len(modes) * len(ks)
+    bar = tqdm(total=len(fuse_ids) + rows_total * len(eval_ids), unit="view", disable=not progress,
+               desc="fusing")
+    started = time.perf_counter()
+    for frame_id in fuse_ids:
+        frame = dataset.frame(frame_id)
+        memory.integrate(frame, frame_id=frame_id, source=Source.SEED)
+        for vmap in extra_maps.values():
+            vmap.integrate(frame, frame_id=frame_id, source=Source.SEED, max_depth_m=config.anchors.max_depth_m)
+        bar.update(1)
+    fuse_s = time.perf_counter() - started
+    targets = {i: dataset.frame(i) for i in eval_ids}
+    intrinsics = dataset.intrinsics
+
+    rows = []
+    for size in global_voxel_sizes_m:
+        vmap = memory.voxel_map if size == config.voxel_size_m else extra_maps[size]
+        name = f"global-{round(size * 100)}cm"
+        bar.set_description(name)
+        scores = _Scores([], [], [], [])
+        for frame_id in eval_ids:
+            t0 = time.perf_counter()
+            render = render_voxel_map(vmap, targets[frame_id].pose, intrinsics, config)
+            scores.seconds += time.perf_counter() - t0
+            scores.views += 1
+            scores.add(render, targets[frame_id])
+            bar.update(1)
+        rows.append(scores.row(name, 0))
+    for mode in modes:
+        for k in ks:
+            bar.set_description(f"anchors-{mode} k={k}")
+            scores = _Scores([], [], [], [])
+            for ids in _chunks(eval_ids, chunk):
+                t0 = time.perf_counter()
+                result = memory.condition([targets[i].pose for i in ids], intrinsics, mode=mode, k=k)
+                scores.seconds += time.perf_counter() - t0
+                scores.views += len(ids)
+                for frame_id, render in zip(ids, result.renders):
+                    scores.add(render, targets[frame_id])
+                bar.update(len(ids))
+            rows.append(scores.row(f"anchors-{mode}", k))
+    bar.close()
+    summary = {
+        "dataset": str(dataset.root),
+        "fused_frames": len(fuse_ids),
+        "eval_frames": len(eval_ids),
+        "anchors": len(memory.anchors),
+        "voxels": {f"{round(s * 100)}cm": len(memory.voxel_map if s == config.voxel_size_m else extra_maps[s])
+                   for s in global_voxel_sizes_m},
+        "fuse_seconds": round(fuse_s, 2),
+        "chunk": chunk,
+        "config": config.to_dict(),
+    }
+    return rows, summary
+
+
+def format_table(rows: list[dict]) -> str:
+    """The rows as a fixed-width text table."""
+    header = f"{'memory':<18} {'k':>2} {'PSNR dB':>8} {'SSIM':>6} {'coverage':>8} {'depth err m':>11} {'ms/view':>8}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(
+            f"{r['memory']:<18} {r['k']:>2} {r['psnr']:>8.2f} {r['ssim']:>6.3f} {r['coverage']:>8.3f} "
+            f"{r['depth_err_m']:>11.4f} {r['ms_per_view']:>8.1f}"
+        )
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", type=Path, help="folder in the 7-Scenes-like layout (see above)")
+    parser.add_argument("--fuse", type=parse_range, required=True, metavar="A:B", help="ids of frames to fuse (inclusive)")
+    parser.add_argument("--eval", type=parse_range, required=True, metavar="C:D",
+                        help="ids of frames to render and score (inclusive; must not overlap --fuse)")
+    parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the rows as a JSON list here")
+    parser.add_argument("--chunk", type=int, default=1, help="eval poses retrieved together (default: 1)")
+    parser.add_argument("--set", type=parse_override, action="append", default=[], metavar="KEY=VALUE",
+                        help="override a memory setting, e.g. --set keyframes.min_coverage=0.8 (repeatable)")
+    parser.add_argument("--modes", default=",".join(ANCHOR_MODES),
+                        help=f"anchor retrieval modes to score, comma-separated (default: {','.join(ANCHOR_MODES)})")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    dataset = RGBDDataset.open(args.dataset)
+    config = MemoryConfig().with_overrides(dict(args.set))
+    modes = tuple(m for m in args.modes.split(",") if m)
+    unknown = set(modes) - set(ANCHOR_MODES)
+    if unknown:
+        raise InvalidInputError(f"unknown --modes {sorted(unknown)}; choose from {ANCHOR_MODES}")
+    rows, summary = evaluate(
+        dataset, dataset.select(*args.fuse), dataset.select(*args.eval), config=config, chunk=args.chunk,
+        modes=modes, progress=not args.no_progress,
+    )
+    print(f"{summary['fused_frames']} frames fused -> {summary['anchors']} anchors, voxels {summary['voxels']}, "
+          f"{summary['fuse_seconds']} s; {summary['eval_frames']} frames scored (chunk {summary['chunk']})")
+    print(format_table(rows))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
