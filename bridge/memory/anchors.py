@@ -29,7 +29,7 @@ from worldweave.bridge.frames import RenderResult, RGBDFrame, check_depth, check
 from worldweave.bridge.geometry import Intrinsics, Pose
 from worldweave.bridge.memory.voxel_map import Source
 from worldweave.bridge.regions import Region
-from worldweave.bridge.render import DEFAULT_FOOTPRINT_FALLOFF, RenderBackend, SplatMode, render_points, splat_points
+from worldweave.bridge.render import DEFAULT_FOOTPRINT_FALLOFF, RenderBackend, render_points, splat_points
 from worldweave.bridge.storage import load_array, read_manifest, save_array, write_manifest
 
 FORMAT_VERSION = 1
@@ -43,7 +43,7 @@ _SKETCH_SAMPLES = 4
 class AnchorOptions:
     """How a keyframe becomes an anchor's points."""
 
-    stride_px: int = 4
+    stride_px: int = 2
     """Block size in pixels: one point per ``stride_px`` x ``stride_px`` block (1 keeps every pixel)."""
     edge_rel: float = 0.04
     """A pixel is a depth edge when a 4-neighbour's depth differs by more than this fraction of its own depth (or
@@ -72,11 +72,11 @@ class KeyframePolicy:
     degrees of it (the camera moved or turned away from every anchor).
     """
 
-    min_coverage: float = 0.9
+    min_coverage: float = 0.85
     """Fraction of the new view's valid-depth cells that existing anchors must cover for it not to be a keyframe."""
-    max_move_m: float = 0.05
+    max_move_m: float = 0.10
     """Camera centre distance (metres) within which an anchor counts as near."""
-    max_turn_deg: float = 5.0
+    max_turn_deg: float = 10.0
     """Viewing-direction angle (degrees) within which an anchor counts as near."""
 
     def __post_init__(self) -> None:
@@ -264,19 +264,17 @@ class Anchor:
         pose: Pose,
         intrinsics: Intrinsics,
         *,
-        splat: SplatMode = "footprint",
         footprint_scale: float = 1.0,
         footprint_falloff: float = DEFAULT_FOOTPRINT_FALLOFF,
         device: torch.device | str = "cpu",
         backend: RenderBackend | None = None,
     ) -> RenderResult:
-        """This anchor's points seen from camera-to-world ``pose``; ``splat`` is ``"footprint"`` or ``"soft"`` (both
-        without see-through holes, see ``bridge.render``).
+        """This anchor's points seen from camera-to-world ``pose`` (footprint splats, so no see-through holes).
 
         ``device``: where the splatting runs (numba on CPU by default, torch elsewhere)."""
         points = torch.from_numpy(self.points_cam).to(device)
         return render_points(
-            points, self.colors, self.pose_in_anchor(pose), intrinsics, splat=splat,
+            points, self.colors, self.pose_in_anchor(pose), intrinsics, splat="footprint",
             point_size_m=self.point_size_m, footprint_scale=footprint_scale, footprint_falloff=footprint_falloff,
             backend=backend,
         )

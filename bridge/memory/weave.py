@@ -44,11 +44,10 @@ class WeaveOptions:
     """Viewing-direction difference (degrees) at which an anchor's weight falls to 1/e."""
     distance_scale_m: float = 2.0
     """Camera-to-surface distance (metres) at which an anchor's weight halves."""
+    baseline_scale_m: float = 1e9
+    """Distance (metres) between the anchor's and the target's camera centres at which the anchor's weight halves."""
     blend: BlendMode = "weighted"
     """``"weighted"``: weighted mean of agreeing anchors; ``"best"``: the highest-weight anchor only."""
-    splat: Literal["footprint", "soft"] = "soft"
-    """How anchor points (and voxels, in ``global`` mode) are splatted: flat squares, or squares blended smoothly
-    over the front surface (see ``bridge.render``)."""
     footprint_scale: float = 1.0
     """Multiplier of each anchor point's footprint when it is splatted (see ``bridge.render``)."""
     footprint_falloff: float = 0.02
@@ -64,8 +63,6 @@ class WeaveOptions:
                 f"need angle_scale_deg, distance_scale_m, footprint_scale > 0; got {self.angle_scale_deg}, "
                 f"{self.distance_scale_m}, {self.footprint_scale}"
             )
-        if self.splat not in ("footprint", "soft"):
-            raise InvalidInputError(f"splat must be 'footprint' or 'soft', got {self.splat!r}")
         if self.blend not in ("weighted", "best"):
             raise InvalidInputError(f"blend must be 'weighted' or 'best', got {self.blend!r}")
         if self.footprint_falloff < 0:
@@ -113,6 +110,7 @@ def weave(
                         axis=-1) * front[:, None]
     to_surface_target = rays_cam @ pose.rotation.T.astype(np.float32)
     offsets = (pose.position - positions).astype(np.float32)
+    baselines = np.linalg.norm(offsets, axis=1)
     dist_target = np.maximum(np.linalg.norm(to_surface_target, axis=-1), 1e-9)
     weight = np.zeros(depth.shape, dtype=np.float32)
     for a in range(count):
@@ -121,6 +119,7 @@ def weave(
         cos = (to_surface_anchor * to_surface_target).sum(axis=-1) / (dist_anchor * dist_target)
         angle_deg = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
         w_a = np.exp(-((angle_deg / options.angle_scale_deg) ** 2)) / (1.0 + (dist_anchor / options.distance_scale_m) ** 2)
+        w_a = w_a / (1.0 + (baselines[a] / options.baseline_scale_m) ** 2)
         weight[a] = np.where(agree[a], np.maximum(w_a * confidences[a], _WEIGHT_FLOOR), 0.0)
 
     if options.blend == "best":
