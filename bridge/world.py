@@ -287,7 +287,8 @@ class World:
         return StepResult(tuple(frames), timings)
 
     def render(self, poses: Sequence[Pose], *, intrinsics: Intrinsics | None = None) -> list[RenderResult]:
-        """What memory holds, woven at each pose: no generation, no update."""
+        """What memory holds, woven at each pose: no generation, no update. The poses are one chunk: anchors are
+        retrieved once for all of them (as in ``step``), so a pose's render can depend on the other poses given."""
         intrinsics = intrinsics or self.intrinsics
         self._check_step(poses, intrinsics, None)
         anchors = self._retrieve(poses, intrinsics)

@@ -436,7 +436,8 @@ class WorldClient:
         jpeg_quality: int = conversions.DEFAULT_JPEG_QUALITY,
         timeout_s: float | None = None,
     ) -> list[conversions.Frame]:
-        """Render memory at one 4x4 pose or an (N, 4, 4) stack: no generation, no memory update.
+        """Render memory at one 4x4 pose or an (N, 4, 4) stack: no generation, no memory update. A stack is one
+        chunk (anchors retrieved once for all its poses), so a pose's frame can depend on the rest of the stack.
 
         ``image``: "raw", "png" or "jpeg". ``depth``: None (no depth), "float16_m" or "uint16_mm".
         """
