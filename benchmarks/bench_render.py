@@ -4,9 +4,9 @@
 
 First checks that our 1-pixel mode gives the same depth image as Open3D (both round to the nearest pixel centre);
 then times, interleaved so that load on a shared machine hits all alike: Open3D (the baseline, measured in the same
-run), our numba kernel serial and parallel, our torch path, and the footprint mode. Two point orders: a room's
-surfaces sampled in random order (every write a cache miss) and the same points sorted by 5 cm cell (the order a
-voxel map or an anchor keeps them in). Figures are milliseconds per 640x480 render including colours; medians (and
+run), our numba kernel serial and parallel, our torch path, and the footprint and soft modes (soft is the weaver's
+default). Two point orders: a room's surfaces sampled in random order (every write a cache miss) and the same points
+sorted by 5 cm cell (the order a voxel map or an anchor keeps them in). Figures are milliseconds per 640x480 render including colours; medians (and
 minima) over the repeats. On a machine whose cores are shared the numbers are noisy; compare within one run.
 """
 
@@ -81,6 +81,8 @@ def main() -> None:
             "ours 1-pixel, torch (CPU)": lambda: render_points(points_t, cols_t, pose, INTRINSICS, backend="torch"),
             "ours footprint 1 cm, numba serial": lambda: render_points(points, cols, pose, INTRINSICS,
                                                                        splat="footprint", point_size_m=0.01),
+            "ours soft 1 cm, numba serial": lambda: render_points(points, cols, pose, INTRINSICS,
+                                                                  splat="soft", point_size_m=0.01),
         }
         times: dict[str, list[float]] = {key: [] for key in runs}
         for run in runs.values():

@@ -174,3 +174,54 @@ def test_pixel_mode_depth_matches_open3d() -> None:
     expected = image.depth.as_tensor().numpy().reshape(INTRINSICS.shape)
     ours = render_points(points, colors, pose, INTRINSICS)
     assert np.array_equal(ours.depth, expected)
+
+
+def test_soft_mode_blends_neighbouring_splats_and_torch_agrees_with_numba() -> None:
+    # A fronto-parallel plane sampled every 4 pixels, with alternating colours: hard squares copy one point per
+    # square, soft splats ramp between neighbours; both cover the plane, with the same front depth.
+    intrinsics = Intrinsics(100.0, 100.0, 31.5, 23.5, 64, 48)
+    spacing = 4 * 2.0 / 100.0
+    g = np.arange(-0.7, 0.7, spacing)
+    points = np.stack(np.meshgrid(g, g, indexing="xy"), axis=-1).reshape(-1, 2)
+    points = np.concatenate([points, np.full((len(points), 1), 2.0)], axis=1).astype(np.float32)
+    colors = np.where((np.arange(len(points)) % 2)[:, None] == 0, 40, 220).astype(np.uint8).repeat(3, axis=1)
+    hard = render_points(points, colors, Pose.identity(), intrinsics, splat="footprint", point_size_m=spacing)
+    soft = render_points(points, colors, Pose.identity(), intrinsics, splat="soft", point_size_m=spacing)
+    assert hard.mask.all() and soft.mask.all()
+    assert set(np.unique(hard.rgb)) <= {40, 220}
+    assert len(np.unique(soft.rgb)) > 4 and soft.rgb.min() >= 40 and soft.rgb.max() <= 220
+    assert np.allclose(soft.depth, 2.0, atol=1e-5)
+    other = render_points(torch.from_numpy(points), torch.from_numpy(colors), Pose.identity(), intrinsics,
+                          splat="soft", point_size_m=spacing, backend="torch")
+    assert np.array_equal(other.mask, soft.mask)
+    assert np.abs(other.rgb.astype(int) - soft.rgb.astype(int)).max() <= 1
+    assert np.allclose(other.depth, soft.depth, atol=1e-5)
+
+
+def test_soft_mode_keeps_one_pixel_points_exact_and_respects_occlusion() -> None:
+    points, colors, spacing = _plane_scene()
+    intrinsics = Intrinsics(200.0, 200.0, 79.5, 59.5, 160, 120)
+    soft = render_points(points, colors, Pose.identity(), intrinsics, splat="soft", point_size_m=spacing)
+    v, u = np.mgrid[0:120, 0:160]
+    interior = (np.abs((u - 79.5) / 200 * 0.4) < 0.09) & (np.abs((v - 59.5) / 200 * 0.4) < 0.09)
+    assert np.all(soft.rgb[interior] == [200, 0, 0])  # the wall behind never bleeds through
+    # One point per pixel (footprints of one pixel): nothing to blend, soft equals hard.
+    small = Intrinsics(100.0, 100.0, 31.5, 23.5, 64, 48)
+    v, u = np.mgrid[0:48, 0:64]
+    z = 2.0 + 0.3 * np.sin(u / 5.0)
+    grid = np.stack([(u - 31.5) / 100.0 * z, (v - 23.5) / 100.0 * z, z], axis=-1).reshape(-1, 3).astype(np.float32)
+    grid_colors = np.random.default_rng(3).integers(0, 256, (len(grid), 3), dtype=np.uint8)
+    sizes = (0.9 * grid[:, 2] / 100.0).astype(np.float32)  # just under a pixel: half-width 0
+    a = render_points(grid, grid_colors, Pose.identity(), small, splat="soft", point_size_m=sizes)
+    b = render_points(grid, grid_colors, Pose.identity(), small, splat="footprint", point_size_m=sizes)
+    assert a.mask.all() and np.array_equal(a.rgb, b.rgb) and np.allclose(a.depth, b.depth, rtol=1e-6)
+
+
+@pytest.mark.parametrize("splat", ["pixel", "footprint", "soft"])
+def test_a_point_in_the_camera_plane_is_culled_not_an_error(splat: str) -> None:
+    points = np.array([[0.5, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 1.0]], dtype=np.float32)
+    colors = np.full((3, 3), 7, np.uint8)
+    for backend in ("numba", "torch"):
+        result = render_points(points, colors, Pose.identity(), INTRINSICS, splat=splat, backend=backend,
+                               point_size_m=None if splat == "pixel" else 0.001)
+        assert result.mask.sum() == 1 and result.depth[result.mask][0] == pytest.approx(1.0)
