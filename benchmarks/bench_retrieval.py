@@ -8,7 +8,8 @@ at walls 1-3 m away), so the world grows with the number of anchors, as a world 
 at most ``max_candidates`` candidates, projection of their sketches and greedy set cover. The baseline is the same
 greedy cover with every anchor projected (no pre-filter, no cap). Both start from a built ``AnchorIndex`` (it is
 kept up to date as anchors are added). A second scene puts every anchor in one 6 x 6 m room, where the pre-filter
-passes most of them and the cap is what bounds the cost. Milliseconds, medians (and minima) over the repeats; the
+passes most of them and the cap is what bounds the cost ("same pick" then tells whether the cap changed the
+answer). Milliseconds, medians (and minima) over the repeats; the
 machine's cores may be shared, so compare within one run.
 """
 
@@ -21,7 +22,7 @@ import numpy as np
 
 from worldweave.bridge.geometry import Intrinsics, Pose
 from worldweave.bridge.memory.anchors import Anchor, AnchorStore
-from worldweave.bridge.memory.retrieval import CoverageRetriever, RetrievalOptions, chunk_coverage
+from worldweave.bridge.memory.retrieval import CoverageRetriever, RetrievalOptions, chunk_coverage, greedy_cover
 
 TARGET_INTRINSICS = Intrinsics(585.0, 585.0, 319.5, 239.5, 640, 480)
 ANCHOR_INTRINSICS = Intrinsics(58.5, 58.5, 31.5, 23.5, 64, 48)
@@ -65,21 +66,10 @@ def room_store(count: int, seed: int = 0) -> tuple[AnchorStore, list[Pose]]:
 
 
 def brute_force(store: AnchorStore, chunk: list[Pose], k: int, options: RetrievalOptions) -> list[int]:
-    """Greedy cover with every anchor projected: the baseline."""
+    """The same greedy cover with every anchor projected (no frustum pre-filter, no candidate cap): the baseline."""
     index = store.index()
-    rows = np.arange(len(index))
-    sets = chunk_coverage(index, rows, chunk, TARGET_INTRINSICS, options).covered.reshape(len(rows), -1)
-    taken = np.zeros(sets.shape[1], bool)
-    chosen: list[int] = []
-    while len(chosen) < k:
-        gain = (sets & ~taken).sum(axis=1)
-        gain[chosen] = -1
-        best = int(np.argmax(gain))
-        if gain[best] <= 0 or (chosen and gain[best] < options.min_gain * sets.shape[1]):
-            break
-        chosen.append(best)
-        taken |= sets[best]
-    return chosen
+    coverage = chunk_coverage(index, np.arange(len(index)), chunk, TARGET_INTRINSICS, options)
+    return greedy_cover(coverage, k, options.min_gain)
 
 
 def timed(run, repeats: int) -> tuple[float, float]:

@@ -15,7 +15,7 @@ from worldweave.bridge.eval.scenes import make_scene
 from worldweave.bridge.geometry import Intrinsics, Pose
 from worldweave.server.cli import main
 
-INTRINSICS = Intrinsics(60.0, 60.0, 39.5, 29.5, 80, 60)
+INTRINSICS = Intrinsics(120.0, 120.0, 79.5, 59.5, 160, 120)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_loader_reads_the_layout(dataset_dir: Path) -> None:
     assert dataset.ids == tuple(range(0, 60, 5)) and dataset.intrinsics == INTRINSICS
     assert dataset.select(10, 26) == [10, 15, 20, 25]
     frame = dataset.frame(15)
-    assert frame.rgb.shape == (60, 80, 3) and frame.depth.dtype == np.float32
+    assert frame.rgb.shape == (120, 160, 3) and frame.depth.dtype == np.float32
     assert 0.3 < float(np.median(frame.depth)) < 6.0  # millimetres became metres
     assert np.allclose(frame.pose.matrix, np.loadtxt(dataset_dir / "poses" / "000015.txt"), atol=1e-9)
     with pytest.raises(NotFoundError, match="intrinsics.json"):
@@ -69,7 +69,7 @@ def test_evaluate_gives_a_row_per_memory_mode(dataset_dir: Path) -> None:
     by_name = {(r["memory"], r["k"]): r for r in rows}
     # The camera keeps turning: memory covers part of each later view, and what it shows is close to the truth.
     assert 0.2 < by_name[("anchors-coverage", 3)]["coverage"] < 1.0
-    assert by_name[("anchors-coverage", 3)]["psnr"] > 15.0  # 80x60 images, half of them JPEG
+    assert by_name[("anchors-coverage", 3)]["psnr"] > 18.0
     assert by_name[("anchors-coverage", 3)]["depth_err_m"] < 0.05
     assert summary["fused_frames"] == 7 and summary["eval_frames"] == 5 and summary["anchors"] >= 1
     with pytest.raises(InvalidInputError, match="overlap"):

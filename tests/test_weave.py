@@ -12,6 +12,8 @@ from worldweave.bridge.memory.weave import WeaveOptions, weave
 
 INTRINSICS = Intrinsics(40.0, 40.0, 15.5, 11.5, 32, 24)
 TARGET = Pose.identity()
+UNRANKED = WeaveOptions(rank_decay=1.0)
+"""Retrieval rank ignored, so the other weights can be checked alone."""
 
 
 def _flat(color, depth_m: float, mask: np.ndarray | None = None) -> RenderResult:
@@ -35,13 +37,13 @@ def test_occluded_anchor_is_ignored_and_union_covers() -> None:
 def test_agreeing_anchors_are_averaged_by_confidence() -> None:
     a = _flat((100, 100, 100), 2.0)
     b = _flat((200, 200, 200), 2.03)  # within 3 % + 2 cm
-    result = weave([a, b], np.zeros((2, 3)), [1.0, 0.25], TARGET, INTRINSICS)
+    result = weave([a, b], np.zeros((2, 3)), [1.0, 0.25], TARGET, INTRINSICS, UNRANKED)
     assert np.all(result.rgb == 120)  # (100 * 1 + 200 * 0.25) / 1.25
     assert np.allclose(result.depth, (2.0 + 0.25 * 2.03) / 1.25, atol=1e-5)
     best = weave([a, b], np.zeros((2, 3)), [1.0, 0.25], TARGET, INTRINSICS, WeaveOptions(blend="best"))
     assert np.all(best.rgb == 100) and np.allclose(best.depth, 2.0)
     strict = weave([a, b], np.zeros((2, 3)), [1.0, 1.0], TARGET, INTRINSICS,
-                   WeaveOptions(depth_tolerance_rel=0.0, depth_tolerance_m=0.01))
+                   WeaveOptions(depth_tolerance_rel=0.0, depth_tolerance_m=0.01, rank_decay=1.0))
     assert np.all(strict.rgb == 100)  # b is 3 cm behind: outside a 1 cm tolerance
 
 
@@ -49,11 +51,26 @@ def test_view_direction_and_distance_weights() -> None:
     a = _flat((0, 0, 0), 2.0)
     b = _flat((250, 250, 250), 2.0)
     # Anchor a shares the target's camera centre; b looks from 2 m to the side (about 45 degrees off at the centre).
-    result = weave([a, b], np.array([[0.0, 0.0, 0.0], [2.0, 0.0, 0.0]]), [1.0, 1.0], TARGET, INTRINSICS)
+    result = weave([a, b], np.array([[0.0, 0.0, 0.0], [2.0, 0.0, 0.0]]), [1.0, 1.0], TARGET, INTRINSICS, UNRANKED)
     assert result.rgb[12, 16, 0] < 10
     # Same direction, but b much closer to the surface: b dominates.
-    closer = weave([a, b], np.array([[0.0, 0.0, -3.0], [0.0, 0.0, 1.5]]), [1.0, 1.0], TARGET, INTRINSICS)
+    closer = weave([a, b], np.array([[0.0, 0.0, -3.0], [0.0, 0.0, 1.5]]), [1.0, 1.0], TARGET, INTRINSICS, UNRANKED)
     assert closer.rgb[12, 16, 0] > 200
+
+
+def test_the_most_relevant_anchor_dominates_where_it_sees_and_the_next_fills_its_holes() -> None:
+    left = np.zeros(INTRINSICS.shape, bool)
+    left[:, :16] = True
+    first = _flat((100, 100, 100), 2.0, left)
+    second = _flat((200, 200, 200), 2.0)  # agrees in depth everywhere, covers the right half too
+    result = weave([first, second], np.zeros((2, 3)), [1.0, 1.0], TARGET, INTRINSICS, WeaveOptions(rank_decay=0.1))
+    assert result.mask.all()
+    assert np.all(result.rgb[:, :16] == 109)  # (100 * 1 + 200 * 0.1) / 1.1
+    assert np.all(result.rgb[:, 16:] == 200)
+    swapped = weave([second, first], np.zeros((2, 3)), [1.0, 1.0], TARGET, INTRINSICS, WeaveOptions(rank_decay=0.1))
+    assert np.all(swapped.rgb[:, :16] == 191)  # (200 * 1 + 100 * 0.1) / 1.1
+    with pytest.raises(InvalidInputError, match="rank_decay"):
+        WeaveOptions(rank_decay=0.0)
 
 
 def test_nothing_to_weave_gives_an_empty_render_and_bad_inputs_raise() -> None:

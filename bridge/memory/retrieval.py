@@ -4,8 +4,10 @@ Every mode is a ``Retriever`` whose ``select(index, poses, intrinsics, k)`` retu
 relevant first, at most ``k``:
 
 * ``coverage`` (AnchorWeave): frustum pre-filter, then greedy set cover of the chunk's coarse cell grid (one
-  ``SKETCH_GRID`` per target view); each step takes the anchor that covers the most cells not yet covered, and it
-  stops at ``k`` or when the best gain is below ``min_gain`` of the chunk's cells.
+  ``SKETCH_GRID`` per target view); each step takes the anchor that adds the most not-yet-covered cells, each
+  weighted by the share of the anchor's own view that lands in that target view (so a view *of* the chunk beats a
+  wide far view that merely contains it), and it stops at ``k`` or when the best anchor adds fewer than
+  ``min_gain`` of the chunk's cells.
 * ``iou`` (Spatia): for each candidate and target view, the IoU of what the anchor sees and what the view sees,
   measured on the coarse grids; anchors whose best IoU over the chunk reaches ``iou_epsilon``, top ``k`` by IoU.
 * ``recent``: the ``k`` newest anchors. ``random``: ``k`` anchors drawn uniformly from the whole store (seeded).
@@ -239,6 +241,34 @@ def chunk_coverage(index: AnchorIndex, rows: np.ndarray, poses: Sequence[Pose], 
     return ChunkCoverage(rows, covered.transpose(1, 0, 2), valid.sum(axis=1).astype(np.int64), centre, depth, limit)
 
 
+def greedy_cover(coverage: ChunkCoverage, k: int, min_gain: float) -> list[int]:
+    """Greedy weighted set cover of the chunk's cells by the candidates of ``coverage``; returns index rows.
+
+    Each step takes the candidate whose newly covered cells weigh most, a cell counting in proportion to the share
+    of the candidate's own sketch that lands, unoccluded, in that view: of two anchors covering as much, the one
+    whose view is *of* this chunk wins over a wide, far view of which the target is a small part. It stops after
+    ``k`` picks or when the best pick adds fewer than ``min_gain`` of the chunk's cells.
+    """
+    rows = coverage.rows
+    sets = coverage.covered.reshape(len(rows), -1)
+    share = coverage.visible_points() / np.maximum(coverage.sketch_points[:, None], 1)
+    cell_value = np.repeat(share, coverage.covered.shape[2], axis=1)
+    total = sets.shape[1]
+    taken = np.zeros(total, bool)
+    chosen: list[int] = []
+    while len(chosen) < min(k, len(rows)):
+        new = sets & ~taken
+        count = new.sum(axis=1)
+        gain = (new * cell_value).sum(axis=1)
+        gain[chosen] = -1.0
+        best = int(np.argmax(gain))
+        if count[best] <= 0 or (chosen and count[best] < min_gain * total):
+            break
+        chosen.append(best)
+        taken |= sets[best]
+    return [int(rows[i]) for i in chosen]
+
+
 class Retriever(Protocol):
     """One retrieval mode: ``select`` returns at most ``k`` index rows, most relevant first."""
 
@@ -247,7 +277,7 @@ class Retriever(Protocol):
 
 @dataclass
 class CoverageRetriever:
-    """Greedy set cover of the chunk's cells (AnchorWeave)."""
+    """Greedy (weighted) set cover of the chunk's cells (AnchorWeave)."""
 
     options: RetrievalOptions
 
@@ -255,20 +285,7 @@ class CoverageRetriever:
         rows = frustum_candidates(index, poses, intrinsics, self.options)
         if len(rows) == 0:  # no anchor in any target frustum
             return []
-        cov = chunk_coverage(index, rows, poses, intrinsics, self.options)
-        sets = cov.covered.reshape(len(rows), -1)
-        total = sets.shape[1] if len(rows) else 1
-        taken = np.zeros(sets.shape[1], bool)
-        chosen: list[int] = []
-        while len(chosen) < min(k, len(rows)):
-            gain = (sets & ~taken).sum(axis=1)
-            gain[chosen] = -1
-            best = int(np.argmax(gain))
-            if gain[best] <= 0 or (chosen and gain[best] < self.options.min_gain * total):
-                break
-            chosen.append(best)
-            taken |= sets[best]
-        return [int(rows[i]) for i in chosen]
+        return greedy_cover(chunk_coverage(index, rows, poses, intrinsics, self.options), k, self.options.min_gain)
 
 
 @dataclass

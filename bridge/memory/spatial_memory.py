@@ -115,11 +115,11 @@ class MemoryConfig:
 
 
 def render_voxel_map(voxel_map: VoxelMap, pose: Pose, intrinsics: Intrinsics, config: MemoryConfig) -> RenderResult:
-    """Every voxel of ``voxel_map`` at camera-to-world ``pose``, splatted with its edge length (times
-    ``config.global_footprint_scale``) as footprint, so a close surface has no holes."""
+    """Every voxel of ``voxel_map`` at camera-to-world ``pose``, splatted (``config.weave.splat``) with its edge length
+    (times ``config.global_footprint_scale``) as footprint, so a close surface has no holes."""
     points, colors = voxel_map.points_tensor()
     return render_points(
-        points, colors, pose, intrinsics, splat="footprint",
+        points, colors, pose, intrinsics, splat=config.weave.splat,
         point_size_m=voxel_map.voxel_size_m * config.global_footprint_scale,
         footprint_falloff=config.weave.footprint_falloff,
     )
@@ -242,7 +242,7 @@ class SpatialMemory:
         """Render each anchor at ``pose`` and weave the renders into one view."""
         options = self.config.weave
         renders = [
-            a.render(pose, intrinsics, footprint_scale=options.footprint_scale,
+            a.render(pose, intrinsics, splat=options.splat, footprint_scale=options.footprint_scale,
                      footprint_falloff=options.footprint_falloff, device=self.device)
             for a in anchors
         ]
