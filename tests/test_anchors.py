@@ -59,6 +59,17 @@ def test_stride_averages_blocks_and_sizes_grow_with_stride(room: Scene) -> None:
     assert np.median(four.point_size_m / four.points_cam[:, 2]) == pytest.approx(4 / INTRINSICS.fx, rel=1e-5)
 
 
+def test_automatic_stride_follows_the_image_width(room: Scene) -> None:
+    automatic = AnchorOptions()
+    assert [automatic.stride_for(w) for w in (64, 160, 239, 240, 320, 640, 1280, 1920, 9999)] == [1, 1, 1, 2, 2, 4, 8, 12, 16]
+    assert AnchorOptions(stride_px=3).stride_for(1280) == 3
+    frame = _view(room, [0.0, 0.0, 1.5], [1.0, 0.5, 1.0])  # 160x120: every pixel is a point
+    anchor = Anchor.from_frame(frame, id=0, frame_id=0)
+    assert np.median(anchor.point_size_m / anchor.points_cam[:, 2]) == pytest.approx(1 / INTRINSICS.fx, rel=1e-5)
+    with pytest.raises(InvalidInputError, match="stride_px"):
+        AnchorOptions(stride_px=0)
+
+
 def test_depth_edges_give_no_points() -> None:
     depth = np.full((40, 40), 2.0, np.float32)
     depth[:, 20:] = 1.0  # a step: the columns on both sides of it are edges

@@ -1,7 +1,7 @@
 """Local anchors (AnchorWeave): one clean point set per keyframe, kept in its own camera frame (DESIGN §5).
 
 An ``Anchor`` holds its keyframe's source image (the reference frame handed to the generator), its depth, its pose
-and intrinsics, a confidence, and its points: the depth image down-sampled in ``stride_px`` x ``stride_px`` blocks
+and intrinsics, a confidence, and its points: the depth image down-sampled in ``stride`` x ``stride`` blocks
 (mean depth and colour of the block's reliable pixels, placed at the block centre), in the anchor's own OpenCV
 camera frame, metres. Pixels at depth discontinuities ("flying pixels" between a foreground edge and the
 background) are left out of the points. Each point carries its footprint size, the block's width in metres at its
@@ -37,14 +37,20 @@ SKETCH_GRID = (32, 24)
 """Sketch cells across and down an anchor's image (and the retrieval grid of a target view)."""
 _SKETCH_SAMPLES = 4
 """Samples per cell side when sketching: the median of 4 x 4 depth samples stands for the cell."""
+_AUTO_STRIDE_WIDTH_PX = 160
+"""An automatic anchor block is about 1/160 of the image width (``AnchorOptions.stride_for``)."""
+_MAX_STRIDE_PX = 16
 
 
 @dataclass(frozen=True)
 class AnchorOptions:
     """How a keyframe becomes an anchor's points."""
 
-    stride_px: int = 4
-    """Block size in pixels: one point per ``stride_px`` x ``stride_px`` block (1 keeps every pixel)."""
+    stride_px: int | None = None
+    """Block size in pixels: one point per ``stride_px`` x ``stride_px`` block (1 keeps every pixel). ``None`` picks
+    it from the image width (``stride_for``): 1 below 240 pixels across, 2 at 320, 4 at 640, 8 at 1280. On real
+    640x480 RGB-D, blocks of 2, 3 and 4 pixels score within 0.1 dB of one another (4 best); at 320x240 the demo
+    room's revisit is 24.6 dB with 1-px blocks, 22.9 with 2 and 19.5 with 4, so blocks scale with the width."""
     edge_rel: float = 0.04
     """A pixel is a depth edge when a 4-neighbour's depth differs by more than this fraction of its own depth (or
     the neighbour has no depth); edge pixels give no points."""
@@ -54,13 +60,20 @@ class AnchorOptions:
     """Depth beyond this (metres) is ignored: far readings are noisy and cover little."""
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.stride_px, int) and 1 <= self.stride_px <= 16):
-            raise InvalidInputError(f"stride_px must be an integer in 1..16, got {self.stride_px!r}")
+        if not (self.stride_px is None or (isinstance(self.stride_px, int) and 1 <= self.stride_px <= _MAX_STRIDE_PX)):
+            raise InvalidInputError(f"stride_px must be None or an integer in 1..{_MAX_STRIDE_PX}, got {self.stride_px!r}")
         if not (self.edge_rel > 0 and 0 < self.min_block_fraction <= 1 and self.max_depth_m > 0):
             raise InvalidInputError(
                 f"need edge_rel > 0, 0 < min_block_fraction <= 1, max_depth_m > 0; got {self.edge_rel}, "
                 f"{self.min_block_fraction}, {self.max_depth_m}"
             )
+
+    def stride_for(self, width_px: int) -> int:
+        """The block size in pixels for images ``width_px`` wide: ``stride_px``, or when it is ``None``
+        ``round(width_px / 160)`` clamped to 1..16."""
+        if self.stride_px is not None:
+            return self.stride_px
+        return min(max(round(width_px / _AUTO_STRIDE_WIDTH_PX), 1), _MAX_STRIDE_PX)
 
 
 @dataclass(frozen=True)
@@ -123,11 +136,11 @@ def sample_points(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """An image's anchor points: (M, 3) float32 camera-frame metres, (M, 3) uint8 colours, (M,) float32 sizes (m).
 
-    One point per ``stride_px`` block with enough reliable depth: the mean depth and mean colour of those pixels,
+    One point per ``options.stride_for(width)`` block with enough reliable depth: the mean depth and mean colour of those pixels,
     back-projected through the block's centre (pixel centres at integers, DESIGN §7). Its size is the block width in
-    metres at that depth, ``stride_px * z / fx``.
+    metres at that depth, ``stride * z / fx``.
     """
-    s = options.stride_px
+    s = options.stride_for(intrinsics.width)
     h, w = (intrinsics.height // s) * s, (intrinsics.width // s) * s
     good = _edge_free(np.where(depth <= options.max_depth_m, depth, 0.0), options.edge_rel)[:h, :w]
     blocks = (h // s, s, w // s, s)
