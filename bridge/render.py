@@ -199,30 +199,20 @@ cached on disk: numba's cache key does not include ``parallel``, so both variant
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _blend_pass(points, sizes, per_point_size, m, cam, near, far, spread, max_radius, width, height, colors,
-                tolerance, depth, rgb):
-    """Soft mode, second pass: every splat within ``tolerance`` of a pixel's front depth adds its colour and depth
-    with a Gaussian weight of its distance from the splat centre (float32 sums in point order)."""
+def _blend_pass(target, depth_bits, square, width, height, colors, tolerance, depth, rgb):
+    """Soft mode, second pass over stage 1's projection (``target``, ``depth_bits``, ``square``): every splat within
+    ``tolerance`` of a pixel's front depth adds its colour and depth with a Gaussian weight of its distance from the
+    splat centre (float32 sums in point order)."""
     pixels = width * height
     channels = rgb.shape[1]
     acc = np.zeros((pixels, channels + 2), dtype=np.float32)
-    fx, fy, cx, cy = cam[0], cam[1], cam[2], cam[3]
     half = np.float32(0.5)
-    one = np.float32(1.0)
     limit_scale = np.float32(1.0) + tolerance
-    for i in range(points.shape[0]):
-        zc, inv, u, v = _project_one(points, i, m, fx, fy, cx, cy)
-        if not (zc > near and zc <= far):
+    for i in range(target.shape[0]):
+        if target[i] == pixels:  # culled
             continue
-        uf = np.floor(u + half)
-        vf = np.floor(v + half)
-        size = sizes[i] if per_point_size else sizes[0]
-        r = np.ceil((spread * size * inv - one) * half)
-        radius = int(min(max(r, np.float32(0.0)), np.float32(max_radius)))
-        if uf + radius < 0 or uf - radius > width - 1 or vf + radius < 0 or vf - radius > height - 1:
-            continue
-        ui = int(uf)
-        vi = int(vf)
+        zc = np.int32(depth_bits[i] >> 32).view(np.float32)
+        ui, vi, radius = square[i, 0], square[i, 1], square[i, 2]
         for dv in range(max(-radius, -vi), min(radius, height - 1 - vi) + 1):
             row = (vi + dv) * width
             for du in range(max(-radius, -ui), min(radius, width - 1 - ui) + 1):
@@ -457,8 +447,7 @@ def splat_points(
     color_array = np.zeros((1, 3), np.uint8) if colors is None else _numpy(colors, np.uint8)
     resolve(keys, depth_bits, color_array, depth, index, rgb)
     if splat == "soft":
-        _blend_pass(pts, size_array, per_point, rows, cam, np.float32(near_m), np.float32(far_m), np.float32(spread),
-                    int(max_radius_px), w, h, color_array, np.float32(soft_tolerance), depth, rgb)
+        _blend_pass(target, depth_bits, square, w, h, color_array, np.float32(soft_tolerance), depth, rgb)
     index = index.reshape(h, w)
     return Splat(torch.from_numpy(depth).reshape(h, w), torch.from_numpy(index), torch.from_numpy(index >= 0),
                  None if colors is None else torch.from_numpy(rgb).reshape(h, w, 3))

@@ -20,12 +20,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
-import json
 import logging
 import os
 import signal
 from pathlib import Path
 
+from worldweave.bridge.cli_values import key_value
 from worldweave.bridge.errors import InvalidInputError, NotFoundError, PreconditionError
 from worldweave.bridge.generators.registry import DEPTH_ESTIMATORS, available
 from worldweave.server.app import ServerConfig, create_server, tune_malloc
@@ -36,17 +36,6 @@ logger = logging.getLogger("worldweave.serve")
 TOKEN_ENVIRONMENT_VARIABLE = "WORLDWEAVE_AUTH_TOKEN"
 
 
-def _option(text: str) -> tuple[str, object]:
-    """``KEY=VALUE`` of ``--generator-option`` / ``--depth-estimator-option``: VALUE as JSON, else as a string."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"option {text!r} must be KEY=VALUE")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``serve`` flags."""
     defaults = ServerLimits()
@@ -54,12 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=50051, help="TCP port; 0 picks a free one (default 50051)")
     parser.add_argument("--data-dir", type=Path, default=None, help="folder for saved worlds (default: no saving)")
     parser.add_argument("--generator", default="reproject", help=f"generator backend, one of {available()}")
-    parser.add_argument("--generator-option", type=_option, action="append", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--generator-option", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                         help="generator constructor option; VALUE is JSON or a plain string (repeatable)")
     parser.add_argument("--depth-estimator", default="", metavar="NAME",
                         help=f"depth estimator for generators that return no depth, one of {sorted(DEPTH_ESTIMATORS)} "
                              "(needed by wan-vace and sd-inpaint; one instance shared by every world)")
-    parser.add_argument("--depth-estimator-option", type=_option, action="append", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--depth-estimator-option", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                         help="depth estimator constructor option, e.g. model=FOLDER_OR_ID or device=cuda; VALUE is "
                              "JSON or a plain string (repeatable)")
     parser.add_argument("--device", default="cpu", help="torch device of world memory (default cpu)")

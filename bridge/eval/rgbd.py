@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from worldweave.bridge.cli_values import key_value
 from worldweave.bridge.errors import InvalidInputError, NotFoundError
 from worldweave.bridge.eval.metrics import coverage, mean_psnr, psnr, ssim
 from worldweave.bridge.frames import RenderResult, RGBDFrame
@@ -122,17 +123,6 @@ def parse_range(text: str) -> tuple[int, int]:
     if first > last:
         raise argparse.ArgumentTypeError(f"range {text!r} is empty (A > B)")
     return first, last
-
-
-def parse_override(text: str) -> tuple[str, object]:
-    """``"key=value"`` with a JSON value (bare words are strings), e.g. ``weave.blend=best``, ``k=3``."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except ValueError:
-        return key, value
 
 
 @dataclass
@@ -274,7 +264,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ids of frames to render and score (inclusive; must not overlap --fuse)")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the rows as a JSON list here")
     parser.add_argument("--chunk", type=int, default=1, help="eval poses retrieved together (default: 1)")
-    parser.add_argument("--set", type=parse_override, action="append", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--set", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                         help="override a memory setting, e.g. --set keyframes.min_coverage=0.8 (repeatable)")
     parser.add_argument("--modes", default=",".join(ANCHOR_MODES),
                         help=f"anchor retrieval modes to score, comma-separated (default: {','.join(ANCHOR_MODES)})")

@@ -303,7 +303,7 @@ class IoURetriever:
         inter = 0.5 * (cov.covered.sum(axis=2) + cov.visible_points())
         union = cov.sketch_points[:, None] + cells - inter
         iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
-        score = iou.max(axis=1) if len(rows) else np.zeros(0)
+        score = iou.max(axis=1)
         order = np.argsort(-score, kind="stable")
         return [int(rows[i]) for i in order[:k] if score[i] >= self.options.iou_epsilon]
 

@@ -33,7 +33,7 @@ from worldweave.bridge.memory.retrieval import (
     RetrievalOptions,
     chunk_coverage,
     frustum_candidates,
-    make_retriever,
+    retrieve,
 )
 from worldweave.bridge.memory.voxel_map import IntegrateStats, Source, VoxelMap
 from worldweave.bridge.memory.weave import WeaveOptions, weave
@@ -228,11 +228,8 @@ class SpatialMemory:
                  k: int | None = None) -> list[Anchor]:
         """At most ``k`` anchors for the chunk of camera-to-world ``poses``, most relevant first (``global``: none)."""
         mode, k = self._mode_k(mode, k)
-        if len(poses) == 0:
-            raise InvalidInputError("retrieve needs at least one target pose")
-        index = self.anchors.index()
-        retriever = make_retriever(mode, self.config.retrieval_options, self._rng)
-        return [self.anchors[int(index.ids[row])] for row in retriever.select(index, poses, intrinsics, k)]
+        return retrieve(self.anchors, poses, intrinsics, mode=mode, k=k, options=self.config.retrieval_options,
+                        rng=self._rng)
 
     def render_global(self, pose: Pose, intrinsics: Intrinsics) -> RenderResult:
         """The whole voxel map at ``pose`` (see ``render_voxel_map``)."""
