@@ -23,10 +23,11 @@ from concurrent import futures
 import grpc
 import numpy as np
 
+from worldweave.proto.geometry import Intrinsics
+from worldweave.proto import codecs
 from worldweave.proto.worldweave.v1 import API_VERSION
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
-from worldweave.sim_clients import conversions
 from worldweave.sim_clients import conventions as cv
 from worldweave.sim_clients.client import WorldClient
 from worldweave.sim_clients.gateway import codec
@@ -35,7 +36,7 @@ from worldweave.sim_clients.gateway.engine_client import GatewayClient
 from worldweave.sim_clients.gateway.server import BackgroundGateway
 
 WIDTH, HEIGHT = 640, 480
-CAMERA = cv.CameraIntrinsics.from_fov(WIDTH, HEIGHT, fov_y_deg=60.0)
+CAMERA = Intrinsics.from_fov(WIDTH, HEIGHT, fov_y_deg=60.0)
 
 
 class ConstantFrameServicer(pb_grpc.WorldServiceServicer):
@@ -43,7 +44,7 @@ class ConstantFrameServicer(pb_grpc.WorldServiceServicer):
 
     def __init__(self) -> None:
         rgb = np.random.default_rng(0).integers(0, 256, size=(HEIGHT, WIDTH, 3), dtype=np.uint8)
-        self.image = conversions.encode_image(rgb)
+        self.image = codecs.encode_image(rgb)
 
     def GetServerInfo(self, request, context):
         return pb.GetServerInfoResponse(api_version=API_VERSION, server_version="constant-frame",
@@ -96,7 +97,7 @@ def main() -> None:
 
     if args.reproject:
         from worldweave.server.app import BackgroundServer
-        from worldweave.server.testing import wall_seed
+        from worldweave.bridge.eval.wall import wall_seed
 
         background = BackgroundServer().start()
         target = background.address

@@ -52,7 +52,7 @@ def page_faults(pid: int) -> int:
 def serve(width: int, height: int, generator_name: str, tuned: bool) -> None:
     """Server process: worldweave + raw baseline on one grpc.aio server; prints its port, runs until stdin closes."""
     from worldweave.server.app import ServerConfig, create_server, tune_malloc
-    from worldweave.server.testing import EchoGenerator
+    from worldweave.bridge.generators.echo import EchoGenerator
 
     if tuned:
         tune_malloc()
@@ -86,7 +86,7 @@ def serve(width: int, height: int, generator_name: str, tuned: bool) -> None:
 def measure(args: argparse.Namespace, generator_name: str, tuned: bool) -> dict[str, float]:
     """Client process body for one (generator, malloc) setting: start a server process and measure."""
     from worldweave.server.app import tune_malloc
-    from worldweave.server.testing import wall_seed, yaw_poses
+    from worldweave.bridge.eval.wall import wall_seed, yaw_poses
     from worldweave.sim_clients.client import WorldClient
 
     if tuned:

@@ -124,7 +124,7 @@ def serve() -> None:
 
 def build_world(client, voxels: int) -> tuple[str, float]:
     """A world of the wall seed plus a ``voxels``-voxel terrain; returns its id and the terrain's extent, metres."""
-    from worldweave.server.testing import wall_seed
+    from worldweave.bridge.eval.wall import wall_seed
 
     frames, intrinsics = wall_seed(64, 48)
     world_id = client.create_world(frames, intrinsics, voxel_size_m=VOXEL_M).world_id
@@ -187,7 +187,7 @@ def bench_queries(client, channel, world_id: str, extent_m: float, n: int, round
 
 
 def bench_concurrency(address: str, clients: int, seconds: float, width: int, height: int) -> dict[str, float]:
-    from worldweave.server.testing import wall_seed, yaw_poses
+    from worldweave.bridge.eval.wall import wall_seed, yaw_poses
     from worldweave.sim_clients.client import WorldClient
 
     frames, intrinsics = wall_seed(width, height)

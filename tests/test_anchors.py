@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from worldweave.bridge.errors import InvalidInputError, NotFoundError
-from worldweave.bridge.eval.scenes import Scene, make_scene
+from worldweave.proto.errors import InvalidInputError, NotFoundError
+from worldweave.bridge.eval.scenes import Scene
 from worldweave.bridge.frames import RGBDFrame
-from worldweave.bridge.geometry import Intrinsics, Pose
+from worldweave.proto.geometry import Intrinsics, Pose
 from worldweave.bridge.memory.anchors import (
     SKETCH_GRID,
     Anchor,
@@ -23,12 +23,6 @@ from worldweave.bridge.regions import Box
 
 INTRINSICS = Intrinsics.from_fov(160, 120, fov_x_deg=70.0)
 ROOM_MIN, ROOM_MAX = np.array([-3.5, -3.0, 0.0]), np.array([3.5, 3.0, 2.7])
-
-
-@pytest.fixture(scope="module")
-def room() -> Scene:
-    """A furnished 7 x 6 x 2.7 m room (Z up) rendered exactly at any pose."""
-    return make_scene("room")
 
 
 def _view(room: Scene, eye, target) -> RGBDFrame:

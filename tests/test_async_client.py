@@ -9,20 +9,14 @@ import inspect
 import numpy as np
 import pytest
 
-from worldweave.server.app import BackgroundServer
-from worldweave.server.testing import EchoGenerator, wall_seed, yaw_poses
+from worldweave.bridge.eval.wall import wall_seed, yaw_poses
 from worldweave.sim_clients import world_state as ws
 from worldweave.sim_clients.aio_client import AsyncWorldClient
-from worldweave.sim_clients.client import DeadlineExceededError, ServerUnavailableError, WorldClient, WorldNotFoundError
+from worldweave.sim_clients.client import WorldClient
+from worldweave.proto.errors import DeadlineExceededError, NotFoundError, ServerUnavailableError
 from worldweave.sim_clients.mirror import PointCloudMirror
 
 WIDTH, HEIGHT = 64, 48
-
-
-@pytest.fixture(scope="module")
-def server():
-    with BackgroundServer(generator=EchoGenerator()) as running:
-        yield running
 
 
 def test_same_public_surface_as_the_sync_client():
@@ -130,7 +124,7 @@ def test_steps_from_many_tasks_run_one_at_a_time_and_deadlines_drop_the_stream(s
             with pytest.raises(DeadlineExceededError, match="deadline"):
                 await client.step(world_id, yaw_poses(2)[1], timeout_s=1e-4)
             after = await client.step(world_id, yaw_poses(2)[1])  # a fresh stream
-            with pytest.raises(WorldNotFoundError, match="no world 'nowhere'"):
+            with pytest.raises(NotFoundError, match="no world 'nowhere'"):
                 await client.step("nowhere", yaw_poses(2)[1])
             await client.delete_world(world_id)
             return sorted(f.frame_id for r in results for f in r) + [after[0].frame_id]

@@ -16,8 +16,8 @@ from PIL import Image
 
 from worldweave.bridge.eval.scenes import make_street
 from worldweave.bridge.eval.trajectories import driving, load_tum
-from worldweave.server.app import BackgroundServer
-from worldweave.sim_clients.conventions import UNITY, CameraIntrinsics, Quaternion, TransformPose
+from worldweave.sim_clients.conventions import UNITY, TransformPose
+from worldweave.proto.geometry import Intrinsics, Quaternion
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SCRIPTS = ("agent_explore", "driving_capture", "game_prototype", "unity_like_client")
@@ -26,9 +26,9 @@ OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
 
 
 @pytest.fixture(scope="module")
-def server():
-    with BackgroundServer() as running:
-        yield running
+def server(reproject_server):
+    """The default-generator server (``reproject``), as ``worldweave serve`` starts it."""
+    return reproject_server
 
 
 def run_example(name: str, *args: str) -> int:
@@ -62,7 +62,7 @@ def read_transforms(out: Path) -> tuple[dict, dict[str, list[dict]]]:
 def check_dataset(out: Path, poses: int) -> dict[str, np.ndarray]:
     """Read the captured dataset back; return each camera's (poses, 4, 4) OpenCV camera-to-world matrices."""
     transforms, by_camera = read_transforms(out)
-    expected = CameraIntrinsics.from_fov(WIDTH, HEIGHT, fov_x_deg=90.0)
+    expected = Intrinsics.from_fov(WIDTH, HEIGHT, fov_x_deg=90.0)
     assert transforms["camera_model"] == "OPENCV"
     assert (transforms["w"], transforms["h"]) == (WIDTH, HEIGHT)
     for key, value in (("fl_x", expected.fx), ("fl_y", expected.fy), ("cx", expected.cx), ("cy", expected.cy)):

@@ -8,13 +8,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from worldweave.server.app import BackgroundServer
-from worldweave.server.testing import wall_seed, yaw_poses
+from worldweave.bridge.eval.wall import wall_seed, yaw_poses
+from worldweave.proto.geometry import Intrinsics, Quaternion
 from worldweave.sim_clients import conventions as cv
-from worldweave.sim_clients.client import WorldClient
 from worldweave.sim_clients.gateway import messages as m
 from worldweave.sim_clients.gateway.engine_client import GatewayClient
-from worldweave.sim_clients.gateway.server import BackgroundGateway
 
 WIDTH, HEIGHT = 64, 48
 CONVENTIONS = [(name, {}) for name in cv.CONVENTIONS] + [("usd", {"up_axis": "Y", "metres_per_unit": 0.01})]
@@ -22,22 +20,10 @@ IDS = [f"{n}{'-y-cm' if o else ''}" for n, o in CONVENTIONS]
 
 
 @pytest.fixture(scope="module")
-def server():
-    with BackgroundServer() as running:
-        assert running.server.config.generator == "reproject"
-        yield running
-
-
-@pytest.fixture(scope="module")
-def gateway(server):
-    with BackgroundGateway(server.address) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    with WorldClient(server.address) as connected:
-        yield connected
+def server(reproject_server):
+    """The default-generator server: conftest's ``gateway`` and ``client`` connect to it."""
+    assert reproject_server.server.config.generator == "reproject"
+    return reproject_server
 
 
 def rgb_of(frame: m.WireFrame) -> np.ndarray:
@@ -82,8 +68,8 @@ def test_unity_camera_at_the_seed_sees_the_seed_wall(client, gateway):
     seed_frames, intrinsics = wall_seed(WIDTH, HEIGHT)
     world = client.create_world(seed_frames, intrinsics).world_id
     with GatewayClient(gateway.address, "unity") as engine:
-        frame, = engine.render(world, [cv.TransformPose(np.array([0.0, 1.5, 0.0]), cv.Quaternion(1.0, 0.0, 0.0, 0.0))],
-                               camera=cv.CameraIntrinsics.from_fov(WIDTH, HEIGHT, fov_x_deg=70.0), depth_encoding="float16_m")
+        frame, = engine.render(world, [cv.TransformPose(np.array([0.0, 1.5, 0.0]), Quaternion(1.0, 0.0, 0.0, 0.0))],
+                               camera=Intrinsics.from_fov(WIDTH, HEIGHT, fov_x_deg=70.0), depth_encoding="float16_m")
     reference, = client.render(world, seed_frames[0][2], intrinsics=intrinsics, depth="float16_m")
     np.testing.assert_array_equal(rgb_of(frame), reference.rgb)
     depth = np.frombuffer(frame.depth.data, "<f2").reshape(HEIGHT, WIDTH)

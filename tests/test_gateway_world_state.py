@@ -10,16 +10,14 @@ import numpy as np
 import pytest
 import zmq
 
-from worldweave.server.app import BackgroundServer
-from worldweave.server.testing import EchoGenerator, wall_seed, yaw_poses
+from worldweave.bridge.eval.wall import wall_seed, yaw_poses
+from worldweave.proto.geometry import quaternion_from_rotation, rotations_from_quaternions
 from worldweave.sim_clients import conventions as cv
 from worldweave.sim_clients import world_state as ws
-from worldweave.sim_clients.client import WorldClient
 from worldweave.sim_clients.gateway import codec
 from worldweave.sim_clients.gateway import messages as m
 from worldweave.sim_clients.gateway.engine_client import GatewayClient
-from worldweave.sim_clients.gateway.errors import ServerError
-from worldweave.sim_clients.gateway.server import BackgroundGateway
+from worldweave.proto.errors import WorldweaveError
 from worldweave.sim_clients.mirror import PointCloudMirror
 
 CONVENTIONS = [(name, {}) for name in cv.CONVENTIONS] + [("usd", {"up_axis": "Y", "metres_per_unit": 0.01})]
@@ -28,25 +26,8 @@ EYE = np.array([0.0, 0.0, 1.5])
 
 
 @pytest.fixture(scope="module")
-def server():
-    with BackgroundServer(generator=EchoGenerator()) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def gateway(server):
-    with BackgroundGateway(server.address) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    with WorldClient(server.address) as connected:
-        yield connected
-
-
-@pytest.fixture(scope="module")
 def world_id(client):
+    """The wall world after three steps, shared by the module (conftest's ``server``, ``client``, ``gateway``)."""
     frames, intrinsics = wall_seed(64, 48)
     world_id = client.create_world(frames, intrinsics).world_id
     for pose in yaw_poses(3):
@@ -111,10 +92,10 @@ def test_queries_through_the_gateway_are_the_direct_answers_in_engine_units(clie
 
         # Boxes: canonical rotations R_c, sent as the engine rotation R_e = W^T R_c D (a proper rotation).
         quaternions = rng.normal(size=(200, 4))
-        canonical_rotations = cv.rotations_from_quaternions(quaternions)
+        canonical_rotations = rotations_from_quaternions(quaternions)
         w = convention.world_to_canonical
         flip = np.diag([np.sign(np.linalg.det(w)), 1.0, 1.0])
-        engine_quaternions = np.array([tuple(cv.quaternion_from_rotation(w.T @ r @ flip)) for r in canonical_rotations])
+        engine_quaternions = np.array([tuple(quaternion_from_rotation(w.T @ r @ flip)) for r in canonical_rotations])
         half = rng.uniform(0.02, 0.2, size=(200, 3))
         boxes = engine.check_boxes(world_id, to_engine(near), half / mpu, engine_quaternions)
         want_boxes = client.check_boxes(world_id, near, half, canonical_rotations)
@@ -179,18 +160,18 @@ def test_edits_in_engine_coordinates_land_on_the_canonical_region(client, gatewa
 
 def test_server_errors_and_malformed_world_state_messages_get_error_replies(gateway, world_id):
     with GatewayClient(gateway.address, "unity") as engine:
-        with pytest.raises(ServerError, match="no world 'nowhere'") as caught:
+        with pytest.raises(WorldweaveError, match="no world 'nowhere'") as caught:
             engine.raycast("nowhere", [[0, 0, 0]], [[0, 0, 1]], 1.0)
         assert caught.value.code == "NOT_FOUND"
-        with pytest.raises(ServerError, match="zero length") as caught:
+        with pytest.raises(WorldweaveError, match="zero length") as caught:
             engine.raycast(world_id, [[0, 0, 0]], [[0, 0, 0]], 1.0)
         assert caught.value.code == "INVALID_ARGUMENT"
-        with pytest.raises(ServerError, match="beyond max_distance_m") as caught:
+        with pytest.raises(WorldweaveError, match="beyond max_distance_m") as caught:
             engine.nearest_surface(world_id, [[0, 0, 0]], 1000.0)
         assert caught.value.code == "RESOURCE_EXHAUSTED"
-        with pytest.raises(ServerError, match=r"remove_region.region.box: min \[1.0, 0.0, 0.0\] exceeds max"):
+        with pytest.raises(WorldweaveError, match=r"remove_region.region.box: min \[1.0, 0.0, 0.0\] exceeds max"):
             engine.remove_region(world_id, m.WireRegion("box", np.array([1.0, 0, 0]), np.array([0.0, 1, 1])))
-        with pytest.raises(ServerError, match=r"check_boxes.rotations\[0\] .* has zero length"):
+        with pytest.raises(WorldweaveError, match=r"check_boxes.rotations\[0\] .* has zero length"):
             engine.check_boxes(world_id, [[0, 0, 0]], [[1, 1, 1]], [[0, 0, 0, 0]])
         rng = np.random.default_rng(5)
         good = codec.encode(m.Raycast(world_id, np.zeros((3, 3), np.float32), np.ones((3, 3), np.float32), 2.0), 9)

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from worldweave.server.app import BackgroundServer
 from worldweave.sim_clients.gym_env import ENV_ID
 from worldweave.sim_clients.gym_env.env import EpisodeSeed, StepOutcome, WorldEnv
 from worldweave.sim_clients.gym_env.room import heading_c2w, make_room, seed_views
@@ -23,9 +22,9 @@ WIDTH, HEIGHT = 64, 48
 
 
 @pytest.fixture(scope="module")
-def server():
-    with BackgroundServer() as running:
-        yield running
+def server(reproject_server):
+    """The default-generator server (``reproject``), as ``worldweave serve`` starts it."""
+    return reproject_server
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from worldweave.proto import generate
 from worldweave.proto.worldweave import v1
 from worldweave.proto.worldweave.v1 import world_pb2, world_pb2_grpc

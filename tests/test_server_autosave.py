@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from worldweave.bridge.errors import PreconditionError
+from worldweave.bridge.eval.wall import wall_seed, yaw_poses
+from worldweave.bridge.generators.echo import EchoGenerator
+from worldweave.proto.errors import PreconditionError
 from worldweave.server.app import BackgroundServer, ServerConfig
 from worldweave.server.registry import AutosavePolicy
-from worldweave.server.testing import EchoGenerator, wall_seed, yaw_poses
 from worldweave.sim_clients.client import WorldClient
 from worldweave.sim_clients.world_state import sphere_region
 

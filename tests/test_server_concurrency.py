@@ -8,8 +8,8 @@ import time
 
 import numpy as np
 
+from worldweave.bridge.eval.wall import wall_seed, yaw_poses
 from worldweave.server.app import BackgroundServer
-from worldweave.server.testing import wall_seed, yaw_poses
 from worldweave.sim_clients.client import WorldClient
 from worldweave.sim_clients.mirror import PointCloudMirror
 

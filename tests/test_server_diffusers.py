@@ -12,20 +12,18 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before huggingface_hub is imported: tests never reach the network
 
-import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from worldweave.bridge.errors import PreconditionError
+from worldweave.proto.errors import PreconditionError
+from worldweave.proto.geometry import Pose
+from worldweave.bridge.eval.wall import wall_seed
 from worldweave.bridge.generators.tiny_models import save_tiny_depth_anything, save_tiny_sd_inpaint, save_tiny_wan_vace
 from worldweave.server.app import BackgroundServer, ServerConfig
-from worldweave.server.testing import look_at, wall_seed
 from worldweave.sim_clients.client import WorldClient
 from worldweave.sim_clients.world_state import SOURCE_NAMES
 
@@ -54,7 +52,7 @@ def model_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def turned(yaw_deg: float) -> np.ndarray:
     """4x4 camera-to-world pose at the wall seed's camera turned left by ``yaw_deg``: part of the view is new."""
     yaw = np.radians(yaw_deg)
-    return look_at((0.0, 0.0, 1.5), (3.0 * np.cos(yaw), 3.0 * np.sin(yaw), 1.5))
+    return Pose.look_at((0.0, 0.0, 1.5), (3.0 * np.cos(yaw), 3.0 * np.sin(yaw), 1.5)).matrix
 
 
 def voxel_sources(client: WorldClient, world_id: str) -> np.ndarray:
@@ -141,7 +139,7 @@ def test_server_without_depth_estimator_refuses_to_start(backend: str, tmp_path:
         BackgroundServer(config=config).start()
 
 
-def test_serve_flags(model_folders: dict[str, Path], depth_folder: Path):
+def test_serve_flags(model_folders: dict[str, Path], depth_folder: Path, serve_process):
     serve = [sys.executable, "-m", "worldweave.server.cli", "serve", "--port", "0", "--generator", "sd-inpaint",
              "--generator-option", f"model={model_folders['sd-inpaint']}", "--generator-option", "device=cpu",
              "--generator-option", f"num_inference_steps={STEPS}"]
@@ -152,24 +150,10 @@ def test_serve_flags(model_folders: dict[str, Path], depth_folder: Path):
 
     depth = ["--depth-estimator", "depth-anything", "--depth-estimator-option", f"model={depth_folder}",
              "--depth-estimator-option", "device=cpu"]
-    process = subprocess.Popen(serve + depth, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 45
-        port = None
-        while port is None and time.monotonic() < deadline:
-            line = process.stderr.readline()
-            assert line, f"serve exited early with code {process.poll()}"
-            found = re.search(r"on 127\.0\.0\.1:(\d+) \(generator sd-inpaint, depth estimator depth-anything", line)
-            port = int(found.group(1)) if found else None
-        assert port, "serve did not report its port"
+    banner = r"on 127\.0\.0\.1:(\d+) \(generator sd-inpaint, depth estimator depth-anything"
+    with serve_process(serve + depth, banner, startup_s=45) as port:  # stopped by SIGTERM, expecting exit code 0
         with WorldClient(f"127.0.0.1:{port}", timeout_s=60) as client:
             seed_frames, intrinsics = wall_seed(WIDTH, HEIGHT)
             client.create_world(seed_frames, intrinsics, world_id="cli")
             (frame,) = client.step("cli", turned(20.0))
             assert frame.frame_id == 1 and (frame.depth > 0).any()
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=15) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.stderr.close()

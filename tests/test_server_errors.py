@@ -8,11 +8,13 @@ import grpc
 import numpy as np
 import pytest
 
+from worldweave.bridge.eval.wall import wall_seed, yaw_poses
+from worldweave.bridge.generators.echo import EchoGenerator
+from worldweave.proto import codecs
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
 from worldweave.server.app import BackgroundServer, ServerConfig
 from worldweave.server.service import ServerLimits
-from worldweave.server.testing import EchoGenerator, wall_seed, yaw_poses
 from worldweave.sim_clients import conversions
 from worldweave.sim_clients.client import WorldClient
 
@@ -44,7 +46,7 @@ def world_id(server):
 
 
 def pose(matrix: np.ndarray) -> pb.Pose:
-    return conversions.pose_message(matrix)
+    return codecs.pose_message(matrix)
 
 
 def nan_pose() -> np.ndarray:
@@ -126,10 +128,10 @@ def test_bad_unary_requests_get_their_status(stub, world_id, case):
 BAD_STEPS = {
     "nan pose": (lambda w: step(w, [pose(nan_pose())]), INVALID, r"poses\[0\]: .*non-finite"),
     "mask of the wrong size": (
-        lambda w: step(w, [pose(np.eye(4))], dynamic_masks=[pb.DynamicMask(pose_index=0, mask=conversions.encode_mask(np.zeros((4, 4), bool)))]),
+        lambda w: step(w, [pose(np.eye(4))], dynamic_masks=[pb.DynamicMask(pose_index=0, mask=codecs.encode_mask(np.zeros((4, 4), bool)))]),
         INVALID, r"dynamic_masks\[0\].mask is 4x4, the intrinsics say 64x48"),
     "mask for a missing pose": (
-        lambda w: step(w, [pose(np.eye(4))], dynamic_masks=[pb.DynamicMask(pose_index=2, mask=conversions.encode_mask(np.zeros((48, 64), bool)))]),
+        lambda w: step(w, [pose(np.eye(4))], dynamic_masks=[pb.DynamicMask(pose_index=2, mask=codecs.encode_mask(np.zeros((48, 64), bool)))]),
         INVALID, r"pose_index 2 is out of range for 1 pose"),
     "bad dynamic box": (
         lambda w: step(w, [pose(np.eye(4))], dynamic_boxes=[pb.OrientedBox(half_extents_m=pb.Vec3(x=-1), rotation=pb.Quaternion(qw=1))]),

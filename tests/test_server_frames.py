@@ -10,32 +10,23 @@ import time
 import numpy as np
 import pytest
 
+from worldweave.bridge.eval.wall import wall_seed, yaw_poses
+from worldweave.bridge.generators.echo import EchoGenerator
 from worldweave.server.app import BackgroundServer
-from worldweave.server.testing import EchoGenerator, wall_seed, yaw_poses
-from worldweave.sim_clients.client import DeadlineExceededError, WorldClient
-from worldweave.sim_clients.conventions import CameraIntrinsics
+from worldweave.sim_clients.client import WorldClient
+from worldweave.proto.errors import DeadlineExceededError
+from worldweave.proto.geometry import Intrinsics
 
 WIDTH, HEIGHT = 64, 48
-
-
-@pytest.fixture(scope="module")
-def server():
-    with BackgroundServer(generator=EchoGenerator()) as running:
-        yield running
+"""The seed size of conftest's ``world_id`` (``WALL_WIDTH``, ``WALL_HEIGHT``)."""
 
 
 @pytest.fixture
 def client(server):
+    """A client of its own for each test (the shared one is per module): a cancelled stream or a missed deadline
+    stays with the test that caused it. ``server`` and ``world_id`` are conftest's (echo server, fresh wall world)."""
     with WorldClient(server.address) as connected:
         yield connected
-
-
-@pytest.fixture
-def world_id(client):
-    frames, intrinsics = wall_seed(WIDTH, HEIGHT)
-    world = client.create_world(frames, intrinsics)
-    yield world.world_id
-    client.delete_world(world.world_id)
 
 
 def test_render_returns_every_pose_in_the_asked_encodings(client, world_id):
@@ -58,7 +49,7 @@ def test_render_returns_every_pose_in_the_asked_encodings(client, world_id):
 
 
 def test_full_hd_raw_frames_fit(client, world_id):
-    full_hd = CameraIntrinsics.from_fov(1920, 1080, fov_x_deg=70.0)
+    full_hd = Intrinsics.from_fov(1920, 1080, fov_x_deg=70.0)
     frame = client.render(world_id, yaw_poses(1), intrinsics=full_hd, depth="float16_m")[0]
     assert frame.rgb.shape == (1080, 1920, 3) and frame.depth.shape == (1080, 1920)
 

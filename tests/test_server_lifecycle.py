@@ -8,11 +8,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from worldweave.bridge.eval.wall import wall_seed, yaw_poses
+from worldweave.bridge.generators.echo import EchoGenerator
 from worldweave.proto.worldweave.v1 import API_VERSION
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.server.app import BackgroundServer, ServerConfig
-from worldweave.server.testing import EchoGenerator, wall_seed, yaw_poses
-from worldweave.sim_clients.client import PreconditionFailedError, WorldClient, WorldNotFoundError
+from worldweave.sim_clients.client import WorldClient
+from worldweave.proto.errors import NotFoundError, PreconditionError
 
 WIDTH, HEIGHT = 64, 48
 
@@ -70,7 +72,7 @@ def test_lifecycle_survives_a_restart(data_dir):
         listed = {w.world_id: w for w in client.list_worlds()}
         assert set(listed) == {"street", other.world_id}
         assert listed["street"].saved and not listed["street"].loaded and listed["street"].version == saved.version
-        with pytest.raises(PreconditionFailedError, match="saved but not loaded: call LoadWorld"):
+        with pytest.raises(PreconditionError, match="saved but not loaded: call LoadWorld"):
             client.get_world("street")
 
     with start(data_dir) as server, WorldClient(server.address) as client:
@@ -88,6 +90,6 @@ def test_lifecycle_survives_a_restart(data_dir):
         removed = client.delete_world("street", delete_saved=True)
         assert removed.unloaded and removed.deleted_saved
         assert client.list_worlds() == []
-        with pytest.raises(WorldNotFoundError, match="no world 'street'"):
+        with pytest.raises(NotFoundError, match="no world 'street'"):
             client.get_world("street")
     assert not (data_dir / "street").exists()

@@ -16,13 +16,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from worldweave.bridge.errors import InvalidInputError
+from worldweave.bridge.eval.wall import wall_seed, yaw_poses
+from worldweave.bridge.generators.echo import EchoGenerator
+from worldweave.proto.errors import InvalidInputError
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
 from worldweave.server.app import BackgroundServer, ServerConfig
-from worldweave.server.testing import EchoGenerator, wall_seed, yaw_poses
 from worldweave.sim_clients.aio_client import AsyncWorldClient
-from worldweave.sim_clients.client import AuthenticationError, ServerUnavailableError, WorldClient
+from worldweave.sim_clients.client import WorldClient
+from worldweave.proto.errors import AuthenticationError, ServerUnavailableError
 from worldweave.sim_clients.mirror import PointCloudMirror
 
 TOKEN = "s3cret-token"

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from worldweave.bridge.errors import InvalidInputError, NotFoundError
+from worldweave.proto.errors import InvalidInputError, NotFoundError
 from worldweave.bridge.eval import metrics
 from worldweave.bridge.eval.scenes import make_scene
 from worldweave.bridge.eval.trajectories import (
@@ -17,12 +17,7 @@ from worldweave.bridge.eval.trajectories import (
     make_trajectory,
     path_length_m,
 )
-from worldweave.bridge.geometry import Pose
-
-
-@pytest.fixture(scope="module")
-def room():
-    return make_scene("room", 0)
+from worldweave.proto.geometry import Pose
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,13 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
-from worldweave.bridge.errors import NotFoundError
+from worldweave.proto.errors import NotFoundError
 from worldweave.bridge.generators.base import Generator
 from worldweave.bridge.generators.depth import DepthEstimator
 
 BUILTIN: dict[str, str] = {
     "reproject": "worldweave.bridge.generators.reproject:ReprojectGenerator",
+    "echo": "worldweave.bridge.generators.echo:EchoGenerator",  # zero cost, for measuring serving overhead
     "wan-vace": "worldweave.bridge.generators.wan_vace:WanVaceGenerator",
     "sd-inpaint": "worldweave.bridge.generators.sd_inpaint:SdInpaintGenerator",
 }

@@ -1,0 +1,118 @@
+"""Fixtures shared by the tests: the procedural room; servers on free loopback ports, a client and a gateway to them,
+a seeded wall world, and ``worldweave serve`` run as a subprocess.
+
+The tests run with ``--import-mode=importlib``, so test files cannot import each other: what they share lives here.
+A module that needs another server (a config, another generator) defines its own ``server`` fixture; ``client``,
+``gateway`` and ``world_id`` then connect to that one. The engine, server and SDK are imported inside the fixtures,
+so a test file that uses none of them does not load torch and grpc for them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from worldweave.bridge.eval.scenes import Scene
+    from worldweave.server.app import BackgroundServer
+    from worldweave.sim_clients.client import WorldClient
+    from worldweave.sim_clients.gateway.server import BackgroundGateway
+
+WALL_WIDTH, WALL_HEIGHT = 64, 48
+"""Image size of the ``world_id`` fixture's seed frame, pixels."""
+
+
+@pytest.fixture(scope="module")
+def room() -> Scene:
+    """The procedural ``room`` scene (seed 0): a furnished 7 x 6 x 2.7 m room (Z up) rendered exactly at any pose."""
+    from worldweave.bridge.eval.scenes import make_scene
+
+    return make_scene("room")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[BackgroundServer]:
+    """A real server on a free loopback port with the zero-cost ``echo`` generator, one per test module."""
+    from worldweave.bridge.generators.echo import EchoGenerator
+    from worldweave.server.app import BackgroundServer
+
+    with BackgroundServer(generator=EchoGenerator()) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def reproject_server() -> Iterator[BackgroundServer]:
+    """A real server on a free loopback port as ``worldweave serve`` starts it (default generator, ``reproject``)."""
+    from worldweave.server.app import BackgroundServer
+
+    with BackgroundServer() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server: BackgroundServer) -> Iterator[WorldClient]:
+    """A ``WorldClient`` of ``server``, shared by the module's tests."""
+    from worldweave.sim_clients.client import WorldClient
+
+    with WorldClient(server.address) as connected:
+        yield connected
+
+
+@pytest.fixture(scope="module")
+def gateway(server: BackgroundServer) -> Iterator[BackgroundGateway]:
+    """A ZMQ gateway in front of ``server``."""
+    from worldweave.sim_clients.gateway.server import BackgroundGateway
+
+    with BackgroundGateway(server.address) as running:
+        yield running
+
+
+@pytest.fixture
+def world_id(client: WorldClient) -> Iterator[str]:
+    """A fresh world seeded with the wall (``wall_seed(WALL_WIDTH, WALL_HEIGHT)``), deleted after the test."""
+    from worldweave.bridge.eval.wall import wall_seed
+
+    frames, intrinsics = wall_seed(WALL_WIDTH, WALL_HEIGHT)
+    world = client.create_world(frames, intrinsics)
+    yield world.world_id
+    client.delete_world(world.world_id)
+
+
+@contextlib.contextmanager
+def _serve_process(command: list[str], banner: str, *, startup_s: float) -> Iterator[int]:
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + startup_s
+        port = None
+        while port is None and time.monotonic() < deadline:
+            line = process.stderr.readline()
+            assert line, f"serve exited early with code {process.poll()}"
+            found = re.search(banner, line)
+            port = int(found.group(1)) if found else None
+        assert port, "serve did not report its port"
+        yield port
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.stderr.close()
+
+
+@pytest.fixture
+def serve_process() -> Callable[..., contextlib.AbstractContextManager[int]]:
+    """``worldweave serve`` as users run it, in a subprocess: ``serve_process(command, banner, startup_s=...)``.
+
+    ``command`` is the whole argv (``[sys.executable, "-m", "worldweave.server.cli", "serve", "--port", "0", ...]``);
+    ``banner`` a regular expression for the line serve prints on stderr once it serves, its group 1 the port. The
+    context manager yields the port (failing if serve exits or prints no banner within ``startup_s`` seconds), and
+    on leaving sends SIGTERM and expects a graceful exit, code 0; a process still running is killed.
+    """
+    return _serve_process
