@@ -1,9 +1,9 @@
 """Key -> row indices for the voxel map, with two interchangeable backends.
 
 * ``SortedKeyIndex`` (torch, any device): sorted keys with their rows; lookups by ``searchsorted``.
-* ``HashIndex`` (numba, CPU): an open-addressing hash table with linear probing. It skips the per-frame sort and
-  the sorted merge, which is where the torch path spends its time on CPU (DESIGN §7 allows numba for a CPU hot
-  path that buys >= 1.5x; ``benchmarks/bench_integrate.py`` measures both).
+* ``HashIndex`` (numba, CPU): an open-addressing hash table with linear probing (``hash_table``). It skips the
+  per-frame sort and the sorted merge, which is where the torch path spends its time on CPU (DESIGN §7 allows numba
+  for a CPU hot path that buys >= 1.5x; ``benchmarks/bench_integrate.py`` measures both).
 
 Both assign new rows consecutively from ``next_row`` and give the same key -> row *set*, though not necessarily
 the same row order; the voxel map never relies on row order.
@@ -18,12 +18,9 @@ import numba
 import numpy as np
 import torch
 
-from worldweave.bridge.memory import voxel_keys
+from worldweave.bridge.memory import hash_table, voxel_keys
 
 IndexBackend = Literal["torch", "numba"]
-
-EMPTY_KEY = -1
-_GOLDEN = np.uint64(11400714819323198485)
 
 
 @dataclass(frozen=True)
@@ -110,59 +107,13 @@ class SortedKeyIndex:
 
 
 @numba.njit(cache=True, inline="always")
-def _slot(key: np.int64, shift: np.uint64) -> np.int64:
-    return np.int64((np.uint64(key) * _GOLDEN) >> shift)
-
-
-@numba.njit(cache=True)
-def _insert_all(table_keys, table_rows, shift, keys_by_row):
-    mask = len(table_keys) - 1
-    for row in range(len(keys_by_row)):
-        key = keys_by_row[row]
-        slot = _slot(key, shift)
-        while table_keys[slot] != EMPTY_KEY:
-            slot = (slot + 1) & mask
-        table_keys[slot] = key
-        table_rows[slot] = row
-
-
-@numba.njit(cache=True)
-def _lookup(table_keys, table_rows, shift, keys, out_rows):
-    mask = len(table_keys) - 1
-    for i in range(len(keys)):
-        key = keys[i]
-        slot = _slot(key, shift)
-        row = -1
-        while True:
-            found = table_keys[slot]
-            if found == key:
-                row = table_rows[slot]
-                break
-            if found == EMPTY_KEY:
-                break
-            slot = (slot + 1) & mask
-        out_rows[i] = row
-
-
-@numba.njit(cache=True, inline="always")
 def _find_or_insert(key, table_keys, table_rows, shift, next_row, n_unique, n_new, row_seen, out_rows, out_new_keys):
     """Probe for ``key`` (inserting it with row ``next_row + n_new`` if absent) and return the position of its
     row among this batch's distinct rows, with the updated distinct and new counts."""
-    mask = len(table_keys) - 1
-    slot = _slot(key, shift)
-    while True:
-        found = table_keys[slot]
-        if found == key:
-            row = table_rows[slot]
-            break
-        if found == EMPTY_KEY:
-            row = next_row + n_new
-            table_keys[slot] = key
-            table_rows[slot] = row
-            out_new_keys[n_new] = key
-            n_new += 1
-            break
-        slot = (slot + 1) & mask
+    row, inserted = hash_table.find_or_insert(table_keys, table_rows, shift, key, next_row + n_new)
+    if inserted:
+        out_new_keys[n_new] = key
+        n_new += 1
     seen = row_seen[row]
     if seen < 0:
         seen = n_unique
@@ -288,28 +239,21 @@ class HashIndex:
         self._row_seen = np.full(1 << 16, -1, dtype=np.int64)
 
     def _allocate(self, capacity: int) -> None:
-        self._table_keys = np.full(capacity, EMPTY_KEY, dtype=np.int64)
-        self._table_rows = np.full(capacity, -1, dtype=np.int64)
-        self._shift = np.uint64(64 - int(capacity).bit_length() + 1)
+        self._table_keys, self._table_rows, self._shift = hash_table.allocate(capacity, np.int64)
 
     def _reserve(self, extra: int) -> None:
         needed = self._count + extra
         if needed > self.MAX_LOAD * len(self._table_keys):
             capacity = 1 << int(np.ceil(np.log2(needed / self.MAX_LOAD * 1.5)))
-            old_keys, old_rows = self._table_keys, self._table_rows
-            self._allocate(capacity)
-            occupied = old_keys != EMPTY_KEY
-            by_row = np.empty(self._count, dtype=np.int64)
-            by_row[old_rows[occupied]] = old_keys[occupied]
-            _insert_all(self._table_keys, self._table_rows, self._shift, by_row)
+            self._table_keys, self._table_rows, self._shift = hash_table.rehash(
+                self._table_keys, self._table_rows, capacity
+            )
         if needed > len(self._row_seen):
             self._row_seen = np.full(max(needed, 2 * len(self._row_seen)), -1, dtype=np.int64)
 
     def lookup(self, keys: torch.Tensor) -> torch.Tensor:
         keys_np = np.ascontiguousarray(keys.cpu().numpy())
-        out = np.empty(len(keys_np), dtype=np.int64)
-        _lookup(self._table_keys, self._table_rows, self._shift, keys_np, out)
-        return torch.from_numpy(out)
+        return torch.from_numpy(hash_table.find_all(self._table_keys, self._table_rows, self._shift, keys_np))
 
     def assign(self, point_keys: torch.Tensor, next_row: int) -> Assignment:
         if next_row != self._count:
@@ -365,7 +309,7 @@ class HashIndex:
         self._count = 0
         capacity = 1 << int(np.ceil(np.log2(max(len(keys_np), 1 << 15) / self.MAX_LOAD * 1.5)))
         self._allocate(capacity)
-        _insert_all(self._table_keys, self._table_rows, self._shift, keys_np)
+        hash_table.insert_all(self._table_keys, self._table_rows, self._shift, keys_np)
         self._count = len(keys_np)
         if len(self._row_seen) < self._count:
             self._row_seen = np.full(2 * self._count, -1, dtype=np.int64)

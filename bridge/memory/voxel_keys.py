@@ -1,19 +1,15 @@
-"""Voxel keys: integer voxel coordinates packed into one non-negative int64.
+"""Voxel keys on torch tensors (any device): the layout of ``worldweave.proto.voxel_keys`` (its one definition,
+numpy, shared with the client SDK) applied to tensors, bit for bit the same results.
 
-Voxel ``(i, j, k)`` holds world points with ``i = floor(x / voxel_size_m)`` (likewise y, z) and has its centre
-at ``(i + 0.5) * voxel_size_m``. Each axis takes 21 bits with an offset of 2**20, so a map spans
-+-2**20 voxels per axis (+-21 km at 2 cm, +-10 km at 1 cm). Keys sort by x, then y, then z.
+Voxel ``(i, j, k)`` holds world points with ``i = floor(x / voxel_size_m)`` (likewise y, z) and has its centre at
+``(i + 0.5) * voxel_size_m`` metres; a key spans +-``AXIS_LIMIT`` voxels per axis; keys sort by x, then y, then z.
 """
 
 from __future__ import annotations
 
 import torch
 
-AXIS_BITS = 21
-AXIS_OFFSET = 1 << (AXIS_BITS - 1)
-AXIS_MASK = (1 << AXIS_BITS) - 1
-AXIS_LIMIT = AXIS_OFFSET - 1
-"""Largest ``|i|`` a key can hold; points beyond are dropped by ``point_keys``."""
+from worldweave.proto.voxel_keys import AXIS_BITS, AXIS_LIMIT, AXIS_MASK, AXIS_OFFSET
 
 
 def pack(indices: torch.Tensor) -> torch.Tensor:

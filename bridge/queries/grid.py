@@ -4,11 +4,11 @@ Layout, in voxel units (voxel ``(i, j, k)`` spans ``[i, i+1) * voxel_size_m``, s
 
 * a **block** is 8 x 8 x 8 voxels (16 cm at 2 cm voxels). Its occupancy is 8 ``uint64`` words, one per 4 x 4 x 4
   sub-block, so a block costs 64 bytes whatever it holds;
-* a **chunk** is 8 x 8 x 8 blocks (1.28 m at 2 cm). Chunks are the only hashed level (an open-addressing table,
-  numba): a chunk holds a 512-bit mask of its blocks that hold voxels (one cache line: empty space is skipped
-  without touching more), the slot of each of its 512 blocks (-1 when empty) and, for the distance field, one
-  *cell* per block: the voxel nearest the block centre (``parent``, stored as an int16 offset from the block's
-  first voxel, ``NO_PARENT`` when none lies within the field's reach).
+* a **chunk** is 8 x 8 x 8 blocks (1.28 m at 2 cm). Chunks are the only hashed level (``hash_table``, keyed by
+  the chunk coordinates packed like voxel keys): a chunk holds a 512-bit mask of its blocks that hold voxels (one
+  cache line: empty space is skipped without touching more), the slot of each of its 512 blocks (-1 when empty)
+  and, for the distance field, one *cell* per block: the voxel nearest the block centre (``parent``, stored as an
+  int16 offset from the block's first voxel, ``NO_PARENT`` when none lies within the field's reach).
 
 Chunks exist where there is surface or where the distance field reaches (every chunk within ``reach_vox`` of a
 surface block), so memory grows with surface area times reach, not with the world's volume. Chunks are never
@@ -29,9 +29,9 @@ import math
 
 import numba
 import numpy as np
-import torch
 
-from worldweave.bridge.memory import voxel_keys
+from worldweave.bridge.memory import hash_table
+from worldweave.proto import voxel_keys
 
 BLOCK_SHIFT = 3
 BLOCK_VOXELS = 1 << BLOCK_SHIFT
@@ -47,9 +47,8 @@ WORDS_PER_BLOCK = 8
 MASK_WORDS = CELLS_PER_CHUNK // 64
 """uint64 words of a chunk's block mask: word ``x`` holds the blocks of x-slice ``x``, bit ``8 * y + z``."""
 NO_PARENT = np.int16(-32768)
-EMPTY_KEY = np.int64(-1)
-_KEY_OFFSET = np.int64(1 << 20)
-_GOLDEN = np.uint64(11400714819323198485)
+_KEY_BITS = voxel_keys.AXIS_BITS
+_KEY_OFFSET = voxel_keys.AXIS_OFFSET
 _DEBRUIJN = np.uint64(0x03F79D71B4CB0A89)
 _DEBRUIJN_INDEX = np.zeros(64, dtype=np.int64)
 for _bit in range(64):
@@ -65,23 +64,18 @@ MAX_LOAD = 0.5
 
 @numba.njit(cache=True)
 def chunk_key(cx, cy, cz):
-    """Packed int64 key (always >= 0) of chunk ``(cx, cy, cz)``."""
-    return ((np.int64(cx) + _KEY_OFFSET) << 42) | ((np.int64(cy) + _KEY_OFFSET) << 21) | (np.int64(cz) + _KEY_OFFSET)
+    """Packed int64 key (always >= 0) of chunk ``(cx, cy, cz)``: ``voxel_keys.pack`` of one coordinate triple."""
+    return (
+        ((np.int64(cx) + _KEY_OFFSET) << (2 * _KEY_BITS))
+        | ((np.int64(cy) + _KEY_OFFSET) << _KEY_BITS)
+        | (np.int64(cz) + _KEY_OFFSET)
+    )
 
 
 @numba.njit(cache=True)
 def find_chunk(table_keys, table_ids, shift, cx, cy, cz):
     """Id of chunk ``(cx, cy, cz)``, or -1 when it does not exist."""
-    key = chunk_key(cx, cy, cz)
-    mask = len(table_keys) - 1
-    slot = np.int64((np.uint64(key) * _GOLDEN) >> shift)
-    while True:
-        found = table_keys[slot]
-        if found == key:
-            return np.int64(table_ids[slot])
-        if found == EMPTY_KEY:
-            return np.int64(-1)
-        slot = (slot + 1) & mask
+    return hash_table.find(table_keys, table_ids, shift, chunk_key(cx, cy, cz))
 
 
 @numba.njit(cache=True)
@@ -222,25 +216,16 @@ def nearest_in_block_range(
 @numba.njit(cache=True)
 def _insert_chunks(table_keys, table_ids, shift, chunk_coords, coords, next_id):
     """Insert chunks ``coords`` (K, 3) that are absent; return the next free id. Capacity is the caller's job."""
-    mask = len(table_keys) - 1
     for i in range(len(coords)):
         key = chunk_key(coords[i, 0], coords[i, 1], coords[i, 2])
-        slot = np.int64((np.uint64(key) * _GOLDEN) >> shift)
-        while True:
-            found = table_keys[slot]
-            if found == key:
-                break
-            if found == EMPTY_KEY:
-                table_keys[slot] = key
-                table_ids[slot] = next_id
-                chunk_coords[next_id, 0], chunk_coords[next_id, 1], chunk_coords[next_id, 2] = (
-                    coords[i, 0],
-                    coords[i, 1],
-                    coords[i, 2],
-                )
-                next_id += 1
-                break
-            slot = (slot + 1) & mask
+        _, inserted = hash_table.find_or_insert(table_keys, table_ids, shift, key, next_id)
+        if inserted:
+            chunk_coords[next_id, 0], chunk_coords[next_id, 1], chunk_coords[next_id, 2] = (
+                coords[i, 0],
+                coords[i, 1],
+                coords[i, 2],
+            )
+            next_id += 1
     return next_id
 
 
@@ -321,20 +306,10 @@ def spatial_order(points_vox: np.ndarray) -> np.ndarray:
     return np.argsort(keys, kind="stable")
 
 
-def _pack(coords: np.ndarray) -> np.ndarray:
-    """(N, 3) int64 block or chunk coordinates (within +-2**20) -> (N,) int64 keys that sort like the rows."""
-    shifted = np.asarray(coords, dtype=np.int64) + int(_KEY_OFFSET)
-    return (shifted[:, 0] << 42) | (shifted[:, 1] << 21) | shifted[:, 2]
-
-
-def _unpack(keys: np.ndarray) -> np.ndarray:
-    mask = (1 << 21) - 1
-    return np.stack([keys >> 42, (keys >> 21) & mask, keys & mask], axis=1) - int(_KEY_OFFSET)
-
-
 def unique_coords(coords: np.ndarray) -> np.ndarray:
-    """Distinct rows of (N, 3) int64 coordinates within +-2**20 (block or chunk coordinates), sorted."""
-    return _unpack(np.unique(_pack(coords)))
+    """Distinct rows of (N, 3) int64 coordinates within +-2**20 (block or chunk coordinates), sorted; packed as
+    voxel keys, which sort like the rows."""
+    return voxel_keys.unpack(np.unique(voxel_keys.pack(coords)))
 
 
 class BlockGrid:
@@ -367,16 +342,14 @@ class BlockGrid:
     # ---------------------------------------------------------------------------------------------- capacity
 
     def _allocate_table(self, capacity: int) -> None:
-        self._table_keys = np.full(capacity, EMPTY_KEY, dtype=np.int64)
-        self._table_ids = np.full(capacity, -1, dtype=np.int32)
-        self._shift = np.uint64(64 - (capacity.bit_length() - 1))
+        self._table_keys, self._table_ids, self._shift = hash_table.allocate(capacity, np.int32)
 
     def _reserve_chunks(self, extra: int) -> None:
         needed = self._n_chunks + extra
         if needed > MAX_LOAD * len(self._table_keys):
-            coords = self._chunk_coords[: self._n_chunks].copy()
-            self._allocate_table(_next_pow2(int(needed / MAX_LOAD) + 1))
-            _insert_chunks(self._table_keys, self._table_ids, self._shift, self._chunk_coords, coords, 0)
+            self._table_keys, self._table_ids, self._shift = hash_table.rehash(
+                self._table_keys, self._table_ids, _next_pow2(int(needed / MAX_LOAD) + 1)
+            )
         capacity = len(self._block_mask)
         if needed <= capacity:
             return
@@ -493,7 +466,7 @@ class BlockGrid:
             return np.zeros((0, 3), dtype=np.int64)
         blocks = np.asarray(blocks, dtype=np.int64)
         # Per chunk holding some of the blocks, the box (voxels) around those blocks.
-        chunks, inverse = np.unique(_pack(blocks >> CHUNK_SHIFT), return_inverse=True)
+        chunks, inverse = np.unique(voxel_keys.pack(blocks >> CHUNK_SHIFT), return_inverse=True)
         lo = np.full((len(chunks), 3), np.iinfo(np.int64).max)
         hi = np.full((len(chunks), 3), np.iinfo(np.int64).min)
         np.minimum.at(lo, inverse, blocks * BLOCK_VOXELS)
@@ -501,7 +474,7 @@ class BlockGrid:
         radius = int(math.ceil(self.reach_vox / CHUNK_VOXELS))
         steps = np.arange(-radius, radius + 1)
         offsets = np.stack(np.meshgrid(steps, steps, steps, indexing="ij"), axis=-1).reshape(-1, 3)
-        candidates = (_unpack(chunks)[:, None, :] + offsets[None, :, :]).reshape(-1, 3)
+        candidates = (voxel_keys.unpack(chunks)[:, None, :] + offsets[None, :, :]).reshape(-1, 3)
         c_lo, c_hi = candidates * CHUNK_VOXELS, (candidates + 1) * CHUNK_VOXELS
         lo, hi = np.repeat(lo, len(offsets), axis=0), np.repeat(hi, len(offsets), axis=0)
         gap = np.maximum(np.maximum(c_lo - hi, lo - c_hi), 0).astype(np.float64)
@@ -509,17 +482,4 @@ class BlockGrid:
 
     def chunk_ids(self, coords: np.ndarray) -> np.ndarray:
         """Ids of chunks ``coords`` (K, 3), -1 where absent."""
-        return _chunk_ids(self._table_keys, self._table_ids, self._shift, np.ascontiguousarray(coords, dtype=np.int64))
-
-
-@numba.njit(cache=True)
-def _chunk_ids(table_keys, table_ids, shift, coords):
-    out = np.empty(len(coords), dtype=np.int64)
-    for i in range(len(coords)):
-        out[i] = find_chunk(table_keys, table_ids, shift, coords[i, 0], coords[i, 1], coords[i, 2])
-    return out
-
-
-def voxel_indices(keys: np.ndarray) -> np.ndarray:
-    """(N,) packed voxel keys (``voxel_keys``) -> (N, 3) int64 voxel indices."""
-    return voxel_keys.unpack(torch.from_numpy(np.ascontiguousarray(keys, dtype=np.int64))).numpy()
+        return hash_table.find_all(self._table_keys, self._table_ids, self._shift, voxel_keys.pack(coords))

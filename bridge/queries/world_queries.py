@@ -28,10 +28,11 @@ from worldweave.bridge.memory import voxel_keys
 from worldweave.bridge.memory.voxel_map import VoxelMap
 from worldweave.bridge.queries.collision import BOX, SEGMENT, ContactResult, shape_contacts
 from worldweave.bridge.queries.distance_field import DistanceField, NearestResult, field_reach_vox
-from worldweave.bridge.queries.grid import BlockGrid, voxel_indices
+from worldweave.bridge.queries.grid import BlockGrid
 from worldweave.bridge.queries.occupancy import DepthView, PackedViews, occupancy_codes, unknown_from
 from worldweave.bridge.queries.raycast import cast_rays
 from worldweave.bridge.regions import Region
+from worldweave.proto.voxel_keys import unpack as voxel_indices
 
 ViewSource = Union[Sequence[DepthView], Callable[[], Sequence[DepthView]]]
 """The views occupancy projects into: a sequence, or a callable returning the current one (e.g. the anchors)."""
