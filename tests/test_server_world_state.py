@@ -21,7 +21,8 @@ from worldweave.server.app import BackgroundServer, ServerConfig
 from worldweave.server.point_cloud import MIN_CHUNK_BYTES
 from worldweave.server.registry import WorldEntry
 from worldweave.server.world_state import CLEARANCE_REACH_M, NEAREST_REACH_M
-from worldweave.server.testing import EchoGenerator, wall_seed, yaw_poses
+from worldweave.bridge.eval.wall import wall_seed, yaw_poses
+from worldweave.bridge.generators.echo import EchoGenerator
 from worldweave.sim_clients import conversions
 from worldweave.sim_clients import world_state as ws
 from worldweave.sim_clients.client import InvalidRequestError, LimitExceededError, WorldClient
