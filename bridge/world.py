@@ -5,6 +5,9 @@ weave them at every pose, 3 generate, 4 depth for fusion (the generator's, or an
 5 integrate into memory (dynamic pixels and boxes excluded). Chunks follow the generator's frame-count rule: a short
 chunk is padded by holding its last pose and the padded frames are dropped (DESIGN §7 "Steps and chunks").
 A world is deterministic given its seed frames, config and the inputs of every step.
+
+Stages 1 and 2 are ``World.condition``, the one path from memory to the generator's condition: ``step`` and
+``render`` call it, and so does the real-data evaluation (``bridge.eval.rgbd``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +28,7 @@ from worldweave.bridge.generators.base import Condition, GenerationResult, Gener
 from worldweave.bridge.generators.depth import DepthEstimator, align_depth
 from worldweave.bridge.generators.registry import create_depth_estimator, create_generator
 from worldweave.bridge.geometry import Intrinsics, Pose
+from worldweave.bridge.memory.retrieval import RetrievalMode
 from worldweave.bridge.memory.spatial_memory import MemoryConfig, SpatialMemory
 from worldweave.bridge.memory.voxel_map import Source
 from worldweave.bridge.regions import Region
@@ -86,6 +91,24 @@ class Seed:
                 raise InvalidInputError(f"seed frame {i} has intrinsics {frame.intrinsics}, frame 0 has {first}")
             if not (frame.depth > 0).any():
                 raise InvalidFrameError(f"seed frame {i} has no valid depth: memory cannot start from it")
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Memory's condition for a chunk of N views (``World.condition``).
+
+    ``renders``: N woven renders (``RenderResult``: rgb uint8 (H, W, 3), depth float32 (H, W) metres, 0 where
+    uncovered, covered mask), one per target pose, in pose order. ``references``: the retrieved anchors' source
+    images, uint8 (H, W, 3), most relevant first (empty in ``global`` mode). ``anchor_ids``: the retrieved anchors'
+    ids, in the same order. ``retrieve_s`` / ``render_weave_s``: seconds spent retrieving, and rendering and weaving
+    (the ``World.step`` stages of those names).
+    """
+
+    renders: list[RenderResult]
+    references: list[np.ndarray]
+    anchor_ids: list[int]
+    retrieve_s: float
+    render_weave_s: float
 
 
 @dataclass(frozen=True)
@@ -174,6 +197,12 @@ class World:
 
     # -------------------------------------------------------------------------------------------------- step
 
+    @staticmethod
+    def _check_pose_types(poses: Sequence[Pose]) -> None:
+        for i, pose in enumerate(poses):
+            if not isinstance(pose, Pose):
+                raise InvalidInputError(f"pose {i} is a {type(pose).__name__}, not a Pose")
+
     def _check_step(
         self,
         poses: Sequence[Pose],
@@ -184,9 +213,7 @@ class World:
             raise InvalidInputError("a step needs at least one pose")
         if len(poses) > self.config.max_poses_per_step:
             raise LimitExceededError(f"{len(poses)} poses in one step; the limit is {self.config.max_poses_per_step}")
-        for i, pose in enumerate(poses):
-            if not isinstance(pose, Pose):
-                raise InvalidInputError(f"pose {i} is a {type(pose).__name__}, not a Pose")
+        self._check_pose_types(poses)
         self.generator.check_size(intrinsics)
         if dynamic_masks is None:
             return [None] * len(poses)
@@ -194,15 +221,38 @@ class World:
             raise InvalidInputError(f"{len(dynamic_masks)} dynamic masks for {len(poses)} poses")
         return [None if m is None else check_mask(m, intrinsics.shape, f"dynamic mask {i}") for i, m in enumerate(dynamic_masks)]
 
-    def _retrieve(self, poses: Sequence[Pose], intrinsics: Intrinsics) -> list:
-        if self.memory.config.retrieval == "global":
-            return []
-        return self.memory.retrieve(poses, intrinsics)
+    def condition(
+        self,
+        poses: Sequence[Pose],
+        intrinsics: Intrinsics | None = None,
+        *,
+        mode: RetrievalMode | None = None,
+        k: int | None = None,
+    ) -> Conditioning:
+        """Memory's condition for one chunk of camera-to-world ``poses``: the anchors that cover the chunk, retrieved
+        once for all of its poses, rendered and woven at every pose; in ``global`` mode the whole voxel map rendered at
+        every pose, with no references. What ``step`` hands the generator and ``render`` returns.
 
-    def _render(self, anchors: list, pose: Pose, intrinsics: Intrinsics) -> RenderResult:
-        if self.memory.config.retrieval == "global":
-            return self.memory.render_global(pose, intrinsics)
-        return self.memory.render_anchors(anchors, pose, intrinsics)
+        ``intrinsics``: defaults to the seed's. ``mode`` / ``k``: retrieval mode and most anchors (default: the memory
+        config's). A pose's render can depend on the other poses of the chunk (they share the anchors).
+        """
+        intrinsics = intrinsics or self.intrinsics
+        if len(poses) == 0:
+            raise InvalidInputError("a condition needs at least one pose")
+        self._check_pose_types(poses)
+        mode, k = self.memory.retrieval_settings(mode, k)
+        started = time.perf_counter()
+        if mode == "global":  # the voxel map stands in for the anchors
+            anchors, render = [], self.memory.render_global
+        else:
+            anchors = self.memory.retrieve(poses, intrinsics, mode=mode, k=k)
+            render = partial(self.memory.render_anchors, anchors)
+        retrieved = time.perf_counter()
+        renders = [render(pose, intrinsics) for pose in poses]
+        return Conditioning(
+            renders, [a.image for a in anchors], [a.id for a in anchors],
+            retrieve_s=retrieved - started, render_weave_s=time.perf_counter() - retrieved,
+        )
 
     def _check_result(self, result: GenerationResult, frames: int, intrinsics: Intrinsics) -> None:
         name = self.generator.name
@@ -247,21 +297,18 @@ class World:
             chunk = list(poses[start : start + self.generator.max_frames])
             padded = chunk + [chunk[-1]] * (self.generator.padded_chunk(len(chunk)) - len(chunk))
 
-            # 1. Retrieve the anchors that cover the chunk (none for the global map).
-            t = time.perf_counter()
-            anchors = self._retrieve(padded, intrinsics)
-            timings["retrieve"] += time.perf_counter() - t
-
-            # 2. Render the anchors at every pose and weave them into one condition per view.
-            t = time.perf_counter()
-            renders = [self._render(anchors, pose, intrinsics) for pose in padded]
-            timings["render_weave"] += time.perf_counter() - t
+            # 1. Retrieve the anchors that cover the chunk (none for the global map), and
+            # 2. render them at every pose and weave them into one condition per view.
+            conditioning = self.condition(padded, intrinsics)
+            renders = conditioning.renders
+            timings["retrieve"] += conditioning.retrieve_s
+            timings["render_weave"] += conditioning.render_weave_s
 
             # 3. Generate the chunk.
             t = time.perf_counter()
             condition = Condition(
                 poses=tuple(padded), intrinsics=intrinsics, renders=tuple(renders),
-                references=tuple(a.image for a in anchors), leading_frames=tuple(self._leading),
+                references=tuple(conditioning.references), leading_frames=tuple(self._leading),
                 prompt=self.prompt if prompt is None else prompt, seed=step_seed + start,
             )
             result = self.generator.generate(condition)
@@ -287,12 +334,12 @@ class World:
         return StepResult(tuple(frames), timings)
 
     def render(self, poses: Sequence[Pose], *, intrinsics: Intrinsics | None = None) -> list[RenderResult]:
-        """What memory holds, woven at each pose: no generation, no update. The poses are one chunk: anchors are
-        retrieved once for all of them (as in ``step``), so a pose's render can depend on the other poses given."""
+        """What memory holds, woven at each pose (``condition``'s renders): no generation, no update. The poses are
+        one chunk: anchors are retrieved once for all of them (as in ``step``), so a pose's render can depend on the
+        other poses given. Checks the poses as ``step`` does (count limit, the generator's image size)."""
         intrinsics = intrinsics or self.intrinsics
         self._check_step(poses, intrinsics, None)
-        anchors = self._retrieve(poses, intrinsics)
-        return [self._render(anchors, pose, intrinsics) for pose in poses]
+        return self.condition(poses, intrinsics).renders
 
     # ------------------------------------------------------------------------------------------------- edits
 

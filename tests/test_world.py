@@ -1,4 +1,5 @@
-"""World loop: determinism, loop closure on an exact scene, dynamic exclusion, edits, chunk padding, storage."""
+"""World loop: determinism, loop closure on an exact scene, dynamic exclusion, edits, chunk padding, storage; the
+world's one conditioning path."""
 
 from typing import ClassVar
 
@@ -202,6 +203,26 @@ def test_world_checks_its_generator_output_and_inputs():
         world.step([start_pose()], dynamic_masks=[np.zeros((3, 3), bool)])
     with pytest.raises(InvalidInputError, match="not a Pose"):
         world.step([np.eye(4)])
+
+
+def test_condition_is_what_render_and_step_use():
+    world = new_world(memory=MemoryConfig(k=3))
+    poses = [start_pose(10.0), start_pose(20.0)]
+    anchored = world.condition(poses)
+    assert len(anchored.renders) == 2 and 1 <= len(anchored.anchor_ids) == len(anchored.references) <= 3
+    assert anchored.retrieve_s >= 0 and anchored.render_weave_s > 0
+    for render, again in zip(anchored.renders, world.render(poses)):
+        np.testing.assert_array_equal(render.rgb, again.rgb)
+    voxels = world.condition(poses, mode="global")
+    assert voxels.references == [] and voxels.anchor_ids == [] and voxels.renders[0].mask.mean() > 0.5
+    before = world.condition(poses[:1]).renders[0]
+    frame = world.step(poses[:1]).frames[0]
+    np.testing.assert_array_equal(frame.condition.rgb, before.rgb)
+    np.testing.assert_array_equal(frame.condition.depth, before.depth)
+    with pytest.raises(InvalidInputError, match="at least one pose"):
+        world.condition([])
+    with pytest.raises(InvalidInputError, match="k"):
+        world.condition(poses, k=0)
 
 
 def test_save_and_load_continue_identically(tmp_path):

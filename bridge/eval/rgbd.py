@@ -9,13 +9,15 @@ DATASET is a folder in the layout of 7-Scenes as prepared for worldweave:
 * ``poses/<id>.txt``: 4x4 camera-to-world matrix, OpenCV camera axes, metres;
 * ``intrinsics.json``: ``fx, fy, cx, cy, width, height`` in pixels (optionally ``depth_scale_m_per_unit``).
 
-Frames with ids in ``[A, B]`` are fused, in id order, into one ``SpatialMemory`` (voxel map and anchors). Then for
-every frame with id in ``[C, D]`` memory renders the frame's pose, and the render is scored against that real frame
-with DESIGN §7's metrics: PSNR and SSIM over covered pixels with valid depth, coverage of valid-depth pixels, and the
-median absolute depth error (metres, pooled over the covered valid pixels of all evaluated frames), plus the wall
-time per view. One row per memory mode: the global voxel map at 1 and 2 cm, and anchors with coverage / iou /
-recent / random retrieval at K = 1, 3, 7. The evaluated frames' RGB and depth are used only to score (DESIGN §7
-"No leaks"); the fuse and eval ranges must not overlap.
+Frames with ids in ``[A, B]`` seed a ``World``: they are fused, in id order, into its memory (voxel map and
+anchors); each needs some valid depth. Then for every frame with id in ``[C, D]`` the world's ``World.condition``
+(the path a server's ``World.step`` and ``World.render`` run) renders the frame's pose, and the render is scored
+against that real frame with DESIGN §7's metrics: PSNR and SSIM over covered pixels with valid depth, coverage of
+valid-depth pixels, and the median absolute depth error (metres, pooled over the covered valid pixels of all
+evaluated frames), plus the wall time per view. One row per memory mode: the global voxel map at 1 and 2 cm (a
+world of that voxel size, seeded alike), and anchors with coverage / iou / recent / random retrieval at K = 1, 3, 7.
+The evaluated frames' RGB and depth are used only to score (DESIGN §7 "No leaks"); the fuse and eval ranges must not
+overlap.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import json
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +39,8 @@ from worldweave.bridge.errors import InvalidInputError, NotFoundError
 from worldweave.bridge.eval.metrics import coverage, mean_psnr, psnr, ssim
 from worldweave.bridge.frames import RenderResult, RGBDFrame
 from worldweave.bridge.geometry import Intrinsics, Pose
-from worldweave.bridge.memory.spatial_memory import MemoryConfig, SpatialMemory, render_voxel_map
-from worldweave.bridge.memory.voxel_map import Source, VoxelMap
+from worldweave.bridge.memory.spatial_memory import MemoryConfig
+from worldweave.bridge.world import Seed, World, WorldConfig
 
 GLOBAL_VOXEL_SIZES_M = (0.01, 0.02)
 ANCHOR_MODES = ("coverage", "iou", "recent", "random")
@@ -176,8 +178,10 @@ def evaluate(
 ) -> tuple[list[dict], dict]:
     """Fuse ``fuse_ids``, score every memory mode on ``eval_ids``; returns (rows, summary).
 
-    Rows have the fields of ``ROW_FIELDS``; the summary counts anchors and voxels and times the fusion.
-    ``chunk`` consecutive eval poses are retrieved together, as the world loop does for a chunk.
+    Rows have the fields of ``ROW_FIELDS``; the summary counts anchors and voxels and times the fusion (loading the
+    frames and seeding the worlds). ``chunk`` consecutive eval poses are retrieved together, as the world loop does
+    for a chunk. Every render comes from ``World.condition``: anchor rows from the world of ``config``, each global
+    row from the world of its voxel size (that one, or another seeded with the same frames).
     """
     overlap = sorted(set(fuse_ids) & set(eval_ids))
     if overlap:
@@ -187,31 +191,34 @@ def evaluate(
     if chunk < 1:
         raise InvalidInputError(f"chunk must be >= 1, got {chunk}")
     config = config or MemoryConfig()
-    memory = SpatialMemory(config)
-    extra_maps = {size: VoxelMap(size) for size in global_voxel_sizes_m if size != config.voxel_size_m}
     rows_total = len(global_voxel_sizes_m) + len(modes) * len(ks)
     bar = tqdm(total=len(fuse_ids) + rows_total * len(eval_ids), unit="view", disable=not progress,
-               desc="fusing")
+               desc="loading")
     started = time.perf_counter()
+    frames = []
     for frame_id in fuse_ids:
-        frame = dataset.frame(frame_id)
-        memory.integrate(frame, frame_id=frame_id, source=Source.SEED)
-        for vmap in extra_maps.values():
-            vmap.integrate(frame, frame_id=frame_id, source=Source.SEED, max_depth_m=config.anchors.max_depth_m)
+        frames.append(dataset.frame(frame_id))
         bar.update(1)
+    bar.set_description("fusing")
+    seed = Seed(frames)
+    world = World(seed, WorldConfig(memory=config))
+    worlds = {
+        size: world if size == config.voxel_size_m else World(seed, WorldConfig(memory=replace(config, voxel_size_m=size)))
+        for size in global_voxel_sizes_m
+    }
+    del frames, seed
     fuse_s = time.perf_counter() - started
     targets = {i: dataset.frame(i) for i in eval_ids}
     intrinsics = dataset.intrinsics
 
     rows = []
     for size in global_voxel_sizes_m:
-        vmap = memory.voxel_map if size == config.voxel_size_m else extra_maps[size]
         name = f"global-{round(size * 100)}cm"
         bar.set_description(name)
         scores = _Scores([], [], [], [])
         for frame_id in eval_ids:
             t0 = time.perf_counter()
-            render = render_voxel_map(vmap, targets[frame_id].pose, intrinsics, config)
+            render = worlds[size].condition([targets[frame_id].pose], intrinsics, mode="global").renders[0]
             scores.seconds += time.perf_counter() - t0
             scores.views += 1
             scores.add(render, targets[frame_id])
@@ -223,7 +230,7 @@ def evaluate(
             scores = _Scores([], [], [], [])
             for ids in _chunks(eval_ids, chunk):
                 t0 = time.perf_counter()
-                result = memory.condition([targets[i].pose for i in ids], intrinsics, mode=mode, k=k)
+                result = world.condition([targets[i].pose for i in ids], intrinsics, mode=mode, k=k)
                 scores.seconds += time.perf_counter() - t0
                 scores.views += len(ids)
                 for frame_id, render in zip(ids, result.renders):
@@ -235,9 +242,8 @@ def evaluate(
         "dataset": str(dataset.root),
         "fused_frames": len(fuse_ids),
         "eval_frames": len(eval_ids),
-        "anchors": len(memory.anchors),
-        "voxels": {f"{round(s * 100)}cm": len(memory.voxel_map if s == config.voxel_size_m else extra_maps[s])
-                   for s in global_voxel_sizes_m},
+        "anchors": len(world.memory.anchors),
+        "voxels": {f"{round(s * 100)}cm": len(worlds[s].memory.voxel_map) for s in global_voxel_sizes_m},
         "fuse_seconds": round(fuse_s, 2),
         "chunk": chunk,
         "config": config.to_dict(),

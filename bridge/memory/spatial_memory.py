@@ -2,8 +2,9 @@
 
 * ``integrate`` fuses a frame into the voxel map and, when the keyframe policy says so, makes it a new anchor.
 * ``retrieve`` picks anchors for a chunk of target poses (``coverage`` / ``iou`` / ``recent`` / ``random`` /
-  ``global``); ``condition`` retrieves, renders each anchor at each pose, and weaves the renders into one condition
-  per view, with the anchors' source images as references. ``global`` renders the voxel map instead.
+  ``global``, which picks none); ``render_anchors`` renders anchors at a pose and weaves them into one view;
+  ``render_global`` renders the whole voxel map. ``World.condition`` puts these together into the generator's
+  condition (the one place that decides between anchors and the global map).
 * ``remove`` / ``recolor`` / ``insert`` edit the voxel map *and* every anchor, so removed content never comes back
   through an anchor.
 * ``write`` / ``read`` put everything in a folder (arrays via ``bridge.storage``, no pickle); ``save`` / ``load``
@@ -51,7 +52,7 @@ class MemoryConfig:
     voxel_size_m: float = 0.02
     """Edge of the global voxel map's voxels, metres (0.005 or more)."""
     retrieval: RetrievalMode = "coverage"
-    """Default retrieval mode of ``retrieve`` and ``condition``."""
+    """Default retrieval mode of ``retrieve`` and ``World.condition``."""
     k: int = 7
     """Default maximum number of anchors per chunk (Spatia's sweet spot)."""
     keyframes: KeyframePolicy = field(default_factory=KeyframePolicy)
@@ -114,17 +115,6 @@ class MemoryConfig:
         return MemoryConfig.from_dict(values)
 
 
-def render_voxel_map(voxel_map: VoxelMap, pose: Pose, intrinsics: Intrinsics, config: MemoryConfig) -> RenderResult:
-    """Every voxel of ``voxel_map`` at camera-to-world ``pose``, splatted (``config.weave.splat``) with its edge length
-    (times ``config.global_footprint_scale``) as footprint, so a close surface has no holes."""
-    points, colors = voxel_map.points_tensor()
-    return render_points(
-        points, colors, pose, intrinsics, splat=config.weave.splat,
-        point_size_m=voxel_map.voxel_size_m * config.global_footprint_scale,
-        footprint_falloff=config.weave.footprint_falloff,
-    )
-
-
 @dataclass(frozen=True)
 class MemoryUpdate:
     """What ``integrate`` did: the voxel map's statistics, and the new anchor's id if the frame became a keyframe."""
@@ -133,20 +123,6 @@ class MemoryUpdate:
     anchor_id: int | None
     reason: str = ""
     """Why the frame did or did not become a keyframe (for logs)."""
-
-
-@dataclass(frozen=True)
-class Conditioning:
-    """Memory's condition for a chunk of N views.
-
-    ``renders``: N woven renders (rgb uint8, depth metres, covered mask), one per target pose. ``references``: the
-    retrieved anchors' source images, uint8 (H, W, 3), most relevant first (empty in ``global`` mode).
-    ``anchor_ids``: the retrieved anchors' ids, in the same order.
-    """
-
-    renders: list[RenderResult]
-    references: list[np.ndarray]
-    anchor_ids: list[int]
 
 
 class SpatialMemory:
@@ -213,9 +189,11 @@ class SpatialMemory:
             anchor_id = anchor.id
         return MemoryUpdate(stats, anchor_id, reason)
 
-    # ------------------------------------------------------------------------------------ retrieve, condition
+    # ---------------------------------------------------------------------------------------- retrieve, render
 
-    def _mode_k(self, mode: RetrievalMode | None, k: int | None) -> tuple[RetrievalMode, int]:
+    def retrieval_settings(self, mode: RetrievalMode | None = None, k: int | None = None) -> tuple[RetrievalMode, int]:
+        """The retrieval mode and K in force: those given, else the config's; raises ``InvalidInputError`` naming a bad
+        one."""
         mode = self.config.retrieval if mode is None else mode
         k = self.config.k if k is None else k
         if mode not in RETRIEVAL_MODES:
@@ -227,13 +205,19 @@ class SpatialMemory:
     def retrieve(self, poses: Sequence[Pose], intrinsics: Intrinsics, *, mode: RetrievalMode | None = None,
                  k: int | None = None) -> list[Anchor]:
         """At most ``k`` anchors for the chunk of camera-to-world ``poses``, most relevant first (``global``: none)."""
-        mode, k = self._mode_k(mode, k)
+        mode, k = self.retrieval_settings(mode, k)
         return retrieve(self.anchors, poses, intrinsics, mode=mode, k=k, options=self.config.retrieval_options,
                         rng=self._rng)
 
     def render_global(self, pose: Pose, intrinsics: Intrinsics) -> RenderResult:
-        """The whole voxel map at ``pose`` (see ``render_voxel_map``)."""
-        return render_voxel_map(self.voxel_map, pose, intrinsics, self.config)
+        """Every voxel of the map at camera-to-world ``pose``, splatted (``config.weave.splat``) with its edge length
+        (times ``config.global_footprint_scale``) as footprint, so a close surface has no holes."""
+        points, colors = self.voxel_map.points_tensor()
+        return render_points(
+            points, colors, pose, intrinsics, splat=self.config.weave.splat,
+            point_size_m=self.voxel_map.voxel_size_m * self.config.global_footprint_scale,
+            footprint_falloff=self.config.weave.footprint_falloff,
+        )
 
     def render_anchors(self, anchors: Sequence[Anchor], pose: Pose, intrinsics: Intrinsics) -> RenderResult:
         """Render each anchor at ``pose`` and weave the renders into one view."""
@@ -245,16 +229,6 @@ class SpatialMemory:
         ]
         positions = np.array([a.pose.position for a in anchors]).reshape(-1, 3)
         return weave(renders, positions, [a.confidence for a in anchors], pose, intrinsics, options)
-
-    def condition(self, poses: Sequence[Pose], intrinsics: Intrinsics, *, mode: RetrievalMode | None = None,
-                  k: int | None = None) -> Conditioning:
-        """Retrieve anchors for the chunk, render and weave them at every pose (``global``: render the voxel map)."""
-        mode, k = self._mode_k(mode, k)
-        if mode == "global":
-            return Conditioning([self.render_global(p, intrinsics) for p in poses], [], [])
-        anchors = self.retrieve(poses, intrinsics, mode=mode, k=k)
-        renders = [self.render_anchors(anchors, p, intrinsics) for p in poses]
-        return Conditioning(renders, [a.image for a in anchors], [a.id for a in anchors])
 
     # ------------------------------------------------------------------------------------------------- edits
 
