@@ -7,11 +7,14 @@ chunk is padded by holding its last pose and the padded frames are dropped (DESI
 A world is deterministic given its seed frames, config and the inputs of every step.
 
 Stages 1 and 2 are ``World.condition``, the one path from memory to the generator's condition: ``step`` and
-``render`` call it, and so does the real-data evaluation (``bridge.eval.rgbd``).
+``render`` call it, and so does the real-data evaluation (``bridge.eval.rgbd``). A world also answers for its
+state: ``World.queries`` (raycast, nearest surface, collision, occupancy, crop; kept current through steps and
+edits) and ``World.changes_since`` (the voxel map's changes since a version, or a snapshot).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,7 +33,8 @@ from worldweave.bridge.generators.registry import create_depth_estimator, create
 from worldweave.bridge.geometry import Intrinsics, Pose
 from worldweave.bridge.memory.retrieval import RetrievalMode
 from worldweave.bridge.memory.spatial_memory import MemoryConfig, SpatialMemory
-from worldweave.bridge.memory.voxel_map import Source
+from worldweave.bridge.memory.voxel_map import Source, VoxelChanges, VoxelSet
+from worldweave.bridge.queries import WorldQueries
 from worldweave.bridge.regions import Region
 from worldweave.bridge.storage import atomic_folder, load_array, read_manifest, resolve_folder, save_array, write_manifest
 
@@ -94,6 +98,26 @@ class Seed:
 
 
 @dataclass(frozen=True)
+class QueryReach:
+    """How far a world's spatial queries (``World.queries``) reach, metres. A host states these to its clients (the
+    server's ``NEAREST_REACH_M`` and ``CLEARANCE_REACH_M``), so it passes them in rather than saving them."""
+
+    nearest_m: float = 2.5
+    """The distance field's reach: the largest ``nearest`` range, and the most a sphere's radius + contact margin +
+    clearance may add up to (``WorldQueries.max_distance_m``). Memory grows with it."""
+    clearance_m: float = 0.25
+    """Collisions report clearances up to this; beyond, +inf (``WorldQueries.max_clearance_m``)."""
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.nearest_m) and self.nearest_m > 0):
+            raise InvalidInputError(f"QueryReach.nearest_m must be a finite number of metres > 0, got {self.nearest_m!r}")
+        if not (math.isfinite(self.clearance_m) and self.clearance_m >= 0):
+            raise InvalidInputError(
+                f"QueryReach.clearance_m must be a finite number of metres >= 0, got {self.clearance_m!r}"
+            )
+
+
+@dataclass(frozen=True)
 class Conditioning:
     """Memory's condition for a chunk of N views (``World.condition``).
 
@@ -140,7 +164,7 @@ class World:
 
     ``seed``: the starting frames (fused as ``Source.SEED``, frame ids 0..n-1). ``config``: see ``WorldConfig``.
     ``generator`` / ``depth_estimator``: instances to use instead of building them from the config (a server shares
-    one generator between worlds). ``device``: where memory lives.
+    one generator between worlds). ``device``: where memory lives. ``query_reach``: how far ``queries`` reach.
     """
 
     def __init__(
@@ -151,9 +175,12 @@ class World:
         generator: Generator | None = None,
         depth_estimator: DepthEstimator | None = None,
         device: torch.device | str = "cpu",
+        query_reach: QueryReach = QueryReach(),
     ) -> None:
         self.config = config or WorldConfig()
         self.memory = SpatialMemory(self.config.memory, device=device)
+        self.query_reach = query_reach
+        self._queries: WorldQueries | None = None
         self.intrinsics: Intrinsics = seed.frames[0].intrinsics
         self.prompt = seed.prompt
         self.generator, self.depth_estimator = self._backends(generator, depth_estimator)
@@ -341,6 +368,42 @@ class World:
         self._check_step(poses, intrinsics, None)
         return self.condition(poses, intrinsics).renders
 
+    # ------------------------------------------------------------------------------------------------- state
+
+    @property
+    def queries(self) -> WorldQueries:
+        """Raycast, nearest surface, collision, occupancy and crop against this world's memory, within
+        ``query_reach``; free space is what the current keyframe anchors saw through. Built by the first use (the
+        distance field costs time and memory), then kept current: each query first applies the voxel map's changes
+        since the last one (steps, edits), so the first query after a step pays for the blocks it touched. Not
+        thread-safe: run queries, steps and edits of one world one at a time."""
+        if self._queries is None:
+            memory = self.memory
+            self._queries = WorldQueries(
+                memory.voxel_map, lambda: list(memory.anchors), max_distance_m=self.query_reach.nearest_m,
+                max_clearance_m=self.query_reach.clearance_m,
+            )
+        return self._queries
+
+    def changes_since(self, version: int) -> VoxelChanges:
+        """The voxel map's net changes since memory version ``version`` (see ``VoxelMap.changes_since``).
+
+        ``version`` 0 gives a snapshot of the whole map (``is_snapshot``, everything in ``added``), as does a version
+        older than the change log keeps. Raises ``InvalidInputError`` for a version newer than the world's.
+        """
+        voxel_map = self.memory.voxel_map
+        if version == 0:
+            voxels = voxel_map.voxels()
+            empty = np.empty(0, dtype=np.int64)
+            nothing = VoxelSet(*(getattr(voxels, name)[:0] for name in VoxelSet.__dataclass_fields__))
+            return VoxelChanges(0, int(voxel_map.version), True, voxels, nothing, empty)
+        if version > voxel_map.version:
+            raise InvalidInputError(
+                f"since_version {version} is newer than the world's version {voxel_map.version}; "
+                "send 0 for a snapshot"
+            )
+        return voxel_map.changes_since(version)
+
     # ------------------------------------------------------------------------------------------------- edits
 
     def remove(self, region: Region) -> int:
@@ -380,13 +443,17 @@ class World:
         generator: Generator | None = None,
         depth_estimator: DepthEstimator | None = None,
         device: torch.device | str = "cpu",
+        query_reach: QueryReach = QueryReach(),
     ) -> World:
-        """Load a world saved with ``save``; it continues exactly where it stopped."""
+        """Load a world saved with ``save``; it continues exactly where it stopped. ``query_reach`` is not saved: pass
+        it again (see ``QueryReach``)."""
         folder = resolve_folder(folder)
         manifest = read_manifest(folder, "world", (FORMAT_VERSION,))
         world = cls.__new__(cls)
         world.config = WorldConfig.from_dict(manifest["config"])
         world.memory = SpatialMemory.read(folder / "memory", device=device)
+        world.query_reach = query_reach
+        world._queries = None
         world.intrinsics = Intrinsics(**manifest["intrinsics"])
         world.prompt = manifest["prompt"]
         world.generator, world.depth_estimator = world._backends(generator, depth_estimator)

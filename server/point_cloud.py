@@ -6,7 +6,7 @@ an int64 key (8 bytes), and unless removed uint8 RGB (3) and a uint8 source flag
 when asked for: 12 or 24 bytes a voxel, so a 1 MiB chunk holds 87381 or 43690 voxels. A change set goes out as its
 removed voxels, then changed, then added, the last chunk flagged ``last_in_version``; an empty set is one empty
 chunk, so a receiver always learns the version it reached. ``since_version`` 0, or one older than the world's change
-log (``VoxelMap.changes_since``), is answered with the whole map flagged ``is_snapshot``.
+log (``World.changes_since``), is answered with the whole map flagged ``is_snapshot``.
 
 Following: after the first change set the stream waits for the world's version to move (``WorldRegistry.
 wait_for_change``) and sends the net changes since the version it last sent. A follower that reads slowly gets
@@ -26,7 +26,6 @@ from worldweave.bridge.world import World
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.server import codecs
 from worldweave.server.registry import WorldRegistry
-from worldweave.server.world_state import queries_of
 from worldweave.sim_clients.conversions import FLOAT32, INT64, UINT8, pack_array
 
 DEFAULT_CHUNK_BYTES = 1 << 20
@@ -103,22 +102,6 @@ def change_chunks(
     return chunks
 
 
-def read_changes(world: World, since_version: int) -> VoxelChanges:
-    """The world's voxel changes since ``since_version`` (0: a snapshot of the whole map); call under its lock."""
-    voxel_map = world.memory.voxel_map
-    if since_version == 0:
-        voxels = voxel_map.voxels()
-        empty = np.empty(0, dtype=np.int64)
-        nothing = VoxelSet(*(getattr(voxels, name)[:0] for name in VoxelSet.__dataclass_fields__))
-        return VoxelChanges(0, int(voxel_map.version), True, voxels, nothing, empty)
-    if since_version > voxel_map.version:
-        raise InvalidInputError(
-            f"since_version {since_version} is newer than the world's version {voxel_map.version}; "
-            "send 0 for a snapshot"
-        )
-    return voxel_map.changes_since(since_version)
-
-
 async def stream_point_cloud(
     registry: WorldRegistry, request: pb.StreamPointCloudRequest, max_message_bytes: int
 ) -> AsyncIterator[pb.StreamPointCloudResponse]:
@@ -128,7 +111,7 @@ async def stream_point_cloud(
     since = int(request.since_version)
     while True:
         changes, voxel_size_m = await registry.run(
-            entry, lambda world: (read_changes(world, since), world.memory.voxel_map.voxel_size_m)
+            entry, lambda world: (world.changes_since(since), world.memory.voxel_map.voxel_size_m)
         )
         chunks = await registry.offload(
             lambda: change_chunks(changes, voxel_size_m, max_chunk, include_positions=request.include_positions)
@@ -165,7 +148,7 @@ async def crop_point_cloud(
     box = codecs.box_from_proto(request.box, "box")
 
     def crop(world: World) -> tuple[int, np.ndarray, np.ndarray]:
-        result = queries_of(entry).crop(box)
+        result = world.queries.crop(box)
         return int(world.version), result.points_m, result.colors
 
     version, points, colors = await registry.run(entry, crop)

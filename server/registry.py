@@ -32,11 +32,11 @@ from worldweave.bridge.generators.base import Generator
 from worldweave.bridge.generators.depth import DepthEstimator
 from worldweave.bridge.geometry import Intrinsics
 from worldweave.bridge.memory.spatial_memory import MemoryConfig
-from worldweave.bridge.queries import WorldQueries
 from worldweave.bridge.storage import atomic_folder, read_manifest, resolve_folder, write_manifest
 from worldweave.bridge.world import Seed, World, WorldConfig
 from worldweave.server.errors import AlreadyExistsError
 from worldweave.server.scheduling import run_locked
+from worldweave.server.world_state import QUERY_REACH
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -130,9 +130,6 @@ class WorldEntry:
     saved: bool = False
     deleted: bool = False
     """Set when the world was unloaded while work waited for its lock; that work answers NOT_FOUND."""
-    queries: WorldQueries | None = None
-    """The spatial queries' copy of the surface (``worldweave.server.world_state``), built by the first query and
-    kept in step with the world's change log; used under the world's lock only."""
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     """Set (and replaced by a fresh event) whenever locked work changed the world's version or it was unloaded."""
     unsaved_changes: int = 0
@@ -148,8 +145,8 @@ class WorldEntry:
 
 class WorldRegistry:
     """Worlds by id; ``generator`` is the server's shared (fair-queued) generator and ``depth_estimator`` its
-    shared depth estimator (None: the generator's own depth is used), both given to every world created or loaded;
-    ``data_dir`` may be None."""
+    shared depth estimator (None: the generator's own depth is used), both given to every world created or loaded,
+    as are the server's query reaches (``world_state.QUERY_REACH``); ``data_dir`` may be None."""
 
     def __init__(
         self,
@@ -345,7 +342,7 @@ class WorldRegistry:
             config = WorldConfig(memory=memory, generator=self.generator.name)
             world = await self.offload(
                 lambda: World(Seed(frames=frames, prompt=prompt), config, generator=self.generator,
-                              depth_estimator=self.depth_estimator, device=self.device),
+                              depth_estimator=self.depth_estimator, device=self.device, query_reach=QUERY_REACH),
             )
             entry = WorldEntry(world_id, world, unsaved_changes=1, unsaved_since_s=time.monotonic())
             self._loaded[world_id] = entry
@@ -384,7 +381,7 @@ class WorldRegistry:
             def read() -> tuple[WorldSummary, World]:
                 summary = self._read_summary(world_id)
                 world = World.load(resolve_folder(folder) / WORLD_FOLDER, generator=self.generator,
-                                   depth_estimator=self.depth_estimator, device=self.device)
+                                   depth_estimator=self.depth_estimator, device=self.device, query_reach=QUERY_REACH)
                 return summary, world
 
             summary, world = await self.offload(read)

@@ -1,4 +1,5 @@
-"""The spatial-query and edit RPCs, mapped one to one onto ``bridge.queries.WorldQueries`` and ``World``'s edits.
+"""The spatial-query and edit RPCs, mapped one to one onto ``World.queries`` (a ``bridge.queries.WorldQueries``)
+and ``World``'s edits.
 
 =================  ==============================================  ===============================================
 RPC                engine call (under the world's lock)             answer
@@ -16,26 +17,30 @@ InsertPoints       ``World.insert``                                 version, vox
 =================  ==============================================  ===============================================
 
 Occupancy's "free" is space some keyframe anchor's depth saw through (``world.memory.anchors``). Each world keeps
-one ``WorldQueries`` (on its registry entry), which follows the world's change log lazily, so the first query
-after a step pays for the blocks that step touched. Answers whose float is not finite on the engine side (no hit,
-nothing found) are sent as the documented stand-ins (max range, 0) so every packed float is finite except an
-out-of-reach clearance (+inf). Requests are decoded and validated before the world's lock is taken.
+its ``WorldQueries`` (``World.queries``, built with this server's reaches, ``QUERY_REACH``), which follows the
+world's change log lazily, so the first query after a step pays for the blocks that step touched. Answers whose
+float is not finite on the engine side (no hit, nothing found) are sent as the documented stand-ins (max range, 0)
+so every packed float is finite except an out-of-reach clearance (+inf). Requests are decoded and validated before
+the world's lock is taken.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from worldweave.bridge.errors import InvalidInputError, LimitExceededError
-from worldweave.bridge.queries import Occupancy, WorldQueries
-from worldweave.bridge.world import World
+from worldweave.bridge.queries import Occupancy
+from worldweave.bridge.world import QueryReach, World
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.server import codecs
-from worldweave.server.registry import WorldEntry, WorldRegistry
 from worldweave.sim_clients.conventions import ConventionError, rotations_from_quaternions
 from worldweave.sim_clients.conversions import FLOAT32, UINT8, pack_array, unpack_array
+
+if TYPE_CHECKING:  # annotations only: the registry imports QUERY_REACH from here
+    from worldweave.server.registry import WorldRegistry
 
 MAX_QUERY_ITEMS = 1 << 21
 """Most rays, points or shapes in one query call (2097152); more is RESOURCE_EXHAUSTED."""
@@ -45,20 +50,13 @@ NEAREST_REACH_M = 2.5
 """Largest NearestSurface range, metres (the distance field's reach; world.proto states it)."""
 CLEARANCE_REACH_M = 0.25
 """Collisions report clearances up to this, metres; beyond, +inf (world.proto states it)."""
+QUERY_REACH = QueryReach(nearest_m=NEAREST_REACH_M, clearance_m=CLEARANCE_REACH_M)
+"""The reaches above, as every world this server creates or loads is given them (``WorldRegistry``)."""
 OCCUPANCY_TO_WIRE = np.zeros(max(Occupancy) + 1, dtype=np.uint8)
 OCCUPANCY_TO_WIRE[[Occupancy.UNKNOWN, Occupancy.FREE, Occupancy.OCCUPIED]] = [
     pb.OCCUPANCY_UNKNOWN, pb.OCCUPANCY_FREE, pb.OCCUPANCY_OCCUPIED,
 ]
 """Engine occupancy code -> wire ``Occupancy`` value (the engine's UNKNOWN is 0, the wire's 1)."""
-
-
-def queries_of(entry: WorldEntry) -> WorldQueries:
-    """The world's ``WorldQueries`` (built on first use; views are its current keyframe anchors). Under its lock."""
-    if entry.queries is None:
-        memory = entry.world.memory
-        entry.queries = WorldQueries(memory.voxel_map, lambda: list(memory.anchors), max_distance_m=NEAREST_REACH_M,
-                                     max_clearance_m=CLEARANCE_REACH_M)
-    return entry.queries
 
 
 # ------------------------------------------------------------------------------------------------ decoding
@@ -101,7 +99,7 @@ async def raycast(registry: WorldRegistry, request: pb.RaycastRequest) -> pb.Ray
     max_range = positive_range(request.max_range_m)
 
     def cast(world: World) -> pb.RaycastResponse:
-        hits = queries_of(entry).raycast(origins, directions, max_range)
+        hits = world.queries.raycast(origins, directions, max_range)
         return pb.RaycastResponse(
             version=int(world.version),
             hit=pack_array(hits.hit, UINT8, None, "hit"),
@@ -120,7 +118,7 @@ async def nearest_surface(registry: WorldRegistry, request: pb.NearestSurfaceReq
     max_range = positive_range(request.max_range_m)
 
     def nearest(world: World) -> pb.NearestSurfaceResponse:
-        result = queries_of(entry).nearest(points, max_range)
+        result = world.queries.nearest(points, max_range)
         return pb.NearestSurfaceResponse(
             version=int(world.version),
             found=pack_array(result.found, UINT8, None, "found"),
@@ -165,7 +163,7 @@ async def check_collision(registry: WorldRegistry, request: pb.CheckCollisionReq
     call = collision_call(request)
 
     def collide(world: World) -> pb.CheckCollisionResponse:
-        contacts = call(queries_of(entry))
+        contacts = call(world.queries)
         found = np.isfinite(contacts.clearance_m)
         return pb.CheckCollisionResponse(
             version=int(world.version),
@@ -182,7 +180,7 @@ async def query_occupancy(registry: WorldRegistry, request: pb.QueryOccupancyReq
     points = batch(request.points_m, 3, "points_m")
 
     def occupancy(world: World) -> pb.QueryOccupancyResponse:
-        states = OCCUPANCY_TO_WIRE[queries_of(entry).occupancy(points)]
+        states = OCCUPANCY_TO_WIRE[world.queries.occupancy(points)]
         return pb.QueryOccupancyResponse(version=int(world.version), states=pack_array(states, UINT8, None, "states"))
 
     return await registry.run(entry, occupancy)

@@ -1,5 +1,5 @@
 """World loop: determinism, loop closure on an exact scene, dynamic exclusion, edits, chunk padding, storage; the
-world's one conditioning path."""
+world's one conditioning path, its spatial queries and its change feed."""
 
 from typing import ClassVar
 
@@ -15,7 +15,7 @@ from worldweave.bridge.generators.reproject import ReprojectGenerator
 from worldweave.bridge.geometry import Intrinsics
 from worldweave.bridge.memory.spatial_memory import MemoryConfig
 from worldweave.bridge.regions import Box, Sphere
-from worldweave.bridge.world import Seed, World, WorldConfig
+from worldweave.bridge.world import QueryReach, Seed, World, WorldConfig
 
 INTRINSICS = Intrinsics.from_fov(128, 96, fov_x_deg=70.0)
 SCENE = make_room(seed=3)
@@ -223,6 +223,30 @@ def test_condition_is_what_render_and_step_use():
         world.condition([])
     with pytest.raises(InvalidInputError, match="k"):
         world.condition(poses, k=0)
+
+
+def test_queries_and_changes_follow_steps_edits_and_loads(tmp_path):
+    world = World(Seed([SCENE.render(start_pose(), INTRINSICS)]), query_reach=QueryReach(nearest_m=1.0, clearance_m=0.1))
+    queries = world.queries
+    assert queries is world.queries and (queries.max_distance_m, queries.max_clearance_m) == (1.0, 0.1)
+    pose = start_pose()
+    centre = pose.cam_to_world(np.array([[0.0, 0.0, float(SCENE.render(pose, INTRINSICS).depth[48, 64])]]))
+    assert queries.nearest(centre, 0.5).distance_m[0] < 0.1
+    snapshot = world.changes_since(0)
+    assert snapshot.is_snapshot and len(snapshot.added) == len(world.memory.voxel_map)
+    version = world.version
+    removed = world.remove(Sphere(centre[0], 0.3))
+    assert removed > 0 and len(world.changes_since(version).removed_keys) == removed
+    assert world.queries.nearest(centre, 0.5).distance_m[0] > 0.25, "the edit reaches the queries"
+    world.step([start_pose(10.0)])
+    world.save(tmp_path / "w")
+    loaded = World.load(tmp_path / "w", query_reach=QueryReach(nearest_m=1.0, clearance_m=0.1))
+    points = pose.position + np.random.default_rng(0).normal(scale=0.5, size=(50, 3))
+    np.testing.assert_array_equal(loaded.queries.nearest(points, 1.0).distance_m, world.queries.nearest(points, 1.0).distance_m)
+    with pytest.raises(InvalidInputError, match="newer than the world's version"):
+        world.changes_since(world.version + 1)
+    with pytest.raises(InvalidInputError, match="nearest_m"):
+        QueryReach(nearest_m=0.0)
 
 
 def test_save_and_load_continue_identically(tmp_path):
