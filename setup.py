@@ -1,4 +1,4 @@
-"""Maps the top-level folders onto one import namespace, ``worldweave.*`` (DESIGN §3).
+"""Maps the top-level folders onto one import namespace, ``worldweave.*``.
 
 ``bridge/`` installs as ``worldweave.bridge``, ``server/`` as ``worldweave.server`` and so on, so no generic
 top-level name (``bridge``, ``server``) lands in site-packages. Subpackages are discovered, so a new folder with

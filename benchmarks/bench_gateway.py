@@ -23,8 +23,8 @@ from concurrent import futures
 import grpc
 import numpy as np
 
-from worldweave.proto.geometry import Intrinsics
 from worldweave.proto import codecs
+from worldweave.proto.geometry import Intrinsics
 from worldweave.proto.worldweave.v1 import API_VERSION
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
@@ -96,8 +96,8 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.reproject:
-        from worldweave.server.app import BackgroundServer
         from worldweave.bridge.eval.wall import wall_seed
+        from worldweave.server.app import BackgroundServer
 
         background = BackgroundServer().start()
         target = background.address

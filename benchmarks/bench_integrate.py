@@ -19,8 +19,8 @@ import numpy as np
 from PIL import Image
 
 from worldweave.bridge.frames import RGBDFrame
-from worldweave.bridge.geometry import Intrinsics, Pose
 from worldweave.bridge.memory.voxel_map import VoxelMap
+from worldweave.proto.geometry import Intrinsics, Pose
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "7scenes-redkitchen-dev"
 

@@ -31,12 +31,12 @@ import numba
 import numpy as np
 
 from worldweave.bridge.frames import RGBDFrame
-from worldweave.bridge.geometry import Intrinsics, Pose
 from worldweave.bridge.memory.voxel_map import Source, VoxelMap
 from worldweave.bridge.queries import Occupancy, WorldQueries
 from worldweave.bridge.queries.occupancy import seen_through_reference
 from worldweave.bridge.queries.raycast import raycast_reference
 from worldweave.bridge.regions import Box
+from worldweave.proto.geometry import Intrinsics, Pose
 
 VOXEL_M = 0.02
 LENGTH_M, WIDTH_M, FACADE_M = 30.0, 12.0, 5.0
@@ -132,7 +132,7 @@ def timed(fn, repeats: int, label: str = "") -> tuple[float, object]:
 
 def render(queries: WorldQueries, pose: Pose, intrinsics: Intrinsics, extra_box: tuple | None = None) -> RGBDFrame:
     """A depth frame of the map seen from ``pose`` (by raycasting it), optionally with an analytic box in front."""
-    rays_cam = intrinsics.pixel_rays().numpy().reshape(-1, 3).astype(np.float64)
+    rays_cam = intrinsics.pixel_rays().reshape(-1, 3).astype(np.float64)
     norms = np.linalg.norm(rays_cam, axis=1)
     directions = (rays_cam / norms[:, None]) @ pose.rotation.T
     origins = np.broadcast_to(pose.position, directions.shape)

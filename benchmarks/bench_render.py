@@ -20,8 +20,8 @@ import numpy as np
 import open3d as o3d
 import torch
 
-from worldweave.bridge.geometry import Intrinsics, Pose
 from worldweave.bridge.render import render_points
+from worldweave.proto.geometry import Intrinsics, Pose
 
 INTRINSICS = Intrinsics(585.0, 585.0, 319.5, 239.5, 640, 480)
 

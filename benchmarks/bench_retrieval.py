@@ -20,9 +20,14 @@ import time
 
 import numpy as np
 
-from worldweave.bridge.geometry import Intrinsics, Pose
 from worldweave.bridge.memory.anchors import Anchor, AnchorStore
-from worldweave.bridge.memory.retrieval import CoverageRetriever, RetrievalOptions, chunk_coverage, greedy_cover
+from worldweave.bridge.memory.retrieval import (
+    CoverageRetriever,
+    RetrievalOptions,
+    chunk_coverage,
+    greedy_cover,
+)
+from worldweave.proto.geometry import Intrinsics, Pose
 
 TARGET_INTRINSICS = Intrinsics(585.0, 585.0, 319.5, 239.5, 640, 480)
 ANCHOR_INTRINSICS = Intrinsics(58.5, 58.5, 31.5, 23.5, 64, 48)

@@ -9,7 +9,7 @@ the same grpc.aio server, and measures:
 * raw unary: a generic unary call whose handler returns the frame's bytes (``ndarray.tobytes()``): the floor of
   any gRPC round trip carrying this payload; alone on a fresh server, then interleaved with the steps;
 * step (echo): ``WorldClient.step`` with one pose, zero-cost ``EchoGenerator``: round trip, time inside
-  ``World.step`` (its "total" timing) and **serving overhead** = round trip − ``World.step`` (DESIGN §7);
+  ``World.step`` (its "total" timing) and **serving overhead** = round trip − ``World.step``;
 * step (reproject): the same with the embedded default generator;
 * streams: ``WorldClient.step_stream`` over many poses (echo), beside the bound the memory work sets
   (frames / total time inside ``World.step`` during that stream), and a raw server-streaming call of the same bytes: frames/s and MB/s of RGB payload;
@@ -51,8 +51,8 @@ def page_faults(pid: int) -> int:
 
 def serve(width: int, height: int, generator_name: str, tuned: bool) -> None:
     """Server process: worldweave + raw baseline on one grpc.aio server; prints its port, runs until stdin closes."""
-    from worldweave.server.app import ServerConfig, create_server, tune_malloc
     from worldweave.bridge.generators.echo import EchoGenerator
+    from worldweave.server.app import ServerConfig, create_server, tune_malloc
 
     if tuned:
         tune_malloc()
@@ -85,8 +85,8 @@ def serve(width: int, height: int, generator_name: str, tuned: bool) -> None:
 
 def measure(args: argparse.Namespace, generator_name: str, tuned: bool) -> dict[str, float]:
     """Client process body for one (generator, malloc) setting: start a server process and measure."""
-    from worldweave.server.app import tune_malloc
     from worldweave.bridge.eval.wall import wall_seed, yaw_poses
+    from worldweave.server.app import tune_malloc
     from worldweave.sim_clients.client import WorldClient
 
     if tuned:

@@ -14,9 +14,9 @@ import statistics
 
 from worldweave.bridge.eval.scenes import make_room
 from worldweave.bridge.eval.trajectories import closed_loop
-from worldweave.bridge.geometry import Intrinsics
 from worldweave.bridge.memory.spatial_memory import MemoryConfig
 from worldweave.bridge.world import STAGES, Seed, World, WorldConfig
+from worldweave.proto.geometry import Intrinsics
 
 
 def main() -> None:

@@ -63,8 +63,7 @@ def query_inputs(kind: str, n: int, extent_m: float, seed: int) -> dict[str, np.
 def serve() -> None:
     """Server process: worldweave + baselines on one grpc.aio server; prints its port, runs until stdin closes."""
     from worldweave.server.app import ServerConfig, create_server, tune_malloc
-    from worldweave.server.point_cloud import DEFAULT_CHUNK_BYTES, change_chunks, read_changes
-    from worldweave.server.world_state import queries_of
+    from worldweave.server.point_cloud import DEFAULT_CHUNK_BYTES, change_chunks
 
     tune_malloc()
     prepared: dict[str, list[bytes]] = {}
@@ -78,7 +77,7 @@ def serve() -> None:
             world_id = request.decode()
             entry = registry.entry(world_id)
             started = time.perf_counter()
-            changes, size = await registry.run(entry, lambda w: (read_changes(w, 0), w.memory.voxel_map.voxel_size_m))
+            changes, size = await registry.run(entry, lambda w: (w.changes_since(0), w.memory.voxel_map.voxel_size_m))
             chunks = change_chunks(changes, size, DEFAULT_CHUNK_BYTES, include_positions=False)
             seconds = time.perf_counter() - started
             prepared[world_id] = [chunk.SerializeToString() for chunk in chunks]
@@ -95,7 +94,7 @@ def serve() -> None:
             inputs = query_inputs(spec["kind"], spec["n"], spec["extent_m"], spec["seed"])
 
             def run(world) -> float:
-                queries = queries_of(entry)
+                queries = entry.world.queries
                 queries.sync()
                 started = time.perf_counter()
                 if spec["kind"] == "raycast":

@@ -25,10 +25,10 @@ from tqdm import tqdm
 from worldweave.bridge.eval.metrics import psnr
 from worldweave.bridge.eval.scenes import make_scene
 from worldweave.bridge.eval.trajectories import closed_loop, save_tum
-from worldweave.bridge.geometry import Intrinsics
 from worldweave.bridge.memory.spatial_memory import MemoryConfig
 from worldweave.bridge.storage import write_ply
 from worldweave.bridge.world import STAGES, Seed, World, WorldConfig
+from worldweave.proto.geometry import Intrinsics
 
 FPS = 15
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from worldweave.bridge.errors import InvalidFrameError
-from worldweave.bridge.geometry import Intrinsics, Pose
+from worldweave.proto.errors import InvalidFrameError
+from worldweave.proto.geometry import Intrinsics, Pose
 
 
 def check_rgb(rgb: np.ndarray, shape: tuple[int, int], name: str = "rgb") -> np.ndarray:

@@ -12,8 +12,8 @@ from typing import Union
 import numpy as np
 import torch
 
-from worldweave.bridge.errors import InvalidInputError
-from worldweave.bridge.geometry import check_rotation
+from worldweave.proto.errors import InvalidInputError
+from worldweave.proto.geometry import check_rotation
 
 
 def _vector(name: str, values, length: int = 3) -> np.ndarray:

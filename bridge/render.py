@@ -1,6 +1,6 @@
-"""Z-buffered point splatting: coloured points -> ``RenderResult`` at a camera (DESIGN §5 "Rendering", §7).
+"""Z-buffered point splatting: coloured points -> ``RenderResult`` at a camera.
 
-Pixel centres follow DESIGN §7: a point at camera coordinates ``(x, y, z)`` (OpenCV axes, metres) projects to
+Pixel centres at integers (OpenCV): a point at camera coordinates ``(x, y, z)`` (OpenCV axes, metres) projects to
 ``u = fx x / z + cx``, ``v = fy y / z + cy`` and lands on the nearest pixel, ``floor(u + 0.5)`` (halves round up).
 The arithmetic is float32 in the same order as Open3D's ``project_to_rgbd_image`` (world-to-camera rows summed left
 to right, then ``fx * x * (1 / z) + cx``), so the 1-pixel mode gives the same depth image as Open3D.
@@ -25,8 +25,8 @@ Three splat modes:
 Ties (equal test depth) go to the lower point index, so results are deterministic. Two backends give identical
 results (in ``"soft"`` mode up to float32 summation order: colours may differ by one level): ``"torch"``
 (vectorised scatter-reduce on a packed ``(depth bits, point index)`` int64 key; CPU and CUDA) and ``"numba"``
-(compiled CPU stages, serial or with per-thread z-buffers, about twice as fast as Open3D on CPU; DESIGN §7 allows
-it for a CPU hot path, measured in ``benchmarks/bench_render.py``). The default is numba for CPU inputs and torch
+(compiled CPU stages, serial or with per-thread z-buffers, about twice as fast as Open3D on CPU, which is
+what justifies a numba kernel beside the torch path; measured in ``benchmarks/bench_render.py``). The default is numba for CPU inputs and torch
 elsewhere.
 """
 
@@ -40,9 +40,9 @@ import numba
 import numpy as np
 import torch
 
-from worldweave.bridge.errors import InvalidInputError
 from worldweave.bridge.frames import RenderResult
-from worldweave.bridge.geometry import Intrinsics, Pose
+from worldweave.proto.errors import InvalidInputError
+from worldweave.proto.geometry import Intrinsics, Pose
 
 SplatMode = Literal["pixel", "footprint", "soft"]
 RenderBackend = Literal["torch", "numba"]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from worldweave.bridge.errors import StorageError
+from worldweave.proto.errors import StorageError
 
 _BACKUP_SUFFIX = ".previous"
 

@@ -1,9 +1,9 @@
-"""``World``: where a pose becomes a frame. Poses in, generated frames out, memory updated (DESIGN §2).
+"""``World``: where a pose becomes a frame. Poses in, generated frames out, memory updated.
 
 ``World.step`` reads as numbered stages, per chunk of poses: 1 retrieve anchors covering the chunk, 2 render and
 weave them at every pose, 3 generate, 4 depth for fusion (the generator's, or an estimator's aligned to the render),
 5 integrate into memory (dynamic pixels and boxes excluded). Chunks follow the generator's frame-count rule: a short
-chunk is padded by holding its last pose and the padded frames are dropped (DESIGN §7 "Steps and chunks").
+chunk is padded by holding its last pose and the padded frames are dropped.
 A world is deterministic given its seed frames, config and the inputs of every step.
 
 Stages 1 and 2 are ``World.condition``, the one path from memory to the generator's condition: ``step`` and
@@ -25,18 +25,33 @@ from typing import Any
 import numpy as np
 import torch
 
-from worldweave.bridge.errors import InvalidFrameError, InvalidInputError, LimitExceededError, PreconditionError
-from worldweave.bridge.frames import RGBDFrame, RenderResult, check_mask
+from worldweave.bridge.frames import RenderResult, RGBDFrame, check_mask
 from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
 from worldweave.bridge.generators.depth import DepthEstimator, align_depth
-from worldweave.bridge.generators.registry import create_depth_estimator, create_generator
-from worldweave.bridge.geometry import Intrinsics, Pose
+from worldweave.bridge.generators.registry import (
+    create_depth_estimator,
+    create_generator,
+)
 from worldweave.bridge.memory.retrieval import RetrievalMode
 from worldweave.bridge.memory.spatial_memory import MemoryConfig, SpatialMemory
 from worldweave.bridge.memory.voxel_map import Source, VoxelChanges, VoxelSet
 from worldweave.bridge.queries import WorldQueries
 from worldweave.bridge.regions import Region
-from worldweave.bridge.storage import atomic_folder, load_array, read_manifest, resolve_folder, save_array, write_manifest
+from worldweave.bridge.storage import (
+    atomic_folder,
+    load_array,
+    read_manifest,
+    resolve_folder,
+    save_array,
+    write_manifest,
+)
+from worldweave.proto.errors import (
+    InvalidFrameError,
+    InvalidInputError,
+    LimitExceededError,
+    PreconditionError,
+)
+from worldweave.proto.geometry import Intrinsics, Pose
 
 FORMAT_VERSION = 1
 STAGES = ("retrieve", "render_weave", "generate", "depth", "integrate")

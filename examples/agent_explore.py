@@ -25,7 +25,7 @@ import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
-from worldweave.sim_clients.conventions import quaternion_from_rotation
+from worldweave.proto.geometry import quaternion_from_rotation
 from worldweave.sim_clients.gym_env import ENV_ID
 
 

@@ -35,15 +35,20 @@ from PIL import Image
 from tqdm import tqdm
 
 from worldweave.bridge.eval.scenes import make_street
-from worldweave.bridge.eval.trajectories import driving, fit_into_scene, load_kitti, path_length_m, save_tum
-from worldweave.bridge.geometry import Intrinsics, Pose
+from worldweave.bridge.eval.trajectories import (
+    driving,
+    fit_into_scene,
+    load_kitti,
+    path_length_m,
+    save_tum,
+)
+from worldweave.proto.geometry import Intrinsics, Pose
 from worldweave.sim_clients.client import WorldClient
-from worldweave.sim_clients.conventions import CameraIntrinsics
 
 CAMERAS = ("front", "left", "right")
 """The rig's cameras, in the order of each step's poses."""
 OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
-"""Right-multiplies an OpenCV camera-to-world pose into nerfstudio's OpenGL camera axes (DESIGN §4)."""
+"""Right-multiplies an OpenCV camera-to-world pose into nerfstudio's OpenGL camera axes."""
 
 
 def camera_to_vehicle(position_m: tuple[float, float, float], yaw_deg: float, pitch_deg: float) -> np.ndarray:
@@ -107,14 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         path = driving(scene, args.frames)
     vehicles = [vehicle_pose(pose) for pose in path.poses]
-    intrinsics = CameraIntrinsics.from_fov(args.width, args.height, fov_x_deg=args.fov_x)
-    scene_intrinsics = Intrinsics.from_fov(args.width, args.height, fov_x_deg=args.fov_x)
+    intrinsics = Intrinsics.from_fov(args.width, args.height, fov_x_deg=args.fov_x)
 
     # 2. Seed a world with the rig's exact views at the start.
     seed = []
     for name in CAMERAS:
         c2w = vehicles[0] @ RIG[name]
-        view = scene.render(Pose.from_matrix(c2w), scene_intrinsics)
+        view = scene.render(Pose.from_matrix(c2w), intrinsics)
         seed.append((view.rgb, view.depth, c2w))
 
     for kind in ("images", "depth"):

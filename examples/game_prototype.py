@@ -29,15 +29,14 @@ from tqdm import tqdm
 
 from worldweave.bridge.eval.scenes import heading_pose, make_room
 from worldweave.bridge.eval.trajectories import make_trajectory
-from worldweave.bridge.geometry import Intrinsics
+from worldweave.proto.geometry import Intrinsics
 from worldweave.sim_clients.client import WorldClient
-from worldweave.sim_clients.conventions import CameraIntrinsics
 
 MAX_PICK_RANGE_M = 30.0
 """How far the crosshair ray reaches, metres."""
 
 
-def pixel_ray(c2w: np.ndarray, intrinsics: CameraIntrinsics, u: int, v: int) -> tuple[np.ndarray, np.ndarray, float]:
+def pixel_ray(c2w: np.ndarray, intrinsics: Intrinsics, u: int, v: int) -> tuple[np.ndarray, np.ndarray, float]:
     """The ray through the centre of pixel ``(u, v)``: origin (world metres), unit direction (world), and the ray
     length per metre of depth along the optical axis (``|((u - cx) / fx, (v - cy) / fy, 1)|``)."""
     direction_cam = np.array([(u - intrinsics.cx) / intrinsics.fx, (v - intrinsics.cy) / intrinsics.fy, 1.0])
@@ -70,12 +69,11 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1. The level: a room, seen exactly from its spawn in four directions.
     room = make_room(args.seed)
-    intrinsics = CameraIntrinsics.from_fov(args.width, args.height, fov_x_deg=args.fov_x)
-    room_intrinsics = Intrinsics.from_fov(args.width, args.height, fov_x_deg=args.fov_x)
+    intrinsics = Intrinsics.from_fov(args.width, args.height, fov_x_deg=args.fov_x)
     seed = []
     for k in range(4):
         pose = heading_pose(room.start_position_m, room.start_heading_rad + k * math.pi / 2)
-        view = room.render(pose, room_intrinsics)
+        view = room.render(pose, intrinsics)
         seed.append((view.rgb, view.depth, pose.matrix))
     path = [pose.matrix for pose in make_trajectory(args.path, room, args.frames, seed=args.seed).poses]
 

@@ -32,8 +32,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from worldweave.bridge.eval.scenes import heading_pose, make_room
-from worldweave.bridge.geometry import Intrinsics
-from worldweave.sim_clients.conventions import UNITY, CameraIntrinsics, Quaternion, TransformPose
+from worldweave.proto.geometry import Intrinsics, Quaternion
+from worldweave.sim_clients.conventions import UNITY, TransformPose
 from worldweave.sim_clients.gateway import messages as m
 from worldweave.sim_clients.gateway.engine_client import GatewayClient
 from worldweave.sim_clients.gateway.server import BackgroundGateway
@@ -91,12 +91,11 @@ def main(argv: list[str] | None = None) -> int:
 
     # The world side of the engine: a room, and its exact views from the centre (canonical poses, made Unity poses).
     room = make_room(args.seed)
-    camera = CameraIntrinsics.from_fov(args.width, args.height, fov_y_deg=args.fov_y)
-    room_camera = Intrinsics.from_fov(args.width, args.height, fov_y_deg=args.fov_y)
+    camera = Intrinsics.from_fov(args.width, args.height, fov_y_deg=args.fov_y)
     views = []
     for k in range(4):
         pose = heading_pose(np.array([0.0, 0.0, EYE_HEIGHT_M]), k * math.pi / 2)
-        view = room.render(pose, room_camera)
+        view = room.render(pose, camera)
         views.append(m.SeedView(m.WireImage(args.width, args.height, "raw_rgb8", view.rgb.tobytes()),
                                 m.WireDepth(args.width, args.height, "float16_m", view.depth.astype("<f2").tobytes()),
                                 UNITY.from_canonical(pose.matrix)))

@@ -1,4 +1,4 @@
-"""Regenerate the Python code of ``worldweave/v1/world.proto`` (DESIGN §7 "Generated gRPC code").
+"""Regenerate the Python code of ``worldweave/v1/world.proto``.
 
 ``python -m worldweave.proto.generate`` runs, from the repository root::
 

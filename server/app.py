@@ -25,10 +25,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from worldweave.bridge.errors import InvalidInputError, PreconditionError
 from worldweave.bridge.generators.base import Generator
 from worldweave.bridge.generators.depth import DepthEstimator
-from worldweave.bridge.generators.registry import create_depth_estimator, create_generator, generator_class
+from worldweave.bridge.generators.registry import (
+    create_depth_estimator,
+    create_generator,
+    generator_class,
+)
+from worldweave.proto.errors import InvalidInputError, PreconditionError
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
 from worldweave.server.auth import BearerTokenInterceptor, server_credentials
@@ -246,7 +250,7 @@ def tune_malloc(mmap_threshold_bytes: int = 32 << 20, trim_threshold_bytes: int 
 class BackgroundServer:
     """Runs a ``WorldServer`` on its own event loop in a daemon thread; a context manager.
 
-    For tests, benchmarks and clients that start a local server (DESIGN §7). ``address`` is ``host:port`` once
+    For tests, benchmarks and clients that start a local server. ``address`` is ``host:port`` once
     started.
     """
 

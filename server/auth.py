@@ -15,8 +15,8 @@ from pathlib import Path
 
 import grpc
 
-from worldweave.bridge.errors import InvalidInputError
-from worldweave.sim_clients.client import AUTHORIZATION_KEY, call_metadata
+from worldweave.proto.auth import AUTHORIZATION_KEY, call_metadata
+from worldweave.proto.errors import InvalidInputError
 
 OPEN_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
 """Methods served without a token (health probes)."""

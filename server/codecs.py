@@ -13,18 +13,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from worldweave.bridge.errors import (
+from worldweave.bridge.frames import RGBDFrame
+from worldweave.bridge.regions import Box, OrientedBox, Region, Sphere
+from worldweave.proto import codecs as wire
+from worldweave.proto import enums
+from worldweave.proto.errors import (
     InvalidFrameError,
     InvalidInputError,
     InvalidIntrinsicsError,
     InvalidPoseError,
     LimitExceededError,
 )
-from worldweave.bridge.frames import RGBDFrame
-from worldweave.bridge.geometry import Intrinsics, Pose, Quaternion, rotation_from_quaternion
-from worldweave.bridge.regions import Box, OrientedBox, Region, Sphere
+from worldweave.proto.geometry import (
+    Intrinsics,
+    Pose,
+    Quaternion,
+    rotation_from_quaternion,
+)
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
-from worldweave.sim_clients import conversions
 
 
 def _rename(error: InvalidInputError, name: str) -> InvalidInputError:
@@ -69,22 +75,6 @@ def poses_from_proto(messages: Sequence[pb.Pose], max_poses: int, name: str = "p
     if len(messages) > max_poses:
         raise LimitExceededError(f"{len(messages)} {name} in one call; this server takes at most {max_poses}")
     return [pose_from_proto(message, f"{name}[{i}]") for i, message in enumerate(messages)]
-
-
-def intrinsics_from_proto(message: pb.Intrinsics, name: str = "intrinsics") -> Intrinsics:
-    """``Intrinsics`` message -> engine ``Intrinsics``; raises ``InvalidIntrinsicsError`` naming the bad value."""
-    try:
-        return Intrinsics(message.fx, message.fy, message.cx, message.cy, int(message.width), int(message.height))
-    except InvalidIntrinsicsError as error:
-        raise _rename(error, name) from error
-
-
-def intrinsics_to_proto(intrinsics: Intrinsics) -> pb.Intrinsics:
-    """Engine ``Intrinsics`` -> message."""
-    return pb.Intrinsics(
-        fx=intrinsics.fx, fy=intrinsics.fy, cx=intrinsics.cx, cy=intrinsics.cy,
-        width=intrinsics.width, height=intrinsics.height,
-    )
 
 
 def vec3(message: pb.Vec3) -> np.ndarray:
@@ -140,7 +130,7 @@ def image_from_proto(message: pb.Image, intrinsics: Intrinsics, name: str) -> np
         raise InvalidFrameError(
             f"{name} is {message.width}x{message.height}, the intrinsics say {intrinsics.width}x{intrinsics.height}"
         )
-    return conversions.decode_image(message, name)
+    return wire.decode_image(message, name)
 
 
 def depth_from_proto(message: pb.DepthImage, intrinsics: Intrinsics, name: str) -> np.ndarray:
@@ -149,7 +139,7 @@ def depth_from_proto(message: pb.DepthImage, intrinsics: Intrinsics, name: str) 
         raise InvalidFrameError(
             f"{name} is {message.width}x{message.height}, the intrinsics say {intrinsics.width}x{intrinsics.height}"
         )
-    return conversions.decode_depth(message, name)
+    return wire.decode_depth(message, name)
 
 
 def mask_from_proto(message: pb.Mask, intrinsics: Intrinsics, name: str) -> np.ndarray:
@@ -158,7 +148,7 @@ def mask_from_proto(message: pb.Mask, intrinsics: Intrinsics, name: str) -> np.n
         raise InvalidFrameError(
             f"{name} is {message.width}x{message.height}, the intrinsics say {intrinsics.width}x{intrinsics.height}"
         )
-    return conversions.decode_mask(message, name)
+    return wire.decode_mask(message, name)
 
 
 def dynamic_masks_from_proto(
@@ -184,7 +174,7 @@ def seed_from_proto(
     """``Seed`` -> (RGB-D frames, intrinsics, prompt), each frame validated (finite non-negative depth, sizes)."""
     if not seed.HasField("intrinsics"):
         raise InvalidIntrinsicsError("seed.intrinsics is not set: give the seed camera's fx, fy, cx, cy, width, height")
-    intrinsics = intrinsics_from_proto(seed.intrinsics, "seed.intrinsics")
+    intrinsics = wire.decode_intrinsics(seed.intrinsics, "seed.intrinsics")
     check_size(intrinsics.width, intrinsics.height, max_width, max_height, "the seed image size")
     if len(seed.frames) == 0:
         raise InvalidInputError("seed.frames is empty: a world starts from at least one RGB-D frame")
@@ -221,14 +211,14 @@ class FrameFormat:
 def frame_format_from_proto(message: pb.FrameFormat) -> FrameFormat:
     """Validate a ``FrameFormat`` (unset RGB encoding = raw; unset depth = none; quality 0 = 90)."""
     image = message.image_encoding or pb.IMAGE_ENCODING_RAW_RGB8
-    if image not in conversions.IMAGE_ENCODING_NAMES:
+    if image not in enums.IMAGE_ENCODING_NAMES:
         raise InvalidInputError(f"format.image_encoding {image} is not an ImageEncoding (RAW_RGB8 = 1, PNG = 2, JPEG = 3)")
     depth = message.depth_encoding
-    if depth != pb.DEPTH_ENCODING_UNSPECIFIED and depth not in conversions.DEPTH_ENCODING_NAMES:
+    if depth != pb.DEPTH_ENCODING_UNSPECIFIED and depth not in enums.DEPTH_ENCODING_NAMES:
         raise InvalidInputError(f"format.depth_encoding {depth} is not a DepthEncoding (FLOAT16_M = 1, UINT16_MM = 2)")
-    quality = message.jpeg_quality or conversions.DEFAULT_JPEG_QUALITY
+    quality = message.jpeg_quality or wire.DEFAULT_JPEG_QUALITY
     if not 1 <= quality <= 100:
-        raise InvalidInputError(f"format.jpeg_quality must be in 1..100 (0 = {conversions.DEFAULT_JPEG_QUALITY}), got {quality}")
+        raise InvalidInputError(f"format.jpeg_quality must be in 1..100 (0 = {wire.DEFAULT_JPEG_QUALITY}), got {quality}")
     return FrameFormat(image, quality, depth or None, message.include_coverage_mask)
 
 
@@ -253,11 +243,11 @@ def frame_to_proto(
     out.pose.CopyFrom(pose_to_proto(pose))
     out.version = version
     out.coverage = coverage
-    out.rgb.CopyFrom(conversions.encode_image(rgb, fmt.image_encoding, jpeg_quality=fmt.jpeg_quality))
+    out.rgb.CopyFrom(wire.encode_image(rgb, fmt.image_encoding, jpeg_quality=fmt.jpeg_quality))
     if frame_id is not None:
         out.frame_id = frame_id
     if fmt.depth_encoding is not None:
-        out.depth.CopyFrom(conversions.encode_depth(depth_m, fmt.depth_encoding))
+        out.depth.CopyFrom(wire.encode_depth(depth_m, fmt.depth_encoding))
     if fmt.include_coverage_mask and coverage_mask is not None:
-        out.coverage_mask.CopyFrom(conversions.encode_mask(coverage_mask))
+        out.coverage_mask.CopyFrom(wire.encode_mask(coverage_mask))
     return out

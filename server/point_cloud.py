@@ -1,7 +1,7 @@
 """The point-cloud RPCs: ``StreamPointCloud`` (a snapshot or the changes since a version, optionally following the
 world) and ``CropPointCloud`` (the voxels inside a box), both in chunks well under the message limit.
 
-Chunks carry packed little-endian arrays (``sim_clients.conversions.pack_array``), never repeated floats, per voxel:
+Chunks carry packed little-endian arrays (``proto.codecs.pack_array``), never repeated floats, per voxel:
 an int64 key (8 bytes), and unless removed uint8 RGB (3) and a uint8 source flag (1), plus float32 centres (12)
 when asked for: 12 or 24 bytes a voxel, so a 1 MiB chunk holds 87381 or 43690 voxels. A change set goes out as its
 removed voxels, then changed, then added, the last chunk flagged ``last_in_version``; an empty set is one empty
@@ -20,13 +20,13 @@ from collections.abc import AsyncIterator, Iterator
 
 import numpy as np
 
-from worldweave.bridge.errors import InvalidInputError, LimitExceededError
 from worldweave.bridge.memory.voxel_map import VoxelChanges, VoxelSet
 from worldweave.bridge.world import World
+from worldweave.proto.codecs import FLOAT32, INT64, UINT8, pack_array
+from worldweave.proto.errors import InvalidInputError, LimitExceededError
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.server import codecs
 from worldweave.server.registry import WorldRegistry
-from worldweave.sim_clients.conversions import FLOAT32, INT64, UINT8, pack_array
 
 DEFAULT_CHUNK_BYTES = 1 << 20
 """Chunk payload when a request leaves ``max_chunk_bytes`` at 0, bytes (~1 MiB)."""

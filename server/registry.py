@@ -26,15 +26,25 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
-from worldweave.bridge.errors import InvalidInputError, NotFoundError, PreconditionError, StorageError
 from worldweave.bridge.frames import RGBDFrame
 from worldweave.bridge.generators.base import Generator
 from worldweave.bridge.generators.depth import DepthEstimator
-from worldweave.bridge.geometry import Intrinsics
 from worldweave.bridge.memory.spatial_memory import MemoryConfig
-from worldweave.bridge.storage import atomic_folder, read_manifest, resolve_folder, write_manifest
+from worldweave.bridge.storage import (
+    atomic_folder,
+    read_manifest,
+    resolve_folder,
+    write_manifest,
+)
 from worldweave.bridge.world import Seed, World, WorldConfig
-from worldweave.server.errors import AlreadyExistsError
+from worldweave.proto.errors import (
+    AlreadyExistsError,
+    InvalidInputError,
+    NotFoundError,
+    PreconditionError,
+    StorageError,
+)
+from worldweave.proto.geometry import Intrinsics
 from worldweave.server.scheduling import run_locked
 from worldweave.server.world_state import QUERY_REACH
 

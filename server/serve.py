@@ -26,8 +26,8 @@ import signal
 from pathlib import Path
 
 from worldweave.bridge.cli_values import key_value
-from worldweave.bridge.errors import InvalidInputError, NotFoundError, PreconditionError
 from worldweave.bridge.generators.registry import DEPTH_ESTIMATORS, available
+from worldweave.proto.errors import InvalidInputError, NotFoundError, PreconditionError
 from worldweave.server.app import ServerConfig, create_server, tune_malloc
 from worldweave.server.registry import AutosavePolicy
 from worldweave.server.service import MIB, ServerLimits

@@ -12,17 +12,22 @@ from dataclasses import dataclass, replace
 
 import grpc
 
-from worldweave.bridge.errors import InvalidInputError, LimitExceededError
 from worldweave.bridge.generators.base import Generator
-from worldweave.bridge.geometry import Intrinsics
 from worldweave.bridge.memory.spatial_memory import MemoryConfig
+from worldweave.proto import codecs as wire
+from worldweave.proto.enums import (
+    DEPTH_ENCODING_NAMES,
+    IMAGE_ENCODING_NAMES,
+    RETRIEVAL_NAMES,
+)
+from worldweave.proto.errors import InvalidInputError, LimitExceededError
+from worldweave.proto.geometry import Intrinsics
 from worldweave.proto.worldweave.v1 import API_VERSION
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
 from worldweave.server import codecs, point_cloud, world_state
 from worldweave.server.errors import status_for
 from worldweave.server.registry import WorldRegistry, WorldSummary, check_world_id
-from worldweave.sim_clients.conversions import DEPTH_ENCODING_NAMES, IMAGE_ENCODING_NAMES, RETRIEVAL_NAMES
 
 MIB = 1 << 20
 
@@ -47,7 +52,7 @@ CONVENTIONS = pb.Conventions(
     quaternion="wxyz_hamilton",
     depth="metres_optical_axis_zero_unknown",
 )
-"""DESIGN §4, as the tokens the handshake reports."""
+"""The conventions (``docs/conventions.md``), as the tokens the handshake reports."""
 
 CAPABILITIES = ("lifecycle", "render", "step", "point_cloud_stream", "queries", "edits")
 """Features every server of this version implements; "persistence" is added when it has a data folder."""
@@ -116,7 +121,7 @@ def summary_to_proto(summary: WorldSummary) -> pb.WorldInfo:
         loaded=summary.loaded,
         saved=summary.saved,
         version=summary.version,
-        intrinsics=codecs.intrinsics_to_proto(summary.intrinsics),
+        intrinsics=wire.intrinsics_message(summary.intrinsics),
         prompt=summary.prompt,
         config=memory_config_to_proto(summary.memory),
         generator=summary.generator,
@@ -146,7 +151,7 @@ def request_intrinsics(message: pb.Intrinsics, has: bool, default: Intrinsics, g
     """The request's intrinsics if set (checked against the largest image), else the world's default."""
     if not has:
         return default
-    intrinsics = codecs.intrinsics_from_proto(message)
+    intrinsics = wire.decode_intrinsics(message)
     codecs.check_size(intrinsics.width, intrinsics.height, type(generator).max_width, type(generator).max_height,
                       "the requested image size")
     return intrinsics

@@ -31,13 +31,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from worldweave.bridge.errors import InvalidInputError, LimitExceededError
 from worldweave.bridge.queries import Occupancy
 from worldweave.bridge.world import QueryReach, World
+from worldweave.proto.codecs import FLOAT32, UINT8, pack_array, unpack_array
+from worldweave.proto.errors import InvalidInputError, LimitExceededError
+from worldweave.proto.geometry import rotations_from_quaternions
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.server import codecs
-from worldweave.sim_clients.conventions import ConventionError, rotations_from_quaternions
-from worldweave.sim_clients.conversions import FLOAT32, UINT8, pack_array, unpack_array
 
 if TYPE_CHECKING:  # annotations only: the registry imports QUERY_REACH from here
     from worldweave.server.registry import WorldRegistry
@@ -150,10 +150,7 @@ def collision_call(request: pb.CheckCollisionRequest):
         quaternions = batch(request.boxes.rotations_wxyz, 4, "boxes.rotations_wxyz")
         same_length(len(centers), half, "boxes.half_extents_m", "boxes.centers_m")
         same_length(len(centers), quaternions, "boxes.rotations_wxyz", "boxes.centers_m")
-        try:
-            rotations = rotations_from_quaternions(quaternions, "boxes.rotations_wxyz")
-        except ConventionError as error:
-            raise InvalidInputError(str(error)) from None
+        rotations = rotations_from_quaternions(quaternions, "boxes.rotations_wxyz")
         return lambda queries: queries.collide_boxes(centers, half, rotations)
     raise InvalidInputError("shapes is not set: send spheres, capsules or boxes")
 

@@ -7,7 +7,7 @@
             ...
 
 Everything ``WorldClient`` documents holds here: canonical poses and metres, the same result records, the same
-``WorldClientError`` subclasses, the version check at connect, ``token`` and TLS. ``step`` shares one long-lived
+``WorldweaveError`` subclasses, the version check at connect, ``token`` and TLS. ``step`` shares one long-lived
 Step stream per client (steps from several tasks run one at a time); its deadline cancels that stream. Requests are
 built and answers decoded by the same pure functions (``conversions``, ``world_state``).
 """
@@ -22,6 +22,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from worldweave.proto import codecs
+from worldweave.proto.auth import call_metadata
+from worldweave.proto.errors import ServerError, ServerUnavailableError
+from worldweave.proto.geometry import Intrinsics
 from worldweave.proto.worldweave.v1 import API_VERSION
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
@@ -30,15 +34,11 @@ from worldweave.sim_clients import world_state as ws
 from worldweave.sim_clients.client import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_TIMEOUT_S,
-    ServerError,
-    ServerUnavailableError,
-    call_metadata,
     channel_credentials,
     channel_options,
     check_api_version,
     client_error,
 )
-from worldweave.sim_clients.conventions import CameraIntrinsics
 
 
 class AsyncStepStream:
@@ -182,7 +182,7 @@ class AsyncWorldClient:
     async def create_world(
         self,
         frames: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
-        intrinsics: CameraIntrinsics | pb.Intrinsics,
+        intrinsics: Intrinsics | pb.Intrinsics,
         *,
         prompt: str = "",
         world_id: str = "",
@@ -223,11 +223,11 @@ class AsyncWorldClient:
         world_id: str,
         poses: np.ndarray,
         *,
-        intrinsics: CameraIntrinsics | pb.Intrinsics | None = None,
+        intrinsics: Intrinsics | pb.Intrinsics | None = None,
         image: str = "raw",
         depth: str | None = None,
         coverage_mask: bool = False,
-        jpeg_quality: int = conversions.DEFAULT_JPEG_QUALITY,
+        jpeg_quality: int = codecs.DEFAULT_JPEG_QUALITY,
         timeout_s: float | None = None,
     ) -> list[conversions.Frame]:
         """See ``WorldClient.render``."""
@@ -241,14 +241,14 @@ class AsyncWorldClient:
         world_id: str,
         poses: np.ndarray,
         *,
-        intrinsics: CameraIntrinsics | pb.Intrinsics | None = None,
+        intrinsics: Intrinsics | pb.Intrinsics | None = None,
         dynamic_masks: Sequence[np.ndarray | None] | None = None,
         dynamic_boxes: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]] = (),
         prompt: str | None = None,
         seed: int | None = None,
         image: str = "raw",
         depth: str | None = "float16_m",
-        jpeg_quality: int = conversions.DEFAULT_JPEG_QUALITY,
+        jpeg_quality: int = codecs.DEFAULT_JPEG_QUALITY,
         timeout_s: float | None = None,
     ) -> list[conversions.Frame]:
         """See ``WorldClient.step``."""
@@ -271,10 +271,10 @@ class AsyncWorldClient:
         world_id: str,
         poses: Iterable[np.ndarray],
         *,
-        intrinsics: CameraIntrinsics | pb.Intrinsics | None = None,
+        intrinsics: Intrinsics | pb.Intrinsics | None = None,
         image: str = "raw",
         depth: str | None = "float16_m",
-        jpeg_quality: int = conversions.DEFAULT_JPEG_QUALITY,
+        jpeg_quality: int = codecs.DEFAULT_JPEG_QUALITY,
         timeout_s: float | None = None,
     ) -> AsyncIterator[conversions.Frame]:
         """See ``WorldClient.step_stream``: ``async for`` over the frames; leaving the loop cancels the stream."""

@@ -10,7 +10,7 @@
 Poses are 4x4 float64 camera-to-world matrices (OpenCV camera, world Z up, metres; ``conventions`` converts from
 engine forms). Frames come back as ``conversions.Frame`` records; point-cloud chunks, query answers and edit results
 as the records of ``world_state`` (``PointCloudMirror`` keeps a copy of a world's cloud from the chunks). Every call has a deadline; every failure is a
-``WorldClientError`` subclass whose message says what to do. At connect the client checks the server's API
+``WorldweaveError`` subclass whose message says what to do. At connect the client checks the server's API
 version: a different major version is ``IncompatibleServerError``, a different minor version a warning.
 
 ``step`` sends every request on one long-lived stream per client (a stream per call costs more than the rest of
@@ -33,83 +33,27 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from worldweave.proto import codecs
+from worldweave.proto.auth import call_metadata
+from worldweave.proto.errors import (
+    ERROR_BY_CODE,
+    DeadlineExceededError,
+    ServerError,
+    ServerUnavailableError,
+    WorldweaveError,
+    error_for_status,
+)
+from worldweave.proto.geometry import Intrinsics
 from worldweave.proto.worldweave.v1 import API_VERSION
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
 from worldweave.sim_clients import conversions
 from worldweave.sim_clients import world_state as ws
-from worldweave.sim_clients.conventions import CameraIntrinsics
 
 DEFAULT_MAX_MESSAGE_BYTES = 128 << 20
 """Largest message the client sends or receives, bytes: a raw 1920x1080 frame is 6.2 MB (10.4 MB with depth)."""
 DEFAULT_TIMEOUT_S = 60.0
 """Deadline of unary calls, seconds."""
-
-
-class WorldClientError(Exception):
-    """Root of every error the client raises; ``code`` is the gRPC status (None when no call was made)."""
-
-    code: grpc.StatusCode | None = None
-
-    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class ServerUnavailableError(WorldClientError, ConnectionError):
-    """No server answered at the address."""
-
-
-class DeadlineExceededError(WorldClientError, TimeoutError):
-    """A call ran past its deadline."""
-
-
-class InvalidRequestError(WorldClientError, ValueError):
-    """The server rejected a value of the request (INVALID_ARGUMENT); the message names it."""
-
-
-class WorldNotFoundError(WorldClientError, LookupError):
-    """No such world on the server (NOT_FOUND)."""
-
-
-class WorldExistsError(WorldClientError):
-    """A world with that id exists (ALREADY_EXISTS)."""
-
-
-class LimitExceededError(WorldClientError):
-    """The request is over a server limit (RESOURCE_EXHAUSTED); ``WorldClient.info.limits`` lists them."""
-
-
-class PreconditionFailedError(WorldClientError):
-    """Valid, but the server or world is not in a state to serve it (FAILED_PRECONDITION)."""
-
-
-class NotSupportedError(WorldClientError):
-    """The server does not implement this call (UNIMPLEMENTED)."""
-
-
-class AuthenticationError(WorldClientError, PermissionError):
-    """The server refused the call's credentials (UNAUTHENTICATED or PERMISSION_DENIED): pass the right ``token``."""
-
-
-class IncompatibleServerError(WorldClientError):
-    """The server speaks another major API version."""
-
-
-class ServerError(WorldClientError):
-    """Any other failure on the server side (INTERNAL, DATA_LOSS, ...)."""
-
-
-ERROR_BY_STATUS: dict[grpc.StatusCode, type[WorldClientError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidRequestError,
-    grpc.StatusCode.NOT_FOUND: WorldNotFoundError,
-    grpc.StatusCode.ALREADY_EXISTS: WorldExistsError,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: LimitExceededError,
-    grpc.StatusCode.FAILED_PRECONDITION: PreconditionFailedError,
-    grpc.StatusCode.UNIMPLEMENTED: NotSupportedError,
-    grpc.StatusCode.UNAUTHENTICATED: AuthenticationError,
-    grpc.StatusCode.PERMISSION_DENIED: AuthenticationError,
-}
 
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
@@ -131,18 +75,10 @@ def channel_credentials(tls: bool, tls_root_certificates: bytes | str | Path | N
     return grpc.ssl_channel_credentials(root_certificates=roots)
 
 
-AUTHORIZATION_KEY = "authorization"
-"""Metadata key of the bearer token (gRPC metadata keys are lower case)."""
+class IncompatibleServerError(WorldweaveError):
+    """The server speaks another major API version."""
 
-
-def call_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
-    """The metadata sent with every call: ``authorization: Bearer <token>``, if there is a token (it must be
-    non-empty printable ASCII without spaces: ``ValueError``)."""
-    if token is None:
-        return ()
-    if not token or not token.isascii() or not token.isprintable() or " " in token:
-        raise ValueError("token must be non-empty printable ASCII without spaces")
-    return ((AUTHORIZATION_KEY, f"Bearer {token}"),)
+    code = "FAILED_PRECONDITION"
 
 
 def check_api_version(server_version: str, client_version: str = API_VERSION) -> str | None:
@@ -168,21 +104,23 @@ def check_api_version(server_version: str, client_version: str = API_VERSION) ->
 
 def client_error(
     code: grpc.StatusCode, details: str, target: str, call: str, timeout_s: float | None
-) -> WorldClientError:
-    """The ``WorldClientError`` for a call that failed with ``code``, with a message that says what to do."""
+) -> WorldweaveError:
+    """The error for a call that failed with ``code`` (the class ``error_for_status`` gives), with a message that
+    says what to do."""
     if code == grpc.StatusCode.UNAVAILABLE:
-        return ServerUnavailableError(
-            f"server not reachable at {target} — is `worldweave serve` running? ({details})", code
-        )
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return DeadlineExceededError(
+        message = f"server not reachable at {target} — is `worldweave serve` running? ({details})"
+    elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        message = (
             f"{call} took longer than its {timeout_s} s deadline: the server may be busy with other worlds, the "
-            "generator slow at this resolution or pose count, or the deadline too short (pass timeout_s=...)", code
+            "generator slow at this resolution or pose count, or the deadline too short (pass timeout_s=...)"
         )
-    if code == grpc.StatusCode.CANCELLED:
-        return WorldClientError(f"{call} was cancelled ({details})", code)
-    error_type = ERROR_BY_STATUS.get(code, ServerError)
-    return error_type(f"{call}: {details}" if error_type is not ServerError else f"{call}: server error {code.name}: {details}", code)
+    elif code == grpc.StatusCode.CANCELLED:
+        message = f"{call} was cancelled ({details})"
+    elif code.name in ERROR_BY_CODE:
+        message = f"{call}: {details}"
+    else:
+        message = f"{call}: server error {code.name}: {details}"
+    return error_for_status(code.name, message)
 
 
 class Watchdog:
@@ -293,7 +231,7 @@ class PersistentStepStream:
         self._watchdog.close()
 
 
-class StepDeadlineError(Exception):
+class StepDeadlineError(DeadlineExceededError):
     """A step ran past its deadline on the persistent stream (the watchdog cancelled it)."""
 
 
@@ -341,7 +279,7 @@ class WorldClient:
                 "GetServerInfo", self._stub.GetServerInfo, pb.GetServerInfoRequest(client_api_version=API_VERSION)
             )
             warning = check_api_version(self.info.api_version)
-        except WorldClientError:
+        except WorldweaveError:
             self.close()
             raise
         if warning:
@@ -378,7 +316,7 @@ class WorldClient:
     def create_world(
         self,
         frames: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
-        intrinsics: CameraIntrinsics | pb.Intrinsics,
+        intrinsics: Intrinsics | pb.Intrinsics,
         *,
         prompt: str = "",
         world_id: str = "",
@@ -429,11 +367,11 @@ class WorldClient:
         world_id: str,
         poses: np.ndarray,
         *,
-        intrinsics: CameraIntrinsics | pb.Intrinsics | None = None,
+        intrinsics: Intrinsics | pb.Intrinsics | None = None,
         image: str = "raw",
         depth: str | None = None,
         coverage_mask: bool = False,
-        jpeg_quality: int = conversions.DEFAULT_JPEG_QUALITY,
+        jpeg_quality: int = codecs.DEFAULT_JPEG_QUALITY,
         timeout_s: float | None = None,
     ) -> list[conversions.Frame]:
         """Render memory at one 4x4 pose or an (N, 4, 4) stack: no generation, no memory update. A stack is one
@@ -451,14 +389,14 @@ class WorldClient:
         world_id: str,
         poses: np.ndarray,
         *,
-        intrinsics: CameraIntrinsics | pb.Intrinsics | None = None,
+        intrinsics: Intrinsics | pb.Intrinsics | None = None,
         dynamic_masks: Sequence[np.ndarray | None] | None = None,
         dynamic_boxes: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]] = (),
         prompt: str | None = None,
         seed: int | None = None,
         image: str = "raw",
         depth: str | None = "float16_m",
-        jpeg_quality: int = conversions.DEFAULT_JPEG_QUALITY,
+        jpeg_quality: int = codecs.DEFAULT_JPEG_QUALITY,
         timeout_s: float | None = None,
     ) -> list[conversions.Frame]:
         """Generate one frame per pose (a 4x4 or an (N, 4, 4) stack), fuse them into memory, return them in order.
@@ -485,10 +423,10 @@ class WorldClient:
         world_id: str,
         poses: Iterable[np.ndarray],
         *,
-        intrinsics: CameraIntrinsics | pb.Intrinsics | None = None,
+        intrinsics: Intrinsics | pb.Intrinsics | None = None,
         image: str = "raw",
         depth: str | None = "float16_m",
-        jpeg_quality: int = conversions.DEFAULT_JPEG_QUALITY,
+        jpeg_quality: int = codecs.DEFAULT_JPEG_QUALITY,
         timeout_s: float | None = None,
     ) -> Iterator[conversions.Frame]:
         """Stream steps: each item of ``poses`` (a 4x4, or an (N, 4, 4) chunk) is one StepRequest; yields frames in

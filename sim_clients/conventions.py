@@ -1,6 +1,6 @@
 """Engine pose conventions, both directions, and pinhole intrinsics from each engine's field-of-view form.
 
-worldweave's canonical form (DESIGN §4): the world is right-handed, **Z up, metres**; the camera frame is
+worldweave's canonical form: the world is right-handed, **Z up, metres**; the camera frame is
 **OpenCV optical** (x right, y down, z forward); a pose is **camera-to-world** ``T_world_cam``, a 4x4 float64
 matrix with ``p_world = R @ p_cam + t``. Quaternions have named fields ``qw, qx, qy, qz`` (Hamilton, scalar first).
 
@@ -20,7 +20,8 @@ exact up to float rounding. An engine pose arrives in one of three forms (``Conv
 :class:`TransformPose` (position + quaternion), :class:`RotatorPose` (Unreal/CARLA location + rotator) or a 4x4
 local-to-world matrix. The frames of each engine, with a worked example each, are in ``docs/conventions.md``.
 
-This module knows only numpy (DESIGN §3): it never imports ``worldweave.bridge``.
+It stands on the wire layer's geometry (``worldweave.proto.geometry``: ``Quaternion``, ``Intrinsics``) and numpy;
+it never imports ``worldweave.bridge``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
+from worldweave.proto.errors import InvalidInputError, InvalidPoseError
+from worldweave.proto.geometry import (
+    Quaternion,
+    quaternion_from_rotation,
+    rotation_from_quaternion,
+)
+
 ORTHONORMAL_TOLERANCE = 1e-4
 """Largest allowed ``|R^T R - I|`` entry and ``|det R - (+-1)|`` for an engine rotation to be accepted."""
 
@@ -40,17 +48,8 @@ PoseForm = Literal["position_quaternion", "position_rotator", "matrix"]
 FovAxis = Literal["horizontal", "vertical"]
 
 
-class ConventionError(ValueError):
+class ConventionError(InvalidInputError):
     """An engine pose or camera that cannot be converted (NaN, zero quaternion, scaled or sheared matrix, ...)."""
-
-
-class Quaternion(NamedTuple):
-    """A rotation quaternion with named fields, Hamilton convention, scalar first. Normalised when used."""
-
-    qw: float
-    qx: float
-    qy: float
-    qz: float
 
 
 class Rotator(NamedTuple):
@@ -93,68 +92,6 @@ def _finite(name: str, values: np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(values)):
         raise ConventionError(f"{name} has a non-finite value: {values.tolist()}")
     return values
-
-
-def rotation_from_quaternion(q: Quaternion) -> np.ndarray:
-    """3x3 rotation of a quaternion (normalised here; zero or non-finite raises), Hamilton formula."""
-    values = _finite(f"quaternion (qw={q.qw}, qx={q.qx}, qy={q.qy}, qz={q.qz})", [q.qw, q.qx, q.qy, q.qz])
-    norm = float(np.linalg.norm(values))
-    if norm < 1e-8:
-        raise ConventionError(f"quaternion (qw={q.qw}, qx={q.qx}, qy={q.qy}, qz={q.qz}) has zero length")
-    w, x, y, z = values / norm
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-        ]
-    )
-
-
-def rotations_from_quaternions(quaternions_wxyz: np.ndarray, name: str = "quaternions") -> np.ndarray:
-    """(N, 4) quaternions, columns qw, qx, qy, qz (each normalised here) -> (N, 3, 3) rotations: the batch form of
-    :func:`rotation_from_quaternion`. A zero or non-finite row raises ``ConventionError`` naming its index."""
-    q = np.asarray(quaternions_wxyz, dtype=np.float64)
-    if q.ndim != 2 or q.shape[1] != 4:
-        raise ConventionError(f"{name} must have shape (N, 4) (qw, qx, qy, qz), got {q.shape}")
-    bad = ~np.isfinite(q).all(axis=1)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ConventionError(f"{name}[{i}] = {q[i].tolist()} has a non-finite value")
-    norm = np.linalg.norm(q, axis=1)
-    if len(q) and norm.min() < 1e-8:
-        i = int(np.argmin(norm))
-        raise ConventionError(f"{name}[{i}] = {q[i].tolist()} has zero length")
-    w, x, y, z = (q / norm[:, None] if len(q) else q).T
-    return np.stack(
-        [
-            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], axis=-1),
-            np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], axis=-1),
-            np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], axis=-1),
-        ],
-        axis=1,
-    )
-
-
-def quaternion_from_rotation(rotation: np.ndarray) -> Quaternion:
-    """Quaternion of a proper 3x3 rotation, with ``qw >= 0`` (Shepperd's method)."""
-    m = np.asarray(rotation, dtype=np.float64)
-    trace = m[0, 0] + m[1, 1] + m[2, 2]
-    if trace > 0:
-        s = 2.0 * math.sqrt(1.0 + trace)
-        w, x, y, z = 0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s
-    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
-        s = 2.0 * math.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
-        w, x, y, z = (m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s
-    elif m[1, 1] > m[2, 2]:
-        s = 2.0 * math.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
-        w, x, y, z = (m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s
-    else:
-        s = 2.0 * math.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
-        w, x, y, z = (m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s
-    if w < 0:
-        w, x, y, z = -w, -x, -y, -z
-    return Quaternion(float(w), float(x), float(y), float(z))
 
 
 def rotation_from_rotator(rotator: Rotator) -> np.ndarray:
@@ -288,7 +225,11 @@ class Convention:
         if self.pose_form == "position_quaternion":
             if not isinstance(pose, TransformPose):
                 raise ConventionError(f"convention {self.name!r} takes a TransformPose, got {type(pose).__name__}")
-            engine = _rigid(rotation_from_quaternion(pose.rotation), _position(f"{self.name} position", pose.position))
+            try:
+                rotation = rotation_from_quaternion(pose.rotation)
+            except InvalidPoseError as error:
+                raise ConventionError(str(error)) from None
+            engine = _rigid(rotation, _position(f"{self.name} position", pose.position))
         elif self.pose_form == "position_rotator":
             if not isinstance(pose, RotatorPose):
                 raise ConventionError(f"convention {self.name!r} takes a RotatorPose, got {type(pose).__name__}")
@@ -450,81 +391,3 @@ def check_convention(convention: Convention, *, samples: int = 64, seed: int = 0
                 f"convention {convention.name!r}: round trip of sample {i} is off by {error:.3g}; "
                 f"is opencv_to_camera the inverse of what to_canonical expects? pose {c2w.tolist()}"
             )
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Intrinsics
-
-
-@dataclass(frozen=True)
-class CameraIntrinsics:
-    """Pinhole intrinsics in pixels; pixel ``(u, v)`` has its centre at integer coordinates (OpenCV, DESIGN §7),
-    so an engine camera with a centred principal point has ``cx = (width - 1) / 2``, ``cy = (height - 1) / 2``."""
-
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    width: int
-    height: int
-
-    def __post_init__(self) -> None:
-        for name in ("fx", "fy", "cx", "cy"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value):
-                raise ConventionError(f"intrinsics {name} must be a finite number, got {value!r}")
-            object.__setattr__(self, name, float(value))
-        for name in ("width", "height"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-                raise ConventionError(f"intrinsics {name} must be a positive integer, got {value!r}")
-            object.__setattr__(self, name, int(value))
-        if self.fx <= 0 or self.fy <= 0:
-            raise ConventionError(f"focal lengths must be positive, got fx={self.fx}, fy={self.fy}")
-
-    @classmethod
-    def from_fov(
-        cls, width: int, height: int, *, fov_x_deg: float | None = None, fov_y_deg: float | None = None
-    ) -> CameraIntrinsics:
-        """Square pixels and a centred principal point from one field of view in degrees.
-
-        Unity's ``Camera.fieldOfView`` is vertical (``fov_y_deg``); Unreal's ``FOVAngle``, CARLA's ``fov`` and
-        AirSim's ``FOV_Degrees`` are horizontal (``fov_x_deg``). Same result as ``worldweave.bridge``'s
-        ``Intrinsics.from_fov``.
-        """
-        if (fov_x_deg is None) == (fov_y_deg is None):
-            raise ConventionError("give exactly one of fov_x_deg (horizontal) or fov_y_deg (vertical)")
-        fov, extent = (fov_x_deg, width) if fov_x_deg is not None else (fov_y_deg, height)
-        if isinstance(fov, bool) or not isinstance(fov, (int, float, np.number)) or not (0.0 < fov < 180.0):
-            raise ConventionError(f"field of view must be a number in (0, 180) degrees, got {fov!r}")
-        if isinstance(extent, bool) or not isinstance(extent, (int, np.integer)) or extent <= 0:
-            raise ConventionError(f"image size must be positive integers, got {width!r} x {height!r}")
-        focal = 0.5 * extent / math.tan(math.radians(fov) / 2.0)
-        return cls(focal, focal, (width - 1) / 2.0, (height - 1) / 2.0, width, height)
-
-    @classmethod
-    def from_usd_camera(
-        cls, width: int, height: int, *, focal_length: float, horizontal_aperture: float
-    ) -> CameraIntrinsics:
-        """From a USD camera's ``focalLength`` and ``horizontalAperture`` (same unit, e.g. mm): square pixels,
-        ``fx = focal_length / horizontal_aperture * width``, principal point centred (aperture offsets 0)."""
-        for name, value in (("focal_length", focal_length), ("horizontal_aperture", horizontal_aperture)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-                raise ConventionError(f"USD camera {name} must be a positive number, got {value!r}")
-        focal = focal_length / horizontal_aperture * width
-        return cls(focal, focal, (width - 1) / 2.0, (height - 1) / 2.0, width, height)
-
-    @property
-    def fov_x_deg(self) -> float:
-        """Horizontal field of view in degrees (what Unreal, CARLA and AirSim take)."""
-        return math.degrees(2.0 * math.atan(0.5 * self.width / self.fx))
-
-    @property
-    def fov_y_deg(self) -> float:
-        """Vertical field of view in degrees (what Unity's ``Camera.fieldOfView`` takes)."""
-        return math.degrees(2.0 * math.atan(0.5 * self.height / self.fy))
-
-    @property
-    def matrix(self) -> np.ndarray:
-        """3x3 calibration matrix K."""
-        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])

@@ -7,7 +7,7 @@
 
 Chunks of one version are buffered and applied together when its last chunk arrives, so the mirror always holds
 the cloud of exactly ``version``. A snapshot replaces everything; a change set removes, recolours and adds voxels.
-Voxels are kept sorted by key (int64, ``conversions.voxel_indices`` decodes them): equality with the server's cloud
+Voxels are kept sorted by key (int64, ``proto.voxel_keys.unpack`` decodes them): equality with the server's cloud
 is a comparison of sorted arrays. Transport-agnostic: ``apply`` takes decoded chunks from ``WorldClient`` or
 ``AsyncWorldClient``. Not thread-safe.
 """
@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from worldweave.sim_clients.conversions import voxel_centers
+from worldweave.proto.voxel_keys import key_centers
 from worldweave.sim_clients.world_state import PointCloudChunk
 
 
@@ -49,7 +49,7 @@ class PointCloudMirror:
     def points(self) -> tuple[np.ndarray, np.ndarray]:
         """Voxel centres float32 (N, 3), world metres, and colours uint8 (N, 3), in key order."""
         if self._positions is None:
-            self._positions = voxel_centers(self.keys, self.voxel_size_m)
+            self._positions = key_centers(self.keys, self.voxel_size_m)
         return self._positions, self.colors
 
     # ------------------------------------------------------------------------------------------- applying

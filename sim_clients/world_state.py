@@ -1,7 +1,7 @@
 """Pure conversions of the world-state RPCs (point cloud, spatial queries, edits): numpy in, messages out, and back.
 
 Used by ``WorldClient`` and ``AsyncWorldClient`` (and the gateway, through them); no network, no engine. Arrays
-travel as packed little-endian fields (``conversions.pack_array``); every coordinate is canonical world metres
+travel as packed little-endian fields (``proto.codecs.pack_array``); every coordinate is canonical world metres
 (right-handed, Z up). Every function raises ``WireFormatError`` naming the bad value.
 """
 
@@ -13,17 +13,11 @@ from typing import Literal
 
 import numpy as np
 
+from worldweave.proto.codecs import FLOAT32, INT64, UINT8, pack_array, unpack_array
+from worldweave.proto.errors import WireFormatError
+from worldweave.proto.geometry import quaternion_from_rotation
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
-from worldweave.sim_clients.conventions import quaternion_from_rotation
-from worldweave.sim_clients.conversions import (
-    FLOAT32,
-    INT64,
-    UINT8,
-    WireFormatError,
-    pack_array,
-    unpack_array,
-    vec3_message,
-)
+from worldweave.sim_clients.conversions import vec3_message
 
 ChangeKind = Literal["added", "changed", "removed"]
 CHANGE_KIND_NAMES: dict[int, ChangeKind] = {
@@ -109,7 +103,7 @@ class PointCloudChunk:
 
     ``since_version`` -> ``version``: the versions the chunk's change set goes between. ``is_snapshot``: the set
     is the whole map (drop what you held). ``kind``: what the arrays list. ``keys`` int64 (N,) packed voxel keys
-    (``conversions.voxel_centers`` decodes them). ``positions_m`` float32 (N, 3) voxel centres, world metres, when
+    (``proto.voxel_keys.key_centers`` decodes them). ``positions_m`` float32 (N, 3) voxel centres, world metres, when
     asked for (else None). ``colors`` uint8 (N, 3) and ``flags`` uint8 (N,) (``SOURCE_NAMES``) except for removed
     voxels (None). ``voxel_size_m`` voxel edge, metres. ``last_in_version``: the change set is complete.
     """

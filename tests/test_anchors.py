@@ -5,10 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from worldweave.proto.errors import InvalidInputError, NotFoundError
 from worldweave.bridge.eval.scenes import Scene
 from worldweave.bridge.frames import RGBDFrame
-from worldweave.proto.geometry import Intrinsics, Pose
 from worldweave.bridge.memory.anchors import (
     SKETCH_GRID,
     Anchor,
@@ -20,6 +18,8 @@ from worldweave.bridge.memory.anchors import (
 )
 from worldweave.bridge.memory.voxel_map import Source
 from worldweave.bridge.regions import Box
+from worldweave.proto.errors import InvalidInputError, NotFoundError
+from worldweave.proto.geometry import Intrinsics, Pose
 
 INTRINSICS = Intrinsics.from_fov(160, 120, fov_x_deg=70.0)
 ROOM_MIN, ROOM_MAX = np.array([-3.5, -3.0, 0.0]), np.array([3.5, 3.0, 2.7])

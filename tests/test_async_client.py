@@ -10,10 +10,14 @@ import numpy as np
 import pytest
 
 from worldweave.bridge.eval.wall import wall_seed, yaw_poses
+from worldweave.proto.errors import (
+    DeadlineExceededError,
+    NotFoundError,
+    ServerUnavailableError,
+)
 from worldweave.sim_clients import world_state as ws
 from worldweave.sim_clients.aio_client import AsyncWorldClient
 from worldweave.sim_clients.client import WorldClient
-from worldweave.proto.errors import DeadlineExceededError, NotFoundError, ServerUnavailableError
 from worldweave.sim_clients.mirror import PointCloudMirror
 
 WIDTH, HEIGHT = 64, 48

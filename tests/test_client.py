@@ -8,12 +8,12 @@ from concurrent import futures
 import grpc
 import pytest
 
+from worldweave.proto.errors import ServerUnavailableError
 from worldweave.proto.worldweave.v1 import API_VERSION
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
 from worldweave.sim_clients.client import (
     IncompatibleServerError,
-    ServerUnavailableError,
     WorldClient,
     check_api_version,
 )

@@ -9,19 +9,19 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from worldweave.bridge.errors import (
+from worldweave.proto import codecs as wire
+from worldweave.proto.errors import (
     InvalidFrameError,
     InvalidInputError,
     InvalidIntrinsicsError,
     InvalidPoseError,
     LimitExceededError,
+    WireFormatError,
 )
-from worldweave.bridge.geometry import Intrinsics, Pose
+from worldweave.proto.geometry import Intrinsics, Pose
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.server import codecs
 from worldweave.sim_clients import conversions
-from worldweave.sim_clients.conventions import CameraIntrinsics
-from worldweave.sim_clients.conversions import WireFormatError
 
 RNG = np.random.default_rng(7)
 
@@ -32,7 +32,7 @@ def random_rgb(h: int = 12, w: int = 17) -> np.ndarray:
 
 def random_pose() -> Pose:
     q = RNG.normal(size=4)
-    from worldweave.bridge.geometry import Quaternion
+    from worldweave.proto.geometry import Quaternion
 
     return Pose.from_position_quaternion(RNG.normal(size=3) * 5, Quaternion(*q))
 
@@ -43,16 +43,16 @@ def random_pose() -> Pose:
 @pytest.mark.parametrize("encoding", [pb.IMAGE_ENCODING_RAW_RGB8, pb.IMAGE_ENCODING_PNG])
 def test_lossless_images_round_trip(encoding):
     rgb = random_rgb()
-    message = conversions.encode_image(rgb, encoding)
+    message = wire.encode_image(rgb, encoding)
     assert (message.width, message.height, message.encoding) == (17, 12, encoding)
-    np.testing.assert_array_equal(conversions.decode_image(message), rgb)
+    np.testing.assert_array_equal(wire.decode_image(message), rgb)
 
 
 def test_jpeg_round_trip_is_close():
     rgb = np.zeros((32, 48, 3), np.uint8)
     rgb[:, :24] = (200, 40, 10)
     rgb[:, 24:] = (10, 120, 220)
-    decoded = conversions.decode_image(conversions.encode_image(rgb, pb.IMAGE_ENCODING_JPEG, jpeg_quality=95))
+    decoded = wire.decode_image(wire.encode_image(rgb, pb.IMAGE_ENCODING_JPEG, jpeg_quality=95))
     assert decoded.shape == rgb.shape
     assert np.abs(decoded.astype(int) - rgb).mean() < 4
 
@@ -60,14 +60,14 @@ def test_jpeg_round_trip_is_close():
 def test_raw_image_with_wrong_byte_count_names_sizes():
     message = pb.Image(width=4, height=3, encoding=pb.IMAGE_ENCODING_RAW_RGB8, data=b"\0" * 35)
     with pytest.raises(WireFormatError, match=r"seed rgb: raw RGB8 4x3 needs 36 bytes, got 35"):
-        conversions.decode_image(message, "seed rgb")
+        wire.decode_image(message, "seed rgb")
 
 
 def test_png_whose_size_differs_from_the_message_is_rejected_before_decoding():
-    message = conversions.encode_image(random_rgb(8, 8), pb.IMAGE_ENCODING_PNG)
+    message = wire.encode_image(random_rgb(8, 8), pb.IMAGE_ENCODING_PNG)
     message.width = 4000
     with pytest.raises(WireFormatError, match=r"the PNG is 8x8, the message says 4000x8"):
-        conversions.decode_image(message)
+        wire.decode_image(message)
 
 
 def test_png_with_alpha_is_rejected():
@@ -75,18 +75,18 @@ def test_png_with_alpha_is_rejected():
     PILImage.fromarray(np.zeros((4, 4, 4), np.uint8), mode="RGBA").save(buffer, format="PNG")
     message = pb.Image(width=4, height=4, encoding=pb.IMAGE_ENCODING_PNG, data=buffer.getvalue())
     with pytest.raises(WireFormatError, match="mode 'RGBA'"):
-        conversions.decode_image(message)
+        wire.decode_image(message)
 
 
 def test_garbage_and_unknown_encodings_are_rejected():
     with pytest.raises(WireFormatError, match="not a readable JPEG"):
-        conversions.decode_image(pb.Image(width=2, height=2, encoding=pb.IMAGE_ENCODING_JPEG, data=b"nope"))
+        wire.decode_image(pb.Image(width=2, height=2, encoding=pb.IMAGE_ENCODING_JPEG, data=b"nope"))
     with pytest.raises(WireFormatError, match="unknown image encoding 9"):
-        conversions.decode_image(pb.Image(width=2, height=2, encoding=9, data=b""))
+        wire.decode_image(pb.Image(width=2, height=2, encoding=9, data=b""))
     with pytest.raises(WireFormatError, match="positive size"):
-        conversions.decode_image(pb.Image(width=0, height=2, encoding=pb.IMAGE_ENCODING_RAW_RGB8))
+        wire.decode_image(pb.Image(width=0, height=2, encoding=pb.IMAGE_ENCODING_RAW_RGB8))
     with pytest.raises(WireFormatError, match="uint8"):
-        conversions.encode_image(np.zeros((2, 2, 3), np.float32))
+        wire.encode_image(np.zeros((2, 2, 3), np.float32))
 
 
 # ------------------------------------------------------------------------------------------------ depth and masks
@@ -95,14 +95,14 @@ def test_garbage_and_unknown_encodings_are_rejected():
 def test_depth_float16_round_trip_within_float16_precision():
     depth = RNG.uniform(0.1, 40.0, size=(9, 11)).astype(np.float32)
     depth[0, 0] = 0.0
-    decoded = conversions.decode_depth(conversions.encode_depth(depth, pb.DEPTH_ENCODING_FLOAT16_M))
+    decoded = wire.decode_depth(wire.encode_depth(depth, pb.DEPTH_ENCODING_FLOAT16_M))
     assert decoded.dtype == np.float32 and decoded[0, 0] == 0.0
     np.testing.assert_allclose(decoded, depth, rtol=1.0 / 1024)
 
 
 def test_depth_uint16_millimetres_round_trip_and_saturate():
     depth = np.array([[0.0, 1.2344, 65.535], [70.0, 0.0005, 3.0]], np.float32)
-    decoded = conversions.decode_depth(conversions.encode_depth(depth, pb.DEPTH_ENCODING_UINT16_MM))
+    decoded = wire.decode_depth(wire.encode_depth(depth, pb.DEPTH_ENCODING_UINT16_MM))
     np.testing.assert_allclose(decoded, [[0.0, 1.234, 65.535], [65.535, 0.0, 3.0]], atol=1e-6)
 
 
@@ -110,22 +110,22 @@ def test_depth_encoding_rejects_invalid_values_and_lengths():
     depth = np.ones((3, 3), np.float32)
     depth[1, 2] = np.nan
     with pytest.raises(WireFormatError, match=r"invalid value nan at pixel \(u=2, v=1\)"):
-        conversions.encode_depth(depth, pb.DEPTH_ENCODING_FLOAT16_M)
+        wire.encode_depth(depth, pb.DEPTH_ENCODING_FLOAT16_M)
     message = pb.DepthImage(width=3, height=3, encoding=pb.DEPTH_ENCODING_UINT16_MM, data=b"\0" * 17)
     with pytest.raises(WireFormatError, match="needs 18 bytes, got 17"):
-        conversions.decode_depth(message)
+        wire.decode_depth(message)
     with pytest.raises(WireFormatError, match="unknown depth encoding 0"):
-        conversions.decode_depth(pb.DepthImage(width=3, height=3, data=b"\0" * 18))
+        wire.decode_depth(pb.DepthImage(width=3, height=3, data=b"\0" * 18))
 
 
 def test_masks_round_trip_with_a_pixel_count_not_a_multiple_of_8():
     mask = RNG.random((5, 7)) > 0.5
-    message = conversions.encode_mask(mask)
+    message = wire.encode_mask(mask)
     assert len(message.packed_bits) == 5
-    np.testing.assert_array_equal(conversions.decode_mask(message), mask)
+    np.testing.assert_array_equal(wire.decode_mask(message), mask)
     message.packed_bits = message.packed_bits[:-1]
     with pytest.raises(WireFormatError, match="need 5 bytes, got 4"):
-        conversions.decode_mask(message)
+        wire.decode_mask(message)
 
 
 # ------------------------------------------------------------------------------------------------ poses
@@ -133,7 +133,7 @@ def test_masks_round_trip_with_a_pixel_count_not_a_multiple_of_8():
 
 def test_client_matrix_poses_reach_the_engine_exactly():
     pose = random_pose()
-    message = conversions.pose_message(pose.matrix)
+    message = wire.pose_message(pose.matrix)
     assert message.WhichOneof("form") == "matrix"
     np.testing.assert_allclose(codecs.pose_from_proto(message).matrix, pose.matrix, atol=1e-12)
 
@@ -144,7 +144,7 @@ def test_engine_poses_reach_the_client_as_named_quaternions():
     assert message.WhichOneof("form") == "position_quaternion"
     q = message.position_quaternion.rotation
     assert (q.qw, q.qx, q.qy, q.qz) == tuple(pose.quaternion)
-    np.testing.assert_allclose(conversions.pose_matrix(message), pose.matrix, atol=1e-12)
+    np.testing.assert_allclose(wire.pose_matrix(message), pose.matrix, atol=1e-12)
     np.testing.assert_allclose(codecs.pose_from_proto(message).matrix, pose.matrix, atol=1e-12)
 
 
@@ -152,11 +152,11 @@ def test_bad_poses_are_named():
     nan = np.eye(4)
     nan[1, 3] = np.nan
     with pytest.raises(InvalidPoseError, match=r"poses\[1\]: .*non-finite value nan"):
-        codecs.poses_from_proto([conversions.pose_message(np.eye(4)), conversions.pose_message(nan)], 8)
+        codecs.poses_from_proto([wire.pose_message(np.eye(4)), wire.pose_message(nan)], 8)
     skew = np.eye(4)
     skew[0, 1] = 0.3
     with pytest.raises(InvalidPoseError, match=r"poses\[0\]: rotation is not orthonormal"):
-        codecs.poses_from_proto([conversions.pose_message(skew)], 8)
+        codecs.poses_from_proto([wire.pose_message(skew)], 8)
     with pytest.raises(InvalidPoseError, match=r"pose: a matrix pose needs 16 values .* got 15"):
         codecs.pose_from_proto(pb.Pose(matrix=pb.Matrix4x4(values=[0.0] * 15)))
     with pytest.raises(InvalidPoseError, match="pose is empty"):
@@ -170,7 +170,7 @@ def test_pose_count_limits():
     with pytest.raises(InvalidInputError, match="poses is empty"):
         codecs.poses_from_proto([], 4)
     with pytest.raises(LimitExceededError, match="5 poses in one call; this server takes at most 4"):
-        codecs.poses_from_proto([conversions.pose_message(np.eye(4))] * 5, 4)
+        codecs.poses_from_proto([wire.pose_message(np.eye(4))] * 5, 4)
 
 
 def test_client_pose_stacks():
@@ -184,17 +184,15 @@ def test_client_pose_stacks():
 
 
 def test_intrinsics_round_trip_both_sides():
-    camera = CameraIntrinsics.from_fov(640, 480, fov_y_deg=60.0)
-    engine = codecs.intrinsics_from_proto(conversions.intrinsics_message(camera))
-    assert engine == Intrinsics.from_fov(640, 480, fov_y_deg=60.0)
-    assert conversions.camera_intrinsics(codecs.intrinsics_to_proto(engine)) == camera
+    camera = Intrinsics.from_fov(640, 480, fov_y_deg=60.0)
+    assert wire.decode_intrinsics(wire.intrinsics_message(camera)) == Intrinsics.from_fov(640, 480, fov_y_deg=60.0)
 
 
 def test_bad_intrinsics_are_named():
     with pytest.raises(InvalidIntrinsicsError, match="intrinsics: focal lengths must be positive, got fx=-1.0"):
-        codecs.intrinsics_from_proto(pb.Intrinsics(fx=-1, fy=1, width=4, height=4))
+        wire.decode_intrinsics(pb.Intrinsics(fx=-1, fy=1, width=4, height=4))
     with pytest.raises(InvalidIntrinsicsError, match="width must be a positive integer, got 0"):
-        codecs.intrinsics_from_proto(pb.Intrinsics(fx=1, fy=1, width=0, height=4))
+        wire.decode_intrinsics(pb.Intrinsics(fx=1, fy=1, width=0, height=4))
 
 
 # ------------------------------------------------------------------------------------------------ frames
@@ -239,7 +237,7 @@ def seed_triples(n: int = 2, h: int = 12, w: int = 17):
 
 def test_seed_round_trip():
     triples = seed_triples()
-    camera = CameraIntrinsics(20.0, 20.0, 8.0, 5.5, 17, 12)
+    camera = Intrinsics(20.0, 20.0, 8.0, 5.5, 17, 12)
     seed = conversions.seed_message(triples, camera, "a street")
     frames, intrinsics, prompt = codecs.seed_from_proto(seed, max_frames=4, max_width=64, max_height=64)
     assert prompt == "a street" and intrinsics.shape == (12, 17) and len(frames) == 2
@@ -250,14 +248,14 @@ def test_seed_round_trip():
 
 
 def test_bad_seeds_are_named():
-    camera = CameraIntrinsics(20.0, 20.0, 8.0, 5.5, 17, 12)
+    camera = Intrinsics(20.0, 20.0, 8.0, 5.5, 17, 12)
     seed = conversions.seed_message(seed_triples(), camera)
     with pytest.raises(LimitExceededError, match="2 seed frames; this server takes at most 1"):
         codecs.seed_from_proto(seed, max_frames=1, max_width=64, max_height=64)
     with pytest.raises(LimitExceededError, match="seed image size is 17x12; this server takes at most 16x16"):
         codecs.seed_from_proto(seed, max_frames=4, max_width=16, max_height=16)
     wrong = conversions.seed_message(seed_triples(1, 10, 17), camera)
-    wrong.frames[0].depth.CopyFrom(conversions.encode_depth(np.ones((12, 17), np.float32), pb.DEPTH_ENCODING_FLOAT16_M))
+    wrong.frames[0].depth.CopyFrom(wire.encode_depth(np.ones((12, 17), np.float32), pb.DEPTH_ENCODING_FLOAT16_M))
     with pytest.raises(InvalidFrameError, match=r"seed.frames\[0\].rgb is 17x10, the intrinsics say 17x12"):
         codecs.seed_from_proto(wrong, max_frames=4, max_width=64, max_height=64)
     no_depth = conversions.seed_message(seed_triples(1), camera)

@@ -1,4 +1,4 @@
-"""Engine conventions: round trips, hand-checked fixtures per engine, DESIGN §4's formulas, intrinsics.
+"""Engine conventions: round trips, hand-checked fixtures per engine, docs/conventions.md's formulas, intrinsics.
 
 Each fixture places an engine camera, converts it to the canonical pose, and projects engine-world points through
 ``worldweave.bridge``'s own ``Pose`` and ``Intrinsics``: a point straight ahead lands on the image centre at its
@@ -15,7 +15,14 @@ import sys
 import numpy as np
 import pytest
 
-from worldweave.bridge.geometry import Intrinsics, Pose
+from worldweave.proto.errors import InvalidIntrinsicsError
+from worldweave.proto.geometry import (
+    Intrinsics,
+    Pose,
+    Quaternion,
+    quaternion_from_rotation,
+    rotation_from_quaternion,
+)
 from worldweave.sim_clients import conventions as cv
 from worldweave.sim_clients.conventions import (
     AIRSIM,
@@ -28,9 +35,7 @@ from worldweave.sim_clients.conventions import (
     UNITY,
     UNITY_CAMERA_MATRIX,
     UNREAL,
-    CameraIntrinsics,
     ConventionError,
-    Quaternion,
     Rotator,
     RotatorPose,
     TransformPose,
@@ -91,7 +96,7 @@ def test_unity_camera_to_world_matrix_agrees_with_transform_form():
         q = Quaternion(*rng.normal(size=4))
         position = rng.uniform(-20, 20, size=3)
         local_to_world = np.eye(4)
-        local_to_world[:3, :3] = cv.rotation_from_quaternion(q)
+        local_to_world[:3, :3] = rotation_from_quaternion(q)
         local_to_world[:3, 3] = position
         camera_to_world = local_to_world @ np.diag([1.0, 1.0, -1.0, 1.0])
         np.testing.assert_allclose(
@@ -157,11 +162,11 @@ def test_ros_optical_and_canonical_are_identity(convention):
     c2w = random_c2w(np.random.default_rng(3))
     pose = convention.from_canonical(c2w)
     np.testing.assert_allclose(pose.position, c2w[:3, 3])
-    np.testing.assert_allclose(cv.rotation_from_quaternion(pose.rotation), c2w[:3, :3], atol=1e-12)
+    np.testing.assert_allclose(rotation_from_quaternion(pose.rotation), c2w[:3, :3], atol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# DESIGN §4's formulas, written out literally, against the module
+# docs/conventions.md's formulas, written out literally, against the module
 
 
 def rx(deg):
@@ -194,28 +199,28 @@ def test_design_formulas_match_the_module():
 
         q = Quaternion(*rng.normal(size=4))
         t_u = rng.uniform(-10, 10, size=3)
-        R_u = cv.rotation_from_quaternion(q)
+        R_u = rotation_from_quaternion(q)
         got = UNITY.to_canonical(TransformPose(t_u, q))
         np.testing.assert_allclose(got[:3, :3], P @ R_u @ np.diag([1, -1, 1]), atol=1e-12)
         np.testing.assert_allclose(got[:3, 3], P @ t_u, atol=1e-12)
         M = R_u @ np.diag([1, 1, -1])  # cameraToWorldMatrix's rotation
         np.testing.assert_allclose(P @ M @ np.diag([1, -1, -1]), got[:3, :3], atol=1e-12)
 
-        R_gl = cv.rotation_from_quaternion(Quaternion(*rng.normal(size=4)))
+        R_gl = rotation_from_quaternion(Quaternion(*rng.normal(size=4)))
         m_gl = np.eye(4)
         m_gl[:3, :3] = R_gl
         np.testing.assert_allclose(OPENGL.to_canonical(m_gl)[:3, :3], R_gl @ np.diag([1, -1, -1]), atol=1e-12)
 
-        R_body = cv.rotation_from_quaternion(Quaternion(*rng.normal(size=4)))
+        R_body = rotation_from_quaternion(Quaternion(*rng.normal(size=4)))
         t_ned = rng.uniform(-10, 10, size=3)
         C = np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0]])
         N = np.diag([1, -1, -1])
-        got = AIRSIM.to_canonical(TransformPose(t_ned, cv.quaternion_from_rotation(R_body)))
+        got = AIRSIM.to_canonical(TransformPose(t_ned, quaternion_from_rotation(R_body)))
         np.testing.assert_allclose(got[:3, :3], N @ R_body @ C, atol=1e-12)
         np.testing.assert_allclose(got[:3, 3], t_ned * [1, -1, -1], atol=1e-12)
 
         C_isaac = np.array([[0, 0, 1], [-1, 0, 0], [0, -1, 0]])
-        got = ISAAC_WORLD.to_canonical(TransformPose(np.zeros(3), cv.quaternion_from_rotation(R_body)))
+        got = ISAAC_WORLD.to_canonical(TransformPose(np.zeros(3), quaternion_from_rotation(R_body)))
         np.testing.assert_allclose(got[:3, :3], R_body @ C_isaac, atol=1e-12)
 
 
@@ -225,7 +230,7 @@ def test_design_formulas_match_the_module():
 
 def random_c2w(rng: np.random.Generator) -> np.ndarray:
     m = np.eye(4)
-    m[:3, :3] = cv.rotation_from_quaternion(Quaternion(*rng.normal(size=4)))
+    m[:3, :3] = rotation_from_quaternion(Quaternion(*rng.normal(size=4)))
     m[:3, 3] = rng.uniform(-100, 100, size=3)
     return m
 
@@ -275,7 +280,7 @@ def test_quaternion_round_trip_is_sign_normalised():
     for _ in range(200):
         q = rng.normal(size=4)
         q /= np.linalg.norm(q)
-        back = cv.quaternion_from_rotation(cv.rotation_from_quaternion(Quaternion(*q)))
+        back = quaternion_from_rotation(rotation_from_quaternion(Quaternion(*q)))
         assert back.qw >= 0
         np.testing.assert_allclose(np.abs(np.dot(back, q)), 1.0, atol=1e-12)
 
@@ -286,23 +291,23 @@ def test_quaternion_round_trip_is_sign_normalised():
 
 def test_intrinsics_from_fov_match_the_bridge():
     for kwargs in ({"fov_y_deg": 60.0}, {"fov_x_deg": 90.0}, {"fov_x_deg": 37.5}):
-        ours = CameraIntrinsics.from_fov(640, 480, **kwargs)
+        ours = Intrinsics.from_fov(640, 480, **kwargs)
         theirs = Intrinsics.from_fov(640, 480, **kwargs)
         assert (ours.fx, ours.fy, ours.cx, ours.cy, ours.width, ours.height) == pytest.approx(
             (theirs.fx, theirs.fy, theirs.cx, theirs.cy, theirs.width, theirs.height)
         )
-    unity = CameraIntrinsics.from_fov(640, 480, fov_y_deg=60.0)
+    unity = Intrinsics.from_fov(640, 480, fov_y_deg=60.0)
     assert unity.fy == pytest.approx(240.0 / math.tan(math.radians(30.0)))
     assert (unity.cx, unity.cy) == (319.5, 239.5)
     assert unity.fov_y_deg == pytest.approx(60.0)
-    unreal = CameraIntrinsics.from_fov(640, 480, fov_x_deg=90.0)
+    unreal = Intrinsics.from_fov(640, 480, fov_x_deg=90.0)
     assert unreal.fx == pytest.approx(320.0)
     assert unreal.fov_x_deg == pytest.approx(90.0)
 
 
 def test_intrinsics_from_usd_camera():
     # Isaac Sim's default camera: focal length 18.147 mm, horizontal aperture 20.955 mm.
-    k = CameraIntrinsics.from_usd_camera(1280, 720, focal_length=18.147, horizontal_aperture=20.955)
+    k = Intrinsics.from_usd_camera(1280, 720, focal_length=18.147, horizontal_aperture=20.955)
     assert k.fx == pytest.approx(18.147 / 20.955 * 1280)
     assert k.fov_x_deg == pytest.approx(math.degrees(2 * math.atan(20.955 / 2 / 18.147)))
 
@@ -328,14 +333,24 @@ def test_intrinsics_from_usd_camera():
         (lambda: cv.get_convention("blender"), "unknown convention"),
         (lambda: cv.get_convention("unity", up_axis="Y"), "usd"),
         (lambda: cv.get_convention("usd", up_axis="X"), "up axis"),
-        (lambda: CameraIntrinsics.from_fov(640, 480), "exactly one"),
-        (lambda: CameraIntrinsics.from_fov(640, 480, fov_x_deg=180.0), "(0, 180)"),
-        (lambda: CameraIntrinsics.from_fov(0, 480, fov_x_deg=90.0), "positive"),
-        (lambda: CameraIntrinsics(1.0, 1.0, 0.0, 0.0, 640, True), "positive integer"),
     ],
 )
 def test_bad_input_raises_a_named_error(call, message):
     with pytest.raises(ConventionError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        call()
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: Intrinsics.from_fov(640, 480), "exactly one"),
+        (lambda: Intrinsics.from_fov(640, 480, fov_x_deg=180.0), "(0, 180)"),
+        (lambda: Intrinsics.from_fov(0, 480, fov_x_deg=90.0), "positive"),
+        (lambda: Intrinsics(1.0, 1.0, 0.0, 0.0, 640, True), "positive integer"),
+    ],
+)
+def test_bad_intrinsics_raise_a_named_error(call, message):
+    with pytest.raises(InvalidIntrinsicsError, match=message.replace("(", r"\(").replace(")", r"\)")):
         call()
 
 

@@ -3,8 +3,12 @@
 import numpy as np
 import pytest
 
-from worldweave.bridge.errors import InvalidFrameError, PreconditionError
-from worldweave.bridge.generators.depth import MIN_ALIGNMENT_PIXELS, DepthPrediction, align_depth
+from worldweave.bridge.generators.depth import (
+    MIN_ALIGNMENT_PIXELS,
+    DepthPrediction,
+    align_depth,
+)
+from worldweave.proto.errors import InvalidFrameError, PreconditionError
 
 
 def scene_depth(seed: int = 0) -> np.ndarray:

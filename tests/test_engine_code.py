@@ -12,6 +12,7 @@ import msgpack
 import numpy as np
 import pytest
 
+from worldweave.proto.geometry import Intrinsics, Quaternion, rotation_from_quaternion
 from worldweave.sim_clients import conventions as cv
 from worldweave.sim_clients.gateway import codec
 from worldweave.sim_clients.gateway import messages as m
@@ -84,7 +85,7 @@ def test_unity_requests_decode_with_the_gateway_codec():
     for request_type in ("step", "render"):
         step = {k: {"type": request_type, "poses": [pose], "camera": camera}.get(k, SAMPLE.get(k)) for k in csharp_keys("StepRequest")}
         _, record = codec.decode_request(msgpack.packb(step), pose_form=cv.UNITY.pose_form)
-        assert record.camera == cv.CameraIntrinsics.from_fov(640, 480, fov_y_deg=60.0)
+        assert record.camera == Intrinsics.from_fov(640, 480, fov_y_deg=60.0)
         np.testing.assert_allclose(cv.UNITY.to_canonical(record.poses[0])[:3, 3], [3.0, -1.0, 2.0])
 
 
@@ -148,7 +149,7 @@ def test_isaac_canonical_pose_matches_the_conventions_module(isaac, up_axis, met
     rng = np.random.default_rng(0)
     for _ in range(50):
         c2w = np.eye(4)
-        c2w[:3, :3] = cv.rotation_from_quaternion(cv.Quaternion(*rng.normal(size=4)))
+        c2w[:3, :3] = rotation_from_quaternion(Quaternion(*rng.normal(size=4)))
         c2w[:3, 3] = rng.uniform(-10, 10, size=3)
         local_to_world = convention.matrix_from_canonical(c2w)
         gf_rows = local_to_world.T  # what np.array(Gf.Matrix4d) gives
@@ -161,7 +162,7 @@ def test_isaac_step_request_decodes_and_converts(isaac):
     local_to_world = np.eye(4)
     local_to_world[:3, 3] = [100.0, 200.0, -300.0]
     fx = isaac["focal_length_px"](640, 18.147, 20.955)
-    assert fx == pytest.approx(cv.CameraIntrinsics.from_usd_camera(640, 480, focal_length=18.147, horizontal_aperture=20.955).fx)
+    assert fx == pytest.approx(Intrinsics.from_usd_camera(640, 480, focal_length=18.147, horizontal_aperture=20.955).fx)
     payload = msgpack.packb(isaac["step_request"](5, "w", local_to_world, 640, 480, fx))
     request_id, record = codec.decode_request(payload, pose_form=convention.pose_form)
     assert request_id == 5 and record.image_encoding == "png"

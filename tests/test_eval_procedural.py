@@ -6,12 +6,11 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from worldweave.bridge.eval import procedural
 from worldweave.bridge.frames import RGBDFrame
-from worldweave.bridge.geometry import Intrinsics, Pose
+from worldweave.proto.geometry import Intrinsics, Pose
 
 FIELDS = {"method", "k", "noise", "scene", "trajectory", "psnr", "ssim", "psnr_c", "ssim_c", "coverage", "warp_err",
           "ms_per_frame", "psnr_all", "psnr_c_all", "psnr_c_earlier", "frames", "revisit_frames"}
@@ -47,7 +46,7 @@ def test_fusion_noise_misregisters_content_by_its_delta_and_is_seeded():
     # the half-pixel snap of splatting on the tilted plane (half a pixel is 3.5 cm here, the tilt a few degrees).
     valid = noisy.depth > 0
     assert valid.mean() > 0.6
-    points = frame.intrinsics.backproject(torch.from_numpy(noisy.depth)).numpy()[valid]
+    points = frame.intrinsics.backproject(noisy.depth)[valid]
     back = delta.world_to_cam(points)
     np.testing.assert_allclose(back[:, 2], 2.0, atol=5e-3)
     # Colours come from the frame (moved), not made up.

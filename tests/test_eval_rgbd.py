@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from worldweave.bridge.errors import InvalidInputError, NotFoundError
 from worldweave.bridge.eval.rgbd import ROW_FIELDS, RGBDDataset, evaluate
 from worldweave.bridge.eval.scenes import make_scene
-from worldweave.bridge.geometry import Intrinsics, Pose
+from worldweave.proto.errors import InvalidInputError, NotFoundError
+from worldweave.proto.geometry import Intrinsics, Pose
 from worldweave.server.cli import main
 
 INTRINSICS = Intrinsics(120.0, 120.0, 79.5, 59.5, 160, 120)

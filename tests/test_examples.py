@@ -16,8 +16,8 @@ from PIL import Image
 
 from worldweave.bridge.eval.scenes import make_street
 from worldweave.bridge.eval.trajectories import driving, load_tum
-from worldweave.sim_clients.conventions import UNITY, TransformPose
 from worldweave.proto.geometry import Intrinsics, Quaternion
+from worldweave.sim_clients.conventions import UNITY, TransformPose
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SCRIPTS = ("agent_explore", "driving_capture", "game_prototype", "unity_like_client")

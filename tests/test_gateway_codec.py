@@ -12,7 +12,8 @@ import msgpack
 import numpy as np
 import pytest
 
-from worldweave.sim_clients.conventions import CameraIntrinsics, Quaternion, Rotator, RotatorPose, TransformPose
+from worldweave.proto.geometry import Intrinsics, Quaternion
+from worldweave.sim_clients.conventions import Rotator, RotatorPose, TransformPose
 from worldweave.sim_clients.gateway import codec
 from worldweave.sim_clients.gateway import messages as m
 from worldweave.sim_clients.gateway.errors import (
@@ -23,7 +24,7 @@ from worldweave.sim_clients.gateway.errors import (
     SchemaVersionError,
 )
 
-CAMERA = CameraIntrinsics.from_fov(8, 6, fov_y_deg=60.0)
+CAMERA = Intrinsics.from_fov(8, 6, fov_y_deg=60.0)
 RGB = m.WireImage(8, 6, "raw_rgb8", bytes(range(144)))
 DEPTH = m.WireDepth(8, 6, "uint16_mm", bytes(96))
 UNITY_POSE = TransformPose(np.array([1.0, 2.0, 3.0]), Quaternion(0.9, 0.1, 0.3, -0.2))
@@ -112,9 +113,9 @@ def test_no_record_field_shadows_the_envelope():
 
 def test_camera_forms_on_the_wire():
     for camera, expected in [
-        ({"width": 640, "height": 480, "fov_y_deg": 60.0}, CameraIntrinsics.from_fov(640, 480, fov_y_deg=60.0)),
-        ({"width": 640, "height": 480, "fov_x_deg": 90.0}, CameraIntrinsics.from_fov(640, 480, fov_x_deg=90.0)),
-        ({"width": 640, "height": 480, "fx": 500, "fy": 500, "cx": 320, "cy": 240}, CameraIntrinsics(500, 500, 320, 240, 640, 480)),
+        ({"width": 640, "height": 480, "fov_y_deg": 60.0}, Intrinsics.from_fov(640, 480, fov_y_deg=60.0)),
+        ({"width": 640, "height": 480, "fov_x_deg": 90.0}, Intrinsics.from_fov(640, 480, fov_x_deg=90.0)),
+        ({"width": 640, "height": 480, "fx": 500, "fy": 500, "cx": 320, "cy": 240}, Intrinsics(500, 500, 320, 240, 640, 480)),
     ]:
         assert m.camera_from_wire(camera, "camera") == expected
     for bad in [{"width": 640, "height": 480}, {"width": 640, "height": 480, "fov_x_deg": 90, "fov_y_deg": 60},

@@ -22,19 +22,20 @@ import numpy as np
 import pytest
 import zmq
 
+from worldweave.proto import codecs
+from worldweave.proto.errors import WorldweaveError
+from worldweave.proto.geometry import Intrinsics, Quaternion, rotation_from_quaternion
 from worldweave.proto.worldweave.v1 import API_VERSION
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
-from worldweave.sim_clients import conversions
 from worldweave.sim_clients import conventions as cv
 from worldweave.sim_clients.client import WorldClient
 from worldweave.sim_clients.gateway import codec
 from worldweave.sim_clients.gateway import messages as m
 from worldweave.sim_clients.gateway.engine_client import GatewayClient
-from worldweave.sim_clients.gateway.errors import ServerError
 from worldweave.sim_clients.gateway.server import BackgroundGateway
 
-CAMERA = cv.CameraIntrinsics.from_fov(32, 24, fov_x_deg=90.0)
+CAMERA = Intrinsics.from_fov(32, 24, fov_x_deg=90.0)
 MAX_MESSAGE_BYTES = 1 << 20
 
 
@@ -57,7 +58,7 @@ class SplatServicer(pb_grpc.WorldServiceServicer):
 
     def CreateWorld(self, request, context):
         world_id = request.world_id or f"world{len(self.worlds)}"
-        self.worlds[world_id] = {"intrinsics": conversions.camera_intrinsics(request.seed.intrinsics), "frames": 0}
+        self.worlds[world_id] = {"intrinsics": codecs.decode_intrinsics(request.seed.intrinsics), "frames": 0}
         return pb.CreateWorldResponse(world=pb.WorldInfo(world_id=world_id, loaded=True, version=1))
 
     def DeleteWorld(self, request, context):
@@ -69,8 +70,8 @@ class SplatServicer(pb_grpc.WorldServiceServicer):
             context.abort(grpc.StatusCode.NOT_FOUND, f"no world {world_id!r}")
         return self.worlds[world_id]
 
-    def _frame(self, pose: pb.Pose, intrinsics: cv.CameraIntrinsics, fmt: pb.FrameFormat, frame_id: int | None) -> pb.Frame:
-        c2w = conversions.pose_matrix(pose)
+    def _frame(self, pose: pb.Pose, intrinsics: Intrinsics, fmt: pb.FrameFormat, frame_id: int | None) -> pb.Frame:
+        c2w = codecs.pose_matrix(pose)
         points_cam = (self.points - c2w[:3, 3]) @ c2w[:3, :3]
         z = points_cam[:, 2]
         keep = z > 0.1
@@ -82,16 +83,16 @@ class SplatServicer(pb_grpc.WorldServiceServicer):
         depth = np.zeros((intrinsics.height, intrinsics.width), np.float32)
         rgb[v[inside][order], u[inside][order]] = self.colors[keep][inside][order]
         depth[v[inside][order], u[inside][order]] = z[keep][inside][order]
-        frame = pb.Frame(pose=conversions.pose_message(c2w), version=1, coverage=float((depth > 0).mean()),
-                         rgb=conversions.encode_image(rgb, fmt.image_encoding or pb.IMAGE_ENCODING_RAW_RGB8))
+        frame = pb.Frame(pose=codecs.pose_message(c2w), version=1, coverage=float((depth > 0).mean()),
+                         rgb=codecs.encode_image(rgb, fmt.image_encoding or pb.IMAGE_ENCODING_RAW_RGB8))
         if fmt.depth_encoding:
-            frame.depth.CopyFrom(conversions.encode_depth(depth, fmt.depth_encoding))
+            frame.depth.CopyFrom(codecs.encode_depth(depth, fmt.depth_encoding))
         if frame_id is not None:
             frame.frame_id = frame_id
         return frame
 
-    def _intrinsics(self, request, world: dict) -> cv.CameraIntrinsics:
-        return conversions.camera_intrinsics(request.intrinsics) if request.HasField("intrinsics") else world["intrinsics"]
+    def _intrinsics(self, request, world: dict) -> Intrinsics:
+        return codecs.decode_intrinsics(request.intrinsics) if request.HasField("intrinsics") else world["intrinsics"]
 
     def Render(self, request, context):
         world = self._world(request.world_id, context)
@@ -134,7 +135,7 @@ def direct(server_address):
 
 def random_c2w(rng: np.random.Generator) -> np.ndarray:
     c2w = np.eye(4)
-    c2w[:3, :3] = cv.rotation_from_quaternion(cv.Quaternion(*rng.normal(size=4)))
+    c2w[:3, :3] = rotation_from_quaternion(Quaternion(*rng.normal(size=4)))
     c2w[:3, 3] = rng.uniform(-1, 1, size=3)
     return c2w
 
@@ -168,7 +169,7 @@ def test_unity_fixture_through_the_gateway(gateway, direct):
     canonical = np.eye(4)
     canonical[:3, :3] = [[0, 0, 1], [-1, 0, 0], [0, -1, 0]]
     with GatewayClient(gateway.address, "unity") as engine:
-        frame, = engine.render(world_id, [cv.TransformPose(np.zeros(3), cv.Quaternion(1.0, 0.0, 0.0, 0.0))], camera=CAMERA)
+        frame, = engine.render(world_id, [cv.TransformPose(np.zeros(3), Quaternion(1.0, 0.0, 0.0, 0.0))], camera=CAMERA)
     expected = client.render(world_id, canonical, intrinsics=CAMERA)[0]
     np.testing.assert_array_equal(np.frombuffer(frame.rgb.data, np.uint8).reshape(24, 32, 3), expected.rgb)
 
@@ -192,13 +193,13 @@ def test_world_lifecycle_and_encodings(gateway):
 
 def test_server_errors_pass_through_with_their_status(gateway):
     with GatewayClient(gateway.address, "canonical") as engine:
-        with pytest.raises(ServerError, match="no world 'missing'") as info:
-            engine.render("missing", [cv.TransformPose(np.zeros(3), cv.Quaternion(1, 0, 0, 0))])
+        with pytest.raises(WorldweaveError, match="no world 'missing'") as info:
+            engine.render("missing", [cv.TransformPose(np.zeros(3), Quaternion(1, 0, 0, 0))])
         assert info.value.code == "NOT_FOUND"
-        with pytest.raises(ServerError, match=r"render.poses\[0\]: quaternion .* has zero length") as info:
-            engine.render("shared", [cv.TransformPose(np.zeros(3), cv.Quaternion(0, 0, 0, 0))])
+        with pytest.raises(WorldweaveError, match=r"render.poses\[0\]: quaternion .* has zero length") as info:
+            engine.render("shared", [cv.TransformPose(np.zeros(3), Quaternion(0, 0, 0, 0))])
         assert info.value.code == "INVALID_ARGUMENT"
-        with pytest.raises(ServerError, match="unknown convention 'blender'"):
+        with pytest.raises(WorldweaveError, match="unknown convention 'blender'"):
             engine.call(m.Hello("blender"))
 
 
@@ -220,7 +221,7 @@ def error_of(reply: list[bytes]) -> m.ErrorReply:
 
 def test_malformed_messages_get_error_replies_and_the_gateway_keeps_serving(gateway):
     rng = np.random.default_rng(3)
-    valid = codec.encode(m.Render("shared", (cv.TransformPose(np.zeros(3), cv.Quaternion(1, 0, 0, 0)),)), 9)
+    valid = codec.encode(m.Render("shared", (cv.TransformPose(np.zeros(3), Quaternion(1, 0, 0, 0)),)), 9)
     payloads = [rng.integers(0, 256, size=int(n), dtype=np.uint8).tobytes() for n in rng.integers(0, 300, size=40)]
     payloads += [
         b"", b"\xc6\xff\xff\xff\xff", b"\xdd\xff\xff\xff\xff", b"\x91" * 100_000,
@@ -240,7 +241,7 @@ def test_malformed_messages_get_error_replies_and_the_gateway_keeps_serving(gate
             engine.socket.send_multipart(frames)
             _, reply = engine.receive()
             assert reply.code == "INVALID_ARGUMENT" and "one msgpack message per ZMQ message" in reply.message
-        frame, = engine.render("shared", [cv.TransformPose(np.zeros(3), cv.Quaternion(1, 0, 0, 0))])  # still serving
+        frame, = engine.render("shared", [cv.TransformPose(np.zeros(3), Quaternion(1, 0, 0, 0))])  # still serving
         assert frame.coverage > 0
 
 
@@ -252,7 +253,7 @@ def test_oversize_and_version_errors_name_the_limit(gateway):
 
 
 def test_request_before_hello_and_req_sockets(gateway):
-    render = codec.encode(m.Render("shared", (cv.TransformPose(np.zeros(3), cv.Quaternion(1, 0, 0, 0)),)), 11)
+    render = codec.encode(m.Render("shared", (cv.TransformPose(np.zeros(3), Quaternion(1, 0, 0, 0)),)), 11)
     reply = error_of(raw_exchange(gateway.address, [render]))
     assert reply.code == "FAILED_PRECONDITION" and "send hello" in reply.message
     # A REQ socket adds an empty delimiter frame; the gateway answers with it so REQ accepts the reply.

@@ -11,13 +11,16 @@ import pytest
 import zmq
 
 from worldweave.bridge.eval.wall import wall_seed, yaw_poses
-from worldweave.proto.geometry import quaternion_from_rotation, rotations_from_quaternions
+from worldweave.proto.errors import WorldweaveError
+from worldweave.proto.geometry import (
+    quaternion_from_rotation,
+    rotations_from_quaternions,
+)
 from worldweave.sim_clients import conventions as cv
 from worldweave.sim_clients import world_state as ws
 from worldweave.sim_clients.gateway import codec
 from worldweave.sim_clients.gateway import messages as m
 from worldweave.sim_clients.gateway.engine_client import GatewayClient
-from worldweave.proto.errors import WorldweaveError
 from worldweave.sim_clients.mirror import PointCloudMirror
 
 CONVENTIONS = [(name, {}) for name in cv.CONVENTIONS] + [("usd", {"up_axis": "Y", "metres_per_unit": 0.01})]

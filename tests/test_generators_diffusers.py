@@ -19,15 +19,24 @@ import numpy as np
 import pytest
 import torch
 
-from worldweave.bridge.errors import InvalidFrameError, InvalidInputError, LimitExceededError, NotFoundError
 from worldweave.bridge.frames import RenderResult
 from worldweave.bridge.generators.base import Condition
 from worldweave.bridge.generators.depth import align_depth
 from worldweave.bridge.generators.depth_anything import DepthAnythingEstimator
 from worldweave.bridge.generators.registry import create_generator, generator_class
-from worldweave.bridge.generators.tiny_models import save_tiny_depth_anything, save_tiny_sd_inpaint, save_tiny_wan_vace
+from worldweave.bridge.generators.tiny_models import (
+    save_tiny_depth_anything,
+    save_tiny_sd_inpaint,
+    save_tiny_wan_vace,
+)
 from worldweave.bridge.generators.wan_vace import GENERATE, HOLE_GREY, KEEP
-from worldweave.bridge.geometry import Intrinsics, Pose
+from worldweave.proto.errors import (
+    InvalidFrameError,
+    InvalidInputError,
+    LimitExceededError,
+    NotFoundError,
+)
+from worldweave.proto.geometry import Intrinsics, Pose
 
 STEPS = 2
 

@@ -4,10 +4,15 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
-from worldweave.bridge.errors import InvalidIntrinsicsError, InvalidPoseError
-from worldweave.bridge.geometry import Intrinsics, Pose, Quaternion, quaternion_from_rotation, rotation_from_quaternion
+from worldweave.proto.errors import InvalidIntrinsicsError, InvalidPoseError
+from worldweave.proto.geometry import (
+    Intrinsics,
+    Pose,
+    Quaternion,
+    quaternion_from_rotation,
+    rotation_from_quaternion,
+)
 
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:
@@ -83,13 +88,13 @@ def test_pose_is_immutable():
 def test_intrinsics_projection_and_backprojection_round_trip():
     k = Intrinsics(500.0, 480.0, 319.5, 239.5, 640, 480)
     rng = np.random.default_rng(0)
-    depth = torch.from_numpy(rng.uniform(0.5, 5.0, size=(480, 640)).astype(np.float32))
+    depth = rng.uniform(0.5, 5.0, size=(480, 640)).astype(np.float32)
     points = k.backproject(depth).reshape(-1, 3)
     uv, z = k.project(points)
     v, u = np.meshgrid(np.arange(480), np.arange(640), indexing="ij")
-    np.testing.assert_allclose(uv[:, 0].numpy(), u.ravel(), atol=2e-3)
-    np.testing.assert_allclose(uv[:, 1].numpy(), v.ravel(), atol=2e-3)
-    np.testing.assert_allclose(z.numpy(), depth.numpy().ravel(), rtol=1e-6)
+    np.testing.assert_allclose(uv[:, 0], u.ravel(), atol=2e-3)
+    np.testing.assert_allclose(uv[:, 1], v.ravel(), atol=2e-3)
+    np.testing.assert_allclose(z, depth.ravel(), rtol=1e-6)
 
 
 def test_intrinsics_from_fov_puts_the_optical_axis_at_the_image_centre():
@@ -99,7 +104,7 @@ def test_intrinsics_from_fov_puts_the_optical_axis_at_the_image_centre():
     assert k.fov_x_deg == pytest.approx(90.0)
     vertical = Intrinsics.from_fov(640, 480, fov_y_deg=60.0)
     assert vertical.fov_y_deg == pytest.approx(60.0)
-    uv, _ = vertical.project(torch.tensor([[0.0, 0.0, 5.0]]))
+    uv, _ = vertical.project(np.array([[0.0, 0.0, 5.0]]))
     assert tuple(uv[0].tolist()) == (319.5, 239.5)
 
 

@@ -1,13 +1,13 @@
-"""The benchmark metrics against hand-computed values (DESIGN §7 "Metrics")."""
+"""The benchmark metrics against hand-computed values."""
 
 import math
 
 import numpy as np
 import pytest
 
-from worldweave.bridge.errors import InvalidFrameError
 from worldweave.bridge.eval import metrics
-from worldweave.bridge.geometry import Intrinsics, Pose
+from worldweave.proto.errors import InvalidFrameError
+from worldweave.proto.geometry import Intrinsics, Pose
 
 
 def _image(seed: int = 0, shape=(24, 32)) -> np.ndarray:

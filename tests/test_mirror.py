@@ -10,9 +10,9 @@ import torch
 from worldweave.bridge.memory import voxel_keys
 from worldweave.bridge.memory.voxel_map import VoxelMap
 from worldweave.bridge.regions import Sphere
+from worldweave.proto import voxel_keys as wire_keys
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.server.point_cloud import change_chunks
-from worldweave.sim_clients import conversions
 from worldweave.sim_clients.mirror import MirrorError, PointCloudMirror
 from worldweave.sim_clients.world_state import decode_point_cloud_chunk
 
@@ -21,9 +21,9 @@ def test_wire_key_decoding_matches_the_engine():
     rng = np.random.default_rng(0)
     indices = rng.integers(-voxel_keys.AXIS_LIMIT, voxel_keys.AXIS_LIMIT + 1, size=(10000, 3))
     keys = voxel_keys.pack(torch.from_numpy(indices)).numpy()
-    np.testing.assert_array_equal(conversions.voxel_indices(keys), indices)
+    np.testing.assert_array_equal(wire_keys.unpack(keys), indices)
     for size in (0.005, 0.02, 0.1):
-        np.testing.assert_array_equal(conversions.voxel_centers(keys, size),
+        np.testing.assert_array_equal(wire_keys.key_centers(keys, size),
                                       voxel_keys.key_centers(torch.from_numpy(keys), size).numpy())
 
 

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from worldweave.bridge.errors import InvalidInputError, LimitExceededError
 from worldweave.bridge.memory import voxel_keys
 from worldweave.bridge.memory.voxel_map import VoxelMap
 from worldweave.bridge.queries import WorldQueries
 from worldweave.bridge.queries.distance_field import nearest_reference
 from worldweave.bridge.queries.raycast import raycast_reference
+from worldweave.proto.errors import InvalidInputError, LimitExceededError
 
 VOXEL = 0.02
 

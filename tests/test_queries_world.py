@@ -9,15 +9,15 @@ import sys
 import numpy as np
 import pytest
 
-from worldweave.bridge.errors import InvalidFrameError
 from worldweave.bridge.frames import RGBDFrame
-from worldweave.bridge.geometry import Intrinsics, Pose
 from worldweave.bridge.memory.voxel_map import VoxelMap
 from worldweave.bridge.queries import Occupancy, WorldQueries
 from worldweave.bridge.queries.distance_field import nearest_reference
 from worldweave.bridge.queries.occupancy import seen_through_reference
 from worldweave.bridge.queries.raycast import raycast_reference
 from worldweave.bridge.regions import Box, Sphere
+from worldweave.proto.errors import InvalidFrameError
+from worldweave.proto.geometry import Intrinsics, Pose
 
 VOXEL = 0.02
 ROOM_MIN, ROOM_MAX = np.array([-2.0, -2.0, 0.0]), np.array([2.0, 2.0, 2.5])
@@ -27,7 +27,7 @@ INTRINSICS = Intrinsics.from_fov(160, 120, fov_x_deg=60.0)
 
 def render(pose: Pose, intrinsics: Intrinsics = INTRINSICS) -> RGBDFrame:
     """Exact depth of the room's inner walls and the box, seen from ``pose`` inside the room."""
-    rays = intrinsics.pixel_rays().numpy().reshape(-1, 3).astype(np.float64)
+    rays = intrinsics.pixel_rays().reshape(-1, 3).astype(np.float64)
     directions = rays @ pose.rotation.T
     origin = pose.position
     with np.errstate(divide="ignore", invalid="ignore"):

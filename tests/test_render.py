@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from worldweave.bridge.errors import InvalidInputError
-from worldweave.bridge.geometry import Intrinsics, Pose
 from worldweave.bridge.render import render_points, splat_points
+from worldweave.proto.errors import InvalidInputError
+from worldweave.proto.geometry import Intrinsics, Pose
 
 INTRINSICS = Intrinsics(120.0, 110.0, 79.5, 59.5, 160, 120)
 

@@ -7,8 +7,13 @@ import torch
 from worldweave.bridge.frames import RenderResult
 from worldweave.bridge.generators.base import Condition
 from worldweave.bridge.generators.checker import check_generator
-from worldweave.bridge.generators.reproject import EMPTY_GREY, ReprojectGenerator, push_pull_fill, push_pull_fill_cpu
-from worldweave.bridge.geometry import Intrinsics, Pose
+from worldweave.bridge.generators.reproject import (
+    EMPTY_GREY,
+    ReprojectGenerator,
+    push_pull_fill,
+    push_pull_fill_cpu,
+)
+from worldweave.proto.geometry import Intrinsics, Pose
 
 
 @pytest.mark.parametrize("shape", [(48, 64), (37, 23), (1, 1), (5, 3), (2, 9)])

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from worldweave.bridge.errors import InvalidInputError
 from worldweave.bridge.eval.scenes import Scene, make_scene
-from worldweave.bridge.geometry import Intrinsics, Pose
 from worldweave.bridge.memory.anchors import Anchor, AnchorStore
 from worldweave.bridge.memory.retrieval import (
     RetrievalOptions,
@@ -17,6 +14,8 @@ from worldweave.bridge.memory.retrieval import (
     make_retriever,
     retrieve,
 )
+from worldweave.proto.errors import InvalidInputError
+from worldweave.proto.geometry import Intrinsics, Pose
 
 INTRINSICS = Intrinsics.from_fov(128, 96, fov_x_deg=70.0)
 EYE = np.array([0.0, 0.0, 1.4])
@@ -96,7 +95,7 @@ def _plane_anchor(anchor_id: int, position_z: float, depth_m: float, color: int)
     depth = np.full(intrinsics.shape, depth_m, np.float32)
     image = np.full((*intrinsics.shape, 3), color, np.uint8)
     pose = Pose(np.eye(3), [0.0, 0.0, position_z])
-    points = intrinsics.backproject(torch.from_numpy(depth)).numpy().reshape(-1, 3)
+    points = intrinsics.backproject(depth).reshape(-1, 3)
     return Anchor(anchor_id, anchor_id, pose, intrinsics, image, depth, points, image.reshape(-1, 3),
                   points[:, 2] / intrinsics.fx)
 

@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 
-from worldweave.bridge.errors import NotFoundError
 from worldweave.bridge.eval.scenes import (
     LIGHT_DIRECTION,
     SKY_RGB,
@@ -16,7 +15,8 @@ from worldweave.bridge.eval.scenes import (
     heading_pose,
     make_scene,
 )
-from worldweave.bridge.geometry import Intrinsics, Pose
+from worldweave.proto.errors import NotFoundError
+from worldweave.proto.geometry import Intrinsics, Pose
 
 PLAIN = Material("plain", (200, 100, 50), variation=0.0, grain=0.0)
 FREE = ((np.array([-1.0, -1.0, -1.0]), np.array([1.0, 1.0, 1.0])),)

@@ -19,10 +19,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from worldweave.bridge.eval.wall import wall_seed
+from worldweave.bridge.generators.tiny_models import (
+    save_tiny_depth_anything,
+    save_tiny_sd_inpaint,
+    save_tiny_wan_vace,
+)
 from worldweave.proto.errors import PreconditionError
 from worldweave.proto.geometry import Pose
-from worldweave.bridge.eval.wall import wall_seed
-from worldweave.bridge.generators.tiny_models import save_tiny_depth_anything, save_tiny_sd_inpaint, save_tiny_wan_vace
 from worldweave.server.app import BackgroundServer, ServerConfig
 from worldweave.sim_clients.client import WorldClient
 from worldweave.sim_clients.world_state import SOURCE_NAMES

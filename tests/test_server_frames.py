@@ -12,10 +12,10 @@ import pytest
 
 from worldweave.bridge.eval.wall import wall_seed, yaw_poses
 from worldweave.bridge.generators.echo import EchoGenerator
-from worldweave.server.app import BackgroundServer
-from worldweave.sim_clients.client import WorldClient
 from worldweave.proto.errors import DeadlineExceededError
 from worldweave.proto.geometry import Intrinsics
+from worldweave.server.app import BackgroundServer
+from worldweave.sim_clients.client import WorldClient
 
 WIDTH, HEIGHT = 64, 48
 """The seed size of conftest's ``world_id`` (``WALL_WIDTH``, ``WALL_HEIGHT``)."""

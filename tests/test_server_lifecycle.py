@@ -10,11 +10,11 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from worldweave.bridge.eval.wall import wall_seed, yaw_poses
 from worldweave.bridge.generators.echo import EchoGenerator
+from worldweave.proto.errors import NotFoundError, PreconditionError
 from worldweave.proto.worldweave.v1 import API_VERSION
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.server.app import BackgroundServer, ServerConfig
 from worldweave.sim_clients.client import WorldClient
-from worldweave.proto.errors import NotFoundError, PreconditionError
 
 WIDTH, HEIGHT = 64, 48
 

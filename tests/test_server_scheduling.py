@@ -11,8 +11,13 @@ import numpy as np
 
 from worldweave.bridge.frames import RenderResult
 from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
-from worldweave.bridge.geometry import Intrinsics, Pose
-from worldweave.server.scheduling import GENERATOR_CONTRACT, FairLock, run_locked, share_generator
+from worldweave.proto.geometry import Intrinsics, Pose
+from worldweave.server.scheduling import (
+    GENERATOR_CONTRACT,
+    FairLock,
+    run_locked,
+    share_generator,
+)
 
 
 def wait_until(predicate, timeout_s: float = 5.0) -> None:

@@ -8,15 +8,15 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from worldweave.bridge.errors import InvalidInputError
 from worldweave.bridge.eval.metrics import psnr
 from worldweave.bridge.eval.scenes import Scene, make_scene
 from worldweave.bridge.frames import RenderResult, RGBDFrame
 from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
-from worldweave.bridge.geometry import Intrinsics, Pose
 from worldweave.bridge.memory.spatial_memory import MemoryConfig, SpatialMemory
 from worldweave.bridge.regions import Box
 from worldweave.bridge.world import Seed, World, WorldConfig
+from worldweave.proto.errors import InvalidInputError
+from worldweave.proto.geometry import Intrinsics, Pose
 
 INTRINSICS = Intrinsics.from_fov(160, 120, fov_x_deg=70.0)
 
@@ -43,7 +43,7 @@ def _fuse(room: Scene, poses: list[Pose], config: MemoryConfig | None = None) ->
 
 def _world_points(render: RenderResult, pose: Pose) -> np.ndarray:
     """World points (metres) of a render's covered pixels."""
-    rays = INTRINSICS.pixel_rays().numpy()[render.mask]
+    rays = INTRINSICS.pixel_rays()[render.mask]
     return pose.cam_to_world(rays * render.depth[render.mask][:, None])
 
 
@@ -112,7 +112,7 @@ def test_removed_box_never_comes_back_through_an_anchor(room: Scene) -> None:
     for anchor in world.memory.anchors:
         assert not box.contains(anchor.points_world()).any()
         valid = anchor.depth > 0
-        rays = anchor.intrinsics.pixel_rays().numpy()[valid] * anchor.depth[valid][:, None]
+        rays = anchor.intrinsics.pixel_rays()[valid] * anchor.depth[valid][:, None]
         assert not box.contains(anchor.pose.cam_to_world(rays)).any()
     for mode in ("coverage", "iou", "recent", "random", "global"):
         for pose in poses[:3] + poses[-2:]:

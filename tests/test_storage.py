@@ -5,9 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from worldweave.bridge.errors import StorageError
 from worldweave.bridge.memory.voxel_map import VoxelMap
 from worldweave.bridge.storage import atomic_folder
+from worldweave.proto.errors import StorageError
 
 
 def filled_map(seed: int) -> VoxelMap:

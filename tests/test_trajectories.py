@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 
-from worldweave.proto.errors import InvalidInputError, NotFoundError
 from worldweave.bridge.eval import metrics
 from worldweave.bridge.eval.scenes import make_scene
 from worldweave.bridge.eval.trajectories import (
@@ -17,6 +16,7 @@ from worldweave.bridge.eval.trajectories import (
     make_trajectory,
     path_length_m,
 )
+from worldweave.proto.errors import InvalidInputError, NotFoundError
 from worldweave.proto.geometry import Pose
 
 

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from worldweave.bridge.errors import InvalidInputError
 from worldweave.bridge.frames import RGBDFrame
-from worldweave.bridge.geometry import Intrinsics, Pose
 from worldweave.bridge.memory import voxel_keys
 from worldweave.bridge.memory.voxel_map import NO_FRAME, Source, VoxelMap
 from worldweave.bridge.regions import Box, OrientedBox, Sphere
+from worldweave.proto.errors import InvalidInputError
+from worldweave.proto.geometry import Intrinsics, Pose
 
 VOXEL = 0.02
 FLOOR_Z = 0.01  # inside voxel layer k = 0, away from voxel boundaries
@@ -22,7 +22,7 @@ def voxel_color(ix: np.ndarray, iy: np.ndarray) -> np.ndarray:
 
 def floor_frame(pose: Pose, intrinsics: Intrinsics) -> RGBDFrame:
     """Exact view of the plane z = FLOOR_Z, coloured per voxel column; pixels above the horizon get depth 0."""
-    rays_cam = intrinsics.pixel_rays(dtype=torch.float64).numpy()
+    rays_cam = intrinsics.pixel_rays(np.float64)
     rays_world = rays_cam @ pose.rotation.T
     with np.errstate(divide="ignore", invalid="ignore"):
         t = (FLOOR_Z - pose.position[2]) / rays_world[..., 2]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from worldweave.bridge.errors import InvalidInputError
 from worldweave.bridge.frames import RenderResult
-from worldweave.bridge.geometry import Intrinsics, Pose
 from worldweave.bridge.memory.weave import WeaveOptions, weave
+from worldweave.proto.errors import InvalidInputError
+from worldweave.proto.geometry import Intrinsics, Pose
 
 INTRINSICS = Intrinsics(40.0, 40.0, 15.5, 11.5, 32, 24)
 TARGET = Pose.identity()

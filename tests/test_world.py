@@ -6,16 +6,20 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from worldweave.bridge.errors import InvalidInputError, LimitExceededError, PreconditionError
 from worldweave.bridge.eval.metrics import psnr
 from worldweave.bridge.eval.scenes import heading_pose, make_room
 from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
 from worldweave.bridge.generators.checker import GeneratorCheckError, check_generator
 from worldweave.bridge.generators.reproject import ReprojectGenerator
-from worldweave.bridge.geometry import Intrinsics
 from worldweave.bridge.memory.spatial_memory import MemoryConfig
 from worldweave.bridge.regions import Box, Sphere
 from worldweave.bridge.world import QueryReach, Seed, World, WorldConfig
+from worldweave.proto.errors import (
+    InvalidInputError,
+    LimitExceededError,
+    PreconditionError,
+)
+from worldweave.proto.geometry import Intrinsics
 
 INTRINSICS = Intrinsics.from_fov(128, 96, fov_x_deg=70.0)
 SCENE = make_room(seed=3)

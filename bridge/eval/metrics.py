@@ -1,4 +1,4 @@
-"""Image and trajectory metrics of the benchmarks, exactly as DESIGN §7 "Metrics" defines them.
+"""Image and trajectory metrics of the benchmarks, defined once, here.
 
 * ``psnr``: MSE over the masked pixels (all three channels) of 8-bit RGB, ``10 log10(255^2 / MSE)`` dB. The caller
   passes the pixels to score (covered ∩ valid depth). Identical images give ``PSNR_MAX_DB`` (a cap, so means and
@@ -13,7 +13,7 @@
 * ``warping_error``: mean absolute difference (8-bit units, over RGB) between frame t and frame t-1 warped into t
   with ground-truth depth and poses (``warp_to_view``), on valid, non-occluded pixels.
 
-Target RGB and depth enter these functions only to score (DESIGN §7 "No leaks").
+Target RGB and depth enter these functions only to score.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from worldweave.bridge.errors import InvalidFrameError, InvalidInputError
 from worldweave.bridge.frames import check_depth, check_mask, check_rgb
-from worldweave.bridge.geometry import Intrinsics, Pose
+from worldweave.proto.errors import InvalidFrameError, InvalidInputError
+from worldweave.proto.geometry import Intrinsics, Pose
 
 PSNR_MAX_DB = 100.0
 """PSNR of two identical images (MSE 0): a cap, reached when MSE <= 255^2 * 1e-10, so every PSNR is finite."""

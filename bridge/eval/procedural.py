@@ -10,7 +10,7 @@ first pose only; every later frame is generated, chunk by chunk, by ``World.step
   (AnchorWeave), IoU top-K (Spatia) or at random, then woven;
 
 each with and without injected pose and depth noise on the frames that are fused (``FusionNoise``: the errors a real
-generator's depth estimate and pose make). Frames are scored against the exact render (DESIGN §7 "Metrics"; ground
+generator's depth estimate and pose make). Frames are scored against the exact render (metrics as ``bridge/eval/metrics.py`` defines them; ground
 truth is used only to score, never to fit anything): PSNR and SSIM over covered ∩ valid-depth pixels on every frame
 and on revisits (``psnr_c``, ``ssim_c``), the same PSNR over all valid pixels (``psnr_all``, ``psnr_c_all``: holes
 the generator filled count too), the PSNR of each revisit frame against the earlier frame it revisits warped into it
@@ -36,11 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from worldweave.bridge.errors import InvalidInputError
 from worldweave.bridge.eval import metrics
 from worldweave.bridge.eval.scenes import Scene, make_scene
 from worldweave.bridge.eval.trajectories import (
@@ -54,10 +52,11 @@ from worldweave.bridge.eval.trajectories import (
 from worldweave.bridge.frames import RGBDFrame
 from worldweave.bridge.generators.base import Condition, GenerationResult
 from worldweave.bridge.generators.reproject import ReprojectGenerator
-from worldweave.bridge.geometry import Intrinsics, Pose
 from worldweave.bridge.memory.spatial_memory import MemoryConfig
 from worldweave.bridge.render import render_points
 from worldweave.bridge.world import Seed, World, WorldConfig
+from worldweave.proto.errors import InvalidInputError
+from worldweave.proto.geometry import Intrinsics, Pose
 
 FOV_X_DEG = 70.0
 """Horizontal field of view of the benchmark camera (square pixels, principal point at the image centre)."""
@@ -118,7 +117,7 @@ class FusionNoise:
         delta, factor = self.draw(frame_id, frame.depth.shape)
         depth = np.where(frame.depth > 0, frame.depth * factor, 0.0).astype(np.float32)
         valid = depth > 0
-        points_cam = frame.intrinsics.backproject(torch.from_numpy(depth)).numpy()[valid]
+        points_cam = frame.intrinsics.backproject(depth)[valid]
         moved_world = frame.pose.cam_to_world(delta.cam_to_world(points_cam))
         render = render_points(moved_world, frame.rgb[valid], frame.pose, frame.intrinsics)
         return RGBDFrame(render.rgb, render.depth, frame.pose, frame.intrinsics)
@@ -280,7 +279,7 @@ def run_method(
     """Generate frames 1..N-1 at ``truth``'s poses with ``method``, starting from ``truth[0]`` only, and score them.
 
     ``memory_overrides``: ``MemoryConfig.with_overrides`` keys for the scene (``SCENE_MEMORY``). Ground truth enters
-    only the scores (DESIGN §7 "No leaks").
+    only the scores.
     """
     intrinsics = truth[0].intrinsics
     poses = [frame.pose for frame in truth]

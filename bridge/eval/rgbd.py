@@ -12,11 +12,11 @@ DATASET is a folder in the layout of 7-Scenes as prepared for worldweave:
 Frames with ids in ``[A, B]`` seed a ``World``: they are fused, in id order, into its memory (voxel map and
 anchors); each needs some valid depth. Then for every frame with id in ``[C, D]`` the world's ``World.condition``
 (the path a server's ``World.step`` and ``World.render`` run) renders the frame's pose, and the render is scored
-against that real frame with DESIGN §7's metrics: PSNR and SSIM over covered pixels with valid depth, coverage of
+against that real frame with the metrics of ``bridge/eval/metrics.py``: PSNR and SSIM over covered pixels with valid depth, coverage of
 valid-depth pixels, and the median absolute depth error (metres, pooled over the covered valid pixels of all
 evaluated frames), plus the wall time per view. One row per memory mode: the global voxel map at 1 and 2 cm (a
 world of that voxel size, seeded alike), and anchors with coverage / iou / recent / random retrieval at K = 1, 3, 7.
-The evaluated frames' RGB and depth are used only to score (DESIGN §7 "No leaks"); the fuse and eval ranges must not
+The evaluated frames' RGB and depth are used only to score; the fuse and eval ranges must not
 overlap.
 """
 
@@ -35,12 +35,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from worldweave.bridge.cli_values import key_value
-from worldweave.bridge.errors import InvalidInputError, NotFoundError
 from worldweave.bridge.eval.metrics import coverage, mean_psnr, psnr, ssim
 from worldweave.bridge.frames import RenderResult, RGBDFrame
-from worldweave.bridge.geometry import Intrinsics, Pose
 from worldweave.bridge.memory.spatial_memory import MemoryConfig
 from worldweave.bridge.world import Seed, World, WorldConfig
+from worldweave.proto.errors import InvalidInputError, NotFoundError
+from worldweave.proto.geometry import Intrinsics, Pose
 
 GLOBAL_VOXEL_SIZES_M = (0.01, 0.02)
 ANCHOR_MODES = ("coverage", "iou", "recent", "random")

@@ -1,4 +1,4 @@
-"""Procedural ground-truth scenes made in code, rendered exactly at any pose (DESIGN §7, issue 6).
+"""Procedural ground-truth scenes made in code, rendered exactly at any pose.
 
 A ``Scene`` is a triangle mesh of planar, axis-aligned or yawed boxes in a **Z-up world, metres**, with one
 ``Material`` per triangle. ``Scene.render(pose, intrinsics)`` casts one ray per pixel through the **integer pixel
@@ -15,7 +15,7 @@ Scenes:
   driving with turns and a revisit.
 
 Both are seeded (``make_scene(name, seed=...)``): sizes, placement and textures vary with the seed. Open3D is
-imported here only (the benchmark's edge, DESIGN §7 "Open3D stays at the edges").
+imported here only (the benchmark's edge).
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 import numpy as np
-import torch
 
-from worldweave.bridge.errors import InvalidInputError, NotFoundError
 from worldweave.bridge.frames import RGBDFrame
-from worldweave.bridge.geometry import Intrinsics, Pose
+from worldweave.proto.errors import InvalidInputError, NotFoundError
+from worldweave.proto.geometry import Intrinsics, Pose
 
 Pattern = Literal["checker", "stripes", "noise", "bricks", "plain"]
 
@@ -200,7 +199,7 @@ class Scene:
         start_position_m: np.ndarray,
         start_heading_rad: float,
     ) -> None:
-        import open3d as o3d  # the benchmark's edge only (DESIGN §7)
+        import open3d as o3d  # the benchmark's edge only
 
         self.name = name
         self.vertices = np.concatenate(builder.vertices).astype(np.float64)
@@ -260,7 +259,7 @@ class Scene:
         """
         h, w = intrinsics.shape
         if intrinsics not in self._rays_cam:
-            self._rays_cam[intrinsics] = intrinsics.pixel_rays(dtype=torch.float64).numpy().reshape(-1, 3)
+            self._rays_cam[intrinsics] = intrinsics.pixel_rays(np.float64).reshape(-1, 3)
         rays = np.empty((h * w, 6), np.float32)
         rays[:, :3] = pose.position
         # einsum, not @: a (HW, 3) x (3, 3) product through BLAS threads is 10x slower on a busy CPU.

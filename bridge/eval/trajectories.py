@@ -15,7 +15,7 @@ Procedural (``make_trajectory(kind, scene, frames, seed=...)``):
 Real (``load_tum``, ``load_kitti``, ``load_realestate10k``; formats in the module docstrings of each loader) are
 placed in a scene by ``fit_into_scene``, whose rule is stated there (re-orient mean camera up to +Z, heading to the
 scene's start heading, scale only scale-free paths to a stated length, start at the spawn point, crop the longest
-prefix that stays in free space). DESIGN §7 "Frames and re-orientation".
+prefix that stays in free space).
 """
 
 from __future__ import annotations
@@ -28,9 +28,14 @@ from typing import Callable
 
 import numpy as np
 
-from worldweave.bridge.errors import InvalidInputError, NotFoundError
-from worldweave.bridge.eval.scenes import STREET_ROAD_WIDTH_M, Scene, heading_pose, street_loop_half_m
-from worldweave.bridge.geometry import Pose, Quaternion
+from worldweave.bridge.eval.scenes import (
+    STREET_ROAD_WIDTH_M,
+    Scene,
+    heading_pose,
+    street_loop_half_m,
+)
+from worldweave.proto.errors import InvalidInputError, NotFoundError
+from worldweave.proto.geometry import Pose, Quaternion
 
 PITCH_DEG = 10.0
 """Procedural cameras look this many degrees below the horizon, so floors and roads are in view."""
@@ -291,7 +296,7 @@ def fit_into_scene(
     max_frames: int | None = None,
     scale_to_length_m: float | None = None,
 ) -> Trajectory:
-    """Place a real trajectory in ``scene`` by this rule (DESIGN §7 "Frames and re-orientation"):
+    """Place a real trajectory in ``scene`` by this rule:
 
     1. **Subsample**: keep every ``stride``-th pose, starting with the first.
     2. **Re-orient**: rotate the world so the mean camera "up" (camera -y, OpenCV) becomes +Z (smallest rotation),

@@ -3,7 +3,7 @@
 A backend subclasses ``Generator`` and sets its class attributes (like gymnasium's ``action_space``): the chunk
 rule (``chunk_multiple``/``chunk_offset``: valid frame counts are ``chunk_offset + chunk_multiple * k``), the
 largest chunk and image, the size multiple, and whether it returns depth. The world loop pads short chunks by
-holding the last pose and drops the padded frames (DESIGN §7 "Steps and chunks"), so a backend only ever sees
+holding the last pose and drops the padded frames, so a backend only ever sees
 frame counts its rule allows. ``check_generator`` (in ``checker``) tests a backend against this contract.
 """
 
@@ -15,9 +15,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from worldweave.bridge.errors import InvalidInputError, LimitExceededError
 from worldweave.bridge.frames import RenderResult
-from worldweave.bridge.geometry import Intrinsics, Pose
+from worldweave.proto.errors import InvalidInputError, LimitExceededError
+from worldweave.proto.geometry import Intrinsics, Pose
 
 
 @dataclass(frozen=True)

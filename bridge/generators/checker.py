@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from worldweave.bridge.errors import WorldweaveError
 from worldweave.bridge.frames import RenderResult
 from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
-from worldweave.bridge.geometry import Intrinsics, Pose
+from worldweave.proto.errors import WorldweaveError
+from worldweave.proto.geometry import Intrinsics, Pose
 
 
 class GeneratorCheckError(WorldweaveError):

@@ -3,7 +3,7 @@
 An estimator predicts metric depth, relative depth (up to scale and shift) or relative disparity (inverse depth up
 to scale and shift). ``align_depth`` fits scale and shift robustly (iteratively reweighted least squares with a
 Huber weight, after a median-based start) on pixels the memory covered, so a generated frame lands in the same
-metric world as what memory already holds (DESIGN §2, §6).
+metric world as what memory already holds.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-from worldweave.bridge.errors import InvalidFrameError, PreconditionError
+from worldweave.proto.errors import InvalidFrameError, PreconditionError
 
 PredictionKind = Literal["metric", "depth", "disparity"]
 

@@ -17,10 +17,14 @@ import numpy as np
 import torch
 from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
-from worldweave.bridge.errors import InvalidFrameError, InvalidInputError
 from worldweave.bridge.frames import check_rgb
-from worldweave.bridge.generators.depth import DepthEstimator, DepthPrediction, PredictionKind
+from worldweave.bridge.generators.depth import (
+    DepthEstimator,
+    DepthPrediction,
+    PredictionKind,
+)
 from worldweave.bridge.generators.hf_common import load_pretrained, resolve_device
+from worldweave.proto.errors import InvalidFrameError, InvalidInputError
 
 KINDS: dict[str, PredictionKind] = {"relative": "disparity", "metric": "metric"}
 """Depth Anything's ``depth_estimation_type`` -> the kind of ``DepthPrediction`` it produces."""

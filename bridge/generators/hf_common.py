@@ -15,7 +15,7 @@ from typing import Callable, TypeVar
 import numpy as np
 import torch
 
-from worldweave.bridge.errors import InvalidInputError, NotFoundError
+from worldweave.proto.errors import InvalidInputError, NotFoundError
 
 T = TypeVar("T")
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
-from worldweave.proto.errors import NotFoundError
 from worldweave.bridge.generators.base import Generator
 from worldweave.bridge.generators.depth import DepthEstimator
+from worldweave.proto.errors import NotFoundError
 
 BUILTIN: dict[str, str] = {
     "reproject": "worldweave.bridge.generators.reproject:ReprojectGenerator",

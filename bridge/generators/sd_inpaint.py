@@ -1,6 +1,6 @@
 """``sd-inpaint``: per-frame image inpainting of each woven render's holes with a diffusers inpainting pipeline.
 
-The cheap fallback for small GPUs (DESIGN §6): every view of a chunk is inpainted on its own, so there is no
+The cheap fallback for small GPUs: every view of a chunk is inpainted on its own, so there is no
 temporal model and no chunk rule. For each view:
 
 * ``image``: the woven render with hole pixels set to grey 128; ``mask_image``: white (255) on holes (repaint),
@@ -29,7 +29,6 @@ import PIL.Image
 import torch
 from diffusers import AutoPipelineForInpainting, DiffusionPipeline
 
-from worldweave.bridge.errors import InvalidInputError
 from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
 from worldweave.bridge.generators.hf_common import (
     float_to_uint8,
@@ -38,6 +37,7 @@ from worldweave.bridge.generators.hf_common import (
     padded_size,
     resolve_device,
 )
+from worldweave.proto.errors import InvalidInputError
 
 HOLE_GREY = 128
 """Image value (each of R, G, B) of hole pixels and of the size padding."""

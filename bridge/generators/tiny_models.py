@@ -39,7 +39,7 @@ from transformers import (
     UMT5EncoderModel,
 )
 
-from worldweave.bridge.errors import InvalidInputError
+from worldweave.proto.errors import InvalidInputError
 
 
 def tiny_tokenizer(max_length: int) -> PreTrainedTokenizerFast:

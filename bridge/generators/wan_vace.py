@@ -1,4 +1,4 @@
-"""``wan-vace``: Wan2.1 VACE video generation through diffusers' ``WanVACEPipeline`` (DESIGN §6).
+"""``wan-vace``: Wan2.1 VACE video generation through diffusers' ``WanVACEPipeline``.
 
 How a ``Condition`` maps onto the pipeline (checked against diffusers 0.42.1's ``pipeline_wan_vace.py``):
 
@@ -31,7 +31,6 @@ import PIL.Image
 import torch
 from diffusers import WanVACEPipeline
 
-from worldweave.bridge.errors import InvalidFrameError, InvalidInputError
 from worldweave.bridge.frames import check_rgb
 from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
 from worldweave.bridge.generators.hf_common import (
@@ -41,6 +40,7 @@ from worldweave.bridge.generators.hf_common import (
     padded_size,
     resolve_device,
 )
+from worldweave.proto.errors import InvalidFrameError, InvalidInputError
 
 HOLE_GREY = 128
 """Video value (each of R, G, B) of pixels the model must invent: holes and the size padding."""

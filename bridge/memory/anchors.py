@@ -1,4 +1,4 @@
-"""Local anchors (AnchorWeave): one clean point set per keyframe, kept in its own camera frame (DESIGN §5).
+"""Local anchors (AnchorWeave): one clean point set per keyframe, kept in its own camera frame.
 
 An ``Anchor`` holds its keyframe's source image (the reference frame handed to the generator), its depth, its pose
 and intrinsics, a confidence, and its points: the depth image down-sampled in ``stride`` x ``stride`` blocks
@@ -24,13 +24,30 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worldweave.bridge.errors import InvalidInputError, NotFoundError, StorageError
-from worldweave.bridge.frames import RenderResult, RGBDFrame, check_depth, check_mask, check_rgb
-from worldweave.bridge.geometry import Intrinsics, Pose
+from worldweave.bridge.frames import (
+    RenderResult,
+    RGBDFrame,
+    check_depth,
+    check_mask,
+    check_rgb,
+)
 from worldweave.bridge.memory.voxel_map import Source
 from worldweave.bridge.regions import Region
-from worldweave.bridge.render import DEFAULT_FOOTPRINT_FALLOFF, RenderBackend, SplatMode, render_points, splat_points
-from worldweave.bridge.storage import load_array, read_manifest, save_array, write_manifest
+from worldweave.bridge.render import (
+    DEFAULT_FOOTPRINT_FALLOFF,
+    RenderBackend,
+    SplatMode,
+    render_points,
+    splat_points,
+)
+from worldweave.bridge.storage import (
+    load_array,
+    read_manifest,
+    save_array,
+    write_manifest,
+)
+from worldweave.proto.errors import InvalidInputError, NotFoundError, StorageError
+from worldweave.proto.geometry import Intrinsics, Pose
 
 FORMAT_VERSION = 1
 SKETCH_GRID = (32, 24)
@@ -137,7 +154,7 @@ def sample_points(
     """An image's anchor points: (M, 3) float32 camera-frame metres, (M, 3) uint8 colours, (M,) float32 sizes (m).
 
     One point per ``options.stride_for(width)`` block with enough reliable depth: the mean depth and mean colour of those pixels,
-    back-projected through the block's centre (pixel centres at integers, DESIGN §7). Its size is the block width in
+    back-projected through the block's centre (pixel centres at integers). Its size is the block width in
     metres at that depth, ``stride * z / fx``.
     """
     s = options.stride_for(intrinsics.width)
@@ -258,7 +275,7 @@ class Anchor:
         if exclude_mask is not None:
             depth[check_mask(exclude_mask, frame.intrinsics.shape, "exclude_mask")] = 0.0
         if exclude_regions:
-            world = frame.pose.cam_to_world(frame.intrinsics.backproject(torch.from_numpy(depth)).numpy().reshape(-1, 3))
+            world = frame.pose.cam_to_world(frame.intrinsics.backproject(depth).reshape(-1, 3))
             inside = np.zeros(len(world), dtype=bool)
             for region in exclude_regions:
                 inside |= region.contains(world)
@@ -301,7 +318,7 @@ class Anchor:
     def _pixels_in(self, region: Region) -> np.ndarray:
         """(H, W) bool: pixels with depth whose back-projected world point lies in ``region``."""
         valid = self.depth > 0
-        world = self.pose.cam_to_world(self.intrinsics.backproject(torch.from_numpy(self.depth)).numpy()[valid])
+        world = self.pose.cam_to_world(self.intrinsics.backproject(self.depth)[valid])
         out = np.zeros(self.depth.shape, dtype=bool)
         out[valid] = region.contains(world)
         return out
@@ -310,7 +327,7 @@ class Anchor:
         """(min, max) world corners (metres) of an axis-aligned box holding every point and depth pixel."""
         if self._bounds is None:
             valid = self.depth > 0
-            cam = self.intrinsics.backproject(torch.from_numpy(self.depth)).numpy()[valid]
+            cam = self.intrinsics.backproject(self.depth)[valid]
             world = self.pose.cam_to_world(np.concatenate([cam, self.points_cam]))
             if len(world) == 0:
                 self._bounds = (np.full(3, np.inf), np.full(3, -np.inf))

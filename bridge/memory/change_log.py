@@ -1,4 +1,4 @@
-"""The voxel map's change log: which voxels each version added, changed or removed (DESIGN §7 "Change log").
+"""The voxel map's change log: which voxels each version added, changed or removed.
 
 Entries are kept for a window of versions and a cap on the total number of keys, so memory stays bounded.
 ``net_since(v)`` folds the retained entries into the net difference between the map at version ``v`` and now;

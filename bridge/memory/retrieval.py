@@ -1,4 +1,4 @@
-"""Which anchors condition a chunk of N target views (DESIGN §5 "Retrieval"), behind one interface.
+"""Which anchors condition a chunk of N target views, behind one interface.
 
 Every mode is a ``Retriever`` whose ``select(index, poses, intrinsics, k)`` returns rows of an ``AnchorIndex``, most
 relevant first, at most ``k``:
@@ -17,7 +17,7 @@ Coverage of a target cell is measured by projecting each candidate's sketch (a c
 own view, see ``anchors.sketch_depth``) into the target's grid, each point covering the cells its footprint spans,
 with a coarse z-test: an anchor covers a cell only where its depth is within ``occlusion_tolerance`` of the nearest
 candidate depth there, so an anchor behind a wall does not count as seeing the room beyond it. Only target poses
-enter retrieval; no target image or depth (DESIGN §7 "No leaks").
+enter retrieval; no target image or depth.
 """
 
 from __future__ import annotations
@@ -29,9 +29,14 @@ from typing import Literal, Protocol
 import numba
 import numpy as np
 
-from worldweave.bridge.errors import InvalidInputError
-from worldweave.bridge.geometry import Intrinsics, Pose
-from worldweave.bridge.memory.anchors import SKETCH_GRID, Anchor, AnchorIndex, AnchorStore
+from worldweave.bridge.memory.anchors import (
+    SKETCH_GRID,
+    Anchor,
+    AnchorIndex,
+    AnchorStore,
+)
+from worldweave.proto.errors import InvalidInputError
+from worldweave.proto.geometry import Intrinsics, Pose
 
 RetrievalMode = Literal["coverage", "iou", "recent", "random", "global"]
 RETRIEVAL_MODES: tuple[str, ...] = ("coverage", "iou", "recent", "random", "global")

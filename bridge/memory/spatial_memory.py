@@ -1,4 +1,4 @@
-"""``SpatialMemory``: the world's memory behind one facade (DESIGN §5): the global voxel map plus local anchors.
+"""``SpatialMemory``: the world's memory behind one facade: the global voxel map plus local anchors.
 
 * ``integrate`` fuses a frame into the voxel map and, when the keyframe policy says so, makes it a new anchor.
 * ``retrieve`` picks anchors for a chunk of target poses (``coverage`` / ``iou`` / ``recent`` / ``random`` /
@@ -24,10 +24,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from worldweave.bridge.errors import InvalidInputError, StorageError
 from worldweave.bridge.frames import RenderResult, RGBDFrame
-from worldweave.bridge.geometry import Intrinsics, Pose
-from worldweave.bridge.memory.anchors import Anchor, AnchorOptions, AnchorStore, KeyframePolicy, sketch_depth
+from worldweave.bridge.memory.anchors import (
+    Anchor,
+    AnchorOptions,
+    AnchorStore,
+    KeyframePolicy,
+    sketch_depth,
+)
 from worldweave.bridge.memory.retrieval import (
     RETRIEVAL_MODES,
     RetrievalMode,
@@ -40,7 +44,14 @@ from worldweave.bridge.memory.voxel_map import IntegrateStats, Source, VoxelMap
 from worldweave.bridge.memory.weave import WeaveOptions, weave
 from worldweave.bridge.regions import Region
 from worldweave.bridge.render import render_points
-from worldweave.bridge.storage import atomic_folder, read_manifest, resolve_folder, write_manifest
+from worldweave.bridge.storage import (
+    atomic_folder,
+    read_manifest,
+    resolve_folder,
+    write_manifest,
+)
+from worldweave.proto.errors import InvalidInputError, StorageError
+from worldweave.proto.geometry import Intrinsics, Pose
 
 FORMAT_VERSION = 1
 

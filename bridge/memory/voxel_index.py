@@ -2,8 +2,8 @@
 
 * ``SortedKeyIndex`` (torch, any device): sorted keys with their rows; lookups by ``searchsorted``.
 * ``HashIndex`` (numba, CPU): an open-addressing hash table with linear probing (``hash_table``). It skips the
-  per-frame sort and the sorted merge, which is where the torch path spends its time on CPU (DESIGN §7 allows numba
-  for a CPU hot path that buys >= 1.5x; ``benchmarks/bench_integrate.py`` measures both).
+  per-frame sort and the sorted merge, which is where the torch path spends its time on CPU (a numba kernel earns
+  its place beside the torch path on a CPU hot path where it buys >= 1.5x; ``benchmarks/bench_integrate.py`` measures both).
 
 Both assign new rows consecutively from ``next_row`` and give the same key -> row *set*, though not necessarily
 the same row order; the voxel map never relies on row order.

@@ -1,4 +1,4 @@
-"""The global voxel map: the world's colored point cloud, versioned and editable (DESIGN §5).
+"""The global voxel map: the world's colored point cloud, versioned and editable.
 
 Each voxel (hashed by its packed integer coordinates, see ``voxel_keys``) holds a colour (weighted running mean,
 weight capped at ``max_weight`` so memory stays updatable), a weight, a source (seed / generated / inserted) and
@@ -19,11 +19,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worldweave.bridge.errors import InvalidInputError, StorageError
 from worldweave.bridge.frames import RGBDFrame, check_mask
 from worldweave.bridge.memory import voxel_keys
 from worldweave.bridge.memory.change_log import ChangeLog, NetChanges
-from worldweave.bridge.memory.voxel_index import Accumulation, HashIndex, IndexBackend, fold_into_columns, make_index
+from worldweave.bridge.memory.voxel_index import (
+    Accumulation,
+    HashIndex,
+    IndexBackend,
+    fold_into_columns,
+    make_index,
+)
 from worldweave.bridge.regions import Region
 from worldweave.bridge.storage import (
     atomic_folder,
@@ -34,6 +39,7 @@ from worldweave.bridge.storage import (
     write_manifest,
     write_ply,
 )
+from worldweave.proto.errors import InvalidInputError, StorageError
 
 FORMAT_VERSION = 1
 MIN_VOXEL_SIZE_M = 0.005
@@ -214,7 +220,7 @@ class VoxelMap:
         """World points (float64 metres) and float RGB of the frame's valid pixels (same maths as the fused kernel)."""
         depth = torch.from_numpy(frame.depth).to(self.device, torch.float64)
         valid = (depth > 0) & (depth <= max_depth_m) & ~torch.from_numpy(exclude).to(self.device)
-        rays = frame.intrinsics.pixel_rays(self.device, torch.float64)[valid]
+        rays = torch.from_numpy(frame.intrinsics.pixel_rays(np.float64)).to(self.device)[valid]
         d = depth[valid]
         x, y = rays[:, 0] * d, rays[:, 1] * d
         r = frame.pose.rotation

@@ -1,4 +1,4 @@
-"""The per-pixel weaver: several anchors' renders of one view -> one condition (DESIGN §5 "Weaving").
+"""The per-pixel weaver: several anchors' renders of one view -> one condition.
 
 For each pixel of the target view:
 
@@ -15,8 +15,8 @@ For each pixel of the target view:
 3. **Blend**: ``"weighted"`` averages the agreeing anchors' colour and depth with those weights; ``"best"`` takes
    the single highest-weight anchor.
 
-Everything here is computed from the anchors and the target *pose*; no target image or depth enters (DESIGN §7
-"No leaks"). Output: woven RGB, depth (metres) and the covered mask (any anchor rendered the pixel).
+Everything here is computed from the anchors and the target *pose*; no target image or depth enters (the
+target is only ever scored). Output: woven RGB, depth (metres) and the covered mask (any anchor rendered the pixel).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from typing import Literal
 
 import numpy as np
 
-from worldweave.bridge.errors import InvalidInputError
 from worldweave.bridge.frames import RenderResult
-from worldweave.bridge.geometry import Intrinsics, Pose
+from worldweave.proto.errors import InvalidInputError
+from worldweave.proto.geometry import Intrinsics, Pose
 
 BlendMode = Literal["weighted", "best"]
 _WEIGHT_FLOOR = 1e-6

@@ -1,4 +1,4 @@
-"""Sparse distance field and nearest-surface queries (DESIGN §7 "Distance field").
+"""Sparse distance field and nearest-surface queries.
 
 The field has one **cell per block** (16 cm at 2 cm voxels), stored in the hashed chunks of ``BlockGrid``. A cell
 keeps a *parent*: the surface voxel nearest its centre, found by vector propagation (each cell offers its parent to

@@ -1,4 +1,4 @@
-"""Sparse, block-hashed copy of the voxel map's surface that the spatial queries walk (DESIGN §5 "Queries", §7).
+"""Sparse, block-hashed copy of the voxel map's surface that the spatial queries walk.
 
 Layout, in voxel units (voxel ``(i, j, k)`` spans ``[i, i+1) * voxel_size_m``, see ``voxel_keys``):
 

@@ -1,4 +1,4 @@
-"""Occupancy of world points: occupied, free or unknown (DESIGN §5 "Queries").
+"""Occupancy of world points: occupied, free or unknown.
 
 * **OCCUPIED**: the point's voxel is in the voxel map.
 * **FREE**: not occupied, and some view's depth saw through it: the point lies in front of the camera, projects
@@ -27,9 +27,9 @@ import numba
 import numpy as np
 from numba.typed import List
 
-from worldweave.bridge.errors import InvalidFrameError
-from worldweave.bridge.geometry import Intrinsics, Pose
 from worldweave.bridge.queries.grid import is_occupied, new_cache, spatial_order
+from worldweave.proto.errors import InvalidFrameError
+from worldweave.proto.geometry import Intrinsics, Pose
 
 _BATCH = 256
 

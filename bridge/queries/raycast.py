@@ -1,4 +1,4 @@
-"""Batched raycasts against the voxel surface (DESIGN §5 "Queries").
+"""Batched raycasts against the voxel surface.
 
 A ray hits the first occupied voxel *cube* it enters, exactly as a voxel DDA (Amanatides & Woo) walking the ray
 voxel by voxel would find it. The kernel skips empty space through the grid's hierarchy: in one step a ray crosses
@@ -18,9 +18,7 @@ import math
 
 import numba
 import numpy as np
-import torch
 
-from worldweave.bridge.memory import voxel_keys
 from worldweave.bridge.queries.grid import (
     BLOCK_SHIFT,
     CHUNK_SHIFT,
@@ -34,6 +32,7 @@ from worldweave.bridge.queries.grid import (
     spatial_order,
     voxel_word_bit,
 )
+from worldweave.proto import voxel_keys
 
 _BATCH = 64
 _LIMIT = voxel_keys.AXIS_LIMIT
@@ -180,7 +179,7 @@ def raycast_reference(
     with np.errstate(divide="ignore", invalid="ignore"):
         while len(active) and len(sorted_keys):
             idx = index[active]
-            keys = voxel_keys.pack(torch.from_numpy(idx)).numpy()
+            keys = voxel_keys.pack(idx)
             pos = np.searchsorted(sorted_keys, keys).clip(max=len(sorted_keys) - 1)
             hit = sorted_keys[pos] == keys
             out_t[active[hit]] = t[active[hit]] * v

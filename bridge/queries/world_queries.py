@@ -1,6 +1,6 @@
 """``WorldQueries``: batched spatial queries against a ``VoxelMap`` and the keyframes that observed it.
 
-Numpy in, numpy out, world metres (DESIGN §4: right-handed, Z up in worlds made for simulators). Every method
+Numpy in, numpy out, world metres (right-handed, Z up in worlds made for simulators). Every method
 takes a batch (N may be 0 or 1) and returns a result record of flat arrays of length N, so each maps one-to-one
 onto a gRPC message.
 
@@ -22,17 +22,30 @@ from typing import Union
 
 import numpy as np
 
-from worldweave.bridge.errors import InvalidInputError, LimitExceededError
-from worldweave.bridge.geometry import ORTHONORMAL_TOLERANCE
-from worldweave.bridge.memory import voxel_keys
 from worldweave.bridge.memory.voxel_map import VoxelMap
-from worldweave.bridge.queries.collision import BOX, SEGMENT, ContactResult, shape_contacts
-from worldweave.bridge.queries.distance_field import DistanceField, NearestResult, field_reach_vox
+from worldweave.bridge.queries.collision import (
+    BOX,
+    SEGMENT,
+    ContactResult,
+    shape_contacts,
+)
+from worldweave.bridge.queries.distance_field import (
+    DistanceField,
+    NearestResult,
+    field_reach_vox,
+)
 from worldweave.bridge.queries.grid import BlockGrid
-from worldweave.bridge.queries.occupancy import DepthView, PackedViews, occupancy_codes, unknown_from
+from worldweave.bridge.queries.occupancy import (
+    DepthView,
+    PackedViews,
+    occupancy_codes,
+    unknown_from,
+)
 from worldweave.bridge.queries.raycast import cast_rays
 from worldweave.bridge.regions import Region
-from worldweave.proto.voxel_keys import unpack as voxel_indices
+from worldweave.proto import voxel_keys
+from worldweave.proto.errors import InvalidInputError, LimitExceededError
+from worldweave.proto.geometry import ORTHONORMAL_TOLERANCE
 
 ViewSource = Union[Sequence[DepthView], Callable[[], Sequence[DepthView]]]
 """The views occupancy projects into: a sequence, or a callable returning the current one (e.g. the anchors)."""
@@ -183,9 +196,9 @@ class WorldQueries:
         rebuilt = changes is None
         if rebuilt:
             self._reset()
-            removed, added = np.zeros((0, 3), dtype=np.int64), voxel_indices(self.voxel_map.voxels().keys)
+            removed, added = np.zeros((0, 3), dtype=np.int64), voxel_keys.unpack(self.voxel_map.voxels().keys)
         else:
-            removed, added = voxel_indices(changes.removed), voxel_indices(changes.added)
+            removed, added = voxel_keys.unpack(changes.removed), voxel_keys.unpack(changes.added)
         shrunk = self.grid.apply(removed, add=False)
         grown = self.grid.apply(added, add=True)
         changed = np.concatenate([shrunk, grown])

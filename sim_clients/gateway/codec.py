@@ -16,6 +16,7 @@ from typing import Any
 
 import msgpack
 
+from worldweave.proto.errors import WorldweaveError
 from worldweave.sim_clients.conventions import PoseForm
 from worldweave.sim_clients.gateway.errors import (
     GatewayError,
@@ -51,7 +52,7 @@ def encode(record: Request | Reply, request_id: int | None) -> bytes:
     return msgpack.packb(envelope, use_bin_type=True)
 
 
-def encode_error(error: GatewayError, request_id: int | None) -> bytes:
+def encode_error(error: WorldweaveError, request_id: int | None) -> bytes:
     """An ``error`` reply for ``error`` (its gRPC status name and message)."""
     return encode(ErrorReply(error.code, str(error)), request_id)
 

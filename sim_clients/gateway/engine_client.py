@@ -2,7 +2,7 @@
 
     with GatewayClient("tcp://127.0.0.1:5555", "unity") as engine:
         frames = engine.step("demo", [TransformPose(position, Quaternion(qw=..., qx=..., qy=..., qz=...))],
-                             camera=CameraIntrinsics.from_fov(640, 480, fov_y_deg=60))
+                             camera=Intrinsics.from_fov(640, 480, fov_y_deg=60))
 
 Poses go out and come back in the declared convention; the gateway converts. Useful for Python simulators that
 would rather not depend on grpc, and as the executable reference of ``SCHEMA.md`` (the tests drive the gateway
@@ -16,9 +16,10 @@ from collections.abc import Sequence
 import numpy as np
 import zmq
 
-from worldweave.sim_clients.conventions import CameraIntrinsics, EnginePose, PoseForm
+from worldweave.proto.errors import DeadlineExceededError, ServerError, error_for_status
+from worldweave.proto.geometry import Intrinsics
+from worldweave.sim_clients.conventions import EnginePose, PoseForm
 from worldweave.sim_clients.gateway import codec
-from worldweave.sim_clients.gateway.errors import ServerError
 from worldweave.sim_clients.gateway.messages import (
     CheckBoxes,
     CheckCapsules,
@@ -58,14 +59,14 @@ from worldweave.sim_clients.gateway.messages import (
 )
 
 
-class GatewayTimeoutError(TimeoutError):
+class GatewayTimeoutError(DeadlineExceededError):
     """No reply within the timeout: is ``worldweave gateway`` running at that address, and its server?"""
 
 
 class GatewayClient:
     """One DEALER connection to a gateway, with its convention declared at connect (``hello_reply`` in ``info``).
 
-    Every call waits for its reply (``timeout_s``); an ``error`` reply raises :class:`ServerError` with the
+    Every call waits for its reply (``timeout_s``); an ``error`` reply raises the ``WorldweaveError`` of its status with the
     reply's gRPC status name in ``code``.
     """
 
@@ -104,13 +105,13 @@ class GatewayClient:
         return codec.decode_reply(self.socket.recv(), pose_form=self.pose_form, max_message_bytes=self.max_message_bytes)
 
     def call(self, request: Request) -> Reply:
-        """Send and wait for the reply; an error reply raises :class:`ServerError`."""
+        """Send and wait for the reply; an error reply raises the ``WorldweaveError`` of its status."""
         request_id = self.send(request)
         reply_id, reply = self.receive()
         if isinstance(reply, ErrorReply):
-            raise ServerError(reply.code, reply.message)
+            raise error_for_status(reply.code, reply.message)
         if reply_id != request_id:
-            raise ServerError("INTERNAL", f"reply to request {reply_id} while waiting for {request_id}")
+            raise ServerError(f"reply to request {reply_id} while waiting for {request_id}")
         return reply
 
     def call_chunks(self, request: Request) -> list[PointCloudChunk]:
@@ -120,23 +121,23 @@ class GatewayClient:
         while not chunks or not chunks[-1].last_in_version:
             reply_id, reply = self.receive()
             if isinstance(reply, ErrorReply):
-                raise ServerError(reply.code, reply.message)
+                raise error_for_status(reply.code, reply.message)
             if reply_id != request_id or not isinstance(reply, PointCloudChunk):
-                raise ServerError("INTERNAL", f"{reply.TYPE} to request {reply_id} while waiting for chunks of {request_id}")
+                raise ServerError(f"{reply.TYPE} to request {reply_id} while waiting for chunks of {request_id}")
             chunks.append(reply)
         return chunks
 
-    def create_world(self, views: Sequence[SeedView], camera: CameraIntrinsics, *, world_id: str = "", prompt: str = "") -> WorldReply:
+    def create_world(self, views: Sequence[SeedView], camera: Intrinsics, *, world_id: str = "", prompt: str = "") -> WorldReply:
         """A new world from seed views (poses in this connection's convention)."""
         return self.call(CreateWorld(camera, tuple(views), world_id, prompt))
 
-    def render(self, world_id: str, poses: Sequence[EnginePose], *, camera: CameraIntrinsics | None = None,
+    def render(self, world_id: str, poses: Sequence[EnginePose], *, camera: Intrinsics | None = None,
                image_encoding: ImageEncoding = "raw_rgb8", depth_encoding: DepthEncoding | None = None) -> tuple[WireFrame, ...]:
         """Memory seen from each pose; frames in pose order."""
         reply: FramesReply = self.call(Render(world_id, tuple(poses), camera, image_encoding, depth_encoding))
         return reply.frames
 
-    def step(self, world_id: str, poses: Sequence[EnginePose], *, camera: CameraIntrinsics | None = None,
+    def step(self, world_id: str, poses: Sequence[EnginePose], *, camera: Intrinsics | None = None,
              image_encoding: ImageEncoding = "raw_rgb8", depth_encoding: DepthEncoding | None = None,
              prompt: str | None = None, seed: int | None = None) -> tuple[WireFrame, ...]:
         """Generate (and remember) a frame per pose; frames in pose order."""

@@ -1,44 +1,35 @@
-"""Gateway errors. Each class carries the gRPC status name it is sent as in an ``error`` reply's ``code`` field,
-so an engine sees the same codes whether it talks to the server directly or through the gateway."""
+"""The gateway's own errors: a message it cannot read. Each is a ``WorldweaveError`` whose ``code`` (the gRPC
+status name) is sent in an ``error`` reply, so an engine sees the same codes whether it talks to the server
+directly or through the gateway; errors the server answers pass through as the SDK raises them."""
 
 from __future__ import annotations
 
+from worldweave.proto.errors import (
+    InvalidInputError,
+    LimitExceededError,
+    PreconditionError,
+    WorldweaveError,
+)
 
-class GatewayError(Exception):
-    """Root of every error the gateway raises on purpose; ``code`` is the gRPC status name sent to the engine."""
 
-    code: str = "INTERNAL"
+class GatewayError(WorldweaveError):
+    """Raised while reading an engine's message; ``request_id`` is the envelope's ``id`` when it could be read
+    (echoed in the error reply)."""
+
     request_id: int | None = None
-    """The ``id`` of the request that failed, when it could be read (echoed in the error reply)."""
 
 
-class InvalidMessageError(GatewayError):
+class InvalidMessageError(GatewayError, InvalidInputError):
     """The message is not valid msgpack, or a field is missing, unknown, of the wrong type or out of range."""
 
-    code = "INVALID_ARGUMENT"
 
-
-class MessageTooLargeError(GatewayError):
+class MessageTooLargeError(GatewayError, LimitExceededError):
     """The message (or a list or string in it) is larger than the gateway's limit."""
 
-    code = "RESOURCE_EXHAUSTED"
 
-
-class SchemaVersionError(GatewayError):
+class SchemaVersionError(GatewayError, PreconditionError):
     """The message's ``version`` (schema major version) is not one this gateway speaks."""
 
-    code = "FAILED_PRECONDITION"
 
-
-class HandshakeRequiredError(GatewayError):
+class HandshakeRequiredError(GatewayError, PreconditionError):
     """A request other than ``hello`` arrived on a connection that has not declared its convention."""
-
-    code = "FAILED_PRECONDITION"
-
-
-class ServerError(GatewayError):
-    """The worldweave server answered with an error status (its code and message are passed on as they are)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code

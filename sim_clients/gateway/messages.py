@@ -15,18 +15,21 @@ from typing import Any, Callable, ClassVar, Literal, TypeVar, get_args
 
 import numpy as np
 
-from worldweave.sim_clients.conversions import FLOAT32, INT64, UINT8, WireFormatError, pack_array, unpack_array
+from worldweave.proto.codecs import FLOAT32, INT64, UINT8, pack_array, unpack_array
+from worldweave.proto.errors import InvalidIntrinsicsError, WireFormatError
+from worldweave.proto.geometry import Intrinsics, Quaternion
 from worldweave.sim_clients.conventions import (
-    CameraIntrinsics,
-    ConventionError,
     EnginePose,
     PoseForm,
-    Quaternion,
     Rotator,
     RotatorPose,
     TransformPose,
 )
-from worldweave.sim_clients.gateway.errors import HandshakeRequiredError, InvalidMessageError, MessageTooLargeError
+from worldweave.sim_clients.gateway.errors import (
+    HandshakeRequiredError,
+    InvalidMessageError,
+    MessageTooLargeError,
+)
 
 MAX_LIST_ITEMS = 4096
 """Most items in any list field (poses, frames, capabilities)."""
@@ -263,11 +266,11 @@ def pose_from_wire(value: object, path: str, form: PoseForm) -> EnginePose:
     return pose
 
 
-def camera_to_wire(camera: CameraIntrinsics) -> dict[str, Any]:
+def camera_to_wire(camera: Intrinsics) -> dict[str, Any]:
     return {"width": camera.width, "height": camera.height, "fx": camera.fx, "fy": camera.fy, "cx": camera.cx, "cy": camera.cy}
 
 
-def camera_from_wire(value: object, path: str) -> CameraIntrinsics:
+def camera_from_wire(value: object, path: str) -> Intrinsics:
     """``{width, height}`` plus exactly one of ``fov_x_deg``, ``fov_y_deg`` or all of ``fx, fy, cx, cy``."""
     r = Reader(value, path)
     width = r.int("width", lo=1, hi=16384)
@@ -277,12 +280,12 @@ def camera_from_wire(value: object, path: str) -> CameraIntrinsics:
         raise InvalidMessageError(f"{path} needs exactly one of fov_x_deg, fov_y_deg, or fx, fy, cx, cy")
     try:
         if forms[0]:
-            camera = CameraIntrinsics.from_fov(width, height, fov_x_deg=r.float("fov_x_deg"))
+            camera = Intrinsics.from_fov(width, height, fov_x_deg=r.float("fov_x_deg"))
         elif forms[1]:
-            camera = CameraIntrinsics.from_fov(width, height, fov_y_deg=r.float("fov_y_deg"))
+            camera = Intrinsics.from_fov(width, height, fov_y_deg=r.float("fov_y_deg"))
         else:
-            camera = CameraIntrinsics(r.float("fx"), r.float("fy"), r.float("cx"), r.float("cy"), width, height)
-    except ConventionError as error:
+            camera = Intrinsics(r.float("fx"), r.float("fy"), r.float("cx"), r.float("cy"), width, height)
+    except InvalidIntrinsicsError as error:
         raise InvalidMessageError(f"{path}: {error}") from None
     r.done()
     return camera
@@ -399,7 +402,7 @@ class CreateWorld:
     """Creates a world from seed views (poses in the connection's convention)."""
 
     TYPE: ClassVar[str] = "create_world"
-    camera: CameraIntrinsics
+    camera: Intrinsics
     frames: tuple[SeedView, ...]
     world_id: str = ""
     prompt: str = ""
@@ -428,7 +431,7 @@ class Render:
     TYPE: ClassVar[str] = "render"
     world_id: str
     poses: tuple[EnginePose, ...]
-    camera: CameraIntrinsics | None = None
+    camera: Intrinsics | None = None
     image_encoding: ImageEncoding = "raw_rgb8"
     depth_encoding: DepthEncoding | None = None
 

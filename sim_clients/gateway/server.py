@@ -21,16 +21,23 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import grpc
 import numpy as np
 import zmq
 import zmq.asyncio
 
-from worldweave.sim_clients import world_state as ws
-from worldweave.sim_clients.client import ServerUnavailableError, WorldClient, WorldClientError
-from worldweave.sim_clients.conventions import Convention, ConventionError, get_convention
+from worldweave.proto.errors import ServerError, WorldweaveError
+from worldweave.sim_clients.client import WorldClient
+from worldweave.sim_clients.conventions import (
+    Convention,
+    ConventionError,
+    get_convention,
+)
 from worldweave.sim_clients.gateway import codec, translate
-from worldweave.sim_clients.gateway.errors import GatewayError, InvalidMessageError, MessageTooLargeError, ServerError
+from worldweave.sim_clients.gateway.errors import (
+    GatewayError,
+    InvalidMessageError,
+    MessageTooLargeError,
+)
 from worldweave.sim_clients.gateway.messages import (
     CheckBoxes,
     CheckCapsules,
@@ -78,13 +85,6 @@ class Connection:
     """Held while one of its requests runs, so requests run in arrival order."""
 
 
-def status_name(error: WorldClientError) -> str:
-    """The gRPC status name an SDK error travels as."""
-    if error.code is not None:
-        return error.code.name
-    return grpc.StatusCode.UNAVAILABLE.name if isinstance(error, ServerUnavailableError) else grpc.StatusCode.INTERNAL.name
-
-
 class RequestHandler:
     """Bytes in, bytes out, for one request of one connection: decode, convert, call the server, convert back.
 
@@ -110,11 +110,11 @@ class RequestHandler:
             return [codec.encode(reply, request_id) for reply in replies]
         except GatewayError as error:
             return [codec.encode_error(error, error.request_id if error.request_id is not None else request_id)]
-        except WorldClientError as error:
-            return [codec.encode_error(ServerError(status_name(error), str(error)), request_id)]
+        except WorldweaveError as error:  # the server's answer (or the SDK's), passed on with its status
+            return [codec.encode_error(error, request_id)]
         except Exception as error:  # last resort, logged with its traceback: a request never stops the gateway
             logger.exception("request %s failed inside the gateway", request_id)
-            return [codec.encode_error(GatewayError(f"gateway bug, please report: {type(error).__name__}: {error}"), request_id)]
+            return [codec.encode_error(ServerError(f"gateway bug, please report: {type(error).__name__}: {error}"), request_id)]
 
     def dispatch(self, connection: Connection, request: Request) -> Reply | list[Reply]:
         if isinstance(request, Hello):
@@ -367,7 +367,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         client = WorldClient(args.server, connect_timeout_s=args.connect_timeout)
-    except WorldClientError as error:
+    except WorldweaveError as error:
         logger.error("%s", error)
         return 1
 

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from worldweave.proto import codecs
+from worldweave.proto.errors import InvalidPoseError, WireFormatError
+from worldweave.proto.geometry import rotations_from_quaternions
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.sim_clients import conversions
 from worldweave.sim_clients import world_state as ws
-from worldweave.sim_clients.conventions import Convention, ConventionError, EnginePose, rotations_from_quaternions
+from worldweave.sim_clients.conventions import Convention, ConventionError, EnginePose
 from worldweave.sim_clients.gateway.errors import InvalidMessageError
 from worldweave.sim_clients.gateway.messages import (
     CollisionReply,
@@ -52,8 +55,8 @@ def image_array(image: WireImage, path: str) -> np.ndarray:
     """A wire RGB image (raw, PNG or JPEG) -> uint8 (H, W, 3); a bad one is named ``path``."""
     message = pb.Image(width=image.width, height=image.height, encoding=IMAGE_ENCODING_PROTO[image.encoding], data=image.data)
     try:
-        return conversions.decode_image(message, path)
-    except conversions.WireFormatError as error:
+        return codecs.decode_image(message, path)
+    except WireFormatError as error:
         raise InvalidMessageError(str(error)) from None
 
 
@@ -61,8 +64,8 @@ def depth_array(depth: WireDepth, path: str) -> np.ndarray:
     """A wire depth map -> float32 (H, W) metres."""
     message = pb.DepthImage(width=depth.width, height=depth.height, encoding=DEPTH_ENCODING_PROTO[depth.encoding], data=depth.data)
     try:
-        return conversions.decode_depth(message, path)
-    except conversions.WireFormatError as error:
+        return codecs.decode_depth(message, path)
+    except WireFormatError as error:
         raise InvalidMessageError(str(error)) from None
 
 
@@ -74,11 +77,11 @@ def wire_frame(
     if image_encoding == "raw_rgb8":
         rgb = WireImage(width, height, "raw_rgb8", np.ascontiguousarray(frame.rgb).tobytes())
     else:
-        encoded = conversions.encode_image(frame.rgb, IMAGE_ENCODING_PROTO[image_encoding])
+        encoded = codecs.encode_image(frame.rgb, IMAGE_ENCODING_PROTO[image_encoding])
         rgb = WireImage(width, height, image_encoding, encoded.data)
     depth = None
     if depth_encoding is not None and frame.depth is not None:
-        encoded_depth = conversions.encode_depth(frame.depth, DEPTH_ENCODING_PROTO[depth_encoding])
+        encoded_depth = codecs.encode_depth(frame.depth, DEPTH_ENCODING_PROTO[depth_encoding])
         depth = WireDepth(width, height, depth_encoding, encoded_depth.data)
     return WireFrame(convention.from_canonical(frame.pose), frame.version, frame.coverage, rgb, depth, frame.frame_id)
 
@@ -105,7 +108,7 @@ def canonical_rotations(quaternions: np.ndarray, convention: Convention, path: s
     """
     try:
         engine = rotations_from_quaternions(quaternions, path)
-    except ConventionError as error:
+    except InvalidPoseError as error:
         raise InvalidMessageError(str(error)) from None
     flip = np.diag([np.sign(np.linalg.det(convention.world_to_canonical)), 1.0, 1.0])
     return convention.world_to_canonical @ engine @ flip

@@ -5,11 +5,11 @@ numpy, ``room.py``). Every step moves the camera by the action for ``time_step_s
 generate the frame at the new pose (``WorldClient.step``): the frame is fused into the world's memory, so a place
 looks the same when the agent comes back.
 
-Frames and units (DESIGN §4): world right-handed, **Z up, metres**; poses are 4x4 **camera-to-world** matrices with
+Frames and units: world right-handed, **Z up, metres**; poses are 4x4 **camera-to-world** matrices with
 an **OpenCV** camera (x right, y down, z forward); depth is metres along the optical axis, 0 = unknown.
 
 Given no ``address``, the environment starts ``worldweave serve`` on a free loopback port and stops it on ``close``
-(DESIGN §7 "Clients may start a local server").
+(the SDK never imports the server; it may run one as a process).
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from worldweave.proto.codecs import MAX_FLOAT16
+from worldweave.proto.geometry import Intrinsics
 from worldweave.sim_clients.client import WorldClient
-from worldweave.sim_clients.conventions import CameraIntrinsics
-from worldweave.sim_clients.conversions import MAX_FLOAT16, Frame
+from worldweave.sim_clients.conversions import Frame
 from worldweave.sim_clients.gym_env.local_server import LocalServer
 from worldweave.sim_clients.gym_env.room import heading_c2w, make_room, seed_views
 
@@ -45,11 +46,11 @@ class EpisodeSeed:
     prompt: str = ""
 
 
-SeedFn = Callable[[np.random.Generator, CameraIntrinsics], EpisodeSeed]
+SeedFn = Callable[[np.random.Generator, Intrinsics], EpisodeSeed]
 """Makes an episode's seed from the env's random generator (``env.np_random``) and its intrinsics."""
 
 
-def room_seed(rng: np.random.Generator, intrinsics: CameraIntrinsics) -> EpisodeSeed:
+def room_seed(rng: np.random.Generator, intrinsics: Intrinsics) -> EpisodeSeed:
     """The default seed: a furnished room (layout and colours from ``rng``) seen in four level views from its
     centre at 1.4 m, the first at a random yaw; the agent starts at the first view."""
     room = make_room(rng)
@@ -166,7 +167,7 @@ class WorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if not 0 < max_pitch_deg < 90:
             raise ValueError(f"max_pitch_deg must be in (0, 90) degrees, got {max_pitch_deg!r}")
         self.render_mode = render_mode
-        self.intrinsics = CameraIntrinsics.from_fov(width, height, fov_x_deg=fov_x_deg)
+        self.intrinsics = Intrinsics.from_fov(width, height, fov_x_deg=fov_x_deg)
         self.time_step_s = float(time_step_s)
         self.metadata = {**self.metadata, "render_fps": 1.0 / self.time_step_s}
         self.max_pitch_rad = math.radians(max_pitch_deg)

@@ -1,6 +1,6 @@
-"""``worldweave serve`` as a child process on a free loopback port, for clients given no address (DESIGN §7).
+"""``worldweave serve`` as a child process on a free loopback port, for clients given no address.
 
-The SDK never imports the engine or the server (DESIGN §3), so the server runs as its own process: it binds
+The SDK never imports the engine or the server, so the server runs as its own process: it binds
 127.0.0.1 port 0, the operating system picks a free port, and the port is read back from the server's start-up log
 line (no race between choosing a port and binding it). The log goes to an unnamed temporary file, so a chatty server
 never blocks on a full pipe; its tail is quoted when the server fails to start.

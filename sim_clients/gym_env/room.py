@@ -3,9 +3,9 @@
 A ``Room`` is an axis-aligned box shell (floor at z = 0, Z up, metres) with axis-aligned furniture boxes standing on
 the floor along the walls, every surface textured in world coordinates (a checker of 0.5 m cells with per-cell
 brightness noise on a colour per surface), so a point has one colour whatever the view. ``render`` casts one ray per
-integer pixel centre (OpenCV camera, DESIGN §7): exact RGB and depth, seed frames a server can fuse.
+integer pixel centre (OpenCV camera): exact RGB and depth, seed frames a server can fuse.
 
-This module knows only numpy (DESIGN §3 dependency direction): ``worldweave.bridge``'s scenes are richer, but the
+This module knows only numpy (the SDK never imports the engine): ``worldweave.bridge``'s scenes are richer, but the
 SDK never imports the engine.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from worldweave.sim_clients.conventions import CameraIntrinsics
+from worldweave.proto.geometry import Intrinsics
 
 CELL_M = 0.5
 """Edge of a texture checker cell, metres."""
@@ -42,7 +42,7 @@ class Room:
         """The spawn point: the room's centre at eye height, (3,) world metres (furniture keeps clear of it)."""
         return np.array([0.0, 0.0, EYE_HEIGHT_M])
 
-    def render(self, c2w: np.ndarray, intrinsics: CameraIntrinsics) -> tuple[np.ndarray, np.ndarray]:
+    def render(self, c2w: np.ndarray, intrinsics: Intrinsics) -> tuple[np.ndarray, np.ndarray]:
         """Exact view from ``c2w`` (4x4 camera-to-world, OpenCV camera) from inside the room.
 
         Returns ``(rgb uint8 (H, W, 3), depth float32 (H, W))``, depth in metres along the optical axis. The camera
@@ -134,7 +134,7 @@ def heading_c2w(position_m: np.ndarray, yaw_rad: float, pitch_rad: float = 0.0) 
     return c2w
 
 
-def seed_views(room: Room, intrinsics: CameraIntrinsics, *, yaw_rad: float = 0.0,
+def seed_views(room: Room, intrinsics: Intrinsics, *, yaw_rad: float = 0.0,
                count: int = 4) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``count`` level views from the spawn point, evenly spaced in yaw starting at ``yaw_rad``: the
     ``(rgb, depth_m, c2w)`` triples ``WorldClient.create_world`` takes."""

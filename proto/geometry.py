@@ -1,13 +1,16 @@
-"""Camera geometry: the one ``Pose`` and the one ``Intrinsics`` type (DESIGN §4, §7).
+"""Camera geometry on both sides of the wire: the one ``Pose``, ``Quaternion`` and ``Intrinsics``.
 
-Conventions, everywhere in worldweave:
+Conventions, everywhere in worldweave (``docs/conventions.md`` has every engine's):
 
 * A pose is **camera-to-world** (``T_world_cam``), metres. The camera frame is **OpenCV optical**: x right,
-  y down, z forward. ``points_world = R @ points_cam + t``.
+  y down, z forward. ``points_world = R @ points_cam + t``. The world is right-handed, Z up.
 * Quaternions have **named** components ``qw, qx, qy, qz`` (Hamilton, scalar first). Never pass an unnamed
   4-tuple.
 * Pixel ``(u, v)`` has its centre at integer coordinates: ``u = fx * x / z + cx``, ``v = fy * y / z + cy``.
   Splatting rounds to the nearest pixel.
+
+This module is part of the wire layer: it imports numpy only. Every check raises an ``InvalidInputError``
+subclass naming the bad value.
 """
 
 from __future__ import annotations
@@ -17,9 +20,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-import torch
 
-from worldweave.bridge.errors import InvalidIntrinsicsError, InvalidPoseError
+from worldweave.proto.errors import InvalidIntrinsicsError, InvalidPoseError
 
 ORTHONORMAL_TOLERANCE = 1e-3
 """Largest allowed ``|R^T R - I|`` entry and ``|det R - 1|`` for a rotation to count as orthonormal (real pose
@@ -55,6 +57,31 @@ def rotation_from_quaternion(q: Quaternion) -> np.ndarray:
             [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
             [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
         ]
+    )
+
+
+def rotations_from_quaternions(quaternions_wxyz: np.ndarray, name: str = "quaternions") -> np.ndarray:
+    """(N, 4) quaternions, columns qw, qx, qy, qz (each normalised here) -> (N, 3, 3) rotations: the batch form of
+    :func:`rotation_from_quaternion`. A zero or non-finite row raises ``InvalidPoseError`` naming its index."""
+    q = np.asarray(quaternions_wxyz, dtype=np.float64)
+    if q.ndim != 2 or q.shape[1] != 4:
+        raise InvalidPoseError(f"{name} must have shape (N, 4) (qw, qx, qy, qz), got {q.shape}")
+    bad = ~np.isfinite(q).all(axis=1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise InvalidPoseError(f"{name}[{i}] = {q[i].tolist()} has a non-finite value")
+    norm = np.linalg.norm(q, axis=1)
+    if len(q) and norm.min() < 1e-8:
+        i = int(np.argmin(norm))
+        raise InvalidPoseError(f"{name}[{i}] = {q[i].tolist()} has zero length")
+    w, x, y, z = (q / norm[:, None] if len(q) else q).T
+    return np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], axis=-1),
+            np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], axis=-1),
+            np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], axis=-1),
+        ],
+        axis=1,
     )
 
 
@@ -149,7 +176,7 @@ class Pose:
     def look_at(cls, eye: np.ndarray, target: np.ndarray, up: np.ndarray = (0.0, 0.0, 1.0)) -> Pose:
         """A camera at ``eye`` looking at ``target``, image "up" as close to world ``up`` as possible.
 
-        World is Z up by default (DESIGN §4). Raises when ``eye == target`` or the view is parallel to ``up``.
+        World is Z up by default. Raises when ``eye == target`` or the view is parallel to ``up``.
         """
         eye = np.asarray(eye, dtype=np.float64)
         forward = np.asarray(target, dtype=np.float64) - eye
@@ -200,10 +227,6 @@ class Pose:
         """Map (N, 3) world points to this camera's frame."""
         return (np.asarray(points_world) - self.position) @ self.rotation
 
-    def torch_matrix(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """4x4 camera-to-world matrix as a tensor on ``device``."""
-        return torch.as_tensor(self.matrix, dtype=dtype, device=device)
-
     def distance_to(self, other: Pose) -> tuple[float, float]:
         """(centre distance in metres, angle between viewing directions in degrees)."""
         distance = float(np.linalg.norm(self.position - other.position))
@@ -229,7 +252,8 @@ class Pose:
 
 @dataclass(frozen=True)
 class Intrinsics:
-    """Pinhole intrinsics in pixels for an image of ``width`` x ``height`` (OpenCV pixel centres, DESIGN §7)."""
+    """Pinhole intrinsics in pixels for an image of ``width`` x ``height``; pixel ``(u, v)`` has its centre at
+    integer coordinates (OpenCV), so a camera with a centred principal point has ``cx = (width - 1) / 2``."""
 
     fx: float
     fy: float
@@ -241,12 +265,12 @@ class Intrinsics:
     def __post_init__(self) -> None:
         for name in ("fx", "fy", "cx", "cy"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float, np.floating, np.integer)) or not math.isfinite(value):
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value):
                 raise InvalidIntrinsicsError(f"intrinsics {name} must be a finite number, got {value!r}")
             object.__setattr__(self, name, float(value))
         for name in ("width", "height"):
             value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
                 raise InvalidIntrinsicsError(f"intrinsics {name} must be a positive integer, got {value!r}")
             object.__setattr__(self, name, int(value))
         if self.fx <= 0 or self.fy <= 0:
@@ -256,16 +280,29 @@ class Intrinsics:
     def from_fov(
         cls, width: int, height: int, *, fov_x_deg: float | None = None, fov_y_deg: float | None = None
     ) -> Intrinsics:
-        """Square pixels, principal point at the image centre, from one field of view in degrees.
+        """Square pixels and a centred principal point from one field of view in degrees.
 
-        Give exactly one of ``fov_x_deg`` (horizontal, Unreal's form) or ``fov_y_deg`` (vertical, Unity's form).
+        Give exactly one: ``fov_x_deg`` (horizontal: Unreal's ``FOVAngle``, CARLA's ``fov``, AirSim's
+        ``FOV_Degrees``) or ``fov_y_deg`` (vertical: Unity's ``Camera.fieldOfView``).
         """
         if (fov_x_deg is None) == (fov_y_deg is None):
-            raise InvalidIntrinsicsError("give exactly one of fov_x_deg or fov_y_deg")
+            raise InvalidIntrinsicsError("give exactly one of fov_x_deg (horizontal) or fov_y_deg (vertical)")
         fov, extent = (fov_x_deg, width) if fov_x_deg is not None else (fov_y_deg, height)
-        if not (0.0 < fov < 180.0):
-            raise InvalidIntrinsicsError(f"field of view must be in (0, 180) degrees, got {fov}")
+        if isinstance(fov, bool) or not isinstance(fov, (int, float, np.number)) or not (0.0 < fov < 180.0):
+            raise InvalidIntrinsicsError(f"field of view must be a number in (0, 180) degrees, got {fov!r}")
+        if isinstance(extent, bool) or not isinstance(extent, (int, np.integer)) or extent <= 0:
+            raise InvalidIntrinsicsError(f"image size must be positive integers, got {width!r} x {height!r}")
         focal = 0.5 * extent / math.tan(math.radians(fov) / 2.0)
+        return cls(focal, focal, (width - 1) / 2.0, (height - 1) / 2.0, width, height)
+
+    @classmethod
+    def from_usd_camera(cls, width: int, height: int, *, focal_length: float, horizontal_aperture: float) -> Intrinsics:
+        """From a USD camera's ``focalLength`` and ``horizontalAperture`` (same unit, e.g. mm): square pixels,
+        ``fx = focal_length / horizontal_aperture * width``, principal point centred (aperture offsets 0)."""
+        for name, value in (("focal_length", focal_length), ("horizontal_aperture", horizontal_aperture)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+                raise InvalidIntrinsicsError(f"USD camera {name} must be a positive number, got {value!r}")
+        focal = focal_length / horizontal_aperture * width
         return cls(focal, focal, (width - 1) / 2.0, (height - 1) / 2.0, width, height)
 
     @property
@@ -280,10 +317,12 @@ class Intrinsics:
 
     @property
     def fov_x_deg(self) -> float:
+        """Horizontal field of view in degrees (what Unreal, CARLA and AirSim take)."""
         return math.degrees(2.0 * math.atan(0.5 * self.width / self.fx))
 
     @property
     def fov_y_deg(self) -> float:
+        """Vertical field of view in degrees (what Unity's ``Camera.fieldOfView`` takes)."""
         return math.degrees(2.0 * math.atan(0.5 * self.height / self.fy))
 
     def scaled(self, width: int, height: int) -> Intrinsics:
@@ -293,28 +332,27 @@ class Intrinsics:
             self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5, width, height
         )
 
-    def project(self, points_cam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def project(self, points_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, 3) camera-frame points -> (N, 2) pixel coordinates ``(u, v)`` (float) and (N,) depth ``z``.
 
-        Points with ``z <= 0`` get non-finite or meaningless ``uv``; callers mask them with ``z > 0``.
+        Points with ``z <= 0`` get meaningless ``uv``; callers mask them with ``z > 0``.
         """
+        points_cam = np.asarray(points_cam)
         z = points_cam[:, 2]
-        safe_z = torch.where(z > 0, z, torch.ones_like(z))
+        safe_z = np.where(z > 0, z, np.ones_like(z))
         u = self.fx * points_cam[:, 0] / safe_z + self.cx
         v = self.fy * points_cam[:, 1] / safe_z + self.cy
-        return torch.stack([u, v], dim=1), z
+        return np.stack([u, v], axis=1), z
 
-    def pixel_rays(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def pixel_rays(self, dtype: np.dtype | type = np.float32) -> np.ndarray:
         """(H, W, 3) camera-frame ray directions through integer pixel centres, with ``z = 1``."""
-        v, u = torch.meshgrid(
-            torch.arange(self.height, device=device, dtype=dtype),
-            torch.arange(self.width, device=device, dtype=dtype),
-            indexing="ij",
-        )
-        return torch.stack([(u - self.cx) / self.fx, (v - self.cy) / self.fy, torch.ones_like(u)], dim=-1)
+        v, u = np.meshgrid(np.arange(self.height, dtype=dtype), np.arange(self.width, dtype=dtype), indexing="ij")
+        return np.stack([(u - self.cx) / self.fx, (v - self.cy) / self.fy, np.ones_like(u)], axis=-1)
 
-    def backproject(self, depth: torch.Tensor) -> torch.Tensor:
-        """(H, W) depth in metres along the optical axis -> (H, W, 3) camera-frame points (0 depth -> origin)."""
+    def backproject(self, depth: np.ndarray) -> np.ndarray:
+        """(H, W) depth in metres along the optical axis -> (H, W, 3) camera-frame points (0 depth -> origin),
+        in the depth's float dtype."""
+        depth = np.asarray(depth)
         if tuple(depth.shape) != self.shape:
             raise InvalidIntrinsicsError(f"depth of shape {tuple(depth.shape)} does not match intrinsics {self.shape}")
-        return self.pixel_rays(depth.device, depth.dtype) * depth[..., None]
+        return self.pixel_rays(depth.dtype) * depth[..., None]

@@ -1,0 +1,140 @@
+"""The one error family of worldweave, on both sides of the wire, and its gRPC status mapping.
+
+Every error raised on purpose (by the engine, the server, the client SDK, the gateway) is a ``WorldweaveError``
+whose ``code`` names the gRPC status it travels as. The server answers an error with its ``code``; the client
+turns a status back into the same class (``error_for_status``), so one ``except NotFoundError`` works in-process
+and across the network alike.
+
+=====================  ===========================  ==============================================================
+status (``code``)      class                        meaning for the caller
+=====================  ===========================  ==============================================================
+INVALID_ARGUMENT       ``InvalidInputError``        can never succeed as sent: NaN or non-rigid pose, bad
+                                                    intrinsics, wrong image size, malformed bytes (the message
+                                                    names the value)
+NOT_FOUND              ``NotFoundError``            no such world, saved world, generator or checkpoint
+ALREADY_EXISTS         ``AlreadyExistsError``       a world with that id exists
+RESOURCE_EXHAUSTED     ``LimitExceededError``       over a limit the handshake states (poses per call,
+                                                    resolution, message size, work)
+FAILED_PRECONDITION    ``PreconditionError``        valid, but not now (expired version, no data folder)
+DATA_LOSS              ``StorageError``             a save on disk is missing, corrupt or of an unknown format
+UNAVAILABLE            ``ServerUnavailableError``   no server answered (or it is shutting down)
+DEADLINE_EXCEEDED      ``DeadlineExceededError``    the call ran past its deadline
+UNIMPLEMENTED          ``NotSupportedError``        the server does not implement this call
+UNAUTHENTICATED,       ``AuthenticationError``      missing or wrong credentials
+PERMISSION_DENIED
+anything else          ``ServerError``              a server bug (INTERNAL, UNKNOWN, ...): see the server's log
+=====================  ===========================  ==============================================================
+
+This module is part of the wire layer: it imports nothing but the standard library.
+"""
+
+from __future__ import annotations
+
+
+class WorldweaveError(Exception):
+    """Root of every error worldweave raises on purpose. ``code``: the gRPC status name it travels as."""
+
+    code: str = "INTERNAL"
+
+    def __init__(self, message: str = "", *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:  # KeyError (a base of NotFoundError) would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidInputError(WorldweaveError, ValueError):
+    """A value that can never be valid (NaN, wrong shape, bad range); the message names it."""
+
+    code = "INVALID_ARGUMENT"
+
+
+class InvalidPoseError(InvalidInputError):
+    """A pose is not a finite rigid transform (non-orthonormal rotation, NaN, zero quaternion)."""
+
+
+class InvalidIntrinsicsError(InvalidInputError):
+    """Camera intrinsics are not positive, finite or consistent with the image size."""
+
+
+class InvalidFrameError(InvalidInputError):
+    """An image or depth map has the wrong shape, dtype or values."""
+
+
+class WireFormatError(InvalidInputError):
+    """A message or array does not follow the wire format (size, dtype, encoding, pose form, undecodable bytes)."""
+
+
+class NotFoundError(WorldweaveError, KeyError):
+    """A named thing (world, anchor, saved folder, generator) does not exist."""
+
+    code = "NOT_FOUND"
+
+
+class AlreadyExistsError(WorldweaveError):
+    """A world with the requested id already exists."""
+
+    code = "ALREADY_EXISTS"
+
+
+class LimitExceededError(WorldweaveError):
+    """A request is larger than a stated limit (poses per call, resolution, points, message size)."""
+
+    code = "RESOURCE_EXHAUSTED"
+
+
+class PreconditionError(WorldweaveError):
+    """The request is valid but the object is not in a state to serve it (e.g. an expired version)."""
+
+    code = "FAILED_PRECONDITION"
+
+
+class StorageError(WorldweaveError):
+    """A saved world on disk is missing, corrupt or of an unknown format version: the data, not the request."""
+
+    code = "DATA_LOSS"
+
+
+class ServerUnavailableError(WorldweaveError, ConnectionError):
+    """No server answered at the address, or it is shutting down."""
+
+    code = "UNAVAILABLE"
+
+
+class DeadlineExceededError(WorldweaveError, TimeoutError):
+    """A call ran past its deadline."""
+
+    code = "DEADLINE_EXCEEDED"
+
+
+class NotSupportedError(WorldweaveError):
+    """The server does not implement this call."""
+
+    code = "UNIMPLEMENTED"
+
+
+class AuthenticationError(WorldweaveError, PermissionError):
+    """The server refused the call's credentials: pass the right token."""
+
+    code = "UNAUTHENTICATED"
+
+
+class ServerError(WorldweaveError):
+    """Any other failure on the server side (INTERNAL, UNKNOWN, ...): a bug; the server logged its traceback."""
+
+
+ERROR_BY_CODE: dict[str, type[WorldweaveError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidInputError, NotFoundError, AlreadyExistsError, LimitExceededError, PreconditionError, StorageError,
+        ServerUnavailableError, DeadlineExceededError, NotSupportedError, AuthenticationError,
+    )
+} | {"PERMISSION_DENIED": AuthenticationError}
+"""The class a status name comes back as; names not listed come back as ``ServerError``."""
+
+
+def error_for_status(code: str, message: str) -> WorldweaveError:
+    """The error a client raises for a status ``code`` (its name, e.g. ``"NOT_FOUND"``) and its details."""
+    return ERROR_BY_CODE.get(code, ServerError)(message, code=code)
