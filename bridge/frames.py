@@ -39,6 +39,31 @@ def check_depth(depth: np.ndarray, shape: tuple[int, int], name: str = "depth") 
     return depth
 
 
+def confidence_problem(confidence: object, shape: tuple[int, int]) -> str | None:
+    """Why ``confidence`` is not a float (H, W) array of finite values in [0, 1] for an image of ``shape`` (the
+    offending pixel and value named), or ``None`` when it is one. The one rule for per-pixel confidence, shared by
+    frames, the generator checker and the world loop."""
+    if not isinstance(confidence, np.ndarray):
+        return f"must be a float (H, W) numpy array, got {type(confidence).__name__}"
+    if confidence.shape != shape:
+        return f"must have shape {shape} (H, W), got {confidence.shape}"
+    if not np.issubdtype(confidence.dtype, np.floating):
+        return f"must be float in [0, 1], got dtype {confidence.dtype}"
+    bad = ~((confidence >= 0) & (confidence <= 1))  # NaN fails both comparisons
+    if bad.any():
+        v, u = np.argwhere(bad)[0]
+        return f"has {float(confidence[v, u])} at pixel (u={u}, v={v}); confidence must be finite and in [0, 1]"
+    return None
+
+
+def check_confidence(confidence: np.ndarray, shape: tuple[int, int], name: str = "confidence") -> np.ndarray:
+    """Return ``confidence`` as a C-contiguous float32 (H, W) array in [0, 1], or raise naming the problem."""
+    problem = confidence_problem(np.asarray(confidence), shape)
+    if problem is not None:
+        raise InvalidFrameError(f"{name} {problem}")
+    return np.ascontiguousarray(confidence, dtype=np.float32)
+
+
 def check_mask(mask: np.ndarray, shape: tuple[int, int], name: str = "mask") -> np.ndarray:
     """Return ``mask`` as a bool (H, W) array, or raise naming the mismatch."""
     mask = np.asarray(mask)
@@ -54,6 +79,9 @@ class RGBDFrame:
     """A colour image with metric depth, seen from ``pose`` through ``intrinsics``.
 
     ``rgb``: uint8 (H, W, 3). ``depth``: float32 (H, W) metres along the optical axis, 0 = unknown.
+    ``confidence``: float32 (H, W) in [0, 1], how sure the source is that each pixel's depth is a real surface at
+    that depth (a generator's ``GenerationResult.confidences``); ``None`` means 1 everywhere (seed frames, sensor
+    data). Fusion skips confidence-0 pixels and weighs the others by their confidence.
     H and W must equal ``intrinsics.height`` and ``intrinsics.width``.
     """
 
@@ -61,10 +89,13 @@ class RGBDFrame:
     depth: np.ndarray
     pose: Pose
     intrinsics: Intrinsics
+    confidence: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rgb", check_rgb(self.rgb, self.intrinsics.shape))
         object.__setattr__(self, "depth", check_depth(self.depth, self.intrinsics.shape))
+        if self.confidence is not None:
+            object.__setattr__(self, "confidence", check_confidence(self.confidence, self.intrinsics.shape))
 
 
 @dataclass(frozen=True)

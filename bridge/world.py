@@ -1,9 +1,10 @@
 """``World``: where a pose becomes a frame. Poses in, generated frames out, memory updated.
 
 ``World.step`` reads as numbered stages, per chunk of poses: 1 retrieve anchors covering the chunk, 2 render and
-weave them at every pose, 3 generate, 4 depth for fusion (the generator's, or an estimator's aligned to the render),
-5 integrate into memory (dynamic pixels and boxes excluded). Chunks follow the generator's frame-count rule: a short
-chunk is padded by holding its last pose and the padded frames are dropped.
+weave them at every pose, 3 generate, 4 depth and confidence for fusion (the generator's, or an estimator's depth
+aligned to the render), 5 integrate into memory (each pixel weighted by its confidence; guesses, dynamic pixels and
+boxes left out). Chunks follow the generator's frame-count rule: a short chunk is padded by holding its last pose and
+the padded frames are dropped.
 A world is deterministic given its seed frames, config and the inputs of every step.
 
 Stages 1 and 2 are ``World.condition``, the one path from memory to the generator's condition: ``step`` and
@@ -25,14 +26,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from worldweave.bridge.frames import RenderResult, RGBDFrame, check_mask
+from worldweave.bridge.frames import RenderResult, RGBDFrame, check_mask, confidence_problem
 from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
-from worldweave.bridge.generators.depth import DepthEstimator, align_depth
+from worldweave.bridge.generators.depth import DepthEstimator, align_depth, depth_agreement
 from worldweave.bridge.generators.registry import (
     create_depth_estimator,
     create_generator,
 )
 from worldweave.bridge.memory.retrieval import RetrievalMode
+from worldweave.bridge.memory.voxel_keys import check_extent
 from worldweave.bridge.memory.spatial_memory import MemoryConfig, SpatialMemory
 from worldweave.bridge.memory.voxel_map import Source, VoxelChanges, VoxelSet
 from worldweave.bridge.queries import WorldQueries
@@ -155,7 +157,8 @@ class StepFrame:
     """One generated frame: ``rgb`` uint8 (H, W, 3); ``depth`` float32 (H, W) metres (0 unknown) as fused;
     ``coverage`` the fraction of pixels memory covered before generation; ``pose`` the pose actually used
     (camera-to-world); ``frame_id``; ``version`` the memory version after this frame was fused; ``condition`` the
-    woven memory render the generator was given for this view."""
+    woven memory render the generator was given for this view; ``confidence`` float32 (H, W) in [0, 1], each
+    pixel's fusion confidence (0: shown but not fused)."""
 
     rgb: np.ndarray
     depth: np.ndarray
@@ -164,6 +167,7 @@ class StepFrame:
     frame_id: int
     version: int
     condition: RenderResult
+    confidence: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -256,6 +260,8 @@ class World:
         if len(poses) > self.config.max_poses_per_step:
             raise LimitExceededError(f"{len(poses)} poses in one step; the limit is {self.config.max_poses_per_step}")
         self._check_pose_types(poses)
+        for i, pose in enumerate(poses):  # all-or-nothing: a far pose is refused before any frame is fused
+            check_extent(pose.position, self.memory.voxel_map.voxel_size_m, f"poses[{i}] position")
         self.generator.check_size(intrinsics)
         if dynamic_masks is None:
             return [None] * len(poses)
@@ -305,12 +311,25 @@ class World:
         for i, rgb in enumerate(result.frames):
             if rgb.shape != (*intrinsics.shape, 3) or rgb.dtype != np.uint8:
                 raise PreconditionError(f"generator {name!r} frame {i} is {rgb.dtype} {rgb.shape}, expected uint8 {(*intrinsics.shape, 3)}")
+        confidences = result.confidences
+        if not isinstance(confidences, (tuple, list)) or len(confidences) != frames:
+            count = len(confidences) if isinstance(confidences, (tuple, list)) else type(confidences).__name__
+            raise PreconditionError(f"generator {name!r} gave confidences {count} for a chunk of {frames} frames; "
+                                    "GenerationResult.confidences needs one float32 (H, W) array per frame")
+        for i, confidence in enumerate(confidences):
+            problem = confidence_problem(confidence, intrinsics.shape)
+            if problem is not None:
+                raise PreconditionError(f"generator {name!r} confidence {i} {problem}")
 
-    def _fusion_depth(self, result: GenerationResult, index: int, render: RenderResult) -> np.ndarray:
+    def _fusion_depth(self, result: GenerationResult, index: int, render: RenderResult) -> tuple[np.ndarray, np.ndarray]:
+        """Depth (float32 (H, W) metres, 0 unknown) and confidence (float32 (H, W) in [0, 1]) to fuse frame ``index``
+        with: the generator's own, or the depth estimator's depth aligned to ``render`` with the generator's
+        confidence times that depth's agreement with memory (``depth_agreement``; 0 where memory has no depth)."""
         if result.depths is not None:
-            return result.depths[index]
+            return result.depths[index], result.confidences[index]
         prediction = self.depth_estimator.estimate(result.frames[index])
-        return align_depth(prediction, render.depth, render.mask)
+        depth = align_depth(prediction, render.depth, render.mask)
+        return depth, result.confidences[index] * depth_agreement(depth, render.depth, render.mask)
 
     def step(
         self,
@@ -358,20 +377,21 @@ class World:
             timings["generate"] += time.perf_counter() - t
 
             for i, pose in enumerate(chunk):
-                # 4. Depth for fusion.
+                # 4. Depth and confidence for fusion.
                 t = time.perf_counter()
-                depth = self._fusion_depth(result, i, renders[i])
+                depth, confidence = self._fusion_depth(result, i, renders[i])
                 timings["depth"] += time.perf_counter() - t
 
-                # 5. Fuse into memory, dynamic content excluded.
+                # 5. Fuse into memory, weighted by confidence (guesses and dynamic content excluded).
                 t = time.perf_counter()
                 frame_id = self._next_frame_id
-                frame = RGBDFrame(result.frames[i], depth, pose, intrinsics)
+                frame = RGBDFrame(result.frames[i], depth, pose, intrinsics, confidence)
                 self.memory.integrate(frame, frame_id=frame_id, exclude_mask=masks[start + i], exclude_regions=dynamic_boxes)
                 self._remember(frame.rgb)
                 self._next_frame_id += 1
                 timings["integrate"] += time.perf_counter() - t
-                frames.append(StepFrame(frame.rgb, frame.depth, renders[i].coverage, pose, frame_id, self.version, renders[i]))
+                frames.append(StepFrame(frame.rgb, frame.depth, renders[i].coverage, pose, frame_id, self.version, renders[i],
+                                        frame.confidence))
         timings["total"] = time.perf_counter() - step_started
         return StepResult(tuple(frames), timings)
 

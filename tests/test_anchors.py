@@ -69,7 +69,7 @@ def test_depth_edges_give_no_points() -> None:
     depth[:, 20:] = 1.0  # a step: the columns on both sides of it are edges
     rgb = np.full((40, 40, 3), 100, np.uint8)
     intrinsics = Intrinsics(40.0, 40.0, 19.5, 19.5, 40, 40)
-    points, _, _ = sample_points(rgb, depth, intrinsics, AnchorOptions(stride_px=1, edge_rel=0.05))
+    points, *_ = sample_points(rgb, depth, intrinsics, AnchorOptions(stride_px=1, edge_rel=0.05))
     u = np.round(intrinsics.fx * points[:, 0] / points[:, 2] + intrinsics.cx).astype(int)
     assert not np.any((u == 19) | (u == 20))
     assert len(points) == 40 * 38

@@ -13,7 +13,8 @@ from worldweave.bridge.frames import RGBDFrame
 from worldweave.proto.geometry import Intrinsics, Pose
 
 FIELDS = {"method", "k", "noise", "scene", "trajectory", "psnr", "ssim", "psnr_c", "ssim_c", "coverage", "warp_err",
-          "ms_per_frame", "psnr_all", "psnr_c_all", "psnr_c_earlier", "frames", "revisit_frames"}
+          "ms_per_frame", "psnr_all", "psnr_c_all", "psnr_c_earlier", "frames", "revisit_frames", "kept", "generated",
+          "unknown", "phantom_rate", "surface_recall"}
 
 
 def _frame() -> RGBDFrame:
@@ -103,6 +104,12 @@ def test_a_tiny_run_end_to_end_writes_valid_json(tmp_path, capsys):
         assert row["scene"] == "room" and row["trajectory"] == "look-around" and row["frames"] == 8
         assert 0.0 <= row["coverage"] <= 1.0 and row["ms_per_frame"] > 0
         assert row["psnr"] is None or 5.0 < row["psnr"] <= 100.0
-    assert "anchors-coverage" in capsys.readouterr().out
+        assert math.isclose(row["kept"] + row["generated"] + row["unknown"], 1.0)
+        assert 0.0 <= row["phantom_rate"] <= 1.0 and 0.0 < row["surface_recall"] <= 1.0
+    clean = {r["method"]: r for r in rows if r["noise"] == "none"}
+    # Without noise, memory holds exact geometry; with pose and depth noise, fused voxels leave the true surface.
+    assert clean["anchors-coverage"]["phantom_rate"] < rows[-1]["phantom_rate"]
+    printed = capsys.readouterr().out
+    assert "anchors-coverage" in printed and "phantom_rate" in printed
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
         "psnr_room_look-around_noise-none.png", "psnr_room_look-around_noise-pose-depth.png"]

@@ -61,7 +61,8 @@ class SlowEcho(Generator):
         time.sleep(0.01)
         self.calls.append(condition.prompt)
         self.active -= 1
-        return GenerationResult(tuple(r.rgb for r in condition.renders), tuple(r.depth for r in condition.renders))
+        return GenerationResult(tuple(r.rgb for r in condition.renders), tuple(r.depth for r in condition.renders),
+                                confidences=tuple(r.mask.astype(np.float32) for r in condition.renders))
 
 
 def test_shared_generator_keeps_the_contract_and_runs_one_call_at_a_time():

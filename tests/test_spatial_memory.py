@@ -154,7 +154,8 @@ class _TrueRoom(Generator):
 
     def generate(self, condition: Condition) -> GenerationResult:
         frames = [self.room.render(pose, condition.intrinsics) for pose in condition.poses]
-        return GenerationResult(tuple(f.rgb for f in frames), tuple(f.depth for f in frames))
+        return GenerationResult(tuple(f.rgb for f in frames), tuple(f.depth for f in frames),
+                                confidences=tuple(np.ones(f.depth.shape, np.float32) for f in frames))
 
 
 def test_dynamic_pixels_stay_out_of_memory(room: Scene) -> None:

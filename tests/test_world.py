@@ -81,7 +81,7 @@ class RedSquareGenerator(Generator):
         frames = [f.copy() for f in result.frames]
         for frame in frames:
             frame[40:56, 56:72] = (255, 0, 0)
-        return GenerationResult(tuple(frames), result.depths)
+        return GenerationResult(tuple(frames), result.depths, confidences=result.confidences)
 
 
 def red_voxels(world: World) -> int:
@@ -167,7 +167,7 @@ class WrongCount(Generator):
 
     def generate(self, condition: Condition) -> GenerationResult:
         result = ReprojectGenerator().generate(condition)
-        return GenerationResult(result.frames[:1], result.depths[:1])
+        return GenerationResult(result.frames[:1], result.depths[:1], confidences=result.confidences[:1])
 
 
 class Unseeded(Generator):
@@ -180,7 +180,8 @@ class Unseeded(Generator):
 
     def generate(self, condition: Condition) -> GenerationResult:
         h, w = condition.intrinsics.shape
-        return GenerationResult(tuple(self._rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in condition.poses))
+        return GenerationResult(tuple(self._rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in condition.poses),
+                                confidences=tuple(np.zeros((h, w), np.float32) for _ in condition.poses))
 
 
 def test_check_generator_passes_good_backends_and_names_the_problem_of_bad_ones():

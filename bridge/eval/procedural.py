@@ -17,7 +17,11 @@ the generator filled count too), the PSNR of each revisit frame against the earl
 with ground-truth depth (``psnr_c_earlier``: does the place look the same as when it was first generated, as in
 Spatia's closed-loop PSNR_C; a method that shows the same blank frame twice also scores high, so read it beside
 ``psnr_c_all``), coverage, warping error between consecutive generated frames, and ms per frame inside
-``World.step``.
+``World.step``. Where each generated frame's pixels come from (the generator's confidence): the mean shares kept from
+memory, generated with geometry and unknown (``kept``, ``generated``, ``unknown``). The world's voxel map at the end
+of the trajectory (for ``no-memory``, the last one-frame world's) against the exact scene: ``phantom_rate``, the
+share of voxels farther than 5 cm from the true surface, and ``surface_recall``, the share of the surface seen along
+the trajectory with a confident voxel within 5 cm (``metrics.score_map``).
 
 Prints the table; ``--json OUT`` writes the rows; PNG plots (PSNR along each trajectory, one line per method) go to
 ``--plots DIR``. The default run (three cases, the main methods, 320x240) is sized to finish within 10 minutes on
@@ -113,29 +117,38 @@ class FusionNoise:
         return delta, np.clip(factor, 0.5, 1.5)
 
     def __call__(self, frame: RGBDFrame, frame_id: int) -> RGBDFrame:
-        """The frame as memory receives it: same pose and intrinsics, noisy depth, misregistered content."""
+        """The frame as memory receives it: same pose and intrinsics, noisy depth, misregistered content. A frame's
+        confidence travels with its content (re-rendered like a colour, in steps of 1/255); confidence-0 pixels give
+        no content."""
         delta, factor = self.draw(frame_id, frame.depth.shape)
         depth = np.where(frame.depth > 0, frame.depth * factor, 0.0).astype(np.float32)
         valid = depth > 0
+        if frame.confidence is not None:
+            valid &= frame.confidence > 0
         points_cam = frame.intrinsics.backproject(depth)[valid]
         moved_world = frame.pose.cam_to_world(delta.cam_to_world(points_cam))
         render = render_points(moved_world, frame.rgb[valid], frame.pose, frame.intrinsics)
-        return RGBDFrame(render.rgb, render.depth, frame.pose, frame.intrinsics)
+        if frame.confidence is None:
+            return RGBDFrame(render.rgb, render.depth, frame.pose, frame.intrinsics)
+        grey = np.repeat(np.rint(frame.confidence[valid] * 255).astype(np.uint8)[:, None], 3, axis=1)
+        confidence = render_points(moved_world, grey, frame.pose, frame.intrinsics).rgb[..., 0] / np.float32(255)
+        return RGBDFrame(render.rgb, render.depth, frame.pose, frame.intrinsics, confidence.astype(np.float32))
 
 
 class ScoringGenerator(ReprojectGenerator):
     """The embedded ``reproject`` generator, recording for scoring what the world does not return.
 
-    For every generated frame, in order, it keeps the clean RGB and depth and memory's covered mask (from the condition's
-    render); with ``noise``, the frames it hands back to the world (which fuses them) carry ``FusionNoise``, while
-    the recorded clean frames are the ones scored. Seconds spent adding noise are counted apart so they can be
-    taken out of the timings.
+    For every generated frame, in order, it keeps the clean RGB, depth and confidence and memory's covered mask (from
+    the condition's render); with ``noise``, the frames it hands back to the world (which fuses them) carry
+    ``FusionNoise``, while the recorded clean frames are the ones scored. Seconds spent adding noise are counted apart
+    so they can be taken out of the timings.
     """
 
     def __init__(self, noise: FusionNoise | None = None) -> None:
         self.noise = noise
         self.clean_rgb: list[np.ndarray] = []
         self.clean_depth: list[np.ndarray] = []
+        self.confidences: list[np.ndarray] = []
         self.covered: list[np.ndarray] = []
         self.noise_seconds = 0.0
         self._count = 0
@@ -144,19 +157,21 @@ class ScoringGenerator(ReprojectGenerator):
         result = super().generate(condition)
         self.clean_rgb.extend(result.frames)
         self.clean_depth.extend(result.depths or [np.zeros(condition.intrinsics.shape, np.float32)] * len(result.frames))
+        self.confidences.extend(result.confidences)
         self.covered.extend(render.mask for render in condition.renders)
         if self.noise is None or result.depths is None:
             self._count += len(result.frames)
             return result
         began = time.perf_counter()
-        frames, depths = [], []
-        for rgb, depth, pose in zip(result.frames, result.depths, condition.poses):
-            noisy = self.noise(RGBDFrame(rgb, depth, pose, condition.intrinsics), self._count)
+        frames, depths, confidences = [], [], []
+        for rgb, depth, confidence, pose in zip(result.frames, result.depths, result.confidences, condition.poses):
+            noisy = self.noise(RGBDFrame(rgb, depth, pose, condition.intrinsics, confidence), self._count)
             frames.append(noisy.rgb)
             depths.append(noisy.depth)
+            confidences.append(noisy.confidence)
             self._count += 1
         self.noise_seconds += time.perf_counter() - began
-        return GenerationResult(tuple(frames), tuple(depths), result.info)
+        return GenerationResult(tuple(frames), tuple(depths), result.info, confidences=tuple(confidences))
 
 
 @dataclass(frozen=True)
@@ -257,6 +272,9 @@ class FrameScores:
     psnr_all: list[float] = field(default_factory=list)
     coverage: list[float] = field(default_factory=list)
     warp_err: list[float] = field(default_factory=list)
+    provenance: list[metrics.Provenance] = field(default_factory=list)
+    map_scores: metrics.MapScores | None = None
+    """The final voxel map against the exact scene."""
     psnr_earlier: dict[int, float] = field(default_factory=dict)
     """Revisit frame index -> PSNR against the earlier frame it revisits, warped into it with ground-truth depth."""
     step_seconds: float = 0.0
@@ -271,6 +289,8 @@ def run_method(
     method: Method,
     truth: Sequence[RGBDFrame],
     *,
+    scene: Scene,
+    surface_m: np.ndarray,
     chunk: int,
     seed: int,
     memory_overrides: dict[str, float] | None = None,
@@ -278,8 +298,9 @@ def run_method(
 ) -> FrameScores:
     """Generate frames 1..N-1 at ``truth``'s poses with ``method``, starting from ``truth[0]`` only, and score them.
 
-    ``memory_overrides``: ``MemoryConfig.with_overrides`` keys for the scene (``SCENE_MEMORY``). Ground truth enters
-    only the scores.
+    ``scene``: the scene ``truth`` was rendered in; ``surface_m``: (M, 3) world metres, the surface seen along the
+    trajectory (``metrics.SeenSurface``). ``memory_overrides``: ``MemoryConfig.with_overrides`` keys for the scene
+    (``SCENE_MEMORY``). Ground truth enters only the scores.
     """
     intrinsics = truth[0].intrinsics
     poses = [frame.pose for frame in truth]
@@ -296,9 +317,10 @@ def run_method(
         began = time.perf_counter()
         if method.retrieval is None and start > 1:
             # No memory: a fresh world that knows only the previous generated frame (with noise, like any fused
-            # frame). A frame with no depth at all cannot seed a world; the last one-frame world is kept then.
+            # frame; its guesses, confidence 0, are not fused). A frame with no depth of confidence > 0 cannot seed a
+            # world; the last one-frame world is kept then.
             memory_frame = noise(previous, start - 1) if noise is not None else previous
-            if (memory_frame.depth > 0).any():
+            if ((memory_frame.depth > 0) & (memory_frame.confidence > 0)).any():
                 world = _new_world(memory_frame, memory, generator)
         result = world.step(poses[start : start + chunk])
         scores.step_seconds += time.perf_counter() - began
@@ -311,13 +333,18 @@ def run_method(
             scores.ssim.append(metrics.ssim(rgb, target.rgb, scored))
             scores.psnr_all.append(metrics.psnr(rgb, target.rgb, valid))
             scores.coverage.append(metrics.coverage(generator.covered[index - 1], valid))
+            scores.provenance.append(metrics.provenance_shares(generator.confidences[index - 1],
+                                                               generator.clean_depth[index - 1]))
             scores.warp_err.append(
                 metrics.warping_error(rgb, previous.rgb, target.depth, target.pose, before.pose, intrinsics, before.depth)
             )
-            previous = RGBDFrame(rgb, generator.clean_depth[index - 1], target.pose, intrinsics)
+            previous = RGBDFrame(rgb, generator.clean_depth[index - 1], target.pose, intrinsics,
+                                 generator.confidences[index - 1])
         if progress is not None:
             progress.update(len(result.frames))
     scores.step_seconds -= generator.noise_seconds
+    voxels = world.memory.voxel_map.voxels()
+    scores.map_scores = metrics.score_map(scene, voxels.positions_m, voxels.confidence, surface_m)
     frames = [truth[0].rgb, *generator.clean_rgb]
     for i, j in metrics.revisits(poses):
         warped, visible = metrics.warp_to_view(frames[j], truth[j].depth, poses[j], truth[i].depth, poses[i], intrinsics)
@@ -349,6 +376,11 @@ def summarise(method: Method, case: Case, trajectory: Trajectory, scores: FrameS
         "psnr_c": metrics.mean_psnr([scores.psnr[i] for i in at]),
         "ssim_c": _mean([scores.ssim[i] for i in at]),
         "coverage": _mean(scores.coverage),
+        "kept": _mean([p.kept for p in scores.provenance]),
+        "generated": _mean([p.generated for p in scores.provenance]),
+        "unknown": _mean([p.unknown for p in scores.provenance]),
+        "phantom_rate": scores.map_scores.phantom_rate,
+        "surface_recall": scores.map_scores.confident_surface_recall,
         "warp_err": _mean(scores.warp_err),
         "ms_per_frame": 1000.0 * scores.step_seconds / max(frames, 1),
         "psnr_all": metrics.mean_psnr(scores.psnr_all),
@@ -364,6 +396,8 @@ COLUMNS = (
     ("psnr", "{:.2f}", 6), ("ssim", "{:.3f}", 6), ("psnr_c", "{:.2f}", 6), ("ssim_c", "{:.3f}", 6),
     ("psnr_all", "{:.2f}", 8), ("psnr_c_all", "{:.2f}", 10), ("psnr_c_earlier", "{:.2f}", 14),
     ("coverage", "{:.3f}", 8), ("warp_err", "{:.2f}", 8),
+    ("kept", "{:.3f}", 5), ("generated", "{:.3f}", 9), ("unknown", "{:.3f}", 7), ("phantom_rate", "{:.3f}", 12),
+    ("surface_recall", "{:.3f}", 14),
     ("ms_per_frame", "{:.0f}", 12),
 )
 
@@ -505,14 +539,18 @@ def run(args: argparse.Namespace) -> int:
         trajectory = build_trajectory(case, scene, args.seed)
         truth = [scene.render(pose, intrinsics) for pose in tqdm(trajectory.poses, desc=f"ground truth {case.scene}/"
                                                                   f"{case.trajectory}", leave=False)]
-        prepared.append((case, trajectory, truth))
-    total = sum(len(truth) - 1 for _, _, truth in prepared) * len(methods)
+        seen = metrics.SeenSurface()
+        for frame in truth:
+            seen.add(frame)
+        prepared.append((case, trajectory, truth, seen.points_m))
+    total = sum(len(truth) - 1 for _, _, truth, _ in prepared) * len(methods)
     rows, curves = [], {}
     with tqdm(total=total, desc="generating", unit="frame") as progress:
-        for case, trajectory, truth in prepared:
+        for case, trajectory, truth, surface_m in prepared:
             for method in methods:
                 progress.set_postfix_str(f"{case.scene}/{case.trajectory} {method.label} noise={method.noise}")
-                scores = run_method(method, truth, chunk=args.chunk, seed=args.seed,
+                scores = run_method(method, truth, scene=scenes[case.scene], surface_m=surface_m, chunk=args.chunk,
+                                    seed=args.seed,
                                     memory_overrides=SCENE_MEMORY[case.scene], progress=progress)
                 rows.append(summarise(method, case, trajectory, scores))
                 panels = curves.setdefault((case.scene, case.trajectory, method.noise), {
@@ -523,7 +561,7 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(rows))
     print(f"{len(rows)} rows, {total} generated frames at {width}x{height} in {time.perf_counter() - began:.0f} s")
     for (scene_name, trajectory_name, noise), panels in curves.items():
-        trajectory = next(t for c, t, _ in prepared if (c.scene, c.trajectory) == (scene_name, trajectory_name))
+        trajectory = next(t for c, t, _, _ in prepared if (c.scene, c.trajectory) == (scene_name, trajectory_name))
         revisit_frames = sorted({i for i, _ in metrics.revisits(trajectory.poses)})
         plot_psnr(args.plots / f"psnr_{scene_name}_{trajectory_name}_noise-{noise.replace('+', '-')}.png",
                   f"{scene_name} / {trajectory_name} / noise {noise}", panels, revisit_frames)

@@ -227,6 +227,12 @@ class Scene:
         """(min, max) corners of the mesh, world metres."""
         return self.vertices.min(axis=0), self.vertices.max(axis=0)
 
+    def distance_m(self, points_world: np.ndarray) -> np.ndarray:
+        """(N, 3) world points (metres) -> (N,) float32 distance in metres to the closest point of the mesh surface
+        (Open3D's closest-point query)."""
+        points = np.ascontiguousarray(np.asarray(points_world, np.float32).reshape(-1, 3))
+        return self._raycaster.compute_distance(self._o3d_core.Tensor(points)).numpy()
+
     def is_free(self, points_world: np.ndarray) -> np.ndarray:
         """(N, 3) world points -> (N,) bool: inside some free-space box (where a camera centre may be)."""
         points = np.asarray(points_world, np.float64).reshape(-1, 3)

@@ -54,13 +54,22 @@ class Condition:
 
 @dataclass(frozen=True)
 class GenerationResult:
-    """N generated frames, uint8 (H, W, 3), and, when the backend ``returns_depth``, N float32 (H, W) depths in
-    metres along the optical axis (0 = unknown)."""
+    """N generated frames, uint8 (H, W, 3), N per-pixel confidences, and, when the backend ``returns_depth``, N
+    float32 (H, W) depths in metres along the optical axis (0 = unknown).
+
+    ``confidences`` (keyword, required of every backend): N float32 (H, W) arrays in [0, 1], one per frame: how sure
+    the backend is that the pixel's depth is a real surface at that depth. 1 for pixels kept from the memory render,
+    0 for pure guesses (filled holes nothing supports). The world fuses each pixel with a weight proportional to its
+    confidence and never fuses a confidence-0 pixel. A backend that returns no depth states its trust in each pixel's
+    content; the world then fuses the depth estimator's depth aligned to memory and multiplies these confidences by
+    that depth's agreement with memory (``depth.depth_agreement``: 0 where memory has no depth to compare).
+    """
 
     frames: tuple[np.ndarray, ...]
     depths: tuple[np.ndarray, ...] | None = None
     info: dict = field(default_factory=dict)
     """Backend-specific details for logs (timings, model id); never needed by the caller."""
+    confidences: tuple[np.ndarray, ...] = field(kw_only=True)
 
 
 class Generator(ABC):

@@ -1,7 +1,8 @@
 """``check_generator``: a conformance check a backend author runs (like gymnasium's ``check_env``).
 
 It builds synthetic conditions at sizes the backend declares it accepts, calls ``generate`` and checks the result
-against the protocol in ``base``: frame count, dtype and shape, depth when declared, determinism for a fixed seed.
+against the protocol in ``base``: frame count, dtype and shape, depth when declared, one confidence per frame (float32,
+the frame's shape, finite, in [0, 1]), determinism for a fixed seed.
 Each failure names the likely cause.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from worldweave.bridge.frames import RenderResult
+from worldweave.bridge.frames import RenderResult, confidence_problem
 from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
 from worldweave.proto.errors import WorldweaveError
 from worldweave.proto.geometry import Intrinsics, Pose
@@ -56,6 +57,18 @@ def _problems_with(generator: Generator, condition: Condition, result: Generatio
                     problems.append(f"depth {i} is {depth.dtype} {depth.shape}; expected float32 {shape} metres")
                 elif not np.all(np.isfinite(depth)) or (depth < 0).any():
                     problems.append(f"depth {i} has NaN, inf or negative values; use 0 for unknown")
+    confidences = result.confidences
+    if not isinstance(confidences, (tuple, list)) or len(confidences) != n:
+        count = len(confidences) if isinstance(confidences, (tuple, list)) else type(confidences).__name__
+        problems.append(f"{n} poses gave confidences {count}: GenerationResult.confidences needs one float32 (H, W) "
+                        "array per frame (1 where memory's pixel was kept, 0 for guesses)")
+    else:
+        for i, confidence in enumerate(confidences):
+            problem = confidence_problem(confidence, shape)
+            if problem is None and confidence.dtype != np.float32:
+                problem = f"is {confidence.dtype}; expected float32"
+            if problem is not None:
+                problems.append(f"confidence {i} {problem}")
     return problems
 
 
@@ -88,6 +101,9 @@ def check_generator(generator: Generator) -> None:
             again = generator.generate(condition)
             if any(not np.array_equal(a, b) for a, b in zip(first.frames, again.frames)):
                 problems.append("two calls with the same condition and seed gave different frames: seed every "
+                                "random source from Condition.seed")
+            if any(not np.array_equal(a, b) for a, b in zip(first.confidences, again.confidences)):
+                problems.append("two calls with the same condition and seed gave different confidences: seed every "
                                 "random source from Condition.seed")
     if problems:
         raise GeneratorCheckError(f"{cls.__name__} ({cls.name!r}) breaks the generator protocol: " + "; ".join(problems))

@@ -3,7 +3,8 @@
 An estimator predicts metric depth, relative depth (up to scale and shift) or relative disparity (inverse depth up
 to scale and shift). ``align_depth`` fits scale and shift robustly (iteratively reweighted least squares with a
 Huber weight, after a median-based start) on pixels the memory covered, so a generated frame lands in the same
-metric world as what memory already holds.
+metric world as what memory already holds. ``depth_agreement`` turns the aligned depth's agreement with memory into
+a per-pixel confidence (the fusion weight of a generator that returns no depth).
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from typing import Literal
 
 import numpy as np
 
-from worldweave.proto.errors import InvalidFrameError, PreconditionError
+from worldweave.proto.errors import InvalidFrameError, InvalidInputError, PreconditionError
 
 PredictionKind = Literal["metric", "depth", "disparity"]
 
 MIN_ALIGNMENT_PIXELS = 64
 """Fewer covered pixels than this and no metric prediction: the fit would be meaningless."""
+AGREEMENT_TOLERANCE_REL = 0.1
+"""``depth_agreement`` falls linearly from 1 (same depth as memory) to 0 at this relative depth difference."""
 
 
 @dataclass(frozen=True)
@@ -89,3 +92,22 @@ def align_depth(prediction: DepthPrediction, reference_depth_m: np.ndarray, mask
         scale, shift = _robust_affine(values[usable], reference[usable])
         metric = scale * values + shift
     return np.where(np.isfinite(metric) & (metric > 0), metric, 0).astype(np.float32)
+
+
+def depth_agreement(
+    depth_m: np.ndarray, reference_depth_m: np.ndarray, mask: np.ndarray, tolerance_rel: float = AGREEMENT_TOLERANCE_REL
+) -> np.ndarray:
+    """Per-pixel confidence, float32 (H, W) in [0, 1], that ``depth_m`` (metres, 0 = unknown; an estimator's depth
+    aligned by ``align_depth``) is the surface memory holds: ``1 - |depth - reference| / (tolerance_rel * reference)``
+    clipped to [0, 1] where ``mask`` (bool (H, W), memory covered the pixel) and both depths are known; 0 elsewhere,
+    since where memory has no depth to compare the estimate is a guess."""
+    depth = np.asarray(depth_m, dtype=np.float32)
+    reference = np.asarray(reference_depth_m, dtype=np.float32)
+    if depth.shape != reference.shape or np.asarray(mask).shape != reference.shape:
+        raise InvalidFrameError(f"depth {depth.shape}, reference {reference.shape} and mask {np.asarray(mask).shape} must match")
+    if not tolerance_rel > 0:
+        raise InvalidInputError(f"tolerance_rel must be > 0, got {tolerance_rel!r}")
+    both = np.asarray(mask, bool) & (reference > 0) & (depth > 0)
+    safe = np.where(both, reference, 1.0)
+    agreement = 1.0 - np.abs(depth - reference) / (tolerance_rel * safe)
+    return np.where(both, np.clip(agreement, 0.0, 1.0), 0.0).astype(np.float32)

@@ -4,6 +4,9 @@ Each frame is the woven memory render with its holes filled, RGB and depth, by p
 pixels are averaged down an image pyramid until every cell has a value, then the coarse values are pulled back
 up into the holes only. Covered pixels are returned unchanged, so what memory holds comes back exactly. A view
 memory does not cover at all comes back mid-grey with depth 0 (unknown, so nothing is fused).
+
+Confidence: 1 on the covered pixels (kept from memory), 0 on the filled holes: a push-pull blur of the surrounding
+depth is a guess, not a surface, so the world shows it but never fuses it.
 """
 
 from __future__ import annotations
@@ -118,9 +121,10 @@ class ReprojectGenerator(Generator):
     returns_depth: ClassVar[bool] = True
 
     def generate(self, condition: Condition) -> GenerationResult:
-        frames, depths = [], []
+        frames, depths, confidences = [], [], []
         for render in condition.renders:
             known = render.mask & (render.depth > 0)
+            confidences.append(known.astype(np.float32))
             if not known.any():
                 frames.append(np.full((*render.mask.shape, 3), EMPTY_GREY, np.uint8))
                 depths.append(np.zeros(render.mask.shape, np.float32))
@@ -129,4 +133,4 @@ class ReprojectGenerator(Generator):
             filled = push_pull_fill_cpu(values, known)
             frames.append(np.clip(np.rint(filled[:3]), 0, 255).astype(np.uint8).transpose(1, 2, 0).copy())
             depths.append(filled[3].copy())
-        return GenerationResult(tuple(frames), tuple(depths))
+        return GenerationResult(tuple(frames), tuple(depths), confidences=tuple(confidences))

@@ -12,6 +12,12 @@ temporal model and no chunk rule. For each view:
 * One CPU ``torch.Generator`` per view, seeded with ``seed + view index``, so a view's result does not depend on
   how views are batched.
 
+Confidence (``GenerationResult.confidences``): 1 on covered pixels (kept from memory), 0 on the inpainted holes.
+This backend returns no depth, so the world fuses the depth estimator's depth aligned to memory and multiplies these
+confidences by ``depth.depth_agreement``: how well that depth agrees with memory's (1 at the same depth, falling
+linearly to 0 at a relative difference of ``depth.AGREEMENT_TOLERANCE_REL``) where both exist. A generated pixel
+here always lies in a hole, where memory has no depth to compare: a guess, confidence 0, never fused.
+
 References and leading frames are not used: an image inpainting model has no input for them (the condition's
 prompt is used). Weights: a diffusers inpainting pipeline folder or model id (``AutoPipelineForInpainting``
 picks the class from ``model_index.json``), e.g. ``stable-diffusion-v1-5/stable-diffusion-inpainting``.
@@ -150,6 +156,7 @@ class SdInpaintGenerator(Generator):
                 frames[i][holes] = generated[holes]
         return GenerationResult(
             frames=tuple(frames),
+            confidences=tuple((render.mask & (render.depth > 0)).astype(np.float32) for render in condition.renders),
             info={
                 "model": self.model,
                 "inpainted_frames": len(todo),

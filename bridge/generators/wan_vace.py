@@ -15,6 +15,13 @@ How a ``Condition`` maps onto the pipeline (checked against diffusers 0.42.1's `
 * ``prompt``, ``negative_prompt``, ``conditioning_scale``, ``guidance_scale``, ``num_inference_steps``; a CPU
   ``torch.Generator`` seeded with the condition's seed; ``output_type="np"``; batch 1.
 
+Confidence (``GenerationResult.confidences``): 1 on pixels memory covered, 0 on holes. With ``covered="keep"`` the
+covered pixels are kept; with ``covered="guide"`` they are generated under the render's guidance. Either way this
+backend returns no depth, so the world fuses the depth estimator's depth aligned to memory and multiplies these
+confidences by ``depth.depth_agreement``: how well that depth agrees with memory's (1 at the same depth, falling
+linearly to 0 at a relative difference of ``depth.AGREEMENT_TOLERANCE_REL``) where both exist. Where memory has no
+depth to compare (the holes), the generated content's depth is a guess: confidence 0, never fused.
+
 Weights: a folder in diffusers layout (``model_index.json``) or a model id such as
 ``Wan-AI/Wan2.1-VACE-1.3B-diffusers``. Precision per device: float32 on CPU; bfloat16 (text encoder and
 transformer) with a float32 VAE on CUDA.
@@ -230,6 +237,7 @@ class WanVaceGenerator(Generator):
         video = float_to_uint8(output.frames[0][inputs.leading_frames : inputs.leading_frames + len(condition), :height, :width])
         return GenerationResult(
             frames=tuple(np.ascontiguousarray(frame) for frame in video),
+            confidences=tuple((render.mask & (render.depth > 0)).astype(np.float32) for render in condition.renders),
             info={
                 "model": self.model,
                 "num_frames": inputs.num_frames,

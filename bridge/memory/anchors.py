@@ -2,10 +2,12 @@
 
 An ``Anchor`` holds its keyframe's source image (the reference frame handed to the generator), its depth, its pose
 and intrinsics, a confidence, and its points: the depth image down-sampled in ``stride`` x ``stride`` blocks
-(mean depth and colour of the block's reliable pixels, placed at the block centre), in the anchor's own OpenCV
-camera frame, metres. Pixels at depth discontinuities ("flying pixels" between a foreground edge and the
-background) are left out of the points. Each point carries its footprint size, the block's width in metres at its
-depth, so the renderer can splat it without holes.
+(mean depth, colour and per-pixel confidence of the block's reliable pixels, placed at the block centre), in the
+anchor's own OpenCV camera frame, metres. Pixels the frame's confidence (``RGBDFrame.confidence``) marks 0 are
+guesses: the anchor keeps no depth there, so they give no points and never count as seen-through space. Pixels at
+depth discontinuities ("flying pixels" between a foreground edge and the background) are left out of the points.
+Each point carries its footprint size, the block's width in metres at its depth, so the renderer can splat it without
+holes.
 
 A coarse ``sketch`` of the depth (one point per retrieval grid cell) is what retrieval projects into target views; it
 is derived from the depth and rebuilt after every edit.
@@ -49,7 +51,10 @@ from worldweave.bridge.storage import (
 from worldweave.proto.errors import InvalidInputError, NotFoundError, StorageError
 from worldweave.proto.geometry import Intrinsics, Pose
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Saved-store layout: 2 added each anchor's ``point_confidence`` array."""
+READABLE_FORMATS = (1, FORMAT_VERSION)
+"""Layouts ``AnchorStore.read`` accepts; format-1 anchors load with point confidence 1."""
 SKETCH_GRID = (32, 24)
 """Sketch cells across and down an anchor's image (and the retrieval grid of a target view)."""
 _SKETCH_SAMPLES = 4
@@ -149,13 +154,19 @@ def _edge_free(depth: np.ndarray, edge_rel: float) -> np.ndarray:
 
 
 def sample_points(
-    rgb: np.ndarray, depth: np.ndarray, intrinsics: Intrinsics, options: AnchorOptions
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """An image's anchor points: (M, 3) float32 camera-frame metres, (M, 3) uint8 colours, (M,) float32 sizes (m).
+    rgb: np.ndarray,
+    depth: np.ndarray,
+    intrinsics: Intrinsics,
+    options: AnchorOptions,
+    confidence: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """An image's anchor points: (M, 3) float32 camera-frame metres, (M, 3) uint8 colours, (M,) float32 sizes (m)
+    and (M,) float32 confidences in [0, 1].
 
-    One point per ``options.stride_for(width)`` block with enough reliable depth: the mean depth and mean colour of those pixels,
-    back-projected through the block's centre (pixel centres at integers). Its size is the block width in
-    metres at that depth, ``stride * z / fx``.
+    One point per ``options.stride_for(width)`` block with enough reliable depth: the mean depth, colour and
+    ``confidence`` (float32 (H, W) in [0, 1]; ``None`` = 1) of those pixels, back-projected through the block's
+    centre (pixel centres at integers). Its size is the block width in metres at that depth, ``stride * z / fx``.
+    Pixels with depth 0 are not reliable, so a caller leaves guesses out by zeroing their depth.
     """
     s = options.stride_for(intrinsics.width)
     h, w = (intrinsics.height // s) * s, (intrinsics.width // s) * s
@@ -174,7 +185,12 @@ def sample_points(
     points = np.stack([(u - intrinsics.cx) / intrinsics.fx * z, (v - intrinsics.cy) / intrinsics.fy * z, z], axis=1)
     colors = np.clip(np.round(color[rows, cols]), 0, 255).astype(np.uint8)
     sizes = (s * z / intrinsics.fx).astype(np.float32)
-    return points.astype(np.float32), colors, sizes
+    if confidence is None:
+        point_confidence = np.ones(len(z), np.float32)
+    else:
+        block_confidence = (confidence[:h, :w].reshape(blocks) * good_b).sum(axis=(1, 3)) / safe
+        point_confidence = np.clip(block_confidence[rows, cols], 0.0, 1.0).astype(np.float32)
+    return points.astype(np.float32), colors, sizes, point_confidence
 
 
 def sketch_depth(depth: np.ndarray, intrinsics: Intrinsics, grid: tuple[int, int] = SKETCH_GRID
@@ -214,6 +230,8 @@ class Anchor:
     removed content blanked to 0 and inserted content painted in. ``depth``: float32 (H, W) metres along the optical
     axis, 0 = unknown. ``points_cam``: (M, 3) float32 metres in this anchor's camera frame, ``colors`` (M, 3) uint8,
     ``point_size_m`` (M,) float32 footprint widths. ``confidence``: in (0, 1], weighs the anchor in the weaver.
+    ``point_confidence``: (M,) float32 in [0, 1], each point's mean per-pixel confidence (how sure the generator was
+    of its depth); ``None`` at construction gives 1 to every point (after it, always an array).
     """
 
     id: int
@@ -227,6 +245,7 @@ class Anchor:
     point_size_m: np.ndarray
     confidence: float = 1.0
     source: Source = Source.GENERATED
+    point_confidence: np.ndarray | None = None
     sketch_cam: np.ndarray = field(init=False, repr=False)
     """(G, 3) float32 coarse points in the camera frame (see ``sketch_depth``)."""
     sketch_valid: np.ndarray = field(init=False, repr=False)
@@ -248,7 +267,16 @@ class Anchor:
             )
         if not (0 < self.confidence <= 1):
             raise InvalidInputError(f"anchor confidence must be in (0, 1], got {self.confidence!r}")
+        point_confidence = (
+            np.ones(len(points), np.float32) if self.point_confidence is None
+            else np.ascontiguousarray(self.point_confidence, dtype=np.float32)
+        )
+        if point_confidence.shape != (len(points),) or not np.all((point_confidence >= 0) & (point_confidence <= 1)):
+            raise InvalidInputError(
+                f"anchor point_confidence must be ({len(points)},) values in [0, 1], got shape {point_confidence.shape}"
+            )
         self.points_cam, self.colors, self.point_size_m = points, colors, sizes
+        self.point_confidence = point_confidence
         self._bounds: tuple[np.ndarray, np.ndarray] | None = None
         self.resketch()
 
@@ -269,9 +297,12 @@ class Anchor:
         exclude_mask: np.ndarray | None = None,
         exclude_regions: Sequence[Region] = (),
     ) -> Anchor:
-        """An anchor from a fused frame. Pixels under ``exclude_mask`` (bool (H, W), True = dynamic) or whose points
-        fall in ``exclude_regions`` (world regions) get depth 0, so they give no points and count as unknown."""
+        """An anchor from a fused frame. Pixels under ``exclude_mask`` (bool (H, W), True = dynamic), whose points
+        fall in ``exclude_regions`` (world regions) or whose ``frame.confidence`` is 0 (guesses) get depth 0, so they
+        give no points and count as unknown; the others' confidence becomes the points' ``point_confidence``."""
         depth = frame.depth.copy()
+        if frame.confidence is not None:
+            depth[frame.confidence <= 0] = 0.0
         if exclude_mask is not None:
             depth[check_mask(exclude_mask, frame.intrinsics.shape, "exclude_mask")] = 0.0
         if exclude_regions:
@@ -280,9 +311,10 @@ class Anchor:
             for region in exclude_regions:
                 inside |= region.contains(world)
             depth[inside.reshape(depth.shape) & (depth > 0)] = 0.0
-        points, colors, sizes = sample_points(frame.rgb, depth, frame.intrinsics, options)
+        points, colors, sizes, point_confidence = sample_points(frame.rgb, depth, frame.intrinsics, options,
+                                                                frame.confidence)
         return cls(id, frame_id, frame.pose, frame.intrinsics, frame.rgb.copy(), depth, points, colors, sizes,
-                   confidence, source)
+                   confidence, source, point_confidence)
 
     def points_world(self) -> np.ndarray:
         """(M, 3) float32 anchor points in world metres."""
@@ -463,6 +495,7 @@ class AnchorStore:
             removed += int(inside.sum())
             anchor.points_cam, anchor.colors = anchor.points_cam[~inside], anchor.colors[~inside]
             anchor.point_size_m = anchor.point_size_m[~inside]
+            anchor.point_confidence = anchor.point_confidence[~inside]
             anchor.image = anchor.image.copy()
             anchor.image[pixels] = 0
             anchor.depth = np.where(pixels, 0.0, anchor.depth).astype(np.float32)
@@ -513,6 +546,7 @@ class AnchorStore:
             anchor.point_size_m = np.concatenate(
                 [anchor.point_size_m, np.full(int(seen.sum()), point_size_m, np.float32)]
             )
+            anchor.point_confidence = np.concatenate([anchor.point_confidence, np.ones(int(seen.sum()), np.float32)])
             painted = splat_points(
                 cam[seen], Pose.identity(), anchor.intrinsics, colors=colors[seen], splat="footprint",
                 point_size_m=point_size_m,
@@ -533,7 +567,7 @@ class AnchorStore:
         for anchor in self._anchors.values():
             sub = folder / f"{anchor.id:06d}"
             sub.mkdir()
-            for name in ("image", "depth", "points_cam", "colors", "point_size_m"):
+            for name in ("image", "depth", "points_cam", "colors", "point_size_m", "point_confidence"):
                 save_array(sub, name, getattr(anchor, name))
             i = anchor.intrinsics
             records.append({
@@ -548,18 +582,22 @@ class AnchorStore:
                 "image": "uint8 (H, W, 3) source image", "depth": "float32 (H, W) metres, 0 unknown",
                 "points_cam": "float32 (M, 3) metres, anchor camera frame (OpenCV)", "colors": "uint8 (M, 3)",
                 "point_size_m": "float32 (M,) footprint widths, metres",
+                "point_confidence": "float32 (M,) in [0, 1], the points' mean pixel confidence (format 2 on)",
             },
         })
 
     @classmethod
     def read(cls, folder: Path) -> AnchorStore:
-        """Read a store written by ``write``."""
-        manifest = read_manifest(folder, "anchor_store", (FORMAT_VERSION,))
+        """Read a store written by ``write`` in any of ``READABLE_FORMATS`` (format 1: point confidence 1)."""
+        manifest = read_manifest(folder, "anchor_store", READABLE_FORMATS)
+        names = ("image", "depth", "points_cam", "colors", "point_size_m")
+        if manifest["format_version"] != 1:
+            names += ("point_confidence",)
         store = cls()
         try:
             for record in manifest["anchors"]:
                 sub = folder / record["folder"]
-                arrays = {n: load_array(sub, n) for n in ("image", "depth", "points_cam", "colors", "point_size_m")}
+                arrays = {n: load_array(sub, n) for n in names}
                 store.add(Anchor(
                     record["id"], record["frame_id"], Pose.from_matrix(np.asarray(record["pose_c2w"])),
                     Intrinsics(**record["intrinsics"]), confidence=record["confidence"],

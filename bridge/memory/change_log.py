@@ -3,6 +3,11 @@
 Entries are kept for a window of versions and a cap on the total number of keys, so memory stays bounded.
 ``net_since(v)`` folds the retained entries into the net difference between the map at version ``v`` and now;
 when ``v`` is older than the window it returns ``None`` and the caller answers with a full snapshot.
+
+The log holds keys only; the values travel at query time: every voxel a fused frame touches is logged (added or
+changed), and its colour, weight and confidence change together, so ``VoxelMap.changes_since`` gathers each changed
+voxel's current values, ``VoxelSet.confidence`` included, and a follower that filters by confidence sees a voxel cross
+its level.
 """
 
 from __future__ import annotations

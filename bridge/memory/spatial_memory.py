@@ -181,14 +181,18 @@ class SpatialMemory:
     ) -> MemoryUpdate:
         """Fuse ``frame`` into the voxel map and, if it is a keyframe, add it as an anchor.
 
-        ``exclude_mask`` (bool (H, W), True on dynamic pixels) and ``exclude_regions`` (world regions, e.g. dynamic
-        boxes) keep content out of both. ``confidence`` in (0, 1] weighs a new anchor in the weaver.
+        Both take the per-pixel ``frame.confidence`` from the frame: confidence-0 pixels (guesses) enter neither,
+        the others weigh their confidence in the voxel map and give it to the anchor's points; only the pixels that
+        enter count towards the keyframe decision. ``exclude_mask`` (bool (H, W), True on dynamic pixels) and
+        ``exclude_regions`` (world regions, e.g. dynamic boxes) keep content out of both. ``confidence`` in (0, 1]
+        (one number, not the per-pixel one) weighs a new anchor in the weaver.
         """
         stats = self.voxel_map.integrate(
             frame, frame_id=frame_id, source=source, exclude_mask=exclude_mask, exclude_regions=exclude_regions,
             max_depth_m=self.config.anchors.max_depth_m,
         )
-        _, valid_cells, _ = sketch_depth(frame.depth, frame.intrinsics)
+        fused_depth = frame.depth if frame.confidence is None else np.where(frame.confidence > 0, frame.depth, 0.0)
+        _, valid_cells, _ = sketch_depth(fused_depth, frame.intrinsics)
         coverage = self.view_coverage(frame.pose, frame.intrinsics, valid_cells) if len(self.anchors) else 0.0
         add, reason = self.config.keyframes.decide(frame.pose, coverage, self.anchors)
         anchor_id = None

@@ -22,19 +22,30 @@ from worldweave.bridge.memory import hash_table, voxel_keys
 
 IndexBackend = Literal["torch", "numba"]
 
+_NO_CONFIDENCE = np.ones((1, 1), dtype=np.float32)
+"""Stands in for the confidence image of a frame without one (the fused kernel then does not read it)."""
+
 
 @dataclass(frozen=True)
 class Accumulation:
     """One frame's (or one insert's) observations, summed per voxel.
 
-    ``rows``: (U,) int64 rows touched. ``color_sums``: (U, 3) float32 sum of RGB of the points in each voxel.
-    ``counts``: (U,) float32 points per voxel. ``new_keys``: (M,) keys that got rows ``next_row .. next_row+M-1``.
+    Each point weighs its confidence c in [0, 1] (1 for frames without confidence and for inserted points;
+    confidence-0 points are left out before they get here). ``rows``: (U,) int64 rows touched. ``color_sums``:
+    (U, 3) float32 sum of c * RGB of the points in each voxel. ``weights``: (U,) float32 sum of c (the fusion weight
+    each voxel gains). ``confidence_sums``: (U,) float32 sum of c * c (weight times confidence, so
+    ``confidence_sums / weights`` is the weight-averaged confidence of what was fused). ``new_keys``: (M,) keys that
+    got rows ``next_row .. next_row+M-1``. ``points``: points (pixels) that entered.
+    ``points_out_of_range``: points (pixels) left out because they lie beyond the key range (``voxel_keys``).
     """
 
     rows: torch.Tensor
     color_sums: torch.Tensor
-    counts: torch.Tensor
+    weights: torch.Tensor
+    confidence_sums: torch.Tensor
     new_keys: torch.Tensor
+    points: int
+    points_out_of_range: int = 0
 
 
 @dataclass(frozen=True)
@@ -140,14 +151,21 @@ def _assign(table_keys, table_rows, shift, point_keys, next_row, row_seen, out_r
 
 @numba.njit(cache=True)
 def _accumulate_pixels(
-    depth, rgb, exclude, fx, fy, cx, cy, rotation, translation, voxel, max_depth, limit, offset, bits,
-    table_keys, table_rows, shift, next_row, row_seen, out_rows, out_sums, out_counts, out_new_keys,
+    depth, rgb, exclude, confidence, has_confidence, fx, fy, cx, cy, rotation, translation, voxel, max_depth, limit,
+    offset, bits, table_keys, table_rows, shift, next_row, row_seen, out_rows, out_sums, out_weights, out_conf_sums,
+    out_new_keys,
 ):
-    """Back-project, voxelise, find-or-insert and sum colours for every valid pixel, in one pass (float64 maths,
-    the same formula as ``VoxelMap``'s torch path)."""
+    """Back-project, voxelise, find-or-insert and sum confidence-weighted colours for every valid pixel, in one pass
+    (float64 maths, the same formula as ``VoxelMap``'s torch path). With ``has_confidence`` each pixel weighs its
+    ``confidence`` (float32 (H, W)) and confidence-0 pixels are skipped like invalid depth; without, every pixel
+    weighs 1 (``confidence`` is then not read, nor ``out_conf_sums`` written: it equals ``out_weights``). Pixels
+    whose point lies beyond +-``limit`` voxels (or is NaN) are checked before the integer cast, skipped and counted;
+    returns (distinct rows, new keys, pixels skipped, pixels fused)."""
     height, width = depth.shape
     n_unique = 0
     n_new = 0
+    n_outside = 0
+    n_points = 0
     # Neighbouring pixels mostly fall in one voxel: remember the left and upper pixels' voxel (key and its slot
     # in this frame's output) and skip the hash probe, a cache miss in a large table, when the key repeats.
     above_key = np.full(width, -2, dtype=np.int64)
@@ -161,18 +179,29 @@ def _accumulate_pixels(
                 above_key[u] = -2
                 left_key = -2
                 continue
+            c = np.float32(1.0)
+            if has_confidence:
+                c = confidence[v, u]
+                if c <= 0.0:
+                    above_key[u] = -2
+                    left_key = -2
+                    continue
             x = (u - cx) / fx * d
             y = (v - cy) / fy * d
             wx = rotation[0, 0] * x + rotation[0, 1] * y + rotation[0, 2] * d + translation[0]
             wy = rotation[1, 0] * x + rotation[1, 1] * y + rotation[1, 2] * d + translation[1]
             wz = rotation[2, 0] * x + rotation[2, 1] * y + rotation[2, 2] * d + translation[2]
-            ix = np.int64(np.floor(wx / voxel))
-            iy = np.int64(np.floor(wy / voxel))
-            iz = np.int64(np.floor(wz / voxel))
-            if abs(ix) > limit or abs(iy) > limit or abs(iz) > limit:
+            fx_index = np.floor(wx / voxel)
+            fy_index = np.floor(wy / voxel)
+            fz_index = np.floor(wz / voxel)
+            if not (abs(fx_index) <= limit and abs(fy_index) <= limit and abs(fz_index) <= limit):
                 above_key[u] = -2
                 left_key = -2
+                n_outside += 1
                 continue
+            ix = np.int64(fx_index)
+            iy = np.int64(fy_index)
+            iz = np.int64(fz_index)
             key = ((ix + offset) << (2 * bits)) | ((iy + offset) << bits) | (iz + offset)
             if key == left_key:
                 seen = left_seen
@@ -186,20 +215,30 @@ def _accumulate_pixels(
             left_seen = seen
             above_key[u] = key
             above_seen[u] = seen
-            out_sums[seen, 0] += rgb[v, u, 0]
-            out_sums[seen, 1] += rgb[v, u, 1]
-            out_sums[seen, 2] += rgb[v, u, 2]
-            out_counts[seen] += 1.0
+            out_weights[seen] += c
+            if has_confidence:  # the branch always goes one way for a frame; without confidence c is 1
+                out_sums[seen, 0] += c * rgb[v, u, 0]
+                out_sums[seen, 1] += c * rgb[v, u, 1]
+                out_sums[seen, 2] += c * rgb[v, u, 2]
+                out_conf_sums[seen] += c * c
+            else:
+                out_sums[seen, 0] += rgb[v, u, 0]
+                out_sums[seen, 1] += rgb[v, u, 1]
+                out_sums[seen, 2] += rgb[v, u, 2]
+            n_points += 1
     for i in range(n_unique):
         row_seen[out_rows[i]] = -1
-    return n_unique, n_new
+    return n_unique, n_new, n_outside, n_points
 
 
 @numba.njit(cache=True)
 def fold_into_columns(
-    keys, colors, weights, sources, first, last, rows, sums, counts, new_keys, count, source, inserted, frame_id, max_weight
+    keys, colors, weights, confidences, sources, first, last, rows, sums, gains, confidence_sums, new_keys, count,
+    source, inserted, frame_id, max_weight,
 ):
-    """Running-mean colour update of the touched rows (CPU twin of ``VoxelMap._apply``); returns the rows of
+    """Weighted running-mean update of the touched rows' colour and confidence (CPU twin of ``VoxelMap._apply``):
+    ``sums``, ``gains`` and ``confidence_sums`` are an ``Accumulation``'s ``color_sums``, ``weights`` and
+    ``confidence_sums``. An insert (``inserted``) makes its voxels ``source`` with confidence 1. Returns the rows of
     existing voxels that were touched."""
     for i in range(len(new_keys)):
         keys[count + i] = new_keys[i]
@@ -211,18 +250,22 @@ def fold_into_columns(
             sources[row] = source
             first[row] = frame_id
             weights[row] = 0.0
+            confidences[row] = 0.0
             colors[row, 0] = 0.0
             colors[row, 1] = 0.0
             colors[row, 2] = 0.0
         else:
             changed[n_changed] = row
             n_changed += 1
-        if inserted:
-            sources[row] = source
         old = weights[row]
-        total = old + counts[i]
+        total = old + gains[i]
         for c in range(3):
             colors[row, c] = (colors[row, c] * old + sums[i, c]) / total
+        if inserted:
+            sources[row] = source
+            confidences[row] = 1.0
+        else:
+            confidences[row] = (confidences[row] * old + confidence_sums[i]) / total
         weights[row] = min(total, max_weight)
         last[row] = frame_id
     return changed[:n_changed]
@@ -276,6 +319,7 @@ class HashIndex:
         depth: np.ndarray,
         rgb: np.ndarray,
         exclude: np.ndarray,
+        confidence: np.ndarray | None,
         intrinsics: tuple[float, float, float, float],
         rotation: np.ndarray,
         translation: np.ndarray,
@@ -283,25 +327,32 @@ class HashIndex:
         max_depth_m: float,
         next_row: int,
     ) -> Accumulation:
-        """Fused CPU path of ``VoxelMap.integrate``: every valid, non-excluded pixel of one RGB-D frame."""
+        """Fused CPU path of ``VoxelMap.integrate``: every valid, non-excluded pixel of one RGB-D frame whose point
+        lies within the key range (the others are counted in ``points_out_of_range``), weighted by ``confidence``
+        (float32 (H, W) in [0, 1]; confidence-0 pixels are left out; ``None`` weighs every pixel 1)."""
         if next_row != self._count:
             raise ValueError(f"HashIndex rows must stay dense: next_row {next_row} != count {self._count}")
         pixels = depth.size
         self._reserve(pixels)
         rows = np.empty(pixels, dtype=np.int64)
         sums = np.zeros((pixels, 3), dtype=np.float32)
-        counts = np.zeros(pixels, dtype=np.float32)
+        weights = np.zeros(pixels, dtype=np.float32)
+        confidence_sums = weights if confidence is None else np.zeros(pixels, dtype=np.float32)  # c * c = c at c = 1
         new_keys = np.empty(pixels, dtype=np.int64)
         fx, fy, cx, cy = intrinsics
-        n_unique, n_new = _accumulate_pixels(
-            depth, rgb, exclude, fx, fy, cx, cy, rotation, translation, voxel_size_m, max_depth_m,
+        n_unique, n_new, n_outside, n_points = _accumulate_pixels(
+            depth, rgb, exclude, _NO_CONFIDENCE if confidence is None else confidence, confidence is not None,
+            fx, fy, cx, cy, rotation, translation, voxel_size_m, max_depth_m,
             voxel_keys.AXIS_LIMIT, voxel_keys.AXIS_OFFSET, voxel_keys.AXIS_BITS,
-            self._table_keys, self._table_rows, self._shift, next_row, self._row_seen, rows, sums, counts, new_keys,
+            self._table_keys, self._table_rows, self._shift, next_row, self._row_seen, rows, sums, weights,
+            confidence_sums, new_keys,
         )
         self._count += n_new
         return Accumulation(
-            torch.from_numpy(rows[:n_unique]), torch.from_numpy(sums[:n_unique]),
-            torch.from_numpy(counts[:n_unique]), torch.from_numpy(new_keys[:n_new].copy()),
+            rows=torch.from_numpy(rows[:n_unique]), color_sums=torch.from_numpy(sums[:n_unique]),
+            weights=torch.from_numpy(weights[:n_unique]), confidence_sums=torch.from_numpy(confidence_sums[:n_unique]),
+            new_keys=torch.from_numpy(new_keys[:n_new].copy()), points=int(n_points),
+            points_out_of_range=int(n_outside),
         )
 
     def rebuild(self, keys_by_row: torch.Tensor) -> None:

@@ -3,13 +3,39 @@ numpy, shared with the client SDK) applied to tensors, bit for bit the same resu
 
 Voxel ``(i, j, k)`` holds world points with ``i = floor(x / voxel_size_m)`` (likewise y, z) and has its centre at
 ``(i + 0.5) * voxel_size_m`` metres; a key spans +-``AXIS_LIMIT`` voxels per axis; keys sort by x, then y, then z.
+
+Every coordinate is range-checked as a float *before* it is cast to an integer index: a cast of a value beyond int64
+(1e30 m) is undefined and used to wrap to a voxel near the origin. ``check_extent`` is the check that edits and poses
+pass (``InvalidInputError`` naming the value); ``point_keys`` drops what a fused frame has beyond the extent.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
+from worldweave.proto.errors import InvalidInputError
 from worldweave.proto.voxel_keys import AXIS_BITS, AXIS_LIMIT, AXIS_MASK, AXIS_OFFSET
+
+
+def extent_m(voxel_size_m: float) -> float:
+    """The map's extent, metres: every world coordinate within +-``extent_m`` (``AXIS_LIMIT`` voxels) has a key."""
+    return AXIS_LIMIT * float(voxel_size_m)
+
+
+def check_extent(points_m: np.ndarray, voxel_size_m: float, name: str) -> None:
+    """Raise ``InvalidInputError`` naming the first of (N, 3) world points (or one (3,) point), metres, with a
+    coordinate beyond +-``extent_m(voxel_size_m)`` or not finite: such a point has no voxel key."""
+    given = np.asarray(points_m, dtype=np.float64)
+    points = given.reshape(-1, 3)
+    outside = ~(np.abs(points) <= extent_m(voxel_size_m)).all(axis=1)
+    if outside.any():
+        i = int(np.argmax(outside))
+        where = name if given.ndim == 1 else f"{name}[{i}]"
+        raise InvalidInputError(
+            f"{where} = {points[i].tolist()} lies outside the world's extent (+-{extent_m(voxel_size_m):.0f} m "
+            f"per axis at {voxel_size_m} m voxels)"
+        )
 
 
 def pack(indices: torch.Tensor) -> torch.Tensor:
@@ -26,10 +52,12 @@ def unpack(keys: torch.Tensor) -> torch.Tensor:
 
 
 def point_keys(points_m: torch.Tensor, voxel_size_m: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, 3) world points in metres -> (keys of the points inside the key range, boolean mask of those points)."""
-    indices = torch.floor(points_m / voxel_size_m).to(torch.int64)
+    """(N, 3) world points in metres -> (keys of the points inside the key range, boolean mask of those points).
+
+    Points beyond the range (or NaN) are left out, checked on the float indices before the integer cast."""
+    indices = torch.floor(points_m / voxel_size_m)
     inside = (indices.abs() <= AXIS_LIMIT).all(dim=1)
-    return pack(indices[inside]), inside
+    return pack(indices[inside].to(torch.int64)), inside
 
 
 def key_centers(keys: torch.Tensor, voxel_size_m: float) -> torch.Tensor:

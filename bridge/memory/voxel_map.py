@@ -1,9 +1,12 @@
 """The global voxel map: the world's colored point cloud, versioned and editable.
 
 Each voxel (hashed by its packed integer coordinates, see ``voxel_keys``) holds a colour (weighted running mean,
-weight capped at ``max_weight`` so memory stays updatable), a weight, a source (seed / generated / inserted) and
-the first and last frame that saw it. Every integrate or edit bumps ``version`` and logs the keys it added,
-changed or removed, so ``changes_since(v)`` can answer exactly within the retention window.
+weight capped at ``max_weight`` so memory stays updatable), a weight, a confidence in [0, 1], a source (seed /
+generated / inserted) and the first and last frame that saw it. A frame's pixels weigh their confidence
+(``RGBDFrame.confidence``): a confidence-0 pixel never enters the map, a half-confidence one weighs half as much in
+the running means as a full one, and a voxel's confidence is the weight-averaged confidence of what was fused into it (seed frames and
+inserted points count 1; an insert sets its voxels to 1). Every integrate or edit bumps ``version`` and logs the keys
+it added, changed or removed, so ``changes_since(v)`` can answer exactly within the retention window.
 
 Columns live in torch tensors on ``device``; on CPU the key index is a numba hash table by default, elsewhere a
 sorted-key torch index (``voxel_index``). All coordinates are world metres.
@@ -41,7 +44,10 @@ from worldweave.bridge.storage import (
 )
 from worldweave.proto.errors import InvalidInputError, StorageError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Saved-map layout: 2 added the per-voxel ``confidence`` array."""
+READABLE_FORMATS = (1, FORMAT_VERSION)
+"""Layouts ``read`` accepts; a format-1 map (saved before confidence) loads with confidence 1 for every voxel."""
 MIN_VOXEL_SIZE_M = 0.005
 NO_FRAME = -1
 """``first_frame`` / ``last_frame`` of voxels that no frame has seen (inserted points)."""
@@ -61,7 +67,8 @@ class VoxelSet:
 
     ``keys`` int64 packed voxel coordinates; ``positions_m`` float32 (N, 3) voxel centres, world metres;
     ``colors`` uint8 (N, 3) RGB; ``weights`` float32; ``sources`` uint8 (``Source``); ``first_frame`` and
-    ``last_frame`` int32 frame ids (``NO_FRAME`` for inserted points).
+    ``last_frame`` int32 frame ids (``NO_FRAME`` for inserted points); ``confidence`` float32 in [0, 1], the
+    weight-averaged confidence of what was fused into each voxel (1 for seed frames and inserted points).
     """
 
     keys: np.ndarray
@@ -71,6 +78,7 @@ class VoxelSet:
     sources: np.ndarray
     first_frame: np.ndarray
     last_frame: np.ndarray
+    confidence: np.ndarray
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -85,7 +93,9 @@ class VoxelChanges:
     """The difference between the map at ``since_version`` and at ``version``.
 
     With ``is_snapshot`` True, ``since_version`` was older than the retention window: ``added`` holds the whole
-    map and the receiver must drop what it had; ``changed`` and ``removed_keys`` are empty.
+    map and the receiver must drop what it had; ``changed`` and ``removed_keys`` are empty. ``added`` and ``changed``
+    hold each voxel's current values, its ``confidence`` included (a fused frame that moves a voxel's confidence
+    lists it as changed).
     """
 
     since_version: int
@@ -99,10 +109,12 @@ class VoxelChanges:
 @dataclass(frozen=True)
 class IntegrateStats:
     points: int
-    """Valid depth pixels that entered memory."""
+    """Valid depth pixels that entered memory (confidence > 0)."""
     voxels_touched: int
     voxels_added: int
     version: int
+    points_out_of_range: int = 0
+    """Valid depth pixels left out because their point lies beyond the map's extent (``voxel_keys.extent_m``)."""
 
 
 class VoxelMap:
@@ -136,6 +148,7 @@ class VoxelMap:
         self._keys = torch.empty(0, dtype=torch.int64, device=self.device)
         self._colors = torch.empty((0, 3), dtype=torch.float32, device=self.device)
         self._weights = torch.empty(0, dtype=torch.float32, device=self.device)
+        self._confidence = torch.empty(0, dtype=torch.float32, device=self.device)
         self._sources = torch.empty(0, dtype=torch.uint8, device=self.device)
         self._first = torch.empty(0, dtype=torch.int32, device=self.device)
         self._last = torch.empty(0, dtype=torch.int32, device=self.device)
@@ -164,31 +177,46 @@ class VoxelMap:
 
         self._keys, self._colors, self._weights = grow(self._keys), grow(self._colors), grow(self._weights)
         self._sources, self._first, self._last = grow(self._sources), grow(self._first), grow(self._last)
+        self._confidence = grow(self._confidence)
 
     def _bump(self, added: torch.Tensor, changed: torch.Tensor, removed: torch.Tensor) -> int:
         self.version += 1
         self._log.record(self.version, *(k.cpu().numpy() for k in (added, changed, removed)))
         return self.version
 
-    def _accumulate_points(self, points_world: torch.Tensor, colors: torch.Tensor) -> Accumulation:
-        """Sum per-voxel colours of world points (metres) with float RGB, assigning rows to new voxels."""
+    def _accumulate_points(
+        self, points_world: torch.Tensor, colors: torch.Tensor, confidence: torch.Tensor | None = None
+    ) -> Accumulation:
+        """Sum per-voxel confidence-weighted colours of world points (metres) with float RGB, assigning rows to new
+        voxels. ``confidence``: (P,) float32 in (0, 1] per point; ``None`` weighs every point 1."""
         keys, inside = voxel_keys.point_keys(points_world, self.voxel_size_m)
         assignment = self._index.assign(keys, self._count)
         rows = assignment.rows.to(self.device)
         inverse = assignment.inverse.to(self.device)
-        sums = torch.zeros((len(rows), 3), dtype=torch.float32, device=self.device).index_add_(0, inverse, colors[inside])
-        counts = torch.zeros(len(rows), dtype=torch.float32, device=self.device).index_add_(
-            0, inverse, torch.ones(len(keys), dtype=torch.float32, device=self.device)
+        if confidence is None:
+            confidence = torch.ones(len(keys), dtype=torch.float32, device=self.device)
+        else:
+            confidence = confidence[inside]
+
+        def per_voxel(values: torch.Tensor) -> torch.Tensor:
+            return torch.zeros((len(rows), *values.shape[1:]), dtype=torch.float32, device=self.device).index_add_(
+                0, inverse, values
+            )
+
+        return Accumulation(
+            rows=rows, color_sums=per_voxel(colors[inside] * confidence[:, None]), weights=per_voxel(confidence),
+            confidence_sums=per_voxel(confidence * confidence), new_keys=assignment.new_keys.to(self.device),
+            points=len(keys), points_out_of_range=int((~inside).sum()),
         )
-        return Accumulation(rows, sums, counts, assignment.new_keys.to(self.device))
 
     def _apply(self, acc: Accumulation, source: Source, frame_id: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Fold an accumulation into the columns; return (new keys, keys of existing voxels touched)."""
         if isinstance(self._index, HashIndex):
             changed_rows = fold_into_columns(
-                self._keys.numpy(), self._colors.numpy(), self._weights.numpy(), self._sources.numpy(),
-                self._first.numpy(), self._last.numpy(), acc.rows.numpy(), acc.color_sums.numpy(), acc.counts.numpy(),
-                acc.new_keys.numpy(), self._count, int(source), source == Source.INSERTED, frame_id, self.max_weight,
+                self._keys.numpy(), self._colors.numpy(), self._weights.numpy(), self._confidence.numpy(),
+                self._sources.numpy(), self._first.numpy(), self._last.numpy(), acc.rows.numpy(),
+                acc.color_sums.numpy(), acc.weights.numpy(), acc.confidence_sums.numpy(), acc.new_keys.numpy(),
+                self._count, int(source), source == Source.INSERTED, frame_id, self.max_weight,
             )
             self._count += len(acc.new_keys)
             return acc.new_keys, torch.from_numpy(self._keys.numpy()[changed_rows])
@@ -200,13 +228,16 @@ class VoxelMap:
         self._sources[new_rows] = int(source)
         self._first[new_rows] = frame_id
         self._weights[new_rows] = 0.0
+        self._confidence[new_rows] = 0.0
         self._colors[new_rows] = 0.0
+        old_weight = self._weights[rows]
+        total = old_weight + acc.weights.to(self.device)
+        self._colors[rows] = (self._colors[rows] * old_weight[:, None] + acc.color_sums.to(self.device)) / total[:, None]
         if source == Source.INSERTED:
             self._sources[rows] = int(Source.INSERTED)
-        counts = acc.counts.to(self.device)
-        old_weight = self._weights[rows]
-        total = old_weight + counts
-        self._colors[rows] = (self._colors[rows] * old_weight[:, None] + acc.color_sums.to(self.device)) / total[:, None]
+            self._confidence[rows] = 1.0
+        else:
+            self._confidence[rows] = (self._confidence[rows] * old_weight + acc.confidence_sums.to(self.device)) / total
         self._weights[rows] = total.clamp_max(self.max_weight)
         self._last[rows] = frame_id
         self._count += n_new
@@ -216,10 +247,16 @@ class VoxelMap:
 
     def _backproject(
         self, frame: RGBDFrame, exclude: np.ndarray, max_depth_m: float, exclude_regions: Sequence[Region]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """World points (float64 metres) and float RGB of the frame's valid pixels (same maths as the fused kernel)."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """World points (float64 metres), float RGB and confidence (``None`` when the frame has none) of the frame's
+        valid pixels: depth in (0, max_depth_m], not excluded, confidence > 0 (same maths as the fused kernel)."""
         depth = torch.from_numpy(frame.depth).to(self.device, torch.float64)
         valid = (depth > 0) & (depth <= max_depth_m) & ~torch.from_numpy(exclude).to(self.device)
+        confidence = None
+        if frame.confidence is not None:
+            confidence = torch.from_numpy(frame.confidence).to(self.device)
+            valid &= confidence > 0
+            confidence = confidence[valid]
         rays = torch.from_numpy(frame.intrinsics.pixel_rays(np.float64)).to(self.device)[valid]
         d = depth[valid]
         x, y = rays[:, 0] * d, rays[:, 1] * d
@@ -232,7 +269,8 @@ class VoxelMap:
         for region in exclude_regions:
             keep = ~region.contains(points)
             points, colors = points[keep], colors[keep]
-        return points, colors
+            confidence = None if confidence is None else confidence[keep]
+        return points, colors, confidence
 
     def integrate(
         self,
@@ -244,30 +282,44 @@ class VoxelMap:
         exclude_regions: Sequence[Region] = (),
         max_depth_m: float | None = None,
     ) -> IntegrateStats:
-        """Back-project the frame's valid depth to world points and merge them into the map.
+        """Back-project the frame's valid depth to world points and merge them into the map, each pixel weighted
+        by ``frame.confidence`` (confidence-0 pixels never enter; ``None`` weighs every pixel 1).
 
         ``exclude_mask``: bool (H, W), True on dynamic pixels, which never enter memory. ``exclude_regions``:
         world regions (dynamic 3D boxes) whose points never enter memory. ``max_depth_m``: ignore depth beyond.
-        Bumps ``version`` even when nothing was added, so a frame always has its own version.
+        Bumps ``version`` even when nothing was added, so a frame always has its own version. A camera centre beyond
+        the map's extent is ``InvalidInputError`` (nothing changes); pixels whose points lie beyond it are left out
+        and counted (``IntegrateStats.points_out_of_range``).
         """
+        voxel_keys.check_extent(frame.pose.position, self.voxel_size_m, "frame pose position")
         intrinsics = frame.intrinsics
         exclude = np.zeros(intrinsics.shape, bool) if exclude_mask is None else check_mask(exclude_mask, intrinsics.shape, "exclude_mask")
         max_depth = np.inf if max_depth_m is None else float(max_depth_m)
         self._reserve(frame.depth.size)
         if isinstance(self._index, HashIndex) and not exclude_regions:
             acc = self._index.accumulate_frame(
-                frame.depth, frame.rgb, exclude, (intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy),
+                frame.depth, frame.rgb, exclude, frame.confidence,
+                (intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy),
                 frame.pose.rotation, frame.pose.position, self.voxel_size_m, max_depth, self._count,
             )
         else:
             acc = self._accumulate_points(*self._backproject(frame, exclude, max_depth, exclude_regions))
         added, changed = self._apply(acc, source, frame_id)
         version = self._bump(added, changed, added[:0])
-        return IntegrateStats(int(acc.counts.sum()), len(added) + len(changed), len(added), version)
+        return IntegrateStats(acc.points, len(added) + len(changed), len(added), version, acc.points_out_of_range)
 
     # ------------------------------------------------------------------------------------------------- edits
 
     def _rows_in(self, region: Region) -> torch.Tensor:
+        """Rows of the voxels whose centres lie in ``region``; a region wholly beyond the map's extent, which can
+        hold no voxel, is ``InvalidInputError`` naming its bounds."""
+        lo, hi = region.bounds()
+        extent = voxel_keys.extent_m(self.voxel_size_m)
+        if np.any(lo > extent) or np.any(hi < -extent):
+            raise InvalidInputError(
+                f"region bounds {lo.tolist()}..{hi.tolist()} m lie outside the map's extent (+-{extent:.0f} m per axis "
+                f"at {self.voxel_size_m} m voxels)"
+            )
         centers = voxel_keys.key_centers(self._keys[: self._count], self.voxel_size_m)
         return torch.nonzero(region.contains(centers), as_tuple=False).flatten()
 
@@ -279,7 +331,7 @@ class VoxelMap:
             keep = torch.ones(self._count, dtype=torch.bool, device=self.device)
             keep[rows] = False
             n = int(keep.sum())
-            for name in ("_keys", "_colors", "_weights", "_sources", "_first", "_last"):
+            for name in ("_keys", "_colors", "_weights", "_confidence", "_sources", "_first", "_last"):
                 column = getattr(self, name)
                 column[:n] = column[: self._count][keep].clone()
             self._count = n
@@ -298,13 +350,15 @@ class VoxelMap:
         return len(rows)
 
     def insert(self, points_m: np.ndarray, colors: np.ndarray, *, frame_id: int = NO_FRAME) -> int:
-        """Add points (world metres, uint8 RGB) as ``Source.INSERTED`` voxels; return voxels touched."""
+        """Add points (world metres, uint8 RGB) as ``Source.INSERTED`` voxels; return voxels touched. A point beyond
+        the map's extent is ``InvalidInputError`` naming it (nothing is inserted)."""
         points = np.asarray(points_m, dtype=np.float32)
         colors = np.asarray(colors)
         if points.ndim != 2 or points.shape[1] != 3 or not np.all(np.isfinite(points)):
             raise InvalidInputError(f"insert needs finite (N, 3) points, got shape {points.shape}")
         if colors.shape != points.shape or colors.dtype != np.uint8:
             raise InvalidInputError(f"insert needs uint8 (N, 3) colours matching the points, got {colors.dtype} {colors.shape}")
+        voxel_keys.check_extent(points, self.voxel_size_m, "points_m")
         self._reserve(len(points))
         acc = self._accumulate_points(torch.from_numpy(points).to(self.device), torch.from_numpy(colors).to(self.device).float())
         added, changed = self._apply(acc, Source.INSERTED, frame_id)
@@ -323,6 +377,7 @@ class VoxelMap:
             sources=self._sources[rows].cpu().numpy(),
             first_frame=self._first[rows].cpu().numpy(),
             last_frame=self._last[rows].cpu().numpy(),
+            confidence=self._confidence[rows].cpu().numpy(),
         )
 
     def voxels(self) -> VoxelSet:
@@ -390,7 +445,7 @@ class VoxelMap:
     def write(self, folder: Path) -> None:
         """Write the map into an existing empty folder (not atomic; ``save`` wraps it)."""
         voxels = self.voxels()
-        for name in ("keys", "weights", "sources", "first_frame", "last_frame"):
+        for name in ("keys", "weights", "sources", "first_frame", "last_frame", "confidence"):
             save_array(folder, name, getattr(voxels, name))
         save_array(folder, "colors", self._colors[: self._count].cpu().numpy())
         write_ply(folder / "cloud.ply", voxels.positions_m, voxels.colors)
@@ -411,6 +466,7 @@ class VoxelMap:
                     "sources": "uint8 (0 seed, 1 generated, 2 inserted)",
                     "first_frame": "int32",
                     "last_frame": "int32",
+                    "confidence": "float32 in [0, 1], weight-averaged confidence of what was fused (format 2 on)",
                     "cloud.ply": "voxel centres (metres) with uint8 colours, for viewers",
                 },
             },
@@ -424,17 +480,26 @@ class VoxelMap:
 
     @classmethod
     def read(cls, folder: Path, *, device: torch.device | str = "cpu", backend: IndexBackend | None = None) -> VoxelMap:
-        """Read a map written by ``write``; its change log starts empty at the saved version."""
-        manifest = read_manifest(folder, "voxel_map", (FORMAT_VERSION,))
+        """Read a map written by ``write`` in any of ``READABLE_FORMATS`` (format 1: every voxel gets confidence 1);
+        its change log starts empty at the saved version."""
+        manifest = read_manifest(folder, "voxel_map", READABLE_FORMATS)
         vmap = cls(manifest["voxel_size_m"], device=device, backend=backend, max_weight=manifest["max_weight"])
         arrays = {name: load_array(folder, name) for name in ("keys", "colors", "weights", "sources", "first_frame", "last_frame")}
         n = len(arrays["keys"])
+        if manifest["format_version"] == 1:
+            arrays["confidence"] = np.ones(n, np.float32)
+        else:
+            arrays["confidence"] = load_array(folder, "confidence")
         if n != manifest["count"] or any(len(a) != n for a in arrays.values()):
             raise StorageError(f"saved map at {folder} is inconsistent: manifest count {manifest['count']}, arrays {n}")
+        confidence = arrays["confidence"]
+        if confidence.dtype != np.float32 or not np.all((confidence >= 0) & (confidence <= 1)):
+            raise StorageError(f"saved map at {folder} has confidence outside float32 [0, 1] (dtype {confidence.dtype})")
         vmap._reserve(n)
         vmap._keys[:n] = torch.from_numpy(arrays["keys"])
         vmap._colors[:n] = torch.from_numpy(arrays["colors"])
         vmap._weights[:n] = torch.from_numpy(arrays["weights"])
+        vmap._confidence[:n] = torch.from_numpy(confidence)
         vmap._sources[:n] = torch.from_numpy(arrays["sources"])
         vmap._first[:n] = torch.from_numpy(arrays["first_frame"])
         vmap._last[:n] = torch.from_numpy(arrays["last_frame"])

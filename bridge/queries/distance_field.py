@@ -12,12 +12,14 @@ whose voxels an integrate or an edit added or removed are the seeds. Cells whose
 cleared and refilled from their neighbours; new voxels lower the distance of the cells around them, and the wave
 stops where nothing improves. Colour-only changes cost nothing.
 
-A query ``nearest(p)`` answers **exactly** (the nearest voxel centre) whenever that voxel lies within the 3 x 3 x 3
-blocks around ``p`` (8.5 to 16.5 voxels, i.e. 17 to 33 cm at 2 cm voxels, depending on where ``p`` sits in its
-block). Farther out, the parents of the 8 cells around ``p`` are candidates; one per cluster (``SEED_CLUSTER_VOX``)
-among those that could still win is refined by a local descent whose window widens with the distance. The far
-answer is always a real surface voxel, so it can only overestimate: within half a voxel of brute force on the
-tests' scenes, and ``benchmarks/bench_queries.py`` measures it against an exact search on a 2M-voxel street.
+A query ``nearest(p)`` is **exact** (the nearest voxel centre, up to float rounding) at every distance up to its
+range. The cells only give it a start: the parents of the 8 cells around ``p`` are real surface voxels, so the
+nearest of them bounds the answer from above. It then searches the 3 x 3 x 3 blocks around ``p`` (8.5 to 16.5
+voxels, i.e. 17 to 33 cm at 2 cm voxels, depending on where ``p`` sits in its block), which settles every answer
+nearer than those blocks' far side. Farther out, a best-first search visits the surface chunks within the bound in
+order of their distance to ``p``, in each the blocks whose box of voxel centres is still nearer than the best voxel
+found, and in those the 4-voxel sub-blocks whose voxels' box is: nothing nearer is ever skipped, and the bound
+shrinks as the search goes.
 
 All coordinates inside the kernels are voxel units (``metres / voxel_size_m``); voxel ``i`` has its centre at
 ``i + 0.5``.
@@ -35,9 +37,14 @@ from worldweave.bridge.queries.grid import (
     BLOCK_SHIFT,
     BLOCK_VOXELS,
     CHUNK_SHIFT,
+    CHUNK_VOXELS,
     NO_PARENT,
+    WORDS_PER_BLOCK,
     BlockGrid,
+    box_dist2,
     cached_chunk,
+    chunk_is_empty,
+    find_chunk,
     is_occupied,
     local_block,
     nearest_in_block,
@@ -49,14 +56,16 @@ from worldweave.bridge.queries.grid import (
 CELL_HALF_DIAGONAL_VOX = math.sqrt(3.0) * BLOCK_VOXELS / 2
 """Largest distance from a point to the centre of its cell, in voxels."""
 REFINE_HALF_WIDTH_VOX = BLOCK_VOXELS // 2
-"""Half width of the window searched around a far candidate, in voxels."""
+"""Half width of the window the field's update searches around a cell's parent, in voxels."""
 REFINE_ROUNDS = 8
-"""Most times the far-field search re-centres on a better voxel."""
-SEED_REACH_VOX = math.sqrt(3.0) * BLOCK_VOXELS
-"""Farthest a query point is from the centre of one of the 8 cells around it, in voxels."""
-SEED_CLUSTER_VOX = BLOCK_VOXELS
-"""Seeds this close (per axis, voxels) to a refined one count as the same surface patch."""
+"""Most times the update's local descent re-centres on a better voxel."""
 _BATCH = 256
+_X_LAYER = np.uint64(0xFFFF)
+"""Voxels of x-layer 0 of a 4 x 4 x 4 occupancy word (bit ``16 x + 4 y + z``, ``grid.voxel_word_bit``)."""
+_Y_LAYER = np.uint64(0x000F000F000F000F)
+"""Voxels of y-layer 0 of a 4 x 4 x 4 occupancy word."""
+_Z_LAYER = np.uint64(0x1111111111111111)
+"""Voxels of z-layer 0 of a 4 x 4 x 4 occupancy word."""
 
 
 @dataclass(frozen=True)
@@ -253,18 +262,128 @@ def _update_field(grid, queued, seeds, scan_chunks, reach2):
 
 
 @numba.njit(cache=True)
-def nearest_voxel(
-    table_keys, table_ids, shift, block_mask, block_slot, bits, parent, cache, px, py, pz, limit2, best, seeds, seed_d2, scratch
+def _layers(word, layer_mask, stride):
+    """First and last of the 4 layers of a 4 x 4 x 4 occupancy word that hold a voxel, along the axis whose layer
+    ``i`` is ``layer_mask << stride * i``. The word must not be 0."""
+    first, last = 4, 0
+    for i in range(4):
+        if word & (layer_mask << np.uint64(stride * i)):
+            first = min(first, i)
+            last = i
+    return first, last
+
+
+@numba.njit(cache=True)
+def _nearest_in_block_tight(bits, slot, bx, by, bz, px, py, pz, best2, best):
+    """``nearest_in_block`` for far points: each 4 x 4 x 4 sub-block is bounded by the box of the voxels it holds,
+    not by its whole box, so that the sub-blocks of a surface seen from afar are skipped unless they can hold a
+    voxel nearer than ``sqrt(best2)`` (a flat patch's box is flat). Writes the voxel into ``best`` and returns the
+    new ``best2``."""
+    for w in range(WORDS_PER_BLOCK):
+        word = bits[slot, w]
+        if word == 0:
+            continue
+        ox = (bx << BLOCK_SHIFT) + ((w >> 2) & 1) * 4
+        oy = (by << BLOCK_SHIFT) + ((w >> 1) & 1) * 4
+        oz = (bz << BLOCK_SHIFT) + (w & 1) * 4
+        x0, x1 = _layers(word, _X_LAYER, 16)
+        y0, y1 = _layers(word, _Y_LAYER, 4)
+        z0, z1 = _layers(word, _Z_LAYER, 1)
+        lo_x, lo_y, lo_z = ox + x0 + 0.5, oy + y0 + 0.5, oz + z0 + 0.5
+        if box_dist2(px, py, pz, lo_x, lo_y, lo_z, lo_x + (x1 - x0), lo_y + (y1 - y0), lo_z + (z1 - z0)) >= best2:
+            continue
+        for lx in range(x0, x1 + 1):
+            for ly in range(y0, y1 + 1):
+                for lz in range(z0, z1 + 1):
+                    if not (word >> np.uint64((lx << 4) | (ly << 2) | lz)) & np.uint64(1):
+                        continue
+                    dx, dy, dz = ox + lx + 0.5 - px, oy + ly + 0.5 - py, oz + lz + 0.5 - pz
+                    d2 = dx * dx + dy * dy + dz * dz
+                    if d2 < best2:
+                        best2 = d2
+                        best[0], best[1], best[2] = ox + lx, oy + ly, oz + lz
+    return best2
+
+
+@numba.njit(cache=True)
+def _search_chunks(
+    table_keys, table_ids, shift, chunk_coords, block_mask, block_slot, bits, px, py, pz, best2, best, bx, by, bz,
+    chunk_d2, chunk_ids,
 ):
-    """Nearest surface voxel to ``p`` (voxel units) closer than ``sqrt(limit2)``: returns its squared distance
-    (``limit2`` when none) and writes its index into ``best``. Exact when the answer lies in the 3 x 3 x 3 blocks
-    around ``p``; beyond, the parents of the 8 cells around ``p`` are refined by local descent, one per patch
-    among those that could still win. ``seeds`` (8, 3), ``seed_d2`` (8,) and ``scratch`` (8, 10) int64 are
-    scratch space."""
+    """Best-first search for a voxel centre closer to ``p`` than ``sqrt(best2)`` (voxel units) outside the blocks
+    ``[b - 1, b + 1]`` (already searched): the surface chunks whose box of voxel centres lies within the bound, in
+    order of that box's distance, then in each the blocks whose box is still within it, and in those the
+    sub-blocks whose voxels' box is (``_nearest_in_block_tight``). Writes the voxel into ``best`` and returns the
+    new ``best2``. ``chunk_d2`` (float64) and ``chunk_ids`` (int64) are
+    scratch space for every chunk overlapping the bound's cube."""
+    r = math.sqrt(best2)
+    n = 0
+    for cx in range(np.int64(math.floor((px - r) / 64.0)), np.int64(math.floor((px + r) / 64.0)) + 1):
+        for cy in range(np.int64(math.floor((py - r) / 64.0)), np.int64(math.floor((py + r) / 64.0)) + 1):
+            for cz in range(np.int64(math.floor((pz - r) / 64.0)), np.int64(math.floor((pz + r) / 64.0)) + 1):
+                x0, y0, z0 = cx * 64 + 0.5, cy * 64 + 0.5, cz * 64 + 0.5
+                d2 = box_dist2(px, py, pz, x0, y0, z0, x0 + 63.0, y0 + 63.0, z0 + 63.0)
+                if d2 >= best2:
+                    continue
+                cid = find_chunk(table_keys, table_ids, shift, cx, cy, cz)
+                if cid < 0 or chunk_is_empty(block_mask, cid):
+                    continue
+                # Insertion into the list sorted by distance.
+                j = n
+                while j > 0 and chunk_d2[j - 1] > d2:
+                    chunk_d2[j], chunk_ids[j] = chunk_d2[j - 1], chunk_ids[j - 1]
+                    j -= 1
+                chunk_d2[j], chunk_ids[j] = d2, cid
+                n += 1
+    for k in range(n):
+        if chunk_d2[k] >= best2:
+            break
+        cid = chunk_ids[k]
+        ox, oy, oz = chunk_coords[cid, 0] * 8, chunk_coords[cid, 1] * 8, chunk_coords[cid, 2] * 8
+        for lx in range(8):
+            word = block_mask[cid, lx]
+            if word == 0:
+                continue
+            nx = ox + lx
+            gap_x = max(nx * 8 + 0.5 - px, 0.0, px - nx * 8 - 7.5)
+            gap_x2 = gap_x * gap_x
+            if gap_x2 >= best2:
+                continue
+            for ly in range(8):
+                row = (word >> np.uint64(8 * ly)) & np.uint64(255)
+                if row == 0:
+                    continue
+                ny = oy + ly
+                gap_y = max(ny * 8 + 0.5 - py, 0.0, py - ny * 8 - 7.5)
+                gap_xy2 = gap_x2 + gap_y * gap_y
+                if gap_xy2 >= best2:
+                    continue
+                for lz in range(8):
+                    if not (row >> np.uint64(lz)) & np.uint64(1):
+                        continue
+                    nz = oz + lz
+                    if abs(nx - bx) <= 1 and abs(ny - by) <= 1 and abs(nz - bz) <= 1:
+                        continue
+                    gap_z = max(nz * 8 + 0.5 - pz, 0.0, pz - nz * 8 - 7.5)
+                    if gap_xy2 + gap_z * gap_z >= best2:
+                        continue
+                    slot = np.int64(block_slot[cid, (lx << 6) | (ly << 3) | lz])
+                    best2 = _nearest_in_block_tight(bits, slot, nx, ny, nz, px, py, pz, best2, best)
+    return best2
+
+
+@numba.njit(cache=True)
+def nearest_voxel(
+    table_keys, table_ids, shift, chunk_coords, block_mask, block_slot, bits, parent, cache, px, py, pz, limit2, best,
+    chunk_d2, chunk_ids,
+):
+    """Nearest surface voxel to ``p`` (voxel units) closer than ``sqrt(limit2)``, exactly: returns its squared
+    distance (``limit2`` when none) and writes its index into ``best``. The parents of the 8 cells around ``p``
+    bound the search, the 3 x 3 x 3 blocks around ``p`` are searched first, then ``_search_chunks`` beyond them
+    when they do not settle it. ``chunk_d2`` and ``chunk_ids`` are ``_search_chunks``'s scratch space."""
     bx, by, bz = np.int64(math.floor(px / 8.0)), np.int64(math.floor(py / 8.0)), np.int64(math.floor(pz / 8.0))
     best2 = limit2
-    n_seeds = 0
-    # The 8 cells whose centres surround p.
+    # The 8 cells whose centres surround p: their parents are surface voxels, upper bounds on the answer.
     cx0 = np.int64(math.floor((px - 4.0) / 8.0))
     cy0 = np.int64(math.floor((py - 4.0) / 8.0))
     cz0 = np.int64(math.floor((pz - 4.0) / 8.0))
@@ -273,8 +392,8 @@ def nearest_voxel(
             for dz in range(2):
                 nx, ny, nz = cx0 + dx, cy0 + dy, cz0 + dz
                 cid = cached_chunk(
-                        table_keys, table_ids, shift, cache, nx >> CHUNK_SHIFT, ny >> CHUNK_SHIFT, nz >> CHUNK_SHIFT
-                    )
+                    table_keys, table_ids, shift, cache, nx >> CHUNK_SHIFT, ny >> CHUNK_SHIFT, nz >> CHUNK_SHIFT
+                )
                 if cid < 0:
                     continue
                 local = local_block(nx, ny, nz)
@@ -284,9 +403,6 @@ def nearest_voxel(
                 sy = ny * 8 + parent[cid, local, 1]
                 sz = nz * 8 + parent[cid, local, 2]
                 d2 = (sx + 0.5 - px) ** 2 + (sy + 0.5 - py) ** 2 + (sz + 0.5 - pz) ** 2
-                seeds[n_seeds, 0], seeds[n_seeds, 1], seeds[n_seeds, 2] = sx, sy, sz
-                seed_d2[n_seeds] = d2
-                n_seeds += 1
                 if d2 < best2:
                     best2 = d2
                     best[0], best[1], best[2] = sx, sy, sz
@@ -300,62 +416,33 @@ def nearest_voxel(
         py - (by - 1) * 8.0, (by + 2) * 8.0 - py,
         pz - (bz - 1) * 8.0, (bz + 2) * 8.0 - pz,
     )
-    if best2 <= certain * certain or n_seeds == 0:
+    if best2 <= certain * certain:
         return best2
-    # A seed is its cell centre's nearest voxel; seen from p (up to SEED_REACH_VOX from that centre) it may be
-    # off by about SEED_REACH_VOX**2 / (2 d), so every seed within that of the best may still win. Seeds closer
-    # than SEED_CLUSTER_VOX to one already refined lie on the same patch and are skipped; in order of distance.
-    order = scratch[:, 0]
-    for i in range(n_seeds):
-        order[i] = i
-        j = i
-        while j > 0 and seed_d2[order[j - 1]] > seed_d2[order[j]]:
-            order[j - 1], order[j] = order[j], order[j - 1]
-            j -= 1
-    seed_best = math.sqrt(seed_d2[order[0]])
-    cutoff = seed_best + 0.5 + SEED_REACH_VOX**2 / (2.0 * seed_best)
-    cutoff2 = cutoff * cutoff
-    starts, ends = scratch[:, 1:4], scratch[:, 4:7]
-    trial = scratch[0, 7:10]
-    n_refined = 0
-    for k in range(n_seeds):
-        i = order[k]
-        if seed_d2[i] > cutoff2:
-            break
-        covered = False
-        for j in range(n_refined):
-            from_start = max(abs(seeds[i, 0] - starts[j, 0]), abs(seeds[i, 1] - starts[j, 1]), abs(seeds[i, 2] - starts[j, 2]))
-            from_end = max(abs(seeds[i, 0] - ends[j, 0]), abs(seeds[i, 1] - ends[j, 1]), abs(seeds[i, 2] - ends[j, 2]))
-            if from_start <= SEED_CLUSTER_VOX or from_end <= _window(seed_d2[i]):
-                covered = True
-                break
-        if covered:
-            continue
-        trial[0], trial[1], trial[2] = seeds[i, 0], seeds[i, 1], seeds[i, 2]
-        trial2 = refine(table_keys, table_ids, shift, block_mask, block_slot, bits, cache, px, py, pz, seed_d2[i], trial)
-        starts[n_refined, 0], starts[n_refined, 1], starts[n_refined, 2] = seeds[i, 0], seeds[i, 1], seeds[i, 2]
-        ends[n_refined, 0], ends[n_refined, 1], ends[n_refined, 2] = trial[0], trial[1], trial[2]
-        n_refined += 1
-        if trial2 < best2:
-            best2 = trial2
-            best[0], best[1], best[2] = trial[0], trial[1], trial[2]
-    return best2
+    return _search_chunks(
+        table_keys, table_ids, shift, chunk_coords, block_mask, block_slot, bits, px, py, pz, best2, best, bx, by, bz,
+        chunk_d2, chunk_ids,
+    )
+
+
+def _chunks_in_cube(radius_vox: float) -> int:
+    """Most chunks a cube of half width ``radius_vox`` (voxels) overlaps."""
+    per_axis = int(2 * radius_vox) // CHUNK_VOXELS + 2
+    return per_axis**3
 
 
 @numba.njit(cache=True, parallel=True)
-def _nearest_kernel(grid, points, limit2, out_d2, out_voxel):
-    table_keys, table_ids, shift, _, block_mask, block_slot, bits, _, _, parent = grid
+def _nearest_kernel(grid, points, limit2, max_chunks, out_d2, out_voxel):
+    table_keys, table_ids, shift, chunk_coords, block_mask, block_slot, bits, _, _, parent = grid
     n = len(points)
     for batch in numba.prange((n + _BATCH - 1) // _BATCH):
         cache = new_cache()
         best = np.empty(3, dtype=np.int64)
-        seeds = np.empty((8, 3), dtype=np.int64)
-        seed_d2 = np.empty(8, dtype=np.float64)
-        scratch = np.empty((8, 10), dtype=np.int64)
+        chunk_d2 = np.empty(max_chunks, dtype=np.float64)
+        chunk_ids = np.empty(max_chunks, dtype=np.int64)
         for i in range(batch * _BATCH, min(n, (batch + 1) * _BATCH)):
             best2 = nearest_voxel(
-                table_keys, table_ids, shift, block_mask, block_slot, bits, parent, cache,
-                points[i, 0], points[i, 1], points[i, 2], limit2[i], best, seeds, seed_d2, scratch,
+                table_keys, table_ids, shift, chunk_coords, block_mask, block_slot, bits, parent, cache,
+                points[i, 0], points[i, 1], points[i, 2], limit2[i], best, chunk_d2, chunk_ids,
             )
             out_d2[i] = best2
             out_voxel[i, 0], out_voxel[i, 1], out_voxel[i, 2] = best[0], best[1], best[2]
@@ -406,8 +493,9 @@ class DistanceField:
         v = self.voxel_size_m
         n = len(points_m)
         range_vox = np.asarray(max_range_m, dtype=np.float64) / v
-        # Search a little beyond the range: a seed found just outside it may refine to a voxel inside.
-        limit2 = np.minimum(range_vox + 2 * CELL_HALF_DIAGONAL_VOX, self.reach_vox) ** 2
+        # The search is exact: it needs to look no farther than the range (a hair more, so that a voxel exactly
+        # at the range is found, as ``found`` below counts it).
+        limit2 = range_vox**2 * (1 + 1e-12) + 1e-12
         out_d2 = np.empty(n, dtype=np.float64)
         out_voxel = np.empty((n, 3), dtype=np.int64)
         if n:
@@ -417,7 +505,8 @@ class DistanceField:
             sorted_voxel = np.empty((n, 3), dtype=np.int64)
             limit2 = np.broadcast_to(limit2, (n,))
             points_sorted, limit2_sorted = np.ascontiguousarray(points_vox[order]), np.ascontiguousarray(limit2[order])
-            _nearest_kernel(self.grid.arrays(), points_sorted, limit2_sorted, sorted_d2, sorted_voxel)
+            max_chunks = _chunks_in_cube(math.sqrt(limit2.max()))
+            _nearest_kernel(self.grid.arrays(), points_sorted, limit2_sorted, max_chunks, sorted_d2, sorted_voxel)
             out_d2[order], out_voxel[order] = sorted_d2, sorted_voxel
         found = out_d2 <= range_vox**2 * (1 + 1e-12)
         distance = np.where(found, np.sqrt(out_d2) * v, np.inf)

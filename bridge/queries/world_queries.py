@@ -22,6 +22,7 @@ from typing import Union
 
 import numpy as np
 
+from worldweave.bridge.memory.voxel_keys import check_extent
 from worldweave.bridge.memory.voxel_map import VoxelMap
 from worldweave.bridge.queries.collision import (
     BOX,
@@ -168,7 +169,6 @@ class WorldQueries:
         self.max_clearance_m = self._option("max_clearance_m", max_clearance_m)
         step = 4 * v if ray_unknown_step_m is None else ray_unknown_step_m
         self.ray_unknown_step_m = self._option("ray_unknown_step_m", step, positive=True)
-        self._extent_m = voxel_keys.AXIS_LIMIT * v
         self._reset()
 
     @staticmethod
@@ -214,12 +214,7 @@ class WorldQueries:
 
     def _world_points(self, name: str, values) -> np.ndarray:
         points = _points(name, values)
-        outside = np.abs(points) > self._extent_m
-        if outside.any():
-            i, j = np.argwhere(outside)[0]
-            raise InvalidInputError(
-                f"{name}[{i}] = {points[i].tolist()} lies outside the world's extent (+-{self._extent_m:.0f} m per axis)"
-            )
+        check_extent(points, self.voxel_map.voxel_size_m, name)
         return points
 
     def _packed_views(self) -> PackedViews:
@@ -276,7 +271,8 @@ class WorldQueries:
 
     def nearest(self, points_m, max_range_m) -> NearestResult:
         """Nearest surface point (voxel centre) to each of ``points_m`` (N, 3) within ``max_range_m`` (a number or
-        (N,), metres, at most ``max_distance_m``). See ``NearestResult`` and ``distance_field`` for exactness."""
+        (N,), metres, at most ``max_distance_m``); exact up to float rounding at every distance. See
+        ``NearestResult``."""
         points = self._world_points("points_m", points_m)
         ranges = _per_item("max_range_m", max_range_m, len(points))
         self._check_range("max_range_m", ranges)
@@ -285,8 +281,8 @@ class WorldQueries:
 
     def collide_spheres(self, centers_m, radii_m, *, max_clearance_m: float | None = None) -> ContactResult:
         """Spheres ``centers_m`` (N, 3) with ``radii_m`` (a number or (N,)) against the surface; see
-        ``ContactResult``. Through the distance field: exact whenever the contact lies within 16 cm (at 2 cm voxels)
-        of the centre's block neighbourhood."""
+        ``ContactResult``. Through the distance field's nearest search, so exact (up to float rounding) at every
+        clearance up to ``max_clearance_m``."""
         centers = self._world_points("centers_m", centers_m)
         radii = _per_item("radii_m", radii_m, len(centers))
         margin = self.contact_margin_m

@@ -1,0 +1,270 @@
+"""Confidence from the generator to memory: guesses (confidence 0) never enter the voxel map or an anchor's points,
+fusion weighs each pixel by its confidence, voxels keep and save their confidence, old saved worlds still load, and
+backends that return malformed confidences are refused by name."""
+
+import json
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+
+from worldweave.bridge.eval.scenes import heading_pose, make_room
+from worldweave.bridge.frames import RenderResult, RGBDFrame
+from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
+from worldweave.bridge.generators.checker import GeneratorCheckError, check_generator
+from worldweave.bridge.generators.depth import DepthEstimator, DepthPrediction
+from worldweave.bridge.generators.echo import EchoGenerator
+from worldweave.bridge.generators.reproject import ReprojectGenerator
+from worldweave.bridge.memory.spatial_memory import SpatialMemory
+from worldweave.bridge.memory.voxel_map import Source, VoxelMap
+from worldweave.bridge.world import Seed, World
+from worldweave.proto.errors import InvalidFrameError, PreconditionError
+from worldweave.proto.geometry import Intrinsics, Pose
+
+INTRINSICS = Intrinsics.from_fov(96, 72, fov_x_deg=70.0)
+SCENE = make_room(seed=3)
+
+
+def start_pose(yaw_deg: float = 0.0) -> Pose:
+    return heading_pose(SCENE.start_position_m, SCENE.start_heading_rad + np.radians(yaw_deg), pitch_deg=-10.0)
+
+
+def wall(color: int, confidence: np.ndarray | None = None, intrinsics: Intrinsics = INTRINSICS) -> RGBDFrame:
+    """A flat grey wall 2 m in front of an identity camera."""
+    h, w = intrinsics.shape
+    return RGBDFrame(np.full((h, w, 3), color, np.uint8), np.full((h, w), 2.0, np.float32), Pose.identity(),
+                     intrinsics, confidence)
+
+
+def pixels_of(points_world: np.ndarray, pose: Pose, intrinsics: Intrinsics) -> tuple[np.ndarray, np.ndarray]:
+    """Rounded pixel columns and rows of world points seen from ``pose`` (points behind the camera dropped)."""
+    cam = pose.world_to_cam(points_world)
+    cam = cam[cam[:, 2] > 0]
+    u = np.rint(intrinsics.fx * cam[:, 0] / cam[:, 2] + intrinsics.cx).astype(int)
+    v = np.rint(intrinsics.fy * cam[:, 1] / cam[:, 2] + intrinsics.cy).astype(int)
+    return u, v
+
+
+def test_confidence_zero_pixels_enter_neither_the_voxel_map_nor_the_anchor():
+    h, w = INTRINSICS.shape
+    confidence = np.ones((h, w), np.float32)
+    confidence[:, : w // 2] = 0.0
+    confidence[:, w // 2 :] = 0.75
+    memory = SpatialMemory()
+    update = memory.integrate(wall(200, confidence), frame_id=0)
+    assert update.anchor_id == 0 and update.voxels.points == h * (w - w // 2)
+
+    voxels = memory.voxel_map.voxels()
+    u, _ = pixels_of(voxels.positions_m, Pose.identity(), INTRINSICS)
+    assert len(voxels) > 0 and u.min() >= w // 2 - 1, "no voxel where the frame was a guess"
+    np.testing.assert_allclose(voxels.confidence, 0.75, atol=1e-6)
+
+    anchor = memory.anchors[0]
+    u, _ = pixels_of(anchor.points_world(), Pose.identity(), INTRINSICS)
+    assert len(u) > 0 and u.min() >= w // 2 - 1, "no anchor point where the frame was a guess"
+    assert np.all(anchor.depth[:, : w // 2] == 0), "guessed depth is not kept: it never counts as seen-through"
+    np.testing.assert_allclose(anchor.point_confidence, 0.75, atol=1e-6)
+
+    nothing = SpatialMemory()
+    update = nothing.integrate(wall(200, np.zeros((h, w), np.float32)), frame_id=0)
+    assert len(nothing.voxel_map) == 0 and update.voxels.points == 0 and len(nothing.anchors[0].points_cam) == 0
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_fusion_weight_is_proportional_to_confidence(backend):
+    h, w = INTRINSICS.shape
+    moved = {}
+    for level in (1.0, 0.5):
+        vmap = VoxelMap(0.05, backend=backend)
+        vmap.integrate(wall(200), frame_id=0, source=Source.SEED)
+        vmap.integrate(wall(50, np.full((h, w), level, np.float32)), frame_id=1)
+        voxels = vmap.voxels()
+        moved[level] = 200.0 - voxels.colors[:, 0].astype(float)
+        # Each voxel got n full-weight points, then n points of weight `level`: the mean moves level / (1 + level).
+        np.testing.assert_allclose(moved[level], 150.0 * level / (1.0 + level), atol=0.51)
+        np.testing.assert_allclose(voxels.confidence, (1.0 + level * level) / (1.0 + level), rtol=1e-5)
+    assert np.all(moved[0.5] < moved[1.0] - 20), "a half-confidence frame moves the colour less"
+
+
+def test_fused_kernel_and_torch_path_weigh_confidence_alike():
+    rng = np.random.default_rng(0)
+    maps = {name: VoxelMap(0.05, backend=name) for name in ("numba", "torch")}
+    for frame_id, yaw in enumerate((0.0, 15.0, 30.0)):
+        view = SCENE.render(start_pose(yaw), INTRINSICS)
+        confidence = rng.choice(np.array([0.0, 0.2, 0.5, 1.0], np.float32), size=INTRINSICS.shape)
+        frame = RGBDFrame(view.rgb, view.depth, view.pose, INTRINSICS, confidence)
+        points = {name: vmap.integrate(frame, frame_id=frame_id).points for name, vmap in maps.items()}
+        assert points["numba"] == points["torch"] == int(((view.depth > 0) & (confidence > 0)).sum())
+    a, b = (maps[name].voxels().sorted_by_key() for name in ("numba", "torch"))
+    np.testing.assert_array_equal(a.keys, b.keys)
+    assert np.abs(a.colors.astype(int) - b.colors).max() <= 1
+    np.testing.assert_allclose(a.confidence, b.confidence, rtol=1e-4)
+    np.testing.assert_allclose(a.weights, b.weights, rtol=1e-4)
+    assert 0.2 <= a.confidence.min() and a.confidence.max() <= 1.0 and np.ptp(a.confidence) > 0.5
+
+
+def test_voxel_and_anchor_confidence_are_saved_and_loaded(tmp_path: Path):
+    h, w = INTRINSICS.shape
+    confidence = np.tile(np.linspace(0.1, 1.0, w, dtype=np.float32), (h, 1))
+    memory = SpatialMemory()
+    memory.integrate(wall(120, confidence), frame_id=0)
+    memory.insert(np.array([[0.0, 0.0, 5.0]], np.float32), np.array([[255, 0, 0]], np.uint8))
+    memory.save(tmp_path / "memory")
+    back = SpatialMemory.load(tmp_path / "memory")
+    before, after = memory.voxel_map.voxels().sorted_by_key(), back.voxel_map.voxels().sorted_by_key()
+    np.testing.assert_array_equal(after.confidence, before.confidence)
+    assert before.confidence.min() < 0.2 and before.confidence[before.sources == Source.INSERTED].tolist() == [1.0]
+    np.testing.assert_array_equal(back.anchors[0].point_confidence, memory.anchors[0].point_confidence)
+    assert np.ptp(memory.anchors[0].point_confidence) > 0.5
+
+
+def _to_format_1(folder: Path) -> None:
+    """Rewrite a saved world into the layout saved before confidence existed (voxel map and anchor store format 1)."""
+    for sub, array in (("memory/voxels", "confidence"), ("memory/anchors", "point_confidence")):
+        path = folder / sub / "manifest.json"
+        manifest = json.loads(path.read_text())
+        assert manifest["format_version"] == 2
+        manifest["format_version"] = 1
+        del manifest["files"][array]
+        path.write_text(json.dumps(manifest))
+        for file in (folder / sub).rglob(f"{array}.npy"):
+            file.unlink()
+
+
+def test_a_world_saved_before_confidence_loads_with_confidence_one(tmp_path: Path):
+    world = World(Seed([SCENE.render(start_pose(), INTRINSICS)]), generator=ReprojectGenerator())
+    world.step([start_pose(10.0)])
+    world.save(tmp_path / "world")
+    _to_format_1(tmp_path / "world")
+    assert not list((tmp_path / "world").rglob("*confidence.npy")), "the old layout has no confidence arrays"
+
+    loaded = World.load(tmp_path / "world", generator=ReprojectGenerator())
+    voxels = loaded.memory.voxel_map.voxels()
+    assert len(voxels) == len(world.memory.voxel_map) and np.all(voxels.confidence == 1.0)
+    assert all(np.all(anchor.point_confidence == 1.0) for anchor in loaded.memory.anchors)
+    assert loaded.step([start_pose(20.0)]).frames[0].frame_id == world.frame_count
+
+
+class BadConfidence(Generator):
+    """The ``echo`` backend with one kind of broken confidence."""
+
+    name: ClassVar[str] = "bad-confidence"
+    max_frames: ClassVar[int] = 4
+    returns_depth: ClassVar[bool] = True
+
+    def __init__(self, fault: str) -> None:
+        self.fault = fault
+
+    def generate(self, condition: Condition) -> GenerationResult:
+        result = EchoGenerator().generate(condition)
+        confidences = [c.copy() for c in result.confidences]
+        if self.fault == "shape":
+            confidences[0] = confidences[0][:-1]
+        elif self.fault == "nan":
+            confidences[0][0, 0] = np.nan
+        elif self.fault == "range":
+            confidences[0][0, 0] = 1.5
+        elif self.fault == "count":
+            confidences = confidences[:-1]
+        return GenerationResult(result.frames, result.depths, confidences=tuple(confidences))
+
+
+@pytest.mark.parametrize(
+    "fault, message",
+    [("shape", r"confidence 0 must have shape"), ("nan", r"confidence 0 has nan"), ("range", r"confidence 0 has 1.5"),
+     ("count", r"confidences 1")],
+)
+def test_malformed_confidence_is_refused_naming_the_backend(fault, message):
+    with pytest.raises(GeneratorCheckError, match=rf"'bad-confidence'.*{message}"):
+        check_generator(BadConfidence(fault))
+    world = World(Seed([SCENE.render(start_pose(), INTRINSICS)]), generator=BadConfidence(fault))
+    with pytest.raises(PreconditionError, match=rf"generator 'bad-confidence' .*{message}"):
+        world.step([start_pose(5.0), start_pose(10.0)])
+    assert world.frame_count == 1, "nothing was fused"
+    with pytest.raises(InvalidFrameError, match="confidence has 1.5 at pixel"):
+        wall(0, np.full(INTRINSICS.shape, 1.5, np.float32))
+
+
+def test_built_in_backends_pass_the_confidence_checks():
+    check_generator(ReprojectGenerator())
+    check_generator(EchoGenerator())
+
+
+class ConfidentReproject(ReprojectGenerator):
+    """``reproject`` claiming its filled holes are real surfaces: what fused guesses before confidence."""
+
+    name: ClassVar[str] = "confident-reproject"
+
+    def generate(self, condition: Condition) -> GenerationResult:
+        result = super().generate(condition)
+        ones = tuple(np.ones_like(c) for c in result.confidences)
+        return GenerationResult(result.frames, result.depths, confidences=ones)
+
+
+def _voxels_in_holes(generator: Generator) -> tuple[int, int, RenderResult, np.ndarray]:
+    """Step a world seeded at the start view to a view turned 40 degrees (about half unseen). Returns the new voxels
+    that project into the view's holes (2-pixel margin), all new voxels, the condition and the fused confidence."""
+    world = World(Seed([SCENE.render(start_pose(), INTRINSICS)]), generator=generator)
+    before = set(world.memory.voxel_map.voxels().keys.tolist())
+    pose = start_pose(40.0)
+    frame = world.step([pose]).frames[0]
+    voxels = world.memory.voxel_map.voxels()
+    new = np.array([k not in before for k in voxels.keys.tolist()])
+    covered = frame.condition.mask
+    h, w = covered.shape
+    near = np.zeros_like(covered)
+    for dv in range(-2, 3):
+        for du in range(-2, 3):
+            near |= np.roll(np.roll(covered, dv, axis=0), du, axis=1)
+    u, v = pixels_of(voxels.positions_m[new], pose, INTRINSICS)
+    inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    in_holes = int((~near[v[inside], u[inside]]).sum())
+    return in_holes, int(new.sum()), frame.condition, frame.confidence
+
+
+def test_reproject_holes_are_guesses_and_never_enter_memory():
+    in_holes, _, condition, confidence = _voxels_in_holes(ReprojectGenerator())
+    holes = ~condition.mask
+    assert 0.3 < holes.mean() < 0.8, "the view is about half unseen"
+    assert np.all(confidence[holes] == 0) and np.all(confidence[condition.mask & (condition.depth > 0)] == 1)
+    assert in_holes == 0, "no voxel appears where memory was empty"
+    guessed, _, _, _ = _voxels_in_holes(ConfidentReproject())
+    assert guessed > 100, "claimed at confidence 1, the same blur would have entered memory"
+
+
+class MemoryWithPatchEstimator(DepthEstimator):
+    """Metric depth of the room at a fixed pose, 50% too far in a patch of the image."""
+
+    def __init__(self, pose: Pose) -> None:
+        self.truth = SCENE.render(pose, INTRINSICS).depth
+
+    def estimate(self, rgb: np.ndarray) -> DepthPrediction:
+        values = self.truth.copy()
+        values[40:56, 20:50] *= 1.5
+        return DepthPrediction(values, "metric")
+
+
+class EchoWithoutDepth(EchoGenerator):
+    """``echo``'s frames and confidences with no depth, like the diffusers backends."""
+
+    name: ClassVar[str] = "echo-no-depth"
+    returns_depth: ClassVar[bool] = False
+
+    def generate(self, condition: Condition) -> GenerationResult:
+        result = super().generate(condition)
+        return GenerationResult(result.frames, confidences=result.confidences)
+
+
+def test_estimated_depth_is_trusted_as_far_as_it_agrees_with_memory():
+    pose = start_pose(10.0)
+    world = World(Seed([SCENE.render(start_pose(), INTRINSICS)]), generator=EchoWithoutDepth(),
+                  depth_estimator=MemoryWithPatchEstimator(pose))
+    frame = world.step([pose]).frames[0]
+    covered = frame.condition.mask
+    agreeing = covered.copy()
+    agreeing[38:58, 18:52] = False
+    assert covered[40:56, 20:50].mean() > 0.9 and 0.2 < (~covered).mean() < 0.5
+    assert np.all(frame.confidence[40:56, 20:50] == 0), "depth 50% off memory's is not trusted"
+    assert np.median(frame.confidence[agreeing]) > 0.9
+    assert np.all(frame.confidence[~covered] == 0), "no memory to compare: a guess"
