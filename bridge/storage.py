@@ -2,13 +2,16 @@
 
 A saved thing is a folder. ``atomic_folder(target)`` yields a fresh temporary sibling to write into; only when
 the writer returns is it swapped in by renames, so a crash (or an exception) mid-save leaves the previous save
-untouched. ``resolve_folder`` finishes a swap that a crash interrupted between its two renames.
+untouched. ``resolve_folder`` finishes a swap that a crash interrupted between its two renames. A crash (kill -9)
+while writing leaves the temporary folder, ``.NAME.tmp-XXXXXXXX`` beside ``NAME``: the next save of ``NAME`` removes
+it, and ``remove_stale_temporaries`` removes every one of a folder (a server does so at start-up).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -20,6 +23,8 @@ import numpy as np
 from worldweave.proto.errors import StorageError
 
 _BACKUP_SUFFIX = ".previous"
+_TEMPORARY = re.compile(r"\.(?P<target>.+)\.tmp-[0-9a-f]{8}")
+"""Name of the temporary folder ``atomic_folder`` writes target ``NAME`` into: ``.NAME.tmp-`` and 8 hex digits."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -38,11 +43,34 @@ def _fsync_tree(path: Path) -> None:
         _fsync_dir(Path(root))
 
 
+def remove_stale_temporaries(parent: str | os.PathLike, target_name: str | None = None) -> list[Path]:
+    """Delete the temporary folders that interrupted saves (``atomic_folder`` killed mid-write) left in ``parent``:
+    those of the target named ``target_name``, or of every target when None. Returns the folders removed.
+
+    Only call it when no save into ``parent`` (of that target) is under way: a folder being written looks the same.
+    """
+    parent = Path(parent)
+    if not parent.is_dir():
+        return []
+    removed = []
+    for path in sorted(parent.iterdir()):
+        found = _TEMPORARY.fullmatch(path.name)
+        if found and path.is_dir() and not path.is_symlink() and target_name in (None, found["target"]):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 @contextmanager
 def atomic_folder(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty temporary folder; on normal exit it replaces ``target`` atomically (crash-safe)."""
+    """Yield an empty temporary folder; on normal exit it replaces ``target`` atomically (crash-safe).
+
+    First removes what earlier saves of ``target`` that were killed mid-write left (``remove_stale_temporaries``),
+    so saves of one target must not overlap (the server saves a world under its lock).
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target.parent, target.name)
     tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
     try:

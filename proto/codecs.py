@@ -69,6 +69,13 @@ def encode_image(rgb: np.ndarray, encoding: int = pb.IMAGE_ENCODING_RAW_RGB8, *,
 def decode_image(message: pb.Image, name: str = "image") -> np.ndarray:
     """``Image`` -> uint8 (H, W, 3) RGB; the decoded size must equal the stated ``width`` x ``height``.
 
+    A PNG or JPEG is checked before any pixel is decompressed: its stated size against Pillow's decompression-bomb
+    limit (``PIL.Image.MAX_IMAGE_PIXELS``, 89,478,485 pixels unless the application changed it), then the size in
+    its header against the stated one. A header claiming over twice the limit stops Pillow itself
+    (``DecompressionBombError``): a ``WireFormatError`` as well. A header in Pillow's warning range (once to twice
+    the limit) cannot match an accepted stated size, so it is refused too (Pillow may print its
+    ``DecompressionBombWarning`` first).
+
     A raw image comes back as a read-only view over the message's bytes (no copy); copy it to write into it.
     """
     width, height = int(message.width), int(message.height)
@@ -83,10 +90,17 @@ def decode_image(message: pb.Image, name: str = "image") -> np.ndarray:
     if message.encoding not in (pb.IMAGE_ENCODING_PNG, pb.IMAGE_ENCODING_JPEG):
         raise WireFormatError(f"{name}: unknown image encoding {message.encoding}; use RAW_RGB8, PNG or JPEG")
     kind = IMAGE_ENCODING_NAMES[message.encoding].upper()
+    limit = PILImage.MAX_IMAGE_PIXELS  # Pillow's decompression-bomb threshold (None: switched off by the application)
+    if limit is not None and width * height > limit:
+        raise WireFormatError(
+            f"{name}: a {kind} of {width}x{height} = {width * height} pixels is over the {limit}-pixel decoding limit"
+        )
     try:
         picture = PILImage.open(io.BytesIO(message.data), formats=[kind])
     except (OSError, ValueError) as error:  # Pillow's UnidentifiedImageError is an OSError
         raise WireFormatError(f"{name}: data is not a readable {kind} image ({error})") from error
+    except PILImage.DecompressionBombError as error:  # a header claiming over twice the limit, whatever was declared
+        raise WireFormatError(f"{name}: the {kind} header claims a size over the decoding limit ({error})") from error
     if picture.size != (width, height):  # checked before decoding pixels: no decompression bombs
         raise WireFormatError(f"{name}: the {kind} is {picture.size[0]}x{picture.size[1]}, the message says {width}x{height}")
     if picture.mode != "RGB":

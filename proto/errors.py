@@ -134,6 +134,10 @@ ERROR_BY_CODE: dict[str, type[WorldweaveError]] = {
 } | {"PERMISSION_DENIED": AuthenticationError}
 """The class a status name comes back as; names not listed come back as ``ServerError``."""
 
+RETRY_AFTER_METADATA_KEY = "retry-after-ms"
+"""Trailing metadata of a RESOURCE_EXHAUSTED refusal by admission control (too many calls waiting for a world or
+for the server): the suggested delay before retrying, milliseconds, as a decimal string."""
+
 
 def error_for_status(code: str, message: str) -> WorldweaveError:
     """The error a client raises for a status ``code`` (its name, e.g. ``"NOT_FOUND"``) and its details."""

@@ -250,10 +250,29 @@ class Pose:
         )
 
 
+MIN_FOCAL_IMAGES = 1e-3
+"""Smallest focal length accepted, in image sizes: ``fx >= 1e-3 * width`` and ``fy >= 1e-3 * height`` pixels (a field
+of view under 179.9 degrees). Relative, so that a valid camera stays valid at any resolution (``scaled``)."""
+MAX_FOCAL_PX = 1e7
+"""Largest focal length ``fx``, ``fy`` accepted, pixels (a 1-degree field of view across 16384 pixels is ~9.4e5)."""
+MAX_IMAGE_SIDE_PX = 16384
+"""Largest image ``width`` or ``height``, pixels."""
+PRINCIPAL_POINT_MARGIN = 1.0
+"""How far the principal point may lie beyond the image's edges, in image sizes: ``-width <= cx + 0.5 <= 2 * width``
+(``cx + 0.5`` is measured from the image's left edge), likewise ``cy`` with ``height``. Off-centre crops and shifted
+lenses fit; a wrong unit does not."""
+
+
 @dataclass(frozen=True)
 class Intrinsics:
     """Pinhole intrinsics in pixels for an image of ``width`` x ``height``; pixel ``(u, v)`` has its centre at
-    integer coordinates (OpenCV), so a camera with a centred principal point has ``cx = (width - 1) / 2``."""
+    integer coordinates (OpenCV), so a camera with a centred principal point has ``cx = (width - 1) / 2``.
+
+    Validated up front (``InvalidIntrinsicsError`` naming the value): ``width``, ``height`` integers in 1 ..
+    ``MAX_IMAGE_SIDE_PX`` (16384) pixels; ``fx`` within ``1e-3 * width`` .. ``1e7`` pixels and ``fy`` within
+    ``1e-3 * height`` .. ``1e7`` (``MIN_FOCAL_IMAGES``, ``MAX_FOCAL_PX``); the principal point within one image size
+    beyond the image's edges, ``-width - 0.5 <= cx <= 2 * width - 0.5`` and likewise ``cy`` with ``height``
+    (``PRINCIPAL_POINT_MARGIN``). The ranges scale with the image, so ``scaled`` keeps a camera valid."""
 
     fx: float
     fy: float
@@ -272,9 +291,25 @@ class Intrinsics:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
                 raise InvalidIntrinsicsError(f"intrinsics {name} must be a positive integer, got {value!r}")
+            if value > MAX_IMAGE_SIDE_PX:
+                raise InvalidIntrinsicsError(f"intrinsics {name} {value} is over the largest image side, {MAX_IMAGE_SIDE_PX} px")
             object.__setattr__(self, name, int(value))
         if self.fx <= 0 or self.fy <= 0:
             raise InvalidIntrinsicsError(f"focal lengths must be positive, got fx={self.fx}, fy={self.fy}")
+        for name, size in (("fx", self.width), ("fy", self.height)):
+            value, smallest = getattr(self, name), MIN_FOCAL_IMAGES * size
+            if not smallest <= value <= MAX_FOCAL_PX:
+                raise InvalidIntrinsicsError(
+                    f"intrinsics {name} = {value!r} px is outside {smallest:g}..{MAX_FOCAL_PX:g} px for an image {size} px "
+                    "across (focal lengths are in pixels: focal_mm / sensor_width_mm * width_px)"
+                )
+        for name, size in (("cx", self.width), ("cy", self.height)):
+            value, margin = getattr(self, name), PRINCIPAL_POINT_MARGIN * size
+            if not -margin <= value + 0.5 <= size + margin:
+                raise InvalidIntrinsicsError(
+                    f"intrinsics {name} = {value!r} px is outside {-margin - 0.5:g}..{size + margin - 0.5:g} px, more "
+                    f"than {PRINCIPAL_POINT_MARGIN:g} image size beyond an image {size} px across (pixels, not normalised)"
+                )
 
     @classmethod
     def from_fov(

@@ -2,8 +2,9 @@
 health service and server reflection, message limits that fit raw 1920x1080 frames, and a background-thread runner
 for tests, benchmarks and clients that start a local server.
 
-Binds 127.0.0.1 unless told otherwise. Optional: a bearer token every call must carry, TLS from a PEM certificate
-and key (``server.auth``), and autosave of worlds to the data folder (``registry.AutosavePolicy``).
+Binds 127.0.0.1 unless told otherwise. Optional: bearer tokens every call must carry, each naming a tenant and a
+role (``server.auth``, ``docs/security.md``), TLS from a PEM certificate and key, and autosave of worlds to the
+data folder (``registry.AutosavePolicy``).
 
 A server builds one generator and, for a generator that returns no depth, one depth estimator at start-up
 (``build_backends``), and shares both between all its worlds (``scheduling``).
@@ -16,6 +17,7 @@ import ctypes
 import ctypes.util
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -32,13 +34,22 @@ from worldweave.bridge.generators.registry import (
     create_generator,
     generator_class,
 )
+from worldweave.bridge.warmup import WarmupReport, warm_up
 from worldweave.proto.errors import InvalidInputError, PreconditionError
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
-from worldweave.server.auth import BearerTokenInterceptor, server_credentials
+from worldweave.server.auth import BearerTokenInterceptor, TokenTable, server_credentials
+from worldweave.server.decoding import UndecodableRequestInterceptor
 from worldweave.server.registry import AutosavePolicy, WorldRegistry
-from worldweave.server.scheduling import share_depth_estimator, share_generator
+from worldweave.server.scheduling import (
+    Admission,
+    CallInterceptor,
+    QueueLimits,
+    share_depth_estimator,
+    share_generator,
+)
 from worldweave.server.service import ServerLimits, WorldServicer, server_info
+from worldweave.server.world_state import QUERY_REACH
 
 logger = logging.getLogger(__name__)
 
@@ -68,13 +79,26 @@ class ServerConfig:
     workers: int = 8
     """Threads running engine work (steps, renders, saves, decoding); worlds beyond this count wait."""
     auth_token: str | None = None
-    """When set, every call but the health check must carry ``authorization: Bearer <token>``."""
+    """When set, every call but the health check must carry ``authorization: Bearer <token>``; the token is one
+    read-write tenant, the default one (shorthand for ``auth_tokens=TokenTable.single(token)``)."""
+    auth_tokens: TokenTable | None = None
+    """When set, every call but the health check must carry a token of this table, and runs as its tenant and role
+    (``auth.read_token_file`` reads one); not with ``auth_token``."""
     tls_cert_file: Path | None = None
     """PEM certificate chain: with ``tls_key_file``, the port speaks TLS only."""
     tls_key_file: Path | None = None
     """PEM private key of ``tls_cert_file``."""
     autosave: AutosavePolicy = field(default_factory=AutosavePolicy)
     """Save worlds to ``data_dir`` every N changes and / or S seconds after a change, and at shutdown."""
+    queues: QueueLimits = field(default_factory=QueueLimits)
+    """Admission control: most calls waiting for one world and in total before more are refused with
+    RESOURCE_EXHAUSTED and ``retry-after-ms`` (``scheduling.QueueLimits``); reported in the handshake."""
+    warm_up: bool = True
+    """Compile (or load from numba's cache) the engine's kernels on a tiny in-memory world before health reports
+    SERVING (``bridge.warmup``), so that no call pays for compilation; False: the first calls do."""
+    stop_timeout_s: float = 30.0
+    """At shutdown, after the grace period: how long saves of unsaved worlds and engine work still running (a step,
+    a render; queries stop within a chunk) may take, seconds; then the server stops without them."""
 
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
@@ -148,19 +172,29 @@ class WorldServer:
         generator: Generator | None = None,
         depth_estimator: DepthEstimator | None = None,
     ) -> None:
+        self._created_s = time.perf_counter()
         self.config = config
+        if config.auth_token is not None and config.auth_tokens is not None:
+            raise InvalidInputError("set ServerConfig.auth_token or auth_tokens, not both")
+        tokens = TokenTable.single(config.auth_token) if config.auth_token is not None else config.auth_tokens
         generator, depth_estimator = build_backends(config, generator, depth_estimator)
         self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="worldweave")
         self.registry = WorldRegistry(
             share_generator(generator), self.executor, data_dir=config.data_dir, device=config.device,
             autosave=config.autosave,
             depth_estimator=share_depth_estimator(depth_estimator) if depth_estimator is not None else None,
+            admission=Admission(config.queues, engine_threads=config.workers),
         )
         for world_id in self.registry.scan():
             logger.warning("saved world %r in %s is unreadable; it is not listed", world_id, config.data_dir)
         info = server_info(generator, config.limits, persistence=config.data_dir is not None,
                            server_version=server_version())
-        interceptors = [BearerTokenInterceptor(config.auth_token)] if config.auth_token is not None else []
+        info.limits.max_queued_per_world = config.queues.per_world
+        info.limits.max_queued_total = config.queues.total
+        info.limits.engine_threads = config.workers
+        interceptors = [BearerTokenInterceptor(tokens)] if tokens is not None else []
+        interceptors.append(CallInterceptor())  # who the client of each call is, for admission and turns
+        interceptors.append(UndecodableRequestInterceptor())  # last: it wraps the servicers' own handlers
         self.grpc = grpc.aio.server(options=channel_options(config.limits.max_message_bytes), interceptors=interceptors)
         pb_grpc.add_WorldServiceServicer_to_server(WorldServicer(self.registry, config.limits, info), self.grpc)
         self.health = health.aio.HealthServicer()
@@ -175,27 +209,58 @@ class WorldServer:
         if self.port == 0:
             raise OSError(f"cannot listen on {address}: the port is busy or the address is not local")
         self._autosave_task: asyncio.Task | None = None
+        self.warmup: WarmupReport | None = None
+        """What the engine's warm-up did (``start``); None before it, or with ``config.warm_up`` off."""
+        self.startup_s: float | None = None
+        """Seconds from this object's construction (backends built, worlds scanned) to SERVING, once started."""
 
     async def start(self) -> None:
-        """Start serving; health reports SERVING for the server and for ``worldweave.v1.WorldService``."""
+        """Start serving. The port answers at once while health reports NOT_SERVING; with ``config.warm_up`` the
+        engine's kernels are compiled (``bridge.warmup``) on the pool; then health reports SERVING for the server
+        and for ``worldweave.v1.WorldService``, and the start-up time is logged."""
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.grpc.start()
-        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
-        await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        if self.config.warm_up:
+            generator, device = self.registry.generator, self.config.device
+            self.warmup = await asyncio.get_running_loop().run_in_executor(
+                self.executor, lambda: warm_up(generator, device=device, query_reach=QUERY_REACH)
+            )
+            logger.info("engine warm-up: %s", self.warmup.summary())
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self.startup_s = time.perf_counter() - self._created_s
+        logger.info("ready in %.2f s (backends, saved worlds%s)", self.startup_s,
+                    ", engine warm-up" if self.config.warm_up else "; engine warm-up off: first calls compile kernels")
         self._autosave_task = asyncio.get_running_loop().create_task(self.registry.autosave_loop())
 
-    async def stop(self, grace: float | None = 5.0) -> None:
-        """Graceful stop: health turns NOT_SERVING, new calls are refused, calls in flight get ``grace`` seconds,
-        worlds with unsaved changes are saved (with autosave on), then the thread pool finishes the engine work it
-        holds."""
+    async def stop(self, grace: float | None = 5.0) -> bool:
+        """Graceful stop: health turns NOT_SERVING, new calls are refused, calls in flight get ``grace`` seconds and
+        are then cancelled (queries stop within a chunk of work), worlds with unsaved changes are saved (with
+        autosave on), then the thread pool finishes the engine work it holds.
+
+        The saves and the pool's work get ``config.stop_timeout_s`` seconds together (a save already writing always
+        finishes). Returns False when engine work was still running after that: its pool threads would keep the
+        process alive, so a process that stops for good exits without waiting for them (``serve`` does)."""
         await self.health.enter_graceful_shutdown()
         await self.grpc.stop(grace)
         if self._autosave_task is not None:
             self._autosave_task.cancel()
             await asyncio.gather(self._autosave_task, return_exceptions=True)
-        saved = await self.registry.save_unsaved()
-        if saved:
-            logger.info("saved %d world(s) with unsaved changes at shutdown: %s", len(saved), ", ".join(saved))
-        await asyncio.get_running_loop().run_in_executor(None, self.executor.shutdown)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.stop_timeout_s
+        try:
+            saved = await asyncio.wait_for(self.registry.save_unsaved(), self.config.stop_timeout_s)
+        except TimeoutError:
+            logger.error("worlds still busy %.1f s after the grace period were not saved", self.config.stop_timeout_s)
+        else:
+            if saved:
+                logger.info("saved %d world(s) with unsaved changes at shutdown: %s", len(saved), ", ".join(saved))
+        self.executor.shutdown(wait=False, cancel_futures=True)  # drop queued work; running work ends by itself
+        finishing = threading.Thread(target=self.executor.shutdown, name="worldweave-stop", daemon=True)
+        finishing.start()
+        await loop.run_in_executor(None, finishing.join, max(0.0, deadline - loop.time()))
+        return not finishing.is_alive()
 
     async def wait_for_termination(self) -> None:
         """Return when the server has stopped."""

@@ -3,10 +3,18 @@
 A world id is 1..64 characters from ``[A-Za-z0-9_-]`` (it names a folder). With a data folder, world ``w`` saves
 to ``DATA/w/`` atomically (``bridge.storage.atomic_folder``): ``DATA/w/world/`` is what ``World.save`` writes and
 ``DATA/w/manifest.json`` the server's record of it (id, version, intrinsics, prompt, configuration, counts), so the
-worlds of a data folder are listed again after a restart without loading them.
+worlds of a data folder are listed again after a restart without loading them. A save killed mid-write leaves its
+temporary folder (``DATA/.w.tmp-XXXXXXXX``): the next save of ``w`` and the next start-up (``scan``) delete it.
+
+Tenants: every world belongs to the tenant of the call that created or loaded it (``auth.caller()``), and ids are
+resolved in the calling tenant's namespace only, so a tenant neither sees nor reaches another's worlds (a lookup
+of another tenant's id fails exactly as for an id nobody has) and two tenants may use the same id. The default
+tenant (a server without auth, or with one bare token) keeps the layout above, ``DATA/w/``; tenant ``t`` saves
+to ``DATA/@tenants/t/w/``.
 
 Every method runs on the server's event loop (the dict of worlds needs no lock); engine work goes to the thread
-pool under the world's lock (``scheduling.run_locked``). Work that changes a world's version wakes the point-cloud
+pool under the world's lock (``scheduling.run_locked``) once admission control lets it in (``scheduling.Admission``:
+bounded queues, fair turns between clients). Work that changes a world's version wakes the point-cloud
 streams following it (``wait_for_change``) and counts towards autosave (``AutosavePolicy``): with a data folder, a
 world is saved after every N changes (steps or edits) and/or once a change has stayed unsaved for S seconds, and the
 worlds with unsaved changes are saved when the server stops.
@@ -33,6 +41,7 @@ from worldweave.bridge.memory.spatial_memory import MemoryConfig
 from worldweave.bridge.storage import (
     atomic_folder,
     read_manifest,
+    remove_stale_temporaries,
     resolve_folder,
     write_manifest,
 )
@@ -45,7 +54,8 @@ from worldweave.proto.errors import (
     StorageError,
 )
 from worldweave.proto.geometry import Intrinsics
-from worldweave.server.scheduling import run_locked
+from worldweave.server.auth import DEFAULT_TENANT, TENANT_PATTERN, caller
+from worldweave.server.scheduling import Admission, WorldLock, as_server_work, run_locked
 from worldweave.server.world_state import QUERY_REACH
 
 T = TypeVar("T")
@@ -56,12 +66,30 @@ MANIFEST_KIND = "worldweave.server.world"
 FORMAT_VERSION = 1
 WORLD_FOLDER = "world"
 """Subfolder of a saved world's folder that ``World.save`` writes."""
+TENANTS_FOLDER = "@tenants"
+"""Folder of the data folder that holds one folder per tenant but the default one (not a world id: '@')."""
+
+WorldKey = tuple[str, str]
+"""(tenant, world id): how the registry keys a world, so that tenants never share one."""
+
+
+ECHO_CHARS = 64
+"""Most characters of a user's string an error message repeats (``clip``)."""
+
+
+def clip(text: str, limit: int = ECHO_CHARS) -> str:
+    """``repr(text)`` for an error message, cut to its first ``limit`` characters and ``… (N chars)`` when longer:
+    a message stays short (gRPC carries it in an 8 KiB header) whatever the client sent."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}… ({len(text)} chars)"
 
 
 def check_world_id(world_id: str) -> str:
-    """Return ``world_id`` or raise ``InvalidInputError`` naming it (ids name folders: no path characters)."""
+    """Return ``world_id`` or raise ``InvalidInputError`` naming it, clipped (ids name folders: no path
+    characters). Every later message that names an id names a checked one, at most 64 characters."""
     if not WORLD_ID_PATTERN.fullmatch(world_id):
-        raise InvalidInputError(f"world_id {world_id!r} must be 1..64 characters from A-Z, a-z, 0-9, '_' and '-'")
+        raise InvalidInputError(f"world_id {clip(world_id)} must be 1..64 characters from A-Z, a-z, 0-9, '_' and '-'")
     return world_id
 
 
@@ -136,7 +164,9 @@ class WorldEntry:
 
     world_id: str
     world: World
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    tenant: str = DEFAULT_TENANT
+    """The tenant whose world this is."""
+    lock: WorldLock = field(default_factory=WorldLock)
     saved: bool = False
     deleted: bool = False
     """Set when the world was unloaded while work waited for its lock; that work answers NOT_FOUND."""
@@ -147,6 +177,10 @@ class WorldEntry:
     unsaved_since_s: float = 0.0
     """``time.monotonic()`` of the first unsaved change."""
 
+    @property
+    def key(self) -> WorldKey:
+        return self.tenant, self.world_id
+
     def notify_changed(self) -> None:
         """Wake everything waiting in ``WorldRegistry.wait_for_change``."""
         self.changed.set()
@@ -156,7 +190,8 @@ class WorldEntry:
 class WorldRegistry:
     """Worlds by id; ``generator`` is the server's shared (fair-queued) generator and ``depth_estimator`` its
     shared depth estimator (None: the generator's own depth is used), both given to every world created or loaded,
-    as are the server's query reaches (``world_state.QUERY_REACH``); ``data_dir`` may be None."""
+    as are the server's query reaches (``world_state.QUERY_REACH``); ``data_dir`` may be None. ``admission``
+    bounds the calls waiting for locked work (``scheduling.Admission``; default: its default bounds)."""
 
     def __init__(
         self,
@@ -167,6 +202,7 @@ class WorldRegistry:
         device: str = "cpu",
         autosave: AutosavePolicy = AutosavePolicy(),
         depth_estimator: DepthEstimator | None = None,
+        admission: Admission | None = None,
     ) -> None:
         if autosave.enabled and data_dir is None:
             raise PreconditionError("autosave needs a data folder: start the server with --data-dir DIR")
@@ -176,47 +212,68 @@ class WorldRegistry:
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.device = device
         self.autosave = autosave
-        self._autosaving: dict[str, asyncio.Task] = {}
-        self._loaded: dict[str, WorldEntry] = {}
-        self._saved: dict[str, WorldSummary] = {}
-        self._busy: set[str] = set()
-        """Ids being created or loaded: reserved so two requests cannot make the same world."""
+        self.admission = admission if admission is not None else Admission()
+        self._autosaving: dict[WorldKey, asyncio.Task] = {}
+        self._loaded: dict[WorldKey, WorldEntry] = {}
+        self._saved: dict[WorldKey, WorldSummary] = {}
+        self._busy: set[WorldKey] = set()
+        """Keys of worlds being created or loaded: reserved so two requests cannot make the same world."""
 
     # ------------------------------------------------------------------------------------------- discovery
 
     def scan(self) -> list[str]:
-        """Read the manifests of every world saved in the data folder; return the ids of unreadable saves."""
+        """Read the manifests of every world saved in the data folder, of every tenant; return the folders of
+        unreadable saves, relative to the data folder (``w`` for the default tenant, ``@tenants/t/w`` for t's).
+        Run at start-up, before any save: it also deletes the temporary folders that interrupted saves left."""
         broken = []
         if self.data_dir is None or not self.data_dir.is_dir():
             return broken
-        for folder in sorted(self.data_dir.iterdir()):
-            name = folder.name.removesuffix(".previous")
-            if not WORLD_ID_PATTERN.fullmatch(name) or name in self._saved:
-                continue
-            try:
-                self._saved[name] = self._read_summary(name)
-            except StorageError:
-                broken.append(name)
+        tenants_dir = self.data_dir / TENANTS_FOLDER
+        tenants = sorted(
+            folder.name for folder in (tenants_dir.iterdir() if tenants_dir.is_dir() else ())
+            if folder.is_dir() and TENANT_PATTERN.fullmatch(folder.name) and folder.name != DEFAULT_TENANT
+        )
+        for tenant in [DEFAULT_TENANT, *tenants]:
+            for stale in remove_stale_temporaries(self._tenant_dir(tenant)):
+                logger.warning("removed %s, left by a save that was interrupted", stale)
+            for folder in sorted(self._tenant_dir(tenant).iterdir()):
+                key = (tenant, folder.name.removesuffix(".previous"))
+                if not WORLD_ID_PATTERN.fullmatch(key[1]) or key in self._saved:
+                    continue
+                try:
+                    self._saved[key] = self._read_summary(key)
+                except StorageError:
+                    broken.append(str(self._folder(key).relative_to(self.data_dir)))
         return broken
 
-    def _folder(self, world_id: str) -> Path:
+    def _tenant_dir(self, tenant: str) -> Path:
+        """The folder of ``tenant``'s saved worlds: the data folder itself for the default tenant."""
         if self.data_dir is None:
             raise PreconditionError("this server has no data folder: start it with `worldweave serve --data-dir DIR`")
-        return self.data_dir / world_id
+        return self.data_dir if tenant == DEFAULT_TENANT else self.data_dir / TENANTS_FOLDER / tenant
 
-    def _read_summary(self, world_id: str) -> WorldSummary:
-        folder = resolve_folder(self._folder(world_id))
+    def _folder(self, key: WorldKey) -> Path:
+        tenant, world_id = key
+        return self._tenant_dir(tenant) / world_id
+
+    def _read_summary(self, key: WorldKey) -> WorldSummary:
+        folder = resolve_folder(self._folder(key))
         return WorldSummary.from_manifest(read_manifest(folder, MANIFEST_KIND, (FORMAT_VERSION,)), loaded=False)
+
+    @staticmethod
+    def _key(world_id: str) -> WorldKey:
+        """The key of ``world_id`` in the calling tenant's namespace (``InvalidInputError`` for a malformed id)."""
+        return caller().tenant, check_world_id(world_id)
 
     # ------------------------------------------------------------------------------------------- lookup
 
     def entry(self, world_id: str) -> WorldEntry:
         """The loaded world ``world_id``; NOT_FOUND, or FAILED_PRECONDITION when it is saved but not loaded."""
-        check_world_id(world_id)
-        entry = self._loaded.get(world_id)
+        key = self._key(world_id)
+        entry = self._loaded.get(key)
         if entry is not None:
             return entry
-        if world_id in self._saved:
+        if key in self._saved:
             raise PreconditionError(f"world {world_id!r} is saved but not loaded: call LoadWorld first")
         raise NotFoundError(f"no world {world_id!r}; ListWorlds shows the worlds this server has")
 
@@ -237,10 +294,12 @@ class WorldRegistry:
         )
 
     def summaries(self) -> list[WorldSummary]:
-        """Every world, loaded or saved, sorted by id."""
-        out = {world_id: self.summary(entry) for world_id, entry in self._loaded.items()}
-        for world_id, saved in self._saved.items():
-            out.setdefault(world_id, saved)
+        """Every world of the calling tenant, loaded or saved, sorted by id."""
+        tenant = caller().tenant
+        out = {world_id: self.summary(entry) for (owner, world_id), entry in self._loaded.items() if owner == tenant}
+        for (owner, world_id), saved in self._saved.items():
+            if owner == tenant:
+                out.setdefault(world_id, saved)
         return [out[world_id] for world_id in sorted(out)]
 
     async def offload(self, work: Callable[[], T]) -> T:
@@ -248,12 +307,15 @@ class WorldRegistry:
         return await asyncio.get_running_loop().run_in_executor(self.executor, work)
 
     async def run(self, entry: WorldEntry, work: Callable[[World], T]) -> T:
-        """Run ``work(world)`` on the pool under the world's lock; NOT_FOUND if the world was deleted meanwhile.
+        """Run ``work(world)`` on the pool under the world's lock; NOT_FOUND if the world was deleted meanwhile;
+        RESOURCE_EXHAUSTED at once when a client's call would wait beyond the queue bounds (``admission``).
         When the work changed the world's version, followers are woken and autosave counts it."""
         changed = False
+        ticket = self.admission.admit(entry.lock, entry.world_id)
 
         def locked() -> T:
             nonlocal changed
+            ticket.start()
             if entry.deleted:
                 raise NotFoundError(f"world {entry.world_id!r} was deleted")
             before = entry.world.version
@@ -265,6 +327,7 @@ class WorldRegistry:
         try:
             return await run_locked(entry.lock, self.executor, locked)
         finally:
+            self.admission.done(ticket)
             if changed:
                 if entry.unsaved_changes == 0:
                     entry.unsaved_since_s = time.monotonic()
@@ -289,13 +352,14 @@ class WorldRegistry:
 
     def _start_autosave(self, entry: WorldEntry) -> None:
         """Save ``entry`` in the background unless a save of it is already under way."""
-        if entry.world_id in self._autosaving or entry.deleted:
+        if entry.key in self._autosaving or entry.deleted:
             return
         task = asyncio.get_running_loop().create_task(self._autosave(entry))
-        self._autosaving[entry.world_id] = task
-        task.add_done_callback(lambda _: self._autosaving.pop(entry.world_id, None))
+        self._autosaving[entry.key] = task
+        task.add_done_callback(lambda _: self._autosaving.pop(entry.key, None))
 
     async def _autosave(self, entry: WorldEntry) -> None:
+        as_server_work()  # never refused by admission control, though a client's call may have started it
         try:
             await self.save(entry)
         except NotFoundError:  # unloaded while the save waited for its lock
@@ -327,42 +391,42 @@ class WorldRegistry:
     # ------------------------------------------------------------------------------------------- lifecycle
 
     def new_id(self) -> str:
-        """A fresh world id (12 hex digits) not used by any loaded or saved world."""
+        """A fresh world id (12 hex digits) not used by any loaded or saved world of the calling tenant."""
         while True:
-            world_id = uuid.uuid4().hex[:12]
-            if world_id not in self._loaded and world_id not in self._saved and world_id not in self._busy:
-                return world_id
+            key = self._key(uuid.uuid4().hex[:12])
+            if key not in self._loaded and key not in self._saved and key not in self._busy:
+                return key[1]
 
-    def _reserve(self, world_id: str) -> None:
-        if world_id in self._loaded or world_id in self._busy:
-            raise AlreadyExistsError(f"world {world_id!r} already exists; pick another id or DeleteWorld it first")
+    def _reserve(self, key: WorldKey) -> None:
+        if key in self._loaded or key in self._busy:
+            raise AlreadyExistsError(f"world {key[1]!r} already exists; pick another id or DeleteWorld it first")
 
     async def create(
         self, world_id: str, frames: list[RGBDFrame], prompt: str, memory: MemoryConfig
     ) -> WorldSummary:
         """Build a world from seed frames (one at a time per id); ALREADY_EXISTS if the id is loaded or saved."""
-        check_world_id(world_id)
-        self._reserve(world_id)
-        if world_id in self._saved:
+        key = self._key(world_id)
+        self._reserve(key)
+        if key in self._saved:
             raise AlreadyExistsError(
                 f"world {world_id!r} is saved in the data folder; LoadWorld it or DeleteWorld it with delete_saved"
             )
-        self._busy.add(world_id)
+        self._busy.add(key)
         try:
             config = WorldConfig(memory=memory, generator=self.generator.name)
             world = await self.offload(
                 lambda: World(Seed(frames=frames, prompt=prompt), config, generator=self.generator,
                               depth_estimator=self.depth_estimator, device=self.device, query_reach=QUERY_REACH),
             )
-            entry = WorldEntry(world_id, world, unsaved_changes=1, unsaved_since_s=time.monotonic())
-            self._loaded[world_id] = entry
+            entry = WorldEntry(world_id, world, key[0], unsaved_changes=1, unsaved_since_s=time.monotonic())
+            self._loaded[key] = entry
             return self.summary(entry)
         finally:
-            self._busy.discard(world_id)
+            self._busy.discard(key)
 
     async def save(self, entry: WorldEntry) -> WorldSummary:
-        """Save a loaded world atomically to ``DATA/<id>/``."""
-        folder = self._folder(entry.world_id)
+        """Save a loaded world atomically to its tenant's folder (``DATA/<id>/`` for the default tenant)."""
+        folder = self._folder(entry.key)
 
         def write(world: World) -> WorldSummary:
             summary = self.summary(entry)
@@ -374,39 +438,39 @@ class WorldRegistry:
         summary = await self.run(entry, write)
         entry.saved = True
         entry.unsaved_changes = 0
-        self._saved[entry.world_id] = replace(summary, loaded=False, saved=True)
+        self._saved[entry.key] = replace(summary, loaded=False, saved=True)
         return self.summary(entry)
 
     async def load(self, world_id: str) -> WorldSummary:
         """Load a saved world; FAILED_PRECONDITION when loaded, NOT_FOUND when no save has that id."""
-        check_world_id(world_id)
-        folder = self._folder(world_id)
-        if world_id in self._loaded:
+        key = self._key(world_id)
+        folder = self._folder(key)
+        if key in self._loaded:
             raise PreconditionError(f"world {world_id!r} is already loaded; DeleteWorld it first to reload its save")
-        self._reserve(world_id)
-        if world_id not in self._saved and not (folder.exists() or folder.with_name(folder.name + ".previous").exists()):
+        self._reserve(key)
+        if key not in self._saved and not (folder.exists() or folder.with_name(folder.name + ".previous").exists()):
             raise NotFoundError(f"no saved world {world_id!r} in {self.data_dir}")
-        self._busy.add(world_id)
+        self._busy.add(key)
         try:
             def read() -> tuple[WorldSummary, World]:
-                summary = self._read_summary(world_id)
+                summary = self._read_summary(key)
                 world = World.load(resolve_folder(folder) / WORLD_FOLDER, generator=self.generator,
                                    depth_estimator=self.depth_estimator, device=self.device, query_reach=QUERY_REACH)
                 return summary, world
 
             summary, world = await self.offload(read)
-            self._saved[world_id] = summary
-            entry = WorldEntry(world_id, world, saved=True)
-            self._loaded[world_id] = entry
+            self._saved[key] = summary
+            entry = WorldEntry(world_id, world, key[0], saved=True)
+            self._loaded[key] = entry
             return self.summary(entry)
         finally:
-            self._busy.discard(world_id)
+            self._busy.discard(key)
 
     async def delete(self, world_id: str, *, delete_saved: bool) -> tuple[bool, bool]:
         """Unload a world (after work in progress on it) and optionally delete its save; (unloaded, deleted_saved)."""
-        check_world_id(world_id)
-        entry = self._loaded.get(world_id)
-        has_save = world_id in self._saved
+        key = self._key(world_id)
+        entry = self._loaded.get(key)
+        has_save = key in self._saved
         if entry is None and not (delete_saved and has_save):
             if has_save:
                 raise PreconditionError(f"world {world_id!r} is not loaded; set delete_saved to delete its save")
@@ -414,12 +478,12 @@ class WorldRegistry:
         if entry is not None:
             async with entry.lock:
                 entry.deleted = True
-                self._loaded.pop(world_id, None)
+                self._loaded.pop(key, None)
                 entry.notify_changed()
         deleted_saved = False
         if delete_saved and has_save:
-            folder = self._folder(world_id)
-            self._saved.pop(world_id, None)
+            folder = self._folder(key)
+            self._saved.pop(key, None)
 
             def remove() -> None:
                 for path in (folder, folder.with_name(folder.name + ".previous")):

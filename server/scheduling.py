@@ -1,28 +1,46 @@
-"""Who runs when: a FIFO lock across threads, the shared generator behind it, and locked work off the event loop.
+"""Who runs when: admission control and fair turns per world, a FIFO lock across threads, the shared generator
+behind it, and locked work off the event loop.
 
-* Each world has an ``asyncio.Lock`` (FIFO among waiting coroutines): its steps, renders and saves run one at a
-  time, in arrival order; different worlds run concurrently on a thread pool.
+* Each world has a ``WorldLock``: its steps, renders and saves run one at a time; waiting calls take fair turns
+  between clients (one call per client per round, arrival order within a client), so a client with many calls in
+  flight cannot crowd out one with a single call; different worlds run concurrently on a thread pool.
+* Admission control (``Admission``): a bounded queue per world and in total (``QueueLimits``, stated in the
+  handshake). A client's call that would wait beyond either bound is refused at once with RESOURCE_EXHAUSTED, a
+  message naming the bound and a suggested delay, and the trailing metadata ``retry-after-ms``
+  (``RETRY_AFTER_METADATA_KEY``), instead of waiting without limit. The server's own work (autosave) always gets in.
+  ``CallInterceptor`` tells both who the client of a call is (its peer address: one connection, one client).
 * All worlds share one generator instance. ``share_generator`` wraps it so that ``generate`` calls from different
   worlds queue in a ``FairLock``: first come, first served. A world holds its own lock while stepping, so it has at
   most one call waiting, and worlds take turns. The depth estimator (for generators without depth) is shared the
   same way by ``share_depth_estimator``, behind its own lock, so one world's depth overlaps another's generation.
 * ``run_locked`` runs blocking engine work on the pool under a world's lock. When the calling RPC is cancelled (the
-  client went away, or its deadline passed) work that has not started is dropped; work already running cannot be
-  interrupted, so the lock is held until it ends, and only then is the cancellation passed on.
+  client went away, its deadline passed, or the server is stopping) work that has not started is dropped; work
+  already running is told to stop, and the lock is held until it ends, and only then is the cancellation passed on.
+  Long work (the spatial queries, ``world_state``) runs in chunks and calls ``checkpoint()`` between them, so it
+  stops within one chunk and no call holds a world's lock much past its deadline; other work runs to its end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import inspect
+import itertools
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import TypeVar
 
+import grpc
 import numpy as np
 
 from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
 from worldweave.bridge.generators.depth import DepthEstimator, DepthPrediction
+from worldweave.proto.errors import RETRY_AFTER_METADATA_KEY, InvalidInputError, LimitExceededError, WorldweaveError
+from worldweave.proto.worldweave.v1 import world_pb2 as pb
 
 T = TypeVar("T")
 
@@ -112,14 +130,40 @@ def share_depth_estimator(estimator: DepthEstimator) -> DepthEstimator:
     return SharedDepthEstimator(estimator, FairLock())
 
 
-async def run_locked(lock: asyncio.Lock, executor: Executor, work: Callable[[], T]) -> T:
+_running = threading.local()
+"""``stop``: the ``threading.Event`` of the locked work this pool thread runs (``run_locked``), set when its call
+is cancelled."""
+
+
+def checkpoint() -> None:
+    """Between two chunks of long locked work: raise (CANCELLED) when the call that asked for the work was cancelled
+    meanwhile, so the work ends and the world's lock is released. Does nothing outside ``run_locked``."""
+    stop: threading.Event | None = getattr(_running, "stop", None)
+    if stop is not None and stop.is_set():
+        raise WorldweaveError(
+            "stopped between chunks: the call was cancelled (deadline, client gone or server stopping)", code="CANCELLED"
+        )
+
+
+def _stoppable(work: Callable[[], T], stop: threading.Event) -> T:
+    """``work()`` on this pool thread, with ``stop`` as what ``checkpoint`` reads."""
+    _running.stop = stop
+    try:
+        return work()
+    finally:
+        _running.stop = None
+
+
+async def run_locked(lock: asyncio.Lock | WorldLock, executor: Executor, work: Callable[[], T]) -> T:
     """Run ``work()`` on ``executor`` while holding ``lock``; see the module docstring for cancellation."""
     async with lock:
-        future = executor.submit(work)
+        stop = threading.Event()
+        future = executor.submit(_stoppable, work, stop)
         wrapped = asyncio.wrap_future(future)
         try:
             return await asyncio.shield(wrapped)
         except asyncio.CancelledError:
+            stop.set()  # chunked work stops at its next checkpoint()
             if not future.cancel():  # already running: keep the world locked until it is done
                 while not wrapped.done():
                     try:
@@ -129,3 +173,251 @@ async def run_locked(lock: asyncio.Lock, executor: Executor, work: Callable[[], 
                 if not wrapped.cancelled():
                     wrapped.exception()  # the caller is gone: the outcome is dropped, not logged as unretrieved
             raise
+
+
+# ------------------------------------------------------------------------------------------------ admission control
+
+WORLD_SERVICE_PREFIX = f"/{pb.DESCRIPTOR.services_by_name['WorldService'].full_name}/"
+"""Methods whose calls ``CallInterceptor`` tags with their client (health checks and reflection need no turn)."""
+RETRY_MIN_MS, RETRY_MAX_MS = 10, 10_000
+"""Bounds of the delay a refusal suggests, milliseconds."""
+FIRST_SERVICE_S = 0.05
+"""What one piece of locked work is assumed to take before any has been timed, seconds (for retry hints)."""
+SERVICE_SMOOTHING = 0.2
+"""Weight of the newest duration in the moving average of locked work's duration."""
+
+
+@dataclass(frozen=True)
+class QueueLimits:
+    """Bounds of the queues in front of the engine (``worldweave serve --max-queued-per-world``,
+    ``--max-queued-total``), stated in the handshake (``Limits.max_queued_per_world``, ``max_queued_total``).
+    Calls beyond them are refused with RESOURCE_EXHAUSTED and ``retry-after-ms``; running calls do not count."""
+
+    per_world: int = 8
+    """Most calls waiting for one world while another call holds it."""
+    total: int = 32
+    """Most calls waiting server-wide, for a world or for an engine thread (the server's ``workers``)."""
+
+    def __post_init__(self) -> None:
+        for name in ("per_world", "total"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInputError(f"QueueLimits.{name} must be an integer >= 1, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Call:
+    """The RPC a piece of server code runs for: ``client``, its fairness key (the peer address, e.g.
+    ``ipv4:127.0.0.1:51234``: calls over one connection are one client), and its ``context``."""
+
+    client: str
+    context: grpc.aio.ServicerContext
+
+
+_CALL: ContextVar[Call | None] = ContextVar("worldweave_call", default=None)
+SERVER_CLIENT = ""
+"""The fairness key of the server's own work (autosave, shutdown saves) and of code outside any call."""
+
+
+def current_client() -> str:
+    """The fairness key of the call in progress (``Call.client``); ``SERVER_CLIENT`` outside calls."""
+    call = _CALL.get()
+    return call.client if call is not None else SERVER_CLIENT
+
+
+def as_server_work() -> None:
+    """Run the rest of the current task as the server's own work, even when a call started it: it queues as
+    ``SERVER_CLIENT`` and is never refused (autosave tasks inherit the context of the call that triggered them)."""
+    _CALL.set(None)
+
+
+def with_context(
+    handler: grpc.RpcMethodHandler, enter: Callable[[grpc.aio.ServicerContext], object]
+) -> grpc.RpcMethodHandler:
+    """``handler`` (an aio server's, of any kind) calling ``enter(context)`` as each of its calls begins, inside the
+    call's own asyncio task: the place to set a ``ContextVar`` that the call's code then reads."""
+    kind = next(name for name in ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+                if getattr(handler, name) is not None)
+    behavior = getattr(handler, kind)
+    if handler.response_streaming:
+        async def run(request_or_iterator, context: grpc.aio.ServicerContext):
+            enter(context)
+            responses = behavior(request_or_iterator, context)
+            if inspect.isawaitable(responses):  # a handler that writes its responses with context.write
+                await responses
+                return
+            async for response in responses:
+                yield response
+    else:
+        async def run(request_or_iterator, context: grpc.aio.ServicerContext):
+            enter(context)
+            return await behavior(request_or_iterator, context)
+    return handler._replace(**{kind: run})
+
+
+class CallInterceptor(grpc.aio.ServerInterceptor):
+    """Runs each ``WorldService`` call with its ``Call`` (``current_client()``), for ``WorldLock``'s turns and
+    ``Admission``'s refusals. Each method's wrapped handler is built once."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    async def intercept_service(self, continuation, handler_call_details: grpc.HandlerCallDetails):
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or not method.startswith(WORLD_SERVICE_PREFIX):
+            return handler
+        original, wrapped = self._wrapped.get(method, (None, None))
+        if original is not handler:
+            wrapped = with_context(handler, lambda context: _CALL.set(Call(context.peer(), context)))
+            self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+
+class WorldLock:
+    """The asyncio lock of one world's work, with fair turns between clients (``current_client()``): start-time
+    fair queuing with one unit per call. Each waiting call gets the tag max(tag of the call last given the lock,
+    finish tag of its client's previous call) and the smallest tag goes next (arrival order between equal tags), so
+    a client with many calls waiting gets one turn per round, like one with a single call, however its calls
+    interleave with others' arrivals. The lock passes straight from its holder to the next waiter, so no newcomer
+    barges in. ``async with lock:`` acquires as the current call's client."""
+
+    def __init__(self) -> None:
+        self._locked = False
+        self._queue: list[tuple[int, int, asyncio.Future[None]]] = []
+        """Heap of waiting calls: (start tag, arrival number, future set when the lock is theirs)."""
+        self._finish: dict[str, int] = {}
+        """Client -> finish tag of its latest call (clients whose tag the virtual time has passed are dropped)."""
+        self._virtual = 0
+        """Start tag of the call holding the lock, or of the last one that held it."""
+        self._arrivals = itertools.count()
+
+    def locked(self) -> bool:
+        return self._locked
+
+    @property
+    def waiting(self) -> int:
+        """Calls waiting for the lock."""
+        return sum(not future.done() for _, _, future in self._queue)
+
+    def _start_tag(self, client: str) -> int:
+        start = max(self._virtual, self._finish.get(client, 0))
+        self._finish[client] = start + 1
+        return start
+
+    async def acquire(self, client: str = SERVER_CLIENT) -> None:
+        """Wait for the lock as ``client``'s call, then hold it."""
+        start = self._start_tag(client)
+        if not self._locked:  # a free lock has no live waiter: release() hands it straight to one
+            self._locked = True
+            self._virtual = start
+            return
+        future = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._queue, (start, next(self._arrivals), future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():  # handed over as the cancellation came: pass it on
+                self.release()
+            raise  # a cancelled waiter stays in the heap until release() pops and skips it
+
+    def release(self) -> None:
+        """Hand the lock to the waiting call with the smallest tag, or free it."""
+        if not self._locked:
+            raise RuntimeError("WorldLock.release: the lock is not held")
+        while self._queue:
+            start, _, future = heapq.heappop(self._queue)
+            if not future.done():
+                self._virtual = start
+                self._finish = {client: tag for client, tag in self._finish.items() if tag > start}
+                future.set_result(None)
+                return
+        self._locked = False
+
+    async def __aenter__(self) -> WorldLock:
+        await self.acquire(current_client())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+class Ticket:
+    """One admitted piece of locked work: ``started_s`` (``time.monotonic()``, set on the engine thread by
+    ``start``) is None while it waits for its world or for a thread."""
+
+    __slots__ = ("started_s",)
+
+    def __init__(self) -> None:
+        self.started_s: float | None = None
+
+    def start(self) -> None:
+        """Call on the engine thread as the work begins."""
+        self.started_s = time.monotonic()
+
+
+class Admission:
+    """Bounded queues in front of the engine: admits a client's locked work (``admit``) or refuses it at once
+    (RESOURCE_EXHAUSTED naming the bound, a suggested delay in the message and in ``retry-after-ms``) when its
+    world already has ``limits.per_world`` calls waiting or the server ``limits.total``. ``engine_threads``: the
+    threads running locked work. Runs on the event loop, but ``Ticket.start``.
+
+    The suggested delay gives each refused client a retry slot of its own: after the calls waiting, and after the
+    slots of clients refused before it whose time has not come, one slot per measured duration of locked work (one
+    at a time for a world, ``engine_threads`` at a time for the server). So retries come back spread at the rate the
+    engine serves them rather than as a burst that is refused again; a client refused again before its slot gets
+    the same slot, so one that ignores the hint does not push the others back."""
+
+    def __init__(self, limits: QueueLimits = QueueLimits(), engine_threads: int = 8) -> None:
+        self.limits = limits
+        self.engine_threads = engine_threads
+        self._admitted: set[Ticket] = set()
+        self.service_s = FIRST_SERVICE_S
+        """Moving average of how long a piece of locked work runs, seconds."""
+        self.refused = 0
+        """Calls refused so far."""
+        self._slots: dict[tuple[str, str], float] = {}
+        """(world id, or "" for the server's queue; client) -> ``time.monotonic()`` of its retry slot, while ahead."""
+
+    @property
+    def waiting(self) -> int:
+        """Admitted calls not yet running: waiting for their world or for an engine thread."""
+        return sum(ticket.started_s is None for ticket in self._admitted)
+
+    def admit(self, lock: WorldLock, world_id: str) -> Ticket:
+        """Admit a piece of work on world ``world_id`` (whose lock is ``lock``), or refuse it (see the class);
+        the server's own work is always admitted. Pair with ``done``."""
+        call = _CALL.get()
+        if call is not None:
+            if lock.locked() and lock.waiting >= self.limits.per_world:
+                self._refuse(call, world_id, lock.waiting, 1, f"world {world_id!r} has {lock.waiting} calls waiting "
+                                                               f"(max_queued_per_world {self.limits.per_world})")
+            waiting = self.waiting
+            if waiting >= self.limits.total:
+                self._refuse(call, "", waiting, self.engine_threads,
+                             f"the server has {waiting} calls waiting (max_queued_total {self.limits.total})")
+        ticket = Ticket()
+        self._admitted.add(ticket)
+        return ticket
+
+    def done(self, ticket: Ticket) -> None:
+        """The admitted work ended (ran, failed or was dropped before it started)."""
+        self._admitted.discard(ticket)
+        if ticket.started_s is not None:
+            duration_s = time.monotonic() - ticket.started_s
+            self.service_s += SERVICE_SMOOTHING * (duration_s - self.service_s)
+
+    def _refuse(self, call: Call, scope: str, waiting: int, parallel: int, why: str) -> None:
+        """Refuse ``call`` (see the class): ``scope`` is the full queue (a world id, or "" for the server's),
+        ``waiting`` the calls in it, ``parallel`` how many of them run at once."""
+        now = time.monotonic()
+        self._slots = {key: at for key, at in self._slots.items() if at > now}
+        slot_s = self.service_s / parallel
+        slot = self._slots.get((scope, call.client))
+        if slot is None:
+            last = max((at for (where, _), at in self._slots.items() if where == scope), default=now)
+            slot = self._slots[(scope, call.client)] = max(now + (waiting + 1) * slot_s, last + slot_s)
+        retry_ms = int(min(RETRY_MAX_MS, max(RETRY_MIN_MS, round((slot - now) * 1000))))
+        self.refused += 1
+        call.context.set_trailing_metadata(((RETRY_AFTER_METADATA_KEY, str(retry_ms)),))
+        raise LimitExceededError(f"{why}: retry in {retry_ms} ms")

@@ -10,9 +10,12 @@ Worlds saved with SaveWorld go to ``--data-dir`` and are listed again (and loada
 ``--autosave-every N`` / ``--autosave-seconds S`` the server saves them itself (and at shutdown). Ctrl-C or SIGTERM
 stops gracefully: calls in flight get ``--grace`` seconds. Binds 127.0.0.1 unless told otherwise.
 
-Security: ``--auth-token-file FILE`` (or the ``WORLDWEAVE_AUTH_TOKEN`` environment variable) makes every call carry
-``authorization: Bearer <token>``; ``--tls-cert`` and ``--tls-key`` (PEM) serve TLS only. Binding another interface
-without TLS logs a warning: frames, worlds and the token would cross the network in clear text.
+Security (``docs/security.md``): ``--auth-token-file FILE`` makes every call carry ``authorization: Bearer <token>``
+of a token in FILE, whose ``TOKEN TENANT ROLE`` lines give each token its tenant (the worlds it sees) and role
+(``read-write`` or ``read-only``); a FILE holding one bare token, or the ``WORLDWEAVE_AUTH_TOKEN`` environment
+variable, is one read-write token of the default tenant. A malformed FILE stops start-up (exit 2) naming its line.
+``--tls-cert`` and ``--tls-key`` (PEM) serve TLS only. Binding another interface without TLS logs a warning: frames,
+worlds and the tokens would cross the network in clear text.
 """
 
 from __future__ import annotations
@@ -23,14 +26,17 @@ import ipaddress
 import logging
 import os
 import signal
+import ssl
 from pathlib import Path
 
 from worldweave.bridge.cli_values import key_value
 from worldweave.bridge.generators.registry import DEPTH_ESTIMATORS, available
 from worldweave.proto.errors import InvalidInputError, NotFoundError, PreconditionError
 from worldweave.server.app import ServerConfig, create_server, tune_malloc
+from worldweave.server.auth import TokenTable, read_token_file
 from worldweave.server.registry import AutosavePolicy
-from worldweave.server.service import MIB, ServerLimits
+from worldweave.server.scheduling import QueueLimits
+from worldweave.server.limits import MIB, ServerLimits
 
 logger = logging.getLogger("worldweave.serve")
 TOKEN_ENVIRONMENT_VARIABLE = "WORLDWEAVE_AUTH_TOKEN"
@@ -39,6 +45,7 @@ TOKEN_ENVIRONMENT_VARIABLE = "WORLDWEAVE_AUTH_TOKEN"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``serve`` flags."""
     defaults = ServerLimits()
+    queues = QueueLimits()
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=50051, help="TCP port; 0 picks a free one (default 50051)")
     parser.add_argument("--data-dir", type=Path, default=None, help="folder for saved worlds (default: no saving)")
@@ -56,11 +63,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-message-mib", type=int, default=defaults.max_message_bytes // MIB,
                         help="largest gRPC message, MiB (clients must allow the same)")
     parser.add_argument("--workers", type=int, default=8, help="threads for engine work")
+    parser.add_argument("--max-pixels-per-call", type=int, default=defaults.max_pixels_per_call, metavar="N",
+                        help="most pixels (poses x width x height) one Render or StepRequest produces (default "
+                             "%(default)s; docs/limits.md)")
+    parser.add_argument("--max-query-items", type=int, default=defaults.max_query_items, metavar="N",
+                        help="most rays, points or shapes per query call (default %(default)s)")
+    parser.add_argument("--max-insert-points", type=int, default=defaults.max_insert_points, metavar="N",
+                        help="most points per InsertPoints call (default %(default)s)")
+    parser.add_argument("--max-ray-voxels", type=int, default=defaults.max_ray_voxels, metavar="N",
+                        help="most rays x reach in voxels per Raycast call (default %(default)s)")
+    parser.add_argument("--max-shape-voxels", type=int, default=defaults.max_shape_voxels, metavar="N",
+                        help="most collision search volume in voxels per CheckCollision call (default %(default)s)")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds calls in flight get at shutdown")
+    parser.add_argument("--stop-timeout", type=float, default=ServerConfig.stop_timeout_s, metavar="S",
+                        help="after --grace, seconds that saves and engine work still running may take before the "
+                             "server exits without them (default %(default)s)")
+    parser.add_argument("--max-queued-per-world", type=int, default=queues.per_world, metavar="N",
+                        help="most calls waiting for one world while another runs; more are refused at once with "
+                             "RESOURCE_EXHAUSTED and a retry-after-ms hint (default %(default)s)")
+    parser.add_argument("--max-queued-total", type=int, default=queues.total, metavar="N",
+                        help="most calls waiting server-wide, for a world or an engine thread (--workers); more are "
+                             "refused the same way (default %(default)s)")
+    parser.add_argument("--no-warm-up", action="store_true",
+                        help="report SERVING without compiling the engine's kernels first (then the first calls "
+                             "compile them: seconds each, minutes without numba's cache)")
     parser.add_argument("--no-malloc-tuning", action="store_true",
                         help="keep glibc's default mmap and trim thresholds (see worldweave.server.app.tune_malloc)")
-    parser.add_argument("--auth-token-file", type=Path, default=None,
-                        help=f"file holding the bearer token every call must carry (or set {TOKEN_ENVIRONMENT_VARIABLE})")
+    parser.add_argument("--auth-token-file", type=Path, default=None, metavar="FILE",
+                        help="file of 'TOKEN TENANT ROLE' lines (ROLE read-write or read-only; # comments): every "
+                             "call must carry one of its tokens and sees only its tenant's worlds; a file of one "
+                             f"bare token (or {TOKEN_ENVIRONMENT_VARIABLE}) is one read-write tenant. See "
+                             "docs/security.md")
     parser.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain: serve TLS (with --tls-key)")
     parser.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
     parser.add_argument("--autosave-every", type=int, default=0, metavar="N",
@@ -80,11 +113,30 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def auth_token(token_file: Path | None) -> str | None:
-    """The token from ``token_file`` (surrounding whitespace stripped) or the environment; None when neither."""
+def auth_tokens(token_file: Path | None) -> TokenTable | None:
+    """The token table of ``token_file`` (``auth.read_token_file``), else the environment's one token; None when
+    neither. ``InvalidInputError`` naming the file and line of a malformed file."""
     if token_file is not None:
-        return token_file.read_text().strip()
-    return os.environ.get(TOKEN_ENVIRONMENT_VARIABLE) or None
+        return read_token_file(token_file)
+    token = os.environ.get(TOKEN_ENVIRONMENT_VARIABLE)
+    return TokenTable.single(token) if token else None
+
+
+def check_tls_pair(cert_file: Path, key_file: Path) -> None:
+    """Raise ``InvalidInputError`` naming both files unless ``key_file`` is the unencrypted PEM private key of the PEM
+    certificate ``cert_file`` (OpenSSL's own check; grpc would only fail to bind the port, saying neither)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert_file, key_file, password=lambda: b"")  # an encrypted key fails, as in grpc
+    except ssl.SSLError as error:
+        if error.reason == "KEY_VALUES_MISMATCH":
+            raise InvalidInputError(f"the TLS private key {key_file} does not match the certificate {cert_file}") from None
+        raise InvalidInputError(
+            f"--tls-cert {cert_file} and --tls-key {key_file} are not a PEM certificate and its unencrypted PEM private "
+            f"key ({error.reason or error})"
+        ) from None
+    except OSError as error:
+        raise InvalidInputError(f"cannot read the TLS certificate {cert_file} or key {key_file}: {error.strerror}") from None
 
 
 async def serve(address: str, config: ServerConfig, grace: float) -> None:
@@ -96,17 +148,22 @@ async def serve(address: str, config: ServerConfig, grace: float) -> None:
     logger.info("worldweave serving on %s:%d (generator %s, depth estimator %s, data dir %s, %s, %s)", host, port,
                 config.generator, config.depth_estimator or "none", config.data_dir or "none: worlds are not saved",
                 "TLS" if tls else "no TLS",
-                "bearer token required" if config.auth_token else "no auth")
+                f"bearer token required, tenants {', '.join(config.auth_tokens.tenants)}"
+                if config.auth_tokens is not None else "no auth")
     if not tls and not is_loopback(host):
         logger.warning("serving %s without TLS: traffic%s is readable on the network; pass --tls-cert and --tls-key",
-                       host, " and the token" if config.auth_token else "")
+                       host, " and the tokens" if config.auth_tokens is not None else "")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     logger.info("stopping: calls in flight get %.1f s", grace)
-    await server.stop(grace)
+    if not await server.stop(grace):
+        logger.warning("engine work still running %.1f s after the grace period: exiting without it",
+                       config.stop_timeout_s)
+        logging.shutdown()
+        os._exit(0)  # its pool threads would keep the process alive, and asyncio.run would wait for their calls
 
 
 def run(args: argparse.Namespace) -> int:
@@ -120,11 +177,16 @@ def run(args: argparse.Namespace) -> int:
     if (args.tls_cert is None) != (args.tls_key is None):
         logger.error("TLS needs both --tls-cert and --tls-key")
         return 2
-    try:
-        token = auth_token(args.auth_token_file)
-    except OSError as error:
-        logger.error("cannot read the auth token file %s: %s", args.auth_token_file, error.strerror)
-        return 2
+    for flag, seconds in (("--grace", args.grace), ("--stop-timeout", args.stop_timeout)):
+        if not 0 <= seconds < float("inf"):
+            logger.error("%s must be a finite number of seconds >= 0, got %s", flag, seconds)
+            return 2
+    if args.tls_cert is not None:
+        try:
+            check_tls_pair(args.tls_cert, args.tls_key)
+        except InvalidInputError as error:
+            logger.error("%s", error)
+            return 2
     try:
         config = ServerConfig(
             data_dir=args.data_dir,
@@ -133,16 +195,24 @@ def run(args: argparse.Namespace) -> int:
             depth_estimator=args.depth_estimator,
             depth_estimator_options=dict(args.depth_estimator_option),
             device=args.device,
-            limits=ServerLimits(max_poses_per_call=args.max_poses, max_message_bytes=args.max_message_mib * MIB),
+            limits=ServerLimits(
+                max_poses_per_call=args.max_poses, max_message_bytes=args.max_message_mib * MIB,
+                max_pixels_per_call=args.max_pixels_per_call, max_query_items=args.max_query_items,
+                max_insert_points=args.max_insert_points, max_ray_voxels=args.max_ray_voxels,
+                max_shape_voxels=args.max_shape_voxels,
+            ),
             workers=args.workers,
-            auth_token=token,
+            auth_tokens=auth_tokens(args.auth_token_file),
             tls_cert_file=args.tls_cert,
             tls_key_file=args.tls_key,
             autosave=AutosavePolicy(every_changes=args.autosave_every, every_s=args.autosave_seconds),
+            queues=QueueLimits(per_world=args.max_queued_per_world, total=args.max_queued_total),
+            warm_up=not args.no_warm_up,
+            stop_timeout_s=args.stop_timeout,
         )
         asyncio.run(serve(f"{args.host}:{args.port}", config, args.grace))
     except (InvalidInputError, NotFoundError, PreconditionError) as error:
-        # A bad token, TLS file or autosave setting; an unknown backend, missing weights or bad option; a generator
+        # A bad token file, TLS file or autosave setting; an unknown backend, missing weights or bad option; a generator
         # without depth and no depth estimator.
         logger.error("%s", error)
         return 2

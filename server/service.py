@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import grpc
 
@@ -27,22 +27,8 @@ from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
 from worldweave.server import codecs, point_cloud, world_state
 from worldweave.server.errors import status_for
+from worldweave.server.limits import MIB, ServerLimits, check_budget, limits_message
 from worldweave.server.registry import WorldRegistry, WorldSummary, check_world_id
-
-MIB = 1 << 20
-
-
-@dataclass(frozen=True)
-class ServerLimits:
-    """Request limits, reported in the handshake. ``max_message_bytes`` is set on the server's channel and must be
-    set on clients' channels too (a raw 1920x1080 RGB frame is 6.2 MB; with float16 depth 10.4 MB)."""
-
-    max_poses_per_call: int = 64
-    """Most poses in one Render or StepRequest."""
-    max_message_bytes: int = 128 * MIB
-    """Largest message either side sends, bytes."""
-    max_seed_frames: int = 64
-    """Most seed frames in CreateWorld."""
 
 
 CONVENTIONS = pb.Conventions(
@@ -79,11 +65,7 @@ def server_info(generator: Generator, limits: ServerLimits, *, persistence: bool
             returns_depth=cls.returns_depth,
         ),
         conventions=CONVENTIONS,
-        limits=pb.Limits(
-            max_poses_per_call=limits.max_poses_per_call,
-            max_message_bytes=limits.max_message_bytes,
-            max_seed_frames=limits.max_seed_frames,
-        ),
+        limits=limits_message(limits),
         image_encodings=sorted(IMAGE_ENCODING_NAMES),
         depth_encodings=sorted(DEPTH_ENCODING_NAMES),
     )
@@ -145,6 +127,15 @@ def check_message_size(frames: int, intrinsics: Intrinsics, fmt: codecs.FrameFor
             f"the {limit / MIB:.0f} MiB message limit; send fewer poses per call (the Step stream sends one frame "
             "per message)"
         )
+
+
+def check_pixels(poses: int, intrinsics: Intrinsics, limits: ServerLimits, what: str) -> None:
+    """Raise ``LimitExceededError`` when ``poses`` frames of ``intrinsics``' size are over the pixel budget
+    (``ServerLimits.max_pixels_per_call``), before any of them is rendered or generated."""
+    check_budget(
+        what, poses * intrinsics.width * intrinsics.height, limits.max_pixels_per_call, "max_pixels_per_call", "pixels",
+        f"{poses} pose(s) of {intrinsics.width}x{intrinsics.height}: send fewer poses per call or smaller images",
+    )
 
 
 def request_intrinsics(message: pb.Intrinsics, has: bool, default: Intrinsics, generator: Generator) -> Intrinsics:
@@ -255,6 +246,7 @@ class WorldServicer(pb_grpc.WorldServiceServicer):
             request.intrinsics, request.HasField("intrinsics"), entry.world.intrinsics, self.registry.generator
         )
         check_message_size(len(poses), intrinsics, fmt, self.limits.max_message_bytes, "Render")
+        check_pixels(len(poses), intrinsics, self.limits, "Render")
 
         def render(world) -> pb.RenderResponse:
             results = world.render(poses, intrinsics=intrinsics)
@@ -288,6 +280,7 @@ class WorldServicer(pb_grpc.WorldServiceServicer):
             request.intrinsics, request.HasField("intrinsics"), entry.world.intrinsics, self.registry.generator
         )
         check_message_size(1, intrinsics, fmt, self.limits.max_message_bytes, "Step")
+        check_pixels(len(poses), intrinsics, self.limits, "Step")
         masks = codecs.dynamic_masks_from_proto(request.dynamic_masks, len(poses), intrinsics)
         boxes = [codecs.oriented_box_from_proto(b, f"dynamic_boxes[{i}]") for i, b in enumerate(request.dynamic_boxes)]
         prompt = request.prompt if request.HasField("prompt") else None
@@ -323,19 +316,19 @@ class WorldServicer(pb_grpc.WorldServiceServicer):
 
     @_answers_errors
     async def Raycast(self, request: pb.RaycastRequest, context) -> pb.RaycastResponse:
-        return await world_state.raycast(self.registry, request)
+        return await world_state.raycast(self.registry, request, self.limits)
 
     @_answers_errors
     async def NearestSurface(self, request: pb.NearestSurfaceRequest, context) -> pb.NearestSurfaceResponse:
-        return await world_state.nearest_surface(self.registry, request)
+        return await world_state.nearest_surface(self.registry, request, self.limits)
 
     @_answers_errors
     async def CheckCollision(self, request: pb.CheckCollisionRequest, context) -> pb.CheckCollisionResponse:
-        return await world_state.check_collision(self.registry, request)
+        return await world_state.check_collision(self.registry, request, self.limits)
 
     @_answers_errors
     async def QueryOccupancy(self, request: pb.QueryOccupancyRequest, context) -> pb.QueryOccupancyResponse:
-        return await world_state.query_occupancy(self.registry, request)
+        return await world_state.query_occupancy(self.registry, request, self.limits)
 
     @_answers_errors
     async def RemoveRegion(self, request: pb.RemoveRegionRequest, context) -> pb.RemoveRegionResponse:
@@ -347,4 +340,4 @@ class WorldServicer(pb_grpc.WorldServiceServicer):
 
     @_answers_errors
     async def InsertPoints(self, request: pb.InsertPointsRequest, context) -> pb.InsertPointsResponse:
-        return await world_state.insert_points(self.registry, request)
+        return await world_state.insert_points(self.registry, request, self.limits)

@@ -22,30 +22,37 @@ world's change log lazily, so the first query after a step pays for the blocks t
 float is not finite on the engine side (no hit, nothing found) are sent as the documented stand-ins (max range, 0)
 so every packed float is finite except an out-of-reach clearance (+inf). Requests are decoded and validated before
 the world's lock is taken.
+
+Each query's cost is checked against the server's work budget (``limits.ServerLimits``, ``docs/limits.md``) before
+the lock is taken: items per call, rays x reach in voxels (``ray_reach_vox``), collision search volume in voxels
+(``shape_search_vox``). Within the lock a query runs in chunks of at most ``QUERY_CHUNK_ITEMS`` items and
+``RAY_CHUNK_VOXELS`` / ``SHAPE_CHUNK_VOXELS`` of that cost, checking between chunks that its call is still wanted
+(``scheduling.checkpoint``); items are independent, so the answer is the same as in one piece.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from worldweave.bridge.queries import Occupancy
+from worldweave.bridge.queries import ContactResult, Occupancy, WorldQueries
 from worldweave.bridge.world import QueryReach, World
+from worldweave.proto import voxel_keys
 from worldweave.proto.codecs import FLOAT32, UINT8, pack_array, unpack_array
 from worldweave.proto.errors import InvalidInputError, LimitExceededError
 from worldweave.proto.geometry import rotations_from_quaternions
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.server import codecs
+from worldweave.server.limits import ServerLimits, amount, check_budget, chunk_parts
+from worldweave.server.scheduling import checkpoint
 
 if TYPE_CHECKING:  # annotations only: the registry imports QUERY_REACH from here
-    from worldweave.server.registry import WorldRegistry
+    from worldweave.server.registry import WorldEntry, WorldRegistry
 
-MAX_QUERY_ITEMS = 1 << 21
-"""Most rays, points or shapes in one query call (2097152); more is RESOURCE_EXHAUSTED."""
-MAX_INSERT_POINTS = 1 << 22
-"""Most points in one InsertPoints call (4194304)."""
 NEAREST_REACH_M = 2.5
 """Largest NearestSurface range, metres (the distance field's reach; world.proto states it)."""
 CLEARANCE_REACH_M = 0.25
@@ -57,16 +64,29 @@ OCCUPANCY_TO_WIRE[[Occupancy.UNKNOWN, Occupancy.FREE, Occupancy.OCCUPIED]] = [
     pb.OCCUPANCY_UNKNOWN, pb.OCCUPANCY_FREE, pb.OCCUPANCY_OCCUPIED,
 ]
 """Engine occupancy code -> wire ``Occupancy`` value (the engine's UNKNOWN is 0, the wire's 1)."""
+QUERY_CHUNK_ITEMS = 1 << 16
+"""Most rays, points or shapes in one chunk of a query (65,536: 30 to 500 ms of work on two busy cores, by kind)."""
+RAY_CHUNK_VOXELS = 1 << 28
+"""Most ray reach in one chunk of a Raycast, voxels (``ray_reach_vox`` per ray)."""
+SHAPE_CHUNK_VOXELS = 1 << 30
+"""Most collision search volume in one chunk of a CheckCollision, voxels (``shape_search_vox`` per shape)."""
+RAY_EXTENT_VOX = 2 * math.sqrt(3) * (voxel_keys.AXIS_LIMIT + 1)
+"""Longest path of a ray through the voxel keys' extent, voxels: rays stop where the keys end."""
+
+R = TypeVar("R")
 
 
 # ------------------------------------------------------------------------------------------------ decoding
 
 
-def batch(data: bytes, columns: int | None, name: str, limit: int = MAX_QUERY_ITEMS) -> np.ndarray:
-    """A packed float32 field -> float64 array of (N, columns) or (N,), at most ``limit`` rows."""
+def batch(data: bytes, columns: int | None, name: str, limit: int) -> np.ndarray:
+    """A packed float32 field -> float64 array of (N, columns) or (N,), at most ``limit`` rows
+    (``ServerLimits.max_query_items``)."""
     array = unpack_array(data, FLOAT32, columns, name)
     if len(array) > limit:
-        raise LimitExceededError(f"{name} has {len(array)} rows; this server takes at most {limit} per call")
+        raise LimitExceededError(
+            f"{name} has {len(array)} rows; this server takes at most max_query_items = {limit} per call"
+        )
     return array.astype(np.float64)
 
 
@@ -88,18 +108,79 @@ def finite_or(values: np.ndarray, found: np.ndarray, fallback: float) -> np.ndar
     return np.where(mask, values, fallback)
 
 
+# ------------------------------------------------------------------------------------------------ budget
+
+
+def voxel_size(entry: WorldEntry) -> float:
+    """The voxel edge of a loaded world (``WorldEntry``), metres; fixed for the world's life, read without its lock."""
+    return float(entry.world.config.memory.voxel_size_m)
+
+
+def ray_reach_vox(max_range_m: float, voxel_size_m: float) -> float:
+    """Voxels one ray of ``max_range_m`` metres may cross in a world of ``voxel_size_m`` voxels: its range, capped
+    by the longest path through the voxel keys' extent (``RAY_EXTENT_VOX``), at least 1."""
+    return float(max(1, math.ceil(min(max_range_m / voxel_size_m, RAY_EXTENT_VOX))))
+
+
+def shape_search_vox(lo_m: np.ndarray, hi_m: np.ndarray, voxel_size_m: float) -> np.ndarray:
+    """(N,) voxels each collision shape's search visits: its axis-aligned bounds ``lo_m``..``hi_m`` (N, 3), world
+    metres, grown on every side by the clearance reach and one voxel (the contact margin is half a voxel). Shapes
+    with a non-finite bound cost 0 here: the engine refuses them, naming the value."""
+    pad_m = CLEARANCE_REACH_M + voxel_size_m
+    with np.errstate(over="ignore", invalid="ignore"):
+        sides_vox = np.maximum((hi_m - lo_m + 2 * pad_m) / voxel_size_m, 1.0)
+        volume = np.prod(sides_vox, axis=1)
+    finite = np.isfinite(lo_m).all(axis=1) & np.isfinite(hi_m).all(axis=1)
+    return np.where(finite, volume, 0.0)
+
+
+def item_parts(n: int) -> list[slice]:
+    """Chunks of a query whose items cost alike (points): ``QUERY_CHUNK_ITEMS`` each."""
+    return chunk_parts(np.ones(n), QUERY_CHUNK_ITEMS, QUERY_CHUNK_ITEMS)
+
+
+def chunked(query: Callable[[slice], R], parts: list[slice]) -> R:
+    """``query`` on each part of a batch in turn, checking before each that the call still wants it
+    (``scheduling.checkpoint``); the parts' answers (arrays, or dataclasses of arrays) joined row-wise.
+
+    The engine names a bad row by its index within the part; for a later part the message says where it starts."""
+    answers = []
+    for part in parts:
+        checkpoint()
+        try:
+            answers.append(query(part))
+        except InvalidInputError as error:
+            if part.start == 0:
+                raise
+            raise type(error)(f"{error} (row indices here count from row {part.start} of the request)") from None
+    if len(answers) == 1:
+        return answers[0]
+    if isinstance(answers[0], np.ndarray):
+        return np.concatenate(answers)
+    fields = dataclasses.fields(answers[0])
+    return type(answers[0])(**{f.name: np.concatenate([getattr(a, f.name) for a in answers]) for f in fields})
+
+
 # ------------------------------------------------------------------------------------------------ queries
 
 
-async def raycast(registry: WorldRegistry, request: pb.RaycastRequest) -> pb.RaycastResponse:
+async def raycast(registry: WorldRegistry, request: pb.RaycastRequest, limits: ServerLimits) -> pb.RaycastResponse:
     entry = registry.entry(request.world_id)
-    origins = batch(request.origins_m, 3, "origins_m")
-    directions = batch(request.directions, 3, "directions")
+    origins = batch(request.origins_m, 3, "origins_m", limits.max_query_items)
+    directions = batch(request.directions, 3, "directions", limits.max_query_items)
     same_length(len(origins), directions, "directions", "origins_m")
     max_range = positive_range(request.max_range_m)
+    v = voxel_size(entry)
+    reach = ray_reach_vox(max_range, v)
+    check_budget(
+        "Raycast", len(origins) * reach, limits.max_ray_voxels, "max_ray_voxels", "voxels",
+        f"{len(origins)} rays x {reach:.0f} voxels of reach each (max_range_m {max_range:g} at {v:g} m voxels): send "
+        "fewer rays or a shorter max_range_m",
+    )
+    parts = chunk_parts(np.full(len(origins), reach), RAY_CHUNK_VOXELS, QUERY_CHUNK_ITEMS)
 
     def cast(world: World) -> pb.RaycastResponse:
-        hits = world.queries.raycast(origins, directions, max_range)
+        hits = chunked(lambda part: world.queries.raycast(origins[part], directions[part], max_range), parts)
         return pb.RaycastResponse(
             version=int(world.version),
             hit=pack_array(hits.hit, UINT8, None, "hit"),
@@ -112,13 +193,16 @@ async def raycast(registry: WorldRegistry, request: pb.RaycastRequest) -> pb.Ray
     return await registry.run(entry, cast)
 
 
-async def nearest_surface(registry: WorldRegistry, request: pb.NearestSurfaceRequest) -> pb.NearestSurfaceResponse:
+async def nearest_surface(
+    registry: WorldRegistry, request: pb.NearestSurfaceRequest, limits: ServerLimits
+) -> pb.NearestSurfaceResponse:
     entry = registry.entry(request.world_id)
-    points = batch(request.points_m, 3, "points_m")
+    points = batch(request.points_m, 3, "points_m", limits.max_query_items)
     max_range = positive_range(request.max_range_m)
+    parts = item_parts(len(points))
 
     def nearest(world: World) -> pb.NearestSurfaceResponse:
-        result = world.queries.nearest(points, max_range)
+        result = chunked(lambda part: world.queries.nearest(points[part], max_range), parts)
         return pb.NearestSurfaceResponse(
             version=int(world.version),
             found=pack_array(result.found, UINT8, None, "found"),
@@ -129,38 +213,66 @@ async def nearest_surface(registry: WorldRegistry, request: pb.NearestSurfaceReq
     return await registry.run(entry, nearest)
 
 
-def collision_call(request: pb.CheckCollisionRequest):
-    """The decoded shapes of a ``CheckCollisionRequest`` as a call ``(WorldQueries) -> ContactResult``."""
+@dataclasses.dataclass(frozen=True)
+class Shapes:
+    """The decoded shapes of a ``CheckCollisionRequest``."""
+
+    name: str
+    """The request's field holding them: "spheres", "capsules" or "boxes"."""
+    collide: Callable[[WorldQueries, slice], ContactResult]
+    """The engine call on a slice of them."""
+    lo_m: np.ndarray
+    """(N, 3) lower corners of their axis-aligned bounds, world metres."""
+    hi_m: np.ndarray
+    """(N, 3) upper corners, world metres."""
+
+
+def collision_shapes(request: pb.CheckCollisionRequest, max_items: int) -> Shapes:
+    """The shapes of a ``CheckCollisionRequest``, at most ``max_items`` of them."""
     shapes = request.WhichOneof("shapes")
     if shapes == "spheres":
-        centers = batch(request.spheres.centers_m, 3, "spheres.centers_m")
-        radii = batch(request.spheres.radii_m, None, "spheres.radii_m")
+        centers = batch(request.spheres.centers_m, 3, "spheres.centers_m", max_items)
+        radii = batch(request.spheres.radii_m, None, "spheres.radii_m", max_items)
         same_length(len(centers), radii, "spheres.radii_m", "spheres.centers_m")
-        return lambda queries: queries.collide_spheres(centers, radii)
+        return Shapes(shapes, lambda queries, part: queries.collide_spheres(centers[part], radii[part]),
+                      centers - radii[:, None], centers + radii[:, None])
     if shapes == "capsules":
-        starts = batch(request.capsules.starts_m, 3, "capsules.starts_m")
-        ends = batch(request.capsules.ends_m, 3, "capsules.ends_m")
-        radii = batch(request.capsules.radii_m, None, "capsules.radii_m")
+        starts = batch(request.capsules.starts_m, 3, "capsules.starts_m", max_items)
+        ends = batch(request.capsules.ends_m, 3, "capsules.ends_m", max_items)
+        radii = batch(request.capsules.radii_m, None, "capsules.radii_m", max_items)
         same_length(len(starts), ends, "capsules.ends_m", "capsules.starts_m")
         same_length(len(starts), radii, "capsules.radii_m", "capsules.starts_m")
-        return lambda queries: queries.collide_capsules(starts, ends, radii)
+        return Shapes(shapes, lambda queries, part: queries.collide_capsules(starts[part], ends[part], radii[part]),
+                      np.minimum(starts, ends) - radii[:, None], np.maximum(starts, ends) + radii[:, None])
     if shapes == "boxes":
-        centers = batch(request.boxes.centers_m, 3, "boxes.centers_m")
-        half = batch(request.boxes.half_extents_m, 3, "boxes.half_extents_m")
-        quaternions = batch(request.boxes.rotations_wxyz, 4, "boxes.rotations_wxyz")
+        centers = batch(request.boxes.centers_m, 3, "boxes.centers_m", max_items)
+        half = batch(request.boxes.half_extents_m, 3, "boxes.half_extents_m", max_items)
+        quaternions = batch(request.boxes.rotations_wxyz, 4, "boxes.rotations_wxyz", max_items)
         same_length(len(centers), half, "boxes.half_extents_m", "boxes.centers_m")
         same_length(len(centers), quaternions, "boxes.rotations_wxyz", "boxes.centers_m")
         rotations = rotations_from_quaternions(quaternions, "boxes.rotations_wxyz")
-        return lambda queries: queries.collide_boxes(centers, half, rotations)
+        extent = np.einsum("nij,nj->ni", np.abs(rotations), np.abs(half))
+        return Shapes(shapes, lambda queries, part: queries.collide_boxes(centers[part], half[part], rotations[part]),
+                      centers - extent, centers + extent)
     raise InvalidInputError("shapes is not set: send spheres, capsules or boxes")
 
 
-async def check_collision(registry: WorldRegistry, request: pb.CheckCollisionRequest) -> pb.CheckCollisionResponse:
+async def check_collision(
+    registry: WorldRegistry, request: pb.CheckCollisionRequest, limits: ServerLimits
+) -> pb.CheckCollisionResponse:
     entry = registry.entry(request.world_id)
-    call = collision_call(request)
+    shapes = collision_shapes(request, limits.max_query_items)
+    costs = shape_search_vox(shapes.lo_m, shapes.hi_m, voxel_size(entry))
+    largest = int(np.argmax(costs)) if len(costs) else 0
+    check_budget(
+        "CheckCollision", float(costs.sum()), limits.max_shape_voxels, "max_shape_voxels", "voxels",
+        f"{shapes.name}[{largest}] alone searches {amount(costs.max(initial=0.0))} voxels: send fewer or smaller "
+        "shapes",
+    )
+    parts = chunk_parts(costs, SHAPE_CHUNK_VOXELS, QUERY_CHUNK_ITEMS)
 
     def collide(world: World) -> pb.CheckCollisionResponse:
-        contacts = call(world.queries)
+        contacts = chunked(lambda part: shapes.collide(world.queries, part), parts)
         found = np.isfinite(contacts.clearance_m)
         return pb.CheckCollisionResponse(
             version=int(world.version),
@@ -172,12 +284,15 @@ async def check_collision(registry: WorldRegistry, request: pb.CheckCollisionReq
     return await registry.run(entry, collide)
 
 
-async def query_occupancy(registry: WorldRegistry, request: pb.QueryOccupancyRequest) -> pb.QueryOccupancyResponse:
+async def query_occupancy(
+    registry: WorldRegistry, request: pb.QueryOccupancyRequest, limits: ServerLimits
+) -> pb.QueryOccupancyResponse:
     entry = registry.entry(request.world_id)
-    points = batch(request.points_m, 3, "points_m")
+    points = batch(request.points_m, 3, "points_m", limits.max_query_items)
+    parts = item_parts(len(points))
 
     def occupancy(world: World) -> pb.QueryOccupancyResponse:
-        states = OCCUPANCY_TO_WIRE[world.queries.occupancy(points)]
+        states = OCCUPANCY_TO_WIRE[chunked(lambda part: world.queries.occupancy(points[part]), parts)]
         return pb.QueryOccupancyResponse(version=int(world.version), states=pack_array(states, UINT8, None, "states"))
 
     return await registry.run(entry, occupancy)
@@ -218,14 +333,19 @@ async def recolor_region(registry: WorldRegistry, request: pb.RecolorRegionReque
     return await registry.run(entry, recolor)
 
 
-async def insert_points(registry: WorldRegistry, request: pb.InsertPointsRequest) -> pb.InsertPointsResponse:
+async def insert_points(
+    registry: WorldRegistry, request: pb.InsertPointsRequest, limits: ServerLimits
+) -> pb.InsertPointsResponse:
     entry = registry.entry(request.world_id)
     points = unpack_array(request.points_m, FLOAT32, 3, "points_m")
     colors = unpack_array(request.colors, UINT8, 3, "colors")
     if len(points) == 0:
         raise InvalidInputError("points_m is empty: send at least one point")
-    if len(points) > MAX_INSERT_POINTS:
-        raise LimitExceededError(f"points_m has {len(points)} rows; this server takes at most {MAX_INSERT_POINTS} per call")
+    if len(points) > limits.max_insert_points:
+        raise LimitExceededError(
+            f"points_m has {len(points)} rows; this server takes at most max_insert_points = "
+            f"{limits.max_insert_points} per call"
+        )
     same_length(len(points), colors, "colors", "points_m")
     bad = ~np.isfinite(points).all(axis=1)
     if bad.any():

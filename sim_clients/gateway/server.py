@@ -178,7 +178,8 @@ class RequestHandler:
             result = client.query_occupancy(request.world_id, convention.points_to_canonical(request.points))
             return OccupancyReply(result.version, result.states)
         if isinstance(request, CropPointCloud):
-            crop = client.crop_point_cloud(request.world_id, *translate.canonical_box(request.min, request.max, convention))
+            box = translate.canonical_box(request.min, request.max, convention, "crop_point_cloud")
+            crop = client.crop_point_cloud(request.world_id, *box)
             if crop.points_m.nbytes + crop.colors.nbytes > self.max_message_bytes:
                 raise MessageTooLargeError(f"crop_point_cloud: {len(crop.points_m)} voxels do not fit one "
                                            f"{self.max_message_bytes}-byte reply; crop a smaller box")

@@ -114,8 +114,13 @@ def canonical_rotations(quaternions: np.ndarray, convention: Convention, path: s
     return convention.world_to_canonical @ engine @ flip
 
 
-def canonical_box(min_engine: np.ndarray, max_engine: np.ndarray, convention: Convention) -> tuple[np.ndarray, np.ndarray]:
-    """An engine axis-aligned box -> the same box's canonical corners (min, max), metres."""
+def canonical_box(
+    min_engine: np.ndarray, max_engine: np.ndarray, convention: Convention, path: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """An engine axis-aligned box -> the same box's canonical corners (min, max), metres. A ``min`` above ``max`` on
+    some engine axis is refused (``path`` names it), as the server refuses it: the corners are never swapped."""
+    if np.any(min_engine > max_engine):
+        raise InvalidMessageError(f"{path}: min {min_engine.tolist()} exceeds max {max_engine.tolist()} on some axis")
     corners = convention.points_to_canonical(np.stack([min_engine, max_engine]))
     return corners.min(axis=0), corners.max(axis=0)
 
@@ -123,9 +128,7 @@ def canonical_box(min_engine: np.ndarray, max_engine: np.ndarray, convention: Co
 def canonical_region(region: WireRegion, convention: Convention, path: str) -> pb.Region:
     """An engine region -> a canonical ``Region`` message (metres)."""
     if region.shape == "box":
-        if np.any(region.first > region.second):
-            raise InvalidMessageError(f"{path}.box: min {region.first.tolist()} exceeds max {region.second.tolist()}")
-        return ws.box_region(*canonical_box(region.first, region.second, convention))
+        return ws.box_region(*canonical_box(region.first, region.second, convention, f"{path}.box"))
     center = convention.points_to_canonical(region.first[None])[0]
     if region.shape == "sphere":
         return ws.sphere_region(center, region.radius * convention.metres_per_unit)

@@ -265,14 +265,30 @@ class Conventions(_message.Message):
     def __init__(self, world_frame: _Optional[str] = ..., camera_frame: _Optional[str] = ..., pose: _Optional[str] = ..., quaternion: _Optional[str] = ..., depth: _Optional[str] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_poses_per_call", "max_message_bytes", "max_seed_frames")
+    __slots__ = ("max_poses_per_call", "max_message_bytes", "max_seed_frames", "max_pixels_per_call", "max_query_items", "max_insert_points", "max_ray_voxels", "max_shape_voxels", "max_queued_per_world", "max_queued_total", "engine_threads")
     MAX_POSES_PER_CALL_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_SEED_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    MAX_PIXELS_PER_CALL_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUERY_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    MAX_INSERT_POINTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_RAY_VOXELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SHAPE_VOXELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUED_PER_WORLD_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUED_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_THREADS_FIELD_NUMBER: _ClassVar[int]
     max_poses_per_call: int
     max_message_bytes: int
     max_seed_frames: int
-    def __init__(self, max_poses_per_call: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_seed_frames: _Optional[int] = ...) -> None: ...
+    max_pixels_per_call: int
+    max_query_items: int
+    max_insert_points: int
+    max_ray_voxels: int
+    max_shape_voxels: int
+    max_queued_per_world: int
+    max_queued_total: int
+    engine_threads: int
+    def __init__(self, max_poses_per_call: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_seed_frames: _Optional[int] = ..., max_pixels_per_call: _Optional[int] = ..., max_query_items: _Optional[int] = ..., max_insert_points: _Optional[int] = ..., max_ray_voxels: _Optional[int] = ..., max_shape_voxels: _Optional[int] = ..., max_queued_per_world: _Optional[int] = ..., max_queued_total: _Optional[int] = ..., engine_threads: _Optional[int] = ...) -> None: ...
 
 class GetServerInfoResponse(_message.Message):
     __slots__ = ("api_version", "server_version", "capabilities", "generator", "conventions", "limits", "image_encodings", "depth_encodings")

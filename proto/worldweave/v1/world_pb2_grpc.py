@@ -220,8 +220,9 @@ class WorldServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Raycast(self, request, context):
-        """Casts a batch of rays against the world. Query batches hold at most 2097152 rays, points or shapes
-        (RESOURCE_EXHAUSTED beyond).
+        """Casts a batch of rays against the world. Query batches hold at most `Limits.max_query_items` rays, points or
+        shapes; rays x reach stay within `max_ray_voxels`, collision shapes within `max_shape_voxels`
+        (RESOURCE_EXHAUSTED beyond). A query past its deadline stops within a chunk of work.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,484 @@
+"""Soak under load (issue 17, defect 9): admission control, fair turns, memory over time and warm start, every
+figure beside its baseline from the same run, against ``worldweave serve`` processes over loopback.
+
+    python benchmarks/bench_soak.py [--seconds 20] [--fair-seconds 30] [--rss-seconds 30] [--width 128 --height 96]
+                                    [--configs unbounded default sized] [--sized-workers N] [--sized-queue N]
+                                    [--cold-cache]
+
+* **Load.** For each server configuration, 1, 16 and 64 clients (threads, each on a connection and a world of its
+  own, ``reproject`` generator), alternately stepping and rendering one pose for ``--seconds``. A refused call
+  (RESOURCE_EXHAUSTED with ``retry-after-ms``) is counted apart and retried after the suggested delay times a random
+  factor in [0.5, 1.5]; any other failure is an error. Reported: admitted calls/s, refusals, errors, admitted-call
+  p50 / p99 / max; beside them the single client's p99 and the 16-client throughput of the same configuration, and
+  the issue's targets (p99 at 64 clients <= 4x the single client's; throughput at 64 >= 90% of 16's).
+  Configurations: ``unbounded`` (the server's default threads with queues too large to refuse anything: how the
+  server ran before admission control), ``default`` (``worldweave serve`` defaults) and ``sized`` (engine threads =
+  this machine's cores, a total queue of ``--sized-queue``, default 1).
+* **Fair share.** 4 clients (connections) stepping one world for ``--fair-seconds``: each one's share of its steps;
+  then a client with 3 streams against one with 1 stream for half that time (``default`` server).
+* **Memory.** The server's RSS growth per minute (least squares over the last 80% of samples) with 4 clients
+  stepping (the worlds change, after ``RSS_PRIME_STEPS`` untimed steps each, once they no longer grow) and with 4
+  clients rendering and raycasting (nothing changes), ``--rss-seconds`` each.
+* **Start-up.** Seconds from spawning ``worldweave serve`` to health SERVING, and the first raycast, capsule check,
+  step and render on a fresh world after SERVING; beside the same for ``--no-warm-up``. With ``--cold-cache`` each
+  server gets an empty ``NUMBA_CACHE_DIR`` (a fresh install: kernels compile from scratch; minutes).
+
+The 2 CPU cores are shared with other work and the clients run on them too: the load average is printed with each
+phase; compare figures of one run, not across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from worldweave.bridge.eval.wall import wall_seed, yaw_poses
+from worldweave.proto.errors import RETRY_AFTER_METADATA_KEY
+from worldweave.proto.worldweave.v1 import world_pb2 as pb
+from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
+from worldweave.sim_clients import conversions
+from worldweave.sim_clients import world_state as ws
+from worldweave.sim_clients.client import WorldClient
+
+CLIENT_COUNTS = (1, 16, 64)
+UNBOUNDED_QUEUE = 1_000_000
+"""Queue bounds no load here reaches: admission control off."""
+CALL_TIMEOUT_S = 120.0
+POSES = yaw_poses(16, max_yaw_deg=8.0)
+RAW = conversions.frame_format("raw")
+RSS_PRIME_STEPS = 300
+"""Untimed steps per world before the stepping memory phase: the wall world's voxels saturate within ~200 steps of
+these poses and its change log keeps 256 versions, so after them a step changes the world without growing it."""
+P99_TARGET, THROUGHPUT_TARGET = 4.0, 0.9
+"""The issue's targets: p99 at 64 clients <= 4x the single client's; throughput at 64 >= 90% of 16 clients'."""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def load_average() -> str:
+    return "load average " + ", ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def connection(address: str) -> grpc.Channel:
+    """A channel with a connection of its own: the server sees each as a client of its own."""
+    return grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+
+
+# ------------------------------------------------------------------------------------------------ server process
+
+
+class ServeProcess:
+    """``worldweave serve`` on a free port with ``flags``; ``startup_s``: spawn to health SERVING."""
+
+    def __init__(self, flags: list[str], env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.log: list[str] = []
+        spawned = time.perf_counter()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "worldweave.server.cli", "serve", "--port", str(self.port), *flags],
+            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
+        )
+        threading.Thread(target=self._read_log, daemon=True).start()
+        with grpc.insecure_channel(self.address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"serve exited with {self.process.returncode}: {''.join(self.log[-5:])}")
+                try:
+                    status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0).status
+                except grpc.RpcError:
+                    status = None
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    break
+                time.sleep(0.02)
+        self.startup_s = time.perf_counter() - spawned
+
+    def _read_log(self) -> None:
+        for line in self.process.stderr:
+            self.log.append(line)
+
+    def log_line(self, marker: str) -> str:
+        """The server's last log line containing ``marker`` (its message only), or ""."""
+        lines = [line.split(": ", 1)[-1].strip() for line in self.log if marker in line]
+        return lines[-1] if lines else ""
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@contextmanager
+def serving(flags: list[str], env: dict[str, str] | None = None):
+    server = ServeProcess(flags, env)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# ------------------------------------------------------------------------------------------------ clients
+
+
+class Stepper:
+    """A persistent Step stream on one connection, reopened after a failure (as the SDK does)."""
+
+    def __init__(self, stub: pb_grpc.WorldServiceStub) -> None:
+        self._stub = stub
+        self._requests: queue.SimpleQueue | None = None
+        self._responses = None
+
+    def step(self, request: pb.StepRequest) -> pb.StepResponse:
+        if self._responses is None:
+            self._requests = queue.SimpleQueue()
+            self._responses = self._stub.Step(iter(self._requests.get, None), timeout=CALL_TIMEOUT_S)
+        self._requests.put(request)
+        try:
+            return next(self._responses)
+        except grpc.RpcError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._requests is not None:
+            self._requests.put(None)
+            self._responses.cancel()
+        self._requests = self._responses = None
+
+
+@dataclass
+class Tally:
+    """What the clients of one phase saw."""
+
+    latencies_s: dict[str, list[float]] = field(default_factory=lambda: {"step": [], "render": [], "raycast": []})
+    """Admitted calls' round trips, by kind."""
+    refused: int = 0
+    refusal_s: list[float] = field(default_factory=list)
+    retry_after_ms: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def call(self, kind: str, call) -> bool:
+        """Run ``call()``; record it; on a refusal sleep the suggested delay (times 0.5..1.5). True when admitted."""
+        started = time.perf_counter()
+        try:
+            call()
+        except grpc.RpcError as error:
+            took_s = time.perf_counter() - started
+            hint = dict(error.trailing_metadata() or ()).get(RETRY_AFTER_METADATA_KEY)
+            if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and hint is not None:
+                with self.lock:
+                    self.refused += 1
+                    self.refusal_s.append(took_s)
+                    self.retry_after_ms.append(int(hint))
+                time.sleep(int(hint) / 1000 * random.uniform(0.5, 1.5))
+            else:
+                with self.lock:
+                    self.errors.append(f"{kind}: {error.code().name} {error.details()}")
+            return False
+        with self.lock:
+            self.latencies_s[kind].append(time.perf_counter() - started)
+        return True
+
+    def admitted(self) -> np.ndarray:
+        return np.array([x for values in self.latencies_s.values() for x in values])
+
+
+def make_worlds(address: str, count: int, width: int, height: int, prefix: str) -> list[str]:
+    frames, intrinsics = wall_seed(width, height)
+    with WorldClient(address, timeout_s=CALL_TIMEOUT_S) as client:
+        return [client.create_world(frames, intrinsics, world_id=f"{prefix}{i}").world_id for i in range(count)]
+
+
+def delete_worlds(address: str, world_ids: list[str]) -> None:
+    with WorldClient(address, timeout_s=CALL_TIMEOUT_S) as client:
+        for world_id in world_ids:
+            client.delete_world(world_id)
+
+
+def run_clients(address: str, plans: list[tuple[str, str]], seconds: float, tally: Tally, prime: int = 2) -> None:
+    """One thread per ``(world_id, mode)``, each on a connection of its own, for ``seconds`` after ``prime`` untimed
+    calls that prime its world (a fresh world's first calls build its state; its first steps grow it). Modes: "mixed" (step, render, step, ...), "step", "view" (render, raycast, ...). Client i
+    starts at pose i, so that the worlds do not step through the same poses in lockstep."""
+    origins = np.tile([0.0, 0.0, 1.5], (256, 1))
+    directions = np.column_stack([np.ones(256), np.linspace(-0.6, 0.6, 256), np.zeros(256)])
+    start = threading.Barrier(len(plans))
+
+    def client(world_id: str, mode: str, offset: int) -> None:
+        with connection(address) as channel:
+            stub = pb_grpc.WorldServiceStub(channel)
+            stepper = Stepper(stub)
+
+            def call(i: int, into: Tally) -> bool:
+                pose = POSES[(offset + i) % len(POSES)]
+                if mode == "step" or (mode == "mixed" and i % 2 == 0):
+                    return into.call("step", lambda: stepper.step(conversions.step_request(world_id, pose, RAW)))
+                if mode == "mixed" or i % 2 == 0:
+                    return into.call("render", lambda: stub.Render(conversions.render_request(world_id, pose, RAW),
+                                                                   timeout=CALL_TIMEOUT_S))
+                request = ws.raycast_request(world_id, origins, directions, 6.0)
+                return into.call("raycast", lambda: stub.Raycast(request, timeout=CALL_TIMEOUT_S))
+
+            untimed = Tally()
+            for i in range(prime):
+                while not call(i, untimed) and not untimed.errors:
+                    pass
+            tally.errors.extend(untimed.errors)
+            start.wait(timeout=600)
+            deadline = time.monotonic() + seconds
+            i = 0
+            while time.monotonic() < deadline:
+                call(i, tally)
+                i += 1
+            stepper.close()
+
+    threads = [threading.Thread(target=client, args=(*plan, i)) for i, plan in enumerate(plans)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+# ------------------------------------------------------------------------------------------------ phases
+
+
+def load_phase(address: str, clients: int, seconds: float, width: int, height: int) -> dict[str, float]:
+    worlds = make_worlds(address, clients, width, height, "soak")
+    tally = Tally()
+    before = load_average()
+    run_clients(address, [(w, "mixed") for w in worlds], seconds, tally)
+    delete_worlds(address, worlds)
+    admitted = tally.admitted()
+    return {
+        "clients": clients, "calls_s": len(admitted) / seconds, "admitted": len(admitted), "refused": tally.refused,
+        "refusal_ms": 1e3 * float(np.median(tally.refusal_s)) if tally.refusal_s else float("nan"),
+        "retry_ms": float(np.median(tally.retry_after_ms)) if tally.retry_after_ms else float("nan"),
+        "errors": len(tally.errors), "first_error": tally.errors[0] if tally.errors else "",
+        "p50_ms": 1e3 * float(np.percentile(admitted, 50)), "p99_ms": 1e3 * float(np.percentile(admitted, 99)),
+        "max_ms": 1e3 * float(admitted.max()), "load": f"{before} -> {load_average().split(' ', 2)[2]}",
+    }
+
+
+def fair_phase(address: str, streams: list[int], seconds: float, width: int, height: int) -> tuple[list[float], int]:
+    """Shares of one world's steps of clients with ``streams[i]`` streams each over one connection; total steps."""
+    world_id, = make_worlds(address, 1, width, height, "fair")
+    counts = [0] * len(streams)
+    start = threading.Barrier(sum(streams))
+    lock = threading.Lock()
+    errors: list[str] = []
+
+    def stream(client: int, channel: grpc.Channel) -> None:
+        stepper = Stepper(pb_grpc.WorldServiceStub(channel))
+        start.wait(timeout=60)
+        deadline = time.monotonic() + seconds
+        i = 0
+        while time.monotonic() < deadline:
+            try:
+                stepper.step(conversions.step_request(world_id, POSES[i % len(POSES)], RAW))
+            except grpc.RpcError as error:
+                errors.append(f"{error.code().name} {error.details()}")
+                continue
+            i += 1
+            with lock:
+                counts[client] += 1
+        stepper.close()
+
+    channels = [connection(address) for _ in streams]
+    threads = [threading.Thread(target=stream, args=(client, channels[client]))
+               for client, n in enumerate(streams) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for channel in channels:
+        channel.close()
+    delete_worlds(address, [world_id])
+    if errors:
+        raise RuntimeError(f"fair-share phase errors: {errors[:3]}")
+    total = sum(counts)
+    return [count / total for count in counts], total
+
+
+def rss_phase(server: ServeProcess, mode: str, seconds: float, width: int, height: int) -> dict[str, float]:
+    """RSS growth per minute of the server while 4 clients run ``mode`` ("step" or "view") for ``seconds``, after
+    priming their worlds (``RSS_PRIME_STEPS`` steps each before stepping: the worlds stop growing)."""
+    worlds = make_worlds(server.address, 4, width, height, f"rss{mode}")
+    tally = Tally()
+    samples: list[tuple[float, float]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        started = time.monotonic()
+        while not done.wait(0.5):
+            samples.append((time.monotonic() - started, server.rss_mb()))
+
+    sampler = threading.Thread(target=sample)
+    run_clients(server.address, [(w, mode) for w in worlds], 0.0, Tally(), prime=RSS_PRIME_STEPS if mode == "step" else 2)
+    sampler.start()
+    run_clients(server.address, [(w, mode) for w in worlds], seconds, tally, prime=0)
+    done.set()
+    sampler.join()
+    delete_worlds(server.address, worlds)
+    t, rss = np.array(samples).T
+    keep = t >= 0.2 * t[-1]
+    slope_mb_s = float(np.polyfit(t[keep], rss[keep], 1)[0])
+    return {"mb_per_min": 60 * slope_mb_s, "start_mb": float(rss[0]), "end_mb": float(rss[-1]),
+            "calls": len(tally.admitted()), "errors": len(tally.errors)}
+
+
+def first_calls(flags: list[str], cold_cache: bool, width: int, height: int) -> dict[str, float | str]:
+    """Start-up time and the first calls' latencies on a fresh server with ``flags``."""
+    with tempfile.TemporaryDirectory() as cache:
+        with serving(flags, {"NUMBA_CACHE_DIR": cache} if cold_cache else None) as server:
+            out: dict[str, float | str] = {"startup_s": server.startup_s, "warmup": server.log_line("engine warm-up: ")}
+            frames, intrinsics = wall_seed(width, height)
+            origins = np.tile([0.0, 0.0, 1.5], (1024, 1))
+            directions = np.column_stack([np.ones(1024), np.linspace(-0.6, 0.6, 1024), np.zeros(1024)])
+            with WorldClient(server.address, timeout_s=600) as client:
+                calls = [
+                    ("create_s", lambda: client.create_world(frames, intrinsics, world_id="first")),
+                    ("raycast_s", lambda: client.raycast("first", origins, directions, 6.0)),
+                    ("capsule_s", lambda: client.check_capsules("first", origins[:64], origins[:64] + directions[:64], 0.1)),
+                    ("step_s", lambda: client.step("first", POSES[1], depth=None)),
+                    ("render_s", lambda: client.render("first", POSES[2])),
+                ]
+                for name, call in calls:
+                    started = time.perf_counter()
+                    call()
+                    out[name] = time.perf_counter() - started
+            return out
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def config_flags(name: str, args: argparse.Namespace) -> list[str]:
+    if name == "unbounded":
+        return ["--max-queued-per-world", str(UNBOUNDED_QUEUE), "--max-queued-total", str(UNBOUNDED_QUEUE)]
+    if name == "sized":
+        return ["--workers", str(args.sized_workers), "--max-queued-total", str(args.sized_queue)]
+    return []
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="seconds per load phase (default 20)")
+    parser.add_argument("--fair-seconds", type=float, default=30.0, help="seconds of the 4-client fair-share phase")
+    parser.add_argument("--rss-seconds", type=float, default=30.0, help="seconds of each memory phase")
+    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--height", type=int, default=96)
+    parser.add_argument("--configs", nargs="+", default=["unbounded", "default", "sized"],
+                        choices=["unbounded", "default", "sized"], help="server configurations of the load phases")
+    parser.add_argument("--sized-workers", type=int, default=os.cpu_count() or 1,
+                        help="engine threads of the 'sized' configuration (default: this machine's cores)")
+    parser.add_argument("--sized-queue", type=int, default=1,
+                        help="--max-queued-total of the 'sized' configuration (default 1: the engine threads stay busy "
+                             "while admitted calls wait for at most one call ahead of them)")
+    parser.add_argument("--cold-cache", action="store_true",
+                        help="start-up phase with an empty numba cache per server (a fresh install; minutes)")
+    args = parser.parse_args()
+    print(f"Soak over loopback, `reproject` generator, {args.width}x{args.height} raw RGB, {os.cpu_count()} cores "
+          f"shared with other work; {load_average()} at start")
+    print()
+
+    # 1. load
+    results: dict[str, list[dict]] = {}
+    for name in args.configs:
+        flags = config_flags(name, args)
+        with serving(flags) as server:
+            results[name] = [load_phase(server.address, n, args.seconds, args.width, args.height) for n in CLIENT_COUNTS]
+    print(f"Load: each client steps and renders one pose alternately on its own world for {args.seconds:.0f} s. "
+          f"Refusals (RESOURCE_EXHAUSTED + retry-after-ms) are retried after the hint x U(0.5, 1.5) and counted apart.")
+    print()
+    print("| config (serve flags) | clients | admitted calls/s | vs 16 clients | refused (median ms to refuse, hint ms) "
+          "| errors | p50 ms | p99 ms | p99 vs 1 client | max ms | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    verdicts = []
+    for name, rows in results.items():
+        single, sixteen = rows[0], rows[1]
+        flags = " ".join(config_flags(name, args)) or "defaults"
+        for r in rows:
+            refused = f"{r['refused']} ({r['refusal_ms']:.1f}, {r['retry_ms']:.0f})" if r["refused"] else "0"
+            print(f"| {name} ({flags}) | {r['clients']} | {r['calls_s']:.1f} | {r['calls_s'] / sixteen['calls_s']:.2f}x "
+                  f"| {refused} | {r['errors']} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
+                  f"{r['p99_ms'] / single['p99_ms']:.1f}x | {r['max_ms']:.0f} | {r['load']} |")
+        last = rows[-1]
+        p99_ratio, throughput_ratio = last["p99_ms"] / single["p99_ms"], last["calls_s"] / sixteen["calls_s"]
+        errors = sum(r["errors"] for r in rows)
+        ok = p99_ratio <= P99_TARGET and throughput_ratio >= THROUGHPUT_TARGET and errors == 0
+        verdicts.append(f"* {name}: p99 at 64 clients {p99_ratio:.1f}x the single client's (target <= {P99_TARGET:.0f}x), "
+                        f"throughput {throughput_ratio:.0%} of 16 clients' (target >= {THROUGHPUT_TARGET:.0%}), "
+                        f"{errors} errors: {'meets' if ok else 'misses'} the targets"
+                        + (f" (first error: {next(r['first_error'] for r in rows if r['first_error'])})" if errors else ""))
+    print()
+    print("\n".join(verdicts))
+    print()
+
+    # 2. memory, 3. fair share (server defaults); memory first, so that no world deleted before it frees memory in it
+    with serving([]) as server:
+        memory = {mode: rss_phase(server, mode, args.rss_seconds, args.width, args.height) for mode in ("view", "step")}
+        four, four_total = fair_phase(server.address, [1, 1, 1, 1], args.fair_seconds, args.width, args.height)
+        pair, pair_total = fair_phase(server.address, [3, 1], args.fair_seconds / 2, args.width, args.height)
+    print(f"Fair share of one world's steps (server defaults): 4 clients for {args.fair_seconds:.0f} s, "
+          f"{four_total} steps: " + ", ".join(f"{share:.1%}" for share in four)
+          + f" (target: each >= 20%; equal share 25%). A client with 3 streams against one with 1 stream for "
+          f"{args.fair_seconds / 2:.0f} s, {pair_total} steps: {pair[0]:.1%} vs {pair[1]:.1%} (first-come-first-"
+          f"served would give 75% vs 25%)")
+    print()
+    print(f"| server RSS, 4 clients for {args.rss_seconds:.0f} s | MB at start | MB at end | growth MB/min | calls | errors |")
+    print("|---|---|---|---|---|---|")
+    labels = {"step": "stepping (worlds change)", "view": "rendering + raycasting (nothing changes)"}
+    for mode, r in memory.items():
+        print(f"| {labels[mode]} | {r['start_mb']:.0f} | {r['end_mb']:.0f} | {r['mb_per_min']:+.1f} | {r['calls']} "
+              f"| {r['errors']} |")
+    print()
+
+    # 4. start-up and first calls
+    cache = "an empty numba cache per server (fresh install)" if args.cold_cache else "the machine's numba cache"
+    starts = {label: first_calls(flags, args.cold_cache, args.width, args.height)
+              for label, flags in (("warm-up (default)", []), ("--no-warm-up", ["--no-warm-up"]))}
+    print(f"Start-up with {cache}: spawn to health SERVING, then the first calls on a fresh world")
+    print()
+    print("| server | spawn to SERVING s | create world s | first raycast (1024 rays) s | first capsule check s | "
+          "first step s | first render s |")
+    print("|---|---|---|---|---|---|---|")
+    for label, r in starts.items():
+        print(f"| {label} | {r['startup_s']:.1f} | {r['create_s']:.2f} | {r['raycast_s']:.3f} | {r['capsule_s']:.3f} | "
+              f"{r['step_s']:.3f} | {r['render_s']:.3f} |")
+    print()
+    print(f"Server log: engine warm-up: {starts['warm-up (default)']['warmup']}")
+    print(f"{load_average()} at the end")
+
+
+if __name__ == "__main__":
+    main()

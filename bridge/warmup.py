@@ -1,0 +1,162 @@
+"""Warm start: compile (or load from numba's on-disk cache) the engine kernels a request can reach, before a host
+says it is serving.
+
+numba compiles a kernel on its first call with a new type signature. Without a cache, on two shared cores, the
+first raycast of a fresh server took 53 s, the first capsule check 26 s and the first step 14 s (issue 17 measured
+30.6 s and 13.6 s). ``warm_up`` builds a tiny world in memory and runs each kind of engine work once, through the
+same ``World`` and ``WorldQueries`` methods a server calls (they normalise their inputs before any kernel, so the
+signatures compiled here are the ones requests need):
+
+1. the seed's integration (voxel map, anchors), of a read-only image as a seed decoded from the wire is;
+2. a step (retrieval, render and weave, generation, integration of a generated, writable image), then a render in
+   every retrieval mode;
+3. the spatial queries: raycast, nearest surface, sphere / capsule / box collisions, occupancy, crop;
+4. the change feed and the edits (insert, recolour, remove), the insert spread wide enough that the query grid
+   grows its tables as a growing world's does.
+
+The kernels are declared ``cache=True``: the first start on a machine compiles them and writes the cache (next to
+the sources, or under ``NUMBA_CACHE_DIR``); later starts load it. ``compiled_kernels`` counts what is compiled.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from numba.core.dispatcher import Dispatcher
+
+from worldweave.bridge.eval.wall import wall_seed, yaw_poses
+from worldweave.bridge.frames import RGBDFrame
+from worldweave.bridge.generators.base import Generator
+from worldweave.bridge.generators.echo import EchoGenerator
+from worldweave.bridge.memory.retrieval import RETRIEVAL_MODES
+from worldweave.bridge.regions import Box, Sphere
+from worldweave.bridge.world import QueryReach, Seed, World, WorldConfig
+from worldweave.proto.geometry import Pose
+
+WARM_GENERATORS = frozenset({"echo", "reproject"})
+"""Generators without weights whose step at the warm-up size costs milliseconds: the warm-up world steps with the
+host's own generator when it is one of these (so its kernels compile too), else with ``echo`` (a model's first call
+is its own start-up, not the engine's)."""
+WARMUP_WIDTH, WARMUP_HEIGHT = 32, 24
+"""Image size of the warm-up world, pixels (kernels do not specialise on sizes)."""
+QUERY_ROWS = 8
+"""Rays, points and shapes per warm-up query."""
+GROWTH_SIDE, GROWTH_SPACING_M = 6, 1.3
+"""The warm-up inserts a lattice of GROWTH_SIDE^3 points this far apart (metres, about a query-grid chunk), so that
+the grid grows its chunk table: its rehash kernel compiles for the table's value type."""
+
+
+@dataclass(frozen=True)
+class WarmupReport:
+    """What ``warm_up`` did: ``seconds`` in all, ``stages`` name -> seconds (in order), ``generator`` the name of
+    the generator the warm-up world stepped with, ``kernels`` the engine kernels compiled when it ended and
+    ``signatures`` their compiled type signatures."""
+
+    seconds: float
+    stages: dict[str, float]
+    generator: str
+    kernels: int
+    signatures: int
+
+    def summary(self) -> str:
+        """One line for a log: total, slowest stages, kernels."""
+        slowest = sorted(self.stages.items(), key=lambda item: -item[1])[:3]
+        stages = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in slowest)
+        return (f"{self.seconds:.2f} s ({stages}); {self.kernels} engine kernels with {self.signatures} compiled "
+                f"signatures; generator {self.generator}")
+
+
+def engine_kernels() -> dict[str, Dispatcher]:
+    """Every numba kernel of the engine's loaded modules, by ``module.name`` (each kernel once, under the module
+    that defines it)."""
+    kernels: dict[str, Dispatcher] = {}
+    for module_name, module in list(sys.modules.items()):
+        if not module_name.startswith("worldweave.bridge.") or module is None:
+            continue
+        for name, value in vars(module).items():
+            if isinstance(value, Dispatcher) and value.py_func.__module__ == module_name:
+                kernels[f"{module_name}.{name}"] = value
+    return kernels
+
+
+def compiled_kernels() -> dict[str, int]:
+    """``engine_kernels`` name -> number of type signatures compiled (or loaded from the cache) in this process."""
+    return {name: len(kernel.signatures) for name, kernel in engine_kernels().items()}
+
+
+_WARM: dict[tuple[str, str], WarmupReport] = {}
+"""Warm-ups done in this process, by (generator name, device): compiled kernels last as long as the process."""
+
+
+def warm_up(generator: Generator | None = None, *, device: str = "cpu", query_reach: QueryReach = QueryReach()) -> WarmupReport:
+    """Run every kind of engine work once on a tiny in-memory world (see the module docstring); returns what it
+    did. ``generator``: the host's generator, stepped with when its name is in ``WARM_GENERATORS`` (else ``echo``).
+    ``device`` / ``query_reach``: as the host's worlds have them. Once per process for a generator name and device:
+    a later call returns the first call's report (the kernels are still compiled)."""
+    if generator is None or generator.name not in WARM_GENERATORS:
+        generator = EchoGenerator()
+    done = _WARM.get((generator.name, str(device)))
+    if done is not None:
+        return done
+    stages: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def stage(name: str) -> None:
+        stages[name] = time.perf_counter() - started - sum(stages.values())
+
+    # 1. the seed's integration
+    [(rgb, depth_m, c2w)], intrinsics = wall_seed(WARMUP_WIDTH, WARMUP_HEIGHT)
+    rgb.setflags(write=False)  # as a seed decoded from the wire is (numba compiles read-only arrays apart)
+    seed = Seed(frames=[RGBDFrame(rgb, depth_m, Pose.from_matrix(c2w), intrinsics)])
+    world = World(seed, WorldConfig(generator=generator.name), generator=generator, device=device,
+                  query_reach=query_reach)
+    stage("integrate")
+    # 2. a step, then renders in every retrieval mode
+    poses = [Pose.from_matrix(m) for m in yaw_poses(3)]
+    world.step(poses[1:2])
+    stage("step")
+    for mode in RETRIEVAL_MODES:
+        world.condition(poses[2:3], mode=mode)
+    world.render(poses[:1])
+    stage("render")
+    # 3. the spatial queries
+    rows = np.arange(QUERY_ROWS, dtype=np.float64)
+    origins_m = np.column_stack([np.zeros(QUERY_ROWS), np.linspace(-0.5, 0.5, QUERY_ROWS), np.full(QUERY_ROWS, 1.5)])
+    directions = np.tile([1.0, 0.0, 0.0], (QUERY_ROWS, 1))
+    near_wall_m = origins_m + directions * (2.9 - 0.1 * rows[:, None] / QUERY_ROWS)
+    radii_m = np.full(QUERY_ROWS, 0.05)
+    queries = world.queries
+    queries.raycast(origins_m, directions, 6.0)
+    stage("raycast")
+    queries.nearest(near_wall_m, 0.5)
+    stage("nearest")
+    queries.collide_spheres(near_wall_m, radii_m)
+    queries.collide_capsules(near_wall_m, near_wall_m + [0.0, 0.0, 0.2], radii_m)
+    queries.collide_boxes(near_wall_m, np.full((QUERY_ROWS, 3), 0.05), np.tile(np.eye(3), (QUERY_ROWS, 1, 1)))
+    stage("collisions")
+    queries.occupancy(np.vstack([origins_m, near_wall_m]))
+    stage("occupancy")
+    queries.crop(Box(np.array([-1.0, -2.0, 0.0]), np.array([4.0, 2.0, 3.0])))
+    stage("crop")
+    # 4. the change feed and the edits
+    world.changes_since(0)
+    lattice_m = np.stack(np.meshgrid(*[np.arange(GROWTH_SIDE) * GROWTH_SPACING_M] * 3, indexing="ij"), -1)
+    world.insert(lattice_m.reshape(-1, 3) + [3.5, -1.0, 0.5], np.full((GROWTH_SIDE ** 3, 3), 200, np.uint8))
+    world.recolor(Sphere(np.array([2.9, 0.0, 1.5]), 0.3), [10, 20, 30])
+    world.remove(Box(np.array([2.0, -0.2, 1.4]), np.array([3.5, 0.2, 1.6])))
+    world.queries.raycast(origins_m, directions, 6.0)  # the grid's sync of edits
+    world.changes_since(1)
+    stage("edits")
+    compiled = compiled_kernels()
+    report = _WARM[(generator.name, str(device))] = WarmupReport(
+        seconds=time.perf_counter() - started,
+        stages=stages,
+        generator=generator.name,
+        kernels=sum(1 for count in compiled.values() if count),
+        signatures=sum(compiled.values()),
+    )
+    return report
+

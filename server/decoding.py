@@ -1,0 +1,105 @@
+"""Requests whose bytes are not a protobuf message of the method's request type: INVALID_ARGUMENT on every RPC shape.
+
+grpc decodes a request with its handler's deserializer before the handler runs, and answers a deserializer's
+exception itself: UNKNOWN ("Unexpected DecodeError") for a unary request, INTERNAL in a request stream (Step), with
+an ERROR log line each, as if the server were broken. ``UndecodableRequestInterceptor`` wraps every handler of the
+server (WorldService, health, reflection): its deserializer turns bytes that do not parse into an
+``UndecodableRequest``, and its behaviour answers one with INVALID_ARGUMENT, naming the method and the byte count,
+before the servicer sees it; a request stream is answered so at its first undecodable message. Nothing is logged:
+a client's bad bytes are not a server error.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf.message import DecodeError
+
+
+@dataclass(frozen=True)
+class UndecodableRequest:
+    """What the wrapped deserializer returns for bytes that are not a message of the method's request type."""
+
+    size_bytes: int
+    """Length of the request's bytes."""
+    reason: str
+    """The protobuf parser's message."""
+
+    def details(self, method: str) -> str:
+        """The status message the client receives."""
+        return f"{method}: the request ({self.size_bytes} bytes) is not a valid protobuf message ({self.reason})"
+
+
+def _tolerant(deserializer: Callable[[bytes], object]) -> Callable[[bytes], object]:
+    def deserialize(data: bytes) -> object:
+        try:
+            return deserializer(data)
+        except DecodeError as error:
+            return UndecodableRequest(len(data), str(error))
+
+    return deserialize
+
+
+async def _refuse(request: object, context: grpc.aio.ServicerContext, method: str) -> None:
+    """Abort the call with INVALID_ARGUMENT if ``request`` is undecodable."""
+    if isinstance(request, UndecodableRequest):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.details(method))
+
+
+async def _checked(requests: AsyncIterator, context: grpc.aio.ServicerContext, method: str) -> AsyncIterator:
+    """``requests``, aborting the call at the first undecodable one."""
+    async for request in requests:
+        await _refuse(request, context, method)
+        yield request
+
+
+def _guard(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    """``handler`` (an aio server's: its behaviour is a coroutine or an async generator) with a tolerant
+    deserializer and a behaviour that refuses undecodable requests."""
+    kind, behavior = next(
+        (name, getattr(handler, name))
+        for name in ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+        if getattr(handler, name) is not None
+    )
+
+    async def checked(request_or_iterator: object, context: grpc.aio.ServicerContext) -> object:
+        if handler.request_streaming:
+            return _checked(request_or_iterator, context, method)
+        await _refuse(request_or_iterator, context, method)
+        return request_or_iterator
+
+    if inspect.isasyncgenfunction(behavior):
+        async def guarded(request_or_iterator, context: grpc.aio.ServicerContext):
+            async for response in behavior(await checked(request_or_iterator, context), context):
+                yield response
+    else:
+        async def guarded(request_or_iterator, context: grpc.aio.ServicerContext):
+            return await behavior(await checked(request_or_iterator, context), context)
+
+    make = getattr(grpc, f"{kind}_rpc_method_handler")
+    return make(guarded, request_deserializer=_tolerant(handler.request_deserializer),
+                response_serializer=handler.response_serializer)
+
+
+class UndecodableRequestInterceptor(grpc.aio.ServerInterceptor):
+    """Answers undecodable request bytes with INVALID_ARGUMENT on every method of the server (see the module).
+
+    Put it last in the server's interceptors, so that it wraps the servicers' own handlers; each method's guarded
+    handler is built once."""
+
+    def __init__(self) -> None:
+        self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    async def intercept_service(self, continuation, handler_call_details: grpc.HandlerCallDetails):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        method = handler_call_details.method
+        original, guarded = self._guarded.get(method, (None, None))
+        if original is not handler:
+            guarded = _guard(handler, method)
+            self._guarded[method] = (handler, guarded)
+        return guarded
