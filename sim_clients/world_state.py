@@ -143,7 +143,8 @@ def decode_point_cloud_chunk(message: pb.StreamPointCloudResponse) -> PointCloud
     n = int(message.count)
     what = f"point-cloud chunk (version {message.version})"
     keys = _field(message, "keys", INT64, None, n, what)
-    positions = _field(message, "positions_m", FLOAT32, 3, n, what) if message.positions_m else None
+    # An empty chunk has (0, 3) positions whether or not they were asked for: no row lacks one.
+    positions = _field(message, "positions_m", FLOAT32, 3, n, what) if message.positions_m or n == 0 else None
     colors = flags = None
     if kind != "removed":
         colors = _field(message, "colors", UINT8, 3, n, what)

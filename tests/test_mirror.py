@@ -78,3 +78,10 @@ def test_chunks_that_do_not_continue_the_mirror_are_refused():
         mirror.apply(other)
     with pytest.raises(MirrorError, match="the stream ended inside version 2"):
         PointCloudMirror().update([first])
+
+
+def test_an_empty_snapshot_chunk_has_empty_positions():
+    message = pb.StreamPointCloudResponse(kind=pb.CHANGE_KIND_ADDED, count=0, version=3, is_snapshot=True,
+                                          voxel_size_m=0.02, last_in_version=True)
+    chunk = decode_point_cloud_chunk(message)
+    assert chunk.positions_m is not None and chunk.positions_m.shape == (0, 3)
