@@ -12,6 +12,7 @@ from worldweave.proto.errors import NotFoundError
 
 BUILTIN: dict[str, str] = {
     "reproject": "worldweave.bridge.generators.reproject:ReprojectGenerator",
+    "continue": "worldweave.bridge.generators.continuation:ContinuationGenerator",  # planes continued, with texture
     "echo": "worldweave.bridge.generators.echo:EchoGenerator",  # zero cost, for measuring serving overhead
     "wan-vace": "worldweave.bridge.generators.wan_vace:WanVaceGenerator",
     "sd-inpaint": "worldweave.bridge.generators.sd_inpaint:SdInpaintGenerator",

@@ -1,0 +1,962 @@
+"""``continue``: an embedded generator that continues the planes memory holds, with their own texture. No weights,
+CPU, deterministic.
+
+Each frame, in stages:
+
+1. **Kept pixels**: where the woven memory render covers a pixel with depth, its colour and depth come back unchanged
+   with confidence 1.
+2. **Planes**: the dominant planes of the render (floors, walls, ceilings, road) are fitted to its back-projected
+   depth by sequential RANSAC (seeded by ``Condition.seed``), refined by least squares, and kept only when they look
+   like a surface (spread across the plane, residuals tight). Each fit is matched to a **surface** the generator
+   remembers (``_Surface``: plane, texture, and which cells of it memory has shown), whose plane then stands in for
+   the fit, or becomes a new one.
+3. **Where each surface stands** (``Support``), on a grid in its own coordinates: every cell memory has shown of it
+   (in any view; never a cell this generator continued, so a wall cannot creep past a corner frame after frame) and
+   the cells they enclose, grown through the cells this view does not see through, ``reach_m`` for continuing and
+   ``occlusion_reach_m`` for hiding what lies behind it. Remembered surfaces the view does not show only hide.
+4. **Geometry**: each hole pixel's ray meets the surfaces; the nearest one standing where it is met hides the others,
+   and continues into the pixel, with its depth and confidence ``continued_confidence``, when it is met within reach,
+   within ``max_range_m``, at a usable angle, and no nearby kept pixel sees through it (its silhouette). Hole pixels
+   nothing explains get depth 0 (unknown) and confidence 0.
+5. **Texture**: each surface's colour is an exemplar tile of its seen texture in its own coordinates (``s``, ``t``
+   metres, world-anchored; ``build_texture``): along an axis where the texture has a period, all seen periods are
+   folded onto one and repeated in phase; along one without, the largest seen stretch is mirrored. The tile is built
+   once per surface, so every later view of the continued surface sees the same texture (a checkerboard continues as
+   a checkerboard, not as fog).
+6. **Unknown pixels** get the push-pull fill (``reproject``'s, at half resolution) of the kept and continued colours:
+   a picture only, with depth 0 and confidence 0, so nothing of it is fused. A view memory does not cover at all is
+   mid-grey.
+
+The generator remembers at most ``cache_size`` surfaces (least recently used dropped first). A fit is matched to a
+surface by plane and appearance (its colours must fall in the texture's colour bins), so a server that shares one
+generator between worlds does not lend one world's floor texture to another; another world's remembered surfaces can
+only hide (never add) continuation. What is remembered lives on the instance: a world reloaded into a fresh server
+starts with none.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numba
+import numpy as np
+
+from worldweave.bridge.frames import RenderResult
+from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
+from worldweave.bridge.generators.reproject import EMPTY_GREY, push_pull_fill_cpu
+from worldweave.proto.errors import InvalidInputError
+from worldweave.proto.geometry import Intrinsics, Pose
+
+SEE_THROUGH_MARGIN_M = 0.05
+SEE_THROUGH_MARGIN_SHARE = 0.1
+"""A kept pixel sees through a plane when its surface lies behind the point where its ray crosses the plane by more
+than ``SEE_THROUGH_MARGIN_M`` metres plus this share of the crossing's depth (memory renders smear a few pixels
+where surfaces meet, and along a grazing ray a few pixels are tens of centimetres)."""
+LOCAL_SAMPLE_CELLS = 6
+"""Half the RANSAC hypotheses draw their second and third points within this many sample-grid cells of the first."""
+MIN_PLANE_SPREAD_M = 0.1
+"""A plane continued into holes must spread at least this much (standard deviation of its inliers, metres) along its
+narrower in-plane axis; one that spreads less only hides what lies behind it (a strip of ceiling)."""
+MIN_STRIP_SPREAD_M = 0.03
+"""A plane spreading less than this along its narrower in-plane axis is a line (an edge, the border of what memory
+holds), not a surface: not used at all."""
+MAX_MEDIAN_RESIDUAL = 0.4
+"""A plane's inliers' median distance to it must be at most this share of the inlier tolerance (points scattered
+through the tolerance slab, as clutter is, have a median near half of it)."""
+EDGE_TOLERANCE_FACTOR = 2.0
+"""A kept point within this many inlier tolerances of two planes lies on their edge and supports neither."""
+SILHOUETTE_PROBE_SHARE = 1 / 40
+"""A hole pixel is not continued with a plane that the nearest kept pixel in one of the four image directions,
+within this share of the image width, sees through."""
+COLOR_BIN = 32
+"""Width of the colour bins (0..255 units per channel) a cached texture is recognised by."""
+
+
+@dataclass(frozen=True)
+class ContinuationOptions:
+    """Settings of the ``continue`` generator (its constructor's keyword options)."""
+
+    max_planes: int = 8
+    """Most planes fitted per view."""
+    inlier_tolerance_m: float = 0.02
+    """Largest point-to-plane distance of a plane's inlier, metres (memory renders are good to ~1 cm)."""
+    min_plane_share: float = 0.02
+    """Smallest share of a view's sampled pixels (covered or not) a plane must explain to be continued; a plane with
+    half of it is kept only to hide what lies behind it."""
+    ransac_iterations: int = 128
+    """Plane hypotheses drawn per plane."""
+    sample_points: int = 8000
+    """Pixels of the regular grid the planes are fitted to and their support is measured from (its covered ones)."""
+    reach_m: float = 0.75
+    """How far past its support (in the plane) a plane is continued, metres."""
+    occlusion_reach_m: float = 2.0
+    """How far past its support a plane hides what lies behind it (pixels there stay unknown), metres."""
+    support_cell_m: float = 0.1
+    """Cell of the support grid in plane coordinates, metres."""
+    max_range_m: float = 15.0
+    """Farthest continued depth, metres along the optical axis."""
+    min_incidence_cos: float = 0.25
+    """Smallest |cos| between a pixel's ray and a plane's normal for the pixel to support the plane or be continued
+    with it (memory seen at a grazing angle is smeared; a grazing hit is unstable)."""
+    continued_confidence: float = 0.5
+    """Confidence of a continued pixel (kept pixels have 1, unknown ones 0)."""
+    min_texel_m: float = 0.005
+    max_texel_m: float = 0.04
+    """Texel size bounds of a plane's texture, metres; within them it is the 30th percentile pixel footprint."""
+    max_exemplar_texels: int = 512
+    """Largest side of the grid a plane's seen texture is splatted into (the texel grows to fit)."""
+    min_tile_texels: int = 8
+    """Smallest side of an exemplar tile; a surface shown less gets no texture yet (its continued pixels are painted
+    like the unknown ones until a view shows enough of it)."""
+    min_period_correlation: float = 0.5
+    """Normalised autocorrelation a lag needs to count as the texture's period along an axis."""
+    surface_match_deg: float = 5.0
+    surface_match_m: float = 0.1
+    """A fit within this angle of a remembered surface's normal and this distance (metres) of its offset, with at
+    least half its inliers on that surface's plane, sees that surface (whose plane then stands in for the fit)."""
+    appearance_share: float = 0.8
+    """Share of a view's seen colours that must fall in a cached tile's colour bins (or next to them) to reuse it."""
+    cache_size: int = 256
+    """Most surfaces remembered (least recently used dropped first)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_planes", "ransac_iterations", "sample_points", "max_exemplar_texels", "min_tile_texels",
+                     "cache_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise InvalidInputError(f"continue option {name} must be a positive integer, got {value!r}")
+        for name in ("inlier_tolerance_m", "reach_m", "occlusion_reach_m", "support_cell_m", "max_range_m",
+                     "min_texel_m", "max_texel_m", "surface_match_deg", "surface_match_m"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value > 0):
+                raise InvalidInputError(f"continue option {name} must be a positive number, got {value!r}")
+        for name in ("min_plane_share", "min_incidence_cos", "continued_confidence", "min_period_correlation",
+                     "appearance_share"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 <= value <= 1):
+                raise InvalidInputError(f"continue option {name} must be in [0, 1], got {value!r}")
+        if self.occlusion_reach_m < self.reach_m:
+            raise InvalidInputError(f"occlusion_reach_m {self.occlusion_reach_m} is less than reach_m {self.reach_m}")
+        if self.min_texel_m > self.max_texel_m:
+            raise InvalidInputError(f"min_texel_m {self.min_texel_m} exceeds max_texel_m {self.max_texel_m}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Planes
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlaneFrame:
+    """A world plane ``normal . x + offset = 0`` (unit normal towards the camera that saw it, metres) with its own 2D
+    coordinates: a point ``x`` has ``s = (x - origin) . axis_s`` and ``t = (x - origin) . axis_t`` metres.
+
+    The axes depend on the normal only, so they are anchored in the world (Z up): on a floor or ceiling ``s`` runs
+    along world x; on a wall ``s`` runs horizontally along the wall and ``t`` along world z. ``origin`` is the plane's
+    point nearest the world origin.
+    """
+
+    normal: np.ndarray
+    offset_m: float
+    origin: np.ndarray
+    axis_s: np.ndarray
+    axis_t: np.ndarray
+
+    @classmethod
+    def from_plane(cls, normal_world: np.ndarray, offset_m: float) -> PlaneFrame:
+        n = np.asarray(normal_world, np.float64) / np.linalg.norm(normal_world)
+        if abs(n[2]) > 0.9:
+            axis_s = np.array([1.0, 0.0, 0.0]) - n[0] * n
+        else:
+            axis_s = np.array([-n[1], n[0], 0.0])  # world z x n: horizontal, along the wall
+        axis_s /= np.linalg.norm(axis_s)
+        axis_t = np.array([n[1] * axis_s[2] - n[2] * axis_s[1], n[2] * axis_s[0] - n[0] * axis_s[2],
+                           n[0] * axis_s[1] - n[1] * axis_s[0]])  # n x s
+        return cls(n, float(offset_m), -offset_m * n, axis_s, axis_t)
+
+    def coordinates(self, points_world: np.ndarray) -> np.ndarray:
+        """(N, 3) world points (on or near the plane) -> (N, 2) plane coordinates ``(s, t)``, metres."""
+        relative = np.asarray(points_world, np.float64) - self.origin
+        return np.stack([relative @ self.axis_s, relative @ self.axis_t], axis=1)
+
+
+def _plane_through(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(K, 3, 3) point triples -> (K, 3) unit normals and (K,) offsets; degenerate triples get a zero normal."""
+    a, b = (points[:, 1] - points[:, 0]).T, (points[:, 2] - points[:, 0]).T
+    normals = np.stack([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]], axis=1)
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    normals = np.where(length > 1e-9, normals / np.maximum(length, 1e-12), 0.0)
+    return normals, -np.einsum("ki,ki->k", normals, points[:, 0])
+
+
+def _least_squares_plane(points: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """The total-least-squares plane of (N, 3) points: unit normal, offset, and the points' spread (metres, standard
+    deviation) along the plane's narrower in-plane axis."""
+    centre = points.mean(axis=0)
+    centred = points - centre
+    eigenvalues, eigenvectors = np.linalg.eigh(centred.T @ centred / len(points))  # ascending
+    normal = eigenvectors[:, 0]
+    return normal, float(-normal @ centre), float(math.sqrt(max(eigenvalues[1], 0.0)))
+
+
+def fit_planes(points_cam: np.ndarray, grid_rc: np.ndarray, least: int, options: ContinuationOptions,
+               rng: np.random.Generator) -> list[tuple[np.ndarray, float, np.ndarray, float]]:
+    """Sequential RANSAC on (N, 3) camera-frame points (metres) sampled on an image grid (``grid_rc``: (N, 2) int
+    row and column of each on the grid): up to ``max_planes`` planes, largest first, each explaining at least
+    ``least`` points. Half the hypotheses take three points anywhere, half three points within
+    ``LOCAL_SAMPLE_CELLS`` grid cells of each other (so a small surface, a strip of ceiling, is drawn too).
+
+    Each plane is ``(normal_cam, offset_m, inliers, spread_m)``: unit normal pointing to the camera (the camera centre
+    has ``offset_m > 0``), ``normal . x + offset = 0``, a bool (N,) mask of the points it explains (each point belongs
+    to one plane at most), and their spread along the plane's narrower in-plane axis (standard deviation, metres). A
+    consensus that is not a surface (spread less than ``MIN_STRIP_SPREAD_M``, a line; or residuals no tighter than
+    chance, a slab of clutter) is set aside.
+    """
+    planes: list[tuple[np.ndarray, float, np.ndarray, float]] = []
+    free = np.ones(len(points_cam), bool)
+    least = max(3, least)
+    tolerance = options.inlier_tolerance_m
+    lookup = np.full(tuple(grid_rc.max(axis=0) + 1), -1, np.int64)
+    lookup[grid_rc[:, 0], grid_rc[:, 1]] = np.arange(len(grid_rc))
+    local = options.ransac_iterations // 2
+    for _ in range(options.max_planes):
+        candidates = np.flatnonzero(free)
+        if len(candidates) < least:
+            break
+        chosen = candidates[rng.integers(len(candidates), size=(options.ransac_iterations, 3))]
+        near_rc = grid_rc[chosen[:local, :1]] + rng.integers(-LOCAL_SAMPLE_CELLS, LOCAL_SAMPLE_CELLS + 1, (local, 2, 2))
+        inside = np.all((near_rc >= 0) & (near_rc < lookup.shape), axis=2)
+        near = np.where(inside, lookup[np.clip(near_rc[..., 0], 0, lookup.shape[0] - 1),
+                                       np.clip(near_rc[..., 1], 0, lookup.shape[1] - 1)], -1)
+        usable = np.all(near >= 0, axis=1)
+        usable[usable] = np.all(free[near[usable]], axis=1)
+        chosen[:local][usable, 1:] = near[usable]
+        normals, offsets = _plane_through(points_cam[chosen])
+        scored = points_cam[candidates[rng.integers(len(candidates), size=500)]]
+        counts = (np.abs(scored @ normals.T + offsets) < tolerance).sum(axis=0)
+        counts[~normals.any(axis=1)] = 0
+        best = int(np.argmax(counts))
+        normal, offset, spread = normals[best], float(offsets[best]), 0.0
+        for _refine in range(2):
+            inliers = free & (np.abs(points_cam @ normal + offset) < tolerance)
+            if inliers.sum() < least:
+                break
+            normal, offset, spread = _least_squares_plane(points_cam[inliers])
+        residuals = np.abs(points_cam @ normal + offset)
+        inliers = free & (residuals < tolerance)
+        if inliers.sum() < least:
+            break
+        free &= ~inliers
+        if spread < MIN_STRIP_SPREAD_M or np.median(residuals[inliers]) > MAX_MEDIAN_RESIDUAL * tolerance:
+            continue
+        if offset < 0:
+            normal, offset = -normal, -offset
+        planes.append((normal, offset, inliers, spread))
+    return planes
+
+
+def _box_sum(values: np.ndarray, radius: int) -> np.ndarray:
+    """Sum of a 2D array over the (2 radius + 1)^2 window centred on each cell (zero outside), same shape."""
+    padded = np.pad(values, ((radius + 1, radius), (radius + 1, radius)))
+    summed = padded.cumsum(axis=0).cumsum(axis=1)
+    size = 2 * radius + 1
+    return summed[size:, size:] - summed[:-size, size:] - summed[size:, :-size] + summed[:-size, :-size]
+
+
+def _between(occupied: np.ndarray, axis: int) -> np.ndarray:
+    """Cells of a bool grid with an occupied cell on both sides of them (or on them) along ``axis``."""
+    before = np.maximum.accumulate(occupied, axis=axis)
+    after = np.flip(np.maximum.accumulate(np.flip(occupied, axis=axis), axis=axis), axis=axis)
+    return before & after
+
+
+@numba.njit(cache=True)
+def _grow_levels(region, open_cells, reach_steps, hide_steps):
+    """Breadth-first growth of a bool grid ``region`` through 8-neighbours in ``open_cells``: uint8 level 2 within
+    ``reach_steps`` steps, 1 within ``hide_steps``, 0 beyond or unreachable."""
+    rows, cols = region.shape
+    steps = np.full((rows, cols), -1, np.int64)
+    queue = np.empty(rows * cols, np.int64)
+    tail = 0
+    for a in range(rows):
+        for b in range(cols):
+            if region[a, b]:
+                steps[a, b] = 0
+                queue[tail] = a * cols + b
+                tail += 1
+    head = 0
+    while head < tail:
+        a, b = queue[head] // cols, queue[head] % cols
+        head += 1
+        step = steps[a, b] + 1
+        if step > hide_steps:
+            continue
+        for da in range(-1, 2):
+            for db in range(-1, 2):
+                na, nb = a + da, b + db
+                if 0 <= na < rows and 0 <= nb < cols and steps[na, nb] < 0 and open_cells[na, nb]:
+                    steps[na, nb] = step
+                    queue[tail] = na * cols + nb
+                    tail += 1
+    level = np.zeros((rows, cols), np.uint8)
+    for a in range(rows):
+        for b in range(cols):
+            if steps[a, b] >= 0:
+                level[a, b] = 2 if steps[a, b] <= reach_steps else 1
+    return level
+
+
+@dataclass(frozen=True)
+class Support:
+    """Where a plane stands in one view, on a grid of ``cell_m`` cells in plane coordinates: ``level`` is 2 where
+    the plane is continued, 1 where it only hides what lies behind it, 0 elsewhere.
+
+    Its support is the cells memory holds of it (lone cells dropped), with the cells enclosed by them along both axes
+    (a hole in the middle of a floor is floor). Cells where the view shows something else (a kept pixel's ray crosses
+    the plane there well before or well behind its surface) are blocked: the plane grows from its support through the
+    other cells, up to ``reach_m`` for level 2 and ``occlusion_reach_m`` for level 1, never through blocked ones (a
+    table top does not continue past its edge where the floor is seen beyond it, nor a wall above the ceiling seen in
+    front of its plane). ``low``: plane coordinates (s, t) of cell (0, 0)'s corner, metres.
+    """
+
+    level: np.ndarray
+    low: np.ndarray
+    cell_m: float
+
+    @classmethod
+    def of(cls, held: np.ndarray, blocked: np.ndarray, options: ContinuationOptions) -> Support:
+        """From (N, 2) plane coordinates (metres) of the plane's cells memory holds and (E, 2) of the points where
+        the view shows something else (kept pixels' rays cross the plane well before or behind their surface)."""
+        cell = options.support_cell_m
+        margin = int(math.ceil(options.occlusion_reach_m / cell))
+        low = held.min(axis=0) - margin * cell
+        cells = np.floor((held - low) / cell).astype(np.int64)
+        shape = tuple(cells.max(axis=0) + margin + 1)
+        occupied = np.zeros(shape, bool)
+        occupied[cells[:, 0], cells[:, 1]] = True
+        occupied &= _box_sum(occupied.astype(np.int32), 1) > 1  # a lone cell is noise, not a surface
+        shut = np.zeros(shape, np.int32)
+        shut_cells = np.floor((blocked - low) / cell).astype(np.int64)
+        inside = (shut_cells >= 0).all(axis=1) & (shut_cells[:, 0] < shape[0]) & (shut_cells[:, 1] < shape[1])
+        shut[shut_cells[inside, 0], shut_cells[inside, 1]] = 1
+        # The rays are sampled sparsely: widen the blocked cells by one so the plane cannot leak between them.
+        open_cells = occupied | (_box_sum(shut, 1) == 0)
+        region = occupied | (_between(occupied, 0) & _between(occupied, 1) & open_cells)
+        return cls(_grow_levels(region, open_cells, int(math.ceil(options.reach_m / cell)), margin), low, cell)
+
+
+@numba.njit(cache=True)
+def _nearest_kept(kept, width):
+    """For a flat bool (H W,) image ``width`` pixels wide: int32 (4, H W) flat index of the nearest kept pixel to the
+    left, right, above and below each pixel (itself excluded), -1 where there is none."""
+    size = kept.shape[0]
+    height = size // width
+    nearest = np.full((4, size), -1, np.int32)
+    for v in range(height):
+        last = -1
+        for u in range(width):
+            nearest[0, v * width + u] = last
+            if kept[v * width + u]:
+                last = v * width + u
+        last = -1
+        for u in range(width - 1, -1, -1):
+            nearest[1, v * width + u] = last
+            if kept[v * width + u]:
+                last = v * width + u
+    for u in range(width):
+        last = -1
+        for v in range(height):
+            nearest[2, v * width + u] = last
+            if kept[v * width + u]:
+                last = v * width + u
+        last = -1
+        for v in range(height - 1, -1, -1):
+            nearest[3, v * width + u] = last
+            if kept[v * width + u]:
+                last = v * width + u
+    return nearest
+
+
+@numba.njit(cache=True)
+def _meet_planes(rays, holes, kept_depth, width, probe_px, normals, offsets, to_plane, plane_origins, levels, level_shapes, lows,
+                 cell_m, max_range_m, min_incidence_cos):
+    """For the ``holes`` (flat pixel indices) of an image ``width`` pixels wide whose (H W, 3) camera-frame rays
+    (z = 1) are ``rays``: the depth (metres) and index of the plane each continues into, or depth 0 and index -1.
+
+    A ray takes the nearest plane whose level where the ray meets it is at least 1; that plane continues into it when
+    its level there is 2, the ray meets it within range at |cos| >= ``min_incidence_cos``, and none of the nearest
+    kept pixels to the right, left, below and above (within ``probe_px``) sees through the plane (``kept_depth``
+    (H W,), 0 where not kept: a surface farther than the plane along its ray, by the see-through margin), so a
+    plane does not grow across a gap past its silhouette.
+
+    Per plane p: ``normals[p] . x + offsets[p] = 0`` (camera frame, camera on the positive side); a camera-frame
+    point x has plane coordinates ``x @ to_plane[p] + plane_origins[p]``; ``levels[p]`` (padded) of true shape
+    ``level_shapes[p]`` has cell (0, 0)'s corner at ``lows[p]``.
+    """
+    count = holes.shape[0]
+    nearest_kept = _nearest_kept(kept_depth > 0, width)
+    depth = np.zeros(count, np.float64)
+    plane = np.full(count, -1, np.int64)
+    for k in range(count):
+        pixel = holes[k]
+        rx, ry, rz = rays[pixel, 0], rays[pixel, 1], rays[pixel, 2]
+        length = math.sqrt(rx * rx + ry * ry + rz * rz)
+        best, best_plane, continues = np.inf, -1, False
+        for p in range(normals.shape[0]):
+            facing = rx * normals[p, 0] + ry * normals[p, 1] + rz * normals[p, 2]
+            if facing >= 0:
+                continue
+            d = -offsets[p] / facing
+            if d >= best or d > max_range_m:
+                continue
+            s = d * (rx * to_plane[p, 0, 0] + ry * to_plane[p, 1, 0] + rz * to_plane[p, 2, 0]) + plane_origins[p, 0]
+            t = d * (rx * to_plane[p, 0, 1] + ry * to_plane[p, 1, 1] + rz * to_plane[p, 2, 1]) + plane_origins[p, 1]
+            i = int(math.floor((s - lows[p, 0]) / cell_m))
+            j = int(math.floor((t - lows[p, 1]) / cell_m))
+            if i < 0 or j < 0 or i >= level_shapes[p, 0] or j >= level_shapes[p, 1]:
+                continue
+            level = levels[p, i, j]
+            if level == 0:
+                continue
+            best, best_plane = d, p
+            continues = level == 2 and -facing >= min_incidence_cos * length
+        if not continues:
+            continue
+        # The nearest kept pixel in each of the four image directions, within probe_px, must not see through it.
+        for direction in range(4):
+            q = nearest_kept[direction, pixel]
+            if q < 0 or abs(q // width - pixel // width) + abs(q % width - pixel % width) > probe_px:
+                continue
+            facing = (rays[q, 0] * normals[best_plane, 0] + rays[q, 1] * normals[best_plane, 1]
+                      + rays[q, 2] * normals[best_plane, 2])
+            crossing = -offsets[best_plane] / facing if facing < 0 else np.inf
+            if kept_depth[q] > crossing * (1 + SEE_THROUGH_MARGIN_SHARE) + SEE_THROUGH_MARGIN_M:
+                continues = False
+        if continues:
+            depth[k] = best
+            plane[k] = best_plane
+    return depth, plane
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Texture
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@numba.njit(cache=True)
+def _largest_rectangle(filled):
+    """Largest all-True axis-aligned rectangle of a bool (A, B) grid: (a0, b0, a1, b1), half-open; area 0 if none."""
+    rows, cols = filled.shape
+    heights = np.zeros(cols + 1, np.int64)
+    stack = np.empty(cols + 1, np.int64)
+    best = (0, 0, 0, 0)
+    best_area = 0
+    for a in range(rows):
+        for b in range(cols):
+            heights[b] = heights[b] + 1 if filled[a, b] else 0
+        top = 0
+        for b in range(cols + 1):
+            h = heights[b] if b < cols else 0
+            while top > 0 and heights[stack[top - 1]] >= h:
+                height = heights[stack[top - 1]]
+                top -= 1
+                left = stack[top - 1] + 1 if top > 0 else 0
+                area = height * (b - left)
+                if area > best_area:
+                    best_area = area
+                    best = (a - height + 1, left, a + 1, b)
+            stack[top] = b
+            top += 1
+    return best
+
+
+def texture_period(grey: np.ndarray, seen: np.ndarray, axis: int, min_correlation: float,
+                   min_lag: int = 4) -> float | None:
+    """The period (texels, fractional) along ``axis`` of a (A, B) grey canvas seen where ``seen`` is True, or None
+    when it has none.
+
+    The autocorrelation along the axis over the seen pairs of texels (summed over the other axis, normalised by the
+    seen variance) is searched at lags from ``min_lag`` to half the canvas: the period is the first local maximum that
+    reaches ``min_correlation`` and 85% of the best one, refined by a parabola through its neighbours. Lags that pair
+    fewer than 64 texels or 5% of the seen ones are not searched.
+    """
+    weights = np.moveaxis(seen, axis, 0).astype(np.float64)
+    values = np.moveaxis(grey, axis, 0).astype(np.float64)
+    count = weights.sum()
+    if count == 0:
+        return None
+    values = (values - (values * weights).sum() / count) * weights
+    variance = (values**2).sum() / count
+    length = values.shape[0]
+    if variance <= 0 or length // 2 <= min_lag + 1:
+        return None
+
+    def correlate(x: np.ndarray) -> np.ndarray:
+        spectrum = np.fft.rfft(x, n=2 * length, axis=0)
+        return np.fft.irfft(spectrum * np.conj(spectrum), n=2 * length, axis=0)[:length].sum(axis=1)
+
+    pairs = correlate(weights)
+    correlation = correlate(values) / np.maximum(pairs, 1.0) / variance
+    correlation[pairs < max(64.0, 0.05 * count)] = -1.0
+    last = length // 2
+    lags = np.arange(min_lag, last)
+    r = correlation[min_lag - 1 : last + 1]
+    peaks = lags[(r[1:-1] >= r[:-2]) & (r[1:-1] >= r[2:])]
+    peaks = peaks[correlation[peaks] >= min_correlation]
+    if len(peaks) == 0:
+        return None
+    chosen = int(peaks[np.argmax(correlation[peaks] >= 0.85 * correlation[peaks].max())])
+    before, at, after = correlation[chosen - 1 : chosen + 2]
+    curvature = before - 2 * at + after
+    return chosen + (0.5 * (before - after) / curvature if curvature < 0 else 0.0)
+
+
+def _fold(counts: np.ndarray, sums: np.ndarray, axis: int, period: float) -> tuple[np.ndarray, np.ndarray]:
+    """Sum (A, B) counts and (A, B, 3) colour sums over the periods along ``axis`` (``period`` texels, fractional):
+    texel i, centred at i + 0.5, goes to phase ``floor((i + 0.5) mod period)``, one of ``ceil(period)``."""
+    length = counts.shape[axis]
+    phase = np.floor(np.mod(np.arange(length) + 0.5, period)).astype(np.int64)
+    onto = np.zeros((int(math.ceil(period)), length))
+    onto[phase, np.arange(length)] = 1.0
+    folded_counts = np.moveaxis(np.tensordot(onto, np.moveaxis(counts, axis, 0), axes=1), 0, axis)
+    folded_sums = np.moveaxis(np.tensordot(onto, np.moveaxis(sums, axis, 0), axes=1), 0, axis)
+    return folded_counts, folded_sums
+
+
+@dataclass(frozen=True)
+class PlaneTexture:
+    """A plane's continued texture: an exemplar tile (uint8 (Nt, Ns, 3): rows along t, columns along s) of texel
+    ``texel_m`` whose corner sits at plane coordinates ``low`` (s, t metres) of ``frame``. Along an axis with a
+    period (``periods``: s, t in texels, fractional) the tile holds one period and repeats; along one without (None)
+    it mirrors."""
+
+    frame: PlaneFrame
+    tile: np.ndarray
+    texel_m: float
+    low: np.ndarray
+    periods: tuple[float | None, float | None]
+    color_bins: np.ndarray
+    """bool (B, B, B): the ``COLOR_BIN`` colour bins the tile's colours fall in or next to, to recognise the surface
+    in a later view."""
+
+    def sample(self, coordinates: np.ndarray) -> np.ndarray:
+        """(N, 2) plane coordinates (s, t metres, of ``frame``) -> (N, 3) uint8 colours."""
+        texels = (coordinates - self.low) / self.texel_m
+        rows, cols = self.tile.shape[:2]
+        index = []
+        for k, size in ((0, cols), (1, rows)):
+            period = self.periods[k]
+            if period is not None:
+                index.append(np.minimum(np.floor(np.mod(texels[:, k], period)).astype(np.int64), size - 1))
+            else:
+                folded = np.mod(np.floor(texels[:, k]).astype(np.int64), 2 * size)
+                index.append(np.where(folded < size, folded, 2 * size - 1 - folded))
+        return self.tile[index[1], index[0]]
+
+    def explains(self, colors: np.ndarray, share: float) -> bool:
+        """Whether at least ``share`` of (N, 3) uint8 colours seen on the plane fall in this tile's colour bins."""
+        bins = colors // COLOR_BIN
+        return bool(self.color_bins[bins[:, 0], bins[:, 1], bins[:, 2]].mean() >= share)
+
+
+def build_texture(frame: PlaneFrame, points_world: np.ndarray, colors: np.ndarray, footprints_m: np.ndarray,
+                  options: ContinuationOptions) -> PlaneTexture | None:
+    """The exemplar tile of a plane from its seen pixels: (N, 3) world points on it, (N, 3) uint8 colours and (N,)
+    pixel footprints (metres). None when it shows less than ``min_tile_texels`` a side (or fewer pixels than a tile).
+
+    The seen colours are splatted into a canvas of texels in the plane's coordinates. Along an axis where the canvas
+    has a period (``texture_period``), every seen period is folded onto one (their texels averaged), so the tile
+    repeats in phase with what was seen however little of each period the view showed. The tile is then the largest
+    fully seen rectangle of the (folded) canvas; an axis it does not span a whole period of is mirrored instead.
+    """
+    if len(points_world) < options.min_tile_texels**2:
+        return None
+    coordinates = frame.coordinates(points_world)
+    low = coordinates.min(axis=0)
+    extent = coordinates.max(axis=0) - low
+    texel = float(np.clip(np.percentile(footprints_m, 30), options.min_texel_m, options.max_texel_m))
+    texel = max(texel, float(extent.max()) / options.max_exemplar_texels)
+    cells = np.floor((coordinates - low) / texel).astype(np.int64)
+    cols, rows = cells.max(axis=0) + 1
+    flat = cells[:, 1] * cols + cells[:, 0]
+    counts = np.bincount(flat, minlength=rows * cols).astype(np.float64).reshape(rows, cols)
+    sums = np.stack([np.bincount(flat, colors[:, c].astype(np.float64), rows * cols) for c in range(3)], axis=1)
+    sums = sums.reshape(rows, cols, 3)
+    periods: list[float | None] = [None, None]  # along s (the canvas's columns, axis 1) and t (its rows, axis 0)
+    for k, axis in ((0, 1), (1, 0)):
+        grey = sums.mean(axis=2) / np.maximum(counts, 1)
+        period = texture_period(grey, counts > 0, axis, options.min_period_correlation)
+        if period is not None and period >= options.min_tile_texels:
+            counts, sums = _fold(counts, sums, axis, period)
+            periods[k] = period
+    # Close one-texel gaps (a far pixel covers more than a texel): an empty texel takes its 3x3 neighbours' mean.
+    near_counts = _box_sum(counts, 1)
+    near_sums = np.stack([_box_sum(sums[..., c], 1) for c in range(3)], axis=-1)
+    seen = counts > 0
+    image = np.where(seen[..., None], sums / np.maximum(counts, 1)[..., None], near_sums / np.maximum(near_counts, 1)[..., None])
+    r0, c0, r1, c1 = _largest_rectangle(seen | (near_counts > 0))
+    if min(r1 - r0, c1 - c0) < options.min_tile_texels:
+        return None
+    periods = [periods[0] if (c0, c1) == (0, counts.shape[1]) else None,
+               periods[1] if (r0, r1) == (0, counts.shape[0]) else None]
+    tile = np.clip(np.rint(image[r0:r1, c0:c1]), 0, 255).astype(np.uint8)
+    side = 256 // COLOR_BIN
+    bins = tile.reshape(-1, 3) // COLOR_BIN
+    color_bins = np.zeros((side + 2,) * 3, bool)
+    color_bins[bins[:, 0] + 1, bins[:, 1] + 1, bins[:, 2] + 1] = True
+    near = np.zeros((side,) * 3, bool)
+    for da in range(3):
+        for db in range(3):
+            for dc in range(3):
+                near |= color_bins[da : da + side, db : db + side, dc : dc + side]
+    return PlaneTexture(frame, np.ascontiguousarray(tile), texel, low + texel * np.array([c0, r0]), tuple(periods), near)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The generator
+# ---------------------------------------------------------------------------------------------------------------
+
+
+CELL_KEY_OFFSET = 1 << 30
+"""Added to both cell indices of a cell key, so both are non-negative and the key fits a signed 64-bit integer."""
+
+
+def _cell_keys(coordinates: np.ndarray, cell_m: float) -> np.ndarray:
+    """(N, 2) plane coordinates (metres) -> (N,) int64 keys of their ``cell_m`` grid cells:
+    ``(i + CELL_KEY_OFFSET) << 32 | (j + CELL_KEY_OFFSET)``."""
+    cells = np.floor(coordinates / cell_m).astype(np.int64) + CELL_KEY_OFFSET
+    return (cells[:, 0] << 32) | cells[:, 1]
+
+
+def _neighbourhood(keys: np.ndarray) -> np.ndarray:
+    """Sorted unique keys of the cells of ``keys`` and their 8 neighbours."""
+    keys = np.unique(keys)
+    around = [keys + (da << 32) + db for da in (-1, 0, 1) for db in (-1, 0, 1)]
+    return np.unique(np.concatenate(around))
+
+
+@dataclass
+class _Surface:
+    """What the generator remembers of one plane across views: its frame, its texture (built once, from the first
+    view that shows enough of it), and which cells of its ``support_cell_m`` grid memory has shown it (``seen``)
+    and which it continued itself (``generated``, never seen), as sorted int64 cell keys (``_cell_keys``).
+
+    A plane grows only from its seen cells: what it continued comes back in later memory renders, and growing from
+    that would let a wall creep past a corner frame after frame.
+    """
+
+    frame: PlaneFrame
+    texture: PlaneTexture | None
+    seen: np.ndarray
+    generated: np.ndarray
+
+
+@numba.njit(cache=True)
+def _half_resolution(rgb, known):
+    """uint8 (H, W, 3) colours and bool (H, W) known -> float32 (ceil(H/2), ceil(W/2), 3) sums of the known colours
+    in each 2x2 block and float32 their counts."""
+    height, width = known.shape
+    sums = np.zeros(((height + 1) // 2, (width + 1) // 2, 3), np.float32)
+    counts = np.zeros(((height + 1) // 2, (width + 1) // 2), np.float32)
+    for v in range(height):
+        for u in range(width):
+            if known[v, u]:
+                counts[v // 2, u // 2] += 1
+                for c in range(3):
+                    sums[v // 2, u // 2, c] += rgb[v, u, c]
+    return sums, counts
+
+
+@numba.njit(cache=True)
+def _upsample_into(rgb, where, small):
+    """Write float (3, h, w) ``small`` (half resolution), rounded, into the ``where`` pixels of uint8 (H, W, 3)."""
+    height, width = where.shape
+    for v in range(height):
+        for u in range(width):
+            if where[v, u]:
+                for c in range(3):
+                    rgb[v, u, c] = min(255, max(0, int(small[c, v // 2, u // 2] + 0.5)))
+
+
+@dataclass(frozen=True)
+class _ViewPlane:
+    """One plane fitted in one view: its surface, where it stands, and the sampled kept pixels it explains."""
+
+    surface: _Surface
+    normal_cam: np.ndarray
+    offset_cam_m: float
+    """The view's fit, camera frame: ``normal_cam . x + offset_cam_m = 0``, camera on the positive side."""
+    support: Support
+    to_plane: np.ndarray
+    plane_origin: np.ndarray
+    """Surface coordinates of a camera-frame point ``x``: ``x @ to_plane + plane_origin`` ((3, 2) and (2,), metres)."""
+    inlier_pixels: np.ndarray
+    """(K,) flat pixel indices."""
+
+
+class ContinuationGenerator(Generator):
+    """Continues the planes memory holds into the holes, with each plane's own texture; returns depth and
+    confidence (1 kept, ``continued_confidence`` continued, 0 unknown). Keyword options: ``ContinuationOptions``.
+
+    The instance remembers each surface it continued (``_Surface``: texture and seen / generated cells), so a world's
+    views agree; a server's worlds sharing one instance tell surfaces apart by plane and appearance.
+    """
+
+    name: ClassVar[str] = "continue"
+    chunk_multiple: ClassVar[int] = 1
+    chunk_offset: ClassVar[int] = 0
+    max_frames: ClassVar[int] = 64
+    max_width: ClassVar[int] = 1920
+    max_height: ClassVar[int] = 1080
+    size_multiple: ClassVar[int] = 1
+    returns_depth: ClassVar[bool] = True
+
+    def __init__(self, **options: object) -> None:
+        self.options = ContinuationOptions(**options)
+        self._surfaces: OrderedDict[int, _Surface] = OrderedDict()
+        self._next_surface_id = 0
+        self._rays: dict[Intrinsics, np.ndarray] = {}
+
+    def generate(self, condition: Condition) -> GenerationResult:
+        rng = np.random.default_rng(condition.seed)
+        frames, depths, confidences, plane_counts = [], [], [], []
+        for pose, render in zip(condition.poses, condition.renders):
+            rgb, depth, confidence, planes = self._continue_view(pose, condition.intrinsics, render, rng)
+            frames.append(rgb)
+            depths.append(depth)
+            confidences.append(confidence)
+            plane_counts.append(planes)
+        return GenerationResult(tuple(frames), tuple(depths), {"planes": plane_counts}, confidences=tuple(confidences))
+
+    def _pixel_rays(self, intrinsics: Intrinsics) -> np.ndarray:
+        """(H W, 3) float64 camera-frame rays through the pixel centres, z = 1 (cached per intrinsics)."""
+        if intrinsics not in self._rays:
+            self._rays[intrinsics] = intrinsics.pixel_rays(np.float64).reshape(-1, 3)
+        return self._rays[intrinsics]
+
+    def _continue_view(self, pose: Pose, intrinsics: Intrinsics, render: RenderResult,
+                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """One view: uint8 (H, W, 3) frame, float32 (H, W) depth (metres, 0 unknown), float32 (H, W) confidence, and
+        the number of planes it shows."""
+        options = self.options
+        shape = render.mask.shape
+        rays_cam = self._pixel_rays(intrinsics)
+
+        # 1. Kept pixels: memory's colour and depth, confidence 1.
+        kept = (render.mask & (render.depth > 0)).reshape(-1)
+        if not kept.any():
+            return np.full((*shape, 3), EMPTY_GREY, np.uint8), np.zeros(shape, np.float32), np.zeros(shape, np.float32), 0
+        confidence = kept.astype(np.float32)
+        holes = np.flatnonzero(~kept)
+        if len(holes) == 0:
+            return render.rgb.copy(), render.depth.copy(), confidence.reshape(shape), 0
+        depth = render.depth.reshape(-1).copy()
+        rgb = render.rgb.reshape(-1, 3).copy()
+
+        # 2. Planes of the render, fitted on a regular grid of its kept pixels.
+        stride = max(1, int(math.sqrt(kept.size / options.sample_points)))
+        grid = np.zeros(shape, bool)
+        grid[stride // 2 :: stride, stride // 2 :: stride] = True
+        sampled = np.flatnonzero(kept & grid.reshape(-1))
+        points_cam = rays_cam[sampled] * depth[sampled, None]
+        grid_rc = np.stack([sampled // shape[1], sampled % shape[1]], axis=1) // stride
+        least = int(math.ceil(options.min_plane_share * grid.sum()))
+        fitted = fit_planes(points_cam, grid_rc, least // 2, options, rng)  # the smaller ones only hide (a ceiling)
+
+        # 3. Where each plane stands: grown from its seen cells, away from where memory sees through it.
+        normals = np.array([fit[0] for fit in fitted]).reshape(-1, 3)
+        residuals = np.abs(points_cam @ normals.T + np.array([fit[1] for fit in fitted]))
+        # A point near two planes lies where they meet (a floor under a wall's plane): it supports neither.
+        near_one = (residuals < EDGE_TOLERANCE_FACTOR * options.inlier_tolerance_m).sum(axis=1) <= 1
+        planes = []
+        for normal, offset, inliers, spread in fitted:
+            plane = self._view_plane(normal, offset, inliers & near_one, sampled, points_cam, pose, rgb,
+                                     continues=bool(inliers.sum() >= least and spread >= MIN_PLANE_SPREAD_M))
+            if plane is not None and all(plane.surface is not other.surface for other in planes):
+                planes.append(plane)
+        if not planes:
+            return self._fill_unknown(rgb, depth, confidence, shape) + (0,)
+        shown = len(planes)
+        # The remembered surfaces this view does not show still hide what lies behind them (a wall's plane does not
+        # continue below a floor the view does not show).
+        for surface in list(self._surfaces.values()):
+            if all(surface is not plane.surface for plane in planes):
+                hiding = self._stand(surface, pose, points_cam, sampled[:0], continues=False)
+                if hiding is not None:
+                    planes.append(hiding)
+
+        # 4. Geometry: the nearest plane standing where each hole pixel's ray meets it, if it continues there.
+        level_shape = np.max([plane.support.level.shape for plane in planes], axis=0)
+        levels = np.zeros((len(planes), *level_shape), np.uint8)
+        for index, plane in enumerate(planes):
+            levels[index, : plane.support.level.shape[0], : plane.support.level.shape[1]] = plane.support.level
+        probe_px = max(2, round(shape[1] * SILHOUETTE_PROBE_SHARE))
+        hole_depth, hole_plane = _meet_planes(
+            rays_cam, holes, np.where(kept, depth, 0.0), shape[1], probe_px, np.stack([p.normal_cam for p in planes]),
+            np.array([p.offset_cam_m for p in planes]), np.stack([p.to_plane for p in planes]),
+            np.stack([p.plane_origin for p in planes]), levels, np.array([p.support.level.shape for p in planes]),
+            np.stack([p.support.low for p in planes]), options.support_cell_m, options.max_range_m,
+            options.min_incidence_cos)
+
+        # 5. Texture: each continued pixel takes its surface's texture where its ray meets the plane (a surface shown
+        # too little for a texture is painted with the unknown pixels); the surface remembers the cells it was
+        # continued into.
+        unpainted = np.zeros(kept.size, bool)
+        for index, plane in enumerate(planes[:shown]):
+            chosen = np.flatnonzero(hole_plane == index)
+            if len(chosen) == 0:
+                continue
+            pixels = holes[chosen]
+            hits = (rays_cam[pixels] * hole_depth[chosen, None]) @ plane.to_plane + plane.plane_origin  # (s, t) metres
+            surface = plane.surface
+            if surface.texture is None:
+                surface.texture = self._build_texture(plane, planes, pose, intrinsics, render, rays_cam)
+            if surface.texture is None:
+                unpainted[pixels] = True
+            else:
+                rgb[pixels] = surface.texture.sample(hits)
+            depth[pixels] = hole_depth[chosen]
+            confidence[pixels] = options.continued_confidence
+            continued_cells = _neighbourhood(_cell_keys(hits, options.support_cell_m))
+            new = continued_cells[~np.isin(continued_cells, surface.seen, assume_unique=True)]
+            surface.generated = np.union1d(surface.generated, new)
+
+        # 6. Unknown pixels: a picture from the known colours (depth 0, confidence 0: never fused).
+        return self._fill_unknown(rgb, depth, confidence, shape, unpainted) + (shown,)
+
+    @staticmethod
+    def _fill_unknown(rgb: np.ndarray, depth: np.ndarray, confidence: np.ndarray, shape: tuple[int, int],
+                      unpainted: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Flat (H W, 3) colours, (H W,) depths and confidences -> the view's arrays, with every confidence-0 pixel
+        given depth 0, and those and the ``unpainted`` ones (bool (H W,)) the push-pull fill of the others' colours."""
+        unknown = confidence == 0
+        paint = unknown if unpainted is None else unknown | unpainted
+        if paint.any():
+            # At half resolution (a quarter of the cost): 2x2 blocks average their painted pixels.
+            image = rgb.reshape(*shape, 3)
+            sums, weight = _half_resolution(image, ~paint.reshape(shape))
+            small = push_pull_fill_cpu((sums / np.maximum(weight, 1)[..., None]).transpose(2, 0, 1), weight > 0)
+            _upsample_into(image, paint.reshape(shape), small)
+            depth[unknown] = 0.0
+        return rgb.reshape(*shape, 3), depth.reshape(shape).astype(np.float32), confidence.reshape(shape)
+
+    def _view_plane(self, normal_cam: np.ndarray, offset_cam_m: float, inliers: np.ndarray, sampled: np.ndarray,
+                    points_cam: np.ndarray, pose: Pose, rgb: np.ndarray, *, continues: bool) -> _ViewPlane | None:
+        """A camera-frame plane fit (``inliers``: bool mask over the ``sampled`` kept pixels, whose camera-frame
+        points are ``points_cam``; ``rgb`` the (H W, 3) colours) as a surface of this view, continued into its holes
+        (``continues``) or only hiding what lies behind it (a fit too small to continue from); None when it
+        lies next to a remembered surface but off its plane (memory seen badly, e.g. smeared), or memory has never
+        shown any of it at a usable angle (only this generator's continuation)."""
+        options = self.options
+        # The remembered surface the fit sees stands in for the fit, so a view that sees it badly (smeared at a
+        # grazing angle) does not move it; a fit no remembered surface explains is a new surface.
+        surface = self._remembered(normal_cam, offset_cam_m, inliers, sampled, points_cam, pose, rgb)
+        if surface is False:
+            return None
+        if surface is None:
+            normal_world = pose.rotation @ normal_cam
+            surface = self._remember(PlaneFrame.from_plane(normal_world, offset_cam_m - float(normal_world @ pose.position)))
+        else:
+            normal_cam = pose.rotation.T @ surface.frame.normal
+            offset_cam_m = surface.frame.offset_m + float(surface.frame.normal @ pose.position)
+            inliers = inliers & (np.abs(points_cam @ normal_cam + offset_cam_m) < options.inlier_tolerance_m)
+        # The cells of the inliers seen at a usable angle and not of this generator's continuation are seen.
+        frame = surface.frame
+        to_plane = pose.rotation.T @ np.stack([frame.axis_s, frame.axis_t], axis=1)
+        ray_cos = np.abs(points_cam @ normal_cam) / np.linalg.norm(points_cam, axis=1)
+        inliers = inliers & (ray_cos >= options.min_incidence_cos)
+        keys = _cell_keys(points_cam[inliers] @ to_plane + frame.coordinates(pose.position[None])[0], options.support_cell_m)
+        surface.seen = np.union1d(surface.seen, np.unique(keys[~np.isin(keys, surface.generated)]))
+        return self._stand(surface, pose, points_cam, sampled[inliers], continues=continues)
+
+    def _stand(self, surface: _Surface, pose: Pose, points_cam: np.ndarray, inlier_pixels: np.ndarray, *,
+               continues: bool) -> _ViewPlane | None:
+        """Where ``surface`` stands in the view at ``pose``, whose kept sampled pixels have camera-frame points
+        ``points_cam``: grown from every cell of it memory has shown, never through the cells the view sees through.
+        ``continues``: False for a surface the view does not show, which only hides what lies behind it. None when the
+        camera is behind the surface, memory has shown none of it, or all of it is out of range."""
+        options = self.options
+        frame = surface.frame
+        offset_cam_m = frame.offset_m + float(frame.normal @ pose.position)
+        if len(surface.seen) == 0 or offset_cam_m <= 0:
+            return None
+        normal_cam = pose.rotation.T @ frame.normal
+        to_plane = pose.rotation.T @ np.stack([frame.axis_s, frame.axis_t], axis=1)
+        plane_origin = frame.coordinates(pose.position[None])[0]
+        cells = np.stack([surface.seen >> 32, surface.seen & 0xFFFFFFFF], axis=1) - CELL_KEY_OFFSET
+        held = (cells + 0.5) * options.support_cell_m
+        nearest = np.clip(plane_origin, held.min(axis=0), held.max(axis=0))  # of the seen cells' box, to the camera
+        if offset_cam_m > options.max_range_m or np.linalg.norm(nearest - plane_origin) > options.max_range_m + options.occlusion_reach_m:
+            return None
+        # Where kept pixels' rays cross the plane well before their surface, the view sees through it; where they
+        # cross it well behind their surface, the view sees something else in front of it (a wall's plane above the
+        # ceiling, a floor's beyond a wall): the plane does not grow through either.
+        depth = points_cam[:, 2]
+        facing = points_cam @ normal_cam / depth
+        with np.errstate(divide="ignore"):
+            crossing = np.where(facing < 0, -offset_cam_m / np.minimum(facing, -1e-12), np.inf)
+        through = crossing * (1 + SEE_THROUGH_MARGIN_SHARE) + SEE_THROUGH_MARGIN_M < depth
+        covered = np.isfinite(crossing) & (depth * (1 + SEE_THROUGH_MARGIN_SHARE) + SEE_THROUGH_MARGIN_M < crossing)
+        blocked = through | covered
+        blocked_points = (crossing[blocked, None] * (points_cam[blocked] / depth[blocked, None])) @ to_plane + plane_origin
+        support = Support.of(held, blocked_points, options)
+        if not continues:
+            support = Support(np.minimum(support.level, 1), support.low, support.cell_m)
+        return _ViewPlane(surface, normal_cam, offset_cam_m, support, to_plane, plane_origin, inlier_pixels)
+
+    def _remembered(self, normal_cam: np.ndarray, offset_cam_m: float, inliers: np.ndarray, sampled: np.ndarray,
+                    points_cam: np.ndarray, pose: Pose, rgb: np.ndarray) -> _Surface | None | bool:
+        """The remembered surface a camera-frame plane fit sees: within ``surface_match_deg`` and ``surface_match_m``
+        of it, at least half the fit's inliers within the inlier tolerance of its plane, and (once it has a texture)
+        the inliers' colours in its colour bins. None when there is none; False when the fit lies within the angle
+        and distance of a surface of its colours but off its plane (memory seen badly, e.g. smeared): not to be used.
+        """
+        options = self.options
+        normal_world = pose.rotation @ normal_cam
+        offset_world = offset_cam_m - float(normal_world @ pose.position)
+        cos_tolerance = math.cos(math.radians(options.surface_match_deg))
+        points, colors = points_cam[inliers], rgb[sampled[inliers]]
+        found: _Surface | None | bool = None
+        for key, surface in self._surfaces.items():
+            frame = surface.frame
+            if float(frame.normal @ normal_world) < cos_tolerance or abs(frame.offset_m - offset_world) > options.surface_match_m:
+                continue
+            if surface.texture is not None and not surface.texture.explains(colors, options.appearance_share):
+                continue
+            residuals = np.abs(points @ (pose.rotation.T @ frame.normal) + frame.offset_m + float(frame.normal @ pose.position))
+            if np.mean(residuals < options.inlier_tolerance_m) < 0.5:
+                found = False
+                continue
+            self._surfaces.move_to_end(key)
+            return surface
+        return found
+
+    def _remember(self, frame: PlaneFrame) -> _Surface:
+        """A new remembered surface on ``frame`` (the least recently used dropped beyond ``cache_size``)."""
+        surface = _Surface(frame, None, np.zeros(0, np.int64), np.zeros(0, np.int64))
+        self._surfaces[self._next_surface_id] = surface
+        self._next_surface_id += 1
+        while len(self._surfaces) > self.options.cache_size:
+            self._surfaces.popitem(last=False)
+        return surface
+
+    def _build_texture(self, plane: _ViewPlane, planes: list[_ViewPlane], pose: Pose, intrinsics: Intrinsics,
+                       render: RenderResult, rays_cam: np.ndarray) -> PlaneTexture | None:
+        """A texture for ``plane``'s surface from every kept pixel of the render on the plane and not on the edge
+        with another of the view's ``planes`` (where their colours mix); None when the render shows too little."""
+        options = self.options
+        depth, rgb = render.depth.reshape(-1), render.rgb.reshape(-1, 3)
+        kept = np.flatnonzero(render.mask.reshape(-1) & (depth > 0))
+        points_cam = rays_cam[kept] * depth[kept, None]
+        on_plane = np.abs(points_cam @ plane.normal_cam + plane.offset_cam_m) < options.inlier_tolerance_m
+        for other in planes:
+            if other is not plane:
+                edge = np.abs(points_cam @ other.normal_cam + other.offset_cam_m) < EDGE_TOLERANCE_FACTOR * options.inlier_tolerance_m
+                on_plane &= ~edge
+        pixels, points_cam = kept[on_plane], points_cam[on_plane]
+        ray_cos = np.abs(rays_cam[pixels] @ plane.normal_cam) / np.linalg.norm(rays_cam[pixels], axis=1)
+        footprints = points_cam[:, 2] / (intrinsics.fx * np.maximum(ray_cos, options.min_incidence_cos))
+        return build_texture(plane.surface.frame, pose.cam_to_world(points_cam), rgb[pixels], footprints, options)

@@ -1,0 +1,170 @@
+"""The ``continue`` generator: the planes memory holds continued into the holes, with their own texture.
+
+Memory here is an exact procedural render with a hole cut out, so every continued depth and colour has exact ground
+truth. Images are 96 x 72.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from worldweave.bridge.eval.scenes import Material, MeshBuilder, Scene, heading_pose, make_room
+from worldweave.bridge.frames import RenderResult, RGBDFrame
+from worldweave.bridge.generators.base import Condition
+from worldweave.bridge.generators.checker import check_generator
+from worldweave.bridge.generators.continuation import ContinuationGenerator
+from worldweave.bridge.generators.registry import create_generator
+from worldweave.bridge.generators.reproject import EMPTY_GREY, ReprojectGenerator
+from worldweave.proto.geometry import Intrinsics, Pose
+
+INTRINSICS = Intrinsics.from_fov(96, 72, fov_x_deg=75.0)
+TOLERANCE_M = 0.05
+
+
+@pytest.fixture(scope="module")
+def room() -> Scene:
+    return make_room(0)
+
+
+@pytest.fixture(scope="module")
+def checker_floor() -> Scene:
+    """A 20 x 20 m floor at z = 0 of 0.4 m black and white squares, nothing else (the sky has depth 0)."""
+    builder = MeshBuilder()
+    checker = Material("checker", (220, 220, 220), (40, 40, 40), scale_m=0.4, variation=0.0, grain=0.0)
+    builder.quad(np.array([-10.0, -10.0, 0.0]), np.array([20.0, 0.0, 0.0]), np.array([0.0, 20.0, 0.0]), checker)
+    free = ((np.array([-1.0, -1.0, 0.5]), np.array([1.0, 1.0, 2.0])),)
+    return Scene("checker-floor", builder, free_space=free, start_position_m=np.array([0.0, 0.0, 1.5]), start_heading_rad=0.0)
+
+
+def memory_of(truth: RGBDFrame, hole: np.ndarray) -> RenderResult:
+    """What memory would render: the exact view with ``hole`` (bool (H, W)) and the sky uncovered."""
+    covered = (truth.depth > 0) & ~hole
+    return RenderResult(np.where(covered[..., None], truth.rgb, 0).astype(np.uint8),
+                        np.where(covered, truth.depth, 0).astype(np.float32), covered)
+
+
+def generate(generator, pose: Pose, render: RenderResult, seed: int = 0):
+    return generator.generate(Condition((pose,), INTRINSICS, (render,), seed=seed))
+
+
+def world_points(frame: RGBDFrame) -> np.ndarray:
+    """(H, W, 3) world points behind the exact frame's pixels (metres)."""
+    return frame.pose.cam_to_world(INTRINSICS.backproject(frame.depth.astype(np.float64)).reshape(-1, 3)).reshape(72, 96, 3)
+
+
+def rectangle(rows: slice, cols: slice) -> np.ndarray:
+    hole = np.zeros(INTRINSICS.shape, bool)
+    hole[rows, cols] = True
+    return hole
+
+
+def test_passes_the_generator_check_and_is_registered():
+    check_generator(ContinuationGenerator())
+    assert isinstance(create_generator("continue"), ContinuationGenerator)
+
+
+@pytest.mark.parametrize(
+    ("pose", "hole", "on_plane"),
+    [
+        (Pose.look_at([0.0, 0.0, 1.5], [1.5, 0.0, 0.0]), rectangle(slice(20, 52), slice(24, 72)),
+         lambda p: np.abs(p[..., 2]) < 0.005),  # the floor, z = 0
+        (heading_pose(np.array([0.0, 0.0, 1.4]), math.pi), rectangle(slice(14, 38), slice(20, 76)),
+         lambda p: np.abs(p[..., 0] + 3.5) < 0.005),  # the checkered wall, x = -3.5
+    ],
+    ids=["floor", "wall"],
+)
+def test_continues_a_plane_into_a_hole_at_its_true_depth(room, pose, hole, on_plane):
+    truth = room.render(pose, INTRINSICS)
+    render = memory_of(truth, hole)
+    result = generate(ContinuationGenerator(), pose, render)
+    depth, confidence = result.depths[0], result.confidences[0]
+
+    target = hole & on_plane(world_points(truth))
+    assert target.sum() > 0.8 * hole.sum()
+    within = np.abs(depth - truth.depth) <= TOLERANCE_M
+    assert (within & target).sum() >= 0.9 * target.sum()
+    assert np.all((confidence[target & within] > 0) & (confidence[target & within] < 1))  # a middling confidence
+    kept = render.mask
+    assert np.array_equal(result.frames[0][kept], truth.rgb[kept])
+    assert np.array_equal(depth[kept], truth.depth[kept]) and np.all(confidence[kept] == 1)
+
+
+def test_leaves_what_no_plane_explains_unknown(checker_floor):
+    pose = heading_pose(np.array([0.0, 0.0, 1.5]), 0.0)  # level: the upper half of the image looks at the sky
+    truth = checker_floor.render(pose, INTRINSICS)
+    hole = rectangle(slice(56, 72), slice(30, 60))
+    result = generate(ContinuationGenerator(), pose, memory_of(truth, hole))
+    rays_world = INTRINSICS.pixel_rays(np.float64) @ pose.rotation.T
+    upward = rays_world[..., 2] >= 0
+    assert upward.sum() >= 0.45 * upward.size
+    assert np.all(result.depths[0][upward] == 0) and np.all(result.confidences[0][upward] == 0)
+    assert np.all(result.confidences[0][hole] > 0)  # the hole in the floor is floor
+
+    empty = generate(ContinuationGenerator(), pose, RenderResult.empty(INTRINSICS))
+    assert empty.frames[0].shape == (72, 96, 3) and np.all(empty.frames[0] == EMPTY_GREY)
+    assert np.all(empty.depths[0] == 0) and np.all(empty.confidences[0] == 0)
+
+
+def test_a_checkerboard_continues_as_a_checkerboard(checker_floor):
+    pose = Pose.look_at([0.0, 0.0, 1.5], [2.0, 0.0, 0.0])
+    truth = checker_floor.render(pose, INTRINSICS)
+    hole = rectangle(slice(24, 56), slice(20, 76))
+    render = memory_of(truth, hole)
+
+    def in_phase(frame: np.ndarray) -> float:
+        """Share of hole pixels within 40 grey levels of the exact checkerboard."""
+        error = np.abs(frame.astype(np.float64).mean(axis=2) - truth.rgb.astype(np.float64).mean(axis=2))
+        return float((error[hole] <= 40).mean())
+
+    result = generate(ContinuationGenerator(), pose, render)
+    assert np.all(result.confidences[0][hole] > 0)
+    assert in_phase(result.frames[0]) >= 0.85
+    grey = result.frames[0].astype(np.float64).mean(axis=2)
+    seen_spread = grey[render.mask].std()
+    assert abs(grey[hole].std() - seen_spread) <= 0.2 * seen_spread  # black and white squares, not grey fog
+    assert in_phase(ReprojectGenerator().generate(Condition((pose,), INTRINSICS, (render,))).frames[0]) < 0.6
+
+
+def test_same_condition_gives_identical_output(room):
+    pose = Pose.look_at([0.0, 0.0, 1.5], [1.5, 0.0, 0.0])
+    render = memory_of(room.render(pose, INTRINSICS), rectangle(slice(20, 52), slice(24, 72)))
+    generator = ContinuationGenerator()
+    results = [generate(generator, pose, render, seed=7), generate(generator, pose, render, seed=7),
+               generate(ContinuationGenerator(), pose, render, seed=7)]
+    for other in results[1:]:
+        assert np.array_equal(other.frames[0], results[0].frames[0])
+        assert np.array_equal(other.depths[0], results[0].depths[0])
+        assert np.array_equal(other.confidences[0], results[0].confidences[0])
+
+
+def test_two_views_of_a_continued_surface_see_the_same_texture(room):
+    """A patch of floor memory never held, continued in one view and then in another: the same floor point has the
+    same colour in both (the texture lives in the floor's own coordinates, not in either image)."""
+    first = Pose.look_at([0.0, 0.0, 1.5], [1.2, 0.0, 0.0])
+    second = Pose.look_at([0.3, 0.5, 1.4], [1.4, -0.1, 0.0])
+
+    def view(generator, pose):
+        truth = room.render(pose, INTRINSICS)
+        points = world_points(truth)
+        patch = (truth.depth > 0) & (np.abs(points[..., 0] - 1.2) < 0.4) & (np.abs(points[..., 1]) < 0.4)
+        result = generate(generator, pose, memory_of(truth, patch))
+        return result, patch & (result.confidences[0] > 0), points
+
+    generator = ContinuationGenerator()
+    first_result, first_continued, _ = view(generator, first)
+    second_result, second_continued, second_points = view(generator, second)
+    assert first_continued.sum() > 300 and second_continued.sum() > 300
+
+    # Each continued pixel of the second view, seen from the first: where that pixel was continued too, compare.
+    uv, z = INTRINSICS.project(first.world_to_cam(second_points[second_continued]))
+    u, v = np.rint(uv[:, 0]).astype(int), np.rint(uv[:, 1]).astype(int)
+    inside = (z > 0) & (u >= 0) & (u < 96) & (v >= 0) & (v < 72)
+    both = np.zeros(len(u), bool)
+    both[inside] = first_continued[v[inside], u[inside]]
+    assert both.sum() > 200
+    a = first_result.frames[0][v[both], u[both]].astype(np.float64)
+    b = second_result.frames[0][second_continued][both].astype(np.float64)
+    assert np.median(np.abs(a - b).mean(axis=1)) <= 12
