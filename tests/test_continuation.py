@@ -18,6 +18,7 @@ from worldweave.bridge.generators.checker import check_generator
 from worldweave.bridge.generators.continuation import ContinuationGenerator
 from worldweave.bridge.generators.registry import create_generator
 from worldweave.bridge.generators.reproject import EMPTY_GREY, ReprojectGenerator
+from worldweave.proto.errors import InvalidInputError
 from worldweave.proto.geometry import Intrinsics, Pose
 
 INTRINSICS = Intrinsics.from_fov(96, 72, fov_x_deg=75.0)
@@ -36,7 +37,19 @@ def checker_floor() -> Scene:
     checker = Material("checker", (220, 220, 220), (40, 40, 40), scale_m=0.4, variation=0.0, grain=0.0)
     builder.quad(np.array([-10.0, -10.0, 0.0]), np.array([20.0, 0.0, 0.0]), np.array([0.0, 20.0, 0.0]), checker)
     free = ((np.array([-1.0, -1.0, 0.5]), np.array([1.0, 1.0, 2.0])),)
-    return Scene("checker-floor", builder, free_space=free, start_position_m=np.array([0.0, 0.0, 1.5]), start_heading_rad=0.0)
+    return Scene("checker-floor", builder, free_space=free, start_position_m=np.array([0.0, 0.0, 1.5]),
+                 start_heading_rad=0.0)
+
+
+@pytest.fixture(scope="module")
+def noise_floor() -> Scene:
+    """A 20 x 20 m floor at z = 0 of smooth value noise (no period), nothing else."""
+    builder = MeshBuilder()
+    noise = Material("noise", (200, 170, 90), (60, 90, 160), scale_m=0.25, variation=0.5, seed=3)
+    builder.quad(np.array([-10.0, -10.0, 0.0]), np.array([20.0, 0.0, 0.0]), np.array([0.0, 20.0, 0.0]), noise)
+    free = ((np.array([-1.0, -1.0, 0.5]), np.array([1.0, 1.0, 2.0])),)
+    return Scene("noise-floor", builder, free_space=free, start_position_m=np.array([0.0, 0.0, 1.5]),
+                 start_heading_rad=0.0)
 
 
 def memory_of(truth: RGBDFrame, hole: np.ndarray) -> RenderResult:
@@ -52,7 +65,8 @@ def generate(generator, pose: Pose, render: RenderResult, seed: int = 0):
 
 def world_points(frame: RGBDFrame) -> np.ndarray:
     """(H, W, 3) world points behind the exact frame's pixels (metres)."""
-    return frame.pose.cam_to_world(INTRINSICS.backproject(frame.depth.astype(np.float64)).reshape(-1, 3)).reshape(72, 96, 3)
+    points_cam = INTRINSICS.backproject(frame.depth.astype(np.float64)).reshape(-1, 3)
+    return frame.pose.cam_to_world(points_cam).reshape(72, 96, 3)
 
 
 def rectangle(rows: slice, cols: slice) -> np.ndarray:
@@ -64,6 +78,8 @@ def rectangle(rows: slice, cols: slice) -> np.ndarray:
 def test_passes_the_generator_check_and_is_registered():
     check_generator(ContinuationGenerator())
     assert isinstance(create_generator("continue"), ContinuationGenerator)
+    with pytest.raises(InvalidInputError, match="reach_m"):
+        ContinuationGenerator(reach_m=-1.0)
 
 
 @pytest.mark.parametrize(
@@ -140,14 +156,15 @@ def test_same_condition_gives_identical_output(room):
         assert np.array_equal(other.confidences[0], results[0].confidences[0])
 
 
-def test_two_views_of_a_continued_surface_see_the_same_texture(room):
+def test_two_views_of_a_continued_surface_see_the_same_texture(noise_floor):
     """A patch of floor memory never held, continued in one view and then in another: the same floor point has the
-    same colour in both (the texture lives in the floor's own coordinates, not in either image)."""
+    same colour in both (the texture lives in the floor's own coordinates, not in either image, and is built once: a
+    floor without a period, tiled from each view's own exemplar, would disagree)."""
     first = Pose.look_at([0.0, 0.0, 1.5], [1.2, 0.0, 0.0])
     second = Pose.look_at([0.3, 0.5, 1.4], [1.4, -0.1, 0.0])
 
     def view(generator, pose):
-        truth = room.render(pose, INTRINSICS)
+        truth = noise_floor.render(pose, INTRINSICS)
         points = world_points(truth)
         patch = (truth.depth > 0) & (np.abs(points[..., 0] - 1.2) < 0.4) & (np.abs(points[..., 1]) < 0.4)
         result = generate(generator, pose, memory_of(truth, patch))
@@ -167,4 +184,27 @@ def test_two_views_of_a_continued_surface_see_the_same_texture(room):
     assert both.sum() > 200
     a = first_result.frames[0][v[both], u[both]].astype(np.float64)
     b = second_result.frames[0][second_continued][both].astype(np.float64)
-    assert np.median(np.abs(a - b).mean(axis=1)) <= 12
+    # The same texel shows the same colour (neighbouring texels differ, so only a share of points match exactly; a
+    # texture rebuilt from the second view's own exemplar matches at about 7% of them).
+    assert np.mean(np.abs(a - b).mean(axis=1) <= 1) >= 0.3
+
+
+def test_what_was_continued_is_not_grown_from_again(checker_floor):
+    """Memory shows the floor up to x = 2 m. The floor is continued at most ``reach_m`` beyond that; when memory then
+    holds the continued strip too (as if fused), the floor still ends within reach of what memory was shown, so a
+    guess never becomes the base of the next guess (a wall cannot creep past a corner frame after frame)."""
+    pose = Pose.look_at([0.0, 0.0, 1.5], [3.0, 0.0, 0.0])
+    truth = checker_floor.render(pose, INTRINSICS)
+    x = world_points(truth)[..., 0]
+    generator = ContinuationGenerator()
+    reach_m = generator.options.reach_m
+    bound_m = 2.0 + reach_m + 2 * generator.options.support_cell_m  # a support cell, and the cell the hit falls in
+
+    first = generate(generator, pose, memory_of(truth, x > 2.0))
+    continued = (first.confidences[0] > 0) & (x > 2.0)
+    assert x[continued].max() > 2.0 + 0.8 * reach_m
+    assert x[continued].max() <= bound_m
+
+    held = continued | ((truth.depth > 0) & (x <= 2.0))
+    second = generate(generator, pose, memory_of(truth, ~held), seed=1)
+    assert np.all(second.confidences[0][(truth.depth > 0) & (x > bound_m)] == 0)

@@ -12,8 +12,10 @@ Each frame, in stages:
    the fit, or becomes a new one.
 3. **Where each surface stands** (``Support``), on a grid in its own coordinates: every cell memory has shown of it
    (in any view; never a cell this generator continued, so a wall cannot creep past a corner frame after frame) and
-   the cells they enclose, grown through the cells this view does not see through, ``reach_m`` for continuing and
-   ``occlusion_reach_m`` for hiding what lies behind it. Remembered surfaces the view does not show only hide.
+   the cells they enclose, grown ``reach_m`` for continuing and ``occlusion_reach_m`` for hiding what lies behind it,
+   never through a cell where a view (this one or an earlier one) saw through the plane or saw something in front of
+   it (a wall does not grow above a ceiling seen in front of its plane). The most recently seen remembered surfaces
+   the view does not show only hide.
 4. **Geometry**: each hole pixel's ray meets the surfaces; the nearest one standing where it is met hides the others,
    and continues into the pixel, with its depth and confidence ``continued_confidence``, when it is met within reach,
    within ``max_range_m``, at a usable angle, and no nearby kept pixel sees through it (its silhouette). Hole pixels
@@ -23,15 +25,17 @@ Each frame, in stages:
    folded onto one and repeated in phase; along one without, the largest seen stretch is mirrored. The tile is built
    once per surface, so every later view of the continued surface sees the same texture (a checkerboard continues as
    a checkerboard, not as fog).
-6. **Unknown pixels** get the push-pull fill (``reproject``'s, at half resolution) of the kept and continued colours:
-   a picture only, with depth 0 and confidence 0, so nothing of it is fused. A view memory does not cover at all is
-   mid-grey.
+6. **Unknown pixels** are a picture only, with depth 0 and confidence 0, so nothing of them is fused: where a large
+   remembered surface stands (within ``occlusion_reach_m`` of what memory has shown of it) its texture is drawn, the
+   rest is the push-pull fill (``reproject``'s, at half resolution) of the other colours. A view with nothing to draw
+   from is mid-grey.
 
 The generator remembers at most ``cache_size`` surfaces (least recently used dropped first). A fit is matched to a
 surface by plane and appearance (its colours must fall in the texture's colour bins), so a server that shares one
-generator between worlds does not lend one world's floor texture to another; another world's remembered surfaces can
-only hide (never add) continuation. What is remembered lives on the instance: a world reloaded into a fresh server
-starts with none.
+generator between worlds does not lend one world's floor texture to another; another world's surfaces the view does
+not show can only hide (never add) continuation, and learn nothing from it. What is remembered lives on the
+instance: a world reloaded into a fresh server starts with none, and a surface continued before it was reloaded may
+then grow again from what was continued.
 """
 
 from __future__ import annotations
@@ -71,6 +75,11 @@ EDGE_TOLERANCE_FACTOR = 2.0
 SILHOUETTE_PROBE_SHARE = 1 / 40
 """A hole pixel is not continued with a plane that the nearest kept pixel in one of the four image directions,
 within this share of the image width, sees through."""
+MIN_DRAWN_AREA_M2 = 1.0
+"""A surface memory has shown at least this much of (square metres) is drawn, as a picture only, where it stands in
+a view's unknown pixels beyond its reach."""
+MAX_HIDING_SURFACES = 16
+"""Most remembered surfaces (the most recently seen) that hide what lies behind them in a view not showing them."""
 COLOR_BIN = 32
 """Width of the colour bins (0..255 units per channel) a cached texture is recognised by."""
 
@@ -96,8 +105,8 @@ class ContinuationOptions:
     """How far past its support a plane hides what lies behind it (pixels there stay unknown), metres."""
     support_cell_m: float = 0.1
     """Cell of the support grid in plane coordinates, metres."""
-    max_range_m: float = 15.0
-    """Farthest continued depth, metres along the optical axis."""
+    max_range_m: float = 8.0
+    """Farthest continued depth, metres along the optical axis (memory's anchors keep depth up to 8 m by default)."""
     min_incidence_cos: float = 0.25
     """Smallest |cos| between a pixel's ray and a plane's normal for the pixel to support the plane or be continued
     with it (memory seen at a grazing angle is smeared; a grazing hit is unstable)."""
@@ -113,10 +122,11 @@ class ContinuationOptions:
     like the unknown ones until a view shows enough of it)."""
     min_period_correlation: float = 0.5
     """Normalised autocorrelation a lag needs to count as the texture's period along an axis."""
-    surface_match_deg: float = 5.0
-    surface_match_m: float = 0.1
-    """A fit within this angle of a remembered surface's normal and this distance (metres) of its offset, with at
-    least half its inliers on that surface's plane, sees that surface (whose plane then stands in for the fit)."""
+    surface_match_deg: float = 10.0
+    surface_match_m: float = 0.25
+    """A fit whose normal is within this angle of a remembered surface's and whose inliers lie within this distance
+    (metres, on average) of its plane sees that surface when at least half of them lie on it (its plane then stands in
+    for the fit); otherwise the fit is a bad view of it and is not used."""
     appearance_share: float = 0.8
     """Share of a view's seen colours that must fall in a cached tile's colour bins (or next to them) to reuse it."""
     cache_size: int = 256
@@ -216,8 +226,10 @@ def fit_planes(points_cam: np.ndarray, grid_rc: np.ndarray, least: int, options:
     chance, a slab of clutter) is set aside.
     """
     planes: list[tuple[np.ndarray, float, np.ndarray, float]] = []
-    free = np.ones(len(points_cam), bool)
     least = max(3, least)
+    if len(points_cam) < least:
+        return planes
+    free = np.ones(len(points_cam), bool)
     tolerance = options.inlier_tolerance_m
     lookup = np.full(tuple(grid_rc.max(axis=0) + 1), -1, np.int64)
     lookup[grid_rc[:, 0], grid_rc[:, 1]] = np.arange(len(grid_rc))
@@ -266,24 +278,45 @@ def _box_sum(values: np.ndarray, radius: int) -> np.ndarray:
     return summed[size:, size:] - summed[:-size, size:] - summed[size:, :-size] + summed[:-size, :-size]
 
 
-def _between(occupied: np.ndarray, axis: int) -> np.ndarray:
-    """Cells of a bool grid with an occupied cell on both sides of them (or on them) along ``axis``."""
-    before = np.maximum.accumulate(occupied, axis=axis)
-    after = np.flip(np.maximum.accumulate(np.flip(occupied, axis=axis), axis=axis), axis=axis)
-    return before & after
-
-
 @numba.njit(cache=True)
-def _grow_levels(region, open_cells, reach_steps, hide_steps):
-    """Breadth-first growth of a bool grid ``region`` through 8-neighbours in ``open_cells``: uint8 level 2 within
-    ``reach_steps`` steps, 1 within ``hide_steps``, 0 beyond or unreachable."""
-    rows, cols = region.shape
+def _support_levels(occupied, blocked, reach_steps, hide_steps):
+    """Where a plane stands, on its grid: from bool (A, B) ``occupied`` cells (memory holds them) and ``blocked``
+    cells (a view showed something else there), uint8 level 2 within ``reach_steps`` 8-neighbour steps of the region,
+    1 within ``hide_steps``, 0 beyond. The region is the held cells (occupied, with an occupied neighbour: a lone cell
+    is noise) and the open cells they enclose along both axes; the steps go only through open cells: held, or not
+    within one cell of a blocked one (the rays are sampled sparsely: the plane must not leak between them)."""
+    rows, cols = occupied.shape
+    held = np.zeros((rows, cols), np.bool_)
+    open_cells = np.zeros((rows, cols), np.bool_)
+    for a in range(rows):
+        for b in range(cols):
+            neighbours, near_blocked = 0, False
+            for da in range(-1, 2):
+                for db in range(-1, 2):
+                    na, nb = a + da, b + db
+                    if 0 <= na < rows and 0 <= nb < cols:
+                        neighbours += occupied[na, nb]
+                        near_blocked |= blocked[na, nb]
+            held[a, b] = occupied[a, b] and neighbours > 1
+            open_cells[a, b] = held[a, b] or not near_blocked
+    first_col = np.full(rows, cols, np.int64)
+    last_col = np.full(rows, -1, np.int64)
+    first_row = np.full(cols, rows, np.int64)
+    last_row = np.full(cols, -1, np.int64)
+    for a in range(rows):
+        for b in range(cols):
+            if held[a, b]:
+                first_col[a] = min(first_col[a], b)
+                last_col[a] = max(last_col[a], b)
+                first_row[b] = min(first_row[b], a)
+                last_row[b] = max(last_row[b], a)
     steps = np.full((rows, cols), -1, np.int64)
     queue = np.empty(rows * cols, np.int64)
     tail = 0
     for a in range(rows):
         for b in range(cols):
-            if region[a, b]:
+            enclosed = first_col[a] <= b <= last_col[a] and first_row[b] <= a <= last_row[b] and open_cells[a, b]
+            if held[a, b] or enclosed:
                 steps[a, b] = 0
                 queue[tail] = a * cols + b
                 tail += 1
@@ -328,24 +361,21 @@ class Support:
 
     @classmethod
     def of(cls, held: np.ndarray, blocked: np.ndarray, options: ContinuationOptions) -> Support:
-        """From (N, 2) plane coordinates (metres) of the plane's cells memory holds and (E, 2) of the points where
-        the view shows something else (kept pixels' rays cross the plane well before or behind their surface)."""
+        """From (N, 2) int cells (of ``support_cell_m``, in plane coordinates) memory holds of the plane and (E, 2)
+        cells where a view showed something else (saw through it, or something in front of it)."""
         cell = options.support_cell_m
         margin = int(math.ceil(options.occlusion_reach_m / cell))
-        low = held.min(axis=0) - margin * cell
-        cells = np.floor((held - low) / cell).astype(np.int64)
+        first = held.min(axis=0) - margin
+        cells = held - first
         shape = tuple(cells.max(axis=0) + margin + 1)
         occupied = np.zeros(shape, bool)
         occupied[cells[:, 0], cells[:, 1]] = True
-        occupied &= _box_sum(occupied.astype(np.int32), 1) > 1  # a lone cell is noise, not a surface
-        shut = np.zeros(shape, np.int32)
-        shut_cells = np.floor((blocked - low) / cell).astype(np.int64)
-        inside = (shut_cells >= 0).all(axis=1) & (shut_cells[:, 0] < shape[0]) & (shut_cells[:, 1] < shape[1])
-        shut[shut_cells[inside, 0], shut_cells[inside, 1]] = 1
-        # The rays are sampled sparsely: widen the blocked cells by one so the plane cannot leak between them.
-        open_cells = occupied | (_box_sum(shut, 1) == 0)
-        region = occupied | (_between(occupied, 0) & _between(occupied, 1) & open_cells)
-        return cls(_grow_levels(region, open_cells, int(math.ceil(options.reach_m / cell)), margin), low, cell)
+        shut = np.zeros(shape, bool)
+        blocked = blocked - first
+        inside = (blocked >= 0).all(axis=1) & (blocked[:, 0] < shape[0]) & (blocked[:, 1] < shape[1])
+        shut[blocked[inside, 0], blocked[inside, 1]] = True
+        level = _support_levels(occupied, shut, int(math.ceil(options.reach_m / cell)), margin)
+        return cls(level, first * cell, cell)
 
 
 @numba.njit(cache=True)
@@ -381,10 +411,11 @@ def _nearest_kept(kept, width):
 
 
 @numba.njit(cache=True)
-def _meet_planes(rays, holes, kept_depth, width, probe_px, normals, offsets, to_plane, plane_origins, levels, level_shapes, lows,
-                 cell_m, max_range_m, min_incidence_cos):
+def _meet_planes(rays, holes, kept_depth, width, probe_px, normals, offsets, to_plane, plane_origins, levels,
+                 level_shapes, lows, cell_m, max_range_m, min_incidence_cos):
     """For the ``holes`` (flat pixel indices) of an image ``width`` pixels wide whose (H W, 3) camera-frame rays
-    (z = 1) are ``rays``: the depth (metres) and index of the plane each continues into, or depth 0 and index -1.
+    (z = 1) are ``rays``: the depth (metres) and index of the plane each continues into, or depth 0 and index -1;
+    then the index and depth of the nearest plane standing where the ray meets it (level >= 1), continued or not.
 
     A ray takes the nearest plane whose level where the ray meets it is at least 1; that plane continues into it when
     its level there is 2, the ray meets it within range at |cos| >= ``min_incidence_cos``, and none of the nearest
@@ -400,6 +431,8 @@ def _meet_planes(rays, holes, kept_depth, width, probe_px, normals, offsets, to_
     nearest_kept = _nearest_kept(kept_depth > 0, width)
     depth = np.zeros(count, np.float64)
     plane = np.full(count, -1, np.int64)
+    standing = np.full(count, -1, np.int64)
+    standing_depth = np.zeros(count, np.float64)
     for k in range(count):
         pixel = holes[k]
         rx, ry, rz = rays[pixel, 0], rays[pixel, 1], rays[pixel, 2]
@@ -423,6 +456,8 @@ def _meet_planes(rays, holes, kept_depth, width, probe_px, normals, offsets, to_
                 continue
             best, best_plane = d, p
             continues = level == 2 and -facing >= min_incidence_cos * length
+        if best_plane >= 0:
+            standing[k], standing_depth[k] = best_plane, best
         if not continues:
             continue
         # The nearest kept pixel in each of the four image directions, within probe_px, must not see through it.
@@ -438,7 +473,7 @@ def _meet_planes(rays, holes, kept_depth, width, probe_px, normals, offsets, to_
         if continues:
             depth[k] = best
             plane[k] = best_plane
-    return depth, plane
+    return depth, plane, standing, standing_depth
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -596,7 +631,8 @@ def build_texture(frame: PlaneFrame, points_world: np.ndarray, colors: np.ndarra
     near_counts = _box_sum(counts, 1)
     near_sums = np.stack([_box_sum(sums[..., c], 1) for c in range(3)], axis=-1)
     seen = counts > 0
-    image = np.where(seen[..., None], sums / np.maximum(counts, 1)[..., None], near_sums / np.maximum(near_counts, 1)[..., None])
+    image = np.where(seen[..., None], sums / np.maximum(counts, 1)[..., None],
+                     near_sums / np.maximum(near_counts, 1)[..., None])
     r0, c0, r1, c1 = _largest_rectangle(seen | (near_counts > 0))
     if min(r1 - r0, c1 - c0) < options.min_tile_texels:
         return None
@@ -612,7 +648,8 @@ def build_texture(frame: PlaneFrame, points_world: np.ndarray, colors: np.ndarra
         for db in range(3):
             for dc in range(3):
                 near |= color_bins[da : da + side, db : db + side, dc : dc + side]
-    return PlaneTexture(frame, np.ascontiguousarray(tile), texel, low + texel * np.array([c0, r0]), tuple(periods), near)
+    corner = low + texel * np.array([c0, r0])
+    return PlaneTexture(frame, np.ascontiguousarray(tile), texel, corner, tuple(periods), near)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -631,6 +668,26 @@ def _cell_keys(coordinates: np.ndarray, cell_m: float) -> np.ndarray:
     return (cells[:, 0] << 32) | cells[:, 1]
 
 
+def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """(N,) bool: which ``keys`` are in the sorted array ``sorted_keys``."""
+    if len(sorted_keys) == 0:
+        return np.zeros(len(keys), bool)
+    at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return sorted_keys[at] == keys
+
+
+def _merged(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """The sorted unique union of the sorted unique array ``sorted_keys`` and ``keys``."""
+    new = np.unique(keys)
+    new = new[~_contains(sorted_keys, new)]
+    return np.sort(np.concatenate([sorted_keys, new])) if len(new) else sorted_keys
+
+
+def _cells(keys: np.ndarray) -> np.ndarray:
+    """(N,) cell keys -> (N, 2) int64 cell indices (s, t)."""
+    return np.stack([keys >> 32, keys & 0xFFFFFFFF], axis=1) - CELL_KEY_OFFSET
+
+
 def _neighbourhood(keys: np.ndarray) -> np.ndarray:
     """Sorted unique keys of the cells of ``keys`` and their 8 neighbours."""
     keys = np.unique(keys)
@@ -641,17 +698,20 @@ def _neighbourhood(keys: np.ndarray) -> np.ndarray:
 @dataclass
 class _Surface:
     """What the generator remembers of one plane across views: its frame, its texture (built once, from the first
-    view that shows enough of it), and which cells of its ``support_cell_m`` grid memory has shown it (``seen``)
-    and which it continued itself (``generated``, never seen), as sorted int64 cell keys (``_cell_keys``).
+    view that shows enough of it), and, as sorted int64 keys (``_cell_keys``) of its ``support_cell_m`` grid, the
+    cells memory has shown of it (``seen``), those it continued itself and memory never showed (``generated``), and
+    those where a view showed something else (``blocked``: it saw through the plane there, or something in front).
 
-    A plane grows only from its seen cells: what it continued comes back in later memory renders, and growing from
-    that would let a wall creep past a corner frame after frame.
+    A plane grows only from its seen cells, never through blocked ones: what it continued comes back in later memory
+    renders, and growing from that would let a wall creep past a corner frame after frame; a ceiling seen once in
+    front of a wall's plane keeps the wall from growing above it in a view that does not show the ceiling.
     """
 
     frame: PlaneFrame
     texture: PlaneTexture | None
     seen: np.ndarray
     generated: np.ndarray
+    blocked: np.ndarray
 
 
 @numba.njit(cache=True)
@@ -683,7 +743,7 @@ def _upsample_into(rgb, where, small):
 
 @dataclass(frozen=True)
 class _ViewPlane:
-    """One plane fitted in one view: its surface, where it stands, and the sampled kept pixels it explains."""
+    """One surface in one view: its plane in the camera frame and where it stands."""
 
     surface: _Surface
     normal_cam: np.ndarray
@@ -693,8 +753,6 @@ class _ViewPlane:
     to_plane: np.ndarray
     plane_origin: np.ndarray
     """Surface coordinates of a camera-frame point ``x``: ``x @ to_plane + plane_origin`` ((3, 2) and (2,), metres)."""
-    inlier_pixels: np.ndarray
-    """(K,) flat pixel indices."""
 
 
 class ContinuationGenerator(Generator):
@@ -747,8 +805,6 @@ class ContinuationGenerator(Generator):
 
         # 1. Kept pixels: memory's colour and depth, confidence 1.
         kept = (render.mask & (render.depth > 0)).reshape(-1)
-        if not kept.any():
-            return np.full((*shape, 3), EMPTY_GREY, np.uint8), np.zeros(shape, np.float32), np.zeros(shape, np.float32), 0
         confidence = kept.astype(np.float32)
         holes = np.flatnonzero(~kept)
         if len(holes) == 0:
@@ -777,16 +833,16 @@ class ContinuationGenerator(Generator):
                                      continues=bool(inliers.sum() >= least and spread >= MIN_PLANE_SPREAD_M))
             if plane is not None and all(plane.surface is not other.surface for other in planes):
                 planes.append(plane)
-        if not planes:
-            return self._fill_unknown(rgb, depth, confidence, shape) + (0,)
         shown = len(planes)
-        # The remembered surfaces this view does not show still hide what lies behind them (a wall's plane does not
-        # continue below a floor the view does not show).
-        for surface in list(self._surfaces.values()):
+        # The most recently seen remembered surfaces this view does not show still hide what lies behind them (a
+        # wall's plane does not continue below a floor the view does not show).
+        for surface in list(reversed(self._surfaces.values()))[:MAX_HIDING_SURFACES]:
             if all(surface is not plane.surface for plane in planes):
-                hiding = self._stand(surface, pose, points_cam, sampled[:0], continues=False)
+                hiding = self._stand(surface, pose, points_cam, continues=False, records=False)
                 if hiding is not None:
                     planes.append(hiding)
+        if not planes:
+            return self._fill_unknown(rgb, depth, confidence, shape) + (0,)
 
         # 4. Geometry: the nearest plane standing where each hole pixel's ray meets it, if it continues there.
         level_shape = np.max([plane.support.level.shape for plane in planes], axis=0)
@@ -794,7 +850,7 @@ class ContinuationGenerator(Generator):
         for index, plane in enumerate(planes):
             levels[index, : plane.support.level.shape[0], : plane.support.level.shape[1]] = plane.support.level
         probe_px = max(2, round(shape[1] * SILHOUETTE_PROBE_SHARE))
-        hole_depth, hole_plane = _meet_planes(
+        hole_depth, hole_plane, standing, standing_depth = _meet_planes(
             rays_cam, holes, np.where(kept, depth, 0.0), shape[1], probe_px, np.stack([p.normal_cam for p in planes]),
             np.array([p.offset_cam_m for p in planes]), np.stack([p.to_plane for p in planes]),
             np.stack([p.plane_origin for p in planes]), levels, np.array([p.support.level.shape for p in planes]),
@@ -804,7 +860,7 @@ class ContinuationGenerator(Generator):
         # 5. Texture: each continued pixel takes its surface's texture where its ray meets the plane (a surface shown
         # too little for a texture is painted with the unknown pixels); the surface remembers the cells it was
         # continued into.
-        unpainted = np.zeros(kept.size, bool)
+        unpainted, painted = np.zeros(kept.size, bool), np.zeros(kept.size, bool)
         for index, plane in enumerate(planes[:shown]):
             chosen = np.flatnonzero(hole_plane == index)
             if len(chosen) == 0:
@@ -821,20 +877,34 @@ class ContinuationGenerator(Generator):
             depth[pixels] = hole_depth[chosen]
             confidence[pixels] = options.continued_confidence
             continued_cells = _neighbourhood(_cell_keys(hits, options.support_cell_m))
-            new = continued_cells[~np.isin(continued_cells, surface.seen, assume_unique=True)]
-            surface.generated = np.union1d(surface.generated, new)
+            surface.generated = _merged(surface.generated, continued_cells[~_contains(surface.seen, continued_cells)])
 
-        # 6. Unknown pixels: a picture from the known colours (depth 0, confidence 0: never fused).
-        return self._fill_unknown(rgb, depth, confidence, shape, unpainted) + (shown,)
+        # 6. Unknown pixels: where a large textured surface stands (not near enough to continue it) it is drawn, the
+        # rest is the push-pull fill of the known colours: a picture only (depth 0, confidence 0: never fused).
+        for index, plane in enumerate(planes):
+            drawn = np.flatnonzero((standing == index) & (hole_plane < 0))
+            area_m2 = len(plane.surface.seen) * options.support_cell_m**2
+            if len(drawn) and plane.surface.texture is not None and area_m2 >= MIN_DRAWN_AREA_M2:
+                hits = (rays_cam[holes[drawn]] * standing_depth[drawn, None]) @ plane.to_plane + plane.plane_origin
+                rgb[holes[drawn]] = plane.surface.texture.sample(hits)
+                unpainted[holes[drawn]] = False
+                painted[holes[drawn]] = True
+        return self._fill_unknown(rgb, depth, confidence, shape, unpainted, painted) + (shown,)
 
     @staticmethod
     def _fill_unknown(rgb: np.ndarray, depth: np.ndarray, confidence: np.ndarray, shape: tuple[int, int],
-                      unpainted: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      unpainted: np.ndarray | None = None,
+                      painted: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Flat (H W, 3) colours, (H W,) depths and confidences -> the view's arrays, with every confidence-0 pixel
-        given depth 0, and those and the ``unpainted`` ones (bool (H W,)) the push-pull fill of the others' colours."""
+        given depth 0, and those (but the ``painted`` ones) and the ``unpainted`` ones (bool (H W,)) the push-pull
+        fill of the others' colours (mid-grey when there are no others)."""
         unknown = confidence == 0
         paint = unknown if unpainted is None else unknown | unpainted
-        if paint.any():
+        if painted is not None:
+            paint &= ~painted
+        if paint.all():  # nothing to fill from
+            rgb[:] = EMPTY_GREY
+        elif paint.any():
             # At half resolution (a quarter of the cost): 2x2 blocks average their painted pixels.
             image = rgb.reshape(*shape, 3)
             sums, weight = _half_resolution(image, ~paint.reshape(shape))
@@ -858,7 +928,8 @@ class ContinuationGenerator(Generator):
             return None
         if surface is None:
             normal_world = pose.rotation @ normal_cam
-            surface = self._remember(PlaneFrame.from_plane(normal_world, offset_cam_m - float(normal_world @ pose.position)))
+            offset_world = offset_cam_m - float(normal_world @ pose.position)
+            surface = self._remember(PlaneFrame.from_plane(normal_world, offset_world))
         else:
             normal_cam = pose.rotation.T @ surface.frame.normal
             offset_cam_m = surface.frame.offset_m + float(surface.frame.normal @ pose.position)
@@ -868,16 +939,19 @@ class ContinuationGenerator(Generator):
         to_plane = pose.rotation.T @ np.stack([frame.axis_s, frame.axis_t], axis=1)
         ray_cos = np.abs(points_cam @ normal_cam) / np.linalg.norm(points_cam, axis=1)
         inliers = inliers & (ray_cos >= options.min_incidence_cos)
-        keys = _cell_keys(points_cam[inliers] @ to_plane + frame.coordinates(pose.position[None])[0], options.support_cell_m)
-        surface.seen = np.union1d(surface.seen, np.unique(keys[~np.isin(keys, surface.generated)]))
-        return self._stand(surface, pose, points_cam, sampled[inliers], continues=continues)
+        camera_st = frame.coordinates(pose.position[None])[0]
+        keys = _cell_keys(points_cam[inliers] @ to_plane + camera_st, options.support_cell_m)
+        surface.seen = _merged(surface.seen, keys[~_contains(surface.generated, keys)])
+        return self._stand(surface, pose, points_cam, continues=continues)
 
-    def _stand(self, surface: _Surface, pose: Pose, points_cam: np.ndarray, inlier_pixels: np.ndarray, *,
-               continues: bool) -> _ViewPlane | None:
+    def _stand(self, surface: _Surface, pose: Pose, points_cam: np.ndarray, *, continues: bool,
+               records: bool = True) -> _ViewPlane | None:
         """Where ``surface`` stands in the view at ``pose``, whose kept sampled pixels have camera-frame points
-        ``points_cam``: grown from every cell of it memory has shown, never through the cells the view sees through.
-        ``continues``: False for a surface the view does not show, which only hides what lies behind it. None when the
-        camera is behind the surface, memory has shown none of it, or all of it is out of range."""
+        ``points_cam`` (``Support``): grown from every cell of it memory has shown, never through a blocked cell
+        (this view's or an earlier one's). ``continues``: False for a surface that only hides what lies behind it.
+        ``records``: whether the surface remembers this view's blocked cells (only for a surface the view shows:
+        another world's surface on a shared generator must not learn from this one). None when the camera is behind
+        the surface, memory has shown none of it, or all of it is out of range."""
         options = self.options
         frame = surface.frame
         offset_cam_m = frame.offset_m + float(frame.normal @ pose.position)
@@ -886,47 +960,56 @@ class ContinuationGenerator(Generator):
         normal_cam = pose.rotation.T @ frame.normal
         to_plane = pose.rotation.T @ np.stack([frame.axis_s, frame.axis_t], axis=1)
         plane_origin = frame.coordinates(pose.position[None])[0]
-        cells = np.stack([surface.seen >> 32, surface.seen & 0xFFFFFFFF], axis=1) - CELL_KEY_OFFSET
-        held = (cells + 0.5) * options.support_cell_m
-        nearest = np.clip(plane_origin, held.min(axis=0), held.max(axis=0))  # of the seen cells' box, to the camera
-        if offset_cam_m > options.max_range_m or np.linalg.norm(nearest - plane_origin) > options.max_range_m + options.occlusion_reach_m:
+        held = _cells(surface.seen)
+        nearest = np.clip(plane_origin, held.min(axis=0) * options.support_cell_m,
+                          (held.max(axis=0) + 1) * options.support_cell_m)  # of the seen cells' box, to the camera
+        reach_m = options.max_range_m + options.occlusion_reach_m
+        if offset_cam_m > options.max_range_m or np.linalg.norm(nearest - plane_origin) > reach_m:
             return None
         # Where kept pixels' rays cross the plane well before their surface, the view sees through it; where they
-        # cross it well behind their surface, the view sees something else in front of it (a wall's plane above the
-        # ceiling, a floor's beyond a wall): the plane does not grow through either.
+        # cross it behind their surface, the view shows something else in front of it (a wall's plane above the
+        # ceiling, a floor's beyond a wall). The surface remembers both, and does not grow through them.
         depth = points_cam[:, 2]
         facing = points_cam @ normal_cam / depth
         with np.errstate(divide="ignore"):
             crossing = np.where(facing < 0, -offset_cam_m / np.minimum(facing, -1e-12), np.inf)
         through = crossing * (1 + SEE_THROUGH_MARGIN_SHARE) + SEE_THROUGH_MARGIN_M < depth
-        covered = np.isfinite(crossing) & (depth * (1 + SEE_THROUGH_MARGIN_SHARE) + SEE_THROUGH_MARGIN_M < crossing)
-        blocked = through | covered
-        blocked_points = (crossing[blocked, None] * (points_cam[blocked] / depth[blocked, None])) @ to_plane + plane_origin
-        support = Support.of(held, blocked_points, options)
+        covered = np.isfinite(crossing) & (depth + SEE_THROUGH_MARGIN_M < crossing)
+        marked = through | covered
+        crossings = (crossing[marked, None] * (points_cam[marked] / depth[marked, None])) @ to_plane + plane_origin
+        blocked = _merged(surface.blocked, _cell_keys(crossings, options.support_cell_m))
+        if records:
+            surface.blocked = blocked
+        support = Support.of(held, _cells(blocked), options)
         if not continues:
             support = Support(np.minimum(support.level, 1), support.low, support.cell_m)
-        return _ViewPlane(surface, normal_cam, offset_cam_m, support, to_plane, plane_origin, inlier_pixels)
+        return _ViewPlane(surface, normal_cam, offset_cam_m, support, to_plane, plane_origin)
 
     def _remembered(self, normal_cam: np.ndarray, offset_cam_m: float, inliers: np.ndarray, sampled: np.ndarray,
                     points_cam: np.ndarray, pose: Pose, rgb: np.ndarray) -> _Surface | None | bool:
-        """The remembered surface a camera-frame plane fit sees: within ``surface_match_deg`` and ``surface_match_m``
-        of it, at least half the fit's inliers within the inlier tolerance of its plane, and (once it has a texture)
-        the inliers' colours in its colour bins. None when there is none; False when the fit lies within the angle
-        and distance of a surface of its colours but off its plane (memory seen badly, e.g. smeared): not to be used.
+        """The remembered surface a camera-frame plane fit sees: its normal within ``surface_match_deg`` of the
+        fit's, at least half the fit's inliers within the inlier tolerance of its plane, and (once it has a texture)
+        the inliers' colours in its colour bins. None when there is none; False when the fit lies near a surface of
+        its colours (normals within the angle, inliers within ``surface_match_m`` of its plane on average) but off its
+        plane (memory seen badly, e.g. smeared at a grazing angle): not to be used.
         """
         options = self.options
         normal_world = pose.rotation @ normal_cam
-        offset_world = offset_cam_m - float(normal_world @ pose.position)
         cos_tolerance = math.cos(math.radians(options.surface_match_deg))
         points, colors = points_cam[inliers], rgb[sampled[inliers]]
+        if len(points) == 0:
+            return None
         found: _Surface | None | bool = None
         for key, surface in self._surfaces.items():
             frame = surface.frame
-            if float(frame.normal @ normal_world) < cos_tolerance or abs(frame.offset_m - offset_world) > options.surface_match_m:
+            if float(frame.normal @ normal_world) < cos_tolerance:
+                continue
+            offset_cam_m = frame.offset_m + float(frame.normal @ pose.position)
+            residuals = np.abs(points @ (pose.rotation.T @ frame.normal) + offset_cam_m)
+            if residuals.mean() > options.surface_match_m:
                 continue
             if surface.texture is not None and not surface.texture.explains(colors, options.appearance_share):
                 continue
-            residuals = np.abs(points @ (pose.rotation.T @ frame.normal) + frame.offset_m + float(frame.normal @ pose.position))
             if np.mean(residuals < options.inlier_tolerance_m) < 0.5:
                 found = False
                 continue
@@ -936,7 +1019,8 @@ class ContinuationGenerator(Generator):
 
     def _remember(self, frame: PlaneFrame) -> _Surface:
         """A new remembered surface on ``frame`` (the least recently used dropped beyond ``cache_size``)."""
-        surface = _Surface(frame, None, np.zeros(0, np.int64), np.zeros(0, np.int64))
+        empty = np.zeros(0, np.int64)
+        surface = _Surface(frame, None, empty, empty, empty)
         self._surfaces[self._next_surface_id] = surface
         self._next_surface_id += 1
         while len(self._surfaces) > self.options.cache_size:
@@ -954,8 +1038,8 @@ class ContinuationGenerator(Generator):
         on_plane = np.abs(points_cam @ plane.normal_cam + plane.offset_cam_m) < options.inlier_tolerance_m
         for other in planes:
             if other is not plane:
-                edge = np.abs(points_cam @ other.normal_cam + other.offset_cam_m) < EDGE_TOLERANCE_FACTOR * options.inlier_tolerance_m
-                on_plane &= ~edge
+                distance = np.abs(points_cam @ other.normal_cam + other.offset_cam_m)
+                on_plane &= distance >= EDGE_TOLERANCE_FACTOR * options.inlier_tolerance_m
         pixels, points_cam = kept[on_plane], points_cam[on_plane]
         ray_cos = np.abs(rays_cam[pixels] @ plane.normal_cam) / np.linalg.norm(rays_cam[pixels], axis=1)
         footprints = points_cam[:, 2] / (intrinsics.fx * np.maximum(ray_cos, options.min_incidence_cos))
