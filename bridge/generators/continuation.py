@@ -764,12 +764,7 @@ class ContinuationGenerator(Generator):
     """
 
     name: ClassVar[str] = "continue"
-    chunk_multiple: ClassVar[int] = 1
-    chunk_offset: ClassVar[int] = 0
     max_frames: ClassVar[int] = 64
-    max_width: ClassVar[int] = 1920
-    max_height: ClassVar[int] = 1080
-    size_multiple: ClassVar[int] = 1
     returns_depth: ClassVar[bool] = True
 
     def __init__(self, **options: object) -> None:
