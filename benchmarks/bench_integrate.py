@@ -79,8 +79,10 @@ def main() -> None:
         median, best = time_calls(lambda: vmap.integrate(timed, frame_id=10_000), args.repeats)
         rows.append((f"worldweave VoxelMap ({backend} index)", size, median, best))
 
-    import open3d as o3d
-    import open3d.core as o3c
+    from worldweave.bridge.open3d_import import load_open3d
+
+    o3d = load_open3d()
+    o3c = o3d.core
 
     vbg = o3d.t.geometry.VoxelBlockGrid(
         attr_names=("tsdf", "weight", "color"), attr_dtypes=(o3c.float32, o3c.float32, o3c.float32),

@@ -17,12 +17,13 @@ import time
 
 import numba
 import numpy as np
-import open3d as o3d
 import torch
 
+from worldweave.bridge.open3d_import import load_open3d
 from worldweave.bridge.render import render_points
 from worldweave.proto.geometry import Intrinsics, Pose
 
+o3d = load_open3d()
 INTRINSICS = Intrinsics(585.0, 585.0, 319.5, 239.5, 640, 480)
 
 

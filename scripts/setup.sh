@@ -1,39 +1,45 @@
 #!/usr/bin/env bash
-# Installs everything worldweave needs on a fresh machine; safe to run again (fast when nothing changed).
-#   1. libusb-1.0, the system library Open3D loads (Debian/Ubuntu, as root or via sudo);
-#   2. PyTorch, only when none is installed: the CPU build 2.13.0. With CUDA, install your own torch first;
-#   3. buf (the proto linter the tests run), from npm into .tools/;
-#   4. worldweave itself (editable) with its pinned dependencies and the test tools.
+# Sets worldweave up in the project's virtual environment .venv/; needs no root and no npm; safe to run again
+# (a few seconds when nothing changed). Afterwards run its programs as .venv/bin/worldweave, .venv/bin/pytest.
+#   1. .venv/, made with ${PYTHON:-python3} (>= 3.10). An environment you already have (say one holding your CUDA
+#      build of torch) can stand in for it: `ln -s /path/to/env .venv` before running this.
+#   2. PyTorch, only when .venv has none: torch==2.13.0 (the CPU build where pip finds one); a torch already there
+#      is kept, so install your CUDA build into .venv first to use a GPU.
+#   3. worldweave itself (editable) with its pinned dependencies and the test tools; libusb (which Open3D links)
+#      and buf (the proto linter) come as wheels from PyPI.
+# What only the system can provide is checked and named in one line: Python's venv module, and the OpenGL/X11
+# libraries Open3D links (present on desktops; on a bare server: apt-get install libgl1 libegl1 libx11-6).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+VENV=.venv
+PIP=(-m pip install --quiet --disable-pip-version-check)
 
-if ! ldconfig -p 2>/dev/null | grep 'libusb-1.0.so.0' >/dev/null; then
-  echo "[setup] installing libusb-1.0 (needed by Open3D)"
-  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq libusb-1.0-0 >/dev/null
-fi
-
-if ! $PYTHON -c "import torch" 2>/dev/null; then
-  echo "[setup] no PyTorch found: installing the CPU build torch==2.13.0"
-  $PYTHON -m pip install --quiet "torch==2.13.0"
-fi
-
-# buf lints the .proto in the tests; installed from the npm registry into .tools/ (needs node and npm).
-if [ ! -x .tools/node_modules/.bin/buf ]; then
-  if command -v npm >/dev/null; then
-    echo "[setup] installing buf (proto linter) into .tools/"
-    npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@1.75.0 >/dev/null
-  else
-    echo "[setup] npm not found: the buf lint test will fail until @bufbuild/buf is installed" >&2
+if [ ! -x "$VENV/bin/python" ]; then
+  if ! "$PYTHON" -c "import ensurepip, venv" 2>/dev/null; then
+    echo "[setup] $PYTHON cannot make a virtual environment: on Debian/Ubuntu, apt-get install python3-venv" >&2
+    exit 1
   fi
+  echo "[setup] creating the virtual environment $VENV/ with $PYTHON ($("$PYTHON" --version 2>&1))"
+  "$PYTHON" -m venv "$VENV"
+fi
+py="$VENV/bin/python"
+
+if ! "$py" -c "import torch" 2>/dev/null; then
+  echo "[setup] no PyTorch in $VENV/: installing torch==2.13.0 (about 1 minute)"
+  "$py" "${PIP[@]}" "torch==2.13.0"
 fi
 
-stamp=.setup-stamp
+stamp="$VENV/.worldweave-setup"
 want=$(cat pyproject.toml setup.py | sha256sum | cut -d' ' -f1)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! $PYTHON -c "import worldweave.bridge" 2>/dev/null; then
-  echo "[setup] installing worldweave and its pinned dependencies"
-  $PYTHON -m pip install --quiet --disable-pip-version-check -e ".[test]"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$py" -c "import worldweave.bridge" 2>/dev/null; then
+  echo "[setup] installing worldweave and its pinned dependencies into $VENV/ (1-3 minutes the first time)"
+  "$py" "${PIP[@]}" -e ".[test]"
   echo "$want" > "$stamp"
 fi
-echo "[setup] ready: $($PYTHON -c 'import torch; print("torch", torch.__version__)')"
+
+if ! err=$("$py" -c "from worldweave.bridge.open3d_import import load_open3d; load_open3d()" 2>&1); then
+  echo "[setup] Open3D does not load (${err##*$'\n'}): on Debian/Ubuntu, apt-get install libgl1 libegl1 libx11-6" >&2
+  exit 1
+fi
+echo "[setup] ready in $VENV/: $("$py" -c 'import torch; print("torch", torch.__version__)'); run .venv/bin/worldweave"

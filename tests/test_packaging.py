@@ -1,8 +1,15 @@
-"""The install exposes only the worldweave namespace, and the CLI answers --help."""
+"""The install exposes only the worldweave namespace, and the CLI answers --help and --version as a terminal shows them."""
 
 import importlib.util
+import re
 import subprocess
 import sys
+from importlib.metadata import version
+
+import pytest
+
+from worldweave.bridge.eval.cli import EVAL_KINDS
+from worldweave.server.cli import SUBCOMMANDS, main
 
 
 def test_bare_top_level_names_are_not_importable():
@@ -30,4 +37,44 @@ def test_core_imports_without_open3d():
 def test_cli_help_lists_subcommands():
     out = subprocess.run([sys.executable, "-m", "worldweave.server.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
-    assert "demo" in out.stdout
+    assert all(name in out.stdout for name in SUBCOMMANDS)
+
+
+def test_cli_states_its_version():
+    out = subprocess.run([sys.executable, "-m", "worldweave.server.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == f"worldweave {version('worldweave')}"
+
+
+def _option_entries(help_text: str) -> dict[str, str]:
+    """The options section of argparse help: invocation ("--port PORT") -> its help text, lines joined."""
+    entries: dict[str, str] = {}
+    section = help_text.split("\noptions:\n", 1)[1]
+    invocation = None
+    for line in section.splitlines():
+        if re.match(r"^  -", line):
+            invocation, _, text = line.strip().partition("  ")
+            entries[invocation] = text.strip()
+        elif line.startswith("   ") and invocation is not None:
+            entries[invocation] += " " + line.strip()
+        else:
+            invocation = None  # a blank line or the epilog ends the section
+    return entries
+
+
+COMMANDS = [*(name for name in SUBCOMMANDS if name not in ("eval", "train")), *(f"eval {kind}" for kind in EVAL_KINDS)]
+"""Every command whose help lists options (the eval router's kinds instead of the router)."""
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_option_that_takes_a_value_states_its_default(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([*command.split(), "--help"])
+    assert done.value.code == 0
+    help_text = capsys.readouterr().out
+    assert "``" not in help_text, "reStructuredText code marks must not reach the terminal"
+    entries = _option_entries(help_text)
+    assert "-h, --help" in entries
+    valued = {name: text for name, text in entries.items() if " " in name.split(", ")[-1]}  # "--port PORT"
+    assert valued, help_text
+    missing = [name for name, text in valued.items() if "default" not in text]
+    assert not missing, f"worldweave {command}: no default stated for {missing}"

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from worldweave.bridge.memory.voxel_map import VoxelMap
+from worldweave.bridge.open3d_import import load_open3d
 from worldweave.bridge.storage import atomic_folder
 from worldweave.proto.errors import StorageError
 
@@ -35,7 +36,7 @@ def test_save_load_round_trip(tmp_path):
 
 
 def test_ply_is_readable_by_open3d(tmp_path):
-    import open3d as o3d
+    o3d = load_open3d()
 
     vmap = filled_map(1)
     vmap.save(tmp_path / "world")

@@ -1,13 +1,14 @@
-"""``worldweave eval KIND ...``: one evaluation per kind, each in its own module.
+"""Evaluate spatial memory and generation: ``worldweave eval KIND [OPTIONS]``, one evaluation per KIND."""
 
-Each module in ``EVAL_KINDS`` defines ``add_arguments(parser)`` and ``run(args) -> int``, like the top-level
-subcommands; it is imported only when its kind runs, so ``worldweave eval --help`` stays fast.
-"""
+# Each module in EVAL_KINDS defines add_arguments(parser) and run(args) -> int, like the top-level subcommands;
+# it is imported only when its kind runs, so `worldweave eval --help` stays fast.
 
 from __future__ import annotations
 
 import argparse
 import importlib
+
+from worldweave.bridge.cli_help import module_parser
 
 EVAL_KINDS: dict[str, tuple[str, str]] = {
     "rgbd": ("worldweave.bridge.eval.rgbd", "fuse real RGB-D frames, render held-out poses from memory, score them"),
@@ -25,7 +26,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     module_name, help_text = EVAL_KINDS[args.kind]
     module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"worldweave eval {args.kind}", description=module.__doc__ or help_text,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    module.add_arguments(parser)
+    parser = module_parser(f"worldweave eval {args.kind}", module, help_text)
     return int(module.run(parser.parse_args(args.options)) or 0)

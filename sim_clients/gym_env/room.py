@@ -38,6 +38,16 @@ class Room:
     seed: int
 
     @property
+    def surface_area_m2(self) -> float:
+        """The room's surface in all, square metres: the shell's six faces plus the six faces of every furniture box
+        (faces against the floor or a wall counted too, so the surface a camera can see is at most this)."""
+        sizes = [float(a) for a in self.size_m]
+        shell = 2 * (sizes[0] * sizes[1] + sizes[0] * sizes[2] + sizes[1] * sizes[2])
+        edges = self.boxes_m[:, 1] - self.boxes_m[:, 0]
+        boxes = 2 * (edges[:, 0] * edges[:, 1] + edges[:, 0] * edges[:, 2] + edges[:, 1] * edges[:, 2])
+        return shell + float(boxes.sum())
+
+    @property
     def spawn_m(self) -> np.ndarray:
         """The spawn point: the room's centre at eye height, (3,) world metres (furniture keeps clear of it)."""
         return np.array([0.0, 0.0, EYE_HEIGHT_M])
