@@ -302,6 +302,10 @@ class WorldRegistry:
                 out.setdefault(world_id, saved)
         return [out[world_id] for world_id in sorted(out)]
 
+    def loaded(self) -> list[WorldEntry]:
+        """Every loaded world of every tenant, in no order (the server's metrics; never answered to a caller)."""
+        return list(self._loaded.values())
+
     async def offload(self, work: Callable[[], T]) -> T:
         """Run ``work()`` on the pool without any lock (decoding, validation)."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, work)
