@@ -179,7 +179,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per figure, median shown (default 3)")
     parser.add_argument("--baseline-rays", type=int, default=100_000, help="rays for the numpy DDA (default: all)")
     args = parser.parse_args()
-    import open3d as o3d
+    from worldweave.bridge.open3d_import import load_open3d
+
+    o3d = load_open3d()
 
     rng = np.random.default_rng(0)
     n = args.queries

@@ -37,6 +37,7 @@ from worldweave.bridge.memory.retrieval import RetrievalMode
 from worldweave.bridge.memory.voxel_keys import check_extent
 from worldweave.bridge.memory.spatial_memory import MemoryConfig, SpatialMemory
 from worldweave.bridge.memory.voxel_map import Source, VoxelChanges, VoxelSet
+from worldweave.bridge.memory.weave import WeaveOptions
 from worldweave.bridge.queries import WorldQueries
 from worldweave.bridge.regions import Region
 from worldweave.bridge.storage import (
@@ -276,13 +277,15 @@ class World:
         *,
         mode: RetrievalMode | None = None,
         k: int | None = None,
+        weave: WeaveOptions | None = None,
     ) -> Conditioning:
         """Memory's condition for one chunk of camera-to-world ``poses``: the anchors that cover the chunk, retrieved
         once for all of its poses, rendered and woven at every pose; in ``global`` mode the whole voxel map rendered at
         every pose, with no references. What ``step`` hands the generator and ``render`` returns.
 
         ``intrinsics``: defaults to the seed's. ``mode`` / ``k``: retrieval mode and most anchors (default: the memory
-        config's). A pose's render can depend on the other poses of the chunk (they share the anchors).
+        config's). ``weave``: weaver options for this call (default: the memory config's, e.g. to compare weaver modes on
+        one memory). A pose's render can depend on the other poses of the chunk (they share the anchors).
         """
         intrinsics = intrinsics or self.intrinsics
         if len(poses) == 0:
@@ -294,7 +297,7 @@ class World:
             anchors, render = [], self.memory.render_global
         else:
             anchors = self.memory.retrieve(poses, intrinsics, mode=mode, k=k)
-            render = partial(self.memory.render_anchors, anchors)
+            render = partial(self.memory.render_anchors, anchors, weave_options=weave)
         retrieved = time.perf_counter()
         renders = [render(pose, intrinsics) for pose in poses]
         return Conditioning(
@@ -408,7 +411,8 @@ class World:
     @property
     def queries(self) -> WorldQueries:
         """Raycast, nearest surface, collision, occupancy and crop against this world's memory, within
-        ``query_reach``; free space is what the current keyframe anchors saw through. Built by the first use (the
+        ``query_reach``, at the minimum-confidence levels of ``config.memory.confidence_levels`` (default level
+        ``config.memory.default_min_confidence``); free space is what the current keyframe anchors saw through. Built by the first use (the
         distance field costs time and memory), then kept current: each query first applies the voxel map's changes
         since the last one (steps, edits), so the first query after a step pays for the blocks it touched. Not
         thread-safe: run queries, steps and edits of one world one at a time."""
@@ -416,7 +420,8 @@ class World:
             memory = self.memory
             self._queries = WorldQueries(
                 memory.voxel_map, lambda: list(memory.anchors), max_distance_m=self.query_reach.nearest_m,
-                max_clearance_m=self.query_reach.clearance_m,
+                max_clearance_m=self.query_reach.clearance_m, confidence_levels=memory.config.confidence_levels,
+                default_min_confidence=memory.config.default_min_confidence,
             )
         return self._queries
 

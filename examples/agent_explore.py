@@ -3,13 +3,17 @@
 The policy is simple and reactive: it reads the observation's depth in the middle of the view; when the nearest
 tenth of it is closer than ``--clearance`` metres it turns left on the spot, otherwise it walks forward with a small
 random wobble of its heading. The episode ends when the agent's sphere touches the world (``terminated``, the
-server's collision query) or at the step limit (``truncated``). The world's coverage is the surface area its memory
-holds (voxels x voxel face), which the default reward pays out step by step.
+server's collision query, against surfaces at or above the env's minimum confidence) or at the step limit
+(``truncated``). The world's coverage is the surface area its memory holds at or above that confidence (half the
+exposed voxel faces, ``gym_env.env.surface_area_m2``), which the default reward pays out step by step; it is reported
+beside the room's true surface area (shell and furniture), which it should never exceed: guessed geometry pays
+nothing.
 
     python examples/agent_explore.py                                   # starts a local server itself
     python examples/agent_explore.py --server 127.0.0.1:50051 --steps 300 --out out/explore
 
-Writes, under ``--out``: ``summary.json`` (why the episode ended, steps, coverage reached, return, seconds per step)
+Writes, under ``--out``: ``summary.json`` (why the episode ended, steps, coverage reached, the room's true surface
+area, return, seconds per step)
 and ``trajectory.txt`` (TUM lines ``timestamp tx ty tz qx qy qz qw``: camera-to-world, OpenCV camera, world Z up,
 metres; timestamps are simulated seconds).
 """
@@ -27,6 +31,7 @@ from tqdm import tqdm
 
 from worldweave.proto.geometry import quaternion_from_rotation
 from worldweave.sim_clients.gym_env import ENV_ID
+from worldweave.sim_clients.gym_env.room import make_room
 
 
 def policy(observation: dict[str, np.ndarray], rng: np.random.Generator, clearance_m: float) -> np.ndarray:
@@ -60,9 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=128, help="observation width, pixels")
     parser.add_argument("--height", type=int, default=96, help="observation height, pixels")
     parser.add_argument("--seed", type=int, default=0, help="episode seed: the room and the policy's wobble")
+    parser.add_argument("--min-confidence", type=float, default=None,
+                        help="confidence level that reward and collisions count (default: the world's default, 0.5)")
     args = parser.parse_args(argv)
 
-    env = gym.make(ENV_ID, address=args.server, width=args.width, height=args.height, max_episode_steps=args.steps)
+    env = gym.make(ENV_ID, address=args.server, width=args.width, height=args.height, max_episode_steps=args.steps,
+                   min_confidence=args.min_confidence)
     world_env = env.unwrapped
     rng = np.random.default_rng(args.seed)
     started = time.perf_counter()
@@ -95,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         "simulated_s": steps * world_env.time_step_s,
         "covered_area_m2": info["covered_area_m2"],
         "start_area_m2": start_area_m2,
+        # The default seed's room is made from the episode seed alone (``room_seed``): its true surface in all.
+        "room_surface_area_m2": make_room(np.random.default_rng(args.seed)).surface_area_m2,
         "voxel_count": info["voxel_count"],
         "return": episode_return,
         "last_clearance_m": info["clearance_m"] if np.isfinite(info["clearance_m"]) else None,  # None: nothing near
@@ -105,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "trajectory.txt").write_text(
         "# timestamp tx ty tz qx qy qz qw (camera-to-world, OpenCV camera, metres)\n" + "\n".join(lines) + "\n")
     print(f"ended by {ended} after {steps} steps ({summary['simulated_s']:.1f} s simulated); world coverage "
-          f"{start_area_m2:.1f} -> {info['covered_area_m2']:.1f} m² ({info['voxel_count']} voxels), "
+          f"{start_area_m2:.1f} -> {info['covered_area_m2']:.1f} m² of the room's {summary['room_surface_area_m2']:.1f} m² "
+          f"({info['voxel_count']} voxels), "
           f"return {episode_return:.1f}; {summary['seconds_per_step']:.2f} s per step; wrote {args.out}")
     return 0
 

@@ -5,6 +5,8 @@ Part of the wire layer: imports the generated messages only.
 
 from __future__ import annotations
 
+from google.protobuf.descriptor import EnumDescriptor
+
 from worldweave.proto.errors import WireFormatError
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 
@@ -27,6 +29,17 @@ RETRIEVAL_NAMES = {
     pb.RETRIEVAL_GLOBAL: "global",
 }
 """Wire retrieval modes and their names (the engine's ``MemoryConfig.retrieval`` values)."""
+SHORT_NAMES = {"ImageEncoding": IMAGE_ENCODING_NAMES, "DepthEncoding": DEPTH_ENCODING_NAMES, "Retrieval": RETRIEVAL_NAMES}
+"""The enums whose short names are the tables above."""
+
+
+def enum_names(enum: EnumDescriptor) -> dict[int, str]:
+    """Every value of a wire enum and its short name: the tables above, else the value's name without the enum's
+    prefix, lowercased (``CHANGE_KIND_ADDED`` -> ``"added"``). ``*_UNSPECIFIED`` (0) has no name."""
+    if enum.name in SHORT_NAMES:
+        return dict(SHORT_NAMES[enum.name])
+    prefix = "".join(f"_{c}" if c.isupper() else c.upper() for c in enum.name).lstrip("_") + "_"
+    return {value.number: value.name.removeprefix(prefix).lower() for value in enum.values if value.number != 0}
 
 
 

@@ -32,14 +32,20 @@ from __future__ import annotations
 
 
 class WorldweaveError(Exception):
-    """Root of every error worldweave raises on purpose. ``code``: the gRPC status name it travels as."""
+    """Root of every error worldweave raises on purpose. ``code``: the gRPC status name it travels as.
+    ``retry_after_s``: on the client side, the delay the server suggested before trying again, seconds (from the
+    ``retry-after-ms`` trailing metadata of an admission refusal, ``RETRY_AFTER_METADATA_KEY``); None when the
+    server suggested none (the same request would fail again, or no server was reached)."""
 
     code: str = "INTERNAL"
+    retry_after_s: float | None = None
 
-    def __init__(self, message: str = "", *, code: str | None = None) -> None:
+    def __init__(self, message: str = "", *, code: str | None = None, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         if code is not None:
             self.code = code
+        if retry_after_s is not None:
+            self.retry_after_s = retry_after_s
 
     def __str__(self) -> str:  # KeyError (a base of NotFoundError) would quote the message
         return str(self.args[0]) if self.args else ""
@@ -139,6 +145,21 @@ RETRY_AFTER_METADATA_KEY = "retry-after-ms"
 for the server): the suggested delay before retrying, milliseconds, as a decimal string."""
 
 
-def error_for_status(code: str, message: str) -> WorldweaveError:
-    """The error a client raises for a status ``code`` (its name, e.g. ``"NOT_FOUND"``) and its details."""
-    return ERROR_BY_CODE.get(code, ServerError)(message, code=code)
+def retry_after_from_metadata(trailing_metadata: object) -> float | None:
+    """The server's suggested delay before a retry, seconds, from a call's trailing metadata (pairs of key and
+    value, as grpc gives them; None is no metadata): the ``RETRY_AFTER_METADATA_KEY`` value / 1000, or None when
+    absent or not a number of milliseconds >= 0."""
+    for key, value in trailing_metadata or ():
+        if key == RETRY_AFTER_METADATA_KEY:
+            try:
+                milliseconds = float(value)
+            except (TypeError, ValueError):
+                return None
+            return milliseconds / 1000 if 0 <= milliseconds < float("inf") else None
+    return None
+
+
+def error_for_status(code: str, message: str, *, retry_after_s: float | None = None) -> WorldweaveError:
+    """The error a client raises for a status ``code`` (its name, e.g. ``"NOT_FOUND"``) and its details;
+    ``retry_after_s``: the server's suggested delay (``retry_after_from_metadata`` of the call's trailing metadata)."""
+    return ERROR_BY_CODE.get(code, ServerError)(message, code=code, retry_after_s=retry_after_s)

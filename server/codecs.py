@@ -73,7 +73,10 @@ def poses_from_proto(messages: Sequence[pb.Pose], max_poses: int, name: str = "p
     if len(messages) == 0:
         raise InvalidInputError(f"{name} is empty: send at least one pose")
     if len(messages) > max_poses:
-        raise LimitExceededError(f"{len(messages)} {name} in one call; this server takes at most {max_poses}")
+        raise LimitExceededError(
+            f"{len(messages)} {name} in one call; this server takes at most max_poses_per_call = {max_poses} per call "
+            "(the handshake's limits)"
+        )
     return [pose_from_proto(message, f"{name}[{i}]") for i, message in enumerate(messages)]
 
 
@@ -121,7 +124,10 @@ def region_from_proto(message: pb.Region, name: str = "region") -> Region:
 def check_size(width: int, height: int, max_width: int, max_height: int, name: str) -> None:
     """Raise ``LimitExceededError`` when ``width`` x ``height`` is over the server's largest image."""
     if width > max_width or height > max_height:
-        raise LimitExceededError(f"{name} is {width}x{height}; this server takes at most {max_width}x{max_height}")
+        raise LimitExceededError(
+            f"{name} is {width}x{height}; this server takes at most max_width x max_height = {max_width}x{max_height} "
+            "(the handshake's generator)"
+        )
 
 
 def image_from_proto(message: pb.Image, intrinsics: Intrinsics, name: str) -> np.ndarray:
@@ -179,7 +185,10 @@ def seed_from_proto(
     if len(seed.frames) == 0:
         raise InvalidInputError("seed.frames is empty: a world starts from at least one RGB-D frame")
     if len(seed.frames) > max_frames:
-        raise LimitExceededError(f"{len(seed.frames)} seed frames; this server takes at most {max_frames}")
+        raise LimitExceededError(
+            f"{len(seed.frames)} seed frames; this server takes at most max_seed_frames = {max_frames} "
+            "(the handshake's limits)"
+        )
     frames = []
     for i, frame in enumerate(seed.frames):
         name = f"seed.frames[{i}]"

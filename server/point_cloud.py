@@ -2,8 +2,8 @@
 world) and ``CropPointCloud`` (the voxels inside a box), both in chunks well under the message limit.
 
 Chunks carry packed little-endian arrays (``proto.codecs.pack_array``), never repeated floats, per voxel:
-an int64 key (8 bytes), and unless removed uint8 RGB (3) and a uint8 source flag (1), plus float32 centres (12)
-when asked for: 12 or 24 bytes a voxel, so a 1 MiB chunk holds 87381 or 43690 voxels. A change set goes out as its
+an int64 key (8 bytes), and unless removed uint8 RGB (3), a uint8 source flag (1) and a float32 confidence (4),
+plus float32 centres (12) when asked for: 16 or 28 bytes a voxel, so a 1 MiB chunk holds 65536 or 37449 voxels. A change set goes out as its
 removed voxels, then changed, then added, the last chunk flagged ``last_in_version``; an empty set is one empty
 chunk, so a receiver always learns the version it reached. ``since_version`` 0, or one older than the world's change
 log (``World.changes_since``), is answered with the whole map flagged ``is_snapshot``.
@@ -12,6 +12,12 @@ Following: after the first change set the stream waits for the world's version t
 wait_for_change``) and sends the net changes since the version it last sent. A follower that reads slowly gets
 several versions folded into one change set (and a snapshot when it fell behind the change log), never a backlog.
 The map is read under the world's lock; chunks are encoded off the lock.
+
+Both RPCs take the request's ``min_confidence`` (a level the world declared; unset: its default). A crop sends the
+voxels at or above it. A stream sends the voxels at or above it too (``filter_changes``): since the server does not
+know which voxels a receiver held below the level, a voxel whose confidence fell below the level goes out as removed
+and one at or above it that existed before as changed, whether or not the receiver held it; at level 0 (every
+voxel) the change set is exact.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from worldweave.proto.errors import InvalidInputError, LimitExceededError
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.server import codecs
 from worldweave.server.registry import WorldRegistry
+from worldweave.server.world_state import request_level
 
 DEFAULT_CHUNK_BYTES = 1 << 20
 """Chunk payload when a request leaves ``max_chunk_bytes`` at 0, bytes (~1 MiB)."""
@@ -34,9 +41,9 @@ MIN_CHUNK_BYTES = 1024
 """Smallest ``max_chunk_bytes`` a request may ask for, bytes."""
 MESSAGE_OVERHEAD_BYTES = 4096
 """Room kept under the message limit for a chunk's fields besides its arrays, bytes."""
-KEY_BYTES, COLOR_BYTES, FLAG_BYTES, POSITION_BYTES = 8, 3, 1, 12
+KEY_BYTES, COLOR_BYTES, FLAG_BYTES, CONFIDENCE_BYTES, POSITION_BYTES = 8, 3, 1, 4, 12
 """Bytes per voxel of each packed array."""
-CROP_POINT_BYTES = POSITION_BYTES + COLOR_BYTES
+CROP_POINT_BYTES = POSITION_BYTES + COLOR_BYTES + CONFIDENCE_BYTES
 
 
 def chunk_bytes(requested: int, max_message_bytes: int) -> int:
@@ -57,7 +64,7 @@ def voxel_bytes(kind: int, include_positions: bool) -> int:
     """Bytes one voxel takes in a chunk of ``kind``."""
     if kind == pb.CHANGE_KIND_REMOVED:
         return KEY_BYTES
-    return KEY_BYTES + COLOR_BYTES + FLAG_BYTES + (POSITION_BYTES if include_positions else 0)
+    return KEY_BYTES + COLOR_BYTES + FLAG_BYTES + CONFIDENCE_BYTES + (POSITION_BYTES if include_positions else 0)
 
 
 def _slices(count: int, per_chunk: int) -> Iterator[slice]:
@@ -65,10 +72,30 @@ def _slices(count: int, per_chunk: int) -> Iterator[slice]:
         yield slice(start, min(start + per_chunk, count))
 
 
+def _subset(voxels: VoxelSet, keep: np.ndarray) -> VoxelSet:
+    return VoxelSet(*(getattr(voxels, name)[keep] for name in VoxelSet.__dataclass_fields__))
+
+
+def filter_changes(changes: VoxelChanges, level: float) -> VoxelChanges:
+    """The change set a stream filtered at ``level`` sends: added and changed voxels at or above it (``confidence >=
+    float32(level)``); changed voxels below it join the removed keys. Level 0 keeps everything."""
+    if level <= 0:
+        return changes
+    threshold = np.float32(level)
+    reached = changes.changed.confidence >= threshold
+    removed = np.concatenate([changes.removed_keys, changes.changed.keys[~reached]])
+    return VoxelChanges(
+        changes.since_version, changes.version, changes.is_snapshot,
+        _subset(changes.added, changes.added.confidence >= threshold), _subset(changes.changed, reached), removed,
+    )
+
+
 def change_chunks(
-    changes: VoxelChanges, voxel_size_m: float, max_chunk_bytes: int, *, include_positions: bool
+    changes: VoxelChanges, voxel_size_m: float, max_chunk_bytes: int, *, include_positions: bool,
+    min_confidence: float = 0.0,
 ) -> list[pb.StreamPointCloudResponse]:
-    """One change set as chunks of at most ``max_chunk_bytes`` array bytes each: removed, changed, added."""
+    """One change set as chunks of at most ``max_chunk_bytes`` array bytes each: removed, changed, added; each chunk
+    states the ``min_confidence`` the set was filtered at."""
     parts: list[tuple[int, VoxelSet | np.ndarray]] = [
         (pb.CHANGE_KIND_REMOVED, changes.removed_keys),
         (pb.CHANGE_KIND_CHANGED, changes.changed),
@@ -80,7 +107,7 @@ def change_chunks(
         for rows in _slices(len(voxels), per_chunk):
             chunk = pb.StreamPointCloudResponse(
                 since_version=changes.since_version, version=changes.version, is_snapshot=changes.is_snapshot,
-                kind=kind, voxel_size_m=voxel_size_m,
+                kind=kind, voxel_size_m=voxel_size_m, min_confidence=min_confidence,
             )
             if kind == pb.CHANGE_KIND_REMOVED:
                 keys = voxels[rows]
@@ -88,6 +115,7 @@ def change_chunks(
                 keys = voxels.keys[rows]
                 chunk.colors = pack_array(voxels.colors[rows], UINT8, 3, "colors")
                 chunk.flags = pack_array(voxels.sources[rows], UINT8, None, "flags")
+                chunk.confidence = pack_array(voxels.confidence[rows], FLOAT32, None, "confidence")
                 if include_positions:
                     chunk.positions_m = pack_array(voxels.positions_m[rows], FLOAT32, 3, "positions_m")
             chunk.count = len(keys)
@@ -96,7 +124,7 @@ def change_chunks(
     if not chunks:
         chunks.append(pb.StreamPointCloudResponse(
             since_version=changes.since_version, version=changes.version, is_snapshot=changes.is_snapshot,
-            kind=pb.CHANGE_KIND_ADDED, voxel_size_m=voxel_size_m,
+            kind=pb.CHANGE_KIND_ADDED, voxel_size_m=voxel_size_m, min_confidence=min_confidence,
         ))
     chunks[-1].last_in_version = True
     return chunks
@@ -108,13 +136,15 @@ async def stream_point_cloud(
     """The responses of one ``StreamPointCloud`` call (see the module docstring); errors are engine errors."""
     entry = registry.entry(request.world_id)
     max_chunk = chunk_bytes(request.max_chunk_bytes, max_message_bytes)
+    level = request_level(entry, request)
     since = int(request.since_version)
     while True:
         changes, voxel_size_m = await registry.run(
             entry, lambda world: (world.changes_since(since), world.memory.voxel_map.voxel_size_m)
         )
         chunks = await registry.offload(
-            lambda: change_chunks(changes, voxel_size_m, max_chunk, include_positions=request.include_positions)
+            lambda: change_chunks(filter_changes(changes, level), voxel_size_m, max_chunk,
+                                  include_positions=request.include_positions, min_confidence=level)
         )
         for chunk in chunks:
             yield chunk
@@ -124,12 +154,15 @@ async def stream_point_cloud(
         await registry.wait_for_change(entry, since)
 
 
-def crop_chunks(version: int, points_m: np.ndarray, colors: np.ndarray, max_chunk_bytes: int) -> list[pb.CropPointCloudResponse]:
+def crop_chunks(
+    version: int, points_m: np.ndarray, colors: np.ndarray, confidence: np.ndarray, max_chunk_bytes: int
+) -> list[pb.CropPointCloudResponse]:
     """Cropped voxels as chunks of at most ``max_chunk_bytes`` array bytes; at least one, the last flagged."""
     chunks = [
         pb.CropPointCloudResponse(
             version=version, count=rows.stop - rows.start,
             points_m=pack_array(points_m[rows], FLOAT32, 3, "points_m"), colors=pack_array(colors[rows], UINT8, 3, "colors"),
+            confidence=pack_array(confidence[rows], FLOAT32, None, "confidence"),
         )
         for rows in _slices(len(points_m), max(1, max_chunk_bytes // CROP_POINT_BYTES))
     ] or [pb.CropPointCloudResponse(version=version)]
@@ -140,16 +173,17 @@ def crop_chunks(version: int, points_m: np.ndarray, colors: np.ndarray, max_chun
 async def crop_point_cloud(
     registry: WorldRegistry, request: pb.CropPointCloudRequest, max_message_bytes: int
 ) -> list[pb.CropPointCloudResponse]:
-    """The chunks of one ``CropPointCloud`` call: ``WorldQueries.crop`` of the request's box."""
+    """The chunks of one ``CropPointCloud`` call: ``WorldQueries.crop`` of the request's box at its level."""
     entry = registry.entry(request.world_id)
     max_chunk = chunk_bytes(request.max_chunk_bytes, max_message_bytes)
     if not request.HasField("box"):
         raise InvalidInputError("box is not set: give the crop's min_m and max_m corners (metres)")
     box = codecs.box_from_proto(request.box, "box")
+    level = request_level(entry, request)
 
-    def crop(world: World) -> tuple[int, np.ndarray, np.ndarray]:
-        result = world.queries.crop(box)
-        return int(world.version), result.points_m, result.colors
+    def crop(world: World) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        result = world.queries.crop(box, min_confidence=level)
+        return int(world.version), result.points_m, result.colors, result.confidence
 
-    version, points, colors = await registry.run(entry, crop)
-    return await registry.offload(lambda: crop_chunks(version, points, colors, max_chunk))
+    version, points, colors, confidence = await registry.run(entry, crop)
+    return await registry.offload(lambda: crop_chunks(version, points, colors, confidence, max_chunk))

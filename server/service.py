@@ -84,6 +84,11 @@ def memory_config_from_proto(config: pb.WorldConfig) -> MemoryConfig:
         overrides["k"] = config.max_anchors
     if config.HasField("seed"):
         overrides["seed"] = config.seed
+    if config.confidence_levels:
+        overrides["confidence_levels"] = tuple(config.confidence_levels)
+        overrides["default_min_confidence"] = None  # the rule for the declared levels, unless set below
+    if config.HasField("default_min_confidence"):
+        overrides["default_min_confidence"] = config.default_min_confidence
     try:
         return replace(MemoryConfig(), **overrides)
     except InvalidInputError as error:  # the engine names its own fields: max_anchors is MemoryConfig.k
@@ -91,9 +96,12 @@ def memory_config_from_proto(config: pb.WorldConfig) -> MemoryConfig:
 
 
 def memory_config_to_proto(memory: MemoryConfig) -> pb.WorldConfig:
-    """``MemoryConfig`` -> ``WorldConfig`` with every field filled in."""
+    """``MemoryConfig`` -> ``WorldConfig`` with every field filled in (the declared confidence levels too)."""
     retrieval = {name: code for code, name in RETRIEVAL_NAMES.items()}[memory.retrieval]
-    return pb.WorldConfig(voxel_size_m=memory.voxel_size_m, retrieval=retrieval, max_anchors=memory.k, seed=memory.seed)
+    return pb.WorldConfig(
+        voxel_size_m=memory.voxel_size_m, retrieval=retrieval, max_anchors=memory.k, seed=memory.seed,
+        confidence_levels=memory.confidence_levels, default_min_confidence=memory.default_min_confidence,
+    )
 
 
 def summary_to_proto(summary: WorldSummary) -> pb.WorldInfo:

@@ -16,7 +16,10 @@ RecolorRegion      ``World.recolor``                                version, vox
 InsertPoints       ``World.insert``                                 version, voxels added
 =================  ==============================================  ===============================================
 
-Occupancy's "free" is space some keyframe anchor's depth saw through (``world.memory.anchors``). Each world keeps
+Every query takes the request's ``min_confidence`` (unset: the world's ``default_min_confidence``), which must be
+one of the world's declared ``confidence_levels`` (INVALID_ARGUMENT naming them, before the lock is taken); voxels
+below it are unknown space (``bridge.queries.world_queries``). Occupancy's "free" is space some keyframe anchor's
+depth at or above that level saw through (``world.memory.anchors``). Each world keeps
 its ``WorldQueries`` (``World.queries``, built with this server's reaches, ``QUERY_REACH``), which follows the
 world's change log lazily, so the first query after a step pays for the blocks that step touched. Answers whose
 float is not finite on the engine side (no hit, nothing found) are sent as the documented stand-ins (max range, 0)
@@ -39,7 +42,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from worldweave.bridge.queries import ContactResult, Occupancy, WorldQueries
+from worldweave.bridge.queries import ContactResult, Occupancy, WorldQueries, resolve_level
 from worldweave.bridge.world import QueryReach, World
 from worldweave.proto import voxel_keys
 from worldweave.proto.codecs import FLOAT32, UINT8, pack_array, unpack_array
@@ -47,6 +50,7 @@ from worldweave.proto.errors import InvalidInputError, LimitExceededError
 from worldweave.proto.geometry import rotations_from_quaternions
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.server import codecs
+from worldweave.server.decoding import decode_off_loop
 from worldweave.server.limits import ServerLimits, amount, check_budget, chunk_parts
 from worldweave.server.scheduling import checkpoint
 
@@ -100,6 +104,15 @@ def positive_range(value: float, name: str = "max_range_m") -> float:
     if not (math.isfinite(value) and value > 0):
         raise InvalidInputError(f"{name} must be a finite number of metres > 0, got {value}")
     return float(value)
+
+
+def request_level(entry: WorldEntry, request) -> float:
+    """The minimum-confidence level a query or stream ``request`` asks of a loaded world (``WorldEntry``): its
+    ``min_confidence`` when set, else the world's default; one the world did not declare is ``InvalidInputError``
+    naming the declared levels. The levels are fixed for the world's life, so this reads them without its lock."""
+    memory = entry.world.config.memory
+    wanted = request.min_confidence if request.HasField("min_confidence") else None
+    return resolve_level(memory.confidence_levels, memory.default_min_confidence, wanted)
 
 
 def finite_or(values: np.ndarray, found: np.ndarray, fallback: float) -> np.ndarray:
@@ -166,10 +179,20 @@ def chunked(query: Callable[[slice], R], parts: list[slice]) -> R:
 
 async def raycast(registry: WorldRegistry, request: pb.RaycastRequest, limits: ServerLimits) -> pb.RaycastResponse:
     entry = registry.entry(request.world_id)
+    return await registry.run(entry, await decode_off_loop(lambda: raycast_work(entry, request, limits),
+                                                           registry.offload))
+
+
+def raycast_work(
+    entry: WorldEntry, request: pb.RaycastRequest, limits: ServerLimits
+) -> Callable[[World], pb.RaycastResponse]:
+    """Decode and budget the request (on the thread pool when it is large: ``decoding.decode_off_loop``); its
+    locked work."""
     origins = batch(request.origins_m, 3, "origins_m", limits.max_query_items)
     directions = batch(request.directions, 3, "directions", limits.max_query_items)
     same_length(len(origins), directions, "directions", "origins_m")
     max_range = positive_range(request.max_range_m)
+    level = request_level(entry, request)
     v = voxel_size(entry)
     reach = ray_reach_vox(max_range, v)
     check_budget(
@@ -180,7 +203,9 @@ async def raycast(registry: WorldRegistry, request: pb.RaycastRequest, limits: S
     parts = chunk_parts(np.full(len(origins), reach), RAY_CHUNK_VOXELS, QUERY_CHUNK_ITEMS)
 
     def cast(world: World) -> pb.RaycastResponse:
-        hits = chunked(lambda part: world.queries.raycast(origins[part], directions[part], max_range), parts)
+        hits = chunked(
+            lambda part: world.queries.raycast(origins[part], directions[part], max_range, min_confidence=level), parts
+        )
         return pb.RaycastResponse(
             version=int(world.version),
             hit=pack_array(hits.hit, UINT8, None, "hit"),
@@ -190,19 +215,29 @@ async def raycast(registry: WorldRegistry, request: pb.RaycastRequest, limits: S
             unknown=pack_array(hits.ended_in_unknown, UINT8, None, "unknown"),
         )
 
-    return await registry.run(entry, cast)
+    return cast
 
 
 async def nearest_surface(
     registry: WorldRegistry, request: pb.NearestSurfaceRequest, limits: ServerLimits
 ) -> pb.NearestSurfaceResponse:
     entry = registry.entry(request.world_id)
+    return await registry.run(entry, await decode_off_loop(lambda: nearest_surface_work(entry, request, limits),
+                                                           registry.offload))
+
+
+def nearest_surface_work(
+    entry: WorldEntry, request: pb.NearestSurfaceRequest, limits: ServerLimits
+) -> Callable[[World], pb.NearestSurfaceResponse]:
+    """Decode and budget the request (on the thread pool when it is large: ``decoding.decode_off_loop``); its
+    locked work."""
     points = batch(request.points_m, 3, "points_m", limits.max_query_items)
     max_range = positive_range(request.max_range_m)
+    level = request_level(entry, request)
     parts = item_parts(len(points))
 
     def nearest(world: World) -> pb.NearestSurfaceResponse:
-        result = chunked(lambda part: world.queries.nearest(points[part], max_range), parts)
+        result = chunked(lambda part: world.queries.nearest(points[part], max_range, min_confidence=level), parts)
         return pb.NearestSurfaceResponse(
             version=int(world.version),
             found=pack_array(result.found, UINT8, None, "found"),
@@ -210,7 +245,7 @@ async def nearest_surface(
             surface_points_m=pack_array(finite_or(result.point_m, result.found, 0.0), FLOAT32, 3, "surface_points_m"),
         )
 
-    return await registry.run(entry, nearest)
+    return nearest
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,8 +254,8 @@ class Shapes:
 
     name: str
     """The request's field holding them: "spheres", "capsules" or "boxes"."""
-    collide: Callable[[WorldQueries, slice], ContactResult]
-    """The engine call on a slice of them."""
+    collide: Callable[[WorldQueries, slice, float], ContactResult]
+    """The engine call on a slice of them at a minimum-confidence level."""
     lo_m: np.ndarray
     """(N, 3) lower corners of their axis-aligned bounds, world metres."""
     hi_m: np.ndarray
@@ -234,7 +269,8 @@ def collision_shapes(request: pb.CheckCollisionRequest, max_items: int) -> Shape
         centers = batch(request.spheres.centers_m, 3, "spheres.centers_m", max_items)
         radii = batch(request.spheres.radii_m, None, "spheres.radii_m", max_items)
         same_length(len(centers), radii, "spheres.radii_m", "spheres.centers_m")
-        return Shapes(shapes, lambda queries, part: queries.collide_spheres(centers[part], radii[part]),
+        return Shapes(shapes, lambda queries, part, level: queries.collide_spheres(centers[part], radii[part],
+                                                                                  min_confidence=level),
                       centers - radii[:, None], centers + radii[:, None])
     if shapes == "capsules":
         starts = batch(request.capsules.starts_m, 3, "capsules.starts_m", max_items)
@@ -242,7 +278,8 @@ def collision_shapes(request: pb.CheckCollisionRequest, max_items: int) -> Shape
         radii = batch(request.capsules.radii_m, None, "capsules.radii_m", max_items)
         same_length(len(starts), ends, "capsules.ends_m", "capsules.starts_m")
         same_length(len(starts), radii, "capsules.radii_m", "capsules.starts_m")
-        return Shapes(shapes, lambda queries, part: queries.collide_capsules(starts[part], ends[part], radii[part]),
+        return Shapes(shapes, lambda queries, part, level: queries.collide_capsules(
+            starts[part], ends[part], radii[part], min_confidence=level),
                       np.minimum(starts, ends) - radii[:, None], np.maximum(starts, ends) + radii[:, None])
     if shapes == "boxes":
         centers = batch(request.boxes.centers_m, 3, "boxes.centers_m", max_items)
@@ -252,8 +289,8 @@ def collision_shapes(request: pb.CheckCollisionRequest, max_items: int) -> Shape
         same_length(len(centers), quaternions, "boxes.rotations_wxyz", "boxes.centers_m")
         rotations = rotations_from_quaternions(quaternions, "boxes.rotations_wxyz")
         extent = np.einsum("nij,nj->ni", np.abs(rotations), np.abs(half))
-        return Shapes(shapes, lambda queries, part: queries.collide_boxes(centers[part], half[part], rotations[part]),
-                      centers - extent, centers + extent)
+        return Shapes(shapes, lambda queries, part, level: queries.collide_boxes(
+            centers[part], half[part], rotations[part], min_confidence=level), centers - extent, centers + extent)
     raise InvalidInputError("shapes is not set: send spheres, capsules or boxes")
 
 
@@ -261,7 +298,17 @@ async def check_collision(
     registry: WorldRegistry, request: pb.CheckCollisionRequest, limits: ServerLimits
 ) -> pb.CheckCollisionResponse:
     entry = registry.entry(request.world_id)
+    return await registry.run(entry, await decode_off_loop(lambda: check_collision_work(entry, request, limits),
+                                                           registry.offload))
+
+
+def check_collision_work(
+    entry: WorldEntry, request: pb.CheckCollisionRequest, limits: ServerLimits
+) -> Callable[[World], pb.CheckCollisionResponse]:
+    """Decode and budget the request (on the thread pool when it is large: ``decoding.decode_off_loop``); its
+    locked work."""
     shapes = collision_shapes(request, limits.max_query_items)
+    level = request_level(entry, request)
     costs = shape_search_vox(shapes.lo_m, shapes.hi_m, voxel_size(entry))
     largest = int(np.argmax(costs)) if len(costs) else 0
     check_budget(
@@ -272,30 +319,42 @@ async def check_collision(
     parts = chunk_parts(costs, SHAPE_CHUNK_VOXELS, QUERY_CHUNK_ITEMS)
 
     def collide(world: World) -> pb.CheckCollisionResponse:
-        contacts = chunked(lambda part: shapes.collide(world.queries, part), parts)
+        contacts = chunked(lambda part: shapes.collide(world.queries, part, level), parts)
         found = np.isfinite(contacts.clearance_m)
         return pb.CheckCollisionResponse(
             version=int(world.version),
             hit=pack_array(contacts.hit, UINT8, None, "hit"),
             clearance_m=pack_array(contacts.clearance_m, FLOAT32, None, "clearance_m"),
             contact_points_m=pack_array(finite_or(contacts.point_m, found, 0.0), FLOAT32, 3, "contact_points_m"),
+            unknown=pack_array(contacts.unknown, UINT8, None, "unknown"),
         )
 
-    return await registry.run(entry, collide)
+    return collide
 
 
 async def query_occupancy(
     registry: WorldRegistry, request: pb.QueryOccupancyRequest, limits: ServerLimits
 ) -> pb.QueryOccupancyResponse:
     entry = registry.entry(request.world_id)
+    return await registry.run(entry, await decode_off_loop(lambda: query_occupancy_work(entry, request, limits),
+                                                           registry.offload))
+
+
+def query_occupancy_work(
+    entry: WorldEntry, request: pb.QueryOccupancyRequest, limits: ServerLimits
+) -> Callable[[World], pb.QueryOccupancyResponse]:
+    """Decode and budget the request (on the thread pool when it is large: ``decoding.decode_off_loop``); its
+    locked work."""
     points = batch(request.points_m, 3, "points_m", limits.max_query_items)
+    level = request_level(entry, request)
     parts = item_parts(len(points))
 
     def occupancy(world: World) -> pb.QueryOccupancyResponse:
-        states = OCCUPANCY_TO_WIRE[chunked(lambda part: world.queries.occupancy(points[part]), parts)]
+        codes = chunked(lambda part: world.queries.occupancy(points[part], min_confidence=level), parts)
+        states = OCCUPANCY_TO_WIRE[codes]
         return pb.QueryOccupancyResponse(version=int(world.version), states=pack_array(states, UINT8, None, "states"))
 
-    return await registry.run(entry, occupancy)
+    return occupancy
 
 
 # ------------------------------------------------------------------------------------------------ edits
@@ -337,6 +396,15 @@ async def insert_points(
     registry: WorldRegistry, request: pb.InsertPointsRequest, limits: ServerLimits
 ) -> pb.InsertPointsResponse:
     entry = registry.entry(request.world_id)
+    return await registry.run(entry, await decode_off_loop(lambda: insert_points_work(entry, request, limits),
+                                                           registry.offload))
+
+
+def insert_points_work(
+    entry: WorldEntry, request: pb.InsertPointsRequest, limits: ServerLimits
+) -> Callable[[World], pb.InsertPointsResponse]:
+    """Decode and budget the request (on the thread pool when it is large: ``decoding.decode_off_loop``); its
+    locked work."""
     points = unpack_array(request.points_m, FLOAT32, 3, "points_m")
     colors = unpack_array(request.colors, UINT8, 3, "colors")
     if len(points) == 0:
@@ -357,4 +425,4 @@ async def insert_points(
         world.insert(points.copy(), colors.copy())  # the engine's tensors need writable arrays
         return pb.InsertPointsResponse(version=int(world.version), voxels_added=len(world.memory.voxel_map) - before)
 
-    return await registry.run(entry, insert)
+    return insert

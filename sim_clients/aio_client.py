@@ -38,7 +38,9 @@ from worldweave.sim_clients.client import (
     channel_options,
     check_api_version,
     client_error,
+    rpc_error,
 )
+from worldweave.sim_clients.retry import RetryPolicy, call_with_retry_async
 
 
 class AsyncStepStream:
@@ -89,7 +91,8 @@ class AsyncWorldClient:
     """A ``grpc.aio`` connection to a worldweave server; create it with ``await AsyncWorldClient.connect(...)``.
 
     Options as ``WorldClient``: ``timeout_s`` default deadline of unary calls (seconds), ``max_message_bytes``,
-    ``token``, ``tls``, ``tls_root_certificates``. ``info`` is the server's handshake answer.
+    ``token``, ``tls``, ``tls_root_certificates``, ``retry`` (refusals for load retried after the server's suggested
+    delay; None: raised at once). ``info`` is the server's handshake answer.
     """
 
     def __init__(
@@ -101,9 +104,11 @@ class AsyncWorldClient:
         token: str | None = None,
         tls: bool = False,
         tls_root_certificates: bytes | str | Path | None = None,
+        retry: RetryPolicy | None = RetryPolicy(),
     ) -> None:
         self.target = target
         self.timeout_s = timeout_s
+        self.retry = retry
         self.max_message_bytes = max_message_bytes
         self._metadata = call_metadata(token)
         credentials = channel_credentials(tls, tls_root_certificates)
@@ -150,11 +155,14 @@ class AsyncWorldClient:
     # ------------------------------------------------------------------------------------------- plumbing
 
     async def _call(self, name: str, method, request, timeout_s: float | None = None):
-        timeout = self.timeout_s if timeout_s is None else timeout_s
-        try:
-            return await method(request, timeout=timeout, metadata=self._metadata)
-        except grpc.RpcError as error:
-            raise client_error(error.code(), error.details() or "", self.target, name, timeout) from None
+        """``await method(request)``, retried under ``self.retry`` when the server refuses it for load."""
+        async def attempt(timeout: float | None):
+            try:
+                return await method(request, timeout=timeout, metadata=self._metadata)
+            except grpc.RpcError as error:
+                raise rpc_error(error, self.target, name, timeout) from None
+
+        return await call_with_retry_async(self.retry, self.timeout_s if timeout_s is None else timeout_s, attempt)
 
     async def _server_stream(self, name: str, method, request, decode, timeout_s: float | None) -> AsyncIterator:
         call = method(request, timeout=timeout_s, metadata=self._metadata)
@@ -162,7 +170,7 @@ class AsyncWorldClient:
             async for response in call:
                 yield decode(response)
         except grpc.RpcError as error:
-            raise client_error(error.code(), error.details() or "", self.target, name, timeout_s) from None
+            raise rpc_error(error, self.target, name, timeout_s) from None
         finally:
             call.cancel()
 
@@ -190,10 +198,15 @@ class AsyncWorldClient:
         retrieval: str | None = None,
         max_anchors: int | None = None,
         seed: int | None = None,
+        confidence_levels: Sequence[float] | None = None,
+        default_min_confidence: float | None = None,
         timeout_s: float | None = None,
     ) -> pb.WorldInfo:
         """See ``WorldClient.create_world``."""
-        config = conversions.world_config(voxel_size_m=voxel_size_m, retrieval=retrieval, max_anchors=max_anchors, seed=seed)
+        config = ws.with_confidence_levels(
+            conversions.world_config(voxel_size_m=voxel_size_m, retrieval=retrieval, max_anchors=max_anchors, seed=seed),
+            confidence_levels, default_min_confidence,
+        )
         seed_message = await asyncio.to_thread(conversions.seed_message, frames, intrinsics, prompt)
         request = pb.CreateWorldRequest(world_id=world_id, seed=seed_message, config=config)
         return (await self._call("CreateWorld", self._stub.CreateWorld, request, timeout_s)).world
@@ -257,13 +270,15 @@ class AsyncWorldClient:
             world_id, poses, fmt, intrinsics=intrinsics, dynamic_masks=dynamic_masks, dynamic_boxes=dynamic_boxes,
             prompt=prompt, seed=seed,
         )
-        timeout = self.timeout_s if timeout_s is None else timeout_s
-        try:
-            responses = await self._steps.step(request, timeout)
-        except grpc.RpcError as error:
-            raise client_error(error.code(), error.details() or "", self.target, "Step", timeout) from None
-        except asyncio.TimeoutError:
-            raise client_error(grpc.StatusCode.DEADLINE_EXCEEDED, "", self.target, "Step", timeout) from None
+        async def attempt(timeout: float | None) -> list[pb.StepResponse]:
+            try:
+                return await self._steps.step(request, timeout)
+            except grpc.RpcError as error:
+                raise rpc_error(error, self.target, "Step", timeout) from None
+            except asyncio.TimeoutError:
+                raise client_error(grpc.StatusCode.DEADLINE_EXCEEDED, "", self.target, "Step", timeout) from None
+
+        responses = await call_with_retry_async(self.retry, self.timeout_s if timeout_s is None else timeout_s, attempt)
         return [conversions.decode_step_response(response) for response in responses]
 
     def step_stream(
@@ -292,20 +307,21 @@ class AsyncWorldClient:
         follow: bool = False,
         include_positions: bool = False,
         max_chunk_bytes: int = 0,
+        min_confidence: float | None = None,
         timeout_s: float | None = None,
     ) -> AsyncIterator[ws.PointCloudChunk]:
         """See ``WorldClient.stream_point_cloud``: ``async for`` over the chunks."""
         request = ws.point_cloud_request(world_id, since_version, follow=follow, max_chunk_bytes=max_chunk_bytes,
-                                         include_positions=include_positions)
+                                         include_positions=include_positions, min_confidence=min_confidence)
         return self._server_stream("StreamPointCloud", self._stub.StreamPointCloud, request,
                                    ws.decode_point_cloud_chunk, timeout_s)
 
     async def crop_point_cloud(
         self, world_id: str, min_m: np.ndarray, max_m: np.ndarray, *, max_chunk_bytes: int = 0,
-        timeout_s: float | None = None,
+        min_confidence: float | None = None, timeout_s: float | None = None,
     ) -> ws.CropResult:
         """See ``WorldClient.crop_point_cloud``."""
-        request = ws.crop_request(world_id, min_m, max_m, max_chunk_bytes=max_chunk_bytes)
+        request = ws.crop_request(world_id, min_m, max_m, max_chunk_bytes=max_chunk_bytes, min_confidence=min_confidence)
         timeout = self.timeout_s if timeout_s is None else timeout_s
         stream = self._server_stream("CropPointCloud", self._stub.CropPointCloud, request, lambda r: r, timeout)
         return ws.decode_crop([chunk async for chunk in stream])
@@ -314,51 +330,55 @@ class AsyncWorldClient:
 
     async def raycast(
         self, world_id: str, origins_m: np.ndarray, directions: np.ndarray, max_range_m: float, *,
-        timeout_s: float | None = None,
+        min_confidence: float | None = None, timeout_s: float | None = None,
     ) -> ws.RaycastResult:
         """See ``WorldClient.raycast``."""
-        request = ws.raycast_request(world_id, origins_m, directions, max_range_m)
+        request = ws.raycast_request(world_id, origins_m, directions, max_range_m, min_confidence=min_confidence)
         response = await self._call("Raycast", self._stub.Raycast, request, timeout_s)
         return ws.decode_raycast(response, ws.rows(request.origins_m))
 
     async def nearest_surface(
-        self, world_id: str, points_m: np.ndarray, max_range_m: float, *, timeout_s: float | None = None
+        self, world_id: str, points_m: np.ndarray, max_range_m: float, *, min_confidence: float | None = None,
+        timeout_s: float | None = None,
     ) -> ws.NearestSurfaceResult:
         """See ``WorldClient.nearest_surface``."""
-        request = ws.nearest_surface_request(world_id, points_m, max_range_m)
+        request = ws.nearest_surface_request(world_id, points_m, max_range_m, min_confidence=min_confidence)
         response = await self._call("NearestSurface", self._stub.NearestSurface, request, timeout_s)
         return ws.decode_nearest_surface(response, ws.rows(request.points_m))
 
     async def check_spheres(
-        self, world_id: str, centers_m: np.ndarray, radii_m, *, timeout_s: float | None = None
+        self, world_id: str, centers_m: np.ndarray, radii_m, *, min_confidence: float | None = None,
+        timeout_s: float | None = None,
     ) -> ws.CollisionResult:
         """See ``WorldClient.check_spheres``."""
-        request = ws.sphere_collision_request(world_id, centers_m, radii_m)
+        request = ws.sphere_collision_request(world_id, centers_m, radii_m, min_confidence=min_confidence)
         return await self._collide(request, ws.rows(request.spheres.centers_m), timeout_s)
 
     async def check_capsules(
-        self, world_id: str, starts_m: np.ndarray, ends_m: np.ndarray, radii_m, *, timeout_s: float | None = None
+        self, world_id: str, starts_m: np.ndarray, ends_m: np.ndarray, radii_m, *,
+        min_confidence: float | None = None, timeout_s: float | None = None,
     ) -> ws.CollisionResult:
         """See ``WorldClient.check_capsules``."""
-        request = ws.capsule_collision_request(world_id, starts_m, ends_m, radii_m)
+        request = ws.capsule_collision_request(world_id, starts_m, ends_m, radii_m, min_confidence=min_confidence)
         return await self._collide(request, ws.rows(request.capsules.starts_m), timeout_s)
 
     async def check_boxes(
         self, world_id: str, centers_m: np.ndarray, half_extents_m: np.ndarray, rotations: np.ndarray, *,
-        timeout_s: float | None = None,
+        min_confidence: float | None = None, timeout_s: float | None = None,
     ) -> ws.CollisionResult:
         """See ``WorldClient.check_boxes``."""
-        request = ws.box_collision_request(world_id, centers_m, half_extents_m, rotations)
+        request = ws.box_collision_request(world_id, centers_m, half_extents_m, rotations, min_confidence=min_confidence)
         return await self._collide(request, ws.rows(request.boxes.centers_m), timeout_s)
 
     async def _collide(self, request: pb.CheckCollisionRequest, n: int, timeout_s: float | None) -> ws.CollisionResult:
         return ws.decode_collision(await self._call("CheckCollision", self._stub.CheckCollision, request, timeout_s), n)
 
     async def query_occupancy(
-        self, world_id: str, points_m: np.ndarray, *, timeout_s: float | None = None
+        self, world_id: str, points_m: np.ndarray, *, min_confidence: float | None = None,
+        timeout_s: float | None = None,
     ) -> ws.OccupancyResult:
         """See ``WorldClient.query_occupancy``."""
-        request = ws.occupancy_request(world_id, points_m)
+        request = ws.occupancy_request(world_id, points_m, min_confidence=min_confidence)
         response = await self._call("QueryOccupancy", self._stub.QueryOccupancy, request, timeout_s)
         return ws.decode_occupancy(response, ws.rows(request.points_m))
 

@@ -42,6 +42,7 @@ from worldweave.proto.errors import (
     ServerUnavailableError,
     WorldweaveError,
     error_for_status,
+    retry_after_from_metadata,
 )
 from worldweave.proto.geometry import Intrinsics
 from worldweave.proto.worldweave.v1 import API_VERSION
@@ -49,6 +50,7 @@ from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
 from worldweave.sim_clients import conversions
 from worldweave.sim_clients import world_state as ws
+from worldweave.sim_clients.retry import RetryPolicy, call_with_retry
 
 DEFAULT_MAX_MESSAGE_BYTES = 128 << 20
 """Largest message the client sends or receives, bytes: a raw 1920x1080 frame is 6.2 MB (10.4 MB with depth)."""
@@ -103,10 +105,11 @@ def check_api_version(server_version: str, client_version: str = API_VERSION) ->
 
 
 def client_error(
-    code: grpc.StatusCode, details: str, target: str, call: str, timeout_s: float | None
+    code: grpc.StatusCode, details: str, target: str, call: str, timeout_s: float | None,
+    *, retry_after_s: float | None = None,
 ) -> WorldweaveError:
     """The error for a call that failed with ``code`` (the class ``error_for_status`` gives), with a message that
-    says what to do."""
+    says what to do; ``retry_after_s``: the server's suggested delay before a retry (the error keeps it)."""
     if code == grpc.StatusCode.UNAVAILABLE:
         message = f"server not reachable at {target} — is `worldweave serve` running? ({details})"
     elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -120,7 +123,14 @@ def client_error(
         message = f"{call}: {details}"
     else:
         message = f"{call}: server error {code.name}: {details}"
-    return error_for_status(code.name, message)
+    return error_for_status(code.name, message, retry_after_s=retry_after_s)
+
+
+def rpc_error(error: grpc.RpcError, target: str, call: str, timeout_s: float | None) -> WorldweaveError:
+    """``client_error`` for a failed call's ``grpc.RpcError`` (sync or ``grpc.aio``), with the delay the server
+    suggested in its trailing metadata (``retry-after-ms``), if any."""
+    return client_error(error.code(), error.details() or "", target, call, timeout_s,
+                        retry_after_s=retry_after_from_metadata(error.trailing_metadata()))
 
 
 class Watchdog:
@@ -241,7 +251,10 @@ class WorldClient:
     ``timeout_s``: default deadline of unary calls, seconds. ``connect_timeout_s``: how long to wait for the server
     at connect. ``max_message_bytes``: the channel's message limit both ways (match the server's, reported in
     ``info.limits``). ``token``: bearer token for a server started with one. ``tls``: connect over TLS, trusting
-    the system's roots or ``tls_root_certificates`` (PEM bytes or file; setting it implies ``tls``).
+    the system's roots or ``tls_root_certificates`` (PEM bytes or file; setting it implies ``tls``). ``retry``:
+    how unary calls and ``step`` retry a call the server refused for load, after the delay it suggested
+    (``retry.RetryPolicy``: by default as often as the call's deadline allows); None: raise every refusal at
+    once (``LimitExceededError``, whose ``retry_after_s`` is the suggested delay).
     """
 
     def __init__(
@@ -254,9 +267,11 @@ class WorldClient:
         token: str | None = None,
         tls: bool = False,
         tls_root_certificates: bytes | str | Path | None = None,
+        retry: RetryPolicy | None = RetryPolicy(),
     ) -> None:
         self.target = target
         self.timeout_s = timeout_s
+        self.retry = retry
         self.max_message_bytes = max_message_bytes
         self._metadata = call_metadata(token)
         credentials = channel_credentials(tls, tls_root_certificates)
@@ -294,11 +309,14 @@ class WorldClient:
     # ------------------------------------------------------------------------------------------- plumbing
 
     def _call(self, name: str, method, request, timeout_s: float | None = None):
-        timeout = self.timeout_s if timeout_s is None else timeout_s
-        try:
-            return method(request, timeout=timeout, metadata=self._metadata)
-        except grpc.RpcError as error:
-            raise client_error(error.code(), error.details() or "", self.target, name, timeout) from None
+        """``method(request)``, retried under ``self.retry`` when the server refuses it for load."""
+        def attempt(timeout: float | None):
+            try:
+                return method(request, timeout=timeout, metadata=self._metadata)
+            except grpc.RpcError as error:
+                raise rpc_error(error, self.target, name, timeout) from None
+
+        return call_with_retry(self.retry, self.timeout_s if timeout_s is None else timeout_s, attempt)
 
     def close(self) -> None:
         """Close the channel (calls in flight are cancelled)."""
@@ -324,16 +342,21 @@ class WorldClient:
         retrieval: str | None = None,
         max_anchors: int | None = None,
         seed: int | None = None,
+        confidence_levels: Sequence[float] | None = None,
+        default_min_confidence: float | None = None,
         timeout_s: float | None = None,
     ) -> pb.WorldInfo:
         """Create a world from ``(rgb uint8 (H, W, 3), depth float (H, W) metres, c2w 4x4)`` seed frames.
 
         ``world_id`` empty lets the server choose. ``retrieval``: "coverage", "iou", "recent", "random" or "global".
-        Unset options take the server's defaults. Returns the world's description (``.world_id``, ``.version``, ...).
+        ``confidence_levels``: the minimum confidences its queries and stream accept (``min_confidence=``), each in
+        [0, 1]; ``default_min_confidence``: the level used when a call names none (docs/confidence.md).
+        Unset options take the server's defaults. Returns the world's description (``.world_id``, ``.version``,
+        ``.config.confidence_levels``, ...).
         """
-        config = conversions.world_config(
+        config = ws.with_confidence_levels(conversions.world_config(
             voxel_size_m=voxel_size_m, retrieval=retrieval, max_anchors=max_anchors, seed=seed
-        )
+        ), confidence_levels, default_min_confidence)
         request = pb.CreateWorldRequest(
             world_id=world_id, seed=conversions.seed_message(frames, intrinsics, prompt), config=config
         )
@@ -409,13 +432,15 @@ class WorldClient:
             world_id, poses, fmt, intrinsics=intrinsics, dynamic_masks=dynamic_masks, dynamic_boxes=dynamic_boxes,
             prompt=prompt, seed=seed,
         )
-        timeout = self.timeout_s if timeout_s is None else timeout_s
-        try:
-            responses = self._steps.step(request, timeout)
-        except grpc.RpcError as error:
-            raise client_error(error.code(), error.details() or "", self.target, "Step", timeout) from None
-        except StepDeadlineError:
-            raise client_error(grpc.StatusCode.DEADLINE_EXCEEDED, "", self.target, "Step", timeout) from None
+        def attempt(timeout: float | None) -> list[pb.StepResponse]:
+            try:
+                return self._steps.step(request, timeout)
+            except grpc.RpcError as error:
+                raise rpc_error(error, self.target, "Step", timeout) from None
+            except StepDeadlineError:
+                raise client_error(grpc.StatusCode.DEADLINE_EXCEEDED, "", self.target, "Step", timeout) from None
+
+        responses = call_with_retry(self.retry, self.timeout_s if timeout_s is None else timeout_s, attempt)
         return [conversions.decode_step_response(response) for response in responses]
 
     def step_stream(
@@ -446,7 +471,7 @@ class WorldClient:
             for response in call:
                 yield decode(response)
         except grpc.RpcError as error:
-            raise client_error(error.code(), error.details() or "", self.target, name, timeout_s) from None
+            raise rpc_error(error, self.target, name, timeout_s) from None
         finally:
             call.cancel()
 
@@ -460,76 +485,87 @@ class WorldClient:
         follow: bool = False,
         include_positions: bool = False,
         max_chunk_bytes: int = 0,
+        min_confidence: float | None = None,
         timeout_s: float | None = None,
     ) -> Iterator[ws.PointCloudChunk]:
         """The world's voxel cloud as chunks: a snapshot (``since_version`` 0, or one the server no longer holds:
         ``is_snapshot``), else the added, changed and removed voxels since ``since_version``. With ``follow`` the
         stream stays open and brings each new version's changes until the iteration stops (or ``timeout_s``
-        seconds pass; None: no deadline). ``PointCloudMirror.apply`` takes the chunks."""
+        seconds pass; None: no deadline). ``PointCloudMirror.apply`` takes the chunks. ``min_confidence``: only
+        voxels at or above this level (one of the world's ``confidence_levels``; None: the world's default; 0: all,
+        to filter locally with ``PointCloudMirror.points(min_confidence=...)``)."""
         request = ws.point_cloud_request(world_id, since_version, follow=follow, max_chunk_bytes=max_chunk_bytes,
-                                         include_positions=include_positions)
+                                         include_positions=include_positions, min_confidence=min_confidence)
         return self._server_stream("StreamPointCloud", self._stub.StreamPointCloud, request,
                                    ws.decode_point_cloud_chunk, timeout_s)
 
     def crop_point_cloud(
         self, world_id: str, min_m: np.ndarray, max_m: np.ndarray, *, max_chunk_bytes: int = 0,
-        timeout_s: float | None = None,
+        min_confidence: float | None = None, timeout_s: float | None = None,
     ) -> ws.CropResult:
-        """The voxels whose centres lie in the axis-aligned box ``[min_m, max_m]`` (world metres)."""
-        request = ws.crop_request(world_id, min_m, max_m, max_chunk_bytes=max_chunk_bytes)
+        """The voxels whose centres lie in the axis-aligned box ``[min_m, max_m]`` (world metres) and whose
+        confidence is at least ``min_confidence`` (None: the world's default level)."""
+        request = ws.crop_request(world_id, min_m, max_m, max_chunk_bytes=max_chunk_bytes, min_confidence=min_confidence)
         timeout = self.timeout_s if timeout_s is None else timeout_s
         return ws.decode_crop(self._server_stream("CropPointCloud", self._stub.CropPointCloud, request, lambda r: r, timeout))
 
     # ------------------------------------------------------------------------------------------- queries
 
+    # Every query takes ``min_confidence``: one of the world's ``confidence_levels`` (``get_world(...).config``),
+    # None for the world's default level. Voxels below it are unknown space: never a hit, never free.
+
     def raycast(
         self, world_id: str, origins_m: np.ndarray, directions: np.ndarray, max_range_m: float, *,
-        timeout_s: float | None = None,
+        min_confidence: float | None = None, timeout_s: float | None = None,
     ) -> ws.RaycastResult:
         """Cast rays from ``origins_m`` (N, 3) along ``directions`` (N, 3), up to ``max_range_m`` metres."""
-        request = ws.raycast_request(world_id, origins_m, directions, max_range_m)
+        request = ws.raycast_request(world_id, origins_m, directions, max_range_m, min_confidence=min_confidence)
         response = self._call("Raycast", self._stub.Raycast, request, timeout_s)
         return ws.decode_raycast(response, ws.rows(request.origins_m))
 
     def nearest_surface(
-        self, world_id: str, points_m: np.ndarray, max_range_m: float, *, timeout_s: float | None = None
+        self, world_id: str, points_m: np.ndarray, max_range_m: float, *, min_confidence: float | None = None,
+        timeout_s: float | None = None,
     ) -> ws.NearestSurfaceResult:
         """The nearest surface point to each of ``points_m`` (N, 3) within ``max_range_m`` metres."""
-        request = ws.nearest_surface_request(world_id, points_m, max_range_m)
+        request = ws.nearest_surface_request(world_id, points_m, max_range_m, min_confidence=min_confidence)
         response = self._call("NearestSurface", self._stub.NearestSurface, request, timeout_s)
         return ws.decode_nearest_surface(response, ws.rows(request.points_m))
 
     def check_spheres(
-        self, world_id: str, centers_m: np.ndarray, radii_m, *, timeout_s: float | None = None
+        self, world_id: str, centers_m: np.ndarray, radii_m, *, min_confidence: float | None = None,
+        timeout_s: float | None = None,
     ) -> ws.CollisionResult:
         """Collision of spheres (``centers_m`` (N, 3), ``radii_m`` a number or (N,), metres) with the world."""
-        request = ws.sphere_collision_request(world_id, centers_m, radii_m)
+        request = ws.sphere_collision_request(world_id, centers_m, radii_m, min_confidence=min_confidence)
         return self._collide(request, ws.rows(request.spheres.centers_m), timeout_s)
 
     def check_capsules(
-        self, world_id: str, starts_m: np.ndarray, ends_m: np.ndarray, radii_m, *, timeout_s: float | None = None
+        self, world_id: str, starts_m: np.ndarray, ends_m: np.ndarray, radii_m, *,
+        min_confidence: float | None = None, timeout_s: float | None = None,
     ) -> ws.CollisionResult:
         """Collision of capsules (segments ``starts_m`` -> ``ends_m``, radii ``radii_m``, metres) with the world."""
-        request = ws.capsule_collision_request(world_id, starts_m, ends_m, radii_m)
+        request = ws.capsule_collision_request(world_id, starts_m, ends_m, radii_m, min_confidence=min_confidence)
         return self._collide(request, ws.rows(request.capsules.starts_m), timeout_s)
 
     def check_boxes(
         self, world_id: str, centers_m: np.ndarray, half_extents_m: np.ndarray, rotations: np.ndarray, *,
-        timeout_s: float | None = None,
+        min_confidence: float | None = None, timeout_s: float | None = None,
     ) -> ws.CollisionResult:
         """Collision of oriented boxes (centres and half extents (N, 3) metres; box-to-world ``rotations`` as (N, 4)
         quaternions qw, qx, qy, qz or (N, 3, 3) matrices) with the world."""
-        request = ws.box_collision_request(world_id, centers_m, half_extents_m, rotations)
+        request = ws.box_collision_request(world_id, centers_m, half_extents_m, rotations, min_confidence=min_confidence)
         return self._collide(request, ws.rows(request.boxes.centers_m), timeout_s)
 
     def _collide(self, request: pb.CheckCollisionRequest, n: int, timeout_s: float | None) -> ws.CollisionResult:
         return ws.decode_collision(self._call("CheckCollision", self._stub.CheckCollision, request, timeout_s), n)
 
     def query_occupancy(
-        self, world_id: str, points_m: np.ndarray, *, timeout_s: float | None = None
+        self, world_id: str, points_m: np.ndarray, *, min_confidence: float | None = None,
+        timeout_s: float | None = None,
     ) -> ws.OccupancyResult:
         """Occupancy of each of ``points_m`` (N, 3): ``OCCUPANCY_UNKNOWN`` / ``_FREE`` / ``_OCCUPIED`` codes."""
-        request = ws.occupancy_request(world_id, points_m)
+        request = ws.occupancy_request(world_id, points_m, min_confidence=min_confidence)
         response = self._call("QueryOccupancy", self._stub.QueryOccupancy, request, timeout_s)
         return ws.decode_occupancy(response, ws.rows(request.points_m))
 

@@ -7,6 +7,10 @@
 
 Chunks of one version are buffered and applied together when its last chunk arrives, so the mirror always holds
 the cloud of exactly ``version``. A snapshot replaces everything; a change set removes, recolours and adds voxels.
+Each voxel keeps its confidence (``confidence``, float32 in [0, 1]): stream at the lowest level (``min_confidence=0``)
+to hold every voxel, then filter locally with ``points(min_confidence=...)``, which equals a crop at that level. A
+stream filtered at a higher level sends voxels that fell below it as removed and those that rose to it as changed,
+so for such a stream the mirror inserts changed voxels it lacks and ignores removals of voxels it never held.
 Voxels are kept sorted by key (int64, ``proto.voxel_keys.unpack`` decodes them): equality with the server's cloud
 is a comparison of sorted arrays. Transport-agnostic: ``apply`` takes decoded chunks from ``WorldClient`` or
 ``AsyncWorldClient``. Not thread-safe.
@@ -22,6 +26,11 @@ from worldweave.proto.voxel_keys import key_centers
 from worldweave.sim_clients.world_state import PointCloudChunk
 
 
+def _confidence(chunk: PointCloudChunk) -> np.ndarray:
+    """A chunk's voxel confidences; NaN (below every level) for a chunk that carries none."""
+    return np.full(len(chunk.keys), np.nan, np.float32) if chunk.confidence is None else chunk.confidence
+
+
 class MirrorError(RuntimeError):
     """The chunks do not continue the mirror's version (a missed chunk, another world, a server restart): start
     again from a snapshot (``PointCloudMirror()`` and ``since_version`` 0)."""
@@ -29,14 +38,17 @@ class MirrorError(RuntimeError):
 
 class PointCloudMirror:
     """A world's voxels as sorted columns: ``keys`` int64 (N,), ``colors`` uint8 (N, 3), ``flags`` uint8 (N,)
-    (source: 0 seed, 1 generated, 2 inserted), at ``version``, with ``voxel_size_m`` (0 before the first chunk)."""
+    (source: 0 seed, 1 generated, 2 inserted), ``confidence`` float32 (N,) in [0, 1], at ``version``, with
+    ``voxel_size_m`` (0 before the first chunk) and ``min_confidence``, the level the stream was filtered at."""
 
     def __init__(self) -> None:
         self.version = 0
         self.voxel_size_m = 0.0
+        self.min_confidence = 0.0
         self.keys = np.empty(0, dtype=np.int64)
         self.colors = np.empty((0, 3), dtype=np.uint8)
         self.flags = np.empty(0, dtype=np.uint8)
+        self.confidence = np.empty(0, dtype=np.float32)
         self._pending: list[PointCloudChunk] = []
         self._positions: np.ndarray | None = None
 
@@ -46,11 +58,20 @@ class PointCloudMirror:
     def __repr__(self) -> str:
         return f"PointCloudMirror({len(self)} voxels, version {self.version}, voxel_size_m={self.voxel_size_m})"
 
-    def points(self) -> tuple[np.ndarray, np.ndarray]:
-        """Voxel centres float32 (N, 3), world metres, and colours uint8 (N, 3), in key order."""
+    def points(self, min_confidence: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Voxel centres float32 (N, 3), world metres, and colours uint8 (N, 3), in key order; with
+        ``min_confidence``, only the voxels whose confidence is at least that level (compared in float32, as the
+        server compares)."""
         if self._positions is None:
             self._positions = key_centers(self.keys, self.voxel_size_m)
-        return self._positions, self.colors
+        if min_confidence is None:
+            return self._positions, self.colors
+        keep = self.at_or_above(min_confidence)
+        return self._positions[keep], self.colors[keep]
+
+    def at_or_above(self, min_confidence: float) -> np.ndarray:
+        """(N,) bool: the voxels whose confidence is at least ``min_confidence``, in key order."""
+        return self.confidence >= np.float32(min_confidence)
 
     # ------------------------------------------------------------------------------------------- applying
 
@@ -87,26 +108,33 @@ class PointCloudMirror:
                 yield version
 
     def _apply_version(self, chunks: list[PointCloudChunk]) -> None:
-        def gather(kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        def gather(kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
             parts = [c for c in chunks if c.kind == kind]
             keys = np.concatenate([c.keys for c in parts]) if parts else np.empty(0, dtype=np.int64)
             if kind == "removed":
-                return keys, np.empty((0, 3), np.uint8), np.empty(0, np.uint8)
+                return keys, np.empty((0, 3), np.uint8), np.empty(0, np.uint8), np.empty(0, np.float32)
             colors = np.concatenate([c.colors for c in parts]) if parts else np.empty((0, 3), np.uint8)
             flags = np.concatenate([c.flags for c in parts]) if parts else np.empty(0, np.uint8)
-            return keys, colors, flags
+            confidence = np.concatenate([_confidence(c) for c in parts]) if parts else np.empty(0, np.float32)
+            return keys, colors, flags, confidence
 
         last = chunks[-1]
         added = gather("added")
+        # Below a level above 0 the server cannot know what the receiver held: removals and changes are lenient.
+        exact = last.min_confidence <= 0.0
         if last.is_snapshot:
             order = np.argsort(added[0], kind="stable")
-            self.keys, self.colors, self.flags = added[0][order], added[1][order], added[2][order]
+            self.keys, self.colors, self.flags, self.confidence = (column[order] for column in added)
         else:
-            self._remove(gather("removed")[0])
-            self._change(*gather("changed"))
+            self._remove(gather("removed")[0], exact)
+            changed = gather("changed")
+            if not exact:
+                changed = self._add_missing(*changed)
+            self._change(*changed)
             self._add(*added)
         self.version = last.version
         self.voxel_size_m = last.voxel_size_m
+        self.min_confidence = last.min_confidence
         self._positions = None
 
     def _rows(self, keys: np.ndarray, what: str) -> np.ndarray:
@@ -117,23 +145,40 @@ class PointCloudMirror:
             raise MirrorError(f"{what} voxel key {int(keys[~present][0])} is not in the mirror")
         return rows
 
-    def _remove(self, keys: np.ndarray) -> None:
+    def _held(self, keys: np.ndarray) -> np.ndarray:
+        """(K,) bool: which of ``keys`` the mirror holds."""
+        rows = np.searchsorted(self.keys, keys)
+        held = rows < len(self.keys)
+        held[held] = self.keys[rows[held]] == keys[held]
+        return held
+
+    def _remove(self, keys: np.ndarray, exact: bool) -> None:
+        if not exact:
+            keys = keys[self._held(keys)]
         if len(keys):
             keep = np.ones(len(self.keys), dtype=bool)
             keep[self._rows(keys, "removed")] = False
             self.keys, self.colors, self.flags = self.keys[keep], self.colors[keep], self.flags[keep]
+            self.confidence = self.confidence[keep]
 
-    def _change(self, keys: np.ndarray, colors: np.ndarray, flags: np.ndarray) -> None:
+    def _add_missing(self, keys: np.ndarray, colors: np.ndarray, flags: np.ndarray, confidence: np.ndarray):
+        """Add the changed voxels the mirror lacks (they rose to the stream's level); return the others."""
+        held = self._held(keys)
+        self._add(keys[~held], colors[~held], flags[~held], confidence[~held])
+        return keys[held], colors[held], flags[held], confidence[held]
+
+    def _change(self, keys: np.ndarray, colors: np.ndarray, flags: np.ndarray, confidence: np.ndarray) -> None:
         if len(keys):
             rows = self._rows(keys, "changed")
-            self.colors, self.flags = self.colors.copy(), self.flags.copy()  # arrays handed out by points() stay as they were
-            self.colors[rows], self.flags[rows] = colors, flags
+            # Copies: arrays handed out by points() stay as they were.
+            self.colors, self.flags, self.confidence = self.colors.copy(), self.flags.copy(), self.confidence.copy()
+            self.colors[rows], self.flags[rows], self.confidence[rows] = colors, flags, confidence
 
-    def _add(self, keys: np.ndarray, colors: np.ndarray, flags: np.ndarray) -> None:
+    def _add(self, keys: np.ndarray, colors: np.ndarray, flags: np.ndarray, confidence: np.ndarray) -> None:
         if not len(keys):
             return
         order = np.argsort(keys, kind="stable")
-        keys, colors, flags = keys[order], colors[order], flags[order]
+        keys, colors, flags, confidence = keys[order], colors[order], flags[order], confidence[order]
         at = np.searchsorted(self.keys, keys)
         clash = at < len(self.keys)
         clash[clash] = self.keys[at[clash]] == keys[clash]
@@ -142,3 +187,4 @@ class PointCloudMirror:
         self.keys = np.insert(self.keys, at, keys)
         self.colors = np.insert(self.colors, at, colors, axis=0)
         self.flags = np.insert(self.flags, at, flags)
+        self.confidence = np.insert(self.confidence, at, confidence)

@@ -87,6 +87,28 @@ def rows(data: bytes, columns: int = 3) -> int:
     return len(data) // (4 * columns)
 
 
+def min_confidence_value(value: float | None) -> float | None:
+    """A request's minimum confidence: None (the world's default level) or a number in [0, 1]; the server checks
+    that it is one of the world's declared levels (``WorldInfo.config.confidence_levels``)."""
+    if value is None:
+        return None
+    try:
+        level = float(value)
+    except (TypeError, ValueError):
+        raise WireFormatError(f"min_confidence must be a number in [0, 1] or None, got {value!r}") from None
+    if not 0.0 <= level <= 1.0:
+        raise WireFormatError(f"min_confidence must be in [0, 1] (one of the world's confidence_levels), got {value!r}")
+    return level
+
+
+def _with_min_confidence(request, value: float | None):
+    """``request`` with its ``min_confidence`` set, unless ``value`` is None (then the world's default applies)."""
+    level = min_confidence_value(value)
+    if level is not None:
+        request.min_confidence = level
+    return request
+
+
 def _field(message, name: str, dtype: str, columns: int | None, n: int, what: str) -> np.ndarray:
     array = unpack_array(getattr(message, name), dtype, columns, f"{what}.{name}")
     if len(array) != n:
@@ -104,8 +126,10 @@ class PointCloudChunk:
     ``since_version`` -> ``version``: the versions the chunk's change set goes between. ``is_snapshot``: the set
     is the whole map (drop what you held). ``kind``: what the arrays list. ``keys`` int64 (N,) packed voxel keys
     (``proto.voxel_keys.key_centers`` decodes them). ``positions_m`` float32 (N, 3) voxel centres, world metres, when
-    asked for (else None). ``colors`` uint8 (N, 3) and ``flags`` uint8 (N,) (``SOURCE_NAMES``) except for removed
-    voxels (None). ``voxel_size_m`` voxel edge, metres. ``last_in_version``: the change set is complete.
+    asked for (else None). ``colors`` uint8 (N, 3), ``flags`` uint8 (N,) (``SOURCE_NAMES``) and ``confidence``
+    float32 (N,) in [0, 1] except for removed voxels (None). ``voxel_size_m`` voxel edge, metres.
+    ``last_in_version``: the change set is complete. ``min_confidence``: the level the server filtered the stream at
+    (voxels below it were not sent, or were sent as removed when they fell below it).
     """
 
     since_version: int
@@ -118,21 +142,24 @@ class PointCloudChunk:
     flags: np.ndarray | None
     voxel_size_m: float
     last_in_version: bool
+    confidence: np.ndarray | None = None
+    min_confidence: float = 0.0
 
 
 def point_cloud_request(
     world_id: str, since_version: int = 0, *, follow: bool = False, max_chunk_bytes: int = 0,
-    include_positions: bool = False,
+    include_positions: bool = False, min_confidence: float | None = None,
 ) -> pb.StreamPointCloudRequest:
-    """A ``StreamPointCloudRequest``: changes since ``since_version`` (0: a snapshot), optionally following."""
+    """A ``StreamPointCloudRequest``: changes since ``since_version`` (0: a snapshot), optionally following, of the
+    voxels at or above ``min_confidence`` (None: the world's default level; 0 sends every voxel)."""
     if since_version < 0:
         raise WireFormatError(f"since_version must be >= 0, got {since_version}")
     if max_chunk_bytes < 0:
         raise WireFormatError(f"max_chunk_bytes must be >= 0 (0: the server's default), got {max_chunk_bytes}")
-    return pb.StreamPointCloudRequest(
+    return _with_min_confidence(pb.StreamPointCloudRequest(
         world_id=world_id, since_version=since_version, follow=follow, max_chunk_bytes=max_chunk_bytes,
         include_positions=include_positions,
-    )
+    ), min_confidence)
 
 
 def decode_point_cloud_chunk(message: pb.StreamPointCloudResponse) -> PointCloudChunk:
@@ -145,13 +172,14 @@ def decode_point_cloud_chunk(message: pb.StreamPointCloudResponse) -> PointCloud
     keys = _field(message, "keys", INT64, None, n, what)
     # An empty chunk has (0, 3) positions whether or not they were asked for: no row lacks one.
     positions = _field(message, "positions_m", FLOAT32, 3, n, what) if message.positions_m or n == 0 else None
-    colors = flags = None
+    colors = flags = confidence = None
     if kind != "removed":
         colors = _field(message, "colors", UINT8, 3, n, what)
         flags = _field(message, "flags", UINT8, None, n, what)
+        confidence = _field(message, "confidence", FLOAT32, None, n, what)
     return PointCloudChunk(
         int(message.since_version), int(message.version), bool(message.is_snapshot), kind, keys, positions, colors,
-        flags, float(message.voxel_size_m), bool(message.last_in_version),
+        flags, float(message.voxel_size_m), bool(message.last_in_version), confidence, float(message.min_confidence),
     )
 
 
@@ -163,7 +191,8 @@ class RaycastResult:
     """One answer per ray. ``hit`` bool; ``distance_m`` float32 metres (``max_range_m`` without a hit);
     ``points_m`` float32 (N, 3) hit points, world metres (0 without a hit); ``colors`` uint8 (N, 3) (0 without a
     hit); ``unknown`` bool: the ray entered unobserved space before hitting anything (a miss there is not free
-    space). ``version``: the memory version answered."""
+    space), or reached a voxel below the request's minimum confidence (then ``hit`` is False). ``version``: the
+    memory version answered."""
 
     version: int
     hit: np.ndarray
@@ -188,12 +217,15 @@ class NearestSurfaceResult:
 class CollisionResult:
     """One answer per shape. ``hit`` bool; ``clearance_m`` float32 metres: gap to the surface (> 0) or minus the
     penetration depth (<= 0), +inf when no surface is within the server's clearance reach; ``contact_points_m``
-    float32 (N, 3) surface point deciding the clearance, world metres (0 when none)."""
+    float32 (N, 3) surface point deciding the clearance, world metres (0 when none). Only voxels at or above the
+    request's minimum confidence count; ``unknown`` bool: the shape touches a voxel below it (unknown space, neither
+    free nor a hit)."""
 
     version: int
     hit: np.ndarray
     clearance_m: np.ndarray
     contact_points_m: np.ndarray
+    unknown: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -206,22 +238,27 @@ class OccupancyResult:
 
 @dataclass(frozen=True)
 class CropResult:
-    """The voxels inside a box: ``points_m`` float32 (N, 3) voxel centres, world metres; ``colors`` uint8 (N, 3)."""
+    """The voxels inside a box at or above the request's minimum confidence: ``points_m`` float32 (N, 3) voxel
+    centres, world metres; ``colors`` uint8 (N, 3); ``confidence`` float32 (N,) in [0, 1]."""
 
     version: int
     points_m: np.ndarray
     colors: np.ndarray
+    confidence: np.ndarray
 
 
-def raycast_request(world_id: str, origins_m, directions, max_range_m: float) -> pb.RaycastRequest:
-    """Rays from ``origins_m`` (N, 3) along ``directions`` (N, 3, any non-zero length) up to ``max_range_m``."""
+def raycast_request(
+    world_id: str, origins_m, directions, max_range_m: float, *, min_confidence: float | None = None
+) -> pb.RaycastRequest:
+    """Rays from ``origins_m`` (N, 3) along ``directions`` (N, 3, any non-zero length) up to ``max_range_m``, against
+    the voxels at or above ``min_confidence`` (None: the world's default level)."""
     origins = points_array(origins_m, "origins_m")
     directions = points_array(directions, "directions")
     same_rows(len(origins), "directions", directions, "origins_m")
-    return pb.RaycastRequest(
+    return _with_min_confidence(pb.RaycastRequest(
         world_id=world_id, origins_m=pack_array(origins, FLOAT32, 3, "origins_m"),
         directions=pack_array(directions, FLOAT32, 3, "directions"), max_range_m=float(max_range_m),
-    )
+    ), min_confidence)
 
 
 def decode_raycast(message: pb.RaycastResponse, n: int) -> RaycastResult:
@@ -233,12 +270,15 @@ def decode_raycast(message: pb.RaycastResponse, n: int) -> RaycastResult:
     )
 
 
-def nearest_surface_request(world_id: str, points_m, max_range_m: float) -> pb.NearestSurfaceRequest:
-    """Nearest surface to each of ``points_m`` (N, 3) within ``max_range_m`` metres."""
+def nearest_surface_request(
+    world_id: str, points_m, max_range_m: float, *, min_confidence: float | None = None
+) -> pb.NearestSurfaceRequest:
+    """Nearest surface at or above ``min_confidence`` (None: the world's default level) to each of ``points_m``
+    (N, 3) within ``max_range_m`` metres."""
     points = points_array(points_m, "points_m")
-    return pb.NearestSurfaceRequest(
+    return _with_min_confidence(pb.NearestSurfaceRequest(
         world_id=world_id, points_m=pack_array(points, FLOAT32, 3, "points_m"), max_range_m=float(max_range_m)
-    )
+    ), min_confidence)
 
 
 def decode_nearest_surface(message: pb.NearestSurfaceResponse, n: int) -> NearestSurfaceResult:
@@ -249,36 +289,44 @@ def decode_nearest_surface(message: pb.NearestSurfaceResponse, n: int) -> Neares
     )
 
 
-def sphere_collision_request(world_id: str, centers_m, radii_m) -> pb.CheckCollisionRequest:
-    """Spheres: ``centers_m`` (N, 3), ``radii_m`` a number or (N,), metres."""
+def sphere_collision_request(
+    world_id: str, centers_m, radii_m, *, min_confidence: float | None = None
+) -> pb.CheckCollisionRequest:
+    """Spheres: ``centers_m`` (N, 3), ``radii_m`` a number or (N,), metres; against the voxels at or above
+    ``min_confidence`` (None: the world's default level), as for every collision request."""
     centers = points_array(centers_m, "centers_m")
     radii = per_item(radii_m, len(centers), "radii_m")
-    return pb.CheckCollisionRequest(world_id=world_id, spheres=pb.SphereBatch(
-        centers_m=pack_array(centers, FLOAT32, 3, "centers_m"), radii_m=pack_array(radii, FLOAT32, None, "radii_m")))
+    return _with_min_confidence(pb.CheckCollisionRequest(world_id=world_id, spheres=pb.SphereBatch(
+        centers_m=pack_array(centers, FLOAT32, 3, "centers_m"), radii_m=pack_array(radii, FLOAT32, None, "radii_m"))),
+        min_confidence)
 
 
-def capsule_collision_request(world_id: str, starts_m, ends_m, radii_m) -> pb.CheckCollisionRequest:
+def capsule_collision_request(
+    world_id: str, starts_m, ends_m, radii_m, *, min_confidence: float | None = None
+) -> pb.CheckCollisionRequest:
     """Capsules: segments ``starts_m`` -> ``ends_m`` (each (N, 3)) thickened by ``radii_m`` (a number or (N,))."""
     starts = points_array(starts_m, "starts_m")
     ends = points_array(ends_m, "ends_m")
     same_rows(len(starts), "ends_m", ends, "starts_m")
     radii = per_item(radii_m, len(starts), "radii_m")
-    return pb.CheckCollisionRequest(world_id=world_id, capsules=pb.CapsuleBatch(
+    return _with_min_confidence(pb.CheckCollisionRequest(world_id=world_id, capsules=pb.CapsuleBatch(
         starts_m=pack_array(starts, FLOAT32, 3, "starts_m"), ends_m=pack_array(ends, FLOAT32, 3, "ends_m"),
-        radii_m=pack_array(radii, FLOAT32, None, "radii_m")))
+        radii_m=pack_array(radii, FLOAT32, None, "radii_m"))), min_confidence)
 
 
-def box_collision_request(world_id: str, centers_m, half_extents_m, rotations) -> pb.CheckCollisionRequest:
+def box_collision_request(
+    world_id: str, centers_m, half_extents_m, rotations, *, min_confidence: float | None = None
+) -> pb.CheckCollisionRequest:
     """Oriented boxes: ``centers_m`` and ``half_extents_m`` (N, 3) metres; ``rotations`` box-to-world, as (N, 4)
     quaternions (qw, qx, qy, qz) or (N, 3, 3) matrices (columns = box axes in world)."""
     centers = points_array(centers_m, "centers_m")
     half = points_array(half_extents_m, "half_extents_m")
     same_rows(len(centers), "half_extents_m", half, "centers_m")
     quaternions = quaternions_wxyz(rotations, len(centers), "rotations")
-    return pb.CheckCollisionRequest(world_id=world_id, boxes=pb.OrientedBoxBatch(
+    return _with_min_confidence(pb.CheckCollisionRequest(world_id=world_id, boxes=pb.OrientedBoxBatch(
         centers_m=pack_array(centers, FLOAT32, 3, "centers_m"),
         half_extents_m=pack_array(half, FLOAT32, 3, "half_extents_m"),
-        rotations_wxyz=pack_array(quaternions, FLOAT32, 4, "rotations_wxyz")))
+        rotations_wxyz=pack_array(quaternions, FLOAT32, 4, "rotations_wxyz"))), min_confidence)
 
 
 def decode_collision(message: pb.CheckCollisionResponse, n: int) -> CollisionResult:
@@ -286,13 +334,16 @@ def decode_collision(message: pb.CheckCollisionResponse, n: int) -> CollisionRes
     return CollisionResult(
         int(message.version), _field(message, "hit", UINT8, None, n, what).astype(bool),
         _field(message, "clearance_m", FLOAT32, None, n, what), _field(message, "contact_points_m", FLOAT32, 3, n, what),
+        _field(message, "unknown", UINT8, None, n, what).astype(bool),
     )
 
 
-def occupancy_request(world_id: str, points_m) -> pb.QueryOccupancyRequest:
-    """Occupancy of each of ``points_m`` (N, 3), world metres."""
+def occupancy_request(world_id: str, points_m, *, min_confidence: float | None = None) -> pb.QueryOccupancyRequest:
+    """Occupancy of each of ``points_m`` (N, 3), world metres, at ``min_confidence`` (None: the world's default
+    level): voxels below it and space only lower-confidence depth saw through are unknown."""
     points = points_array(points_m, "points_m")
-    return pb.QueryOccupancyRequest(world_id=world_id, points_m=pack_array(points, FLOAT32, 3, "points_m"))
+    request = pb.QueryOccupancyRequest(world_id=world_id, points_m=pack_array(points, FLOAT32, 3, "points_m"))
+    return _with_min_confidence(request, min_confidence)
 
 
 def decode_occupancy(message: pb.QueryOccupancyResponse, n: int) -> OccupancyResult:
@@ -308,25 +359,30 @@ def box_message(min_m, max_m) -> pb.Box:
     return pb.Box(min_m=vec3_message(min_m, "box min_m"), max_m=vec3_message(max_m, "box max_m"))
 
 
-def crop_request(world_id: str, min_m, max_m, *, max_chunk_bytes: int = 0) -> pb.CropPointCloudRequest:
-    """The voxels inside the axis-aligned box ``[min_m, max_m]`` (metres), in chunks."""
+def crop_request(
+    world_id: str, min_m, max_m, *, max_chunk_bytes: int = 0, min_confidence: float | None = None
+) -> pb.CropPointCloudRequest:
+    """The voxels at or above ``min_confidence`` (None: the world's default level) inside the axis-aligned box
+    ``[min_m, max_m]`` (metres), in chunks."""
     if max_chunk_bytes < 0:
         raise WireFormatError(f"max_chunk_bytes must be >= 0 (0: the server's default), got {max_chunk_bytes}")
-    return pb.CropPointCloudRequest(world_id=world_id, box=box_message(min_m, max_m), max_chunk_bytes=max_chunk_bytes)
+    request = pb.CropPointCloudRequest(world_id=world_id, box=box_message(min_m, max_m), max_chunk_bytes=max_chunk_bytes)
+    return _with_min_confidence(request, min_confidence)
 
 
 def decode_crop(messages: Iterable[pb.CropPointCloudResponse]) -> CropResult:
     """The chunks of one crop, in order -> one ``CropResult`` (the last chunk must say ``last``)."""
-    points, colors, version, last = [], [], 0, False
+    points, colors, confidence, version, last = [], [], [], 0, False
     for i, message in enumerate(messages):
         what = f"CropPointCloudResponse[{i}]"
         n = int(message.count)
         points.append(_field(message, "points_m", FLOAT32, 3, n, what))
         colors.append(_field(message, "colors", UINT8, 3, n, what))
+        confidence.append(_field(message, "confidence", FLOAT32, None, n, what))
         version, last = int(message.version), bool(message.last)
     if not last:
         raise WireFormatError("the crop stream ended before its last chunk")
-    return CropResult(version, np.concatenate(points), np.concatenate(colors))
+    return CropResult(version, np.concatenate(points), np.concatenate(colors), np.concatenate(confidence))
 
 
 # ------------------------------------------------------------------------------------------------ edits
@@ -390,3 +446,22 @@ def insert_points_request(world_id: str, points_m, colors) -> pb.InsertPointsReq
     same_rows(len(points), "colors", colors, "points_m")
     return pb.InsertPointsRequest(world_id=world_id, points_m=pack_array(points, FLOAT32, 3, "points_m"),
                                   colors=packed_colors)
+
+
+# ------------------------------------------------------------------------------------------------ worlds
+
+
+def with_confidence_levels(
+    config: pb.WorldConfig, levels: Iterable[float] | None, default_min_confidence: float | None
+) -> pb.WorldConfig:
+    """``config`` with the world's declared minimum-confidence ``levels`` (None: the server's default levels) and
+    the ``default_min_confidence`` its queries use when a request names none (None: the server's rule)."""
+    if levels is not None:
+        values = [min_confidence_value(level) for level in levels]
+        if not values:
+            raise WireFormatError("confidence_levels must hold at least one level in [0, 1] (None: the server's default)")
+        config.confidence_levels.extend(values)
+    default = min_confidence_value(default_min_confidence)
+    if default is not None:
+        config.default_min_confidence = default
+    return config

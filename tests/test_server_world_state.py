@@ -201,7 +201,8 @@ def stepped_world(server, client, world_id):
     edit(client, world_id)
     memory = entry_of(server, world_id).world.memory
     return world_id, WorldQueries(memory.voxel_map, lambda: list(memory.anchors), max_distance_m=NEAREST_REACH_M,
-                                  max_clearance_m=CLEARANCE_REACH_M)
+                                  max_clearance_m=CLEARANCE_REACH_M, confidence_levels=memory.config.confidence_levels,
+                                  default_min_confidence=memory.config.default_min_confidence)
 
 
 def f32(values: np.ndarray) -> np.ndarray:

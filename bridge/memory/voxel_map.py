@@ -49,8 +49,34 @@ FORMAT_VERSION = 2
 READABLE_FORMATS = (1, FORMAT_VERSION)
 """Layouts ``read`` accepts; a format-1 map (saved before confidence) loads with confidence 1 for every voxel."""
 MIN_VOXEL_SIZE_M = 0.005
+DEFAULT_CONFIDENCE_LEVELS = (0.0, 0.5)
+"""The minimum-confidence levels a world's queries accept unless it declares others: 0 (everything fused) and 0.5."""
+PREFERRED_MIN_CONFIDENCE = 0.5
+"""The default query level when it is declared (else the highest declared level): at least half sure."""
+MAX_CONFIDENCE_LEVELS = 4
+"""Most levels a world may declare: its spatial queries keep a surface copy and distance field per level."""
 NO_FRAME = -1
 """``first_frame`` / ``last_frame`` of voxels that no frame has seen (inserted points)."""
+
+
+def check_confidence_levels(levels, default: float | None = None) -> tuple[tuple[float, ...], float]:
+    """Validated minimum-confidence levels, sorted ascending, and the default level among them: ``levels`` are 1 to
+    ``MAX_CONFIDENCE_LEVELS`` distinct numbers in [0, 1]; ``default`` one of them (``None``: 0.5 when declared, else
+    the highest). A voxel is at or above a level when ``confidence >= np.float32(level)`` (both in float32)."""
+    try:
+        values = sorted(float(level) for level in levels)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"confidence_levels must be numbers in [0, 1], got {levels!r}") from None
+    if not 1 <= len(values) <= MAX_CONFIDENCE_LEVELS:
+        raise InvalidInputError(f"confidence_levels must hold 1 to {MAX_CONFIDENCE_LEVELS} levels, got {len(values)}")
+    if any(not 0.0 <= level <= 1.0 for level in values) or len(set(values)) != len(values):
+        raise InvalidInputError(f"confidence_levels must be distinct numbers in [0, 1], got {list(levels)!r}")
+    if default is None:
+        return tuple(values), (PREFERRED_MIN_CONFIDENCE if PREFERRED_MIN_CONFIDENCE in values else values[-1])
+    chosen = [level for level in values if abs(level - float(default)) <= 1e-6]
+    if not chosen:
+        raise InvalidInputError(f"default_min_confidence {default!r} is not one of the confidence_levels {values}")
+    return tuple(values), chosen[0]
 
 
 class Source(IntEnum):
@@ -406,11 +432,26 @@ class VoxelMap:
         colors[rows < 0] = 0
         return colors.cpu().numpy()
 
+    def confidence_at(self, keys: np.ndarray) -> np.ndarray:
+        """(N,) float32 confidences of the voxels with these keys, in order; NaN for absent keys (the spatial
+        queries' per-level copies and their checks for voxels below a level)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        out = np.full(len(keys), np.nan, dtype=np.float32)
+        if len(keys) and self._count:
+            rows = self._index.lookup(torch.as_tensor(keys)).to(self.device)
+            present = rows >= 0
+            out[present.cpu().numpy()] = self._confidence[rows[present]].cpu().numpy()
+        return out
+
     def points_tensor(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Voxel centres (N, 3) float32 metres and colours (N, 3) uint8, as tensors on ``device`` (for rendering)."""
         keys = self._keys[: self._count]
         colors = self._colors[: self._count].round().clamp(0, 255).to(torch.uint8)
         return voxel_keys.key_centers(keys, self.voxel_size_m), colors
+
+    def confidence_tensor(self) -> torch.Tensor:
+        """Voxel confidences (N,) float32 in [0, 1], in ``points_tensor``'s order, on ``device`` (for rendering)."""
+        return self._confidence[: self._count]
 
     def changes_since(self, version: int) -> VoxelChanges:
         """Added, changed and removed voxels between ``version`` and now.

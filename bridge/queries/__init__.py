@@ -8,7 +8,14 @@ of the surface), ``distance_field`` (the field and nearest-surface search), ``ra
 from worldweave.bridge.queries.collision import ContactResult
 from worldweave.bridge.queries.distance_field import NearestResult
 from worldweave.bridge.queries.occupancy import DepthView, Occupancy
-from worldweave.bridge.queries.world_queries import CropResult, RayHits, SyncStats, ViewSource, WorldQueries
+from worldweave.bridge.queries.world_queries import (
+    CropResult,
+    RayHits,
+    SyncStats,
+    ViewSource,
+    WorldQueries,
+    resolve_level,
+)
 
 __all__ = [
     "ContactResult",
@@ -20,4 +27,5 @@ __all__ = [
     "SyncStats",
     "ViewSource",
     "WorldQueries",
+    "resolve_level",
 ]

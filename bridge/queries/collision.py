@@ -43,11 +43,14 @@ class ContactResult:
     when no surface lies within the query's ``max_clearance_m``.
     ``point_m``: float64 (N, 3) world metres, the contact: the centre of the surface voxel that decides the
     clearance (NaN when none within range).
+    ``unknown``: bool, the shape touches no surface at or above the query's minimum confidence but touches a voxel
+    below it: unknown space, neither free nor a hit (always False at a level every voxel reaches).
     """
 
     hit: np.ndarray
     clearance_m: np.ndarray
     point_m: np.ndarray
+    unknown: np.ndarray
 
 
 @numba.njit(cache=True)
@@ -174,4 +177,5 @@ def shape_contacts(
         _contact_kernel(grid_arrays, kind, params, lo, hi, limit, hints, out_sd, out_voxel)
     found = out_sd < limit
     clearance = np.where(found, out_sd * v - margin_m, np.inf)
-    return ContactResult(found & (clearance <= 0), clearance, np.where(found[:, None], (out_voxel + 0.5) * v, np.nan))
+    point = np.where(found[:, None], (out_voxel + 0.5) * v, np.nan)
+    return ContactResult(found & (clearance <= 0), clearance, point, np.zeros(len(clearance), dtype=bool))

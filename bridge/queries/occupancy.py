@@ -8,6 +8,11 @@
 * **UNKNOWN**: everything else. A generated world is unobserved until generated; points behind surfaces, outside
   every view or under a pixel without depth stay unknown.
 
+At a minimum confidence (``WorldQueries``' levels) only depth at or above it sees through space: each view's pixels
+carry a confidence (``view_confidence``), and the kernels take, per view, a uint8 *rank* image (how many of the
+declared levels each pixel's confidence reaches, ``confidence_ranks``) and the rank a pixel needs (``min_rank``; 0
+skips the test). Points in voxels below the level are never free either (``WorldQueries.occupancy``).
+
 Views are any objects with ``pose`` (camera-to-world ``Pose``), ``intrinsics`` (``Intrinsics``) and ``depth``
 (float32 (H, W) metres along the optical axis, 0 = unknown): keyframe anchors, or ``RGBDFrame``. Depth values are
 not scanned per call (a NaN or negative depth simply never counts as seen-through).
@@ -32,6 +37,10 @@ from worldweave.proto.errors import InvalidFrameError
 from worldweave.proto.geometry import Intrinsics, Pose
 
 _BATCH = 256
+_NO_RANKS = np.zeros((1, 1), dtype=np.uint8)
+"""Stands in for a view's rank image when a query needs none (``min_rank`` 0): the kernels never read it."""
+_MAX_FOOTPRINT_PX = 32
+"""Widest square an anchor point's confidence covers in its own image, pixels (wider footprints are clipped)."""
 
 
 class Occupancy(IntEnum):
@@ -53,11 +62,17 @@ class DepthView(Protocol):
 
 class PackedViews:
     """Views as kernel arrays: ``params`` float64 (K, 16) = world-to-camera rotation (9, row-major), camera centre
-    (3), fx, fy, cx, cy; ``depths`` a typed list of float32 (H, W) arrays (no copies)."""
+    (3), fx, fy, cx, cy; ``depths`` a typed list of float32 (H, W) arrays (no copies); ``ranks`` a typed list of
+    uint8 (H, W) rank images (``confidence_ranks``), read only when ``min_rank`` > 0: a pixel sees through space
+    only when its rank is at least ``min_rank``."""
 
-    def __init__(self, views: Sequence[DepthView]) -> None:
+    def __init__(self, views: Sequence[DepthView], ranks: Sequence[np.ndarray] = (), min_rank: int = 0) -> None:
+        if min_rank and len(ranks) != len(views):
+            raise InvalidFrameError(f"{len(ranks)} rank images for {len(views)} views")
+        self.min_rank = int(min_rank)
         self.params = np.zeros((len(views), 16), dtype=np.float64)
         self.depths = List()
+        self.ranks = List()
         for k, view in enumerate(views):
             if not isinstance(view, DepthView):
                 raise InvalidFrameError(f"view {k} ({type(view).__name__}) lacks pose, intrinsics or depth")
@@ -72,16 +87,71 @@ class PackedViews:
             self.params[k, 9:12] = view.pose.position
             self.params[k, 12:] = intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy
             self.depths.append(np.ascontiguousarray(depth))
-        if len(views) == 0:
-            self.depths.append(np.zeros((1, 1), dtype=np.float32))  # typed lists need one element to get a type
+            self.ranks.append(np.ascontiguousarray(ranks[k]) if self.min_rank else _NO_RANKS)
+        if len(views) == 0:  # typed lists need one element to get a type
+            self.depths.append(np.zeros((1, 1), dtype=np.float32))
+            self.ranks.append(_NO_RANKS)
 
     def __len__(self) -> int:
         return len(self.params)
 
 
+def _anchor_confidence(view) -> np.ndarray:
+    """float32 (H, W): an anchor's per-pixel depth confidence, from its points. Each point stands for the square of
+    pixels its footprint (``point_size_m``) covers in the anchor's own image, which for sampled points is exactly
+    the block of pixels it was averaged from; a pixel covered by several points takes the lowest confidence, one
+    covered by none (a depth edge, a sparse block: its depth is the least sure) the lowest of all the anchor's points
+    (0 when it has none)."""
+    k = view.intrinsics
+    h, w = k.shape
+    out = np.full(h * w, np.inf, dtype=np.float32)
+    points = np.asarray(view.points_cam, dtype=np.float64)
+    front = points[:, 2] > 0
+    points, confidence = points[front], np.asarray(view.point_confidence, dtype=np.float32)[front]
+    z = points[:, 2]
+    u, v = k.fx * points[:, 0] / z + k.cx, k.fy * points[:, 1] / z + k.cy
+    half = np.asarray(view.point_size_m, dtype=np.float64)[front] * k.fx / z / 2
+    u0 = np.minimum(np.ceil(u - half - 1e-6), np.round(u)).astype(np.int64)
+    v0 = np.minimum(np.ceil(v - half - 1e-6), np.round(v)).astype(np.int64)
+    width = np.clip(np.maximum(np.floor(u + half + 1e-6), np.round(u)).astype(np.int64) - u0 + 1, 1, _MAX_FOOTPRINT_PX)
+    for dy in range(int(width.max(initial=0))):
+        for dx in range(int(width.max(initial=0))):
+            uu, vv = u0 + dx, v0 + dy
+            keep = (dx < width) & (dy < width) & (uu >= 0) & (uu < w) & (vv >= 0) & (vv < h)
+            np.minimum.at(out, vv[keep] * w + uu[keep], confidence[keep])
+    out[np.isinf(out)] = confidence.min() if len(confidence) else 0.0
+    return out.reshape(h, w)
+
+
+def view_confidence(view: DepthView) -> np.ndarray:
+    """float32 (H, W) in [0, 1]: how sure a view's depth is, per pixel. A keyframe anchor's comes from its points'
+    ``point_confidence`` (``_anchor_confidence``); a frame's is its ``confidence`` array (``RGBDFrame.confidence``);
+    a view without either counts as sure (1)."""
+    if hasattr(view, "point_confidence"):
+        return _anchor_confidence(view)
+    confidence = getattr(view, "confidence", None)
+    if isinstance(confidence, np.ndarray) and confidence.shape == view.intrinsics.shape:
+        return confidence.astype(np.float32, copy=False)
+    return np.ones(view.intrinsics.shape, dtype=np.float32)
+
+
+def confidence_ranks(confidence: np.ndarray, levels: Sequence[float]) -> np.ndarray:
+    """uint8 (H, W): how many of ``levels`` (ascending) each pixel's confidence reaches (``>=``, in float32)."""
+    ranks = np.zeros(confidence.shape, dtype=np.uint8)
+    for level in levels:
+        ranks += confidence >= np.float32(level)
+    return ranks
+
+
+def min_rank(levels: Sequence[float], level: float) -> int:
+    """The rank a pixel needs to count at ``level`` (one of ``levels``, ascending); 0 (no test) at a level of 0."""
+    return 0 if level <= 0 else list(levels).index(level) + 1
+
+
 @numba.njit(cache=True)
-def _seen_through(params, depth, x, y, z, margin):
-    """True when the view (``params`` row, ``depth`` map) saw through world point ``(x, y, z)`` (metres)."""
+def _seen_through(params, depth, ranks, min_rank, x, y, z, margin):
+    """True when the view (``params`` row, ``depth`` map, ``ranks`` image) saw through world point ``(x, y, z)``
+    (metres) with depth at a rank of at least ``min_rank``."""
     rx, ry, rz = x - params[9], y - params[10], z - params[11]
     zc = params[6] * rx + params[7] * ry + params[8] * rz
     if zc <= 0.0:
@@ -94,23 +164,25 @@ def _seen_through(params, depth, x, y, z, margin):
     if not (0.0 <= u < w and 0.0 <= v < h):
         return False
     observed = depth[np.int64(v), np.int64(u)]
-    return observed > 0.0 and zc <= observed - margin
+    if not (observed > 0.0 and zc <= observed - margin):
+        return False
+    return min_rank == 0 or ranks[np.int64(v), np.int64(u)] >= min_rank
 
 
 @numba.njit(cache=True)
-def _free(params, depths, x, y, z, margin, first):
+def _free(params, depths, ranks, min_rank, x, y, z, margin, first):
     """Index of a view that saw through the point, -1 when none did; tries view ``first`` (the last one that
     did, for the previous point) first."""
     k = len(params)
     for j in range(k):
         view = (first + j) % k
-        if _seen_through(params[view], depths[view], x, y, z, margin):
+        if _seen_through(params[view], depths[view], ranks[view], min_rank, x, y, z, margin):
             return view
     return -1
 
 
 @numba.njit(cache=True, parallel=True)
-def _occupancy_kernel(grid, voxel_size, params, depths, points, margin, out):
+def _occupancy_kernel(grid, voxel_size, params, depths, ranks, min_rank, points, margin, out):
     table_keys, table_ids, shift, _, block_mask, block_slot, bits, _, _, _ = grid
     n = len(points)
     for batch in numba.prange((n + _BATCH - 1) // _BATCH):
@@ -124,7 +196,7 @@ def _occupancy_kernel(grid, voxel_size, params, depths, points, margin, out):
             if is_occupied(table_keys, table_ids, shift, block_mask, block_slot, bits, cache, ix, iy, iz):
                 out[i] = 2
                 continue
-            view = _free(params, depths, x, y, z, margin, first)
+            view = _free(params, depths, ranks, min_rank, x, y, z, margin, first)
             if view >= 0:
                 first = view
                 out[i] = 1
@@ -147,7 +219,9 @@ def _near_surface(table_keys, table_ids, shift, block_mask, block_slot, bits, ca
 
 
 @numba.njit(cache=True, parallel=True)
-def _unknown_from_kernel(grid, voxel_size, params, depths, origins, directions, stop, step, margin, radius, out):
+def _unknown_from_kernel(
+    grid, voxel_size, params, depths, ranks, min_rank, origins, directions, stop, step, margin, radius, out
+):
     table_keys, table_ids, shift, _, block_mask, block_slot, bits, _, _, _ = grid
     n = len(origins)
     for batch in numba.prange((n + _BATCH - 1) // _BATCH):
@@ -160,7 +234,7 @@ def _unknown_from_kernel(grid, voxel_size, params, depths, origins, directions, 
                 x = origins[i, 0] + t * directions[i, 0]
                 y = origins[i, 1] + t * directions[i, 1]
                 z = origins[i, 2] + t * directions[i, 2]
-                view = _free(params, depths, x, y, z, margin, first)
+                view = _free(params, depths, ranks, min_rank, x, y, z, margin, first)
                 if view >= 0:
                     first = view
                 elif not _near_surface(
@@ -181,7 +255,8 @@ def occupancy_codes(
         sorted_out = np.empty(len(points_m), dtype=np.uint8)
         points = np.ascontiguousarray(points_m[order])
         v, margin = float(voxel_size_m), float(free_margin_m)
-        _occupancy_kernel(grid_arrays, v, views.params, views.depths, points, margin, sorted_out)
+        _occupancy_kernel(grid_arrays, v, views.params, views.depths, views.ranks, views.min_rank, points, margin,
+                          sorted_out)
         out[order] = sorted_out
     return out
 
@@ -208,6 +283,8 @@ def unknown_from(
             float(voxel_size_m),
             views.params,
             views.depths,
+            views.ranks,
+            views.min_rank,
             np.ascontiguousarray(origins_m),
             np.ascontiguousarray(directions),
             np.ascontiguousarray(stop_m, dtype=np.float64),

@@ -10,11 +10,29 @@ version ``v`` it last saw (``voxel_map.changed_keys_since(v)``, in ``sync``), to
 were added or removed (colour changes cost nothing); a ``v`` older than the log's window rebuilds everything.
 Call ``sync()`` yourself after an integrate to pay that cost up front.
 
+**Confidence levels.** Every voxel has a confidence in [0, 1] (``VoxelSet.confidence``). The queries accept a few
+declared minimum confidences (``confidence_levels``) and keep one surface copy and distance field per level
+(``LevelCopy``, built when a level is first asked for, then kept current the same lazy way: a voxel whose confidence
+crosses the level since the last sync enters or leaves that copy), never one per request. At level ``c``:
+
+* raycast: a ray stops at the first voxel it enters; a voxel below ``c`` is no hit but unknown (``ended_in_unknown``,
+  ``unknown_from_m`` there); free space along the ray comes only from depth at or above ``c``;
+* nearest and collisions: only voxels at or above ``c`` count; a shape that touches only voxels below ``c`` is
+  ``unknown`` (``ContactResult.unknown``), not a hit;
+* occupancy: OCCUPIED for a voxel at or above ``c``, UNKNOWN for one below, FREE only where depth at or above ``c``
+  saw through (``occupancy.view_confidence``);
+* crop: the voxels at or above ``c``, with their confidences.
+
+A level ``c`` is reached when ``confidence >= np.float32(c)``; level 0 holds every voxel. Where the map holds voxels
+below ``c``, raycasts and collisions at ``c`` also use the level-0 copy (to find where a ray stops, and which shapes
+touch only lower voxels), so it is built too; nearest, occupancy and crop need only their level's.
+
 Not thread-safe: the world's lock serialises integrates, edits and queries.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,7 +41,7 @@ from typing import Union
 import numpy as np
 
 from worldweave.bridge.memory.voxel_keys import check_extent
-from worldweave.bridge.memory.voxel_map import VoxelMap
+from worldweave.bridge.memory.voxel_map import VoxelMap, check_confidence_levels
 from worldweave.bridge.queries.collision import (
     BOX,
     SEGMENT,
@@ -38,9 +56,13 @@ from worldweave.bridge.queries.distance_field import (
 from worldweave.bridge.queries.grid import BlockGrid
 from worldweave.bridge.queries.occupancy import (
     DepthView,
+    Occupancy,
     PackedViews,
+    confidence_ranks,
+    min_rank,
     occupancy_codes,
     unknown_from,
+    view_confidence,
 )
 from worldweave.bridge.queries.raycast import cast_rays
 from worldweave.bridge.regions import Region
@@ -77,10 +99,13 @@ class RayHits:
 
 @dataclass(frozen=True)
 class CropResult:
-    """The surface inside a region: ``points_m`` float32 (N, 3) voxel centres, world metres; ``colors`` uint8 (N, 3)."""
+    """The surface inside a region at or above the query's level: ``points_m`` float32 (N, 3) voxel centres, world
+    metres; ``colors`` uint8 (N, 3); ``confidence`` float32 (N,) in [0, 1]; ``sources`` uint8 (N,) (``Source``)."""
 
     points_m: np.ndarray
     colors: np.ndarray
+    confidence: np.ndarray
+    sources: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -132,6 +157,69 @@ def _same_length(name: str, array: np.ndarray, n: int) -> None:
         raise InvalidInputError(f"{name} has {len(array)} rows, the batch has {n}")
 
 
+def resolve_level(levels: Sequence[float], default: float, min_confidence: float | None) -> float:
+    """The declared level a query asks for: ``min_confidence`` (``None``: ``default``), which must be one of
+    ``levels`` (within 1e-6, so a float32 on the wire matches), else ``InvalidInputError`` naming them."""
+    if min_confidence is None:
+        return default
+    try:
+        wanted = float(min_confidence)
+    except (TypeError, ValueError):
+        wanted = math.nan
+    for level in levels:
+        if abs(level - wanted) <= 1e-6:
+            return level
+    raise InvalidInputError(
+        f"min_confidence {min_confidence!r} is not one of this world's confidence levels {list(levels)}; ask for "
+        "one of them (a world declares its levels when it is created)"
+    )
+
+
+class LevelCopy:
+    """The surface voxels at or above one confidence ``level`` as a ``BlockGrid`` with its ``DistanceField``, and
+    the map ``version`` they reflect."""
+
+    def __init__(self, level: float, voxel_size_m: float, max_distance_m: float) -> None:
+        self.level = level
+        self.grid = BlockGrid(reach_vox=field_reach_vox(voxel_size_m, max_distance_m))
+        self.distance_field = DistanceField(self.grid, voxel_size_m, max_distance_m)
+        self.version = 0
+
+    def voxel_count(self) -> int:
+        """Voxels in the copy."""
+        return int(self.grid.arrays()[7].sum())  # block_count; emptied blocks count 0
+
+    def sync(self, voxel_map: VoxelMap) -> SyncStats | None:
+        """Apply the map's changes since ``version``; ``None`` when the change log no longer reaches it (the owner
+        then starts a fresh copy and syncs that)."""
+        version = voxel_map.version
+        if version == self.version:
+            return SyncStats(self.version, 0, 0, 0, False)
+        changes = voxel_map.changed_keys_since(self.version)
+        if changes is None:
+            return None
+        removed, added = changes.removed, changes.added
+        if self.level > 0:  # a voxel that crossed the level since the last sync enters or leaves the copy
+            touched = np.concatenate([changes.added, changes.changed])
+            reached = voxel_map.confidence_at(touched) >= np.float32(self.level)
+            removed, added = np.concatenate([removed, touched[~reached]]), touched[reached]
+        return self._apply(voxel_keys.unpack(removed), voxel_keys.unpack(added), version, rebuilt=False)
+
+    def fill(self, voxel_map: VoxelMap) -> SyncStats:
+        """Fill an empty copy from the map's current voxels."""
+        voxels = voxel_map.voxels()
+        keys = voxels.keys[voxels.confidence >= np.float32(self.level)] if self.level > 0 else voxels.keys
+        return self._apply(np.zeros((0, 3), dtype=np.int64), voxel_keys.unpack(keys), voxel_map.version, rebuilt=True)
+
+    def _apply(self, removed: np.ndarray, added: np.ndarray, version: int, *, rebuilt: bool) -> SyncStats:
+        shrunk = self.grid.apply(removed, add=False)
+        grown = self.grid.apply(added, add=True)
+        changed = np.concatenate([shrunk, grown])
+        self.distance_field.update(changed, shrunk)
+        self.version = version
+        return SyncStats(version, len(added), len(removed), len(changed), rebuilt)
+
+
 class WorldQueries:
     """Raycast, nearest surface, collision, occupancy and crop against ``voxel_map``.
 
@@ -147,6 +235,9 @@ class WorldQueries:
     capsule and box searches cost grows with it; for clearance far beyond contact, ask ``nearest``.
     ``ray_unknown_step_m``: spacing of the free-space samples along rays (default: four voxels). Unobserved gaps
     thinner than this along a ray can go unnoticed.
+    ``confidence_levels``: the minimum confidences queries accept (``min_confidence=``), 1 to 4 distinct numbers in
+    [0, 1] (default: 0 alone, every voxel); ``default_min_confidence``: the level of a query that names none (``None``:
+    0.5 when declared, else the highest). See the module docstring.
     """
 
     def __init__(
@@ -159,6 +250,8 @@ class WorldQueries:
         contact_margin_m: float | None = None,
         max_clearance_m: float = 0.25,
         ray_unknown_step_m: float | None = None,
+        confidence_levels: Sequence[float] = (0.0,),
+        default_min_confidence: float | None = None,
     ) -> None:
         v = voxel_map.voxel_size_m
         self.voxel_map = voxel_map
@@ -169,7 +262,11 @@ class WorldQueries:
         self.max_clearance_m = self._option("max_clearance_m", max_clearance_m)
         step = 4 * v if ray_unknown_step_m is None else ray_unknown_step_m
         self.ray_unknown_step_m = self._option("ray_unknown_step_m", step, positive=True)
-        self._reset()
+        self.confidence_levels, self.default_min_confidence = check_confidence_levels(
+            confidence_levels, default_min_confidence
+        )
+        self._copies: dict[float, LevelCopy] = {}
+        self._ranks: dict[int, tuple[tuple, np.ndarray]] = {}
 
     @staticmethod
     def _option(name: str, value: float, positive: bool = False) -> float:
@@ -178,37 +275,51 @@ class WorldQueries:
             raise InvalidInputError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
         return value
 
-    def _reset(self) -> None:
-        v = self.voxel_map.voxel_size_m
-        self.grid = BlockGrid(reach_vox=field_reach_vox(v, self.max_distance_m))
-        self.distance_field = DistanceField(self.grid, v, self.max_distance_m)
-        self.version = 0
-        """The map version the queries reflect."""
-
     # ---------------------------------------------------------------------------------------------- follow
 
-    def sync(self) -> SyncStats:
-        """Apply the map's changes since the last sync (every query does this first)."""
-        version = self.voxel_map.version
-        if version == self.version:
-            return SyncStats(self.version, 0, 0, 0, False)
-        changes = self.voxel_map.changed_keys_since(self.version)
-        rebuilt = changes is None
-        if rebuilt:
-            self._reset()
-            removed, added = np.zeros((0, 3), dtype=np.int64), voxel_keys.unpack(self.voxel_map.voxels().keys)
-        else:
-            removed, added = voxel_keys.unpack(changes.removed), voxel_keys.unpack(changes.added)
-        shrunk = self.grid.apply(removed, add=False)
-        grown = self.grid.apply(added, add=True)
-        changed = np.concatenate([shrunk, grown])
-        self.distance_field.update(changed, shrunk)
-        self.version = version
-        return SyncStats(version, len(added), len(removed), len(changed), rebuilt)
+    def level(self, min_confidence: float | None = None) -> float:
+        """The declared level a query asks for (``resolve_level``)."""
+        return resolve_level(self.confidence_levels, self.default_min_confidence, min_confidence)
+
+    def _copy(self, level: float) -> LevelCopy:
+        """The copy of ``level`` (a declared level, or 0 for every voxel), current with the map."""
+        copy = self._copies.get(level)
+        if copy is None or copy.sync(self.voxel_map) is None:
+            copy = LevelCopy(level, self.voxel_map.voxel_size_m, self.max_distance_m)
+            copy.fill(self.voxel_map)
+            self._copies[level] = copy
+        return copy
+
+    def sync(self, min_confidence: float | None = None) -> SyncStats:
+        """Apply the map's changes since the last sync to the copy of a level (``None``: the default level; every
+        query does this first for the levels it uses)."""
+        level = self.level(min_confidence)
+        copy = self._copies.get(level)
+        stats = None if copy is None else copy.sync(self.voxel_map)
+        if stats is None:
+            copy = LevelCopy(level, self.voxel_map.voxel_size_m, self.max_distance_m)
+            stats = copy.fill(self.voxel_map)
+            self._copies[level] = copy
+        return stats
+
+    @property
+    def grid(self) -> BlockGrid:
+        """The surface copy of the default level, current with the map."""
+        return self._copy(self.default_min_confidence).grid
+
+    @property
+    def version(self) -> int:
+        """The map version the default level's copy reflects (without syncing it)."""
+        copy = self._copies.get(self.default_min_confidence)
+        return 0 if copy is None else copy.version
 
     def memory_bytes(self) -> int:
-        """Bytes held by the surface copy and the distance field."""
-        return self.grid.nbytes()
+        """Bytes held by the surface copies and distance fields of the levels built so far."""
+        return sum(copy.grid.nbytes() for copy in self._copies.values())
+
+    def _below_level(self, copy: LevelCopy) -> bool:
+        """Whether the map holds voxels below ``copy``'s level (the copy must be current)."""
+        return copy.level > 0 and copy.voxel_count() < len(self.voxel_map)
 
     # --------------------------------------------------------------------------------------------- helpers
 
@@ -217,9 +328,23 @@ class WorldQueries:
         check_extent(points, self.voxel_map.voxel_size_m, name)
         return points
 
-    def _packed_views(self) -> PackedViews:
-        views = self.views() if callable(self.views) else self.views
-        return PackedViews(list(views))
+    def _packed_views(self, level: float) -> PackedViews:
+        """The current views, with the rank images a pixel's depth needs to count at ``level`` (cached per view
+        until its depth or points change: an edit replaces them)."""
+        views = list(self.views() if callable(self.views) else self.views)
+        rank = min_rank(self.confidence_levels, level)
+        if rank == 0:
+            return PackedViews(views)
+        ranks, cache = [], {}
+        for view in views:
+            sources = tuple(getattr(view, name, None) for name in ("depth", "points_cam", "point_confidence", "confidence"))
+            cached = self._ranks.get(id(view))
+            if cached is None or cached[0][0] is not view or any(a is not b for a, b in zip(cached[0][1:], sources)):
+                cached = ((view, *sources), confidence_ranks(view_confidence(view), self.confidence_levels))
+            cache[id(view)] = cached
+            ranks.append(cached[1])
+        self._ranks = cache
+        return PackedViews(views, ranks, rank)
 
     def _check_range(self, name: str, ranges: np.ndarray) -> None:
         if len(ranges) and ranges.max() > self.max_distance_m:
@@ -229,21 +354,33 @@ class WorldQueries:
                 f"{self.max_distance_m} m; build WorldQueries with a larger max_distance_m"
             )
 
-    def _hints(self, probes: np.ndarray, reach_m: np.ndarray) -> np.ndarray:
-        """(N, K, 3) nearest surface points to K probe points per shape (NaN where none within ``reach_m``, capped
-        at the field's reach): where the exact shape search starts."""
+    def _hints(self, copy: LevelCopy, probes: np.ndarray, reach_m: np.ndarray) -> np.ndarray:
+        """(N, K, 3) nearest surface points of ``copy`` to K probe points per shape (NaN where none within
+        ``reach_m``, capped at the field's reach): where the exact shape search starts."""
         n, k = probes.shape[:2]
         ranges = np.repeat(np.minimum(reach_m, self.max_distance_m), k)
-        return self.distance_field.nearest(probes.reshape(-1, 3), ranges).point_m.reshape(n, k, 3)
+        return copy.distance_field.nearest(probes.reshape(-1, 3), ranges).point_m.reshape(n, k, 3)
+
+    def _contacts(self, level: float, search: Callable[[LevelCopy], ContactResult]) -> ContactResult:
+        """``search`` against the copy of ``level``; where the map holds voxels below it, shapes that touch none at
+        or above it but touch one below are marked ``unknown`` (a second search against every voxel)."""
+        copy = self._copy(level)
+        contacts = search(copy)
+        if not self._below_level(copy):
+            return contacts
+        touches_any = search(self._copy(0.0)).hit
+        return dataclasses.replace(contacts, unknown=touches_any & ~contacts.hit)
 
     def _max_clearance(self, value: float | None) -> float:
         return self.max_clearance_m if value is None else self._option("max_clearance_m", value)
 
     # --------------------------------------------------------------------------------------------- queries
 
-    def raycast(self, origins_m, directions, max_range_m) -> RayHits:
+    def raycast(self, origins_m, directions, max_range_m, *, min_confidence: float | None = None) -> RayHits:
         """Cast rays from ``origins_m`` (N, 3) along ``directions`` (N, 3, any non-zero length; normalised here)
-        up to ``max_range_m`` (a number or (N,), metres). See ``RayHits``."""
+        up to ``max_range_m`` (a number or (N,), metres), at ``min_confidence`` (a declared level; ``None``: the
+        default): a ray stops at the first voxel it enters, a hit when that voxel is at or above the level, unknown
+        (no hit, ``ended_in_unknown``) when below. See ``RayHits``."""
         origins = self._world_points("origins_m", origins_m)
         n = len(origins)
         directions = _points("directions", directions)
@@ -254,46 +391,59 @@ class WorldQueries:
             raise InvalidInputError(f"directions[{i}] = {directions[i].tolist()} has zero length")
         directions = directions / lengths[:, None] if n else directions
         ranges = _per_item("max_range_m", max_range_m, n)
-        self.sync()
+        level = self.level(min_confidence)
+        copy = self._copy(level)
+        below = self._below_level(copy)
         v = self.voxel_map.voxel_size_m
-        grid = self.grid.arrays()
-        t, voxels = cast_rays(grid, v, origins, directions, ranges)
-        hit = t >= 0
+        t, voxels = cast_rays((self._copy(0.0) if below else copy).grid.arrays(), v, origins, directions, ranges)
+        entered = t >= 0
+        hit = entered.copy()
+        if below and entered.any():  # a voxel below the level stops the ray as unknown, not as a hit
+            reached = self.voxel_map.confidence_at(voxel_keys.pack(voxels[entered])) >= np.float32(level)
+            hit[entered] = reached
         color = np.zeros((n, 3), dtype=np.uint8)
         if hit.any():
             color[hit] = self.voxel_map.colors_at(voxel_keys.pack(voxels[hit]))
-        stop = np.where(hit, t, ranges)
+        stop = np.where(entered, t, ranges)
         step, margin = self.ray_unknown_step_m, self.free_margin_m
-        unknown = unknown_from(grid, v, self._packed_views(), origins, directions, stop, step, margin)
+        unknown = unknown_from(copy.grid.arrays(), v, self._packed_views(level), origins, directions, stop, step, margin)
+        unknown = np.where(entered & ~hit, np.minimum(unknown, t), unknown)
         distance = np.where(hit, t, np.inf)
         point = np.where(hit[:, None], origins + directions * np.where(hit, t, 0.0)[:, None], np.nan)
         return RayHits(hit, distance, point, color, np.isfinite(unknown), unknown)
 
-    def nearest(self, points_m, max_range_m) -> NearestResult:
-        """Nearest surface point (voxel centre) to each of ``points_m`` (N, 3) within ``max_range_m`` (a number or
-        (N,), metres, at most ``max_distance_m``); exact up to float rounding at every distance. See
-        ``NearestResult``."""
+    def nearest(self, points_m, max_range_m, *, min_confidence: float | None = None) -> NearestResult:
+        """Nearest surface point (voxel centre at or above ``min_confidence``, a declared level; ``None``: the
+        default) to each of ``points_m`` (N, 3) within ``max_range_m`` (a number or (N,), metres, at most
+        ``max_distance_m``); exact up to float rounding at every distance. See ``NearestResult``."""
         points = self._world_points("points_m", points_m)
         ranges = _per_item("max_range_m", max_range_m, len(points))
         self._check_range("max_range_m", ranges)
-        self.sync()
-        return self.distance_field.nearest(points, ranges)
+        return self._copy(self.level(min_confidence)).distance_field.nearest(points, ranges)
 
-    def collide_spheres(self, centers_m, radii_m, *, max_clearance_m: float | None = None) -> ContactResult:
+    def collide_spheres(
+        self, centers_m, radii_m, *, max_clearance_m: float | None = None, min_confidence: float | None = None
+    ) -> ContactResult:
         """Spheres ``centers_m`` (N, 3) with ``radii_m`` (a number or (N,)) against the surface; see
         ``ContactResult``. Through the distance field's nearest search, so exact (up to float rounding) at every
-        clearance up to ``max_clearance_m``."""
+        clearance up to ``max_clearance_m``. Every collision counts only voxels at or above ``min_confidence`` (a
+        declared level; ``None``: the default) and marks shapes touching only lower ones ``unknown``."""
         centers = self._world_points("centers_m", centers_m)
         radii = _per_item("radii_m", radii_m, len(centers))
         margin = self.contact_margin_m
         ranges = radii + margin + self._max_clearance(max_clearance_m)
         self._check_range("radius + contact margin + max_clearance_m of sphere", ranges)
-        self.sync()
-        near = self.distance_field.nearest(centers, ranges)
-        clearance = np.where(near.found, near.distance_m - radii - margin, np.inf)
-        return ContactResult(near.found & (clearance <= 0), clearance, near.point_m)
 
-    def collide_capsules(self, a_m, b_m, radii_m, *, max_clearance_m: float | None = None) -> ContactResult:
+        def search(copy: LevelCopy) -> ContactResult:
+            near = copy.distance_field.nearest(centers, ranges)
+            clearance = np.where(near.found, near.distance_m - radii - margin, np.inf)
+            return ContactResult(near.found & (clearance <= 0), clearance, near.point_m, np.zeros(len(centers), bool))
+
+        return self._contacts(self.level(min_confidence), search)
+
+    def collide_capsules(
+        self, a_m, b_m, radii_m, *, max_clearance_m: float | None = None, min_confidence: float | None = None
+    ) -> ContactResult:
         """Capsules (segments ``a_m`` -> ``b_m``, each (N, 3), thickened by ``radii_m``, a number or (N,)) against
         the surface; exact. See ``ContactResult``."""
         a = self._world_points("a_m", a_m)
@@ -303,14 +453,20 @@ class WorldQueries:
         params = np.concatenate([a, b, radii[:, None]], axis=1)
         lo = np.minimum(a, b) - radii[:, None]
         hi = np.maximum(a, b) + radii[:, None]
-        self.sync()
         clearance = self._max_clearance(max_clearance_m)
         reach = radii + np.linalg.norm(b - a, axis=1) / 2 + self.contact_margin_m + clearance
-        hints = self._hints(((a + b) / 2)[:, None, :], reach)
         v = self.voxel_map.voxel_size_m
-        return shape_contacts(self.grid.arrays(), v, SEGMENT, params, lo, hi, self.contact_margin_m, clearance, hints)
 
-    def collide_boxes(self, centers_m, half_extents_m, rotations, *, max_clearance_m: float | None = None) -> ContactResult:
+        def search(copy: LevelCopy) -> ContactResult:
+            hints = self._hints(copy, ((a + b) / 2)[:, None, :], reach)
+            return shape_contacts(copy.grid.arrays(), v, SEGMENT, params, lo, hi, self.contact_margin_m, clearance, hints)
+
+        return self._contacts(self.level(min_confidence), search)
+
+    def collide_boxes(
+        self, centers_m, half_extents_m, rotations, *, max_clearance_m: float | None = None,
+        min_confidence: float | None = None,
+    ) -> ContactResult:
         """Oriented boxes (``centers_m`` (N, 3), ``half_extents_m`` (N, 3) metres, ``rotations`` (N, 3, 3) whose
         columns are the box axes in world) against the surface; exact. See ``ContactResult``."""
         centers = self._world_points("centers_m", centers_m)
@@ -334,24 +490,38 @@ class WorldQueries:
                 )
         params = np.concatenate([centers, half, rotations.reshape(n, 9)], axis=1)
         extent = np.einsum("nij,nj->ni", np.abs(rotations), half)
-        self.sync()
         clearance = self._max_clearance(max_clearance_m)
         reach = np.linalg.norm(half, axis=1) + self.contact_margin_m + clearance
-        hints = self._hints(centers[:, None, :], reach)
         v = self.voxel_map.voxel_size_m
-        return shape_contacts(
-            self.grid.arrays(), v, BOX, params, centers - extent, centers + extent, self.contact_margin_m, clearance, hints
-        )
 
-    def occupancy(self, points_m) -> np.ndarray:
-        """(N,) uint8 ``Occupancy`` codes (UNKNOWN 0, FREE 1, OCCUPIED 2) of ``points_m`` (N, 3); see
-        ``occupancy`` for the rules."""
+        def search(copy: LevelCopy) -> ContactResult:
+            hints = self._hints(copy, centers[:, None, :], reach)
+            return shape_contacts(
+                copy.grid.arrays(), v, BOX, params, centers - extent, centers + extent, self.contact_margin_m,
+                clearance, hints,
+            )
+
+        return self._contacts(self.level(min_confidence), search)
+
+    def occupancy(self, points_m, *, min_confidence: float | None = None) -> np.ndarray:
+        """(N,) uint8 ``Occupancy`` codes (UNKNOWN 0, FREE 1, OCCUPIED 2) of ``points_m`` (N, 3) at
+        ``min_confidence`` (a declared level; ``None``: the default): a voxel below the level is UNKNOWN, and only
+        depth at or above it sees through space. See ``occupancy`` for the rules."""
         points = self._world_points("points_m", points_m)
-        self.sync()
+        level = self.level(min_confidence)
+        copy = self._copy(level)
         v = self.voxel_map.voxel_size_m
-        return occupancy_codes(self.grid.arrays(), v, self._packed_views(), points, self.free_margin_m)
+        codes = occupancy_codes(copy.grid.arrays(), v, self._packed_views(level), points, self.free_margin_m)
+        if self._below_level(copy):
+            rest = np.flatnonzero(codes != Occupancy.OCCUPIED)
+            keys = voxel_keys.pack(np.floor(points[rest] / v).astype(np.int64))
+            codes[rest[~np.isnan(self.voxel_map.confidence_at(keys))]] = Occupancy.UNKNOWN
+        return codes
 
-    def crop(self, region: Region) -> CropResult:
-        """The surface voxels whose centres lie in ``region`` (``Box``, ``OrientedBox`` or ``Sphere``)."""
+    def crop(self, region: Region, *, min_confidence: float | None = None) -> CropResult:
+        """The surface voxels whose centres lie in ``region`` (``Box``, ``OrientedBox`` or ``Sphere``) and whose
+        confidence is at or above ``min_confidence`` (a declared level; ``None``: the default)."""
+        level = self.level(min_confidence)
         voxels = self.voxel_map.crop(region)
-        return CropResult(voxels.positions_m, voxels.colors)
+        keep = voxels.confidence >= np.float32(level)
+        return CropResult(voxels.positions_m[keep], voxels.colors[keep], voxels.confidence[keep], voxels.sources[keep])

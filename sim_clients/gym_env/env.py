@@ -25,10 +25,13 @@ from gymnasium import spaces
 
 from worldweave.proto.codecs import MAX_FLOAT16
 from worldweave.proto.geometry import Intrinsics
+from worldweave.proto import voxel_keys
+from worldweave.proto.voxel_keys import AXIS_LIMIT
 from worldweave.sim_clients.client import WorldClient
 from worldweave.sim_clients.conversions import Frame
 from worldweave.sim_clients.gym_env.local_server import LocalServer
 from worldweave.sim_clients.gym_env.room import heading_c2w, make_room, seed_views
+from worldweave.sim_clients.mirror import PointCloudMirror
 
 ACTION_NAMES = ("forward", "left", "up", "yaw_rate", "pitch_rate")
 """What each action component is, in [-1, 1]: velocities as fractions of ``max_speed_mps`` along the agent's heading
@@ -44,6 +47,26 @@ class EpisodeSeed:
     frames: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
     start_c2w: np.ndarray
     prompt: str = ""
+
+
+def surface_area_m2(keys: np.ndarray, voxel_size_m: float) -> float:
+    """The area of the surface a set of voxels stands for, square metres: per voxel, half its faces that border an
+    empty voxel along the axis where it has most of them (so 1 face for a voxel of a one-voxel-thick surface or a lone
+    voxel, and 1/2 for each voxel of a surface that lies on a voxel boundary and is split between two layers), times a
+    face's area. Counting voxels instead counts such a split surface twice. ``keys``: sorted int64 packed voxel keys
+    (``PointCloudMirror.keys``)."""
+    if len(keys) == 0:
+        return 0.0
+    indices = voxel_keys.unpack(keys)
+    exposed = np.zeros((len(keys), 3), dtype=np.int64)
+    for axis in range(3):
+        for step in (-1, 1):
+            neighbours = indices.copy()
+            neighbours[:, axis] += step
+            neighbour_keys = voxel_keys.pack(neighbours)
+            rows = np.searchsorted(keys, neighbour_keys).clip(max=len(keys) - 1)
+            exposed[:, axis] += keys[rows] != neighbour_keys
+    return float(exposed.max(axis=1).sum()) / 2 * voxel_size_m**2
 
 
 SeedFn = Callable[[np.random.Generator, Intrinsics], EpisodeSeed]
@@ -64,11 +87,12 @@ class StepOutcome:
 
     ``frame``: the generated frame (``rgb``, ``depth`` metres, ``pose`` 4x4 camera-to-world, ``coverage``: the
     fraction of its pixels the memory covered before generation, ``version``). ``previous_c2w``: the pose before
-    the step. ``voxels_before`` / ``voxels_after``: voxels in the world's map around the step; ``voxel_size_m``:
-    their edge, metres. ``collided``: the agent's sphere, swept from the previous pose to the new one, touched a
-    surface the world knows; ``clearance_m``: the swept sphere's signed clearance, metres (gap to the nearest known
-    surface, minus the penetration depth when touching, +inf when no surface is near). ``action``: the applied
-    (clipped, normalised) action.
+    the step. ``voxels_before`` / ``voxels_after``: voxels in the world's map at or above the env's minimum
+    confidence around the step; ``voxel_size_m``: their edge, metres. ``collided``: the agent's sphere, swept from
+    the previous pose to the new one, touched a surface the world knows at or above that confidence;
+    ``clearance_m``: the swept sphere's signed clearance, metres (gap to the nearest such surface, minus the
+    penetration depth when touching, +inf when no surface is near). ``action``: the applied (clipped, normalised)
+    action. ``area_before_m2`` / ``area_after_m2``: the surface those voxels stand for (``surface_area_m2``).
     """
 
     frame: Frame
@@ -79,16 +103,20 @@ class StepOutcome:
     collided: bool
     clearance_m: float
     action: np.ndarray = field(repr=False)
+    area_before_m2: float = 0.0
+    area_after_m2: float = 0.0
 
     @property
     def new_area_m2(self) -> float:
-        """Surface newly covered by memory in this step, square metres: new voxels times a voxel face (a surface
-        voxel stands for about one face of surface)."""
-        return (self.voxels_after - self.voxels_before) * self.voxel_size_m**2
+        """Surface newly covered by memory at or above the env's minimum confidence in this step, square metres
+        (``surface_area_m2`` after the step minus before); negative when voxels left memory or fell below the
+        level."""
+        return self.area_after_m2 - self.area_before_m2
 
 
 def newly_covered_area(outcome: StepOutcome) -> float:
-    """The default reward: the surface area the step added to the world's memory, square metres."""
+    """The default reward: the surface area the step added to the world's memory at or above the env's minimum
+    confidence, square metres (guessed geometry pays nothing)."""
     return outcome.new_area_m2
 
 
@@ -109,21 +137,30 @@ class WorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     **Observation** ``Dict``: ``rgb`` uint8 (H, W, 3), the generated frame; ``depth`` float32 (H, W), metres along
     the optical axis, 0 = unknown, at most 65504 (the wire's float16 saturates there); ``pose`` float64 (4, 4),
-    camera-to-world (OpenCV camera, world Z up, metres).
+    camera-to-world (OpenCV camera, world Z up, metres); its space bounds every entry by +-``AXIS_LIMIT`` (2**20 - 1):
+    a position lies within the world map's extent, +-``AXIS_LIMIT`` voxels per axis, so inside the bound for voxels
+    up to 1 m.
 
-    **Reward** ``reward_fn(StepOutcome)``; default :func:`newly_covered_area` (m² of surface newly in memory).
+    **Reward** ``reward_fn(StepOutcome)``; default :func:`newly_covered_area` (m² of surface newly in memory at or
+    above ``min_confidence``).
 
     **Terminated** when the agent's sphere (``agent_radius_m`` around the camera centre), swept from the previous
     pose to the new one (a capsule collision query, so a fast step cannot tunnel through a thin wall), touches a
-    surface the world knows after the step's frame is fused (unobserved space does not collide: a generated world is
-    unknown until generated).
+    surface the world knows at or above ``min_confidence`` after the step's frame is fused (unobserved space and
+    voxels below the level do not collide: a generated world is unknown until generated).
+
+    **Minimum confidence**: ``min_confidence`` (None: the world's default level, ``docs/confidence.md``) is the level
+    reward and termination count: voxels whose confidence is below it are guesses, not surface. A level given here is
+    declared for each episode's world (with 0). The env follows the world's point cloud at that level (a
+    ``PointCloudMirror`` of the stream) to count voxels.
 
     **Truncated** by gymnasium's ``TimeLimit``: ``gymnasium.make`` adds it with 200 steps (``max_episode_steps=N``
     to change); a ``WorldEnv`` made directly never truncates (wrap it in ``gymnasium.wrappers.TimeLimit``).
 
     **Info**: ``frame_id``, ``version``, ``coverage`` (fraction of the frame's pixels memory covered before
-    generation), ``voxel_count``, ``covered_area_m2`` (voxels x face area), ``new_area_m2``, ``collided``,
-    ``clearance_m`` (see :class:`StepOutcome`; +inf at reset).
+    generation), ``voxel_count`` (voxels at or above ``min_confidence``), ``covered_area_m2`` (the surface those
+    voxels stand for, :func:`surface_area_m2`), ``new_area_m2``, ``collided``, ``clearance_m`` (see
+    :class:`StepOutcome`; +inf at reset).
 
     The episode's world is ``env.unwrapped.world_id`` (not in ``info``: ids differ between runs, infos must not).
     ``reset`` creates a new world from ``seed_fn(env.np_random, intrinsics)`` (default :func:`room_seed`) and deletes
@@ -157,6 +194,7 @@ class WorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         voxel_size_m: float | None = 0.05,
         server_args: Sequence[str] = (),
         timeout_s: float = 60.0,
+        min_confidence: float | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode {render_mode!r} is not supported; use None or 'rgb_array'")
@@ -166,6 +204,9 @@ class WorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
         if not 0 < max_pitch_deg < 90:
             raise ValueError(f"max_pitch_deg must be in (0, 90) degrees, got {max_pitch_deg!r}")
+        if min_confidence is not None and not (isinstance(min_confidence, (int, float)) and 0 <= min_confidence <= 1):
+            raise ValueError(f"min_confidence must be a number in [0, 1] or None, got {min_confidence!r}")
+        self.min_confidence = min_confidence
         self.render_mode = render_mode
         self.intrinsics = Intrinsics.from_fov(width, height, fov_x_deg=fov_x_deg)
         self.time_step_s = float(time_step_s)
@@ -182,7 +223,7 @@ class WorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.observation_space = spaces.Dict({
             "rgb": spaces.Box(0, 255, (height, width, 3), dtype=np.uint8),
             "depth": spaces.Box(0.0, MAX_FLOAT16, (height, width), dtype=np.float32),
-            "pose": spaces.Box(-np.inf, np.inf, (4, 4), dtype=np.float64),
+            "pose": spaces.Box(-float(AXIS_LIMIT), float(AXIS_LIMIT), (4, 4), dtype=np.float64),
         })
 
         self.local_server = LocalServer(server_args) if address is None else None
@@ -197,7 +238,10 @@ class WorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self._yaw_rad = 0.0
         self._pitch_rad = 0.0
         self._voxels = 0
+        self._area_m2 = 0.0
         self._world_voxel_size_m = 0.0
+        self._level = 0.0
+        self._mirror = PointCloudMirror()
         self._last_frame: Frame | None = None
 
     # --------------------------------------------------------------------------------------------- gymnasium API
@@ -215,15 +259,19 @@ class WorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             )
         episode = self.seed_fn(self.np_random, self.intrinsics)
         self._delete_world()
+        levels = None if self.min_confidence is None else sorted({0.0, float(self.min_confidence)})
         world = self.client.create_world(
             episode.frames, self.intrinsics, prompt=episode.prompt, voxel_size_m=self.voxel_size_m,
-            seed=int(self.np_random.integers(1 << 31)),
+            seed=int(self.np_random.integers(1 << 31)), confidence_levels=levels,
+            default_min_confidence=self.min_confidence,
         )
         self.world_id = world.world_id
         self._world_voxel_size_m = float(world.config.voxel_size_m)
+        self._level = float(world.config.default_min_confidence)
+        self._mirror = PointCloudMirror()
         self._set_state(np.asarray(episode.start_c2w if start_pose is None else start_pose, dtype=np.float64))
         frame = self._generate()
-        self._voxels = int(self.client.get_world(self.world_id).voxel_count)
+        self._voxels, self._area_m2 = self._count_voxels()
         return self._observation(frame), self._info(frame, new_area_m2=0.0, collided=False, clearance_m=math.inf)
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
@@ -240,13 +288,14 @@ class WorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         previous_c2w = self._c2w()
         self._move(action)
         frame = self._generate()
-        voxels_before, self._voxels = self._voxels, int(self.client.get_world(self.world_id).voxel_count)
+        voxels_before, area_before_m2 = self._voxels, self._area_m2
+        self._voxels, self._area_m2 = self._count_voxels()
         # The agent's sphere swept over the step (a capsule), so a fast step cannot pass through a thin wall.
         contact = self.client.check_capsules(self.world_id, previous_c2w[None, :3, 3], frame.pose[None, :3, 3],
-                                             self.agent_radius_m)
+                                             self.agent_radius_m, min_confidence=self._level)
         collided, clearance_m = bool(contact.hit[0]), float(contact.clearance_m[0])
         outcome = StepOutcome(frame, previous_c2w, voxels_before, self._voxels, self._world_voxel_size_m, collided,
-                              clearance_m, action)
+                              clearance_m, action, area_before_m2, self._area_m2)
         reward = float(self.reward_fn(outcome))
         info = self._info(frame, outcome.new_area_m2, collided, clearance_m)
         return self._observation(frame), reward, collided, False, info
@@ -306,6 +355,13 @@ class WorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self._last_frame = frame
         return frame
 
+    def _count_voxels(self) -> tuple[int, float]:
+        """Voxels of the episode's world at or above the env's level and the surface they stand for (m²): the
+        mirror brought up to date."""
+        self._mirror.update(self.client.stream_point_cloud(self.world_id, self._mirror.version,
+                                                           min_confidence=self._level))
+        return len(self._mirror), surface_area_m2(self._mirror.keys, self._world_voxel_size_m)
+
     def _delete_world(self) -> None:
         if self.world_id is not None:
             self.client.delete_world(self.world_id)
@@ -321,7 +377,7 @@ class WorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             "version": frame.version,
             "coverage": frame.coverage,
             "voxel_count": self._voxels,
-            "covered_area_m2": self._voxels * self._world_voxel_size_m**2,
+            "covered_area_m2": self._area_m2,
             "new_area_m2": new_area_m2,
             "collided": collided,
             "clearance_m": clearance_m,

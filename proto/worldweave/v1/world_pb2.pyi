@@ -311,16 +311,20 @@ class GetServerInfoResponse(_message.Message):
     def __init__(self, api_version: _Optional[str] = ..., server_version: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., generator: _Optional[_Union[GeneratorInfo, _Mapping]] = ..., conventions: _Optional[_Union[Conventions, _Mapping]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., image_encodings: _Optional[_Iterable[_Union[ImageEncoding, str]]] = ..., depth_encodings: _Optional[_Iterable[_Union[DepthEncoding, str]]] = ...) -> None: ...
 
 class WorldConfig(_message.Message):
-    __slots__ = ("voxel_size_m", "retrieval", "max_anchors", "seed")
+    __slots__ = ("voxel_size_m", "retrieval", "max_anchors", "seed", "confidence_levels", "default_min_confidence")
     VOXEL_SIZE_M_FIELD_NUMBER: _ClassVar[int]
     RETRIEVAL_FIELD_NUMBER: _ClassVar[int]
     MAX_ANCHORS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_LEVELS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_MIN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     voxel_size_m: float
     retrieval: Retrieval
     max_anchors: int
     seed: int
-    def __init__(self, voxel_size_m: _Optional[float] = ..., retrieval: _Optional[_Union[Retrieval, str]] = ..., max_anchors: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+    confidence_levels: _containers.RepeatedScalarFieldContainer[float]
+    default_min_confidence: float
+    def __init__(self, voxel_size_m: _Optional[float] = ..., retrieval: _Optional[_Union[Retrieval, str]] = ..., max_anchors: _Optional[int] = ..., seed: _Optional[int] = ..., confidence_levels: _Optional[_Iterable[float]] = ..., default_min_confidence: _Optional[float] = ...) -> None: ...
 
 class SeedFrame(_message.Message):
     __slots__ = ("rgb", "depth", "pose")
@@ -512,21 +516,23 @@ class StepResponse(_message.Message):
     def __init__(self, request_index: _Optional[int] = ..., pose_index: _Optional[int] = ..., last_in_request: _Optional[bool] = ..., frame: _Optional[_Union[Frame, _Mapping]] = ..., timings_s: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class StreamPointCloudRequest(_message.Message):
-    __slots__ = ("world_id", "since_version", "follow", "max_chunk_bytes", "include_positions")
+    __slots__ = ("world_id", "since_version", "follow", "max_chunk_bytes", "include_positions", "min_confidence")
     WORLD_ID_FIELD_NUMBER: _ClassVar[int]
     SINCE_VERSION_FIELD_NUMBER: _ClassVar[int]
     FOLLOW_FIELD_NUMBER: _ClassVar[int]
     MAX_CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    MIN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     world_id: str
     since_version: int
     follow: bool
     max_chunk_bytes: int
     include_positions: bool
-    def __init__(self, world_id: _Optional[str] = ..., since_version: _Optional[int] = ..., follow: _Optional[bool] = ..., max_chunk_bytes: _Optional[int] = ..., include_positions: _Optional[bool] = ...) -> None: ...
+    min_confidence: float
+    def __init__(self, world_id: _Optional[str] = ..., since_version: _Optional[int] = ..., follow: _Optional[bool] = ..., max_chunk_bytes: _Optional[int] = ..., include_positions: _Optional[bool] = ..., min_confidence: _Optional[float] = ...) -> None: ...
 
 class StreamPointCloudResponse(_message.Message):
-    __slots__ = ("since_version", "version", "is_snapshot", "kind", "count", "keys", "positions_m", "colors", "flags", "voxel_size_m", "last_in_version")
+    __slots__ = ("since_version", "version", "is_snapshot", "kind", "count", "keys", "positions_m", "colors", "flags", "voxel_size_m", "last_in_version", "confidence", "min_confidence")
     SINCE_VERSION_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     IS_SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
@@ -538,6 +544,8 @@ class StreamPointCloudResponse(_message.Message):
     FLAGS_FIELD_NUMBER: _ClassVar[int]
     VOXEL_SIZE_M_FIELD_NUMBER: _ClassVar[int]
     LAST_IN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    MIN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     since_version: int
     version: int
     is_snapshot: bool
@@ -549,19 +557,23 @@ class StreamPointCloudResponse(_message.Message):
     flags: bytes
     voxel_size_m: float
     last_in_version: bool
-    def __init__(self, since_version: _Optional[int] = ..., version: _Optional[int] = ..., is_snapshot: _Optional[bool] = ..., kind: _Optional[_Union[ChangeKind, str]] = ..., count: _Optional[int] = ..., keys: _Optional[bytes] = ..., positions_m: _Optional[bytes] = ..., colors: _Optional[bytes] = ..., flags: _Optional[bytes] = ..., voxel_size_m: _Optional[float] = ..., last_in_version: _Optional[bool] = ...) -> None: ...
+    confidence: bytes
+    min_confidence: float
+    def __init__(self, since_version: _Optional[int] = ..., version: _Optional[int] = ..., is_snapshot: _Optional[bool] = ..., kind: _Optional[_Union[ChangeKind, str]] = ..., count: _Optional[int] = ..., keys: _Optional[bytes] = ..., positions_m: _Optional[bytes] = ..., colors: _Optional[bytes] = ..., flags: _Optional[bytes] = ..., voxel_size_m: _Optional[float] = ..., last_in_version: _Optional[bool] = ..., confidence: _Optional[bytes] = ..., min_confidence: _Optional[float] = ...) -> None: ...
 
 class RaycastRequest(_message.Message):
-    __slots__ = ("world_id", "origins_m", "directions", "max_range_m")
+    __slots__ = ("world_id", "origins_m", "directions", "max_range_m", "min_confidence")
     WORLD_ID_FIELD_NUMBER: _ClassVar[int]
     ORIGINS_M_FIELD_NUMBER: _ClassVar[int]
     DIRECTIONS_FIELD_NUMBER: _ClassVar[int]
     MAX_RANGE_M_FIELD_NUMBER: _ClassVar[int]
+    MIN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     world_id: str
     origins_m: bytes
     directions: bytes
     max_range_m: float
-    def __init__(self, world_id: _Optional[str] = ..., origins_m: _Optional[bytes] = ..., directions: _Optional[bytes] = ..., max_range_m: _Optional[float] = ...) -> None: ...
+    min_confidence: float
+    def __init__(self, world_id: _Optional[str] = ..., origins_m: _Optional[bytes] = ..., directions: _Optional[bytes] = ..., max_range_m: _Optional[float] = ..., min_confidence: _Optional[float] = ...) -> None: ...
 
 class RaycastResponse(_message.Message):
     __slots__ = ("version", "hit", "distance_m", "points_m", "colors", "unknown")
@@ -580,14 +592,16 @@ class RaycastResponse(_message.Message):
     def __init__(self, version: _Optional[int] = ..., hit: _Optional[bytes] = ..., distance_m: _Optional[bytes] = ..., points_m: _Optional[bytes] = ..., colors: _Optional[bytes] = ..., unknown: _Optional[bytes] = ...) -> None: ...
 
 class NearestSurfaceRequest(_message.Message):
-    __slots__ = ("world_id", "points_m", "max_range_m")
+    __slots__ = ("world_id", "points_m", "max_range_m", "min_confidence")
     WORLD_ID_FIELD_NUMBER: _ClassVar[int]
     POINTS_M_FIELD_NUMBER: _ClassVar[int]
     MAX_RANGE_M_FIELD_NUMBER: _ClassVar[int]
+    MIN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     world_id: str
     points_m: bytes
     max_range_m: float
-    def __init__(self, world_id: _Optional[str] = ..., points_m: _Optional[bytes] = ..., max_range_m: _Optional[float] = ...) -> None: ...
+    min_confidence: float
+    def __init__(self, world_id: _Optional[str] = ..., points_m: _Optional[bytes] = ..., max_range_m: _Optional[float] = ..., min_confidence: _Optional[float] = ...) -> None: ...
 
 class NearestSurfaceResponse(_message.Message):
     __slots__ = ("version", "found", "distance_m", "surface_points_m")
@@ -630,36 +644,42 @@ class OrientedBoxBatch(_message.Message):
     def __init__(self, centers_m: _Optional[bytes] = ..., half_extents_m: _Optional[bytes] = ..., rotations_wxyz: _Optional[bytes] = ...) -> None: ...
 
 class CheckCollisionRequest(_message.Message):
-    __slots__ = ("world_id", "spheres", "capsules", "boxes")
+    __slots__ = ("world_id", "spheres", "capsules", "boxes", "min_confidence")
     WORLD_ID_FIELD_NUMBER: _ClassVar[int]
     SPHERES_FIELD_NUMBER: _ClassVar[int]
     CAPSULES_FIELD_NUMBER: _ClassVar[int]
     BOXES_FIELD_NUMBER: _ClassVar[int]
+    MIN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     world_id: str
     spheres: SphereBatch
     capsules: CapsuleBatch
     boxes: OrientedBoxBatch
-    def __init__(self, world_id: _Optional[str] = ..., spheres: _Optional[_Union[SphereBatch, _Mapping]] = ..., capsules: _Optional[_Union[CapsuleBatch, _Mapping]] = ..., boxes: _Optional[_Union[OrientedBoxBatch, _Mapping]] = ...) -> None: ...
+    min_confidence: float
+    def __init__(self, world_id: _Optional[str] = ..., spheres: _Optional[_Union[SphereBatch, _Mapping]] = ..., capsules: _Optional[_Union[CapsuleBatch, _Mapping]] = ..., boxes: _Optional[_Union[OrientedBoxBatch, _Mapping]] = ..., min_confidence: _Optional[float] = ...) -> None: ...
 
 class CheckCollisionResponse(_message.Message):
-    __slots__ = ("version", "hit", "clearance_m", "contact_points_m")
+    __slots__ = ("version", "hit", "clearance_m", "contact_points_m", "unknown")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     HIT_FIELD_NUMBER: _ClassVar[int]
     CLEARANCE_M_FIELD_NUMBER: _ClassVar[int]
     CONTACT_POINTS_M_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_FIELD_NUMBER: _ClassVar[int]
     version: int
     hit: bytes
     clearance_m: bytes
     contact_points_m: bytes
-    def __init__(self, version: _Optional[int] = ..., hit: _Optional[bytes] = ..., clearance_m: _Optional[bytes] = ..., contact_points_m: _Optional[bytes] = ...) -> None: ...
+    unknown: bytes
+    def __init__(self, version: _Optional[int] = ..., hit: _Optional[bytes] = ..., clearance_m: _Optional[bytes] = ..., contact_points_m: _Optional[bytes] = ..., unknown: _Optional[bytes] = ...) -> None: ...
 
 class QueryOccupancyRequest(_message.Message):
-    __slots__ = ("world_id", "points_m")
+    __slots__ = ("world_id", "points_m", "min_confidence")
     WORLD_ID_FIELD_NUMBER: _ClassVar[int]
     POINTS_M_FIELD_NUMBER: _ClassVar[int]
+    MIN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     world_id: str
     points_m: bytes
-    def __init__(self, world_id: _Optional[str] = ..., points_m: _Optional[bytes] = ...) -> None: ...
+    min_confidence: float
+    def __init__(self, world_id: _Optional[str] = ..., points_m: _Optional[bytes] = ..., min_confidence: _Optional[float] = ...) -> None: ...
 
 class QueryOccupancyResponse(_message.Message):
     __slots__ = ("version", "states")
@@ -670,28 +690,32 @@ class QueryOccupancyResponse(_message.Message):
     def __init__(self, version: _Optional[int] = ..., states: _Optional[bytes] = ...) -> None: ...
 
 class CropPointCloudRequest(_message.Message):
-    __slots__ = ("world_id", "box", "max_chunk_bytes")
+    __slots__ = ("world_id", "box", "max_chunk_bytes", "min_confidence")
     WORLD_ID_FIELD_NUMBER: _ClassVar[int]
     BOX_FIELD_NUMBER: _ClassVar[int]
     MAX_CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MIN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     world_id: str
     box: Box
     max_chunk_bytes: int
-    def __init__(self, world_id: _Optional[str] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., max_chunk_bytes: _Optional[int] = ...) -> None: ...
+    min_confidence: float
+    def __init__(self, world_id: _Optional[str] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., max_chunk_bytes: _Optional[int] = ..., min_confidence: _Optional[float] = ...) -> None: ...
 
 class CropPointCloudResponse(_message.Message):
-    __slots__ = ("version", "count", "points_m", "colors", "last")
+    __slots__ = ("version", "count", "points_m", "colors", "last", "confidence")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     POINTS_M_FIELD_NUMBER: _ClassVar[int]
     COLORS_FIELD_NUMBER: _ClassVar[int]
     LAST_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     version: int
     count: int
     points_m: bytes
     colors: bytes
     last: bool
-    def __init__(self, version: _Optional[int] = ..., count: _Optional[int] = ..., points_m: _Optional[bytes] = ..., colors: _Optional[bytes] = ..., last: _Optional[bool] = ...) -> None: ...
+    confidence: bytes
+    def __init__(self, version: _Optional[int] = ..., count: _Optional[int] = ..., points_m: _Optional[bytes] = ..., colors: _Optional[bytes] = ..., last: _Optional[bool] = ..., confidence: _Optional[bytes] = ...) -> None: ...
 
 class RemoveRegionRequest(_message.Message):
     __slots__ = ("world_id", "region")
