@@ -2,20 +2,21 @@
 figure beside its baseline from the same run, against ``worldweave serve`` processes over loopback.
 
     python benchmarks/bench_soak.py [--seconds 20] [--fair-seconds 30] [--rss-seconds 30] [--width 128 --height 96]
-                                    [--configs unbounded default sized] [--sized-workers N] [--sized-queue N]
-                                    [--cold-cache]
+                                    [--configs unbounded default] [--workers N] [--queue N] [--cold-cache]
 
 * **Load.** For each server configuration, 1, 16 and 64 clients (threads, each on a connection and a world of its
   own, ``reproject`` generator), alternately stepping and rendering one pose for ``--seconds``. A refused call
-  (RESOURCE_EXHAUSTED with ``retry-after-ms``) is counted apart and retried after the suggested delay times a random
-  factor in [0.5, 1.5]; any other failure is an error. Reported: admitted calls/s, refusals, errors, admitted-call
+  (RESOURCE_EXHAUSTED with ``retry-after-ms``) is counted apart and retried after the suggested delay as the SDK
+  does (``sim_clients.retry.RetryPolicy``: the delay times a random factor in [1, 1.1]); any other failure is an
+  error. Reported: admitted calls/s, refusals, errors, admitted-call
   p50 / p99 / max; beside them the single client's p99 and the 16-client throughput of the same configuration, and
   the issue's targets (p99 at 64 clients <= 4x the single client's; throughput at 64 >= 90% of 16's).
-  Configurations: ``unbounded`` (the server's default threads with queues too large to refuse anything: how the
-  server ran before admission control), ``default`` (``worldweave serve`` defaults) and ``sized`` (engine threads =
-  this machine's cores, a total queue of ``--sized-queue``, default 1).
+  Configurations: ``unbounded`` (8 engine threads and queues too large to refuse anything: how the server ran
+  before admission control), ``default`` (``worldweave serve`` defaults: threads and total queue = this machine's
+  cores) and ``custom`` (``--workers N --queue N``).
 * **Fair share.** 4 clients (connections) stepping one world for ``--fair-seconds``: each one's share of its steps;
-  then a client with 3 streams against one with 1 stream for half that time (``default`` server).
+  then a client with 3 streams against one with 1 stream for half that time (``default`` server; refusals, if any,
+  are retried as above and counted).
 * **Memory.** The server's RSS growth per minute (least squares over the last 80% of samples) with 4 clients
   stepping (the worlds change, after ``RSS_PRIME_STEPS`` untimed steps each, once they no longer grow) and with 4
   clients rendering and raycasting (nothing changes), ``--rss-seconds`` each.
@@ -55,10 +56,15 @@ from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
 from worldweave.sim_clients import conversions
 from worldweave.sim_clients import world_state as ws
 from worldweave.sim_clients.client import WorldClient
+from worldweave.sim_clients.retry import RetryPolicy
 
 CLIENT_COUNTS = (1, 16, 64)
 UNBOUNDED_QUEUE = 1_000_000
 """Queue bounds no load here reaches: admission control off."""
+UNBOUNDED_WORKERS = 8
+"""Engine threads of the ``unbounded`` configuration (the server's default before they were sized from the cores)."""
+RETRY = RetryPolicy()
+"""The SDK's default retry policy: its jitter is what the load's clients add to the server's suggested delay."""
 CALL_TIMEOUT_S = 120.0
 POSES = yaw_poses(16, max_yaw_deg=8.0)
 RAW = conversions.frame_format("raw")
@@ -189,7 +195,8 @@ class Tally:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def call(self, kind: str, call) -> bool:
-        """Run ``call()``; record it; on a refusal sleep the suggested delay (times 0.5..1.5). True when admitted."""
+        """Run ``call()``; record it; on a refusal sleep the suggested delay (times 1..1 + ``RETRY.jitter``). True when
+        admitted."""
         started = time.perf_counter()
         try:
             call()
@@ -201,7 +208,7 @@ class Tally:
                     self.refused += 1
                     self.refusal_s.append(took_s)
                     self.retry_after_ms.append(int(hint))
-                time.sleep(int(hint) / 1000 * random.uniform(0.5, 1.5))
+                time.sleep(int(hint) / 1000 * random.uniform(1.0, 1.0 + RETRY.jitter))
             else:
                 with self.lock:
                     self.errors.append(f"{kind}: {error.code().name} {error.details()}")
@@ -289,13 +296,16 @@ def load_phase(address: str, clients: int, seconds: float, width: int, height: i
     }
 
 
-def fair_phase(address: str, streams: list[int], seconds: float, width: int, height: int) -> tuple[list[float], int]:
-    """Shares of one world's steps of clients with ``streams[i]`` streams each over one connection; total steps."""
+def fair_phase(
+    address: str, streams: list[int], seconds: float, width: int, height: int
+) -> tuple[list[float], int, int]:
+    """Shares of one world's steps of clients with ``streams[i]`` streams each over one connection; total steps;
+    refusals (retried as the SDK does)."""
     world_id, = make_worlds(address, 1, width, height, "fair")
     counts = [0] * len(streams)
     start = threading.Barrier(sum(streams))
     lock = threading.Lock()
-    errors: list[str] = []
+    tally = Tally()
 
     def stream(client: int, channel: grpc.Channel) -> None:
         stepper = Stepper(pb_grpc.WorldServiceStub(channel))
@@ -303,10 +313,8 @@ def fair_phase(address: str, streams: list[int], seconds: float, width: int, hei
         deadline = time.monotonic() + seconds
         i = 0
         while time.monotonic() < deadline:
-            try:
-                stepper.step(conversions.step_request(world_id, POSES[i % len(POSES)], RAW))
-            except grpc.RpcError as error:
-                errors.append(f"{error.code().name} {error.details()}")
+            request = conversions.step_request(world_id, POSES[i % len(POSES)], RAW)
+            if not tally.call("step", lambda: stepper.step(request)):
                 continue
             i += 1
             with lock:
@@ -323,10 +331,10 @@ def fair_phase(address: str, streams: list[int], seconds: float, width: int, hei
     for channel in channels:
         channel.close()
     delete_worlds(address, [world_id])
-    if errors:
-        raise RuntimeError(f"fair-share phase errors: {errors[:3]}")
+    if tally.errors:
+        raise RuntimeError(f"fair-share phase errors: {tally.errors[:3]}")
     total = sum(counts)
-    return [count / total for count in counts], total
+    return [count / total for count in counts], total, tally.refused
 
 
 def rss_phase(server: ServeProcess, mode: str, seconds: float, width: int, height: int) -> dict[str, float]:
@@ -384,9 +392,10 @@ def first_calls(flags: list[str], cold_cache: bool, width: int, height: int) -> 
 
 def config_flags(name: str, args: argparse.Namespace) -> list[str]:
     if name == "unbounded":
-        return ["--max-queued-per-world", str(UNBOUNDED_QUEUE), "--max-queued-total", str(UNBOUNDED_QUEUE)]
-    if name == "sized":
-        return ["--workers", str(args.sized_workers), "--max-queued-total", str(args.sized_queue)]
+        return ["--workers", str(UNBOUNDED_WORKERS), "--max-queued-per-world", str(UNBOUNDED_QUEUE),
+                "--max-queued-total", str(UNBOUNDED_QUEUE)]
+    if name == "custom":
+        return ["--workers", str(args.workers), "--max-queued-total", str(args.queue)]
     return []
 
 
@@ -397,13 +406,12 @@ def main() -> None:
     parser.add_argument("--rss-seconds", type=float, default=30.0, help="seconds of each memory phase")
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--height", type=int, default=96)
-    parser.add_argument("--configs", nargs="+", default=["unbounded", "default", "sized"],
-                        choices=["unbounded", "default", "sized"], help="server configurations of the load phases")
-    parser.add_argument("--sized-workers", type=int, default=os.cpu_count() or 1,
-                        help="engine threads of the 'sized' configuration (default: this machine's cores)")
-    parser.add_argument("--sized-queue", type=int, default=1,
-                        help="--max-queued-total of the 'sized' configuration (default 1: the engine threads stay busy "
-                             "while admitted calls wait for at most one call ahead of them)")
+    parser.add_argument("--configs", nargs="+", default=["unbounded", "default"],
+                        choices=["unbounded", "default", "custom"], help="server configurations of the load phases")
+    parser.add_argument("--workers", type=int, default=2, help="engine threads of the 'custom' configuration")
+    parser.add_argument("--queue", type=int, default=2, help="--max-queued-total of the 'custom' configuration")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["fair", "memory", "startup"],
+                        help="phases to leave out")
     parser.add_argument("--cold-cache", action="store_true",
                         help="start-up phase with an empty numba cache per server (a fresh install; minutes)")
     args = parser.parse_args()
@@ -418,7 +426,8 @@ def main() -> None:
         with serving(flags) as server:
             results[name] = [load_phase(server.address, n, args.seconds, args.width, args.height) for n in CLIENT_COUNTS]
     print(f"Load: each client steps and renders one pose alternately on its own world for {args.seconds:.0f} s. "
-          f"Refusals (RESOURCE_EXHAUSTED + retry-after-ms) are retried after the hint x U(0.5, 1.5) and counted apart.")
+          f"Refusals (RESOURCE_EXHAUSTED + retry-after-ms) are retried after the hint x U(1, {1 + RETRY.jitter:g}), "
+          "as the SDK does, and counted apart.")
     print()
     print("| config (serve flags) | clients | admitted calls/s | vs 16 clients | refused (median ms to refuse, hint ms) "
           "| errors | p50 ms | p99 ms | p99 vs 1 client | max ms | load |")
@@ -445,38 +454,48 @@ def main() -> None:
     print()
 
     # 2. memory, 3. fair share (server defaults); memory first, so that no world deleted before it frees memory in it
-    with serving([]) as server:
-        memory = {mode: rss_phase(server, mode, args.rss_seconds, args.width, args.height) for mode in ("view", "step")}
-        four, four_total = fair_phase(server.address, [1, 1, 1, 1], args.fair_seconds, args.width, args.height)
-        pair, pair_total = fair_phase(server.address, [3, 1], args.fair_seconds / 2, args.width, args.height)
-    print(f"Fair share of one world's steps (server defaults): 4 clients for {args.fair_seconds:.0f} s, "
-          f"{four_total} steps: " + ", ".join(f"{share:.1%}" for share in four)
-          + f" (target: each >= 20%; equal share 25%). A client with 3 streams against one with 1 stream for "
-          f"{args.fair_seconds / 2:.0f} s, {pair_total} steps: {pair[0]:.1%} vs {pair[1]:.1%} (first-come-first-"
-          f"served would give 75% vs 25%)")
-    print()
-    print(f"| server RSS, 4 clients for {args.rss_seconds:.0f} s | MB at start | MB at end | growth MB/min | calls | errors |")
-    print("|---|---|---|---|---|---|")
-    labels = {"step": "stepping (worlds change)", "view": "rendering + raycasting (nothing changes)"}
-    for mode, r in memory.items():
-        print(f"| {labels[mode]} | {r['start_mb']:.0f} | {r['end_mb']:.0f} | {r['mb_per_min']:+.1f} | {r['calls']} "
-              f"| {r['errors']} |")
-    print()
+    if not {"memory", "fair"} <= set(args.skip):
+        with serving([]) as server:
+            if "memory" not in args.skip:
+                memory = {mode: rss_phase(server, mode, args.rss_seconds, args.width, args.height)
+                          for mode in ("view", "step")}
+            if "fair" not in args.skip:
+                four, four_total, four_refused = fair_phase(server.address, [1, 1, 1, 1], args.fair_seconds,
+                                                            args.width, args.height)
+                pair, pair_total, pair_refused = fair_phase(server.address, [3, 1], args.fair_seconds / 2,
+                                                            args.width, args.height)
+    if "fair" not in args.skip:
+        print(f"Fair share of one world's steps (server defaults): 4 clients for {args.fair_seconds:.0f} s, "
+              f"{four_total} steps ({four_refused} refusals): " + ", ".join(f"{share:.1%}" for share in four)
+              + f" (target: each >= 20%; equal share 25%). A client with 3 streams against one with 1 stream for "
+              f"{args.fair_seconds / 2:.0f} s, {pair_total} steps ({pair_refused} refusals): {pair[0]:.1%} vs "
+              f"{pair[1]:.1%} (first-come-first-served would give 75% vs 25%)")
+        print()
+    if "memory" not in args.skip:
+        print(f"| server RSS, 4 clients for {args.rss_seconds:.0f} s | MB at start | MB at end | growth MB/min | calls "
+              "| errors |")
+        print("|---|---|---|---|---|---|")
+        labels = {"step": "stepping (worlds change)", "view": "rendering + raycasting (nothing changes)"}
+        for mode, r in memory.items():
+            print(f"| {labels[mode]} | {r['start_mb']:.0f} | {r['end_mb']:.0f} | {r['mb_per_min']:+.1f} | {r['calls']} "
+                  f"| {r['errors']} |")
+        print()
 
     # 4. start-up and first calls
-    cache = "an empty numba cache per server (fresh install)" if args.cold_cache else "the machine's numba cache"
-    starts = {label: first_calls(flags, args.cold_cache, args.width, args.height)
-              for label, flags in (("warm-up (default)", []), ("--no-warm-up", ["--no-warm-up"]))}
-    print(f"Start-up with {cache}: spawn to health SERVING, then the first calls on a fresh world")
-    print()
-    print("| server | spawn to SERVING s | create world s | first raycast (1024 rays) s | first capsule check s | "
-          "first step s | first render s |")
-    print("|---|---|---|---|---|---|---|")
-    for label, r in starts.items():
-        print(f"| {label} | {r['startup_s']:.1f} | {r['create_s']:.2f} | {r['raycast_s']:.3f} | {r['capsule_s']:.3f} | "
-              f"{r['step_s']:.3f} | {r['render_s']:.3f} |")
-    print()
-    print(f"Server log: engine warm-up: {starts['warm-up (default)']['warmup']}")
+    if "startup" not in args.skip:
+        cache = "an empty numba cache per server (fresh install)" if args.cold_cache else "the machine's numba cache"
+        starts = {label: first_calls(flags, args.cold_cache, args.width, args.height)
+                  for label, flags in (("warm-up (default)", []), ("--no-warm-up", ["--no-warm-up"]))}
+        print(f"Start-up with {cache}: spawn to health SERVING, then the first calls on a fresh world")
+        print()
+        print("| server | spawn to SERVING s | create world s | first raycast (1024 rays) s | first capsule check s | "
+              "first step s | first render s |")
+        print("|---|---|---|---|---|---|---|")
+        for label, r in starts.items():
+            print(f"| {label} | {r['startup_s']:.1f} | {r['create_s']:.2f} | {r['raycast_s']:.3f} | "
+                  f"{r['capsule_s']:.3f} | {r['step_s']:.3f} | {r['render_s']:.3f} |")
+        print()
+        print(f"Server log: engine warm-up: {starts['warm-up (default)']['warmup']}")
     print(f"{load_average()} at the end")
 
 

@@ -3,8 +3,8 @@ health service and server reflection, message limits that fit raw 1920x1080 fram
 for tests, benchmarks and clients that start a local server.
 
 Binds 127.0.0.1 unless told otherwise. Optional: bearer tokens every call must carry, each naming a tenant and a
-role (``server.auth``, ``docs/security.md``), TLS from a PEM certificate and key, and autosave of worlds to the
-data folder (``registry.AutosavePolicy``).
+role (``server.auth``, ``docs/security.md``), TLS from a PEM certificate and key, autosave of worlds to the data
+folder (``registry.AutosavePolicy``), and Prometheus metrics and a log line per request (``server.metrics``).
 
 A server builds one generator and, for a generator that returns no depth, one depth estimator at start-up
 (``build_backends``), and shares both between all its worlds (``scheduling``).
@@ -20,7 +20,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import grpc
@@ -40,15 +39,18 @@ from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
 from worldweave.server.auth import BearerTokenInterceptor, TokenTable, server_credentials
 from worldweave.server.decoding import UndecodableRequestInterceptor
+from worldweave.server.metrics import RequestInterceptor, ServerMetrics
 from worldweave.server.registry import AutosavePolicy, WorldRegistry
 from worldweave.server.scheduling import (
     Admission,
     CallInterceptor,
     QueueLimits,
+    machine_cores,
     share_depth_estimator,
     share_generator,
 )
 from worldweave.server.service import ServerLimits, WorldServicer, server_info
+from worldweave.server.version import server_version
 from worldweave.server.world_state import QUERY_REACH
 
 logger = logging.getLogger(__name__)
@@ -76,8 +78,9 @@ class ServerConfig:
     """Torch device of the worlds' memory ("cpu", "cuda", "cuda:1")."""
     limits: ServerLimits = field(default_factory=ServerLimits)
     """Request limits, reported in the handshake."""
-    workers: int = 8
-    """Threads running engine work (steps, renders, saves, decoding); worlds beyond this count wait."""
+    workers: int = field(default_factory=machine_cores)
+    """Threads running engine work (steps, renders, saves, decoding); worlds beyond this count wait. Default: the
+    machine's cores (``scheduling.machine_cores``): more threads than cores only slow every call down."""
     auth_token: str | None = None
     """When set, every call but the health check must carry ``authorization: Bearer <token>``; the token is one
     read-write tenant, the default one (shorthand for ``auth_tokens=TokenTable.single(token)``)."""
@@ -99,6 +102,13 @@ class ServerConfig:
     stop_timeout_s: float = 30.0
     """At shutdown, after the grace period: how long saves of unsaved worlds and engine work still running (a step,
     a render; queries stop within a chunk) may take, seconds; then the server stops without them."""
+    metrics_port: int | None = None
+    """Serve Prometheus metrics at ``http://metrics_host:metrics_port/metrics`` (0 picks a free port; None: no
+    endpoint); ``server.metrics`` and ``docs/metrics.md`` list them."""
+    metrics_host: str = "127.0.0.1"
+    """Interface of the metrics endpoint (this machine only by default; it has no token and no TLS)."""
+    log_requests: bool = False
+    """Write one INFO line per request on the logger ``worldweave.requests`` (rpc, world, tenant, status, ms)."""
 
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
@@ -108,14 +118,6 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
-
-
-def server_version() -> str:
-    """The installed worldweave version ("unknown" when run from a tree that was never installed)."""
-    try:
-        return version("worldweave")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def missing_depth_message(generator_name: str) -> str:
@@ -192,7 +194,13 @@ class WorldServer:
         info.limits.max_queued_per_world = config.queues.per_world
         info.limits.max_queued_total = config.queues.total
         info.limits.engine_threads = config.workers
-        interceptors = [BearerTokenInterceptor(tokens)] if tokens is not None else []
+        self.metrics = ServerMetrics(self.registry) if config.metrics_port is not None else None
+        """The Prometheus instruments (``server.metrics``); None without ``config.metrics_port``."""
+        interceptors: list[grpc.aio.ServerInterceptor] = []
+        if config.metrics_port is not None or config.log_requests:  # first: it also sees calls auth refuses
+            interceptors.append(RequestInterceptor(self.metrics, log_requests=config.log_requests))
+        if tokens is not None:
+            interceptors.append(BearerTokenInterceptor(tokens))
         interceptors.append(CallInterceptor())  # who the client of each call is, for admission and turns
         interceptors.append(UndecodableRequestInterceptor())  # last: it wraps the servicers' own handlers
         self.grpc = grpc.aio.server(options=channel_options(config.limits.max_message_bytes), interceptors=interceptors)
@@ -202,12 +210,20 @@ class WorldServer:
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc)
         if (config.tls_cert_file is None) != (config.tls_key_file is None):
             raise ValueError("TLS needs both a certificate and its private key (--tls-cert and --tls-key)")
-        if config.tls_cert_file is not None:
-            self.port = self.grpc.add_secure_port(address, server_credentials(config.tls_cert_file, config.tls_key_file))
-        else:
-            self.port = self.grpc.add_insecure_port(address)
+        try:
+            if config.tls_cert_file is not None:
+                credentials = server_credentials(config.tls_cert_file, config.tls_key_file)
+                self.port = self.grpc.add_secure_port(address, credentials)
+            else:
+                self.port = self.grpc.add_insecure_port(address)
+        except RuntimeError:  # grpc's "Failed to bind to address" (its own log line gives the system's reason)
+            self.port = 0
         if self.port == 0:
             raise OSError(f"cannot listen on {address}: the port is busy or the address is not local")
+        self.metrics_port: int | None = None
+        """The port of the metrics endpoint (``config.metrics_port``, or the one picked for 0); None without one."""
+        if self.metrics is not None:
+            self.metrics_port = self.metrics.bind(config.metrics_host, config.metrics_port)
         self._autosave_task: asyncio.Task | None = None
         self.warmup: WarmupReport | None = None
         """What the engine's warm-up did (``start``); None before it, or with ``config.warm_up`` off."""
@@ -221,6 +237,8 @@ class WorldServer:
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.grpc.start()
+        if self.metrics is not None:
+            self.metrics.start()
         if self.config.warm_up:
             generator, device = self.registry.generator, self.config.device
             self.warmup = await asyncio.get_running_loop().run_in_executor(
@@ -260,6 +278,8 @@ class WorldServer:
         finishing = threading.Thread(target=self.executor.shutdown, name="worldweave-stop", daemon=True)
         finishing.start()
         await loop.run_in_executor(None, finishing.join, max(0.0, deadline - loop.time()))
+        if self.metrics is not None:
+            await loop.run_in_executor(None, self.metrics.close)
         return not finishing.is_alive()
 
     async def wait_for_termination(self) -> None:

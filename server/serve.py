@@ -16,6 +16,10 @@ of a token in FILE, whose ``TOKEN TENANT ROLE`` lines give each token its tenant
 variable, is one read-write token of the default tenant. A malformed FILE stops start-up (exit 2) naming its line.
 ``--tls-cert`` and ``--tls-key`` (PEM) serve TLS only. Binding another interface without TLS logs a warning: frames,
 worlds and the tokens would cross the network in clear text.
+
+Monitoring (docs/metrics.md): ``--metrics-port PORT`` serves Prometheus metrics (step stage times, requests by RPC
+and status, worlds, voxels, anchors, queue depth, RSS) at http://127.0.0.1:PORT/metrics; ``--log-requests`` logs one
+line per request (rpc, world, tenant, status, ms) on the logger worldweave.requests.
 """
 
 from __future__ import annotations
@@ -26,7 +30,10 @@ import ipaddress
 import logging
 import os
 import signal
+import socket
 import ssl
+import subprocess
+import sys
 from pathlib import Path
 
 from worldweave.bridge.cli_values import key_value
@@ -35,7 +42,7 @@ from worldweave.proto.errors import InvalidInputError, NotFoundError, Preconditi
 from worldweave.server.app import ServerConfig, create_server, tune_malloc
 from worldweave.server.auth import TokenTable, read_token_file
 from worldweave.server.registry import AutosavePolicy
-from worldweave.server.scheduling import QueueLimits
+from worldweave.server.scheduling import QueueLimits, default_queued_total, machine_cores
 from worldweave.server.limits import MIB, ServerLimits
 
 logger = logging.getLogger("worldweave.serve")
@@ -62,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-poses", type=int, default=defaults.max_poses_per_call, help="most poses per call")
     parser.add_argument("--max-message-mib", type=int, default=defaults.max_message_bytes // MIB,
                         help="largest gRPC message, MiB (clients must allow the same)")
-    parser.add_argument("--workers", type=int, default=8, help="threads for engine work")
+    parser.add_argument("--workers", type=int, default=machine_cores(), metavar="N",
+                        help="threads for engine work (default: this machine's cores, %(default)s)")
     parser.add_argument("--max-pixels-per-call", type=int, default=defaults.max_pixels_per_call, metavar="N",
                         help="most pixels (poses x width x height) one Render or StepRequest produces (default "
                              "%(default)s; docs/limits.md)")
@@ -81,9 +89,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-queued-per-world", type=int, default=queues.per_world, metavar="N",
                         help="most calls waiting for one world while another runs; more are refused at once with "
                              "RESOURCE_EXHAUSTED and a retry-after-ms hint (default %(default)s)")
-    parser.add_argument("--max-queued-total", type=int, default=queues.total, metavar="N",
-                        help="most calls waiting server-wide, for a world or an engine thread (--workers); more are "
-                             "refused the same way (default %(default)s)")
+    parser.add_argument("--max-queued-total", type=int, default=None, metavar="N",
+                        help="most calls waiting server-wide for an engine thread (default: half of --workers, at "
+                             "least 1, so admitted calls wait about half a call's duration); more are refused the "
+                             "same way, each told when its turn comes")
     parser.add_argument("--no-warm-up", action="store_true",
                         help="report SERVING without compiling the engine's kernels first (then the first calls "
                              "compile them: seconds each, minutes without numba's cache)")
@@ -101,6 +110,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(needs --data-dir; 0: off)")
     parser.add_argument("--autosave-seconds", type=float, default=0.0, metavar="S",
                         help="save a world once a change has stayed unsaved S seconds (needs --data-dir; 0: off)")
+    parser.add_argument("--viewer", type=int, default=None, metavar="PORT",
+                        help="also serve the live viewer ('worldweave view') at http://127.0.0.1:PORT, as a child "
+                             f"process (0 picks a free port; default: off); with a token it needs {TOKEN_ENVIRONMENT_VARIABLE}")
+    parser.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                        help="serve Prometheus metrics at http://METRICS_HOST:PORT/metrics (0 picks a free port; "
+                             "default: off). See docs/metrics.md")
+    parser.add_argument("--metrics-host", default=ServerConfig.metrics_host, metavar="HOST",
+                        help="interface of the metrics endpoint, which has no token and no TLS (default %(default)s)")
+    parser.add_argument("--log-requests", action="store_true",
+                        help="log one line per request: rpc, world, tenant, status, ms (logger worldweave.requests; "
+                             "default: off)")
 
 
 def is_loopback(host: str) -> bool:
@@ -122,6 +142,24 @@ def auth_tokens(token_file: Path | None) -> TokenTable | None:
     return TokenTable.single(token) if token else None
 
 
+def bind_error(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on now (the system's reason, e.g. "Address already in use"), or None.
+
+    Probed before the generator is built, so a busy port fails at once in one line (grpc's own bind failure, which
+    ``create_server`` also reports, comes after the build and with a log line of grpc's). Like grpc, the probe reuses
+    an address still in TIME_WAIT from a server that just stopped."""
+    if port == 0:
+        return None
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as error:
+        return error.strerror or str(error)
+    return None
+
+
 def check_tls_pair(cert_file: Path, key_file: Path) -> None:
     """Raise ``InvalidInputError`` naming both files unless ``key_file`` is the unencrypted PEM private key of the PEM
     certificate ``cert_file`` (OpenSSL's own check; grpc would only fail to bind the port, saying neither)."""
@@ -139,8 +177,18 @@ def check_tls_pair(cert_file: Path, key_file: Path) -> None:
         raise InvalidInputError(f"cannot read the TLS certificate {cert_file} or key {key_file}: {error.strerror}") from None
 
 
-async def serve(address: str, config: ServerConfig, grace: float) -> None:
-    """Run a server on ``address`` until SIGINT or SIGTERM, then stop gracefully."""
+def start_viewer(host: str, port: int, viewer_port: int) -> subprocess.Popen:
+    """Start ``worldweave view`` of the server at ``host:port`` on 127.0.0.1:``viewer_port`` as a child process: the
+    viewer is an SDK client, which this layer never imports. It inherits the environment (the token in
+    WORLDWEAVE_AUTH_TOKEN) and stderr, where it logs its address."""
+    target = "127.0.0.1" if host in ("0.0.0.0", "::", "[::]") else host
+    command = [sys.executable, "-m", "worldweave.server.cli", "view", "--server", f"{target}:{port}", "--port", str(viewer_port)]
+    return subprocess.Popen(command)
+
+
+async def serve(address: str, config: ServerConfig, grace: float, viewer_port: int | None = None) -> None:
+    """Run a server on ``address`` (and the viewer on ``viewer_port`` unless None) until SIGINT or SIGTERM, then stop
+    gracefully."""
     server, port = create_server(address, config)
     await server.start()
     host = address.rsplit(":", 1)[0]
@@ -150,6 +198,11 @@ async def serve(address: str, config: ServerConfig, grace: float) -> None:
                 "TLS" if tls else "no TLS",
                 f"bearer token required, tenants {', '.join(config.auth_tokens.tenants)}"
                 if config.auth_tokens is not None else "no auth")
+    if server.metrics_port is not None:
+        metrics_host = config.metrics_host.strip("[]")
+        logger.info("metrics at http://%s:%d/metrics%s", f"[{metrics_host}]" if ":" in metrics_host else metrics_host,
+                    server.metrics_port, "" if is_loopback(metrics_host) else " (no token: readable by anyone who "
+                                                                              "reaches the port)")
     if not tls and not is_loopback(host):
         logger.warning("serving %s without TLS: traffic%s is readable on the network; pass --tls-cert and --tls-key",
                        host, " and the tokens" if config.auth_tokens is not None else "")
@@ -157,7 +210,14 @@ async def serve(address: str, config: ServerConfig, grace: float) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    viewer = None if viewer_port is None else start_viewer(host, port, viewer_port)
     await stop.wait()
+    if viewer is not None:
+        viewer.terminate()
+        try:
+            viewer.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            viewer.kill()
     logger.info("stopping: calls in flight get %.1f s", grace)
     if not await server.stop(grace):
         logger.warning("engine work still running %.1f s after the grace period: exiting without it",
@@ -181,6 +241,26 @@ def run(args: argparse.Namespace) -> int:
         if not 0 <= seconds < float("inf"):
             logger.error("%s must be a finite number of seconds >= 0, got %s", flag, seconds)
             return 2
+    if args.workers < 1:
+        logger.error("--workers must be at least 1, got %d", args.workers)
+        return 2
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        logger.error("--metrics-port must be 0..65535, got %d", args.metrics_port)
+        return 2
+    if args.viewer is not None and (args.tls_cert is not None or args.auth_token_file is not None):
+        logger.error("--viewer works without TLS, with no token or the one in %s; otherwise run 'worldweave view "
+                     "--server HOST:PORT' (with --token, --tls-root-certificates) yourself", TOKEN_ENVIRONMENT_VARIABLE)
+        return 2
+    busy = bind_error(args.host, args.port)
+    if busy is not None:
+        logger.error("cannot listen on %s:%d: %s (is another server there? pick another --port, or 0 for a free one)",
+                     args.host, args.port, busy)
+        return 2
+    busy = bind_error(args.metrics_host, args.metrics_port) if args.metrics_port is not None else None
+    if busy is not None:
+        logger.error("cannot serve metrics on %s:%d: %s (pick another --metrics-port, or 0 for a free one)",
+                     args.metrics_host, args.metrics_port, busy)
+        return 2
     if args.tls_cert is not None:
         try:
             check_tls_pair(args.tls_cert, args.tls_key)
@@ -206,11 +286,16 @@ def run(args: argparse.Namespace) -> int:
             tls_cert_file=args.tls_cert,
             tls_key_file=args.tls_key,
             autosave=AutosavePolicy(every_changes=args.autosave_every, every_s=args.autosave_seconds),
-            queues=QueueLimits(per_world=args.max_queued_per_world, total=args.max_queued_total),
+            queues=QueueLimits(per_world=args.max_queued_per_world,
+                               total=default_queued_total(args.workers) if args.max_queued_total is None
+                               else args.max_queued_total),
             warm_up=not args.no_warm_up,
             stop_timeout_s=args.stop_timeout,
+            metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host,
+            log_requests=args.log_requests,
         )
-        asyncio.run(serve(f"{args.host}:{args.port}", config, args.grace))
+        asyncio.run(serve(f"{args.host}:{args.port}", config, args.grace, args.viewer))
     except (InvalidInputError, NotFoundError, PreconditionError) as error:
         # A bad token file, TLS file or autosave setting; an unknown backend, missing weights or bad option; a generator
         # without depth and no depth estimator.

@@ -169,7 +169,7 @@ def test_bad_poses_are_named():
 def test_pose_count_limits():
     with pytest.raises(InvalidInputError, match="poses is empty"):
         codecs.poses_from_proto([], 4)
-    with pytest.raises(LimitExceededError, match="5 poses in one call; this server takes at most 4"):
+    with pytest.raises(LimitExceededError, match="5 poses in one call; this server takes at most max_poses_per_call = 4"):
         codecs.poses_from_proto([wire.pose_message(np.eye(4))] * 5, 4)
 
 
@@ -250,9 +250,9 @@ def test_seed_round_trip():
 def test_bad_seeds_are_named():
     camera = Intrinsics(20.0, 20.0, 8.0, 5.5, 17, 12)
     seed = conversions.seed_message(seed_triples(), camera)
-    with pytest.raises(LimitExceededError, match="2 seed frames; this server takes at most 1"):
+    with pytest.raises(LimitExceededError, match="2 seed frames; this server takes at most max_seed_frames = 1"):
         codecs.seed_from_proto(seed, max_frames=1, max_width=64, max_height=64)
-    with pytest.raises(LimitExceededError, match="seed image size is 17x12; this server takes at most 16x16"):
+    with pytest.raises(LimitExceededError, match="seed image size is 17x12; this server takes at most max_width x max_height = 16x16"):
         codecs.seed_from_proto(seed, max_frames=4, max_width=16, max_height=16)
     wrong = conversions.seed_message(seed_triples(1, 10, 17), camera)
     wrong.frames[0].depth.CopyFrom(wire.encode_depth(np.ones((12, 17), np.float32), pb.DEPTH_ENCODING_FLOAT16_M))

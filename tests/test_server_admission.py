@@ -1,7 +1,10 @@
 """Admission control, fair turns and warm start (issue 17, defect 9), on real servers on loopback.
 
-* A world whose queue is full, and a server whose total queue is full, refuse the next call at once with
-  RESOURCE_EXHAUSTED naming the bound and ``retry-after-ms``; the queued calls then complete and the server serves on.
+* A world whose queue is full, and a server whose queue for its engine threads is full, refuse the next call at once
+  with RESOURCE_EXHAUSTED naming the bound and ``retry-after-ms``; the queued calls then complete and the server
+  serves on. A refused client whose turn has come gets the next room before a newcomer.
+* The SDK (sync and asyncio) retries a refusal after the suggested delay, or with ``retry=None`` raises it with
+  ``retry_after_s``; a refusal without a delay (over a size limit) is never retried.
 * Calls waiting for one world take fair turns between clients (connections): four clients stepping one world
   each get at least 20% of its steps, and a client with three streams cannot crowd out one with a single stream.
 * A fresh process's server compiles the engine's kernels before it reports SERVING: its first raycast and capsule
@@ -19,24 +22,29 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import grpc
+import numpy as np
 import pytest
 
 from worldweave.bridge.eval.wall import wall_seed, yaw_poses
 from worldweave.bridge.generators.base import Condition, GenerationResult
 from worldweave.bridge.generators.echo import EchoGenerator
-from worldweave.proto.errors import RETRY_AFTER_METADATA_KEY
+from worldweave.proto.errors import RETRY_AFTER_METADATA_KEY, LimitExceededError
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
 from worldweave.server import serve
 from worldweave.server.app import BackgroundServer, ServerConfig
-from worldweave.server.scheduling import QueueLimits, WorldLock
+from worldweave.server.scheduling import QueueLimits, WorldLock, machine_cores
 from worldweave.sim_clients import conversions
+from worldweave.sim_clients.aio_client import AsyncWorldClient
 from worldweave.sim_clients.client import WorldClient
+from worldweave.sim_clients.retry import RetryPolicy
 
-PER_WORLD, TOTAL = 3, 4
-"""The test server's queue bounds."""
+PER_WORLD, TOTAL, WORKERS = 3, 2, 2
+"""The test server's queue bounds and engine threads."""
 PACE_S = 0.004
 """Extra time each generated chunk takes, seconds, so that a stepped world is always busy."""
 WINDOW_S = 1.0
@@ -67,7 +75,7 @@ def generator() -> PacedGenerator:
 
 @pytest.fixture(scope="module")
 def server(generator: PacedGenerator) -> Iterator[BackgroundServer]:
-    config = ServerConfig(queues=QueueLimits(per_world=PER_WORLD, total=TOTAL))
+    config = ServerConfig(queues=QueueLimits(per_world=PER_WORLD, total=TOTAL), workers=WORKERS)
     with BackgroundServer(config=config, generator=generator) as running:
         yield running
 
@@ -75,7 +83,7 @@ def server(generator: PacedGenerator) -> Iterator[BackgroundServer]:
 @pytest.fixture(scope="module")
 def worlds(client: WorldClient) -> list[str]:
     frames, intrinsics = wall_seed(48, 36)
-    return [client.create_world(frames, intrinsics, world_id=f"adm{i}").world_id for i in range(3)]
+    return [client.create_world(frames, intrinsics, world_id=f"adm{i}").world_id for i in range(5)]
 
 
 def connection(address: str) -> grpc.Channel:
@@ -123,25 +131,51 @@ def retry_after_ms(error: grpc.RpcError) -> int:
     return int(dict(error.trailing_metadata())[RETRY_AFTER_METADATA_KEY])
 
 
+@contextmanager
+def engine_full(server: BackgroundServer, generator: PacedGenerator, worlds: list[str]) -> Iterator[list[grpc.Future]]:
+    """The server's queue full: gated steps on worlds 0 and 1 hold both engine threads, and a render on each of
+    worlds 2 and 3 holds its world and waits for a thread (``TOTAL`` calls waiting). Yields those renders'
+    futures; on exit the gate opens, and the steps and the renders not cancelled complete."""
+    admission = server.server.registry.admission
+    wait_until(lambda: admission.turns_held() == 0)  # no turn left by an earlier test's refused client
+    with connection(server.address) as channel:
+        stub = pb_grpc.WorldServiceStub(channel)
+        steppers = [Stepper(stub, worlds[0]), Stepper(stub, worlds[1])]
+        steps = [threading.Thread(target=stepper.step, args=(i,)) for i, stepper in enumerate(steppers)]
+        generator.gate.clear()
+        try:
+            for step in steps:
+                step.start()
+            wait_until(lambda: sum(ticket.started_s is not None for ticket in admission._admitted) == WORKERS)
+            futures = [stub.Render.future(render(world_id), timeout=30) for world_id in worlds[2:4]]
+            wait_until(lambda: admission.waiting_for_threads == TOTAL)
+            yield futures
+        finally:
+            generator.gate.set()
+            for step in steps:
+                step.join(timeout=30)
+        for future in futures:
+            assert future.cancelled() or len(future.result().frames) == 1
+        for stepper in steppers:
+            assert stepper.step(2).last_in_request
+            stepper.close()
+    wait_until(lambda: admission.waiting == 0)
+
+
 def test_full_queues_refuse_at_once_with_a_retry_hint_and_the_server_serves_on(server, generator, worlds, client):
     assert (client.info.limits.max_queued_per_world, client.info.limits.max_queued_total) == (PER_WORLD, TOTAL)
-    assert client.info.limits.engine_threads == server.server.config.workers
+    assert client.info.limits.engine_threads == server.server.config.workers == WORKERS
     registry = server.server.registry
     admission = registry.admission
-    a, b, c = (registry.entry(world_id) for world_id in worlds)
+    a = registry.entry(worlds[0])
     refused_before = admission.refused
     with connection(server.address) as channel:
         stub = pb_grpc.WorldServiceStub(channel)
-        steppers = [Stepper(stub, a.world_id), Stepper(stub, b.world_id)]
-        pending = []
-        generator.gate.clear()
-        try:
-            # world a: one step holds it (inside the generator), three renders wait: its queue is full
-            pending.append(threading.Thread(target=steppers[0].step, args=(0,)))
-            pending[-1].start()
-            wait_until(lambda: a.lock.locked() and admission.waiting == 0)
-            futures = [stub.Render.future(render(a.world_id), timeout=30) for _ in range(PER_WORLD)]
+        with engine_full(server, generator, worlds):
+            # world a: its step holds it (inside the generator); PER_WORLD renders wait for it: its queue is full
+            waiting_for_a = [stub.Render.future(render(a.world_id), timeout=30) for _ in range(PER_WORLD)]
             wait_until(lambda: a.lock.waiting == PER_WORLD)
+            assert admission.waiting_for_threads == TOTAL  # calls waiting behind their own world count per world only
             error, took_s = refusal(lambda: stub.Render(render(a.world_id), timeout=30))
             assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             ms = retry_after_ms(error)
@@ -149,28 +183,73 @@ def test_full_queues_refuse_at_once_with_a_retry_hint_and_the_server_serves_on(s
             assert error.details() == (f"world '{a.world_id}' has {PER_WORLD} calls waiting (max_queued_per_world "
                                        f"{PER_WORLD}): retry in {ms} ms")
             assert took_s < 1.0, f"a refusal must not wait: {took_s:.2f} s"
-            # world b: its step runs (waiting for the shared generator), a render waits: the server's queue is full
-            pending.append(threading.Thread(target=steppers[1].step, args=(1,)))
-            pending[-1].start()
-            wait_until(lambda: b.lock.locked() and admission.waiting == PER_WORLD)
-            futures.append(stub.Render.future(render(b.world_id), timeout=30))
-            wait_until(lambda: admission.waiting == TOTAL)
-            error, took_s = refusal(lambda: stub.Render(render(c.world_id), timeout=30))
+            # world e is free, but TOTAL calls wait for the engine threads: the server's queue is full
+            error, took_s = refusal(lambda: stub.Render(render(worlds[4]), timeout=30))
             assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             ms = retry_after_ms(error)
-            assert error.details() == f"the server has {TOTAL} calls waiting (max_queued_total {TOTAL}): retry in {ms} ms"
+            assert error.details() == (f"the server has {TOTAL} calls waiting for its {WORKERS} engine threads "
+                                       f"(max_queued_total {TOTAL}): retry in {ms} ms")
             assert took_s < 1.0, f"a refusal must not wait: {took_s:.2f} s"
-        finally:
-            generator.gate.set()
-        for thread in pending:
-            thread.join(timeout=30)
-        assert all(len(future.result().frames) == 1 for future in futures)
-        for stepper in steppers:
-            assert stepper.step(2).last_in_request
-            stepper.close()
-        assert len(stub.Render(render(c.world_id), timeout=30).frames) == 1
+        assert all(len(future.result().frames) == 1 for future in waiting_for_a)
+        time.sleep(ms / 1000)  # back at its turn, as the hint said: admitted
+        assert len(stub.Render(render(worlds[4]), timeout=30).frames) == 1
     assert admission.refused - refused_before == 2
     assert admission.waiting == 0 and not a.lock.locked()
+
+
+def test_a_refused_client_whose_turn_has_come_goes_before_a_newcomer(server, generator, worlds):
+    admission = server.server.registry.admission
+    with connection(server.address) as first, connection(server.address) as newcomer:
+        refused = pb_grpc.WorldServiceStub(first)
+        with engine_full(server, generator, worlds) as waiting:
+            error, _ = refusal(lambda: refused.Render(render(worlds[4]), timeout=30))
+            time.sleep(retry_after_ms(error) / 1000)  # its turn has come, but the queue is still full
+            error, _ = refusal(lambda: refused.Render(render(worlds[4]), timeout=30))
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and retry_after_ms(error) < 1000
+            time.sleep(retry_after_ms(error) / 1000)
+            waiting[1].cancel()  # room for one call
+            wait_until(lambda: admission.waiting_for_threads == TOTAL - 1)
+            error, _ = refusal(lambda: pb_grpc.WorldServiceStub(newcomer).Render(render(worlds[4]), timeout=30))
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "and 1 refused clients whose turn comes first" in error.details()
+            newcomer_retry_ms = retry_after_ms(error)
+            admitted = refused.Render.future(render(worlds[4]), timeout=30)
+            wait_until(lambda: admission.waiting_for_threads == TOTAL)
+        assert len(admitted.result().frames) == 1
+        time.sleep(newcomer_retry_ms / 1000)  # the newcomer takes its own turn
+        assert len(pb_grpc.WorldServiceStub(newcomer).Render(render(worlds[4]), timeout=30).frames) == 1
+
+
+def test_the_sdk_retries_a_refusal_after_the_suggested_delay_or_raises_it_with_the_delay(server, generator, worlds):
+    admission = server.server.registry.admission
+
+    async def refused_then_retried() -> tuple[LimitExceededError, int]:
+        async with await AsyncWorldClient.connect(server.address, retry=None) as client:
+            with pytest.raises(LimitExceededError) as caught:
+                await client.render(worlds[4], POSES[0])
+            client.retry = RetryPolicy()
+            return caught.value, len(await client.render(worlds[4], POSES[0]))
+
+    pool = ThreadPoolExecutor(2)
+    with WorldClient(server.address, retry=None) as client:
+        with engine_full(server, generator, worlds):
+            refused_before = admission.refused
+            refusal = pytest.raises(LimitExceededError, client.render, worlds[4], POSES[0]).value
+            client.retry = RetryPolicy()
+            with pytest.raises(LimitExceededError) as caught:  # a refusal without a delay is not retried
+                client.render(worlds[4], np.stack([POSES[0]] * 65))
+            assert caught.value.retry_after_s is None and "max_poses_per_call" in str(caught.value)
+            answers = [pool.submit(client.render, worlds[4], POSES[0]), pool.submit(asyncio.run, refused_then_retried())]
+            wait_until(lambda: admission.refused >= refused_before + 4)  # both refused, then refused again at a turn
+            assert not any(answer.done() for answer in answers)  # waiting for their next turn
+        # the gate opened as engine_full ended: the retries were admitted
+        assert len(answers[0].result(timeout=30)) == 1
+        async_refusal, async_frames = answers[1].result(timeout=30)
+        assert async_frames == 1
+        for error in (refusal, async_refusal):
+            assert 0.01 <= error.retry_after_s <= 10 and "max_queued_total" in str(error)
+        assert len(client.step(worlds[4], POSES[1])) == 1
+    pool.shutdown()
 
 
 def shares(address: str, world_id: str, streams_per_client: list[int]) -> list[float]:
@@ -212,10 +291,19 @@ def shares(address: str, world_id: str, streams_per_client: list[int]) -> list[f
     return [count / total for count in counts]
 
 
+@pytest.fixture
+def no_turns_held(server: BackgroundServer) -> None:
+    """No turn left by an earlier test's refused client (its turn would be kept for it, and these steppers do not
+    retry a refusal)."""
+    wait_until(lambda: server.server.registry.admission.turns_held() == 0)
+
+
+@pytest.mark.usefixtures("no_turns_held")
 def test_four_clients_stepping_one_world_each_get_a_fair_share(server, worlds):
     assert min(shares(server.address, worlds[0], [1, 1, 1, 1])) >= 0.20
 
 
+@pytest.mark.usefixtures("no_turns_held")
 def test_a_client_with_three_streams_cannot_crowd_out_one_with_a_single_stream(server, worlds):
     greedy, polite = shares(server.address, worlds[1], [3, 1])
     assert polite >= 0.40, f"fair turns give the single stream half the steps, not {polite:.0%}"
@@ -252,12 +340,16 @@ def test_serve_flags_state_their_defaults_and_refuse_an_empty_queue(caplog):
     serve.add_arguments(parser)
     text = " ".join(parser.format_help().split())
     defaults = QueueLimits()
+    assert machine_cores() == ServerConfig().workers == parser.parse_args([]).workers
+    assert defaults.total == max(1, machine_cores() // 2)
     assert f"refused at once with RESOURCE_EXHAUSTED and a retry-after-ms hint (default {defaults.per_world})" in text
-    assert f"(--workers); more are refused the same way (default {defaults.total})" in text
+    assert f"threads for engine work (default: this machine's cores, {machine_cores()})" in text
+    assert "(default: half of --workers, at least 1," in text
     assert "--no-warm-up" in text
-    args = parser.parse_args(["--port", "0", "--max-queued-total", "0"])
-    assert serve.run(args) == 2
+    assert serve.run(parser.parse_args(["--port", "0", "--max-queued-total", "0"])) == 2
     assert "QueueLimits.total must be an integer >= 1, got 0" in caplog.text
+    assert serve.run(parser.parse_args(["--port", "0", "--workers", "0"])) == 2
+    assert "--workers must be at least 1, got 0" in caplog.text
 
 
 FRESH_PROCESS = """

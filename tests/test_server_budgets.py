@@ -3,6 +3,8 @@ item 1), on real servers on loopback and a ``worldweave serve`` process.
 
 * The issue's requests (a capsule of radius 1e4 m, a box of half extents 1e4 m, 2,097,152 rays of range 1e9 m)
   are refused with RESOURCE_EXHAUSTED naming the limit and their cost, and the world renders right after.
+* A large query is decoded on the thread pool, not on the event loop: a call answered on the loop completes while
+  its decoding is held up.
 * A query within its budget but past its deadline stops between chunks: the next Render of the world succeeds.
 * Queries split into chunks answer exactly as the engine does in one piece.
 * ``docs/limits.md``'s table states the handshake's limits (names and defaults).
@@ -16,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +30,9 @@ from worldweave.proto.errors import DeadlineExceededError, InvalidInputError, Li
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.server import world_state
 from worldweave.server.app import BackgroundServer, ServerConfig
+from worldweave.server.decoding import OFFLOAD_BYTES
 from worldweave.server.limits import ServerLimits, chunk_parts
+from worldweave.server.scheduling import default_queued_total, machine_cores
 from worldweave.sim_clients.client import WorldClient
 
 LIMITS_DOC = Path(__file__).resolve().parents[1] / "docs" / "limits.md"
@@ -90,6 +95,28 @@ def test_a_query_within_its_budget_is_answered(client: WorldClient, world_id: st
     assert client.check_capsules(world_id, point, point + [0.0, 0.0, 0.2], 0.2).hit.tolist() == [True]
     origins, directions = away_rays(1 << 12)
     assert client.raycast(world_id, origins, directions, 100.0).hit.sum() == 0  # 4096 rays x 5000 voxels
+
+
+def test_a_large_query_is_decoded_off_the_event_loop_while_cheap_calls_complete(client, world_id, monkeypatch):
+    decoding, go_on = threading.Event(), threading.Event()
+    unpack = world_state.batch
+
+    def held_batch(data: bytes, *args) -> np.ndarray:  # the large request's decoding waits for the cheap calls
+        if len(data) >= OFFLOAD_BYTES:
+            decoding.set()
+            assert go_on.wait(timeout=60), "the cheap calls never completed"
+        return unpack(data, *args)
+
+    monkeypatch.setattr(world_state, "batch", held_batch)
+    origins, directions = away_rays(1 << 17)  # two fields of 1.5 MiB
+    with ThreadPoolExecutor(1) as pool:
+        large = pool.submit(client.raycast, world_id, origins, directions, 6.0)
+        assert decoding.wait(timeout=60)
+        # a call answered on the event loop completes meanwhile (the loop is not decoding)
+        assert world_id in [world.world_id for world in client.list_worlds()]
+        assert not large.done()
+        go_on.set()
+        assert large.result(timeout=30).hit.shape == (1 << 17,)
 
 
 def test_render_and_step_are_held_to_the_pixel_budget(roomy):
@@ -157,8 +184,9 @@ def test_a_bad_row_in_a_later_chunk_is_named_with_its_chunk(roomy, monkeypatch):
 
 
 def test_the_limits_table_states_the_handshake(client: WorldClient):
-    rows = re.findall(r"^\| `(\w+)` \| (\d+) \|", LIMITS_DOC.read_text(), flags=re.MULTILINE)
-    documented = {name: int(default) for name, default in rows}
+    rows = re.findall(r"^\| `(\w+)` \| (\d+|cores|cores/2) \|", LIMITS_DOC.read_text(), flags=re.MULTILINE)
+    by_machine = {"cores": machine_cores(), "cores/2": default_queued_total(machine_cores())}
+    documented = {name: by_machine[default] if default in by_machine else int(default) for name, default in rows}
     handshake = {field.name: getattr(client.info.limits, field.name) for field in pb.Limits.DESCRIPTOR.fields}
     assert documented == handshake
 

@@ -2,7 +2,7 @@
 folder the killed save left is removed when the server starts again.
 
 ``worldweave serve --data-dir DATA`` runs as a subprocess; a world large enough that a save takes a noticeable time
-(about a million voxels at 5 mm, some 80 MB) is saved once, stepped, and saved again, and the server is killed with
+(some 300,000 voxels at 5 mm) is saved once, stepped, and saved again, and the server is killed with
 SIGKILL as soon as the second save's temporary folder ``DATA/.NAME.tmp-XXXXXXXX`` appears. A server started again on
 the same folder must list and load the world at the first or the second save's version with that save's voxel count
 (never a corrupt or missing world), and no ``.NAME.tmp-*`` folder may remain after its start-up.
@@ -53,7 +53,7 @@ def test_kill_9_mid_save_keeps_a_whole_save_and_leaves_no_temporary(tmp_path):
     process, port = start_serve(tmp_path)
     try:
         with WorldClient(f"127.0.0.1:{port}", timeout_s=120.0) as client:
-            frames, intrinsics = wall_seed(1280, 960)
+            frames, intrinsics = wall_seed(640, 480)
             client.create_world(frames * 2, intrinsics, world_id=NAME, voxel_size_m=0.005)
             first = client.save_world(NAME)
             client.step(NAME, yaw_poses(2))
