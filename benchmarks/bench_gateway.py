@@ -2,8 +2,8 @@
 
 Both paths ask the same gRPC server for the same frame: ``direct`` is ``WorldClient`` (gRPC), ``gateway`` is a
 Python engine (``GatewayClient``, convention ``unity``) -> ZMQ -> gateway (decode, convert the pose, ``WorldClient``,
-encode, convert back) -> the server. ``added`` = gateway − direct, the gateway's cost. Also shown: the pure msgpack
-encode + decode of one frame reply, and both paths with ``step`` (a bidirectional stream per call).
+encode, convert back) -> the server. ``added`` = gateway − direct, the gateway's cost. Also shown: the pure codec
+cost of one frame reply (written in the engine's convention, msgpack encode + decode), and both paths with ``step``.
 
 By default the server is an in-process gRPC ``WorldService`` that answers every pose with one precomputed frame
 (a zero-cost generator), so the figures are transport and conversion only. ``--reproject`` runs the real server
@@ -21,6 +21,7 @@ import time
 from concurrent import futures
 
 import grpc
+import msgpack
 import numpy as np
 
 from worldweave.proto import codecs
@@ -31,12 +32,13 @@ from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
 from worldweave.sim_clients import conventions as cv
 from worldweave.sim_clients.client import WorldClient
 from worldweave.sim_clients.gateway import codec
-from worldweave.sim_clients.gateway import messages as m
 from worldweave.sim_clients.gateway.engine_client import GatewayClient
+from worldweave.sim_clients.gateway.messages import pose_to_wire, write_message
 from worldweave.sim_clients.gateway.server import BackgroundGateway
 
 WIDTH, HEIGHT = 640, 480
 CAMERA = Intrinsics.from_fov(WIDTH, HEIGHT, fov_y_deg=60.0)
+UNITY_CAMERA = {"width": WIDTH, "height": HEIGHT, "fov_y_deg": 60.0}
 
 
 class ConstantFrameServicer(pb_grpc.WorldServiceServicer):
@@ -117,22 +119,25 @@ def main() -> None:
     c2w = np.eye(4)
     c2w[:3, :3] = [[0, 0, 1], [-1, 0, 0], [0, -1, 0]]  # looking along +x, at the wall seed's camera height
     c2w[:3, 3] = [0.0, 0.0, 1.5]
-    unity_pose = cv.UNITY.from_canonical(c2w)
+    unity_pose = pose_to_wire(cv.UNITY.from_canonical(c2w))
     with WorldClient(target) as client, BackgroundGateway(target) as gateway, \
             GatewayClient(gateway.address, "unity") as engine:
         results = timed(
             args.calls,
             render_direct=lambda: client.render(world, c2w, intrinsics=CAMERA),
-            render_gateway=lambda: engine.render(world, [unity_pose], camera=CAMERA),
+            render_gateway=lambda: engine.call("render", world_id=world, poses=[unity_pose], intrinsics=UNITY_CAMERA),
         )
         results.update(timed(
             args.calls,
             step_direct=lambda: client.step(world, c2w, intrinsics=CAMERA, depth=None),
-            step_gateway=lambda: engine.step(world, [unity_pose], camera=CAMERA),
+            step_gateway=lambda: engine.stream("step", world_id=world, poses=[unity_pose], intrinsics=UNITY_CAMERA),
         ))
-        reply = m.FramesReply((engine.render(world, [unity_pose], camera=CAMERA)[0],))
-    results.update(timed(args.calls, codec=lambda: codec.decode_reply(codec.encode(reply, 1), pose_form="position_quaternion")))
     stop_server()
+    rgb = np.random.default_rng(1).integers(0, 256, size=(HEIGHT, WIDTH, 3), dtype=np.uint8)
+    response = pb.RenderResponse(frames=[pb.Frame(pose=codecs.pose_message(c2w), version=1, coverage=1.0,
+                                                  rgb=codecs.encode_image(rgb))])
+    results.update(timed(args.calls, codec=lambda: msgpack.unpackb(
+        codec.encode("render_reply", write_message(response, cv.UNITY), 1), raw=False)))
 
     server = "real server, reproject generator, wall seed" if args.reproject else "constant-frame gRPC server (zero-cost)"
     print(f"Gateway latency per {WIDTH}x{HEIGHT} raw RGB frame, {args.calls} calls each, loopback, {server}")
@@ -142,7 +147,7 @@ def main() -> None:
     print(row("render, gateway (unity)", results["render_gateway"], results["render_direct"]))
     print(row("step, direct gRPC", results["step_direct"], None))
     print(row("step, gateway (unity)", results["step_gateway"], results["step_direct"]))
-    print(row("msgpack encode + decode of one frame reply", results["codec"], None))
+    print(row("one frame reply: write (to the engine convention), msgpack encode + decode", results["codec"], None))
 
 
 if __name__ == "__main__":

@@ -34,8 +34,8 @@ from tqdm import tqdm
 from worldweave.bridge.eval.scenes import heading_pose, make_room
 from worldweave.proto.geometry import Intrinsics, Quaternion
 from worldweave.sim_clients.conventions import UNITY, TransformPose
-from worldweave.sim_clients.gateway import messages as m
 from worldweave.sim_clients.gateway.engine_client import GatewayClient
+from worldweave.sim_clients.gateway.messages import pose_from_wire, pose_to_wire
 from worldweave.sim_clients.gateway.server import BackgroundGateway
 
 EYE_HEIGHT_M = 1.5
@@ -69,9 +69,9 @@ def unity_pose_dict(pose: TransformPose) -> dict[str, object]:
     return {"position": [float(v) for v in pose.position], "rotation": {"x": q.qx, "y": q.qy, "z": q.qz, "w": q.qw}}
 
 
-def raw_rgb(image: m.WireImage) -> np.ndarray:
-    """A ``raw_rgb8`` wire image as uint8 (H, W, 3)."""
-    return np.frombuffer(image.data, np.uint8).reshape(image.height, image.width, 3)
+def raw_rgb(image: dict) -> np.ndarray:
+    """A ``raw`` wire image (``{width, height, encoding, data}``) as uint8 (H, W, 3)."""
+    return np.frombuffer(image["data"], np.uint8).reshape(image["height"], image["width"], 3)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,9 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     for k in range(4):
         pose = heading_pose(np.array([0.0, 0.0, EYE_HEIGHT_M]), k * math.pi / 2)
         view = room.render(pose, camera)
-        views.append(m.SeedView(m.WireImage(args.width, args.height, "raw_rgb8", view.rgb.tobytes()),
-                                m.WireDepth(args.width, args.height, "float16_m", view.depth.astype("<f2").tobytes()),
-                                UNITY.from_canonical(pose.matrix)))
+        views.append({"rgb": {"width": args.width, "height": args.height, "encoding": "raw", "data": view.rgb.tobytes()},
+                      "depth": {"width": args.width, "height": args.height, "encoding": "float16_m",
+                                "data": view.depth.astype("<f2").tobytes()},
+                      "pose": pose_to_wire(UNITY.from_canonical(pose.matrix))})
+    # Unity's Camera: Screen size and the vertical field of view; the gateway makes the pinhole intrinsics.
+    unity_camera = {"width": args.width, "height": args.height, "fov_y_deg": args.fov_y}
 
     (args.out / "frames").mkdir(parents=True, exist_ok=True)
     dt = 1.0 / args.fps
@@ -109,9 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         address = args.gateway or stack.enter_context(BackgroundGateway(args.server)).address
         engine = stack.enter_context(GatewayClient(address, "unity"))
-        print(f"gateway {address}: convention {engine.info.convention}, pose form {engine.info.pose_form}, "
-              f"generator {engine.info.generator}")
-        world = engine.create_world(views, camera, prompt="a furnished room")
+        print(f"gateway {address}: convention {engine.info['convention']}, pose form {engine.info['pose_form']}, "
+              f"generator {engine.info['server']['generator']['name']}")
+        world_id = engine.call("create_world", seed={"frames": views, "intrinsics": unity_camera,
+                                                     "prompt": "a furnished room"})["world"]["world_id"]
         started = time.perf_counter()
         try:
             for tick in tqdm(range(args.ticks), desc="Update()", unit="frame"):
@@ -119,13 +123,15 @@ def main(argv: list[str] | None = None) -> int:
                 position = position + level_forward(yaw_deg) * speed_mps * dt
                 yaw_deg -= args.turn_rate * dt
                 sent = TransformPose(position, unity_euler(PITCH_DEG, yaw_deg))
-                (frame,) = engine.step(world.world_id, [sent])
-                Image.fromarray(raw_rgb(frame.rgb)).save(args.out / "frames" / f"{tick:06d}.png")
+                (reply,) = engine.stream("step", world_id=world_id, poses=[pose_to_wire(sent)])
+                frame = reply["frame"]
+                Image.fromarray(raw_rgb(frame["rgb"])).save(args.out / "frames" / f"{tick:06d}.png")
+                received = pose_from_wire(frame["pose"], "pose", UNITY.pose_form)
                 log.append({"tick": tick, "time_s": (tick + 1) * dt, "sent": unity_pose_dict(sent),
-                            "received": unity_pose_dict(frame.pose), "memory_version": frame.memory_version,
-                            "coverage": frame.coverage, "frame_id": frame.frame_id})
+                            "received": unity_pose_dict(received), "memory_version": frame["version"],
+                            "coverage": frame["coverage"], "frame_id": frame["frame_id"]})
         finally:
-            engine.delete_world(world.world_id)
+            engine.call("delete_world", world_id=world_id)
         elapsed_s = time.perf_counter() - started
     (args.out / "unity_log.json").write_text(json.dumps({"convention": "unity", "fov_y_deg": args.fov_y,
                                                          "ticks": log}, indent=1))

@@ -12,10 +12,12 @@ import msgpack
 import numpy as np
 import pytest
 
+from worldweave.proto.codecs import intrinsics_message, pose_matrix
 from worldweave.proto.geometry import Intrinsics, Quaternion, rotation_from_quaternion
+from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.sim_clients import conventions as cv
-from worldweave.sim_clients.gateway import codec
-from worldweave.sim_clients.gateway import messages as m
+from worldweave.sim_clients.gateway import codec, schema
+from worldweave.sim_clients.gateway.messages import Hello
 
 ROOT = Path(__file__).resolve().parents[1] / "sim_clients"
 UNITY_CS = (ROOT / "unity" / "WorldweaveCamera.cs").read_text()
@@ -59,6 +61,7 @@ def test_unity_constants_match_the_conventions_module():
     assert string_constant(UNITY_CS, "Name") == cv.UNITY.name
     assert string_constant(UNITY_CS, "FovField") == FOV_FIELD[cv.UNITY.fov_axis]
     assert float_constant(UNITY_CS, "MetresPerUnit") == cv.UNITY.metres_per_unit
+    assert float_constant(UNITY_CS, "SchemaMajor") == schema.SCHEMA_MAJOR
     np.testing.assert_array_equal(matrix_constant(UNITY_CS, "WorldToCanonical"), cv.UNITY.world_to_canonical)
     np.testing.assert_array_equal(matrix_constant(UNITY_CS, "OpenCvToCamera"), cv.UNITY.opencv_to_camera)
 
@@ -72,29 +75,37 @@ def csharp_keys(class_name: str) -> list[str]:
     return keys
 
 
-SAMPLE = {"version": 1, "id": 1, "world_id": "w", "image_encoding": "raw_rgb8", "convention": "unity", "client_name": "unity"}
+def fields(message: type) -> set[str]:
+    """The gateway's keys of a proto message."""
+    return set(schema.wire_fields(message.DESCRIPTOR))
 
 
 def test_unity_requests_decode_with_the_gateway_codec():
+    assert set(csharp_keys("HelloRequest")) == set(csharp_keys("StepRequest")) == set(schema.ENVELOPE_FIELDS)
     pose = {"position": [1.0, 2.0, 3.0], "rotation": {k: (1.0 if k == "qw" else 0.0) for k in csharp_keys("WireQuaternion")}}
     assert set(csharp_keys("WirePose")) == set(pose)
     camera = {k: 640 if k == "width" else 480 if k == "height" else 60.0 for k in csharp_keys("WireCamera")}
-    hello = {k: SAMPLE.get(k, "hello") for k in csharp_keys("HelloRequest")}
-    _, record = codec.decode_request(msgpack.packb(hello), pose_form=None)
-    assert record == m.Hello("unity", client_name="unity")
+    hello = {k: {"convention": "unity", "client_name": "unity"}[k] for k in csharp_keys("HelloBody")}
+    _, _, record = codec.decode_request(codec.encode("hello", hello, 1), convention=None)
+    assert record == Hello("unity", client_name="unity")
+    assert set(csharp_keys("WireFormat")) <= fields(pb.FrameFormat)
     for request_type in ("step", "render"):
-        step = {k: {"type": request_type, "poses": [pose], "camera": camera}.get(k, SAMPLE.get(k)) for k in csharp_keys("StepRequest")}
-        _, record = codec.decode_request(msgpack.packb(step), pose_form=cv.UNITY.pose_form)
-        assert record.camera == Intrinsics.from_fov(640, 480, fov_y_deg=60.0)
-        np.testing.assert_allclose(cv.UNITY.to_canonical(record.poses[0])[:3, 3], [3.0, -1.0, 2.0])
+        values = {"world_id": "w", "poses": [pose], "intrinsics": camera, "format": {"image_encoding": "raw"}}
+        body = {k: values[k] for k in csharp_keys("StepBody")}
+        _, _, record = codec.decode_request(codec.encode(request_type, body, 1), convention=cv.UNITY)
+        assert record.intrinsics == intrinsics_message(Intrinsics.from_fov(640, 480, fov_y_deg=60.0))
+        assert record.format.image_encoding == pb.IMAGE_ENCODING_RAW_RGB8
+        np.testing.assert_allclose(pose_matrix(record.poses[0])[:3, 3], [3.0, -1.0, 2.0])
 
 
 def test_unity_reply_fields_exist_in_the_schema():
-    frame_fields = set(m.WireFrame.__dataclass_fields__)
-    assert set(csharp_keys("WireFrame")) <= frame_fields
-    assert set(csharp_keys("WireImage")) <= set(m.WireImage.__dataclass_fields__)
-    reply_fields = set(m.ENVELOPE_FIELDS) | set(m.FramesReply.__dataclass_fields__) | set(m.ErrorReply.__dataclass_fields__)
-    assert set(csharp_keys("Reply")) <= reply_fields
+    assert set(csharp_keys("WireFrame")) <= fields(pb.Frame)
+    assert set(csharp_keys("WireImage")) <= fields(pb.Image)
+    assert set(csharp_keys("Reply")) == {"type", "id", "body"}
+    error = {name for name, _, _ in schema.ERROR_FIELDS}
+    assert set(csharp_keys("ReplyBody")) <= fields(pb.RenderResponse) | fields(pb.StepResponse) | error
+    assert {"step_reply", "render_reply"} <= set(re.findall(r'"(\w+_reply)"', UNITY_CS))
+    assert {"step_reply", "render_reply"} == {schema.RPCS["step"].reply_type, schema.RPCS["render"].reply_type}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -105,6 +116,7 @@ def test_unreal_constants_match_the_conventions_module():
     assert string_constant(UNREAL_H, "Convention") == cv.UNREAL.name
     assert string_constant(UNREAL_H, "FovField") == FOV_FIELD[cv.UNREAL.fov_axis]
     assert float_constant(UNREAL_H, "MetresPerUnit") == cv.UNREAL.metres_per_unit
+    assert float_constant(UNREAL_H, "SchemaMajor") == schema.SCHEMA_MAJOR
     np.testing.assert_array_equal(matrix_constant(UNREAL_H, "WorldToCanonical"), cv.UNREAL.world_to_canonical)
     np.testing.assert_array_equal(matrix_constant(UNREAL_H, "OpenCvToCamera"), cv.UNREAL.opencv_to_camera)
 
@@ -112,20 +124,21 @@ def test_unreal_constants_match_the_conventions_module():
 def test_unreal_packs_only_schema_keys_and_the_rotator_form():
     packed = set(re.findall(r'PackStr\(Pk, "([^"]+)"\)', UNREAL_CPP))
     read = set(re.findall(r'Find\([^,]+, "([^"]+)"\)', UNREAL_CPP))
-    schema_keys = {"version", "type", "id", "convention", "client_name", "world_id", "poses", "position", "rotator",
-                   "pitch", "yaw", "roll", "camera", "width", "height", "image_encoding"}
-    values = {"hello", "unreal", "raw_rgb8"}
+    hello = {name for name, _, _ in schema.HELLO_FIELDS}
+    schema_keys = (set(schema.ENVELOPE_FIELDS) | hello | fields(pb.StepRequest) | fields(pb.RenderRequest)
+                   | fields(pb.FrameFormat) | {"position", "rotator", "pitch", "yaw", "roll", "width", "height"})
+    values = {"hello", "unreal", "raw"}
     assert packed - values <= schema_keys, packed - values - schema_keys
     assert {"position", "rotator", "pitch", "yaw", "roll"} <= packed  # cv.UNREAL.pose_form == "position_rotator"
     assert cv.UNREAL.pose_form == "position_rotator"
-    reply_fields = set(m.ENVELOPE_FIELDS) | set(m.FramesReply.__dataclass_fields__) | set(m.ErrorReply.__dataclass_fields__)
-    assert read <= reply_fields | set(m.WireFrame.__dataclass_fields__) | set(m.WireImage.__dataclass_fields__), read
+    error = {name for name, _, _ in schema.ERROR_FIELDS}
+    reply_fields = {"type", "body"} | fields(pb.RenderResponse) | fields(pb.StepResponse) | error
+    assert read <= reply_fields | fields(pb.Frame) | fields(pb.Image), read - reply_fields - fields(pb.Frame) - fields(pb.Image)
     # The rotator's fields, in the order Unreal's FRotator names them, are the ones the gateway reads.
-    message = msgpack.packb({"version": 1, "type": "step", "id": 1, "world_id": "w",
-                             "poses": [{"position": [100.0, 200.0, 50.0], "rotator": {"pitch": 0.0, "yaw": 90.0, "roll": 0.0}}],
-                             "camera": {"width": 640, "height": 480, "fov_x_deg": 90.0}, "image_encoding": "raw_rgb8"})
-    _, record = codec.decode_request(message, pose_form="position_rotator")
-    np.testing.assert_allclose(cv.UNREAL.to_canonical(record.poses[0])[:3, 2], [0.0, -1.0, 0.0], atol=1e-12)
+    body = {"world_id": "w", "poses": [{"position": [100.0, 200.0, 50.0], "rotator": {"pitch": 0.0, "yaw": 90.0, "roll": 0.0}}],
+            "intrinsics": {"width": 640, "height": 480, "fov_x_deg": 90.0}, "format": {"image_encoding": "raw"}}
+    _, _, record = codec.decode_request(codec.encode("step", body, 1), convention=cv.UNREAL)
+    np.testing.assert_allclose(pose_matrix(record.poses[0])[:3, 2], [0.0, -1.0, 0.0], atol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -138,7 +151,7 @@ def isaac():
 
 
 def test_isaac_constants_match_the_conventions_module(isaac):
-    assert isaac["CONVENTION"] == "usd" and isaac["SCHEMA_MAJOR"] == codec.SCHEMA_MAJOR
+    assert isaac["CONVENTION"] == "usd" and isaac["SCHEMA_MAJOR"] == schema.SCHEMA_MAJOR
     np.testing.assert_array_equal(isaac["OPENGL_TO_OPENCV"], cv.usd().opencv_to_camera)
     np.testing.assert_array_equal(isaac["Y_UP_TO_Z_UP"], cv.usd("Y").world_to_canonical)
 
@@ -164,7 +177,7 @@ def test_isaac_step_request_decodes_and_converts(isaac):
     fx = isaac["focal_length_px"](640, 18.147, 20.955)
     assert fx == pytest.approx(Intrinsics.from_usd_camera(640, 480, focal_length=18.147, horizontal_aperture=20.955).fx)
     payload = msgpack.packb(isaac["step_request"](5, "w", local_to_world, 640, 480, fx))
-    request_id, record = codec.decode_request(payload, pose_form=convention.pose_form)
-    assert request_id == 5 and record.image_encoding == "png"
-    assert record.camera.cx == 319.5
-    np.testing.assert_allclose(convention.to_canonical(record.poses[0]), isaac["canonical_c2w"](local_to_world, "Y", 0.01))
+    request_id, _, record = codec.decode_request(payload, convention=convention)
+    assert request_id == 5 and record.format.image_encoding == pb.IMAGE_ENCODING_PNG
+    assert record.intrinsics.cx == 319.5
+    np.testing.assert_allclose(pose_matrix(record.poses[0]), isaac["canonical_c2w"](local_to_world, "Y", 0.01))

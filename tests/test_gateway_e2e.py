@@ -11,8 +11,8 @@ import pytest
 from worldweave.bridge.eval.wall import wall_seed, yaw_poses
 from worldweave.proto.geometry import Intrinsics, Quaternion
 from worldweave.sim_clients import conventions as cv
-from worldweave.sim_clients.gateway import messages as m
 from worldweave.sim_clients.gateway.engine_client import GatewayClient
+from worldweave.sim_clients.gateway.messages import pose_from_wire, pose_to_wire
 
 WIDTH, HEIGHT = 64, 48
 CONVENTIONS = [(name, {}) for name in cv.CONVENTIONS] + [("usd", {"up_axis": "Y", "metres_per_unit": 0.01})]
@@ -26,9 +26,14 @@ def server(reproject_server):
     return reproject_server
 
 
-def rgb_of(frame: m.WireFrame) -> np.ndarray:
-    assert frame.rgb.encoding == "raw_rgb8"
-    return np.frombuffer(frame.rgb.data, np.uint8).reshape(frame.rgb.height, frame.rgb.width, 3)
+def rgb_of(frame: dict) -> np.ndarray:
+    assert frame["rgb"]["encoding"] == "raw"
+    return np.frombuffer(frame["rgb"]["data"], np.uint8).reshape(frame["rgb"]["height"], frame["rgb"]["width"], 3)
+
+
+def camera(intrinsics: Intrinsics) -> dict:
+    return {"fx": intrinsics.fx, "fy": intrinsics.fy, "cx": intrinsics.cx, "cy": intrinsics.cy,
+            "width": intrinsics.width, "height": intrinsics.height}
 
 
 @pytest.mark.parametrize("name, options", CONVENTIONS, ids=IDS)
@@ -38,27 +43,36 @@ def test_engine_convention_gives_the_canonical_frames(client, gateway, name, opt
     (rgb, depth, seed_c2w), = seed_frames
     direct_world = client.create_world(seed_frames, intrinsics).world_id
     poses = yaw_poses(3, max_yaw_deg=8.0)
+
+    def engine_pose(c2w: np.ndarray) -> dict:
+        return pose_to_wire(convention.from_canonical(c2w))
+
+    def canonical(frame: dict) -> np.ndarray:
+        return convention.to_canonical(pose_from_wire(frame["pose"], "pose", convention.pose_form))
+
     with GatewayClient(gateway.address, name, **options) as engine:
         # The seed itself goes through the gateway in the engine's convention.
-        view = m.SeedView(m.WireImage(WIDTH, HEIGHT, "raw_rgb8", rgb.tobytes()),
-                          m.WireDepth(WIDTH, HEIGHT, "float16_m", depth.astype("<f2").tobytes()),
-                          convention.from_canonical(seed_c2w))
-        engine_world = engine.create_world([view], intrinsics).world_id
+        view = {"rgb": {"width": WIDTH, "height": HEIGHT, "encoding": "raw", "data": rgb.tobytes()},
+                "depth": {"width": WIDTH, "height": HEIGHT, "encoding": "float16_m", "data": depth.astype("<f2").tobytes()},
+                "pose": engine_pose(seed_c2w)}
+        engine_world = engine.call("create_world", seed={"frames": [view], "intrinsics": camera(intrinsics)})["world"]["world_id"]
 
-        rendered = engine.render(direct_world, [convention.from_canonical(p) for p in poses], camera=intrinsics)
+        rendered = engine.call("render", world_id=direct_world, poses=[engine_pose(p) for p in poses],
+                               intrinsics=camera(intrinsics))["frames"]
         expected = client.render(direct_world, poses, intrinsics=intrinsics)
         for frame, reference, pose in zip(rendered, expected, poses):
             assert reference.coverage > 0.5
             np.testing.assert_array_equal(rgb_of(frame), reference.rgb)
-            np.testing.assert_allclose(convention.to_canonical(frame.pose), pose, atol=1e-9)
+            np.testing.assert_allclose(canonical(frame), pose, atol=1e-9)
 
         for pose in poses:
-            stepped, = engine.step(engine_world, [convention.from_canonical(pose)], camera=intrinsics)
+            reply, = engine.stream("step", world_id=engine_world, poses=[engine_pose(pose)], intrinsics=camera(intrinsics))
             reference, = client.step(direct_world, pose, intrinsics=intrinsics)
+            stepped = reply["frame"]
             np.testing.assert_array_equal(rgb_of(stepped), reference.rgb)
-            assert stepped.memory_version == reference.version and stepped.frame_id == reference.frame_id
-            np.testing.assert_allclose(convention.to_canonical(stepped.pose), pose, atol=1e-9)
-        engine.delete_world(engine_world)
+            assert stepped["version"] == reference.version and stepped["frame_id"] == reference.frame_id
+            np.testing.assert_allclose(canonical(stepped), pose, atol=1e-9)
+        engine.call("delete_world", world_id=engine_world)
     client.delete_world(direct_world)
 
 
@@ -68,10 +82,12 @@ def test_unity_camera_at_the_seed_sees_the_seed_wall(client, gateway):
     seed_frames, intrinsics = wall_seed(WIDTH, HEIGHT)
     world = client.create_world(seed_frames, intrinsics).world_id
     with GatewayClient(gateway.address, "unity") as engine:
-        frame, = engine.render(world, [cv.TransformPose(np.array([0.0, 1.5, 0.0]), Quaternion(1.0, 0.0, 0.0, 0.0))],
-                               camera=Intrinsics.from_fov(WIDTH, HEIGHT, fov_x_deg=70.0), depth_encoding="float16_m")
+        pose = pose_to_wire(cv.TransformPose(np.array([0.0, 1.5, 0.0]), Quaternion(1.0, 0.0, 0.0, 0.0)))
+        frame, = engine.call("render", world_id=world, poses=[pose],
+                             intrinsics={"width": WIDTH, "height": HEIGHT, "fov_x_deg": 70.0},
+                             format={"depth_encoding": "float16_m"})["frames"]
     reference, = client.render(world, seed_frames[0][2], intrinsics=intrinsics, depth="float16_m")
     np.testing.assert_array_equal(rgb_of(frame), reference.rgb)
-    depth = np.frombuffer(frame.depth.data, "<f2").reshape(HEIGHT, WIDTH)
+    depth = np.frombuffer(frame["depth"]["data"], "<f2").reshape(HEIGHT, WIDTH)
     assert np.median(depth[depth > 0]) == pytest.approx(3.0, rel=1e-2)
     client.delete_world(world)

@@ -31,11 +31,13 @@ from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
 from worldweave.sim_clients import conventions as cv
 from worldweave.sim_clients.client import WorldClient
 from worldweave.sim_clients.gateway import codec
-from worldweave.sim_clients.gateway import messages as m
 from worldweave.sim_clients.gateway.engine_client import GatewayClient
+from worldweave.sim_clients.gateway.messages import Hello, pose_from_wire, pose_to_wire
+from worldweave.sim_clients.gateway.schema import SCHEMA_VERSION
 from worldweave.sim_clients.gateway.server import BackgroundGateway
 
 CAMERA = Intrinsics.from_fov(32, 24, fov_x_deg=90.0)
+WIRE_CAMERA = {"width": 32, "height": 24, "fov_x_deg": 90.0}
 MAX_MESSAGE_BYTES = 1 << 20
 
 
@@ -143,24 +145,34 @@ def random_c2w(rng: np.random.Generator) -> np.ndarray:
 CONVENTIONS = [(name, {}) for name in cv.CONVENTIONS] + [("usd", {"up_axis": "Y", "metres_per_unit": 0.01})]
 
 
+def rgb_of(frame: dict) -> np.ndarray:
+    return np.frombuffer(frame["rgb"]["data"], np.uint8).reshape(24, 32, 3)
+
+
+IDENTITY = pose_to_wire(cv.TransformPose(np.zeros(3), Quaternion(1.0, 0.0, 0.0, 0.0)))
+
+
 @pytest.mark.parametrize("name, options", CONVENTIONS, ids=[f"{n}{'-y-cm' if o else ''}" for n, o in CONVENTIONS])
 def test_engine_pose_gives_the_frame_of_the_canonical_pose(gateway, direct, name, options):
     client, world_id = direct
     convention = cv.get_convention(name, **options)
     rng = np.random.default_rng(zlib.crc32(name.encode()))
     with GatewayClient(gateway.address, name, **options) as engine:
-        assert engine.info.convention == name and engine.info.pose_form == convention.pose_form
+        assert engine.info["convention"] == name and engine.info["pose_form"] == convention.pose_form
         for _ in range(4):
             c2w = random_c2w(rng)
             expected = client.render(world_id, c2w, intrinsics=CAMERA)[0]
             assert expected.coverage > 0.3  # the frame has content, so equality means something
-            frame, = engine.render(world_id, [convention.from_canonical(c2w)], camera=CAMERA)
-            assert frame.rgb.encoding == "raw_rgb8"
-            np.testing.assert_array_equal(np.frombuffer(frame.rgb.data, np.uint8).reshape(24, 32, 3), expected.rgb)
-            np.testing.assert_allclose(convention.to_canonical(frame.pose), c2w, atol=1e-9)
-            stepped, = engine.step(world_id, [convention.from_canonical(c2w)], camera=CAMERA, depth_encoding="uint16_mm")
-            assert stepped.frame_id is not None and stepped.depth is not None
-            np.testing.assert_array_equal(np.frombuffer(stepped.rgb.data, np.uint8).reshape(24, 32, 3), expected.rgb)
+            pose = pose_to_wire(convention.from_canonical(c2w))
+            frame, = engine.call("render", world_id=world_id, poses=[pose], intrinsics=WIRE_CAMERA)["frames"]
+            assert frame["rgb"]["encoding"] == "raw"
+            np.testing.assert_array_equal(rgb_of(frame), expected.rgb)
+            back = convention.to_canonical(pose_from_wire(frame["pose"], "pose", convention.pose_form))
+            np.testing.assert_allclose(back, c2w, atol=1e-9)
+            stepped, = engine.stream("step", world_id=world_id, poses=[pose], intrinsics=WIRE_CAMERA,
+                                     format={"depth_encoding": "uint16_mm"})
+            assert stepped["frame"]["frame_id"] is not None and "depth" in stepped["frame"]
+            np.testing.assert_array_equal(rgb_of(stepped["frame"]), expected.rgb)
 
 
 def test_unity_fixture_through_the_gateway(gateway, direct):
@@ -169,38 +181,42 @@ def test_unity_fixture_through_the_gateway(gateway, direct):
     canonical = np.eye(4)
     canonical[:3, :3] = [[0, 0, 1], [-1, 0, 0], [0, -1, 0]]
     with GatewayClient(gateway.address, "unity") as engine:
-        frame, = engine.render(world_id, [cv.TransformPose(np.zeros(3), Quaternion(1.0, 0.0, 0.0, 0.0))], camera=CAMERA)
+        frame, = engine.call("render", world_id=world_id, poses=[IDENTITY], intrinsics=WIRE_CAMERA)["frames"]
     expected = client.render(world_id, canonical, intrinsics=CAMERA)[0]
-    np.testing.assert_array_equal(np.frombuffer(frame.rgb.data, np.uint8).reshape(24, 32, 3), expected.rgb)
+    np.testing.assert_array_equal(rgb_of(frame), expected.rgb)
 
 
 def test_world_lifecycle_and_encodings(gateway):
     rgb = np.full((24, 32, 3), 7, np.uint8)
-    view = m.SeedView(m.WireImage(32, 24, "raw_rgb8", rgb.tobytes()), m.WireDepth(32, 24, "float16_m", np.ones((24, 32), "<f2").tobytes()),
-                      cv.RotatorPose(np.zeros(3), cv.Rotator(0.0, 0.0, 0.0)))
+    view = {"rgb": {"width": 32, "height": 24, "encoding": "raw", "data": rgb.tobytes()},
+            "depth": {"width": 32, "height": 24, "encoding": "float16_m", "data": np.ones((24, 32), "<f2").tobytes()},
+            "pose": pose_to_wire(cv.RotatorPose(np.zeros(3), cv.Rotator(0.0, 0.0, 0.0)))}
     with GatewayClient(gateway.address, "unreal") as engine:
-        world = engine.create_world([view], CAMERA, world_id="unreal-world")
-        assert world.world_id == "unreal-world"
-        frames = engine.render("unreal-world", [cv.RotatorPose(np.array([10.0, 20.0, 30.0]), cv.Rotator(10.0, 45.0, 5.0))] * 2,
-                               image_encoding="png", depth_encoding="float16_m")
-        assert len(frames) == 2 and frames[0].rgb.encoding == "png" and frames[0].rgb.data.startswith(b"\x89PNG")
-        assert frames[0].pose.rotator == pytest.approx(cv.Rotator(10.0, 45.0, 5.0), abs=1e-9)
-        assert list(frames[0].pose.position) == pytest.approx([10.0, 20.0, 30.0], abs=1e-9)  # centimetres again
-        jpeg, = engine.step("unreal-world", [frames[0].pose], image_encoding="jpeg")
-        assert jpeg.rgb.data.startswith(b"\xff\xd8")
-        assert engine.delete_world("unreal-world").unloaded
+        world = engine.call("create_world", world_id="unreal-world", seed={"frames": [view], "intrinsics": WIRE_CAMERA})
+        assert world["world"]["world_id"] == "unreal-world"
+        pose = pose_to_wire(cv.RotatorPose(np.array([10.0, 20.0, 30.0]), cv.Rotator(10.0, 45.0, 5.0)))
+        frames = engine.call("render", world_id="unreal-world", poses=[pose] * 2,
+                             format={"image_encoding": "png", "depth_encoding": "float16_m"})["frames"]
+        assert len(frames) == 2 and frames[0]["rgb"]["encoding"] == "png" and frames[0]["rgb"]["data"].startswith(b"\x89PNG")
+        back = pose_from_wire(frames[0]["pose"], "pose", "position_rotator")
+        assert back.rotator == pytest.approx(cv.Rotator(10.0, 45.0, 5.0), abs=1e-9)
+        assert list(back.position) == pytest.approx([10.0, 20.0, 30.0], abs=1e-9)  # centimetres again
+        jpeg, = engine.stream("step", world_id="unreal-world", poses=[frames[0]["pose"]], format={"image_encoding": "jpeg"})
+        assert jpeg["frame"]["rgb"]["data"].startswith(b"\xff\xd8")
+        assert engine.call("delete_world", world_id="unreal-world")["unloaded"]
 
 
 def test_server_errors_pass_through_with_their_status(gateway):
     with GatewayClient(gateway.address, "canonical") as engine:
         with pytest.raises(WorldweaveError, match="no world 'missing'") as info:
-            engine.render("missing", [cv.TransformPose(np.zeros(3), Quaternion(1, 0, 0, 0))])
+            engine.call("render", world_id="missing", poses=[IDENTITY])
         assert info.value.code == "NOT_FOUND"
+        zero = pose_to_wire(cv.TransformPose(np.zeros(3), Quaternion(0, 0, 0, 0)))
         with pytest.raises(WorldweaveError, match=r"render.poses\[0\]: quaternion .* has zero length") as info:
-            engine.render("shared", [cv.TransformPose(np.zeros(3), Quaternion(0, 0, 0, 0))])
+            engine.call("render", world_id="shared", poses=[zero])
         assert info.value.code == "INVALID_ARGUMENT"
         with pytest.raises(WorldweaveError, match="unknown convention 'blender'"):
-            engine.call(m.Hello("blender"))
+            engine.hello(Hello("blender"))
 
 
 def raw_exchange(address: str, frames: list[bytes], socket_type: int = zmq.DEALER) -> list[bytes]:
@@ -213,70 +229,73 @@ def raw_exchange(address: str, frames: list[bytes], socket_type: int = zmq.DEALE
         return socket.recv_multipart()
 
 
-def error_of(reply: list[bytes]) -> m.ErrorReply:
-    _, record = codec.decode_reply(reply[-1], pose_form=None)
-    assert isinstance(record, m.ErrorReply), record
-    return record
+def error_of(reply: list[bytes]) -> dict:
+    envelope = msgpack.unpackb(reply[-1], raw=False)
+    assert envelope["type"] == "error", envelope
+    return envelope["body"]
 
 
 def test_malformed_messages_get_error_replies_and_the_gateway_keeps_serving(gateway):
     rng = np.random.default_rng(3)
-    valid = codec.encode(m.Render("shared", (cv.TransformPose(np.zeros(3), Quaternion(1, 0, 0, 0)),)), 9)
+    valid = codec.encode("render", {"world_id": "shared", "poses": [IDENTITY]}, 9)
     payloads = [rng.integers(0, 256, size=int(n), dtype=np.uint8).tobytes() for n in rng.integers(0, 300, size=40)]
     payloads += [
         b"", b"\xc6\xff\xff\xff\xff", b"\xdd\xff\xff\xff\xff", b"\x91" * 100_000,
-        msgpack.packb({"version": 1, "type": "render", "id": 1, "world_id": 5, "poses": "x"}),
-        msgpack.packb({"version": 1, "type": "step", "id": 2}),
-        msgpack.packb({"version": 7, "type": "hello", "id": 3, "convention": "unity"}),
+        msgpack.packb({"version": 2, "type": "render", "id": 1, "body": {"world_id": 5, "poses": "x"}}),
+        msgpack.packb({"version": 2, "type": "step", "id": 2, "body": [1]}),
+        msgpack.packb({"version": 7, "type": "hello", "id": 3, "body": {"convention": "unity"}}),
         valid[: len(valid) // 2],
         bytes(MAX_MESSAGE_BYTES + 1),
     ]
     with GatewayClient(gateway.address, "canonical") as engine:
         for payload in payloads:
             engine.socket.send(payload)
-            _, reply = engine.receive()
-            assert isinstance(reply, m.ErrorReply) and reply.code in {"INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION"}
-            assert reply.message
+            _, reply_type, reply = engine.receive()
+            assert reply_type == "error" and reply["code"] in {"INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION"}
+            assert reply["message"]
         for frames in ([b"a", b"b"], [b"", b"", b"x"]):
             engine.socket.send_multipart(frames)
-            _, reply = engine.receive()
-            assert reply.code == "INVALID_ARGUMENT" and "one msgpack message per ZMQ message" in reply.message
-        frame, = engine.render("shared", [cv.TransformPose(np.zeros(3), Quaternion(1, 0, 0, 0))])  # still serving
-        assert frame.coverage > 0
+            _, _, reply = engine.receive()
+            assert reply["code"] == "INVALID_ARGUMENT" and "one msgpack message per ZMQ message" in reply["message"]
+        frame, = engine.call("render", world_id="shared", poses=[IDENTITY])["frames"]  # still serving
+        assert frame["coverage"] > 0
 
 
 def test_oversize_and_version_errors_name_the_limit(gateway):
     reply = error_of(raw_exchange(gateway.address, [bytes(MAX_MESSAGE_BYTES + 10)]))
-    assert reply.code == "RESOURCE_EXHAUSTED" and f"over the gateway's limit of {MAX_MESSAGE_BYTES} bytes" in reply.message
-    reply = error_of(raw_exchange(gateway.address, [msgpack.packb({"version": 2, "type": "hello", "id": 4, "convention": "unity"})]))
-    assert reply.code == "FAILED_PRECONDITION" and "schema version 2" in reply.message
+    assert reply["code"] == "RESOURCE_EXHAUSTED" and f"over the gateway's limit of {MAX_MESSAGE_BYTES} bytes" in reply["message"]
+    hello = msgpack.packb({"version": 1, "type": "hello", "id": 4, "convention": "unity"})
+    reply = error_of(raw_exchange(gateway.address, [hello]))
+    assert reply["code"] == "FAILED_PRECONDITION" and "schema version 1, this gateway speaks 2" in reply["message"]
 
 
 def test_request_before_hello_and_req_sockets(gateway):
-    render = codec.encode(m.Render("shared", (cv.TransformPose(np.zeros(3), Quaternion(1, 0, 0, 0)),)), 11)
+    render = codec.encode("render", {"world_id": "shared", "poses": [IDENTITY]}, 11)
     reply = error_of(raw_exchange(gateway.address, [render]))
-    assert reply.code == "FAILED_PRECONDITION" and "send hello" in reply.message
+    assert reply["code"] == "FAILED_PRECONDITION" and "send hello" in reply["message"]
     # A REQ socket adds an empty delimiter frame; the gateway answers with it so REQ accepts the reply.
-    reply = raw_exchange(gateway.address, [codec.encode(m.Hello("unity"), 12)], zmq.REQ)
-    request_id, hello = codec.decode_reply(reply[-1], pose_form=None)
-    assert request_id == 12 and hello.convention == "unity" and hello.schema_version == codec.SCHEMA_VERSION
+    reply = raw_exchange(gateway.address, [codec.encode("hello", Hello("unity").to_wire(), 12)], zmq.REQ)
+    envelope = msgpack.unpackb(reply[-1], raw=False)
+    assert envelope["id"] == 12 and envelope["body"]["convention"] == "unity"
+    assert envelope["body"]["schema_version"] == SCHEMA_VERSION
+    assert envelope["body"]["server"]["limits"]["max_poses_per_call"] == 8
 
 
 def test_pipelined_requests_are_answered_in_order(gateway):
     rng = np.random.default_rng(5)
     with GatewayClient(gateway.address, "airsim") as engine:
-        poses = [cv.AIRSIM.from_canonical(random_c2w(rng)) for _ in range(6)]
-        ids = [engine.send(m.Render("shared", (pose,), CAMERA)) for pose in poses]
+        poses = [pose_to_wire(cv.AIRSIM.from_canonical(random_c2w(rng))) for _ in range(6)]
+        ids = [engine.send("render", {"world_id": "shared", "poses": [pose], "intrinsics": WIRE_CAMERA}) for pose in poses]
         for request_id, pose in zip(ids, poses):
-            reply_id, reply = engine.receive()
+            reply_id, _, reply = engine.receive()
             assert reply_id == request_id
-            np.testing.assert_allclose(reply.frames[0].pose.position, pose.position, atol=1e-9)
+            np.testing.assert_allclose(reply["frames"][0]["pose"]["position"], pose["position"], atol=1e-9)
         # Past the pending limit (8), requests are refused at once, not queued without bound.
-        ids = [engine.send(m.Render("shared", (poses[0],), CAMERA)) for _ in range(12)]
+        ids = [engine.send("render", {"world_id": "shared", "poses": [poses[0]], "intrinsics": WIRE_CAMERA}) for _ in range(12)]
         replies = [engine.receive() for _ in ids]
-        refused = [r for _, r in replies if isinstance(r, m.ErrorReply)]
-        assert all(r.code == "RESOURCE_EXHAUSTED" and "pending" in r.message for r in refused)
-        assert len(refused) + sum(isinstance(r, m.FramesReply) for _, r in replies) == 12
+        refused = [body for _, reply_type, body in replies if reply_type == "error"]
+        assert all(r["code"] == "RESOURCE_EXHAUSTED" and "pending" in r["message"] for r in refused)
+        assert len(refused) + sum(reply_type == "render_reply" for _, reply_type, _ in replies) == 12
 
 
 def free_port() -> int:
@@ -293,7 +312,7 @@ def test_worldweave_gateway_command(server_address):
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         with GatewayClient(address, "carla", timeout_s=20.0) as engine:
-            assert engine.info.metres_per_unit == 1.0 and engine.info.pose_form == "position_rotator"
+            assert engine.info["metres_per_unit"] == 1.0 and engine.info["pose_form"] == "position_rotator"
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=20)

@@ -18,8 +18,8 @@ from worldweave.proto.geometry import (
 )
 from worldweave.sim_clients import conventions as cv
 from worldweave.sim_clients import world_state as ws
+from worldweave.proto.codecs import FLOAT32, INT64, UINT8, unpack_array
 from worldweave.sim_clients.gateway import codec
-from worldweave.sim_clients.gateway import messages as m
 from worldweave.sim_clients.gateway.engine_client import GatewayClient
 from worldweave.sim_clients.mirror import PointCloudMirror
 
@@ -44,6 +44,22 @@ def test_every_convention_is_a_signed_permutation_of_the_canonical_axes():
         assert np.array_equal(np.abs(w), np.abs(w).round()) and np.array_equal(np.abs(w).sum(axis=0), [1, 1, 1]), name
 
 
+def f32(values) -> bytes:
+    return np.ascontiguousarray(values, dtype=FLOAT32).tobytes()
+
+
+def points(data: bytes) -> np.ndarray:
+    return unpack_array(data, FLOAT32, 3, "points")
+
+
+def floats(data: bytes) -> np.ndarray:
+    return unpack_array(data, FLOAT32, None, "values")
+
+
+def flags(data: bytes) -> np.ndarray:
+    return unpack_array(data, UINT8, None, "flags").astype(bool)
+
+
 @pytest.mark.parametrize("name, options", CONVENTIONS, ids=IDS)
 def test_queries_through_the_gateway_are_the_direct_answers_in_engine_units(client, gateway, world_id, name, options):
     convention = cv.get_convention(name, **options)
@@ -56,41 +72,44 @@ def test_queries_through_the_gateway_are_the_direct_answers_in_engine_units(clie
     to_engine, to_canonical = convention.points_from_canonical, convention.points_to_canonical
 
     with GatewayClient(gateway.address, name, **options) as engine:
-        chunks = engine.point_cloud(world_id, max_chunk_bytes=8192)
+        chunks = engine.stream("stream_point_cloud", world_id=world_id, max_chunk_bytes=8192, include_positions=True)
         direct = list(client.stream_point_cloud(world_id, include_positions=True, max_chunk_bytes=8192))
         assert len(chunks) == len(direct) > 1
         for got, want in zip(chunks, direct):
-            np.testing.assert_array_equal(got.keys, want.keys)
-            np.testing.assert_array_equal(got.colors, want.colors)
-            np.testing.assert_allclose(to_canonical(got.positions), want.positions_m, atol=1e-5)
-            assert got.voxel_size == pytest.approx(0.02 / mpu) and got.memory_version == want.version
+            np.testing.assert_array_equal(unpack_array(got["keys"], INT64, None, "keys"), want.keys)
+            np.testing.assert_array_equal(unpack_array(got["colors"], UINT8, 3, "colors"), want.colors)
+            np.testing.assert_allclose(to_canonical(points(got["positions"])), want.positions_m, atol=1e-5)
+            assert got["voxel_size"] == pytest.approx(0.02 / mpu) and got["version"] == want.version
 
-        ray = engine.raycast(world_id, to_engine(origins), convention.directions_from_canonical(directions), 5.0 / mpu)
+        ray = engine.call("raycast", world_id=world_id, origins=f32(to_engine(origins)),
+                          directions=f32(convention.directions_from_canonical(directions)), max_range=5.0 / mpu)
         want_ray = client.raycast(world_id, origins, directions, 5.0)
         assert 0 < want_ray.hit.sum() < 200
-        np.testing.assert_array_equal(ray.hit.astype(bool), want_ray.hit)
-        np.testing.assert_array_equal(ray.unknown.astype(bool), want_ray.unknown)
-        np.testing.assert_allclose(ray.distance * mpu, want_ray.distance_m, rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(to_canonical(ray.points), want_ray.points_m, atol=1e-5)
+        np.testing.assert_array_equal(flags(ray["hit"]), want_ray.hit)
+        np.testing.assert_array_equal(flags(ray["unknown"]), want_ray.unknown)
+        np.testing.assert_allclose(floats(ray["distance"]) * mpu, want_ray.distance_m, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(to_canonical(points(ray["points"])), want_ray.points_m, atol=1e-5)
 
-        nearest = engine.nearest_surface(world_id, to_engine(near), 0.5 / mpu)
+        nearest = engine.call("nearest_surface", world_id=world_id, points=f32(to_engine(near)), max_range=0.5 / mpu)
         want_nearest = client.nearest_surface(world_id, near, 0.5)
-        np.testing.assert_array_equal(nearest.found.astype(bool), want_nearest.found)
-        np.testing.assert_allclose(nearest.distance * mpu, want_nearest.distance_m, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(flags(nearest["found"]), want_nearest.found)
+        np.testing.assert_allclose(floats(nearest["distance"]) * mpu, want_nearest.distance_m, rtol=1e-5, atol=1e-5)
 
-        spheres = engine.check_spheres(world_id, to_engine(near), radii / mpu)
+        spheres = engine.call("check_collision", world_id=world_id,
+                              spheres={"centers": f32(to_engine(near)), "radii": f32(radii / mpu)})
         want_spheres = client.check_spheres(world_id, near, radii)
         assert want_spheres.hit.any() and not want_spheres.hit.all()
-        np.testing.assert_array_equal(spheres.hit.astype(bool), want_spheres.hit)
-        np.testing.assert_allclose(spheres.clearance * mpu, want_spheres.clearance_m, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(flags(spheres["hit"]), want_spheres.hit)
+        np.testing.assert_allclose(floats(spheres["clearance"]) * mpu, want_spheres.clearance_m, rtol=1e-5, atol=1e-5)
 
-        capsules = engine.check_capsules(world_id, to_engine(near), to_engine(near + 0.2), radii / mpu)
+        capsules = engine.call("check_collision", world_id=world_id, capsules={
+            "starts": f32(to_engine(near)), "ends": f32(to_engine(near + 0.2)), "radii": f32(radii / mpu)})
         want_capsules = client.check_capsules(world_id, near, near + 0.2, radii)
-        np.testing.assert_array_equal(capsules.hit.astype(bool), want_capsules.hit)
-        np.testing.assert_allclose(capsules.clearance * mpu, want_capsules.clearance_m, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(flags(capsules["hit"]), want_capsules.hit)
+        np.testing.assert_allclose(floats(capsules["clearance"]) * mpu, want_capsules.clearance_m, rtol=1e-5, atol=1e-5)
         # Contact points agree up to ties: another voxel at the same distance may decide (Unreal's centimetres
         # round the inputs differently).
-        ties = np.linalg.norm(to_canonical(capsules.contact_points) - want_capsules.contact_points_m, axis=1) > 1e-5
+        ties = np.linalg.norm(to_canonical(points(capsules["contact_points"])) - want_capsules.contact_points_m, axis=1) > 1e-5
         assert ties.mean() < 0.05
 
         # Boxes: canonical rotations R_c, sent as the engine rotation R_e = W^T R_c D (a proper rotation).
@@ -100,22 +119,26 @@ def test_queries_through_the_gateway_are_the_direct_answers_in_engine_units(clie
         flip = np.diag([np.sign(np.linalg.det(w)), 1.0, 1.0])
         engine_quaternions = np.array([tuple(quaternion_from_rotation(w.T @ r @ flip)) for r in canonical_rotations])
         half = rng.uniform(0.02, 0.2, size=(200, 3))
-        boxes = engine.check_boxes(world_id, to_engine(near), half / mpu, engine_quaternions)
+        boxes = engine.call("check_collision", world_id=world_id, boxes={
+            "centers": f32(to_engine(near)), "half_extents": f32(half / mpu), "rotations_wxyz": f32(engine_quaternions)})
         want_boxes = client.check_boxes(world_id, near, half, canonical_rotations)
         assert want_boxes.hit.any() and not want_boxes.hit.all()
-        np.testing.assert_array_equal(boxes.hit.astype(bool), want_boxes.hit)
-        np.testing.assert_allclose(boxes.clearance * mpu, want_boxes.clearance_m, rtol=1e-4, atol=1e-4)
+        np.testing.assert_array_equal(flags(boxes["hit"]), want_boxes.hit)
+        np.testing.assert_allclose(floats(boxes["clearance"]) * mpu, want_boxes.clearance_m, rtol=1e-4, atol=1e-4)
 
-        occupancy = engine.query_occupancy(world_id, to_engine(origins + directions))
-        np.testing.assert_array_equal(occupancy.states, client.query_occupancy(world_id, origins + directions).states)
+        occupancy = engine.call("query_occupancy", world_id=world_id, points=f32(to_engine(origins + directions)))
+        np.testing.assert_array_equal(unpack_array(occupancy["states"], UINT8, None, "states"),
+                                      client.query_occupancy(world_id, origins + directions).states)
 
         lo, hi = np.array([2.5, -0.5, 1.0]), np.array([3.5, 0.5, 2.0])
         corners = to_engine(np.stack([lo, hi]))
-        crop = engine.crop_point_cloud(world_id, corners.min(axis=0), corners.max(axis=0))
+        crop = engine.stream("crop_point_cloud", world_id=world_id,
+                             box={"min": corners.min(axis=0).tolist(), "max": corners.max(axis=0).tolist()})
         want_crop = client.crop_point_cloud(world_id, lo, hi)
         assert len(want_crop.points_m) > 100
-        np.testing.assert_allclose(to_canonical(crop.points), want_crop.points_m, atol=1e-5)
-        np.testing.assert_array_equal(crop.colors, want_crop.colors)
+        np.testing.assert_allclose(to_canonical(np.concatenate([points(c["points"]) for c in crop])), want_crop.points_m, atol=1e-5)
+        np.testing.assert_array_equal(np.concatenate([unpack_array(c["colors"], UINT8, 3, "colors") for c in crop]),
+                                      want_crop.colors)
 
 
 @pytest.mark.parametrize("name, options", [("unity", {}), ("unreal", {})], ids=["unity", "unreal"])
@@ -128,32 +151,35 @@ def test_edits_in_engine_coordinates_land_on_the_canonical_region(client, gatewa
     inside = len(client.crop_point_cloud(world_id, box_lo, box_hi).points_m)
     corners = convention.points_from_canonical(np.stack([box_lo, box_hi]))
     with GatewayClient(gateway.address, name, **options) as engine:
-        mirror_chunks = engine.point_cloud(world_id)
-        removed = engine.remove_region(world_id, m.WireRegion("box", corners.min(axis=0), corners.max(axis=0)))
-        assert removed.voxels == inside > 0 and removed.memory_version == 2
+        mirror_chunks = engine.stream("stream_point_cloud", world_id=world_id)
+        removed = engine.call("remove_region", world_id=world_id,
+                              region={"box": {"min": corners.min(axis=0).tolist(), "max": corners.max(axis=0).tolist()}})
+        assert removed["voxels_removed"] == inside > 0 and removed["version"] == 2
         assert len(client.crop_point_cloud(world_id, box_lo, box_hi).points_m) == 0
 
         center = np.array([3.0, 0.6, 1.3])
-        sphere = m.WireRegion("sphere", convention.points_from_canonical(center[None])[0], radius=0.2 / mpu)
-        recolored = engine.recolor_region(world_id, sphere, (1, 2, 3))
+        sphere = {"sphere": {"center": convention.points_from_canonical(center[None])[0].tolist(), "radius": 0.2 / mpu}}
+        recolored = engine.call("recolor_region", world_id=world_id, region=sphere, rgb=bytes([1, 2, 3]))
         crop = client.crop_point_cloud(world_id, center - 0.2, center + 0.2)
         in_sphere = np.linalg.norm(crop.points_m - center, axis=1) <= 0.2 - 1e-6
-        assert recolored.voxels >= in_sphere.sum() > 0 and (crop.colors[in_sphere] == [1, 2, 3]).all()
+        assert recolored["voxels_changed"] >= in_sphere.sum() > 0 and (crop.colors[in_sphere] == [1, 2, 3]).all()
 
         cube = np.array([1.5, 0.0, 1.0]) + np.stack(np.meshgrid(*[np.arange(3) * 0.02 + 0.01] * 3), -1).reshape(-1, 3)
-        inserted = engine.insert_points(world_id, convention.points_from_canonical(cube), np.full((27, 3), 200))
-        assert inserted.voxels == 27
+        inserted = engine.call("insert_points", world_id=world_id, points=f32(convention.points_from_canonical(cube)),
+                               colors=bytes([200]) * 81)
+        assert inserted["voxels_added"] == 27
         np.testing.assert_allclose(np.sort(client.crop_point_cloud(world_id, [1.49, -0.01, 0.99], [1.61, 0.07, 1.07]).points_m, axis=0),
                                    np.sort(cube, axis=0), atol=1e-6)
 
         # The engine follows the edits with deltas since the version of its first snapshot.
-        delta = engine.point_cloud(world_id, mirror_chunks[-1].memory_version)
-        assert {c.kind for c in delta} == {"removed", "changed", "added"} and delta[-1].memory_version == 4
+        delta = engine.stream("stream_point_cloud", world_id=world_id, since_version=mirror_chunks[-1]["version"])
+        assert {c["kind"] for c in delta} == {"removed", "changed", "added"} and delta[-1]["version"] == 4
         mirror = PointCloudMirror()
         for chunk in mirror_chunks + delta:
-            mirror.apply(ws.PointCloudChunk(chunk.since_version, chunk.memory_version, chunk.is_snapshot, chunk.kind,
-                                            chunk.keys, None, chunk.colors, chunk.flags, chunk.voxel_size * mpu,
-                                            chunk.last_in_version))
+            mirror.apply(ws.PointCloudChunk(
+                chunk["since_version"], chunk["version"], chunk["is_snapshot"], chunk["kind"],
+                unpack_array(chunk["keys"], INT64, None, "keys"), None, unpack_array(chunk["colors"], UINT8, 3, "colors"),
+                unpack_array(chunk["flags"], UINT8, None, "flags"), chunk["voxel_size"] * mpu, chunk["last_in_version"]))
         direct = PointCloudMirror()
         direct.update(client.stream_point_cloud(world_id))
         np.testing.assert_array_equal(mirror.keys, direct.keys)
@@ -163,29 +189,32 @@ def test_edits_in_engine_coordinates_land_on_the_canonical_region(client, gatewa
 
 def test_server_errors_and_malformed_world_state_messages_get_error_replies(gateway, world_id):
     with GatewayClient(gateway.address, "unity") as engine:
+        ray = {"origins": f32([[0, 0, 0]]), "directions": f32([[0, 0, 1]]), "max_range": 1.0}
         with pytest.raises(WorldweaveError, match="no world 'nowhere'") as caught:
-            engine.raycast("nowhere", [[0, 0, 0]], [[0, 0, 1]], 1.0)
+            engine.call("raycast", world_id="nowhere", **ray)
         assert caught.value.code == "NOT_FOUND"
         with pytest.raises(WorldweaveError, match="zero length") as caught:
-            engine.raycast(world_id, [[0, 0, 0]], [[0, 0, 0]], 1.0)
+            engine.call("raycast", world_id=world_id, **{**ray, "directions": f32([[0, 0, 0]])})
         assert caught.value.code == "INVALID_ARGUMENT"
         with pytest.raises(WorldweaveError, match="beyond max_distance_m") as caught:
-            engine.nearest_surface(world_id, [[0, 0, 0]], 1000.0)
+            engine.call("nearest_surface", world_id=world_id, points=f32([[0, 0, 0]]), max_range=1000.0)
         assert caught.value.code == "RESOURCE_EXHAUSTED"
         with pytest.raises(WorldweaveError, match=r"remove_region.region.box: min \[1.0, 0.0, 0.0\] exceeds max"):
-            engine.remove_region(world_id, m.WireRegion("box", np.array([1.0, 0, 0]), np.array([0.0, 1, 1])))
-        with pytest.raises(WorldweaveError, match=r"check_boxes.rotations\[0\] .* has zero length"):
-            engine.check_boxes(world_id, [[0, 0, 0]], [[1, 1, 1]], [[0, 0, 0, 0]])
+            engine.call("remove_region", world_id=world_id, region={"box": {"min": [1.0, 0, 0], "max": [0.0, 1, 1]}})
+        with pytest.raises(WorldweaveError, match=r"check_collision.boxes.rotations_wxyz\[0\] .* has zero length"):
+            engine.call("check_collision", world_id=world_id, boxes={
+                "centers": f32([[0, 0, 0]]), "half_extents": f32([[1, 1, 1]]), "rotations_wxyz": f32([[0, 0, 0, 0]])})
         rng = np.random.default_rng(5)
-        good = codec.encode(m.Raycast(world_id, np.zeros((3, 3), np.float32), np.ones((3, 3), np.float32), 2.0), 9)
+        good = codec.encode("raycast", {"world_id": world_id, "origins": f32(np.zeros((3, 3))),
+                                        "directions": f32(np.ones((3, 3))), "max_range": 2.0}, 9)
         for _ in range(100):
             bad = bytearray(good)
             for i in rng.integers(0, len(bad), size=3):
                 bad[i] = int(rng.integers(0, 256))
             engine.socket.send(bytes(bad))
-            reply_id, reply = engine.receive()  # an answer or an error, never silence
-            assert isinstance(reply, (m.RaycastReply, m.ErrorReply))
-        assert engine.query_occupancy(world_id, [[0.0, 1.5, 1.0]]).states.shape == (1,)
+            _, reply_type, _ = engine.receive()  # an answer or an error, never silence
+            assert reply_type in ("raycast_reply", "error")
+        assert len(engine.call("query_occupancy", world_id=world_id, points=f32([[0.0, 1.5, 1.0]]))["states"]) == 1
 
 
 def test_point_cloud_over_a_req_socket(gateway, world_id):
@@ -194,16 +223,17 @@ def test_point_cloud_over_a_req_socket(gateway, world_id):
     socket.setsockopt(zmq.LINGER, 0)
     socket.connect(gateway.address)
     try:
-        def call(record) -> dict:
-            socket.send(codec.encode(record, 1))
+        def call(record_type: str, **body) -> dict:
+            socket.send(codec.encode(record_type, body, 1))
             assert socket.poll(20000)
             return msgpack.unpackb(socket.recv(), raw=False)
 
-        assert call(m.Hello("canonical"))["type"] == "hello_reply"
-        one = call(m.PointCloud(world_id, max_chunk_bytes=64 << 20))
-        assert one["type"] == "point_cloud_chunk" and one["last_in_version"]
-        many = call(m.PointCloud(world_id, max_chunk_bytes=4096))
-        assert many["type"] == "error" and many["code"] == "RESOURCE_EXHAUSTED" and "use a DEALER socket" in many["message"]
+        assert call("hello", convention="canonical")["type"] == "hello_reply"
+        one = call("stream_point_cloud", world_id=world_id, max_chunk_bytes=64 << 20)
+        assert one["type"] == "stream_point_cloud_reply" and one["body"]["last_in_version"]
+        many = call("stream_point_cloud", world_id=world_id, max_chunk_bytes=4096)
+        assert many["type"] == "error" and many["body"]["code"] == "RESOURCE_EXHAUSTED"
+        assert "use a DEALER socket" in many["body"]["message"]
     finally:
         socket.close()
         context.term()

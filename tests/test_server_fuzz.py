@@ -13,6 +13,7 @@ INVALID_ARGUMENT: a catch-all does not hide input errors.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import struct
@@ -36,8 +37,10 @@ from worldweave.server.limits import ServerLimits
 from worldweave.sim_clients import conventions as cv
 from worldweave.sim_clients import conversions
 from worldweave.sim_clients.client import WorldClient
-from worldweave.sim_clients.gateway import messages as m
+from worldweave.sim_clients.gateway import codec
+from worldweave.sim_clients.gateway import schema as gw_schema
 from worldweave.sim_clients.gateway.engine_client import GatewayClient
+from worldweave.sim_clients.gateway.messages import INT_RANGES, Hello, pose_to_wire, write_message
 from worldweave.sim_clients.gateway.server import BackgroundGateway
 
 SC = grpc.StatusCode
@@ -106,13 +109,6 @@ SPECIAL_FLOATS = [0.0, -0.0, 1.0, -1.0, 0.5, 3.0, 1e-300, 5e-324, 1e30, -1e30, 1
                   math.nan, math.inf, -math.inf, 1e4, -1e4, 2.5, 0.01]
 FLOATS = st.one_of(st.sampled_from(SPECIAL_FLOATS), st.floats(allow_nan=True, allow_infinity=True),
                    st.floats(-10.0, 10.0))
-INT_RANGES = {
-    FD.TYPE_INT32: (-(1 << 31), (1 << 31) - 1), FD.TYPE_SINT32: (-(1 << 31), (1 << 31) - 1),
-    FD.TYPE_SFIXED32: (-(1 << 31), (1 << 31) - 1), FD.TYPE_UINT32: (0, (1 << 32) - 1),
-    FD.TYPE_FIXED32: (0, (1 << 32) - 1), FD.TYPE_INT64: (-(1 << 63), (1 << 63) - 1),
-    FD.TYPE_SINT64: (-(1 << 63), (1 << 63) - 1), FD.TYPE_SFIXED64: (-(1 << 63), (1 << 63) - 1),
-    FD.TYPE_UINT64: (0, (1 << 64) - 1), FD.TYPE_FIXED64: (0, (1 << 64) - 1),
-}
 WORLD_IDS = st.one_of(
     st.just(WORLD),
     st.sampled_from([WORLD, "missing", "", "a" * 65, "x" * 10_000, "../escape", "a/b", ".hidden",
@@ -404,96 +400,71 @@ CAMERA = st.one_of(
 )
 GW_BYTES = st.one_of(packed_floats(3), packed_floats(1), packed_floats(4), st.binary(max_size=40), ANY_SCALAR)
 IMAGE = st.one_of(
-    st.just({"width": WIDTH, "height": HEIGHT, "encoding": "raw_rgb8", "data": bytes(WIDTH * HEIGHT * 3)}),
+    st.just({"width": WIDTH, "height": HEIGHT, "encoding": "raw", "data": bytes(WIDTH * HEIGHT * 3)}),
     st.fixed_dictionaries({}, optional={"width": GW_FLOAT, "height": GW_FLOAT, "data": GW_BYTES,
-                                        "encoding": st.sampled_from(["raw_rgb8", "png", "jpeg", "float16_m",
-                                                                     "uint16_mm", "bmp"]) | ANY_SCALAR}),
+                                        "encoding": st.sampled_from(["raw", "png", "jpeg", "float16_m",
+                                                                     "uint16_mm", "raw_rgb8"]) | ANY_SCALAR}),
 )
 DEPTH = st.one_of(
     st.just({"width": WIDTH, "height": HEIGHT, "encoding": "float16_m",
              "data": np.full(WIDTH * HEIGHT, 3.0, np.float16).tobytes()}),
     IMAGE,
 )
+GW_BOX = st.fixed_dictionaries({}, optional={"min": TRIPLE, "max": TRIPLE}) | ANY_VALUE
 REGION = st.one_of(
     st.fixed_dictionaries({"sphere": st.fixed_dictionaries({"center": TRIPLE, "radius": GW_FLOAT})}),
-    st.fixed_dictionaries({"box": st.fixed_dictionaries({"min": TRIPLE, "max": TRIPLE})}),
+    st.fixed_dictionaries({"box": GW_BOX}),
     st.fixed_dictionaries({"oriented_box": st.fixed_dictionaries(
         {}, optional={"center": TRIPLE, "half_extents": TRIPLE, "rotation": QUAT})}),
     ANY_VALUE,
 )
+FRAMES = st.lists(st.fixed_dictionaries({}, optional={"rgb": IMAGE, "depth": DEPTH, "pose": POSE}), max_size=3) | ANY_VALUE
 FIELD_STRATEGIES = {
-    "world_id": GW_WORLD_IDS, "poses": st.lists(POSE, min_size=0, max_size=5) | ANY_VALUE, "camera": CAMERA,
-    "image_encoding": st.sampled_from(["raw_rgb8", "png", "jpeg", "gif"]) | ANY_SCALAR,
-    "depth_encoding": st.sampled_from(["float16_m", "uint16_mm", "x"]) | ANY_SCALAR,
-    "prompt": st.text(max_size=30) | ANY_SCALAR, "seed": GW_FLOAT | ANY_SCALAR,
-    "frames": st.lists(st.fixed_dictionaries({}, optional={"rgb": IMAGE, "depth": DEPTH, "pose": POSE}), max_size=3)
-    | ANY_VALUE,
-    "voxel_size_m": GW_FLOAT, "delete_saved": ANY_SCALAR, "since_version": GW_FLOAT, "max_chunk_bytes": GW_FLOAT,
-    "max_range": GW_FLOAT, "region": REGION, "rgb": st.lists(GW_FLOAT, max_size=4) | ANY_SCALAR,
-    "min": TRIPLE, "max": TRIPLE, "convention": st.sampled_from(["canonical", "unity", "unreal", "usd", "blender"])
-    | ANY_SCALAR, "up_axis": st.sampled_from(["Y", "Z", "X"]) | ANY_SCALAR, "metres_per_unit": GW_FLOAT,
-    "client_name": ANY_SCALAR,
+    "world_id": GW_WORLD_IDS, "poses": st.lists(POSE, min_size=0, max_size=5) | ANY_VALUE, "intrinsics": CAMERA,
+    "format": st.fixed_dictionaries({}, optional={
+        "image_encoding": st.sampled_from(["raw", "png", "jpeg", "gif"]) | ANY_SCALAR,
+        "depth_encoding": st.sampled_from(["float16_m", "uint16_mm", "x"]) | ANY_SCALAR,
+        "jpeg_quality": GW_FLOAT, "include_coverage_mask": ANY_SCALAR}) | ANY_VALUE,
+    "seed": st.fixed_dictionaries({}, optional={"frames": FRAMES, "intrinsics": CAMERA, "prompt": ANY_SCALAR}) | ANY_VALUE,
+    "config": st.fixed_dictionaries({}, optional={
+        "voxel_size": GW_FLOAT, "retrieval": st.sampled_from(["coverage", "iou", "x"]) | ANY_SCALAR,
+        "max_anchors": GW_FLOAT, "seed": GW_FLOAT}) | ANY_VALUE,
+    "prompt": st.text(max_size=30) | ANY_SCALAR, "seed_value": GW_FLOAT | ANY_SCALAR,
+    "dynamic_boxes": st.lists(st.fixed_dictionaries({}, optional={"center": TRIPLE, "half_extents": TRIPLE,
+                                                                  "rotation": QUAT}), max_size=2) | ANY_VALUE,
+    "delete_saved": ANY_SCALAR, "since_version": GW_FLOAT, "max_chunk_bytes": GW_FLOAT, "max_range": GW_FLOAT,
+    "min_confidence": GW_FLOAT, "region": REGION, "rgb": st.binary(max_size=4) | ANY_SCALAR, "box": GW_BOX,
+    "spheres": st.fixed_dictionaries({}, optional={"centers": GW_BYTES, "radii": GW_BYTES}) | ANY_VALUE,
+    "capsules": st.fixed_dictionaries({}, optional={"starts": GW_BYTES, "ends": GW_BYTES, "radii": GW_BYTES}) | ANY_VALUE,
+    "boxes": st.fixed_dictionaries({}, optional={"centers": GW_BYTES, "half_extents": GW_BYTES,
+                                                 "rotations_wxyz": GW_BYTES}) | ANY_VALUE,
+    "convention": st.sampled_from(["canonical", "unity", "unreal", "usd", "blender"]) | ANY_SCALAR,
+    "up_axis": st.sampled_from(["Y", "Z", "X"]) | ANY_SCALAR, "metres_per_unit": GW_FLOAT, "client_name": ANY_SCALAR,
 }
-RECORD_FIELDS = {
-    "hello": ["convention", "up_axis", "metres_per_unit", "client_name"],
-    "create_world": ["camera", "frames", "world_id", "prompt", "voxel_size_m"],
-    "render": ["world_id", "poses", "camera", "image_encoding", "depth_encoding"],
-    "step": ["world_id", "poses", "camera", "image_encoding", "depth_encoding", "prompt", "seed"],
-    "delete_world": ["world_id", "delete_saved"],
-    "point_cloud": ["world_id", "since_version", "max_chunk_bytes"],
-    "raycast": ["world_id", "origins", "directions", "max_range"],
-    "nearest_surface": ["world_id", "points", "max_range"],
-    "check_spheres": ["world_id", "centers", "radii"],
-    "check_capsules": ["world_id", "starts", "ends", "radii"],
-    "check_boxes": ["world_id", "centers", "half_extents", "rotations"],
-    "query_occupancy": ["world_id", "points"],
-    "crop_point_cloud": ["world_id", "min", "max"],
-    "remove_region": ["world_id", "region"],
-    "recolor_region": ["world_id", "region", "rgb"],
-    "insert_points": ["world_id", "points", "colors"],
-}
+"""Values for the gateway's record fields by key; any other key (a field added to the proto) gets packed floats,
+bytes or any scalar."""
+RECORD_FIELDS = {"hello": [name for name, _, _ in gw_schema.HELLO_FIELDS]} | {
+    rpc.type: list(gw_schema.wire_fields(rpc.request)) for rpc in gw_schema.RPCS.values()}
 
 
 def gateway_templates() -> dict[str, dict]:
-    """A valid record of each request type on the seeded world (canonical convention): what field replacement
-    starts from."""
-    frames, intrinsics = wall_seed(WIDTH, HEIGHT)
-    rgb, depth_m, c2w = frames[0]
-    pose = m.pose_to_wire(cv.CANONICAL.from_canonical(c2w))
-    camera = m.camera_to_wire(intrinsics)
-    view = {"rgb": {"width": WIDTH, "height": HEIGHT, "encoding": "raw_rgb8", "data": rgb.tobytes()},
-            "depth": {"width": WIDTH, "height": HEIGHT, "encoding": "float16_m",
-                      "data": depth_m.astype(np.float16).tobytes()}, "pose": pose}
-    points = f32([[0.0, 0.0, 1.5], [3.0, 0.0, 1.5]])
-    sphere = {"sphere": {"center": [3.0, 0.0, 1.5], "radius": 0.05}}
-    return {
-        "hello": {"convention": "canonical", "client_name": "fuzz"},
-        "create_world": {"camera": camera, "frames": [view], "prompt": "fuzz"},
-        "render": {"world_id": WORLD, "poses": [pose], "camera": camera, "depth_encoding": "float16_m"},
-        "step": {"world_id": WORLD, "poses": [pose], "camera": camera, "seed": 3},
-        "delete_world": {"world_id": "missing"},
-        "point_cloud": {"world_id": WORLD, "max_chunk_bytes": 4096},
-        "raycast": {"world_id": WORLD, "origins": points, "directions": f32([[1, 0, 0], [1, 0, 0]]), "max_range": 5.0},
-        "nearest_surface": {"world_id": WORLD, "points": points, "max_range": 0.5},
-        "check_spheres": {"world_id": WORLD, "centers": points, "radii": f32([0.2, 0.2])},
-        "check_capsules": {"world_id": WORLD, "starts": points, "ends": points, "radii": f32([0.2, 0.2])},
-        "check_boxes": {"world_id": WORLD, "centers": points, "half_extents": f32([[0.1] * 3] * 2),
-                        "rotations": f32([[1, 0, 0, 0]] * 2)},
-        "query_occupancy": {"world_id": WORLD, "points": points},
-        "crop_point_cloud": {"world_id": WORLD, "min": [2.5, -1.0, 0.0], "max": [3.5, 1.0, 3.0]},
-        "remove_region": {"world_id": WORLD, "region": sphere},
-        "recolor_region": {"world_id": WORLD, "region": sphere, "rgb": [10, 20, 30]},
-        "insert_points": {"world_id": WORLD, "points": points, "colors": bytes(6)},
-    }
+    """A valid record of each request type on the seeded world (canonical convention): the gRPC fuzzing's valid
+    requests as the gateway writes them; what field replacement starts from."""
+    grpc_requests = valid_requests()
+    templates = {rpc.type: write_message(grpc_requests[rpc.name], cv.CANONICAL) for rpc in gw_schema.RPCS.values()}
+    templates["delete_world"]["world_id"] = "missing"  # the seeded worlds stay
+    return templates | {"hello": {"convention": "canonical", "client_name": "fuzz"}}
 
 
 GATEWAY_TEMPLATES = gateway_templates()
-assert sorted(GATEWAY_TEMPLATES) == sorted(RECORD_FIELDS) == sorted(m.REQUEST_TYPES)
+assert sorted(GATEWAY_TEMPLATES) == sorted(RECORD_FIELDS) == sorted(codec.REQUEST_TYPES)
 
 
 def field_value(name: str, record_type: str) -> st.SearchStrategy:
-    if name == "world_id" and record_type == "delete_world":  # never the seeded world's
+    if name == "world_id" and record_type in ("delete_world", "load_world"):  # never the seeded world's
         return st.sampled_from(["missing", "", "../x"]) | st.text(max_size=10).filter(lambda s: s != WORLD)
+    if name == "seed" and record_type == "step":
+        name = "seed_value"
     return st.one_of(FIELD_STRATEGIES.get(name, GW_BYTES), ANY_SCALAR)
 
 
@@ -507,36 +478,41 @@ def gateway_record(draw) -> bytes:
     if shape == 1:
         return msgpack.packb(draw(ANY_VALUE), use_bin_type=True)
     record_type = draw(st.sampled_from(sorted(RECORD_FIELDS)))
-    envelope = {"version": 1, "type": record_type, "id": draw(st.integers(0, (1 << 64) - 1))}
+    envelope = {"version": gw_schema.SCHEMA_MAJOR, "type": record_type, "id": draw(st.integers(0, (1 << 64) - 1))}
+    body: dict = {}
     if shape < 6:  # wholly generated fields, a wrong envelope
-        record_type = draw(st.sampled_from([record_type, "frames_reply", "error", "", "x"]))
-        envelope = {"version": draw(st.sampled_from([1, 1, 1, 0, 2, -1, 1.0, "1", None])), "type": record_type,
+        record_type = draw(st.sampled_from([record_type, "render_reply", "error", "", "x"]))
+        envelope = {"version": draw(st.sampled_from([2, 2, 2, 0, 1, -1, 2.0, "2", None])), "type": record_type,
                     "id": draw(st.one_of(st.integers(0, (1 << 64) - 1), st.none(), st.integers(-5, -1),
                                          st.text(max_size=3)))}
         for name in RECORD_FIELDS.get(record_type, []):
             if draw(st.integers(0, 5)):
-                envelope[name] = draw(field_value(name, record_type))
+                body[name] = draw(field_value(name, record_type))
     else:  # a valid record, one or two fields changed
-        envelope.update(GATEWAY_TEMPLATES[record_type])
-        for name in draw(st.lists(st.sampled_from(RECORD_FIELDS[record_type]), max_size=2, unique=True)):
+        body.update(copy.deepcopy(GATEWAY_TEMPLATES[record_type]))
+        names = RECORD_FIELDS[record_type]
+        for name in draw(st.lists(st.sampled_from(names), max_size=2, unique=True)) if names else []:
             if draw(st.integers(0, 4)):
-                envelope[name] = draw(field_value(name, record_type))
+                body[name] = draw(field_value(name, record_type))
             else:
-                envelope.pop(name, None)
+                body.pop(name, None)
+    envelope["body"] = body
     if draw(st.integers(0, 15)) == 0:
-        envelope[draw(st.text(max_size=10))] = draw(ANY_VALUE)  # an unknown field (or an envelope field replaced)
+        target = draw(st.sampled_from([envelope, body]))
+        target[draw(st.text(max_size=10))] = draw(ANY_VALUE)  # an unknown field (or an envelope field replaced)
     return msgpack.packb(envelope, use_bin_type=True)
 
 
-def receive_all(engine: GatewayClient, payload: bytes) -> list[object]:
-    """The gateway's replies to one message: one, or point_cloud_chunk messages until the last of a version."""
+def receive_all(engine: GatewayClient, payload: bytes) -> list[tuple[str, dict]]:
+    """The gateway's replies to one message, as (type, body): one, or a streaming RPC's replies up to the last."""
     engine.socket.send(payload)
     replies = []
     while True:
         assert engine.socket.poll(int(DEADLINE_S * 1000)), f"the gateway did not answer {payload[:200]!r}"
-        _, reply = engine.receive()
-        replies.append(reply)
-        if not isinstance(reply, m.PointCloudChunk) or reply.last_in_version:
+        _, reply_type, body = engine.receive()
+        replies.append((reply_type, body))
+        rpc = gw_schema.REPLY_TYPES.get(reply_type)
+        if rpc is None or not rpc.streams or body[rpc.last_field]:
             return replies
 
 
@@ -558,35 +534,31 @@ def test_gateway_records_get_a_published_code_or_a_valid_reply(gateway, server, 
             for payload in payloads:
                 replies = receive_all(engine, payload)
                 sent += 1
-                for reply in replies:
-                    if isinstance(reply, m.ErrorReply):
-                        codes[reply.code] += 1
-                        assert reply.code in PUBLISHED_NAMES, f"{reply.code}: {reply.message!r} for {payload[:300]!r}"
-                        assert reply.message
+                for reply_type, body in replies:
+                    if reply_type == "error":
+                        codes[body["code"]] += 1
+                        assert body["code"] in PUBLISHED_NAMES, f"{body['code']}: {body['message']!r} for {payload[:300]!r}"
+                        assert body["message"]
                     else:
-                        codes[reply.TYPE] += 1
-                        assert reply.TYPE in m.REPLY_TYPES and reply.TYPE != "error"
-                if engine_needs_reset(replies):
-                    engine.call(m.Hello("canonical"))
-                if any(isinstance(r, m.WorldReply) and r.world_id not in (WORLD, VICTIM) for r in replies):
-                    engine.delete_world(replies[0].world_id)  # keep memory bounded
+                        codes[reply_type] += 1
+                        assert reply_type in gw_schema.REPLY_TYPES or reply_type == "hello_reply"
+                if any(t == "hello_reply" and b["convention"] != "canonical" for t, b in replies):
+                    engine.hello(Hello("canonical"))  # replies decode as canonical again
+                for reply_type, body in replies:
+                    if reply_type == "create_world_reply" and body["world"]["world_id"] not in (WORLD, VICTIM):
+                        engine.call("delete_world", world_id=body["world"]["world_id"])  # keep memory bounded
 
         records()
         assert sent >= 1000, sent
         # Still serving: a hello and a render of the seeded world through the gateway.
-        engine.call(m.Hello("canonical"))
-        frame, = engine.render(WORLD, [engine_pose()])
-        assert frame.coverage > 0
+        engine.hello(Hello("canonical"))
+        frame, = engine.call("render", world_id=WORLD, poses=[engine_pose()])["frames"]
+        assert frame["coverage"] > 0
     print("gateway records:", sent, dict(sorted(codes.items())))
 
 
-def engine_needs_reset(replies) -> bool:
-    """A generated hello may switch the connection's convention: switch back, so replies decode as canonical."""
-    return any(isinstance(r, m.HelloReply) and r.convention != "canonical" for r in replies)
-
-
-def engine_pose():
-    return cv.CANONICAL.from_canonical(yaw_poses(1)[0])
+def engine_pose() -> dict:
+    return pose_to_wire(cv.CANONICAL.from_canonical(yaw_poses(1)[0]))
 
 
 # ------------------------------------------------------------------------------------------------ injected failure

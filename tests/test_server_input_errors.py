@@ -33,8 +33,8 @@ from worldweave.sim_clients import conventions as cv
 from worldweave.sim_clients import conversions
 from worldweave.sim_clients import world_state as ws
 from worldweave.sim_clients.client import WorldClient
-from worldweave.sim_clients.gateway import messages as m
 from worldweave.sim_clients.gateway.engine_client import GatewayClient
+from worldweave.sim_clients.gateway.messages import pose_to_wire
 
 WIDTH, HEIGHT = 64, 48
 FAR_M = 1e30
@@ -175,15 +175,19 @@ def test_a_png_whose_header_claims_20000x20000_is_refused_before_decoding(server
     assert "seed.frames[0].rgb" in caught.value.details() and "decoding limit" in caught.value.details()
 
     depth = frames[0][1]
-    view = m.SeedView(m.WireImage(WIDTH, HEIGHT, "png", png_claiming(20000, 20000)),
-                      m.WireDepth(WIDTH, HEIGHT, "float16_m", depth.astype("<f2").tobytes()),
-                      cv.TransformPose(np.zeros(3), Quaternion(1.0, 0.0, 0.0, 0.0)))
+    view = {"rgb": {"width": WIDTH, "height": HEIGHT, "encoding": "png", "data": png_claiming(20000, 20000)},
+            "depth": {"width": WIDTH, "height": HEIGHT, "encoding": "float16_m", "data": depth.astype("<f2").tobytes()},
+            "pose": pose_to_wire(cv.TransformPose(np.zeros(3), Quaternion(1.0, 0.0, 0.0, 0.0)))}
+    camera = {"fx": intrinsics.fx, "fy": intrinsics.fy, "cx": intrinsics.cx, "cy": intrinsics.cy,
+              "width": intrinsics.width, "height": intrinsics.height}
     with GatewayClient(gateway.address, "canonical") as engine:
-        error = refused(lambda: engine.create_world([view], intrinsics), match="decoding limit")
+        error = refused(lambda: engine.call("create_world", seed={"frames": [view], "intrinsics": camera}),
+                        match="decoding limit")
         assert "gateway bug" not in str(error)
         # Declared as big as the header says: refused on the declared size, before Pillow reads the header.
-        claimed = m.SeedView(m.WireImage(9500, 9500, "png", png_claiming(9500, 9500)), view.depth, view.pose)
-        refused(lambda: engine.create_world([claimed], intrinsics), match="9500x9500 = 90250000 pixels is over")
+        claimed = {**view, "rgb": {"width": 9500, "height": 9500, "encoding": "png", "data": png_claiming(9500, 9500)}}
+        refused(lambda: engine.call("create_world", seed={"frames": [claimed], "intrinsics": camera}),
+                match=r"seed.frames\[0\].rgb is 9500x9500, the intrinsics say 64x48")
     assert_serving(client)
 
 
@@ -265,7 +269,8 @@ def test_a_tls_key_of_another_certificate_exits_2_naming_both_files(tmp_path, ca
 def test_the_gateway_refuses_a_crop_box_with_min_above_max_like_grpc(client, gateway, world_id):
     direct = refused(lambda: client.crop_point_cloud(world_id, [1.0, 0.0, 0.0], [0.0, 1.0, 1.0]), match="exceeds max")
     with GatewayClient(gateway.address, "unity") as engine:
-        refused(lambda: engine.crop_point_cloud(world_id, [1.0, 0.0, 0.0], [0.0, 1.0, 1.0]),
-                code=direct.code, match=r"crop_point_cloud: min \[1\.0, 0\.0, 0\.0\] exceeds max \[0\.0, 1\.0, 1\.0\]")
-        assert len(engine.crop_point_cloud(world_id, [-10, -10, -10], [10, 10, 10]).points) > 0
+        refused(lambda: engine.stream("crop_point_cloud", world_id=world_id, box={"min": [1.0, 0.0, 0.0], "max": [0.0, 1.0, 1.0]}),
+                code=direct.code, match=r"crop_point_cloud.box: min \[1\.0, 0\.0, 0\.0\] exceeds max \[0\.0, 1\.0, 1\.0\]")
+        chunks = engine.stream("crop_point_cloud", world_id=world_id, box={"min": [-10, -10, -10], "max": [10, 10, 10]})
+        assert sum(chunk["count"] for chunk in chunks) > 0
     assert_serving(client)

@@ -1,13 +1,13 @@
-"""Bytes <-> typed records: the size limit, msgpack itself, the envelope and the schema version (pure functions).
+"""Bytes <-> records: the size limit, msgpack itself, the envelope and the schema version (pure functions).
 
 Every message is one msgpack map, the *envelope*:
 
-    {"version": 1, "type": "render", "id": 7, ...the record's fields...}
+    {"version": 2, "type": "render", "id": 7, "body": {...the record's fields...}}
 
-``version`` is the schema's major version (:data:`SCHEMA_VERSION` is the full semver, sent in ``hello_reply``);
-``id`` is chosen by the engine and echoed in the reply (nil allowed). Decoding never trusts a length: msgpack
-itself is limited (list, map, string, bin sizes; no ext types), and every error is a :class:`GatewayError`
-whose ``request_id`` is set whenever the envelope's ``id`` could be read.
+``version`` is the schema's major version (:data:`.schema.SCHEMA_VERSION` is the full semver, sent in
+``hello_reply``); ``id`` is chosen by the engine and echoed in the reply (nil allowed); ``body`` is the record.
+Decoding never trusts a length: msgpack itself is limited (list, map, string, bin sizes; no ext types), and every
+error is a :class:`GatewayError` whose ``request_id`` is set whenever the envelope's ``id`` could be read.
 """
 
 from __future__ import annotations
@@ -15,11 +15,14 @@ from __future__ import annotations
 from typing import Any
 
 import msgpack
+from google.protobuf import message_factory
+from google.protobuf.message import Message
 
 from worldweave.proto.errors import WorldweaveError
-from worldweave.sim_clients.conventions import PoseForm
+from worldweave.sim_clients.conventions import Convention
 from worldweave.sim_clients.gateway.errors import (
     GatewayError,
+    HandshakeRequiredError,
     InvalidMessageError,
     MessageTooLargeError,
     SchemaVersionError,
@@ -27,34 +30,31 @@ from worldweave.sim_clients.gateway.errors import (
 from worldweave.sim_clients.gateway.messages import (
     MAX_LIST_ITEMS,
     MAX_STRING_CHARS,
-    REPLY_TYPES,
-    REQUEST_TYPES,
-    UINT64_MAX,
-    ErrorReply,
-    Reader,
-    Reply,
-    Request,
+    Hello,
+    read_int,
+    read_map,
+    read_message,
+    required,
 )
+from worldweave.sim_clients.gateway.schema import ENVELOPE_FIELDS, RPCS, SCHEMA_MAJOR, SCHEMA_VERSION
 
-SCHEMA_VERSION = "1.0.0"
-"""Semver of the wire schema in ``SCHEMA.md``; the envelope carries its major part."""
-SCHEMA_MAJOR = int(SCHEMA_VERSION.split(".")[0])
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """Largest message accepted by default, bytes (a few raw 1920x1080 frames)."""
 MAX_MAP_ENTRIES = 64
 """Most entries in any msgpack map (every record has far fewer fields)."""
+REQUEST_TYPES = ("hello", *RPCS)
+"""Every request ``type``: the gateway's ``hello``, then one per RPC."""
 
 
-def encode(record: Request | Reply, request_id: int | None) -> bytes:
+def encode(record_type: str, body: dict[str, Any], request_id: int | None) -> bytes:
     """A record -> one msgpack envelope (bytes)."""
-    envelope: dict[str, Any] = {"version": SCHEMA_MAJOR, "type": record.TYPE, "id": request_id}
-    envelope.update(record.to_wire())
+    envelope = {"version": SCHEMA_MAJOR, "type": record_type, "id": request_id, "body": body}
     return msgpack.packb(envelope, use_bin_type=True)
 
 
 def encode_error(error: WorldweaveError, request_id: int | None) -> bytes:
     """An ``error`` reply for ``error`` (its gRPC status name and message)."""
-    return encode(ErrorReply(error.code, str(error)), request_id)
+    return encode("error", {"code": error.code, "message": str(error)}, request_id)
 
 
 def _unpack(payload: bytes, max_message_bytes: int) -> object:
@@ -76,33 +76,44 @@ def _unpack(payload: bytes, max_message_bytes: int) -> object:
         raise InvalidMessageError(f"message is not valid msgpack: {error or type(error).__name__}") from None
 
 
-def _decode(payload: bytes, types: dict[str, type], pose_form: PoseForm | None, max_message_bytes: int) -> tuple[int | None, Any]:
-    value = _unpack(payload, max_message_bytes)
-    envelope = Reader(value, "message")
-    request_id: int | None = None
+def decode_envelope(payload: bytes, types: tuple[str, ...], max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> tuple[int | None, str, dict]:
+    """Bytes -> ``(request id, type, body map)``, the body unread; ``types`` are the accepted ``type`` values."""
+    envelope = read_map(_unpack(payload, max_message_bytes), "message", None)  # keys checked once the version is known
+    request_id = None
     try:
-        request_id = envelope.int("id", required=False, hi=UINT64_MAX)
-        version = envelope.int("version", hi=UINT64_MAX)
+        if envelope.get("id") is not None:
+            request_id = read_int(envelope["id"], "message.id")
+        version = read_int(required(envelope, "version", "message"), "message.version")
         if version != SCHEMA_MAJOR:
             raise SchemaVersionError(
                 f"message has schema version {version}, this gateway speaks {SCHEMA_MAJOR} (full {SCHEMA_VERSION}): "
                 f"use the engine code shipped with this worldweave version"
             )
-        type_name = envelope.choice("type", tuple(types))
-        record = types[type_name].from_wire(envelope.renamed(type_name), pose_form)
-        envelope.done()
+        read_map(envelope, "message", ENVELOPE_FIELDS)
+        record_type = required(envelope, "type", "message")
+        if record_type not in types:
+            raise InvalidMessageError(f"message.type must be one of {', '.join(types)}; got {record_type!r}")
+        body = envelope.get("body")
+        return request_id, record_type, {} if body is None else read_map(body, f"{record_type} (the body)", None)
     except GatewayError as error:
         error.request_id = request_id
         raise
-    return request_id, record
 
 
-def decode_request(payload: bytes, *, pose_form: PoseForm | None, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> tuple[int | None, Request]:
-    """Bytes from an engine -> ``(request id, request record)``; poses are read in ``pose_form`` (``None``
-    before the connection's hello). Raises a :class:`GatewayError` subclass naming the bad value."""
-    return _decode(payload, REQUEST_TYPES, pose_form, max_message_bytes)
-
-
-def decode_reply(payload: bytes, *, pose_form: PoseForm | None, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> tuple[int | None, Reply]:
-    """Bytes from the gateway -> ``(request id, reply record)`` (the engine side's half, used by Python clients)."""
-    return _decode(payload, REPLY_TYPES, pose_form, max_message_bytes)
+def decode_request(
+    payload: bytes, *, convention: Convention | None, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+) -> tuple[int | None, str, Hello | Message]:
+    """Bytes from an engine -> ``(request id, type, record)``: a :class:`Hello`, or the RPC's request message with
+    every value converted from ``convention`` (``None`` before the connection's hello) to canonical metres. Raises a
+    :class:`GatewayError` subclass naming the bad value."""
+    request_id, record_type, body = decode_envelope(payload, REQUEST_TYPES, max_message_bytes)
+    try:
+        if record_type == "hello":
+            return request_id, record_type, Hello.from_wire(body, record_type)
+        if convention is None:
+            raise HandshakeRequiredError(f"{record_type} before hello: send hello with your convention first")
+        rpc = RPCS[record_type]
+        return request_id, record_type, read_message(message_factory.GetMessageClass(rpc.request)(), body, record_type, convention)
+    except GatewayError as error:
+        error.request_id = request_id
+        raise

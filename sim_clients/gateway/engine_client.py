@@ -1,62 +1,27 @@
 """A Python reference engine for the gateway: what the Unity, Unreal and Isaac code do, in a few lines of pyzmq.
 
     with GatewayClient("tcp://127.0.0.1:5555", "unity") as engine:
-        frames = engine.step("demo", [TransformPose(position, Quaternion(qw=..., qx=..., qy=..., qz=...))],
-                             camera=Intrinsics.from_fov(640, 480, fov_y_deg=60))
+        pose = pose_to_wire(TransformPose(position, Quaternion(qw=..., qx=..., qy=..., qz=...)))
+        replies = engine.stream("step", world_id="demo", poses=[pose], intrinsics={"width": 640, "height": 480,
+                                                                                    "fov_y_deg": 60.0})
+        rgb = replies[0]["frame"]["rgb"]["data"]
 
-Poses go out and come back in the declared convention; the gateway converts. Useful for Python simulators that
-would rather not depend on grpc, and as the executable reference of ``SCHEMA.md`` (the tests drive the gateway
-with it).
+Requests and replies are the records of ``SCHEMA.md`` as plain maps: poses go out and come back in the declared
+convention, points and lengths in engine units; the gateway converts. Useful for Python simulators that would rather
+not depend on grpc, and as the executable reference of ``SCHEMA.md`` (the tests drive the gateway with it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
-import numpy as np
+import msgpack
 import zmq
 
 from worldweave.proto.errors import DeadlineExceededError, ServerError, error_for_status
-from worldweave.proto.geometry import Intrinsics
-from worldweave.sim_clients.conventions import EnginePose, PoseForm
 from worldweave.sim_clients.gateway import codec
-from worldweave.sim_clients.gateway.messages import (
-    CheckBoxes,
-    CheckCapsules,
-    CheckSpheres,
-    CollisionReply,
-    CreateWorld,
-    CropPointCloud,
-    CropReply,
-    DeleteReply,
-    DeleteWorld,
-    DepthEncoding,
-    EditReply,
-    ErrorReply,
-    FramesReply,
-    Hello,
-    HelloReply,
-    ImageEncoding,
-    InsertPoints,
-    NearestReply,
-    NearestSurface,
-    OccupancyReply,
-    PointCloud,
-    PointCloudChunk,
-    QueryOccupancy,
-    Raycast,
-    RaycastReply,
-    RecolorRegion,
-    RemoveRegion,
-    Render,
-    Reply,
-    Request,
-    SeedView,
-    Step,
-    WireFrame,
-    WireRegion,
-    WorldReply,
-)
+from worldweave.sim_clients.gateway.messages import Hello
+from worldweave.sim_clients.gateway.schema import RPCS
 
 
 class GatewayTimeoutError(DeadlineExceededError):
@@ -64,10 +29,11 @@ class GatewayTimeoutError(DeadlineExceededError):
 
 
 class GatewayClient:
-    """One DEALER connection to a gateway, with its convention declared at connect (``hello_reply`` in ``info``).
+    """One DEALER connection to a gateway, with its convention declared at connect (the ``hello_reply`` body in
+    ``info``).
 
-    Every call waits for its reply (``timeout_s``); an ``error`` reply raises the ``WorldweaveError`` of its status with the
-    reply's gRPC status name in ``code``.
+    Every call waits for its reply (``timeout_s``); an ``error`` reply raises the ``WorldweaveError`` of its status with
+    the reply's gRPC status name in ``code``.
     """
 
     def __init__(self, address: str, convention: str, *, up_axis: str | None = None, metres_per_unit: float | None = None,
@@ -80,111 +46,58 @@ class GatewayClient:
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.connect(address)
         self._next_id = 1
-        self.pose_form: PoseForm | None = None
         try:
-            self.info: HelloReply = self.call(Hello(convention, up_axis, metres_per_unit, "worldweave-python"))
+            self.info: dict[str, Any] = self.hello(Hello(convention, up_axis, metres_per_unit, "worldweave-python"))
         except BaseException:
             self.close()
             raise
-        self.pose_form = self.info.pose_form
 
-    def send(self, request: Request) -> int:
+    def send(self, record_type: str, body: dict[str, Any]) -> int:
         """Send without waiting; returns the request id (replies come back in order)."""
         request_id = self._next_id
         self._next_id += 1
-        self.socket.send(codec.encode(request, request_id))
+        self.socket.send(codec.encode(record_type, body, request_id))
         return request_id
 
-    def receive(self) -> tuple[int | None, Reply]:
-        """The next reply, as ``(request id, record)``, error replies included."""
+    def receive(self) -> tuple[int | None, str, dict[str, Any]]:
+        """The next reply, as ``(request id, type, body)``, error replies included."""
         if not self.socket.poll(int(self.timeout_s * 1000)):
             raise GatewayTimeoutError(
                 f"no reply from the gateway at {self.address} in {self.timeout_s} s: is `worldweave gateway` running, "
                 "and is its server up?"
             )
-        return codec.decode_reply(self.socket.recv(), pose_form=self.pose_form, max_message_bytes=self.max_message_bytes)
+        envelope = msgpack.unpackb(self.socket.recv(), raw=False, max_bin_len=self.max_message_bytes)
+        return envelope["id"], envelope["type"], envelope["body"]
 
-    def call(self, request: Request) -> Reply:
-        """Send and wait for the reply; an error reply raises the ``WorldweaveError`` of its status."""
-        request_id = self.send(request)
-        reply_id, reply = self.receive()
-        if isinstance(reply, ErrorReply):
-            raise error_for_status(reply.code, reply.message)
+    def _reply(self, request_id: int) -> tuple[str, dict[str, Any]]:
+        reply_id, reply_type, body = self.receive()
+        if reply_type == "error":
+            raise error_for_status(body["code"], body["message"])
         if reply_id != request_id:
-            raise ServerError(f"reply to request {reply_id} while waiting for {request_id}")
-        return reply
+            raise ServerError(f"{reply_type} to request {reply_id} while waiting for {request_id}")
+        return reply_type, body
 
-    def call_chunks(self, request: Request) -> list[PointCloudChunk]:
-        """Send a ``point_cloud`` request and collect its chunk messages up to the one flagged ``last_in_version``."""
-        request_id = self.send(request)
-        chunks: list[PointCloudChunk] = []
-        while not chunks or not chunks[-1].last_in_version:
-            reply_id, reply = self.receive()
-            if isinstance(reply, ErrorReply):
-                raise error_for_status(reply.code, reply.message)
-            if reply_id != request_id or not isinstance(reply, PointCloudChunk):
-                raise ServerError(f"{reply.TYPE} to request {reply_id} while waiting for chunks of {request_id}")
-            chunks.append(reply)
-        return chunks
+    def hello(self, hello: Hello) -> dict[str, Any]:
+        """Declare (or change) this connection's convention; the ``hello_reply`` body."""
+        return self._reply(self.send("hello", hello.to_wire()))[1]
 
-    def create_world(self, views: Sequence[SeedView], camera: Intrinsics, *, world_id: str = "", prompt: str = "") -> WorldReply:
-        """A new world from seed views (poses in this connection's convention)."""
-        return self.call(CreateWorld(camera, tuple(views), world_id, prompt))
+    def call(self, record_type: str, body: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+        """One request of a unary RPC (``body`` and/or keyword fields) -> its reply's body."""
+        if RPCS[record_type].streams:
+            raise ValueError(f"{record_type} answers with several replies: use stream()")
+        return self._reply(self.send(record_type, {**(body or {}), **fields}))[1]
 
-    def render(self, world_id: str, poses: Sequence[EnginePose], *, camera: Intrinsics | None = None,
-               image_encoding: ImageEncoding = "raw_rgb8", depth_encoding: DepthEncoding | None = None) -> tuple[WireFrame, ...]:
-        """Memory seen from each pose; frames in pose order."""
-        reply: FramesReply = self.call(Render(world_id, tuple(poses), camera, image_encoding, depth_encoding))
-        return reply.frames
-
-    def step(self, world_id: str, poses: Sequence[EnginePose], *, camera: Intrinsics | None = None,
-             image_encoding: ImageEncoding = "raw_rgb8", depth_encoding: DepthEncoding | None = None,
-             prompt: str | None = None, seed: int | None = None) -> tuple[WireFrame, ...]:
-        """Generate (and remember) a frame per pose; frames in pose order."""
-        reply: FramesReply = self.call(Step(world_id, tuple(poses), camera, image_encoding, depth_encoding, prompt, seed))
-        return reply.frames
-
-    def delete_world(self, world_id: str, *, delete_saved: bool = False) -> DeleteReply:
-        return self.call(DeleteWorld(world_id, delete_saved))
-
-    # World state: arrays in this connection's engine axes and units.
-
-    def point_cloud(self, world_id: str, since_version: int = 0, *, max_chunk_bytes: int = 0) -> list[PointCloudChunk]:
-        """The world's voxels (``since_version`` 0) or the changes since a version, as chunks."""
-        return self.call_chunks(PointCloud(world_id, since_version, max_chunk_bytes))
-
-    def raycast(self, world_id: str, origins: np.ndarray, directions: np.ndarray, max_range: float) -> RaycastReply:
-        return self.call(Raycast(world_id, np.asarray(origins, np.float32), np.asarray(directions, np.float32), max_range))
-
-    def nearest_surface(self, world_id: str, points: np.ndarray, max_range: float) -> NearestReply:
-        return self.call(NearestSurface(world_id, np.asarray(points, np.float32), max_range))
-
-    def check_spheres(self, world_id: str, centers: np.ndarray, radii: np.ndarray) -> CollisionReply:
-        return self.call(CheckSpheres(world_id, np.asarray(centers, np.float32), np.asarray(radii, np.float32)))
-
-    def check_capsules(self, world_id: str, starts: np.ndarray, ends: np.ndarray, radii: np.ndarray) -> CollisionReply:
-        return self.call(CheckCapsules(world_id, np.asarray(starts, np.float32), np.asarray(ends, np.float32),
-                                       np.asarray(radii, np.float32)))
-
-    def check_boxes(self, world_id: str, centers: np.ndarray, half_extents: np.ndarray, rotations: np.ndarray) -> CollisionReply:
-        """``rotations``: (N, 4) quaternions qw, qx, qy, qz, box-to-engine-world."""
-        return self.call(CheckBoxes(world_id, np.asarray(centers, np.float32), np.asarray(half_extents, np.float32),
-                                    np.asarray(rotations, np.float32)))
-
-    def query_occupancy(self, world_id: str, points: np.ndarray) -> OccupancyReply:
-        return self.call(QueryOccupancy(world_id, np.asarray(points, np.float32)))
-
-    def crop_point_cloud(self, world_id: str, min_corner: np.ndarray, max_corner: np.ndarray) -> CropReply:
-        return self.call(CropPointCloud(world_id, np.asarray(min_corner, float), np.asarray(max_corner, float)))
-
-    def remove_region(self, world_id: str, region: WireRegion) -> EditReply:
-        return self.call(RemoveRegion(world_id, region))
-
-    def recolor_region(self, world_id: str, region: WireRegion, rgb: tuple[int, int, int]) -> EditReply:
-        return self.call(RecolorRegion(world_id, region, tuple(int(v) for v in rgb)))
-
-    def insert_points(self, world_id: str, points: np.ndarray, colors: np.ndarray) -> EditReply:
-        return self.call(InsertPoints(world_id, np.asarray(points, np.float32), np.asarray(colors, np.uint8)))
+    def stream(self, record_type: str, body: dict[str, Any] | None = None, **fields: Any) -> list[dict[str, Any]]:
+        """One request of a server-streaming RPC (``step``, ``stream_point_cloud``, ``crop_point_cloud``) -> the
+        bodies of its replies, up to the one whose last-reply flag is set."""
+        last = RPCS[record_type].last_field
+        if last is None:
+            raise ValueError(f"{record_type} answers with one reply: use call()")
+        request_id = self.send(record_type, {**(body or {}), **fields})
+        bodies: list[dict[str, Any]] = []
+        while not bodies or not bodies[-1][last]:
+            bodies.append(self._reply(request_id)[1])
+        return bodies
 
     def close(self) -> None:
         self.socket.close(linger=0)

@@ -5,9 +5,10 @@ exchange msgpack messages (``sim_clients/gateway/SCHEMA.md``). Each connection d
 (``hello``); the gateway converts poses both ways and forwards to a ``worldweave serve`` through ``WorldClient``.
 Requests of one connection run in order, one at a time; connections run concurrently. A malformed, oversized or
 failing request gets an ``error`` reply and never stops the gateway. Binds 127.0.0.1 unless told otherwise.
-Every request gets one reply, except ``point_cloud``, answered by one ``point_cloud_chunk`` message per chunk (the
-last flagged ``last_in_version``); a REQ socket, which takes one reply per request, gets an error instead when the
-answer needs more than one chunk.
+Every request is one RPC of the server (or ``hello``) and gets one reply, except a server-streaming RPC
+(``stream_point_cloud``, ``crop_point_cloud``, ``step``), answered by one reply per response message (the last
+flagged as the proto flags it); a REQ socket, which takes one reply per request, gets an error instead when the
+answer needs more than one.
 """
 
 from __future__ import annotations
@@ -21,50 +22,26 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import numpy as np
+import grpc
 import zmq
 import zmq.asyncio
+from google.protobuf.message import Message
 
 from worldweave.proto.errors import ServerError, WorldweaveError
-from worldweave.sim_clients.client import WorldClient
+from worldweave.sim_clients.client import StepDeadlineError, WorldClient, client_error
 from worldweave.sim_clients.conventions import (
     Convention,
     ConventionError,
     get_convention,
 )
-from worldweave.sim_clients.gateway import codec, translate
+from worldweave.sim_clients.gateway import codec
 from worldweave.sim_clients.gateway.errors import (
     GatewayError,
     InvalidMessageError,
     MessageTooLargeError,
 )
-from worldweave.sim_clients.gateway.messages import (
-    CheckBoxes,
-    CheckCapsules,
-    CheckSpheres,
-    CreateWorld,
-    CropPointCloud,
-    CropReply,
-    DeleteReply,
-    DeleteWorld,
-    EditReply,
-    FramesReply,
-    Hello,
-    HelloReply,
-    InsertPoints,
-    NearestSurface,
-    OccupancyReply,
-    PointCloud,
-    QueryOccupancy,
-    Raycast,
-    RecolorRegion,
-    RemoveRegion,
-    Render,
-    Reply,
-    Request,
-    Step,
-    WorldReply,
-)
+from worldweave.sim_clients.gateway.messages import Hello, write_message
+from worldweave.sim_clients.gateway.schema import RPCS, SCHEMA_VERSION, Rpc
 
 logger = logging.getLogger("worldweave.gateway")
 
@@ -85,8 +62,25 @@ class Connection:
     """Held while one of its requests runs, so requests run in arrival order."""
 
 
+def forward(client: WorldClient, rpc: Rpc, request: Message) -> list[Message]:
+    """Call ``rpc`` on the server through ``client``'s channel: its response messages (one for a unary RPC). A step
+    goes on the client's persistent Step stream. Failures raise the ``WorldweaveError`` of their status."""
+    if rpc.name == "Step":
+        try:
+            return client._steps.step(request, client.timeout_s)
+        except grpc.RpcError as error:
+            raise client_error(error.code(), error.details() or "", client.target, rpc.name, client.timeout_s) from None
+        except StepDeadlineError:
+            raise client_error(grpc.StatusCode.DEADLINE_EXCEEDED, "", client.target, rpc.name, client.timeout_s) from None
+    method = getattr(client._stub, rpc.name)
+    if rpc.streams:
+        return list(client._server_stream(rpc.name, method, request, lambda response: response, client.timeout_s))
+    return [client._call(rpc.name, method, request)]
+
+
 class RequestHandler:
-    """Bytes in, bytes out, for one request of one connection: decode, convert, call the server, convert back.
+    """Bytes in, bytes out, for one request of one connection: decode (engine -> canonical), call the server,
+    encode each response (canonical -> engine).
 
     Synchronous (it runs on a worker thread); the only state it changes is ``connection.convention``.
     """
@@ -96,18 +90,20 @@ class RequestHandler:
         self.max_message_bytes = max_message_bytes
 
     def handle(self, connection: Connection, payload: bytes, single_reply: bool = False) -> list[bytes]:
-        """The replies to ``payload`` (one, or one per chunk for ``point_cloud``), or one ``error`` reply. Never
+        """The replies to ``payload`` (one, or one per response of a streaming RPC), or one ``error`` reply. Never
         raises for a bad request. ``single_reply``: the peer is a REQ socket, which takes exactly one reply."""
         request_id = None
         try:
-            pose_form = connection.convention.pose_form if connection.convention else None
-            request_id, request = codec.decode_request(payload, pose_form=pose_form, max_message_bytes=self.max_message_bytes)
-            replies = self.dispatch(connection, request)
-            replies = replies if isinstance(replies, list) else [replies]
-            if single_reply and len(replies) > 1:
-                raise MessageTooLargeError(f"this answer takes {len(replies)} chunk messages and a REQ socket takes one "
-                                           "reply: use a DEALER socket, or a larger max_chunk_bytes")
-            return [codec.encode(reply, request_id) for reply in replies]
+            request_id, record_type, request = codec.decode_request(
+                payload, convention=connection.convention, max_message_bytes=self.max_message_bytes)
+            if isinstance(request, Hello):
+                return [codec.encode("hello_reply", self.hello(connection, request), request_id)]
+            rpc = RPCS[record_type]
+            responses = forward(self.client, rpc, request)
+            if single_reply and len(responses) > 1:
+                raise MessageTooLargeError(f"this answer takes {len(responses)} {rpc.reply_type} messages and a REQ "
+                                           "socket takes one reply: use a DEALER socket, or a larger max_chunk_bytes")
+            return [codec.encode(rpc.reply_type, write_message(r, connection.convention), request_id) for r in responses]
         except GatewayError as error:
             return [codec.encode_error(error, error.request_id if error.request_id is not None else request_id)]
         except WorldweaveError as error:  # the server's answer (or the SDK's), passed on with its status
@@ -116,103 +112,18 @@ class RequestHandler:
             logger.exception("request %s failed inside the gateway", request_id)
             return [codec.encode_error(ServerError(f"gateway bug, please report: {type(error).__name__}: {error}"), request_id)]
 
-    def dispatch(self, connection: Connection, request: Request) -> Reply | list[Reply]:
-        if isinstance(request, Hello):
-            return self.hello(connection, request)
-        convention = connection.convention
-        if isinstance(request, CreateWorld):
-            frames = [
-                (translate.image_array(view.rgb, f"create_world.frames[{i}].rgb"),
-                 translate.depth_array(view.depth, f"create_world.frames[{i}].depth"),
-                 translate.canonical_poses((view.pose,), convention, f"create_world.frames[{i}].pose")[0])
-                for i, view in enumerate(request.frames)
-            ]
-            info = self.client.create_world(frames, request.camera, prompt=request.prompt, world_id=request.world_id,
-                                            voxel_size_m=request.voxel_size_m)
-            return WorldReply(info.world_id, int(info.version), int(info.frame_count))
-        if isinstance(request, Step):
-            poses = translate.canonical_poses(request.poses, convention, "step.poses")
-            frames = self.client.step(request.world_id, poses, intrinsics=request.camera, prompt=request.prompt,
-                                      seed=request.seed, image="raw", depth=request.depth_encoding)
-            return self._frames(frames, convention, request)
-        if isinstance(request, Render):
-            poses = translate.canonical_poses(request.poses, convention, "render.poses")
-            frames = self.client.render(request.world_id, poses, intrinsics=request.camera, image="raw",
-                                        depth=request.depth_encoding)
-            return self._frames(frames, convention, request)
-        if isinstance(request, DeleteWorld):
-            deleted = self.client.delete_world(request.world_id, delete_saved=request.delete_saved)
-            return DeleteReply(bool(deleted.unloaded), bool(deleted.deleted_saved))
-        return self.world_state(convention, request)
-
-    def world_state(self, convention: Convention, request: Request) -> Reply | list[Reply]:
-        """Point cloud, queries and edits: engine values to canonical metres, the SDK call, the answer back."""
-        mpu = convention.metres_per_unit
-        client = self.client
-        if isinstance(request, PointCloud):
-            chunks = client.stream_point_cloud(request.world_id, request.since_version, include_positions=True,
-                                               max_chunk_bytes=request.max_chunk_bytes)
-            return [translate.wire_chunk(chunk, convention) for chunk in chunks]
-        if isinstance(request, Raycast):
-            result = client.raycast(request.world_id, convention.points_to_canonical(request.origins),
-                                    convention.directions_to_canonical(request.directions), request.max_range * mpu)
-            return translate.raycast_reply(result, convention)
-        if isinstance(request, NearestSurface):
-            result = client.nearest_surface(request.world_id, convention.points_to_canonical(request.points),
-                                            request.max_range * mpu)
-            return translate.nearest_reply(result, convention)
-        if isinstance(request, CheckSpheres):
-            result = client.check_spheres(request.world_id, convention.points_to_canonical(request.centers),
-                                          request.radii.astype(np.float64) * mpu)
-            return translate.collision_reply(result, convention)
-        if isinstance(request, CheckCapsules):
-            result = client.check_capsules(request.world_id, convention.points_to_canonical(request.starts),
-                                           convention.points_to_canonical(request.ends), request.radii.astype(np.float64) * mpu)
-            return translate.collision_reply(result, convention)
-        if isinstance(request, CheckBoxes):
-            rotations = translate.canonical_rotations(request.rotations, convention, "check_boxes.rotations")
-            result = client.check_boxes(request.world_id, convention.points_to_canonical(request.centers),
-                                        request.half_extents.astype(np.float64) * mpu, rotations)
-            return translate.collision_reply(result, convention)
-        if isinstance(request, QueryOccupancy):
-            result = client.query_occupancy(request.world_id, convention.points_to_canonical(request.points))
-            return OccupancyReply(result.version, result.states)
-        if isinstance(request, CropPointCloud):
-            box = translate.canonical_box(request.min, request.max, convention, "crop_point_cloud")
-            crop = client.crop_point_cloud(request.world_id, *box)
-            if crop.points_m.nbytes + crop.colors.nbytes > self.max_message_bytes:
-                raise MessageTooLargeError(f"crop_point_cloud: {len(crop.points_m)} voxels do not fit one "
-                                           f"{self.max_message_bytes}-byte reply; crop a smaller box")
-            return CropReply(crop.version, translate.engine_points(crop.points_m, convention), crop.colors)
-        if isinstance(request, RemoveRegion):
-            result = client.remove_region(request.world_id, translate.canonical_region(request.region, convention, "remove_region.region"))
-            return EditReply(result.version, result.voxels)
-        if isinstance(request, RecolorRegion):
-            region = translate.canonical_region(request.region, convention, "recolor_region.region")
-            result = client.recolor_region(request.world_id, region, request.rgb)
-            return EditReply(result.version, result.voxels)
-        if isinstance(request, InsertPoints):
-            result = client.insert_points(request.world_id, convention.points_to_canonical(request.points), request.colors)
-            return EditReply(result.version, result.voxels)
-        raise InvalidMessageError(f"no handler for request type {request.TYPE!r}")
-
-    def hello(self, connection: Connection, request: Hello) -> HelloReply:
+    def hello(self, connection: Connection, request: Hello) -> dict:
+        """Set the connection's convention; the ``hello_reply`` body."""
         try:
             convention = get_convention(request.convention, up_axis=request.up_axis, metres_per_unit=request.metres_per_unit)
         except ConventionError as error:
             raise InvalidMessageError(f"hello: {error}") from None
         connection.convention = convention
-        info = self.client.info
-        return HelloReply(
-            schema_version=codec.SCHEMA_VERSION, server_api_version=info.api_version, server_version=info.server_version,
-            capabilities=tuple(info.capabilities), convention=convention.name, metres_per_unit=convention.metres_per_unit,
-            pose_form=convention.pose_form, generator=info.generator.name,
-            max_poses_per_call=int(info.limits.max_poses_per_call), max_message_bytes=self.max_message_bytes,
-        )
-
-    @staticmethod
-    def _frames(frames, convention: Convention, request: Render) -> FramesReply:
-        return FramesReply(tuple(translate.wire_frame(f, convention, request.image_encoding, request.depth_encoding) for f in frames))
+        return {
+            "schema_version": SCHEMA_VERSION, "convention": convention.name, "metres_per_unit": convention.metres_per_unit,
+            "pose_form": convention.pose_form, "max_message_bytes": self.max_message_bytes,
+            "server": write_message(self.client.info, convention),
+        }
 
 
 class Gateway:

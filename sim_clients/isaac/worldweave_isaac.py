@@ -23,7 +23,7 @@ import numpy as np
 import zmq
 
 CONVENTION = "usd"
-SCHEMA_MAJOR = 1
+SCHEMA_MAJOR = 2
 OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0])
 """A: a USD camera's local axes (x right, y up, looking down -z) of an OpenCV camera vector (x right, y down, z fwd)."""
 Y_UP_TO_Z_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
@@ -51,12 +51,12 @@ def focal_length_px(width: int, focal_length: float, horizontal_aperture: float)
 
 def step_request(request_id: int, world_id: str, local_to_world: np.ndarray, width: int, height: int, fx: float) -> dict:
     """A gateway ``step`` request for one pose: the prim's local-to-world matrix, row-major, stage units."""
-    return {
-        "version": SCHEMA_MAJOR, "type": "step", "id": request_id, "world_id": world_id,
+    return {"version": SCHEMA_MAJOR, "type": "step", "id": request_id, "body": {
+        "world_id": world_id,
         "poses": [{"matrix": [float(v) for v in local_to_world.reshape(16)]}],
-        "camera": {"width": width, "height": height, "fx": fx, "fy": fx, "cx": (width - 1) / 2, "cy": (height - 1) / 2},
-        "image_encoding": "png",
-    }
+        "intrinsics": {"width": width, "height": height, "fx": fx, "fy": fx, "cx": (width - 1) / 2, "cy": (height - 1) / 2},
+        "format": {"image_encoding": "png"},
+    }}
 
 
 def main() -> None:
@@ -93,11 +93,11 @@ def main() -> None:
     socket = zmq.Context.instance().socket(zmq.DEALER)
     socket.setsockopt(zmq.LINGER, 0)
     socket.connect(args.gateway)
-    socket.send(msgpack.packb({"version": SCHEMA_MAJOR, "type": "hello", "id": 0, "convention": CONVENTION,
-                               "up_axis": up_axis, "metres_per_unit": metres_per_unit, "client_name": "isaac-sim"}))
+    socket.send(msgpack.packb({"version": SCHEMA_MAJOR, "type": "hello", "id": 0, "body": {
+        "convention": CONVENTION, "up_axis": up_axis, "metres_per_unit": metres_per_unit, "client_name": "isaac-sim"}}))
     hello = msgpack.unpackb(socket.recv())
     if hello["type"] == "error":
-        raise SystemExit(f"gateway refused hello: {hello['code']}: {hello['message']}")
+        raise SystemExit(f"gateway refused hello: {hello['body']['code']}: {hello['body']['message']}")
 
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -108,16 +108,18 @@ def main() -> None:
         if state["waiting"] and socket.poll(0):
             state["waiting"] = False
             reply = msgpack.unpackb(socket.recv())
+            body = reply["body"]
             if reply["type"] == "error":
-                print(f"[worldweave] {reply['code']}: {reply['message']}")
-            else:
-                for frame in reply["frames"]:
-                    name = f"{frame['frame_id']:06d}.png"
-                    (out / name).write_bytes(frame["rgb"]["data"])
-                    local_to_world = np.array(frame["pose"]["matrix"]).reshape(4, 4)
-                    c2w = canonical_c2w(local_to_world, up_axis, metres_per_unit)
-                    poses_file.write(json.dumps({"file": name, "frame_id": frame["frame_id"], "c2w_opencv_z_up_m": c2w.tolist(),
-                                                 "coverage": frame["coverage"]}) + "\n")
+                print(f"[worldweave] {body['code']}: {body['message']}")
+            else:  # one step_reply per pose of the request
+                state["waiting"] = not body["last_in_request"]
+                frame = body["frame"]
+                name = f"{frame['frame_id']:06d}.png"
+                (out / name).write_bytes(frame["rgb"]["data"])
+                local_to_world = np.array(frame["pose"]["matrix"]).reshape(4, 4)
+                c2w = canonical_c2w(local_to_world, up_axis, metres_per_unit)
+                poses_file.write(json.dumps({"file": name, "frame_id": frame["frame_id"], "c2w_opencv_z_up_m": c2w.tolist(),
+                                             "coverage": frame["coverage"]}) + "\n")
                 poses_file.flush()
         state["step"] += 1
         if not state["waiting"] and state["step"] % args.every == 0:

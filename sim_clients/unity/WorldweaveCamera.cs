@@ -43,6 +43,13 @@ namespace Worldweave
             Mul(WorldToCanonical, rotation * Mul(OpenCvToCamera, new Vector3(0f, 0f, 1f)));
     }
 
+    /// <summary>The gateway's schema (sim_clients/gateway/SCHEMA.md), checked by tests/test_engine_code.py.</summary>
+    public static class Gateway
+    {
+        /// <summary>The envelope's "version": the schema's major version.</summary>
+        public const int SchemaMajor = 2;
+    }
+
     // ---- wire records (SCHEMA.md); string keys, one map per ZMQ message --------------------------------------
 
     [MessagePackObject]
@@ -72,26 +79,46 @@ namespace Worldweave
     }
 
     [MessagePackObject]
-    public class HelloRequest
+    public class WireFormat
     {
-        [Key("version")] public int Version = 1;
-        [Key("type")] public string Type = "hello";
-        [Key("id")] public ulong Id;
+        /// <summary>"raw" (RGB8 rows top to bottom), "png" or "jpeg".</summary>
+        [Key("image_encoding")] public string ImageEncoding = "raw";
+    }
+
+    [MessagePackObject]
+    public class HelloBody
+    {
         [Key("convention")] public string Convention = UnityConvention.Name;
         [Key("client_name")] public string ClientName = "unity";
     }
 
     [MessagePackObject]
+    public class HelloRequest
+    {
+        [Key("version")] public int Version = Gateway.SchemaMajor;
+        [Key("type")] public string Type = "hello";
+        [Key("id")] public ulong Id;
+        [Key("body")] public HelloBody Body = new HelloBody();
+    }
+
+    /// <summary>The body of "step" (the Step RPC's StepRequest) and "render" (RenderRequest).</summary>
+    [MessagePackObject]
+    public class StepBody
+    {
+        [Key("world_id")] public string WorldId;
+        [Key("poses")] public WirePose[] Poses;
+        [Key("intrinsics")] public WireCamera Intrinsics;
+        [Key("format")] public WireFormat Format = new WireFormat();
+    }
+
+    [MessagePackObject]
     public class StepRequest
     {
-        [Key("version")] public int Version = 1;
+        [Key("version")] public int Version = Gateway.SchemaMajor;
         /// <summary>"step" (generate and remember) or "render" (memory only).</summary>
         [Key("type")] public string Type = "step";
         [Key("id")] public ulong Id;
-        [Key("world_id")] public string WorldId;
-        [Key("poses")] public WirePose[] Poses;
-        [Key("camera")] public WireCamera Camera;
-        [Key("image_encoding")] public string ImageEncoding = "raw_rgb8";
+        [Key("body")] public StepBody Body;
     }
 
     [MessagePackObject]
@@ -107,22 +134,30 @@ namespace Worldweave
     public class WireFrame
     {
         [Key("pose")] public WirePose Pose;
-        [Key("memory_version")] public ulong MemoryVersion;
+        /// <summary>Memory version after this frame.</summary>
+        [Key("version")] public ulong Version;
         [Key("coverage")] public double Coverage;
         [Key("rgb")] public WireImage Rgb;
         [Key("frame_id")] public ulong? FrameId;
     }
 
-    /// <summary>Any reply: "frames_reply" fills Frames, "error" fills Code and Message, "hello_reply" neither.
-    /// MessagePack-CSharp skips the fields a reply type does not have.</summary>
+    /// <summary>Any reply's body: "render_reply" fills Frames, "step_reply" (one per pose) Frame, "error" Code and
+    /// Message, "hello_reply" none of them. MessagePack-CSharp skips the fields a reply type does not have.</summary>
+    [MessagePackObject]
+    public class ReplyBody
+    {
+        [Key("frames")] public WireFrame[] Frames;
+        [Key("frame")] public WireFrame Frame;
+        [Key("code")] public string Code;
+        [Key("message")] public string Message;
+    }
+
     [MessagePackObject]
     public class Reply
     {
         [Key("type")] public string Type;
         [Key("id")] public ulong? Id;
-        [Key("frames")] public WireFrame[] Frames;
-        [Key("code")] public string Code;
-        [Key("message")] public string Message;
+        [Key("body")] public ReplyBody Body;
     }
 
     // ---- the component ------------------------------------------------------------------------------------------
@@ -180,11 +215,14 @@ namespace Worldweave
                 {
                     Id = nextId++,
                     Type = requestType,
-                    WorldId = worldId,
-                    Poses = new[] { new WirePose {
-                        Position = new double[] { p.x, p.y, p.z },
-                        Rotation = new WireQuaternion { Qw = r.w, Qx = r.x, Qy = r.y, Qz = r.z } } },
-                    Camera = new WireCamera { Width = width, Height = height, FovYDeg = cam.fieldOfView },
+                    Body = new StepBody
+                    {
+                        WorldId = worldId,
+                        Poses = new[] { new WirePose {
+                            Position = new double[] { p.x, p.y, p.z },
+                            Rotation = new WireQuaternion { Qw = r.w, Qx = r.x, Qy = r.y, Qz = r.z } } },
+                        Intrinsics = new WireCamera { Width = width, Height = height, FovYDeg = cam.fieldOfView },
+                    },
                 });
                 waiting = true;
             }
@@ -192,16 +230,18 @@ namespace Worldweave
 
         void Handle(Reply reply)
         {
+            ReplyBody body = reply.Body;
             if (reply.Type == "error")
             {
-                Debug.LogError($"worldweave gateway: {reply.Code}: {reply.Message}");
+                Debug.LogError($"worldweave gateway: {body.Code}: {body.Message}");
                 return;
             }
-            if (reply.Type != "frames_reply" || reply.Frames == null || reply.Frames.Length == 0)
+            WireFrame frame = reply.Type == "step_reply" ? body.Frame
+                : reply.Type == "render_reply" && body.Frames != null && body.Frames.Length > 0 ? body.Frames[0] : null;
+            if (frame == null)
                 return;
-            WireFrame frame = reply.Frames[0];
             lastCoverage = (float)frame.Coverage;
-            if (frame.Rgb.Encoding == "raw_rgb8" && frame.Rgb.Width == width && frame.Rgb.Height == height)
+            if (frame.Rgb.Encoding == "raw" && frame.Rgb.Width == width && frame.Rgb.Height == height)
             {
                 texture.LoadRawTextureData(frame.Rgb.Data);
                 texture.Apply(false);

@@ -28,16 +28,19 @@ namespace
 		Pk.pack_str_body(Utf8.Get(), static_cast<uint32_t>(Utf8.Length()));
 	}
 
-	// The envelope every message starts with (SCHEMA.md): version, type, id; then Extra more map entries.
-	void PackEnvelope(Packer& Pk, const char* Type, uint64 Id, uint32 Extra)
+	// The envelope of every message (SCHEMA.md): version, type, id and the body, a map of BodyFields entries that
+	// the caller packs next.
+	void PackEnvelope(Packer& Pk, const char* Type, uint64 Id, uint32 BodyFields)
 	{
-		Pk.pack_map(3 + Extra);
+		Pk.pack_map(4);
 		PackStr(Pk, "version");
-		Pk.pack(1);
+		Pk.pack(WorldweaveUnreal::SchemaMajor);
 		PackStr(Pk, "type");
 		PackStr(Pk, Type);
 		PackStr(Pk, "id");
 		Pk.pack(Id);
+		PackStr(Pk, "body");
+		Pk.pack_map(BodyFields);
 	}
 
 	FVector Mul(const double M[3][3], const FVector& V)
@@ -136,7 +139,7 @@ void UWorldweaveCameraComponent::SendPose(const UCameraComponent& Camera)
 	Pk.pack(Rotator.Yaw);
 	PackStr(Pk, "roll");
 	Pk.pack(Rotator.Roll);
-	PackStr(Pk, "camera");
+	PackStr(Pk, "intrinsics");
 	Pk.pack_map(3);
 	PackStr(Pk, "width");
 	Pk.pack(Width);
@@ -144,8 +147,10 @@ void UWorldweaveCameraComponent::SendPose(const UCameraComponent& Camera)
 	Pk.pack(Height);
 	PackStr(Pk, WorldweaveUnreal::FovField);
 	Pk.pack(Camera.FieldOfView);
+	PackStr(Pk, "format");
+	Pk.pack_map(1);
 	PackStr(Pk, "image_encoding");
-	PackStr(Pk, "raw_rgb8");
+	PackStr(Pk, "raw");
 	Socket->send(zmq::buffer(Buffer.data(), Buffer.size()), zmq::send_flags::dontwait);
 	bWaiting = true;
 }
@@ -164,25 +169,34 @@ void UWorldweaveCameraComponent::HandleReply(const zmq::message_t& Message)
 	}
 	const msgpack::object& Reply = Handle.get();
 	const std::string Type = AsString(Find(Reply, "type"));
+	const msgpack::object* Body = Find(Reply, "body");
+	if (!Body)
+	{
+		return;
+	}
 	if (Type == "error")
 	{
-		UE_LOG(LogTemp, Error, TEXT("worldweave gateway: %s: %s"), UTF8_TO_TCHAR(AsString(Find(Reply, "code")).c_str()),
-			UTF8_TO_TCHAR(AsString(Find(Reply, "message")).c_str()));
+		UE_LOG(LogTemp, Error, TEXT("worldweave gateway: %s: %s"), UTF8_TO_TCHAR(AsString(Find(*Body, "code")).c_str()),
+			UTF8_TO_TCHAR(AsString(Find(*Body, "message")).c_str()));
 		return;
 	}
-	const msgpack::object* Frames = Find(Reply, "frames");
-	if (Type != "frames_reply" || !Frames || Frames->type != msgpack::type::ARRAY || Frames->via.array.size == 0)
+	// "step_reply" (one per pose) holds one frame; "render_reply" a list of frames.
+	const msgpack::object* Frames = Find(*Body, "frames");
+	const msgpack::object* FramePtr = Type == "step_reply" ? Find(*Body, "frame")
+		: Type == "render_reply" && Frames && Frames->type == msgpack::type::ARRAY && Frames->via.array.size > 0
+		? &Frames->via.array.ptr[0] : nullptr;
+	if (!FramePtr)
 	{
 		return;
 	}
-	const msgpack::object& Frame = Frames->via.array.ptr[0];
+	const msgpack::object& Frame = *FramePtr;
 	if (const msgpack::object* Coverage = Find(Frame, "coverage"))
 	{
 		LastCoverage = Coverage->type == msgpack::type::FLOAT64 || Coverage->type == msgpack::type::FLOAT32 ? Coverage->via.f64 : 0.0;
 	}
 	const msgpack::object* Rgb = Find(Frame, "rgb");
 	const msgpack::object* Data = Rgb ? Find(*Rgb, "data") : nullptr;
-	if (AsString(Rgb ? Find(*Rgb, "encoding") : nullptr) != "raw_rgb8" || !Data || Data->type != msgpack::type::BIN ||
+	if (AsString(Rgb ? Find(*Rgb, "encoding") : nullptr) != "raw" || !Data || Data->type != msgpack::type::BIN ||
 		Data->via.bin.size != static_cast<uint32_t>(Width * Height * 3))
 	{
 		return;

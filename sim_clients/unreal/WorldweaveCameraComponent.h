@@ -25,6 +25,8 @@ class UTexture2D;
 namespace WorldweaveUnreal
 {
 	static constexpr const char* Convention = "unreal";
+	// The gateway's schema major version, the envelope's "version" (sim_clients/gateway/SCHEMA.md).
+	static constexpr int SchemaMajor = 2;
 	// FMinimalViewInfo::FOV / UCameraComponent::FieldOfView is the horizontal field of view, in degrees.
 	static constexpr const char* FovField = "fov_x_deg";
 	// Unreal units are centimetres.
