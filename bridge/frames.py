@@ -103,12 +103,17 @@ class RenderResult:
     """What a renderer or weaver produces for one view.
 
     ``rgb``: uint8 (H, W, 3), zero where not covered. ``depth``: float32 (H, W) metres, 0 where not covered.
-    ``mask``: bool (H, W), True where memory covered the pixel.
+    ``mask``: bool (H, W), True where memory covered the pixel. ``confidence``: float32 (H, W) in [0, 1], memory's
+    confidence in each covered pixel's depth (the confidence of the voxels or anchor points rendered there, see
+    ``RGBDFrame.confidence``), 0 where not covered; ``None`` at construction means 1 on every covered pixel (after it,
+    always an array). A generator that keeps a pixel from the render returns this confidence for it, never more, so a
+    guess fused once does not come back as a certainty.
     """
 
     rgb: np.ndarray
     depth: np.ndarray
     mask: np.ndarray
+    confidence: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         shape = np.asarray(self.mask).shape
@@ -117,6 +122,11 @@ class RenderResult:
         object.__setattr__(self, "mask", check_mask(self.mask, shape))
         object.__setattr__(self, "rgb", check_rgb(self.rgb, shape))
         object.__setattr__(self, "depth", check_depth(self.depth, shape))
+        if self.confidence is None:
+            confidence = self.mask.astype(np.float32)
+        else:
+            confidence = np.where(self.mask, check_confidence(self.confidence, shape, "render confidence"), np.float32(0))
+        object.__setattr__(self, "confidence", confidence)
 
     @property
     def coverage(self) -> float:

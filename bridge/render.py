@@ -469,15 +469,30 @@ def render_points(
     far_m: float = float("inf"),
     backend: RenderBackend | None = None,
     threads: int = 1,
+    confidence: torch.Tensor | np.ndarray | None = None,
 ) -> RenderResult:
     """Render (N, 3) world points (metres) with (N, 3) uint8 colours at camera-to-world ``pose``.
 
-    Returns rgb (0 where empty), depth along the optical axis in metres (0 where empty) and the coverage mask.
+    Returns rgb (0 where empty), depth along the optical axis in metres (0 where empty), the coverage mask and the
+    confidence channel: ``confidence`` (N,) float in [0, 1] per point (a voxel's or anchor point's confidence; ``None``
+    gives every point 1), and each covered pixel takes the confidence of the point that won its z-test (in ``"soft"``
+    mode too: the blend smooths colour and depth, never confidence), 0 where empty.
     Options as in :func:`splat_points`.
     """
+    n = int(points_world.shape[0])
+    if confidence is not None:
+        confidence = _numpy(confidence, np.float32).reshape(-1)
+        if confidence.shape != (n,) or not np.all((confidence >= 0) & (confidence <= 1)):
+            raise InvalidInputError(f"confidence must be (N,) = ({n},) values in [0, 1], got shape {confidence.shape}")
     result = splat_points(
         points_world, pose, intrinsics, colors=colors, splat=splat, point_size_m=point_size_m,
         footprint_scale=footprint_scale, max_radius_px=max_radius_px, footprint_falloff=footprint_falloff,
         soft_tolerance=soft_tolerance, near_m=near_m, far_m=far_m, backend=backend, threads=threads,
     )
-    return RenderResult(result.rgb.cpu().numpy(), result.depth.cpu().numpy(), result.mask.cpu().numpy())
+    mask = result.mask.cpu().numpy()
+    if confidence is None:
+        pixel_confidence = None
+    else:
+        pixel_confidence = np.zeros(mask.shape, np.float32)
+        pixel_confidence[mask] = confidence[result.index.cpu().numpy()[mask]]
+    return RenderResult(result.rgb.cpu().numpy(), result.depth.cpu().numpy(), mask, pixel_confidence)

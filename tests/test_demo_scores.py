@@ -49,16 +49,20 @@ def _seed_map(scene: Scene):
 def test_provenance_shares_partition_the_pixels():
     confidence = np.zeros((4, 5), np.float32)
     depth = np.zeros((4, 5), np.float32)
-    confidence.flat[:6], depth.flat[:6] = 1.0, 2.0  # kept: 6
+    kept = np.zeros((4, 5), bool)
+    confidence.flat[:4], depth.flat[:4], kept.flat[:6] = 1.0, 2.0, True  # kept: 6, two of them half-sure memory
+    confidence.flat[4:6], depth.flat[4:6] = 0.4, 2.0
     confidence.flat[6:11], depth.flat[6:11] = 0.5, 3.0  # generated with geometry: 5
     depth.flat[11:14] = 1.0  # confidence 0 with depth: unknown (3)
     confidence.flat[14:16] = 1.0  # confidence 1 without depth: unknown (2)
     confidence.flat[16:20] = 0.25  # no depth: unknown (4)
-    shares = metrics.provenance_shares(confidence, depth)
+    shares = metrics.provenance_shares(confidence, depth, kept)
     assert shares == metrics.Provenance(6 / 20, 5 / 20, 9 / 20)
     assert math.isclose(sum(shares), 1.0)
     with pytest.raises(ValueError, match="confidence"):
-        metrics.provenance_shares(np.full((4, 5), 1.5, np.float32), depth)
+        metrics.provenance_shares(np.full((4, 5), 1.5, np.float32), depth, kept)
+    with pytest.raises(ValueError, match="kept_mask"):
+        metrics.provenance_shares(confidence, depth, kept[:2])
 
 
 def test_seen_surface_keeps_one_exact_surface_point_per_cell(room):

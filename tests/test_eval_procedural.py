@@ -14,7 +14,7 @@ from worldweave.proto.geometry import Intrinsics, Pose
 
 FIELDS = {"method", "k", "noise", "scene", "trajectory", "psnr", "ssim", "psnr_c", "ssim_c", "coverage", "warp_err",
           "ms_per_frame", "psnr_all", "psnr_c_all", "psnr_c_earlier", "frames", "revisit_frames", "kept", "generated",
-          "unknown", "phantom_rate", "surface_recall"}
+          "unknown", "phantom_rate", "surface_recall", "generator", "plane_continuation", "beyond_truth"}
 
 
 def _frame() -> RGBDFrame:
@@ -97,8 +97,10 @@ def test_a_tiny_run_end_to_end_writes_valid_json(tmp_path, capsys):
     ])
     assert procedural.run(args) == 0
     rows = json.loads(out.read_text(), parse_constant=lambda name: pytest.fail(f"invalid JSON constant {name}"))
-    assert [(r["method"], r["noise"]) for r in rows] == [
-        ("no-memory", "none"), ("anchors-coverage", "none"), ("anchors-coverage", "pose+depth")]
+    assert [(r["method"], r["noise"], r["generator"]) for r in rows] == [
+        (method, noise, generator) for method, noise in
+        (("no-memory", "none"), ("anchors-coverage", "none"), ("anchors-coverage", "pose+depth"))
+        for generator in ("reproject", "continue")]
     for row in rows:
         assert FIELDS <= set(row)
         assert row["scene"] == "room" and row["trajectory"] == "look-around" and row["frames"] == 8
@@ -106,9 +108,11 @@ def test_a_tiny_run_end_to_end_writes_valid_json(tmp_path, capsys):
         assert row["psnr"] is None or 5.0 < row["psnr"] <= 100.0
         assert math.isclose(row["kept"] + row["generated"] + row["unknown"], 1.0)
         assert 0.0 <= row["phantom_rate"] <= 1.0 and 0.0 < row["surface_recall"] <= 1.0
-    clean = {r["method"]: r for r in rows if r["noise"] == "none"}
+        assert row["plane_continuation"] is None or 0.0 <= row["plane_continuation"] <= 1.0
+    assert all(r["generated"] == 0 and r["plane_continuation"] in (None, 0.0) for r in rows if r["generator"] == "reproject")
+    clean = {r["method"]: r for r in rows if r["noise"] == "none" and r["generator"] == "reproject"}
     # Without noise, memory holds exact geometry; with pose and depth noise, fused voxels leave the true surface.
-    assert clean["anchors-coverage"]["phantom_rate"] < rows[-1]["phantom_rate"]
+    assert clean["anchors-coverage"]["phantom_rate"] < rows[-2]["phantom_rate"]  # reproject, pose+depth
     printed = capsys.readouterr().out
     assert "anchors-coverage" in printed and "phantom_rate" in printed
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [

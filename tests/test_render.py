@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from worldweave.bridge.open3d_import import load_open3d
 from worldweave.bridge.render import render_points, splat_points
 from worldweave.proto.errors import InvalidInputError
 from worldweave.proto.geometry import Intrinsics, Pose
@@ -162,7 +163,7 @@ def test_bad_inputs_raise_naming_the_value() -> None:
 
 
 def test_pixel_mode_depth_matches_open3d() -> None:
-    o3d = pytest.importorskip("open3d")
+    o3d = load_open3d()
     points, colors, _ = _random_cloud(30_000, 5)
     pose = Pose.look_at([0.3, 0.2, -1.0], [0.0, 0.0, 3.0], up=[0.0, -1.0, 0.0])
     cloud = o3d.t.geometry.PointCloud(o3d.core.Tensor(points))
@@ -225,3 +226,29 @@ def test_a_point_in_the_camera_plane_is_culled_not_an_error(splat: str) -> None:
         result = render_points(points, colors, Pose.identity(), INTRINSICS, splat=splat, backend=backend,
                                point_size_m=None if splat == "pixel" else 0.001)
         assert result.mask.sum() == 1 and result.depth[result.mask][0] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("splat", ["pixel", "footprint", "soft"])
+def test_each_covered_pixel_carries_the_confidence_of_the_point_that_won_it(splat: str) -> None:
+    # A near square of 0.4-confidence points in front of a far wall of 0.9-confidence points.
+    g = np.linspace(-0.5, 0.5, 41)
+    near = np.stack([*np.meshgrid(g * 0.2, g * 0.2), np.full((41, 41), 1.0)], axis=-1).reshape(-1, 3)
+    far = np.stack([*np.meshgrid(g * 4, g * 4), np.full((41, 41), 3.0)], axis=-1).reshape(-1, 3)
+    points = np.concatenate([far, near]).astype(np.float32)
+    colors = np.full((len(points), 3), 100, np.uint8)
+    confidence = np.concatenate([np.full(len(far), 0.9), np.full(len(near), 0.4)]).astype(np.float32)
+    size = None if splat == "pixel" else 0.05
+    results = [render_points(points, colors, Pose.identity(), INTRINSICS, splat=splat, point_size_m=size,
+                             confidence=confidence, backend=backend) for backend in ("numba", "torch")]
+    for result in results:
+        assert np.all(result.confidence[~result.mask] == 0)
+        assert set(np.unique(result.confidence[result.mask]).tolist()) == {np.float32(0.4), np.float32(0.9)}
+        front = result.mask & (result.depth < 2.0)
+        assert front.sum() > 20 and np.all(result.confidence[front] == np.float32(0.4))
+        assert np.all(result.confidence[result.mask & ~front] == np.float32(0.9))
+    assert np.array_equal(results[0].confidence, results[1].confidence)
+    plain = render_points(points, colors, Pose.identity(), INTRINSICS, splat=splat, point_size_m=size)
+    assert np.array_equal(plain.confidence, plain.mask.astype(np.float32))  # no confidence given: 1 where covered
+    for bad in (np.full(len(points), 1.5, np.float32), np.full(len(points), np.nan, np.float32), confidence[:5]):
+        with pytest.raises(InvalidInputError, match="confidence"):
+            render_points(points, colors, Pose.identity(), INTRINSICS, splat=splat, point_size_m=size, confidence=bad)

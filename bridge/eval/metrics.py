@@ -12,8 +12,9 @@
   30 frames earlier.
 * ``warping_error``: mean absolute difference (8-bit units, over RGB) between frame t and frame t-1 warped into t
   with ground-truth depth and poses (``warp_to_view``), on valid, non-occluded pixels.
-* ``provenance_shares``: the share of a generated frame's pixels kept from memory (confidence 1, depth > 0),
-  generated with geometry (0 < confidence < 1, depth > 0) and unknown (depth 0 or confidence 0); they sum to 1.
+* ``provenance_shares``: the share of a generated frame's pixels kept from memory (covered by memory's render, fused:
+  confidence > 0 and depth > 0), generated with geometry (not covered, fused) and unknown (depth 0 or confidence 0);
+  they sum to 1.
 * ``score_map`` (a fused voxel map against the exact scene): the **phantom rate**, the share of voxels whose centre
   lies farther than ``SURFACE_TOLERANCE_M`` from the true surface (Open3D's closest-point distance to the scene
   mesh); the **confident-inside share**, the share of confident voxels (confidence >= ``CONFIDENT_MIN``) whose
@@ -285,22 +286,25 @@ class Provenance(NamedTuple):
     """Shares of a generated frame's pixels, each in [0, 1], summing to 1."""
 
     kept: float
-    """Kept from memory: confidence 1 and depth > 0."""
+    """Kept from memory: memory's render covered the pixel, and it was fused (confidence > 0, depth > 0)."""
     generated: float
-    """Generated with geometry: 0 < confidence < 1 and depth > 0."""
+    """Generated with geometry: memory did not cover the pixel, and it was fused (confidence > 0, depth > 0)."""
     unknown: float
     """No geometry: depth 0 or confidence 0."""
 
 
-def provenance_shares(confidence: np.ndarray, depth: np.ndarray) -> Provenance:
-    """Where a generated frame's pixels come from, from the generator's float (H, W) ``confidence`` in [0, 1] and the
-    float32 (H, W) ``depth`` in metres (0 = unknown) that was fused: shares of kept / generated / unknown pixels."""
+def provenance_shares(confidence: np.ndarray, depth: np.ndarray, kept_mask: np.ndarray) -> Provenance:
+    """Where a generated frame's pixels come from, from the generator's float (H, W) ``confidence`` in [0, 1], the
+    float32 (H, W) ``depth`` in metres (0 = unknown) that was fused and bool (H, W) ``kept_mask``, the pixels memory's
+    render covered with depth (a kept pixel carries memory's confidence, which may be below 1): shares of kept /
+    generated / unknown pixels."""
     depth = np.asarray(depth)
     depth = check_depth(depth, depth.shape, "depth")
     confidence = check_confidence(confidence, depth.shape)
+    kept_mask = check_mask(kept_mask, depth.shape, "kept_mask")
     known = (depth > 0) & (confidence > 0)
-    kept = int((known & (confidence == 1)).sum())
-    generated = int((known & (confidence < 1)).sum())
+    kept = int((known & kept_mask).sum())
+    generated = int((known & ~kept_mask).sum())
     return Provenance(kept / depth.size, generated / depth.size, (depth.size - kept - generated) / depth.size)
 
 
@@ -337,6 +341,22 @@ class SeenSurface:
             return np.empty((0, 3))
         _, first = np.unique(np.concatenate(self._keys), return_index=True)
         return np.concatenate(self._points)[first]
+
+
+def _has_neighbour(queries_m: np.ndarray, candidates_m: np.ndarray, radius_m: float) -> np.ndarray:
+    """(N,) bool: which (N, 3) query points have one of the (M, 3) candidate points within ``radius_m`` metres."""
+    queries = np.ascontiguousarray(queries_m, np.float32).reshape(-1, 3)
+    candidates = np.ascontiguousarray(candidates_m, np.float32).reshape(-1, 3)
+    if len(queries) == 0 or len(candidates) == 0:
+        return np.zeros(len(queries), bool)
+    from worldweave.bridge.open3d_import import load_open3d  # the benchmark's edge only
+
+    o3d = load_open3d()
+    # A radius search, not a nearest-neighbour one: k-d tree descents for far queries cost seconds.
+    search = o3d.core.nns.NearestNeighborSearch(o3d.core.Tensor(candidates))
+    search.hybrid_index(radius_m)
+    _, _, found = search.hybrid_search(o3d.core.Tensor(queries), radius_m, 1)
+    return found.numpy().reshape(-1) > 0
 
 
 @dataclass(frozen=True)
@@ -379,18 +399,7 @@ def score_map(
     surface = np.asarray(surface_points_m, np.float32).reshape(-1, 3)
     # A voxel within the tolerance of a surface point is within it of the surface: only those can be recalled.
     candidates = positions[confident & on_surface]
-    if len(surface) == 0:
-        recall = math.nan
-    elif len(candidates) == 0:
-        recall = 0.0
-    else:
-        import open3d as o3d  # the benchmark's edge only
-
-        # A radius search, not a nearest-neighbour one: k-d tree descents for far queries cost seconds.
-        search = o3d.core.nns.NearestNeighborSearch(o3d.core.Tensor(candidates))
-        search.hybrid_index(tolerance_m)
-        _, _, found = search.hybrid_search(o3d.core.Tensor(surface), tolerance_m, 1)
-        recall = float(np.mean(found.numpy() > 0))
+    recall = float(np.mean(_has_neighbour(surface, candidates, tolerance_m))) if len(surface) else math.nan
     count, confident_count = len(positions), int(confident.sum())
     return MapScores(
         voxels=count,
@@ -399,3 +408,123 @@ def score_map(
         confident_inside_share=float(np.mean(inside[confident])) if confident_count else math.nan,
         confident_surface_recall=recall,
     )
+
+
+PLANE_ON_M = 0.01
+"""A true surface point within this distance (metres) of one of the scene's planes lies on it."""
+PLANE_HELD_ON_M = 0.02
+"""A point of memory's render within this distance (metres) of a scene plane shows that plane."""
+PLANE_HELD_SHARE = 0.005
+"""Memory's render of a view holds a plane when at least this share of the view's pixels show it."""
+PLANE_REACH_M = 0.75
+"""A hole pixel views a held plane when its true surface point lies on the plane within this distance (metres) of a
+point of it that memory's render shows."""
+
+
+class PlaneCounts(NamedTuple):
+    """Pixel counts of one generated frame's continuation of the planes memory holds (``PlaneScorer.score``)."""
+
+    target: int
+    """Hole pixels (memory's render did not cover them) that view a plane memory holds in this view (render
+    confidence above ``CONFIDENT_MIN``), within ``PLANE_REACH_M`` of what it shows of it."""
+    continued: int
+    """Of those, the ones fused (confidence > 0, depth > 0) at a depth within ``SURFACE_TOLERANCE_M`` of the truth."""
+    generated: int
+    """Hole pixels fused with geometry (confidence > 0, depth > 0), on planes or not."""
+    beyond: int
+    """Of those, the ones whose depth lies more than ``SURFACE_TOLERANCE_M`` beyond the true surface (or where the
+    truth has no surface): their rays would carve free space through something real."""
+
+
+class PlaneScorer:
+    """Scores how a generator continues the planes memory holds, against a procedural scene's exact planes.
+
+    The scene's planes are the distinct (infinite) planes of its triangles: walls, floor, ceiling, road, facades,
+    furniture faces. A pixel of the exact render views plane P when its true surface point lies within
+    ``PLANE_ON_M`` of P. Memory's render of the same view holds P when at least ``PLANE_HELD_SHARE`` of the view's
+    pixels are covered, with confidence above ``CONFIDENT_MIN``, by points within ``PLANE_HELD_ON_M`` of P: memory
+    holds P as observed, not only as a continuation (a continuation is fused at half its base's confidence, so a
+    plane continued once from observation is at most ``CONFIDENT_MIN`` sure; the target does not grow from it).
+    """
+
+    def __init__(self, scene: Scene) -> None:
+        normals = scene.triangle_axes[:, 2].copy()
+        normals *= np.sign(normals[np.arange(len(normals)), np.abs(normals).argmax(axis=1)])[:, None]  # one sign each
+        offsets = -np.einsum("ti,ti->t", normals, scene.vertices[scene.triangles[:, 0]])
+        keys = np.rint(np.concatenate([normals * 1e3, offsets[:, None] * 1e3], axis=1)).astype(np.int64)
+        first = np.sort(np.unique(keys, axis=0, return_index=True)[1])
+        self.normals = normals[first]
+        """(P, 3) unit normals (world)."""
+        self.offsets = offsets[first]
+        """(P,) offsets: ``normal . x + offset = 0`` on the plane, metres."""
+
+    def labels(self, points_m: np.ndarray, tolerance_m: float) -> np.ndarray:
+        """(N,) int64 index of a plane (N, 3) world points lie within ``tolerance_m`` of (the nearest); -1 for none."""
+        out = np.full(len(points_m), -1, np.int64)
+        for start in range(0, len(points_m), 8192):
+            # einsum, not @: a thin product through BLAS threads is several times slower on a busy CPU.
+            residual = np.abs(np.einsum("ni,pi->np", points_m[start : start + 8192], self.normals) + self.offsets)
+            nearest = residual.argmin(axis=1)
+            found = residual[np.arange(len(nearest)), nearest] <= tolerance_m
+            out[start : start + 8192][found] = nearest[found]
+        return out
+
+    def _within_reach(self, plane: int, points_m: np.ndarray, held_m: np.ndarray) -> np.ndarray:
+        """(N,) bool: which (N, 3) points on ``plane`` lie within ``PLANE_REACH_M`` of one of the (M, 3) ``held_m``
+        points on it, measured in the plane on a grid of ``PLANE_ON_M`` cells (so within a cell of exact)."""
+        normal = self.normals[plane]
+        axis_s = np.cross(normal, [1.0, 0.0, 0.0] if abs(normal[0]) < 0.9 else [0.0, 1.0, 0.0])
+        axes = np.stack([axis_s / np.linalg.norm(axis_s), np.cross(normal, axis_s / np.linalg.norm(axis_s))], axis=1)
+        cell, radius = 2 * PLANE_ON_M, int(math.ceil(PLANE_REACH_M / (2 * PLANE_ON_M)))
+        held = np.floor(np.einsum("ni,ij->nj", held_m, axes) / cell).astype(np.int64)
+        cells = np.floor(np.einsum("ni,ij->nj", points_m, axes) / cell).astype(np.int64)
+        low = held.min(axis=0) - radius
+        shape = tuple(held.max(axis=0) - low + radius + 1)
+        grid = np.zeros(shape, np.float64)
+        grid[held[:, 0] - low[0], held[:, 1] - low[1]] = 1.0
+        offsets = np.arange(-radius, radius + 1)
+        disk = (offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius**2).astype(np.float64)
+        size = (shape[0] + 2 * radius, shape[1] + 2 * radius)
+        near = np.fft.irfft2(np.fft.rfft2(grid, size) * np.fft.rfft2(disk, size), size)[radius:, radius:] > 0.5
+        index = cells - low
+        inside = np.all((index >= 0) & (index < shape), axis=1)
+        out = np.zeros(len(points_m), bool)
+        out[inside] = near[index[inside, 0], index[inside, 1]]
+        return out
+
+    def score(self, truth: RGBDFrame, kept_mask: np.ndarray, memory_depth: np.ndarray, memory_confidence: np.ndarray,
+              depth: np.ndarray, confidence: np.ndarray) -> PlaneCounts:
+        """Count one generated frame's plane continuation. ``truth``: the exact view at the frame's pose;
+        ``kept_mask``: bool (H, W), pixels memory's render covered with depth; ``memory_depth`` and
+        ``memory_confidence``: float32 (H, W), that render's depth (metres) and confidence (only pixels above
+        ``CONFIDENT_MIN`` show what memory holds); ``depth`` and ``confidence``: float32 (H, W), what the generator
+        fused (metres, 0 unknown; in [0, 1])."""
+        shape = truth.depth.shape
+        kept_mask = check_mask(kept_mask, shape, "kept_mask")
+        rays = truth.intrinsics.pixel_rays(np.float64).reshape(-1, 3)
+
+        def world(depth_m: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+            points_cam = rays[pixels] * depth_m.reshape(-1)[pixels, None].astype(np.float64)
+            return np.einsum("ij,nj->ni", truth.pose.rotation, points_cam) + truth.pose.position
+
+        kept = np.flatnonzero(kept_mask.reshape(-1) & (memory_depth.reshape(-1) > 0)
+                              & (np.asarray(memory_confidence).reshape(-1) > CONFIDENT_MIN))
+        held_points = world(memory_depth, kept)
+        held_labels = self.labels(held_points, PLANE_HELD_ON_M)
+        counts = np.bincount(held_labels[held_labels >= 0], minlength=len(self.offsets))
+        held = np.flatnonzero(counts >= PLANE_HELD_SHARE * truth.depth.size)
+        true_depth = truth.depth.reshape(-1)
+        holes = np.flatnonzero(~kept_mask.reshape(-1) & (true_depth > 0))
+        hole_points = world(truth.depth, holes)
+        hole_labels = self.labels(hole_points, PLANE_ON_M)
+        target = np.zeros(len(holes), bool)
+        for plane in held:
+            on = np.flatnonzero(hole_labels == plane)
+            if len(on):
+                target[on] = self._within_reach(plane, hole_points[on], held_points[held_labels == plane])
+        fused = ((np.asarray(depth) > 0) & (np.asarray(confidence) > 0)).reshape(-1)
+        error = np.asarray(depth, np.float64).reshape(-1) - true_depth
+        right = fused & (np.abs(error) <= SURFACE_TOLERANCE_M)
+        generated = np.flatnonzero(fused & ~kept_mask.reshape(-1))
+        beyond = (true_depth[generated] == 0) | (error[generated] > SURFACE_TOLERANCE_M)
+        return PlaneCounts(int(target.sum()), int(right[holes[target]].sum()), len(generated), int(beyond.sum()))

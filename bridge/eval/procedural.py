@@ -21,11 +21,16 @@ Spatia's closed-loop PSNR_C; a method that shows the same blank frame twice also
 memory, generated with geometry and unknown (``kept``, ``generated``, ``unknown``). The world's voxel map at the end
 of the trajectory (for ``no-memory``, the last one-frame world's) against the exact scene: ``phantom_rate``, the
 share of voxels farther than 5 cm from the true surface, and ``surface_recall``, the share of the surface seen along
-the trajectory with a confident voxel within 5 cm (``metrics.score_map``).
+the trajectory with a confident voxel within 5 cm (``metrics.score_map``). How the generator continues the planes
+memory holds (``metrics.PlaneScorer``): ``plane_continuation``, of the pixels memory did not cover that view a plane
+its render shows (within 0.75 m of what it shows), the share fused with depth within 5 cm of the truth, and
+``beyond_truth``, the share of generated pixels whose depth lies more than 5 cm beyond the true surface (rays that
+would carve free space through something real). Every row runs with each embedded generator of ``--generators``
+(default ``reproject`` and ``continue``), which is the ``generator`` column.
 
 Prints the table; ``--json OUT`` writes the rows; PNG plots (PSNR along each trajectory, one line per method) go to
 ``--plots DIR``. The default run (three cases, the main methods, 320x240) is sized to finish within 10 minutes on
-two CPU cores; ``--full`` runs the whole sweep (K = 1, 3, 7, every retrieval, four procedural trajectories, and the
+two CPU cores per generator (two by default; ``--generators reproject`` runs one); ``--full`` runs the whole sweep (K = 1, 3, 7, every retrieval, four procedural trajectories, and the
 real trajectory files in ``--trajectories DIR`` when given).
 """
 
@@ -54,8 +59,8 @@ from worldweave.bridge.eval.trajectories import (
     make_trajectory,
 )
 from worldweave.bridge.frames import RGBDFrame
-from worldweave.bridge.generators.base import Condition, GenerationResult
-from worldweave.bridge.generators.reproject import ReprojectGenerator
+from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
+from worldweave.bridge.generators.registry import create_generator
 from worldweave.bridge.memory.spatial_memory import MemoryConfig
 from worldweave.bridge.render import render_points
 from worldweave.bridge.world import Seed, World, WorldConfig
@@ -64,8 +69,9 @@ from worldweave.proto.geometry import Intrinsics, Pose
 
 FOV_X_DEG = 70.0
 """Horizontal field of view of the benchmark camera (square pixels, principal point at the image centre)."""
-GENERATOR = "reproject"
-"""The embedded generator (no weights, CPU, deterministic): the benchmark measures memory, not a model."""
+GENERATORS = ("reproject", "continue")
+"""The embedded generators (no weights, CPU, deterministic) each row is run with by default: the benchmark measures
+memory and what an embedded generator makes of it, not a model."""
 
 NOISE_LEVELS = ("none", "pose+depth")
 
@@ -135,31 +141,52 @@ class FusionNoise:
         return RGBDFrame(render.rgb, render.depth, frame.pose, frame.intrinsics, confidence.astype(np.float32))
 
 
-class ScoringGenerator(ReprojectGenerator):
-    """The embedded ``reproject`` generator, recording for scoring what the world does not return.
+class ScoringGenerator(Generator):
+    """An embedded generator (``name``: frame by frame, returns depth), recording for scoring what the world does not
+    return.
 
-    For every generated frame, in order, it keeps the clean RGB, depth and confidence and memory's covered mask (from
-    the condition's render); with ``noise``, the frames it hands back to the world (which fuses them) carry
-    ``FusionNoise``, while the recorded clean frames are the ones scored. Seconds spent adding noise are counted apart
-    so they can be taken out of the timings.
+    For every generated frame, in order, it keeps the clean RGB, depth and confidence and memory's covered mask,
+    depth and confidence (from the condition's render); with ``noise``, the frames it hands back to the world (which fuses them)
+    carry ``FusionNoise``, while the recorded clean frames are the ones scored. Seconds spent adding noise are counted
+    apart so they can be taken out of the timings. ``restart`` replaces the wrapped generator with a fresh one (a
+    generator that remembers surfaces across views must not lend them to a world that has no memory).
     """
 
-    def __init__(self, noise: FusionNoise | None = None) -> None:
+    name = "scoring"
+    max_frames = 64
+    returns_depth = True
+
+    def __init__(self, name: str, noise: FusionNoise | None = None) -> None:
+        self.generator_name = name
+        self.inner = create_generator(name)
+        inner = type(self.inner)
+        if not (inner.returns_depth and inner.chunk_multiple == 1 and inner.chunk_offset == 0
+                and inner.max_frames >= self.max_frames):
+            raise InvalidInputError(f"the procedural benchmark scores embedded generators (frame by frame, with depth); "
+                                    f"{name!r} is not one")
         self.noise = noise
         self.clean_rgb: list[np.ndarray] = []
         self.clean_depth: list[np.ndarray] = []
         self.confidences: list[np.ndarray] = []
         self.covered: list[np.ndarray] = []
+        self.memory_depth: list[np.ndarray] = []
+        self.memory_confidence: list[np.ndarray] = []
         self.noise_seconds = 0.0
         self._count = 0
 
+    def restart(self) -> None:
+        """Continue with a fresh instance of the wrapped generator (what it remembered is forgotten)."""
+        self.inner = create_generator(self.generator_name)
+
     def generate(self, condition: Condition) -> GenerationResult:
-        result = super().generate(condition)
+        result = self.inner.generate(condition)
         self.clean_rgb.extend(result.frames)
-        self.clean_depth.extend(result.depths or [np.zeros(condition.intrinsics.shape, np.float32)] * len(result.frames))
+        self.clean_depth.extend(result.depths)
         self.confidences.extend(result.confidences)
         self.covered.extend(render.mask for render in condition.renders)
-        if self.noise is None or result.depths is None:
+        self.memory_depth.extend(render.depth for render in condition.renders)
+        self.memory_confidence.extend(render.confidence for render in condition.renders)
+        if self.noise is None:
             self._count += len(result.frames)
             return result
         began = time.perf_counter()
@@ -278,11 +305,16 @@ class FrameScores:
     psnr_earlier: dict[int, float] = field(default_factory=dict)
     """Revisit frame index -> PSNR against the earlier frame it revisits, warped into it with ground-truth depth."""
     step_seconds: float = 0.0
+    planes: list[metrics.PlaneCounts] = field(default_factory=list)
+    """Per frame: how the generator continued the planes memory holds (``metrics.PlaneScorer``)."""
 
 
 def _new_world(seed_frame: RGBDFrame, memory: MemoryConfig, generator: ScoringGenerator) -> World:
-    """A world seeded with one frame, with ``memory``'s settings, generating through ``generator``."""
-    return World(Seed(frames=(seed_frame,)), WorldConfig(memory=memory, generator=GENERATOR), generator=generator)
+    """A world seeded with one frame, with ``memory``'s settings, generating through ``generator`` (restarted: the
+    new world shares nothing with an earlier one)."""
+    generator.restart()
+    config = WorldConfig(memory=memory, generator=generator.generator_name)
+    return World(Seed(frames=(seed_frame,)), config, generator=generator)
 
 
 def run_method(
@@ -293,13 +325,16 @@ def run_method(
     surface_m: np.ndarray,
     chunk: int,
     seed: int,
+    generator_name: str = GENERATORS[0],
+    planes: metrics.PlaneScorer | None = None,
     memory_overrides: dict[str, float] | None = None,
     progress: tqdm | None = None,
 ) -> FrameScores:
-    """Generate frames 1..N-1 at ``truth``'s poses with ``method``, starting from ``truth[0]`` only, and score them.
+    """Generate frames 1..N-1 at ``truth``'s poses with ``method`` and the embedded generator ``generator_name``,
+    starting from ``truth[0]`` only, and score them.
 
-    ``scene``: the scene ``truth`` was rendered in; ``surface_m``: (M, 3) world metres, the surface seen along the
-    trajectory (``metrics.SeenSurface``). ``memory_overrides``: ``MemoryConfig.with_overrides`` keys for the scene
+    ``scene``: the scene ``truth`` was rendered in (``planes``: its ``metrics.PlaneScorer``, built when not given);
+    ``surface_m``: (M, 3) world metres, the surface seen along the trajectory (``metrics.SeenSurface``). ``memory_overrides``: ``MemoryConfig.with_overrides`` keys for the scene
     (``SCENE_MEMORY``). Ground truth enters only the scores.
     """
     intrinsics = truth[0].intrinsics
@@ -307,7 +342,8 @@ def run_method(
     memory = MemoryConfig(retrieval=method.retrieval or "global", k=method.k or 1, seed=seed)
     memory = memory.with_overrides(memory_overrides or {})
     noise = FusionNoise(seed=seed) if method.noise != "none" else None
-    generator = ScoringGenerator(noise)
+    generator = ScoringGenerator(generator_name, noise)
+    planes = planes or metrics.PlaneScorer(scene)
     scores = FrameScores()
     began = time.perf_counter()
     world = _new_world(truth[0], memory, generator)
@@ -333,8 +369,11 @@ def run_method(
             scores.ssim.append(metrics.ssim(rgb, target.rgb, scored))
             scores.psnr_all.append(metrics.psnr(rgb, target.rgb, valid))
             scores.coverage.append(metrics.coverage(generator.covered[index - 1], valid))
-            scores.provenance.append(metrics.provenance_shares(generator.confidences[index - 1],
-                                                               generator.clean_depth[index - 1]))
+            kept = generator.covered[index - 1] & (generator.memory_depth[index - 1] > 0)
+            depth, confidence = generator.clean_depth[index - 1], generator.confidences[index - 1]
+            scores.provenance.append(metrics.provenance_shares(confidence, depth, kept))
+            scores.planes.append(planes.score(target, kept, generator.memory_depth[index - 1],
+                                              generator.memory_confidence[index - 1], depth, confidence))
             scores.warp_err.append(
                 metrics.warping_error(rgb, previous.rgb, target.depth, target.pose, before.pose, intrinsics, before.depth)
             )
@@ -353,19 +392,24 @@ def run_method(
     return scores
 
 
+def _ratio(part: int, whole: int) -> float:
+    return part / whole if whole else math.nan
+
+
 def _mean(values: Sequence[float]) -> float:
     array = np.asarray(values, dtype=np.float64)
     array = array[~np.isnan(array)]
     return float(array.mean()) if array.size else math.nan
 
 
-def summarise(method: Method, case: Case, trajectory: Trajectory, scores: FrameScores) -> dict:
+def summarise(method: Method, case: Case, trajectory: Trajectory, scores: FrameScores, generator_name: str) -> dict:
     """One JSON row. Revisit frames come from ``metrics.revisits`` on the trajectory's poses (index 0, the seed, is
     never scored)."""
     revisit_frames = sorted({i for i, _ in metrics.revisits(trajectory.poses)} - {0})
     at = [i - 1 for i in revisit_frames]
     frames = len(scores.psnr)
     return {
+        "generator": generator_name,
         "method": method.name,
         "k": method.k,
         "noise": method.noise,
@@ -381,6 +425,8 @@ def summarise(method: Method, case: Case, trajectory: Trajectory, scores: FrameS
         "unknown": _mean([p.unknown for p in scores.provenance]),
         "phantom_rate": scores.map_scores.phantom_rate,
         "surface_recall": scores.map_scores.confident_surface_recall,
+        "plane_continuation": _ratio(sum(c.continued for c in scores.planes), sum(c.target for c in scores.planes)),
+        "beyond_truth": _ratio(sum(c.beyond for c in scores.planes), sum(c.generated for c in scores.planes)),
         "warp_err": _mean(scores.warp_err),
         "ms_per_frame": 1000.0 * scores.step_seconds / max(frames, 1),
         "psnr_all": metrics.mean_psnr(scores.psnr_all),
@@ -392,12 +438,12 @@ def summarise(method: Method, case: Case, trajectory: Trajectory, scores: FrameS
 
 
 COLUMNS = (
-    ("scene", "{}", 7), ("trajectory", "{}", 13), ("method", "{}", 17), ("k", "{}", 2), ("noise", "{}", 10),
+    ("scene", "{}", 7), ("trajectory", "{}", 13), ("generator", "{}", 9), ("method", "{}", 17), ("k", "{}", 2), ("noise", "{}", 10),
     ("psnr", "{:.2f}", 6), ("ssim", "{:.3f}", 6), ("psnr_c", "{:.2f}", 6), ("ssim_c", "{:.3f}", 6),
     ("psnr_all", "{:.2f}", 8), ("psnr_c_all", "{:.2f}", 10), ("psnr_c_earlier", "{:.2f}", 14),
     ("coverage", "{:.3f}", 8), ("warp_err", "{:.2f}", 8),
     ("kept", "{:.3f}", 5), ("generated", "{:.3f}", 9), ("unknown", "{:.3f}", 7), ("phantom_rate", "{:.3f}", 12),
-    ("surface_recall", "{:.3f}", 14),
+    ("surface_recall", "{:.3f}", 14), ("plane_continuation", "{:.3f}", 18), ("beyond_truth", "{:.3f}", 12),
     ("ms_per_frame", "{:.0f}", 12),
 )
 
@@ -490,6 +536,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "room/loop,street/driving")
     parser.add_argument("--methods", metavar="LIST", help="only these comma-separated method names, e.g. "
                         "no-memory,anchors-coverage")
+    parser.add_argument("--generators", default=",".join(GENERATORS), metavar="LIST",
+                        help="comma-separated embedded generators each row runs with (default: "
+                        f"{','.join(GENERATORS)})")
     parser.add_argument("--trajectories", type=Path, metavar="DIR", help="folder of real trajectory samples "
                         "(tum/, kitti_odometry_gt/, realestate10k/) for --full")
     parser.add_argument("--seed", type=int, default=0, help="seed of scenes, random walks, random retrieval and noise")
@@ -528,6 +577,9 @@ def run(args: argparse.Namespace) -> int:
         if unknown:
             raise InvalidInputError(f"unknown --methods {sorted(unknown)}; choose from {sorted({m.name for m in methods})}")
         methods = [m for m in methods if m.name in wanted]
+    generators = [g.strip() for g in args.generators.split(",") if g.strip()]
+    for name in generators:
+        ScoringGenerator(name)  # an unknown or non-embedded generator is refused before any work
 
     began = time.perf_counter()
     scenes: dict[str, Scene] = {}
@@ -543,21 +595,24 @@ def run(args: argparse.Namespace) -> int:
         for frame in truth:
             seen.add(frame)
         prepared.append((case, trajectory, truth, seen.points_m))
-    total = sum(len(truth) - 1 for _, _, truth, _ in prepared) * len(methods)
+    total = sum(len(truth) - 1 for _, _, truth, _ in prepared) * len(methods) * len(generators)
+    planes = {name: metrics.PlaneScorer(scene) for name, scene in scenes.items()}
     rows, curves = [], {}
     with tqdm(total=total, desc="generating", unit="frame") as progress:
         for case, trajectory, truth, surface_m in prepared:
-            for method in methods:
-                progress.set_postfix_str(f"{case.scene}/{case.trajectory} {method.label} noise={method.noise}")
+            for method, generator_name in ((m, g) for m in methods for g in generators):
+                progress.set_postfix_str(f"{case.scene}/{case.trajectory} {method.label} noise={method.noise} "
+                                         f"{generator_name}")
                 scores = run_method(method, truth, scene=scenes[case.scene], surface_m=surface_m, chunk=args.chunk,
-                                    seed=args.seed,
+                                    seed=args.seed, generator_name=generator_name, planes=planes[case.scene],
                                     memory_overrides=SCENE_MEMORY[case.scene], progress=progress)
-                rows.append(summarise(method, case, trajectory, scores))
+                rows.append(summarise(method, case, trajectory, scores, generator_name))
                 panels = curves.setdefault((case.scene, case.trajectory, method.noise), {
                     "PSNR over covered valid pixels (psnr)": {}, "PSNR over all valid pixels, holes filled (psnr_all)": {}})
                 covered_panel, all_panel = panels.values()
-                covered_panel[method.label] = scores.psnr
-                all_panel[method.label] = scores.psnr_all
+                label = method.label if len(generators) == 1 else f"{method.label} {generator_name}"
+                covered_panel[label] = scores.psnr
+                all_panel[label] = scores.psnr_all
     print(format_table(rows))
     print(f"{len(rows)} rows, {total} generated frames at {width}x{height} in {time.perf_counter() - began:.0f} s")
     for (scene_name, trajectory_name, noise), panels in curves.items():

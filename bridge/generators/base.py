@@ -58,8 +58,10 @@ class GenerationResult:
     float32 (H, W) depths in metres along the optical axis (0 = unknown).
 
     ``confidences`` (keyword, required of every backend): N float32 (H, W) arrays in [0, 1], one per frame: how sure
-    the backend is that the pixel's depth is a real surface at that depth. 1 for pixels kept from the memory render,
-    0 for pure guesses (filled holes nothing supports). The world fuses each pixel with a weight proportional to its
+    the backend is that the pixel's depth is a real surface at that depth. For pixels kept from the memory render,
+    memory's own confidence there (``kept_confidence``: the render's ``confidence`` channel, never more, so what was
+    fused as a half-sure continuation comes back half-sure, not certain); 0 for pure guesses (filled holes nothing
+    supports). The world fuses each pixel with a weight proportional to its
     confidence and never fuses a confidence-0 pixel. A backend that returns no depth states its trust in each pixel's
     content; the world then fuses the depth estimator's depth aligned to memory and multiplies these confidences by
     that depth's agreement with memory (``depth.depth_agreement``: 0 where memory has no depth to compare).
@@ -70,6 +72,12 @@ class GenerationResult:
     info: dict = field(default_factory=dict)
     """Backend-specific details for logs (timings, model id); never needed by the caller."""
     confidences: tuple[np.ndarray, ...] = field(kw_only=True)
+
+
+def kept_confidence(render: RenderResult) -> np.ndarray:
+    """float32 (H, W): the confidence a backend returns for the pixels it keeps from ``render`` (memory's confidence
+    where the render covers the pixel with depth, 0 elsewhere)."""
+    return np.where(render.mask & (render.depth > 0), render.confidence, np.float32(0)).astype(np.float32)
 
 
 class Generator(ABC):

@@ -2,7 +2,9 @@
 
 It builds synthetic conditions at sizes the backend declares it accepts, calls ``generate`` and checks the result
 against the protocol in ``base``: frame count, dtype and shape, depth when declared, one confidence per frame (float32,
-the frame's shape, finite, in [0, 1]), determinism for a fixed seed.
+the frame's shape, finite, in [0, 1]) that never exceeds memory's on the pixels kept from the render (the render's
+confidence channel; kept: covered pixels whose depth comes back unchanged, or every covered pixel of a backend that
+returns no depth), determinism for a fixed seed.
 Each failure names the likely cause.
 """
 
@@ -30,7 +32,8 @@ def _condition(generator: Generator, frames: int, seed: int) -> Condition:
         mask = rng.uniform(size=(height, width)) < 0.7
         rgb = np.where(mask[..., None], rng.integers(0, 256, (height, width, 3)), 0).astype(np.uint8)
         depth = np.where(mask, rng.uniform(1.0, 3.0, (height, width)), 0).astype(np.float32)
-        renders.append(RenderResult(rgb, depth, mask))
+        confidence = rng.choice(np.array([0.4, 1.0], np.float32), size=(height, width))  # some half-sure memory
+        renders.append(RenderResult(rgb, depth, mask, confidence))
     poses = tuple(Pose.look_at([0.0, 0.05 * i, 1.0], [2.0, 0.05 * i, 1.0]) for i in range(frames))
     reference = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
     return Condition(poses, intrinsics, tuple(renders), references=(reference,), prompt="a test room", seed=seed)
@@ -61,7 +64,7 @@ def _problems_with(generator: Generator, condition: Condition, result: Generatio
     if not isinstance(confidences, (tuple, list)) or len(confidences) != n:
         count = len(confidences) if isinstance(confidences, (tuple, list)) else type(confidences).__name__
         problems.append(f"{n} poses gave confidences {count}: GenerationResult.confidences needs one float32 (H, W) "
-                        "array per frame (1 where memory's pixel was kept, 0 for guesses)")
+                        "array per frame (memory's confidence where its pixel was kept, 0 for guesses)")
     else:
         for i, confidence in enumerate(confidences):
             problem = confidence_problem(confidence, shape)
@@ -69,6 +72,17 @@ def _problems_with(generator: Generator, condition: Condition, result: Generatio
                 problem = f"is {confidence.dtype}; expected float32"
             if problem is not None:
                 problems.append(f"confidence {i} {problem}")
+                continue
+            render = condition.renders[i]
+            kept = render.mask & (render.depth > 0)
+            if generator.returns_depth and result.depths is not None and i < len(result.depths):
+                kept &= np.asarray(result.depths[i]) == render.depth
+            over = kept & (confidence > render.confidence + 1e-6)
+            if over.any():
+                v, u = np.argwhere(over)[0]
+                problems.append(f"confidence {i} is {float(confidence[v, u])} at kept pixel (u={u}, v={v}) where memory's "
+                                f"is {float(render.confidence[v, u])}: a pixel kept from the render must carry memory's "
+                                "confidence (base.kept_confidence), never more")
     return problems
 
 

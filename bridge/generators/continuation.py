@@ -4,20 +4,21 @@ CPU, deterministic.
 Each frame, in stages:
 
 1. **Kept pixels**: where the woven memory render covers a pixel with depth, its colour and depth come back unchanged
-   with confidence 1.
+   with memory's confidence (the render's confidence channel).
 2. **Planes**: the dominant planes of the render (floors, walls, ceilings, road) are fitted to its back-projected
    depth by sequential RANSAC (seeded by ``Condition.seed``), refined by least squares, and kept only when they look
    like a surface (spread across the plane, residuals tight). Each fit is matched to a **surface** the generator
    remembers (``_Surface``: plane, texture, and which cells of it memory has shown), whose plane then stands in for
    the fit, or becomes a new one.
 3. **Where each surface stands** (``Support``), on a grid in its own coordinates: every cell memory has shown of it
-   (in any view; never a cell this generator continued, so a wall cannot creep past a corner frame after frame) and
-   the cells they enclose, grown ``reach_m`` for continuing and ``occlusion_reach_m`` for hiding what lies behind it,
+   (in any view) surer than a continuation (render confidence above ``continued_confidence``: never what this
+   generator continued, so a wall cannot creep past a corner frame after frame) and the cells they enclose, grown ``reach_m`` for continuing and ``occlusion_reach_m`` for hiding what lies behind it,
    never through a cell where a view (this one or an earlier one) saw through the plane or saw something in front of
    it (a wall does not grow above a ceiling seen in front of its plane). The most recently seen remembered surfaces
    the view does not show only hide.
 4. **Geometry**: each hole pixel's ray meets the surfaces; the nearest one standing where it is met hides the others,
-   and continues into the pixel, with its depth and confidence ``continued_confidence``, when it is met within reach,
+   and continues into the pixel, with its depth and confidence ``continued_confidence`` times memory's median
+   confidence in the plane's shown pixels (a continuation is never surer than its base), when it is met within reach,
    within ``max_range_m``, at a usable angle, and no nearby kept pixel sees through it (its silhouette). Hole pixels
    nothing explains get depth 0 (unknown) and confidence 0.
 5. **Texture**: each surface's colour is an exemplar tile of its seen texture in its own coordinates (``s``, ``t``
@@ -34,12 +35,13 @@ The generator remembers at most ``cache_size`` surfaces (least recently used dro
 surface by plane and appearance (its colours must fall in the texture's colour bins), so a server that shares one
 generator between worlds does not lend one world's floor texture to another; another world's surfaces the view does
 not show can only hide (never add) continuation, and learn nothing from it. What is remembered lives on the
-instance: a world reloaded into a fresh server starts with none, and a surface continued before it was reloaded may
-then grow again from what was continued.
+instance: a world reloaded into a fresh server starts with none; what memory holds as a continuation is told apart by
+its confidence in the render, so it is not grown from as if seen.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -49,7 +51,7 @@ import numba
 import numpy as np
 
 from worldweave.bridge.frames import RenderResult
-from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
+from worldweave.bridge.generators.base import Condition, GenerationResult, Generator, kept_confidence
 from worldweave.bridge.generators.reproject import EMPTY_GREY, push_pull_fill_cpu
 from worldweave.proto.errors import InvalidInputError
 from worldweave.proto.geometry import Intrinsics, Pose
@@ -111,7 +113,9 @@ class ContinuationOptions:
     """Smallest |cos| between a pixel's ray and a plane's normal for the pixel to support the plane or be continued
     with it (memory seen at a grazing angle is smeared; a grazing hit is unstable)."""
     continued_confidence: float = 0.5
-    """Confidence of a continued pixel (kept pixels have 1, unknown ones 0)."""
+    """A continued pixel's confidence is this times memory's median confidence in the plane's shown pixels (kept
+    pixels have memory's, unknown ones 0). Memory holding a pixel at this confidence or less holds a continuation:
+    it is not grown from."""
     min_texel_m: float = 0.005
     max_texel_m: float = 0.04
     """Texel size bounds of a plane's texture, metres; within them it is the 30th percentile pixel footprint."""
@@ -688,29 +692,24 @@ def _cells(keys: np.ndarray) -> np.ndarray:
     return np.stack([keys >> 32, keys & 0xFFFFFFFF], axis=1) - CELL_KEY_OFFSET
 
 
-def _neighbourhood(keys: np.ndarray) -> np.ndarray:
-    """Sorted unique keys of the cells of ``keys`` and their 8 neighbours."""
-    keys = np.unique(keys)
-    around = [keys + (da << 32) + db for da in (-1, 0, 1) for db in (-1, 0, 1)]
-    return np.unique(np.concatenate(around))
-
-
 @dataclass
 class _Surface:
     """What the generator remembers of one plane across views: its frame, its texture (built once, from the first
     view that shows enough of it), and, as sorted int64 keys (``_cell_keys``) of its ``support_cell_m`` grid, the
-    cells memory has shown of it (``seen``), those it continued itself and memory never showed (``generated``), and
-    those where a view showed something else (``blocked``: it saw through the plane there, or something in front).
+    cells memory has shown of it (``seen``: kept pixels memory is surer of than of a continuation, render confidence
+    above ``continued_confidence``) and those where a view showed something else (``blocked``: it saw through the
+    plane there, or something in front).
 
     A plane grows only from its seen cells, never through blocked ones: what it continued comes back in later memory
-    renders, and growing from that would let a wall creep past a corner frame after frame; a ceiling seen once in
-    front of a wall's plane keeps the wall from growing above it in a view that does not show the ceiling.
+    renders at the confidence it was continued with, and growing from that would let a wall creep past a corner
+    frame after frame (memory's render carries the confidence, so this holds for a fresh generator instance too, e.g.
+    a reloaded world); a ceiling seen once in front of a wall's plane keeps the wall from growing above it in a view
+    that does not show the ceiling.
     """
 
     frame: PlaneFrame
     texture: PlaneTexture | None
     seen: np.ndarray
-    generated: np.ndarray
     blocked: np.ndarray
 
 
@@ -753,13 +752,16 @@ class _ViewPlane:
     to_plane: np.ndarray
     plane_origin: np.ndarray
     """Surface coordinates of a camera-frame point ``x``: ``x @ to_plane + plane_origin`` ((3, 2) and (2,), metres)."""
+    memory_confidence: float = 0.0
+    """Median render confidence of the plane's shown pixels in this view (0 for a plane the view does not show): a
+    continued pixel gets ``continued_confidence`` times it, so a continuation is never surer than its base."""
 
 
 class ContinuationGenerator(Generator):
     """Continues the planes memory holds into the holes, with each plane's own texture; returns depth and
-    confidence (1 kept, ``continued_confidence`` continued, 0 unknown). Keyword options: ``ContinuationOptions``.
+    confidence (memory's where kept, ``continued_confidence`` continued, 0 unknown). Keyword options: ``ContinuationOptions``.
 
-    The instance remembers each surface it continued (``_Surface``: texture and seen / generated cells), so a world's
+    The instance remembers each surface it continued (``_Surface``: texture, shown and blocked cells), so a world's
     views agree; a server's worlds sharing one instance tell surfaces apart by plane and appearance.
     """
 
@@ -798,9 +800,9 @@ class ContinuationGenerator(Generator):
         shape = render.mask.shape
         rays_cam = self._pixel_rays(intrinsics)
 
-        # 1. Kept pixels: memory's colour and depth, confidence 1.
+        # 1. Kept pixels: memory's colour, depth and confidence.
         kept = (render.mask & (render.depth > 0)).reshape(-1)
-        confidence = kept.astype(np.float32)
+        confidence = kept_confidence(render).reshape(-1)
         holes = np.flatnonzero(~kept)
         if len(holes) == 0:
             return render.rgb.copy(), render.depth.copy(), confidence.reshape(shape), 0
@@ -824,7 +826,7 @@ class ContinuationGenerator(Generator):
         near_one = (residuals < EDGE_TOLERANCE_FACTOR * options.inlier_tolerance_m).sum(axis=1) <= 1
         planes = []
         for normal, offset, inliers, spread in fitted:
-            plane = self._view_plane(normal, offset, inliers & near_one, sampled, points_cam, pose, rgb,
+            plane = self._view_plane(normal, offset, inliers & near_one, sampled, points_cam, pose, rgb, confidence,
                                      continues=bool(inliers.sum() >= least and spread >= MIN_PLANE_SPREAD_M))
             if plane is not None and all(plane.surface is not other.surface for other in planes):
                 planes.append(plane)
@@ -870,9 +872,7 @@ class ContinuationGenerator(Generator):
             else:
                 rgb[pixels] = surface.texture.sample(hits)
             depth[pixels] = hole_depth[chosen]
-            confidence[pixels] = options.continued_confidence
-            continued_cells = _neighbourhood(_cell_keys(hits, options.support_cell_m))
-            surface.generated = _merged(surface.generated, continued_cells[~_contains(surface.seen, continued_cells)])
+            confidence[pixels] = options.continued_confidence * plane.memory_confidence
 
         # 6. Unknown pixels: where a large textured surface stands (not near enough to continue it) it is drawn, the
         # rest is the push-pull fill of the known colours: a picture only (depth 0, confidence 0: never fused).
@@ -909,12 +909,15 @@ class ContinuationGenerator(Generator):
         return rgb.reshape(*shape, 3), depth.reshape(shape).astype(np.float32), confidence.reshape(shape)
 
     def _view_plane(self, normal_cam: np.ndarray, offset_cam_m: float, inliers: np.ndarray, sampled: np.ndarray,
-                    points_cam: np.ndarray, pose: Pose, rgb: np.ndarray, *, continues: bool) -> _ViewPlane | None:
+                    points_cam: np.ndarray, pose: Pose, rgb: np.ndarray, memory_confidence: np.ndarray, *,
+                    continues: bool) -> _ViewPlane | None:
         """A camera-frame plane fit (``inliers``: bool mask over the ``sampled`` kept pixels, whose camera-frame
-        points are ``points_cam``; ``rgb`` the (H W, 3) colours) as a surface of this view, continued into its holes
-        (``continues``) or only hiding what lies behind it (a fit too small to continue from); None when it
-        lies next to a remembered surface but off its plane (memory seen badly, e.g. smeared), or memory has never
-        shown any of it at a usable angle (only this generator's continuation)."""
+        points are ``points_cam``; ``rgb`` the (H W, 3) colours, ``memory_confidence`` the (H W,) render confidence)
+        as a surface of this view, continued into its holes (``continues``) or only hiding what lies behind it (a fit
+        too small to continue from); None when it lies next to a remembered surface but off its plane (memory seen
+        badly, e.g. smeared), or memory has never shown any of it at a usable angle (only this generator's
+        continuation). Only inliers memory is surer of than a continuation (confidence above
+        ``continued_confidence``) count as shown: what was continued and fused is not grown from."""
         options = self.options
         # The remembered surface the fit sees stands in for the fit, so a view that sees it badly (smeared at a
         # grazing angle) does not move it; a fit no remembered surface explains is a new surface.
@@ -935,9 +938,14 @@ class ContinuationGenerator(Generator):
         ray_cos = np.abs(points_cam @ normal_cam) / np.linalg.norm(points_cam, axis=1)
         inliers = inliers & (ray_cos >= options.min_incidence_cos)
         camera_st = frame.coordinates(pose.position[None])[0]
+        inlier_confidence = memory_confidence[sampled[inliers]]
+        shown = inlier_confidence > options.continued_confidence  # not a continuation memory holds
         keys = _cell_keys(points_cam[inliers] @ to_plane + camera_st, options.support_cell_m)
-        surface.seen = _merged(surface.seen, keys[~_contains(surface.generated, keys)])
-        return self._stand(surface, pose, points_cam, continues=continues)
+        surface.seen = _merged(surface.seen, keys[shown])
+        view = self._stand(surface, pose, points_cam, continues=continues)
+        if view is None or not shown.any():
+            return view
+        return dataclasses.replace(view, memory_confidence=float(np.median(inlier_confidence[shown])))
 
     def _stand(self, surface: _Surface, pose: Pose, points_cam: np.ndarray, *, continues: bool,
                records: bool = True) -> _ViewPlane | None:
@@ -1015,7 +1023,7 @@ class ContinuationGenerator(Generator):
     def _remember(self, frame: PlaneFrame) -> _Surface:
         """A new remembered surface on ``frame`` (the least recently used dropped beyond ``cache_size``)."""
         empty = np.zeros(0, np.int64)
-        surface = _Surface(frame, None, empty, empty, empty)
+        surface = _Surface(frame, None, empty, empty)
         self._surfaces[self._next_surface_id] = surface
         self._next_surface_id += 1
         while len(self._surfaces) > self.options.cache_size:

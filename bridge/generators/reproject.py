@@ -5,8 +5,8 @@ pixels are averaged down an image pyramid until every cell has a value, then the
 up into the holes only. Covered pixels are returned unchanged, so what memory holds comes back exactly. A view
 memory does not cover at all comes back mid-grey with depth 0 (unknown, so nothing is fused).
 
-Confidence: 1 on the covered pixels (kept from memory), 0 on the filled holes: a push-pull blur of the surrounding
-depth is a guess, not a surface, so the world shows it but never fuses it.
+Confidence: memory's own on the covered pixels (kept from memory: the render's confidence channel), 0 on the filled
+holes: a push-pull blur of the surrounding depth is a guess, not a surface, so the world shows it but never fuses it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
+from worldweave.bridge.generators.base import Condition, GenerationResult, Generator, kept_confidence
 
 EMPTY_GREY = 128
 
@@ -124,7 +124,7 @@ class ReprojectGenerator(Generator):
         frames, depths, confidences = [], [], []
         for render in condition.renders:
             known = render.mask & (render.depth > 0)
-            confidences.append(known.astype(np.float32))
+            confidences.append(kept_confidence(render))
             if not known.any():
                 frames.append(np.full((*render.mask.shape, 3), EMPTY_GREY, np.uint8))
                 depths.append(np.zeros(render.mask.shape, np.float32))

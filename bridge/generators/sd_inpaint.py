@@ -12,7 +12,8 @@ temporal model and no chunk rule. For each view:
 * One CPU ``torch.Generator`` per view, seeded with ``seed + view index``, so a view's result does not depend on
   how views are batched.
 
-Confidence (``GenerationResult.confidences``): 1 on covered pixels (kept from memory), 0 on the inpainted holes.
+Confidence (``GenerationResult.confidences``): memory's confidence on covered pixels (kept from memory: the
+render's ``confidence`` channel, ``base.kept_confidence``), 0 on the inpainted holes.
 This backend returns no depth, so the world fuses the depth estimator's depth aligned to memory and multiplies these
 confidences by ``depth.depth_agreement``: how well that depth agrees with memory's (1 at the same depth, falling
 linearly to 0 at a relative difference of ``depth.AGREEMENT_TOLERANCE_REL``) where both exist. A generated pixel
@@ -35,7 +36,7 @@ import PIL.Image
 import torch
 from diffusers import AutoPipelineForInpainting, DiffusionPipeline
 
-from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
+from worldweave.bridge.generators.base import Condition, GenerationResult, Generator, kept_confidence
 from worldweave.bridge.generators.hf_common import (
     float_to_uint8,
     load_pretrained,
@@ -156,7 +157,7 @@ class SdInpaintGenerator(Generator):
                 frames[i][holes] = generated[holes]
         return GenerationResult(
             frames=tuple(frames),
-            confidences=tuple((render.mask & (render.depth > 0)).astype(np.float32) for render in condition.renders),
+            confidences=tuple(kept_confidence(render) for render in condition.renders),
             info={
                 "model": self.model,
                 "inpainted_frames": len(todo),

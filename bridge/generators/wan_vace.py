@@ -15,7 +15,8 @@ How a ``Condition`` maps onto the pipeline (checked against diffusers 0.42.1's `
 * ``prompt``, ``negative_prompt``, ``conditioning_scale``, ``guidance_scale``, ``num_inference_steps``; a CPU
   ``torch.Generator`` seeded with the condition's seed; ``output_type="np"``; batch 1.
 
-Confidence (``GenerationResult.confidences``): 1 on pixels memory covered, 0 on holes. With ``covered="keep"`` the
+Confidence (``GenerationResult.confidences``): memory's confidence on pixels memory covered (the render's
+``confidence`` channel, ``base.kept_confidence``), 0 on holes. With ``covered="keep"`` the
 covered pixels are kept; with ``covered="guide"`` they are generated under the render's guidance. Either way this
 backend returns no depth, so the world fuses the depth estimator's depth aligned to memory and multiplies these
 confidences by ``depth.depth_agreement``: how well that depth agrees with memory's (1 at the same depth, falling
@@ -39,7 +40,7 @@ import torch
 from diffusers import WanVACEPipeline
 
 from worldweave.bridge.frames import check_rgb
-from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
+from worldweave.bridge.generators.base import Condition, GenerationResult, Generator, kept_confidence
 from worldweave.bridge.generators.hf_common import (
     float_to_uint8,
     load_pretrained,
@@ -237,7 +238,7 @@ class WanVaceGenerator(Generator):
         video = float_to_uint8(output.frames[0][inputs.leading_frames : inputs.leading_frames + len(condition), :height, :width])
         return GenerationResult(
             frames=tuple(np.ascontiguousarray(frame) for frame in video),
-            confidences=tuple((render.mask & (render.depth > 0)).astype(np.float32) for render in condition.renders),
+            confidences=tuple(kept_confidence(render) for render in condition.renders),
             info={
                 "model": self.model,
                 "num_frames": inputs.num_frames,

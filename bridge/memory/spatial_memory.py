@@ -40,7 +40,13 @@ from worldweave.bridge.memory.retrieval import (
     frustum_candidates,
     retrieve,
 )
-from worldweave.bridge.memory.voxel_map import IntegrateStats, Source, VoxelMap
+from worldweave.bridge.memory.voxel_map import (
+    DEFAULT_CONFIDENCE_LEVELS,
+    IntegrateStats,
+    Source,
+    VoxelMap,
+    check_confidence_levels,
+)
 from worldweave.bridge.memory.weave import WeaveOptions, weave
 from worldweave.bridge.regions import Region
 from worldweave.bridge.render import render_points
@@ -78,8 +84,17 @@ class MemoryConfig:
     """Footprint multiplier when the voxel map is rendered (``global`` mode); each voxel splats its edge length."""
     seed: int = 0
     """Seed of the ``random`` retrieval mode's generator."""
+    confidence_levels: tuple[float, ...] = DEFAULT_CONFIDENCE_LEVELS
+    """The minimum confidences the world's spatial queries and point-cloud stream accept (1 to 4 levels in [0, 1],
+    kept sorted); below a query's level a voxel is unknown. The queries keep one surface copy per level used."""
+    default_min_confidence: float | None = None
+    """The level of a query that names none; one of ``confidence_levels`` (``None``: 0.5 when declared, else the
+    highest; filled in at construction)."""
 
     def __post_init__(self) -> None:
+        self.confidence_levels, self.default_min_confidence = check_confidence_levels(
+            self.confidence_levels, self.default_min_confidence
+        )
         if self.retrieval not in RETRIEVAL_MODES:
             raise InvalidInputError(f"retrieval must be one of {RETRIEVAL_MODES}, got {self.retrieval!r}")
         if not (isinstance(self.k, int) and self.k >= 1):
@@ -177,15 +192,15 @@ class SpatialMemory:
         source: Source = Source.GENERATED,
         exclude_mask: np.ndarray | None = None,
         exclude_regions: Sequence[Region] = (),
-        confidence: float = 1.0,
+        anchor_weight: float = 1.0,
     ) -> MemoryUpdate:
         """Fuse ``frame`` into the voxel map and, if it is a keyframe, add it as an anchor.
 
         Both take the per-pixel ``frame.confidence`` from the frame: confidence-0 pixels (guesses) enter neither,
         the others weigh their confidence in the voxel map and give it to the anchor's points; only the pixels that
         enter count towards the keyframe decision. ``exclude_mask`` (bool (H, W), True on dynamic pixels) and
-        ``exclude_regions`` (world regions, e.g. dynamic boxes) keep content out of both. ``confidence`` in (0, 1]
-        (one number, not the per-pixel one) weighs a new anchor in the weaver.
+        ``exclude_regions`` (world regions, e.g. dynamic boxes) keep content out of both. ``anchor_weight`` in (0, 1]
+        weighs a new anchor as a whole in the weaver (``Anchor.confidence``; not the per-pixel confidence).
         """
         stats = self.voxel_map.integrate(
             frame, frame_id=frame_id, source=source, exclude_mask=exclude_mask, exclude_regions=exclude_regions,
@@ -198,7 +213,7 @@ class SpatialMemory:
         anchor_id = None
         if add:
             anchor = self.anchors.add_frame(
-                frame, frame_id=frame_id, options=self.config.anchors, confidence=confidence, source=source,
+                frame, frame_id=frame_id, options=self.config.anchors, confidence=anchor_weight, source=source,
                 exclude_mask=exclude_mask, exclude_regions=exclude_regions,
             )
             anchor_id = anchor.id
@@ -226,24 +241,28 @@ class SpatialMemory:
 
     def render_global(self, pose: Pose, intrinsics: Intrinsics) -> RenderResult:
         """Every voxel of the map at camera-to-world ``pose``, splatted (``config.weave.splat``) with its edge length
-        (times ``config.global_footprint_scale``) as footprint, so a close surface has no holes."""
+        (times ``config.global_footprint_scale``) as footprint, so a close surface has no holes; each covered pixel
+        carries its voxel's confidence."""
         points, colors = self.voxel_map.points_tensor()
         return render_points(
             points, colors, pose, intrinsics, splat=self.config.weave.splat,
             point_size_m=self.voxel_map.voxel_size_m * self.config.global_footprint_scale,
-            footprint_falloff=self.config.weave.footprint_falloff,
+            footprint_falloff=self.config.weave.footprint_falloff, confidence=self.voxel_map.confidence_tensor(),
         )
 
-    def render_anchors(self, anchors: Sequence[Anchor], pose: Pose, intrinsics: Intrinsics) -> RenderResult:
-        """Render each anchor at ``pose`` and weave the renders into one view."""
-        options = self.config.weave
+    def render_anchors(self, anchors: Sequence[Anchor], pose: Pose, intrinsics: Intrinsics,
+                       weave_options: WeaveOptions | None = None) -> RenderResult:
+        """Render each anchor at ``pose`` and weave the renders into one view (``weave_options``: default the
+        config's)."""
+        options = self.config.weave if weave_options is None else weave_options
         renders = [
             a.render(pose, intrinsics, splat=options.splat, footprint_scale=options.footprint_scale,
                      footprint_falloff=options.footprint_falloff, device=self.device)
             for a in anchors
         ]
         positions = np.array([a.pose.position for a in anchors]).reshape(-1, 3)
-        return weave(renders, positions, [a.confidence for a in anchors], pose, intrinsics, options)
+        return weave(renders, positions, [a.confidence for a in anchors], pose, intrinsics, options,
+                     frame_ids=[a.frame_id for a in anchors])
 
     # ------------------------------------------------------------------------------------------------- edits
 
