@@ -19,5 +19,8 @@ for top in TOP_LEVEL:
 setup(
     packages=packages,
     package_dir=package_dir,
-    package_data={"worldweave.proto": ["worldweave/v1/*.proto", "worldweave/v1/*.pyi"]},
+    package_data={
+        "worldweave.proto": ["worldweave/v1/*.proto", "worldweave/v1/*.pyi"],
+        "worldweave.bridge.memory": ["weights/*.safetensors"],  # the learned weaver's shipped weights
+    },
 )

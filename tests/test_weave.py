@@ -7,7 +7,7 @@ import pytest
 
 from worldweave.bridge.frames import RenderResult
 from worldweave.bridge.memory.weave import WeaveOptions, weave
-from worldweave.proto.errors import InvalidInputError
+from worldweave.proto.errors import InvalidInputError, NotFoundError
 from worldweave.proto.geometry import Intrinsics, Pose
 
 INTRINSICS = Intrinsics(40.0, 40.0, 15.5, 11.5, 32, 24)
@@ -83,3 +83,15 @@ def test_nothing_to_weave_gives_an_empty_render_and_bad_inputs_raise() -> None:
         weave([small], np.zeros((1, 3)), [1.0], TARGET, INTRINSICS)
     with pytest.raises(InvalidInputError, match="blend"):
         WeaveOptions(blend="median")
+
+
+def test_weaver_mode_options_are_checked() -> None:
+    with pytest.raises(InvalidInputError, match="weave mode"):
+        WeaveOptions(mode="neural")
+    with pytest.raises(InvalidInputError, match="learned_stride"):
+        WeaveOptions(mode="learned", learned_stride=0)
+    with pytest.raises(InvalidInputError, match="none_threshold"):
+        WeaveOptions(mode="learned", none_threshold=0.0)
+    a = _flat((100, 100, 100), 2.0)
+    with pytest.raises(NotFoundError, match="no weaver weights"):
+        weave([a, a], np.zeros((2, 3)), [1.0, 1.0], TARGET, INTRINSICS, WeaveOptions(mode="learned", weights="missing"))

@@ -15,7 +15,9 @@ anchors); each needs some valid depth. Then for every frame with id in ``[C, D]`
 against that real frame with the metrics of ``bridge/eval/metrics.py``: PSNR and SSIM over covered pixels with valid depth, coverage of
 valid-depth pixels, and the median absolute depth error (metres, pooled over the covered valid pixels of all
 evaluated frames), plus the wall time per view. One row per memory mode: the global voxel map at 1 and 2 cm (a
-world of that voxel size, seeded alike), and anchors with coverage / iou / recent / random retrieval at K = 1, 3, 7.
+world of that voxel size, seeded alike), and anchors with coverage / iou / recent / random retrieval at K = 1, 3, 7
+(``--modes``, ``--ks``), each woven by every weaver mode of ``--weave``: ``heuristic`` (rows ``anchors-MODE``) and
+``learned`` (rows ``anchors-MODE+learned``, the weaver network of ``--weights``), scored on the same memory in one run.
 The evaluated frames' RGB and depth are used only to score; the fuse and eval ranges must not
 overlap.
 """
@@ -38,6 +40,7 @@ from worldweave.bridge.cli_values import key_value
 from worldweave.bridge.eval.metrics import coverage, mean_psnr, psnr, ssim
 from worldweave.bridge.frames import RenderResult, RGBDFrame
 from worldweave.bridge.memory.spatial_memory import MemoryConfig
+from worldweave.bridge.memory.weave import WeaveMode
 from worldweave.bridge.world import Seed, World, WorldConfig
 from worldweave.proto.errors import InvalidInputError, NotFoundError
 from worldweave.proto.geometry import Intrinsics, Pose
@@ -45,6 +48,7 @@ from worldweave.proto.geometry import Intrinsics, Pose
 GLOBAL_VOXEL_SIZES_M = (0.01, 0.02)
 ANCHOR_MODES = ("coverage", "iou", "recent", "random")
 ANCHOR_KS = (1, 3, 7)
+WEAVE_MODES = ("heuristic", "learned")
 ROW_FIELDS = ("memory", "k", "psnr", "ssim", "coverage", "depth_err_m", "ms_per_view")
 
 
@@ -63,6 +67,8 @@ class RGBDDataset:
         """Index ``root``; raises ``NotFoundError`` for a missing folder or file, ``InvalidInputError`` for bad
         intrinsics."""
         root = Path(root)
+        if not root.is_dir():
+            raise NotFoundError(f"no dataset folder {root} (expected the 7-Scenes-like layout: see --help)")
         meta_path = root / "intrinsics.json"
         if not meta_path.is_file():
             raise NotFoundError(f"no intrinsics.json in {root} (expected the 7-Scenes-like layout)")
@@ -174,6 +180,7 @@ def evaluate(
     modes: tuple[str, ...] = ANCHOR_MODES,
     ks: tuple[int, ...] = ANCHOR_KS,
     global_voxel_sizes_m: tuple[float, ...] = GLOBAL_VOXEL_SIZES_M,
+    weave_modes: tuple[WeaveMode, ...] = ("heuristic",),
     progress: bool = True,
 ) -> tuple[list[dict], dict]:
     """Fuse ``fuse_ids``, score every memory mode on ``eval_ids``; returns (rows, summary).
@@ -181,7 +188,8 @@ def evaluate(
     Rows have the fields of ``ROW_FIELDS``; the summary counts anchors and voxels and times the fusion (loading the
     frames and seeding the worlds). ``chunk`` consecutive eval poses are retrieved together, as the world loop does
     for a chunk. Every render comes from ``World.condition``: anchor rows from the world of ``config``, each global
-    row from the world of its voxel size (that one, or another seeded with the same frames).
+    row from the world of its voxel size (that one, or another seeded with the same frames). Anchor rows repeat for
+    each of ``weave_modes`` (``config.weave`` with that mode; ``learned`` rows are named ``anchors-MODE+learned``).
     """
     overlap = sorted(set(fuse_ids) & set(eval_ids))
     if overlap:
@@ -191,7 +199,7 @@ def evaluate(
     if chunk < 1:
         raise InvalidInputError(f"chunk must be >= 1, got {chunk}")
     config = config or MemoryConfig()
-    rows_total = len(global_voxel_sizes_m) + len(modes) * len(ks)
+    rows_total = len(global_voxel_sizes_m) + len(modes) * len(ks) * len(weave_modes)
     bar = tqdm(total=len(fuse_ids) + rows_total * len(eval_ids), unit="view", disable=not progress,
                desc="loading")
     started = time.perf_counter()
@@ -224,19 +232,20 @@ def evaluate(
             scores.add(render, targets[frame_id])
             bar.update(1)
         rows.append(scores.row(name, 0))
-    for mode in modes:
-        for k in ks:
-            bar.set_description(f"anchors-{mode} k={k}")
-            scores = _Scores([], [], [], [])
-            for ids in _chunks(eval_ids, chunk):
-                t0 = time.perf_counter()
-                result = world.condition([targets[i].pose for i in ids], intrinsics, mode=mode, k=k)
-                scores.seconds += time.perf_counter() - t0
-                scores.views += len(ids)
-                for frame_id, render in zip(ids, result.renders):
-                    scores.add(render, targets[frame_id])
-                bar.update(len(ids))
-            rows.append(scores.row(f"anchors-{mode}", k))
+    for mode, k, weave_mode in ((m, k, w) for m in modes for w in weave_modes for k in ks):
+        name = f"anchors-{mode}" + ("" if weave_mode == "heuristic" else f"+{weave_mode}")
+        weave = replace(config.weave, mode=weave_mode)
+        bar.set_description(f"{name} k={k}")
+        scores = _Scores([], [], [], [])
+        for ids in _chunks(eval_ids, chunk):
+            t0 = time.perf_counter()
+            result = world.condition([targets[i].pose for i in ids], intrinsics, mode=mode, k=k, weave=weave)
+            scores.seconds += time.perf_counter() - t0
+            scores.views += len(ids)
+            for frame_id, render in zip(ids, result.renders):
+                scores.add(render, targets[frame_id])
+            bar.update(len(ids))
+        rows.append(scores.row(name, k))
     bar.close()
     summary = {
         "dataset": str(dataset.root),
@@ -253,11 +262,11 @@ def evaluate(
 
 def format_table(rows: list[dict]) -> str:
     """The rows as a fixed-width text table."""
-    header = f"{'memory':<18} {'k':>2} {'PSNR dB':>8} {'SSIM':>6} {'coverage':>8} {'depth err m':>11} {'ms/view':>8}"
+    header = f"{'memory':<26} {'k':>2} {'PSNR dB':>8} {'SSIM':>6} {'coverage':>8} {'depth err m':>11} {'ms/view':>8}"
     lines = [header, "-" * len(header)]
     for r in rows:
         lines.append(
-            f"{r['memory']:<18} {r['k']:>2} {r['psnr']:>8.2f} {r['ssim']:>6.3f} {r['coverage']:>8.3f} "
+            f"{r['memory']:<26} {r['k']:>2} {r['psnr']:>8.2f} {r['ssim']:>6.3f} {r['coverage']:>8.3f} "
             f"{r['depth_err_m']:>11.4f} {r['ms_per_view']:>8.1f}"
         )
     return "\n".join(lines)
@@ -274,19 +283,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a memory setting, e.g. --set keyframes.min_coverage=0.8 (repeatable)")
     parser.add_argument("--modes", default=",".join(ANCHOR_MODES),
                         help=f"anchor retrieval modes to score, comma-separated (default: {','.join(ANCHOR_MODES)})")
+    parser.add_argument("--ks", default=",".join(str(k) for k in ANCHOR_KS),
+                        help="anchor counts K to score, comma-separated (default: 1,3,7)")
+    parser.add_argument("--weave", default="heuristic",
+                        help="weaver modes to score on the same memory, comma-separated from heuristic,learned "
+                             "(default: heuristic)")
+    parser.add_argument("--weights", default=None, metavar="NAME|FILE",
+                        help="learned weaver weights: a shipped name or a .safetensors file from 'worldweave train "
+                             "weaver' (default: the memory config's, 'default')")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     dataset = RGBDDataset.open(args.dataset)
-    config = MemoryConfig().with_overrides(dict(args.set))
+    overrides = dict(args.set)
+    if args.weights is not None:
+        overrides["weave.weights"] = args.weights
+    config = MemoryConfig().with_overrides(overrides)
     modes = tuple(m for m in args.modes.split(",") if m)
     unknown = set(modes) - set(ANCHOR_MODES)
     if unknown:
         raise InvalidInputError(f"unknown --modes {sorted(unknown)}; choose from {ANCHOR_MODES}")
+    weave_modes = tuple(m for m in args.weave.split(",") if m)
+    if not weave_modes or set(weave_modes) - set(WEAVE_MODES):
+        raise InvalidInputError(f"--weave {args.weave!r}: choose from {WEAVE_MODES}, comma-separated")
+    try:
+        ks = tuple(int(k) for k in args.ks.split(",") if k)
+    except ValueError:
+        raise InvalidInputError(f"--ks must be comma-separated integers, got {args.ks!r}") from None
+    if not ks or min(ks) < 1:
+        raise InvalidInputError(f"--ks must list positive integers, got {args.ks!r}")
     rows, summary = evaluate(
         dataset, dataset.select(*args.fuse), dataset.select(*args.eval), config=config, chunk=args.chunk,
-        modes=modes, progress=not args.no_progress,
+        modes=modes, ks=ks, weave_modes=weave_modes, progress=not args.no_progress,
     )
     print(f"{summary['fused_frames']} frames fused -> {summary['anchors']} anchors, voxels {summary['voxels']}, "
           f"{summary['fuse_seconds']} s; {summary['eval_frames']} frames scored (chunk {summary['chunk']})")

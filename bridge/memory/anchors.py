@@ -19,6 +19,7 @@ for retrieval. ``KeyframePolicy`` decides when a frame becomes a new anchor.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -337,14 +338,14 @@ class Anchor:
         backend: RenderBackend | None = None,
     ) -> RenderResult:
         """This anchor's points seen from camera-to-world ``pose``; ``splat`` is ``"footprint"`` or ``"soft"`` (both
-        without see-through holes, see ``bridge.render``).
+        without see-through holes, see ``bridge.render``). The render's confidence is its points' ``point_confidence``.
 
         ``device``: where the splatting runs (numba on CPU by default, torch elsewhere)."""
         points = torch.from_numpy(self.points_cam).to(device)
         return render_points(
             points, self.colors, self.pose_in_anchor(pose), intrinsics, splat=splat,
             point_size_m=self.point_size_m, footprint_scale=footprint_scale, footprint_falloff=footprint_falloff,
-            backend=backend,
+            backend=backend, confidence=self.point_confidence,
         )
 
     def _pixels_in(self, region: Region) -> np.ndarray:
@@ -464,6 +465,23 @@ class AnchorStore:
         self._next_id = anchor.id + 1
         self._index = None
 
+    def fork(self) -> AnchorStore:
+        """A store with the same anchors, sharing them (no array is copied): an edit of either store copies an anchor
+        before changing it (``_writable``), so neither sees the other's edits or additions."""
+        store = AnchorStore()
+        store._anchors = dict(self._anchors)
+        store._next_id = self._next_id
+        store._index = self._index
+        return store
+
+    def _writable(self, anchor: Anchor) -> Anchor:
+        """A shallow copy of ``anchor`` that replaces it in this store, for an edit to change: edits replace an
+        anchor's arrays rather than writing into them, so the copy shares nothing that it will change, and a fork
+        (``fork``) that holds the original never sees the edit."""
+        own = copy.copy(anchor)
+        self._anchors[anchor.id] = own
+        return own
+
     def index(self) -> AnchorIndex:
         """The stacked retrieval view, rebuilt lazily after adds and edits."""
         if self._index is None:
@@ -492,6 +510,7 @@ class AnchorStore:
             pixels = anchor._pixels_in(region)
             if not inside.any() and not pixels.any():
                 continue
+            anchor = self._writable(anchor)
             removed += int(inside.sum())
             anchor.points_cam, anchor.colors = anchor.points_cam[~inside], anchor.colors[~inside]
             anchor.point_size_m = anchor.point_size_m[~inside]
@@ -515,6 +534,8 @@ class AnchorStore:
             inside = region.contains(anchor.points_world())
             pixels = anchor._pixels_in(region)
             changed += int(inside.sum())
+            if inside.any() or pixels.any():
+                anchor = self._writable(anchor)
             if inside.any():
                 anchor.colors = anchor.colors.copy()
                 anchor.colors[inside] = color.astype(np.uint8)
@@ -541,6 +562,7 @@ class AnchorStore:
             if not seen.any():
                 continue
             reached += 1
+            anchor = self._writable(anchor)
             anchor.points_cam = np.concatenate([anchor.points_cam, cam[seen]])
             anchor.colors = np.concatenate([anchor.colors, colors[seen]])
             anchor.point_size_m = np.concatenate(

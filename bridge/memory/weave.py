@@ -15,8 +15,16 @@ For each pixel of the target view:
 3. **Blend**: ``"weighted"`` averages the agreeing anchors' colour and depth with those weights; ``"best"`` takes
    the single highest-weight anchor.
 
+Two modes (``WeaveOptions.mode``) choose the weights of step 2: ``"heuristic"`` (above) and ``"learned"``
+(``bridge/memory/weaver_net.py``, AnchorWeave's controller): a small network trained with ``worldweave train weaver``
+corrects the heuristic's log weights per pixel and anchor, may leave a pixel a hole ("none": nothing there should be
+trusted), and scales each anchor's colour by a gain estimated from the anchors' overlaps with one another
+(``bridge/memory/weave_gains.py``). It runs only where two or more anchors render a pixel; a pixel one anchor alone
+renders takes that anchor's colour (times its gain) and depth.
+
 Everything here is computed from the anchors and the target *pose*; no target image or depth enters (the
-target is only ever scored). Output: woven RGB, depth (metres) and the covered mask (any anchor rendered the pixel).
+target is only ever scored). Output: woven RGB, depth (metres), the covered mask (any anchor rendered the pixel)
+and the confidence channel, blended like depth from the agreeing anchors' rendered point confidences.
 """
 
 from __future__ import annotations
@@ -28,10 +36,13 @@ from typing import Literal
 import numpy as np
 
 from worldweave.bridge.frames import RenderResult
+from worldweave.bridge.memory.weave_stack import AnchorFacts, WeaveStack, check_renders, stack_renders
+from worldweave.bridge.memory.weaver_net import learned_weights, load_weaver
 from worldweave.proto.errors import InvalidInputError
 from worldweave.proto.geometry import Intrinsics, Pose
 
 BlendMode = Literal["weighted", "best"]
+WeaveMode = Literal["heuristic", "learned"]
 _WEIGHT_FLOOR = 1e-6
 """Smallest weight of an agreeing anchor, so extreme angles or distances never divide by zero."""
 
@@ -59,6 +70,17 @@ class WeaveOptions:
     """Multiplier of each anchor point's footprint when it is splatted (see ``bridge.render``)."""
     footprint_falloff: float = 0.02
     """Relative depth penalty at a footprint's edge (see ``bridge.render``)."""
+    mode: WeaveMode = "heuristic"
+    """``"heuristic"``: the weights above; ``"learned"``: the weaver network of ``weights``."""
+    weights: str = "default"
+    """Learned mode: weights shipped in the package by name (``"default"``), or the path of a ``.safetensors`` file
+    written by ``worldweave train weaver``."""
+    learned_stride: int = 1
+    """Learned mode: run the network on every competing pixel (1), or on every ``s``-th row and column and carry its
+    weights to the pixels between, per anchor only where that anchor shows the same surface as at the sample
+    (edge-aware), about ``s * s`` times cheaper."""
+    none_threshold: float = 0.5
+    """Learned mode: a pixel is left a hole when the "none" slot's weight exceeds this (1: never)."""
 
     def __post_init__(self) -> None:
         if not (self.depth_tolerance_rel >= 0 and self.depth_tolerance_m >= 0):
@@ -78,6 +100,58 @@ class WeaveOptions:
             raise InvalidInputError(f"blend must be 'weighted' or 'best', got {self.blend!r}")
         if self.footprint_falloff < 0:
             raise InvalidInputError(f"footprint_falloff must be >= 0, got {self.footprint_falloff}")
+        if self.mode not in ("heuristic", "learned"):
+            raise InvalidInputError(f"weave mode must be 'heuristic' or 'learned', got {self.mode!r}")
+        if not (isinstance(self.learned_stride, int) and 1 <= self.learned_stride <= 8):
+            raise InvalidInputError(f"learned_stride must be an integer in 1..8, got {self.learned_stride!r}")
+        if not 0 < self.none_threshold <= 1:
+            raise InvalidInputError(f"none_threshold must be in (0, 1], got {self.none_threshold}")
+
+
+def heuristic_weights(stack: WeaveStack, confidences: np.ndarray, options: WeaveOptions) -> np.ndarray:
+    """(A, P) float32 heuristic weights (module docstring, step 2): 0 where an anchor does not agree with the front."""
+    weight = np.zeros(stack.depth.shape, dtype=np.float32)
+    for a in range(stack.count):
+        angle_deg = np.degrees(np.arccos(stack.cos[a]))
+        w_a = np.exp(-((angle_deg / options.angle_scale_deg) ** 2)) / (
+            1.0 + (stack.dist_anchor[a] / options.distance_scale_m) ** 2)
+        prior = confidences[a] * options.rank_decay**a
+        weight[a] = np.where(stack.agree[a], np.maximum(w_a * prior, _WEIGHT_FLOOR), 0.0)
+    return weight
+
+
+def blend(stack: WeaveStack, weights: np.ndarray, mode: BlendMode, gains: np.ndarray | None = None,
+          covered: np.ndarray | None = None) -> RenderResult:
+    """One view from the stack: per pixel the ``weights`` (A, P) mean (``"weighted"``) or the highest-weight anchor
+    (``"best"``) of the anchors' colour times their ``gains`` (A,) (``None``: 1) and of their depth. Pixels where
+    ``covered`` (P,) bool is False (``None``: all covered) are left holes. The confidence channel is blended like
+    depth from the anchors' rendered point confidences."""
+    h, w = stack.shape
+    rgb = stack.rgb if gains is None else stack.rgb * np.asarray(gains, np.float32)[:, None, None]
+    if mode == "best":
+        best = weights.argmax(axis=0)[None]
+        woven_rgb = np.take_along_axis(rgb, best[..., None], axis=0)[0]
+        woven_depth = np.take_along_axis(stack.depth, best, axis=0)[0]
+        woven_confidence = np.take_along_axis(stack.confidence, best, axis=0)[0]
+    else:
+        total = np.maximum(weights.sum(axis=0), 1e-30)
+        woven_rgb = np.einsum("ap,apc->pc", weights, rgb) / total[:, None]
+        woven_depth = (weights * stack.depth).sum(axis=0) / total
+        # float64, so one agreeing anchor's confidence comes back exactly (0.4 must not re-fuse as 0.40000004)
+        woven_confidence = (weights * stack.confidence.astype(np.float64)).sum(axis=0) / total
+    pixels = stack.pixels if covered is None else stack.pixels[covered]
+    if covered is not None:
+        woven_rgb, woven_depth, woven_confidence = woven_rgb[covered], woven_depth[covered], woven_confidence[covered]
+    out_rgb = np.zeros((h * w, 3), np.uint8)
+    out_rgb[pixels] = np.clip(np.round(woven_rgb), 0, 255).astype(np.uint8)
+    out_depth = np.zeros(h * w, np.float32)
+    out_depth[pixels] = woven_depth
+    out_confidence = np.zeros(h * w, np.float32)
+    out_confidence[pixels] = np.clip(woven_confidence, 0.0, 1.0)
+    mask = np.zeros(h * w, bool)
+    mask[pixels] = True
+    return RenderResult(out_rgb.reshape(h, w, 3), out_depth.reshape(h, w), mask.reshape(h, w),
+                        out_confidence.reshape(h, w))
 
 
 def weave(
@@ -87,12 +161,16 @@ def weave(
     pose: Pose,
     intrinsics: Intrinsics,
     options: WeaveOptions = WeaveOptions(),
+    *,
+    frame_ids: Sequence[int] | None = None,
 ) -> RenderResult:
     """Combine A renders of the view at camera-to-world ``pose`` into one ``RenderResult``.
 
     ``renders[a]`` is anchor ``a`` rendered at ``pose`` with ``intrinsics``, most relevant anchor first (its
     retrieval rank is ``a``); ``camera_positions`` (A, 3) are the anchors' camera centres (world metres);
-    ``confidences`` (A,) in (0, 1]. With no renders, the result is empty.
+    ``confidences`` (A,) in (0, 1]. The learned mode also reads ``frame_ids`` (A,), the frames the anchors were made
+    from (larger = newer; ``None``: unknown).
+    With no renders, the result is empty.
     """
     count = len(renders)
     positions = np.asarray(camera_positions, dtype=np.float64).reshape(-1, 3)
@@ -101,48 +179,15 @@ def weave(
             f"weave needs one camera position and confidence per render: {count} renders, {len(positions)} "
             f"positions, {len(confidences)} confidences"
         )
+    facts = AnchorFacts(positions, np.asarray(confidences, np.float32),
+                        None if frame_ids is None else np.asarray(frame_ids, np.int64))
+    check_renders(renders, facts, intrinsics)
     if count == 0:
         return RenderResult.empty(intrinsics)
-    for i, render in enumerate(renders):
-        if render.mask.shape != intrinsics.shape:
-            raise InvalidInputError(f"render {i} has shape {render.mask.shape}, intrinsics say {intrinsics.shape}")
-    h, w = intrinsics.shape
-    depth_all = np.stack([r.depth for r in renders]).reshape(count, -1)
-    mask_all = np.stack([r.mask for r in renders]).reshape(count, -1)
-    covered = mask_all.any(axis=0)
-    pixels = np.flatnonzero(covered)
-    depth, mask = depth_all[:, pixels], mask_all[:, pixels]
-    rgb = np.stack([r.rgb.reshape(-1, 3)[pixels] for r in renders]).astype(np.float32)
-    front = np.where(mask, depth, np.inf).min(axis=0)
-    agree = mask & (depth <= front * (1.0 + options.depth_tolerance_rel) + options.depth_tolerance_m)
-
-    u = (pixels % w).astype(np.float32)
-    v = (pixels // w).astype(np.float32)
-    rays_cam = np.stack([(u - intrinsics.cx) / intrinsics.fx, (v - intrinsics.cy) / intrinsics.fy, np.ones_like(u)],
-                        axis=-1) * front[:, None]
-    to_surface_target = rays_cam @ pose.rotation.T.astype(np.float32)
-    offsets = (pose.position - positions).astype(np.float32)
-    dist_target = np.maximum(np.linalg.norm(to_surface_target, axis=-1), 1e-9)
-    weight = np.zeros(depth.shape, dtype=np.float32)
-    for a in range(count):
-        to_surface_anchor = to_surface_target + offsets[a]
-        dist_anchor = np.maximum(np.linalg.norm(to_surface_anchor, axis=-1), 1e-9)
-        cos = (to_surface_anchor * to_surface_target).sum(axis=-1) / (dist_anchor * dist_target)
-        angle_deg = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
-        w_a = np.exp(-((angle_deg / options.angle_scale_deg) ** 2)) / (1.0 + (dist_anchor / options.distance_scale_m) ** 2)
-        prior = confidences[a] * options.rank_decay**a
-        weight[a] = np.where(agree[a], np.maximum(w_a * prior, _WEIGHT_FLOOR), 0.0)
-
-    if options.blend == "best":
-        best = weight.argmax(axis=0)[None]
-        woven_rgb = np.take_along_axis(rgb, best[..., None], axis=0)[0]
-        woven_depth = np.take_along_axis(depth, best, axis=0)[0]
-    else:
-        total = np.maximum(weight.sum(axis=0), 1e-30)
-        woven_rgb = np.einsum("ap,apc->pc", weight, rgb) / total[:, None]
-        woven_depth = (weight * depth).sum(axis=0) / total
-    out_rgb = np.zeros((h * w, 3), np.uint8)
-    out_rgb[pixels] = np.clip(np.round(woven_rgb), 0, 255).astype(np.uint8)
-    out_depth = np.zeros(h * w, np.float32)
-    out_depth[pixels] = woven_depth
-    return RenderResult(out_rgb.reshape(h, w, 3), out_depth.reshape(h, w), covered.reshape(h, w))
+    stack = stack_renders(renders, positions, pose, intrinsics, options.depth_tolerance_rel, options.depth_tolerance_m)
+    prior = heuristic_weights(stack, facts.confidences, options)
+    if options.mode == "heuristic":
+        return blend(stack, prior, options.blend)
+    learned = learned_weights(stack, facts, prior, load_weaver(options.weights), stride=options.learned_stride,
+                              none_threshold=options.none_threshold)
+    return blend(stack, learned.weights, options.blend, learned.gains, learned.covered)

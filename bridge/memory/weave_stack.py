@@ -1,0 +1,140 @@
+"""A anchors' renders of one target view, stacked on the pixels any of them covers: what every weaver mode reads.
+
+``stack_renders`` gathers, for the P covered pixels of a view, each anchor's colour, depth and coverage, runs the
+depth test (the nearest depth any anchor rendered is the front surface; anchors within ``tolerance_rel * z +
+tolerance_m`` of it agree there) and the viewing geometry of each anchor at each pixel's front surface point: the
+cosine between the ray from the anchor's camera and the ray from the target camera, and the distances from both
+cameras to that point. Only the target *pose* enters; no target image or depth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from worldweave.bridge.frames import RenderResult
+from worldweave.proto.errors import InvalidInputError
+from worldweave.proto.geometry import Intrinsics, Pose
+
+
+@dataclass(frozen=True)
+class AnchorFacts:
+    """What the weaver knows about each of A retrieved anchors, most relevant first (row a has retrieval rank a).
+
+    ``positions`` (A, 3) float64 camera centres, world metres; ``confidences`` (A,) in (0, 1], the anchor's weight
+    as fused; ``frame_ids`` (A,) int64 ids of the frames the anchors were made from (larger = newer), or ``None``
+    when unknown.
+    """
+
+    positions: np.ndarray
+    confidences: np.ndarray
+    frame_ids: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        count = len(self.positions)
+        for name in ("confidences", "frame_ids"):
+            value = getattr(self, name)
+            if value is not None and len(value) != count:
+                raise InvalidInputError(f"anchor facts: {len(value)} {name} for {count} anchor positions")
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def recency(self) -> np.ndarray:
+        """(A,) float32 in [0, 1]: 1 for the newest retrieved anchor, 0 for the oldest (0.5 each when unknown)."""
+        count = len(self)
+        if self.frame_ids is None or count < 2:
+            return np.full(count, 0.5, np.float32)
+        order = np.argsort(np.argsort(np.asarray(self.frame_ids), kind="stable"), kind="stable")
+        return (order / (count - 1)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class WeaveStack:
+    """A renders of a view stacked on its P covered pixels (any anchor rendered them).
+
+    ``pixels`` (P,) int64 flat pixel indices (row-major in an (H, W) image); ``rgb`` (A, P, 3) float32 0..255;
+    ``depth`` (A, P) float32 metres (0 where the anchor has nothing); ``mask`` (A, P) bool, the anchor rendered the
+    pixel; ``confidence`` (A, P) float32 in [0, 1], the rendered confidence of the anchor's points (0 where it has
+    nothing); ``front`` (P,) float32 the nearest rendered depth; ``agree`` (A, P) bool, the anchor is within the depth
+    tolerance of the front surface; ``cos`` (A, P) float32, cosine of the angle at the front surface point between
+    the anchor's ray and the target's ray; ``dist_anchor`` (A, P) and ``dist_target`` (P,) float32 metres from each
+    camera to that point. ``shape`` is the view's (H, W).
+    """
+
+    pixels: np.ndarray
+    rgb: np.ndarray
+    depth: np.ndarray
+    mask: np.ndarray
+    confidence: np.ndarray
+    front: np.ndarray
+    agree: np.ndarray
+    cos: np.ndarray
+    dist_anchor: np.ndarray
+    dist_target: np.ndarray
+    shape: tuple[int, int]
+
+    @property
+    def count(self) -> int:
+        """A, the number of anchors."""
+        return len(self.rgb)
+
+    def subset(self, keep: np.ndarray) -> WeaveStack:
+        """The stack on the pixels where bool (P,) ``keep`` holds."""
+        return WeaveStack(
+            self.pixels[keep], self.rgb[:, keep], self.depth[:, keep], self.mask[:, keep], self.confidence[:, keep],
+            self.front[keep],
+            self.agree[:, keep], self.cos[:, keep], self.dist_anchor[:, keep], self.dist_target[keep], self.shape,
+        )
+
+
+def check_renders(renders: Sequence[RenderResult], facts: AnchorFacts, intrinsics: Intrinsics) -> None:
+    """Raise ``InvalidInputError`` unless there is one fact row per render and every render has the view's shape."""
+    if len(facts) != len(renders):
+        raise InvalidInputError(
+            f"weave needs one camera position and confidence per render: {len(renders)} renders, {len(facts)} "
+            f"positions, {len(facts.confidences)} confidences"
+        )
+    for i, render in enumerate(renders):
+        if render.mask.shape != intrinsics.shape:
+            raise InvalidInputError(f"render {i} has shape {render.mask.shape}, intrinsics say {intrinsics.shape}")
+
+
+def stack_renders(
+    renders: Sequence[RenderResult],
+    positions: np.ndarray,
+    pose: Pose,
+    intrinsics: Intrinsics,
+    tolerance_rel: float,
+    tolerance_m: float,
+) -> WeaveStack:
+    """Stack ``renders`` (each anchor at camera-to-world ``pose``) on the covered pixels; ``positions`` (A, 3) are the
+    anchors' camera centres in world metres. Needs at least one render."""
+    count = len(renders)
+    h, w = intrinsics.shape
+    depth_all = np.stack([r.depth for r in renders]).reshape(count, -1)
+    mask_all = np.stack([r.mask for r in renders]).reshape(count, -1)
+    pixels = np.flatnonzero(mask_all.any(axis=0))
+    depth, mask = depth_all[:, pixels], mask_all[:, pixels]
+    rgb = np.stack([r.rgb.reshape(-1, 3)[pixels] for r in renders]).astype(np.float32)
+    confidence = np.stack([r.confidence.reshape(-1)[pixels] for r in renders]).astype(np.float32)
+    front = np.where(mask, depth, np.inf).min(axis=0)
+    agree = mask & (depth <= front * (1.0 + tolerance_rel) + tolerance_m)
+
+    u = (pixels % w).astype(np.float32)
+    v = (pixels // w).astype(np.float32)
+    rays_cam = np.stack([(u - intrinsics.cx) / intrinsics.fx, (v - intrinsics.cy) / intrinsics.fy, np.ones_like(u)],
+                        axis=-1) * front[:, None]
+    to_surface_target = rays_cam @ pose.rotation.T.astype(np.float32)
+    offsets = (pose.position - np.asarray(positions, np.float64).reshape(-1, 3)).astype(np.float32)
+    dist_target = np.maximum(np.linalg.norm(to_surface_target, axis=-1), 1e-9)
+    cos = np.empty(depth.shape, np.float32)
+    dist_anchor = np.empty(depth.shape, np.float32)
+    for a in range(count):
+        to_surface_anchor = to_surface_target + offsets[a]
+        dist_anchor[a] = np.maximum(np.linalg.norm(to_surface_anchor, axis=-1), 1e-9)
+        cos[a] = (to_surface_anchor * to_surface_target).sum(axis=-1) / (dist_anchor[a] * dist_target)
+    return WeaveStack(pixels, rgb, depth, mask, confidence, front.astype(np.float32), agree, np.clip(cos, -1.0, 1.0), dist_anchor,
+                      dist_target.astype(np.float32), (h, w))
