@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -95,3 +97,52 @@ def test_weaver_mode_options_are_checked() -> None:
     a = _flat((100, 100, 100), 2.0)
     with pytest.raises(NotFoundError, match="no weaver weights"):
         weave([a, a], np.zeros((2, 3)), [1.0, 1.0], TARGET, INTRINSICS, WeaveOptions(mode="learned", weights="missing"))
+
+
+REFERENCE_FILE = Path(__file__).parent / "data" / "weave_reference.npz"
+"""Outputs of the weaver before it was packed and compiled (the dense numpy / torch code of the learned weaver's first
+version) on ``_seeded_case``, with the shipped weights: ``{mode}_{rgb,depth,mask,confidence}``."""
+REFERENCE_MODES = {
+    "heuristic": WeaveOptions(),
+    "best": WeaveOptions(blend="best"),
+    "learned": WeaveOptions(mode="learned"),
+    "learned_stride2": WeaveOptions(mode="learned", learned_stride=2),
+}
+
+
+def _seeded_case(seed: int = 0, anchors: int = 7) -> tuple[list[RenderResult], np.ndarray, list[float], list[int],
+                                                         Pose, Intrinsics]:
+    """Seven 48x32 anchor renders of a textured surface seen from a turned camera: each anchor covers random 8x8
+    blocks (0 to 7 anchors per pixel), with its own exposure, depth noise, some pixels 20 % behind the front and
+    random rendered confidences."""
+    rng = np.random.default_rng(seed)
+    intrinsics = Intrinsics(40.0, 40.0, 23.5, 15.5, 48, 32)
+    h, w = intrinsics.shape
+    v, u = np.mgrid[0:h, 0:w].astype(np.float32)
+    depth = 1.5 + 2.0 * (u / w) + 0.3 * np.sin(v / 5.0)
+    texture = rng.integers(30, 220, size=(h, w, 3)).astype(np.float32)
+    renders = []
+    for _ in range(anchors):
+        mask = np.kron(rng.random((h // 8, w // 8)) < 0.3, np.ones((8, 8), bool))
+        noisy = depth * (1.0 + rng.normal(0.0, 0.01, size=(h, w)))
+        anchor_depth = np.where(rng.random((h, w)) < 0.1, depth * 1.2, noisy)
+        rgb = np.clip(texture * rng.uniform(0.85, 1.15) + rng.normal(0.0, 3.0, size=(h, w, 3)), 0, 255)
+        renders.append(RenderResult(np.where(mask[..., None], rgb, 0).astype(np.uint8),
+                                    np.where(mask, anchor_depth, 0.0).astype(np.float32), mask,
+                                    rng.uniform(0.3, 1.0, size=(h, w)).astype(np.float32)))
+    pose = Pose.look_at(np.array([0.2, -0.1, 0.3]), np.array([0.5, 3.0, 0.6]))
+    positions = pose.position + rng.normal(0.0, 0.5, size=(anchors, 3))
+    return (renders, positions, list(rng.uniform(0.5, 1.0, anchors)), list(rng.permutation(anchors) * 10), pose,
+            intrinsics)
+
+
+def test_the_weaver_reproduces_its_reference_outputs() -> None:
+    renders, positions, confidences, frame_ids, pose, intrinsics = _seeded_case()
+    reference = np.load(REFERENCE_FILE)
+    for name, options in REFERENCE_MODES.items():
+        result = weave(renders, positions, confidences, pose, intrinsics, options, frame_ids=frame_ids)
+        assert np.array_equal(result.mask, reference[f"{name}_mask"]), name
+        rgb_error = np.abs(result.rgb.astype(int) - reference[f"{name}_rgb"])
+        assert rgb_error.max() <= 1 and (rgb_error > 0).mean() < 0.002, (name, rgb_error.max(), (rgb_error > 0).sum())
+        assert np.allclose(result.depth, reference[f"{name}_depth"], rtol=1e-5, atol=1e-6), name
+        assert np.allclose(result.confidence, reference[f"{name}_confidence"], rtol=1e-5, atol=1e-6), name

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import numba
 import numpy as np
 
 from worldweave.bridge.frames import RenderResult
@@ -110,14 +111,26 @@ class WeaveOptions:
 
 def heuristic_weights(stack: WeaveStack, confidences: np.ndarray, options: WeaveOptions) -> np.ndarray:
     """(A, P) float32 heuristic weights (module docstring, step 2): 0 where an anchor does not agree with the front."""
-    weight = np.zeros(stack.depth.shape, dtype=np.float32)
-    for a in range(stack.count):
-        angle_deg = np.degrees(np.arccos(stack.cos[a]))
-        w_a = np.exp(-((angle_deg / options.angle_scale_deg) ** 2)) / (
-            1.0 + (stack.dist_anchor[a] / options.distance_scale_m) ** 2)
-        prior = confidences[a] * options.rank_decay**a
-        weight[a] = np.where(stack.agree[a], np.maximum(w_a * prior, _WEIGHT_FLOOR), 0.0)
+    weight = np.empty(stack.depth.shape, dtype=np.float32)
+    priors = (np.asarray(confidences, np.float32)
+              * np.array([options.rank_decay**a for a in range(stack.count)], np.float32)).astype(np.float32)
+    _heuristic_kernel(stack.agree, stack.cos, stack.dist_anchor, priors, np.float32(options.angle_scale_deg),
+                      np.float32(options.distance_scale_m), weight)
     return weight
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _heuristic_kernel(agree, cos, dist_anchor, priors, angle_scale, distance_scale, weight):
+    """Fill ``weight`` (A, P) float32 from the stack's depth test and geometry and per-anchor ``priors``."""
+    for a in range(agree.shape[0]):
+        for j in range(agree.shape[1]):
+            if not agree[a, j]:
+                weight[a, j] = 0.0
+                continue
+            angle = np.float32(np.degrees(np.arccos(cos[a, j]))) / angle_scale
+            distance = dist_anchor[a, j] / distance_scale
+            w_a = np.exp(-(angle * angle)) / (np.float32(1.0) + distance * distance)
+            weight[a, j] = max(w_a * priors[a], np.float32(_WEIGHT_FLOOR))
 
 
 def blend(stack: WeaveStack, weights: np.ndarray, mode: BlendMode, gains: np.ndarray | None = None,
@@ -125,33 +138,62 @@ def blend(stack: WeaveStack, weights: np.ndarray, mode: BlendMode, gains: np.nda
     """One view from the stack: per pixel the ``weights`` (A, P) mean (``"weighted"``) or the highest-weight anchor
     (``"best"``) of the anchors' colour times their ``gains`` (A,) (``None``: 1) and of their depth. Pixels where
     ``covered`` (P,) bool is False (``None``: all covered) are left holes. The confidence channel is blended like
-    depth from the anchors' rendered point confidences."""
+    depth from the anchors' rendered point confidences (summed in float64, so one agreeing anchor's confidence comes
+    back exactly: 0.4 must not re-fuse as 0.40000004)."""
     h, w = stack.shape
-    rgb = stack.rgb if gains is None else stack.rgb * np.asarray(gains, np.float32)[:, None, None]
-    if mode == "best":
-        best = weights.argmax(axis=0)[None]
-        woven_rgb = np.take_along_axis(rgb, best[..., None], axis=0)[0]
-        woven_depth = np.take_along_axis(stack.depth, best, axis=0)[0]
-        woven_confidence = np.take_along_axis(stack.confidence, best, axis=0)[0]
-    else:
-        total = np.maximum(weights.sum(axis=0), 1e-30)
-        woven_rgb = np.einsum("ap,apc->pc", weights, rgb) / total[:, None]
-        woven_depth = (weights * stack.depth).sum(axis=0) / total
-        # float64, so one agreeing anchor's confidence comes back exactly (0.4 must not re-fuse as 0.40000004)
-        woven_confidence = (weights * stack.confidence.astype(np.float64)).sum(axis=0) / total
-    pixels = stack.pixels if covered is None else stack.pixels[covered]
-    if covered is not None:
-        woven_rgb, woven_depth, woven_confidence = woven_rgb[covered], woven_depth[covered], woven_confidence[covered]
-    out_rgb = np.zeros((h * w, 3), np.uint8)
-    out_rgb[pixels] = np.clip(np.round(woven_rgb), 0, 255).astype(np.uint8)
+    gains = np.ones(stack.count, np.float32) if gains is None else np.asarray(gains, np.float32)
+    covered = np.ones(len(stack.pixels), bool) if covered is None else covered
+    out_rgb = np.zeros((h * w, 3), np.float32)
     out_depth = np.zeros(h * w, np.float32)
-    out_depth[pixels] = woven_depth
     out_confidence = np.zeros(h * w, np.float32)
-    out_confidence[pixels] = np.clip(woven_confidence, 0.0, 1.0)
     mask = np.zeros(h * w, bool)
-    mask[pixels] = True
-    return RenderResult(out_rgb.reshape(h, w, 3), out_depth.reshape(h, w), mask.reshape(h, w),
-                        out_confidence.reshape(h, w))
+    _blend_kernel(stack.pixels, stack.rgb, stack.depth, stack.confidence, weights, gains, covered, mode == "best",
+                  out_rgb, out_depth, out_confidence, mask)
+    return RenderResult(np.clip(np.round(out_rgb), 0, 255).astype(np.uint8).reshape(h, w, 3),
+                        out_depth.reshape(h, w), mask.reshape(h, w), out_confidence.reshape(h, w))
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _blend_kernel(pixels, rgb, depth, confidence, weights, gains, covered, best, out_rgb, out_depth, out_confidence,
+                  mask):
+    """Write each covered pixel's blended colour (float32, before rounding), depth, confidence and mask."""
+    count = rgb.shape[0]
+    for j in range(len(pixels)):
+        if not covered[j]:
+            continue
+        p = pixels[j]
+        mask[p] = True
+        if best:
+            top = 0
+            for a in range(1, count):
+                if weights[a, j] > weights[top, j]:
+                    top = a
+            for c in range(3):
+                out_rgb[p, c] = rgb[top, j, c] * gains[top]
+            out_depth[p] = depth[top, j]
+            out_confidence[p] = min(max(confidence[top, j], np.float32(0.0)), np.float32(1.0))
+            continue
+        total = np.float32(0.0)
+        for a in range(count):
+            total += weights[a, j]
+        total = max(total, np.float32(1e-30))
+        r = np.float32(0.0)
+        g = np.float32(0.0)
+        b = np.float32(0.0)
+        z = np.float32(0.0)
+        conf = 0.0
+        for a in range(count):
+            wa = weights[a, j]
+            r += wa * (rgb[a, j, 0] * gains[a])
+            g += wa * (rgb[a, j, 1] * gains[a])
+            b += wa * (rgb[a, j, 2] * gains[a])
+            z += wa * depth[a, j]
+            conf += np.float64(wa) * np.float64(confidence[a, j])
+        out_rgb[p, 0] = r / total
+        out_rgb[p, 1] = g / total
+        out_rgb[p, 2] = b / total
+        out_depth[p] = z / total
+        out_confidence[p] = min(max(conf / np.float64(total), 0.0), 1.0)
 
 
 def weave(

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from worldweave.bridge.frames import RenderResult
@@ -117,24 +118,63 @@ def stack_renders(
     depth_all = np.stack([r.depth for r in renders]).reshape(count, -1)
     mask_all = np.stack([r.mask for r in renders]).reshape(count, -1)
     pixels = np.flatnonzero(mask_all.any(axis=0))
-    depth, mask = depth_all[:, pixels], mask_all[:, pixels]
-    rgb = np.stack([r.rgb.reshape(-1, 3)[pixels] for r in renders]).astype(np.float32)
-    confidence = np.stack([r.confidence.reshape(-1)[pixels] for r in renders]).astype(np.float32)
-    front = np.where(mask, depth, np.inf).min(axis=0)
-    agree = mask & (depth <= front * (1.0 + tolerance_rel) + tolerance_m)
-
-    u = (pixels % w).astype(np.float32)
-    v = (pixels // w).astype(np.float32)
-    rays_cam = np.stack([(u - intrinsics.cx) / intrinsics.fx, (v - intrinsics.cy) / intrinsics.fy, np.ones_like(u)],
-                        axis=-1) * front[:, None]
-    to_surface_target = rays_cam @ pose.rotation.T.astype(np.float32)
+    size = len(pixels)
+    rgb = np.empty((count, size, 3), np.float32)
+    depth = np.empty((count, size), np.float32)
+    mask = np.empty((count, size), bool)
+    confidence = np.empty((count, size), np.float32)
+    agree = np.empty((count, size), bool)
+    cos = np.empty((count, size), np.float32)
+    dist_anchor = np.empty((count, size), np.float32)
+    front = np.empty(size, np.float32)
+    dist_target = np.empty(size, np.float32)
     offsets = (pose.position - np.asarray(positions, np.float64).reshape(-1, 3)).astype(np.float32)
-    dist_target = np.maximum(np.linalg.norm(to_surface_target, axis=-1), 1e-9)
-    cos = np.empty(depth.shape, np.float32)
-    dist_anchor = np.empty(depth.shape, np.float32)
-    for a in range(count):
-        to_surface_anchor = to_surface_target + offsets[a]
-        dist_anchor[a] = np.maximum(np.linalg.norm(to_surface_anchor, axis=-1), 1e-9)
-        cos[a] = (to_surface_anchor * to_surface_target).sum(axis=-1) / (dist_anchor[a] * dist_target)
-    return WeaveStack(pixels, rgb, depth, mask, confidence, front.astype(np.float32), agree, np.clip(cos, -1.0, 1.0), dist_anchor,
-                      dist_target.astype(np.float32), (h, w))
+    _stack_kernel(
+        depth_all, mask_all, np.stack([r.rgb for r in renders]).reshape(count, -1, 3),
+        np.stack([r.confidence for r in renders]).reshape(count, -1).astype(np.float32, copy=False), pixels,
+        np.float32(1.0 + tolerance_rel), np.float32(tolerance_m), np.float32(intrinsics.fx), np.float32(intrinsics.fy),
+        np.float32(intrinsics.cx), np.float32(intrinsics.cy), w, np.ascontiguousarray(pose.rotation, np.float32),
+        offsets, rgb, depth, mask, confidence, front, agree, cos, dist_anchor, dist_target,
+    )
+    return WeaveStack(pixels, rgb, depth, mask, confidence, front, agree, cos, dist_anchor, dist_target, (h, w))
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _stack_kernel(depth_all, mask_all, rgb_all, confidence_all, pixels, tolerance_scale, tolerance_m, fx, fy, cx, cy,
+                  width, rotation, offsets, rgb, depth, mask, confidence, front, agree, cos, dist_anchor,
+                  dist_target):
+    """Fill the stack's arrays for ``pixels`` in one pass (float32 throughout, as ``stack_renders`` documents)."""
+    count = depth_all.shape[0]
+    for j in range(len(pixels)):
+        p = pixels[j]
+        nearest = np.float32(np.inf)
+        for a in range(count):
+            present = mask_all[a, p]
+            z = depth_all[a, p]
+            mask[a, j] = present
+            depth[a, j] = z
+            confidence[a, j] = confidence_all[a, p]
+            for c in range(3):
+                rgb[a, j, c] = np.float32(rgb_all[a, p, c])
+            if present and z < nearest:
+                nearest = z
+        front[j] = nearest
+        limit = nearest * tolerance_scale + tolerance_m
+        for a in range(count):
+            agree[a, j] = mask[a, j] and depth[a, j] <= limit
+        x = (np.float32(p % width) - cx) / fx * nearest
+        y = (np.float32(p // width) - cy) / fy * nearest
+        z = nearest
+        tx = x * rotation[0, 0] + y * rotation[0, 1] + z * rotation[0, 2]
+        ty = x * rotation[1, 0] + y * rotation[1, 1] + z * rotation[1, 2]
+        tz = x * rotation[2, 0] + y * rotation[2, 1] + z * rotation[2, 2]
+        to_target = max(np.sqrt(tx * tx + ty * ty + tz * tz), np.float32(1e-9))
+        dist_target[j] = to_target
+        for a in range(count):
+            ax = tx + offsets[a, 0]
+            ay = ty + offsets[a, 1]
+            az = tz + offsets[a, 2]
+            to_anchor = max(np.sqrt(ax * ax + ay * ay + az * az), np.float32(1e-9))
+            dist_anchor[a, j] = to_anchor
+            cos[a, j] = min(max((ax * tx + ay * ty + az * tz) / (to_anchor * to_target), np.float32(-1.0)),
+                            np.float32(1.0))

@@ -21,11 +21,14 @@ ones shipped in this package, any other string is a path (``worldweave train wea
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numba
 import numpy as np
 import torch
 from safetensors import safe_open
@@ -50,19 +53,20 @@ _LOG_FLOOR = -20.0
 
 
 @dataclass(frozen=True)
-class WeaverInputs:
-    """Network inputs for P pixels with A anchors each.
+class PackedPairs:
+    """The (pixel, anchor) pairs of R pixels where the anchor renders the pixel, sorted by pixel then anchor.
 
-    ``pairs`` (P, A, PAIR_FEATURES) float32; ``present`` (P, A) bool, the anchor rendered the pixel;
-    ``prior`` (P, A) float32 the heuristic's log weight (``_LOG_FLOOR`` where it gives none); ``anchors``
-    (A, ANCHOR_FEATURES) float32; ``log_gains`` (A,) float32 overlap-estimated log gains.
+    ``features`` (N, PAIR_FEATURES) float32 (see ``pair_features``); ``prior`` (N,) float32 the heuristic's log
+    weight (``_LOG_FLOOR`` where it gives none); ``row`` (N,) int64 the pair's pixel, 0..R-1 in the order of the rows
+    given; ``anchor`` (N,) int64 its anchor (retrieval rank); ``starts`` (R + 1,) int64, pixel r's pairs are
+    ``starts[r]:starts[r + 1]``.
     """
 
-    pairs: torch.Tensor
-    present: torch.Tensor
-    prior: torch.Tensor
-    anchors: torch.Tensor
-    log_gains: torch.Tensor
+    features: np.ndarray
+    prior: np.ndarray
+    row: np.ndarray
+    anchor: np.ndarray
+    starts: np.ndarray
 
 
 def anchor_features(facts: AnchorFacts, log_gains: np.ndarray, overlap_share: np.ndarray) -> np.ndarray:
@@ -73,9 +77,107 @@ def anchor_features(facts: AnchorFacts, log_gains: np.ndarray, overlap_share: np
                      np.asarray(facts.confidences, np.float32)], axis=1).astype(np.float32)
 
 
+def pack_pairs(stack: WeaveStack, facts: AnchorFacts, prior_weight: np.ndarray, log_gains: np.ndarray,
+               overlap_share: np.ndarray, rows: np.ndarray | None = None) -> PackedPairs:
+    """``PackedPairs`` of the present pairs of stack columns ``rows`` (int64 indices; ``None``: all), features as
+    ``pair_features`` lists them. ``prior_weight`` (A, P) are the heuristic's weights on the whole stack. The share of
+    the view an anchor renders counts over ``rows`` only (the pixels the network runs on)."""
+    rows = np.arange(len(stack.pixels)) if rows is None else np.asarray(rows, np.int64)
+    present = stack.mask[:, rows]
+    per_pixel = present.sum(axis=0)
+    starts = np.zeros(len(rows) + 1, np.int64)
+    np.cumsum(per_pixel, out=starts[1:])
+    total = int(starts[-1])
+    share = present.sum(axis=1) / max(len(rows), 1)
+    per_anchor = np.stack([
+        np.arange(stack.count) / MAX_RANK, share, np.asarray(facts.confidences, np.float32), facts.recency(),
+        5.0 * log_gains, overlap_share,
+    ], axis=1).astype(np.float32)  # (A, 6)
+    packed = PackedPairs(np.empty((total, PAIR_FEATURES), np.float32), np.empty(total, np.float32),
+                         np.empty(total, np.int64), np.empty(total, np.int64), starts)
+    _pair_kernel(rows, starts, stack.mask, stack.agree, stack.depth, stack.front, stack.cos, stack.dist_anchor,
+                 stack.dist_target, stack.confidence, stack.rgb, np.ascontiguousarray(prior_weight, np.float32),
+                 np.exp(log_gains).astype(np.float32), per_anchor, packed.features, packed.prior, packed.row,
+                 packed.anchor)
+    return packed
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _pair_kernel(rows, starts, mask, agree, depth, front, cos, dist_anchor, dist_target, confidence, rgb, prior,
+                 gain, per_anchor, features, log_prior, row, anchor):
+    """Fill the packed arrays, one pixel at a time (float32 as ``pair_features`` states; the heuristic's log weight
+    and the present-anchor count in float64 before the float32 cast)."""
+    count = mask.shape[0]
+    floor = np.exp(_LOG_FLOOR)
+    scratch = np.empty(count, np.float32)
+    colour = np.empty((count, 3), np.float32)
+    mean = np.empty(3, np.float32)
+    log_weights = np.empty(count, np.float64)
+    for r in range(len(rows)):
+        j = rows[r]
+        best = -np.inf
+        present_count = 0
+        agreeing = np.float32(0.0)
+        mean[:] = 0.0
+        for a in range(count):
+            log_weights[a] = np.log(max(np.float64(prior[a, j]), floor))
+            best = max(best, log_weights[a])
+            if mask[a, j]:
+                scratch[present_count] = depth[a, j]
+                present_count += 1
+            for c in range(3):
+                colour[a, c] = rgb[a, j, c] * gain[a] / np.float32(255.0)
+            if agree[a, j]:
+                agreeing += np.float32(1.0)
+                for c in range(3):
+                    mean[c] += colour[a, c]
+        for c in range(3):
+            mean[c] = mean[c] / max(agreeing, np.float32(1.0))
+        for i in range(1, present_count):  # insertion sort of the few present depths
+            value = scratch[i]
+            k = i - 1
+            while k >= 0 and scratch[k] > value:
+                scratch[k + 1] = scratch[k]
+                k -= 1
+            scratch[k + 1] = value
+        half = present_count // 2
+        median = scratch[half] if present_count % 2 else (scratch[half - 1] + scratch[half]) / np.float32(2.0)
+        z_front = front[j]
+        n = starts[r]
+        for a in range(count):
+            if not mask[a, j]:
+                continue
+            log_weight = log_weights[a]
+            features[n, 0] = np.float32(1.0) if agree[a, j] else np.float32(0.0)
+            features[n, 1] = np.float32((log_weight - best) / 10.0)
+            gap = (depth[a, j] - z_front) / z_front
+            features[n, 2] = min(max(gap, np.float32(0.0)), np.float32(0.5)) * np.float32(10.0)
+            off_median = (depth[a, j] - median) / median
+            features[n, 3] = min(max(off_median, np.float32(-0.5)), np.float32(0.5)) * np.float32(10.0)
+            features[n, 4] = np.float32(np.arccos(cos[a, j])) * np.float32(3.0)
+            features[n, 5] = np.float32(np.log(dist_anchor[a, j] / dist_target[j]))
+            features[n, 6] = per_anchor[a, 0]
+            features[n, 7] = per_anchor[a, 1]
+            features[n, 8] = per_anchor[a, 2]
+            features[n, 9] = confidence[a, j]
+            features[n, 10] = per_anchor[a, 3]
+            for c in range(3):
+                features[n, 11 + c] = colour[a, c]
+                deviation = (colour[a, c] - mean[c]) * np.float32(4.0)
+                features[n, 14 + c] = min(max(deviation, np.float32(-2.0)), np.float32(2.0))
+            features[n, 17] = per_anchor[a, 4]
+            features[n, 18] = per_anchor[a, 5]
+            features[n, 19] = np.float32(present_count / 7.0)
+            log_prior[n] = np.float32(log_weight)
+            row[n] = r
+            anchor[n] = a
+            n += 1
+
+
 def pair_features(stack: WeaveStack, facts: AnchorFacts, prior_weight: np.ndarray, log_gains: np.ndarray,
                   overlap_share: np.ndarray) -> np.ndarray:
-    """(P, A, PAIR_FEATURES) float32 features of every (pixel, anchor) pair of ``stack``.
+    """(P, A, PAIR_FEATURES) float32 features of every (pixel, anchor) pair of ``stack`` (the training batches' dense
+    layout of ``pack_pairs``).
 
     ``prior_weight`` (A, P) is the heuristic weaver's weight (0 where it ignores the anchor). Order: agrees, heuristic
     log weight relative to the pixel's best / 10, gap behind the front / front x 10 (clipped at 0.5), depth relative
@@ -84,51 +186,10 @@ def pair_features(stack: WeaveStack, facts: AnchorFacts, prior_weight: np.ndarra
     confidence, recency, gain-corrected RGB / 255 (3), its difference from the agreeing anchors' mean x 4 (3), log gain x 5,
     overlap share, present anchors / 7. Absent pairs are all 0.
     """
-    count, pixels = stack.count, len(stack.pixels)
-    present = stack.mask
-    log_prior = np.log(np.maximum(prior_weight, np.exp(_LOG_FLOOR)))
-    rel_prior = (log_prior - log_prior.max(axis=0, keepdims=True)) / 10.0
-    depth = np.where(present, stack.depth, np.nan)
-    median = np.nanmedian(depth, axis=0) if count > 1 else stack.front
-    gap = np.clip((stack.depth - stack.front) / stack.front, 0.0, 0.5) * 10.0
-    rel_median = np.clip((stack.depth - median) / median, -0.5, 0.5) * 10.0
-    angle = np.arccos(stack.cos) * 3.0
-    ratio = np.log(stack.dist_anchor / stack.dist_target)
-    share = present.sum(axis=1) / max(pixels, 1)
-    rgb = stack.rgb * np.exp(log_gains)[:, None, None] / 255.0
-    agree = stack.agree.astype(np.float32)
-    mean = (rgb * agree[..., None]).sum(axis=0) / np.maximum(agree.sum(axis=0), 1.0)[:, None]
-    deviation = np.clip((rgb - mean[None]) * 4.0, -2.0, 2.0)
-    per_anchor = np.stack([
-        np.arange(count) / MAX_RANK, share, np.asarray(facts.confidences, np.float32), facts.recency(),
-        5.0 * log_gains, overlap_share,
-    ], axis=1).astype(np.float32)  # (A, 6)
-
-    def spread(i: int) -> np.ndarray:
-        return np.broadcast_to(per_anchor[:, i, None], (count, pixels))
-
-    columns = [
-        agree, rel_prior, gap, rel_median, angle, ratio, spread(0), spread(1), spread(2), stack.confidence, spread(3),
-        rgb[..., 0], rgb[..., 1], rgb[..., 2], deviation[..., 0], deviation[..., 1], deviation[..., 2],
-        spread(4), spread(5),
-        np.broadcast_to(present.sum(axis=0)[None] / 7.0, (count, pixels)),
-    ]
-    features = np.stack(columns, axis=-1).astype(np.float32)  # (A, P, F)
-    features[~present] = 0.0
-    return np.ascontiguousarray(features.transpose(1, 0, 2))
-
-
-def build_inputs(stack: WeaveStack, facts: AnchorFacts, prior_weight: np.ndarray, log_gains: np.ndarray,
-                 overlap_share: np.ndarray) -> WeaverInputs:
-    """``WeaverInputs`` for every pixel of ``stack`` (see ``pair_features``)."""
-    log_prior = np.log(np.maximum(prior_weight, np.exp(_LOG_FLOOR))).T
-    return WeaverInputs(
-        torch.from_numpy(pair_features(stack, facts, prior_weight, log_gains, overlap_share)),
-        torch.from_numpy(np.ascontiguousarray(stack.mask.T)),
-        torch.from_numpy(np.ascontiguousarray(log_prior, dtype=np.float32)),
-        torch.from_numpy(anchor_features(facts, log_gains, overlap_share)),
-        torch.from_numpy(np.asarray(log_gains, np.float32)),
-    )
+    packed = pack_pairs(stack, facts, prior_weight, log_gains, overlap_share)
+    features = np.zeros((len(stack.pixels), stack.count, PAIR_FEATURES), np.float32)
+    features[packed.row, packed.anchor] = packed.features
+    return features
 
 
 class WeaverNet(nn.Module):
@@ -160,6 +221,28 @@ class WeaverNet(nn.Module):
         logits = torch.where(present, prior + delta, torch.full_like(delta, -torch.inf))
         none = self.none_head(pooled)
         return torch.softmax(torch.cat([logits, none], dim=-1), dim=-1)
+
+    def forward_packed(self, features: torch.Tensor, prior: torch.Tensor, lengths: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` on packed pairs: ``features`` (N, F) and ``prior`` (N,) log weights of R pixels' present pairs,
+        pixel by pixel, ``lengths`` (R,) int64 pairs per pixel (>= 1). Returns (N,) each pair's weight and (R,) each
+        pixel's "none" weight: ``forward``'s answer up to float rounding (the weight head's first layer is split into
+        its part on the pair and its part on the pixel's pooled context, computed once per pixel)."""
+        h = self.pair(features)
+        mean = torch.segment_reduce(h, "sum", lengths=lengths) / lengths.unsqueeze(-1).to(h.dtype)
+        peak = torch.segment_reduce(h, "max", lengths=lengths)
+        pooled = torch.cat([mean, peak], dim=-1)
+        first, last = self.weight_head[0], self.weight_head[2]
+        context = nn.functional.linear(pooled, first.weight[:, self.hidden:], first.bias)
+        row = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+        hidden = torch.relu(nn.functional.linear(h, first.weight[:, :self.hidden]) + context[row])
+        logits = prior + last(hidden).squeeze(-1)
+        none = self.none_head(pooled).squeeze(-1)
+        top = torch.maximum(torch.segment_reduce(logits, "max", lengths=lengths), none)
+        scores = torch.exp(logits - top[row])
+        none_score = torch.exp(none - top)
+        total = torch.segment_reduce(scores, "sum", lengths=lengths) + none_score
+        return scores / total[row], none_score / total
 
     def gains(self, anchors: torch.Tensor, log_gains: torch.Tensor) -> torch.Tensor:
         """(A,) multiplicative colour gains: ``exp(s * log_gain)`` with a learned ``s`` in (0, 1.5) per anchor."""
@@ -224,22 +307,53 @@ class LearnedWeights:
     covered: np.ndarray
 
 
+_CHUNK_PAIRS = 32768
+"""The network weighs pairs in chunks of about this many (whole pixels), so its activations stay in cache."""
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Torch on one intra-op thread inside (the OpenMP setting is the calling thread's; other threads keep theirs):
+    the weaver's chunks are too small to gain from more, and on a busy 2-core machine waiting for a second thread
+    made each layer up to 10x slower (measured)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _run(net: WeaverNet, stack: WeaveStack, facts: AnchorFacts, prior: np.ndarray, log_gains: np.ndarray,
-         share: np.ndarray) -> np.ndarray:
-    inputs = build_inputs(stack, facts, prior, log_gains, share)
-    with torch.inference_mode():
-        return net(inputs.pairs, inputs.present, inputs.prior).numpy()
+         share: np.ndarray, rows: np.ndarray) -> tuple[PackedPairs, np.ndarray, np.ndarray]:
+    """The network on stack columns ``rows``: their ``PackedPairs``, (N,) float32 each pair's weight and (R,) float32
+    each pixel's "none" weight (``WeaverNet.forward``'s answer, equal up to float rounding)."""
+    packed = pack_pairs(stack, facts, prior, log_gains, share, rows)
+    weights = np.empty(len(packed.row), np.float32)
+    none = np.empty(len(rows), np.float32)
+    per_pixel = np.diff(packed.starts)
+    bounds = np.unique(np.append(np.searchsorted(packed.starts, np.arange(0, len(weights), _CHUNK_PAIRS),
+                                                 side="right") - 1, len(rows)))
+    with torch.inference_mode(), _one_thread():
+        for r0, r1 in zip(bounds[:-1], bounds[1:]):
+            n0, n1 = packed.starts[r0], packed.starts[r1]
+            pair_weights, none_weights = net.forward_packed(
+                torch.from_numpy(packed.features[n0:n1]), torch.from_numpy(packed.prior[n0:n1]),
+                torch.from_numpy(per_pixel[r0:r1]))
+            weights[n0:n1] = pair_weights.numpy()
+            none[r0:r1] = none_weights.numpy()
+    return packed, weights, none
 
 
 def learned_weights(stack: WeaveStack, facts: AnchorFacts, prior: np.ndarray, net: WeaverNet, *, stride: int = 1,
                     none_threshold: float = 0.5) -> LearnedWeights:
     """Weights, gains and coverage for ``stack`` from ``net``; ``prior`` (A, P) are the heuristic weights.
 
-    The network runs only on pixels two or more anchors render ("competing"); elsewhere the one anchor present gets
-    weight 1. With ``stride`` s > 1 it runs on the competing pixels of every s-th row and column, and each other
-    competing pixel takes the weights of the sample at its block's top-left corner, kept per anchor only where that
-    anchor renders the pixel within the depth tolerance of its depth at the sample (the same surface); a pixel left
-    with no weight falls back to the heuristic ``prior``.
+    The network runs only on pixels two or more anchors render ("competing"), on the (pixel, anchor) pairs present
+    there (``pack_pairs``); elsewhere the one anchor present gets weight 1. With ``stride`` s > 1 it runs on the
+    competing pixels of every s-th row and column, and each other competing pixel takes the weights of the sample at
+    its block's top-left corner, kept per anchor only where that anchor renders the pixel within the depth tolerance
+    of its depth at the sample (the same surface); a pixel left with no weight falls back to the heuristic ``prior``.
     """
     log_gains, share = overlap_log_gains(stack)
     with torch.inference_mode():
@@ -252,31 +366,52 @@ def learned_weights(stack: WeaveStack, facts: AnchorFacts, prior: np.ndarray, ne
         return LearnedWeights(weights, gains, covered)
     count = stack.count
     if stride == 1:
-        sub = stack.subset(competing)
-        out = _run(net, sub, facts, prior[:, competing], log_gains, share)
-        weights[:, competing] = out[:, :count].T
-        covered[competing] = out[:, count] <= none_threshold
+        rows = np.flatnonzero(competing)
+        packed, pair_weights, none = _run(net, stack, facts, prior, log_gains, share, rows)
+        weights[packed.anchor, rows[packed.row]] = pair_weights
+        covered[rows] = none <= none_threshold
         return LearnedWeights(weights, gains, covered)
     h, w = stack.shape
     u, v = stack.pixels % w, stack.pixels // w
     sampled = competing & (u % stride == 0) & (v % stride == 0)
-    out = _run(net, stack.subset(sampled), facts, prior[:, sampled], log_gains, share)
+    rows = np.flatnonzero(sampled)
+    packed, pair_weights, none = _run(net, stack, facts, prior, log_gains, share, rows)
+    out = np.zeros((len(rows), count + 1), np.float32)
+    out[packed.row, packed.anchor] = pair_weights
+    out[:, count] = none
     slot = np.full(h * w, -1, np.int64)
-    slot[stack.pixels[sampled]] = np.arange(int(sampled.sum()))
+    slot[stack.pixels[sampled]] = np.arange(len(rows))
     position = np.full(h * w, -1, np.int64)
     position[stack.pixels] = np.arange(len(stack.pixels))
-    targets = np.flatnonzero(competing)
-    corner = (v[targets] // stride * stride) * w + u[targets] // stride * stride
-    j = slot[corner]
-    has = j >= 0
-    targets, j, corner_pos = targets[has], j[has], position[corner[has]]
-    depth_here, depth_there = stack.depth[:, targets], stack.depth[:, corner_pos]
-    tolerance = 0.03 * depth_there + 0.02
-    same = stack.mask[:, targets] & stack.mask[:, corner_pos] & (np.abs(depth_here - depth_there) <= tolerance)
-    carried = out[j, :count].T * same
-    ok = carried.sum(axis=0) > 1e-6
-    fallback = np.setdiff1d(np.flatnonzero(competing), targets[ok])
-    weights[:, fallback] = prior[:, fallback]
-    weights[:, targets[ok]] = carried[:, ok]
-    covered[targets[ok]] = out[j[ok], count] <= none_threshold
+    _carry_kernel(np.flatnonzero(competing), stack.pixels, stride, w, slot, position, stack.mask, stack.depth, out,
+                  prior, np.float32(none_threshold), weights, covered)
     return LearnedWeights(weights, gains, covered)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _carry_kernel(targets, pixels, stride, width, slot, position, mask, depth, out, prior, none_threshold, weights,
+                  covered):
+    """``learned_weights``' stride rule for stack columns ``targets``: carry the sample's weights (``out`` rows, the
+    last column "none") per anchor where it shows the same surface, else fall back to ``prior``."""
+    count = mask.shape[0]
+    carried = np.empty(count, np.float32)
+    for t in targets:
+        p = pixels[t]
+        corner = (p // width // stride * stride) * width + p % width // stride * stride
+        j = slot[corner]
+        total = np.float32(0.0)
+        if j >= 0:
+            c = position[corner]
+            for a in range(count):
+                there = depth[a, c]
+                tolerance = np.float32(0.03) * there + np.float32(0.02)
+                same = mask[a, t] and mask[a, c] and abs(depth[a, t] - there) <= tolerance
+                carried[a] = out[j, a] if same else np.float32(0.0)
+                total += carried[a]
+        if j >= 0 and total > 1e-6:
+            for a in range(count):
+                weights[a, t] = carried[a]
+            covered[t] = out[j, count] <= none_threshold
+        else:
+            for a in range(count):
+                weights[a, t] = prior[a, t]

@@ -1,7 +1,7 @@
 """Training pixels for the learned weaver: anchors rendered at a target pose, with the true colour there.
 
 A *view sample* is one target view: its memory retrieves up to K anchors for the pose, each is rendered there, and the
-weaver's inputs (``weaver_net.build_inputs``) are taken on the pixels two or more anchors render (where the network
+weaver's inputs (``weaver_net.pair_features``) are taken on the pixels two or more anchors render (where the network
 runs), with the target's true colour at each. The target is only the label; nothing is fitted to it here.
 
 Two sources, each built fresh (a memory of fused frames, then target poses it did not fuse):
