@@ -8,6 +8,7 @@ states its default, whether or not its help text does.
 from __future__ import annotations
 
 import argparse
+import importlib
 import re
 from types import ModuleType
 
@@ -20,8 +21,8 @@ def plain(text: str) -> str:
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Descriptions and epilogs keep their line breaks and lose code marks; each option's help ends with its
-    default ("none" for an unset path or list) unless the help already states one."""
+    """Descriptions and epilogs keep their line breaks and lose code marks; each optional option's help ends with
+    its default ("none" for an unset path or list) unless the help already states one."""
 
     def _format_text(self, text: str) -> str:
         return super()._format_text(plain(text))
@@ -29,7 +30,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = plain(action.help or "")
         takes_value = action.nargs != 0 and action.option_strings
-        if not takes_value or action.default is argparse.SUPPRESS or "default" in text:
+        if not takes_value or action.required or action.default is argparse.SUPPRESS or "default" in text:
             return text
         shown = "%(default)s" if action.default not in (None, [], "") else "none"
         return f"{text} (default: {shown})"
@@ -41,3 +42,24 @@ def module_parser(prog: str, module: ModuleType, summary: str) -> argparse.Argum
     parser = argparse.ArgumentParser(prog=prog, description=module.__doc__ or summary, formatter_class=HelpFormatter)
     module.add_arguments(parser)
     return parser
+
+
+class KindRouter:
+    """A subcommand with kinds (``worldweave eval KIND``, ``worldweave train KIND``): ``kinds`` maps each kind to
+    (its module, a one-line summary); a kind's module defines ``add_arguments(parser)`` and ``run(args) -> int`` and is
+    imported only when that kind runs, so the router's ``--help`` stays fast."""
+
+    def __init__(self, command: str, kinds: dict[str, tuple[str, str]], what: str) -> None:
+        self.command, self.kinds, self.what = command, kinds, what
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        listed = "\n".join(f"  {name:<12} {summary}" for name, (_, summary) in self.kinds.items())
+        parser.epilog = f"kinds:\n{listed}\n\n'worldweave {self.command} KIND --help' describes each."
+        parser.add_argument("kind", choices=sorted(self.kinds), metavar="KIND", help=f"{self.what} (see below)")
+        parser.add_argument("options", nargs=argparse.REMAINDER, help="the kind's own arguments")
+
+    def run(self, args: argparse.Namespace) -> int:
+        module_name, summary = self.kinds[args.kind]
+        module = importlib.import_module(module_name)
+        parser = module_parser(f"worldweave {self.command} {args.kind}", module, summary)
+        return int(module.run(parser.parse_args(args.options)) or 0)

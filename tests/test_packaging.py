@@ -1,6 +1,7 @@
 """The install exposes only the worldweave namespace, and the CLI answers --help and --version as a terminal shows them."""
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -76,5 +77,45 @@ def test_every_option_that_takes_a_value_states_its_default(command, capsys):
     assert "-h, --help" in entries
     valued = {name: text for name, text in entries.items() if " " in name.split(", ")[-1]}  # "--port PORT"
     assert valued, help_text
-    missing = [name for name, text in valued.items() if "default" not in text]
+    usage = " ".join(help_text.split("\n\n", 1)[0].split())
+    required = {name for name in valued if name in usage and f"[{name}]" not in usage}  # "--fuse A:B", unbracketed
+    missing = [name for name, text in valued.items() if "default" not in text and name not in required]
     assert not missing, f"worldweave {command}: no default stated for {missing}"
+    stated = [name for name in required if "default" in valued[name]]
+    assert not stated, f"worldweave {command}: a default stated for the required {stated}"
+
+
+QUICK_CALLS = [
+    (["--help"], 0),
+    (["--version"], 0),
+    *(([*command.split(), "--help"], 0) for command in [*SUBCOMMANDS, *(f"eval {kind}" for kind in EVAL_KINDS)]),
+    (["demo", "--no-such-flag"], 2),
+    (["serve", "--port", "not-a-number"], 2),
+    (["eval", "procedural", "--frames", "many"], 2),
+]
+"""Command lines that only parse: help, the version, a bad flag (with the exit status each must give)."""
+
+_RUN_QUICK_CALLS = """
+import contextlib, io, json, sys
+from worldweave.server.cli import main
+codes = []
+for argv in json.loads(sys.argv[1]):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            codes.append(main(argv))
+        except SystemExit as done:
+            codes.append(done.code)
+    loaded = [name for name in ("torch", "numba", "open3d") if name in sys.modules]
+    if loaded:
+        sys.exit(f"'worldweave {' '.join(argv)}' imported {loaded}")
+print(json.dumps(codes))
+"""
+
+
+def test_help_version_and_bad_flags_load_no_engine():
+    """They answer in about a second: no torch, numba or Open3D (seconds each to load) is imported by any of them,
+    one after another in one process; the engine loads when a command runs."""
+    calls = [argv for argv, _ in QUICK_CALLS]
+    out = subprocess.run([sys.executable, "-c", _RUN_QUICK_CALLS, json.dumps(calls)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [code for _, code in QUICK_CALLS]

@@ -85,10 +85,13 @@ def psnr(pred_rgb: np.ndarray, target_rgb: np.ndarray, mask: np.ndarray) -> floa
     Returns ``nan`` when the mask is empty and ``PSNR_MAX_DB`` when the masked pixels are identical.
     """
     pred, target, mask = _image_pair(pred_rgb, target_rgb, mask)
-    if not mask.any():
+    count = int(np.count_nonzero(mask))
+    if not count:
         return math.nan
-    diff = pred[mask].astype(np.float64) - target[mask].astype(np.float64)
-    mse = float(np.mean(diff * diff))
+    diff = pred.astype(np.int32) - target
+    # Squared errors summed as integers: exact, as a float64 sum of them is while below 2^53 (any image), so this is
+    # the float mean of the masked squares to the bit, without gathering the masked pixels first.
+    mse = int(np.einsum("hwc,hwc->hw", diff, diff)[mask].sum(dtype=np.int64)) / (3 * count)
     if mse <= SSIM_DATA_RANGE**2 * 10.0 ** (-PSNR_MAX_DB / 10.0):
         return PSNR_MAX_DB
     return 10.0 * math.log10(SSIM_DATA_RANGE**2 / mse)
@@ -457,21 +460,39 @@ class PlaneScorer:
         """(P, 3) unit normals (world)."""
         self.offsets = offsets[first]
         """(P,) offsets: ``normal . x + offset = 0`` on the plane, metres."""
+        # Planes grouped by normal (a room's or a street's dozens of planes share three): one dot product per group,
+        # and each group's offsets sorted, so the nearest plane of a group is found by bisection.
+        self._group_normals, group = np.unique(self.normals, axis=0, return_inverse=True)
+        self._groups: list[tuple[np.ndarray, np.ndarray]] = []
+        """Per row of ``_group_normals``: its planes' offsets, ascending, and those planes' indices."""
+        for g in range(len(self._group_normals)):
+            planes = np.flatnonzero(group.reshape(-1) == g)
+            order = np.argsort(self.offsets[planes], kind="stable")
+            self._groups.append((self.offsets[planes][order], planes[order]))
+        self._rays_cam: dict[Intrinsics, np.ndarray] = {}
+        """Camera-frame rays through pixel centres (z = 1), (H W, 3) float64, per intrinsics."""
 
     def labels(self, points_m: np.ndarray, tolerance_m: float) -> np.ndarray:
-        """(N,) int64 index of a plane (N, 3) world points lie within ``tolerance_m`` of (the nearest); -1 for none."""
-        out = np.full(len(points_m), -1, np.int64)
-        for start in range(0, len(points_m), 8192):
-            # einsum, not @: a thin product through BLAS threads is several times slower on a busy CPU.
-            residual = np.abs(np.einsum("ni,pi->np", points_m[start : start + 8192], self.normals) + self.offsets)
-            nearest = residual.argmin(axis=1)
-            found = residual[np.arange(len(nearest)), nearest] <= tolerance_m
-            out[start : start + 8192][found] = nearest[found]
-        return out
+        """(N,) int64 index of a plane (N, 3) world points lie within ``tolerance_m`` of (the nearest, the lowest index
+        among equally near ones); -1 for none."""
+        nearest = np.zeros(len(points_m), np.int64)
+        best = np.full(len(points_m), np.inf)
+        # einsum, not @: a thin product through BLAS threads is several times slower on a busy CPU.
+        dots = np.einsum("ni,gi->gn", points_m, self._group_normals)
+        for dot, (offsets, planes) in zip(dots, self._groups):
+            # residual = |dot + offset| grows with the offset's distance from -dot, so a group's nearest plane is
+            # one of the two offsets around -dot.
+            above = np.searchsorted(offsets, -dot)
+            for candidate in (np.maximum(above - 1, 0), np.minimum(above, len(offsets) - 1)):
+                residual = np.abs(dot + offsets[candidate])
+                plane = planes[candidate]
+                better = (residual < best) | ((residual == best) & (plane < nearest))
+                best[better], nearest[better] = residual[better], plane[better]
+        return np.where(best <= tolerance_m, nearest, -1)
 
     def _within_reach(self, plane: int, points_m: np.ndarray, held_m: np.ndarray) -> np.ndarray:
         """(N,) bool: which (N, 3) points on ``plane`` lie within ``PLANE_REACH_M`` of one of the (M, 3) ``held_m``
-        points on it, measured in the plane on a grid of ``PLANE_ON_M`` cells (so within a cell of exact)."""
+        points on it, measured in the plane on a grid of cells of 2 ``PLANE_ON_M`` (so within a cell of exact)."""
         normal = self.normals[plane]
         axis_s = np.cross(normal, [1.0, 0.0, 0.0] if abs(normal[0]) < 0.9 else [0.0, 1.0, 0.0])
         axes = np.stack([axis_s / np.linalg.norm(axis_s), np.cross(normal, axis_s / np.linalg.norm(axis_s))], axis=1)
@@ -479,17 +500,26 @@ class PlaneScorer:
         held = np.floor(np.einsum("ni,ij->nj", held_m, axes) / cell).astype(np.int64)
         cells = np.floor(np.einsum("ni,ij->nj", points_m, axes) / cell).astype(np.int64)
         low = held.min(axis=0) - radius
-        shape = tuple(held.max(axis=0) - low + radius + 1)
-        grid = np.zeros(shape, np.float64)
-        grid[held[:, 0] - low[0], held[:, 1] - low[1]] = 1.0
-        offsets = np.arange(-radius, radius + 1)
-        disk = (offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius**2).astype(np.float64)
-        size = (shape[0] + 2 * radius, shape[1] + 2 * radius)
-        near = np.fft.irfft2(np.fft.rfft2(grid, size) * np.fft.rfft2(disk, size), size)[radius:, radius:] > 0.5
+        shape = tuple(held.max(axis=0) - low + radius + 1)  # every cell within reach of a held one lies inside
+        # gap[i, j]: the column distance from cell (i, j) to the nearest held cell of row i (``far`` for none), with
+        # ``radius`` rows of ``far`` above and below, so that a cell is within reach when dy^2 + gap[i + dy, j]^2 <=
+        # radius^2 for one row offset dy: the disk, exactly.
+        far = 1 << 20
+        grid = np.zeros(shape, bool)
+        grid[held[:, 0] - low[0], held[:, 1] - low[1]] = True
+        columns = np.arange(shape[1])
+        before = np.maximum.accumulate(np.where(grid, columns, -far), axis=1)
+        after = np.minimum.accumulate(np.where(grid, columns, 2 * far)[:, ::-1], axis=1)[:, ::-1]
+        gap = np.full((shape[0] + 2 * radius, shape[1]), far)
+        gap[radius:-radius] = np.minimum(columns - before, after - columns)
         index = cells - low
-        inside = np.all((index >= 0) & (index < shape), axis=1)
+        inside = np.flatnonzero(np.all((index >= 0) & (index < shape), axis=1))
+        linear, inverse = np.unique(index[inside, 0] * shape[1] + index[inside, 1], return_inverse=True)
+        row, column = np.divmod(linear, shape[1])
+        offsets = np.arange(-radius, radius + 1)
+        near = (offsets**2 + gap[row[:, None] + offsets + radius, column[:, None]] ** 2 <= radius**2).any(axis=1)
         out = np.zeros(len(points_m), bool)
-        out[inside] = near[index[inside, 0], index[inside, 1]]
+        out[inside] = near[inverse.reshape(-1)]
         return out
 
     def score(self, truth: RGBDFrame, kept_mask: np.ndarray, memory_depth: np.ndarray, memory_confidence: np.ndarray,
@@ -501,7 +531,9 @@ class PlaneScorer:
         fused (metres, 0 unknown; in [0, 1])."""
         shape = truth.depth.shape
         kept_mask = check_mask(kept_mask, shape, "kept_mask")
-        rays = truth.intrinsics.pixel_rays(np.float64).reshape(-1, 3)
+        if truth.intrinsics not in self._rays_cam:
+            self._rays_cam[truth.intrinsics] = truth.intrinsics.pixel_rays(np.float64).reshape(-1, 3)
+        rays = self._rays_cam[truth.intrinsics]
 
         def world(depth_m: np.ndarray, pixels: np.ndarray) -> np.ndarray:
             points_cam = rays[pixels] * depth_m.reshape(-1)[pixels, None].astype(np.float64)

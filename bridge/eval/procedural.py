@@ -1,4 +1,4 @@
-"""``worldweave eval procedural``: our version of the papers' ablation tables, on worlds with exact ground truth.
+"""Ablations of spatial memory, as in the AnchorWeave and Spatia papers' tables, on worlds with exact ground truth.
 
 For each case (a procedural scene and a trajectory through it) the world starts from the exact RGB-D frame at the
 first pose only; every later frame is generated, chunk by chunk, by ``World.step``. Each method runs the same poses:
@@ -9,9 +9,9 @@ first pose only; every later frame is generated, chunk by chunk, by ``World.step
 * ``anchors-coverage`` / ``anchors-iou`` / ``anchors-random``: K local anchors retrieved by greedy coverage
   (AnchorWeave), IoU top-K (Spatia) or at random, then woven;
 
-each with and without injected pose and depth noise on the frames that are fused (``FusionNoise``: the errors a real
-generator's depth estimate and pose make). Frames are scored against the exact render (metrics as ``bridge/eval/metrics.py`` defines them; ground
-truth is used only to score, never to fit anything): PSNR and SSIM over covered ∩ valid-depth pixels on every frame
+each with and without injected pose and depth noise on the frames that are fused (the errors a real generator's
+depth estimate and pose make). Frames are scored against the exact render (ground truth is used only to score,
+never to fit anything): PSNR and SSIM over covered ∩ valid-depth pixels on every frame
 and on revisits (``psnr_c``, ``ssim_c``), the same PSNR over all valid pixels (``psnr_all``, ``psnr_c_all``: holes
 the generator filled count too), the PSNR of each revisit frame against the earlier frame it revisits warped into it
 with ground-truth depth (``psnr_c_earlier``: does the place look the same as when it was first generated, as in
@@ -21,8 +21,8 @@ Spatia's closed-loop PSNR_C; a method that shows the same blank frame twice also
 memory, generated with geometry and unknown (``kept``, ``generated``, ``unknown``). The world's voxel map at the end
 of the trajectory (for ``no-memory``, the last one-frame world's) against the exact scene: ``phantom_rate``, the
 share of voxels farther than 5 cm from the true surface, and ``surface_recall``, the share of the surface seen along
-the trajectory with a confident voxel within 5 cm (``metrics.score_map``). How the generator continues the planes
-memory holds (``metrics.PlaneScorer``): ``plane_continuation``, of the pixels memory did not cover that view a plane
+the trajectory with a confident voxel within 5 cm. How the generator continues the planes memory holds:
+``plane_continuation``, of the pixels memory did not cover that view a plane
 its render shows (within 0.75 m of what it shows), the share fused with depth within 5 cm of the truth, and
 ``beyond_truth``, the share of generated pixels whose depth lies more than 5 cm beyond the true surface (rays that
 would carve free space through something real). Every row runs with each embedded generator of ``--generators``
@@ -30,8 +30,9 @@ would carve free space through something real). Every row runs with each embedde
 
 Prints the table; ``--json OUT`` writes the rows; PNG plots (PSNR along each trajectory, one line per method) go to
 ``--plots DIR``. The default run (three cases, the main methods, 320x240) is sized to finish within 10 minutes on
-two CPU cores per generator (two by default; ``--generators reproject`` runs one); ``--full`` runs the whole sweep (K = 1, 3, 7, every retrieval, four procedural trajectories, and the
-real trajectory files in ``--trajectories DIR`` when given).
+two CPU cores per generator (two by default; ``--generators reproject`` runs one); ``--full`` runs the whole
+sweep (K = 1, 3, 7, every retrieval, four procedural trajectories, and the real trajectory files in
+``--trajectories DIR`` when given).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -61,11 +63,12 @@ from worldweave.bridge.eval.trajectories import (
 from worldweave.bridge.frames import RGBDFrame
 from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
 from worldweave.bridge.generators.registry import create_generator
-from worldweave.bridge.memory.spatial_memory import MemoryConfig
-from worldweave.bridge.render import render_points
-from worldweave.bridge.world import Seed, World, WorldConfig
 from worldweave.proto.errors import InvalidInputError
 from worldweave.proto.geometry import Intrinsics, Pose
+
+if TYPE_CHECKING:  # memory, rendering and the world (torch, numba) are imported where used: '--help' stays fast
+    from worldweave.bridge.memory.spatial_memory import MemoryConfig
+    from worldweave.bridge.world import World
 
 FOV_X_DEG = 70.0
 """Horizontal field of view of the benchmark camera (square pixels, principal point at the image centre)."""
@@ -126,6 +129,8 @@ class FusionNoise:
         """The frame as memory receives it: same pose and intrinsics, noisy depth, misregistered content. A frame's
         confidence travels with its content (re-rendered like a colour, in steps of 1/255); confidence-0 pixels give
         no content."""
+        from worldweave.bridge.render import render_points
+
         delta, factor = self.draw(frame_id, frame.depth.shape)
         depth = np.where(frame.depth > 0, frame.depth * factor, 0.0).astype(np.float32)
         valid = depth > 0
@@ -312,6 +317,8 @@ class FrameScores:
 def _new_world(seed_frame: RGBDFrame, memory: MemoryConfig, generator: ScoringGenerator) -> World:
     """A world seeded with one frame, with ``memory``'s settings, generating through ``generator`` (restarted: the
     new world shares nothing with an earlier one)."""
+    from worldweave.bridge.world import Seed, World, WorldConfig
+
     generator.restart()
     config = WorldConfig(memory=memory, generator=generator.generator_name)
     return World(Seed(frames=(seed_frame,)), config, generator=generator)
@@ -337,6 +344,8 @@ def run_method(
     ``surface_m``: (M, 3) world metres, the surface seen along the trajectory (``metrics.SeenSurface``). ``memory_overrides``: ``MemoryConfig.with_overrides`` keys for the scene
     (``SCENE_MEMORY``). Ground truth enters only the scores.
     """
+    from worldweave.bridge.memory.spatial_memory import MemoryConfig
+
     intrinsics = truth[0].intrinsics
     poses = [frame.pose for frame in truth]
     memory = MemoryConfig(retrieval=method.retrieval or "global", k=method.k or 1, seed=seed)
@@ -533,15 +542,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, metavar="N", help="poses per trajectory, seed included (default: per case)")
     parser.add_argument("--chunk", type=int, default=4, metavar="N", help="poses per World.step call (default 4)")
     parser.add_argument("--cases", metavar="LIST", help="only these comma-separated scene/trajectory cases, e.g. "
-                        "room/loop,street/driving")
+                        "room/loop,street/driving (default: every case of the run)")
     parser.add_argument("--methods", metavar="LIST", help="only these comma-separated method names, e.g. "
-                        "no-memory,anchors-coverage")
+                        "no-memory,anchors-coverage (default: every method of the run)")
     parser.add_argument("--generators", default=",".join(GENERATORS), metavar="LIST",
                         help="comma-separated embedded generators each row runs with (default: "
                         f"{','.join(GENERATORS)})")
     parser.add_argument("--trajectories", type=Path, metavar="DIR", help="folder of real trajectory samples "
                         "(tum/, kitti_odometry_gt/, realestate10k/) for --full")
-    parser.add_argument("--seed", type=int, default=0, help="seed of scenes, random walks, random retrieval and noise")
+    parser.add_argument("--seed", type=int, default=0, metavar="N", help="seed of scenes, random walks, random retrieval and noise")
 
 
 def _parse_size(text: str) -> tuple[int, int]:

@@ -12,14 +12,13 @@ DATASET is a folder in the layout of 7-Scenes as prepared for worldweave:
 Frames with ids in ``[A, B]`` seed a ``World``: they are fused, in id order, into its memory (voxel map and
 anchors); each needs some valid depth. Then for every frame with id in ``[C, D]`` the world's ``World.condition``
 (the path a server's ``World.step`` and ``World.render`` run) renders the frame's pose, and the render is scored
-against that real frame with the metrics of ``bridge/eval/metrics.py``: PSNR and SSIM over covered pixels with valid depth, coverage of
-valid-depth pixels, and the median absolute depth error (metres, pooled over the covered valid pixels of all
-evaluated frames), plus the wall time per view. One row per memory mode: the global voxel map at 1 and 2 cm (a
+against that real frame: PSNR and SSIM over covered pixels with valid depth, coverage of valid-depth pixels, and
+the median absolute depth error (metres, pooled over the covered valid pixels of all evaluated frames), plus the
+wall time per view. One row per memory mode: the global voxel map at 1 and 2 cm (a
 world of that voxel size, seeded alike), and anchors with coverage / iou / recent / random retrieval at K = 1, 3, 7
 (``--modes``, ``--ks``), each woven by every weaver mode of ``--weave``: ``heuristic`` (rows ``anchors-MODE``) and
-``learned`` (rows ``anchors-MODE+learned``, the weaver network of ``--weights``), scored on the same memory in one run.
-The evaluated frames' RGB and depth are used only to score; the fuse and eval ranges must not
-overlap.
+``learned`` (rows ``anchors-MODE+learned``, the weaver network of ``--weights``), scored on the same memory in
+one run. The evaluated frames' RGB and depth are used only to score; the fuse and eval ranges must not overlap.
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -39,11 +39,12 @@ from tqdm import tqdm
 from worldweave.bridge.cli_values import key_value
 from worldweave.bridge.eval.metrics import coverage, mean_psnr, psnr, ssim
 from worldweave.bridge.frames import RenderResult, RGBDFrame
-from worldweave.bridge.memory.spatial_memory import MemoryConfig
-from worldweave.bridge.memory.weave import WeaveMode
-from worldweave.bridge.world import Seed, World, WorldConfig
 from worldweave.proto.errors import InvalidInputError, NotFoundError
 from worldweave.proto.geometry import Intrinsics, Pose
+
+if TYPE_CHECKING:  # memory and the world (torch, numba) are imported where used: 'eval rgbd --help' stays fast
+    from worldweave.bridge.memory.spatial_memory import MemoryConfig
+    from worldweave.bridge.memory.weave import WeaveMode
 
 GLOBAL_VOXEL_SIZES_M = (0.01, 0.02)
 ANCHOR_MODES = ("coverage", "iou", "recent", "random")
@@ -198,6 +199,9 @@ def evaluate(
         raise InvalidInputError(f"need frames to fuse and to evaluate, got {len(fuse_ids)} and {len(eval_ids)}")
     if chunk < 1:
         raise InvalidInputError(f"chunk must be >= 1, got {chunk}")
+    from worldweave.bridge.memory.spatial_memory import MemoryConfig
+    from worldweave.bridge.world import Seed, World, WorldConfig
+
     config = config or MemoryConfig()
     rows_total = len(global_voxel_sizes_m) + len(modes) * len(ks) * len(weave_modes)
     bar = tqdm(total=len(fuse_ids) + rows_total * len(eval_ids), unit="view", disable=not progress,
@@ -278,14 +282,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval", type=parse_range, required=True, metavar="C:D",
                         help="ids of frames to render and score (inclusive; must not overlap --fuse)")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the rows as a JSON list here")
-    parser.add_argument("--chunk", type=int, default=1, help="eval poses retrieved together (default: 1)")
+    parser.add_argument("--chunk", type=int, default=1, metavar="N", help="eval poses retrieved together (default: 1)")
     parser.add_argument("--set", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                         help="override a memory setting, e.g. --set keyframes.min_coverage=0.8 (repeatable)")
-    parser.add_argument("--modes", default=",".join(ANCHOR_MODES),
+    parser.add_argument("--modes", default=",".join(ANCHOR_MODES), metavar="LIST",
                         help=f"anchor retrieval modes to score, comma-separated (default: {','.join(ANCHOR_MODES)})")
-    parser.add_argument("--ks", default=",".join(str(k) for k in ANCHOR_KS),
+    parser.add_argument("--ks", default=",".join(str(k) for k in ANCHOR_KS), metavar="LIST",
                         help="anchor counts K to score, comma-separated (default: 1,3,7)")
-    parser.add_argument("--weave", default="heuristic",
+    parser.add_argument("--weave", default="heuristic", metavar="LIST",
                         help="weaver modes to score on the same memory, comma-separated from heuristic,learned "
                              "(default: heuristic)")
     parser.add_argument("--weights", default=None, metavar="NAME|FILE",
@@ -296,6 +300,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     dataset = RGBDDataset.open(args.dataset)
+    from worldweave.bridge.memory.spatial_memory import MemoryConfig  # after the dataset check: seconds to load
+
     overrides = dict(args.set)
     if args.weights is not None:
         overrides["weave.weights"] = args.weights

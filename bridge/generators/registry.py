@@ -19,6 +19,9 @@ BUILTIN: dict[str, str] = {
 }
 """Name -> ``module:Class``; modules are imported only when their backend is asked for (diffusers is heavy)."""
 
+DEFAULT_GENERATOR = "reproject"
+"""The backend a world or a server gets when none is named (``WorldConfig.generator``, ``worldweave serve``)."""
+
 DEPTH_ESTIMATORS: dict[str, str] = {
     "depth-anything": "worldweave.bridge.generators.depth_anything:DepthAnythingEstimator",
 }
