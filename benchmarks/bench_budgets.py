@@ -53,42 +53,42 @@ def main() -> None:
     limits = ServerLimits()
     point = np.array([[0.0, 0.0, 1.0]])
     with BackgroundServer(generator=EchoGenerator()) as server, WorldClient(server.address, timeout_s=600) as client:
-        world = client.create_world(*wall_seed(64, 48)).world_id
-        client.raycast(world, *away_rays(8), 10.0)  # kernels loaded before any figure
-        client.check_capsules(world, point, point, 0.1)
-        client.check_boxes(world, point, np.full((1, 3), 0.1), IDENTITY)
+        world = client.worlds.create(*wall_seed(64, 48)).world_id
+        client.queries.raycast(world, *away_rays(8), 10.0)  # kernels loaded before any figure
+        client.queries.check_capsules(world, point, point, 0.1)
+        client.queries.check_boxes(world, point, np.full((1, 3), 0.1), IDENTITY)
         print("the issue's requests, refused before any work:")
-        timed("one capsule of radius 1e4 m", lambda: client.check_capsules(world, point, point, 1e4))
-        timed("one box of half extents 1e4 m", lambda: client.check_boxes(world, point, np.full((1, 3), 1e4), IDENTITY))
+        timed("one capsule of radius 1e4 m", lambda: client.queries.check_capsules(world, point, point, 1e4))
+        timed("one box of half extents 1e4 m", lambda: client.queries.check_boxes(world, point, np.full((1, 3), 1e4), IDENTITY))
         origins, directions = away_rays(1 << 21)
         timed("2,097,152 rays of 1e9 m (50 MB to encode and send)",
-              lambda: client.raycast(world, origins, directions, 1e9))
+              lambda: client.queries.raycast(world, origins, directions, 1e9))
         timed("a Render of that world right after", lambda: client.render(world, yaw_poses(1)[0], timeout_s=10.0))
 
         print("requests at a default limit:")
         rays = int(limits.max_ray_voxels // np.ceil(RAY_EXTENT_VOX))
-        timed(f"{rays} rays of 1e9 m (max_ray_voxels)", lambda: client.raycast(world, *away_rays(rays), 1e9))
+        timed(f"{rays} rays of 1e9 m (max_ray_voxels)", lambda: client.queries.raycast(world, *away_rays(rays), 1e9))
         reach_vox = limits.max_ray_voxels // len(origins)
         timed(f"2,097,152 rays of {reach_vox * VOXEL_M:.1f} m (max_ray_voxels)",
-              lambda: client.raycast(world, origins, directions, reach_vox * VOXEL_M))
+              lambda: client.queries.raycast(world, origins, directions, reach_vox * VOXEL_M))
         side_vox = limits.max_shape_voxels ** (1 / 3) * 0.999
         half_m = (side_vox * VOXEL_M - 2 * (0.25 + VOXEL_M)) / 2
         timed(f"one capsule of radius {half_m:.1f} m (max_shape_voxels)",
-              lambda: client.check_capsules(world, point, point, half_m))
+              lambda: client.queries.check_capsules(world, point, point, half_m))
         timed(f"one box of half extents {half_m:.1f} m (max_shape_voxels)",
-              lambda: client.check_boxes(world, point, np.full((1, 3), half_m), IDENTITY))
+              lambda: client.queries.check_boxes(world, point, np.full((1, 3), half_m), IDENTITY))
         start, end = np.array([[2.8, 0.0, 1.0]]), np.array([[2.9, 0.0, 1.5]])
         each = shape_search_vox(np.minimum(start, end) - 0.1, np.maximum(start, end) + 0.1, VOXEL_M)[0]
         count = int(limits.max_shape_voxels // each)
         timed(f"{count} capsules of radius 0.1 m through the wall (max_shape_voxels)",
-              lambda: client.check_capsules(world, np.repeat(start, count, 0), np.repeat(end, count, 0), 0.1))
+              lambda: client.queries.check_capsules(world, np.repeat(start, count, 0), np.repeat(end, count, 0), 0.1))
 
     roomy = ServerConfig(limits=ServerLimits(max_ray_voxels=1 << 60))
     with BackgroundServer(config=roomy, generator=EchoGenerator()) as server, WorldClient(server.address) as client:
-        world = client.create_world(*wall_seed(64, 48)).world_id
+        world = client.worlds.create(*wall_seed(64, 48)).world_id
         client.render(world, yaw_poses(1)[0])
         print("a query past its deadline (ray budget raised to 2^60):")
-        timed("262,144 rays of 1e9 m, deadline 1 s", lambda: client.raycast(world, *away_rays(1 << 18), 1e9, timeout_s=1))
+        timed("262,144 rays of 1e9 m, deadline 1 s", lambda: client.queries.raycast(world, *away_rays(1 << 18), 1e9, timeout_s=1))
         timed("a Render of that world right after", lambda: client.render(world, yaw_poses(1)[0], timeout_s=30.0))
 
 

@@ -105,7 +105,7 @@ def main() -> None:
         target = background.address
         with WorldClient(target) as client:
             seed_frames, _ = wall_seed(WIDTH, HEIGHT, fov_x_deg=CAMERA.fov_x_deg)
-            world = client.create_world(seed_frames, CAMERA).world_id
+            world = client.worlds.create(seed_frames, CAMERA).world_id
         stop_server = background.stop
     else:
         grpc_server = grpc.server(futures.ThreadPoolExecutor(4), options=[("grpc.max_send_message_length", 64 << 20),

@@ -120,7 +120,7 @@ def measure(args: argparse.Namespace, generator_name: str, tuned: bool) -> dict[
             out["raw_alone_server_faults"] = (page_faults(server.pid) - server_before) / args.steps
 
             frames, intrinsics = wall_seed(args.width, args.height)
-            world = client.create_world(frames, intrinsics, world_id="bench")
+            world = client.worlds.create(frames, intrinsics, world_id="bench")
             poses = yaw_poses(args.steps + WARMUP, max_yaw_deg=5.0)
             # Interleaved, so that both see the same load on a shared CPU: a raw call, then a step.
             raw_s, step_s, inside_s = [], [], []

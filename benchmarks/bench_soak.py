@@ -224,13 +224,13 @@ class Tally:
 def make_worlds(address: str, count: int, width: int, height: int, prefix: str) -> list[str]:
     frames, intrinsics = wall_seed(width, height)
     with WorldClient(address, timeout_s=CALL_TIMEOUT_S) as client:
-        return [client.create_world(frames, intrinsics, world_id=f"{prefix}{i}").world_id for i in range(count)]
+        return [client.worlds.create(frames, intrinsics, world_id=f"{prefix}{i}").world_id for i in range(count)]
 
 
 def delete_worlds(address: str, world_ids: list[str]) -> None:
     with WorldClient(address, timeout_s=CALL_TIMEOUT_S) as client:
         for world_id in world_ids:
-            client.delete_world(world_id)
+            client.worlds.delete(world_id)
 
 
 def run_clients(address: str, plans: list[tuple[str, str]], seconds: float, tally: Tally, prime: int = 2) -> None:
@@ -374,9 +374,9 @@ def first_calls(flags: list[str], cold_cache: bool, width: int, height: int) -> 
             directions = np.column_stack([np.ones(1024), np.linspace(-0.6, 0.6, 1024), np.zeros(1024)])
             with WorldClient(server.address, timeout_s=600) as client:
                 calls = [
-                    ("create_s", lambda: client.create_world(frames, intrinsics, world_id="first")),
-                    ("raycast_s", lambda: client.raycast("first", origins, directions, 6.0)),
-                    ("capsule_s", lambda: client.check_capsules("first", origins[:64], origins[:64] + directions[:64], 0.1)),
+                    ("create_s", lambda: client.worlds.create(frames, intrinsics, world_id="first")),
+                    ("raycast_s", lambda: client.queries.raycast("first", origins, directions, 6.0)),
+                    ("capsule_s", lambda: client.queries.check_capsules("first", origins[:64], origins[:64] + directions[:64], 0.1)),
                     ("step_s", lambda: client.step("first", POSES[1], depth=None)),
                     ("render_s", lambda: client.render("first", POSES[2])),
                 ]

@@ -126,10 +126,10 @@ def build_world(client, voxels: int) -> tuple[str, float]:
     from worldweave.bridge.eval.wall import wall_seed
 
     frames, intrinsics = wall_seed(64, 48)
-    world_id = client.create_world(frames, intrinsics, voxel_size_m=VOXEL_M).world_id
+    world_id = client.worlds.create(frames, intrinsics, voxel_size_m=VOXEL_M).world_id
     points, colors = terrain(voxels)
     for start in range(0, voxels, 1_000_000):
-        client.insert_points(world_id, points[start:start + 1_000_000], colors[start:start + 1_000_000], timeout_s=600)
+        client.edits.insert_points(world_id, points[start:start + 1_000_000], colors[start:start + 1_000_000], timeout_s=600)
     return world_id, float(np.ceil(np.sqrt(voxels)) * VOXEL_M)
 
 
@@ -147,13 +147,13 @@ def bench_point_cloud(client, channel, world_id: str, rounds: int) -> dict[str, 
         results["raw_s"].append(time.perf_counter() - started)
 
         started = time.perf_counter()
-        chunks = list(client.stream_point_cloud(world_id, timeout_s=600))
+        chunks = list(client.point_cloud.stream(world_id, timeout_s=600))
         results["stream_s"].append(time.perf_counter() - started)
         payload = sum(c.keys.nbytes + c.colors.nbytes + c.flags.nbytes for c in chunks)
 
         started = time.perf_counter()
         mirror = PointCloudMirror()
-        mirror.update(client.stream_point_cloud(world_id, timeout_s=600))
+        mirror.update(client.point_cloud.stream(world_id, timeout_s=600))
         results["mirror_s"].append(time.perf_counter() - started)
         voxels = len(mirror)
     out = {name: float(np.median(values)) for name, values in results.items()}
@@ -172,10 +172,10 @@ def bench_queries(client, channel, world_id: str, extent_m: float, n: int, round
             local = json.loads(in_process(json.dumps(spec).encode(), timeout=600))["seconds"]
             started = time.perf_counter()
             if kind == "raycast":
-                answer = client.raycast(world_id, inputs["origins"], inputs["directions"], 10.0, timeout_s=600)
+                answer = client.queries.raycast(world_id, inputs["origins"], inputs["directions"], 10.0, timeout_s=600)
                 hits = float(answer.hit.mean())
             else:
-                answer = client.nearest_surface(world_id, inputs["points"], 1.0, timeout_s=600)
+                answer = client.queries.nearest_surface(world_id, inputs["points"], 1.0, timeout_s=600)
                 hits = float(answer.found.mean())
             elapsed = time.perf_counter() - started
             if round_index:
@@ -199,7 +199,7 @@ def bench_concurrency(address: str, clients: int, seconds: float, width: int, he
     def run(i: int) -> None:
         try:
             with WorldClient(address, timeout_s=120) as client:
-                world_id = client.create_world(frames, intrinsics).world_id
+                world_id = client.worlds.create(frames, intrinsics).world_id
                 client.step(world_id, poses[0])  # warm-up, untimed
                 barrier.wait()
                 deadline = time.monotonic() + seconds
@@ -210,7 +210,7 @@ def bench_concurrency(address: str, clients: int, seconds: float, width: int, he
                     latencies[i].append(time.perf_counter() - started)
                     world_step[i].append(frame.timings_s["total"])
                     k += 1
-                client.delete_world(world_id)
+                client.worlds.delete(world_id)
         except Exception as error:  # noqa: BLE001 - counted and reported
             errors.append(f"{type(error).__name__}: {error}")
             barrier.abort()
@@ -262,7 +262,7 @@ def main() -> None:
             build_s = time.perf_counter() - started
             cloud = bench_point_cloud(client, channel, world_id, args.rounds)
             queries = bench_queries(client, channel, world_id, extent_m, args.queries, args.rounds)
-            client.delete_world(world_id)
+            client.worlds.delete(world_id)
             levels = [bench_concurrency(address, n, args.seconds, args.width, args.height) for n in args.clients]
     finally:
         process.stdin.close()

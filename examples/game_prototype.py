@@ -3,7 +3,7 @@
 The world is seeded with exact views of a procedural room (``worldweave.bridge.eval.scenes``) from its spawn point.
 A scripted camera then follows a path (a lap of the room, or a look-around on the spot); at each pose the game asks
 the server for the frame (``WorldClient.step``: generated and remembered) and casts a ray from the screen centre into
-the world's memory (``WorldClient.raycast``), as a game picks the object under its crosshair (the pixel nearest the
+the world's memory (``client.queries.raycast``), as a game picks the object under its crosshair (the pixel nearest the
 principal point). The hit's distance agrees with the frame's own depth there up to the memory's voxel size.
 
     worldweave serve --port 50051 &
@@ -81,13 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     u, v = int(round(intrinsics.cx)), int(round(intrinsics.cy))
     picks = []
     with WorldClient(args.server) as client:
-        world = client.create_world(seed, intrinsics, prompt="a furnished room", voxel_size_m=args.voxel_size)
+        world = client.worlds.create(seed, intrinsics, prompt="a furnished room", voxel_size_m=args.voxel_size)
         try:
             # 2. The game loop: a frame per pose, then a pick under the crosshair.
             for index, c2w in enumerate(tqdm(path, desc="game loop", unit="frame")):
                 (frame,) = client.step(world.world_id, c2w, depth="float16_m")
                 origin, direction, length_per_depth = pixel_ray(frame.pose, intrinsics, u, v)
-                ray = client.raycast(world.world_id, origin[None], direction[None], MAX_PICK_RANGE_M)
+                ray = client.queries.raycast(world.world_id, origin[None], direction[None], MAX_PICK_RANGE_M)
                 hit = bool(ray.hit[0])
                 color = (0, 255, 0) if hit else (255, 0, 0)
                 Image.fromarray(draw_crosshair(frame.rgb, u, v, color)).save(args.out / "frames" / f"{index:06d}.png")
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                     "centre_ray_length_m": float(frame.depth[v, u]) * length_per_depth,  # 0: depth unknown
                 })
         finally:
-            client.delete_world(world.world_id)
+            client.worlds.delete(world.world_id)
 
     hits = [p for p in picks if p["hit"]]
     errors = [abs(p["distance_m"] - p["centre_ray_length_m"]) for p in hits if p["centre_ray_length_m"] > 0]

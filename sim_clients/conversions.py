@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import numpy as np
 
@@ -30,10 +31,18 @@ from worldweave.proto.errors import WireFormatError
 from worldweave.proto.geometry import Intrinsics, quaternion_from_rotation
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 
+ImageEncoding = Literal["raw", "png", "jpeg"]
+"""How frames' RGB travels: raw RGB8, PNG (lossless) or JPEG (``jpeg_quality``); ``proto.enums.IMAGE_ENCODING_NAMES``."""
+DepthEncoding = Literal["float16_m", "uint16_mm"]
+"""How depth travels: float16 metres, or uint16 millimetres (exact to 1 mm, up to 65.535 m)."""
+Retrieval = Literal["coverage", "iou", "recent", "random", "global"]
+"""How a step picks the memories it conditions on: anchors covering the views (greedy set cover), top-K by IoU, the
+most recent, random, or the whole voxel map (``global``); ``proto.enums.RETRIEVAL_NAMES``."""
+
 
 def frame_format(
-    image: int | str = pb.IMAGE_ENCODING_RAW_RGB8,
-    depth: int | str | None = None,
+    image: ImageEncoding | int = pb.IMAGE_ENCODING_RAW_RGB8,
+    depth: DepthEncoding | int | None = None,
     *,
     jpeg_quality: int = DEFAULT_JPEG_QUALITY,
     coverage_mask: bool = False,
@@ -105,8 +114,8 @@ def seed_message(
     intrinsics: Intrinsics | pb.Intrinsics,
     prompt: str = "",
     *,
-    image: int | str = pb.IMAGE_ENCODING_PNG,
-    depth: int | str = pb.DEPTH_ENCODING_UINT16_MM,
+    image: ImageEncoding | int = pb.IMAGE_ENCODING_PNG,
+    depth: DepthEncoding | int = pb.DEPTH_ENCODING_UINT16_MM,
 ) -> pb.Seed:
     """A ``Seed`` from ``(rgb uint8 (H, W, 3), depth float (H, W) metres, c2w 4x4)`` triples and intrinsics.
 
@@ -165,12 +174,11 @@ def oriented_box_message(
 def world_config(
     *,
     voxel_size_m: float | None = None,
-    retrieval: str | None = None,
+    retrieval: Retrieval | None = None,
     max_anchors: int | None = None,
     seed: int | None = None,
 ) -> pb.WorldConfig:
-    """A ``WorldConfig``; None leaves a field unset (the server's default). ``retrieval`` is a name of
-    ``RETRIEVAL_NAMES``."""
+    """A ``WorldConfig``; None leaves a field unset (the server's default)."""
     config = pb.WorldConfig()
     if voxel_size_m is not None:
         config.voxel_size_m = voxel_size_m

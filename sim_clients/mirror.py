@@ -1,8 +1,7 @@
 """``PointCloudMirror``: a local copy of a world's voxel cloud, kept in step from the point-cloud stream.
 
-    mirror = PointCloudMirror()
-    mirror.update(client.stream_point_cloud(world_id, mirror.version))      # catch up once (a snapshot first)
-    for version in mirror.follow(client.stream_point_cloud(world_id, mirror.version, follow=True)):
+    mirror = client.point_cloud.mirror(world_id)                             # catch up once (a snapshot first)
+    for version in mirror.follow(client.point_cloud.stream(world_id, mirror.version, follow=True)):
         positions_m, colors = mirror.points()                                 # after every new version
 
 Chunks of one version are buffered and applied together when its last chunk arrives, so the mirror always holds
@@ -19,11 +18,14 @@ is a comparison of sorted arrays. Transport-agnostic: ``apply`` takes decoded ch
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from worldweave.proto.voxel_keys import key_centers
-from worldweave.sim_clients.world_state import PointCloudChunk
+
+if TYPE_CHECKING:  # world_state imports this module (``client.point_cloud.mirror``)
+    from worldweave.sim_clients.world_state import PointCloudChunk
 
 
 def _confidence(chunk: PointCloudChunk) -> np.ndarray:

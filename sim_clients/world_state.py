@@ -1,15 +1,21 @@
-"""Pure conversions of the world-state RPCs (point cloud, spatial queries, edits): numpy in, messages out, and back.
+"""The world-state RPCs (point cloud, spatial queries, edits), described once: request builders (numpy in, messages
+out), result records and decoders, and the sub-APIs built on them (``client.queries``: ``Queries``,
+``client.edits``: ``Edits``, ``client.point_cloud``: ``PointCloud``).
 
-Used by ``WorldClient`` and ``AsyncWorldClient`` (and the gateway, through them); no network, no engine. Arrays
+The sub-APIs hand each request to the client's ``Transport`` (``transport.py``), so ``WorldClient`` and
+``AsyncWorldClient`` share them; everything else here is pure (no network, no engine). Arrays
 travel as packed little-endian fields (``proto.codecs.pack_array``); every coordinate is canonical world metres
 (right-handed, Z up). Every function raises ``WireFormatError`` naming the bad value.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+from worldweave.sim_clients.mirror import PointCloudMirror
+from worldweave.sim_clients.transport import Answer, Stream, Transport
 
 import numpy as np
 
@@ -26,9 +32,13 @@ CHANGE_KIND_NAMES: dict[int, ChangeKind] = {
     pb.CHANGE_KIND_REMOVED: "removed",
 }
 """Wire change kinds of point-cloud chunks and their names."""
-SOURCE_NAMES = {0: "seed", 1: "generated", 2: "inserted"}
+SourceName = Literal["seed", "generated", "inserted"]
+SOURCE_NAMES: dict[int, SourceName] = {0: "seed", 1: "generated", 2: "inserted"}
 """Values of a voxel's flags byte (``StreamPointCloudResponse.flags``): where its content came from."""
-OCCUPANCY_NAMES = {pb.OCCUPANCY_UNKNOWN: "unknown", pb.OCCUPANCY_FREE: "free", pb.OCCUPANCY_OCCUPIED: "occupied"}
+OccupancyName = Literal["unknown", "free", "occupied"]
+OCCUPANCY_NAMES: dict[int, OccupancyName] = {
+    pb.OCCUPANCY_UNKNOWN: "unknown", pb.OCCUPANCY_FREE: "free", pb.OCCUPANCY_OCCUPIED: "occupied",
+}
 """Wire occupancy codes (``QueryOccupancyResponse.states``) and their names."""
 
 
@@ -191,8 +201,9 @@ class RaycastResult:
     """One answer per ray. ``hit`` bool; ``distance_m`` float32 metres (``max_range_m`` without a hit);
     ``points_m`` float32 (N, 3) hit points, world metres (0 without a hit); ``colors`` uint8 (N, 3) (0 without a
     hit); ``unknown`` bool: the ray entered unobserved space before hitting anything (a miss there is not free
-    space), or reached a voxel below the request's minimum confidence (then ``hit`` is False). ``version``: the
-    memory version answered."""
+    space), or reached a voxel below the request's minimum confidence (then ``hit`` is False). ``normals`` float32
+    (N, 3) unit surface normals at the hits, world frame, facing the ray's origin (0 without a hit), or None unless
+    asked for (``return_normals``). ``version``: the memory version answered."""
 
     version: int
     hit: np.ndarray
@@ -200,6 +211,7 @@ class RaycastResult:
     points_m: np.ndarray
     colors: np.ndarray
     unknown: np.ndarray
+    normals: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -248,16 +260,19 @@ class CropResult:
 
 
 def raycast_request(
-    world_id: str, origins_m, directions, max_range_m: float, *, min_confidence: float | None = None
+    world_id: str, origins_m, directions, max_range_m: float, *, min_confidence: float | None = None,
+    return_normals: bool = False,
 ) -> pb.RaycastRequest:
     """Rays from ``origins_m`` (N, 3) along ``directions`` (N, 3, any non-zero length) up to ``max_range_m``, against
-    the voxels at or above ``min_confidence`` (None: the world's default level)."""
+    the voxels at or above ``min_confidence`` (None: the world's default level); ``return_normals``: with the
+    surface normal at each hit."""
     origins = points_array(origins_m, "origins_m")
     directions = points_array(directions, "directions")
     same_rows(len(origins), "directions", directions, "origins_m")
     return _with_min_confidence(pb.RaycastRequest(
         world_id=world_id, origins_m=pack_array(origins, FLOAT32, 3, "origins_m"),
         directions=pack_array(directions, FLOAT32, 3, "directions"), max_range_m=float(max_range_m),
+        return_normals=bool(return_normals),
     ), min_confidence)
 
 
@@ -267,6 +282,7 @@ def decode_raycast(message: pb.RaycastResponse, n: int) -> RaycastResult:
         int(message.version), _field(message, "hit", UINT8, None, n, what).astype(bool),
         _field(message, "distance_m", FLOAT32, None, n, what), _field(message, "points_m", FLOAT32, 3, n, what),
         _field(message, "colors", UINT8, 3, n, what), _field(message, "unknown", UINT8, None, n, what).astype(bool),
+        _field(message, "normals", FLOAT32, 3, n, what) if message.normals else None,
     )
 
 
@@ -465,3 +481,158 @@ def with_confidence_levels(
     if default is not None:
         config.default_min_confidence = default
     return config
+
+
+# ------------------------------------------------------------------------------------------------ sub-APIs
+
+
+class Queries:
+    """``client.queries``: batched spatial queries against a world's voxel map, world metres.
+
+    Every query takes ``min_confidence``: one of the world's ``confidence_levels`` (``client.worlds.get(...).config``),
+    None for the world's default level. Voxels below it are unknown space: never a hit, never free. Every answer
+    carries the memory ``version`` it is for.
+    """
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+
+    def raycast(
+        self, world_id: str, origins_m: np.ndarray, directions: np.ndarray, max_range_m: float, *,
+        return_normals: bool = False, min_confidence: float | None = None, timeout_s: float | None = None,
+    ) -> Answer[RaycastResult]:
+        """Cast rays from ``origins_m`` (N, 3) along ``directions`` (N, 3, any non-zero length), up to
+        ``max_range_m`` metres; ``return_normals``: with the surface normal at each hit (``RaycastResult.normals``)."""
+        request = raycast_request(world_id, origins_m, directions, max_range_m, min_confidence=min_confidence,
+                                  return_normals=return_normals)
+        return self._transport.unary("Raycast", request, lambda r: decode_raycast(r, rows(request.origins_m)), timeout_s)
+
+    def nearest_surface(
+        self, world_id: str, points_m: np.ndarray, max_range_m: float, *, min_confidence: float | None = None,
+        timeout_s: float | None = None,
+    ) -> Answer[NearestSurfaceResult]:
+        """The nearest surface point to each of ``points_m`` (N, 3) within ``max_range_m`` metres."""
+        request = nearest_surface_request(world_id, points_m, max_range_m, min_confidence=min_confidence)
+        n = rows(request.points_m)
+        return self._transport.unary("NearestSurface", request, lambda r: decode_nearest_surface(r, n), timeout_s)
+
+    def check_spheres(
+        self, world_id: str, centers_m: np.ndarray, radii_m: float | np.ndarray, *,
+        min_confidence: float | None = None, timeout_s: float | None = None,
+    ) -> Answer[CollisionResult]:
+        """Collision of spheres (``centers_m`` (N, 3), ``radii_m`` a number or (N,), metres) with the world."""
+        request = sphere_collision_request(world_id, centers_m, radii_m, min_confidence=min_confidence)
+        return self._collide(request, rows(request.spheres.centers_m), timeout_s)
+
+    def check_capsules(
+        self, world_id: str, starts_m: np.ndarray, ends_m: np.ndarray, radii_m: float | np.ndarray, *,
+        min_confidence: float | None = None, timeout_s: float | None = None,
+    ) -> Answer[CollisionResult]:
+        """Collision of capsules (segments ``starts_m`` -> ``ends_m`` (N, 3), radii ``radii_m``, metres)."""
+        request = capsule_collision_request(world_id, starts_m, ends_m, radii_m, min_confidence=min_confidence)
+        return self._collide(request, rows(request.capsules.starts_m), timeout_s)
+
+    def check_boxes(
+        self, world_id: str, centers_m: np.ndarray, half_extents_m: np.ndarray, rotations: np.ndarray, *,
+        min_confidence: float | None = None, timeout_s: float | None = None,
+    ) -> Answer[CollisionResult]:
+        """Collision of oriented boxes (centres and half extents (N, 3) metres; box-to-world ``rotations`` as (N, 4)
+        quaternions qw, qx, qy, qz or (N, 3, 3) matrices) with the world."""
+        request = box_collision_request(world_id, centers_m, half_extents_m, rotations, min_confidence=min_confidence)
+        return self._collide(request, rows(request.boxes.centers_m), timeout_s)
+
+    def _collide(self, request: pb.CheckCollisionRequest, n: int, timeout_s: float | None) -> Answer[CollisionResult]:
+        return self._transport.unary("CheckCollision", request, lambda r: decode_collision(r, n), timeout_s)
+
+    def occupancy(
+        self, world_id: str, points_m: np.ndarray, *, min_confidence: float | None = None,
+        timeout_s: float | None = None,
+    ) -> Answer[OccupancyResult]:
+        """Occupancy of each of ``points_m`` (N, 3): ``OCCUPANCY_NAMES`` codes (unknown / free / occupied)."""
+        request = occupancy_request(world_id, points_m, min_confidence=min_confidence)
+        n = rows(request.points_m)
+        return self._transport.unary("QueryOccupancy", request, lambda r: decode_occupancy(r, n), timeout_s)
+
+
+class Edits:
+    """``client.edits``: change a world's memory inside a region (``box_region``, ``sphere_region``,
+    ``oriented_box_region``) or add points; removed content does not come back in later frames. Each returns an
+    ``EditResult`` (the version after the edit, the voxels it touched)."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+
+    def remove_region(self, world_id: str, region: pb.Region, *, timeout_s: float | None = None) -> Answer[EditResult]:
+        """Remove the memory inside ``region``."""
+        request = remove_region_request(world_id, region)
+        decode = lambda r: EditResult(int(r.version), int(r.voxels_removed))  # noqa: E731
+        return self._transport.unary("RemoveRegion", request, decode, timeout_s)
+
+    def recolor_region(
+        self, world_id: str, region: pb.Region, rgb: Sequence[int], *, timeout_s: float | None = None
+    ) -> Answer[EditResult]:
+        """Recolour the memory inside ``region`` with ``rgb`` (three integers 0..255)."""
+        request = recolor_region_request(world_id, region, rgb)
+        decode = lambda r: EditResult(int(r.version), int(r.voxels_changed))  # noqa: E731
+        return self._transport.unary("RecolorRegion", request, decode, timeout_s)
+
+    def insert_points(
+        self, world_id: str, points_m: np.ndarray, colors: np.ndarray, *, timeout_s: float | None = None
+    ) -> Answer[EditResult]:
+        """Insert ``points_m`` (N, 3) world metres with ``colors`` uint8 (N, 3); ``voxels`` counts new voxels."""
+        request = insert_points_request(world_id, points_m, colors)
+        decode = lambda r: EditResult(int(r.version), int(r.voxels_added))  # noqa: E731
+        return self._transport.unary("InsertPoints", request, decode, timeout_s)
+
+
+class PointCloud:
+    """``client.point_cloud``: the world's voxel cloud, streamed (snapshot, then changes), cropped, or mirrored."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+
+    def stream(
+        self,
+        world_id: str,
+        since_version: int = 0,
+        *,
+        follow: bool = False,
+        include_positions: bool = False,
+        max_chunk_bytes: int = 0,
+        min_confidence: float | None = None,
+        timeout_s: float | None = None,
+    ) -> Stream[PointCloudChunk]:
+        """The world's voxel cloud as chunks: a snapshot (``since_version`` 0, or one the server no longer holds:
+        ``is_snapshot``), else the added, changed and removed voxels since ``since_version``. With ``follow`` the
+        stream stays open and brings each new version's changes until the iteration stops (or ``timeout_s``
+        seconds pass; None: no deadline). ``PointCloudMirror.apply`` takes the chunks. ``min_confidence``: only
+        voxels at or above this level (None: the world's default; 0: all, to filter locally with
+        ``PointCloudMirror.points(min_confidence=...)``)."""
+        request = point_cloud_request(world_id, since_version, follow=follow, max_chunk_bytes=max_chunk_bytes,
+                                      include_positions=include_positions, min_confidence=min_confidence)
+        return self._transport.stream("StreamPointCloud", request, decode_point_cloud_chunk, timeout_s)
+
+    def crop(
+        self, world_id: str, min_m: np.ndarray, max_m: np.ndarray, *, max_chunk_bytes: int = 0,
+        min_confidence: float | None = None, timeout_s: float | None = None,
+    ) -> Answer[CropResult]:
+        """The voxels whose centres lie in the axis-aligned box ``[min_m, max_m]`` (world metres) and whose
+        confidence is at least ``min_confidence`` (None: the world's default level)."""
+        request = crop_request(world_id, min_m, max_m, max_chunk_bytes=max_chunk_bytes, min_confidence=min_confidence)
+        return self._transport.collect("CropPointCloud", request, decode_crop, timeout_s)
+
+    def mirror(
+        self, world_id: str, mirror: PointCloudMirror | None = None, *, min_confidence: float | None = None,
+        timeout_s: float | None = None,
+    ) -> Answer[PointCloudMirror]:
+        """Bring ``mirror`` (None: a new, empty one) up to the world's current version: the changes since its
+        version (a snapshot for a new one), applied; returns it. To keep it current as the world changes, use
+        ``mirror.follow(client.point_cloud.stream(world_id, mirror.version, follow=True))``."""
+        held = PointCloudMirror() if mirror is None else mirror
+        request = point_cloud_request(world_id, held.version, min_confidence=min_confidence)
+
+        def apply(responses: list[pb.StreamPointCloudResponse]) -> PointCloudMirror:
+            held.update(decode_point_cloud_chunk(response) for response in responses)
+            return held
+
+        return self._transport.collect("StreamPointCloud", request, apply, timeout_s)

@@ -80,9 +80,9 @@ def world_id(client: WorldClient) -> Iterator[str]:
     from worldweave.bridge.eval.wall import wall_seed
 
     frames, intrinsics = wall_seed(WALL_WIDTH, WALL_HEIGHT)
-    world = client.create_world(frames, intrinsics)
+    world = client.worlds.create(frames, intrinsics)
     yield world.world_id
-    client.delete_world(world.world_id)
+    client.worlds.delete(world.world_id)
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ from concurrent import futures
 import grpc
 import pytest
 
-from worldweave.proto.errors import ServerUnavailableError
+from worldweave.proto.errors import NotFoundError, ServerUnavailableError
 from worldweave.proto.worldweave.v1 import API_VERSION
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
@@ -90,3 +90,32 @@ def test_the_sdk_knows_only_the_proto_and_numpy():
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]", f"the client imports {loaded}"
+
+
+def test_the_package_roots_export_the_public_api_and_load_grpc_only_when_asked():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, worldweave.sim_clients.conventions; assert 'grpc' not in sys.modules, 'conventions loaded grpc'; "
+        "import worldweave.sim_clients as sdk, worldweave.proto as wire; "
+        "missing = [n for n in sdk.__all__ if getattr(sdk, n, None) is None] + [n for n in wire.__all__ if getattr(wire, n, None) is None]; "
+        "from worldweave.sim_clients import WorldClient, AsyncWorldClient, PointCloudMirror, box_region; "
+        "from worldweave.proto import Pose, Intrinsics, WorldweaveError; print(missing, 'grpc' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split() == ["[]", "True"]
+
+
+def test_any_rpc_by_name_answers_its_raw_response_messages(client, world_id):
+    listed = client.call("ListWorlds", pb.ListWorldsRequest())
+    assert [w.world_id for w in listed[0].worlds if w.world_id == world_id] == [world_id]
+    cropped = client.call("CropPointCloud", pb.CropPointCloudRequest(
+        world_id=world_id, box=pb.Box(min_m=pb.Vec3(x=2, y=-3, z=0), max_m=pb.Vec3(x=4, y=3, z=3)), max_chunk_bytes=4096))
+    assert len(cropped) > 1 and cropped[-1].last and not cropped[0].last  # a server stream, read to its end
+    step = pb.StepRequest(world_id=world_id)
+    with pytest.raises(ValueError, match="no RPC 'Rycast' in WorldService"):
+        client.call("Rycast", pb.RaycastRequest())
+    with pytest.raises(TypeError, match="Raycast takes a RaycastRequest, got a StepRequest"):
+        client.call("Raycast", step)
+    with pytest.raises(NotFoundError, match="no world 'nowhere'"):
+        client.call("GetWorld", pb.GetWorldRequest(world_id="nowhere"))

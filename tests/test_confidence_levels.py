@@ -286,7 +286,7 @@ def guessed_world(client) -> str:
     from worldweave.bridge.eval.wall import wall_seed, yaw_poses
 
     frames, intrinsics = wall_seed(64, 48)
-    world = client.create_world(frames, intrinsics)
+    world = client.worlds.create(frames, intrinsics)
     for pose in yaw_poses(4, max_yaw_deg=30.0):
         client.step(world.world_id, pose)
     return world.world_id
@@ -294,44 +294,44 @@ def guessed_world(client) -> str:
 
 def test_grpc_levels_default_and_unknown_answers(client):
     world_id = guessed_world(client)
-    info = client.get_world(world_id)
+    info = client.worlds.get(world_id)
     assert list(info.config.confidence_levels) == [0.0, 0.5] and info.config.default_min_confidence == 0.5
 
-    everything = client.crop_point_cloud(world_id, [-10, -10, -10], [10, 10, 10], min_confidence=0.0)
-    sure = client.crop_point_cloud(world_id, [-10, -10, -10], [10, 10, 10])  # the default level, 0.5
+    everything = client.point_cloud.crop(world_id, [-10, -10, -10], [10, 10, 10], min_confidence=0.0)
+    sure = client.point_cloud.crop(world_id, [-10, -10, -10], [10, 10, 10])  # the default level, 0.5
     assert (everything.confidence < 0.5).sum() > 100 and (sure.confidence >= 0.5).all()
     assert len(sure.points_m) == (everything.confidence >= np.float32(0.5)).sum()
 
     # Rays at a guessed voxel: a hit at level 0, unknown (no hit) at 0.5.
     guesses = everything.points_m[everything.confidence < 0.5][:50].astype(np.float64)
     eye = np.array([0.0, 0.0, 1.5])
-    low = client.raycast(world_id, np.repeat(eye[None], len(guesses), 0), guesses - eye, 10.0, min_confidence=0.0)
-    high = client.raycast(world_id, np.repeat(eye[None], len(guesses), 0), guesses - eye, 10.0)
+    low = client.queries.raycast(world_id, np.repeat(eye[None], len(guesses), 0), guesses - eye, 10.0, min_confidence=0.0)
+    high = client.queries.raycast(world_id, np.repeat(eye[None], len(guesses), 0), guesses - eye, 10.0)
     assert low.hit.mean() > 0.9 and not (high.hit & ~low.hit).any()
     stopped_by_guess = low.hit & ~high.hit
     assert stopped_by_guess.sum() > 10 and high.unknown[stopped_by_guess].all()
     # Points in guessed voxels: occupied at 0, unknown (never free) at 0.5; shapes there are unknown, not hits.
-    states = client.query_occupancy(world_id, guesses)
+    states = client.queries.occupancy(world_id, guesses)
     assert (states.states == 1).all()  # wire OCCUPANCY_UNKNOWN
-    assert (client.query_occupancy(world_id, guesses, min_confidence=0.0).states == 3).all()
-    spheres = client.check_spheres(world_id, guesses, 0.01)
+    assert (client.queries.occupancy(world_id, guesses, min_confidence=0.0).states == 3).all()
+    spheres = client.queries.check_spheres(world_id, guesses, 0.01)
     assert not spheres.hit.any() and spheres.unknown.all()
-    assert client.check_spheres(world_id, guesses, 0.01, min_confidence=0.0).hit.all()
-    assert client.nearest_surface(world_id, guesses, 2.0).distance_m.min() > 0.0
+    assert client.queries.check_spheres(world_id, guesses, 0.01, min_confidence=0.0).hit.all()
+    assert client.queries.nearest_surface(world_id, guesses, 2.0).distance_m.min() > 0.0
 
 
 @pytest.mark.parametrize("call", ["raycast", "nearest", "spheres", "capsules", "boxes", "occupancy", "crop", "stream"])
 def test_grpc_undeclared_level_is_invalid_argument_naming_the_levels(client, world_id, call):
     p = np.zeros((1, 3))
     calls = {
-        "raycast": lambda: client.raycast(world_id, p, [[1.0, 0, 0]], 1.0, min_confidence=0.7),
-        "nearest": lambda: client.nearest_surface(world_id, p, 1.0, min_confidence=0.7),
-        "spheres": lambda: client.check_spheres(world_id, p, 0.1, min_confidence=0.7),
-        "capsules": lambda: client.check_capsules(world_id, p, p + 0.1, 0.1, min_confidence=0.7),
-        "boxes": lambda: client.check_boxes(world_id, p, p + 0.1, [[1.0, 0, 0, 0]], min_confidence=0.7),
-        "occupancy": lambda: client.query_occupancy(world_id, p, min_confidence=0.7),
-        "crop": lambda: client.crop_point_cloud(world_id, [-1, -1, -1], [1, 1, 1], min_confidence=0.7),
-        "stream": lambda: list(client.stream_point_cloud(world_id, min_confidence=0.7)),
+        "raycast": lambda: client.queries.raycast(world_id, p, [[1.0, 0, 0]], 1.0, min_confidence=0.7),
+        "nearest": lambda: client.queries.nearest_surface(world_id, p, 1.0, min_confidence=0.7),
+        "spheres": lambda: client.queries.check_spheres(world_id, p, 0.1, min_confidence=0.7),
+        "capsules": lambda: client.queries.check_capsules(world_id, p, p + 0.1, 0.1, min_confidence=0.7),
+        "boxes": lambda: client.queries.check_boxes(world_id, p, p + 0.1, [[1.0, 0, 0, 0]], min_confidence=0.7),
+        "occupancy": lambda: client.queries.occupancy(world_id, p, min_confidence=0.7),
+        "crop": lambda: client.point_cloud.crop(world_id, [-1, -1, -1], [1, 1, 1], min_confidence=0.7),
+        "stream": lambda: list(client.point_cloud.stream(world_id, min_confidence=0.7)),
     }
     with pytest.raises(InvalidInputError, match=r"min_confidence 0\.7.*\[0\.0, 0\.5\]"):
         calls[call]()
@@ -341,14 +341,14 @@ def test_grpc_declared_levels_and_bad_levels(client):
     from worldweave.bridge.eval.wall import wall_seed
 
     frames, intrinsics = wall_seed(32, 24)
-    world = client.create_world(frames, intrinsics, confidence_levels=[0.9, 0.2])
+    world = client.worlds.create(frames, intrinsics, confidence_levels=[0.9, 0.2])
     assert list(world.config.confidence_levels) == [0.2, 0.9] and world.config.default_min_confidence == 0.9
-    client.crop_point_cloud(world.world_id, [-1, -1, -1], [5, 5, 5], min_confidence=0.2)
+    client.point_cloud.crop(world.world_id, [-1, -1, -1], [5, 5, 5], min_confidence=0.2)
     with pytest.raises(InvalidInputError, match=r"\[0\.2, 0\.9\]"):
-        client.crop_point_cloud(world.world_id, [-1, -1, -1], [5, 5, 5], min_confidence=0.5)
-    client.delete_world(world.world_id)
+        client.point_cloud.crop(world.world_id, [-1, -1, -1], [5, 5, 5], min_confidence=0.5)
+    client.worlds.delete(world.world_id)
     with pytest.raises(InvalidInputError, match="confidence_levels"):
-        client.create_world(frames, intrinsics, confidence_levels=[0.1, 0.1])
+        client.worlds.create(frames, intrinsics, confidence_levels=[0.1, 0.1])
     with pytest.raises(InvalidInputError, match="min_confidence"):
         ws.crop_request("w", [0, 0, 0], [1, 1, 1], min_confidence=1.5)
 
@@ -358,18 +358,18 @@ def test_stream_carries_confidence_and_a_filtered_mirror_equals_a_crop(server, c
 
     world_id = guessed_world(client)
     everything, sure = PointCloudMirror(), PointCloudMirror()
-    everything.update(client.stream_point_cloud(world_id, min_confidence=0.0))
-    sure.update(client.stream_point_cloud(world_id))  # the default level, 0.5
+    everything.update(client.point_cloud.stream(world_id, min_confidence=0.0))
+    sure.update(client.point_cloud.stream(world_id))  # the default level, 0.5
     for pose in yaw_poses(3, max_yaw_deg=40.0):  # more guesses, and re-fused voxels whose confidence moves
         client.step(world_id, pose)
-        everything.update(client.stream_point_cloud(world_id, everything.version, min_confidence=0.0))
-        sure.update(client.stream_point_cloud(world_id, sure.version))
+        everything.update(client.point_cloud.stream(world_id, everything.version, min_confidence=0.0))
+        sure.update(client.point_cloud.stream(world_id, sure.version))
     voxels = server.server.registry.entry(world_id).world.memory.voxel_map.voxels().sorted_by_key()
     np.testing.assert_array_equal(everything.keys, voxels.keys)
     np.testing.assert_array_equal(everything.confidence, voxels.confidence)
     assert everything.min_confidence == 0.0 and sure.min_confidence == 0.5
     for level, mirror in ((0.5, everything), (0.5, sure), (0.0, everything)):
-        crop = client.crop_point_cloud(world_id, [-50, -50, -50], [50, 50, 50], min_confidence=level)
+        crop = client.point_cloud.crop(world_id, [-50, -50, -50], [50, 50, 50], min_confidence=level)
         positions, colors = mirror.points(min_confidence=level)
         order = np.lexsort(crop.points_m.T[::-1])
         np.testing.assert_array_equal(positions[np.lexsort(positions.T[::-1])], crop.points_m[order])
@@ -410,7 +410,7 @@ def test_env_counts_only_voxels_at_its_level(server):
             env.reset(seed=0)
             for _ in range(4):
                 *_, info = env.step(look_down)
-            world = env.client.get_world(env.world_id)
+            world = env.client.worlds.get(env.world_id)
             assert world.config.default_min_confidence == level
             if level == 0.0:
                 assert info["voxel_count"] == world.voxel_count

@@ -146,7 +146,7 @@ def test_engine_units_and_axes_on_the_wire():
     request = pb.RaycastRequest(world_id="w", origins_m=np.array([[1.0, 2.0, 3.0]], FLOAT32).tobytes(),
                                 directions=np.array([[0.0, 1.0, 0.0]], FLOAT32).tobytes(), max_range_m=2.0)
     body = write_message(request, cv.UNREAL)
-    assert set(body) == {"world_id", "origins", "directions", "max_range"}
+    assert set(body) == {"world_id", "origins", "directions", "max_range", "return_normals"}
     np.testing.assert_allclose(unpack_array(body["origins"], FLOAT32, 3, "o"), [[100.0, -200.0, 300.0]])
     np.testing.assert_allclose(unpack_array(body["directions"], FLOAT32, 3, "d"), [[0.0, -1.0, 0.0]])
     assert body["max_range"] == pytest.approx(200.0)
@@ -165,24 +165,24 @@ def test_names_are_derived_once_and_never_shadow_each_other():
 
 
 def test_a_field_added_to_the_proto_reaches_the_gateway_with_no_edit(monkeypatch):
-    """world.proto plus issue 19's proof field: ``return_normals`` on RaycastRequest, ``normals`` on the response.
-    The request field is read with no edit; the normals come back in engine axes once ``FIELD_KINDS`` says they are
-    directions (one row)."""
+    """world.proto plus a made-up field: ``return_tangents`` on RaycastRequest, ``tangents`` on the response (as
+    ``return_normals`` / ``normals`` were added). The request field is read with no edit; the tangents come back in
+    engine axes once ``FIELD_KINDS`` says they are directions (one row)."""
     proto = descriptor_pb2.FileDescriptorProto()
     pb.DESCRIPTOR.CopyToProto(proto)
     messages = {m.name: m for m in proto.message_type}
-    messages["RaycastRequest"].field.add(name="return_normals", number=99, type=FD.TYPE_BOOL, label=FD.LABEL_OPTIONAL)
-    messages["RaycastResponse"].field.add(name="normals", number=99, type=FD.TYPE_BYTES, label=FD.LABEL_OPTIONAL)
+    messages["RaycastRequest"].field.add(name="return_tangents", number=99, type=FD.TYPE_BOOL, label=FD.LABEL_OPTIONAL)
+    messages["RaycastResponse"].field.add(name="tangents", number=99, type=FD.TYPE_BYTES, label=FD.LABEL_OPTIONAL)
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
     request_type = message_factory.GetMessageClass(pool.FindMessageTypeByName("worldweave.v1.RaycastRequest"))
     response_type = message_factory.GetMessageClass(pool.FindMessageTypeByName("worldweave.v1.RaycastResponse"))
-    request = read_message(request_type(), {"world_id": "w", "return_normals": True, "max_range": 5.0}, "raycast", cv.UNREAL)
-    assert request.return_normals and request.max_range_m == pytest.approx(0.05)
-    normals = np.array([[0.0, 1.0, 0.0]], FLOAT32).tobytes()
-    monkeypatch.setitem(schema.FIELD_KINDS, "normals", "direction")
-    body = write_message(response_type(version=1, normals=normals), cv.UNREAL)
-    np.testing.assert_array_equal(unpack_array(body["normals"], FLOAT32, 3, "normals"), [[0.0, -1.0, 0.0]])
+    request = read_message(request_type(), {"world_id": "w", "return_tangents": True, "max_range": 5.0}, "raycast", cv.UNREAL)
+    assert request.return_tangents and request.max_range_m == pytest.approx(0.05)
+    tangents = np.array([[0.0, 1.0, 0.0]], FLOAT32).tobytes()
+    monkeypatch.setitem(schema.FIELD_KINDS, "tangents", "direction")
+    body = write_message(response_type(version=1, tangents=tangents), cv.UNREAL)
+    np.testing.assert_array_equal(unpack_array(body["tangents"], FLOAT32, 3, "tangents"), [[0.0, -1.0, 0.0]])
 
 
 def test_schema_md_is_generated_from_the_schema():

@@ -41,7 +41,7 @@ def test_engine_convention_gives_the_canonical_frames(client, gateway, name, opt
     convention = cv.get_convention(name, **options)
     seed_frames, intrinsics = wall_seed(WIDTH, HEIGHT)
     (rgb, depth, seed_c2w), = seed_frames
-    direct_world = client.create_world(seed_frames, intrinsics).world_id
+    direct_world = client.worlds.create(seed_frames, intrinsics).world_id
     poses = yaw_poses(3, max_yaw_deg=8.0)
 
     def engine_pose(c2w: np.ndarray) -> dict:
@@ -73,14 +73,14 @@ def test_engine_convention_gives_the_canonical_frames(client, gateway, name, opt
             assert stepped["version"] == reference.version and stepped["frame_id"] == reference.frame_id
             np.testing.assert_allclose(canonical(stepped), pose, atol=1e-9)
         engine.call("delete_world", world_id=engine_world)
-    client.delete_world(direct_world)
+    client.worlds.delete(direct_world)
 
 
 def test_unity_camera_at_the_seed_sees_the_seed_wall(client, gateway):
     """A Unity camera placed where the canonical seed camera was (Unity (0, 1.5, 0), facing Unity +z = canonical +x)
     renders the seed wall, 3 m ahead, as the direct canonical render does."""
     seed_frames, intrinsics = wall_seed(WIDTH, HEIGHT)
-    world = client.create_world(seed_frames, intrinsics).world_id
+    world = client.worlds.create(seed_frames, intrinsics).world_id
     with GatewayClient(gateway.address, "unity") as engine:
         pose = pose_to_wire(cv.TransformPose(np.array([0.0, 1.5, 0.0]), Quaternion(1.0, 0.0, 0.0, 0.0)))
         frame, = engine.call("render", world_id=world, poses=[pose],
@@ -90,4 +90,4 @@ def test_unity_camera_at_the_seed_sees_the_seed_wall(client, gateway):
     np.testing.assert_array_equal(rgb_of(frame), reference.rgb)
     depth = np.frombuffer(frame["depth"]["data"], "<f2").reshape(HEIGHT, WIDTH)
     assert np.median(depth[depth > 0]) == pytest.approx(3.0, rel=1e-2)
-    client.delete_world(world)
+    client.worlds.delete(world)

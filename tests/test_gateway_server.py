@@ -130,7 +130,7 @@ def gateway(server_address):
 @pytest.fixture(scope="module")
 def direct(server_address):
     with WorldClient(server_address) as client:
-        world = client.create_world([(np.zeros((24, 32, 3), np.uint8), np.ones((24, 32), np.float32), np.eye(4))], CAMERA,
+        world = client.worlds.create([(np.zeros((24, 32, 3), np.uint8), np.ones((24, 32), np.float32), np.eye(4))], CAMERA,
                                     world_id="shared")
         yield client, world.world_id
 

@@ -32,7 +32,7 @@ EYE = np.array([0.0, 0.0, 1.5])
 def world_id(client):
     """The wall world after three steps, shared by the module (conftest's ``server``, ``client``, ``gateway``)."""
     frames, intrinsics = wall_seed(64, 48)
-    world_id = client.create_world(frames, intrinsics).world_id
+    world_id = client.worlds.create(frames, intrinsics).world_id
     for pose in yaw_poses(3):
         client.step(world_id, pose)
     return world_id
@@ -73,7 +73,7 @@ def test_queries_through_the_gateway_are_the_direct_answers_in_engine_units(clie
 
     with GatewayClient(gateway.address, name, **options) as engine:
         chunks = engine.stream("stream_point_cloud", world_id=world_id, max_chunk_bytes=8192, include_positions=True)
-        direct = list(client.stream_point_cloud(world_id, include_positions=True, max_chunk_bytes=8192))
+        direct = list(client.point_cloud.stream(world_id, include_positions=True, max_chunk_bytes=8192))
         assert len(chunks) == len(direct) > 1
         for got, want in zip(chunks, direct):
             np.testing.assert_array_equal(unpack_array(got["keys"], INT64, None, "keys"), want.keys)
@@ -83,7 +83,7 @@ def test_queries_through_the_gateway_are_the_direct_answers_in_engine_units(clie
 
         ray = engine.call("raycast", world_id=world_id, origins=f32(to_engine(origins)),
                           directions=f32(convention.directions_from_canonical(directions)), max_range=5.0 / mpu)
-        want_ray = client.raycast(world_id, origins, directions, 5.0)
+        want_ray = client.queries.raycast(world_id, origins, directions, 5.0)
         assert 0 < want_ray.hit.sum() < 200
         np.testing.assert_array_equal(flags(ray["hit"]), want_ray.hit)
         np.testing.assert_array_equal(flags(ray["unknown"]), want_ray.unknown)
@@ -91,20 +91,20 @@ def test_queries_through_the_gateway_are_the_direct_answers_in_engine_units(clie
         np.testing.assert_allclose(to_canonical(points(ray["points"])), want_ray.points_m, atol=1e-5)
 
         nearest = engine.call("nearest_surface", world_id=world_id, points=f32(to_engine(near)), max_range=0.5 / mpu)
-        want_nearest = client.nearest_surface(world_id, near, 0.5)
+        want_nearest = client.queries.nearest_surface(world_id, near, 0.5)
         np.testing.assert_array_equal(flags(nearest["found"]), want_nearest.found)
         np.testing.assert_allclose(floats(nearest["distance"]) * mpu, want_nearest.distance_m, rtol=1e-5, atol=1e-5)
 
         spheres = engine.call("check_collision", world_id=world_id,
                               spheres={"centers": f32(to_engine(near)), "radii": f32(radii / mpu)})
-        want_spheres = client.check_spheres(world_id, near, radii)
+        want_spheres = client.queries.check_spheres(world_id, near, radii)
         assert want_spheres.hit.any() and not want_spheres.hit.all()
         np.testing.assert_array_equal(flags(spheres["hit"]), want_spheres.hit)
         np.testing.assert_allclose(floats(spheres["clearance"]) * mpu, want_spheres.clearance_m, rtol=1e-5, atol=1e-5)
 
         capsules = engine.call("check_collision", world_id=world_id, capsules={
             "starts": f32(to_engine(near)), "ends": f32(to_engine(near + 0.2)), "radii": f32(radii / mpu)})
-        want_capsules = client.check_capsules(world_id, near, near + 0.2, radii)
+        want_capsules = client.queries.check_capsules(world_id, near, near + 0.2, radii)
         np.testing.assert_array_equal(flags(capsules["hit"]), want_capsules.hit)
         np.testing.assert_allclose(floats(capsules["clearance"]) * mpu, want_capsules.clearance_m, rtol=1e-5, atol=1e-5)
         # Contact points agree up to ties: another voxel at the same distance may decide (Unreal's centimetres
@@ -121,20 +121,20 @@ def test_queries_through_the_gateway_are_the_direct_answers_in_engine_units(clie
         half = rng.uniform(0.02, 0.2, size=(200, 3))
         boxes = engine.call("check_collision", world_id=world_id, boxes={
             "centers": f32(to_engine(near)), "half_extents": f32(half / mpu), "rotations_wxyz": f32(engine_quaternions)})
-        want_boxes = client.check_boxes(world_id, near, half, canonical_rotations)
+        want_boxes = client.queries.check_boxes(world_id, near, half, canonical_rotations)
         assert want_boxes.hit.any() and not want_boxes.hit.all()
         np.testing.assert_array_equal(flags(boxes["hit"]), want_boxes.hit)
         np.testing.assert_allclose(floats(boxes["clearance"]) * mpu, want_boxes.clearance_m, rtol=1e-4, atol=1e-4)
 
         occupancy = engine.call("query_occupancy", world_id=world_id, points=f32(to_engine(origins + directions)))
         np.testing.assert_array_equal(unpack_array(occupancy["states"], UINT8, None, "states"),
-                                      client.query_occupancy(world_id, origins + directions).states)
+                                      client.queries.occupancy(world_id, origins + directions).states)
 
         lo, hi = np.array([2.5, -0.5, 1.0]), np.array([3.5, 0.5, 2.0])
         corners = to_engine(np.stack([lo, hi]))
         crop = engine.stream("crop_point_cloud", world_id=world_id,
                              box={"min": corners.min(axis=0).tolist(), "max": corners.max(axis=0).tolist()})
-        want_crop = client.crop_point_cloud(world_id, lo, hi)
+        want_crop = client.point_cloud.crop(world_id, lo, hi)
         assert len(want_crop.points_m) > 100
         np.testing.assert_allclose(to_canonical(np.concatenate([points(c["points"]) for c in crop])), want_crop.points_m, atol=1e-5)
         np.testing.assert_array_equal(np.concatenate([unpack_array(c["colors"], UINT8, 3, "colors") for c in crop]),
@@ -146,21 +146,21 @@ def test_edits_in_engine_coordinates_land_on_the_canonical_region(client, gatewa
     convention = cv.get_convention(name, **options)
     mpu = convention.metres_per_unit
     frames, intrinsics = wall_seed(64, 48)
-    world_id = client.create_world(frames, intrinsics).world_id
+    world_id = client.worlds.create(frames, intrinsics).world_id
     box_lo, box_hi = np.array([2.9, -0.5, 1.0]), np.array([3.1, 0.0, 1.6])
-    inside = len(client.crop_point_cloud(world_id, box_lo, box_hi).points_m)
+    inside = len(client.point_cloud.crop(world_id, box_lo, box_hi).points_m)
     corners = convention.points_from_canonical(np.stack([box_lo, box_hi]))
     with GatewayClient(gateway.address, name, **options) as engine:
         mirror_chunks = engine.stream("stream_point_cloud", world_id=world_id)
         removed = engine.call("remove_region", world_id=world_id,
                               region={"box": {"min": corners.min(axis=0).tolist(), "max": corners.max(axis=0).tolist()}})
         assert removed["voxels_removed"] == inside > 0 and removed["version"] == 2
-        assert len(client.crop_point_cloud(world_id, box_lo, box_hi).points_m) == 0
+        assert len(client.point_cloud.crop(world_id, box_lo, box_hi).points_m) == 0
 
         center = np.array([3.0, 0.6, 1.3])
         sphere = {"sphere": {"center": convention.points_from_canonical(center[None])[0].tolist(), "radius": 0.2 / mpu}}
         recolored = engine.call("recolor_region", world_id=world_id, region=sphere, rgb=bytes([1, 2, 3]))
-        crop = client.crop_point_cloud(world_id, center - 0.2, center + 0.2)
+        crop = client.point_cloud.crop(world_id, center - 0.2, center + 0.2)
         in_sphere = np.linalg.norm(crop.points_m - center, axis=1) <= 0.2 - 1e-6
         assert recolored["voxels_changed"] >= in_sphere.sum() > 0 and (crop.colors[in_sphere] == [1, 2, 3]).all()
 
@@ -168,7 +168,7 @@ def test_edits_in_engine_coordinates_land_on_the_canonical_region(client, gatewa
         inserted = engine.call("insert_points", world_id=world_id, points=f32(convention.points_from_canonical(cube)),
                                colors=bytes([200]) * 81)
         assert inserted["voxels_added"] == 27
-        np.testing.assert_allclose(np.sort(client.crop_point_cloud(world_id, [1.49, -0.01, 0.99], [1.61, 0.07, 1.07]).points_m, axis=0),
+        np.testing.assert_allclose(np.sort(client.point_cloud.crop(world_id, [1.49, -0.01, 0.99], [1.61, 0.07, 1.07]).points_m, axis=0),
                                    np.sort(cube, axis=0), atol=1e-6)
 
         # The engine follows the edits with deltas since the version of its first snapshot.
@@ -181,10 +181,10 @@ def test_edits_in_engine_coordinates_land_on_the_canonical_region(client, gatewa
                 unpack_array(chunk["keys"], INT64, None, "keys"), None, unpack_array(chunk["colors"], UINT8, 3, "colors"),
                 unpack_array(chunk["flags"], UINT8, None, "flags"), chunk["voxel_size"] * mpu, chunk["last_in_version"]))
         direct = PointCloudMirror()
-        direct.update(client.stream_point_cloud(world_id))
+        direct.update(client.point_cloud.stream(world_id))
         np.testing.assert_array_equal(mirror.keys, direct.keys)
         np.testing.assert_array_equal(mirror.colors, direct.colors)
-    client.delete_world(world_id)
+    client.worlds.delete(world_id)
 
 
 def test_server_errors_and_malformed_world_state_messages_get_error_replies(gateway, world_id):

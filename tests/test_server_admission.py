@@ -83,7 +83,7 @@ def server(generator: PacedGenerator) -> Iterator[BackgroundServer]:
 @pytest.fixture(scope="module")
 def worlds(client: WorldClient) -> list[str]:
     frames, intrinsics = wall_seed(48, 36)
-    return [client.create_world(frames, intrinsics, world_id=f"adm{i}").world_id for i in range(5)]
+    return [client.worlds.create(frames, intrinsics, world_id=f"adm{i}").world_id for i in range(5)]
 
 
 def connection(address: str) -> grpc.Channel:
@@ -227,7 +227,7 @@ def test_the_sdk_retries_a_refusal_after_the_suggested_delay_or_raises_it_with_t
         async with await AsyncWorldClient.connect(server.address, retry=None) as client:
             with pytest.raises(LimitExceededError) as caught:
                 await client.render(worlds[4], POSES[0])
-            client.retry = RetryPolicy()
+            client.options.retry = RetryPolicy()
             return caught.value, len(await client.render(worlds[4], POSES[0]))
 
     pool = ThreadPoolExecutor(2)
@@ -235,7 +235,7 @@ def test_the_sdk_retries_a_refusal_after_the_suggested_delay_or_raises_it_with_t
         with engine_full(server, generator, worlds):
             refused_before = admission.refused
             refusal = pytest.raises(LimitExceededError, client.render, worlds[4], POSES[0]).value
-            client.retry = RetryPolicy()
+            client.options.retry = RetryPolicy()
             with pytest.raises(LimitExceededError) as caught:  # a refusal without a delay is not retried
                 client.render(worlds[4], np.stack([POSES[0]] * 65))
             assert caught.value.retry_after_s is None and "max_poses_per_call" in str(caught.value)
@@ -365,14 +365,14 @@ with BackgroundServer() as server:
     serving = compiled_kernels()
     with WorldClient(server.address) as client:
         frames, intrinsics = wall_seed(48, 36)
-        world_id = client.create_world(frames, intrinsics).world_id
+        world_id = client.worlds.create(frames, intrinsics).world_id
         origins = np.tile([0.0, 0.0, 1.5], (16, 1))
         directions = np.column_stack([np.ones(16), np.linspace(-0.5, 0.5, 16), np.zeros(16)])
         started = time.perf_counter()
-        client.raycast(world_id, origins, directions, 6.0)
+        client.queries.raycast(world_id, origins, directions, 6.0)
         raycast_s = time.perf_counter() - started
         started = time.perf_counter()
-        client.check_capsules(world_id, origins, origins + directions, 0.1)
+        client.queries.check_capsules(world_id, origins, origins + directions, 0.1)
         capsule_s = time.perf_counter() - started
     print(json.dumps({"before": before, "serving": serving, "after": compiled_kernels(),
                       "warmup": server.server.warmup.summary(), "raycast_s": raycast_s, "capsule_s": capsule_s}))

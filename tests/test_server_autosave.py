@@ -42,23 +42,23 @@ def start(data_dir: Path, policy: AutosavePolicy) -> BackgroundServer:
 def test_saves_after_every_n_changes(tmp_path):
     frames, intrinsics = wall_seed(32, 24)
     with start(tmp_path, AutosavePolicy(every_changes=2)) as server, WorldClient(server.address) as client:
-        client.create_world(frames, intrinsics, world_id="counted")  # creating a world is its first change
+        client.worlds.create(frames, intrinsics, world_id="counted")  # creating a world is its first change
         time.sleep(0.3)
         assert saved_version(tmp_path, "counted") is None
         client.step("counted", yaw_poses(2)[1])
         wait_for_save(tmp_path, "counted", 2)
-        assert {w.world_id: w.saved for w in client.list_worlds()} == {"counted": True}
+        assert {w.world_id: w.saved for w in client.worlds.list()} == {"counted": True}
         client.step("counted", yaw_poses(3)[1])
         time.sleep(0.3)
         assert saved_version(tmp_path, "counted") == 2
-        client.remove_region("counted", sphere_region([3.0, 0.0, 1.5], 0.2))
+        client.edits.remove_region("counted", sphere_region([3.0, 0.0, 1.5], 0.2))
         wait_for_save(tmp_path, "counted", 4)  # edits count too
 
 
 def test_saves_once_a_change_is_s_seconds_old(tmp_path):
     frames, intrinsics = wall_seed(32, 24)
     with start(tmp_path, AutosavePolicy(every_s=0.4)) as server, WorldClient(server.address) as client:
-        client.create_world(frames, intrinsics, world_id="timed")
+        client.worlds.create(frames, intrinsics, world_id="timed")
         wait_for_save(tmp_path, "timed", 1)
         client.step("timed", yaw_poses(2)[1])
         assert wait_for_save(tmp_path, "timed", 2) < 5.0
@@ -67,12 +67,12 @@ def test_saves_once_a_change_is_s_seconds_old(tmp_path):
 def test_unsaved_changes_are_saved_at_shutdown(tmp_path):
     frames, intrinsics = wall_seed(32, 24)
     with start(tmp_path, AutosavePolicy(every_changes=100)) as server, WorldClient(server.address) as client:
-        client.create_world(frames, intrinsics, world_id="late")
+        client.worlds.create(frames, intrinsics, world_id="late")
         client.step("late", yaw_poses(2)[1])
         assert saved_version(tmp_path, "late") is None
     assert saved_version(tmp_path, "late") == 2
     with start(tmp_path, AutosavePolicy()) as server, WorldClient(server.address) as client:
-        assert client.load_world("late").version == 2
+        assert client.worlds.load("late").version == 2
 
 
 def test_autosave_needs_a_data_folder(tmp_path):

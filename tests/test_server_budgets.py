@@ -60,7 +60,7 @@ def roomy() -> Iterator[tuple[BackgroundServer, WorldClient, str]]:
     with BackgroundServer(config=ServerConfig(limits=ROOMY), generator=EchoGenerator()) as running:
         with WorldClient(running.address) as client:
             frames, intrinsics = wall_seed(64, 48)
-            yield running, client, client.create_world(frames, intrinsics).world_id
+            yield running, client, client.worlds.create(frames, intrinsics).world_id
 
 
 # ------------------------------------------------------------------------------------------------ the issue's cases
@@ -70,13 +70,13 @@ def test_a_capsule_of_radius_1e4_is_refused_and_the_world_still_renders(client: 
     point = np.array([[0.0, 0.0, 1.0]])
     with pytest.raises(LimitExceededError,
                        match=r"max_shape_voxels = 17179869184 voxels.*capsules\[0\] alone searches 1e\+18"):
-        client.check_capsules(world_id, point, point, 1e4, timeout_s=10.0)
+        client.queries.check_capsules(world_id, point, point, 1e4, timeout_s=10.0)
     renders(client, world_id)
 
 
 def test_a_box_of_half_extents_1e4_is_refused_and_the_world_still_renders(client: WorldClient, world_id: str):
     with pytest.raises(LimitExceededError, match=r"CheckCollision costs 1e\+18 voxels, over .* max_shape_voxels"):
-        client.check_boxes(world_id, np.array([[0.0, 0.0, 1.0]]), np.full((1, 3), 1e4), np.array([[1.0, 0, 0, 0]]),
+        client.queries.check_boxes(world_id, np.array([[0.0, 0.0, 1.0]]), np.full((1, 3), 1e4), np.array([[1.0, 0, 0, 0]]),
                            timeout_s=10.0)
     renders(client, world_id)
 
@@ -86,15 +86,15 @@ def test_2097152_rays_of_range_1e9_are_refused_and_the_world_still_renders(clien
     with pytest.raises(LimitExceededError, match=r"Raycast costs 7617640398848 voxels, over this server's "
                                                  r"max_ray_voxels = 4294967296 voxels per call; 2097152 rays x "
                                                  r"3632374 voxels"):
-        client.raycast(world_id, origins, directions, 1e9, timeout_s=20.0)
+        client.queries.raycast(world_id, origins, directions, 1e9, timeout_s=20.0)
     renders(client, world_id)
 
 
 def test_a_query_within_its_budget_is_answered(client: WorldClient, world_id: str):
     point = np.array([[2.9, 0.0, 1.5]])
-    assert client.check_capsules(world_id, point, point + [0.0, 0.0, 0.2], 0.2).hit.tolist() == [True]
+    assert client.queries.check_capsules(world_id, point, point + [0.0, 0.0, 0.2], 0.2).hit.tolist() == [True]
     origins, directions = away_rays(1 << 12)
-    assert client.raycast(world_id, origins, directions, 100.0).hit.sum() == 0  # 4096 rays x 5000 voxels
+    assert client.queries.raycast(world_id, origins, directions, 100.0).hit.sum() == 0  # 4096 rays x 5000 voxels
 
 
 def test_a_large_query_is_decoded_off_the_event_loop_while_cheap_calls_complete(client, world_id, monkeypatch):
@@ -110,10 +110,10 @@ def test_a_large_query_is_decoded_off_the_event_loop_while_cheap_calls_complete(
     monkeypatch.setattr(world_state, "batch", held_batch)
     origins, directions = away_rays(1 << 17)  # two fields of 1.5 MiB
     with ThreadPoolExecutor(1) as pool:
-        large = pool.submit(client.raycast, world_id, origins, directions, 6.0)
+        large = pool.submit(client.queries.raycast, world_id, origins, directions, 6.0)
         assert decoding.wait(timeout=60)
         # a call answered on the event loop completes meanwhile (the loop is not decoding)
-        assert world_id in [world.world_id for world in client.list_worlds()]
+        assert world_id in [world.world_id for world in client.worlds.list()]
         assert not large.done()
         go_on.set()
         assert large.result(timeout=30).hit.shape == (1 << 17,)
@@ -136,7 +136,7 @@ def test_a_query_past_its_deadline_stops_and_the_world_renders_promptly(roomy):
     _, client, world_id = roomy
     origins, directions = away_rays(1 << 18)  # ~0.5 ms a ray to the keys' end: a minute on two cores
     with pytest.raises(DeadlineExceededError):
-        client.raycast(world_id, origins, directions, 1e9, timeout_s=1.0)
+        client.queries.raycast(world_id, origins, directions, 1e9, timeout_s=1.0)
     renders(client, world_id)  # in 10 s: the raycast stopped within a chunk, releasing the world's lock
 
 
@@ -156,8 +156,8 @@ def test_chunked_answers_equal_the_engine_in_one_piece(roomy, monkeypatch):
     starts = rng.uniform([2.5, -1.0, 1.0], [3.1, 1.0, 2.0], (40, 3))
     ends = starts + rng.normal(scale=0.1, size=(40, 3))
     radii = rng.uniform(0.0, 0.2, 40)
-    rays = client.raycast(world_id, origins, directions, 10.0)
-    capsules = client.check_capsules(world_id, starts, ends, radii)
+    rays = client.queries.raycast(world_id, origins, directions, 10.0)
+    capsules = client.queries.check_capsules(world_id, starts, ends, radii)
     queries = running.server.registry.entry(world_id).world.queries  # the server is idle: no call uses it now
     f32 = np.float32
     engine_rays = queries.raycast(origins.astype(f32), directions.astype(f32), 10.0)
@@ -177,7 +177,7 @@ def test_a_bad_row_in_a_later_chunk_is_named_with_its_chunk(roomy, monkeypatch):
     directions[16] = 0.0  # the engine refuses it: no direction to cast along
     with pytest.raises(InvalidInputError, match=r"directions\[2\] = \[0\.0, 0\.0, 0\.0\] has zero length \(row indices "
                                                 r"here count from row 14 of the request\)"):
-        client.raycast(world_id, origins, directions, 10.0)
+        client.queries.raycast(world_id, origins, directions, 10.0)
 
 
 # ------------------------------------------------------------------------------------------------ the docs' table
@@ -211,12 +211,12 @@ def test_serve_exits_on_sigterm_with_calls_in_flight(serve_process):
     with serve_process(command, r"serving on 127\.0\.0\.1:(\d+)", startup_s=60.0) as port:
         client = WorldClient(f"127.0.0.1:{port}", timeout_s=120.0)
         frames, intrinsics = wall_seed(64, 48)
-        rays_world, capsule_world = (client.create_world(frames, intrinsics).world_id for _ in range(2))
+        rays_world, capsule_world = (client.worlds.create(frames, intrinsics).world_id for _ in range(2))
         origins, directions = away_rays(1 << 18)
         point = np.array([[0.0, 0.0, 1.0]])
         calls = [
-            threading.Thread(target=call, args=(lambda: client.raycast(rays_world, origins, directions, 1e9),)),
-            threading.Thread(target=call, args=(lambda: client.check_capsules(capsule_world, point, point, 300.0),)),
+            threading.Thread(target=call, args=(lambda: client.queries.raycast(rays_world, origins, directions, 1e9),)),
+            threading.Thread(target=call, args=(lambda: client.queries.check_capsules(capsule_world, point, point, 300.0),)),
         ]
         for thread in calls:
             thread.start()

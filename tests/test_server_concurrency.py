@@ -34,13 +34,13 @@ def test_sixteen_clients_on_sixteen_worlds_without_error():
         def run(i: int) -> None:
             try:
                 with WorldClient(server.address, timeout_s=60) as client:
-                    world_id = client.create_world(frames, intrinsics, world_id=f"load{i}").world_id
+                    world_id = client.worlds.create(frames, intrinsics, world_id=f"load{i}").world_id
                     start.wait(timeout=60)
                     deadline = time.monotonic() + DURATION_S
                     while rounds[i] < MAX_ROUNDS and time.monotonic() < deadline:
                         frame, = client.step(world_id, poses[rounds[i]])
-                        hits = client.raycast(world_id, origins, directions, 6.0)
-                        mirrors[i].update(client.stream_point_cloud(world_id, mirrors[i].version))
+                        hits = client.queries.raycast(world_id, origins, directions, 6.0)
+                        mirrors[i].update(client.point_cloud.stream(world_id, mirrors[i].version))
                         assert hits.version >= frame.version and mirrors[i].version >= frame.version
                         rounds[i] += 1
             except BaseException as error:  # noqa: BLE001 - collected and reported by the test

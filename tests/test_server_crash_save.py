@@ -54,12 +54,12 @@ def test_kill_9_mid_save_keeps_a_whole_save_and_leaves_no_temporary(tmp_path):
     try:
         with WorldClient(f"127.0.0.1:{port}", timeout_s=120.0) as client:
             frames, intrinsics = wall_seed(640, 480)
-            client.create_world(frames * 2, intrinsics, world_id=NAME, voxel_size_m=0.005)
-            first = client.save_world(NAME)
+            client.worlds.create(frames * 2, intrinsics, world_id=NAME, voxel_size_m=0.005)
+            first = client.worlds.save(NAME)
             client.step(NAME, yaw_poses(2))
-            second = client.get_world(NAME)
+            second = client.worlds.get(NAME)
             assert second.version > first.version and second.voxel_count > first.voxel_count
-            saving = threading.Thread(target=lambda: _ignore_errors(client.save_world, NAME), daemon=True)
+            saving = threading.Thread(target=lambda: _ignore_errors(client.worlds.save, NAME), daemon=True)
             seen: list[str] = []
             saving.start()
             deadline = time.monotonic() + 30.0
@@ -82,9 +82,9 @@ def test_kill_9_mid_save_keeps_a_whole_save_and_leaves_no_temporary(tmp_path):
     with BackgroundServer(config=config, generator=EchoGenerator()) as restarted:
         assert temporaries(tmp_path) == [], f"still there after start-up: {temporaries(tmp_path)} (was {left_behind})"
         with WorldClient(restarted.address, timeout_s=120.0) as client:
-            listed = {info.world_id: info for info in client.list_worlds()}
+            listed = {info.world_id: info for info in client.worlds.list()}
             assert NAME in listed and listed[NAME].saved, listed
-            loaded = client.load_world(NAME)
+            loaded = client.worlds.load(NAME)
             saves = {(first.version, first.voxel_count), (second.version, second.voxel_count)}
             assert (loaded.version, loaded.voxel_count) in saves, (loaded.version, loaded.voxel_count, saves)
             frame, = client.render(NAME, yaw_poses(1))

@@ -61,7 +61,7 @@ def turned(yaw_deg: float) -> np.ndarray:
 
 def voxel_sources(client: WorldClient, world_id: str) -> np.ndarray:
     """The flags (source codes) of every voxel of a world, from a point-cloud snapshot."""
-    chunks = list(client.stream_point_cloud(world_id))
+    chunks = list(client.point_cloud.stream(world_id, min_confidence=0.0))  # every voxel, guesses included
     assert chunks and all(chunk.is_snapshot for chunk in chunks)
     return np.concatenate([chunk.flags for chunk in chunks])
 
@@ -78,7 +78,7 @@ def test_world_steps_end_to_end(backend: str, model_folders: dict[str, Path], de
     seed_frames, intrinsics = wall_seed(WIDTH, HEIGHT)
     with BackgroundServer(config=config) as server, WorldClient(server.address, timeout_s=60) as client:
         assert (client.info.generator.name, client.info.generator.returns_depth) == (backend, False)
-        world = client.create_world(seed_frames, intrinsics, world_id="wall", prompt="a wall")
+        world = client.worlds.create(seed_frames, intrinsics, world_id="wall", prompt="a wall")
         seed_voxels = voxel_sources(client, "wall")
         assert world.voxel_count == len(seed_voxels) > 0 and not (seed_voxels == GENERATED).any()
         registry = server.server.registry
@@ -119,16 +119,16 @@ def test_world_steps_end_to_end(backend: str, model_folders: dict[str, Path], de
         else:
             assert latent_frames, "views with holes went through the inpainting UNet"
 
-        grown = client.get_world("wall")
+        grown = client.worlds.get("wall")
         sources = voxel_sources(client, "wall")
         assert grown.frame_count == 4 and grown.version == frames[-1].version
         assert grown.voxel_count == len(sources) > len(seed_voxels), "generated frames add to the point cloud"
         assert (sources == GENERATED).any()
 
         # A saved world loads with the same shared estimator and steps on.
-        client.save_world("wall")
-        client.delete_world("wall")
-        client.load_world("wall")
+        client.worlds.save("wall")
+        client.worlds.delete("wall")
+        client.worlds.load("wall")
         assert registry.entry("wall").world.depth_estimator is registry.depth_estimator
         (again,) = client.step("wall", turned(-20.0))
         assert again.frame_id == 4 and again.version > frames[-1].version and (again.depth > 0).any()
@@ -158,6 +158,6 @@ def test_serve_flags(model_folders: dict[str, Path], depth_folder: Path, serve_p
     with serve_process(serve + depth, banner, startup_s=45) as port:  # stopped by SIGTERM, expecting exit code 0
         with WorldClient(f"127.0.0.1:{port}", timeout_s=60) as client:
             seed_frames, intrinsics = wall_seed(WIDTH, HEIGHT)
-            client.create_world(seed_frames, intrinsics, world_id="cli")
+            client.worlds.create(seed_frames, intrinsics, world_id="cli")
             (frame,) = client.step("cli", turned(20.0))
             assert frame.frame_id == 1 and (frame.depth > 0).any()

@@ -42,7 +42,7 @@ def stub(server):
 def world_id(server):
     frames, intrinsics = wall_seed(WIDTH, HEIGHT)
     with WorldClient(server.address) as client:
-        return client.create_world(frames, intrinsics, world_id="errors").world_id
+        return client.worlds.create(frames, intrinsics, world_id="errors").world_id
 
 
 def pose(matrix: np.ndarray) -> pb.Pose:

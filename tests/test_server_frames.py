@@ -31,7 +31,7 @@ def client(server):
 
 def test_render_returns_every_pose_in_the_asked_encodings(client, world_id):
     poses = yaw_poses(3)
-    version = client.get_world(world_id).version
+    version = client.worlds.get(world_id).version
     raw = client.render(world_id, poses, depth="float16_m", coverage_mask=True)
     png = client.render(world_id, poses, image="png", depth="uint16_mm")
     assert len(raw) == 3
@@ -45,7 +45,7 @@ def test_render_returns_every_pose_in_the_asked_encodings(client, world_id):
         np.testing.assert_allclose(lossless.depth, frame.depth, atol=3e-3)
         covered = frame.coverage_mask
         np.testing.assert_allclose(frame.depth[covered].mean(), 3.0, rtol=0.1)
-    assert client.get_world(world_id).version == version, "render does not change memory"
+    assert client.worlds.get(world_id).version == version, "render does not change memory"
 
 
 def test_full_hd_raw_frames_fit(client, world_id):
@@ -70,11 +70,11 @@ def test_step_and_step_stream_keep_order_ids_and_versions(client, world_id):
     for frame, pose in zip(frames, poses):
         np.testing.assert_allclose(frame.pose, pose, atol=1e-9)
         assert frame.depth is not None and frame.rgb.shape == (HEIGHT, WIDTH, 3)
-    assert client.get_world(world_id).frame_count == ids[-1] + 1
+    assert client.worlds.get(world_id).frame_count == ids[-1] + 1
 
 
 def test_a_cancelled_stream_stops_its_work(client, world_id):
-    start = client.get_world(world_id).frame_count
+    start = client.worlds.get(world_id).frame_count
     endless = (pose for pose in itertools.cycle(yaw_poses(8)))
     received = 0
     for _ in client.step_stream(world_id, endless):
@@ -82,9 +82,9 @@ def test_a_cancelled_stream_stops_its_work(client, world_id):
         if received == 3:
             break  # closing the generator cancels the call
     time.sleep(0.3)
-    settled = client.get_world(world_id).frame_count
+    settled = client.worlds.get(world_id).frame_count
     time.sleep(0.3)
-    assert client.get_world(world_id).frame_count == settled, "the server stopped stepping"
+    assert client.worlds.get(world_id).frame_count == settled, "the server stopped stepping"
     assert 3 <= settled - start < 3 + 16, "only the few requests already in flight were stepped"
     assert client.step(world_id, yaw_poses(1))[0].frame_id == settled, "the world is free again"
 
@@ -102,18 +102,18 @@ def test_a_step_past_its_deadline_raises_and_the_next_step_works(client, world_i
         client.step(world_id, yaw_poses(4), timeout_s=0.0001)
     frames = client.step(world_id, yaw_poses(2))
     assert [f.pose_index for f in frames] == [0, 1]
-    assert frames[1].frame_id == client.get_world(world_id).frame_count - 1
+    assert frames[1].frame_id == client.worlds.get(world_id).frame_count - 1
 
 
 def test_steps_on_one_client_reuse_one_stream_across_worlds(client, world_id):
     seed, intrinsics = wall_seed(WIDTH, HEIGHT)
-    other = client.create_world(seed, intrinsics).world_id
+    other = client.worlds.create(seed, intrinsics).world_id
     try:
         a, b, c = (client.step(w, yaw_poses(1))[0] for w in (world_id, other, world_id))
         assert b.request_index == a.request_index + 1 and c.request_index == a.request_index + 2
         assert c.frame_id == a.frame_id + 1
     finally:
-        client.delete_world(other)
+        client.worlds.delete(other)
 
 
 def test_two_clients_on_one_world_keep_step_order(server, world_id):
@@ -161,7 +161,7 @@ def test_worlds_step_concurrently_and_take_turns_on_the_shared_generator():
         frames, intrinsics = wall_seed(WIDTH, HEIGHT)
         with WorldClient(running.address) as setup:
             for name in ("a", "b"):
-                setup.create_world(frames, intrinsics, world_id=name, prompt=name)
+                setup.worlds.create(frames, intrinsics, world_id=name, prompt=name)
 
         def drive(name: str) -> None:
             with WorldClient(running.address) as own:

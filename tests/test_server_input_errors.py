@@ -45,9 +45,9 @@ EXTENT_M = voxel_keys.extent_m(0.02)
 def assert_serving(client: WorldClient) -> None:
     """The server still answers, and a new world still works end to end."""
     frames, intrinsics = wall_seed(WIDTH, HEIGHT)
-    world_id = client.create_world(frames, intrinsics).world_id
+    world_id = client.worlds.create(frames, intrinsics).world_id
     assert len(client.render(world_id, frames[0][2])) == 1
-    client.delete_world(world_id)
+    client.worlds.delete(world_id)
 
 
 def refused(call, code: str = "INVALID_ARGUMENT", match: str = "") -> WorldweaveError:
@@ -71,19 +71,19 @@ def shifted(c2w: np.ndarray, x_m: float) -> np.ndarray:
 def test_far_coordinates_are_refused_instead_of_wrapping_to_the_origin(client, world_id):
     frames, intrinsics = wall_seed(WIDTH, HEIGHT)
     rgb, depth, c2w = frames[0]
-    before = client.get_world(world_id)
-    refused(lambda: client.insert_points(world_id, np.array([[FAR_M, 0.0, 0.0]]), np.zeros((1, 3), np.uint8)),
+    before = client.worlds.get(world_id)
+    refused(lambda: client.edits.insert_points(world_id, np.array([[FAR_M, 0.0, 0.0]]), np.zeros((1, 3), np.uint8)),
             match=r"points_m\[0\] = \[1\.0\d*e\+30, 0\.0, 0\.0\] lies outside the world's extent")
-    refused(lambda: client.create_world([(rgb, depth, shifted(c2w, FAR_M))], intrinsics),
+    refused(lambda: client.worlds.create([(rgb, depth, shifted(c2w, FAR_M))], intrinsics),
             match=r"pose position = \[1e\+30, 0\.0, 1\.5\] lies outside the world's extent")
     refused(lambda: client.step(world_id, shifted(c2w, FAR_M)), match="outside the world's extent")
-    refused(lambda: client.remove_region(world_id, ws.box_region([FAR_M, 0, 0], [FAR_M + 1, 1, 1])),
+    refused(lambda: client.edits.remove_region(world_id, ws.box_region([FAR_M, 0, 0], [FAR_M + 1, 1, 1])),
             match=r"region bounds \[1e\+30, 0\.0, 0\.0\]")
-    refused(lambda: client.raycast(world_id, np.array([[FAR_M, 0, 0]]), np.array([[1.0, 0, 0]]), 5.0),
+    refused(lambda: client.queries.raycast(world_id, np.array([[FAR_M, 0, 0]]), np.array([[1.0, 0, 0]]), 5.0),
             match="outside the world's extent")
-    after = client.get_world(world_id)
+    after = client.worlds.get(world_id)
     assert (after.version, after.voxel_count) == (before.version, before.voxel_count)
-    near_origin = client.crop_point_cloud(world_id, [-0.5, -0.5, -0.5], [0.5, 0.5, 0.5])
+    near_origin = client.point_cloud.crop(world_id, [-0.5, -0.5, -0.5], [0.5, 0.5, 0.5])
     assert len(near_origin.points_m) == 0  # nothing wrapped to (0.01, 0.01, 0.01)
     assert_serving(client)
 
@@ -93,11 +93,11 @@ def test_a_seed_reaching_past_the_extent_keeps_only_the_pixels_inside(client):
     rgb, _, c2w = frames[0]
     depth = np.full((HEIGHT, WIDTH), 3.0, np.float32)  # camera 2.5 m from the edge looking out: 0.5 m beyond it
     depth[:, : WIDTH // 2] = 2.0  # left half 0.5 m inside
-    world = client.create_world([(rgb, depth, shifted(c2w, EXTENT_M - 2.5))], intrinsics)
-    cloud = client.crop_point_cloud(world.world_id, [-1e5] * 3, [1e5] * 3)
+    world = client.worlds.create([(rgb, depth, shifted(c2w, EXTENT_M - 2.5))], intrinsics)
+    cloud = client.point_cloud.crop(world.world_id, [-1e5] * 3, [1e5] * 3)
     assert world.voxel_count == len(cloud.points_m) > 0
     assert cloud.points_m[:, 0].min() > EXTENT_M - 1.0 and cloud.points_m[:, 0].max() <= EXTENT_M
-    client.delete_world(world.world_id)
+    client.worlds.delete(world.world_id)
 
 
 @pytest.mark.parametrize("backend", ["numba", "torch"])
@@ -198,12 +198,12 @@ def test_a_10000_character_world_id_is_clipped_in_every_message(client):
     long_id = "w" * 10_000
     poses = wall_seed(WIDTH, HEIGHT)[0][0][2]
     calls = {
-        "GetWorld": lambda: client.get_world(long_id),
+        "GetWorld": lambda: client.worlds.get(long_id),
         "Render": lambda: client.render(long_id, poses),
         "Step": lambda: client.step(long_id, poses),
-        "DeleteWorld": lambda: client.delete_world(long_id),
-        "Raycast": lambda: client.raycast(long_id, np.zeros((1, 3)), np.ones((1, 3)), 1.0),
-        "StreamPointCloud": lambda: list(client.stream_point_cloud(long_id)),
+        "DeleteWorld": lambda: client.worlds.delete(long_id),
+        "Raycast": lambda: client.queries.raycast(long_id, np.zeros((1, 3)), np.ones((1, 3)), 1.0),
+        "StreamPointCloud": lambda: list(client.point_cloud.stream(long_id)),
     }
     for name, call in calls.items():
         error = refused(call, match=r"world_id 'w{64}'… \(10000 chars\) must be 1\.\.64 characters")
@@ -219,17 +219,17 @@ def test_leftovers_of_interrupted_saves_are_removed_by_the_next_save_and_at_star
     config = ServerConfig(data_dir=tmp_path)
     with BackgroundServer(config=config, generator=EchoGenerator()) as server, WorldClient(server.address) as client:
         for world_id in ("kept", "other"):
-            client.create_world(frames, intrinsics, world_id=world_id)
-            client.save_world(world_id)
+            client.worlds.create(frames, intrinsics, world_id=world_id)
+            client.worlds.save(world_id)
         # What a kill -9 in the middle of a save leaves: the half-written copy beside the last complete save.
         for stale in (".kept.tmp-0badc0de", ".kept.tmp-1badc0de", ".other.tmp-2badc0de"):
             shutil.copytree(tmp_path / stale.split(".")[1], tmp_path / stale)
-        client.save_world("kept")
+        client.worlds.save("kept")
         assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp-2badc0de", "kept", "other"]
     with BackgroundServer(config=config, generator=EchoGenerator()) as server, WorldClient(server.address) as client:
         assert sorted(p.name for p in tmp_path.iterdir()) == ["kept", "other"]
-        assert sorted(w.world_id for w in client.list_worlds()) == ["kept", "other"]
-        assert client.load_world("other").voxel_count > 0
+        assert sorted(w.world_id for w in client.worlds.list()) == ["kept", "other"]
+        assert client.worlds.load("other").voxel_count > 0
         assert_serving(client)
 
 
@@ -242,7 +242,7 @@ def test_absurd_intrinsics_are_refused_up_front(client, world_id):
     refused(lambda: client.render(world_id, frames[0][2], intrinsics=tiny_focal, depth="float16_m"),
             match=r"intrinsics fx = 1e-300 px is outside 0\.064\.\.1e\+07 px for an image 64 px across")
     refused(lambda: client.step(world_id, frames[0][2], intrinsics=tiny_focal), match="fx = 1e-300")
-    refused(lambda: client.create_world(frames, tiny_focal), match=r"seed\.intrinsics: intrinsics fx = 1e-300")
+    refused(lambda: client.worlds.create(frames, tiny_focal), match=r"seed\.intrinsics: intrinsics fx = 1e-300")
     far_centre = pb.Intrinsics(fx=50, fy=50, cx=1e9, cy=23.5, width=WIDTH, height=HEIGHT)
     refused(lambda: client.render(world_id, frames[0][2], intrinsics=far_centre), match=r"cx = 1000000000\.0 px")
     # Near the limits a camera stays valid at the coarse grid retrieval scales it to: accepted means usable.
@@ -267,7 +267,7 @@ def test_a_tls_key_of_another_certificate_exits_2_naming_both_files(tmp_path, ca
 
 
 def test_the_gateway_refuses_a_crop_box_with_min_above_max_like_grpc(client, gateway, world_id):
-    direct = refused(lambda: client.crop_point_cloud(world_id, [1.0, 0.0, 0.0], [0.0, 1.0, 1.0]), match="exceeds max")
+    direct = refused(lambda: client.point_cloud.crop(world_id, [1.0, 0.0, 0.0], [0.0, 1.0, 1.0]), match="exceeds max")
     with GatewayClient(gateway.address, "unity") as engine:
         refused(lambda: engine.stream("crop_point_cloud", world_id=world_id, box={"min": [1.0, 0.0, 0.0], "max": [0.0, 1.0, 1.0]}),
                 code=direct.code, match=r"crop_point_cloud.box: min \[1\.0, 0\.0, 0\.0\] exceeds max \[0\.0, 1\.0, 1\.0\]")

@@ -55,31 +55,31 @@ def test_lifecycle_survives_a_restart(data_dir):
     frames, intrinsics = wall_seed(WIDTH, HEIGHT)
     poses = yaw_poses(4)
     with start(data_dir) as server, WorldClient(server.address) as client:
-        world = client.create_world(frames, intrinsics, world_id="street", prompt="a wall", voxel_size_m=0.05,
+        world = client.worlds.create(frames, intrinsics, world_id="street", prompt="a wall", voxel_size_m=0.05,
                                     retrieval="recent", max_anchors=3)
         assert (world.world_id, world.loaded, world.saved, world.prompt) == ("street", True, False, "a wall")
         assert (world.config.voxel_size_m, world.config.retrieval, world.config.max_anchors) == (0.05, pb.RETRIEVAL_RECENT, 3)
         assert (world.intrinsics.width, world.intrinsics.height) == (WIDTH, HEIGHT)
-        other = client.create_world(frames, intrinsics)
+        other = client.worlds.create(frames, intrinsics)
         assert len(other.world_id) == 12
 
         client.step("street", poses[:2])
-        saved = client.save_world("street")
-        assert saved.saved and saved.frame_count == client.get_world("street").frame_count
+        saved = client.worlds.save("street")
+        assert saved.saved and saved.frame_count == client.worlds.get("street").frame_count
         before = client.render("street", poses[2], depth="float16_m")[0]
 
-        assert client.delete_world("street").unloaded
-        listed = {w.world_id: w for w in client.list_worlds()}
+        assert client.worlds.delete("street").unloaded
+        listed = {w.world_id: w for w in client.worlds.list()}
         assert set(listed) == {"street", other.world_id}
         assert listed["street"].saved and not listed["street"].loaded and listed["street"].version == saved.version
         with pytest.raises(PreconditionError, match="saved but not loaded: call LoadWorld"):
-            client.get_world("street")
+            client.worlds.get("street")
 
     with start(data_dir) as server, WorldClient(server.address) as client:
-        listed = {w.world_id: w for w in client.list_worlds()}
+        listed = {w.world_id: w for w in client.worlds.list()}
         assert set(listed) == {"street"}, "only the saved world is listed after a restart"
         assert listed["street"].version == saved.version and listed["street"].prompt == "a wall"
-        loaded = client.load_world("street")
+        loaded = client.worlds.load("street")
         assert loaded.loaded and loaded.version == saved.version and loaded.config.max_anchors == 3
         after = client.render("street", poses[2], depth="float16_m")[0]
         np.testing.assert_array_equal(after.rgb, before.rgb)
@@ -87,9 +87,9 @@ def test_lifecycle_survives_a_restart(data_dir):
         stepped = client.step("street", poses[3])[0]
         assert stepped.version > saved.version and stepped.frame_id >= saved.frame_count
 
-        removed = client.delete_world("street", delete_saved=True)
+        removed = client.worlds.delete("street", delete_saved=True)
         assert removed.unloaded and removed.deleted_saved
-        assert client.list_worlds() == []
+        assert client.worlds.list() == []
         with pytest.raises(NotFoundError, match="no world 'street'"):
-            client.get_world("street")
+            client.worlds.get("street")
     assert not (data_dir / "street").exists()

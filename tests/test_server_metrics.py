@@ -77,9 +77,9 @@ def client(server: BackgroundServer) -> Iterator[WorldClient]:
 @pytest.fixture
 def world_id(client: WorldClient) -> Iterator[str]:
     frames, intrinsics = wall_seed(32, 24)
-    world = client.create_world(frames, intrinsics)
+    world = client.worlds.create(frames, intrinsics)
     yield world.world_id
-    client.delete_world(world.world_id)
+    client.worlds.delete(world.world_id)
 
 
 def eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
@@ -108,7 +108,7 @@ def test_scrape_counts_steps_requests_and_memory(server, client, world_id):
     assert len(list(client.step_stream(world_id, poses[:2], depth=None))) == 2  # two requests on one stream
     for _ in range(2):
         with pytest.raises(NotFoundError):
-            client.get_world("no-such-world")
+            client.worlds.get("no-such-world")
     with pytest.raises(NotFoundError):
         client.step("no-such-world", poses[0])
     with pytest.raises(InvalidInputError):
@@ -145,7 +145,7 @@ def test_scrape_counts_steps_requests_and_memory(server, client, world_id):
     assert delta("worldweave_request_duration_seconds_count", rpc="GetWorld") == 3
     assert delta("worldweave_request_duration_seconds_sum", rpc="Step") > 0
 
-    world = client.get_world(world_id)
+    world = client.worlds.get(world_id)
     assert value(after, "worldweave_worlds") == 1
     assert value(after, "worldweave_voxels") == world.voxel_count > 0
     assert value(after, "worldweave_anchors") >= 1
@@ -159,9 +159,9 @@ def test_one_log_line_per_request(server, client, world_id, caplog):
     caplog.set_level(logging.INFO, logger=REQUEST_LOGGER)
     client.step(world_id, yaw_poses(1)[0], depth=None)
     with pytest.raises(NotFoundError):
-        client.get_world("no-such-world")
+        client.worlds.get("no-such-world")
     with pytest.raises(InvalidInputError):
-        client.get_world("two words\nrpc=Forged")
+        client.worlds.get("two words\nrpc=Forged")
     unauthenticated_get_world(server, world_id)
 
     def logged() -> dict[str, logging.LogRecord]:
@@ -185,7 +185,7 @@ def test_one_log_line_per_request(server, client, world_id, caplog):
 def test_dashboard_queries_only_exported_metrics(server, client, world_id):
     client.step(world_id, yaw_poses(1)[0], depth=None)  # every labelled family has a sample
     with pytest.raises(NotFoundError):
-        client.get_world("no-such-world")
+        client.worlds.get("no-such-world")
     _, exported = scrape(server)
     dashboard = json.loads(DASHBOARD.read_text())
     exprs = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", ())]

@@ -60,13 +60,13 @@ def test_missing_or_wrong_token_is_unauthenticated(token_server):
 def test_right_token_is_served_on_every_kind_of_call(token_server):
     frames, intrinsics = wall_seed(32, 24)
     with WorldClient(token_server.address, token=TOKEN) as client:
-        world_id = client.create_world(frames, intrinsics).world_id
+        world_id = client.worlds.create(frames, intrinsics).world_id
         frame, = client.step(world_id, yaw_poses(2)[1])
         streamed = list(client.step_stream(world_id, yaw_poses(3)))
         mirror = PointCloudMirror()
-        assert mirror.update(client.stream_point_cloud(world_id)) == frame.version + 3 == streamed[-1].version
-        assert client.nearest_surface(world_id, [2.5, 0.0, 1.5], 1.0).found.all()
-        client.delete_world(world_id)
+        assert mirror.update(client.point_cloud.stream(world_id)) == frame.version + 3 == streamed[-1].version
+        assert client.queries.nearest_surface(world_id, [2.5, 0.0, 1.5], 1.0).found.all()
+        client.worlds.delete(world_id)
 
 
 def self_signed_certificate() -> tuple[bytes, bytes]:
@@ -106,11 +106,11 @@ def test_tls_server_serves_a_tls_client(tls_server):
     server, certificate = tls_server
     frames, intrinsics = wall_seed(32, 24)
     with WorldClient(server.address, tls_root_certificates=certificate, token=TOKEN) as client:
-        world_id = client.create_world(frames, intrinsics).world_id
+        world_id = client.worlds.create(frames, intrinsics).world_id
         frame, = client.step(world_id, yaw_poses(2)[1])
         assert frame.rgb.shape == (24, 32, 3)
-        assert len(client.crop_point_cloud(world_id, [2, -5, -5], [4, 5, 5]).points_m) > 100
-        client.delete_world(world_id)
+        assert len(client.point_cloud.crop(world_id, [2, -5, -5], [4, 5, 5]).points_m) > 100
+        client.worlds.delete(world_id)
 
 
 def test_tls_server_serves_an_asyncio_client(tls_server):
@@ -119,9 +119,9 @@ def test_tls_server_serves_an_asyncio_client(tls_server):
     async def session() -> int:
         async with await AsyncWorldClient.connect(server.address, tls_root_certificates=certificate, token=TOKEN) as client:
             frames, intrinsics = wall_seed(32, 24)
-            world_id = (await client.create_world(frames, intrinsics)).world_id
+            world_id = (await client.worlds.create(frames, intrinsics)).world_id
             frames = await client.step(world_id, yaw_poses(2)[1])
-            await client.delete_world(world_id)
+            await client.worlds.delete(world_id)
             return frames[0].version
 
     assert asyncio.run(session()) == 2

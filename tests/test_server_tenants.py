@@ -65,11 +65,11 @@ def clients(server):
 def create(client: WorldClient, world_id: str) -> int:
     """Create a wall world ``world_id``; its version."""
     frames, intrinsics = wall_seed(32, 24)
-    return client.create_world(frames, intrinsics, world_id=world_id).version
+    return client.worlds.create(frames, intrinsics, world_id=world_id).version
 
 
 def ids(client: WorldClient) -> list[str]:
-    return [world.world_id for world in client.list_worlds()]
+    return [world.world_id for world in client.worlds.list()]
 
 
 def test_each_tenant_sees_and_reaches_only_its_own_worlds(clients):
@@ -82,19 +82,19 @@ def test_each_tenant_sees_and_reaches_only_its_own_worlds(clients):
     assert ids(admin) == []
 
     bob.step("shared", yaw_poses(2)[1])
-    assert bob.get_world("shared").version == alice.get_world("shared").version + 1, "two worlds, one id"
+    assert bob.worlds.get("shared").version == alice.worlds.get("shared").version + 1, "two worlds, one id"
 
     pose = yaw_poses(1)[0]
     reach = {
-        "GetWorld": lambda world_id: bob.get_world(world_id),
+        "GetWorld": lambda world_id: bob.worlds.get(world_id),
         "Render": lambda world_id: bob.render(world_id, pose),
         "Step": lambda world_id: bob.step(world_id, pose),
-        "Raycast": lambda world_id: bob.raycast(world_id, [[0, 0, 1.5]], [[1, 0, 0]], 10.0),
-        "StreamPointCloud": lambda world_id: list(bob.stream_point_cloud(world_id)),
-        "CropPointCloud": lambda world_id: bob.crop_point_cloud(world_id, *WALL),
-        "RemoveRegion": lambda world_id: bob.remove_region(world_id, box_region(*WALL)),
-        "SaveWorld": lambda world_id: bob.save_world(world_id),
-        "DeleteWorld": lambda world_id: bob.delete_world(world_id),
+        "Raycast": lambda world_id: bob.queries.raycast(world_id, [[0, 0, 1.5]], [[1, 0, 0]], 10.0),
+        "StreamPointCloud": lambda world_id: list(bob.point_cloud.stream(world_id)),
+        "CropPointCloud": lambda world_id: bob.point_cloud.crop(world_id, *WALL),
+        "RemoveRegion": lambda world_id: bob.edits.remove_region(world_id, box_region(*WALL)),
+        "SaveWorld": lambda world_id: bob.worlds.save(world_id),
+        "DeleteWorld": lambda world_id: bob.worlds.delete(world_id),
     }
     for name, call in reach.items():
         with pytest.raises(NotFoundError) as other:
@@ -103,12 +103,12 @@ def test_each_tenant_sees_and_reaches_only_its_own_worlds(clients):
             call("nobody-has")
         assert other.value.code == "NOT_FOUND", name
         assert str(other.value).replace("alice-only", "ID") == str(nobody.value).replace("nobody-has", "ID"), name
-    assert alice.get_world("alice-only").version == 1, "bob's calls changed nothing of alice's"
+    assert alice.worlds.get("alice-only").version == 1, "bob's calls changed nothing of alice's"
 
-    assert bob.delete_world("shared").unloaded
+    assert bob.worlds.delete("shared").unloaded
     assert ids(bob) == [] and ids(alice) == ["alice-only", "shared"]
     for world_id in ("alice-only", "shared"):
-        alice.delete_world(world_id)
+        alice.worlds.delete(world_id)
 
 
 def test_saves_go_to_one_folder_per_tenant_and_are_listed_after_a_restart(clients, data_dir, token_file):
@@ -117,31 +117,31 @@ def test_saves_go_to_one_folder_per_tenant_and_are_listed_after_a_restart(client
         create(client, "kept")
     bob.step("kept", yaw_poses(2)[1])
     for client in (alice, bob, admin):
-        client.save_world("kept")
+        client.worlds.save("kept")
     assert (data_dir / "kept" / "manifest.json").is_file(), "the default tenant keeps the layout before tenants"
     assert (data_dir / "@tenants" / "alice" / "kept" / "manifest.json").is_file()
     assert (data_dir / "@tenants" / "bob" / "kept" / "manifest.json").is_file()
 
     create(alice, "alices-save")
-    alice.save_world("alices-save")
-    alice.delete_world("alices-save")  # unloaded, saved: only LoadWorld and DeleteWorld(delete_saved) reach it
-    for call in (bob.load_world, lambda world_id: bob.delete_world(world_id, delete_saved=True)):
+    alice.worlds.save("alices-save")
+    alice.worlds.delete("alices-save")  # unloaded, saved: only LoadWorld and DeleteWorld(delete_saved) reach it
+    for call in (bob.worlds.load, lambda world_id: bob.worlds.delete(world_id, delete_saved=True)):
         with pytest.raises(NotFoundError) as other:
             call("alices-save")
         with pytest.raises(NotFoundError) as nobody:
             call("nobody-has")
         assert str(other.value).replace("alices-save", "ID") == str(nobody.value).replace("nobody-has", "ID")
-    assert alice.delete_world("alices-save", delete_saved=True).deleted_saved
+    assert alice.worlds.delete("alices-save", delete_saved=True).deleted_saved
 
     config = ServerConfig(data_dir=data_dir, auth_tokens=read_token_file(token_file))
     with BackgroundServer(config=config, generator=EchoGenerator()) as restarted:
         for token, version in (("alice-rw", 1), ("bob-rw", 2), ("admin-rw", 1)):
             with WorldClient(restarted.address, token=token) as client:
-                world, = client.list_worlds()
+                world, = client.worlds.list()
                 assert (world.world_id, world.loaded, world.saved, world.version) == ("kept", False, True, version)
-                assert client.load_world("kept").version == version
+                assert client.worlds.load("kept").version == version
     for client in (alice, bob, admin):
-        assert client.delete_world("kept", delete_saved=True).deleted_saved
+        assert client.worlds.delete("kept", delete_saved=True).deleted_saved
     assert not (data_dir / "@tenants" / "bob" / "kept").exists() and not (data_dir / "kept").exists()
 
 
@@ -152,25 +152,25 @@ def test_read_only_role_reads_but_cannot_change_worlds(clients):
     pose = yaw_poses(1)[0]
 
     assert ids(viewer) == ["viewed"], "a read-only token sees its tenant's worlds"
-    assert viewer.get_world("viewed").version == version
+    assert viewer.worlds.get("viewed").version == version
     frame, = viewer.render("viewed", pose, depth="float16_m")
     assert frame.rgb.shape == (24, 32, 3) and frame.coverage > 0.5
-    assert viewer.raycast("viewed", [[0, 0, 1.5]], [[1, 0, 0]], 10.0).version == version
-    assert viewer.nearest_surface("viewed", [[2.5, 0, 1.5]], 1.0).found.all()
-    assert viewer.check_spheres("viewed", [[3.0, 0, 1.5]], 0.2).version == version
-    assert viewer.query_occupancy("viewed", [[3.0, 0, 1.5], [1.0, 0, 1.5]]).version == version
-    assert len(viewer.crop_point_cloud("viewed", *WALL).points_m) > 100
-    assert sum(len(chunk.keys) for chunk in viewer.stream_point_cloud("viewed")) > 100
+    assert viewer.queries.raycast("viewed", [[0, 0, 1.5]], [[1, 0, 0]], 10.0).version == version
+    assert viewer.queries.nearest_surface("viewed", [[2.5, 0, 1.5]], 1.0).found.all()
+    assert viewer.queries.check_spheres("viewed", [[3.0, 0, 1.5]], 0.2).version == version
+    assert viewer.queries.occupancy("viewed", [[3.0, 0, 1.5], [1.0, 0, 1.5]]).version == version
+    assert len(viewer.point_cloud.crop("viewed", *WALL).points_m) > 100
+    assert sum(len(chunk.keys) for chunk in viewer.point_cloud.stream("viewed")) > 100
 
     changes = {
         "Step": lambda world_id: viewer.step(world_id, pose),
-        "RemoveRegion": lambda world_id: viewer.remove_region(world_id, box_region(*WALL)),
-        "RecolorRegion": lambda world_id: viewer.recolor_region(world_id, box_region(*WALL), (255, 0, 0)),
-        "InsertPoints": lambda world_id: viewer.insert_points(world_id, [[1.0, 0, 1.5]], np.zeros((1, 3), np.uint8)),
+        "RemoveRegion": lambda world_id: viewer.edits.remove_region(world_id, box_region(*WALL)),
+        "RecolorRegion": lambda world_id: viewer.edits.recolor_region(world_id, box_region(*WALL), (255, 0, 0)),
+        "InsertPoints": lambda world_id: viewer.edits.insert_points(world_id, [[1.0, 0, 1.5]], np.zeros((1, 3), np.uint8)),
         "CreateWorld": lambda world_id: create(viewer, world_id + "-new"),
-        "SaveWorld": lambda world_id: viewer.save_world(world_id),
-        "LoadWorld": lambda world_id: viewer.load_world(world_id),
-        "DeleteWorld": lambda world_id: viewer.delete_world(world_id),
+        "SaveWorld": lambda world_id: viewer.worlds.save(world_id),
+        "LoadWorld": lambda world_id: viewer.worlds.load(world_id),
+        "DeleteWorld": lambda world_id: viewer.worlds.delete(world_id),
     }
     for name, call in changes.items():
         for world_id in ("viewed", "bobs"):  # another tenant's world: denied the same, its existence not revealed
@@ -179,11 +179,11 @@ def test_read_only_role_reads_but_cannot_change_worlds(clients):
             assert denied.value.code == "PERMISSION_DENIED", name
             assert re.search(rf"role is read-only: {name} changes worlds and needs a read-write token",
                              str(denied.value)), str(denied.value)
-    assert alice.get_world("viewed").version == version and ids(alice) == ["viewed"], "nothing changed"
+    assert alice.worlds.get("viewed").version == version and ids(alice) == ["viewed"], "nothing changed"
     with pytest.raises(NotFoundError):
         viewer.render("bobs", pose)
-    alice.delete_world("viewed")
-    bob.delete_world("bobs")
+    alice.worlds.delete("viewed")
+    bob.worlds.delete("bobs")
 
 
 @pytest.mark.parametrize("text, fault", [

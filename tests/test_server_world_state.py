@@ -50,9 +50,9 @@ def client(server):
 @pytest.fixture
 def world_id(client):
     frames, intrinsics = wall_seed(WIDTH, HEIGHT)
-    world = client.create_world(frames, intrinsics)
+    world = client.worlds.create(frames, intrinsics)
     yield world.world_id
-    client.delete_world(world.world_id)
+    client.worlds.delete(world.world_id)
 
 
 def entry_of(server: BackgroundServer, world_id: str) -> WorldEntry:
@@ -73,11 +73,11 @@ def assert_mirrors(mirror: PointCloudMirror, voxels: VoxelSet) -> None:
 
 def edit(client: WorldClient, world_id: str) -> None:
     """Remove a patch of the wall, recolour another, insert a small cube of points in front of it."""
-    client.remove_region(world_id, ws.box_region([2.9, -0.31, 1.19], [3.1, 0.29, 1.81]))
-    client.recolor_region(world_id, ws.sphere_region([3.0, 0.6, 1.5], 0.25), [255, 0, 0])
+    client.edits.remove_region(world_id, ws.box_region([2.9, -0.31, 1.19], [3.1, 0.29, 1.81]))
+    client.edits.recolor_region(world_id, ws.sphere_region([3.0, 0.6, 1.5], 0.25), [255, 0, 0])
     grid = np.stack(np.meshgrid(*[np.arange(5) * 0.02] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
     cube = grid + [2.0, -0.45, 1.0]
-    client.insert_points(world_id, cube, np.full((len(cube), 3), 40, dtype=np.uint8))
+    client.edits.insert_points(world_id, cube, np.full((len(cube), 3), 40, dtype=np.uint8))
 
 
 # ------------------------------------------------------------------------------------------------ point cloud
@@ -85,24 +85,24 @@ def edit(client: WorldClient, world_id: str) -> None:
 
 def test_mirror_equals_the_server_cloud_after_steps_and_edits(server, client, world_id):
     mirror = PointCloudMirror()
-    assert mirror.update(client.stream_point_cloud(world_id, mirror.version)) == 1
+    assert mirror.update(client.point_cloud.stream(world_id, mirror.version)) == 1
     assert len(mirror) > 1000 and mirror.voxel_size_m == pytest.approx(0.02)
     assert_mirrors(mirror, server_voxels(server, world_id))
     for pose in yaw_poses(3):
         client.step(world_id, pose)
-    assert mirror.update(client.stream_point_cloud(world_id, mirror.version)) == 4
+    assert mirror.update(client.point_cloud.stream(world_id, mirror.version)) == 4
     assert_mirrors(mirror, server_voxels(server, world_id))
     edit(client, world_id)
     before = len(mirror)
-    assert mirror.update(client.stream_point_cloud(world_id, mirror.version, max_chunk_bytes=MIN_CHUNK_BYTES)) == 7
+    assert mirror.update(client.point_cloud.stream(world_id, mirror.version, max_chunk_bytes=MIN_CHUNK_BYTES)) == 7
     assert len(mirror) != before and (mirror.flags == 2).sum() == 125
     assert_mirrors(mirror, server_voxels(server, world_id))
-    nothing_new = list(client.stream_point_cloud(world_id, mirror.version))
+    nothing_new = list(client.point_cloud.stream(world_id, mirror.version))
     assert [(len(c.keys), c.version, c.last_in_version) for c in nothing_new] == [(0, 7, True)]
 
 
 def test_chunks_stay_under_the_requested_size_and_carry_positions(server, client, world_id):
-    chunks = list(client.stream_point_cloud(world_id, include_positions=True, max_chunk_bytes=4096))
+    chunks = list(client.point_cloud.stream(world_id, include_positions=True, max_chunk_bytes=4096))
     assert len(chunks) > 10 and all(c.is_snapshot and c.kind == "added" for c in chunks)
     assert [c.last_in_version for c in chunks] == [False] * (len(chunks) - 1) + [True]
     for chunk in chunks:
@@ -116,14 +116,14 @@ def test_chunks_stay_under_the_requested_size_and_carry_positions(server, client
 
 def test_following_receives_each_new_version(server, client, world_id):
     mirror = PointCloudMirror()
-    stream = client.stream_point_cloud(world_id, follow=True, timeout_s=60)
+    stream = client.point_cloud.stream(world_id, follow=True, timeout_s=60)
     versions = mirror.follow(stream)
     assert next(versions) == 1
     with WorldClient(server.address) as other:
         other.step(world_id, yaw_poses(2)[1])
         assert next(versions) == 2
         assert_mirrors(mirror, server_voxels(server, world_id))
-        other.remove_region(world_id, ws.sphere_region([3.0, 0.0, 1.5], 0.3))
+        other.edits.remove_region(world_id, ws.sphere_region([3.0, 0.0, 1.5], 0.3))
         assert next(versions) == 3
         assert_mirrors(mirror, server_voxels(server, world_id))
     stream.close()  # cancels the call on the server
@@ -131,8 +131,8 @@ def test_following_receives_each_new_version(server, client, world_id):
 
 def test_following_stream_ends_when_the_world_is_deleted(server, client):
     frames, intrinsics = wall_seed(WIDTH, HEIGHT)
-    world_id = client.create_world(frames, intrinsics).world_id
-    stream = client.stream_point_cloud(world_id, follow=True, timeout_s=60)
+    world_id = client.worlds.create(frames, intrinsics).world_id
+    stream = client.point_cloud.stream(world_id, follow=True, timeout_s=60)
     first = next(stream)
     assert first.last_in_version
     errors = []
@@ -145,7 +145,7 @@ def test_following_stream_ends_when_the_world_is_deleted(server, client):
 
     reader = threading.Thread(target=drain)
     reader.start()
-    client.delete_world(world_id)
+    client.worlds.delete(world_id)
     reader.join(timeout=20)
     assert not reader.is_alive() and errors and errors[0].code == "NOT_FOUND"
 
@@ -154,21 +154,21 @@ def test_expired_version_is_answered_with_a_flagged_snapshot(tmp_path, client):
     with BackgroundServer(config=ServerConfig(data_dir=tmp_path), generator=EchoGenerator()) as server, \
             WorldClient(server.address) as saving:
         frames, intrinsics = wall_seed(WIDTH, HEIGHT)
-        world_id = saving.create_world(frames, intrinsics).world_id
+        world_id = saving.worlds.create(frames, intrinsics).world_id
         mirror = PointCloudMirror()
         saving.step(world_id, yaw_poses(2)[1])
-        mirror.update(saving.stream_point_cloud(world_id))
+        mirror.update(saving.point_cloud.stream(world_id))
         assert mirror.version == 2
         saving.step(world_id, yaw_poses(4)[1])
-        saving.save_world(world_id)
-        saving.delete_world(world_id)
-        saving.load_world(world_id)  # a loaded world's change log starts at its saved version
-        chunks = list(saving.stream_point_cloud(world_id, mirror.version))
+        saving.worlds.save(world_id)
+        saving.worlds.delete(world_id)
+        saving.worlds.load(world_id)  # a loaded world's change log starts at its saved version
+        chunks = list(saving.point_cloud.stream(world_id, mirror.version))
         assert all(c.is_snapshot and c.since_version == 2 and c.version == 3 for c in chunks)
         assert mirror.update(chunks) == 3
         assert_mirrors(mirror, server_voxels(server, world_id))
         saving.step(world_id, yaw_poses(4)[2])
-        delta = list(saving.stream_point_cloud(world_id, mirror.version))
+        delta = list(saving.point_cloud.stream(world_id, mirror.version))
         assert not any(c.is_snapshot for c in delta)
         assert mirror.update(delta) == 4
         assert_mirrors(mirror, server_voxels(server, world_id))
@@ -177,11 +177,11 @@ def test_expired_version_is_answered_with_a_flagged_snapshot(tmp_path, client):
 def test_edits_show_in_later_frames(client, world_id):
     seed_pose = wall_seed(WIDTH, HEIGHT)[0][0][2]
     before, = client.render(world_id, seed_pose)
-    removed = client.remove_region(world_id, ws.box_region([2.9, -0.5, 1.0], [3.1, 0.5, 2.0]))
+    removed = client.edits.remove_region(world_id, ws.box_region([2.9, -0.5, 1.0], [3.1, 0.5, 2.0]))
     assert removed.voxels > 0 and removed.version == 2
     after, = client.render(world_id, seed_pose)
     assert after.coverage < before.coverage - 0.05
-    recolored = client.recolor_region(world_id, ws.box_region([2.9, 0.6, 1.0], [3.1, 2.0, 2.0]), [0, 255, 0])
+    recolored = client.edits.recolor_region(world_id, ws.box_region([2.9, 0.6, 1.0], [3.1, 2.0, 2.0]), [0, 255, 0])
     assert recolored.voxels > 0
     painted, = client.render(world_id, seed_pose)
     green = (painted.rgb == [0, 255, 0]).all(axis=2)
@@ -215,7 +215,7 @@ def test_raycast_over_grpc_equals_in_process(client, stepped_world):
     rng = np.random.default_rng(0)
     origins = f32(EYE + rng.normal(scale=0.2, size=(500, 3)))
     directions = f32(np.column_stack([np.ones(500), rng.uniform(-0.7, 0.7, size=(500, 2))]))
-    answer = client.raycast(world_id, origins, directions, 6.0)
+    answer = client.queries.raycast(world_id, origins, directions, 6.0)
     expected = queries.raycast(origins, directions, 6.0)
     assert 0.2 < answer.hit.mean() < 1 and answer.unknown.any()
     np.testing.assert_array_equal(answer.hit, expected.hit)
@@ -229,7 +229,7 @@ def test_raycast_over_grpc_equals_in_process(client, stepped_world):
 def test_nearest_surface_over_grpc_equals_in_process(client, stepped_world):
     world_id, queries = stepped_world
     points = f32(np.random.default_rng(1).uniform([1.0, -1.5, 0.5], [3.5, 1.5, 2.5], size=(500, 3)))
-    answer = client.nearest_surface(world_id, points, 1.0)
+    answer = client.queries.nearest_surface(world_id, points, 1.0)
     expected = queries.nearest(points, 1.0)
     assert 0.2 < answer.found.mean() < 1
     np.testing.assert_array_equal(answer.found, expected.found)
@@ -250,26 +250,26 @@ def test_collisions_over_grpc_equal_in_process(client, stepped_world):
     rng = np.random.default_rng(2)
     centers = f32(rng.uniform([1.8, -1.0, 0.8], [3.2, 1.0, 2.2], size=(300, 3)))
     radii = f32(rng.uniform(0.0, 0.2, size=300))
-    assert_same_contacts(client.check_spheres(world_id, centers, radii), queries.collide_spheres(centers, radii))
+    assert_same_contacts(client.queries.check_spheres(world_id, centers, radii), queries.collide_spheres(centers, radii))
 
     ends = f32(centers + rng.normal(scale=0.3, size=centers.shape))
-    assert_same_contacts(client.check_capsules(world_id, centers, ends, radii),
+    assert_same_contacts(client.queries.check_capsules(world_id, centers, ends, radii),
                          queries.collide_capsules(centers, ends, radii))
 
     half = f32(rng.uniform(0.01, 0.2, size=(300, 3)))
     quaternions = rng.normal(size=(300, 4))
     quaternions = f32(quaternions / np.linalg.norm(quaternions, axis=1, keepdims=True))
     rotations = rotations_from_quaternions(quaternions)
-    assert_same_contacts(client.check_boxes(world_id, centers, half, quaternions),
+    assert_same_contacts(client.queries.check_boxes(world_id, centers, half, quaternions),
                          queries.collide_boxes(centers, half, rotations))
 
 
 def test_occupancy_over_grpc_equals_in_process(client, stepped_world):
     world_id, queries = stepped_world
     points = f32(np.random.default_rng(3).uniform([0.2, -1.5, 0.5], [3.6, 1.5, 2.5], size=(2000, 3)))
-    voxel_points = f32(client.crop_point_cloud(world_id, [2.5, -2, 0], [3.5, 2, 3]).points_m[:100])
+    voxel_points = f32(client.point_cloud.crop(world_id, [2.5, -2, 0], [3.5, 2, 3]).points_m[:100])
     points = np.concatenate([points, voxel_points])
-    answer = client.query_occupancy(world_id, points)
+    answer = client.queries.occupancy(world_id, points)
     expected = queries.occupancy(points)
     wire = {Occupancy.UNKNOWN: pb.OCCUPANCY_UNKNOWN, Occupancy.FREE: pb.OCCUPANCY_FREE, Occupancy.OCCUPIED: pb.OCCUPANCY_OCCUPIED}
     np.testing.assert_array_equal(answer.states, [wire[Occupancy(code)] for code in expected])
@@ -279,21 +279,21 @@ def test_occupancy_over_grpc_equals_in_process(client, stepped_world):
 def test_crop_over_grpc_equals_in_process(client, stepped_world):
     world_id, queries = stepped_world
     box = ([2.5, -0.6, 1.0], [3.5, 0.8, 1.9])
-    answer = client.crop_point_cloud(world_id, *box, max_chunk_bytes=MIN_CHUNK_BYTES)
+    answer = client.point_cloud.crop(world_id, *box, max_chunk_bytes=MIN_CHUNK_BYTES)
     expected = queries.crop(Box(*box))
     assert len(answer.points_m) > 100
     np.testing.assert_array_equal(answer.points_m, expected.points_m)
     np.testing.assert_array_equal(answer.colors, expected.colors)
-    empty = client.crop_point_cloud(world_id, [50, 50, 50], [51, 51, 51])
+    empty = client.point_cloud.crop(world_id, [50, 50, 50], [51, 51, 51])
     assert empty.points_m.shape == (0, 3) and empty.version == answer.version
 
 
 def test_empty_batches_get_empty_answers(client, world_id):
     none = np.zeros((0, 3))
-    assert client.raycast(world_id, none, none, 1.0).hit.shape == (0,)
-    assert client.nearest_surface(world_id, none, 1.0).found.shape == (0,)
-    assert client.check_spheres(world_id, none, 0.1).hit.shape == (0,)
-    assert client.query_occupancy(world_id, none).states.shape == (0,)
+    assert client.queries.raycast(world_id, none, none, 1.0).hit.shape == (0,)
+    assert client.queries.nearest_surface(world_id, none, 1.0).found.shape == (0,)
+    assert client.queries.check_spheres(world_id, none, 0.1).hit.shape == (0,)
+    assert client.queries.occupancy(world_id, none).states.shape == (0,)
 
 
 # ------------------------------------------------------------------------------------------------ bad requests
@@ -362,17 +362,17 @@ def test_bad_requests_get_their_status_and_the_server_keeps_serving(server, clie
                 list(answer)
     assert caught.value.code() == code, caught.value.details()
     assert re.search(message, caught.value.details()), caught.value.details()
-    assert client.query_occupancy(world_id, EYE + [1.0, 0, 0]).states.tolist() == [pb.OCCUPANCY_FREE]
+    assert client.queries.occupancy(world_id, EYE + [1.0, 0, 0]).states.tolist() == [pb.OCCUPANCY_FREE]
 
 
 def test_client_side_errors_name_the_value(client, world_id):
     with pytest.raises(errors.WireFormatError, match=r"origins_m must have shape \(N, 3\), got \(2, 2\)"):
-        client.raycast(world_id, np.zeros((2, 2)), np.zeros((2, 2)), 1.0)
+        client.queries.raycast(world_id, np.zeros((2, 2)), np.zeros((2, 2)), 1.0)
     with pytest.raises(errors.WireFormatError, match="rgb must be three integers in 0..255"):
-        client.recolor_region(world_id, ws.sphere_region(EYE, 1.0), [0, 0, 300])
+        client.edits.recolor_region(world_id, ws.sphere_region(EYE, 1.0), [0, 0, 300])
     with pytest.raises(errors.WireFormatError, match=r"rotations\[0\] is not a rotation"):
-        client.check_boxes(world_id, EYE, [[0.1, 0.1, 0.1]], 2 * np.eye(3)[None])
+        client.queries.check_boxes(world_id, EYE, [[0.1, 0.1, 0.1]], 2 * np.eye(3)[None])
     with pytest.raises(InvalidInputError, match=r"directions\[0\]"):
-        client.raycast(world_id, EYE, [0, 0, 0], 1.0)
+        client.queries.raycast(world_id, EYE, [0, 0, 0], 1.0)
     with pytest.raises(LimitExceededError, match="max_distance_m"):
-        client.check_spheres(world_id, EYE, 10.0)
+        client.queries.check_spheres(world_id, EYE, 10.0)

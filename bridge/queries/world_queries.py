@@ -87,6 +87,8 @@ class RayHits:
     range when it hit nothing). A miss with ``ended_in_unknown`` False crossed only observed free space; one with
     True says nothing about what lies beyond. A hit with True lies behind unobserved space.
     ``unknown_from_m``: float64 metres along the ray where it entered unknown space (``inf`` when it did not).
+    ``normals``: float32 (N, 3) unit surface normals at the hits, world frame, facing the ray's origin (0 without a
+    hit; ``surface_normals``), or None when not asked for.
     """
 
     hit: np.ndarray
@@ -95,6 +97,35 @@ class RayHits:
     color: np.ndarray
     ended_in_unknown: np.ndarray
     unknown_from_m: np.ndarray
+    normals: np.ndarray | None = None
+
+
+NORMAL_RADIUS_VOX = 2
+"""Half width of the neighbourhood a hit's surface normal is fitted over, voxels (5 x 5 x 5 voxels)."""
+NORMAL_BLOCK_HITS = 4096
+"""Hits whose normals are fitted at once (bounds the neighbourhood arrays to ~12 MB)."""
+
+
+def surface_normals(voxel_map: VoxelMap, voxels: np.ndarray, directions: np.ndarray, level: float) -> np.ndarray:
+    """Unit surface normals, world frame, float32 (N, 3), at hit voxels ``voxels`` (N, 3) int64 indices met along
+    unit ``directions`` (N, 3): the normal of the least-squares plane (smallest eigenvector of the covariance)
+    through the surface points of the voxels at or above ``level`` in the hit voxel's 5 x 5 x 5 neighbourhood, turned
+    to face the ray's origin; the reversed ray direction where fewer than 3 such voxels fix a plane."""
+    span = np.arange(-NORMAL_RADIUS_VOX, NORMAL_RADIUS_VOX + 1)
+    offsets = np.stack(np.meshgrid(span, span, span, indexing="ij"), axis=-1).reshape(-1, 3)
+    normals = -np.asarray(directions, dtype=np.float64).copy()
+    for start in range(0, len(voxels), NORMAL_BLOCK_HITS):
+        block = slice(start, start + NORMAL_BLOCK_HITS)
+        keys = voxel_keys.pack((voxels[block, None, :] + offsets).reshape(-1, 3))
+        held = (voxel_map.confidence_at(keys) >= np.float32(level)).reshape(-1, len(offsets))  # absent: NaN, False
+        points = voxel_map.surface_at(keys).reshape(-1, len(offsets), 3)
+        count = held.sum(axis=1)
+        mean = np.where(held[..., None], points, 0.0).sum(axis=1) / np.maximum(count, 1)[:, None]
+        centred = np.where(held[..., None], points - mean[:, None], 0.0)
+        fitted = np.linalg.eigh(np.einsum("nki,nkj->nij", centred, centred))[1][:, :, 0]
+        facing = np.where((np.sum(fitted * normals[block], axis=1) < 0)[:, None], -fitted, fitted)
+        normals[block] = np.where((count >= 3)[:, None], facing, normals[block])
+    return normals.astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -307,6 +338,10 @@ class WorldQueries:
         """The surface copy of the default level, current with the map."""
         return self._copy(self.default_min_confidence).grid
 
+    def level_grid(self, level: float) -> BlockGrid:
+        """The surface copy of a declared ``level`` (the voxels at or above it), current with the map."""
+        return self._copy(level).grid
+
     @property
     def version(self) -> int:
         """The map version the default level's copy reflects (without syncing it)."""
@@ -376,11 +411,14 @@ class WorldQueries:
 
     # --------------------------------------------------------------------------------------------- queries
 
-    def raycast(self, origins_m, directions, max_range_m, *, min_confidence: float | None = None) -> RayHits:
+    def raycast(
+        self, origins_m, directions, max_range_m, *, min_confidence: float | None = None, return_normals: bool = False
+    ) -> RayHits:
         """Cast rays from ``origins_m`` (N, 3) along ``directions`` (N, 3, any non-zero length; normalised here)
         up to ``max_range_m`` (a number or (N,), metres), at ``min_confidence`` (a declared level; ``None``: the
         default): a ray stops at the first voxel it enters, a hit when that voxel is at or above the level, unknown
-        (no hit, ``ended_in_unknown``) when below. See ``RayHits``."""
+        (no hit, ``ended_in_unknown``) when below. ``return_normals``: also each hit's surface normal
+        (``surface_normals``). See ``RayHits``."""
         origins = self._world_points("origins_m", origins_m)
         n = len(origins)
         directions = _points("directions", directions)
@@ -392,25 +430,39 @@ class WorldQueries:
         directions = directions / lengths[:, None] if n else directions
         ranges = _per_item("max_range_m", max_range_m, n)
         level = self.level(min_confidence)
+        t, voxels, hit, unknown = self.trace(origins, directions, ranges, level)
+        color = np.zeros((n, 3), dtype=np.uint8)
+        if hit.any():
+            color[hit] = self.voxel_map.colors_at(voxel_keys.pack(voxels[hit]))
+        distance = np.where(hit, t, np.inf)
+        point = np.where(hit[:, None], origins + directions * np.where(hit, t, 0.0)[:, None], np.nan)
+        normals = None
+        if return_normals:
+            normals = np.zeros((n, 3), dtype=np.float32)
+            normals[hit] = surface_normals(self.voxel_map, voxels[hit], directions[hit], level)
+        return RayHits(hit, distance, point, color, np.isfinite(unknown), unknown, normals)
+
+    def trace(
+        self, origins_m: np.ndarray, directions: np.ndarray, ranges_m: np.ndarray, level: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The raycast's core on checked input: ``origins_m`` (N, 3) world metres, unit ``directions`` (N, 3),
+        ``ranges_m`` (N,), a declared ``level``. Returns (N,) float64 metres where each ray entered the first voxel it
+        met (-1 when none), that voxel's (N, 3) int64 index, (N,) bool hit (the voxel is at or above ``level``) and
+        (N,) float64 metres where the ray entered unknown space (``inf`` when it did not; a ray stopped by a voxel
+        below ``level`` is unknown there)."""
         copy = self._copy(level)
         below = self._below_level(copy)
         v = self.voxel_map.voxel_size_m
-        t, voxels = cast_rays((self._copy(0.0) if below else copy).grid.arrays(), v, origins, directions, ranges)
+        t, voxels = cast_rays((self._copy(0.0) if below else copy).grid.arrays(), v, origins_m, directions, ranges_m)
         entered = t >= 0
         hit = entered.copy()
         if below and entered.any():  # a voxel below the level stops the ray as unknown, not as a hit
             reached = self.voxel_map.confidence_at(voxel_keys.pack(voxels[entered])) >= np.float32(level)
             hit[entered] = reached
-        color = np.zeros((n, 3), dtype=np.uint8)
-        if hit.any():
-            color[hit] = self.voxel_map.colors_at(voxel_keys.pack(voxels[hit]))
-        stop = np.where(entered, t, ranges)
+        stop = np.where(entered, t, ranges_m)
         step, margin = self.ray_unknown_step_m, self.free_margin_m
-        unknown = unknown_from(copy.grid.arrays(), v, self._packed_views(level), origins, directions, stop, step, margin)
-        unknown = np.where(entered & ~hit, np.minimum(unknown, t), unknown)
-        distance = np.where(hit, t, np.inf)
-        point = np.where(hit[:, None], origins + directions * np.where(hit, t, 0.0)[:, None], np.nan)
-        return RayHits(hit, distance, point, color, np.isfinite(unknown), unknown)
+        unknown = unknown_from(copy.grid.arrays(), v, self._packed_views(level), origins_m, directions, stop, step, margin)
+        return t, voxels, hit, np.where(entered & ~hit, np.minimum(unknown, t), unknown)
 
     def nearest(self, points_m, max_range_m, *, min_confidence: float | None = None) -> NearestResult:
         """Nearest surface point (voxel centre at or above ``min_confidence``, a declared level; ``None``: the

@@ -22,13 +22,12 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import grpc
 import zmq
 import zmq.asyncio
 from google.protobuf.message import Message
 
 from worldweave.proto.errors import ServerError, WorldweaveError
-from worldweave.sim_clients.client import StepDeadlineError, WorldClient, client_error
+from worldweave.sim_clients.client import WorldClient
 from worldweave.sim_clients.conventions import (
     Convention,
     ConventionError,
@@ -63,19 +62,9 @@ class Connection:
 
 
 def forward(client: WorldClient, rpc: Rpc, request: Message) -> list[Message]:
-    """Call ``rpc`` on the server through ``client``'s channel: its response messages (one for a unary RPC). A step
-    goes on the client's persistent Step stream. Failures raise the ``WorldweaveError`` of their status."""
-    if rpc.name == "Step":
-        try:
-            return client._steps.step(request, client.timeout_s)
-        except grpc.RpcError as error:
-            raise client_error(error.code(), error.details() or "", client.target, rpc.name, client.timeout_s) from None
-        except StepDeadlineError:
-            raise client_error(grpc.StatusCode.DEADLINE_EXCEEDED, "", client.target, rpc.name, client.timeout_s) from None
-    method = getattr(client._stub, rpc.name)
-    if rpc.streams:
-        return list(client._server_stream(rpc.name, method, request, lambda response: response, client.timeout_s))
-    return [client._call(rpc.name, method, request)]
+    """Call ``rpc`` on the server through ``client`` (``WorldClient.call``): its response messages (one for a unary
+    RPC; a step on the client's persistent Step stream). Failures raise the ``WorldweaveError`` of their status."""
+    return client.call(rpc.name, request)
 
 
 class RequestHandler:

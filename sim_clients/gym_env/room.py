@@ -147,7 +147,7 @@ def heading_c2w(position_m: np.ndarray, yaw_rad: float, pitch_rad: float = 0.0) 
 def seed_views(room: Room, intrinsics: Intrinsics, *, yaw_rad: float = 0.0,
                count: int = 4) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``count`` level views from the spawn point, evenly spaced in yaw starting at ``yaw_rad``: the
-    ``(rgb, depth_m, c2w)`` triples ``WorldClient.create_world`` takes."""
+    ``(rgb, depth_m, c2w)`` triples ``WorldClient.worlds.create`` takes."""
     views = []
     for k in range(count):
         c2w = heading_c2w(room.spawn_m, yaw_rad + 2 * math.pi * k / count)

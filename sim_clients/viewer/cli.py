@@ -3,7 +3,9 @@
 Opens a page (viser, served from the installed package: no internet needed) where you pick one of the server's
 worlds and see its point cloud, kept current as the world changes (coloured by RGB, source, height, or confidence
 when the server sends it; thinned to --max-points). "Render memory here" and "Step the world here" act at the
-browser's camera and show the generated frame beside the memory render, with the step's stage timings. Binds
+browser's camera and show the generated frame beside the memory render, with the step's stage timings. Every step
+of the world, whoever makes it, shows its camera, its frame beside the memory render and its timings; anchors are
+drawn as frustums. Binds
 127.0.0.1; another interface needs the server's token (--token or WORLDWEAVE_AUTH_TOKEN), which every browser is
 then asked for (prefer the variable: a --token shows in the process list). Stop with Ctrl-C.
 """
