@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,10 +26,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from worldweave.bridge.checkpoints import (
+    CheckpointInfo,
+    CheckpointStore,
+    WorldSnapshot,
+    freeze_world,
+    thaw_world_into,
+)
 from worldweave.bridge.frames import RenderResult, RGBDFrame, check_mask, confidence_problem
 from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
 from worldweave.bridge.generators.depth import DepthEstimator, align_depth, depth_agreement
 from worldweave.bridge.generators.registry import (
+    DEFAULT_GENERATOR,
     create_depth_estimator,
     create_generator,
 )
@@ -67,7 +75,7 @@ class WorldConfig:
 
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     """Voxel size, retrieval mode and K, keyframe policy, weaver options."""
-    generator: str = "reproject"
+    generator: str = DEFAULT_GENERATOR
     """Generator backend by registry name (``worldweave.bridge.generators.registry.available()``)."""
     generator_options: dict[str, Any] = field(default_factory=dict)
     """Keyword options for the generator's constructor (e.g. a local weights folder)."""
@@ -206,6 +214,8 @@ class World:
         self.generator, self.depth_estimator = self._backends(generator, depth_estimator)
         self._leading: list[np.ndarray] = []
         self._next_frame_id = 0
+        self.checkpoints = CheckpointStore()
+        """This world's checkpoints (``checkpoint``, ``restore``, ``fork``); saved with it."""
         for frame in seed.frames:
             self.memory.integrate(frame, frame_id=self._next_frame_id, source=Source.SEED)
             self._remember(frame.rgb)
@@ -461,19 +471,30 @@ class World:
     # ----------------------------------------------------------------------------------------------- storage
 
     def save(self, folder: str | Path) -> Path:
-        """Save atomically (memory, config, prompt, leading frames); a crash mid-save keeps the previous save."""
+        """Save atomically (memory, config, prompt, leading frames, checkpoints); a crash mid-save keeps the previous
+        save. Each checkpoint is saved as a world of its own under ``checkpoints/<id>/``."""
         with atomic_folder(folder) as tmp:
-            (tmp / "memory").mkdir()
-            self.memory.write(tmp / "memory")
-            if self._leading:
-                save_array(tmp, "leading_frames", np.stack(self._leading))
-            k = self.intrinsics
-            write_manifest(tmp, {
-                "kind": "world", "format_version": FORMAT_VERSION, "config": self.config.to_dict(),
-                "prompt": self.prompt, "next_frame_id": self._next_frame_id, "leading_frames": len(self._leading),
-                "intrinsics": {"fx": k.fx, "fy": k.fy, "cx": k.cx, "cy": k.cy, "width": k.width, "height": k.height},
-            })
+            self._write(tmp)
+            (tmp / "checkpoints").mkdir()
+            for checkpoint_id, snapshot in self.checkpoints.items():
+                self._thawed(snapshot)._write(tmp / "checkpoints" / checkpoint_id, snapshot.created_unix_s)
         return Path(folder)
+
+    def _write(self, tmp: Path, created_unix_s: float | None = None) -> None:
+        """Write this world's state (not its checkpoints) into ``tmp``; ``created_unix_s``: a checkpoint's time."""
+        tmp.mkdir(exist_ok=True)
+        (tmp / "memory").mkdir()
+        self.memory.write(tmp / "memory")
+        if self._leading:
+            save_array(tmp, "leading_frames", np.stack(self._leading))
+        k = self.intrinsics
+        write_manifest(tmp, {
+            "kind": "world", "format_version": FORMAT_VERSION, "config": self.config.to_dict(),
+            "prompt": self.prompt, "next_frame_id": self._next_frame_id, "leading_frames": len(self._leading),
+            "intrinsics": {"fx": k.fx, "fy": k.fy, "cx": k.cx, "cy": k.cy, "width": k.width, "height": k.height},
+            "checkpoints": [c.checkpoint_id for c in self.checkpoints.list()] if created_unix_s is None else [],
+            **({} if created_unix_s is None else {"created_unix_s": created_unix_s}),
+        })
 
     @classmethod
     def load(
@@ -499,4 +520,46 @@ class World:
         world.generator, world.depth_estimator = world._backends(generator, depth_estimator)
         world._next_frame_id = int(manifest["next_frame_id"])
         world._leading = list(load_array(folder, "leading_frames")) if manifest["leading_frames"] else []
+        world.checkpoints = CheckpointStore()
+        for checkpoint_id in manifest.get("checkpoints", []):
+            sub = folder / "checkpoints" / checkpoint_id
+            saved = cls.load(sub, generator=world.generator, depth_estimator=world.depth_estimator, device=device,
+                             query_reach=query_reach)
+            created = float(read_manifest(sub, "world", (FORMAT_VERSION,)).get("created_unix_s", 0.0))
+            world.checkpoints.add(replace(freeze_world(saved), created_unix_s=created), checkpoint_id)
+        return world
+
+    # ------------------------------------------------------------------------------------------- checkpoints
+
+    def snapshot(self) -> WorldSnapshot:
+        """This world's state now, cheaply (``bridge.checkpoints``): the voxel map is copied once into a shared file
+        after it changed, and pages are copied on write from then on."""
+        return freeze_world(self)
+
+    def checkpoint(self) -> CheckpointInfo:
+        """Keep a snapshot of the world now in ``checkpoints``; returns its id and what it holds."""
+        return self.checkpoints.add(self.snapshot())
+
+    def restore(self, checkpoint_id: str) -> int:
+        """Go back to checkpoint ``checkpoint_id`` (``NotFoundError`` if this world has none by that id): memory,
+        config, prompt, leading frames and frame counter as they were. Versions only grow: the world continues at a
+        new version (returned) whose content is the checkpoint's, so followers of the point cloud get a snapshot."""
+        snapshot = self.checkpoints.get(checkpoint_id)
+        thaw_world_into(self, snapshot, version=max(self.version, snapshot.version) + 1)
+        return self.version
+
+    def fork(self, checkpoint_id: str | None = None) -> World:
+        """A new world that starts as a copy of this one now, or of its checkpoint ``checkpoint_id``, sharing this
+        world's generator and depth estimator, with this world's checkpoints (so a branch can go back to a common
+        ancestor). Cheap (pages are copied on write), and the two never see each other's steps, edits or new
+        checkpoints."""
+        world = self._thawed(self.snapshot() if checkpoint_id is None else self.checkpoints.get(checkpoint_id))
+        world.checkpoints = self.checkpoints.fork()
+        return world
+
+    def _thawed(self, snapshot: WorldSnapshot) -> World:
+        world = World.__new__(World)
+        world.generator, world.depth_estimator, world.query_reach = self.generator, self.depth_estimator, self.query_reach
+        world.checkpoints = CheckpointStore()
+        thaw_world_into(world, snapshot)
         return world

@@ -43,7 +43,7 @@ ROLES: tuple[Role, ...] = get_args(Role)
 WORLD_SERVICE = pb.DESCRIPTOR.services_by_name["WorldService"].full_name
 READ_ONLY_RPCS = frozenset({
     "GetServerInfo", "GetWorld", "ListWorlds", "Render", "StreamPointCloud", "CropPointCloud", "Raycast",
-    "NearestSurface", "CheckCollision", "QueryOccupancy",
+    "NearestSurface", "CheckCollision", "QueryOccupancy", "WatchWorld", "ListCheckpoints",
 })
 """The ``WorldService`` RPCs a read-only token may call. Every other one (Step, the edits, CreateWorld, SaveWorld,
 LoadWorld, DeleteWorld, and any RPC added later until listed here) changes worlds and needs read-write. Methods of

@@ -56,6 +56,7 @@ from worldweave.proto.errors import (
 from worldweave.proto.geometry import Intrinsics
 from worldweave.server.auth import DEFAULT_TENANT, TENANT_PATTERN, caller
 from worldweave.server.scheduling import Admission, WorldLock, as_server_work, run_locked
+from worldweave.server.sessions import StepSessions
 from worldweave.server.world_state import QUERY_REACH
 
 T = TypeVar("T")
@@ -176,6 +177,8 @@ class WorldEntry:
     """Pieces of locked work (steps, edits) that changed the world since its last save."""
     unsaved_since_s: float = 0.0
     """``time.monotonic()`` of the first unsaved change."""
+    sessions: StepSessions = field(default_factory=StepSessions)
+    """The exactly-once step sessions of this world (``sessions``)."""
 
     @property
     def key(self) -> WorldKey:
@@ -425,6 +428,22 @@ class WorldRegistry:
             entry = WorldEntry(world_id, world, key[0], unsaved_changes=1, unsaved_since_s=time.monotonic())
             self._loaded[key] = entry
             return self.summary(entry)
+        finally:
+            self._busy.discard(key)
+
+    async def fork(self, entry: WorldEntry, checkpoint_id: str, new_world_id: str) -> WorldSummary:
+        """A new world of the calling tenant, ``new_world_id`` (empty: a fresh id), copied from ``entry``'s world now or
+        from its checkpoint ``checkpoint_id`` (``World.fork``); ALREADY_EXISTS if the id is loaded or saved."""
+        key = self._key(new_world_id or self.new_id())
+        self._reserve(key)
+        if key in self._saved:
+            raise AlreadyExistsError(f"world {key[1]!r} is saved in the data folder; pick another id for the fork")
+        self._busy.add(key)
+        try:
+            world = await self.run(entry, lambda parent: parent.fork(checkpoint_id or None))
+            forked = WorldEntry(key[1], world, key[0], unsaved_changes=1, unsaved_since_s=time.monotonic())
+            self._loaded[key] = forked
+            return self.summary(forked)
         finally:
             self._busy.discard(key)
 

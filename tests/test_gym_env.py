@@ -147,7 +147,7 @@ def test_terminates_when_the_agents_sphere_reaches_a_wall(server):
     assert known == sorted(known, reverse=True)  # the gap closes as the agent walks at the wall
 
 
-def test_truncates_on_the_step_limit_and_reset_deletes_the_old_world(server):
+def test_truncates_on_the_step_limit_and_reset_restores_the_start(server):
     assert gym.spec(ENV_ID).max_episode_steps == 200
     env = gym.make(ENV_ID, address=server.address, width=WIDTH, height=HEIGHT, max_episode_steps=3)
     world_env = env.unwrapped
@@ -156,8 +156,10 @@ def test_truncates_on_the_step_limit_and_reset_deletes_the_old_world(server):
         first_world = world_env.world_id
         flags = [env.step(np.zeros(5, np.float32))[3] for _ in range(3)]
         assert flags == [False, False, True]
-        env.reset()
-        worlds = {w.world_id for w in world_env.client.list_worlds()}
+        env.reset()  # no seed: the seed world's checkpoint is restored, in the same world
+        assert world_env.world_id == first_world
+        env.reset(seed=5)  # a seed: a new seed world, the old one deleted
+        worlds = {w.world_id for w in world_env.client.worlds.list()}
         assert world_env.world_id in worlds and first_world not in worlds
     finally:
         env.close()

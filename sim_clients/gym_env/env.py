@@ -1,7 +1,10 @@
 """``WorldEnv``: a gymnasium environment in which an agent flies a camera through a generated world.
 
-Each episode is a fresh world on a worldweave server, seeded by ``seed_fn`` (default: a procedural room made in
-numpy, ``room.py``). Every step moves the camera by the action for ``time_step_s`` seconds and asks the server to
+Each episode starts from a seed world on a worldweave server, seeded by ``seed_fn`` (default: a procedural room made
+in numpy, ``room.py``): the world is built once and checkpointed, and each ``reset`` restores that checkpoint (cheap,
+``RestoreWorld``) rather than building it again; ``reset(seed=...)`` builds a new seed world. ``fork``, ``checkpoint``
+and ``restore`` branch and rewind an episode (tree search), and ``vector.WorldVectorEnv`` runs N forks of one seed
+world side by side. Every step moves the camera by the action for ``time_step_s`` seconds and asks the server to
 generate the frame at the new pose (``WorldClient.step``): the frame is fused into the world's memory, so a place
 looks the same when the agent comes back.
 
@@ -14,6 +17,7 @@ Given no ``address``, the environment starts ``worldweave serve`` on a free loop
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,11 +31,13 @@ from worldweave.proto.codecs import MAX_FLOAT16
 from worldweave.proto.geometry import Intrinsics
 from worldweave.proto import voxel_keys
 from worldweave.proto.voxel_keys import AXIS_LIMIT
+from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.sim_clients.client import WorldClient
 from worldweave.sim_clients.conversions import Frame
 from worldweave.sim_clients.gym_env.local_server import LocalServer
 from worldweave.sim_clients.gym_env.room import heading_c2w, make_room, seed_views
 from worldweave.sim_clients.mirror import PointCloudMirror
+from worldweave.sim_clients.rollouts import Rollouts
 
 ACTION_NAMES = ("forward", "left", "up", "yaw_rate", "pitch_rate")
 """What each action component is, in [-1, 1]: velocities as fractions of ``max_speed_mps`` along the agent's heading
@@ -67,6 +73,27 @@ def surface_area_m2(keys: np.ndarray, voxel_size_m: float) -> float:
             rows = np.searchsorted(keys, neighbour_keys).clip(max=len(keys) - 1)
             exposed[:, axis] += keys[rows] != neighbour_keys
     return float(exposed.max(axis=1).sum()) / 2 * voxel_size_m**2
+
+
+@dataclass(frozen=True)
+class StartPoint:
+    """Where episodes start: checkpoint ``checkpoint_id`` of world ``world_id`` (a seed world just built, before any
+    step) and the agent's start pose ``start_c2w`` (4x4 camera-to-world)."""
+
+    world_id: str
+    checkpoint_id: str
+    start_c2w: np.ndarray
+
+
+@dataclass(frozen=True)
+class EnvCheckpoint:
+    """A moment of an episode (``WorldEnv.checkpoint``): the world's checkpoint and the agent's state then."""
+
+    checkpoint_id: str
+    position_m: np.ndarray
+    yaw_rad: float
+    pitch_rad: float
+    last_frame: Frame | None = field(repr=False)
 
 
 SeedFn = Callable[[np.random.Generator, Intrinsics], EpisodeSeed]
@@ -163,9 +190,14 @@ class WorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     :class:`StepOutcome`; +inf at reset).
 
     The episode's world is ``env.unwrapped.world_id`` (not in ``info``: ids differ between runs, infos must not).
-    ``reset`` creates a new world from ``seed_fn(env.np_random, intrinsics)`` (default :func:`room_seed`) and deletes
-    the previous episode's; its observation is a generated frame at the start pose. ``options={"start_pose": c2w}``
-    starts elsewhere. ``render_mode="rgb_array"``: ``render()`` returns the last frame.
+    The first ``reset``, and every ``reset(seed=...)``, builds a seed world from ``seed_fn(env.np_random,
+    intrinsics)`` (default :func:`room_seed`), deleting the previous one, and checkpoints it (``start``); a ``reset()``
+    without a seed restores that checkpoint in the same world (the world's version still increases). Its observation
+    is a generated frame at the start pose. ``options={"start_pose": c2w}`` starts elsewhere. Given ``start`` (a
+    ``StartPoint`` of another env's seed world, as ``vector.WorldVectorEnv`` gives its envs), the first reset forks
+    that checkpoint into a world of this env's own and a seed only seeds ``np_random``. ``fork()``: a new env on
+    the same server in a copy of this one's world and agent, whose ``reset`` comes back to this episode's start;
+    ``checkpoint()`` / ``restore(checkpoint)``: rewind an episode (world and agent). ``render_mode="rgb_array"``: ``render()`` returns the last frame.
 
     ``address``: ``host:port`` of a running ``worldweave serve``; None starts one on a free loopback port (with
     ``server_args`` as extra flags) that ``close()`` stops. ``width``, ``height`` (pixels), ``fov_x_deg`` (degrees):
@@ -195,6 +227,7 @@ class WorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         server_args: Sequence[str] = (),
         timeout_s: float = 60.0,
         min_confidence: float | None = None,
+        start: StartPoint | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode {render_mode!r} is not supported; use None or 'rgb_array'")
@@ -227,12 +260,19 @@ class WorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         })
 
         self.local_server = LocalServer(server_args) if address is None else None
+        self.address = self.local_server.address if address is None else address
+        """``host:port`` of the server this env steps on."""
+        self.timeout_s = timeout_s
         try:
-            self.client = WorldClient(self.local_server.address if address is None else address, timeout_s=timeout_s)
+            self.client = WorldClient(self.address, timeout_s=timeout_s)
         except BaseException:
             if self.local_server is not None:
                 self.local_server.stop()
             raise
+        self.rollouts = Rollouts(self.client)
+        self.start = start
+        """Where episodes start (``StartPoint``); None until the first ``reset`` builds the seed world."""
+        self._shared_start = start is not None
         self.world_id: str | None = None
         self._position_m = np.zeros(3)
         self._yaw_rad = 0.0
@@ -257,19 +297,17 @@ class WorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             raise ValueError(
                 f"unknown reset options {sorted(options)}; WorldEnv takes 'start_pose' (4x4 camera-to-world)"
             )
-        episode = self.seed_fn(self.np_random, self.intrinsics)
-        self._delete_world()
-        levels = None if self.min_confidence is None else sorted({0.0, float(self.min_confidence)})
-        world = self.client.create_world(
-            episode.frames, self.intrinsics, prompt=episode.prompt, voxel_size_m=self.voxel_size_m,
-            seed=int(self.np_random.integers(1 << 31)), confidence_levels=levels,
-            default_min_confidence=self.min_confidence,
-        )
-        self.world_id = world.world_id
+        if self.start is None or (seed is not None and not self._shared_start):
+            world = self._build_seed_world()
+        elif self.world_id is None:  # a start shared by another env: fork it (the fork has its checkpoints)
+            world = self.rollouts.fork(self.start.world_id, checkpoint_id=self.start.checkpoint_id)
+            self.world_id = world.world_id
+        else:
+            world = self.rollouts.restore(self.world_id, self.start.checkpoint_id)
         self._world_voxel_size_m = float(world.config.voxel_size_m)
         self._level = float(world.config.default_min_confidence)
         self._mirror = PointCloudMirror()
-        self._set_state(np.asarray(episode.start_c2w if start_pose is None else start_pose, dtype=np.float64))
+        self._set_state(np.asarray(self.start.start_c2w if start_pose is None else start_pose, dtype=np.float64))
         frame = self._generate()
         self._voxels, self._area_m2 = self._count_voxels()
         return self._observation(frame), self._info(frame, new_area_m2=0.0, collided=False, clearance_m=math.inf)
@@ -291,7 +329,7 @@ class WorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         voxels_before, area_before_m2 = self._voxels, self._area_m2
         self._voxels, self._area_m2 = self._count_voxels()
         # The agent's sphere swept over the step (a capsule), so a fast step cannot pass through a thin wall.
-        contact = self.client.check_capsules(self.world_id, previous_c2w[None, :3, 3], frame.pose[None, :3, 3],
+        contact = self.client.queries.check_capsules(self.world_id, previous_c2w[None, :3, 3], frame.pose[None, :3, 3],
                                              self.agent_radius_m, min_confidence=self._level)
         collided, clearance_m = bool(contact.hit[0]), float(contact.clearance_m[0])
         outcome = StepOutcome(frame, previous_c2w, voxels_before, self._voxels, self._world_voxel_size_m, collided,
@@ -299,6 +337,45 @@ class WorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         reward = float(self.reward_fn(outcome))
         info = self._info(frame, outcome.new_area_m2, collided, clearance_m)
         return self._observation(frame), reward, collided, False, info
+
+    # --------------------------------------------------------------------------------------------- rollouts
+
+    def checkpoint(self) -> EnvCheckpoint:
+        """This moment of the episode: a checkpoint of the world (``Checkpoint``) and the agent's state."""
+        if self.world_id is None:
+            raise gym.error.ResetNeeded("call reset() before checkpoint()")
+        mark = self.rollouts.checkpoint(self.world_id)
+        return EnvCheckpoint(mark.checkpoint_id, self._position_m.copy(), self._yaw_rad, self._pitch_rad,
+                             self._last_frame)
+
+    def restore(self, checkpoint: EnvCheckpoint) -> None:
+        """Go back to ``checkpoint`` (of this env or of the env it was forked from, before the fork): world and
+        agent; the next ``step`` continues from there."""
+        if self.world_id is None:
+            raise gym.error.ResetNeeded("call reset() before restore()")
+        self.rollouts.restore(self.world_id, checkpoint.checkpoint_id)
+        self._position_m, self._yaw_rad, self._pitch_rad = checkpoint.position_m.copy(), checkpoint.yaw_rad, checkpoint.pitch_rad
+        self._last_frame = checkpoint.last_frame
+        self._mirror = PointCloudMirror()
+        self._voxels, self._area_m2 = self._count_voxels()
+
+    def fork(self) -> WorldEnv:
+        """A new env on the same server (its own connection) in a fork of this env's world, with the agent where it
+        is now and this env's random generator state; stepping either never shows in the other. Its ``reset`` comes
+        back to this episode's start; ``close`` it when done (it deletes its world, never the server)."""
+        if self.world_id is None:
+            raise gym.error.ResetNeeded("call reset() before fork()")
+        child = copy.copy(self)
+        child.local_server = None
+        child.client = WorldClient(self.address, timeout_s=self.timeout_s)
+        child.rollouts = Rollouts(child.client)
+        child._np_random = copy.deepcopy(self.np_random)
+        child._position_m = self._position_m.copy()
+        child.world_id = child.rollouts.fork(self.world_id).world_id
+        child._shared_start = True
+        child._mirror = PointCloudMirror()
+        child._voxels, child._area_m2 = child._count_voxels()
+        return child
 
     def render(self) -> np.ndarray | None:
         """The last frame, uint8 (H, W, 3), with ``render_mode="rgb_array"``; None (and a warning) without one."""
@@ -355,16 +432,31 @@ class WorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self._last_frame = frame
         return frame
 
+    def _build_seed_world(self) -> pb.WorldInfo:
+        """Build a seed world from ``seed_fn`` (deleting the previous one) and checkpoint it as ``start``."""
+        episode = self.seed_fn(self.np_random, self.intrinsics)
+        self._delete_world()
+        levels = None if self.min_confidence is None else sorted({0.0, float(self.min_confidence)})
+        world = self.client.worlds.create(
+            episode.frames, self.intrinsics, prompt=episode.prompt, voxel_size_m=self.voxel_size_m,
+            seed=int(self.np_random.integers(1 << 31)), confidence_levels=levels,
+            default_min_confidence=self.min_confidence,
+        )
+        self.world_id = world.world_id
+        mark = self.rollouts.checkpoint(world.world_id)
+        self.start = StartPoint(world.world_id, mark.checkpoint_id, np.asarray(episode.start_c2w, dtype=np.float64))
+        return world
+
     def _count_voxels(self) -> tuple[int, float]:
         """Voxels of the episode's world at or above the env's level and the surface they stand for (m²): the
         mirror brought up to date."""
-        self._mirror.update(self.client.stream_point_cloud(self.world_id, self._mirror.version,
+        self._mirror.update(self.client.point_cloud.stream(self.world_id, self._mirror.version,
                                                            min_confidence=self._level))
         return len(self._mirror), surface_area_m2(self._mirror.keys, self._world_voxel_size_m)
 
     def _delete_world(self) -> None:
         if self.world_id is not None:
-            self.client.delete_world(self.world_id)
+            self.client.worlds.delete(self.world_id)
             self.world_id = None
 
     def _observation(self, frame: Frame) -> dict[str, np.ndarray]:
