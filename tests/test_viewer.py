@@ -1,6 +1,7 @@
 """The live viewer end to end: ``worldweave serve --viewer`` in a subprocess, a world made through the SDK, the page
 opened in headless Chromium (selenium). The 3D canvas must show the world's points (pixel variance, the wall's two
-colours), lose one colour where a region is removed through the API, and say so when the world is deleted.
+colours), lose one colour where a region is removed through the API, show a step made by another client (its frame
+and timings in the panel, its camera among the drawn frustums), and say so when the world is deleted.
 
 Needs Debian's chromium and chromium-driver (scripts/setup_browser.sh installs them). Screenshots are written to the
 test's tmp_path (``pytest --basetemp DIR`` keeps them somewhere to look at).
@@ -40,7 +41,7 @@ def wall_world(client) -> str:
     depth = np.full((height, width), WALL_DISTANCE_M, np.float32)
     c2w = Pose.look_at((0.0, 0.0, 1.5), (WALL_DISTANCE_M, 0.0, 1.5)).matrix
     intrinsics = Intrinsics.from_fov(width, height, fov_x_deg=70.0)
-    return client.create_world([(rgb, depth, c2w)], intrinsics, voxel_size_m=0.05).world_id
+    return client.worlds.create([(rgb, depth, c2w)], intrinsics, voxel_size_m=0.05).world_id
 
 
 def near(image: np.ndarray, color: tuple[int, int, int], tolerance: int = 30) -> np.ndarray:
@@ -139,23 +140,33 @@ def test_viewer_shows_the_cloud_follows_an_edit_and_a_deletion(served: tuple[str
             assert world_id in page.text()
 
             # 2. Remove the magenta half (world y > 0) through the API: that part of the canvas changes, the rest stays.
-            client.remove_region(world_id, box_region((2.0, 0.0, -1.0), (4.0, 5.0, 4.0)))
+            client.edits.remove_region(world_id, box_region((2.0, 0.0, -1.0), (4.0, 5.0, 4.0)))
             after = page.wait_for("2_removed", lambda im: near(im, MAGENTA).sum() < 0.02 * magenta.sum())
             changed = np.abs(after.astype(np.int16) - before.astype(np.int16)).max(axis=2) > 40
             assert changed[magenta].mean() > 0.9, f"only {changed[magenta].mean():.0%} of the removed half's pixels changed"
             assert changed[~magenta].mean() < 0.05, f"{changed[~magenta].mean():.0%} of the pixels elsewhere changed"
             assert near(after, LIME).sum() > 0.8 * near(before, LIME).sum()
 
-            # 3. Step the world at the browser's camera from the page: the frame beside the memory render, timings.
+            # 3. Another client steps the world: the page shows its camera, frame and timings (the WatchWorld stream).
+            from worldweave.proto.geometry import Pose
+
+            frame = client.step(world_id, Pose.look_at((0.0, -0.5, 1.5), (WALL_DISTANCE_M, -0.5, 1.5)).matrix)[0]
+            page.wait_text(f"Latest step: frame {frame.frame_id}")
+            drawn = re.search(r"(\d+) step cameras \(orange\) and (\d+) anchors \(blue\) drawn", page.text())
+            assert drawn is not None and int(drawn.group(1)) == 1 and int(drawn.group(2)) >= 1, page.text()
+            assert "Stage timings (ms)" in page.text() and "total:" in page.text()
+            page.shot("3_other_client_stepped")
+
+            # 4. Step the world at the browser's camera from the page: the frame beside the memory render, timings.
             page.driver.find_element("xpath", "//button[contains(., 'Step the world here')]").click()
             page.wait_text("Stage timings of that step")
-            page.shot("3_stepped")
+            page.shot("4_stepped")
             assert "Left: generated frame" in page.text()
 
-            # 4. Delete the world while it is shown: a message, and the page keeps working.
-            client.delete_world(world_id)
+            # 5. Delete the world while it is shown: a message, and the page keeps working.
+            client.worlds.delete(world_id)
             page.wait_text(f"World {world_id} was deleted")
-            page.wait_for("4_deleted", lambda im: near(im, LIME).sum() < 0.02 * near(before, LIME).sum())
+            page.wait_for("5_deleted", lambda im: near(im, LIME).sum() < 0.02 * near(before, LIME).sum())
         finally:
             page.close()
 

@@ -7,7 +7,9 @@ Each browser tab is a ``Session`` with its own world, scene and panel. The world
 fed by a following ``StreamPointCloud``; the drawn cloud is redrawn at most every ``DRAW_INTERVAL_S`` seconds and
 thinned to ``max_points`` by a stable hash of the voxel keys (``scene.stable_subset``). "Render here" renders memory
 at the browser's camera (Render RPC); "Step here" renders memory, then steps the world at that camera, and shows
-the generated frame beside the render, the step's stage timings, and its camera as a frustum.
+the generated frame beside the render and the step's stage timings. Every step of the world, whoever makes it, comes
+from its ``WatchWorld`` stream (``watch.watch_world``): the last ``RECENT_STEPS`` step cameras and the world's anchors
+are drawn as frustums, and the latest frame, the memory render it was conditioned on and its stage timings are shown.
 A world deleted while viewed leaves a message in the panel. gRPC runs on the viewer's own asyncio loop
 (``AsyncWorldClient``); viser's callbacks hand their work to it.
 
@@ -38,6 +40,7 @@ from worldweave.proto.geometry import Intrinsics
 from worldweave.sim_clients.aio_client import AsyncWorldClient
 from worldweave.sim_clients.mirror import MirrorError, PointCloudMirror
 from worldweave.sim_clients.viewer import scene
+from worldweave.sim_clients.viewer.watch import StepEvent, watch_world
 
 logger = logging.getLogger("worldweave.viewer")
 
@@ -50,7 +53,13 @@ RETRY_S = 2.0
 AT_VIEW_WIDTH_PX = 320
 """Width of the images "Render here" and "Step here" ask for, pixels (height from the browser's aspect)."""
 RECENT_STEPS = 10
-"""How many of the viewer's own steps stay drawn as frustums."""
+"""How many step cameras (any client's steps) stay drawn as frustums."""
+WATCH_THUMBNAIL_PX = 320
+"""Width of the thumbnails of the latest step's frame and memory render that the viewer asks the server for, pixels."""
+STEP_COLOR = (255, 153, 0)
+"""RGB of a step camera's frustum (orange)."""
+ANCHOR_COLOR = (66, 133, 244)
+"""RGB of an anchor's frustum (blue)."""
 NO_WORLD = "(none)"
 """The world dropdown's entry for "no world shown"."""
 
@@ -208,7 +217,7 @@ class Viewer:
         assert self.client is not None
         while True:
             try:
-                worlds = sorted(info.world_id for info in await self.client.list_worlds() if info.loaded)
+                worlds = sorted(info.world_id for info in await self.client.worlds.list() if info.loaded)
                 problem = None
             except WorldweaveError as error:
                 worlds, problem = self.worlds, str(error)
@@ -233,6 +242,9 @@ class Session:
         self._dirty = threading.Event()
         self._fitted = False
         self._steps: list[str] = []
+        self._step_count = 0
+        self._anchors: set[int] = set()
+        self._watch: asyncio.Future | None = None
         self._last_frame: np.ndarray | None = None
 
     # ------------------------------------------------------------------------------------------- panel
@@ -272,6 +284,10 @@ class Session:
             )
             self.frame_image = gui.add_image(np.zeros((8, 16, 3), np.uint8), visible=False)
             self.timings = gui.add_markdown("")
+        with gui.add_folder("Latest step (any client)"):
+            self.step_caption = gui.add_markdown("No step of this world seen yet.")
+            self.step_image = gui.add_image(np.zeros((8, 16, 3), np.uint8), visible=False)
+            self.step_timings = gui.add_markdown("")
 
         self.world_menu.on_update(lambda _: self.viewer.submit(self._select(self.world_menu.value)))
         self.color_menu.on_update(lambda _: self._dirty.set())
@@ -303,7 +319,7 @@ class Session:
         self.viewer._loop.call_soon_threadsafe(self._stop_following)
 
     def _stop_following(self) -> None:
-        for task in (self._follow, self._drawer):
+        for task in (self._follow, self._drawer, self._watch):
             if task is not None:
                 task.cancel()
 
@@ -321,7 +337,7 @@ class Session:
             return
         self.status.content = f"Loading `{wanted}`…"
         try:  # stream every voxel (the world's lowest confidence level) and filter here
-            levels = (await self.viewer.client.get_world(wanted)).config.confidence_levels
+            levels = (await self.viewer.client.worlds.get(wanted)).config.confidence_levels
         except WorldweaveError as error:
             self.status.content = f"Cannot show `{wanted}`: {error}"
             return
@@ -330,6 +346,7 @@ class Session:
         self._stream_level = min(levels, default=0.0)
         self._follow = asyncio.ensure_future(self._follow_world(wanted))
         self._drawer = asyncio.ensure_future(self._draw_loop())
+        self._watch = asyncio.ensure_future(self._watch_world(wanted))
 
     def _clear(self) -> None:
         self.mirror = PointCloudMirror()
@@ -337,15 +354,19 @@ class Session:
         self._last_frame = None
         self.handle.scene.reset()
         self._steps.clear()
+        self._anchors.clear()
         self.frame_image.visible = False
         self.timings.content = ""
+        self.step_image.visible = False
+        self.step_caption.content = "No step of this world seen yet."
+        self.step_timings.content = ""
 
     async def _follow_world(self, world_id: str) -> None:
         client = self.viewer.client
         assert client is not None
         while True:
             try:
-                async for chunk in client.stream_point_cloud(world_id, self.mirror.version, follow=True,
+                async for chunk in client.point_cloud.stream(world_id, self.mirror.version, follow=True,
                                                              min_confidence=self._stream_level):
                     if self.mirror.apply(chunk) is not None:
                         self._dirty.set()
@@ -358,6 +379,46 @@ class Session:
             except WorldweaveError as error:
                 self.status.content = f"Lost the stream of `{world_id}` ({error}); retrying in {RETRY_S:g} s."
             await asyncio.sleep(RETRY_S)
+
+    async def _watch_world(self, world_id: str) -> None:
+        """Show every step of ``world_id`` (any client's) and its anchors, from its ``WatchWorld`` stream; a deleted
+        world ends it (``_follow_world`` says so)."""
+        client = self.viewer.client
+        assert client is not None
+        while True:
+            try:
+                async for event in watch_world(client, world_id, thumbnail_max_width=WATCH_THUMBNAIL_PX,
+                                               include_anchors=True):
+                    self._show_step(event)
+            except NotFoundError:
+                return
+            except WorldweaveError as error:
+                self.step_caption.content = f"Lost the steps of `{world_id}` ({error}); retrying in {RETRY_S:g} s."
+            await asyncio.sleep(RETRY_S)
+
+    def _show_step(self, event: StepEvent) -> None:
+        """Draw a watch message: its anchors, and for a frame its camera, thumbnails and stage timings."""
+        drawn = self.handle.scene
+        if event.anchors_complete:
+            for gone in self._anchors - {a.anchor_id for a in event.anchors}:
+                drawn.remove_by_name(f"/anchors/{gone}")
+                self._anchors.discard(gone)
+        for anchor in event.anchors:
+            self._add_frustum(f"/anchors/{anchor.anchor_id}", anchor.c2w, anchor.intrinsics, ANCHOR_COLOR, 0.2)
+            self._anchors.add(anchor.anchor_id)
+        if event.frame_id is None:
+            return
+        self._add_step_frustum(event.c2w, event.intrinsics)
+        if event.thumbnail is not None and event.memory_thumbnail is not None:
+            self.step_image.image = scene.side_by_side(event.thumbnail, event.memory_thumbnail)
+            self.step_image.visible = True
+        lost = f" · {event.dropped} earlier frame(s) skipped (the viewer fell behind)" if event.dropped else ""
+        self.step_caption.content = (
+            f"Latest step: frame {event.frame_id}, version {event.version}, coverage {event.coverage:.0%}. Left: the "
+            f"generated frame; right: the memory render it was conditioned on.\n\n{len(self._steps)} step cameras "
+            f"(orange) and {len(self._anchors)} anchors (blue) drawn{lost}."
+        )
+        self.step_timings.content = "Stage timings (ms):\n\n" + timing_lines(event.timings_s)
 
     def _deleted(self, world_id: str) -> None:
         self._drawer.cancel()
@@ -434,11 +495,7 @@ class Session:
             return
         if step:
             self._last_frame = frame.rgb
-            self._add_step_frustum(frame.frame_id, c2w, intrinsics)
-            self.timings.content = "Stage timings of that step (ms):\n\n" + "\n".join(
-                f"- {stage}: {seconds * 1e3:.1f}"
-                for stage, seconds in sorted(frame.timings_s.items(), key=lambda item: (item[0] == "total", item[0]))
-            )
+            self.timings.content = "Stage timings of that step (ms):\n\n" + timing_lines(frame.timings_s)
             caption = (f"Left: generated frame {frame.frame_id} (coverage {frame.coverage:.0%}); right: memory before "
                        "it, at the same camera.")
         else:
@@ -449,16 +506,33 @@ class Session:
         self.frame_image.visible = True
         self.frame_caption.content = caption
 
-    def _add_step_frustum(self, frame_id: int | None, c2w: np.ndarray, intrinsics: Intrinsics) -> None:
-        """Draw a step's camera (wireframe: an image on it would cover the view from that camera)."""
-        name = f"/steps/{frame_id}"
-        self.handle.scene.add_camera_frustum(
-            name, fov=np.radians(intrinsics.fov_y_deg), aspect=intrinsics.width / intrinsics.height, scale=0.25,
-            thickness=2.0, thickness_units="screen", color=(255, 153, 0), wxyz=scene.wxyz_of(c2w), position=c2w[:3, 3],
-        )
+    def _add_step_frustum(self, c2w: np.ndarray, intrinsics: Intrinsics) -> None:
+        """Draw a step's camera (any client's, the page's too: all come from the watch), keeping the last
+        ``RECENT_STEPS``. Named by a counter: a restored checkpoint gives frame ids again."""
+        self._step_count += 1
+        name = f"/steps/{self._step_count}"
+        self._add_frustum(name, c2w, intrinsics, STEP_COLOR, 0.25)
         self._steps.append(name)
         while len(self._steps) > RECENT_STEPS:
             self.handle.scene.remove_by_name(self._steps.pop(0))
+
+    def _add_frustum(
+        self, name: str, c2w: np.ndarray, intrinsics: Intrinsics, color: tuple[int, int, int], scale_m: float
+    ) -> None:
+        """A camera (4x4 camera-to-world, OpenCV) as a wireframe frustum ``scale_m`` deep: an image on it would
+        cover the view from that camera."""
+        self.handle.scene.add_camera_frustum(
+            name, fov=np.radians(intrinsics.fov_y_deg), aspect=intrinsics.width / intrinsics.height, scale=scale_m,
+            thickness=2.0, thickness_units="screen", color=color, wxyz=scene.wxyz_of(c2w), position=c2w[:3, 3],
+        )
+
+
+def timing_lines(timings_s: dict[str, float]) -> str:
+    """Stage timings (seconds) as markdown list lines in milliseconds, "total" last."""
+    return "\n".join(
+        f"- {stage}: {seconds * 1e3:.1f}"
+        for stage, seconds in sorted(timings_s.items(), key=lambda item: (item[0] == "total", item[0]))
+    )
 
 
 def _log_failure(future: asyncio.Future) -> None:
