@@ -1,9 +1,10 @@
-"""Drive a three-camera vehicle rig through a generated street and capture a dataset (RGB, depth, poses).
+"""Drive a three-camera vehicle rig through a generated street and capture a dataset (RGB, depth, poses, LiDAR).
 
 The world is seeded with the rig's exact views of a procedural street (``worldweave.bridge.eval.scenes``) at the
 start; the vehicle then drives the road loop (one lap and a revisit of its start) or a KITTI odometry poses file
 placed on the road, and every vehicle pose is one ``Step`` with the front, left and right camera poses, so all three
-frames come from the generated world. Run against a server:
+frames come from the generated world; a roof LiDAR (CARLA's parameters) then scans the world's memory. Run against a
+server:
 
     worldweave serve --port 50051 &
     python examples/driving_capture.py --server 127.0.0.1:50051 --out out/driving --frames 120
@@ -19,7 +20,10 @@ Writes, under ``--out``:
 * ``poses_{front,left,right}.txt``: TUM lines ``timestamp tx ty tz qx qy qz qw``, camera-to-world, **OpenCV** camera
   axes, metres, timestamps in seconds at ``--rate-hz``;
 * ``rig.json``: the fixed camera-to-vehicle extrinsics (vehicle frame x forward, y left, z up, OpenCV cameras);
-* ``summary.json``: frame counts, path length, mean memory coverage per camera, timings.
+* ``capture.mcap``: the run for Foxglove (``worldweave.sim_clients.recording``): per camera ``/NAME/image``
+  (JPEG), ``/NAME/calibration`` and ``/NAME/pose``, the LiDAR's hits ``/lidar/points`` (sensor frame: x forward, y
+  left, z up; ``intensity``, ``ring``) and ``/lidar/pose``, ``/tf`` (world -> every sensor), at ``--rate-hz``;
+* ``summary.json``: frame counts, path length, mean memory coverage per camera, LiDAR hits, timings.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ from worldweave.bridge.eval.trajectories import (
 )
 from worldweave.proto.geometry import Intrinsics, Pose
 from worldweave.sim_clients.client import WorldClient
+from worldweave.sim_clients.recording import McapRecorder
+from worldweave.sim_clients.sensors import lidar_spec, scan_lidar
 
 CAMERAS = ("front", "left", "right")
 """The rig's cameras, in the order of each step's poses."""
@@ -70,6 +76,9 @@ RIG = {
 }
 """Fixed extrinsics ``T_vehicle_cam`` (metres, degrees): front camera 0.6 m ahead of the vehicle origin, side cameras
 0.4 m to each side looking square to the left and right; all tilted 5° down. The origin is at camera height."""
+T_VEHICLE_LIDAR = np.eye(4)
+T_VEHICLE_LIDAR[2, 3] = 0.3
+"""The roof LiDAR: 0.3 m above the vehicle origin, axes as the vehicle's (x forward, y left, z up)."""
 
 
 def vehicle_pose(camera_pose: Pose) -> np.ndarray:
@@ -103,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="vehicle poses per second, for the TUM timestamps (KITTI: 10 / stride)")
     parser.add_argument("--voxel-size", type=float, default=0.05, help="voxel edge of the world's memory, metres")
     parser.add_argument("--seed", type=int, default=0, help="seed of the procedural street")
+    parser.add_argument("--lidar-channels", type=int, default=32, help="roof LiDAR lasers (CARLA's channels)")
+    parser.add_argument("--lidar-points", type=int, default=5600, help="roof LiDAR rays per scan (CARLA: 56,000/s at 10 Hz)")
+    parser.add_argument("--lidar-range", type=float, default=50.0, help="roof LiDAR range, metres")
     args = parser.parse_args(argv)
 
     # 1. The street and the vehicle's path: the generated loop, or a KITTI file placed on the road.
@@ -126,15 +138,25 @@ def main(argv: list[str] | None = None) -> int:
             (args.out / kind / name).mkdir(parents=True, exist_ok=True)
     entries, poses_cv = [], {name: [] for name in CAMERAS}
     coverage = {name: [] for name in CAMERAS}
+    lidar = lidar_spec(channels=args.lidar_channels, points_per_scan=args.lidar_points, range_m=args.lidar_range,
+                       upper_fov_deg=10.0, lower_fov_deg=-30.0)
+    lidar_hits = []
     started = time.perf_counter()
-    with WorldClient(args.server) as client:
-        world = client.create_world(seed, intrinsics, prompt="a city street", voxel_size_m=args.voxel_size)
+    with WorldClient(args.server) as client, McapRecorder(args.out / "capture.mcap") as recorder:
+        world = client.worlds.create(seed, intrinsics, prompt="a city street", voxel_size_m=args.voxel_size)
         try:
-            # 3. Drive: one step per vehicle pose, the three cameras together.
+            # 3. Drive: one step per vehicle pose, the three cameras together; then the roof LiDAR scans memory.
             for index, vehicle in enumerate(tqdm(vehicles, desc="driving", unit="pose")):
+                t_s = index / args.rate_hz
                 c2ws = np.stack([vehicle @ RIG[name] for name in CAMERAS])
                 frames = client.step(world.world_id, c2ws, depth="uint16_mm")
+                T_world_lidar = vehicle @ T_VEHICLE_LIDAR
+                scan = scan_lidar(client, world.world_id, T_world_lidar, lidar)
+                recorder.lidar("lidar", t_s, scan.points_m[scan.hit], scan.intensity[scan.hit], scan.ring[scan.hit],
+                               T_world_lidar)
+                lidar_hits.append(int(scan.hit.sum()))
                 for name, frame in zip(CAMERAS, frames):
+                    recorder.camera(name, t_s, frame.rgb, intrinsics, frame.pose)
                     image = f"images/{name}/{index:06d}.png"
                     depth = f"depth/{name}/{index:06d}.png"
                     Image.fromarray(frame.rgb).save(args.out / image)
@@ -144,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                     entries.append({"file_path": image, "depth_file_path": depth, "camera": name,
                                     "transform_matrix": (frame.pose @ OPENCV_TO_OPENGL).tolist()})
         finally:
-            client.delete_world(world.world_id)
+            client.worlds.delete(world.world_id)
     elapsed_s = time.perf_counter() - started
 
     # 4. The dataset's descriptions.
@@ -167,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         "images": len(entries),
         "path_length_m": path_length_m(path.poses),
         "mean_coverage": {name: float(np.mean(coverage[name])) for name in CAMERAS},
+        "lidar": {"channels": args.lidar_channels, "rays_per_scan": len(scan.hit), "mean_hits": float(np.mean(lidar_hits))},
         "seconds": elapsed_s,
         "seconds_per_vehicle_pose": elapsed_s / len(vehicles),
     }

@@ -29,6 +29,7 @@ from grpc_reflection.v1alpha import reflection
 from worldweave.bridge.generators.base import Generator
 from worldweave.bridge.generators.depth import DepthEstimator
 from worldweave.bridge.generators.registry import (
+    DEFAULT_GENERATOR,
     create_depth_estimator,
     create_generator,
     generator_class,
@@ -39,6 +40,7 @@ from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
 from worldweave.server.auth import BearerTokenInterceptor, TokenTable, server_credentials
 from worldweave.server.decoding import UndecodableRequestInterceptor
+from worldweave.server.defaults import METRICS_HOST, STOP_TIMEOUT_S
 from worldweave.server.metrics import RequestInterceptor, ServerMetrics
 from worldweave.server.registry import AutosavePolicy, WorldRegistry
 from worldweave.server.scheduling import (
@@ -65,7 +67,7 @@ class ServerConfig:
 
     data_dir: Path | None = None
     """Folder where worlds are saved and from which they are listed after a restart; None: no persistence."""
-    generator: str = "reproject"
+    generator: str = DEFAULT_GENERATOR
     """Generator registry name, shared by every world of the server."""
     generator_options: dict[str, object] = field(default_factory=dict)
     """Keyword options of the generator's constructor."""
@@ -99,13 +101,13 @@ class ServerConfig:
     warm_up: bool = True
     """Compile (or load from numba's cache) the engine's kernels on a tiny in-memory world before health reports
     SERVING (``bridge.warmup``), so that no call pays for compilation; False: the first calls do."""
-    stop_timeout_s: float = 30.0
+    stop_timeout_s: float = STOP_TIMEOUT_S
     """At shutdown, after the grace period: how long saves of unsaved worlds and engine work still running (a step,
     a render; queries stop within a chunk) may take, seconds; then the server stops without them."""
     metrics_port: int | None = None
     """Serve Prometheus metrics at ``http://metrics_host:metrics_port/metrics`` (0 picks a free port; None: no
     endpoint); ``server.metrics`` and ``docs/metrics.md`` list them."""
-    metrics_host: str = "127.0.0.1"
+    metrics_host: str = METRICS_HOST
     """Interface of the metrics endpoint (this machine only by default; it has no token and no TLS)."""
     log_requests: bool = False
     """Write one INFO line per request on the logger ``worldweave.requests`` (rpc, world, tenant, status, ms)."""

@@ -35,15 +35,18 @@ import ssl
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from worldweave.bridge.cli_values import key_value
-from worldweave.bridge.generators.registry import DEPTH_ESTIMATORS, available
+from worldweave.bridge.generators.registry import DEFAULT_GENERATOR, DEPTH_ESTIMATORS, available
 from worldweave.proto.errors import InvalidInputError, NotFoundError, PreconditionError
-from worldweave.server.app import ServerConfig, create_server, tune_malloc
 from worldweave.server.auth import TokenTable, read_token_file
-from worldweave.server.registry import AutosavePolicy
+from worldweave.server.defaults import METRICS_HOST, STOP_TIMEOUT_S
 from worldweave.server.scheduling import QueueLimits, default_queued_total, machine_cores
 from worldweave.server.limits import MIB, ServerLimits
+
+if TYPE_CHECKING:  # the server (torch, numba) is imported where it starts, so that 'worldweave serve --help' is fast
+    from worldweave.server.app import ServerConfig
 
 logger = logging.getLogger("worldweave.serve")
 TOKEN_ENVIRONMENT_VARIABLE = "WORLDWEAVE_AUTH_TOKEN"
@@ -55,19 +58,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     queues = QueueLimits()
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=50051, help="TCP port; 0 picks a free one (default 50051)")
-    parser.add_argument("--data-dir", type=Path, default=None, help="folder for saved worlds (default: no saving)")
-    parser.add_argument("--generator", default="reproject", help=f"generator backend, one of {available()}")
+    parser.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                        help="folder where SaveWorld and --autosave-* save worlds, listed again after a restart "
+                             "(default: none, worlds are not saved)")
+    parser.add_argument("--generator", default=DEFAULT_GENERATOR, metavar="NAME",
+                        help=f"generator backend, one of {', '.join(available())} (default %(default)s)")
     parser.add_argument("--generator-option", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                         help="generator constructor option; VALUE is JSON or a plain string (repeatable)")
     parser.add_argument("--depth-estimator", default="", metavar="NAME",
-                        help=f"depth estimator for generators that return no depth, one of {sorted(DEPTH_ESTIMATORS)} "
+                        help=f"depth estimator for generators that return no depth, one of {', '.join(sorted(DEPTH_ESTIMATORS))} "
                              "(needed by wan-vace and sd-inpaint; one instance shared by every world)")
     parser.add_argument("--depth-estimator-option", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                         help="depth estimator constructor option, e.g. model=FOLDER_OR_ID or device=cuda; VALUE is "
                              "JSON or a plain string (repeatable)")
     parser.add_argument("--device", default="cpu", help="torch device of world memory (default cpu)")
-    parser.add_argument("--max-poses", type=int, default=defaults.max_poses_per_call, help="most poses per call")
-    parser.add_argument("--max-message-mib", type=int, default=defaults.max_message_bytes // MIB,
+    parser.add_argument("--max-poses", type=int, default=defaults.max_poses_per_call, metavar="N",
+                        help="most poses per call")
+    parser.add_argument("--max-message-mib", type=int, default=defaults.max_message_bytes // MIB, metavar="MIB",
                         help="largest gRPC message, MiB (clients must allow the same)")
     parser.add_argument("--workers", type=int, default=machine_cores(), metavar="N",
                         help="threads for engine work (default: this machine's cores, %(default)s)")
@@ -82,8 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="most rays x reach in voxels per Raycast call (default %(default)s)")
     parser.add_argument("--max-shape-voxels", type=int, default=defaults.max_shape_voxels, metavar="N",
                         help="most collision search volume in voxels per CheckCollision call (default %(default)s)")
-    parser.add_argument("--grace", type=float, default=5.0, help="seconds calls in flight get at shutdown")
-    parser.add_argument("--stop-timeout", type=float, default=ServerConfig.stop_timeout_s, metavar="S",
+    parser.add_argument("--grace", type=float, default=5.0, metavar="S", help="seconds calls in flight get at shutdown")
+    parser.add_argument("--stop-timeout", type=float, default=STOP_TIMEOUT_S, metavar="S",
                         help="after --grace, seconds that saves and engine work still running may take before the "
                              "server exits without them (default %(default)s)")
     parser.add_argument("--max-queued-per-world", type=int, default=queues.per_world, metavar="N",
@@ -97,14 +104,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="report SERVING without compiling the engine's kernels first (then the first calls "
                              "compile them: seconds each, minutes without numba's cache)")
     parser.add_argument("--no-malloc-tuning", action="store_true",
-                        help="keep glibc's default mmap and trim thresholds (see worldweave.server.app.tune_malloc)")
+                        help="keep glibc's default mmap and trim thresholds (by default they are raised, so that "
+                             "frame-sized buffers stay in the heap instead of costing page faults on every call)")
     parser.add_argument("--auth-token-file", type=Path, default=None, metavar="FILE",
                         help="file of 'TOKEN TENANT ROLE' lines (ROLE read-write or read-only; # comments): every "
                              "call must carry one of its tokens and sees only its tenant's worlds; a file of one "
                              f"bare token (or {TOKEN_ENVIRONMENT_VARIABLE}) is one read-write tenant. See "
                              "docs/security.md")
-    parser.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain: serve TLS (with --tls-key)")
-    parser.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
+    parser.add_argument("--tls-cert", type=Path, default=None, metavar="PEM",
+                        help="PEM certificate chain: serve TLS (with --tls-key)")
+    parser.add_argument("--tls-key", type=Path, default=None, metavar="PEM", help="PEM private key of --tls-cert")
     parser.add_argument("--autosave-every", type=int, default=0, metavar="N",
                         help="save a world after every N steps or edits that changed it; creating it counts as one "
                              "(needs --data-dir; 0: off)")
@@ -116,7 +125,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                         help="serve Prometheus metrics at http://METRICS_HOST:PORT/metrics (0 picks a free port; "
                              "default: off). See docs/metrics.md")
-    parser.add_argument("--metrics-host", default=ServerConfig.metrics_host, metavar="HOST",
+    parser.add_argument("--metrics-host", default=METRICS_HOST, metavar="HOST",
                         help="interface of the metrics endpoint, which has no token and no TLS (default %(default)s)")
     parser.add_argument("--log-requests", action="store_true",
                         help="log one line per request: rpc, world, tenant, status, ms (logger worldweave.requests; "
@@ -189,6 +198,8 @@ def start_viewer(host: str, port: int, viewer_port: int) -> subprocess.Popen:
 async def serve(address: str, config: ServerConfig, grace: float, viewer_port: int | None = None) -> None:
     """Run a server on ``address`` (and the viewer on ``viewer_port`` unless None) until SIGINT or SIGTERM, then stop
     gracefully."""
+    from worldweave.server.app import create_server
+
     server, port = create_server(address, config)
     await server.start()
     host = address.rsplit(":", 1)[0]
@@ -227,10 +238,9 @@ async def serve(address: str, config: ServerConfig, grace: float, viewer_port: i
 
 
 def run(args: argparse.Namespace) -> int:
-    """Entry point of ``worldweave serve``."""
+    """Entry point of ``worldweave serve``: checks the flags, the ports and the TLS files (exit 2 in one line each)
+    before it loads the server."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.no_malloc_tuning:
-        tune_malloc()
     if (args.autosave_every or args.autosave_seconds) and args.data_dir is None:
         logger.error("--autosave-every and --autosave-seconds need --data-dir")
         return 2
@@ -267,6 +277,11 @@ def run(args: argparse.Namespace) -> int:
         except InvalidInputError as error:
             logger.error("%s", error)
             return 2
+    from worldweave.server.app import ServerConfig, tune_malloc  # torch and numba: seconds to load
+    from worldweave.server.registry import AutosavePolicy
+
+    if not args.no_malloc_tuning:
+        tune_malloc()
     try:
         config = ServerConfig(
             data_dir=args.data_dir,

@@ -6,12 +6,14 @@ Every failure is answered with the status ``errors.status_for`` gives it; nothin
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 
 import grpc
 
+from worldweave.bridge.checkpoints import CheckpointInfo
 from worldweave.bridge.generators.base import Generator
 from worldweave.bridge.memory.spatial_memory import MemoryConfig
 from worldweave.proto import codecs as wire
@@ -29,6 +31,8 @@ from worldweave.server import codecs, point_cloud, world_state
 from worldweave.server.errors import status_for
 from worldweave.server.limits import MIB, ServerLimits, check_budget, limits_message
 from worldweave.server.registry import WorldRegistry, WorldSummary, check_world_id
+from worldweave.server.sessions import check_session, exactly_once
+from worldweave.server.watch import Watches, step_events
 
 
 CONVENTIONS = pb.Conventions(
@@ -156,6 +160,21 @@ def request_intrinsics(message: pb.Intrinsics, has: bool, default: Intrinsics, g
     return intrinsics
 
 
+def checkpoint_to_proto(info: CheckpointInfo) -> pb.CheckpointInfo:
+    """A ``CheckpointInfo`` -> its message."""
+    return pb.CheckpointInfo(checkpoint_id=info.checkpoint_id, version=info.version, frame_count=info.frame_count,
+                             created_unix_s=info.created_unix_s)
+
+
+def replayed_response(stored: pb.StepResponse, request_index: int) -> pb.StepResponse:
+    """A kept step answer sent again: the same frame, flagged ``replayed``, indexed for the request it answers now."""
+    response = pb.StepResponse()
+    response.CopyFrom(stored)
+    response.request_index = request_index
+    response.replayed = True
+    return response
+
+
 # ------------------------------------------------------------------------------------------------ servicer
 
 Handler = Callable[..., Awaitable]
@@ -199,6 +218,8 @@ class WorldServicer(pb_grpc.WorldServiceServicer):
         self.registry = registry
         self.limits = limits
         self.info = info
+        self.watches = Watches(registry)
+        """Who watches which world's steps (``WatchWorld``)."""
 
     async def GetServerInfo(self, request: pb.GetServerInfoRequest, context) -> pb.GetServerInfoResponse:
         return self.info
@@ -243,6 +264,31 @@ class WorldServicer(pb_grpc.WorldServiceServicer):
     async def LoadWorld(self, request: pb.LoadWorldRequest, context) -> pb.LoadWorldResponse:
         return pb.LoadWorldResponse(world=summary_to_proto(await self.registry.load(request.world_id)))
 
+    # ------------------------------------------------------------------------------------------- rollouts
+
+    @_answers_errors
+    async def ForkWorld(self, request: pb.ForkWorldRequest, context) -> pb.ForkWorldResponse:
+        entry = self.registry.entry(request.world_id)
+        new_world_id = check_world_id(request.new_world_id) if request.new_world_id else ""
+        summary = await self.registry.fork(entry, request.checkpoint_id, new_world_id)
+        return pb.ForkWorldResponse(world=summary_to_proto(summary))
+
+    @_answers_errors
+    async def Checkpoint(self, request: pb.CheckpointRequest, context) -> pb.CheckpointResponse:
+        info = await self.registry.run(self.registry.entry(request.world_id), lambda world: world.checkpoint())
+        return pb.CheckpointResponse(checkpoint=checkpoint_to_proto(info))
+
+    @_answers_errors
+    async def RestoreWorld(self, request: pb.RestoreWorldRequest, context) -> pb.RestoreWorldResponse:
+        entry = self.registry.entry(request.world_id)
+        await self.registry.run(entry, lambda world: world.restore(request.checkpoint_id))
+        return pb.RestoreWorldResponse(world=summary_to_proto(self.registry.summary(entry)))
+
+    @_answers_errors
+    async def ListCheckpoints(self, request: pb.ListCheckpointsRequest, context) -> pb.ListCheckpointsResponse:
+        infos = await self.registry.run(self.registry.entry(request.world_id), lambda world: world.checkpoints.list())
+        return pb.ListCheckpointsResponse(checkpoints=[checkpoint_to_proto(info) for info in infos])
+
     # ------------------------------------------------------------------------------------------- frames
 
     @_answers_errors
@@ -280,7 +326,9 @@ class WorldServicer(pb_grpc.WorldServiceServicer):
             await context.abort(*status_for(error))
 
     async def _step(self, request: pb.StepRequest, request_index: int) -> list[pb.StepResponse]:
-        """Validate one StepRequest, step its world under the world's lock, and encode the frames."""
+        """Validate one StepRequest, step its world under the world's lock, and encode the frames; a numbered step
+        (session and sequence) runs once, and a repeat gets the kept frames (``sessions``)."""
+        numbered = check_session(request.session_id, request.sequence if request.HasField("sequence") else None)
         entry = self.registry.entry(request.world_id)
         poses = codecs.poses_from_proto(request.poses, self.limits.max_poses_per_call)
         fmt = codecs.frame_format_from_proto(request.format)
@@ -294,10 +342,17 @@ class WorldServicer(pb_grpc.WorldServiceServicer):
         prompt = request.prompt if request.HasField("prompt") else None
         seed = request.seed if request.HasField("seed") else None
 
+        loop = asyncio.get_running_loop()
+
         def step(world) -> list[pb.StepResponse]:
+            watched = self.watches.watched(entry)
+            anchors_before = world.memory.anchors.ids if watched else []
             result = world.step(
                 poses, intrinsics=intrinsics, dynamic_masks=masks, dynamic_boxes=boxes, prompt=prompt, seed=seed
             )
+            if watched:  # published from under the lock, so watchers see steps in the order they ran
+                loop.call_soon_threadsafe(self.watches.publish, entry, step_events(world, result, intrinsics,
+                                                                                  anchors_before))
             responses = []
             for i, f in enumerate(result.frames):
                 response = pb.StepResponse(request_index=request_index, pose_index=i,
@@ -307,7 +362,10 @@ class WorldServicer(pb_grpc.WorldServiceServicer):
                 responses.append(response)
             return responses
 
-        return await self.registry.run(entry, step)
+        if numbered is None:
+            return await self.registry.run(entry, step)
+        responses, replayed = await exactly_once(entry.sessions, *numbered, lambda: self.registry.run(entry, step))
+        return [replayed_response(r, request_index) for r in responses] if replayed else responses
 
     # ------------------------------------------------------------------------------------------- world state
     # Point cloud (``point_cloud``), spatial queries and edits (``world_state``): pure helpers and handlers there.
@@ -318,6 +376,11 @@ class WorldServicer(pb_grpc.WorldServiceServicer):
             yield chunk
 
     @_streams_errors
+    async def WatchWorld(self, request: pb.WatchWorldRequest, context) -> AsyncIterator[pb.WatchWorldResponse]:
+        async for message in self.watches.watch(request):
+            yield message
+
+    @_streams_errors
     async def CropPointCloud(self, request: pb.CropPointCloudRequest, context) -> AsyncIterator[pb.CropPointCloudResponse]:
         for chunk in await point_cloud.crop_point_cloud(self.registry, request, self.limits.max_message_bytes):
             yield chunk
@@ -325,6 +388,10 @@ class WorldServicer(pb_grpc.WorldServiceServicer):
     @_answers_errors
     async def Raycast(self, request: pb.RaycastRequest, context) -> pb.RaycastResponse:
         return await world_state.raycast(self.registry, request, self.limits)
+
+    @_answers_errors
+    async def ScanLidar(self, request: pb.ScanLidarRequest, context) -> pb.ScanLidarResponse:
+        return await world_state.scan_lidar(self.registry, request, self.limits)
 
     @_answers_errors
     async def NearestSurface(self, request: pb.NearestSurfaceRequest, context) -> pb.NearestSurfaceResponse:

@@ -14,6 +14,8 @@ CropPointCloud     ``WorldQueries.crop`` (``point_cloud.py``)       voxel centre
 RemoveRegion       ``World.remove``                                 version, voxels removed
 RecolorRegion      ``World.recolor``                                version, voxels recoloured
 InsertPoints       ``World.insert``                                 version, voxels added
+ScanLidar          ``bridge.queries.lidar.scan`` (on                hit, unknown, sensor-frame point, range,
+                   ``WorldQueries.trace``)                          intensity, ring per ray
 =================  ==============================================  ===============================================
 
 Every query takes the request's ``min_confidence`` (unset: the world's ``default_min_confidence``), which must be
@@ -41,8 +43,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 
 from worldweave.bridge.queries import ContactResult, Occupancy, WorldQueries, resolve_level
+from worldweave.bridge.queries import lidar
+from worldweave.bridge.queries.lidar import LidarSpec
 from worldweave.bridge.world import QueryReach, World
 from worldweave.proto import voxel_keys
 from worldweave.proto.codecs import FLOAT32, UINT8, pack_array, unpack_array
@@ -78,6 +84,7 @@ RAY_EXTENT_VOX = 2 * math.sqrt(3) * (voxel_keys.AXIS_LIMIT + 1)
 """Longest path of a ray through the voxel keys' extent, voxels: rays stop where the keys end."""
 
 R = TypeVar("R")
+M = TypeVar("M", bound=Message)
 
 
 # ------------------------------------------------------------------------------------------------ decoding
@@ -171,7 +178,36 @@ def chunked(query: Callable[[slice], R], parts: list[slice]) -> R:
     if isinstance(answers[0], np.ndarray):
         return np.concatenate(answers)
     fields = dataclasses.fields(answers[0])
-    return type(answers[0])(**{f.name: np.concatenate([getattr(a, f.name) for a in answers]) for f in fields})
+    return type(answers[0])(**{  # an optional output the call did not ask for stays None
+        f.name: None if getattr(answers[0], f.name) is None else np.concatenate([getattr(a, f.name) for a in answers])
+        for f in fields
+    })
+
+
+SCALAR_FIELD_TYPES = frozenset({
+    FieldDescriptor.TYPE_BOOL, FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_INT32,
+    FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_UINT64,
+})
+
+
+def engine_options(request: Message, decoded: tuple[str, ...]) -> dict[str, bool | int | float]:
+    """The request's scalar fields that the adapter does not decode itself (``decoded``), by name: options the
+    engine's query takes as keywords of the same name (``RaycastRequest.return_normals`` ->
+    ``WorldQueries.raycast(return_normals=...)``), so a flag added to the request reaches the engine unedited here."""
+    return {field.name: getattr(request, field.name) for field in request.DESCRIPTOR.fields
+            if field.name not in decoded and field.type in SCALAR_FIELD_TYPES}
+
+
+def with_engine_arrays(response: M, result: object) -> M:
+    """``response`` with each packed-array (bytes) field it leaves empty filled from ``result``'s attribute of the same
+    name when that is an array (None: an output not asked for, left empty): floats as float32, the rest as uint8,
+    (N,) or (N, C) as the array is. A per-item output the engine adds to its answer travels unedited here."""
+    for field in response.DESCRIPTOR.fields:
+        value = getattr(result, field.name, None)
+        if field.type == FieldDescriptor.TYPE_BYTES and not getattr(response, field.name) and isinstance(value, np.ndarray):
+            dtype = FLOAT32 if value.dtype.kind == "f" else UINT8
+            setattr(response, field.name, pack_array(value, dtype, value.shape[1] if value.ndim == 2 else None, field.name))
+    return response
 
 
 # ------------------------------------------------------------------------------------------------ queries
@@ -201,19 +237,19 @@ def raycast_work(
         "fewer rays or a shorter max_range_m",
     )
     parts = chunk_parts(np.full(len(origins), reach), RAY_CHUNK_VOXELS, QUERY_CHUNK_ITEMS)
+    options = engine_options(request, ("world_id", "origins_m", "directions", "max_range_m", "min_confidence"))
 
     def cast(world: World) -> pb.RaycastResponse:
-        hits = chunked(
-            lambda part: world.queries.raycast(origins[part], directions[part], max_range, min_confidence=level), parts
-        )
-        return pb.RaycastResponse(
+        hits = chunked(lambda part: world.queries.raycast(
+            origins[part], directions[part], max_range, min_confidence=level, **options), parts)
+        return with_engine_arrays(pb.RaycastResponse(
             version=int(world.version),
             hit=pack_array(hits.hit, UINT8, None, "hit"),
             distance_m=pack_array(finite_or(hits.distance_m, hits.hit, max_range), FLOAT32, None, "distance_m"),
             points_m=pack_array(finite_or(hits.point_m, hits.hit, 0.0), FLOAT32, 3, "points_m"),
             colors=pack_array(hits.color, UINT8, 3, "colors"),
             unknown=pack_array(hits.ended_in_unknown, UINT8, None, "unknown"),
-        )
+        ), hits)
 
     return cast
 
@@ -426,3 +462,69 @@ def insert_points_work(
         return pb.InsertPointsResponse(version=int(world.version), voxels_added=len(world.memory.voxel_map) - before)
 
     return insert
+
+
+# ------------------------------------------------------------------------------------------------ sensors
+
+
+def lidar_spec_from_proto(message: pb.LidarSpec) -> LidarSpec:
+    """The request's ``LidarSpec`` -> the engine's (which validates it, naming the bad value)."""
+    density = message.WhichOneof("density")
+    if density is None:
+        raise InvalidInputError("lidar needs a density: set points_per_scan or points_per_second")
+    return LidarSpec(
+        channels=int(message.channels), range_m=float(message.range_m),
+        points_per_scan=int(message.points_per_scan) if density == "points_per_scan" else None,
+        points_per_second=float(message.points_per_second) if density == "points_per_second" else None,
+        rotation_frequency_hz=float(message.rotation_frequency_hz), upper_fov_deg=float(message.upper_fov_deg),
+        lower_fov_deg=float(message.lower_fov_deg), horizontal_fov_deg=float(message.horizontal_fov_deg),
+    )
+
+
+async def scan_lidar(registry: WorldRegistry, request: pb.ScanLidarRequest, limits: ServerLimits) -> pb.ScanLidarResponse:
+    entry = registry.entry(request.world_id)
+    return await registry.run(entry, scan_lidar_work(entry, request, limits))
+
+
+def scan_lidar_work(
+    entry: WorldEntry, request: pb.ScanLidarRequest, limits: ServerLimits
+) -> Callable[[World], pb.ScanLidarResponse]:
+    """Decode and budget the request (rays count like a Raycast's: ``max_query_items``, ``max_ray_voxels``); its
+    locked work."""
+    if not request.HasField("sensor_pose"):
+        raise InvalidInputError("sensor_pose is missing: send the LiDAR's pose T_world_sensor")
+    if not request.HasField("lidar"):
+        raise InvalidInputError("lidar is missing: send the LiDAR's parameters (LidarSpec)")
+    pose = codecs.pose_from_proto(request.sensor_pose, "sensor_pose")
+    spec = lidar_spec_from_proto(request.lidar)
+    rays = spec.ray_count
+    if rays > limits.max_query_items:
+        raise LimitExceededError(
+            f"ScanLidar fires {rays} rays ({spec.channels} channels x {spec.points_per_channel} points per channel); "
+            f"this server takes at most max_query_items = {limits.max_query_items} per call: lower points_per_scan "
+            "(or points_per_second) or channels"
+        )
+    level = request_level(entry, request)
+    v = voxel_size(entry)
+    reach = ray_reach_vox(spec.range_m, v)
+    check_budget(
+        "ScanLidar", rays * reach, limits.max_ray_voxels, "max_ray_voxels", "voxels",
+        f"{rays} rays x {reach:.0f} voxels of reach each (range_m {spec.range_m:g} at {v:g} m voxels): fire fewer rays "
+        "or a shorter range_m",
+    )
+
+    def scan(world: World) -> pb.ScanLidarResponse:
+        checkpoint()
+        result = lidar.scan(world.queries, pose, spec, min_confidence=level)
+        return pb.ScanLidarResponse(
+            version=int(world.version),
+            points_per_channel=spec.points_per_channel,
+            points_m=pack_array(finite_or(result.points_m, result.hit, 0.0), FLOAT32, 3, "points_m"),
+            range_m=pack_array(finite_or(result.range_m, result.hit, spec.range_m), FLOAT32, None, "range_m"),
+            intensity=pack_array(result.intensity, FLOAT32, None, "intensity"),
+            ring=pack_array(result.ring, UINT8, None, "ring"),
+            hit=pack_array(result.hit, UINT8, None, "hit"),
+            unknown=pack_array(result.unknown, UINT8, None, "unknown"),
+        )
+
+    return scan

@@ -91,8 +91,8 @@ def channel(server):
 def seeded(server):
     frames, intrinsics = wall_seed(WIDTH, HEIGHT)
     with WorldClient(server.address) as client:
-        client.create_world(frames, intrinsics, world_id=WORLD)
-        client.create_world(frames, intrinsics, world_id=VICTIM)
+        client.worlds.create(frames, intrinsics, world_id=WORLD)
+        client.worlds.create(frames, intrinsics, world_id=VICTIM)
         yield client
 
 
@@ -168,8 +168,11 @@ def valid_requests() -> dict[str, object]:
         "Render": pb.RenderRequest(world_id=WORLD, poses=[valid_pose()], intrinsics=valid_intrinsics(), format=fmt),
         "Step": pb.StepRequest(world_id=WORLD, poses=[valid_pose()], intrinsics=valid_intrinsics(), format=fmt),
         "StreamPointCloud": pb.StreamPointCloudRequest(world_id=WORLD, include_positions=True),
+        "WatchWorld": pb.WatchWorldRequest(world_id=WORLD, thumbnail_max_width=16, include_anchors=True),
         "Raycast": pb.RaycastRequest(world_id=WORLD, origins_m=points, directions=f32([[1, 0, 0], [1, 0, 0]]),
                                      max_range_m=5.0),
+        "ScanLidar": pb.ScanLidarRequest(world_id=WORLD, sensor_pose=valid_pose(), lidar=pb.LidarSpec(
+            channels=4, range_m=5.0, points_per_scan=64, upper_fov_deg=5.0, lower_fov_deg=-5.0, horizontal_fov_deg=90.0)),
         "NearestSurface": pb.NearestSurfaceRequest(world_id=WORLD, points_m=points, max_range_m=0.5),
         "CheckCollision": pb.CheckCollisionRequest(
             world_id=WORLD, spheres=pb.SphereBatch(centers_m=points, radii_m=f32([0.2, 0.2]))),
@@ -179,6 +182,10 @@ def valid_requests() -> dict[str, object]:
             world_id=WORLD, region=pb.Region(sphere=pb.Sphere(center_m=vec3([3, 0, 1.5]), radius_m=0.05))),
         "RecolorRegion": pb.RecolorRegionRequest(world_id=WORLD, region=pb.Region(box=box), rgb=b"\x10\x20\x30"),
         "InsertPoints": pb.InsertPointsRequest(world_id=WORLD, points_m=points, colors=bytes(6)),
+        "ForkWorld": pb.ForkWorldRequest(world_id=WORLD),
+        "Checkpoint": pb.CheckpointRequest(world_id=WORLD),
+        "RestoreWorld": pb.RestoreWorldRequest(world_id=WORLD, checkpoint_id="0"),
+        "ListCheckpoints": pb.ListCheckpointsRequest(world_id=WORLD),
     }
 
 
@@ -319,15 +326,15 @@ def fuzz_channel(channel, seeded):
 def restore_worlds(rpc: str, seeded: WorldClient) -> None:
     """After a fuzzed CreateWorld or DeleteWorld: worlds it made are deleted again (memory stays bounded), and the
     seeded worlds it deleted are made again (later requests keep reaching a real world)."""
-    if rpc not in ("CreateWorld", "DeleteWorld", "LoadWorld"):
+    if rpc not in ("CreateWorld", "DeleteWorld", "LoadWorld", "ForkWorld"):
         return
-    loaded = {info.world_id for info in seeded.list_worlds() if info.loaded}
+    loaded = {info.world_id for info in seeded.worlds.list() if info.loaded}
     for world_id in loaded - {WORLD, VICTIM}:
-        seeded.delete_world(world_id, delete_saved=True)
+        seeded.worlds.delete(world_id, delete_saved=True)
     frames, intrinsics = wall_seed(WIDTH, HEIGHT)
     for world_id in {WORLD, VICTIM} - loaded:
         COUNTS[f"recreated {world_id}"] += 1
-        seeded.create_world(frames, intrinsics, world_id=world_id)
+        seeded.worlds.create(frames, intrinsics, world_id=world_id)
 
 
 FUZZ_SETTINGS = settings(max_examples=EXAMPLES_PER_RPC, derandomize=True, deadline=None, database=None,
@@ -366,7 +373,7 @@ def test_server_still_serves_after_fuzzing(server, seeded):
     assert info.limits.max_poses_per_call == LIMITS.max_poses_per_call
     with WorldClient(server.address) as fresh:
         assert fresh.info.generator.name == "echo"
-        names = {w.world_id for w in fresh.list_worlds()}
+        names = {w.world_id for w in fresh.worlds.list()}
         assert WORLD in names
         frame, = fresh.render(WORLD, yaw_poses(1))
         assert frame.rgb.shape == (HEIGHT, WIDTH, 3)
@@ -519,9 +526,9 @@ def receive_all(engine: GatewayClient, payload: bytes) -> list[tuple[str, dict]]
 def test_gateway_records_get_a_published_code_or_a_valid_reply(gateway, server, seeded):
     # The gRPC fuzzing above edited the seeded world: start the gateway's fuzzing from a fresh one, so the run is
     # deterministic whatever ran before it.
-    seeded.delete_world(WORLD, delete_saved=True)
+    seeded.worlds.delete(WORLD, delete_saved=True)
     frames, intrinsics = wall_seed(WIDTH, HEIGHT)
-    seeded.create_world(frames, intrinsics, world_id=WORLD)
+    seeded.worlds.create(frames, intrinsics, world_id=WORLD)
     codes: Counter[str] = Counter()
     with GatewayClient(gateway.address, "canonical") as engine:
         sent = 0
@@ -577,7 +584,7 @@ def test_an_injected_exception_answers_internal_with_a_traceback_and_input_error
     frames, intrinsics = wall_seed(WIDTH, HEIGHT)
     with BackgroundServer(config=ServerConfig(limits=LIMITS, warm_up=False), generator=ExplodingGenerator()) as running:
         with WorldClient(running.address) as client:
-            client.create_world(frames, intrinsics, world_id="boom")
+            client.worlds.create(frames, intrinsics, world_id="boom")
         with grpc.insecure_channel(running.address) as opened:
             stub = pb_grpc.WorldServiceStub(opened)
             step = pb.StepRequest(world_id="boom", poses=[valid_pose()], intrinsics=valid_intrinsics())

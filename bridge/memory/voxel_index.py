@@ -294,6 +294,10 @@ class HashIndex:
         if needed > len(self._row_seen):
             self._row_seen = np.full(max(needed, 2 * len(self._row_seen)), -1, dtype=np.int64)
 
+    def table(self) -> tuple[np.ndarray, np.ndarray, np.uint64]:
+        """The hash table (keys, rows, shift) for numba kernels that only look keys up (``hash_table.find``)."""
+        return self._table_keys, self._table_rows, self._shift
+
     def lookup(self, keys: torch.Tensor) -> torch.Tensor:
         keys_np = np.ascontiguousarray(keys.cpu().numpy())
         return torch.from_numpy(hash_table.find_all(self._table_keys, self._table_rows, self._shift, keys_np))

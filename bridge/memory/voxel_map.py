@@ -5,7 +5,9 @@ weight capped at ``max_weight`` so memory stays updatable), a weight, a confiden
 generated / inserted) and the first and last frame that saw it. A frame's pixels weigh their confidence
 (``RGBDFrame.confidence``): a confidence-0 pixel never enters the map, a half-confidence one weighs half as much in
 the running means as a full one, and a voxel's confidence is the weight-averaged confidence of what was fused into it (seed frames and
-inserted points count 1; an insert sets its voxels to 1). Every integrate or edit bumps ``version`` and logs the keys
+inserted points count 1; an insert sets its voxels to 1). Each voxel also keeps a **surface point**: the weighted mean
+of the points fused into it (``surface_at``), a sub-voxel position of the surface that the LiDAR uses. Every integrate
+or edit bumps ``version`` and logs the keys
 it added, changed or removed, so ``changes_since(v)`` can answer exactly within the retention window.
 
 Columns live in torch tensors on ``device``; on CPU the key index is a numba hash table by default, elsewhere a
@@ -23,7 +25,7 @@ import numpy as np
 import torch
 
 from worldweave.bridge.frames import RGBDFrame, check_mask
-from worldweave.bridge.memory import voxel_keys
+from worldweave.bridge.memory import hash_table, surface_points, voxel_keys
 from worldweave.bridge.memory.change_log import ChangeLog, NetChanges
 from worldweave.bridge.memory.voxel_index import (
     Accumulation,
@@ -44,10 +46,12 @@ from worldweave.bridge.storage import (
 )
 from worldweave.proto.errors import InvalidInputError, StorageError
 
-FORMAT_VERSION = 2
-"""Saved-map layout: 2 added the per-voxel ``confidence`` array."""
-READABLE_FORMATS = (1, FORMAT_VERSION)
-"""Layouts ``read`` accepts; a format-1 map (saved before confidence) loads with confidence 1 for every voxel."""
+FORMAT_VERSION = 3
+"""Saved-map layout: 2 added the per-voxel ``confidence`` array, 3 the surface point (``surface_offset_m``,
+``surface_weight``)."""
+READABLE_FORMATS = (1, 2, FORMAT_VERSION)
+"""Layouts ``read`` accepts; a format-1 map (saved before confidence) loads with confidence 1 for every voxel, a map
+saved before format 3 with no surface point (``surface_at`` answers the voxel centre until a frame sees the voxel)."""
 MIN_VOXEL_SIZE_M = 0.005
 DEFAULT_CONFIDENCE_LEVELS = (0.0, 0.5)
 """The minimum-confidence levels a world's queries accept unless it declares others: 0 (everything fused) and 0.5."""
@@ -55,6 +59,8 @@ PREFERRED_MIN_CONFIDENCE = 0.5
 """The default query level when it is declared (else the highest declared level): at least half sure."""
 MAX_CONFIDENCE_LEVELS = 4
 """Most levels a world may declare: its spatial queries keep a surface copy and distance field per level."""
+_NO_CONFIDENCE = np.ones((1, 1), np.float32)
+"""Stand-in confidence image for frames without one (the surface kernel does not read it then)."""
 NO_FRAME = -1
 """``first_frame`` / ``last_frame`` of voxels that no frame has seen (inserted points)."""
 
@@ -178,6 +184,10 @@ class VoxelMap:
         self._sources = torch.empty(0, dtype=torch.uint8, device=self.device)
         self._first = torch.empty(0, dtype=torch.int32, device=self.device)
         self._last = torch.empty(0, dtype=torch.int32, device=self.device)
+        self._surface = torch.empty((0, 3), dtype=torch.float32, device=self.device)
+        """Per voxel: the weighted mean of the points fused into it, metres from the voxel centre."""
+        self._surface_weight = torch.empty(0, dtype=torch.float32, device=self.device)
+        """Per voxel: the weight of ``_surface`` (sum of point confidences, capped at ``max_weight``; 0: none)."""
 
     def __len__(self) -> int:
         return self._count
@@ -204,6 +214,7 @@ class VoxelMap:
         self._keys, self._colors, self._weights = grow(self._keys), grow(self._colors), grow(self._weights)
         self._sources, self._first, self._last = grow(self._sources), grow(self._first), grow(self._last)
         self._confidence = grow(self._confidence)
+        self._surface, self._surface_weight = grow(self._surface), grow(self._surface_weight)
 
     def _bump(self, added: torch.Tensor, changed: torch.Tensor, removed: torch.Tensor) -> int:
         self.version += 1
@@ -322,17 +333,49 @@ class VoxelMap:
         exclude = np.zeros(intrinsics.shape, bool) if exclude_mask is None else check_mask(exclude_mask, intrinsics.shape, "exclude_mask")
         max_depth = np.inf if max_depth_m is None else float(max_depth_m)
         self._reserve(frame.depth.size)
+        first_new_row = self._count
         if isinstance(self._index, HashIndex) and not exclude_regions:
             acc = self._index.accumulate_frame(
                 frame.depth, frame.rgb, exclude, frame.confidence,
                 (intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy),
                 frame.pose.rotation, frame.pose.position, self.voxel_size_m, max_depth, self._count,
             )
+            added, changed = self._apply(acc, source, frame_id)
+            self._surface_weight[first_new_row : self._count] = 0.0  # rows may hold a removed voxel's values
+            surface_points.fold_frame(
+                frame.depth, exclude, _NO_CONFIDENCE if frame.confidence is None else frame.confidence,
+                frame.confidence is not None, intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy,
+                frame.pose.rotation, frame.pose.position, self.voxel_size_m, max_depth, voxel_keys.AXIS_LIMIT,
+                voxel_keys.AXIS_OFFSET, voxel_keys.AXIS_BITS, *self._index.table(), self._surface.numpy(),
+                self._surface_weight.numpy(), np.float32(self.max_weight),
+            )
         else:
-            acc = self._accumulate_points(*self._backproject(frame, exclude, max_depth, exclude_regions))
-        added, changed = self._apply(acc, source, frame_id)
+            points, colors, confidence = self._backproject(frame, exclude, max_depth, exclude_regions)
+            acc = self._accumulate_points(points, colors, confidence)
+            added, changed = self._apply(acc, source, frame_id)
+            self._fold_surface(points, confidence, first_new_row)
         version = self._bump(added, changed, added[:0])
         return IntegrateStats(acc.points, len(added) + len(changed), len(added), version, acc.points_out_of_range)
+
+    def _fold_surface(self, points_world: torch.Tensor, confidence: torch.Tensor | None, first_new_row: int) -> None:
+        """Fold points (world metres, already merged into the map) into their voxels' surface points, each weighing
+        its ``confidence`` (``None``: 1), the running mean capped at ``max_weight`` like colour. Rows from
+        ``first_new_row`` on are voxels this merge created (their old surface point, if any, is stale)."""
+        keys, inside = voxel_keys.point_keys(points_world, self.voxel_size_m)
+        if len(keys) == 0:
+            return
+        rows = self._index.lookup(keys).to(self.device)
+        weight = torch.ones(len(keys), dtype=torch.float32, device=self.device) if confidence is None else confidence[inside]
+        offsets = (points_world[inside] - voxel_keys.key_centers(keys, self.voxel_size_m).to(points_world.dtype)).float()
+        unique_rows, inverse = torch.unique(rows, return_inverse=True)
+        sums = torch.zeros((len(unique_rows), 3), dtype=torch.float32, device=self.device).index_add_(
+            0, inverse, offsets * weight[:, None]
+        )
+        gained = torch.zeros(len(unique_rows), dtype=torch.float32, device=self.device).index_add_(0, inverse, weight)
+        old = torch.where(unique_rows >= first_new_row, 0.0, self._surface_weight[unique_rows])
+        total = old + gained
+        self._surface[unique_rows] = (self._surface[unique_rows] * old[:, None] + sums) / total[:, None]
+        self._surface_weight[unique_rows] = total.clamp_max(self.max_weight)
 
     # ------------------------------------------------------------------------------------------------- edits
 
@@ -357,7 +400,8 @@ class VoxelMap:
             keep = torch.ones(self._count, dtype=torch.bool, device=self.device)
             keep[rows] = False
             n = int(keep.sum())
-            for name in ("_keys", "_colors", "_weights", "_confidence", "_sources", "_first", "_last"):
+            for name in ("_keys", "_colors", "_weights", "_confidence", "_sources", "_first", "_last", "_surface",
+                         "_surface_weight"):
                 column = getattr(self, name)
                 column[:n] = column[: self._count][keep].clone()
             self._count = n
@@ -386,8 +430,11 @@ class VoxelMap:
             raise InvalidInputError(f"insert needs uint8 (N, 3) colours matching the points, got {colors.dtype} {colors.shape}")
         voxel_keys.check_extent(points, self.voxel_size_m, "points_m")
         self._reserve(len(points))
-        acc = self._accumulate_points(torch.from_numpy(points).to(self.device), torch.from_numpy(colors).to(self.device).float())
+        points_t = torch.from_numpy(points).to(self.device)
+        acc = self._accumulate_points(points_t, torch.from_numpy(colors).to(self.device).float())
+        first_new_row = self._count
         added, changed = self._apply(acc, Source.INSERTED, frame_id)
+        self._fold_surface(points_t, None, first_new_row)
         self._bump(added, changed, added[:0])
         return len(added) + len(changed)
 
@@ -443,6 +490,35 @@ class VoxelMap:
             out[present.cpu().numpy()] = self._confidence[rows[present]].cpu().numpy()
         return out
 
+    def surface_at(self, keys: np.ndarray) -> np.ndarray:
+        """(N, 3) float64 surface points (world metres) of the voxels with these keys, in order: the weighted mean
+        of the points fused into each voxel, the voxel centre where none was recorded (maps saved before format 3);
+        NaN for absent keys."""
+        keys = np.asarray(keys, dtype=np.int64)
+        out = np.full((len(keys), 3), np.nan)
+        if len(keys) and self._count:
+            rows = self._index.lookup(torch.as_tensor(keys)).to(self.device)
+            present = rows >= 0
+            found = rows[present]
+            centers = voxel_keys.key_centers(self._keys[found], self.voxel_size_m).double()
+            offsets = torch.where(self._surface_weight[found, None] > 0, self._surface[found].double(), 0.0)
+            out[present.cpu().numpy()] = (centers + offsets).cpu().numpy()
+        return out
+
+    def surface_table(self) -> tuple[np.ndarray, np.ndarray, np.uint64, np.ndarray, np.ndarray]:
+        """For numba kernels that read surface points (``surface_at`` per voxel): a hash table of the keys (keys,
+        rows, shift; ``hash_table.find``), the (N, 3) float32 offsets of the surface points from the voxel centres,
+        metres, and their (N,) float32 weights (0: none recorded, use the centre). Views of the map's columns on CPU
+        (valid until the next change); on another backend a table built for the call, and copies."""
+        surface = self._surface[: self._count].cpu().numpy()
+        weight = self._surface_weight[: self._count].cpu().numpy()
+        if isinstance(self._index, HashIndex):
+            return (*self._index.table(), surface, weight)
+        keys = self._keys[: self._count].cpu().numpy()
+        table_keys, table_rows, shift = hash_table.allocate(max(1 << 4, 1 << int(np.ceil(np.log2(2 * len(keys) + 1)))), np.int64)
+        hash_table.insert_all(table_keys, table_rows, shift, np.ascontiguousarray(keys))
+        return table_keys, table_rows, shift, surface, weight
+
     def points_tensor(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Voxel centres (N, 3) float32 metres and colours (N, 3) uint8, as tensors on ``device`` (for rendering)."""
         keys = self._keys[: self._count]
@@ -489,6 +565,8 @@ class VoxelMap:
         for name in ("keys", "weights", "sources", "first_frame", "last_frame", "confidence"):
             save_array(folder, name, getattr(voxels, name))
         save_array(folder, "colors", self._colors[: self._count].cpu().numpy())
+        save_array(folder, "surface_offset_m", self._surface[: self._count].cpu().numpy())
+        save_array(folder, "surface_weight", self._surface_weight[: self._count].cpu().numpy())
         write_ply(folder / "cloud.ply", voxels.positions_m, voxels.colors)
         write_manifest(
             folder,
@@ -508,6 +586,8 @@ class VoxelMap:
                     "first_frame": "int32",
                     "last_frame": "int32",
                     "confidence": "float32 in [0, 1], weight-averaged confidence of what was fused (format 2 on)",
+                    "surface_offset_m": "float32 (N, 3) mean fused point, metres from the voxel centre (format 3 on)",
+                    "surface_weight": "float32 weight of that mean, 0 = none recorded (format 3 on)",
                     "cloud.ply": "voxel centres (metres) with uint8 colours, for viewers",
                 },
             },
@@ -531,6 +611,12 @@ class VoxelMap:
             arrays["confidence"] = np.ones(n, np.float32)
         else:
             arrays["confidence"] = load_array(folder, "confidence")
+        if manifest["format_version"] < 3:
+            arrays["surface_offset_m"] = np.zeros((n, 3), np.float32)
+            arrays["surface_weight"] = np.zeros(n, np.float32)
+        else:
+            arrays["surface_offset_m"] = load_array(folder, "surface_offset_m").astype(np.float32)
+            arrays["surface_weight"] = load_array(folder, "surface_weight").astype(np.float32)
         if n != manifest["count"] or any(len(a) != n for a in arrays.values()):
             raise StorageError(f"saved map at {folder} is inconsistent: manifest count {manifest['count']}, arrays {n}")
         confidence = arrays["confidence"]
@@ -544,6 +630,8 @@ class VoxelMap:
         vmap._sources[:n] = torch.from_numpy(arrays["sources"])
         vmap._first[:n] = torch.from_numpy(arrays["first_frame"])
         vmap._last[:n] = torch.from_numpy(arrays["last_frame"])
+        vmap._surface[:n] = torch.from_numpy(arrays["surface_offset_m"])
+        vmap._surface_weight[:n] = torch.from_numpy(arrays["surface_weight"])
         vmap._count = n
         vmap._index.rebuild(vmap._keys[:n])
         vmap.version = int(manifest["version"])

@@ -37,7 +37,7 @@ FIELD_KINDS: dict[str, FieldKind] = {
     "positions_m": "point", "centers_m": "point", "center_m": "point", "starts_m": "point", "ends_m": "point",
     "min_m": "point", "max_m": "point",
     # Directions in world axes, any length: engine axes.
-    "directions": "direction",
+    "directions": "direction", "normals": "direction",
     # Lengths, metres: engine units (a packed float32 array of any shape, a double, or a Vec3 of extents).
     "max_range_m": "length", "distance_m": "length", "clearance_m": "length", "radii_m": "length",
     "radius_m": "length", "half_extents_m": "length", "voxel_size_m": "length",
@@ -52,8 +52,9 @@ MESSAGE_KINDS: dict[str, MessageKind] = {"Pose": "pose", "Intrinsics": "camera",
 give as a field of view; an axis-aligned box whose corners are re-sorted after conversion; a Vec3 as 3 numbers."""
 HIDDEN_FIELDS: dict[str, str] = {
     "StreamPointCloudRequest.follow": "the gateway answers a request once: poll with since_version instead",
+    "WorldService.WatchWorld": "an endless stream of a world's step events: the gateway answers a request once",
 }
-"""Proto fields the gateway does not offer, and why."""
+"""Proto fields (and RPCs, as ``WorldService.Name``) the gateway does not offer, and why."""
 STREAM_LAST: dict[str, str] = {
     "StreamPointCloudResponse": "last_in_version", "CropPointCloudResponse": "last", "StepResponse": "last_in_request",
 }
@@ -120,7 +121,9 @@ def _rpc(method) -> Rpc:
                method.output_type, method.server_streaming, last)
 
 
-RPCS: dict[str, Rpc] = {rpc.type: rpc for rpc in map(_rpc, SERVICE.methods)}
+RPCS: dict[str, Rpc] = {
+    rpc.type: rpc for rpc in map(_rpc, (m for m in SERVICE.methods if f"{SERVICE.name}.{m.name}" not in HIDDEN_FIELDS))
+}
 """Every RPC of ``WorldService`` by request type."""
 REPLY_TYPES: dict[str, Rpc] = {rpc.reply_type: rpc for rpc in RPCS.values()}
 

@@ -448,6 +448,72 @@ class LoadWorldResponse(_message.Message):
     world: WorldInfo
     def __init__(self, world: _Optional[_Union[WorldInfo, _Mapping]] = ...) -> None: ...
 
+class CheckpointInfo(_message.Message):
+    __slots__ = ("checkpoint_id", "version", "frame_count", "created_unix_s")
+    CHECKPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FRAME_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    checkpoint_id: str
+    version: int
+    frame_count: int
+    created_unix_s: float
+    def __init__(self, checkpoint_id: _Optional[str] = ..., version: _Optional[int] = ..., frame_count: _Optional[int] = ..., created_unix_s: _Optional[float] = ...) -> None: ...
+
+class ForkWorldRequest(_message.Message):
+    __slots__ = ("world_id", "checkpoint_id", "new_world_id")
+    WORLD_ID_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    NEW_WORLD_ID_FIELD_NUMBER: _ClassVar[int]
+    world_id: str
+    checkpoint_id: str
+    new_world_id: str
+    def __init__(self, world_id: _Optional[str] = ..., checkpoint_id: _Optional[str] = ..., new_world_id: _Optional[str] = ...) -> None: ...
+
+class ForkWorldResponse(_message.Message):
+    __slots__ = ("world",)
+    WORLD_FIELD_NUMBER: _ClassVar[int]
+    world: WorldInfo
+    def __init__(self, world: _Optional[_Union[WorldInfo, _Mapping]] = ...) -> None: ...
+
+class CheckpointRequest(_message.Message):
+    __slots__ = ("world_id",)
+    WORLD_ID_FIELD_NUMBER: _ClassVar[int]
+    world_id: str
+    def __init__(self, world_id: _Optional[str] = ...) -> None: ...
+
+class CheckpointResponse(_message.Message):
+    __slots__ = ("checkpoint",)
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    checkpoint: CheckpointInfo
+    def __init__(self, checkpoint: _Optional[_Union[CheckpointInfo, _Mapping]] = ...) -> None: ...
+
+class RestoreWorldRequest(_message.Message):
+    __slots__ = ("world_id", "checkpoint_id")
+    WORLD_ID_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    world_id: str
+    checkpoint_id: str
+    def __init__(self, world_id: _Optional[str] = ..., checkpoint_id: _Optional[str] = ...) -> None: ...
+
+class RestoreWorldResponse(_message.Message):
+    __slots__ = ("world",)
+    WORLD_FIELD_NUMBER: _ClassVar[int]
+    world: WorldInfo
+    def __init__(self, world: _Optional[_Union[WorldInfo, _Mapping]] = ...) -> None: ...
+
+class ListCheckpointsRequest(_message.Message):
+    __slots__ = ("world_id",)
+    WORLD_ID_FIELD_NUMBER: _ClassVar[int]
+    world_id: str
+    def __init__(self, world_id: _Optional[str] = ...) -> None: ...
+
+class ListCheckpointsResponse(_message.Message):
+    __slots__ = ("checkpoints",)
+    CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
+    checkpoints: _containers.RepeatedCompositeFieldContainer[CheckpointInfo]
+    def __init__(self, checkpoints: _Optional[_Iterable[_Union[CheckpointInfo, _Mapping]]] = ...) -> None: ...
+
 class RenderRequest(_message.Message):
     __slots__ = ("world_id", "poses", "intrinsics", "format")
     WORLD_ID_FIELD_NUMBER: _ClassVar[int]
@@ -475,7 +541,7 @@ class DynamicMask(_message.Message):
     def __init__(self, pose_index: _Optional[int] = ..., mask: _Optional[_Union[Mask, _Mapping]] = ...) -> None: ...
 
 class StepRequest(_message.Message):
-    __slots__ = ("world_id", "poses", "intrinsics", "format", "dynamic_masks", "dynamic_boxes", "prompt", "seed")
+    __slots__ = ("world_id", "poses", "intrinsics", "format", "dynamic_masks", "dynamic_boxes", "prompt", "seed", "session_id", "sequence")
     WORLD_ID_FIELD_NUMBER: _ClassVar[int]
     POSES_FIELD_NUMBER: _ClassVar[int]
     INTRINSICS_FIELD_NUMBER: _ClassVar[int]
@@ -484,6 +550,8 @@ class StepRequest(_message.Message):
     DYNAMIC_BOXES_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     world_id: str
     poses: _containers.RepeatedCompositeFieldContainer[Pose]
     intrinsics: Intrinsics
@@ -492,10 +560,12 @@ class StepRequest(_message.Message):
     dynamic_boxes: _containers.RepeatedCompositeFieldContainer[OrientedBox]
     prompt: str
     seed: int
-    def __init__(self, world_id: _Optional[str] = ..., poses: _Optional[_Iterable[_Union[Pose, _Mapping]]] = ..., intrinsics: _Optional[_Union[Intrinsics, _Mapping]] = ..., format: _Optional[_Union[FrameFormat, _Mapping]] = ..., dynamic_masks: _Optional[_Iterable[_Union[DynamicMask, _Mapping]]] = ..., dynamic_boxes: _Optional[_Iterable[_Union[OrientedBox, _Mapping]]] = ..., prompt: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
+    session_id: str
+    sequence: int
+    def __init__(self, world_id: _Optional[str] = ..., poses: _Optional[_Iterable[_Union[Pose, _Mapping]]] = ..., intrinsics: _Optional[_Union[Intrinsics, _Mapping]] = ..., format: _Optional[_Union[FrameFormat, _Mapping]] = ..., dynamic_masks: _Optional[_Iterable[_Union[DynamicMask, _Mapping]]] = ..., dynamic_boxes: _Optional[_Iterable[_Union[OrientedBox, _Mapping]]] = ..., prompt: _Optional[str] = ..., seed: _Optional[int] = ..., session_id: _Optional[str] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class StepResponse(_message.Message):
-    __slots__ = ("request_index", "pose_index", "last_in_request", "frame", "timings_s")
+    __slots__ = ("request_index", "pose_index", "last_in_request", "frame", "timings_s", "replayed")
     class TimingsSEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -508,12 +578,14 @@ class StepResponse(_message.Message):
     LAST_IN_REQUEST_FIELD_NUMBER: _ClassVar[int]
     FRAME_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_S_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
     request_index: int
     pose_index: int
     last_in_request: bool
     frame: Frame
     timings_s: _containers.ScalarMap[str, float]
-    def __init__(self, request_index: _Optional[int] = ..., pose_index: _Optional[int] = ..., last_in_request: _Optional[bool] = ..., frame: _Optional[_Union[Frame, _Mapping]] = ..., timings_s: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    replayed: bool
+    def __init__(self, request_index: _Optional[int] = ..., pose_index: _Optional[int] = ..., last_in_request: _Optional[bool] = ..., frame: _Optional[_Union[Frame, _Mapping]] = ..., timings_s: _Optional[_Mapping[str, float]] = ..., replayed: _Optional[bool] = ...) -> None: ...
 
 class StreamPointCloudRequest(_message.Message):
     __slots__ = ("world_id", "since_version", "follow", "max_chunk_bytes", "include_positions", "min_confidence")
@@ -561,35 +633,152 @@ class StreamPointCloudResponse(_message.Message):
     min_confidence: float
     def __init__(self, since_version: _Optional[int] = ..., version: _Optional[int] = ..., is_snapshot: _Optional[bool] = ..., kind: _Optional[_Union[ChangeKind, str]] = ..., count: _Optional[int] = ..., keys: _Optional[bytes] = ..., positions_m: _Optional[bytes] = ..., colors: _Optional[bytes] = ..., flags: _Optional[bytes] = ..., voxel_size_m: _Optional[float] = ..., last_in_version: _Optional[bool] = ..., confidence: _Optional[bytes] = ..., min_confidence: _Optional[float] = ...) -> None: ...
 
+class WatchWorldRequest(_message.Message):
+    __slots__ = ("world_id", "thumbnail_max_width", "include_anchors")
+    WORLD_ID_FIELD_NUMBER: _ClassVar[int]
+    THUMBNAIL_MAX_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_ANCHORS_FIELD_NUMBER: _ClassVar[int]
+    world_id: str
+    thumbnail_max_width: int
+    include_anchors: bool
+    def __init__(self, world_id: _Optional[str] = ..., thumbnail_max_width: _Optional[int] = ..., include_anchors: _Optional[bool] = ...) -> None: ...
+
+class AnchorInfo(_message.Message):
+    __slots__ = ("anchor_id", "frame_id", "pose", "intrinsics")
+    ANCHOR_ID_FIELD_NUMBER: _ClassVar[int]
+    FRAME_ID_FIELD_NUMBER: _ClassVar[int]
+    POSE_FIELD_NUMBER: _ClassVar[int]
+    INTRINSICS_FIELD_NUMBER: _ClassVar[int]
+    anchor_id: int
+    frame_id: int
+    pose: Pose
+    intrinsics: Intrinsics
+    def __init__(self, anchor_id: _Optional[int] = ..., frame_id: _Optional[int] = ..., pose: _Optional[_Union[Pose, _Mapping]] = ..., intrinsics: _Optional[_Union[Intrinsics, _Mapping]] = ...) -> None: ...
+
+class WatchedFrame(_message.Message):
+    __slots__ = ("frame_id", "pose", "intrinsics", "coverage", "thumbnail", "memory_thumbnail")
+    FRAME_ID_FIELD_NUMBER: _ClassVar[int]
+    POSE_FIELD_NUMBER: _ClassVar[int]
+    INTRINSICS_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    THUMBNAIL_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_THUMBNAIL_FIELD_NUMBER: _ClassVar[int]
+    frame_id: int
+    pose: Pose
+    intrinsics: Intrinsics
+    coverage: float
+    thumbnail: Image
+    memory_thumbnail: Image
+    def __init__(self, frame_id: _Optional[int] = ..., pose: _Optional[_Union[Pose, _Mapping]] = ..., intrinsics: _Optional[_Union[Intrinsics, _Mapping]] = ..., coverage: _Optional[float] = ..., thumbnail: _Optional[_Union[Image, _Mapping]] = ..., memory_thumbnail: _Optional[_Union[Image, _Mapping]] = ...) -> None: ...
+
+class WatchWorldResponse(_message.Message):
+    __slots__ = ("version", "dropped", "frame", "timings_s", "anchors", "anchors_complete")
+    class TimingsSEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_S_FIELD_NUMBER: _ClassVar[int]
+    ANCHORS_FIELD_NUMBER: _ClassVar[int]
+    ANCHORS_COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    dropped: int
+    frame: WatchedFrame
+    timings_s: _containers.ScalarMap[str, float]
+    anchors: _containers.RepeatedCompositeFieldContainer[AnchorInfo]
+    anchors_complete: bool
+    def __init__(self, version: _Optional[int] = ..., dropped: _Optional[int] = ..., frame: _Optional[_Union[WatchedFrame, _Mapping]] = ..., timings_s: _Optional[_Mapping[str, float]] = ..., anchors: _Optional[_Iterable[_Union[AnchorInfo, _Mapping]]] = ..., anchors_complete: _Optional[bool] = ...) -> None: ...
+
 class RaycastRequest(_message.Message):
-    __slots__ = ("world_id", "origins_m", "directions", "max_range_m", "min_confidence")
+    __slots__ = ("world_id", "origins_m", "directions", "max_range_m", "min_confidence", "return_normals")
     WORLD_ID_FIELD_NUMBER: _ClassVar[int]
     ORIGINS_M_FIELD_NUMBER: _ClassVar[int]
     DIRECTIONS_FIELD_NUMBER: _ClassVar[int]
     MAX_RANGE_M_FIELD_NUMBER: _ClassVar[int]
     MIN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    RETURN_NORMALS_FIELD_NUMBER: _ClassVar[int]
     world_id: str
     origins_m: bytes
     directions: bytes
     max_range_m: float
     min_confidence: float
-    def __init__(self, world_id: _Optional[str] = ..., origins_m: _Optional[bytes] = ..., directions: _Optional[bytes] = ..., max_range_m: _Optional[float] = ..., min_confidence: _Optional[float] = ...) -> None: ...
+    return_normals: bool
+    def __init__(self, world_id: _Optional[str] = ..., origins_m: _Optional[bytes] = ..., directions: _Optional[bytes] = ..., max_range_m: _Optional[float] = ..., min_confidence: _Optional[float] = ..., return_normals: _Optional[bool] = ...) -> None: ...
 
 class RaycastResponse(_message.Message):
-    __slots__ = ("version", "hit", "distance_m", "points_m", "colors", "unknown")
+    __slots__ = ("version", "hit", "distance_m", "points_m", "colors", "unknown", "normals")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     HIT_FIELD_NUMBER: _ClassVar[int]
     DISTANCE_M_FIELD_NUMBER: _ClassVar[int]
     POINTS_M_FIELD_NUMBER: _ClassVar[int]
     COLORS_FIELD_NUMBER: _ClassVar[int]
     UNKNOWN_FIELD_NUMBER: _ClassVar[int]
+    NORMALS_FIELD_NUMBER: _ClassVar[int]
     version: int
     hit: bytes
     distance_m: bytes
     points_m: bytes
     colors: bytes
     unknown: bytes
-    def __init__(self, version: _Optional[int] = ..., hit: _Optional[bytes] = ..., distance_m: _Optional[bytes] = ..., points_m: _Optional[bytes] = ..., colors: _Optional[bytes] = ..., unknown: _Optional[bytes] = ...) -> None: ...
+    normals: bytes
+    def __init__(self, version: _Optional[int] = ..., hit: _Optional[bytes] = ..., distance_m: _Optional[bytes] = ..., points_m: _Optional[bytes] = ..., colors: _Optional[bytes] = ..., unknown: _Optional[bytes] = ..., normals: _Optional[bytes] = ...) -> None: ...
+
+class LidarSpec(_message.Message):
+    __slots__ = ("channels", "range_m", "points_per_scan", "points_per_second", "rotation_frequency_hz", "upper_fov_deg", "lower_fov_deg", "horizontal_fov_deg")
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    RANGE_M_FIELD_NUMBER: _ClassVar[int]
+    POINTS_PER_SCAN_FIELD_NUMBER: _ClassVar[int]
+    POINTS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    ROTATION_FREQUENCY_HZ_FIELD_NUMBER: _ClassVar[int]
+    UPPER_FOV_DEG_FIELD_NUMBER: _ClassVar[int]
+    LOWER_FOV_DEG_FIELD_NUMBER: _ClassVar[int]
+    HORIZONTAL_FOV_DEG_FIELD_NUMBER: _ClassVar[int]
+    channels: int
+    range_m: float
+    points_per_scan: int
+    points_per_second: float
+    rotation_frequency_hz: float
+    upper_fov_deg: float
+    lower_fov_deg: float
+    horizontal_fov_deg: float
+    def __init__(self, channels: _Optional[int] = ..., range_m: _Optional[float] = ..., points_per_scan: _Optional[int] = ..., points_per_second: _Optional[float] = ..., rotation_frequency_hz: _Optional[float] = ..., upper_fov_deg: _Optional[float] = ..., lower_fov_deg: _Optional[float] = ..., horizontal_fov_deg: _Optional[float] = ...) -> None: ...
+
+class ScanLidarRequest(_message.Message):
+    __slots__ = ("world_id", "sensor_pose", "lidar", "min_confidence")
+    WORLD_ID_FIELD_NUMBER: _ClassVar[int]
+    SENSOR_POSE_FIELD_NUMBER: _ClassVar[int]
+    LIDAR_FIELD_NUMBER: _ClassVar[int]
+    MIN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    world_id: str
+    sensor_pose: Pose
+    lidar: LidarSpec
+    min_confidence: float
+    def __init__(self, world_id: _Optional[str] = ..., sensor_pose: _Optional[_Union[Pose, _Mapping]] = ..., lidar: _Optional[_Union[LidarSpec, _Mapping]] = ..., min_confidence: _Optional[float] = ...) -> None: ...
+
+class ScanLidarResponse(_message.Message):
+    __slots__ = ("version", "points_per_channel", "points_m", "range_m", "intensity", "ring", "hit", "unknown")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    POINTS_PER_CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    POINTS_M_FIELD_NUMBER: _ClassVar[int]
+    RANGE_M_FIELD_NUMBER: _ClassVar[int]
+    INTENSITY_FIELD_NUMBER: _ClassVar[int]
+    RING_FIELD_NUMBER: _ClassVar[int]
+    HIT_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    points_per_channel: int
+    points_m: bytes
+    range_m: bytes
+    intensity: bytes
+    ring: bytes
+    hit: bytes
+    unknown: bytes
+    def __init__(self, version: _Optional[int] = ..., points_per_channel: _Optional[int] = ..., points_m: _Optional[bytes] = ..., range_m: _Optional[bytes] = ..., intensity: _Optional[bytes] = ..., ring: _Optional[bytes] = ..., hit: _Optional[bytes] = ..., unknown: _Optional[bytes] = ...) -> None: ...
 
 class NearestSurfaceRequest(_message.Message):
     __slots__ = ("world_id", "points_m", "max_range_m", "min_confidence")

@@ -74,6 +74,26 @@ class WorldServiceStub:
                 request_serializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.LoadWorldRequest.SerializeToString,
                 response_deserializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.LoadWorldResponse.FromString,
                 _registered_method=True)
+        self.ForkWorld = channel.unary_unary(
+                '/worldweave.v1.WorldService/ForkWorld',
+                request_serializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.ForkWorldRequest.SerializeToString,
+                response_deserializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.ForkWorldResponse.FromString,
+                _registered_method=True)
+        self.Checkpoint = channel.unary_unary(
+                '/worldweave.v1.WorldService/Checkpoint',
+                request_serializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.CheckpointRequest.SerializeToString,
+                response_deserializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.CheckpointResponse.FromString,
+                _registered_method=True)
+        self.RestoreWorld = channel.unary_unary(
+                '/worldweave.v1.WorldService/RestoreWorld',
+                request_serializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.RestoreWorldRequest.SerializeToString,
+                response_deserializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.RestoreWorldResponse.FromString,
+                _registered_method=True)
+        self.ListCheckpoints = channel.unary_unary(
+                '/worldweave.v1.WorldService/ListCheckpoints',
+                request_serializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.ListCheckpointsRequest.SerializeToString,
+                response_deserializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.ListCheckpointsResponse.FromString,
+                _registered_method=True)
         self.Render = channel.unary_unary(
                 '/worldweave.v1.WorldService/Render',
                 request_serializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.RenderRequest.SerializeToString,
@@ -89,10 +109,20 @@ class WorldServiceStub:
                 request_serializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.StreamPointCloudRequest.SerializeToString,
                 response_deserializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.StreamPointCloudResponse.FromString,
                 _registered_method=True)
+        self.WatchWorld = channel.unary_stream(
+                '/worldweave.v1.WorldService/WatchWorld',
+                request_serializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.WatchWorldRequest.SerializeToString,
+                response_deserializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.WatchWorldResponse.FromString,
+                _registered_method=True)
         self.Raycast = channel.unary_unary(
                 '/worldweave.v1.WorldService/Raycast',
                 request_serializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.RaycastRequest.SerializeToString,
                 response_deserializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.RaycastResponse.FromString,
+                _registered_method=True)
+        self.ScanLidar = channel.unary_unary(
+                '/worldweave.v1.WorldService/ScanLidar',
+                request_serializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.ScanLidarRequest.SerializeToString,
+                response_deserializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.ScanLidarResponse.FromString,
                 _registered_method=True)
         self.NearestSurface = channel.unary_unary(
                 '/worldweave.v1.WorldService/NearestSurface',
@@ -192,6 +222,39 @@ class WorldServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ForkWorld(self, request, context):
+        """Makes a new world of the caller's tenant that starts as a copy of a world's current state, or of one of its
+        checkpoints (memory, configuration, prompt, leading frames, frame counter); it also has the world's
+        checkpoints, under the same ids. Cheap: the copy is made page by page when either world writes. Steps, edits
+        and new checkpoints of one never show in the other. NOT_FOUND for an unknown world or checkpoint;
+        ALREADY_EXISTS when `new_world_id` is taken.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Checkpoint(self, request, context):
+        """Keeps the world's current state as a checkpoint and returns its id. Checkpoints are saved with the world.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreWorld(self, request, context):
+        """Sets a world back to one of its checkpoints. The version still increases (a follower of the point cloud gets
+        a snapshot). NOT_FOUND for an unknown world or checkpoint.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCheckpoints(self, request, context):
+        """Lists a world's checkpoints, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Render(self, request, context):
         """Renders the world's memory at a batch of poses: no generation, no memory update. Raw 1920x1080 frames fit
         once both ends raise their message limits to `Limits.max_message_bytes`.
@@ -205,6 +268,10 @@ class WorldServiceServicer:
         memory and answers one StepResponse per frame, in request order and pose order, with increasing frame ids.
         Steps on one world run one at a time in arrival order; different worlds step concurrently. A cancelled stream
         stops: requests not yet started are dropped. A bad request ends the stream with its status.
+        Exactly once: a request with `session_id` and `sequence` is the step number `sequence` of that session on that
+        world; sent again (a retry after a lost reply), it is answered with the stored frames and the world does not
+        move; a copy sent while the first still runs waits for it. A gap or an older number than kept is
+        FAILED_PRECONDITION naming the number expected.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -219,10 +286,30 @@ class WorldServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchWorld(self, request, context):
+        """Watches a world's steps, whoever makes them: a first message at once (the world's version and, when asked,
+        its anchors), then one message per frame a step of that world generates: its camera, the step's stage timings
+        and, when asked, small JPEG thumbnails of the frame and of the memory render it was conditioned on. Never slows
+        the stepping client: a watcher that reads too slowly loses the oldest messages, counted in `dropped`. Endless:
+        it ends when the client cancels it, or with NOT_FOUND when the world is deleted (or unloaded).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Raycast(self, request, context):
         """Casts a batch of rays against the world. Query batches hold at most `Limits.max_query_items` rays, points or
         shapes; rays x reach stay within `max_ray_voxels`, collision shapes within `max_shape_voxels`
         (RESOURCE_EXHAUSTED beyond). A query past its deadline stops within a chunk of work.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ScanLidar(self, request, context):
+        """Simulates a spinning LiDAR (CARLA ray-cast LiDAR parameters) at a sensor pose against the world's memory: one
+        scan, every ray through the Raycast path at the request's minimum confidence, hits refined below a voxel.
+        Its rays count against `max_query_items` and `max_ray_voxels` like a Raycast's (RESOURCE_EXHAUSTED beyond).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -315,6 +402,26 @@ def add_WorldServiceServicer_to_server(servicer, server):
                     request_deserializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.LoadWorldRequest.FromString,
                     response_serializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.LoadWorldResponse.SerializeToString,
             ),
+            'ForkWorld': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForkWorld,
+                    request_deserializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.ForkWorldRequest.FromString,
+                    response_serializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.ForkWorldResponse.SerializeToString,
+            ),
+            'Checkpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.Checkpoint,
+                    request_deserializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.CheckpointRequest.FromString,
+                    response_serializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.CheckpointResponse.SerializeToString,
+            ),
+            'RestoreWorld': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreWorld,
+                    request_deserializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.RestoreWorldRequest.FromString,
+                    response_serializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.RestoreWorldResponse.SerializeToString,
+            ),
+            'ListCheckpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCheckpoints,
+                    request_deserializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.ListCheckpointsRequest.FromString,
+                    response_serializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.ListCheckpointsResponse.SerializeToString,
+            ),
             'Render': grpc.unary_unary_rpc_method_handler(
                     servicer.Render,
                     request_deserializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.RenderRequest.FromString,
@@ -330,10 +437,20 @@ def add_WorldServiceServicer_to_server(servicer, server):
                     request_deserializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.StreamPointCloudRequest.FromString,
                     response_serializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.StreamPointCloudResponse.SerializeToString,
             ),
+            'WatchWorld': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchWorld,
+                    request_deserializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.WatchWorldRequest.FromString,
+                    response_serializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.WatchWorldResponse.SerializeToString,
+            ),
             'Raycast': grpc.unary_unary_rpc_method_handler(
                     servicer.Raycast,
                     request_deserializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.RaycastRequest.FromString,
                     response_serializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.RaycastResponse.SerializeToString,
+            ),
+            'ScanLidar': grpc.unary_unary_rpc_method_handler(
+                    servicer.ScanLidar,
+                    request_deserializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.ScanLidarRequest.FromString,
+                    response_serializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.ScanLidarResponse.SerializeToString,
             ),
             'NearestSurface': grpc.unary_unary_rpc_method_handler(
                     servicer.NearestSurface,
@@ -576,6 +693,114 @@ class WorldService:
             _registered_method=True)
 
     @staticmethod
+    def ForkWorld(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldweave.v1.WorldService/ForkWorld',
+            worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.ForkWorldRequest.SerializeToString,
+            worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.ForkWorldResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Checkpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldweave.v1.WorldService/Checkpoint',
+            worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.CheckpointRequest.SerializeToString,
+            worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.CheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreWorld(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldweave.v1.WorldService/RestoreWorld',
+            worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.RestoreWorldRequest.SerializeToString,
+            worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.RestoreWorldResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCheckpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldweave.v1.WorldService/ListCheckpoints',
+            worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.ListCheckpointsRequest.SerializeToString,
+            worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.ListCheckpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def Render(request,
             target,
             options=(),
@@ -657,6 +882,33 @@ class WorldService:
             _registered_method=True)
 
     @staticmethod
+    def WatchWorld(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/worldweave.v1.WorldService/WatchWorld',
+            worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.WatchWorldRequest.SerializeToString,
+            worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.WatchWorldResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def Raycast(request,
             target,
             options=(),
@@ -673,6 +925,33 @@ class WorldService:
             '/worldweave.v1.WorldService/Raycast',
             worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.RaycastRequest.SerializeToString,
             worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.RaycastResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScanLidar(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldweave.v1.WorldService/ScanLidar',
+            worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.ScanLidarRequest.SerializeToString,
+            worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.ScanLidarResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,378 @@
+"""A spinning LiDAR simulated from memory, with the parameters of CARLA's ray-cast LiDAR.
+
+**Pattern.** ``LidarSpec`` holds CARLA's ``sensor.lidar.ray_cast`` attributes: ``channels`` lasers spread evenly in
+elevation from ``upper_fov_deg`` (ring 0) down to ``lower_fov_deg``, each firing ``points_per_channel`` times per
+scan evenly across ``horizontal_fov_deg`` centred on the sensor's forward axis (azimuths
+``-h/2 + (j + 1/2) h / n``, counter-clockwise seen from above), out to ``range_m``. The density is
+``points_per_scan``, or CARLA's ``points_per_second`` over ``rotation_frequency_hz`` (one full rotation per scan).
+
+**Frames.** The sensor pose is ``T_world_sensor`` (a ``Pose``: position in world metres, rotation mapping sensor
+directions to world ones). The sensor frame follows ROS REP-103 like the world: x forward, y left, z up (not the
+OpenCV camera axes). Points come back in the sensor frame, metres.
+
+**Rays.** Every ray goes through ``WorldQueries.trace`` (the raycast's own batched kernel) at the query's
+minimum-confidence level. A ray ends at the first of: a voxel at or above the level (``hit``); a voxel below the
+level, or space no view has seen through (``unknown``, no hit: a surface behind unobserved space is not what the
+sensor would see first); ``range_m`` through observed free space (neither flag). Never-seen space is never reported
+free.
+
+**Sub-voxel hits.** A voxel DDA stops where the ray *enters* the first occupied voxel cube, which for rays grazing a
+surface (a road seen from a car) lies many voxels before the surface. Each voxel keeps the mean of the points fused
+into it (``VoxelMap.surface_at``); the scan fits a plane to the surface points of the 3 x 3 x 3 voxels around the
+voxel the ray stopped at, intersects the ray with it, and, when the intersection lies outside that neighbourhood,
+moves there and fits again (up to ``PLANE_STEPS`` times) while memory holds surface around it. A hit whose
+neighbourhood is not planar, or whose plane leads away from memory, takes the point of its voxel's surface point
+along the ray, kept within the voxel's cube.
+
+**Intensity** in [0, 1]: the luma of the hit voxel's colour (Rec. 601: ``(0.299 R + 0.587 G + 0.114 B) / 255``, a
+stand-in for reflectance) times CARLA's atmospheric attenuation ``exp(-ATTENUATION_PER_M * range_m)``; 0 without a
+hit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from worldweave.bridge.memory import hash_table
+from worldweave.bridge.memory.voxel_keys import check_extent
+from worldweave.bridge.queries.grid import is_occupied, new_cache
+from worldweave.bridge.queries.world_queries import WorldQueries
+from worldweave.proto import voxel_keys
+from worldweave.proto.errors import InvalidInputError
+from worldweave.proto.geometry import Pose
+
+ATTENUATION_PER_M = 0.004
+"""CARLA's default ``atmosphere_attenuation_rate``, 1/metres."""
+LUMA = np.array([0.299, 0.587, 0.114])
+"""Rec. 601 luma weights of R, G, B."""
+PLANE_STEPS = 4
+"""Most plane fits per ray (the first at the voxel the ray stopped at, then where the plane led)."""
+MIN_PLANE_POINTS = 5
+"""Fewest surface points (of 27 voxels) a plane is fitted to."""
+MIN_PLANE_SPREAD = 0.5
+"""Smallest RMS spread of the surface points along the plane's second axis, in voxels: points on a line (one
+scan line seen from afar) span no plane."""
+MAX_PLANE_THICKNESS = 0.25
+"""Largest RMS distance of the surface points from their plane, in voxels, for the plane to count."""
+MIN_GRAZING_COSINE = 0.02
+"""Rays closer than this cosine to parallel with the plane are not intersected with it (about 1.1°)."""
+_BATCH = 64
+"""Rays per parallel work item (in pattern order, so neighbouring rays often refit around the same voxel)."""
+
+
+@dataclass(frozen=True)
+class LidarSpec:
+    """CARLA ray-cast LiDAR parameters (``sensor.lidar.ray_cast``), with units in names.
+
+    ``channels``: lasers (rings), 1 to 256. ``range_m``: metres, > 0. ``points_per_scan``: rays per scan over all
+    channels; or ``points_per_second`` with ``rotation_frequency_hz`` (a scan is one rotation): give exactly one of
+    the two densities. ``upper_fov_deg`` / ``lower_fov_deg``: elevation of the top and bottom laser, degrees in
+    [-90, 90], upper >= lower. ``horizontal_fov_deg``: (0, 360].
+    """
+
+    channels: int = 32
+    range_m: float = 50.0
+    points_per_scan: int | None = 5600
+    points_per_second: float | None = None
+    rotation_frequency_hz: float = 10.0
+    upper_fov_deg: float = 10.0
+    lower_fov_deg: float = -30.0
+    horizontal_fov_deg: float = 360.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.channels, bool) or not isinstance(self.channels, (int, np.integer)) or not 1 <= self.channels <= 256:
+            raise InvalidInputError(f"LiDAR channels must be an integer from 1 to 256, got {self.channels!r}")
+        if not (math.isfinite(self.range_m) and self.range_m > 0):
+            raise InvalidInputError(f"LiDAR range_m must be a finite number of metres > 0, got {self.range_m!r}")
+        if (self.points_per_scan is None) == (self.points_per_second is None):
+            raise InvalidInputError("a LiDAR needs exactly one of points_per_scan and points_per_second")
+        if self.points_per_scan is not None and not self.points_per_scan >= 1:
+            raise InvalidInputError(f"LiDAR points_per_scan must be >= 1, got {self.points_per_scan!r}")
+        if self.points_per_second is not None:
+            if not (math.isfinite(self.points_per_second) and self.points_per_second > 0):
+                raise InvalidInputError(f"LiDAR points_per_second must be > 0, got {self.points_per_second!r}")
+            if not (math.isfinite(self.rotation_frequency_hz) and self.rotation_frequency_hz > 0):
+                raise InvalidInputError(
+                    f"LiDAR rotation_frequency_hz must be > 0 with points_per_second, got {self.rotation_frequency_hz!r}"
+                )
+        if not (-90 <= self.lower_fov_deg <= self.upper_fov_deg <= 90):
+            raise InvalidInputError(
+                f"LiDAR vertical FOV must satisfy -90 <= lower_fov_deg <= upper_fov_deg <= 90 degrees, got "
+                f"lower {self.lower_fov_deg!r}, upper {self.upper_fov_deg!r}"
+            )
+        if not 0 < self.horizontal_fov_deg <= 360:
+            raise InvalidInputError(f"LiDAR horizontal_fov_deg must be in (0, 360], got {self.horizontal_fov_deg!r}")
+
+    @property
+    def points_per_channel(self) -> int:
+        """Rays each laser fires per scan (at least 1): the scan's density over the channels, rounded down."""
+        per_scan = self.points_per_scan if self.points_per_scan is not None else (
+            self.points_per_second / self.rotation_frequency_hz
+        )
+        return max(1, int(per_scan // self.channels))
+
+    @property
+    def ray_count(self) -> int:
+        """Rays per scan: ``channels x points_per_channel``."""
+        return self.channels * self.points_per_channel
+
+    def rays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ray_count, 3) float64 unit directions in the sensor frame (x forward, y left, z up) and (ray_count,)
+        uint16 ring (channel) indices, ring-major: all of ring 0 (the top laser), then ring 1, ..."""
+        elevation = np.radians(np.linspace(self.upper_fov_deg, self.lower_fov_deg, self.channels))
+        n = self.points_per_channel
+        h = math.radians(self.horizontal_fov_deg)
+        azimuth = -h / 2 + (np.arange(n) + 0.5) * h / n
+        el, az = np.meshgrid(elevation, azimuth, indexing="ij")
+        directions = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], axis=-1).reshape(-1, 3)
+        ring = np.repeat(np.arange(self.channels, dtype=np.uint16), n)
+        return directions, ring
+
+
+@dataclass(frozen=True)
+class LidarScan:
+    """One scan, one entry per ray in ``LidarSpec.rays`` order (N = ``ray_count``).
+
+    ``points_m``: float32 (N, 3) hit points in the sensor frame (x forward, y left, z up), metres; NaN without a
+    hit. ``range_m``: float64 (N,) metres from the sensor to the hit; ``inf`` without. ``intensity``: float32 (N,) in
+    [0, 1] (module docstring); 0 without a hit. ``ring``: uint16 (N,) channel, 0 = top laser. ``hit``: bool (N,).
+    ``unknown``: bool (N,), the ray ended in unknown space (unobserved, or a voxel below the level); never a hit.
+    ``refined``: bool (N,), the hit lies on a fitted plane (else on its voxel's surface point).
+    """
+
+    points_m: np.ndarray
+    range_m: np.ndarray
+    intensity: np.ndarray
+    ring: np.ndarray
+    hit: np.ndarray
+    unknown: np.ndarray
+    refined: np.ndarray
+
+
+def scan(queries: WorldQueries, pose: Pose, spec: LidarSpec, *, min_confidence: float | None = None) -> LidarScan:
+    """Fire ``spec``'s pattern from ``pose`` (``T_world_sensor``) into ``queries``' memory at ``min_confidence`` (a
+    declared level; ``None``: the default). See the module docstring for the rules."""
+    if not isinstance(pose, Pose):
+        raise InvalidInputError(f"the LiDAR pose must be a Pose, got {type(pose).__name__}")
+    check_extent(pose.position[None], queries.voxel_map.voxel_size_m, "LiDAR pose position")
+    directions_sensor, ring = spec.rays()
+    directions = directions_sensor @ pose.rotation.T
+    n = len(directions)
+    origins = np.broadcast_to(pose.position.astype(np.float64), (n, 3))
+    origins = np.ascontiguousarray(origins)
+    ranges = np.full(n, float(spec.range_m))
+    level = queries.level(min_confidence)
+    t_enter, voxels, hit, unknown_from = queries.trace(origins, directions, ranges, level)
+    unknown = np.isfinite(unknown_from)
+    hit &= ~unknown  # a surface behind unobserved space is not what the sensor would see first
+    distance = np.full(n, np.inf)
+    refined = np.zeros(n, bool)
+    intensity = np.zeros(n, np.float32)
+    rows = np.flatnonzero(hit)
+    if len(rows):
+        t, on_plane = surface_ranges(queries, origins[rows], directions[rows], t_enter[rows], voxels[rows], level)
+        beyond = t > spec.range_m  # the surface lies past the range, within the voxel the ray entered
+        hit[rows[beyond]] = False
+        rows, t, on_plane = rows[~beyond], t[~beyond], on_plane[~beyond]
+        distance[rows] = t
+        refined[rows] = on_plane
+        colors = queries.voxel_map.colors_at(voxel_keys.pack(voxels[rows])).astype(np.float64)
+        intensity[rows] = (colors @ LUMA / 255.0 * np.exp(-ATTENUATION_PER_M * t)).astype(np.float32)
+    points = np.full((n, 3), np.nan, np.float32)
+    points[hit] = (directions_sensor[hit] * distance[hit, None]).astype(np.float32)
+    return LidarScan(points, distance, intensity, ring, hit, unknown, refined)
+
+
+def surface_ranges(
+    queries: WorldQueries, origins: np.ndarray, directions: np.ndarray, t_enter: np.ndarray, voxels: np.ndarray,
+    level: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sub-voxel ranges (metres) of rays (``origins`` (M, 3) world metres, unit ``directions``) that entered the
+    occupied voxels ``voxels`` (M, 3) at ``t_enter`` (M,); and whether each lies on a plane fitted to the surface
+    points of voxels at or above ``level``. See the module docstring."""
+    m = len(origins)
+    out_t = np.empty(m, np.float64)
+    on_plane = np.zeros(m, np.bool_)
+    if m:
+        _refine_kernel(
+            *queries.voxel_map.surface_table(), queries.voxel_map.voxel_size_m, voxel_keys.AXIS_LIMIT,
+            voxel_keys.AXIS_OFFSET, voxel_keys.AXIS_BITS, queries.level_grid(level).arrays(),
+            np.ascontiguousarray(origins, np.float64),
+            np.ascontiguousarray(directions, np.float64), np.ascontiguousarray(t_enter, np.float64),
+            np.ascontiguousarray(voxels, np.int64), PLANE_STEPS, MIN_PLANE_POINTS, MIN_PLANE_SPREAD,
+            MAX_PLANE_THICKNESS, MIN_GRAZING_COSINE, out_t, on_plane,
+        )
+    return out_t, on_plane
+
+
+@numba.njit(cache=True, inline="always")
+def _surface_point(table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, grid, cache, ix, iy, iz,
+                   out):
+    """Write the surface point (world metres) of voxel ``(ix, iy, iz)`` into ``out``; False when it is absent from
+    ``grid`` (the level's surface copy, whose occupancy bits answer most absent voxels without a hash probe)."""
+    if abs(ix) > limit or abs(iy) > limit or abs(iz) > limit:
+        return False
+    if not is_occupied(grid[0], grid[1], grid[2], grid[4], grid[5], grid[6], cache, ix, iy, iz):
+        return False
+    key = ((ix + offset) << (2 * bits)) | ((iy + offset) << bits) | (iz + offset)
+    row = hash_table.find(table_keys, table_rows, shift, key)
+    if row < 0:
+        return False
+    has = weight[row] > 0
+    out[0] = (ix + 0.5) * voxel + (surface[row, 0] if has else 0.0)
+    out[1] = (iy + 0.5) * voxel + (surface[row, 1] if has else 0.0)
+    out[2] = (iz + 0.5) * voxel + (surface[row, 2] if has else 0.0)
+    return True
+
+
+@numba.njit(cache=True)
+def _smallest_eigen(a00, a01, a02, a11, a12, a22, out_normal):
+    """Eigenvalues (smallest, middle) of a symmetric 3 x 3 matrix (closed form) and the unit eigenvector of the
+    smallest in ``out_normal``."""
+    p1 = a01 * a01 + a02 * a02 + a12 * a12
+    q = (a00 + a11 + a22) / 3.0
+    p2 = (a00 - q) ** 2 + (a11 - q) ** 2 + (a22 - q) ** 2 + 2.0 * p1
+    if p2 <= 1e-30:
+        out_normal[0], out_normal[1], out_normal[2] = 0.0, 0.0, 1.0
+        return q, q
+    p = math.sqrt(p2 / 6.0)
+    b00, b11, b22 = (a00 - q) / p, (a11 - q) / p, (a22 - q) / p
+    b01, b02, b12 = a01 / p, a02 / p, a12 / p
+    r = (b00 * (b11 * b22 - b12 * b12) - b01 * (b01 * b22 - b12 * b02) + b02 * (b01 * b12 - b11 * b02)) / 2.0
+    phi = math.acos(min(1.0, max(-1.0, r))) / 3.0
+    largest = q + 2.0 * p * math.cos(phi)
+    smallest = q + 2.0 * p * math.cos(phi + 2.0 * math.pi / 3.0)
+    middle = 3.0 * q - largest - smallest
+    # The smallest's eigenvector is orthogonal to the rows of A - smallest I: the largest cross product of two rows.
+    r0 = (a00 - smallest, a01, a02)
+    r1 = (a01, a11 - smallest, a12)
+    r2 = (a02, a12, a22 - smallest)
+    best = -1.0
+    for u, w in ((r0, r1), (r0, r2), (r1, r2)):
+        cx = u[1] * w[2] - u[2] * w[1]
+        cy = u[2] * w[0] - u[0] * w[2]
+        cz = u[0] * w[1] - u[1] * w[0]
+        norm = cx * cx + cy * cy + cz * cz
+        if norm > best:
+            best = norm
+            out_normal[0], out_normal[1], out_normal[2] = cx, cy, cz
+    length = math.sqrt(best)
+    if length <= 0.0:
+        out_normal[0], out_normal[1], out_normal[2] = 0.0, 0.0, 1.0
+    else:
+        out_normal[0] /= length
+        out_normal[1] /= length
+        out_normal[2] /= length
+    return smallest, middle
+
+
+@numba.njit(cache=True)
+def _fit_plane(table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, grid, cache, ax, ay, az,
+               min_points, min_spread, max_thickness, out_centroid, out_normal):
+    """Fit a plane to the surface points around voxel ``(ax, ay, az)``: the 3^3, else 5^3, else 7^3 neighbourhood,
+    the first with ``min_points`` points not on a line. Returns 1 for a plane (thin enough), 0 for a non-planar
+    neighbourhood, -1 when none has enough points."""
+    point = np.empty(3)
+    cx0, cy0, cz0 = (ax + 0.5) * voxel, (ay + 0.5) * voxel, (az + 0.5) * voxel
+    n = 0
+    sx = sy = sz = 0.0
+    sxx = sxy = sxz = syy = syz = szz = 0.0
+    for radius in range(1, 4):  # each neighbourhood adds the shell around the previous one
+        for dx in range(-radius, radius + 1):
+            for dy in range(-radius, radius + 1):
+                for dz in range(-radius, radius + 1):
+                    inner = radius > 1 and abs(dx) < radius and abs(dy) < radius and abs(dz) < radius
+                    if inner or not _surface_point(table_keys, table_rows, shift, surface, weight, voxel, limit, offset,
+                                                   bits, grid, cache, ax + dx, ay + dy, az + dz, point):
+                        continue
+                    x, y, z = point[0] - cx0, point[1] - cy0, point[2] - cz0  # about the anchor: less rounding
+                    n += 1
+                    sx += x
+                    sy += y
+                    sz += z
+                    sxx += x * x
+                    sxy += x * y
+                    sxz += x * z
+                    syy += y * y
+                    syz += y * z
+                    szz += z * z
+        if n < min_points:
+            continue
+        mx, my, mz = sx / n, sy / n, sz / n
+        smallest, middle = _smallest_eigen(
+            sxx / n - mx * mx, sxy / n - mx * my, sxz / n - mx * mz, syy / n - my * my, syz / n - my * mz,
+            szz / n - mz * mz, out_normal,
+        )
+        if middle < (min_spread * voxel) ** 2:
+            continue
+        out_centroid[0], out_centroid[1], out_centroid[2] = mx + cx0, my + cy0, mz + cz0
+        return 1 if smallest <= (max_thickness * voxel) ** 2 else 0
+    return -1
+
+
+@numba.njit(cache=True, parallel=True)
+def _refine_kernel(table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, grid, origins,
+                   directions, t_enter, voxels, plane_steps, min_points, min_spread, max_thickness, min_cosine, out_t,
+                   on_plane):
+    """Per ray: the fallback (its voxel's surface point along the ray, within the voxel's cube), then up to
+    ``plane_steps`` plane fits, moving to where the plane leads until the intersection lies next to the voxel the
+    plane was fitted around."""
+    reach = math.sqrt(3.0) * voxel
+    batches = (len(origins) + _BATCH - 1) // _BATCH
+    for batch in numba.prange(batches):
+        point = np.empty(3)
+        centroid = np.empty(3)
+        normal = np.empty(3)
+        cache = new_cache()
+        last = np.full(3, np.iinfo(np.int64).min)  # the last plane fitted in this batch: neighbouring rays share it
+        last_status = 0
+        for i in range(batch * _BATCH, min(len(origins), (batch + 1) * _BATCH)):
+            last_status = _refine_ray(
+                table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, grid, origins, directions,
+                t_enter, voxels, plane_steps, min_points, min_spread, max_thickness, min_cosine, out_t, on_plane, i,
+                reach, point, centroid, normal, cache, last, last_status,
+            )
+
+
+@numba.njit(cache=True)
+def _refine_ray(table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, grid, origins, directions,
+                t_enter, voxels, plane_steps, min_points, min_spread, max_thickness, min_cosine, out_t, on_plane, i,
+                reach, point, centroid, normal, cache, last, last_status):
+    """``_refine_kernel`` for ray ``i``; ``last`` / ``last_status`` hold the voxel the last plane (``centroid``,
+    ``normal``) was fitted around and its ``_fit_plane`` status, reused when this ray fits around the same voxel.
+    Returns the status of the last fit."""
+    ox, oy, oz = origins[i, 0], origins[i, 1], origins[i, 2]
+    dx, dy, dz = directions[i, 0], directions[i, 1], directions[i, 2]
+    ax, ay, az = voxels[i, 0], voxels[i, 1], voxels[i, 2]
+    t = t_enter[i] + 0.5 * voxel
+    if _surface_point(table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, grid, cache, ax, ay,
+                      az, point):
+        t = (point[0] - ox) * dx + (point[1] - oy) * dy + (point[2] - oz) * dz
+    out_t[i] = min(max(t, t_enter[i]), t_enter[i] + reach)
+    for _ in range(plane_steps):
+        if not (last[0] == ax and last[1] == ay and last[2] == az):
+            last_status = _fit_plane(table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, grid,
+                                     cache, ax, ay, az, min_points, min_spread, max_thickness, centroid, normal)
+            last[0], last[1], last[2] = ax, ay, az
+        if last_status != 1:
+            break
+        denominator = dx * normal[0] + dy * normal[1] + dz * normal[2]
+        if abs(denominator) < min_cosine:
+            break
+        t_plane = ((centroid[0] - ox) * normal[0] + (centroid[1] - oy) * normal[1] + (centroid[2] - oz) * normal[2]
+                   ) / denominator
+        if t_plane < t_enter[i] - reach:
+            break
+        cx = np.int64(math.floor((ox + t_plane * dx) / voxel))
+        cy = np.int64(math.floor((oy + t_plane * dy) / voxel))
+        cz = np.int64(math.floor((oz + t_plane * dz) / voxel))
+        if abs(cx - ax) <= 1 and abs(cy - ay) <= 1 and abs(cz - az) <= 1:
+            out_t[i] = t_plane
+            on_plane[i] = True
+            break
+        ax, ay, az = cx, cy, cz
+    return last_status
