@@ -24,9 +24,9 @@ def test_serve_subcommand_serves_saves_and_stops_gracefully(tmp_path, serve_proc
         with WorldClient(f"127.0.0.1:{port}") as client:
             assert "persistence" in client.info.capabilities and client.info.generator.name == "reproject"
             frames, intrinsics = wall_seed(32, 24)
-            client.create_world(frames, intrinsics, world_id="cli")
+            client.worlds.create(frames, intrinsics, world_id="cli")
             assert len(client.step("cli", yaw_poses(2))) == 2
-            client.save_world("cli")
+            client.worlds.save("cli")
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
             metrics = response.read().decode()
         assert 'worldweave_step_stage_seconds_count{stage="total"} 1.0' in metrics  # one StepRequest, two frames
