@@ -47,7 +47,7 @@ from worldweave.server.scheduling import (
     Admission,
     CallInterceptor,
     QueueLimits,
-    machine_cores,
+    default_engine_threads,
     share_depth_estimator,
     share_generator,
 )
@@ -80,9 +80,9 @@ class ServerConfig:
     """Torch device of the worlds' memory ("cpu", "cuda", "cuda:1")."""
     limits: ServerLimits = field(default_factory=ServerLimits)
     """Request limits, reported in the handshake."""
-    workers: int = field(default_factory=machine_cores)
-    """Threads running engine work (steps, renders, saves, decoding); worlds beyond this count wait. Default: the
-    machine's cores (``scheduling.machine_cores``): more threads than cores only slow every call down."""
+    workers: int = field(default_factory=default_engine_threads)
+    """Threads running engine work (steps, renders, saves, decoding); worlds beyond this count wait. Default: twice
+    the machine's cores (``scheduling.default_engine_threads``)."""
     auth_token: str | None = None
     """When set, every call but the health check must carry ``authorization: Bearer <token>``; the token is one
     read-write tenant, the default one (shorthand for ``auth_tokens=TokenTable.single(token)``)."""

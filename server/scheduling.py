@@ -207,12 +207,20 @@ def machine_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def default_engine_threads() -> int:
+    """The default number of engine threads (``worldweave serve --workers``): twice the machine's cores. The kernels
+    release the GIL, so a second thread per core overlaps one call's Python work with another's kernels; measured on
+    2 cores (``benchmarks/bench_soak.py``, docs/limits.md) one thread per core served 64 clients at less than half the
+    calls per second, and eight threads doubled the admitted p99."""
+    return 2 * machine_cores()
+
+
 def default_queued_total(engine_threads: int) -> int:
-    """The default ``max_queued_total`` for ``engine_threads`` threads: half of them, at least 1. Measured on 2 busy
-    cores (``benchmarks/bench_soak.py``, docs/limits.md): engine threads share the cores with the event loop and the
-    clients, so two calls running at once take about twice as long each; a longer queue adds its length in call
-    durations to every admitted call's latency, a shorter one leaves threads idle between turns."""
-    return max(1, engine_threads // 2)
+    """The default ``max_queued_total`` for ``engine_threads`` threads: as many as the threads, so an admitted call
+    waits about one call's duration for a thread. Measured on 2 cores (``benchmarks/bench_soak.py``, docs/limits.md):
+    a longer queue adds its length in call durations to every admitted call's latency, a shorter one leaves threads
+    idle between turns and refuses most calls."""
+    return max(1, engine_threads)
 
 
 @dataclass(frozen=True)
@@ -221,15 +229,15 @@ class QueueLimits:
     ``--max-queued-total``), stated in the handshake (``Limits.max_queued_per_world``, ``max_queued_total``).
     Calls beyond them are refused with RESOURCE_EXHAUSTED and ``retry-after-ms``; running calls do not count.
 
-    The total bound defaults to half the machine's cores (``default_queued_total``), with as many engine threads as
-    cores (``workers``): half a round of work waits behind the calls running, so an admitted call waits about half a
-    call's duration for a thread and its latency stays within a small multiple of an unloaded call's, however many
-    clients there are, while the threads never run dry. Clients beyond that are refused in milliseconds with a turn
+    The total bound defaults to the number of engine threads (``default_queued_total``), which default to twice the
+    machine's cores (``default_engine_threads``): one round of work waits behind the calls running, so an admitted
+    call waits about one call's duration for a thread, however many clients there are, while the threads never run
+    dry. Clients beyond that are refused in milliseconds with a turn
     of their own to come back at (``Admission``)."""
 
     per_world: int = 8
     """Most calls waiting for one world while another call holds it (a world runs one call at a time)."""
-    total: int = field(default_factory=lambda: default_queued_total(machine_cores()))
+    total: int = field(default_factory=lambda: default_queued_total(default_engine_threads()))
     """Most calls waiting server-wide for an engine thread (the server's ``workers``), not counting the calls that
     wait behind another call of their own world (``per_world`` bounds those); default: ``default_queued_total``."""
 
@@ -423,7 +431,7 @@ class Admission:
 
     def __init__(self, limits: QueueLimits | None = None, engine_threads: int | None = None) -> None:
         self.limits = limits if limits is not None else QueueLimits()
-        self.engine_threads = engine_threads if engine_threads is not None else machine_cores()
+        self.engine_threads = engine_threads if engine_threads is not None else default_engine_threads()
         self._admitted: set[Ticket] = set()
         self.service_s = FIRST_SERVICE_S
         """Moving average of how long a piece of locked work runs, seconds."""

@@ -42,7 +42,7 @@ from worldweave.bridge.generators.registry import DEFAULT_GENERATOR, DEPTH_ESTIM
 from worldweave.proto.errors import InvalidInputError, NotFoundError, PreconditionError
 from worldweave.server.auth import TokenTable, read_token_file
 from worldweave.server.defaults import METRICS_HOST, STOP_TIMEOUT_S
-from worldweave.server.scheduling import QueueLimits, default_queued_total, machine_cores
+from worldweave.server.scheduling import QueueLimits, default_engine_threads, default_queued_total
 from worldweave.server.limits import MIB, ServerLimits
 
 if TYPE_CHECKING:  # the server (torch, numba) is imported where it starts, so that 'worldweave serve --help' is fast
@@ -76,8 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="most poses per call")
     parser.add_argument("--max-message-mib", type=int, default=defaults.max_message_bytes // MIB, metavar="MIB",
                         help="largest gRPC message, MiB (clients must allow the same)")
-    parser.add_argument("--workers", type=int, default=machine_cores(), metavar="N",
-                        help="threads for engine work (default: this machine's cores, %(default)s)")
+    parser.add_argument("--workers", type=int, default=default_engine_threads(), metavar="N",
+                        help="threads for engine work (default: twice this machine's cores, %(default)s)")
     parser.add_argument("--max-pixels-per-call", type=int, default=defaults.max_pixels_per_call, metavar="N",
                         help="most pixels (poses x width x height) one Render or StepRequest produces (default "
                              "%(default)s; docs/limits.md)")
@@ -97,8 +97,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="most calls waiting for one world while another runs; more are refused at once with "
                              "RESOURCE_EXHAUSTED and a retry-after-ms hint (default %(default)s)")
     parser.add_argument("--max-queued-total", type=int, default=None, metavar="N",
-                        help="most calls waiting server-wide for an engine thread (default: half of --workers, at "
-                             "least 1, so admitted calls wait about half a call's duration); more are refused the "
+                        help="most calls waiting server-wide for an engine thread (default: as many as --workers, so "
+                             "admitted calls wait about one call's duration); more are refused the "
                              "same way, each told when its turn comes")
     parser.add_argument("--no-warm-up", action="store_true",
                         help="report SERVING without compiling the engine's kernels first (then the first calls "

@@ -32,7 +32,7 @@ from worldweave.server import world_state
 from worldweave.server.app import BackgroundServer, ServerConfig
 from worldweave.server.decoding import OFFLOAD_BYTES
 from worldweave.server.limits import ServerLimits, chunk_parts
-from worldweave.server.scheduling import default_queued_total, machine_cores
+from worldweave.server.scheduling import default_engine_threads, default_queued_total
 from worldweave.sim_clients.client import WorldClient
 
 LIMITS_DOC = Path(__file__).resolve().parents[1] / "docs" / "limits.md"
@@ -184,8 +184,8 @@ def test_a_bad_row_in_a_later_chunk_is_named_with_its_chunk(roomy, monkeypatch):
 
 
 def test_the_limits_table_states_the_handshake(client: WorldClient):
-    rows = re.findall(r"^\| `(\w+)` \| (\d+|cores|cores/2) \|", LIMITS_DOC.read_text(), flags=re.MULTILINE)
-    by_machine = {"cores": machine_cores(), "cores/2": default_queued_total(machine_cores())}
+    rows = re.findall(r"^\| `(\w+)` \| (\d+|2 x cores) \|", LIMITS_DOC.read_text(), flags=re.MULTILINE)
+    by_machine = {"2 x cores": default_queued_total(default_engine_threads())}
     documented = {name: by_machine[default] if default in by_machine else int(default) for name, default in rows}
     handshake = {field.name: getattr(client.info.limits, field.name) for field in pb.Limits.DESCRIPTOR.fields}
     assert documented == handshake
