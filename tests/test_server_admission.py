@@ -156,6 +156,7 @@ def engine_full(server: BackgroundServer, generator: PacedGenerator, worlds: lis
                 step.join(timeout=30)
         for future in futures:
             assert future.cancelled() or len(future.result().frames) == 1
+        wait_until(lambda: admission.turns_held() == 0)  # clients refused inside the block come back first
         for stepper in steppers:
             assert stepper.step(2).last_in_request
             stepper.close()
