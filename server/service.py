@@ -44,7 +44,7 @@ CONVENTIONS = pb.Conventions(
 )
 """The conventions (``docs/conventions.md``), as the tokens the handshake reports."""
 
-CAPABILITIES = ("lifecycle", "render", "step", "point_cloud_stream", "queries", "edits")
+CAPABILITIES = ("lifecycle", "render", "step", "point_cloud_stream", "queries", "edits", "watch", "rollouts", "lidar")
 """Features every server of this version implements; "persistence" is added when it has a data folder."""
 
 
