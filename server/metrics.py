@@ -43,7 +43,7 @@ from worldweave.bridge.world import STAGES
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.server.auth import caller
 from worldweave.server.registry import WorldRegistry
-from worldweave.server.scheduling import WORLD_SERVICE_PREFIX
+from worldweave.server.scheduling import WorldServiceInterceptor
 
 logger = logging.getLogger(__name__)
 
@@ -287,26 +287,15 @@ async def _responses(behavior, request_or_iterator, context: grpc.aio.ServicerCo
         yield response
 
 
-class RequestInterceptor(grpc.aio.ServerInterceptor):
+class RequestInterceptor(WorldServiceInterceptor):
     """Counts, times and logs every ``WorldService`` request (see the module); put it first among the server's
     interceptors, so that it also sees the calls authentication refuses. ``metrics``: where to count (None: only
-    log); ``log_requests``: write the request lines. Each method's wrapped handler is built once."""
+    log); ``log_requests``: write the request lines."""
 
     def __init__(self, metrics: ServerMetrics | None, *, log_requests: bool) -> None:
+        super().__init__()
         self.metrics = metrics
         self.log_requests = log_requests
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-
-    async def intercept_service(self, continuation, handler_call_details: grpc.HandlerCallDetails):
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or not method.startswith(WORLD_SERVICE_PREFIX):
-            return handler
-        original, wrapped = self._wrapped.get(method, (None, None))
-        if original is not handler:
-            wrapped = self._wrap(handler, method.removeprefix(WORLD_SERVICE_PREFIX))
-            self._wrapped[method] = (handler, wrapped)
-        return wrapped
 
     def record(self, rpc: str, world: str, status: grpc.StatusCode, started_s: float) -> None:
         """Count and log one answered request; ``started_s``: its ``time.perf_counter()`` at arrival."""
@@ -324,7 +313,7 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
                 extra={"rpc": rpc, "world": world, "tenant": tenant or None, "status": status.name, "ms": ms},
             )
 
-    def _wrap(self, handler: grpc.RpcMethodHandler, rpc: str) -> grpc.RpcMethodHandler:
+    def wrap(self, handler: grpc.RpcMethodHandler, rpc: str) -> grpc.RpcMethodHandler:
         """``handler`` (an aio server's, of any kind) recording each of its requests."""
         kind = next(name for name in ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
                     if getattr(handler, name) is not None)

@@ -298,12 +298,16 @@ def with_context(
     return handler._replace(**{kind: run})
 
 
-class CallInterceptor(grpc.aio.ServerInterceptor):
-    """Runs each ``WorldService`` call with its ``Call`` (``current_client()``), for ``WorldLock``'s turns and
-    ``Admission``'s refusals. Each method's wrapped handler is built once."""
+class WorldServiceInterceptor(grpc.aio.ServerInterceptor):
+    """An interceptor that wraps each ``WorldService`` method's handler (``wrap``), built once per handler; other
+    services (health, reflection) pass through."""
 
     def __init__(self) -> None:
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def wrap(self, handler: grpc.RpcMethodHandler, rpc: str) -> grpc.RpcMethodHandler:
+        """``handler`` of the ``WorldService`` method named ``rpc``, wrapped."""
+        raise NotImplementedError
 
     async def intercept_service(self, continuation, handler_call_details: grpc.HandlerCallDetails):
         handler = await continuation(handler_call_details)
@@ -312,9 +316,17 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             return handler
         original, wrapped = self._wrapped.get(method, (None, None))
         if original is not handler:
-            wrapped = with_context(handler, lambda context: _CALL.set(Call(context.peer(), context)))
+            wrapped = self.wrap(handler, method.removeprefix(WORLD_SERVICE_PREFIX))
             self._wrapped[method] = (handler, wrapped)
         return wrapped
+
+
+class CallInterceptor(WorldServiceInterceptor):
+    """Runs each ``WorldService`` call with its ``Call`` (``current_client()``), for ``WorldLock``'s turns and
+    ``Admission``'s refusals."""
+
+    def wrap(self, handler: grpc.RpcMethodHandler, rpc: str) -> grpc.RpcMethodHandler:
+        return with_context(handler, lambda context: _CALL.set(Call(context.peer(), context)))
 
 
 class WorldLock:
