@@ -213,10 +213,16 @@ def with_engine_arrays(response: M, result: object) -> M:
 # ------------------------------------------------------------------------------------------------ queries
 
 
-async def raycast(registry: WorldRegistry, request: pb.RaycastRequest, limits: ServerLimits) -> pb.RaycastResponse:
+async def run_decoded(registry: WorldRegistry, request, limits: ServerLimits, work: Callable) -> object:
+    """Run ``work(entry, request, limits)`` (which decodes and budgets the request and returns its locked work: the
+    ``*_work`` functions below) off the event loop when the request is large (``decoding.decode_off_loop``), then its
+    locked work under the world's lock."""
     entry = registry.entry(request.world_id)
-    return await registry.run(entry, await decode_off_loop(lambda: raycast_work(entry, request, limits),
-                                                           registry.offload))
+    return await registry.run(entry, await decode_off_loop(lambda: work(entry, request, limits), registry.offload))
+
+
+async def raycast(registry: WorldRegistry, request: pb.RaycastRequest, limits: ServerLimits) -> pb.RaycastResponse:
+    return await run_decoded(registry, request, limits, raycast_work)
 
 
 def raycast_work(
@@ -257,9 +263,7 @@ def raycast_work(
 async def nearest_surface(
     registry: WorldRegistry, request: pb.NearestSurfaceRequest, limits: ServerLimits
 ) -> pb.NearestSurfaceResponse:
-    entry = registry.entry(request.world_id)
-    return await registry.run(entry, await decode_off_loop(lambda: nearest_surface_work(entry, request, limits),
-                                                           registry.offload))
+    return await run_decoded(registry, request, limits, nearest_surface_work)
 
 
 def nearest_surface_work(
@@ -333,9 +337,7 @@ def collision_shapes(request: pb.CheckCollisionRequest, max_items: int) -> Shape
 async def check_collision(
     registry: WorldRegistry, request: pb.CheckCollisionRequest, limits: ServerLimits
 ) -> pb.CheckCollisionResponse:
-    entry = registry.entry(request.world_id)
-    return await registry.run(entry, await decode_off_loop(lambda: check_collision_work(entry, request, limits),
-                                                           registry.offload))
+    return await run_decoded(registry, request, limits, check_collision_work)
 
 
 def check_collision_work(
@@ -371,9 +373,7 @@ def check_collision_work(
 async def query_occupancy(
     registry: WorldRegistry, request: pb.QueryOccupancyRequest, limits: ServerLimits
 ) -> pb.QueryOccupancyResponse:
-    entry = registry.entry(request.world_id)
-    return await registry.run(entry, await decode_off_loop(lambda: query_occupancy_work(entry, request, limits),
-                                                           registry.offload))
+    return await run_decoded(registry, request, limits, query_occupancy_work)
 
 
 def query_occupancy_work(
@@ -431,9 +431,7 @@ async def recolor_region(registry: WorldRegistry, request: pb.RecolorRegionReque
 async def insert_points(
     registry: WorldRegistry, request: pb.InsertPointsRequest, limits: ServerLimits
 ) -> pb.InsertPointsResponse:
-    entry = registry.entry(request.world_id)
-    return await registry.run(entry, await decode_off_loop(lambda: insert_points_work(entry, request, limits),
-                                                           registry.offload))
+    return await run_decoded(registry, request, limits, insert_points_work)
 
 
 def insert_points_work(
