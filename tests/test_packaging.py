@@ -10,6 +10,7 @@ from importlib.metadata import version
 import pytest
 
 from worldweave.bridge.eval.cli import EVAL_KINDS
+from worldweave.bridge.training.cli import TRAIN_KINDS
 from worldweave.server.cli import SUBCOMMANDS, main
 
 
@@ -62,8 +63,10 @@ def _option_entries(help_text: str) -> dict[str, str]:
     return entries
 
 
-COMMANDS = [*(name for name in SUBCOMMANDS if name not in ("eval", "train")), *(f"eval {kind}" for kind in EVAL_KINDS)]
-"""Every command whose help lists options (the eval router's kinds instead of the router)."""
+KINDS = [*(f"eval {kind}" for kind in EVAL_KINDS), *(f"train {kind}" for kind in TRAIN_KINDS)]
+"""The routers' commands with their kinds (``worldweave eval rgbd``, ``worldweave train weaver``)."""
+COMMANDS = [*(name for name in SUBCOMMANDS if name not in ("eval", "train")), *KINDS]
+"""Every command whose help lists options (the routers' kinds instead of the routers)."""
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -88,7 +91,7 @@ def test_every_option_that_takes_a_value_states_its_default(command, capsys):
 QUICK_CALLS = [
     (["--help"], 0),
     (["--version"], 0),
-    *(([*command.split(), "--help"], 0) for command in [*SUBCOMMANDS, *(f"eval {kind}" for kind in EVAL_KINDS)]),
+    *(([*command.split(), "--help"], 0) for command in [*SUBCOMMANDS, *KINDS]),
     (["demo", "--no-such-flag"], 2),
     (["serve", "--port", "not-a-number"], 2),
     (["eval", "procedural", "--frames", "many"], 2),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from worldweave.bridge.cli_help import KindRouter
 
 TRAIN_KINDS: dict[str, tuple[str, str]] = {
-    "weaver": ("worldweave.bridge.training.weaver_train",
+    "weaver": ("worldweave.bridge.training.weaver_cli",
                "the learned weaver (per-pixel anchor weights and exposure gains) on procedural scenes and your RGB-D"),
 }
 

@@ -1,27 +1,10 @@
-"""Train the learned weaver: ``worldweave train weaver [--rgbd DATASET] [--out DIR] [options]``.
-
-The weaver network (``bridge/memory/weaver_net.py``) learns, from anchors rendered at poses whose true frame is
-known, which anchors to trust at each pixel and how far to trust each anchor's overlap-estimated exposure gain.
-Training pixels (``bridge/training/weaver_data.py``) come from procedural scenes with exact ground truth (fused with
-pose noise, depth noise and exposure changes) and, with ``--rgbd``, from your own RGB-D folder (the layout of
-``worldweave eval rgbd``; only the frames ``--rgbd-ids`` are read, fused and used as targets: keep the frames you will
-evaluate on out of that range). A tenth of the views (every tenth) is kept apart for the validation curve.
-
-Writes into ``--out``: ``data/`` (the training pixels, cached: delete to rebuild), ``checkpoint.safetensors``
-(weights, optimiser state and step, every ``--checkpoint-every`` steps; a rerun resumes from it), ``weaver.safetensors``
-(the weights: point a world at them with ``WeaveOptions(mode="learned", weights=PATH)``, or
-``--set weave.mode=learned --set weave.weights=PATH`` on ``worldweave eval rgbd``), ``curve.png`` (training and
-validation loss), ``heldout.json`` and a printed table: heuristic vs learned on held-out procedural scenes. Seeded: the
-same arguments give the same weights. About 10-25 minutes on two CPU cores with the defaults.
-"""
+"""Train the learned weaver: build the training pixels, fit the network with resumable checkpoints, plot the
+curve and score held-out scenes. The command line and its help are ``bridge/training/weaver_cli.py``."""
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,62 +18,10 @@ from tqdm import tqdm
 
 from worldweave.bridge.eval.rgbd import RGBDDataset, parse_range
 from worldweave.bridge.memory.weaver_net import WeaverNet, save_weaver
+from worldweave.bridge.training.weaver_config import WeaverTrainConfig, parse_cases
 from worldweave.bridge.training.weaver_data import SampleSet, procedural_samples, rgbd_samples
-from worldweave.bridge.training.weaver_heldout import format_rows, heldout_rows
+from worldweave.bridge.training.weaver_heldout import heldout_rows
 from worldweave.bridge.training.weaver_loss import batch_tensors, weave_loss
-from worldweave.proto.errors import InvalidInputError
-
-
-def _help(text: str) -> dict:
-    return {"help": text}
-
-
-@dataclass
-class WeaverTrainConfig:
-    """Every setting of a weaver training run (each field is a command-line option)."""
-
-    out: Path = field(default=Path("weaver-run"), metadata=_help("folder for data cache, checkpoint, weights, curve"))
-    rgbd: Path | None = field(default=None, metadata=_help(
-        "your RGB-D folder (worldweave eval rgbd layout) to train on besides the procedural scenes"))
-    rgbd_ids: str = field(default="0:195", metadata=_help(
-        "A:B, the ids of the RGB-D frames used (fused and as targets); keep evaluation frames outside"))
-    scenes: str = field(default="room:1,room:2,room:3,room:4,room:5,street:1", metadata=_help(
-        "procedural training cases, SCENE:SEED comma-separated"))
-    heldout: str = field(default="room:101,room:102,street:101", metadata=_help(
-        "procedural cases scored after training (never trained on), SCENE:SEED comma-separated; '' skips"))
-    steps: int = field(default=1500, metadata=_help("optimiser steps"))
-    batch: int = field(default=4096, metadata=_help("pixels per step"))
-    lr: float = field(default=3e-3, metadata=_help("Adam learning rate (cosine-decayed to 5%%)"))
-    hidden: int = field(default=16, metadata=_help("hidden units of the network"))
-    none_cost: float = field(default=0.05, metadata=_help(
-        "loss of leaving a pixel a hole (colour MSE in 0..1 units): 'none' wins where anchors are expected worse"))
-    real_fraction: float = field(default=0.5, metadata=_help("share of each batch drawn from --rgbd pixels"))
-    max_pixels_per_view: int = field(default=2048, metadata=_help("training pixels drawn per target view"))
-    exposure_sigma: float = field(default=0.12, metadata=_help("std of the log exposure gain of fused procedural frames"))
-    checkpoint_every: int = field(default=250, metadata=_help("steps between checkpoints"))
-    seed: int = field(default=0, metadata=_help("seed of initialisation and batch draws"))
-    threads: int = field(default=1, metadata=_help(
-        "torch CPU threads while training (the network is small: one thread is fastest on a shared CPU)"))
-
-    def __post_init__(self) -> None:
-        if min(self.steps, self.batch, self.checkpoint_every, self.hidden, self.threads) < 1:
-            raise InvalidInputError("steps, batch, checkpoint_every, hidden and threads must be >= 1")
-        if not (self.lr > 0 and self.none_cost > 0 and 0 <= self.real_fraction <= 1):
-            raise InvalidInputError(f"need lr > 0, none_cost > 0, 0 <= real_fraction <= 1; got {self.lr}, "
-                                    f"{self.none_cost}, {self.real_fraction}")
-        parse_cases(self.scenes)
-        parse_cases(self.heldout)
-
-
-def parse_cases(text: str) -> list[tuple[str, int]]:
-    """``"room:1,street:2"`` -> ``[("room", 1), ("street", 2)]``."""
-    cases = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, _, seed = part.partition(":")
-        if not seed.lstrip("-").isdigit():
-            raise InvalidInputError(f"procedural case {part!r} must be SCENE:SEED, e.g. room:3")
-        cases.append((name, int(seed)))
-    return cases
 
 
 # --------------------------------------------------------------------------------------------------------- data
@@ -260,30 +191,3 @@ def train(config: WeaverTrainConfig, *, progress: bool = True) -> dict:
     return {"weights": str(weights), "curve": str(config.out / "curve.png"), "data_seconds": round(data_s, 1),
             "train_seconds": round(train_s, 1), "history": history, "heldout": rows,
             "pixels": {"procedural": len(procedural), "rgbd": len(real) if real is not None else 0}}
-
-
-# ---------------------------------------------------------------------------------------------------------- CLI
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    for f in dataclasses.fields(WeaverTrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        kind = {"int": int, "float": float, "str": str, "Path": Path, "Path | None": Path}[str(f.type)]
-        default = f.default
-        parser.add_argument(flag, type=kind, default=default, help=f"{f.metadata['help']} (default: {default})")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-
-
-def run(args: argparse.Namespace) -> int:
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(WeaverTrainConfig)}
-    config = WeaverTrainConfig(**values)
-    summary = train(config, progress=not args.no_progress)
-    history = summary["history"]
-    print(f"data {summary['data_seconds']} s ({summary['pixels']['procedural']} procedural pixels, "
-          f"{summary['pixels']['rgbd']} RGB-D pixels); training {summary['train_seconds']} s")
-    print(f"validation loss: heuristic {history['heuristic_val']:.5f} -> learned {history['val'][-1]:.5f}")
-    if summary["heldout"]:
-        print("held-out procedural scenes (noisy, exposure-varying memory; coverage retrieval):")
-        print(format_rows(summary["heldout"]))
-    print(f"weights: {summary['weights']}  curve: {summary['curve']}")
-    return 0
