@@ -405,6 +405,102 @@ def test_engine_fork_shares_memory_until_written_and_edits_stay_on_their_side():
         np.testing.assert_array_equal(render.rgb, seen)
 
 
+
+def plane_map(nx: int, ny: int):
+    """A voxel map of ``nx * ny`` voxels (2 cm) on the plane z = 0.01 m with random colours; rows in x-major order."""
+    from worldweave.bridge.memory.voxel_map import VoxelMap
+
+    grid = np.stack(np.meshgrid(np.arange(nx), np.arange(ny), indexing="ij"), -1).reshape(-1, 2)
+    points = np.column_stack([grid * 0.02 + 0.01, np.full(len(grid), 0.01)]).astype(np.float32)
+    vmap = VoxelMap(0.02)
+    vmap.insert(points, np.random.default_rng(0).integers(0, 256, points.shape, dtype=np.uint8))
+    return vmap
+
+
+def x_slab(x0_m: float, x1_m: float):
+    """The region x0 <= x < x1 (metres): whole x-slices of ``plane_map``, so contiguous rows."""
+    from worldweave.bridge.regions import Box
+
+    return Box(np.array([x0_m, -1.0, -1.0]), np.array([x1_m, 100.0, 1.0]))
+
+
+def frozen_arrays(frozen) -> dict:
+    """The frozen arrays of a frozen voxel map by attribute path."""
+    from worldweave.bridge import checkpoints
+
+    out = {}
+    for name, value in frozen.attributes.items():
+        if isinstance(value, checkpoints._FrozenArray):
+            out[name] = value
+        elif isinstance(value, checkpoints._FrozenObject):
+            out.update({f"{name}.{k}": v for k, v in frozen_arrays(value).items()})
+    return out
+
+
+def same_voxels(a, b) -> None:
+    a, b = a.sorted_by_key(), b.sorted_by_key()
+    for field in a.__dataclass_fields__:
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
+
+
+def test_a_freeze_after_a_change_copies_only_the_pages_written_since():
+    from worldweave.bridge import checkpoints
+
+    vmap = plane_map(200, 100)  # 20,000 voxels
+    first = checkpoints.freeze_voxel_map(vmap)
+    at_first = vmap.voxels()
+    vmap.voxels(), vmap.recolor(x_slab(50.0, 51.0), (1, 2, 3))  # read everything, change nothing (version + 1)
+    unchanged = checkpoints.freeze_voxel_map(vmap)
+    assert unchanged is not first and all(
+        a is b for a, b in zip(frozen_arrays(unchanged).values(), frozen_arrays(first).values())
+    )  # reading is not writing: every array is the previous freeze's
+    assert vmap.recolor(x_slab(1.0, 1.2), (255, 0, 0)) == 1000  # rows 5,000..5,999: 12 KB of colours
+    second = checkpoints.freeze_voxel_map(vmap)
+    before, after = frozen_arrays(first), frozen_arrays(second)
+    assert {name for name in after if after[name] is not before[name]} == {"_colors"}
+    old_files = {id(p.file) for p in before["_colors"].pieces}
+    new = [p for p in after["_colors"].pieces if id(p.file) not in old_files]
+    assert len(new) == 1 and new[0].file.size <= 8 * 4096  # the pages written, not the 240 KB column
+    same_voxels(checkpoints.thaw_voxel_map(first).voxels(), at_first)
+    thawed = checkpoints.thaw_voxel_map(second)
+    same_voxels(thawed.voxels(), vmap.voxels())
+    # Both ways isolated: an edit of the thawed map shows neither in the live one nor in a new thaw, and the reverse.
+    at_second = vmap.voxels()
+    thawed.recolor(x_slab(0.0, 4.0), (0, 255, 0))
+    same_voxels(vmap.voxels(), at_second)
+    vmap.remove(x_slab(2.0, 3.0))
+    same_voxels(checkpoints.thaw_voxel_map(second).voxels(), at_second)
+    assert (thawed.voxels().colors == [0, 255, 0]).all()
+
+
+def test_scattered_changes_stay_within_their_caps_and_a_regrown_array_is_written_whole(monkeypatch):
+    from worldweave.bridge import checkpoints
+
+    monkeypatch.setattr(checkpoints, "MAX_PIECES", 4)
+    monkeypatch.setattr(checkpoints, "_MERGE_GAP_PAGES", 0)
+    vmap = plane_map(200, 100)
+    kept = [(checkpoints.freeze_voxel_map(vmap), vmap.voxels())]
+    scattered = []
+    for i in range(8):  # one x-slice (100 rows, 1.2 KB of colours) every 48 slices: separate runs of pages
+        vmap.recolor(x_slab(0.02 * (48 * (i % 4) + i), 0.02 * (48 * (i % 4) + i) + 0.015), (i, 0, 0))
+        colors = frozen_arrays(checkpoints.freeze_voxel_map(vmap))["_colors"]
+        assert len(colors.pieces) <= 4  # past the cap the runs are copied into views (``scattered``) instead
+        scattered.append(len(colors.scattered))
+        kept.append((checkpoints.freeze_voxel_map(vmap), vmap.voxels()))
+    assert scattered[0] == 0 and scattered[-1] > 0
+    thawed = checkpoints.thaw_voxel_map(kept[-1][0])  # a view with scattered pages copied in, isolated both ways
+    thawed.recolor(x_slab(0.0, 4.0), (9, 9, 9))
+    same_voxels(vmap.voxels(), kept[-1][1])
+    vmap.recolor(x_slab(0.5, 0.6), (7, 7, 7))
+    assert (thawed.voxels().colors == 9).all()
+    column = np.arange(20_000)[:, None] * np.array([0.0, 0.0, 0.02]) + [9.0, 9.0, 0.01]
+    vmap.insert(column.astype(np.float32), np.zeros((20_000, 3), np.uint8))  # the columns grow: written whole
+    regrown = frozen_arrays(checkpoints.freeze_voxel_map(vmap))["_colors"]
+    assert len(regrown.pieces) == 1 and regrown.pieces[0].start == 0
+    kept.append((checkpoints.freeze_voxel_map(vmap), vmap.voxels()))
+    for frozen, voxels in kept:  # every snapshot still holds what it froze
+        same_voxels(checkpoints.thaw_voxel_map(frozen).voxels(), voxels)
+
 def test_kept_answers_stay_within_their_byte_budget(monkeypatch):
     import asyncio
 
