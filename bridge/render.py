@@ -475,8 +475,12 @@ def render_points(
 
     Returns rgb (0 where empty), depth along the optical axis in metres (0 where empty), the coverage mask and the
     confidence channel: ``confidence`` (N,) float in [0, 1] per point (a voxel's or anchor point's confidence; ``None``
-    gives every point 1), and each covered pixel takes the confidence of the point that won its z-test (in ``"soft"``
-    mode too: the blend smooths colour and depth, never confidence), 0 where empty.
+    gives every point 1). The channel states how sure memory is of each pixel's *depth*: the pixel the winning point
+    of its z-test lands on (its centre) takes that point's confidence (in ``"soft"`` mode too: the blend smooths
+    colour and depth, never confidence); a pixel the winner covers only through its footprint's spread takes 0, as
+    does an empty one. A spread pixel shows the point's depth along another ray: on a surface seen at a grazing angle
+    or beside a silhouette that depth lies centimetres to decimetres off the surface, so it is shown but not fused as
+    it is (a generator may refit it on the plane of the landed pixels around it: ``generators.kept_depth``).
     Options as in :func:`splat_points`.
     """
     n = int(points_world.shape[0])
@@ -490,9 +494,32 @@ def render_points(
         soft_tolerance=soft_tolerance, near_m=near_m, far_m=far_m, backend=backend, threads=threads,
     )
     mask = result.mask.cpu().numpy()
-    if confidence is None:
-        pixel_confidence = None
+    covered = np.flatnonzero(mask)
+    winners = result.index.cpu().numpy().reshape(-1)[covered]
+    at_centre = _landing_pixels(points_world, winners, pose, intrinsics) == covered
+    pixel_confidence = np.zeros(mask.size, np.float32)
+    pixel_confidence[covered] = np.where(at_centre, 1.0 if confidence is None else confidence[winners], 0.0)
+    return RenderResult(result.rgb.cpu().numpy(), result.depth.cpu().numpy(), mask, pixel_confidence.reshape(mask.shape))
+
+
+def _landing_pixels(points: torch.Tensor | np.ndarray, chosen: np.ndarray, pose: Pose, intrinsics: Intrinsics
+                    ) -> np.ndarray:
+    """(K,) int64 flat index (``v * width + u``) of the pixel each of the ``chosen`` points (indices into (N, 3)
+    ``points``) lands on at ``pose``, in the float32 arithmetic of the splatting kernels; -1 off the image."""
+    if isinstance(points, torch.Tensor):
+        chosen_points = points[torch.from_numpy(chosen).to(points.device)].detach().cpu().numpy()
     else:
-        pixel_confidence = np.zeros(mask.shape, np.float32)
-        pixel_confidence[mask] = confidence[result.index.cpu().numpy()[mask]]
-    return RenderResult(result.rgb.cpu().numpy(), result.depth.cpu().numpy(), mask, pixel_confidence)
+        chosen_points = np.asarray(points)[chosen]
+    x, y, z = np.ascontiguousarray(chosen_points, np.float32).T
+    m = _world_to_cam_rows(pose)
+    xc = x * m[0] + y * m[1] + z * m[2] + m[3]
+    yc = x * m[4] + y * m[5] + z * m[6] + m[7]
+    zc = x * m[8] + y * m[9] + z * m[10] + m[11]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = np.float32(1.0) / zc
+        u = np.floor(np.float32(intrinsics.fx) * xc * inv + np.float32(intrinsics.cx) + np.float32(0.5))
+        v = np.floor(np.float32(intrinsics.fy) * yc * inv + np.float32(intrinsics.cy) + np.float32(0.5))
+    inside = (u >= 0) & (u < intrinsics.width) & (v >= 0) & (v < intrinsics.height)
+    flat = np.full(len(chosen), -1, np.int64)
+    flat[inside] = v[inside].astype(np.int64) * intrinsics.width + u[inside].astype(np.int64)
+    return flat

@@ -229,7 +229,9 @@ def test_reproject_holes_are_guesses_and_never_enter_memory():
     in_holes, _, condition, confidence = _voxels_in_holes(ReprojectGenerator())
     holes = ~condition.mask
     assert 0.3 < holes.mean() < 0.8, "the view is about half unseen"
-    assert np.all(confidence[holes] == 0) and np.all(confidence[condition.mask & (condition.depth > 0)] == 1)
+    landed = condition.mask & (condition.confidence > 0)
+    assert np.all(confidence[holes] == 0) and np.array_equal(confidence[landed], condition.confidence[landed])
+    assert (confidence[landed] == 1).mean() > 0.9, "the seed's pixels, where memory's points land, are certain"
     assert in_holes == 0, "no voxel appears where memory was empty"
     guessed, _, _, _ = _voxels_in_holes(ConfidentReproject())
     assert guessed > 100, "claimed at confidence 1, the same blur would have entered memory"
@@ -286,6 +288,14 @@ def test_the_weaver_blends_the_renders_confidence_with_their_weights():
     assert np.allclose(both.confidence[mask], 0.7) and np.all(both.confidence[~mask] == 1.0)
     best = weave(renders, camera, [0.5, 1.0], Pose.identity(), INTRINSICS, WeaveOptions(rank_decay=1.0, blend="best"))
     assert np.all(best.confidence == 1.0)
+    # A footprint's spread (confidence 0, 1% off in depth: within the weaver's tolerance) neither bends the depth of
+    # a point that lands on the pixel nor takes a share of its confidence; spreads alone blend to confidence 0.
+    spread = RenderResult(np.full((h, w, 3), 90, np.uint8), np.full((h, w), 2.02, np.float32), np.ones((h, w), bool),
+                          np.zeros((h, w), np.float32))
+    mixed = weave([renders[0], spread], camera, [1.0, 1.0], Pose.identity(), INTRINSICS, WeaveOptions(rank_decay=1.0))
+    assert np.all(mixed.depth[mask] == 2.0) and np.all(mixed.confidence[mask] == np.float32(0.4))
+    assert np.all(mixed.depth[~mask] == np.float32(2.02)) and np.all(mixed.confidence[~mask] == 0)
+    assert np.all(mixed.rgb[mask] == 70), "colours still blend over every agreeing anchor"
 
 
 @pytest.mark.parametrize("retrieval", ["coverage", "global"])
@@ -305,3 +315,26 @@ def test_a_half_sure_surface_renders_half_sure_and_is_never_refused_as_certain(r
         assert kept.mean() > 0.9 and np.all(frame.confidence[kept] <= 0.4 + 1e-6), f"revisit {turn}"
     assert world.memory.voxel_map.voxels().confidence.max() <= 0.4 + 1e-6
     assert max(a.point_confidence.max() for a in world.memory.anchors) <= 0.4 + 1e-6
+
+
+def test_memory_renders_fuse_only_where_their_points_land_so_footprints_add_no_phantoms():
+    """Kept pixels re-fuse memory's own render. A splat's footprint spreads a point's depth over its neighbours'
+    pixels, where it lies off the surface (centimetres on a floor seen at a grazing angle, more beside a silhouette);
+    fused at memory's confidence, those pixels thickened floors and walls into layers of phantom voxels (13% of the
+    voxels here). The render gives them confidence 0 (``bridge.render``): walking up to what the seed saw adds almost
+    no voxel off the true surface, and none that is confident."""
+    intrinsics = Intrinsics.from_fov(128, 96, fov_x_deg=70.0)
+    seed = SCENE.render(start_pose(), intrinsics)
+    world = World(Seed([seed]), WorldConfig(memory=MemoryConfig(voxel_size_m=0.05)), generator=ReprojectGenerator())
+    forward = start_pose().rotation[:, 2] * np.array([1.0, 1.0, 0.0])
+    for step in range(1, 9):
+        pose = heading_pose(SCENE.start_position_m + 0.15 * step * forward / np.linalg.norm(forward),
+                            SCENE.start_heading_rad + np.radians(4.0 * step), pitch_deg=-25.0)
+        frame = world.step([pose]).frames[0]
+        kept = frame.condition.mask & (frame.condition.depth > 0)
+        assert 0 < (frame.confidence[kept] > 0).mean() < 0.95, "footprint spreads that fit no plane are not fused"
+    voxels = world.memory.voxel_map.voxels()
+    off = SCENE.distance_m(voxels.positions_m) > 0.05
+    confident = voxels.confidence >= 0.5
+    assert len(voxels.keys) > 2000 and off.mean() < 0.03, f"{off.sum()} of {len(off)} voxels off the surface"
+    assert (off & confident).mean() < 0.003, f"{(off & confident).sum()} confident voxels off the surface"

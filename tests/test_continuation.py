@@ -241,7 +241,9 @@ def test_a_walk_continues_the_planes_memory_holds_at_their_true_depth(room):
         counts.append(planes.score(truth, kept, frame.condition.depth, frame.condition.confidence, frame.depth,
                                    frame.confidence))
         continued = ~kept & (frame.confidence > 0)
-        assert np.all(frame.confidence[continued] == 0.5)  # half of the seed's confidence 1
+        # Half of memory's median confidence in the plane's shown pixels: the seed's 1, a little less where the weave
+        # blends a point's centre pixel with another anchor's footprint spread (confidence 0, ``bridge.render``).
+        assert np.all((frame.confidence[continued] > 0.4) & (frame.confidence[continued] <= 0.5))
         right += int((continued & (np.abs(frame.depth - truth.depth) <= TOLERANCE_M)).sum())
     generated = sum(c.generated for c in counts)
     assert generated > 500 and right >= 0.75 * generated and sum(c.beyond for c in counts) <= 0.1 * generated, counts

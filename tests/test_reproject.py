@@ -6,6 +6,7 @@ import torch
 
 from worldweave.bridge.frames import RenderResult
 from worldweave.bridge.generators.base import Condition
+from worldweave.bridge.generators.kept_depth import kept_depth
 from worldweave.bridge.generators.checker import check_generator
 from worldweave.bridge.generators.reproject import (
     EMPTY_GREY,
@@ -69,3 +70,27 @@ def test_generate_is_exact_where_covered_complete_elsewhere_and_grey_when_blind(
 
 def test_reproject_passes_the_generator_checker():
     check_generator(ReprojectGenerator())
+
+
+def test_kept_depth_refits_footprint_pixels_on_planes_and_leaves_silhouettes_unfused():
+    """Pixels where memory's points land keep their depth and confidence; a footprint pixel between them takes the
+    plane they lie on (inverse depth affine in the image: exact), with their lowest confidence; across a depth step
+    (a silhouette) no plane fits and the footprint pixels stay unfused."""
+    h, w = 40, 50
+    v, u = np.mgrid[:h, :w]
+    true_depth = (1.0 / (0.3 + 0.002 * u - 0.003 * v)).astype(np.float32)  # a tilted plane
+    confidence = np.zeros((h, w), np.float32)
+    confidence[::3, ::3], confidence[1::3, 2::3] = 1.0, 0.7  # where memory's points land
+    smeared = np.where(confidence > 0, true_depth, 1.03 * true_depth).astype(np.float32)  # footprints: off the plane
+    render = RenderResult(np.zeros((h, w, 3), np.uint8), smeared, np.ones((h, w), bool), confidence)
+    depth, fused = kept_depth(render)
+    landed = confidence > 0
+    assert np.array_equal(depth[landed], true_depth[landed]) and np.array_equal(fused[landed], confidence[landed])
+    inner = np.zeros((h, w), bool)
+    inner[3:-3, 3:-3] = True
+    assert np.all(fused[inner] > 0) and np.allclose(depth[inner], true_depth[inner], rtol=1e-5)
+    assert np.all(fused[inner & ~landed] == np.float32(0.7)), "the lowest confidence of the landed pixels near it"
+    step = np.where(u < 25, 2.0, 3.0).astype(np.float32)
+    depth, fused = kept_depth(RenderResult(np.zeros((h, w, 3), np.uint8), step, np.ones((h, w), bool), confidence))
+    near_edge = (np.abs(u - 24.5) < 2) & ~landed
+    assert np.all(fused[near_edge] == 0) and np.array_equal(depth[fused > 0], step[fused > 0])

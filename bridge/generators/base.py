@@ -60,8 +60,9 @@ class GenerationResult:
     ``confidences`` (keyword, required of every backend): N float32 (H, W) arrays in [0, 1], one per frame: how sure
     the backend is that the pixel's depth is a real surface at that depth. For pixels kept from the memory render,
     memory's own confidence there (``kept_confidence``: the render's ``confidence`` channel, never more, so what was
-    fused as a half-sure continuation comes back half-sure, not certain); 0 for pure guesses (filled holes nothing
-    supports). The world fuses each pixel with a weight proportional to its
+    fused as a half-sure continuation comes back half-sure, not certain; a backend returning depth may take depth and
+    confidence from ``kept_depth``, which refits footprint pixels on the plane of the landed ones); 0 for pure
+    guesses (filled holes nothing supports). The world fuses each pixel with a weight proportional to its
     confidence and never fuses a confidence-0 pixel. A backend that returns no depth states its trust in each pixel's
     content; the world then fuses the depth estimator's depth aligned to memory and multiplies these confidences by
     that depth's agreement with memory (``depth.depth_agreement``: 0 where memory has no depth to compare).
@@ -76,7 +77,9 @@ class GenerationResult:
 
 def kept_confidence(render: RenderResult) -> np.ndarray:
     """float32 (H, W): the confidence a backend returns for the pixels it keeps from ``render`` (memory's confidence
-    where the render covers the pixel with depth, 0 elsewhere)."""
+    where the render covers the pixel with depth, 0 elsewhere). The render's confidence is 0 on the pixels a memory
+    point's footprint only spreads over (``bridge.render``): their depth lies off the surface, so they are shown but
+    never fused again."""
     return np.where(render.mask & (render.depth > 0), render.confidence, np.float32(0)).astype(np.float32)
 
 
@@ -96,6 +99,10 @@ class Generator(ABC):
     size_multiple: ClassVar[int] = 1
     """Width and height the backend accepts must be multiples of this (the backend pads or resizes internally)."""
     returns_depth: ClassVar[bool] = False
+    deterministic: ClassVar[bool] = False
+    """Whether ``generate``'s output is a function of its ``Condition`` alone, bit for bit on one device and software
+    stack, with no state kept between calls. A recorded world's steps are re-run on replay when its generator is
+    deterministic and returns depth; otherwise the log keeps the generated frames (``server.record_log``)."""
 
     @classmethod
     def valid_chunk(cls, frames: int) -> bool:

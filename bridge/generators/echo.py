@@ -20,6 +20,7 @@ class EchoGenerator(Generator):
     max_width = 1920
     max_height = 1080
     returns_depth = True
+    deterministic = True
 
     def generate(self, condition: Condition) -> GenerationResult:
         return GenerationResult(

@@ -2,11 +2,13 @@
 
 Each frame is the woven memory render with its holes filled, RGB and depth, by push-pull inpainting: the covered
 pixels are averaged down an image pyramid until every cell has a value, then the coarse values are pulled back
-up into the holes only. Covered pixels are returned unchanged, so what memory holds comes back exactly. A view
-memory does not cover at all comes back mid-grey with depth 0 (unknown, so nothing is fused).
+up into the holes only. Covered pixels keep memory's colour, and its depth and confidence as
+``kept_depth.kept_depth`` gives them (memory's where its points land; on a footprint's spread, the plane of the landed
+pixels around it, or confidence 0 where they fit none), so what memory holds comes back exactly. A view memory does
+not cover at all comes back mid-grey with depth 0 (unknown, so nothing is fused).
 
-Confidence: memory's own on the covered pixels (kept from memory: the render's confidence channel), 0 on the filled
-holes: a push-pull blur of the surrounding depth is a guess, not a surface, so the world shows it but never fuses it.
+Confidence: memory's own on the covered pixels (``kept_depth.kept_depth``), 0 on the filled holes: a push-pull blur of the
+surrounding depth is a guess, not a surface, so the world shows it but never fuses it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from worldweave.bridge.generators.base import Condition, GenerationResult, Generator, kept_confidence
+from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
+from worldweave.bridge.generators.kept_depth import kept_depth
 
 EMPTY_GREY = 128
 
@@ -119,12 +122,14 @@ class ReprojectGenerator(Generator):
     max_height: ClassVar[int] = 1080
     size_multiple: ClassVar[int] = 1
     returns_depth: ClassVar[bool] = True
+    deterministic: ClassVar[bool] = True
 
     def generate(self, condition: Condition) -> GenerationResult:
         frames, depths, confidences = [], [], []
         for render in condition.renders:
             known = render.mask & (render.depth > 0)
-            confidences.append(kept_confidence(render))
+            depth, confidence = kept_depth(render)
+            confidences.append(confidence)
             if not known.any():
                 frames.append(np.full((*render.mask.shape, 3), EMPTY_GREY, np.uint8))
                 depths.append(np.zeros(render.mask.shape, np.float32))
@@ -132,5 +137,5 @@ class ReprojectGenerator(Generator):
             values = np.concatenate([render.rgb.transpose(2, 0, 1).astype(np.float32), render.depth[None]])
             filled = push_pull_fill_cpu(values, known)
             frames.append(np.clip(np.rint(filled[:3]), 0, 255).astype(np.uint8).transpose(1, 2, 0).copy())
-            depths.append(filled[3].copy())
+            depths.append(np.where(known, depth, filled[3]).astype(np.float32))
         return GenerationResult(tuple(frames), tuple(depths), confidences=tuple(confidences))

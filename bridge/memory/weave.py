@@ -139,7 +139,11 @@ def blend(stack: WeaveStack, weights: np.ndarray, mode: BlendMode, gains: np.nda
     (``"best"``) of the anchors' colour times their ``gains`` (A,) (``None``: 1) and of their depth. Pixels where
     ``covered`` (P,) bool is False (``None``: all covered) are left holes. The confidence channel is blended like
     depth from the anchors' rendered point confidences (summed in float64, so one agreeing anchor's confidence comes
-    back exactly: 0.4 must not re-fuse as 0.40000004)."""
+    back exactly: 0.4 must not re-fuse as 0.40000004). Depth and confidence are blended only over the anchors whose
+    rendered confidence there is above 0 (a point of theirs lands on the pixel) when there are any: an anchor's
+    footprint spread (confidence 0, ``bridge.render``) shows a depth off the surface, which must neither bend a
+    landed point's depth nor be fused at a share of its confidence. Where only spreads agree, their blend has
+    confidence 0."""
     h, w = stack.shape
     gains = np.ones(stack.count, np.float32) if gains is None else np.asarray(gains, np.float32)
     covered = np.ones(len(stack.pixels), bool) if covered is None else covered
@@ -181,6 +185,8 @@ def _blend_kernel(pixels, rgb, depth, confidence, weights, gains, covered, best,
         g = np.float32(0.0)
         b = np.float32(0.0)
         z = np.float32(0.0)
+        landed_z = np.float32(0.0)
+        landed = np.float32(0.0)
         conf = 0.0
         for a in range(count):
             wa = weights[a, j]
@@ -188,12 +194,18 @@ def _blend_kernel(pixels, rgb, depth, confidence, weights, gains, covered, best,
             g += wa * (rgb[a, j, 1] * gains[a])
             b += wa * (rgb[a, j, 2] * gains[a])
             z += wa * depth[a, j]
-            conf += np.float64(wa) * np.float64(confidence[a, j])
+            if confidence[a, j] > 0 and wa > 0:
+                landed_z += wa * depth[a, j]
+                landed += wa
+                conf += np.float64(wa) * np.float64(confidence[a, j])
         out_rgb[p, 0] = r / total
         out_rgb[p, 1] = g / total
         out_rgb[p, 2] = b / total
-        out_depth[p] = z / total
-        out_confidence[p] = min(max(conf / np.float64(total), 0.0), 1.0)
+        if landed > 0:
+            out_depth[p] = landed_z / landed
+            out_confidence[p] = min(max(conf / np.float64(landed), 0.0), 1.0)
+        else:
+            out_depth[p] = z / total
 
 
 def weave(
