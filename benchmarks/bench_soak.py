@@ -3,17 +3,21 @@ figure beside its baseline from the same run, against ``worldweave serve`` proce
 
     python benchmarks/bench_soak.py [--seconds 20] [--fair-seconds 30] [--rss-seconds 30] [--width 128 --height 96]
                                     [--configs unbounded default] [--workers N] [--queue N] [--cold-cache]
+                                    [--client-processes 8] [--client-nice N] [--skip load fair memory startup]
 
-* **Load.** For each server configuration, 1, 16 and 64 clients (threads, each on a connection and a world of its
-  own, ``reproject`` generator), alternately stepping and rendering one pose for ``--seconds``. A refused call
-  (RESOURCE_EXHAUSTED with ``retry-after-ms``) is counted apart and retried after the suggested delay as the SDK
-  does (``sim_clients.retry.RetryPolicy``: the delay times a random factor in [1, 1.1]); any other failure is an
-  error. Reported: admitted calls/s, refusals, errors, admitted-call
-  p50 / p99 / max; beside them the single client's p99 and the 16-client throughput of the same configuration, and
-  the issue's targets (p99 at 64 clients <= 4x the single client's; throughput at 64 >= 90% of 16's).
-  Configurations: ``unbounded`` (8 engine threads and queues too large to refuse anything: how the server ran
-  before admission control), ``default`` (``worldweave serve`` defaults: threads and total queue = this machine's
-  cores) and ``custom`` (``--workers N --queue N``).
+* **Load.** For each server configuration, 1, 16 and 64 clients (threads spread over ``--client-processes``
+  processes, at ``--client-nice`` niceness, so that one process's GIL does not delay them; each client on a
+  connection and a world of its own, ``reproject`` generator), alternately stepping and rendering one pose for
+  ``--seconds``. A refused call (RESOURCE_EXHAUSTED with ``retry-after-ms``) is counted apart and retried after the
+  suggested delay as the SDK does (``sim_clients.retry.RetryPolicy``: the delay times a random factor in [1, 1.1]);
+  any other failure is an error. Reported: admitted calls/s, refusals, errors, admitted-call p50 / p99 / max as the
+  clients saw them (send to answer) and p50 / p99 as the server timed them (``--log-requests``: arrival to answer,
+  with the waits for the world and an engine thread, without the clients' own wait for a core); beside them the
+  single client's p99 and the 16-client throughput of the same configuration, and the issue's targets (p99 at 64
+  clients <= 4x the single client's; throughput at 64 >= 90% of 16's). Configurations: ``unbounded`` (8 engine
+  threads and queues too large to refuse anything: how the server ran before admission control), ``default``
+  (``worldweave serve`` defaults: twice this machine's cores in engine threads, as many queued) and ``custom``
+  (``--workers N --queue N``).
 * **Fair share.** 4 clients (connections) stepping one world for ``--fair-seconds``: each one's share of its steps;
   then a client with 3 streams against one with 1 stream for half that time (``default`` server; refusals, if any,
   are retried as above and counted).
@@ -31,6 +35,7 @@ phase; compare figures of one run, not across runs.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import queue
 import random
@@ -42,6 +47,7 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
+from datetime import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,6 +106,8 @@ class ServeProcess:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.log: list[str] = []
+        self.requests: list[tuple[float, str, float]] = []
+        """Request log lines (with ``--log-requests``): (wall-clock seconds of the line, status, server-side ms)."""
         spawned = time.perf_counter()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "worldweave.server.cli", "serve", "--port", str(self.port), *flags],
@@ -122,7 +130,18 @@ class ServeProcess:
 
     def _read_log(self) -> None:
         for line in self.process.stderr:
-            self.log.append(line)
+            if " worldweave.requests: " in line:
+                stamp, _, fields = line.partition(" INFO worldweave.requests: ")
+                values = dict(field.split("=", 1) for field in fields.split() if "=" in field)
+                when = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                self.requests.append((when, values.get("status", "?"), float(values.get("ms", "nan"))))
+            else:
+                self.log.append(line)
+
+    def admitted_ms(self, start: float, end: float) -> np.ndarray:
+        """Server-side latencies (ms, arrival to answer as the request log times them) of the calls answered OK
+        between wall-clock seconds ``start`` and ``end``."""
+        return np.array([ms for when, status, ms in list(self.requests) if start <= when <= end and status == "OK"])
 
     def log_line(self, marker: str) -> str:
         """The server's last log line containing ``marker`` (its message only), or ""."""
@@ -220,6 +239,21 @@ class Tally:
     def admitted(self) -> np.ndarray:
         return np.array([x for values in self.latencies_s.values() for x in values])
 
+    def record(self) -> dict:
+        """What this tally saw, as plain values (to pass between processes)."""
+        return {"latencies_s": self.latencies_s, "refused": self.refused, "refusal_s": self.refusal_s,
+                "retry_after_ms": self.retry_after_ms, "errors": self.errors}
+
+    def absorb(self, record: dict) -> None:
+        """Add another tally's ``record``."""
+        with self.lock:
+            for kind, values in record["latencies_s"].items():
+                self.latencies_s[kind].extend(values)
+            self.refused += record["refused"]
+            self.refusal_s.extend(record["refusal_s"])
+            self.retry_after_ms.extend(record["retry_after_ms"])
+            self.errors.extend(record["errors"])
+
 
 def make_worlds(address: str, count: int, width: int, height: int, prefix: str) -> list[str]:
     frames, intrinsics = wall_seed(width, height)
@@ -233,60 +267,113 @@ def delete_worlds(address: str, world_ids: list[str]) -> None:
             client.worlds.delete(world_id)
 
 
-def run_clients(address: str, plans: list[tuple[str, str]], seconds: float, tally: Tally, prime: int = 2) -> None:
-    """One thread per ``(world_id, mode)``, each on a connection of its own, for ``seconds`` after ``prime`` untimed
-    calls that prime its world (a fresh world's first calls build its state; its first steps grow it). Modes: "mixed" (step, render, step, ...), "step", "view" (render, raycast, ...). Client i
-    starts at pose i, so that the worlds do not step through the same poses in lockstep."""
-    origins = np.tile([0.0, 0.0, 1.5], (256, 1))
-    directions = np.column_stack([np.ones(256), np.linspace(-0.6, 0.6, 256), np.zeros(256)])
-    start = threading.Barrier(len(plans))
+RAYS = 256
+"""Rays per raycast of the "view" clients."""
 
-    def client(world_id: str, mode: str, offset: int) -> None:
-        with connection(address) as channel:
-            stub = pb_grpc.WorldServiceStub(channel)
-            stepper = Stepper(stub)
 
-            def call(i: int, into: Tally) -> bool:
-                pose = POSES[(offset + i) % len(POSES)]
-                if mode == "step" or (mode == "mixed" and i % 2 == 0):
-                    return into.call("step", lambda: stepper.step(conversions.step_request(world_id, pose, RAW)))
-                if mode == "mixed" or i % 2 == 0:
-                    return into.call("render", lambda: stub.Render(conversions.render_request(world_id, pose, RAW),
-                                                                   timeout=CALL_TIMEOUT_S))
-                request = ws.raycast_request(world_id, origins, directions, 6.0)
-                return into.call("raycast", lambda: stub.Raycast(request, timeout=CALL_TIMEOUT_S))
+def _client(address: str, world_id: str, mode: str, offset: int, seconds: float, tally: Tally, start, prime: int) -> None:
+    """One client on a connection of its own (see ``run_clients``); ``start``: the barrier all clients pass after
+    priming (a ``threading.Barrier`` or a ``multiprocessing`` one)."""
+    origins = np.tile([0.0, 0.0, 1.5], (RAYS, 1))
+    directions = np.column_stack([np.ones(RAYS), np.linspace(-0.6, 0.6, RAYS), np.zeros(RAYS)])
+    with connection(address) as channel:
+        stub = pb_grpc.WorldServiceStub(channel)
+        stepper = Stepper(stub)
 
-            untimed = Tally()
-            for i in range(prime):
-                while not call(i, untimed) and not untimed.errors:
-                    pass
-            tally.errors.extend(untimed.errors)
-            start.wait(timeout=600)
-            deadline = time.monotonic() + seconds
-            i = 0
-            while time.monotonic() < deadline:
-                call(i, tally)
-                i += 1
-            stepper.close()
+        def call(i: int, into: Tally) -> bool:
+            pose = POSES[(offset + i) % len(POSES)]
+            if mode == "step" or (mode == "mixed" and i % 2 == 0):
+                return into.call("step", lambda: stepper.step(conversions.step_request(world_id, pose, RAW)))
+            if mode == "mixed" or i % 2 == 0:
+                return into.call("render", lambda: stub.Render(conversions.render_request(world_id, pose, RAW),
+                                                               timeout=CALL_TIMEOUT_S))
+            request = ws.raycast_request(world_id, origins, directions, 6.0)
+            return into.call("raycast", lambda: stub.Raycast(request, timeout=CALL_TIMEOUT_S))
 
-    threads = [threading.Thread(target=client, args=(*plan, i)) for i, plan in enumerate(plans)]
+        untimed = Tally()
+        for i in range(prime):
+            while not call(i, untimed) and not untimed.errors:
+                pass
+        tally.errors.extend(untimed.errors)
+        start.wait(timeout=600)
+        deadline = time.monotonic() + seconds
+        i = 0
+        while time.monotonic() < deadline:
+            call(i, tally)
+            i += 1
+        stepper.close()
+
+
+def _client_threads(address: str, plans: list[tuple[str, str, int]], seconds: float, tally: Tally, start,
+                    prime: int) -> None:
+    threads = [threading.Thread(target=_client, args=(address, *plan, seconds, tally, start, prime)) for plan in plans]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
 
 
+def _client_process(address: str, plans: list[tuple[str, str, int]], seconds: float, prime: int, start,
+                    results: multiprocessing.Queue, nice: int) -> None:
+    """A client process: ``plans`` as threads; puts what they saw (``Tally.record``) on ``results``."""
+    os.nice(nice)
+    tally = Tally()
+    _client_threads(address, plans, seconds, tally, start, prime)
+    results.put(tally.record())
+
+
+def run_clients(address: str, plans: list[tuple[str, str]], seconds: float, tally: Tally, prime: int = 2,
+                processes: int = 1, nice: int = 0) -> float:
+    """One client per ``(world_id, mode)``, each on a connection of its own, for ``seconds`` after ``prime`` untimed
+    calls that prime its world (a fresh world's first calls build its state; its first steps grow it); returns the
+    wall-clock time (``time.time()``) the timed calls began. Modes: "mixed" (step, render, step, ...), "step", "view"
+    (render, raycast, ...). Client i starts at pose i, so that the worlds do not step through the same poses in
+    lockstep. ``processes`` > 1 spreads the clients (threads) over that many client processes (started with spawn,
+    at ``nice`` niceness), so that their own GIL does not delay them."""
+    numbered = [(world_id, mode, i) for i, (world_id, mode) in enumerate(plans)]
+    processes = max(1, min(processes, len(plans)))
+    if processes == 1:
+        start = threading.Barrier(len(plans) + 1)
+        parent = threading.Thread(target=_client_threads, args=(address, numbered, seconds, tally, start, prime))
+        parent.start()
+        start.wait(timeout=600)
+        began = time.time()
+        parent.join()
+        return began
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Barrier(len(plans) + 1), context.Queue()
+    children = [context.Process(target=_client_process,
+                                args=(address, numbered[k::processes], seconds, prime, start, results, nice))
+                for k in range(processes)]
+    for child in children:
+        child.start()
+    start.wait(timeout=600)
+    began = time.time()
+    for _ in children:
+        tally.absorb(results.get(timeout=seconds + 600))
+    for child in children:
+        child.join()
+    return began
+
+
 # ------------------------------------------------------------------------------------------------ phases
 
 
-def load_phase(address: str, clients: int, seconds: float, width: int, height: int) -> dict[str, float]:
-    worlds = make_worlds(address, clients, width, height, "soak")
+def load_phase(server: ServeProcess, clients: int, seconds: float, width: int, height: int, processes: int,
+               nice: int) -> dict[str, float]:
+    """``clients`` clients stepping and rendering for ``seconds`` (``run_clients``); the admitted calls' latencies
+    as the clients saw them and as the server's request log timed them (the server runs with ``--log-requests``)."""
+    worlds = make_worlds(server.address, clients, width, height, "soak")
     tally = Tally()
     before = load_average()
-    run_clients(address, [(w, "mixed") for w in worlds], seconds, tally)
-    delete_worlds(address, worlds)
+    began = run_clients(server.address, [(w, "mixed") for w in worlds], seconds, tally, processes=processes, nice=nice)
+    time.sleep(0.2)  # the last request lines reach the log reader
+    server_ms = server.admitted_ms(began, began + seconds)
+    delete_worlds(server.address, worlds)
     admitted = tally.admitted()
     return {
+        "server_calls": len(server_ms), "server_p50_ms": float(np.percentile(server_ms, 50)),
+        "server_p99_ms": float(np.percentile(server_ms, 99)),
         "clients": clients, "calls_s": len(admitted) / seconds, "admitted": len(admitted), "refused": tally.refused,
         "refusal_ms": 1e3 * float(np.median(tally.refusal_s)) if tally.refusal_s else float("nan"),
         "retry_ms": float(np.median(tally.retry_after_ms)) if tally.retry_after_ms else float("nan"),
@@ -391,6 +478,7 @@ def first_calls(flags: list[str], cold_cache: bool, width: int, height: int) -> 
 
 
 def config_flags(name: str, args: argparse.Namespace) -> list[str]:
+    """``worldweave serve`` flags of the load configuration ``name``."""
     if name == "unbounded":
         return ["--workers", str(UNBOUNDED_WORKERS), "--max-queued-per-world", str(UNBOUNDED_QUEUE),
                 "--max-queued-total", str(UNBOUNDED_QUEUE)]
@@ -410,7 +498,11 @@ def main() -> None:
                         choices=["unbounded", "default", "custom"], help="server configurations of the load phases")
     parser.add_argument("--workers", type=int, default=2, help="engine threads of the 'custom' configuration")
     parser.add_argument("--queue", type=int, default=2, help="--max-queued-total of the 'custom' configuration")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["fair", "memory", "startup"],
+    parser.add_argument("--client-processes", type=int, default=8,
+                        help="processes the load's clients are spread over (default 8; 1: threads of this process)")
+    parser.add_argument("--client-nice", type=int, default=0,
+                        help="niceness added to the client processes (with --client-processes > 1)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["load", "fair", "memory", "startup"],
                         help="phases to leave out")
     parser.add_argument("--cold-cache", action="store_true",
                         help="start-up phase with an empty numba cache per server (a fresh install; minutes)")
@@ -421,37 +513,49 @@ def main() -> None:
 
     # 1. load
     results: dict[str, list[dict]] = {}
-    for name in args.configs:
+    for name in args.configs if "load" not in args.skip else []:
         flags = config_flags(name, args)
-        with serving(flags) as server:
-            results[name] = [load_phase(server.address, n, args.seconds, args.width, args.height) for n in CLIENT_COUNTS]
-    print(f"Load: each client steps and renders one pose alternately on its own world for {args.seconds:.0f} s. "
-          f"Refusals (RESOURCE_EXHAUSTED + retry-after-ms) are retried after the hint x U(1, {1 + RETRY.jitter:g}), "
-          "as the SDK does, and counted apart.")
-    print()
-    print("| config (serve flags) | clients | admitted calls/s | vs 16 clients | refused (median ms to refuse, hint ms) "
-          "| errors | p50 ms | p99 ms | p99 vs 1 client | max ms | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    verdicts = []
-    for name, rows in results.items():
-        single, sixteen = rows[0], rows[1]
-        flags = " ".join(config_flags(name, args)) or "defaults"
-        for r in rows:
-            refused = f"{r['refused']} ({r['refusal_ms']:.1f}, {r['retry_ms']:.0f})" if r["refused"] else "0"
-            print(f"| {name} ({flags}) | {r['clients']} | {r['calls_s']:.1f} | {r['calls_s'] / sixteen['calls_s']:.2f}x "
-                  f"| {refused} | {r['errors']} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
-                  f"{r['p99_ms'] / single['p99_ms']:.1f}x | {r['max_ms']:.0f} | {r['load']} |")
-        last = rows[-1]
-        p99_ratio, throughput_ratio = last["p99_ms"] / single["p99_ms"], last["calls_s"] / sixteen["calls_s"]
-        errors = sum(r["errors"] for r in rows)
-        ok = p99_ratio <= P99_TARGET and throughput_ratio >= THROUGHPUT_TARGET and errors == 0
-        verdicts.append(f"* {name}: p99 at 64 clients {p99_ratio:.1f}x the single client's (target <= {P99_TARGET:.0f}x), "
-                        f"throughput {throughput_ratio:.0%} of 16 clients' (target >= {THROUGHPUT_TARGET:.0%}), "
-                        f"{errors} errors: {'meets' if ok else 'misses'} the targets"
-                        + (f" (first error: {next(r['first_error'] for r in rows if r['first_error'])})" if errors else ""))
-    print()
-    print("\n".join(verdicts))
-    print()
+        with serving([*flags, "--log-requests"]) as server:
+            results[name] = [load_phase(server, n, args.seconds, args.width, args.height, args.client_processes,
+                                        args.client_nice) for n in CLIENT_COUNTS]
+    if results:
+        print(f"Load: each client steps and renders one pose alternately on its own world for {args.seconds:.0f} s. "
+              f"Refusals (RESOURCE_EXHAUSTED + retry-after-ms) are retried after the hint x U(1, {1 + RETRY.jitter:g}), "
+              "as the SDK does, and counted apart.")
+        print()
+        print("Admitted-call latency two ways: as the clients saw it (send to answer, including the client process's own "
+              "wait for a core) and as the server timed it (its request log: arrival to answer, including the wait for "
+              f"the world and an engine thread). Clients spread over {args.client_processes} processes"
+              + (f" at niceness +{args.client_nice}" if args.client_nice and args.client_processes > 1 else "") + ".")
+        print()
+        print("| config (serve flags) | clients | admitted calls/s | vs 16 clients | refused (median ms to refuse, hint ms) "
+              "| errors | client p50 / p99 ms | client p99 vs 1 client | client max ms | server p50 / p99 ms "
+              "| server p99 vs 1 client | load |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        verdicts = []
+        for name, rows in results.items():
+            single, sixteen = rows[0], rows[1]
+            flags = " ".join(config_flags(name, args)) or "defaults"
+            for r in rows:
+                refused = f"{r['refused']} ({r['refusal_ms']:.1f}, {r['retry_ms']:.0f})" if r["refused"] else "0"
+                print(f"| {name} ({flags}) | {r['clients']} | {r['calls_s']:.1f} | {r['calls_s'] / sixteen['calls_s']:.2f}x "
+                      f"| {refused} | {r['errors']} | {r['p50_ms']:.0f} / {r['p99_ms']:.0f} | "
+                      f"{r['p99_ms'] / single['p99_ms']:.1f}x | {r['max_ms']:.0f} | {r['server_p50_ms']:.0f} / "
+                      f"{r['server_p99_ms']:.0f} | {r['server_p99_ms'] / single['server_p99_ms']:.1f}x | {r['load']} |")
+            last = rows[-1]
+            throughput_ratio = last["calls_s"] / sixteen["calls_s"]
+            errors = sum(r["errors"] for r in rows)
+            for side, key in (("client", "p99_ms"), ("server", "server_p99_ms")):
+                p99_ratio = last[key] / single[key]
+                ok = p99_ratio <= P99_TARGET and throughput_ratio >= THROUGHPUT_TARGET and errors == 0
+                verdicts.append(
+                    f"* {name}, {side}-side latency: p99 at 64 clients {p99_ratio:.1f}x the single client's (target <= "
+                    f"{P99_TARGET:.0f}x), throughput {throughput_ratio:.0%} of 16 clients' (target >= "
+                    f"{THROUGHPUT_TARGET:.0%}), {errors} errors: {'meets' if ok else 'misses'} the targets"
+                    + (f" (first error: {next(r['first_error'] for r in rows if r['first_error'])})" if errors else ""))
+        print()
+        print("\n".join(verdicts))
+        print()
 
     # 2. memory, 3. fair share (server defaults); memory first, so that no world deleted before it frees memory in it
     if not {"memory", "fair"} <= set(args.skip):
@@ -495,7 +599,7 @@ def main() -> None:
             print(f"| {label} | {r['startup_s']:.1f} | {r['create_s']:.2f} | {r['raycast_s']:.3f} | "
                   f"{r['capsule_s']:.3f} | {r['step_s']:.3f} | {r['render_s']:.3f} |")
         print()
-        print(f"Server log: engine warm-up: {starts['warm-up (default)']['warmup']}")
+        print(f"Server log: {starts['warm-up (default)']['warmup']}")
     print(f"{load_average()} at the end")
 
 

@@ -50,6 +50,7 @@ T = TypeVar("T")
 
 GENERATOR_CONTRACT = (
     "name", "chunk_multiple", "chunk_offset", "max_frames", "max_width", "max_height", "size_multiple", "returns_depth",
+    "deterministic",
 )
 """The class attributes a ``Generator`` declares (``bridge/generators/base.py``), copied onto the shared wrapper."""
 
@@ -193,9 +194,9 @@ RESERVATION_GRACE_S = 0.5
 """How long after its time a refused client's turn is kept for it, seconds, plus a quarter of the delay it was given
 (a client that does not come back loses its turn; one that comes back later queues anew)."""
 TURN_SLACK = 1.1
-"""Turns are spaced this much wider than the engine's measured pace (a piece of locked work's duration over the
-engine threads): the room left over goes to clients without a turn (those whose call just ended), so a client back
-on time finds room even when the pace drifts, and the engine stays busy."""
+"""Turns are spaced this much wider than the engine's measured pace (``Admission.pace_s``; for one world, a piece of
+locked work's duration): the room left over goes to clients without a turn (those whose call just ended), so a client
+back on time finds room even when the pace drifts, and the engine stays busy."""
 
 
 def machine_cores() -> int:
@@ -208,10 +209,10 @@ def machine_cores() -> int:
 
 
 def default_engine_threads() -> int:
-    """The default number of engine threads (``worldweave serve --workers``): twice the machine's cores. The kernels
-    release the GIL, so a second thread per core overlaps one call's Python work with another's kernels; measured on
-    2 cores (``benchmarks/bench_soak.py``, docs/limits.md) one thread per core served 64 clients at less than half the
-    calls per second, and eight threads doubled the admitted p99."""
+    """The default number of engine threads (``worldweave serve --workers``): twice the machine's cores. The numba
+    kernels hold the GIL (torch and numpy release it in parts), so threads beyond one mostly overlap one call's
+    GIL-free work with another's; measured on 2 cores (``benchmarks/bench_soak.py``, docs/limits.md) one thread per
+    core served 64 clients at less than half the calls per second, and eight threads doubled the admitted p99."""
     return 2 * machine_cores()
 
 
@@ -428,18 +429,22 @@ class Admission:
     world already has ``limits.per_world`` calls waiting, or ``limits.total`` calls already wait for one of the
     ``engine_threads`` threads. Runs on the event loop, but ``Ticket.start``.
 
-    Refused clients are served in turn, not first come first served. A refusal gives the client a turn
-    (``Reservation``) in that queue: after the calls waiting and after the turns of clients refused before it, one
-    turn per slot (the measured duration of a piece of locked work over the ``engine_threads``, or for a world over
-    one, widened by ``TURN_SLACK``), and the suggested delay is the time to its turn. A client whose turn has come is
-    admitted whenever the queue has room; a client without a turn only where the queue has room beyond the turns due
-    within the next slot, so it does not take the place of one coming back on time. When the queue is full at a
-    client's turn it keeps the head of the line. A client back before its turn keeps it (and is told the rest of the
-    wait), so one that ignores the hint does not push others back; a client admitted gives up its turns; a turn not
-    claimed within ``RESERVATION_GRACE_S`` (plus a quarter of the delay) is given up. So under overload the retries
-    come back spread at the pace the engine serves them, each client is refused about once per admitted call, and an
-    admitted call waits for about one round of work at most. (Checked by a discrete-event model of 1, 16 and 64
-    clients: about 1.1 refusals per admitted call at 64.)"""
+    Refused clients are served in turn, not first come first served. A refusal gives the client a turn (``Reservation``)
+    in that queue: after the calls waiting and after the turns of clients refused before it, one turn per slot (the
+    engine's measured pace ``pace_s``, or for a world the measured duration of a piece of its locked work, widened by
+    ``TURN_SLACK``), and the suggested delay is the time to its turn. The pace is measured, not derived from a call's
+    duration over the threads: threads that contend for the GIL and for cores shared with other work serve fewer calls
+    than that ratio says, and turns handed out faster than the engine serves them find the queue full. A client whose
+    turn has come is admitted whenever the queue has room; a client without a turn only where the queue has room beyond
+    the turns due within the next slot, so it does not take the place of one coming back on time. When the queue is full
+    at a client's turn, its next turn comes after the other turns already due, one slot each: clients back at their turn
+    retry one per slot, not each every slot (which refused them several times per admitted call). A client back before
+    its turn keeps it (and is told the rest of the wait), so one that ignores the hint does not push others back; a
+    client admitted gives up its turns; a turn not claimed within ``RESERVATION_GRACE_S`` (plus a quarter of the delay)
+    is given up. So under overload the retries come back spread at the pace the engine serves them, each client is
+    refused about once per admitted call, and an admitted call waits for about one round of work at most. (Checked by a
+    discrete-event model of 1, 16 and 64 clients: about 1.1 refusals per admitted call at 64; measured on 2 shared
+    cores, ``benchmarks/bench_soak.py``: 1.0 to 2.8.)"""
 
     def __init__(self, limits: QueueLimits | None = None, engine_threads: int | None = None) -> None:
         self.limits = limits if limits is not None else QueueLimits()
@@ -447,6 +452,12 @@ class Admission:
         self._admitted: set[Ticket] = set()
         self.service_s = FIRST_SERVICE_S
         """Moving average of how long a piece of locked work runs, seconds."""
+        self.pace_s = FIRST_SERVICE_S / self.engine_threads
+        """Moving average of the time between two pieces of work ending while calls waited for a thread (the engine
+        busy), seconds: the engine's measured pace, whatever the threads' contention for the cores and the GIL."""
+        self._last_end_s: float | None = None
+        """``time.monotonic()`` when the last piece of work ended with calls waiting for a thread; None when the last
+        one ended with none waiting (the engine may have idled since)."""
         self.refused = 0
         """Calls refused so far."""
         self._turns: dict[tuple[str, str], Reservation] = {}
@@ -483,7 +494,7 @@ class Admission:
                 why = f"world {world_id!r} has {waiting} calls waiting (max_queued_per_world {limit})"
             else:  # the call takes its world's turn and waits for a thread
                 scope, waiting, limit = "", self.waiting_for_threads, self.limits.total
-                slot_s = TURN_SLACK * self.service_s / self.engine_threads
+                slot_s = TURN_SLACK * self.pace_s
                 why = (f"the server has {waiting} calls waiting for its {self.engine_threads} engine threads "
                        f"(max_queued_total {limit})")
             ahead = self._turns_ahead(call.client, scope, waiting, limit, slot_s, now)
@@ -500,8 +511,11 @@ class Admission:
         """The admitted work ended (ran, failed or was dropped before it started)."""
         self._admitted.discard(ticket)
         if ticket.started_s is not None:
-            duration_s = time.monotonic() - ticket.started_s
-            self.service_s += SERVICE_SMOOTHING * (duration_s - self.service_s)
+            now = time.monotonic()
+            self.service_s += SERVICE_SMOOTHING * (now - ticket.started_s - self.service_s)
+            if self._last_end_s is not None:
+                self.pace_s += SERVICE_SMOOTHING * (now - self._last_end_s - self.pace_s)
+            self._last_end_s = now if self.waiting_for_threads > 0 else None
 
     def _turns_ahead(self, client: str, scope: str, waiting: int, limit: int, slot_s: float, now: float) -> int | None:
         """None when ``client``'s call fits in queue ``scope`` with ``waiting`` calls (bound ``limit``, a turn each
@@ -521,8 +535,9 @@ class Admission:
             last = max((turn.at_s for (where, _), turn in self._turns.items() if where == scope), default=now)
             at_s = max(now + (waiting + 1) * slot_s, last + slot_s)
             turn = self._turns[(scope, call.client)] = Reservation(at_s, at_s + RESERVATION_GRACE_S + (at_s - now) / 4)
-        elif turn.at_s <= now:  # its turn came but the queue is full: first again, as soon as the queue moves
-            turn.at_s = now + slot_s
+        elif turn.at_s <= now:  # its turn came but the queue is full: again after the other turns due, a slot each
+            due = sum(other.at_s <= now for (where, _), other in self._turns.items() if where == scope) - 1
+            turn.at_s = now + (due + 1) * slot_s
             turn.expires_s = max(turn.expires_s, turn.at_s + RESERVATION_GRACE_S)
         retry_ms = int(min(RETRY_MAX_MS, max(RETRY_MIN_MS, math.ceil((turn.at_s - now) * 1000))))
         self.refused += 1

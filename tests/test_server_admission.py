@@ -2,7 +2,8 @@
 
 * A world whose queue is full, and a server whose queue for its engine threads is full, refuse the next call at once
   with RESOURCE_EXHAUSTED naming the bound and ``retry-after-ms``; the queued calls then complete and the server
-  serves on. A refused client whose turn has come gets the next room before a newcomer.
+  serves on. A refused client whose turn has come gets the next room before a newcomer. Turns are spaced at the
+  engine's measured pace (the time between calls ending while others wait), not at a call's duration over the threads.
 * The SDK (sync and asyncio) retries a refusal after the suggested delay, or with ``retry=None`` raises it with
   ``retry_after_s``; a refusal without a delay (over a size limit) is never retried.
 * Calls waiting for one world take fair turns between clients (connections): four clients stepping one world
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextvars
 import json
 import queue
 import subprocess
@@ -24,6 +26,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from types import SimpleNamespace
 
 import grpc
 import numpy as np
@@ -35,7 +38,7 @@ from worldweave.bridge.generators.echo import EchoGenerator
 from worldweave.proto.errors import RETRY_AFTER_METADATA_KEY, LimitExceededError
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
-from worldweave.server import serve
+from worldweave.server import scheduling, serve
 from worldweave.server.app import BackgroundServer, ServerConfig
 from worldweave.server.scheduling import QueueLimits, WorldLock, machine_cores
 from worldweave.sim_clients import conversions
@@ -334,6 +337,38 @@ def test_world_lock_takes_one_call_per_client_per_round_and_skips_cancelled_wait
         return order
 
     assert asyncio.run(main()) == ["a1", "b1", "c1", "a3"]
+
+
+class _Metadata:
+    """The one method of a servicer context that ``Admission`` uses on a refusal."""
+
+    def set_trailing_metadata(self, metadata: tuple) -> None:
+        self.metadata = dict(metadata)
+
+
+def test_turns_are_spaced_at_the_engines_measured_pace_not_a_calls_duration_over_the_threads(monkeypatch):
+    """Four threads whose calls each run 0.1 s but end 0.05 s apart (only two make progress at once: the GIL and
+    shared cores) serve 20 calls/s, not 40: a refused client's turn is spaced by the measured 0.05 s."""
+    clock = [100.0]
+    monkeypatch.setattr(scheduling, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    admission = scheduling.Admission(QueueLimits(per_world=8, total=1), engine_threads=4)
+    admission.admit(WorldLock(), "queued")  # the server's own work, admitted and never started: the queue is full
+    for _ in range(40):
+        clock[0] += 0.05
+        ticket = admission.admit(WorldLock(), "w")
+        ticket.started_s = clock[0] - 0.1
+        admission.done(ticket)
+    assert admission.service_s == pytest.approx(0.1, rel=1e-3) and admission.pace_s == pytest.approx(0.05, rel=1e-3)
+    context = _Metadata()
+
+    def call() -> None:
+        scheduling._CALL.set(scheduling.Call("ipv4:127.0.0.1:1", context))
+        admission.admit(WorldLock(), "w")
+
+    with pytest.raises(LimitExceededError, match="max_queued_total 1"):
+        contextvars.copy_context().run(call)
+    # its turn after the one call waiting: 2 slots of TURN_SLACK x 0.05 s (a call's duration over the threads: 55 ms)
+    assert abs(int(context.metadata[RETRY_AFTER_METADATA_KEY]) - 2 * scheduling.TURN_SLACK * 50) <= 1
 
 
 def test_serve_flags_state_their_defaults_and_refuse_an_empty_queue(caplog):
