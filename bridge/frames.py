@@ -64,6 +64,27 @@ def check_confidence(confidence: np.ndarray, shape: tuple[int, int], name: str =
     return np.ascontiguousarray(confidence, dtype=np.float32)
 
 
+LABEL_DTYPES = {"semantic": np.dtype(np.uint16), "instance": np.dtype(np.uint32)}
+"""The dtype of each label image: semantic classes uint16, instance ids uint32; 0 means unlabelled in both."""
+
+
+def check_labels(labels: np.ndarray, shape: tuple[int, int], kind: str, name: str | None = None) -> np.ndarray:
+    """Return a ``kind`` (``"semantic"`` or ``"instance"``) label image as a C-contiguous (H, W) array of
+    ``LABEL_DTYPES[kind]``; any integer dtype whose values fit is accepted, anything else raises naming the problem."""
+    labels = np.asarray(labels)
+    name = name or kind
+    dtype = LABEL_DTYPES[kind]
+    if labels.shape != shape:
+        raise InvalidFrameError(f"{name} must have shape {shape} (H, W), got {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise InvalidFrameError(f"{name} must be integer labels ({dtype.name}, 0 = unlabelled), got dtype {labels.dtype}")
+    if labels.dtype != dtype and labels.size:
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high > np.iinfo(dtype).max:
+            raise InvalidFrameError(f"{name} values must lie in 0..{np.iinfo(dtype).max} ({dtype.name}), got {low}..{high}")
+    return np.ascontiguousarray(labels, dtype=dtype)
+
+
 def check_mask(mask: np.ndarray, shape: tuple[int, int], name: str = "mask") -> np.ndarray:
     """Return ``mask`` as a bool (H, W) array, or raise naming the mismatch."""
     mask = np.asarray(mask)
@@ -82,6 +103,9 @@ class RGBDFrame:
     ``confidence``: float32 (H, W) in [0, 1], how sure the source is that each pixel's depth is a real surface at
     that depth (a generator's ``GenerationResult.confidences``); ``None`` means 1 everywhere (seed frames, sensor
     data). Fusion skips confidence-0 pixels and weighs the others by their confidence.
+    ``semantic``: uint16 (H, W) class per pixel and ``instance``: uint32 (H, W) instance id per pixel, 0 = unlabelled
+    (a seed frame that comes with label images; ``None``: none). The voxel map takes them on fusion
+    (``bridge.memory.labels`` states the rule).
     H and W must equal ``intrinsics.height`` and ``intrinsics.width``.
     """
 
@@ -90,12 +114,17 @@ class RGBDFrame:
     pose: Pose
     intrinsics: Intrinsics
     confidence: np.ndarray | None = None
+    semantic: np.ndarray | None = None
+    instance: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rgb", check_rgb(self.rgb, self.intrinsics.shape))
         object.__setattr__(self, "depth", check_depth(self.depth, self.intrinsics.shape))
         if self.confidence is not None:
             object.__setattr__(self, "confidence", check_confidence(self.confidence, self.intrinsics.shape))
+        for kind in LABEL_DTYPES:
+            if getattr(self, kind) is not None:
+                object.__setattr__(self, kind, check_labels(getattr(self, kind), self.intrinsics.shape, kind))
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@
 weave them at every pose, 3 generate, 4 depth and confidence for fusion (the generator's, or an estimator's depth
 aligned to the render), 5 integrate into memory (each pixel weighted by its confidence; guesses, dynamic pixels and
 boxes left out). Chunks follow the generator's frame-count rule: a short chunk is padded by holding its last pose and
-the padded frames are dropped.
+the padded frames are dropped. A step may carry a camera rig (``proto.rig.Rig``): stages 1-3 then run per camera over
+the chunk's body poses, and 4-5 fuse each body pose's frames from all cameras as one memory version.
 A world is deterministic given its seed frames, config and the inputs of every step.
 
 Stages 1 and 2 are ``World.condition``, the one path from memory to the generator's condition: ``step`` and
@@ -41,6 +42,7 @@ from worldweave.bridge.generators.registry import (
     create_depth_estimator,
     create_generator,
 )
+from worldweave.bridge.memory.labels import LabelImages, LabelRequest, check_ids, render_labels
 from worldweave.bridge.memory.retrieval import RetrievalMode
 from worldweave.bridge.memory.voxel_keys import check_extent
 from worldweave.bridge.memory.spatial_memory import MemoryConfig, SpatialMemory
@@ -63,6 +65,7 @@ from worldweave.proto.errors import (
     PreconditionError,
 )
 from worldweave.proto.geometry import Intrinsics, Pose
+from worldweave.proto.rig import Rig
 
 FORMAT_VERSION = 1
 STAGES = ("retrieve", "render_weave", "generate", "depth", "integrate")
@@ -167,7 +170,8 @@ class StepFrame:
     ``coverage`` the fraction of pixels memory covered before generation; ``pose`` the pose actually used
     (camera-to-world); ``frame_id``; ``version`` the memory version after this frame was fused; ``condition`` the
     woven memory render the generator was given for this view; ``confidence`` float32 (H, W) in [0, 1], each
-    pixel's fusion confidence (0: shown but not fused)."""
+    pixel's fusion confidence (0: shown but not fused); ``labels`` the label / normal images the step asked for,
+    rendered from memory at ``version`` (after this frame was fused), else ``None``."""
 
     rgb: np.ndarray
     depth: np.ndarray
@@ -177,14 +181,61 @@ class StepFrame:
     version: int
     condition: RenderResult
     confidence: np.ndarray
+    labels: LabelImages | None = None
+    camera_index: int = 0
+    """With a rig, the camera (index in ``Rig.cameras``) that made this frame; 0 without."""
 
 
 @dataclass(frozen=True)
 class StepResult:
-    """The frames of a step in pose order, and seconds spent per stage (``STAGES``) plus ``total``."""
+    """The frames of a step in pose order (with a rig, pose-major: every camera of a body pose, in camera order), and
+    seconds spent per stage (``STAGES``) plus ``total``."""
 
     frames: tuple[StepFrame, ...]
     timings_s: dict[str, float]
+
+
+def check_dynamic_box_labels(
+    boxes: Sequence[Region], box_labels: Sequence[tuple[int, int]] | None
+) -> list[tuple[Region, int, int]]:
+    """The labelled dynamic boxes as ``(region, semantic_class, instance_id)``, leaving out boxes without ids (0, 0);
+    ``InvalidInputError`` when ``box_labels`` is not None and not one pair per box, or an id is out of range."""
+    if box_labels is None:
+        return []
+    if len(box_labels) != len(boxes):
+        raise InvalidInputError(f"{len(box_labels)} dynamic box labels for {len(boxes)} dynamic boxes; give one per box")
+    labelled = []
+    for i, (box, pair) in enumerate(zip(boxes, box_labels)):
+        try:
+            semantic_class, instance_id = check_ids(*pair)
+        except InvalidInputError as error:
+            raise InvalidInputError(f"dynamic box {i}: {error}") from error
+        if semantic_class or instance_id:
+            labelled.append((box, semantic_class, instance_id))
+    return labelled
+
+
+def label_dynamic_content(
+    images: LabelImages, frame: RGBDFrame, box_labels: Sequence[tuple[Region, int, int]]
+) -> LabelImages:
+    """``images`` (rendered from memory at ``frame``'s view) with the frame's dynamic content labelled: each pixel
+    whose depth point (``frame.depth`` > 0, back-projected at ``frame.pose``, world metres) lies inside a box takes
+    that box's non-zero semantic class / instance id (boxes in order: a later one wins where they overlap; a 0 id
+    leaves memory's). Normals stay memory's. Returns new images; ``images`` is not changed."""
+    if images.semantic is None and images.instance is None:
+        return images
+    valid = frame.depth > 0
+    points_world = frame.pose.cam_to_world(frame.intrinsics.backproject(frame.depth.astype(np.float64))[valid])
+    semantic = None if images.semantic is None else images.semantic.copy()
+    instance = None if images.instance is None else images.instance.copy()
+    for box, semantic_class, instance_id in box_labels:
+        inside = np.zeros_like(valid)
+        inside[valid] = box.contains(points_world)
+        if semantic is not None and semantic_class:
+            semantic[inside] = semantic_class
+        if instance is not None and instance_id:
+            instance[inside] = instance_id
+    return replace(images, semantic=semantic, instance=instance)
 
 
 class World:
@@ -260,25 +311,57 @@ class World:
             if not isinstance(pose, Pose):
                 raise InvalidInputError(f"pose {i} is a {type(pose).__name__}, not a Pose")
 
-    def _check_step(
+    def _check_step(self, poses: Sequence[Pose], intrinsics: Intrinsics) -> None:
+        """Check the poses of a single camera as a step does (``render``, label images)."""
+        self._check_rig_step(poses, Rig.single(intrinsics), None)
+
+    def _check_rig_step(
         self,
         poses: Sequence[Pose],
-        intrinsics: Intrinsics,
-        dynamic_masks: Sequence[np.ndarray | None] | None,
-    ) -> list[np.ndarray | None]:
+        rig: Rig,
+        dynamic_masks: Sequence[Sequence[np.ndarray | None] | None] | None,
+    ) -> list[list[np.ndarray | None]]:
+        """Check a step of body ``poses`` seen by ``rig``'s cameras up front (all-or-nothing: nothing is fused before
+        a bad input is found); returns the dynamic masks as ``[pose][camera]`` (None: no mask)."""
         if len(poses) == 0:
             raise InvalidInputError("a step needs at least one pose")
         if len(poses) > self.config.max_poses_per_step:
             raise LimitExceededError(f"{len(poses)} poses in one step; the limit is {self.config.max_poses_per_step}")
         self._check_pose_types(poses)
-        for i, pose in enumerate(poses):  # all-or-nothing: a far pose is refused before any frame is fused
-            check_extent(pose.position, self.memory.voxel_map.voxel_size_m, f"poses[{i}] position")
-        self.generator.check_size(intrinsics)
+        if not isinstance(rig, Rig):
+            raise InvalidInputError(f"rig is a {type(rig).__name__}, not a Rig")
+        voxel_size_m = self.memory.voxel_map.voxel_size_m
+        for i, pose in enumerate(poses):  # a far camera is refused before any frame is fused
+            for c, camera_pose in enumerate(rig.camera_poses(pose)):
+                where = f"poses[{i}]" if len(rig) == 1 else f"poses[{i}] rig camera {c}"
+                check_extent(camera_pose.position, voxel_size_m, f"{where} position")
+        for camera in rig.cameras:
+            self.generator.check_size(camera.intrinsics)
         if dynamic_masks is None:
-            return [None] * len(poses)
+            return [[None] * len(rig) for _ in poses]
         if len(dynamic_masks) != len(poses):
             raise InvalidInputError(f"{len(dynamic_masks)} dynamic masks for {len(poses)} poses")
-        return [None if m is None else check_mask(m, intrinsics.shape, f"dynamic mask {i}") for i, m in enumerate(dynamic_masks)]
+        masks = []
+        for i, per_camera in enumerate(dynamic_masks):
+            per_camera = [None] * len(rig) if per_camera is None else list(per_camera)
+            if len(per_camera) != len(rig):
+                raise InvalidInputError(f"pose {i} has {len(per_camera)} dynamic masks for a rig of {len(rig)} cameras")
+            masks.append([
+                None if m is None else check_mask(
+                    m, camera.intrinsics.shape, f"dynamic mask {i}" + ("" if len(rig) == 1 else f" rig camera {c}")
+                )
+                for c, (m, camera) in enumerate(zip(per_camera, rig.cameras))
+            ])
+        return masks
+
+    def _leading_for(self, own: list[np.ndarray], cameras: int) -> tuple[np.ndarray, ...]:
+        """The leading frames of one camera's chunk. A single camera continues the world's last frames (across steps);
+        each camera of a rig of several, its own frames from this step's earlier chunks (another camera's frame would
+        be a cut in its video), so a rig step's first chunk has none."""
+        if cameras == 1:
+            return tuple(self._leading)
+        keep = self.config.leading_frames
+        return tuple(own[max(0, len(own) - keep):]) if keep else ()
 
     def condition(
         self,
@@ -351,60 +434,100 @@ class World:
         intrinsics: Intrinsics | None = None,
         dynamic_masks: Sequence[np.ndarray | None] | None = None,
         dynamic_boxes: Sequence[Region] = (),
+        dynamic_box_labels: Sequence[tuple[int, int]] | None = None,
         prompt: str | None = None,
         seed: int | None = None,
+        labels: LabelRequest = LabelRequest(),
+        rig: Rig | None = None,
     ) -> StepResult:
-        """Generate one frame per camera-to-world pose, in order, and fuse each into memory.
+        """Generate one frame per camera-to-world pose, in order, and fuse each into memory; with a ``rig``, one frame
+        per camera at each body pose, each body pose's frames fused as one memory update.
 
         ``intrinsics``: defaults to the seed's. ``dynamic_masks``: per pose, bool (H, W) True on moving content (or
-        None), kept out of memory. ``dynamic_boxes``: world regions kept out of memory for this step. ``prompt``:
-        overrides the world's prompt for this step. ``seed``: randomness for the generator (default: config seed +
-        first frame id, so replays are identical).
+        None), kept out of memory; with a rig, per pose None or one mask (or None) per camera. ``dynamic_boxes``: world
+        regions kept out of memory for this step. ``dynamic_box_labels``: None, or one ``(semantic_class, instance_id)``
+        per dynamic box (``labels.check_ids``; 0: none): in this step's semantic / instance images, each frame's pixels
+        whose depth point (back-projected at the frame's pose) lies in a box show its ids over memory's
+        (``label_dynamic_content``); memory never holds them. ``prompt``: overrides the world's prompt for this
+        step. ``seed``: randomness for the generator (default: config seed + first frame id, so replays are
+        identical). ``labels``:
+        semantic / instance / normal images to render from memory after each frame is fused (``StepFrame.labels``;
+        timed in ``render_weave``); none by default.
+
+        ``rig`` (``proto.rig.Rig``): ``poses`` are then body poses ``T_world_body`` and camera ``c`` sees from
+        ``T_world_body @ rig.cameras[c].mount`` through its own intrinsics (``intrinsics`` must be None). Frames come
+        pose-major (every camera of pose 0, then of pose 1, ...; ``StepFrame.camera_index``), with frame ids in that
+        order. Every camera's view of a chunk of body poses is conditioned on memory before the chunk, one generator
+        call per camera (cameras may differ in size); the frames of one body pose are fused inside one
+        ``VoxelMap.one_version`` block, so memory moves by one version per body pose and all its frames carry it.
+        Without a rig a step is a one-camera rig at the body: one version per frame, as always.
         """
         step_started = time.perf_counter()
-        intrinsics = intrinsics or self.intrinsics
-        masks = self._check_step(poses, intrinsics, dynamic_masks)
+        if rig is not None and intrinsics is not None:
+            raise InvalidInputError("with a rig, each camera has its own intrinsics: leave the step's intrinsics unset")
+        if rig is None:
+            rig = Rig.single(intrinsics or self.intrinsics)
+            dynamic_masks = None if dynamic_masks is None else [[m] for m in dynamic_masks]
+        masks = self._check_rig_step(poses, rig, dynamic_masks)
+        box_labels = check_dynamic_box_labels(dynamic_boxes, dynamic_box_labels)
         timings = dict.fromkeys(STAGES, 0.0)
         step_seed = self.config.seed + self._next_frame_id if seed is None else seed
+        own: list[list[np.ndarray]] = [[] for _ in rig.cameras]  # each camera's frames so far (``_leading_for``)
         frames: list[StepFrame] = []
         for start in range(0, len(poses), self.generator.max_frames):
-            chunk = list(poses[start : start + self.generator.max_frames])
-            padded = chunk + [chunk[-1]] * (self.generator.padded_chunk(len(chunk)) - len(chunk))
+            bodies = list(poses[start : start + self.generator.max_frames])
+            bodies += [bodies[-1]] * (self.generator.padded_chunk(len(bodies)) - len(bodies))
+            chunks: list[tuple[list[Pose], list[RenderResult], GenerationResult]] = []
+            for c, camera in enumerate(rig.cameras):
+                padded = [body.compose(camera.mount) for body in bodies]
 
-            # 1. Retrieve the anchors that cover the chunk (none for the global map), and
-            # 2. render them at every pose and weave them into one condition per view.
-            conditioning = self.condition(padded, intrinsics)
-            renders = conditioning.renders
-            timings["retrieve"] += conditioning.retrieve_s
-            timings["render_weave"] += conditioning.render_weave_s
+                # 1. Retrieve the anchors that cover the camera's chunk (none for the global map), and
+                # 2. render them at every pose and weave them into one condition per view.
+                conditioning = self.condition(padded, camera.intrinsics)
+                renders = conditioning.renders
+                timings["retrieve"] += conditioning.retrieve_s
+                timings["render_weave"] += conditioning.render_weave_s
 
-            # 3. Generate the chunk.
-            t = time.perf_counter()
-            condition = Condition(
-                poses=tuple(padded), intrinsics=intrinsics, renders=tuple(renders),
-                references=tuple(conditioning.references), leading_frames=tuple(self._leading),
-                prompt=self.prompt if prompt is None else prompt, seed=step_seed + start,
-            )
-            result = self.generator.generate(condition)
-            self._check_result(result, len(padded), intrinsics)
-            timings["generate"] += time.perf_counter() - t
-
-            for i, pose in enumerate(chunk):
-                # 4. Depth and confidence for fusion.
+                # 3. Generate the camera's chunk.
                 t = time.perf_counter()
-                depth, confidence = self._fusion_depth(result, i, renders[i])
-                timings["depth"] += time.perf_counter() - t
+                condition = Condition(
+                    poses=tuple(padded), intrinsics=camera.intrinsics, renders=tuple(renders),
+                    references=tuple(conditioning.references), leading_frames=self._leading_for(own[c], len(rig)),
+                    prompt=self.prompt if prompt is None else prompt, seed=step_seed + start * len(rig) + c,
+                )
+                result = self.generator.generate(condition)
+                self._check_result(result, len(padded), camera.intrinsics)
+                timings["generate"] += time.perf_counter() - t
+                chunks.append((padded, renders, result))
 
-                # 5. Fuse into memory, weighted by confidence (guesses and dynamic content excluded).
-                t = time.perf_counter()
-                frame_id = self._next_frame_id
-                frame = RGBDFrame(result.frames[i], depth, pose, intrinsics, confidence)
-                self.memory.integrate(frame, frame_id=frame_id, exclude_mask=masks[start + i], exclude_regions=dynamic_boxes)
-                self._remember(frame.rgb)
-                self._next_frame_id += 1
-                timings["integrate"] += time.perf_counter() - t
-                frames.append(StepFrame(frame.rgb, frame.depth, renders[i].coverage, pose, frame_id, self.version, renders[i],
-                                        frame.confidence))
+            for i in range(min(self.generator.max_frames, len(poses) - start)):
+                fused: list[tuple[int, RGBDFrame, int, RenderResult]] = []
+                with self.memory.voxel_map.one_version():  # a body pose's frames: one memory update
+                    for c, (padded, renders, result) in enumerate(chunks):
+                        # 4. Depth and confidence for fusion.
+                        t = time.perf_counter()
+                        depth, confidence = self._fusion_depth(result, i, renders[i])
+                        timings["depth"] += time.perf_counter() - t
+
+                        # 5. Fuse into memory, weighted by confidence (guesses and dynamic content excluded).
+                        t = time.perf_counter()
+                        frame_id = self._next_frame_id
+                        frame = RGBDFrame(result.frames[i], depth, padded[i], rig.cameras[c].intrinsics, confidence)
+                        self.memory.integrate(frame, frame_id=frame_id, exclude_mask=masks[start + i][c],
+                                              exclude_regions=dynamic_boxes)
+                        self._remember(frame.rgb)
+                        own[c].append(frame.rgb)
+                        self._next_frame_id += 1
+                        timings["integrate"] += time.perf_counter() - t
+                        fused.append((c, frame, frame_id, renders[i]))
+                for c, frame, frame_id, render in fused:
+                    t = time.perf_counter()
+                    images = self._render_labels(frame.pose, frame.intrinsics, labels) if labels else None
+                    if images is not None and box_labels:
+                        images = label_dynamic_content(images, frame, box_labels)
+                    timings["render_weave"] += time.perf_counter() - t
+                    frames.append(StepFrame(frame.rgb, frame.depth, render.coverage, frame.pose, frame_id, self.version,
+                                            render, frame.confidence, images, camera_index=c))
         timings["total"] = time.perf_counter() - step_started
         return StepResult(tuple(frames), timings)
 
@@ -413,8 +536,25 @@ class World:
         one chunk: anchors are retrieved once for all of them (as in ``step``), so a pose's render can depend on the
         other poses given. Checks the poses as ``step`` does (count limit, the generator's image size)."""
         intrinsics = intrinsics or self.intrinsics
-        self._check_step(poses, intrinsics, None)
+        self._check_step(poses, intrinsics)
         return self.condition(poses, intrinsics).renders
+
+    def render_labels(
+        self, poses: Sequence[Pose], request: LabelRequest, *, intrinsics: Intrinsics | None = None
+    ) -> list[LabelImages]:
+        """Semantic / instance / normal images of memory at each pose, as ``request`` asks (``bridge.memory.labels``:
+        the voxel map splatted as in ``global`` mode, each pixel taking the labels of the voxel that won it). Checks
+        the poses as ``render`` does."""
+        intrinsics = intrinsics or self.intrinsics
+        self._check_step(poses, intrinsics)
+        return [self._render_labels(pose, intrinsics, request) for pose in poses]
+
+    def _render_labels(self, pose: Pose, intrinsics: Intrinsics, request: LabelRequest) -> LabelImages:
+        config = self.memory.config
+        return render_labels(
+            self.memory.voxel_map, pose, intrinsics, request, splat=config.weave.splat,
+            footprint_scale=config.global_footprint_scale, footprint_falloff=config.weave.footprint_falloff,
+        )
 
     # ------------------------------------------------------------------------------------------------- state
 
@@ -464,9 +604,15 @@ class World:
         """Recolour everything in ``region``; later frames show the new colour."""
         return self.memory.recolor(region, rgb)
 
-    def insert(self, points_m: np.ndarray, colors: np.ndarray) -> int:
-        """Insert world points (metres) with uint8 colours; later frames show them."""
-        return self.memory.insert(points_m, colors)
+    def insert(self, points_m: np.ndarray, colors: np.ndarray, *, semantic_class: int = 0, instance_id: int = 0) -> int:
+        """Insert world points (metres) with uint8 colours; later frames show them. ``semantic_class`` /
+        ``instance_id`` (non-zero): label the voxels they touch (``bridge.memory.labels``)."""
+        return self.memory.insert(points_m, colors, semantic_class=semantic_class, instance_id=instance_id)
+
+    def label(self, region: Region, semantic_class: int, instance_id: int = 0) -> int:
+        """Tag everything in ``region`` with a semantic class and instance id (0: unlabel); returns voxels changed.
+        Later label images show it."""
+        return self.memory.voxel_map.label(region, semantic_class, instance_id)
 
     # ----------------------------------------------------------------------------------------------- storage
 

@@ -1,10 +1,13 @@
-"""Drive a three-camera vehicle rig through a generated street and capture a dataset (RGB, depth, poses, LiDAR).
+"""Drive a three-camera vehicle rig through a generated street and capture a dataset (RGB, depth, segmentation,
+poses, LiDAR).
 
 The world is seeded with the rig's exact views of a procedural street (``worldweave.bridge.eval.scenes``) at the
-start; the vehicle then drives the road loop (one lap and a revisit of its start) or a KITTI odometry poses file
-placed on the road, and every vehicle pose is one ``Step`` with the front, left and right camera poses, so all three
-frames come from the generated world; a roof LiDAR (CARLA's parameters) then scans the world's memory. Run against a
-server:
+start, with their exact label images (a semantic class per surface kind, ``SEMANTIC_CLASSES``, and an instance id per
+building), so the world's memory carries those labels. The vehicle then drives the road loop (one lap and a revisit of
+its start) or a KITTI odometry poses file placed on the road, and every vehicle pose is one ``Step`` with the front,
+left and right camera poses, so all three frames come from the generated world, each with semantic and instance
+images rendered from the world's memory after the step (what memory has labelled; content the generator adds is
+unlabelled, 0); a roof LiDAR (CARLA's parameters) then scans the world's memory. Run against a server:
 
     worldweave serve --port 50051 &
     python examples/driving_capture.py --server 127.0.0.1:50051 --out out/driving --frames 120
@@ -14,6 +17,9 @@ Writes, under ``--out``:
 
 * ``images/{front,left,right}/NNNNNN.png``: RGB8 frames; ``depth/{front,left,right}/NNNNNN.png``: uint16 depth in
   millimetres along the optical axis, 0 = unknown (nerfstudio's default ``depth_unit_scale_factor`` 1e-3);
+* ``segmentation/{front,left,right}/NNNNNN.png``: uint16 semantic class id per pixel, 0 = unlabelled;
+  ``instances/{front,left,right}/NNNNNN.png``: uint16 instance id per pixel, 0 = none;
+* ``classes.json``: the semantic class ids by name;
 * ``transforms.json``: nerfstudio's layout: shared pinhole intrinsics (``camera_model`` OPENCV, no distortion) and one
   entry per image with ``file_path``, ``depth_file_path`` and ``transform_matrix``, the camera-to-world pose in
   nerfstudio's **OpenGL** camera axes (x right, y up, z back) in the world's Z-up metres;
@@ -21,9 +27,11 @@ Writes, under ``--out``:
   axes, metres, timestamps in seconds at ``--rate-hz``;
 * ``rig.json``: the fixed camera-to-vehicle extrinsics (vehicle frame x forward, y left, z up, OpenCV cameras);
 * ``capture.mcap``: the run for Foxglove (``worldweave.sim_clients.recording``): per camera ``/NAME/image``
-  (JPEG), ``/NAME/calibration`` and ``/NAME/pose``, the LiDAR's hits ``/lidar/points`` (sensor frame: x forward, y
+  (JPEG), ``/NAME/semantic`` and ``/NAME/instance`` (``foxglove.RawImage``, ``mono16`` ids, exact),
+  ``/NAME/calibration`` and ``/NAME/pose``, the LiDAR's hits ``/lidar/points`` (sensor frame: x forward, y
   left, z up; ``intensity``, ``ring``) and ``/lidar/pose``, ``/tf`` (world -> every sensor), at ``--rate-hz``;
-* ``summary.json``: frame counts, path length, mean memory coverage per camera, LiDAR hits, timings.
+* ``summary.json``: frame counts, path length, mean memory coverage and share of labelled pixels per camera, LiDAR
+  hits, timings.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from worldweave.bridge.eval.scenes import make_street
+from worldweave.bridge.eval.scenes import SEMANTIC_CLASSES, make_street
 from worldweave.bridge.eval.trajectories import (
     driving,
     fit_into_scene,
@@ -97,6 +105,12 @@ def save_depth_mm(path: Path, depth_m: np.ndarray) -> None:
     Image.fromarray(np.clip(np.rint(depth_m * 1000.0), 0, 65535).astype(np.uint16)).save(path)
 
 
+def save_labels(path: Path, labels: np.ndarray) -> None:
+    """Integer (H, W) ids (0 = unlabelled) -> 16-bit PNG. The ids fit: ``McapRecorder.labels``, called first, refuses
+    any above 65535 (the street's are far below)."""
+    Image.fromarray(labels.astype(np.uint16)).save(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--server", default="127.0.0.1:50051", help="address of a running `worldweave serve`")
@@ -126,18 +140,19 @@ def main(argv: list[str] | None = None) -> int:
     vehicles = [vehicle_pose(pose) for pose in path.poses]
     intrinsics = Intrinsics.from_fov(args.width, args.height, fov_x_deg=args.fov_x)
 
-    # 2. Seed a world with the rig's exact views at the start.
+    # 2. Seed a world with the rig's exact views at the start, and their exact labels.
     seed = []
     for name in CAMERAS:
         c2w = vehicles[0] @ RIG[name]
-        view = scene.render(Pose.from_matrix(c2w), intrinsics)
-        seed.append((view.rgb, view.depth, c2w))
+        view = scene.render(Pose.from_matrix(c2w), intrinsics, labels=True)
+        seed.append((view.rgb, view.depth, c2w, view.semantic, view.instance))
 
-    for kind in ("images", "depth"):
+    for kind in ("images", "depth", "segmentation", "instances"):
         for name in CAMERAS:
             (args.out / kind / name).mkdir(parents=True, exist_ok=True)
     entries, poses_cv = [], {name: [] for name in CAMERAS}
     coverage = {name: [] for name in CAMERAS}
+    labelled = {name: [] for name in CAMERAS}
     lidar = lidar_spec(channels=args.lidar_channels, points_per_scan=args.lidar_points, range_m=args.lidar_range,
                        upper_fov_deg=10.0, lower_fov_deg=-30.0)
     lidar_hits = []
@@ -149,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             for index, vehicle in enumerate(tqdm(vehicles, desc="driving", unit="pose")):
                 t_s = index / args.rate_hz
                 c2ws = np.stack([vehicle @ RIG[name] for name in CAMERAS])
-                frames = client.step(world.world_id, c2ws, depth="uint16_mm")
+                frames = client.step(world.world_id, c2ws, depth="uint16_mm", semantic=True, instance=True)
                 T_world_lidar = vehicle @ T_VEHICLE_LIDAR
                 scan = scan_lidar(client, world.world_id, T_world_lidar, lidar)
                 recorder.lidar("lidar", t_s, scan.points_m[scan.hit], scan.intensity[scan.hit], scan.ring[scan.hit],
@@ -157,12 +172,17 @@ def main(argv: list[str] | None = None) -> int:
                 lidar_hits.append(int(scan.hit.sum()))
                 for name, frame in zip(CAMERAS, frames):
                     recorder.camera(name, t_s, frame.rgb, intrinsics, frame.pose)
+                    recorder.labels(name, t_s, frame.semantic, kind="semantic")
+                    recorder.labels(name, t_s, frame.instance, kind="instance")
                     image = f"images/{name}/{index:06d}.png"
                     depth = f"depth/{name}/{index:06d}.png"
                     Image.fromarray(frame.rgb).save(args.out / image)
                     save_depth_mm(args.out / depth, frame.depth)
+                    save_labels(args.out / f"segmentation/{name}/{index:06d}.png", frame.semantic)
+                    save_labels(args.out / f"instances/{name}/{index:06d}.png", frame.instance)
                     poses_cv[name].append(frame.pose)
                     coverage[name].append(frame.coverage)
+                    labelled[name].append(float(np.mean(frame.semantic > 0)))
                     entries.append({"file_path": image, "depth_file_path": depth, "camera": name,
                                     "transform_matrix": (frame.pose @ OPENCV_TO_OPENGL).tolist()})
         finally:
@@ -180,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     timestamps_s = [index / args.rate_hz for index in range(len(vehicles))]
     for name in CAMERAS:
         save_tum(args.out / f"poses_{name}.txt", [Pose.from_matrix(c2w) for c2w in poses_cv[name]], timestamps_s)
+    (args.out / "classes.json").write_text(json.dumps(
+        {"semantic_classes": SEMANTIC_CLASSES, "unlabelled": 0, "instances": "one id per building, 0 = none"}, indent=1))
     (args.out / "rig.json").write_text(json.dumps(
         {"vehicle_frame": "x forward, y left, z up (metres)", "camera_frame": "opencv",
          "T_vehicle_cam": {name: RIG[name].tolist() for name in CAMERAS}}, indent=1))
@@ -189,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         "images": len(entries),
         "path_length_m": path_length_m(path.poses),
         "mean_coverage": {name: float(np.mean(coverage[name])) for name in CAMERAS},
+        "mean_labelled": {name: float(np.mean(labelled[name])) for name in CAMERAS},
         "lidar": {"channels": args.lidar_channels, "rays_per_scan": len(scan.hit), "mean_hits": float(np.mean(lidar_hits))},
         "seconds": elapsed_s,
         "seconds_per_vehicle_pose": elapsed_s / len(vehicles),
@@ -198,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
           f"in {elapsed_s:.1f} s ({summary['seconds_per_vehicle_pose']:.2f} s per pose) into {args.out}")
     print("mean memory coverage before generation: "
           + ", ".join(f"{name} {value:.2f}" for name, value in summary["mean_coverage"].items()))
+    print("mean share of pixels labelled (semantic class > 0): "
+          + ", ".join(f"{name} {value:.2f}" for name, value in summary["mean_labelled"].items()))
     return 0
 
 

@@ -169,6 +169,59 @@ def decode_mask(message: pb.Mask, name: str = "mask") -> np.ndarray:
     return bits.astype(bool).reshape(height, width)
 
 
+LABEL_WIRE_DTYPES = {"semantic": "<u2", "instance": "<u4"}
+"""Wire dtype of each label image: semantic classes little-endian uint16, instance ids little-endian uint32."""
+
+
+def encode_labels(labels: np.ndarray, kind: str) -> pb.LabelImage:
+    """Integer (H, W) labels (0 = unlabelled) -> ``LabelImage`` of ``kind`` (``"semantic"``: uint16, ``"instance"``:
+    uint32); values outside that type are an error."""
+    labels = np.asarray(labels)
+    dtype = np.dtype(LABEL_WIRE_DTYPES[kind])
+    if labels.ndim != 2 or labels.dtype.kind not in "iu":
+        raise WireFormatError(f"a {kind} image must be integer (H, W), got {labels.dtype} {labels.shape}")
+    height, width = labels.shape
+    _check_size(width, height, f"a {kind} image")
+    if labels.size and (int(labels.min()) < 0 or int(labels.max()) > np.iinfo(dtype).max):
+        raise WireFormatError(f"{kind} labels must lie in 0..{np.iinfo(dtype).max}, got {labels.min()}..{labels.max()}")
+    return pb.LabelImage(width=width, height=height, data=labels.astype(dtype).tobytes())
+
+
+def decode_labels(message: pb.LabelImage, kind: str, name: str | None = None) -> np.ndarray:
+    """``LabelImage`` of ``kind`` -> (H, W) uint16 (semantic) or uint32 (instance) labels."""
+    name = name or kind
+    width, height = int(message.width), int(message.height)
+    _check_size(width, height, name)
+    dtype = np.dtype(LABEL_WIRE_DTYPES[kind])
+    expected = width * height * dtype.itemsize
+    if len(message.data) != expected:
+        raise WireFormatError(f"{name}: {width}x{height} {dtype.name} labels need {expected} bytes, got {len(message.data)}")
+    return np.frombuffer(message.data, dtype=dtype).astype(dtype.newbyteorder("=")).reshape(height, width)
+
+
+def encode_normals(normals: np.ndarray) -> pb.NormalImage:
+    """float (H, W, 3) unit normals (0 = unknown) -> ``NormalImage`` (float32, the layout of a packed (N, 3) array,
+    so the gateway converts it like any direction)."""
+    normals = np.asarray(normals)
+    if normals.ndim != 3 or normals.shape[2] != 3 or not np.issubdtype(normals.dtype, np.floating):
+        raise WireFormatError(f"a normal image must be float (H, W, 3), got {normals.dtype} {normals.shape}")
+    height, width = normals.shape[:2]
+    _check_size(width, height, "a normal image")
+    if not np.all(np.abs(normals) <= 1.0 + 1e-3):
+        raise WireFormatError("normals must be unit vectors or (0, 0, 0) (components in [-1, 1])")
+    return pb.NormalImage(width=width, height=height, data=normals.astype(FLOAT32).tobytes())
+
+
+def decode_normals(message: pb.NormalImage, name: str = "normals") -> np.ndarray:
+    """``NormalImage`` -> float32 (H, W, 3) normals."""
+    width, height = int(message.width), int(message.height)
+    _check_size(width, height, name)
+    expected = width * height * 12
+    if len(message.data) != expected:
+        raise WireFormatError(f"{name}: {width}x{height} float32 normals need {expected} bytes, got {len(message.data)}")
+    return np.frombuffer(message.data, dtype=FLOAT32).astype(np.float32).reshape(height, width, 3)
+
+
 # ------------------------------------------------------------------------------------------------ packed arrays
 
 FLOAT32 = "<f4"

@@ -42,6 +42,7 @@ from worldweave.server.auth import BearerTokenInterceptor, TokenTable, server_cr
 from worldweave.server.decoding import UndecodableRequestInterceptor
 from worldweave.server.defaults import METRICS_HOST, STOP_TIMEOUT_S
 from worldweave.server.metrics import RequestInterceptor, ServerMetrics
+from worldweave.server.record_log import Recording
 from worldweave.server.registry import AutosavePolicy, WorldRegistry
 from worldweave.server.scheduling import (
     Admission,
@@ -111,6 +112,14 @@ class ServerConfig:
     """Interface of the metrics endpoint (this machine only by default; it has no token and no TLS)."""
     log_requests: bool = False
     """Write one INFO line per request on the logger ``worldweave.requests`` (rpc, world, tenant, status, ms)."""
+    record_dir: Path | None = None
+    """Folder of the worlds' record logs (``record_log``, ``worldweave replay``); None: no world is recorded."""
+    record_every_world: bool = True
+    """With ``record_dir``: record every world its CreateWorldRequest does not opt out of (``record`` false);
+    False: only those that set ``record``."""
+    record_fsync: bool = True
+    """fsync each record before its request is answered (survives a machine crash); False: write only (survives a
+    crash of the server, costs no disk flush)."""
 
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
@@ -188,11 +197,14 @@ class WorldServer:
             autosave=config.autosave,
             depth_estimator=share_depth_estimator(depth_estimator) if depth_estimator is not None else None,
             admission=Admission(config.queues, engine_threads=config.workers),
+            recording=Recording(config.record_dir, every_world=config.record_every_world, fsync=config.record_fsync,
+                                generator=type(generator),
+                                generator_options=config.generator_options, device=config.device, limits=config.limits),
         )
         for world_id in self.registry.scan():
             logger.warning("saved world %r in %s is unreadable; it is not listed", world_id, config.data_dir)
         info = server_info(generator, config.limits, persistence=config.data_dir is not None,
-                           server_version=server_version())
+                           recording=config.record_dir is not None, server_version=server_version())
         info.limits.max_queued_per_world = config.queues.per_world
         info.limits.max_queued_total = config.queues.total
         info.limits.engine_threads = config.workers

@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "gateway": ("worldweave.sim_clients.gateway.server", "ZMQ/msgpack gateway for engines without gRPC (Unity, Unreal)"),
     "view": ("worldweave.sim_clients.viewer.cli", "watch a server's worlds live in the browser (binds 127.0.0.1)"),
     "record": ("worldweave.sim_clients.recording", "render a world along a TUM pose file, with LiDAR, into an MCAP for Foxglove"),
+    "replay": ("worldweave.server.replay", "re-run a world's record log (serve --record DIR) and check it is bit-identical"),
 }
 
 

@@ -44,6 +44,9 @@ class ServerLimits:
     max_shape_voxels: int = 1 << 34
     """Most collision search volume in one CheckCollision, voxels: the sum over its shapes of the voxels in each
     shape's search box (its axis-aligned bounding box grown by the clearance reach and one voxel)."""
+    max_rig_cameras: int = 8
+    """Most cameras in one StepRequest's rig (each body pose answers a frame per camera; the pixels of all of them
+    count against ``max_pixels_per_call``)."""
 
     def __post_init__(self) -> None:
         for limit in fields(self):

@@ -55,6 +55,7 @@ from worldweave.proto.errors import (
 )
 from worldweave.proto.geometry import Intrinsics
 from worldweave.server.auth import DEFAULT_TENANT, TENANT_PATTERN, caller
+from worldweave.server.record_log import NOT_RECORDED, Recording, WorldRecorder, not_recorded
 from worldweave.server.scheduling import Admission, WorldLock, as_server_work, run_locked
 from worldweave.server.sessions import StepSessions
 from worldweave.server.world_state import QUERY_REACH
@@ -179,6 +180,8 @@ class WorldEntry:
     """``time.monotonic()`` of the first unsaved change."""
     sessions: StepSessions = field(default_factory=StepSessions)
     """The exactly-once step sessions of this world (``sessions``)."""
+    recorder: WorldRecorder = NOT_RECORDED
+    """Records the world's state-changing requests when it is recorded (``record_log``; CreateWorld's ``record``)."""
 
     @property
     def key(self) -> WorldKey:
@@ -194,7 +197,8 @@ class WorldRegistry:
     """Worlds by id; ``generator`` is the server's shared (fair-queued) generator and ``depth_estimator`` its
     shared depth estimator (None: the generator's own depth is used), both given to every world created or loaded,
     as are the server's query reaches (``world_state.QUERY_REACH``); ``data_dir`` may be None. ``admission``
-    bounds the calls waiting for locked work (``scheduling.Admission``; default: its default bounds)."""
+    bounds the calls waiting for locked work (``scheduling.Admission``; default: its default bounds). ``recording``:
+    which worlds are recorded, and where (``record_log.Recording``; default: none)."""
 
     def __init__(
         self,
@@ -206,6 +210,7 @@ class WorldRegistry:
         autosave: AutosavePolicy = AutosavePolicy(),
         depth_estimator: DepthEstimator | None = None,
         admission: Admission | None = None,
+        recording: Recording = Recording(),
     ) -> None:
         if autosave.enabled and data_dir is None:
             raise PreconditionError("autosave needs a data folder: start the server with --data-dir DIR")
@@ -216,6 +221,7 @@ class WorldRegistry:
         self.device = device
         self.autosave = autosave
         self.admission = admission if admission is not None else Admission()
+        self.recording = recording
         self._autosaving: dict[WorldKey, asyncio.Task] = {}
         self._loaded: dict[WorldKey, WorldEntry] = {}
         self._saved: dict[WorldKey, WorldSummary] = {}
@@ -409,9 +415,11 @@ class WorldRegistry:
             raise AlreadyExistsError(f"world {key[1]!r} already exists; pick another id or DeleteWorld it first")
 
     async def create(
-        self, world_id: str, frames: list[RGBDFrame], prompt: str, memory: MemoryConfig
+        self, world_id: str, frames: list[RGBDFrame], prompt: str, memory: MemoryConfig, *,
+        log: Callable[[str, str, World], WorldRecorder] = not_recorded,
     ) -> WorldSummary:
-        """Build a world from seed frames (one at a time per id); ALREADY_EXISTS if the id is loaded or saved."""
+        """Build a world from seed frames (one at a time per id); ALREADY_EXISTS if the id is loaded or saved.
+        ``log``: how it is recorded (``Recording.opener``), started before the world can be reached."""
         key = self._key(world_id)
         self._reserve(key)
         if key in self._saved:
@@ -425,7 +433,9 @@ class WorldRegistry:
                 lambda: World(Seed(frames=frames, prompt=prompt), config, generator=self.generator,
                               depth_estimator=self.depth_estimator, device=self.device, query_reach=QUERY_REACH),
             )
-            entry = WorldEntry(world_id, world, key[0], unsaved_changes=1, unsaved_since_s=time.monotonic())
+            recorder = await self.offload(lambda: log(world_id, key[0], world))
+            entry = WorldEntry(world_id, world, key[0], unsaved_changes=1, unsaved_since_s=time.monotonic(),
+                               recorder=recorder)
             self._loaded[key] = entry
             return self.summary(entry)
         finally:
@@ -501,6 +511,7 @@ class WorldRegistry:
         if entry is not None:
             async with entry.lock:
                 entry.deleted = True
+                entry.recorder.close()
                 self._loaded.pop(key, None)
                 entry.notify_changed()
         deleted_saved = False

@@ -17,6 +17,9 @@ variable, is one read-write token of the default tenant. A malformed FILE stops 
 ``--tls-cert`` and ``--tls-key`` (PEM) serve TLS only. Binding another interface without TLS logs a warning: frames,
 worlds and the tokens would cross the network in clear text.
 
+Record and replay (docs/rollouts.md): ``--record DIR`` writes each world's state-changing requests, with hashes of
+their results, to an append-only log (fsynced per request) that ``worldweave replay LOG`` re-runs.
+
 Monitoring (docs/metrics.md): ``--metrics-port PORT`` serves Prometheus metrics (step stage times, requests by RPC
 and status, worlds, voxels, anchors, queue depth, RSS) at http://127.0.0.1:PORT/metrics; ``--log-requests`` logs one
 line per request (rpc, world, tenant, status, ms) on the logger worldweave.requests.
@@ -119,6 +122,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(needs --data-dir; 0: off)")
     parser.add_argument("--autosave-seconds", type=float, default=0.0, metavar="S",
                         help="save a world once a change has stayed unsaved S seconds (needs --data-dir; 0: off)")
+    parser.add_argument("--record", type=Path, default=None, metavar="DIR",
+                        help="write each world's state-changing requests, with hashes of their results, to an "
+                             "append-only log in DIR (fsynced per request) that 'worldweave replay LOG' re-runs; see "
+                             "docs/rollouts.md (default: off)")
+    parser.add_argument("--record-worlds", choices=("all", "asked"), default="all",
+                        help="with --record: 'all' records every world whose CreateWorld does not set record=false, "
+                             "'asked' only those that set record=true (default %(default)s)")
+    parser.add_argument("--record-no-fsync", action="store_true",
+                        help="with --record: write each record without fsync: a crash of the server loses none, one "
+                             "of the machine may lose the last ones (default: fsync each record before answering)")
     parser.add_argument("--viewer", type=int, default=None, metavar="PORT",
                         help="also serve the live viewer ('worldweave view') at http://127.0.0.1:PORT, as a child "
                              f"process (0 picks a free port; default: off); with a token it needs {TOKEN_ENVIRONMENT_VARIABLE}")
@@ -309,6 +322,9 @@ def run(args: argparse.Namespace) -> int:
             metrics_port=args.metrics_port,
             metrics_host=args.metrics_host,
             log_requests=args.log_requests,
+            record_dir=args.record,
+            record_every_world=args.record_worlds == "all",
+            record_fsync=not args.record_no_fsync,
         )
         asyncio.run(serve(f"{args.host}:{args.port}", config, args.grace, args.viewer))
     except (InvalidInputError, NotFoundError, PreconditionError) as error:

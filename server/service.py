@@ -24,6 +24,7 @@ from worldweave.proto.enums import (
 )
 from worldweave.proto.errors import InvalidInputError, LimitExceededError
 from worldweave.proto.geometry import Intrinsics
+from worldweave.proto.rig import Rig
 from worldweave.proto.worldweave.v1 import API_VERSION
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
@@ -44,20 +45,24 @@ CONVENTIONS = pb.Conventions(
 )
 """The conventions (``docs/conventions.md``), as the tokens the handshake reports."""
 
-CAPABILITIES = ("lifecycle", "render", "step", "point_cloud_stream", "queries", "edits", "watch", "rollouts", "lidar")
-"""Features every server of this version implements; "persistence" is added when it has a data folder."""
+CAPABILITIES = ("lifecycle", "render", "step", "point_cloud_stream", "queries", "edits", "watch", "rollouts", "lidar",
+                "rigs", "labels")
+"""Features every server of this version implements; "persistence" is added when it has a data folder, "recording"
+when it records worlds (``serve --record``: CreateWorld may set ``record``)."""
 
 
 # ------------------------------------------------------------------------------------------------ pure helpers
 
 
-def server_info(generator: Generator, limits: ServerLimits, *, persistence: bool, server_version: str) -> pb.GetServerInfoResponse:
+def server_info(
+    generator: Generator, limits: ServerLimits, *, persistence: bool, recording: bool = False, server_version: str,
+) -> pb.GetServerInfoResponse:
     """The handshake answer: API version, capabilities, generator contract, conventions, limits, encodings."""
     cls = type(generator)
     return pb.GetServerInfoResponse(
         api_version=API_VERSION,
         server_version=server_version,
-        capabilities=[*CAPABILITIES, *(["persistence"] if persistence else [])],
+        capabilities=[*CAPABILITIES, *(["persistence"] if persistence else []), *(["recording"] if recording else [])],
         generator=pb.GeneratorInfo(
             name=cls.name,
             chunk_multiple=cls.chunk_multiple,
@@ -125,9 +130,12 @@ def summary_to_proto(summary: WorldSummary) -> pb.WorldInfo:
 
 
 def frame_bytes(intrinsics: Intrinsics, fmt: codecs.FrameFormat) -> int:
-    """Upper estimate of one encoded frame's size, bytes (raw RGB8, plus 16-bit depth and mask when asked for)."""
+    """Upper estimate of one encoded frame's size, bytes (raw RGB8, plus 16-bit depth, mask, uint16 semantic, uint32
+    instance and float32 x 3 normal images when asked for)."""
     pixels = intrinsics.width * intrinsics.height
-    return 3 * pixels + (2 * pixels if fmt.depth_encoding is not None else 0) + pixels // 8 + 1024
+    labels = fmt.labels
+    per_pixel = 3 + (2 if fmt.depth_encoding is not None else 0) + 2 * labels.semantic + 4 * labels.instance + 12 * labels.normals
+    return per_pixel * pixels + pixels // 8 + 1024
 
 
 def check_message_size(frames: int, intrinsics: Intrinsics, fmt: codecs.FrameFormat, limit: int, what: str) -> None:
@@ -148,6 +156,30 @@ def check_pixels(poses: int, intrinsics: Intrinsics, limits: ServerLimits, what:
         what, poses * intrinsics.width * intrinsics.height, limits.max_pixels_per_call, "max_pixels_per_call", "pixels",
         f"{poses} pose(s) of {intrinsics.width}x{intrinsics.height}: send fewer poses per call or smaller images",
     )
+
+
+def check_rig_pixels(poses: int, rig: Rig, limits: ServerLimits) -> None:
+    """``check_pixels`` for a step of ``poses`` body poses seen by ``rig``: poses x the sum of the cameras' pixels."""
+    if len(rig) == 1:
+        check_pixels(poses, rig.cameras[0].intrinsics, limits, "Step")
+        return
+    sizes = " + ".join(f"{c.intrinsics.width}x{c.intrinsics.height}" for c in rig.cameras)
+    check_budget("Step", poses * rig.pixels, limits.max_pixels_per_call, "max_pixels_per_call", "pixels",
+                 f"{poses} pose(s) x {len(rig)} rig cameras ({sizes}): send fewer poses or cameras per call or smaller "
+                 "images")
+
+
+def step_rig(request: pb.StepRequest, default: Intrinsics, generator: Generator, limits: ServerLimits) -> Rig:
+    """The cameras of a StepRequest: its ``rig`` (``codecs.rig_from_proto``; ``intrinsics`` must then be unset), or
+    one camera at the pose with the request's intrinsics (``request_intrinsics``)."""
+    if not request.HasField("rig"):
+        return Rig.single(request_intrinsics(request.intrinsics, request.HasField("intrinsics"), default, generator))
+    if request.HasField("intrinsics"):
+        raise InvalidInputError("a step with a rig takes each camera's intrinsics from rig.cameras[i].intrinsics: "
+                                "leave StepRequest.intrinsics unset")
+    cls = type(generator)
+    return codecs.rig_from_proto(request.rig, default, max_cameras=limits.max_rig_cameras, max_width=cls.max_width,
+                                 max_height=cls.max_height)
 
 
 def request_intrinsics(message: pb.Intrinsics, has: bool, default: Intrinsics, generator: Generator) -> Intrinsics:
@@ -239,7 +271,8 @@ class WorldServicer(pb_grpc.WorldServiceServicer):
                 max_height=generator.max_height,
             )
         )
-        summary = await self.registry.create(world_id, frames, prompt, memory)
+        summary = await self.registry.create(world_id, frames, prompt, memory,
+                                             log=self.registry.recording.opener(request))
         return pb.CreateWorldResponse(world=summary_to_proto(summary))
 
     @_answers_errors
@@ -275,13 +308,15 @@ class WorldServicer(pb_grpc.WorldServiceServicer):
 
     @_answers_errors
     async def Checkpoint(self, request: pb.CheckpointRequest, context) -> pb.CheckpointResponse:
-        info = await self.registry.run(self.registry.entry(request.world_id), lambda world: world.checkpoint())
+        entry = self.registry.entry(request.world_id)
+        info = await self.registry.run(entry, lambda world: entry.recorder.record(world, request, world.checkpoint()))
         return pb.CheckpointResponse(checkpoint=checkpoint_to_proto(info))
 
     @_answers_errors
     async def RestoreWorld(self, request: pb.RestoreWorldRequest, context) -> pb.RestoreWorldResponse:
         entry = self.registry.entry(request.world_id)
-        await self.registry.run(entry, lambda world: world.restore(request.checkpoint_id))
+        await self.registry.run(entry, lambda world: entry.recorder.record(world, request,
+                                                                          world.restore(request.checkpoint_id)))
         return pb.RestoreWorldResponse(world=summary_to_proto(self.registry.summary(entry)))
 
     @_answers_errors
@@ -304,11 +339,12 @@ class WorldServicer(pb_grpc.WorldServiceServicer):
 
         def render(world) -> pb.RenderResponse:
             results = world.render(poses, intrinsics=intrinsics)
+            labels = world.render_labels(poses, fmt.labels, intrinsics=intrinsics) if fmt.labels else [None] * len(poses)
             version = int(world.version)
             response = pb.RenderResponse()
-            for pose, r in zip(poses, results):
+            for pose, r, images in zip(poses, results, labels):
                 codecs.frame_to_proto(fmt, response.frames.add(), rgb=r.rgb, depth_m=r.depth, pose=pose, version=version,
-                                      coverage=r.coverage, coverage_mask=r.mask)
+                                      coverage=r.coverage, coverage_mask=r.mask, labels=images)
             return response
 
         return await self.registry.run(entry, render)
@@ -332,13 +368,15 @@ class WorldServicer(pb_grpc.WorldServiceServicer):
         entry = self.registry.entry(request.world_id)
         poses = codecs.poses_from_proto(request.poses, self.limits.max_poses_per_call)
         fmt = codecs.frame_format_from_proto(request.format)
-        intrinsics = request_intrinsics(
-            request.intrinsics, request.HasField("intrinsics"), entry.world.intrinsics, self.registry.generator
-        )
-        check_message_size(1, intrinsics, fmt, self.limits.max_message_bytes, "Step")
-        check_pixels(len(poses), intrinsics, self.limits, "Step")
-        masks = codecs.dynamic_masks_from_proto(request.dynamic_masks, len(poses), intrinsics)
+        rig = step_rig(request, entry.world.intrinsics, self.registry.generator, self.limits)
+        for camera in rig.cameras:
+            check_message_size(1, camera.intrinsics, fmt, self.limits.max_message_bytes, "Step")
+        check_rig_pixels(len(poses), rig, self.limits)
+        has_rig = request.HasField("rig")
+        cameras = rig if has_rig else rig.cameras[0].intrinsics
+        masks = codecs.dynamic_masks_from_proto(request.dynamic_masks, len(poses), cameras)
         boxes = [codecs.oriented_box_from_proto(b, f"dynamic_boxes[{i}]") for i, b in enumerate(request.dynamic_boxes)]
+        box_labels = codecs.dynamic_box_labels_from_proto(request)
         prompt = request.prompt if request.HasField("prompt") else None
         seed = request.seed if request.HasField("seed") else None
 
@@ -348,17 +386,21 @@ class WorldServicer(pb_grpc.WorldServiceServicer):
             watched = self.watches.watched(entry)
             anchors_before = world.memory.anchors.ids if watched else []
             result = world.step(
-                poses, intrinsics=intrinsics, dynamic_masks=masks, dynamic_boxes=boxes, prompt=prompt, seed=seed
+                poses, intrinsics=None if has_rig else rig.cameras[0].intrinsics, rig=rig if has_rig else None,
+                dynamic_masks=masks, dynamic_boxes=boxes, dynamic_box_labels=box_labels, prompt=prompt, seed=seed,
+                labels=fmt.labels,
             )
+            entry.recorder.record(world, request, result)
             if watched:  # published from under the lock, so watchers see steps in the order they ran
-                loop.call_soon_threadsafe(self.watches.publish, entry, step_events(world, result, intrinsics,
-                                                                                  anchors_before))
+                loop.call_soon_threadsafe(self.watches.publish, entry, step_events(
+                    world, result, [c.intrinsics for c in rig.cameras], anchors_before))
             responses = []
-            for i, f in enumerate(result.frames):
-                response = pb.StepResponse(request_index=request_index, pose_index=i,
-                                           last_in_request=i == len(result.frames) - 1, timings_s=result.timings_s)
+            for i, f in enumerate(result.frames):  # pose-major: every camera of body pose 0, then of pose 1, ...
+                response = pb.StepResponse(request_index=request_index, pose_index=i // len(rig),
+                                           camera_index=f.camera_index, last_in_request=i == len(result.frames) - 1,
+                                           timings_s=result.timings_s)
                 codecs.frame_to_proto(fmt, response.frame, rgb=f.rgb, depth_m=f.depth, pose=f.pose, version=f.version,
-                                      coverage=f.coverage, frame_id=f.frame_id)
+                                      coverage=f.coverage, frame_id=f.frame_id, labels=f.labels)
                 responses.append(response)
             return responses
 
@@ -416,3 +458,7 @@ class WorldServicer(pb_grpc.WorldServiceServicer):
     @_answers_errors
     async def InsertPoints(self, request: pb.InsertPointsRequest, context) -> pb.InsertPointsResponse:
         return await world_state.insert_points(self.registry, request, self.limits)
+
+    @_answers_errors
+    async def LabelRegion(self, request: pb.LabelRegionRequest, context) -> pb.LabelRegionResponse:
+        return await world_state.label_region(self.registry, request)

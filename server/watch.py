@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -119,9 +119,12 @@ def anchor_records(world: World, ids: list[int] | None = None) -> list[AnchorRec
     return [AnchorRecord(a.id, a.frame_id, a.pose, a.intrinsics) for a in anchors]
 
 
-def step_events(world: World, result: StepResult, intrinsics: Intrinsics, anchors_before: list[int]) -> list[FrameEvent]:
+def step_events(
+    world: World, result: StepResult, cameras: Sequence[Intrinsics], anchors_before: list[int]
+) -> list[FrameEvent]:
     """The events of one step: one per frame, with the anchors the step made (ids not in ``anchors_before``) on the
-    frame each was made from. Call under the world's lock, right after ``World.step``."""
+    frame each was made from. ``cameras``: the step's intrinsics by camera index (one without a rig). Call under the
+    world's lock, right after ``World.step``."""
     known = set(anchors_before)
     now = world.memory.anchors.ids
     made: dict[int, list[AnchorRecord]] = {}
@@ -129,7 +132,7 @@ def step_events(world: World, result: StepResult, intrinsics: Intrinsics, anchor
         made.setdefault(record.frame_id, []).append(record)
     ids = frozenset(now)
     return [
-        FrameEvent(f.version, f.frame_id, f.pose, intrinsics, float(f.coverage), f.rgb, f.condition.rgb,
+        FrameEvent(f.version, f.frame_id, f.pose, cameras[f.camera_index], float(f.coverage), f.rgb, f.condition.rgb,
                    dict(result.timings_s), tuple(made.get(f.frame_id, ())), ids)
         for f in result.frames
     ]

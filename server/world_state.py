@@ -13,7 +13,8 @@ QueryOccupancy     ``WorldQueries.occupancy``                       UNKNOWN / FR
 CropPointCloud     ``WorldQueries.crop`` (``point_cloud.py``)       voxel centres and colours, chunked
 RemoveRegion       ``World.remove``                                 version, voxels removed
 RecolorRegion      ``World.recolor``                                version, voxels recoloured
-InsertPoints       ``World.insert``                                 version, voxels added
+InsertPoints       ``World.insert`` (with optional labels)          version, voxels added
+LabelRegion        ``World.label``                                  version, voxels labelled
 ScanLidar          ``bridge.queries.lidar.scan`` (on                hit, unknown, sensor-frame point, range,
                    ``WorldQueries.trace``)                          intensity, ring per ray
 =================  ==============================================  ===============================================
@@ -47,6 +48,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from worldweave.bridge.queries import ContactResult, Occupancy, WorldQueries, resolve_level
+from worldweave.bridge.memory.labels import check_ids
 from worldweave.bridge.queries import lidar
 from worldweave.bridge.queries.lidar import LidarSpec
 from worldweave.bridge.world import QueryReach, World
@@ -408,7 +410,7 @@ async def remove_region(registry: WorldRegistry, request: pb.RemoveRegionRequest
     region = request_region(request)
 
     def remove(world: World) -> pb.RemoveRegionResponse:
-        removed = world.remove(region)
+        removed = entry.recorder.record(world, request, world.remove(region))
         return pb.RemoveRegionResponse(version=int(world.version), voxels_removed=removed)
 
     return await registry.run(entry, remove)
@@ -422,7 +424,7 @@ async def recolor_region(registry: WorldRegistry, request: pb.RecolorRegionReque
     rgb = list(request.rgb)
 
     def recolor(world: World) -> pb.RecolorRegionResponse:
-        changed = world.recolor(region, rgb)
+        changed = entry.recorder.record(world, request, world.recolor(region, rgb))
         return pb.RecolorRegionResponse(version=int(world.version), voxels_changed=changed)
 
     return await registry.run(entry, recolor)
@@ -454,12 +456,27 @@ def insert_points_work(
         i = int(np.argmax(bad))
         raise InvalidInputError(f"points_m[{i}] = {points[i].tolist()} has a non-finite value")
 
+    semantic_class, instance_id = check_ids(request.semantic_class, request.instance_id)
+
     def insert(world: World) -> pb.InsertPointsResponse:
         before = len(world.memory.voxel_map)
-        world.insert(points.copy(), colors.copy())  # the engine's tensors need writable arrays
+        touched = world.insert(points.copy(), colors.copy(), semantic_class=semantic_class, instance_id=instance_id)
+        entry.recorder.record(world, request, touched)  # writable copies above: torch
         return pb.InsertPointsResponse(version=int(world.version), voxels_added=len(world.memory.voxel_map) - before)
 
     return insert
+
+
+async def label_region(registry: WorldRegistry, request: pb.LabelRegionRequest) -> pb.LabelRegionResponse:
+    entry = registry.entry(request.world_id)
+    region = request_region(request)
+    semantic_class, instance_id = check_ids(request.semantic_class, request.instance_id)
+
+    def label(world: World) -> pb.LabelRegionResponse:
+        changed = entry.recorder.record(world, request, world.label(region, semantic_class, instance_id))
+        return pb.LabelRegionResponse(version=int(world.version), voxels_changed=changed)
+
+    return await registry.run(entry, label)
 
 
 # ------------------------------------------------------------------------------------------------ sensors

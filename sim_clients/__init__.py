@@ -15,13 +15,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-_MODULES = ("client", "aio_client", "retry", "mirror", "conversions", "world_state", "conventions")
+_MODULES = ("client", "aio_client", "retry", "mirror", "conversions", "world_state", "conventions", "rigs")
 """The modules of this package that define the names of ``__all__``."""
 __all__ = [
     "OCCUPANCY_NAMES", "SOURCE_NAMES", "AsyncWorldClient", "ClientOptions", "CollisionResult", "Convention",
     "CropResult", "DepthEncoding", "EditResult", "Frame", "ImageEncoding", "IncompatibleServerError", "MirrorError",
     "NearestSurfaceResult", "OccupancyResult", "PointCloudChunk", "PointCloudMirror", "RaycastResult", "Retrieval",
-    "RetryPolicy", "WorldClient", "box_region", "get_convention", "oriented_box_region", "sphere_region",
+    "RetryPolicy", "Rig", "RigCamera", "WorldClient", "box_region", "get_convention", "oriented_box_region",
+    "sphere_region", "stereo_rig",
 ]
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from worldweave.sim_clients.conversions import DepthEncoding, Frame, ImageEncoding, Retrieval
     from worldweave.sim_clients.mirror import MirrorError, PointCloudMirror
     from worldweave.sim_clients.retry import RetryPolicy
+    from worldweave.sim_clients.rigs import Rig, RigCamera, stereo_rig
     from worldweave.sim_clients.world_state import (
         OCCUPANCY_NAMES,
         SOURCE_NAMES,

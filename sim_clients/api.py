@@ -3,7 +3,7 @@
     client.worlds        create, get, list, delete, save, load                   (api.Worlds)
     client.render / step / step_stream                                           (frames: the main loop)
     client.queries       raycast, nearest_surface, check_spheres, check_capsules, check_boxes, occupancy
-    client.edits         remove_region, recolor_region, insert_points
+    client.edits         remove_region, recolor_region, insert_points, label_region
     client.point_cloud   stream, crop, mirror
     client.call          any RPC by its name, with a request message (raw response messages back)
 
@@ -22,6 +22,7 @@ from google.protobuf.message import Message
 
 from worldweave.proto import codecs
 from worldweave.proto.geometry import Intrinsics
+from worldweave.proto.rig import Rig
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.sim_clients import conversions
 from worldweave.sim_clients import world_state as ws
@@ -60,6 +61,7 @@ class Worlds:
         seed: int | None = None,
         confidence_levels: Sequence[float] | None = None,
         default_min_confidence: float | None = None,
+        record: bool | None = None,
         timeout_s: float | None = None,
     ) -> Answer[pb.WorldInfo]:
         """Create a world from ``(rgb uint8 (H, W, 3), depth float32 (H, W) metres, c2w float64 4x4)`` seed frames
@@ -67,8 +69,9 @@ class Worlds:
 
         ``world_id`` empty lets the server choose. ``retrieval``: how a step picks the memories it conditions on.
         ``confidence_levels``: the minimum confidences its queries and stream accept (``min_confidence=``), each in
-        [0, 1]; ``default_min_confidence``: the level used when a call names none (docs/confidence.md). Unset
-        options take the server's defaults.
+        [0, 1]; ``default_min_confidence``: the level used when a call names none (docs/confidence.md). ``record``:
+        whether the server logs the world's requests for ``worldweave replay`` (docs/rollouts.md; True needs a server
+        started with ``--record DIR``). Unset options take the server's defaults.
         """
         config = ws.with_confidence_levels(conversions.world_config(
             voxel_size_m=voxel_size_m, retrieval=retrieval, max_anchors=max_anchors, seed=seed
@@ -76,7 +79,7 @@ class Worlds:
 
         def build() -> pb.CreateWorldRequest:
             seed_frames = conversions.seed_message(frames, intrinsics, prompt)
-            return pb.CreateWorldRequest(world_id=world_id, seed=seed_frames, config=config)
+            return pb.CreateWorldRequest(world_id=world_id, seed=seed_frames, config=config, record=record)
 
         return self._transport.unary("CreateWorld", build, lambda r: r.world, timeout_s)
 
@@ -132,13 +135,18 @@ class ClientApi:
         image: ImageEncoding = "raw",
         depth: DepthEncoding | None = None,
         coverage_mask: bool = False,
+        semantic: bool = False,
+        instance: bool = False,
+        normals: bool = False,
         jpeg_quality: int = codecs.DEFAULT_JPEG_QUALITY,
         timeout_s: float | None = None,
     ) -> Answer[list[Frame]]:
         """Render memory at one 4x4 pose or an (N, 4, 4) stack: no generation, no memory update. A stack is one
         chunk (anchors retrieved once for all its poses), so a pose's frame can depend on the rest of the stack.
-        ``depth`` None: no depth. ``intrinsics`` None: the world's."""
-        fmt = conversions.frame_format(image, depth, jpeg_quality=jpeg_quality, coverage_mask=coverage_mask)
+        ``depth`` None: no depth. ``intrinsics`` None: the world's. ``semantic`` / ``instance`` / ``normals``: add
+        those images rendered from memory (``Frame.semantic``, ``.instance``, ``.normals``; docs/sensors.md)."""
+        fmt = conversions.frame_format(image, depth, jpeg_quality=jpeg_quality, coverage_mask=coverage_mask,
+                                       semantic=semantic, instance=instance, normals=normals)
         request = conversions.render_request(world_id, poses, fmt, intrinsics)
         return self._transport.unary("Render", request, _frames, timeout_s)
 
@@ -148,26 +156,38 @@ class ClientApi:
         poses: np.ndarray,
         *,
         intrinsics: Intrinsics | pb.Intrinsics | None = None,
-        dynamic_masks: Sequence[np.ndarray | None] | None = None,
+        rig: Rig | None = None,
+        dynamic_masks: Sequence[np.ndarray | Sequence[np.ndarray | None] | None] | None = None,
         dynamic_boxes: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]] = (),
+        dynamic_box_labels: Sequence[tuple[int, int]] | None = None,
         prompt: str | None = None,
         seed: int | None = None,
         image: ImageEncoding = "raw",
         depth: DepthEncoding | None = "float16_m",
+        semantic: bool = False,
+        instance: bool = False,
+        normals: bool = False,
         jpeg_quality: int = codecs.DEFAULT_JPEG_QUALITY,
         timeout_s: float | None = None,
     ) -> Answer[list[Frame]]:
         """Generate one frame per pose (a 4x4 or an (N, 4, 4) stack), fuse them into memory, return them in order.
         Sent on the client's long-lived Step stream (steps from several threads or tasks run one at a time).
 
-        ``dynamic_masks``: one bool (H, W) or None per pose, True on dynamic pixels (kept out of memory).
+        ``rig`` (``sim_clients.rigs``): cameras rigidly mounted on one body; ``poses`` are then body poses, each
+        answering one frame per camera, pose-major (``Frame.pose_index``, ``Frame.camera_index``), fused as one
+        memory update per body pose; leave ``intrinsics`` None (each camera has its own).
+        ``dynamic_masks``: one bool (H, W) or None per pose, True on dynamic pixels (kept out of memory); with a rig,
+        per pose None or a list with one mask (or None) per camera.
         ``dynamic_boxes``: ``(center_m (3,), half_extents_m (3,), rotation 3x3 box-to-world)`` boxes whose content
-        is dynamic.
+        is dynamic. ``dynamic_box_labels``: None, or one ``(semantic_class, instance_id)`` per box (0: none); the
+        step's semantic / instance images show them on the pixels whose depth lies inside the box (docs/sensors.md).
+        ``semantic`` / ``instance`` / ``normals``: add those images, rendered from memory after each frame is fused.
         """
-        fmt = conversions.frame_format(image, depth, jpeg_quality=jpeg_quality)
+        fmt = conversions.frame_format(image, depth, jpeg_quality=jpeg_quality, semantic=semantic, instance=instance,
+                                       normals=normals)
         request = conversions.step_request(
-            world_id, poses, fmt, intrinsics=intrinsics, dynamic_masks=dynamic_masks, dynamic_boxes=dynamic_boxes,
-            prompt=prompt, seed=seed,
+            world_id, poses, fmt, intrinsics=intrinsics, rig=rig, dynamic_masks=dynamic_masks,
+            dynamic_boxes=dynamic_boxes, dynamic_box_labels=dynamic_box_labels, prompt=prompt, seed=seed,
         )
         return self._transport.step(request, _step_frames, timeout_s)
 

@@ -222,6 +222,10 @@ class Convention:
 
     def to_canonical(self, pose: EnginePose) -> np.ndarray:
         """A pose in this engine's form (:attr:`pose_form`) -> canonical ``T_world_cam`` 4x4 float64, metres."""
+        return self.matrix_to_canonical(self._engine_matrix(pose))
+
+    def _engine_matrix(self, pose: EnginePose) -> np.ndarray:
+        """A pose in this engine's form -> the engine's 4x4 (engine axes and units; a matrix form is checked later)."""
         if self.pose_form == "position_quaternion":
             if not isinstance(pose, TransformPose):
                 raise ConventionError(f"convention {self.name!r} takes a TransformPose, got {type(pose).__name__}")
@@ -238,11 +242,31 @@ class Convention:
             if not isinstance(pose, np.ndarray):
                 raise ConventionError(f"convention {self.name!r} takes a 4x4 matrix, got {type(pose).__name__}")
             engine = pose
-        return self.matrix_to_canonical(engine)
+        return engine
 
     def from_canonical(self, c2w: np.ndarray) -> EnginePose:
         """Canonical ``T_world_cam`` 4x4 -> this engine's pose form (the inverse of :meth:`to_canonical`)."""
-        engine = self.matrix_from_canonical(c2w)
+        return self._engine_pose(self.matrix_from_canonical(c2w))
+
+    def mount_to_canonical(self, mount: EnginePose) -> np.ndarray:
+        """A rig camera's mount in this engine's form -> canonical ``T_body_cam`` 4x4 float64, metres.
+
+        The engine states the camera relative to the rig's body as the engine does a child's local transform
+        (``T_e = T_e_body^-1 T_e_cam``, the body's engine-local axes and units; a proper rotation in every form). With
+        ``T_world_x = [W R_x A | s W t_x]`` for body and camera alike, ``T_body_cam = [A^T R_e A | s A^T t_e]``.
+        """
+        m = check_pose_matrix(self._engine_matrix(mount), f"{self.name} rig mount", 1)
+        A = self.opencv_to_camera
+        return _rigid(A.T @ m[:3, :3] @ A, self.metres_per_unit * (A.T @ m[:3, 3]))
+
+    def mount_from_canonical(self, t_body_cam: np.ndarray) -> EnginePose:
+        """Canonical ``T_body_cam`` 4x4 -> the engine's form of the mount (inverse of :meth:`mount_to_canonical`)."""
+        m = check_pose_matrix(t_body_cam, "canonical rig mount", 1)
+        A = self.opencv_to_camera
+        return self._engine_pose(_rigid(A @ m[:3, :3] @ A.T, (A @ m[:3, 3]) / self.metres_per_unit))
+
+    def _engine_pose(self, engine: np.ndarray) -> EnginePose:
+        """The engine's 4x4 -> its pose form (:attr:`pose_form`)."""
         if self.pose_form == "position_quaternion":
             return TransformPose(engine[:3, 3], quaternion_from_rotation(engine[:3, :3]))
         if self.pose_form == "position_rotator":

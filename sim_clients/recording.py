@@ -13,6 +13,7 @@ import argparse
 import io
 from pathlib import Path
 from types import TracebackType
+from typing import Literal, get_args
 
 import numpy as np
 from foxglove_schemas_protobuf.CameraCalibration_pb2 import CameraCalibration
@@ -24,6 +25,7 @@ from foxglove_schemas_protobuf.PointCloud_pb2 import PointCloud
 from foxglove_schemas_protobuf.Pose_pb2 import Pose as FoxglovePose
 from foxglove_schemas_protobuf.PoseInFrame_pb2 import PoseInFrame
 from foxglove_schemas_protobuf.Quaternion_pb2 import Quaternion as FoxgloveQuaternion
+from foxglove_schemas_protobuf.RawImage_pb2 import RawImage
 from foxglove_schemas_protobuf.Vector3_pb2 import Vector3
 from google.protobuf.timestamp_pb2 import Timestamp
 from mcap_protobuf.writer import Writer
@@ -37,6 +39,8 @@ WORLD_FRAME = "world"
 _FLOAT32 = PackedElementField.NumericType.FLOAT32
 _UINT8 = PackedElementField.NumericType.UINT8
 _UINT16 = PackedElementField.NumericType.UINT16
+LabelKind = Literal["semantic", "instance"]
+"""The label images a recorder writes (``McapRecorder.labels``): semantic class ids and instance ids."""
 
 
 def _stamp(t_s: float) -> Timestamp:
@@ -57,6 +61,8 @@ class McapRecorder:
 
     * ``/NAME/image`` (``foxglove.CompressedImage``): a camera's RGB frame, JPEG or PNG, in frame NAME;
     * ``/NAME/calibration`` (``foxglove.CameraCalibration``): its pinhole intrinsics (K, P; no distortion);
+    * ``/NAME/semantic``, ``/NAME/instance`` (``foxglove.RawImage``, encoding ``mono16``): a camera's label images,
+      one id per pixel (0 = unlabelled), in frame NAME;
     * ``/NAME/pose`` (``foxglove.PoseInFrame``): the sensor's pose in ``world``;
     * ``/NAME/points`` (``foxglove.PointCloud``): a LiDAR scan's hits in frame NAME, fields ``x y z`` float32 metres,
       ``intensity`` float32, ``ring`` uint16;
@@ -128,6 +134,28 @@ class McapRecorder:
             P=[k.fx, 0.0, k.cx, 0.0, 0.0, k.fy, k.cy, 0.0, 0.0, 0.0, 1.0, 0.0],
         ), t_s)
         self.transform(name, t_s, T_world_cam)
+
+    def labels(self, name: str, t_s: float, labels: np.ndarray, *, kind: LabelKind = "semantic") -> None:
+        """A camera's label image as ``/NAME/KIND`` (``kind``: "semantic" or "instance"), frame NAME: an integer
+        (H, W) image of ids, 0 = unlabelled, written as ``foxglove.RawImage`` with encoding ``mono16`` (16-bit
+        little-endian, ``step`` = 2 W bytes). Raw and 16-bit so that every id reads back exactly (a JPEG would blend
+        ids; Foxglove colour-maps mono16 images); the file's chunk compression shrinks the flat regions. Ids must lie
+        in 0..65535 (a semantic class always does; an instance id above it is ``InvalidInputError``). Pose and
+        calibration are the camera's (``camera``)."""
+        if kind not in get_args(LabelKind):
+            raise InvalidInputError(f"label kind must be one of {get_args(LabelKind)}, got {kind!r}")
+        labels = np.asarray(labels)
+        if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+            raise InvalidInputError(f"{kind} labels of {name!r} must be an integer (H, W) image, got {labels.dtype} {labels.shape}")
+        if labels.size and (int(labels.min()) < 0 or int(labels.max()) > 0xFFFF):
+            raise InvalidInputError(
+                f"{kind} labels of {name!r} must lie in 0..65535 to be recorded (mono16), got {labels.min()}..{labels.max()}"
+            )
+        height, width = labels.shape
+        self._write(f"/{name}/{kind}", RawImage(
+            timestamp=_stamp(t_s), frame_id=name, width=width, height=height, encoding="mono16", step=2 * width,
+            data=labels.astype("<u2").tobytes(),
+        ), t_s)
 
     def lidar(
         self, name: str, t_s: float, points_m: np.ndarray, intensity: np.ndarray, ring: np.ndarray,

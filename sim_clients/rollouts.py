@@ -26,6 +26,7 @@ from google.protobuf.message import Message
 
 from worldweave.proto.errors import DeadlineExceededError, ServerUnavailableError
 from worldweave.proto.geometry import Intrinsics
+from worldweave.proto.rig import Rig
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.sim_clients import conversions
 from worldweave.sim_clients.conversions import DepthEncoding, Frame, ImageEncoding
@@ -60,14 +61,15 @@ class StepSession:
         self.backoff_s = backoff_s
         self._format = conversions.frame_format(image, depth)
 
-    def step(self, poses: np.ndarray, *, intrinsics: Intrinsics | None = None, prompt: str | None = None,
-             timeout_s: float | None = None) -> list[Frame]:
+    def step(self, poses: np.ndarray, *, intrinsics: Intrinsics | None = None, rig: Rig | None = None,
+             prompt: str | None = None, timeout_s: float | None = None) -> list[Frame]:
         """Step the world at ``poses`` (a 4x4 or (N, 4, 4)) exactly once, with the session's next number; resend it
         with the same number after UNAVAILABLE or DEADLINE_EXCEEDED (up to ``attempts`` sends), raising the last
         such error. Other errors are raised at once; the number is then used again by the next step when the server
-        did not take it (FAILED_PRECONDITION says which number it expects)."""
+        did not take it (FAILED_PRECONDITION says which number it expects). ``rig``: body poses seen by a camera rig,
+        one number for the whole request (as ``WorldClient.step``)."""
         request = conversions.step_request(self.world_id, np.asarray(poses, dtype=np.float64).reshape(-1, 4, 4),
-                                           self._format, intrinsics=intrinsics, prompt=prompt)
+                                           self._format, intrinsics=intrinsics, rig=rig, prompt=prompt)
         request.session_id = self.session_id
         request.sequence = self.next_sequence
         wait_s = self.backoff_s

@@ -23,7 +23,7 @@ from worldweave.proto.codecs import FLOAT32, INT64, UINT8, pack_array, unpack_ar
 from worldweave.proto.errors import WireFormatError
 from worldweave.proto.geometry import quaternion_from_rotation
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
-from worldweave.sim_clients.conversions import vec3_message
+from worldweave.sim_clients.conversions import label_ids, vec3_message
 
 ChangeKind = Literal["added", "changed", "removed"]
 CHANGE_KIND_NAMES: dict[int, ChangeKind] = {
@@ -452,16 +452,27 @@ def recolor_region_request(world_id: str, region: pb.Region, rgb) -> pb.RecolorR
     return pb.RecolorRegionRequest(world_id=world_id, region=_region(region), rgb=color.astype(np.uint8).tobytes())
 
 
-def insert_points_request(world_id: str, points_m, colors) -> pb.InsertPointsRequest:
-    """Insert ``points_m`` (N, 3) world metres with ``colors`` uint8 (N, 3)."""
+def insert_points_request(
+    world_id: str, points_m, colors, *, semantic_class: int = 0, instance_id: int = 0
+) -> pb.InsertPointsRequest:
+    """Insert ``points_m`` (N, 3) world metres with ``colors`` uint8 (N, 3), labelling the voxels they touch with
+    ``semantic_class`` / ``instance_id`` (0: leave their labels)."""
     points = points_array(points_m, "points_m")
     colors = np.asarray(colors)
     if colors.dtype != np.uint8:
         raise WireFormatError(f"colors must be uint8 (N, 3), got {colors.dtype}")
     packed_colors = pack_array(colors, UINT8, 3, "colors")
     same_rows(len(points), "colors", colors, "points_m")
+    semantic_class, instance_id = label_ids(semantic_class, instance_id)
     return pb.InsertPointsRequest(world_id=world_id, points_m=pack_array(points, FLOAT32, 3, "points_m"),
-                                  colors=packed_colors)
+                                  colors=packed_colors, semantic_class=semantic_class, instance_id=instance_id)
+
+
+def label_region_request(world_id: str, region: pb.Region, semantic_class: int, instance_id: int = 0) -> pb.LabelRegionRequest:
+    """Tag a region with ``semantic_class`` and ``instance_id`` (0: unlabel)."""
+    semantic_class, instance_id = label_ids(semantic_class, instance_id)
+    return pb.LabelRegionRequest(world_id=world_id, region=_region(region), semantic_class=semantic_class,
+                                 instance_id=instance_id)
 
 
 # ------------------------------------------------------------------------------------------------ worlds
@@ -577,12 +588,25 @@ class Edits:
         return self._transport.unary("RecolorRegion", request, decode, timeout_s)
 
     def insert_points(
-        self, world_id: str, points_m: np.ndarray, colors: np.ndarray, *, timeout_s: float | None = None
+        self, world_id: str, points_m: np.ndarray, colors: np.ndarray, *, semantic_class: int = 0,
+        instance_id: int = 0, timeout_s: float | None = None,
     ) -> Answer[EditResult]:
-        """Insert ``points_m`` (N, 3) world metres with ``colors`` uint8 (N, 3); ``voxels`` counts new voxels."""
-        request = insert_points_request(world_id, points_m, colors)
+        """Insert ``points_m`` (N, 3) world metres with ``colors`` uint8 (N, 3); ``voxels`` counts new voxels.
+        ``semantic_class`` (1..65535) / ``instance_id`` (1..2**32-1) label every voxel the points touch; 0 leaves
+        labels as they are (docs/sensors.md, "Labels and normals")."""
+        request = insert_points_request(world_id, points_m, colors, semantic_class=semantic_class, instance_id=instance_id)
         decode = lambda r: EditResult(int(r.version), int(r.voxels_added))  # noqa: E731
         return self._transport.unary("InsertPoints", request, decode, timeout_s)
+
+    def label_region(
+        self, world_id: str, region: pb.Region, semantic_class: int, instance_id: int = 0, *,
+        timeout_s: float | None = None,
+    ) -> Answer[EditResult]:
+        """Tag the memory inside ``region`` with ``semantic_class`` and ``instance_id`` (0: unlabel); label images
+        show it from then on."""
+        request = label_region_request(world_id, region, semantic_class, instance_id)
+        decode = lambda r: EditResult(int(r.version), int(r.voxels_changed))  # noqa: E731
+        return self._transport.unary("LabelRegion", request, decode, timeout_s)
 
 
 class PointCloud:

@@ -182,6 +182,7 @@ def valid_requests() -> dict[str, object]:
             world_id=WORLD, region=pb.Region(sphere=pb.Sphere(center_m=vec3([3, 0, 1.5]), radius_m=0.05))),
         "RecolorRegion": pb.RecolorRegionRequest(world_id=WORLD, region=pb.Region(box=box), rgb=b"\x10\x20\x30"),
         "InsertPoints": pb.InsertPointsRequest(world_id=WORLD, points_m=points, colors=bytes(6)),
+        "LabelRegion": pb.LabelRegionRequest(world_id=WORLD, region=pb.Region(box=box), semantic_class=3, instance_id=4),
         "ForkWorld": pb.ForkWorldRequest(world_id=WORLD),
         "Checkpoint": pb.CheckpointRequest(world_id=WORLD),
         "RestoreWorld": pb.RestoreWorldRequest(world_id=WORLD, checkpoint_id="0"),

@@ -33,7 +33,7 @@ def test_handshake_health_and_reflection(data_dir):
         info = client.info
         assert info.api_version == API_VERSION
         assert set(info.capabilities) == {"lifecycle", "render", "step", "point_cloud_stream", "queries", "edits",
-                                          "watch", "rollouts", "lidar", "persistence"}
+                                          "watch", "rollouts", "lidar", "rigs", "labels", "persistence"}
         assert (info.generator.name, info.generator.max_frames, info.generator.returns_depth) == ("echo", 64, True)
         assert (info.conventions.world_frame, info.conventions.camera_frame, info.conventions.pose) == (
             "right_handed_z_up_metres", "opencv", "camera_to_world")

@@ -6,6 +6,8 @@ centre** (``Intrinsics.pixel_rays``; not Open3D's ``create_rays_pinhole``, which
 ``RaycastingScene``: the ray direction has camera-frame z = 1, so the hit parameter *is* the depth along the optical
 axis. The colour is computed in numpy from the hit point (from the primitive id and barycentrics) and the triangle's
 material, so every surface point has one colour whatever the view: a perfect memory reproduces the frame exactly.
+On request (``labels=True``) a view also comes with its exact label images: each triangle carries a semantic class
+(``SEMANTIC_CLASSES``) and an instance id (one per box, 0 for flat surfaces).
 
 Scenes:
 
@@ -36,6 +38,20 @@ SKY_RGB = (150, 190, 235)
 """Colour of rays that hit nothing (their depth is 0, so they are never scored)."""
 LIGHT_DIRECTION = np.array([0.3, 0.5, 0.81]) / np.linalg.norm([0.3, 0.5, 0.81])
 """Fixed directional light (world, towards the light): faces get brightness ``0.7 + 0.3 max(0, n . l)``."""
+SEMANTIC_CLASSES: dict[str, int] = {
+    "road": 1,
+    "lane_marking": 2,
+    "sidewalk": 3,
+    "terrain": 4,
+    "building": 5,
+    "floor": 6,
+    "wall": 7,
+    "ceiling": 8,
+    "furniture": 9,
+}
+"""The scenes' semantic classes, name -> id (uint16): the street's asphalt (``road``), dashed centre lines
+(``lane_marking``), sidewalks, grass (``terrain``) and buildings; the room's floor, walls, ceiling and furniture.
+0 is reserved for "unlabelled" (a ray that hits nothing, or a surface built without a class)."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -124,27 +140,50 @@ class Material:
 
 @dataclass(frozen=True)
 class Block:
-    """A box (furniture, building, wall slab): centre and size in metres, yaw about world +Z in radians."""
+    """A box (furniture, building, wall slab): centre and size in metres, yaw about world +Z in radians, and its
+    semantic class (a ``SEMANTIC_CLASSES`` name; None: unlabelled)."""
 
     center_m: tuple[float, float, float]
     size_m: tuple[float, float, float]
     material: Material
     yaw_rad: float = 0.0
+    semantic: str | None = None
+
+
+def semantic_class(name: str | None) -> int:
+    """The id of a ``SEMANTIC_CLASSES`` name (None: 0, unlabelled); an unknown name raises listing the names."""
+    if name is None:
+        return 0
+    if name not in SEMANTIC_CLASSES:
+        raise InvalidInputError(f"unknown semantic class {name!r}; choose from {sorted(SEMANTIC_CLASSES)}")
+    return SEMANTIC_CLASSES[name]
 
 
 @dataclass
 class MeshBuilder:
-    """Collects textured rectangles and boxes (world metres) into the triangle lists a ``Scene`` is made of."""
+    """Collects textured rectangles and boxes (world metres) into the triangle lists a ``Scene`` is made of.
+
+    Labels: every triangle has a semantic class id (``SEMANTIC_CLASSES``, 0 = unlabelled) and an instance id. Each
+    ``block`` is one object with its own instance id (1, 2, ... in build order); a ``quad`` is "stuff" (ground, road,
+    a room's shell) with instance 0 unless given one."""
 
     vertices: list[np.ndarray] = field(default_factory=list)
     triangles: list[np.ndarray] = field(default_factory=list)
     materials: list[Material] = field(default_factory=list)
     triangle_material: list[int] = field(default_factory=list)
     triangle_axes: list[np.ndarray] = field(default_factory=list)
+    triangle_semantic: list[int] = field(default_factory=list)
+    triangle_instance: list[int] = field(default_factory=list)
     count: int = 0
+    blocks: int = 0
 
-    def quad(self, corner: np.ndarray, edge_s: np.ndarray, edge_t: np.ndarray, material: Material) -> None:
-        """A rectangle ``corner + a edge_s + b edge_t`` (a, b in [0, 1]); s and t texture axes along the edges."""
+    def quad(
+        self, corner: np.ndarray, edge_s: np.ndarray, edge_t: np.ndarray, material: Material, *,
+        semantic: str | None = None, instance_id: int = 0,
+    ) -> None:
+        """A rectangle ``corner + a edge_s + b edge_t`` (a, b in [0, 1]); s and t texture axes along the edges;
+        ``semantic``: its class name (``SEMANTIC_CLASSES``; None: unlabelled), ``instance_id``: its object (0: none)."""
+        class_id = semantic_class(semantic)
         if material not in self.materials:
             self.materials.append(material)
         index = self.materials.index(material)
@@ -158,12 +197,16 @@ class MeshBuilder:
         for _ in range(2):
             self.triangle_material.append(index)
             self.triangle_axes.append(np.stack([s_axis, t_axis, normal]))
+            self.triangle_semantic.append(class_id)
+            self.triangle_instance.append(instance_id)
 
     def block(self, block: Block, *, inward: bool = False) -> None:
         """Six faces of a box; normals point out (or into the box, for a room shell seen from inside).
 
         Side faces take s along the face horizontally and t = world z; top and bottom take s, t along the box axes.
+        The box takes ``block.semantic`` and the next instance id (``blocks``, counting from 1).
         """
+        self.blocks += 1
         c, (sx, sy, sz) = np.asarray(block.center_m, np.float64), block.size_m
         cos, sin = math.cos(block.yaw_rad), math.sin(block.yaw_rad)
         ax, ay, az = np.array([cos, sin, 0.0]) * sx, np.array([-sin, cos, 0.0]) * sy, np.array([0.0, 0.0, sz])
@@ -179,7 +222,7 @@ class MeshBuilder:
         for corner, edge_s, edge_t in faces:
             if inward:
                 corner, edge_s = corner + edge_s, -edge_s
-            self.quad(corner, edge_s, edge_t, block.material)
+            self.quad(corner, edge_s, edge_t, block.material, semantic=block.semantic, instance_id=self.blocks)
 
 
 class Scene:
@@ -213,6 +256,10 @@ class Scene:
         """(T,) index into ``materials``."""
         self.triangle_axes = np.stack(builder.triangle_axes)
         """(T, 3, 3): rows are the texture s axis, t axis and normal of each triangle (world, unit)."""
+        self.triangle_semantic = np.asarray(builder.triangle_semantic, np.uint16)
+        """(T,) semantic class id of each triangle (``SEMANTIC_CLASSES``, 0 = unlabelled)."""
+        self.triangle_instance = np.asarray(builder.triangle_instance, np.uint32)
+        """(T,) instance id of each triangle (0 = none)."""
         self.free_space = free_space
         self.start_position_m = np.asarray(start_position_m, np.float64)
         self.start_heading_rad = float(start_heading_rad)
@@ -260,10 +307,13 @@ class Scene:
             rgb[chosen] = self.materials[index].shade(s[chosen], t[chosen])
         return np.clip(np.rint(rgb * light[:, None]), 0, 255).astype(np.uint8)
 
-    def render(self, pose: Pose, intrinsics: Intrinsics) -> RGBDFrame:
+    def render(self, pose: Pose, intrinsics: Intrinsics, *, labels: bool = False) -> RGBDFrame:
         """Exact RGB-D view at ``pose`` (camera-to-world, OpenCV axes): one ray per integer pixel centre.
 
         Depth: float32 metres along the optical axis, 0 where the ray hits nothing (sky, colour ``SKY_RGB``).
+        ``labels``: also fill the frame's ``semantic`` (uint16 class ids, ``SEMANTIC_CLASSES``) and ``instance``
+        (uint32) images with the labels of the triangle each ray hits, 0 where it hits nothing; off by default, so a
+        frame used as a seed carries labels only when asked.
         """
         h, w = intrinsics.shape
         if intrinsics not in self._rays_cam:
@@ -283,7 +333,13 @@ class Scene:
         rgb[:] = SKY_RGB
         rgb[hit] = self.colors_at(points, triangle_ids)
         depth = np.where(hit, t_hit, 0.0).astype(np.float32)  # ray z = 1 in the camera frame: t is the depth
-        return RGBDFrame(rgb.reshape(h, w, 3), depth.reshape(h, w), pose, intrinsics)
+        if not labels:
+            return RGBDFrame(rgb.reshape(h, w, 3), depth.reshape(h, w), pose, intrinsics)
+        semantic = np.zeros(h * w, np.uint16)
+        instance = np.zeros(h * w, np.uint32)
+        semantic[hit], instance[hit] = self.triangle_semantic[triangle_ids], self.triangle_instance[triangle_ids]
+        return RGBDFrame(rgb.reshape(h, w, 3), depth.reshape(h, w), pose, intrinsics, semantic=semantic.reshape(h, w),
+                         instance=instance.reshape(h, w))
 
 
 def heading_pose(position_m: np.ndarray, heading_rad: float, *, pitch_deg: float = 0.0) -> Pose:
@@ -319,12 +375,15 @@ def make_room(seed: int = 0) -> Scene:
         Material("noise", _color(rng), _color(rng), scale_m=0.25, variation=0.5, seed=seed * 10 + 5),
         Material("checker", _color(rng), _color(rng), scale_m=0.35, variation=0.3, seed=seed * 10 + 6),
     ]
-    b.quad(np.array([-half_x, -half_y, 0.0]), np.array([2 * half_x, 0, 0]), np.array([0, 2 * half_y, 0.0]), floor)
-    b.quad(np.array([-half_x, half_y, height]), np.array([2 * half_x, 0, 0]), np.array([0, -2 * half_y, 0.0]), ceiling)
+    b.quad(np.array([-half_x, -half_y, 0.0]), np.array([2 * half_x, 0, 0]), np.array([0, 2 * half_y, 0.0]), floor,
+           semantic="floor")
+    b.quad(np.array([-half_x, half_y, height]), np.array([2 * half_x, 0, 0]), np.array([0, -2 * half_y, 0.0]), ceiling,
+           semantic="ceiling")
     corners = [(-half_x, -half_y), (half_x, -half_y), (half_x, half_y), (-half_x, half_y)]
     for k in range(4):
         (x0, y0), (x1, y1) = corners[k], corners[(k + 1) % 4]
-        b.quad(np.array([x0, y0, 0.0]), np.array([x1 - x0, y1 - y0, 0.0]), np.array([0, 0, height]), walls[k])
+        b.quad(np.array([x0, y0, 0.0]), np.array([x1 - x0, y1 - y0, 0.0]), np.array([0, 0, height]), walls[k],
+               semantic="wall")
     pieces = [  # (size x, y, z), which wall (0: -y, 1: +x, 2: +y, 3: -x), pattern
         ((1.6, 0.9, 0.75), 0, "noise"),  # table
         ((0.5, 1.8, 2.0), 1, "stripes"),  # shelves
@@ -346,7 +405,7 @@ def make_room(seed: int = 0) -> Scene:
             center = (-half_x + sx / 2 + gap, along * (half_y - sy / 2), sz / 2)
         material = Material(pattern, _color(rng), _color(rng), scale_m=float(rng.uniform(0.08, 0.3)), variation=0.4,
                             seed=int(rng.integers(1 << 30)))
-        b.block(Block(center, (sx, sy, sz), material))
+        b.block(Block(center, (sx, sy, sz), material, semantic="furniture"))
     free = ((np.array([-2.0, -1.6, 0.8]), np.array([2.0, 1.6, 2.0])),)
     return Scene(f"room-{seed}", b, free_space=free, start_position_m=np.array([-1.5, 0.0, 1.5]), start_heading_rad=0.0)
 
@@ -385,16 +444,22 @@ def make_street(seed: int = 0) -> Scene:
     # Ground: grass far out, then sidewalks (outer and inner ring), then the road ring (slightly above, no z-fight).
     big = outer_x + extent
     big_y = outer_y + extent
-    b.quad(np.array([-big, -big_y, -0.02]), np.array([2 * big, 0, 0]), np.array([0, 2 * big_y, 0.0]), grass)
-    b.quad(np.array([-outer_x, -outer_y, -0.01]), np.array([2 * outer_x, 0, 0]), np.array([0, 2 * outer_y, 0.0]), sidewalk)
+    b.quad(np.array([-big, -big_y, -0.02]), np.array([2 * big, 0, 0]), np.array([0, 2 * big_y, 0.0]), grass,
+           semantic="terrain")
+    b.quad(np.array([-outer_x, -outer_y, -0.01]), np.array([2 * outer_x, 0, 0]), np.array([0, 2 * outer_y, 0.0]), sidewalk,
+           semantic="sidewalk")
     for y0, y1 in ((-ly - road_half, -ly + road_half), (ly - road_half, ly + road_half)):
-        b.quad(np.array([-lx - road_half, y0, 0.0]), np.array([2 * (lx + road_half), 0, 0]), np.array([0, y1 - y0, 0.0]), asphalt)
+        b.quad(np.array([-lx - road_half, y0, 0.0]), np.array([2 * (lx + road_half), 0, 0]), np.array([0, y1 - y0, 0.0]), asphalt,
+               semantic="road")
     for x0, x1 in ((-lx - road_half, -lx + road_half), (lx - road_half, lx + road_half)):
-        b.quad(np.array([x0, -ly + road_half, 0.0]), np.array([x1 - x0, 0, 0]), np.array([0, 2 * (ly - road_half), 0.0]), asphalt)
+        b.quad(np.array([x0, -ly + road_half, 0.0]), np.array([x1 - x0, 0, 0]), np.array([0, 2 * (ly - road_half), 0.0]), asphalt,
+               semantic="road")
     # Dashed centre lines (stripes along the direction of travel), 15 cm wide, just above the asphalt.
     for sign in (-1, 1):
-        b.quad(np.array([-lx, sign * ly - 0.075, 0.005]), np.array([2 * lx, 0, 0]), np.array([0, 0.15, 0.0]), lane)
-        b.quad(np.array([sign * lx + 0.075, -ly, 0.005]), np.array([0, 2 * ly, 0.0]), np.array([-0.15, 0, 0]), lane)
+        b.quad(np.array([-lx, sign * ly - 0.075, 0.005]), np.array([2 * lx, 0, 0]), np.array([0, 0.15, 0.0]), lane,
+               semantic="lane_marking")
+        b.quad(np.array([sign * lx + 0.075, -ly, 0.005]), np.array([0, 2 * ly, 0.0]), np.array([-0.15, 0, 0]), lane,
+               semantic="lane_marking")
 
     def facade(rng_: np.random.Generator) -> Material:
         pattern = str(rng_.choice(["bricks", "stripes", "checker", "noise"]))
@@ -409,7 +474,7 @@ def make_street(seed: int = 0) -> Scene:
             width = min(float(rng.uniform(3.5, 7.0)), x1 - x)
             height = float(rng.uniform(4.0, 12.0))
             cy = y_face - facing * depth / 2
-            b.block(Block((x + width / 2, cy, height / 2), (width - 0.3, depth, height), facade(rng)))
+            b.block(Block((x + width / 2, cy, height / 2), (width - 0.3, depth, height), facade(rng), semantic="building"))
             x += width
 
     def column(y0: float, y1: float, x_face: float, depth: float, facing: int) -> None:
@@ -418,7 +483,7 @@ def make_street(seed: int = 0) -> Scene:
             width = min(float(rng.uniform(3.5, 7.0)), y1 - y)
             height = float(rng.uniform(4.0, 12.0))
             cx = x_face - facing * depth / 2
-            b.block(Block((cx, y + width / 2, height / 2), (depth, width - 0.3, height), facade(rng)))
+            b.block(Block((cx, y + width / 2, height / 2), (depth, width - 0.3, height), facade(rng), semantic="building"))
             y += width
 
     inner_depth = 4.0

@@ -278,10 +278,11 @@ class SpatialMemory:
         self.anchors.recolor(region, rgb)
         return changed
 
-    def insert(self, points_m: np.ndarray, colors: np.ndarray) -> int:
+    def insert(self, points_m: np.ndarray, colors: np.ndarray, *, semantic_class: int = 0, instance_id: int = 0) -> int:
         """Insert world points (metres) with uint8 colours into the voxel map and into every anchor that sees them
-        (each point splats one voxel edge); returns voxels touched."""
-        touched = self.voxel_map.insert(points_m, colors)
+        (each point splats one voxel edge); returns voxels touched. ``semantic_class`` / ``instance_id``: labels of
+        the touched voxels (``VoxelMap.insert``; anchors carry no labels)."""
+        touched = self.voxel_map.insert(points_m, colors, semantic_class=semantic_class, instance_id=instance_id)
         self.anchors.insert(points_m, colors, self.voxel_map.voxel_size_m)
         return touched
 

@@ -6,8 +6,9 @@ generated / inserted) and the first and last frame that saw it. A frame's pixels
 (``RGBDFrame.confidence``): a confidence-0 pixel never enters the map, a half-confidence one weighs half as much in
 the running means as a full one, and a voxel's confidence is the weight-averaged confidence of what was fused into it (seed frames and
 inserted points count 1; an insert sets its voxels to 1). Each voxel also keeps a **surface point**: the weighted mean
-of the points fused into it (``surface_at``), a sub-voxel position of the surface that the LiDAR uses. Every integrate
-or edit bumps ``version`` and logs the keys
+of the points fused into it (``surface_at``), a sub-voxel position of the surface that the LiDAR uses. A voxel may
+carry a semantic class (uint16) and an instance id (uint32), 0 meaning unlabelled; the fusion rule and the sources of
+labels are in ``bridge.memory.labels``. Every integrate or edit bumps ``version`` and logs the keys
 it added, changed or removed, so ``changes_since(v)`` can answer exactly within the retention window.
 
 Columns live in torch tensors on ``device``; on CPU the key index is a numba hash table by default, elsewhere a
@@ -16,7 +17,8 @@ sorted-key torch index (``voxel_index``). All coordinates are world metres.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 
 from worldweave.bridge.frames import RGBDFrame, check_mask
-from worldweave.bridge.memory import hash_table, surface_points, voxel_keys
+from worldweave.bridge.memory import hash_table, labels, surface_points, voxel_keys
 from worldweave.bridge.memory.change_log import ChangeLog, NetChanges
 from worldweave.bridge.memory.voxel_index import (
     Accumulation,
@@ -51,7 +53,9 @@ FORMAT_VERSION = 3
 ``surface_weight``)."""
 READABLE_FORMATS = (1, 2, FORMAT_VERSION)
 """Layouts ``read`` accepts; a format-1 map (saved before confidence) loads with confidence 1 for every voxel, a map
-saved before format 3 with no surface point (``surface_at`` answers the voxel centre until a frame sees the voxel)."""
+saved before format 3 with no surface point (``surface_at`` answers the voxel centre until a frame sees the voxel).
+Labels (``semantic``, ``instance``) are optional arrays of any format: written only when some voxel is labelled, and a
+map without them loads unlabelled, so a save without labels is the same as before labels existed."""
 MIN_VOXEL_SIZE_M = 0.005
 DEFAULT_CONFIDENCE_LEVELS = (0.0, 0.5)
 """The minimum-confidence levels a world's queries accept unless it declares others: 0 (everything fused) and 0.5."""
@@ -100,7 +104,8 @@ class VoxelSet:
     ``keys`` int64 packed voxel coordinates; ``positions_m`` float32 (N, 3) voxel centres, world metres;
     ``colors`` uint8 (N, 3) RGB; ``weights`` float32; ``sources`` uint8 (``Source``); ``first_frame`` and
     ``last_frame`` int32 frame ids (``NO_FRAME`` for inserted points); ``confidence`` float32 in [0, 1], the
-    weight-averaged confidence of what was fused into each voxel (1 for seed frames and inserted points).
+    weight-averaged confidence of what was fused into each voxel (1 for seed frames and inserted points);
+    ``semantic`` uint16 class and ``instance`` uint32 instance id, 0 = unlabelled.
     """
 
     keys: np.ndarray
@@ -111,6 +116,8 @@ class VoxelSet:
     first_frame: np.ndarray
     last_frame: np.ndarray
     confidence: np.ndarray
+    semantic: np.ndarray
+    instance: np.ndarray
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -149,6 +156,12 @@ class IntegrateStats:
     """Valid depth pixels left out because their point lies beyond the map's extent (``voxel_keys.extent_m``)."""
 
 
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    """A CPU tensor of ``array``, sharing its memory; a read-only array (a frame decoded from the wire) is copied
+    first, since torch cannot hold read-only memory."""
+    return torch.from_numpy(array if array.flags.writeable else array.copy())
+
+
 class VoxelMap:
     """Hashed colored voxels with a change log, edits and atomic storage.
 
@@ -176,6 +189,8 @@ class VoxelMap:
         self.version = 0
         self._index = make_index(self.backend, self.device)
         self._log = ChangeLog(retention_versions)
+        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+        """Inside ``one_version``: the (added, changed, removed) keys of each change made there, not yet logged."""
         self._count = 0
         self._keys = torch.empty(0, dtype=torch.int64, device=self.device)
         self._colors = torch.empty((0, 3), dtype=torch.float32, device=self.device)
@@ -188,6 +203,10 @@ class VoxelMap:
         """Per voxel: the weighted mean of the points fused into it, metres from the voxel centre."""
         self._surface_weight = torch.empty(0, dtype=torch.float32, device=self.device)
         """Per voxel: the weight of ``_surface`` (sum of point confidences, capped at ``max_weight``; 0: none)."""
+        self._semantic = torch.empty(0, dtype=torch.int32, device=self.device)
+        """Per voxel: semantic class 0..65535 (0: unlabelled), int32 (torch has no general uint16)."""
+        self._instance = torch.empty(0, dtype=torch.int64, device=self.device)
+        """Per voxel: instance id 0..2**32-1 (0: none), int64 (torch has no general uint32)."""
 
     def __len__(self) -> int:
         return self._count
@@ -215,11 +234,37 @@ class VoxelMap:
         self._sources, self._first, self._last = grow(self._sources), grow(self._first), grow(self._last)
         self._confidence = grow(self._confidence)
         self._surface, self._surface_weight = grow(self._surface), grow(self._surface_weight)
+        self._semantic, self._instance = grow(self._semantic), grow(self._instance)
 
     def _bump(self, added: torch.Tensor, changed: torch.Tensor, removed: torch.Tensor) -> int:
+        keys = tuple(k.cpu().numpy() for k in (added, changed, removed))
+        if self._pending is not None:
+            self._pending.append(keys)
+            return self.version + 1
         self.version += 1
-        self._log.record(self.version, *(k.cpu().numpy() for k in (added, changed, removed)))
+        self._log.record(self.version, *keys)
         return self.version
+
+    @contextmanager
+    def one_version(self) -> Iterator[None]:
+        """Make every change inside the ``with`` block one version: on leaving it (also by an exception, since the
+        columns did change), ``version`` rises by 1 if anything changed, and the change log holds one entry with the
+        block's net added, changed and removed keys. Used to fuse the frames of a rig's cameras as one update. Inside,
+        ``version`` stays where it was and each change reports the version the block will end at. Not reentrant."""
+        if self._pending is not None:
+            raise RuntimeError("VoxelMap.one_version blocks do not nest")
+        self._pending = []
+        try:
+            yield
+        finally:
+            pending, self._pending = self._pending, None
+            if pending:
+                folded = ChangeLog(len(pending), max_keys=sum(len(k) for keys in pending for k in keys) + 1)
+                for i, keys in enumerate(pending, start=1):
+                    folded.record(i, *keys)
+                net = folded.net_since(0)
+                self.version += 1
+                self._log.record(self.version, net.added, net.changed, net.removed)
 
     def _accumulate_points(
         self, points_world: torch.Tensor, colors: torch.Tensor, confidence: torch.Tensor | None = None
@@ -284,14 +329,15 @@ class VoxelMap:
 
     def _backproject(
         self, frame: RGBDFrame, exclude: np.ndarray, max_depth_m: float, exclude_regions: Sequence[Region]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """World points (float64 metres), float RGB and confidence (``None`` when the frame has none) of the frame's
-        valid pixels: depth in (0, max_depth_m], not excluded, confidence > 0 (same maths as the fused kernel)."""
-        depth = torch.from_numpy(frame.depth).to(self.device, torch.float64)
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """World points (float64 metres), float RGB, confidence (``None`` when the frame has none) and flat pixel
+        indices (int64, row-major) of the frame's valid pixels: depth in (0, max_depth_m], not excluded, confidence > 0
+        (same maths as the fused kernel)."""
+        depth = _tensor(frame.depth).to(self.device, torch.float64)
         valid = (depth > 0) & (depth <= max_depth_m) & ~torch.from_numpy(exclude).to(self.device)
         confidence = None
         if frame.confidence is not None:
-            confidence = torch.from_numpy(frame.confidence).to(self.device)
+            confidence = _tensor(frame.confidence).to(self.device)
             valid &= confidence > 0
             confidence = confidence[valid]
         rays = torch.from_numpy(frame.intrinsics.pixel_rays(np.float64)).to(self.device)[valid]
@@ -302,12 +348,13 @@ class VoxelMap:
         points = torch.stack(
             [r[i, 0] * x + r[i, 1] * y + r[i, 2] * d + t[i] for i in range(3)], dim=1
         )
-        colors = torch.from_numpy(frame.rgb).to(self.device)[valid].to(torch.float32)
+        colors = _tensor(frame.rgb).to(self.device)[valid].to(torch.float32)
+        pixels = torch.nonzero(valid.reshape(-1)).flatten()
         for region in exclude_regions:
             keep = ~region.contains(points)
-            points, colors = points[keep], colors[keep]
+            points, colors, pixels = points[keep], colors[keep], pixels[keep]
             confidence = None if confidence is None else confidence[keep]
-        return points, colors, confidence
+        return points, colors, confidence, pixels
 
     def integrate(
         self,
@@ -324,7 +371,9 @@ class VoxelMap:
 
         ``exclude_mask``: bool (H, W), True on dynamic pixels, which never enter memory. ``exclude_regions``:
         world regions (dynamic 3D boxes) whose points never enter memory. ``max_depth_m``: ignore depth beyond.
-        Bumps ``version`` even when nothing was added, so a frame always has its own version. A camera centre beyond
+        A frame with label images (``frame.semantic`` / ``frame.instance``) labels the voxels its labelled pixels land
+        in (``labels.fold``). Bumps ``version`` even when nothing was added, so a frame always has its own version.
+        A camera centre beyond
         the map's extent is ``InvalidInputError`` (nothing changes); pixels whose points lie beyond it are left out
         and counted (``IntegrateStats.points_out_of_range``).
         """
@@ -349,13 +398,39 @@ class VoxelMap:
                 voxel_keys.AXIS_OFFSET, voxel_keys.AXIS_BITS, *self._index.table(), self._surface.numpy(),
                 self._surface_weight.numpy(), np.float32(self.max_weight),
             )
+            self._clear_labels(first_new_row)
+            if frame.semantic is not None or frame.instance is not None:
+                points, _, confidence, pixels = self._backproject(frame, exclude, max_depth, exclude_regions)
+                self._fold_frame_labels(frame, points, confidence, pixels)
         else:
-            points, colors, confidence = self._backproject(frame, exclude, max_depth, exclude_regions)
+            points, colors, confidence, pixels = self._backproject(frame, exclude, max_depth, exclude_regions)
             acc = self._accumulate_points(points, colors, confidence)
             added, changed = self._apply(acc, source, frame_id)
             self._fold_surface(points, confidence, first_new_row)
+            self._clear_labels(first_new_row)
+            self._fold_frame_labels(frame, points, confidence, pixels)
         version = self._bump(added, changed, added[:0])
         return IntegrateStats(acc.points, len(added) + len(changed), len(added), version, acc.points_out_of_range)
+
+    def _clear_labels(self, first_new_row: int) -> None:
+        """Unlabel the voxels a merge created (rows from ``first_new_row`` on may hold a removed voxel's labels)."""
+        self._semantic[first_new_row : self._count] = 0
+        self._instance[first_new_row : self._count] = 0
+
+    def _fold_frame_labels(
+        self, frame: RGBDFrame, points_world: torch.Tensor, confidence: torch.Tensor | None, pixels: torch.Tensor
+    ) -> None:
+        """Fold the frame's label images at its fused pixels (``pixels``, flat indices, with their world points and
+        confidence, already merged) into their voxels (``labels.fold``)."""
+        for image, column in ((frame.semantic, self._semantic), (frame.instance, self._instance)):
+            if image is None:
+                continue
+            values = torch.from_numpy(image.reshape(-1).astype(np.int64)).to(self.device)[pixels]
+            labelled = values > 0
+            keys, inside = voxel_keys.point_keys(points_world[labelled], self.voxel_size_m)
+            rows = self._index.lookup(keys).to(self.device)
+            weight = None if confidence is None else confidence[labelled][inside]
+            labels.fold(column, rows, values[labelled][inside], weight)
 
     def _fold_surface(self, points_world: torch.Tensor, confidence: torch.Tensor | None, first_new_row: int) -> None:
         """Fold points (world metres, already merged into the map) into their voxels' surface points, each weighing
@@ -401,7 +476,7 @@ class VoxelMap:
             keep[rows] = False
             n = int(keep.sum())
             for name in ("_keys", "_colors", "_weights", "_confidence", "_sources", "_first", "_last", "_surface",
-                         "_surface_weight"):
+                         "_surface_weight", "_semantic", "_instance"):
                 column = getattr(self, name)
                 column[:n] = column[: self._count][keep].clone()
             self._count = n
@@ -419,9 +494,15 @@ class VoxelMap:
         self._bump(rows[:0], self._keys[rows], rows[:0])
         return len(rows)
 
-    def insert(self, points_m: np.ndarray, colors: np.ndarray, *, frame_id: int = NO_FRAME) -> int:
+    def insert(
+        self, points_m: np.ndarray, colors: np.ndarray, *, frame_id: int = NO_FRAME, semantic_class: int = 0,
+        instance_id: int = 0,
+    ) -> int:
         """Add points (world metres, uint8 RGB) as ``Source.INSERTED`` voxels; return voxels touched. A point beyond
-        the map's extent is ``InvalidInputError`` naming it (nothing is inserted)."""
+        the map's extent is ``InvalidInputError`` naming it (nothing is inserted). ``semantic_class`` /
+        ``instance_id``: non-zero labels every voxel the points touch with it; 0 leaves those voxels' labels (new
+        voxels are unlabelled)."""
+        semantic_class, instance_id = labels.check_ids(semantic_class, instance_id)
         points = np.asarray(points_m, dtype=np.float32)
         colors = np.asarray(colors)
         if points.ndim != 2 or points.shape[1] != 3 or not np.all(np.isfinite(points)):
@@ -435,8 +516,25 @@ class VoxelMap:
         first_new_row = self._count
         added, changed = self._apply(acc, Source.INSERTED, frame_id)
         self._fold_surface(points_t, None, first_new_row)
+        self._clear_labels(first_new_row)
+        if semantic_class or instance_id:
+            rows = self._index.lookup(voxel_keys.point_keys(points_t, self.voxel_size_m)[0]).to(self.device)
+            if semantic_class:
+                self._semantic[rows] = semantic_class
+            if instance_id:
+                self._instance[rows] = instance_id
         self._bump(added, changed, added[:0])
         return len(added) + len(changed)
+
+    def label(self, region: Region, semantic_class: int, instance_id: int) -> int:
+        """Set the semantic class and instance id (0: unlabel) of every voxel whose centre lies in ``region``; return
+        how many. Bumps ``version`` (the voxels are logged as changed)."""
+        semantic_class, instance_id = labels.check_ids(semantic_class, instance_id)
+        rows = self._rows_in(region)
+        self._semantic[rows] = semantic_class
+        self._instance[rows] = instance_id
+        self._bump(rows[:0], self._keys[rows], rows[:0])
+        return len(rows)
 
     # ---------------------------------------------------------------------------------------------- queries
 
@@ -451,6 +549,8 @@ class VoxelMap:
             first_frame=self._first[rows].cpu().numpy(),
             last_frame=self._last[rows].cpu().numpy(),
             confidence=self._confidence[rows].cpu().numpy(),
+            semantic=self._semantic[rows].cpu().numpy().astype(np.uint16),
+            instance=self._instance[rows].cpu().numpy().astype(np.uint32),
         )
 
     def voxels(self) -> VoxelSet:
@@ -525,6 +625,15 @@ class VoxelMap:
         colors = self._colors[: self._count].round().clamp(0, 255).to(torch.uint8)
         return voxel_keys.key_centers(keys, self.voxel_size_m), colors
 
+    def keys_tensor(self) -> torch.Tensor:
+        """Voxel keys (N,) int64, in ``points_tensor``'s order, on ``device``."""
+        return self._keys[: self._count]
+
+    def label_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Voxel semantic classes (N,) int32 and instance ids (N,) int64 (0: unlabelled), in ``points_tensor``'s
+        order, on ``device`` (for rendering label images)."""
+        return self._semantic[: self._count], self._instance[: self._count]
+
     def confidence_tensor(self) -> torch.Tensor:
         """Voxel confidences (N,) float32 in [0, 1], in ``points_tensor``'s order, on ``device`` (for rendering)."""
         return self._confidence[: self._count]
@@ -567,6 +676,10 @@ class VoxelMap:
         save_array(folder, "colors", self._colors[: self._count].cpu().numpy())
         save_array(folder, "surface_offset_m", self._surface[: self._count].cpu().numpy())
         save_array(folder, "surface_weight", self._surface_weight[: self._count].cpu().numpy())
+        labelled = bool((self._semantic[: self._count] != 0).any() or (self._instance[: self._count] != 0).any())
+        if labelled:  # optional arrays: a map without labels saves as before labels existed
+            save_array(folder, "semantic", voxels.semantic)
+            save_array(folder, "instance", voxels.instance)
         write_ply(folder / "cloud.ply", voxels.positions_m, voxels.colors)
         write_manifest(
             folder,
@@ -589,6 +702,8 @@ class VoxelMap:
                     "surface_offset_m": "float32 (N, 3) mean fused point, metres from the voxel centre (format 3 on)",
                     "surface_weight": "float32 weight of that mean, 0 = none recorded (format 3 on)",
                     "cloud.ply": "voxel centres (metres) with uint8 colours, for viewers",
+                    **({"semantic": "uint16 semantic class, 0 = unlabelled (optional: absent = unlabelled)",
+                        "instance": "uint32 instance id, 0 = none (optional: absent = unlabelled)"} if labelled else {}),
                 },
             },
         )
@@ -617,6 +732,14 @@ class VoxelMap:
         else:
             arrays["surface_offset_m"] = load_array(folder, "surface_offset_m").astype(np.float32)
             arrays["surface_weight"] = load_array(folder, "surface_weight").astype(np.float32)
+        saved_files = manifest.get("files", {})
+        for name, dtype in (("semantic", np.uint16), ("instance", np.uint32)):
+            if name in saved_files:
+                arrays[name] = load_array(folder, name)
+                if arrays[name].dtype != dtype:
+                    raise StorageError(f"saved map at {folder} has {name} of dtype {arrays[name].dtype}, not {np.dtype(dtype)}")
+            else:
+                arrays[name] = np.zeros(n, dtype)
         if n != manifest["count"] or any(len(a) != n for a in arrays.values()):
             raise StorageError(f"saved map at {folder} is inconsistent: manifest count {manifest['count']}, arrays {n}")
         confidence = arrays["confidence"]
@@ -632,6 +755,8 @@ class VoxelMap:
         vmap._last[:n] = torch.from_numpy(arrays["last_frame"])
         vmap._surface[:n] = torch.from_numpy(arrays["surface_offset_m"])
         vmap._surface_weight[:n] = torch.from_numpy(arrays["surface_weight"])
+        vmap._semantic[:n] = torch.from_numpy(arrays["semantic"].astype(np.int32))
+        vmap._instance[:n] = torch.from_numpy(arrays["instance"].astype(np.int64))
         vmap._count = n
         vmap._index.rebuild(vmap._keys[:n])
         vmap.version = int(manifest["version"])

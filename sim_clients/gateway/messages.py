@@ -241,8 +241,9 @@ def camera_from_wire(value: object, path: str) -> Intrinsics:
 
 
 def _read_pose(target: Message, value: object, path: str, convention: Convention, kind: FieldKind | None) -> None:
+    to_canonical = convention.mount_to_canonical if kind == "mount" else convention.to_canonical
     try:
-        c2w = convention.to_canonical(pose_from_wire(value, path, convention.pose_form))
+        c2w = to_canonical(pose_from_wire(value, path, convention.pose_form))
     except InvalidInputError as error:
         raise InvalidMessageError(f"{path}: {error}") from None
     target.matrix.values[:] = c2w.reshape(16).tolist()
@@ -274,7 +275,8 @@ READ_SPECIAL = {"pose": _read_pose, "camera": _read_camera, "box": _read_box, "v
 
 
 def _write_pose(message: Message, convention: Convention, kind: FieldKind | None) -> object:
-    return pose_to_wire(convention.from_canonical(pose_matrix(message)))
+    from_canonical = convention.mount_from_canonical if kind == "mount" else convention.from_canonical
+    return pose_to_wire(from_canonical(pose_matrix(message)))
 
 
 def _write_box(message: Message, convention: Convention, kind: FieldKind | None) -> object:

@@ -30,19 +30,22 @@ SCHEMA_VERSION = "2.0.0"
 SCHEMA_MAJOR = int(SCHEMA_VERSION.split(".")[0])
 SERVICE = pb.DESCRIPTOR.services_by_name["WorldService"]
 
-FieldKind = Literal["point", "direction", "length", "rotation"]
+FieldKind = Literal["point", "direction", "length", "rotation", "mount"]
 FIELD_KINDS: dict[str, FieldKind] = {
     # Points in world axes, metres: engine axes and units on the gateway (packed float32 (N, 3) or a Vec3).
     "origins_m": "point", "points_m": "point", "surface_points_m": "point", "contact_points_m": "point",
     "positions_m": "point", "centers_m": "point", "center_m": "point", "starts_m": "point", "ends_m": "point",
     "min_m": "point", "max_m": "point",
     # Directions in world axes, any length: engine axes.
-    "directions": "direction", "normals": "direction",
+    "directions": "direction", "normals": "direction", "NormalImage.data": "direction",
     # Lengths, metres: engine units (a packed float32 array of any shape, a double, or a Vec3 of extents).
     "max_range_m": "length", "distance_m": "length", "clearance_m": "length", "radii_m": "length",
     "radius_m": "length", "half_extents_m": "length", "voxel_size_m": "length",
     # Box-to-world rotations: box-to-engine-world (packed float32 (N, 4) qw, qx, qy, qz, or a Quaternion).
     "rotations_wxyz": "rotation", "OrientedBox.rotation": "rotation",
+    # A rig camera's mount: relative to the rig's body, as the engine states a child's local transform (a pose in the
+    # connection's pose form, converted by ``Convention.mount_to_canonical``, not as a camera-to-world pose).
+    "RigCamera.mount": "mount",
 }
 """Fields the gateway converts between the connection's engine convention and the canonical frame, by field name
 (or ``Message.field`` where a name means different things in different messages)."""

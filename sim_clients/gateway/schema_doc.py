@@ -42,6 +42,7 @@ FD = FieldDescriptor
 KIND_NOTES = {
     "point": "engine axes and units", "direction": "engine axes", "length": "engine units",
     "rotation": "box-to-engine-world",
+    "mount": "camera-to-body, as the engine states a child's local transform (engine camera axes and units)",
 }
 
 

@@ -5,6 +5,7 @@ and write the frame that comes back (PNG) with its canonical pose (JSON lines).
     worldweave gateway --zmq tcp://127.0.0.1:5555 --server 127.0.0.1:50051 &
     ./python.sh -m pip install pyzmq msgpack        # into Isaac Sim's own Python
     ./python.sh worldweave_isaac.py --stage scene.usd --camera /World/Camera --world-id demo --out frames/
+    ./python.sh worldweave_isaac.py --camera /World/Rig/Front --camera /World/Rig/Left ...   # a rig: one step
 
 The gateway converts poses (convention "usd", declared with the stage's up axis and metersPerUnit), so Isaac Sim's
 Python needs only pyzmq and msgpack, not grpc. Wire schema: ``sim_clients/gateway/SCHEMA.md``; conventions:
@@ -59,10 +60,31 @@ def step_request(request_id: int, world_id: str, local_to_world: np.ndarray, wid
     }}
 
 
+def rig_step_request(request_id: int, world_id: str, cameras_local_to_world: list[np.ndarray], width: int, height: int,
+                     fxs: list[float]) -> dict:
+    """A gateway ``step`` request for a rig of cameras read at one instant: the body is the first camera (its
+    column-form local-to-world is the pose), each camera's mount is its transform relative to it
+    (``body^-1 @ camera``, stage units), and each camera has its own focal length in pixels."""
+    body = np.asarray(cameras_local_to_world[0], dtype=np.float64)
+    cameras = []
+    for local_to_world, fx in zip(cameras_local_to_world, fxs):
+        mount = np.linalg.solve(body, np.asarray(local_to_world, dtype=np.float64))
+        cameras.append({"mount": {"matrix": [float(v) for v in mount.reshape(16)]},
+                        "intrinsics": {"width": width, "height": height, "fx": fx, "fy": fx, "cx": (width - 1) / 2,
+                                       "cy": (height - 1) / 2}})
+    return {"version": SCHEMA_MAJOR, "type": "step", "id": request_id, "body": {
+        "world_id": world_id,
+        "poses": [{"matrix": [float(v) for v in body.reshape(16)]}],
+        "rig": {"cameras": cameras},
+        "format": {"image_encoding": "png"},
+    }}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stage", help="USD file to open (default: the stage Isaac Sim starts with)")
-    parser.add_argument("--camera", default="/World/Camera", help="camera prim path")
+    parser.add_argument("--camera", action="append", help="camera prim path (default /World/Camera); several make a rig "
+                        "stepped as one request, its body the first camera")
     parser.add_argument("--world-id", default="demo")
     parser.add_argument("--gateway", default="tcp://127.0.0.1:5555")
     parser.add_argument("--out", default="worldweave_frames", help="folder for PNG frames and poses.jsonl")
@@ -81,14 +103,16 @@ def main() -> None:
     if args.stage:
         omni.usd.get_context().open_stage(args.stage)
     stage = omni.usd.get_context().get_stage()
-    prim = stage.GetPrimAtPath(args.camera)
-    if not prim.IsValid() or not prim.IsA(UsdGeom.Camera):
-        raise SystemExit(f"no camera prim at {args.camera}")
+    paths = args.camera or ["/World/Camera"]
+    prims = [stage.GetPrimAtPath(path) for path in paths]
+    for path, prim in zip(paths, prims):
+        if not prim.IsValid() or not prim.IsA(UsdGeom.Camera):
+            raise SystemExit(f"no camera prim at {path}")
     up_axis = str(UsdGeom.GetStageUpAxis(stage))
     metres_per_unit = float(UsdGeom.GetStageMetersPerUnit(stage))
-    camera = UsdGeom.Camera(prim)
     width, height = args.size
-    fx = focal_length_px(width, camera.GetFocalLengthAttr().Get(), camera.GetHorizontalApertureAttr().Get())
+    fxs = [focal_length_px(width, camera.GetFocalLengthAttr().Get(), camera.GetHorizontalApertureAttr().Get())
+           for camera in map(UsdGeom.Camera, prims)]
 
     socket = zmq.Context.instance().socket(zmq.DEALER)
     socket.setsockopt(zmq.LINGER, 0)
@@ -111,20 +135,24 @@ def main() -> None:
             body = reply["body"]
             if reply["type"] == "error":
                 print(f"[worldweave] {body['code']}: {body['message']}")
-            else:  # one step_reply per pose of the request
+            else:  # one step_reply per frame of the request (per camera of a rig)
                 state["waiting"] = not body["last_in_request"]
                 frame = body["frame"]
                 name = f"{frame['frame_id']:06d}.png"
                 (out / name).write_bytes(frame["rgb"]["data"])
                 local_to_world = np.array(frame["pose"]["matrix"]).reshape(4, 4)
                 c2w = canonical_c2w(local_to_world, up_axis, metres_per_unit)
-                poses_file.write(json.dumps({"file": name, "frame_id": frame["frame_id"], "c2w_opencv_z_up_m": c2w.tolist(),
-                                             "coverage": frame["coverage"]}) + "\n")
+                poses_file.write(json.dumps({"file": name, "frame_id": frame["frame_id"], "camera": paths[body["camera_index"]],
+                                             "c2w_opencv_z_up_m": c2w.tolist(), "coverage": frame["coverage"]}) + "\n")
                 poses_file.flush()
         state["step"] += 1
         if not state["waiting"] and state["step"] % args.every == 0:
-            rows = np.array(UsdGeom.Xformable(prim).ComputeLocalToWorldTransform(Usd.TimeCode.Default()))
-            socket.send(msgpack.packb(step_request(state["next_id"], args.world_id, local_to_world_columns(rows), width, height, fx)))
+            now = Usd.TimeCode.Default()
+            poses = [local_to_world_columns(np.array(UsdGeom.Xformable(prim).ComputeLocalToWorldTransform(now)))
+                     for prim in prims]
+            request = (step_request(state["next_id"], args.world_id, poses[0], width, height, fxs[0]) if len(prims) == 1
+                       else rig_step_request(state["next_id"], args.world_id, poses, width, height, fxs))
+            socket.send(msgpack.packb(request))
             state["next_id"] += 1
             state["waiting"] = True
 

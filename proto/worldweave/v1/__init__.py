@@ -4,5 +4,5 @@ Both ends compare ``API_VERSION`` at connect (semver): a different major version
 version a warning. The ``.proto`` states the same version in its header; ``tests/test_proto.py`` keeps them equal.
 """
 
-API_VERSION = "1.1.0"
+API_VERSION = "1.2.0"
 """Semver of the wire API declared in ``world.proto``."""

@@ -194,20 +194,46 @@ class Mask(_message.Message):
     packed_bits: bytes
     def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., packed_bits: _Optional[bytes] = ...) -> None: ...
 
+class LabelImage(_message.Message):
+    __slots__ = ("width", "height", "data")
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    width: int
+    height: int
+    data: bytes
+    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class NormalImage(_message.Message):
+    __slots__ = ("width", "height", "data")
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    width: int
+    height: int
+    data: bytes
+    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
 class FrameFormat(_message.Message):
-    __slots__ = ("image_encoding", "jpeg_quality", "depth_encoding", "include_coverage_mask")
+    __slots__ = ("image_encoding", "jpeg_quality", "depth_encoding", "include_coverage_mask", "include_semantic", "include_instance", "include_normals")
     IMAGE_ENCODING_FIELD_NUMBER: _ClassVar[int]
     JPEG_QUALITY_FIELD_NUMBER: _ClassVar[int]
     DEPTH_ENCODING_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_COVERAGE_MASK_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_SEMANTIC_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_NORMALS_FIELD_NUMBER: _ClassVar[int]
     image_encoding: ImageEncoding
     jpeg_quality: int
     depth_encoding: DepthEncoding
     include_coverage_mask: bool
-    def __init__(self, image_encoding: _Optional[_Union[ImageEncoding, str]] = ..., jpeg_quality: _Optional[int] = ..., depth_encoding: _Optional[_Union[DepthEncoding, str]] = ..., include_coverage_mask: _Optional[bool] = ...) -> None: ...
+    include_semantic: bool
+    include_instance: bool
+    include_normals: bool
+    def __init__(self, image_encoding: _Optional[_Union[ImageEncoding, str]] = ..., jpeg_quality: _Optional[int] = ..., depth_encoding: _Optional[_Union[DepthEncoding, str]] = ..., include_coverage_mask: _Optional[bool] = ..., include_semantic: _Optional[bool] = ..., include_instance: _Optional[bool] = ..., include_normals: _Optional[bool] = ...) -> None: ...
 
 class Frame(_message.Message):
-    __slots__ = ("frame_id", "pose", "version", "rgb", "depth", "coverage", "coverage_mask")
+    __slots__ = ("frame_id", "pose", "version", "rgb", "depth", "coverage", "coverage_mask", "semantic", "instance", "normals")
     FRAME_ID_FIELD_NUMBER: _ClassVar[int]
     POSE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -215,6 +241,9 @@ class Frame(_message.Message):
     DEPTH_FIELD_NUMBER: _ClassVar[int]
     COVERAGE_FIELD_NUMBER: _ClassVar[int]
     COVERAGE_MASK_FIELD_NUMBER: _ClassVar[int]
+    SEMANTIC_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    NORMALS_FIELD_NUMBER: _ClassVar[int]
     frame_id: int
     pose: Pose
     version: int
@@ -222,7 +251,10 @@ class Frame(_message.Message):
     depth: DepthImage
     coverage: float
     coverage_mask: Mask
-    def __init__(self, frame_id: _Optional[int] = ..., pose: _Optional[_Union[Pose, _Mapping]] = ..., version: _Optional[int] = ..., rgb: _Optional[_Union[Image, _Mapping]] = ..., depth: _Optional[_Union[DepthImage, _Mapping]] = ..., coverage: _Optional[float] = ..., coverage_mask: _Optional[_Union[Mask, _Mapping]] = ...) -> None: ...
+    semantic: LabelImage
+    instance: LabelImage
+    normals: NormalImage
+    def __init__(self, frame_id: _Optional[int] = ..., pose: _Optional[_Union[Pose, _Mapping]] = ..., version: _Optional[int] = ..., rgb: _Optional[_Union[Image, _Mapping]] = ..., depth: _Optional[_Union[DepthImage, _Mapping]] = ..., coverage: _Optional[float] = ..., coverage_mask: _Optional[_Union[Mask, _Mapping]] = ..., semantic: _Optional[_Union[LabelImage, _Mapping]] = ..., instance: _Optional[_Union[LabelImage, _Mapping]] = ..., normals: _Optional[_Union[NormalImage, _Mapping]] = ...) -> None: ...
 
 class GetServerInfoRequest(_message.Message):
     __slots__ = ("client_api_version",)
@@ -265,7 +297,7 @@ class Conventions(_message.Message):
     def __init__(self, world_frame: _Optional[str] = ..., camera_frame: _Optional[str] = ..., pose: _Optional[str] = ..., quaternion: _Optional[str] = ..., depth: _Optional[str] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_poses_per_call", "max_message_bytes", "max_seed_frames", "max_pixels_per_call", "max_query_items", "max_insert_points", "max_ray_voxels", "max_shape_voxels", "max_queued_per_world", "max_queued_total", "engine_threads")
+    __slots__ = ("max_poses_per_call", "max_message_bytes", "max_seed_frames", "max_pixels_per_call", "max_query_items", "max_insert_points", "max_ray_voxels", "max_shape_voxels", "max_rig_cameras", "max_queued_per_world", "max_queued_total", "engine_threads")
     MAX_POSES_PER_CALL_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_SEED_FRAMES_FIELD_NUMBER: _ClassVar[int]
@@ -274,6 +306,7 @@ class Limits(_message.Message):
     MAX_INSERT_POINTS_FIELD_NUMBER: _ClassVar[int]
     MAX_RAY_VOXELS_FIELD_NUMBER: _ClassVar[int]
     MAX_SHAPE_VOXELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_RIG_CAMERAS_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUED_PER_WORLD_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUED_TOTAL_FIELD_NUMBER: _ClassVar[int]
     ENGINE_THREADS_FIELD_NUMBER: _ClassVar[int]
@@ -285,10 +318,11 @@ class Limits(_message.Message):
     max_insert_points: int
     max_ray_voxels: int
     max_shape_voxels: int
+    max_rig_cameras: int
     max_queued_per_world: int
     max_queued_total: int
     engine_threads: int
-    def __init__(self, max_poses_per_call: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_seed_frames: _Optional[int] = ..., max_pixels_per_call: _Optional[int] = ..., max_query_items: _Optional[int] = ..., max_insert_points: _Optional[int] = ..., max_ray_voxels: _Optional[int] = ..., max_shape_voxels: _Optional[int] = ..., max_queued_per_world: _Optional[int] = ..., max_queued_total: _Optional[int] = ..., engine_threads: _Optional[int] = ...) -> None: ...
+    def __init__(self, max_poses_per_call: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_seed_frames: _Optional[int] = ..., max_pixels_per_call: _Optional[int] = ..., max_query_items: _Optional[int] = ..., max_insert_points: _Optional[int] = ..., max_ray_voxels: _Optional[int] = ..., max_shape_voxels: _Optional[int] = ..., max_rig_cameras: _Optional[int] = ..., max_queued_per_world: _Optional[int] = ..., max_queued_total: _Optional[int] = ..., engine_threads: _Optional[int] = ...) -> None: ...
 
 class GetServerInfoResponse(_message.Message):
     __slots__ = ("api_version", "server_version", "capabilities", "generator", "conventions", "limits", "image_encodings", "depth_encodings")
@@ -327,14 +361,18 @@ class WorldConfig(_message.Message):
     def __init__(self, voxel_size_m: _Optional[float] = ..., retrieval: _Optional[_Union[Retrieval, str]] = ..., max_anchors: _Optional[int] = ..., seed: _Optional[int] = ..., confidence_levels: _Optional[_Iterable[float]] = ..., default_min_confidence: _Optional[float] = ...) -> None: ...
 
 class SeedFrame(_message.Message):
-    __slots__ = ("rgb", "depth", "pose")
+    __slots__ = ("rgb", "depth", "pose", "semantic", "instance")
     RGB_FIELD_NUMBER: _ClassVar[int]
     DEPTH_FIELD_NUMBER: _ClassVar[int]
     POSE_FIELD_NUMBER: _ClassVar[int]
+    SEMANTIC_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
     rgb: Image
     depth: DepthImage
     pose: Pose
-    def __init__(self, rgb: _Optional[_Union[Image, _Mapping]] = ..., depth: _Optional[_Union[DepthImage, _Mapping]] = ..., pose: _Optional[_Union[Pose, _Mapping]] = ...) -> None: ...
+    semantic: LabelImage
+    instance: LabelImage
+    def __init__(self, rgb: _Optional[_Union[Image, _Mapping]] = ..., depth: _Optional[_Union[DepthImage, _Mapping]] = ..., pose: _Optional[_Union[Pose, _Mapping]] = ..., semantic: _Optional[_Union[LabelImage, _Mapping]] = ..., instance: _Optional[_Union[LabelImage, _Mapping]] = ...) -> None: ...
 
 class Seed(_message.Message):
     __slots__ = ("frames", "intrinsics", "prompt")
@@ -371,14 +409,16 @@ class WorldInfo(_message.Message):
     def __init__(self, world_id: _Optional[str] = ..., loaded: _Optional[bool] = ..., saved: _Optional[bool] = ..., version: _Optional[int] = ..., intrinsics: _Optional[_Union[Intrinsics, _Mapping]] = ..., prompt: _Optional[str] = ..., config: _Optional[_Union[WorldConfig, _Mapping]] = ..., generator: _Optional[str] = ..., voxel_count: _Optional[int] = ..., frame_count: _Optional[int] = ...) -> None: ...
 
 class CreateWorldRequest(_message.Message):
-    __slots__ = ("world_id", "seed", "config")
+    __slots__ = ("world_id", "seed", "config", "record")
     WORLD_ID_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FIELD_NUMBER: _ClassVar[int]
     world_id: str
     seed: Seed
     config: WorldConfig
-    def __init__(self, world_id: _Optional[str] = ..., seed: _Optional[_Union[Seed, _Mapping]] = ..., config: _Optional[_Union[WorldConfig, _Mapping]] = ...) -> None: ...
+    record: bool
+    def __init__(self, world_id: _Optional[str] = ..., seed: _Optional[_Union[Seed, _Mapping]] = ..., config: _Optional[_Union[WorldConfig, _Mapping]] = ..., record: _Optional[bool] = ...) -> None: ...
 
 class CreateWorldResponse(_message.Message):
     __slots__ = ("world",)
@@ -533,23 +573,42 @@ class RenderResponse(_message.Message):
     def __init__(self, frames: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ...) -> None: ...
 
 class DynamicMask(_message.Message):
-    __slots__ = ("pose_index", "mask")
+    __slots__ = ("pose_index", "mask", "camera_index")
     POSE_INDEX_FIELD_NUMBER: _ClassVar[int]
     MASK_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_INDEX_FIELD_NUMBER: _ClassVar[int]
     pose_index: int
     mask: Mask
-    def __init__(self, pose_index: _Optional[int] = ..., mask: _Optional[_Union[Mask, _Mapping]] = ...) -> None: ...
+    camera_index: int
+    def __init__(self, pose_index: _Optional[int] = ..., mask: _Optional[_Union[Mask, _Mapping]] = ..., camera_index: _Optional[int] = ...) -> None: ...
+
+class RigCamera(_message.Message):
+    __slots__ = ("intrinsics", "mount")
+    INTRINSICS_FIELD_NUMBER: _ClassVar[int]
+    MOUNT_FIELD_NUMBER: _ClassVar[int]
+    intrinsics: Intrinsics
+    mount: Pose
+    def __init__(self, intrinsics: _Optional[_Union[Intrinsics, _Mapping]] = ..., mount: _Optional[_Union[Pose, _Mapping]] = ...) -> None: ...
+
+class Rig(_message.Message):
+    __slots__ = ("cameras",)
+    CAMERAS_FIELD_NUMBER: _ClassVar[int]
+    cameras: _containers.RepeatedCompositeFieldContainer[RigCamera]
+    def __init__(self, cameras: _Optional[_Iterable[_Union[RigCamera, _Mapping]]] = ...) -> None: ...
 
 class StepRequest(_message.Message):
-    __slots__ = ("world_id", "poses", "intrinsics", "format", "dynamic_masks", "dynamic_boxes", "prompt", "seed", "session_id", "sequence")
+    __slots__ = ("world_id", "poses", "intrinsics", "format", "dynamic_masks", "dynamic_boxes", "dynamic_box_semantic_classes", "dynamic_box_instance_ids", "prompt", "seed", "rig", "session_id", "sequence")
     WORLD_ID_FIELD_NUMBER: _ClassVar[int]
     POSES_FIELD_NUMBER: _ClassVar[int]
     INTRINSICS_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     DYNAMIC_MASKS_FIELD_NUMBER: _ClassVar[int]
     DYNAMIC_BOXES_FIELD_NUMBER: _ClassVar[int]
+    DYNAMIC_BOX_SEMANTIC_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    DYNAMIC_BOX_INSTANCE_IDS_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    RIG_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     world_id: str
@@ -558,14 +617,17 @@ class StepRequest(_message.Message):
     format: FrameFormat
     dynamic_masks: _containers.RepeatedCompositeFieldContainer[DynamicMask]
     dynamic_boxes: _containers.RepeatedCompositeFieldContainer[OrientedBox]
+    dynamic_box_semantic_classes: _containers.RepeatedScalarFieldContainer[int]
+    dynamic_box_instance_ids: _containers.RepeatedScalarFieldContainer[int]
     prompt: str
     seed: int
+    rig: Rig
     session_id: str
     sequence: int
-    def __init__(self, world_id: _Optional[str] = ..., poses: _Optional[_Iterable[_Union[Pose, _Mapping]]] = ..., intrinsics: _Optional[_Union[Intrinsics, _Mapping]] = ..., format: _Optional[_Union[FrameFormat, _Mapping]] = ..., dynamic_masks: _Optional[_Iterable[_Union[DynamicMask, _Mapping]]] = ..., dynamic_boxes: _Optional[_Iterable[_Union[OrientedBox, _Mapping]]] = ..., prompt: _Optional[str] = ..., seed: _Optional[int] = ..., session_id: _Optional[str] = ..., sequence: _Optional[int] = ...) -> None: ...
+    def __init__(self, world_id: _Optional[str] = ..., poses: _Optional[_Iterable[_Union[Pose, _Mapping]]] = ..., intrinsics: _Optional[_Union[Intrinsics, _Mapping]] = ..., format: _Optional[_Union[FrameFormat, _Mapping]] = ..., dynamic_masks: _Optional[_Iterable[_Union[DynamicMask, _Mapping]]] = ..., dynamic_boxes: _Optional[_Iterable[_Union[OrientedBox, _Mapping]]] = ..., dynamic_box_semantic_classes: _Optional[_Iterable[int]] = ..., dynamic_box_instance_ids: _Optional[_Iterable[int]] = ..., prompt: _Optional[str] = ..., seed: _Optional[int] = ..., rig: _Optional[_Union[Rig, _Mapping]] = ..., session_id: _Optional[str] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class StepResponse(_message.Message):
-    __slots__ = ("request_index", "pose_index", "last_in_request", "frame", "timings_s", "replayed")
+    __slots__ = ("request_index", "pose_index", "last_in_request", "frame", "timings_s", "replayed", "camera_index")
     class TimingsSEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -579,13 +641,15 @@ class StepResponse(_message.Message):
     FRAME_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_S_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_INDEX_FIELD_NUMBER: _ClassVar[int]
     request_index: int
     pose_index: int
     last_in_request: bool
     frame: Frame
     timings_s: _containers.ScalarMap[str, float]
     replayed: bool
-    def __init__(self, request_index: _Optional[int] = ..., pose_index: _Optional[int] = ..., last_in_request: _Optional[bool] = ..., frame: _Optional[_Union[Frame, _Mapping]] = ..., timings_s: _Optional[_Mapping[str, float]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+    camera_index: int
+    def __init__(self, request_index: _Optional[int] = ..., pose_index: _Optional[int] = ..., last_in_request: _Optional[bool] = ..., frame: _Optional[_Union[Frame, _Mapping]] = ..., timings_s: _Optional[_Mapping[str, float]] = ..., replayed: _Optional[bool] = ..., camera_index: _Optional[int] = ...) -> None: ...
 
 class StreamPointCloudRequest(_message.Message):
     __slots__ = ("world_id", "since_version", "follow", "max_chunk_bytes", "include_positions", "min_confidence")
@@ -941,14 +1005,18 @@ class RecolorRegionResponse(_message.Message):
     def __init__(self, version: _Optional[int] = ..., voxels_changed: _Optional[int] = ...) -> None: ...
 
 class InsertPointsRequest(_message.Message):
-    __slots__ = ("world_id", "points_m", "colors")
+    __slots__ = ("world_id", "points_m", "colors", "semantic_class", "instance_id")
     WORLD_ID_FIELD_NUMBER: _ClassVar[int]
     POINTS_M_FIELD_NUMBER: _ClassVar[int]
     COLORS_FIELD_NUMBER: _ClassVar[int]
+    SEMANTIC_CLASS_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     world_id: str
     points_m: bytes
     colors: bytes
-    def __init__(self, world_id: _Optional[str] = ..., points_m: _Optional[bytes] = ..., colors: _Optional[bytes] = ...) -> None: ...
+    semantic_class: int
+    instance_id: int
+    def __init__(self, world_id: _Optional[str] = ..., points_m: _Optional[bytes] = ..., colors: _Optional[bytes] = ..., semantic_class: _Optional[int] = ..., instance_id: _Optional[int] = ...) -> None: ...
 
 class InsertPointsResponse(_message.Message):
     __slots__ = ("version", "voxels_added")
@@ -957,3 +1025,23 @@ class InsertPointsResponse(_message.Message):
     version: int
     voxels_added: int
     def __init__(self, version: _Optional[int] = ..., voxels_added: _Optional[int] = ...) -> None: ...
+
+class LabelRegionRequest(_message.Message):
+    __slots__ = ("world_id", "region", "semantic_class", "instance_id")
+    WORLD_ID_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    SEMANTIC_CLASS_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    world_id: str
+    region: Region
+    semantic_class: int
+    instance_id: int
+    def __init__(self, world_id: _Optional[str] = ..., region: _Optional[_Union[Region, _Mapping]] = ..., semantic_class: _Optional[int] = ..., instance_id: _Optional[int] = ...) -> None: ...
+
+class LabelRegionResponse(_message.Message):
+    __slots__ = ("version", "voxels_changed")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    VOXELS_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    voxels_changed: int
+    def __init__(self, version: _Optional[int] = ..., voxels_changed: _Optional[int] = ...) -> None: ...

@@ -159,6 +159,11 @@ class WorldServiceStub:
                 request_serializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.InsertPointsRequest.SerializeToString,
                 response_deserializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.InsertPointsResponse.FromString,
                 _registered_method=True)
+        self.LabelRegion = channel.unary_unary(
+                '/worldweave.v1.WorldService/LabelRegion',
+                request_serializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.LabelRegionRequest.SerializeToString,
+                response_deserializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.LabelRegionResponse.FromString,
+                _registered_method=True)
 
 
 class WorldServiceServicer:
@@ -265,7 +270,8 @@ class WorldServiceServicer:
 
     def Step(self, request_iterator, context):
         """The world loop: each StepRequest carries 1..N poses; the server generates a frame per pose, fuses it into
-        memory and answers one StepResponse per frame, in request order and pose order, with increasing frame ids.
+        memory and answers one StepResponse per frame, in request order and pose order, with increasing frame ids (with a
+        rig: one frame per camera at each body pose, pose-major, one memory version per body pose; see StepRequest.rig).
         Steps on one world run one at a time in arrival order; different worlds step concurrently. A cancelled stream
         stops: requests not yet started are dropped. A bad request ends the stream with its status.
         Exactly once: a request with `session_id` and `sequence` is the step number `sequence` of that session on that
@@ -359,6 +365,13 @@ class WorldServiceServicer:
 
     def InsertPoints(self, request, context):
         """Inserts coloured points into memory.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LabelRegion(self, request, context):
+        """Tags memory inside a region with a semantic class and instance id (0 unlabels), for label images.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -486,6 +499,11 @@ def add_WorldServiceServicer_to_server(servicer, server):
                     servicer.InsertPoints,
                     request_deserializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.InsertPointsRequest.FromString,
                     response_serializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.InsertPointsResponse.SerializeToString,
+            ),
+            'LabelRegion': grpc.unary_unary_rpc_method_handler(
+                    servicer.LabelRegion,
+                    request_deserializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.LabelRegionRequest.FromString,
+                    response_serializer=worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.LabelRegionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1141,6 +1159,33 @@ class WorldService:
             '/worldweave.v1.WorldService/InsertPoints',
             worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.InsertPointsRequest.SerializeToString,
             worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.InsertPointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LabelRegion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldweave.v1.WorldService/LabelRegion',
+            worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.LabelRegionRequest.SerializeToString,
+            worldweave_dot_proto_dot_worldweave_dot_v1_dot_world__pb2.LabelRegionResponse.FromString,
             options,
             channel_credentials,
             insecure,
