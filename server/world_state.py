@@ -505,7 +505,8 @@ def scan_lidar_work(
     entry: WorldEntry, request: pb.ScanLidarRequest, limits: ServerLimits
 ) -> Callable[[World], pb.ScanLidarResponse]:
     """Decode and budget the request (rays count like a Raycast's: ``max_query_items``, ``max_ray_voxels``); its
-    locked work."""
+    locked work, which scans the pattern in a Raycast's chunks (``chunked``: a scan past its deadline stops between
+    two)."""
     if not request.HasField("sensor_pose"):
         raise InvalidInputError("sensor_pose is missing: send the LiDAR's pose T_world_sensor")
     if not request.HasField("lidar"):
@@ -528,9 +529,10 @@ def scan_lidar_work(
         "or a shorter range_m",
     )
 
+    parts = chunk_parts(np.full(rays, reach), RAY_CHUNK_VOXELS, QUERY_CHUNK_ITEMS)
+
     def scan(world: World) -> pb.ScanLidarResponse:
-        checkpoint()
-        result = lidar.scan(world.queries, pose, spec, min_confidence=level)
+        result = chunked(lambda part: lidar.scan(world.queries, pose, spec, min_confidence=level, part=part), parts)
         return pb.ScanLidarResponse(
             version=int(world.version),
             points_per_channel=spec.points_per_channel,

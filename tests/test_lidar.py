@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from typing import ClassVar
 
 import numpy as np
@@ -18,7 +19,7 @@ from worldweave.bridge.memory.voxel_map import VoxelMap
 from worldweave.bridge.queries.lidar import LidarSpec, scan
 from worldweave.bridge.world import Seed, World, WorldConfig
 from worldweave.proto import voxel_keys
-from worldweave.proto.errors import InvalidInputError, LimitExceededError
+from worldweave.proto.errors import DeadlineExceededError, InvalidInputError, LimitExceededError
 from worldweave.proto.geometry import Intrinsics, Pose
 
 VOXEL_M = 0.05
@@ -113,6 +114,80 @@ def test_lidar_matches_the_true_street(street) -> None:
     # Rays into the sky beyond what the drive saw end unknown, not free.
     upward = (directions_sensor[:, 2] > 0.1) & ~true_hit
     assert upward.any() and not hit[upward].any()
+
+
+def test_a_scan_in_parts_equals_the_whole_scan(street) -> None:
+    _, world, poses = street
+    spec = LidarSpec(channels=8, range_m=RANGE_M, points_per_scan=8 * 512, upper_fov_deg=5.0, lower_fov_deg=-25.0)
+    sensor = level_sensor(poses[5])
+    whole = scan(world.queries, sensor, spec)
+    cuts = (slice(0, 1000), slice(1000, 1001), slice(1001, None))
+    parts = [scan(world.queries, sensor, spec, part=part) for part in cuts]
+    assert whole.hit.sum() > 500
+    for name in ("points_m", "range_m", "intensity", "ring", "hit", "unknown", "refined"):
+        np.testing.assert_array_equal(np.concatenate([getattr(p, name) for p in parts]), getattr(whole, name))
+
+
+def test_cached_planes_equal_fitting_every_time(street) -> None:
+    """Scans through the plane cache equal scans that fit every plane (a fresh ``WorldQueries``: empty caches), bit
+    for bit: unchanged, and after edits next to cached planes: new voxels, surface points moved in existing voxels
+    (no voxel added), a removal, a fused frame."""
+    from worldweave.bridge.queries.world_queries import WorldQueries
+    from worldweave.bridge.regions import Sphere
+
+    scene, _, poses = street  # the scene and drive; memory of its own, built here from a few views
+    intrinsics = Intrinsics(80.0, 80.0, 79.5, 59.5, 160, 120)
+    views = [scene.render(pose, intrinsics) for pose in poses[5:9]]
+    voxel_map = VoxelMap(VOXEL_M)
+    for i, frame in enumerate(views):
+        voxel_map.integrate(frame, frame_id=i)
+    queries = WorldQueries(voxel_map, views, max_distance_m=0.25)  # the LiDAR reads no distance field
+    sensor = level_sensor(poses[7])
+    spec = LidarSpec(channels=16, range_m=RANGE_M, points_per_scan=16 * 256, upper_fov_deg=0.0, lower_fov_deg=-30.0)
+    planes = queries.plane_cache(queries.level())
+
+    def assert_as_if_fitted(cached) -> None:
+        fitted = scan(WorldQueries(voxel_map, views, max_distance_m=0.25), sensor, spec)
+        for name in ("points_m", "range_m", "intensity", "hit", "unknown", "refined"):
+            np.testing.assert_array_equal(getattr(cached, name), getattr(fitted, name), err_msg=name)
+
+    first = scan(queries, sensor, spec)
+    fits = len(planes)
+    assert first.refined.sum() > 1000 and fits > 500
+    again = scan(queries, sensor, spec)
+    assert len(planes) == fits  # every plane came from the cache
+    assert_as_if_fitted(again)
+
+    hits = sensor.cam_to_world(first.points_m[first.refined].astype(np.float64))
+
+    def hit_at(range_m: float) -> np.ndarray:
+        return hits[np.argmin(np.abs(first.range_m[first.refined] - range_m))]
+
+    near = hit_at(6.0)  # a road hit 6 m ahead
+    grid = np.stack(np.meshgrid(*[np.linspace(-0.2, 0.2, 9)] * 2, indexing="ij"), axis=-1).reshape(-1, 2)
+    voxel_map.insert(near + np.stack([grid[:, 0], grid[:, 1], 0.1 + grid[:, 0]], axis=1),  # a ramp on the road
+                     np.full((len(grid), 3), 200, np.uint8))
+    queries.sync()
+    assert 0 < len(planes) < fits  # the planes around the ramp are dropped, the rest kept
+    edited = scan(queries, sensor, spec)
+    assert not np.array_equal(edited.range_m, first.range_m)
+    assert_as_if_fitted(edited)
+
+    count = len(voxel_map)
+    moved = voxel_map.crop(Sphere(hit_at(8.0), 0.3)).positions_m  # points at voxel centres pull surface points there
+    voxel_map.insert(moved, np.full(moved.shape, 90, np.uint8))
+    assert len(voxel_map) == count  # only existing voxels changed
+    before, edited = edited, scan(queries, sensor, spec)
+    assert not np.array_equal(edited.range_m, before.range_m)
+    assert_as_if_fitted(edited)
+
+    voxel_map.remove(Sphere(hit_at(10.0), 0.2))
+    assert_as_if_fitted(scan(queries, sensor, spec))
+
+    fused = scene.render(poses[9], intrinsics)
+    voxel_map.integrate(fused, frame_id=len(views))  # a step's fusion moves surface points of voxels seen again
+    views.append(fused)
+    assert_as_if_fitted(scan(queries, sensor, spec))
 
 
 def test_lidar_pattern_follows_carla_parameters() -> None:
@@ -228,3 +303,28 @@ def test_scan_lidar_over_the_ray_limit_is_refused(client, world_id) -> None:
     far = lidar_spec(channels=64, points_per_scan=64 * 1024, range_m=1e9)
     with pytest.raises(LimitExceededError, match="max_ray_voxels"):
         scan_lidar(client, world_id, np.eye(4), far)
+
+
+def test_a_scan_past_its_deadline_stops_and_the_world_renders_promptly() -> None:
+    """A scan far over its deadline (range 1e9 m: each ray walks to the end of the voxel keys, ~0.5 ms, so a minute of
+    work on two cores) stops between two chunks with DEADLINE_EXCEEDED and releases the world's lock."""
+    from worldweave.bridge.eval.wall import wall_seed, yaw_poses
+    from worldweave.bridge.generators.echo import EchoGenerator
+    from worldweave.server.app import BackgroundServer, ServerConfig
+    from worldweave.server.limits import ServerLimits
+    from worldweave.sim_clients.client import WorldClient
+    from worldweave.sim_clients.sensors import lidar_spec, scan_lidar
+
+    roomy = ServerConfig(limits=ServerLimits(max_ray_voxels=1 << 60))  # let the long scan through the budget
+    with BackgroundServer(config=roomy, generator=EchoGenerator()) as running, WorldClient(running.address) as client:
+        frames, intrinsics = wall_seed(64, 48)
+        world_id = client.worlds.create(frames, intrinsics).world_id
+        T_world_sensor = np.eye(4)
+        T_world_sensor[:3, 3] = (0.0, 0.0, 1.5)
+        spec = lidar_spec(channels=256, points_per_scan=256 * 1024, range_m=1e9)
+        with pytest.raises(DeadlineExceededError):
+            scan_lidar(client, world_id, T_world_sensor, spec, timeout_s=1.0)
+        began = time.monotonic()
+        frame = client.render(world_id, yaw_poses(1)[0], timeout_s=10.0)[0]  # waits for the world's lock
+        assert frame.rgb.shape == (48, 64, 3)
+        print(f"Render after the cut scan answered in {time.monotonic() - began:.2f} s")

@@ -4,8 +4,8 @@ A voxel is a cube; the surface it stands for lies somewhere inside. ``VoxelMap``
 of the fused points (metres from the voxel centre) and its weight, so geometry finer than a voxel survives fusion:
 the LiDAR (``bridge.queries.lidar``) fits its planes to these points instead of to voxel centres.
 
-``fold_frame`` is the fused CPU path for one RGB-D frame against the numba hash index (the same back-projection, in
-float64, as ``voxel_index``'s colour kernel, so a pixel lands in the voxel its colour went to); points update the
+``fold_frame`` is the fused CPU path for one RGB-D frame against the numba hash index (``voxel_index.pixel_voxel``,
+the back-projection its colour kernel uses, so a pixel lands in the voxel its colour went to); points update the
 mean one at a time: ``mean += w / (W + w) (p - mean)``, ``W = min(W + w, max_weight)``, the weighted mean of
 everything fused until the weight reaches the cap, after which new points keep moving it.
 """
@@ -16,6 +16,7 @@ import numba
 import numpy as np
 
 from worldweave.bridge.memory import hash_table
+from worldweave.bridge.memory.voxel_index import pixel_voxel
 
 
 @numba.njit(cache=True)
@@ -40,19 +41,9 @@ def fold_frame(
                 c = confidence[v, u]
                 if c <= 0.0:
                     continue
-            x = (u - cx) / fx * d
-            y = (v - cy) / fy * d
-            wx = rotation[0, 0] * x + rotation[0, 1] * y + rotation[0, 2] * d + translation[0]
-            wy = rotation[1, 0] * x + rotation[1, 1] * y + rotation[1, 2] * d + translation[1]
-            wz = rotation[2, 0] * x + rotation[2, 1] * y + rotation[2, 2] * d + translation[2]
-            fx_index = np.floor(wx / voxel)
-            fy_index = np.floor(wy / voxel)
-            fz_index = np.floor(wz / voxel)
-            if not (abs(fx_index) <= limit and abs(fy_index) <= limit and abs(fz_index) <= limit):
+            wx, wy, wz, key = pixel_voxel(u, v, d, fx, fy, cx, cy, rotation, translation, voxel, limit, offset, bits)
+            if key < 0:
                 continue
-            key = ((np.int64(fx_index) + offset) << (2 * bits)) | ((np.int64(fy_index) + offset) << bits) | (
-                np.int64(fz_index) + offset
-            )
             if key == left_key:
                 row = left_row
             else:
@@ -62,7 +53,7 @@ def fold_frame(
                 continue
             total = surface_weight[row] + c
             gain = c / total
-            surface[row, 0] += gain * (np.float32(wx - (fx_index + 0.5) * voxel) - surface[row, 0])
-            surface[row, 1] += gain * (np.float32(wy - (fy_index + 0.5) * voxel) - surface[row, 1])
-            surface[row, 2] += gain * (np.float32(wz - (fz_index + 0.5) * voxel) - surface[row, 2])
+            surface[row, 0] += gain * (np.float32(wx - (np.floor(wx / voxel) + 0.5) * voxel) - surface[row, 0])
+            surface[row, 1] += gain * (np.float32(wy - (np.floor(wy / voxel) + 0.5) * voxel) - surface[row, 1])
+            surface[row, 2] += gain * (np.float32(wz - (np.floor(wz / voxel) + 0.5) * voxel) - surface[row, 2])
             surface_weight[row] = min(total, max_weight)

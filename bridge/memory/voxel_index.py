@@ -150,6 +150,30 @@ def _assign(table_keys, table_rows, shift, point_keys, next_row, row_seen, out_r
 
 
 @numba.njit(cache=True)
+def pixel_voxel(u, v, d, fx, fy, cx, cy, rotation, translation, voxel, limit, offset, bits):
+    """Back-project pixel ``(u, v)`` at depth ``d`` (metres along the optical axis; pinhole ``fx, fy, cx, cy``, OpenCV
+    camera, camera-to-world ``rotation`` (3, 3) and ``translation`` (3,)) in float64: its world point ``wx, wy, wz``
+    (metres) and the packed key of the ``voxel``-metre voxel it lies in, -1 when that voxel lies beyond +-``limit``
+    voxels on an axis (or the point is NaN; checked before the integer cast). The one back-projection of the fused CPU
+    paths: a pixel's colour (``_accumulate_pixels``) and its surface point (``surface_points.fold_frame``) land in the
+    same voxel."""
+    x = (u - cx) / fx * d
+    y = (v - cy) / fy * d
+    wx = rotation[0, 0] * x + rotation[0, 1] * y + rotation[0, 2] * d + translation[0]
+    wy = rotation[1, 0] * x + rotation[1, 1] * y + rotation[1, 2] * d + translation[1]
+    wz = rotation[2, 0] * x + rotation[2, 1] * y + rotation[2, 2] * d + translation[2]
+    fx_index = np.floor(wx / voxel)
+    fy_index = np.floor(wy / voxel)
+    fz_index = np.floor(wz / voxel)
+    if not (abs(fx_index) <= limit and abs(fy_index) <= limit and abs(fz_index) <= limit):
+        return wx, wy, wz, np.int64(-1)
+    key = ((np.int64(fx_index) + offset) << (2 * bits)) | ((np.int64(fy_index) + offset) << bits) | (
+        np.int64(fz_index) + offset
+    )
+    return wx, wy, wz, key
+
+
+@numba.njit(cache=True)
 def _accumulate_pixels(
     depth, rgb, exclude, confidence, has_confidence, fx, fy, cx, cy, rotation, translation, voxel, max_depth, limit,
     offset, bits, table_keys, table_rows, shift, next_row, row_seen, out_rows, out_sums, out_weights, out_conf_sums,
@@ -186,23 +210,12 @@ def _accumulate_pixels(
                     above_key[u] = -2
                     left_key = -2
                     continue
-            x = (u - cx) / fx * d
-            y = (v - cy) / fy * d
-            wx = rotation[0, 0] * x + rotation[0, 1] * y + rotation[0, 2] * d + translation[0]
-            wy = rotation[1, 0] * x + rotation[1, 1] * y + rotation[1, 2] * d + translation[1]
-            wz = rotation[2, 0] * x + rotation[2, 1] * y + rotation[2, 2] * d + translation[2]
-            fx_index = np.floor(wx / voxel)
-            fy_index = np.floor(wy / voxel)
-            fz_index = np.floor(wz / voxel)
-            if not (abs(fx_index) <= limit and abs(fy_index) <= limit and abs(fz_index) <= limit):
+            _, _, _, key = pixel_voxel(u, v, d, fx, fy, cx, cy, rotation, translation, voxel, limit, offset, bits)
+            if key < 0:
                 above_key[u] = -2
                 left_key = -2
                 n_outside += 1
                 continue
-            ix = np.int64(fx_index)
-            iy = np.int64(fy_index)
-            iz = np.int64(fz_index)
-            key = ((ix + offset) << (2 * bits)) | ((iy + offset) << bits) | (iz + offset)
             if key == left_key:
                 seen = left_seen
             elif key == above_key[u]:

@@ -24,6 +24,12 @@ moves there and fits again (up to ``PLANE_STEPS`` times) while memory holds surf
 neighbourhood is not planar, or whose plane leads away from memory, takes the point of its voxel's surface point
 along the ray, kept within the voxel's cube.
 
+**Plane cache.** A fit depends only on the surface around its voxel, so each fit is kept per voxel in the level's
+``VoxelCache`` (``WorldQueries.plane_cache``: status, centroid, normal) and made again only where a change to the map
+since touched that voxel's block or a neighbouring one: a scan of an unchanged region costs about its traversal, the
+first scan after a step pays for the fits the step invalidated, and the answers equal fitting every time, bit for
+bit.
+
 **Intensity** in [0, 1]: the luma of the hit voxel's colour (Rec. 601: ``(0.299 R + 0.587 G + 0.114 B) / 255``, a
 stand-in for reflectance) times CARLA's atmospheric attenuation ``exp(-ATTENUATION_PER_M * range_m)``; 0 without a
 hit.
@@ -31,6 +37,7 @@ hit.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -39,7 +46,7 @@ import numpy as np
 
 from worldweave.bridge.memory import hash_table
 from worldweave.bridge.memory.voxel_keys import check_extent
-from worldweave.bridge.queries.grid import is_occupied, new_cache
+from worldweave.bridge.queries.grid import BLOCK_SHIFT, block_slot_at, is_occupied, new_cache, slot_has_voxel
 from worldweave.bridge.queries.world_queries import WorldQueries
 from worldweave.proto import voxel_keys
 from worldweave.proto.errors import InvalidInputError
@@ -62,6 +69,11 @@ MIN_GRAZING_COSINE = 0.02
 """Rays closer than this cosine to parallel with the plane are not intersected with it (about 1.1°)."""
 _BATCH = 64
 """Rays per parallel work item (in pattern order, so neighbouring rays often refit around the same voxel)."""
+PATTERN_CACHE = 4
+"""Ray patterns kept (``LidarSpec.rays``): a simulation fires a few specs over and over."""
+PLANE_RECORD = 7
+"""Numbers a fit keeps in the plane cache: ``_fit_plane``'s status, then the centroid (world metres) and unit
+normal."""
 
 
 @dataclass(frozen=True)
@@ -122,15 +134,24 @@ class LidarSpec:
 
     def rays(self) -> tuple[np.ndarray, np.ndarray]:
         """(ray_count, 3) float64 unit directions in the sensor frame (x forward, y left, z up) and (ray_count,)
-        uint16 ring (channel) indices, ring-major: all of ring 0 (the top laser), then ring 1, ..."""
-        elevation = np.radians(np.linspace(self.upper_fov_deg, self.lower_fov_deg, self.channels))
-        n = self.points_per_channel
-        h = math.radians(self.horizontal_fov_deg)
-        azimuth = -h / 2 + (np.arange(n) + 0.5) * h / n
-        el, az = np.meshgrid(elevation, azimuth, indexing="ij")
-        directions = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], axis=-1).reshape(-1, 3)
-        ring = np.repeat(np.arange(self.channels, dtype=np.uint16), n)
-        return directions, ring
+        uint16 ring (channel) indices, ring-major: all of ring 0 (the top laser), then ring 1, ... Built once per
+        spec and shared (the last ``PATTERN_CACHE`` specs'): read-only arrays."""
+        return _pattern(self)
+
+
+@functools.lru_cache(maxsize=PATTERN_CACHE)
+def _pattern(spec: LidarSpec) -> tuple[np.ndarray, np.ndarray]:
+    """``LidarSpec.rays``, computed."""
+    elevation = np.radians(np.linspace(spec.upper_fov_deg, spec.lower_fov_deg, spec.channels))
+    n = spec.points_per_channel
+    h = math.radians(spec.horizontal_fov_deg)
+    azimuth = -h / 2 + (np.arange(n) + 0.5) * h / n
+    el, az = np.meshgrid(elevation, azimuth, indexing="ij")
+    directions = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], axis=-1).reshape(-1, 3)
+    ring = np.repeat(np.arange(spec.channels, dtype=np.uint16), n)
+    directions.flags.writeable = False
+    ring.flags.writeable = False
+    return directions, ring
 
 
 @dataclass(frozen=True)
@@ -153,17 +174,23 @@ class LidarScan:
     refined: np.ndarray
 
 
-def scan(queries: WorldQueries, pose: Pose, spec: LidarSpec, *, min_confidence: float | None = None) -> LidarScan:
+def scan(
+    queries: WorldQueries, pose: Pose, spec: LidarSpec, *, min_confidence: float | None = None,
+    part: slice = slice(None),
+) -> LidarScan:
     """Fire ``spec``'s pattern from ``pose`` (``T_world_sensor``) into ``queries``' memory at ``min_confidence`` (a
-    declared level; ``None``: the default). See the module docstring for the rules."""
+    declared level; ``None``: the default). See the module docstring for the rules. ``part``: only these rays of the
+    pattern (a slice in ``LidarSpec.rays`` order; rays are independent, so scanning the pattern part by part and
+    joining the parts gives the scan of the whole)."""
     if not isinstance(pose, Pose):
         raise InvalidInputError(f"the LiDAR pose must be a Pose, got {type(pose).__name__}")
     check_extent(pose.position[None], queries.voxel_map.voxel_size_m, "LiDAR pose position")
     directions_sensor, ring = spec.rays()
+    directions_sensor, ring = directions_sensor[part], ring[part]
     directions = directions_sensor @ pose.rotation.T
     n = len(directions)
-    origins = np.broadcast_to(pose.position.astype(np.float64), (n, 3))
-    origins = np.ascontiguousarray(origins)
+    origins = np.empty((n, 3))
+    origins[:] = pose.position
     ranges = np.full(n, float(spec.range_m))
     level = queries.level(min_confidence)
     t_enter, voxels, hit, unknown_from = queries.trace(origins, directions, ranges, level)
@@ -172,6 +199,7 @@ def scan(queries: WorldQueries, pose: Pose, spec: LidarSpec, *, min_confidence: 
     distance = np.full(n, np.inf)
     refined = np.zeros(n, bool)
     intensity = np.zeros(n, np.float32)
+    points = np.full((n, 3), np.nan, np.float32)
     rows = np.flatnonzero(hit)
     if len(rows):
         t, on_plane = surface_ranges(queries, origins[rows], directions[rows], t_enter[rows], voxels[rows], level)
@@ -182,9 +210,8 @@ def scan(queries: WorldQueries, pose: Pose, spec: LidarSpec, *, min_confidence: 
         refined[rows] = on_plane
         colors = queries.voxel_map.colors_at(voxel_keys.pack(voxels[rows])).astype(np.float64)
         intensity[rows] = (colors @ LUMA / 255.0 * np.exp(-ATTENUATION_PER_M * t)).astype(np.float32)
-    points = np.full((n, 3), np.nan, np.float32)
-    points[hit] = (directions_sensor[hit] * distance[hit, None]).astype(np.float32)
-    return LidarScan(points, distance, intensity, ring, hit, unknown, refined)
+        points[rows] = directions_sensor[rows] * t[:, None]
+    return LidarScan(points, distance, intensity, ring.copy(), hit, unknown, refined)
 
 
 def surface_ranges(
@@ -193,30 +220,45 @@ def surface_ranges(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sub-voxel ranges (metres) of rays (``origins`` (M, 3) world metres, unit ``directions``) that entered the
     occupied voxels ``voxels`` (M, 3) at ``t_enter`` (M,); and whether each lies on a plane fitted to the surface
-    points of voxels at or above ``level``. See the module docstring."""
+    points of voxels at or above ``level``. Fits are read from the level's plane cache, and the fits made here (its
+    misses) are added to it. See the module docstring."""
     m = len(origins)
     out_t = np.empty(m, np.float64)
     on_plane = np.zeros(m, np.bool_)
     if m:
+        grid = queries.level_grid(level).arrays()
+        planes = queries.plane_cache(level)
+        new_keys = np.full((m, PLANE_STEPS), -1, np.int64)  # the fits this scan made (cache misses), per ray and step
+        new_planes = np.empty((m, PLANE_STEPS, PLANE_RECORD))
         _refine_kernel(
             *queries.voxel_map.surface_table(), queries.voxel_map.voxel_size_m, voxel_keys.AXIS_LIMIT,
-            voxel_keys.AXIS_OFFSET, voxel_keys.AXIS_BITS, queries.level_grid(level).arrays(),
+            voxel_keys.AXIS_OFFSET, voxel_keys.AXIS_BITS, *_occupancy_arrays(grid), *planes.table(),
             np.ascontiguousarray(origins, np.float64),
             np.ascontiguousarray(directions, np.float64), np.ascontiguousarray(t_enter, np.float64),
             np.ascontiguousarray(voxels, np.int64), PLANE_STEPS, MIN_PLANE_POINTS, MIN_PLANE_SPREAD,
-            MAX_PLANE_THICKNESS, MIN_GRAZING_COSINE, out_t, on_plane,
+            MAX_PLANE_THICKNESS, MIN_GRAZING_COSINE, out_t, on_plane, new_keys, new_planes,
         )
+        fitted = new_keys >= 0
+        planes.add(new_keys[fitted], new_planes[fitted])
     return out_t, on_plane
 
 
+def _occupancy_arrays(grid: tuple) -> tuple:
+    """The arrays of a ``BlockGrid.arrays()`` tuple that the kernels below read (``is_occupied``'s), one by one:
+    helpers take arrays, not the tuple (``grid``'s module docstring)."""
+    chunk_keys, chunk_ids, chunk_shift, _, block_mask, block_slot, occupancy, _, _, _ = grid
+    return chunk_keys, chunk_ids, chunk_shift, block_mask, block_slot, occupancy
+
+
 @numba.njit(cache=True, inline="always")
-def _surface_point(table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, grid, cache, ix, iy, iz,
-                   out):
+def _surface_point(table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, chunk_keys, chunk_ids,
+                   chunk_shift, block_mask, block_slot, occupancy, cache, ix, iy, iz, out):
     """Write the surface point (world metres) of voxel ``(ix, iy, iz)`` into ``out``; False when it is absent from
-    ``grid`` (the level's surface copy, whose occupancy bits answer most absent voxels without a hash probe)."""
+    the level's surface copy (its occupancy arrays, ``_occupancy_arrays``, answer most absent voxels without a hash
+    probe)."""
     if abs(ix) > limit or abs(iy) > limit or abs(iz) > limit:
         return False
-    if not is_occupied(grid[0], grid[1], grid[2], grid[4], grid[5], grid[6], cache, ix, iy, iz):
+    if not is_occupied(chunk_keys, chunk_ids, chunk_shift, block_mask, block_slot, occupancy, cache, ix, iy, iz):
         return False
     key = ((ix + offset) << (2 * bits)) | ((iy + offset) << bits) | (iz + offset)
     row = hash_table.find(table_keys, table_rows, shift, key)
@@ -271,25 +313,47 @@ def _smallest_eigen(a00, a01, a02, a11, a12, a22, out_normal):
 
 
 @numba.njit(cache=True)
-def _fit_plane(table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, grid, cache, ax, ay, az,
-               min_points, min_spread, max_thickness, out_centroid, out_normal):
+def _fit_plane(table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, chunk_keys, chunk_ids,
+               chunk_shift, block_mask, block_slot, occupancy, cache, slots, ax, ay, az, min_points, min_spread,
+               max_thickness, out_centroid, out_normal):
     """Fit a plane to the surface points around voxel ``(ax, ay, az)``: the 3^3, else 5^3, else 7^3 neighbourhood,
     the first with ``min_points`` points not on a line. Returns 1 for a plane (thin enough), 0 for a non-planar
-    neighbourhood, -1 when none has enough points."""
-    point = np.empty(3)
+    neighbourhood, -1 when none has enough points.
+
+    The 7^3 neighbourhood spans at most 2 x 2 x 2 blocks of the level's copy: their slots are read once, and each
+    voxel is then one bit of its block's occupancy, read here (not a chunk and block lookup per voxel through a
+    helper: the per-voxel reads are where a fit spends its time)."""
+    bx0, by0, bz0 = (ax - 3) >> BLOCK_SHIFT, (ay - 3) >> BLOCK_SHIFT, (az - 3) >> BLOCK_SHIFT
+    for b in range(8):
+        slots[b] = block_slot_at(chunk_keys, chunk_ids, chunk_shift, block_mask, block_slot, cache, bx0 + (b >> 2),
+                                 by0 + ((b >> 1) & 1), bz0 + (b & 1))
     cx0, cy0, cz0 = (ax + 0.5) * voxel, (ay + 0.5) * voxel, (az + 0.5) * voxel
     n = 0
     sx = sy = sz = 0.0
     sxx = sxy = sxz = syy = syz = szz = 0.0
     for radius in range(1, 4):  # each neighbourhood adds the shell around the previous one
         for dx in range(-radius, radius + 1):
+            ix = ax + dx
             for dy in range(-radius, radius + 1):
+                iy = ay + dy
                 for dz in range(-radius, radius + 1):
-                    inner = radius > 1 and abs(dx) < radius and abs(dy) < radius and abs(dz) < radius
-                    if inner or not _surface_point(table_keys, table_rows, shift, surface, weight, voxel, limit, offset,
-                                                   bits, grid, cache, ax + dx, ay + dy, az + dz, point):
+                    if radius > 1 and abs(dx) < radius and abs(dy) < radius and abs(dz) < radius:
+                        continue  # inner: counted at a smaller radius
+                    iz = az + dz
+                    if abs(ix) > limit or abs(iy) > limit or abs(iz) > limit:
                         continue
-                    x, y, z = point[0] - cx0, point[1] - cy0, point[2] - cz0  # about the anchor: less rounding
+                    slot = slots[(((ix >> BLOCK_SHIFT) - bx0) << 2) | (((iy >> BLOCK_SHIFT) - by0) << 1)
+                                 | ((iz >> BLOCK_SHIFT) - bz0)]
+                    if slot < 0 or not slot_has_voxel(occupancy, slot, ix, iy, iz):
+                        continue
+                    row = hash_table.find(table_keys, table_rows, shift,
+                                          ((ix + offset) << (2 * bits)) | ((iy + offset) << bits) | (iz + offset))
+                    if row < 0:
+                        continue
+                    has = weight[row] > 0  # else the voxel's centre stands for its surface point
+                    x = (ix + 0.5) * voxel + (surface[row, 0] if has else 0.0) - cx0  # about the anchor: less rounding
+                    y = (iy + 0.5) * voxel + (surface[row, 1] if has else 0.0) - cy0
+                    z = (iz + 0.5) * voxel + (surface[row, 2] if has else 0.0) - cz0
                     n += 1
                     sx += x
                     sy += y
@@ -315,12 +379,15 @@ def _fit_plane(table_keys, table_rows, shift, surface, weight, voxel, limit, off
 
 
 @numba.njit(cache=True, parallel=True)
-def _refine_kernel(table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, grid, origins,
-                   directions, t_enter, voxels, plane_steps, min_points, min_spread, max_thickness, min_cosine, out_t,
-                   on_plane):
-    """Per ray: the fallback (its voxel's surface point along the ray, within the voxel's cube), then up to
-    ``plane_steps`` plane fits, moving to where the plane leads until the intersection lies next to the voxel the
-    plane was fitted around."""
+def _refine_kernel(table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, chunk_keys, chunk_ids,
+                   chunk_shift, block_mask, block_slot, occupancy, cache_keys, cache_rows, cache_shift, cache_planes,
+                   origins, directions, t_enter, voxels, plane_steps, min_points, min_spread, max_thickness, min_cosine,
+                   out_t, on_plane, new_keys, new_planes):
+    """Per ray: up to ``plane_steps`` plane fits, moving to where the plane leads until the intersection lies next to
+    the voxel the plane was fitted around; without one, the fallback (its voxel's surface point along the ray, within
+    the voxel's cube). A fit is read from the plane cache (``cache_*``, a ``VoxelCache.table()``, read only)
+    when it holds the voxel; a fit made here goes to ``new_keys`` / ``new_planes`` (ray, step) for the caller to
+    add."""
     reach = math.sqrt(3.0) * voxel
     batches = (len(origins) + _BATCH - 1) // _BATCH
     for batch in numba.prange(batches):
@@ -328,35 +395,55 @@ def _refine_kernel(table_keys, table_rows, shift, surface, weight, voxel, limit,
         centroid = np.empty(3)
         normal = np.empty(3)
         cache = new_cache()
+        slots = np.empty(8, np.int64)
         last = np.full(3, np.iinfo(np.int64).min)  # the last plane fitted in this batch: neighbouring rays share it
         last_status = 0
         for i in range(batch * _BATCH, min(len(origins), (batch + 1) * _BATCH)):
             last_status = _refine_ray(
-                table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, grid, origins, directions,
-                t_enter, voxels, plane_steps, min_points, min_spread, max_thickness, min_cosine, out_t, on_plane, i,
-                reach, point, centroid, normal, cache, last, last_status,
+                table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, chunk_keys, chunk_ids,
+                chunk_shift, block_mask, block_slot, occupancy, cache_keys, cache_rows, cache_shift, cache_planes,
+                origins, directions, t_enter, voxels, plane_steps, min_points, min_spread, max_thickness, min_cosine,
+                out_t, on_plane, new_keys, new_planes, i, reach, point, centroid, normal, cache, slots, last,
+                last_status,
             )
 
 
 @numba.njit(cache=True)
-def _refine_ray(table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, grid, origins, directions,
-                t_enter, voxels, plane_steps, min_points, min_spread, max_thickness, min_cosine, out_t, on_plane, i,
-                reach, point, centroid, normal, cache, last, last_status):
+def _refine_ray(table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, chunk_keys, chunk_ids,
+                chunk_shift, block_mask, block_slot, occupancy, cache_keys, cache_rows, cache_shift, cache_planes,
+                origins, directions, t_enter, voxels, plane_steps, min_points, min_spread, max_thickness, min_cosine,
+                out_t, on_plane, new_keys, new_planes, i, reach, point, centroid, normal, cache, slots, last,
+                last_status):
     """``_refine_kernel`` for ray ``i``; ``last`` / ``last_status`` hold the voxel the last plane (``centroid``,
     ``normal``) was fitted around and its ``_fit_plane`` status, reused when this ray fits around the same voxel.
     Returns the status of the last fit."""
     ox, oy, oz = origins[i, 0], origins[i, 1], origins[i, 2]
     dx, dy, dz = directions[i, 0], directions[i, 1], directions[i, 2]
     ax, ay, az = voxels[i, 0], voxels[i, 1], voxels[i, 2]
-    t = t_enter[i] + 0.5 * voxel
-    if _surface_point(table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, grid, cache, ax, ay,
-                      az, point):
-        t = (point[0] - ox) * dx + (point[1] - oy) * dy + (point[2] - oz) * dz
-    out_t[i] = min(max(t, t_enter[i]), t_enter[i] + reach)
-    for _ in range(plane_steps):
+    for step in range(plane_steps):
         if not (last[0] == ax and last[1] == ay and last[2] == az):
-            last_status = _fit_plane(table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, grid,
-                                     cache, ax, ay, az, min_points, min_spread, max_thickness, centroid, normal)
+            key = np.int64(-1)  # voxels beyond the keys' extent have no key, and are fitted every time
+            row = np.int64(-1)
+            if abs(ax) <= limit and abs(ay) <= limit and abs(az) <= limit:
+                key = ((ax + offset) << (2 * bits)) | ((ay + offset) << bits) | (az + offset)
+                row = hash_table.find(cache_keys, cache_rows, cache_shift, key)
+            if row >= 0:
+                last_status = np.int64(cache_planes[row, 0])
+                for k in range(3):
+                    centroid[k] = cache_planes[row, 1 + k]
+                    normal[k] = cache_planes[row, 4 + k]
+            else:
+                last_status = np.int64(_fit_plane(
+                    table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, chunk_keys, chunk_ids,
+                    chunk_shift, block_mask, block_slot, occupancy, cache, slots, ax, ay, az, min_points, min_spread,
+                    max_thickness, centroid, normal,
+                ))
+                if key >= 0:
+                    new_keys[i, step] = key
+                    new_planes[i, step, 0] = last_status
+                    for k in range(3):
+                        new_planes[i, step, 1 + k] = centroid[k]
+                        new_planes[i, step, 4 + k] = normal[k]
             last[0], last[1], last[2] = ax, ay, az
         if last_status != 1:
             break
@@ -373,6 +460,13 @@ def _refine_ray(table_keys, table_rows, shift, surface, weight, voxel, limit, of
         if abs(cx - ax) <= 1 and abs(cy - ay) <= 1 and abs(cz - az) <= 1:
             out_t[i] = t_plane
             on_plane[i] = True
-            break
+            return last_status
         ax, ay, az = cx, cy, cz
+    # No plane: the fallback, the surface point of the voxel the ray stopped at.
+    t = t_enter[i] + 0.5 * voxel
+    if _surface_point(table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, chunk_keys, chunk_ids,
+                      chunk_shift, block_mask, block_slot, occupancy, cache, voxels[i, 0], voxels[i, 1], voxels[i, 2],
+                      point):
+        t = (point[0] - ox) * dx + (point[1] - oy) * dy + (point[2] - oz) * dz
+    out_t[i] = min(max(t, t_enter[i]), t_enter[i] + reach)
     return last_status

@@ -7,7 +7,8 @@ onto a gRPC message.
 The queries keep their own sparse copy of the surface and a distance field (``grid``, ``distance_field``), and
 follow the map through its change log **lazily**: each query first applies the keys added and removed since the
 version ``v`` it last saw (``voxel_map.changed_keys_since(v)``, in ``sync``), touching only the blocks whose voxels
-were added or removed (colour changes cost nothing); a ``v`` older than the log's window rebuilds everything.
+were added or removed (colour changes cost nothing; the LiDAR's plane cache, ``VoxelCache``, drops its records next
+to any changed voxel); a ``v`` older than the log's window rebuilds everything.
 Call ``sync()`` yourself after an integrate to pay that cost up front.
 
 **Confidence levels.** Every voxel has a confidence in [0, 1] (``VoxelSet.confidence``). The queries accept a few
@@ -38,8 +39,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Union
 
+import numba
 import numpy as np
 
+from worldweave.bridge.memory import hash_table
 from worldweave.bridge.memory.voxel_keys import check_extent
 from worldweave.bridge.memory.voxel_map import VoxelMap, check_confidence_levels
 from worldweave.bridge.queries.collision import (
@@ -53,7 +56,7 @@ from worldweave.bridge.queries.distance_field import (
     NearestResult,
     field_reach_vox,
 )
-from worldweave.bridge.queries.grid import BlockGrid
+from worldweave.bridge.queries.grid import BLOCK_SHIFT, BlockGrid
 from worldweave.bridge.queries.occupancy import (
     DepthView,
     Occupancy,
@@ -206,14 +209,104 @@ def resolve_level(levels: Sequence[float], default: float, min_confidence: float
     )
 
 
+VOXEL_CACHE_ENTRIES = 1 << 18
+"""Most records a ``VoxelCache`` keeps (with the LiDAR's 7 numbers each, at most ~35 MB with its hash table; a
+32,768-ray scan of a street keeps ~14,000); a full cache starts over."""
+
+
+@numba.njit(cache=True)
+def _insert_keys(table_keys, table_values, shift, keys, first_value):
+    """Insert the distinct, absent ``keys`` with values ``first_value``, ``first_value + 1``, ..."""
+    for i in range(len(keys)):
+        hash_table.find_or_insert(table_keys, table_values, shift, keys[i], first_value + i)
+
+
+class VoxelCache:
+    """Float64 records per voxel key, each a function of the surface within 3 voxels of its voxel (at most one
+    block away: blocks are 8 voxels): a query keeps what it derived from the surface (the LiDAR its plane fits,
+    ``lidar``) and derives it again only on a miss. ``LevelCopy.sync`` drops the records whose voxel's block or a
+    neighbouring block holds a voxel the map added, changed or removed, so a record always equals what it would
+    compute now.
+
+    Kernels read ``table()``: ``(table_keys, table_rows, shift, records)``, ``hash_table.find`` giving a row of
+    ``records`` (rows, width). The width is set by the first ``add``. Holds at most ``VOXEL_CACHE_ENTRIES``."""
+
+    def __init__(self) -> None:
+        self._keys = np.zeros(0, np.int64)
+        self._records = np.zeros((0, 0), np.float64)
+        self._count = 0
+        self._table = hash_table.allocate(2, np.int64)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def nbytes(self) -> int:
+        """Bytes held (table and records)."""
+        return self._keys.nbytes + self._records.nbytes + self._table[0].nbytes + self._table[1].nbytes
+
+    def table(self) -> tuple[np.ndarray, np.ndarray, np.uint64, np.ndarray]:
+        """``(table_keys, table_rows, shift, records)`` for kernels (read-only to them)."""
+        return (*self._table, self._records)
+
+    def add(self, keys: np.ndarray, records: np.ndarray) -> None:
+        """Keep ``records`` (K, width) float64 of voxel ``keys`` (K,) (packed, absent from the cache; repeats keep
+        the first)."""
+        keys, first = np.unique(np.asarray(keys, np.int64), return_index=True)
+        records = np.asarray(records, np.float64)[first]
+        if self._count + len(keys) > VOXEL_CACHE_ENTRIES:
+            self.clear()
+            keys, records = keys[:VOXEL_CACHE_ENTRIES], records[:VOXEL_CACHE_ENTRIES]
+        if not len(keys):
+            return
+        if self._records.shape[1] != records.shape[1]:
+            if self._count:
+                raise ValueError(f"records of width {records.shape[1]} added to a cache of width {self._records.shape[1]}")
+            self._records = np.zeros((len(self._keys), records.shape[1]), np.float64)
+        n = self._count + len(keys)
+        if n > len(self._keys):  # grow the rows by doubling
+            capacity = 1 << (n - 1).bit_length()
+            self._keys = np.concatenate([self._keys[: self._count], np.zeros(capacity - self._count, np.int64)])
+            self._records = np.concatenate([self._records[: self._count], np.zeros((capacity - self._count, records.shape[1]))])
+        self._keys[self._count : n] = keys
+        self._records[self._count : n] = records
+        if 2 * n > len(self._table[0]):  # load at most 0.5
+            self._table = hash_table.allocate(1 << (2 * n).bit_length(), np.int64)
+            _insert_keys(*self._table, self._keys[:n], 0)
+        else:
+            _insert_keys(*self._table, keys, self._count)
+        self._count = n
+
+    def clear(self) -> None:
+        """Drop every record."""
+        self._count = 0
+        self._table = hash_table.allocate(2, np.int64)
+
+    def invalidate(self, keys: np.ndarray) -> None:
+        """Drop the records within one block of any of the voxels ``keys`` (K,) (packed keys of changed voxels)."""
+        if not self._count or not len(keys):
+            return
+        blocks = voxel_keys.unpack(np.unique(voxel_keys.pack(voxel_keys.unpack(keys) >> BLOCK_SHIFT)))
+        span = np.arange(-1, 2)
+        around = np.stack(np.meshgrid(span, span, span, indexing="ij"), axis=-1).reshape(-1, 3)
+        near = np.unique(voxel_keys.pack((blocks[:, None, :] + around).reshape(-1, 3)))
+        keep = ~np.isin(voxel_keys.pack(voxel_keys.unpack(self._keys[: self._count]) >> BLOCK_SHIFT), near)
+        if keep.all():
+            return
+        keys, records = self._keys[: self._count][keep], self._records[: self._count][keep]
+        self.clear()
+        self.add(keys, records)
+
+
 class LevelCopy:
-    """The surface voxels at or above one confidence ``level`` as a ``BlockGrid`` with its ``DistanceField``, and
-    the map ``version`` they reflect."""
+    """The surface voxels at or above one confidence ``level`` as a ``BlockGrid`` with its ``DistanceField``, a
+    ``VoxelCache`` of what queries derived from that surface (``plane_cache``: the LiDAR's plane fits), and the map
+    ``version`` they reflect."""
 
     def __init__(self, level: float, voxel_size_m: float, max_distance_m: float) -> None:
         self.level = level
         self.grid = BlockGrid(reach_vox=field_reach_vox(voxel_size_m, max_distance_m))
         self.distance_field = DistanceField(self.grid, voxel_size_m, max_distance_m)
+        self.plane_cache = VoxelCache()
         self.version = 0
 
     def voxel_count(self) -> int:
@@ -230,6 +323,7 @@ class LevelCopy:
         if changes is None:
             return None
         removed, added = changes.removed, changes.added
+        self.plane_cache.invalidate(np.concatenate([added, changes.changed, removed]))
         if self.level > 0:  # a voxel that crossed the level since the last sync enters or leaves the copy
             touched = np.concatenate([changes.added, changes.changed])
             reached = voxel_map.confidence_at(touched) >= np.float32(self.level)
@@ -342,6 +436,11 @@ class WorldQueries:
         """The surface copy of a declared ``level`` (the voxels at or above it), current with the map."""
         return self._copy(level).grid
 
+    def plane_cache(self, level: float) -> VoxelCache:
+        """The ``VoxelCache`` of a declared ``level``'s copy (records derived from its surface), current with the
+        map."""
+        return self._copy(level).plane_cache
+
     @property
     def version(self) -> int:
         """The map version the default level's copy reflects (without syncing it)."""
@@ -349,8 +448,8 @@ class WorldQueries:
         return 0 if copy is None else copy.version
 
     def memory_bytes(self) -> int:
-        """Bytes held by the surface copies and distance fields of the levels built so far."""
-        return sum(copy.grid.nbytes() for copy in self._copies.values())
+        """Bytes held by the surface copies, distance fields and caches of the levels built so far."""
+        return sum(copy.grid.nbytes() + copy.plane_cache.nbytes() for copy in self._copies.values())
 
     def _below_level(self, copy: LevelCopy) -> bool:
         """Whether the map holds voxels below ``copy``'s level (the copy must be current)."""
