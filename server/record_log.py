@@ -123,7 +123,7 @@ def array_hash(array: np.ndarray) -> str:
 
 class MemoryHasher:
     """A stable hash of a world's memory: the voxel map's version, voxel size and every column of its live rows
-    (each tensor attribute of the map cut to its voxel count, by name: float colours and surface points exact, not
+    (``VoxelMap.columns``, by name: float colours and surface points exact, not
     rounded), the frame count, and each anchor (id, frame id, pose, intrinsics, confidence, source and its arrays),
     in id order. Two worlds built by the same calls hash equal; any difference in what they hold shows. Each voxel
     column enters as its CRC-32 (6 GB/s against SHA-256's 1.8: a check against accidental divergence, not against
@@ -143,11 +143,10 @@ class MemoryHasher:
         count = len(voxel_map)
         digest = hashlib.sha256(json.dumps([int(voxel_map.version), voxel_map.voxel_size_m, count,
                                             int(world.frame_count)]).encode())
-        for name, value in sorted(vars(voxel_map).items()):
-            if isinstance(value, torch.Tensor) and value.ndim >= 1:
-                column = value[:count].cpu().contiguous()
-                crc = zlib.crc32(column.view(torch.uint8).numpy().data) if column.numel() else 0
-                digest.update(f"{name}{column.dtype}{tuple(column.shape)}{crc:08x}".encode())
+        for name, value in sorted(voxel_map.columns().items()):
+            column = value.cpu().contiguous()
+            crc = zlib.crc32(column.view(torch.uint8).numpy().data) if column.numel() else 0
+            digest.update(f"{name}{column.dtype}{tuple(column.shape)}{crc:08x}".encode())
         anchors = {}
         for anchor in world.memory.anchors:
             kept = self._anchors.get(anchor.id)

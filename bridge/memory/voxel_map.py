@@ -171,6 +171,10 @@ class VoxelMap:
     observations keep moving the colour.
     """
 
+    _COLUMNS = ("_keys", "_colors", "_weights", "_confidence", "_sources", "_first", "_last", "_surface",
+                "_surface_weight", "_semantic", "_instance")
+    """The per-voxel columns, row i of each describing the voxel in row i (grown, compacted and hashed together)."""
+
     def __init__(
         self,
         voxel_size_m: float = 0.02,
@@ -211,6 +215,11 @@ class VoxelMap:
     def __len__(self) -> int:
         return self._count
 
+    def columns(self) -> dict[str, torch.Tensor]:
+        """Every per-voxel column cut to the live rows, by attribute name (views, on ``device``): what the map holds
+        beside its key index (for hashing a world's memory)."""
+        return {name: getattr(self, name)[: self._count] for name in self._COLUMNS}
+
     def __repr__(self) -> str:
         return (
             f"VoxelMap({self._count} voxels, voxel_size_m={self.voxel_size_m}, version={self.version}, "
@@ -230,11 +239,8 @@ class VoxelMap:
             out[: self._count] = column[: self._count]
             return out
 
-        self._keys, self._colors, self._weights = grow(self._keys), grow(self._colors), grow(self._weights)
-        self._sources, self._first, self._last = grow(self._sources), grow(self._first), grow(self._last)
-        self._confidence = grow(self._confidence)
-        self._surface, self._surface_weight = grow(self._surface), grow(self._surface_weight)
-        self._semantic, self._instance = grow(self._semantic), grow(self._instance)
+        for name in self._COLUMNS:
+            setattr(self, name, grow(getattr(self, name)))
 
     def _bump(self, added: torch.Tensor, changed: torch.Tensor, removed: torch.Tensor) -> int:
         keys = tuple(k.cpu().numpy() for k in (added, changed, removed))
@@ -475,8 +481,7 @@ class VoxelMap:
             keep = torch.ones(self._count, dtype=torch.bool, device=self.device)
             keep[rows] = False
             n = int(keep.sum())
-            for name in ("_keys", "_colors", "_weights", "_confidence", "_sources", "_first", "_last", "_surface",
-                         "_surface_weight", "_semantic", "_instance"):
+            for name in self._COLUMNS:
                 column = getattr(self, name)
                 column[:n] = column[: self._count][keep].clone()
             self._count = n
