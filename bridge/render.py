@@ -506,20 +506,27 @@ def _landing_pixels(points: torch.Tensor | np.ndarray, chosen: np.ndarray, pose:
                     ) -> np.ndarray:
     """(K,) int64 flat index (``v * width + u``) of the pixel each of the ``chosen`` points (indices into (N, 3)
     ``points``) lands on at ``pose``, in the float32 arithmetic of the splatting kernels; -1 off the image."""
+    if isinstance(points, torch.Tensor) and points.device.type != "cpu":  # gather on the device, copy only those
+        points, chosen = points[torch.from_numpy(chosen).to(points.device)].detach().cpu(), np.arange(len(chosen))
     if isinstance(points, torch.Tensor):
-        chosen_points = points[torch.from_numpy(chosen).to(points.device)].detach().cpu().numpy()
-    else:
-        chosen_points = np.asarray(points)[chosen]
-    x, y, z = np.ascontiguousarray(chosen_points, np.float32).T
-    m = _world_to_cam_rows(pose)
-    xc = x * m[0] + y * m[1] + z * m[2] + m[3]
-    yc = x * m[4] + y * m[5] + z * m[6] + m[7]
-    zc = x * m[8] + y * m[9] + z * m[10] + m[11]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        inv = np.float32(1.0) / zc
-        u = np.floor(np.float32(intrinsics.fx) * xc * inv + np.float32(intrinsics.cx) + np.float32(0.5))
-        v = np.floor(np.float32(intrinsics.fy) * yc * inv + np.float32(intrinsics.cy) + np.float32(0.5))
-    inside = (u >= 0) & (u < intrinsics.width) & (v >= 0) & (v < intrinsics.height)
-    flat = np.full(len(chosen), -1, np.int64)
-    flat[inside] = v[inside].astype(np.int64) * intrinsics.width + u[inside].astype(np.int64)
+        points = points.detach().numpy()
+    flat = np.empty(len(chosen), np.int64)
+    cam = np.array([intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy], np.float32)
+    _landing_kernel(np.asarray(points, np.float32), np.asarray(chosen, np.int64), _world_to_cam_rows(pose), cam,
+                    intrinsics.width, intrinsics.height, flat)
     return flat
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _landing_kernel(points, chosen, m, cam, width, height, out):
+    """``_landing_pixels``' loop: each chosen point's centre pixel by the splatting kernels' own projection
+    (``_project_one``, ``floor(u + 0.5)``), -1 off the image."""
+    half = np.float32(0.5)
+    for i in range(chosen.shape[0]):
+        _, _, u, v = _project_one(points, chosen[i], m, cam[0], cam[1], cam[2], cam[3])
+        uf = np.floor(u + half)
+        vf = np.floor(v + half)
+        if uf >= 0 and uf < width and vf >= 0 and vf < height:
+            out[i] = np.int64(vf) * width + np.int64(uf)
+        else:
+            out[i] = -1
