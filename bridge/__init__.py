@@ -2,9 +2,14 @@
 
 Numba's parallel kernels try the threading layers in ``NUMBA_THREADING_LAYER_PRIORITY`` order; its default tries
 TBB first, which on a too-old TBB warns once per process and is skipped. OpenMP comes first here (numba falls back to
-TBB, then the workqueue, where it is missing); a value you set yourself is kept.
+TBB, then the workqueue, where it is missing); a value you set yourself is kept. Compiled kernels are cached in a
+folder named by a hash of the engine's sources (``kernel_cache``), so a change to any engine module never loads
+another version's machine code.
 """
 
 import os
 
+from worldweave.bridge.kernel_cache import choose_cache_folder
+
 os.environ.setdefault("NUMBA_THREADING_LAYER_PRIORITY", "omp tbb workqueue")
+choose_cache_folder()

@@ -14,8 +14,9 @@ signatures compiled here are the ones requests need):
 4. the change feed and the edits (insert, recolour, remove), the insert spread wide enough that the query grid
    grows its tables as a growing world's does.
 
-The kernels are declared ``cache=True``: the first start on a machine compiles them and writes the cache (next to
-the sources, or under ``NUMBA_CACHE_DIR``); later starts load it. ``compiled_kernels`` counts what is compiled.
+The kernels are declared ``cache=True``: the first start of a version of the engine on a machine compiles them and
+writes the cache (in a folder named by the engine's sources, ``kernel_cache``, or under ``NUMBA_CACHE_DIR``); later
+starts load it. ``compiled_kernels`` counts what is compiled.
 """
 
 from __future__ import annotations
