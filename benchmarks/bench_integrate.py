@@ -4,15 +4,22 @@ Baseline, same run, same frame: Open3D ``t.geometry.VoxelBlockGrid`` TSDF integr
 resolution 8) — a reference point, not the same work (TSDF vs. coloured point voxels). Both maps first fuse the
 development frames; ours is then filled with synthetic surface voxels up to ``--target-voxels``.
 
+Two worlds at once: a copy of the numba map integrates the same frame on a second thread beside the first (the
+server runs worlds on threads; the numba kernels release the GIL), timed per pair of frames beside the same two
+integrations one after the other.
+
     python benchmarks/bench_integrate.py [--data ../shared/data/7scenes-redkitchen-dev]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +56,44 @@ def time_calls(fn, repeats: int) -> tuple[float, float]:
     return statistics.median(times), min(times)
 
 
+def time_interleaved(calls: dict[str, Callable[[], None]], repeats: int) -> dict[str, tuple[float, float]]:
+    """(median, min) milliseconds of each call over ``repeats`` rounds after one warm-up, the calls taking turns
+    within each round, so that load from other processes on a shared machine falls on all of them alike."""
+    for fn in calls.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: (statistics.median(t), min(t)) for name, t in times.items()}
+
+
+def time_two_worlds(first: VoxelMap, second: VoxelMap, frame: RGBDFrame, repeats: int) -> tuple[float, float]:
+    """(median ms per pair of integrations one after the other, median ms per pair on two threads at once)."""
+
+    def run(vmap: VoxelMap, start: threading.Barrier) -> None:
+        start.wait()
+        vmap.integrate(frame, frame_id=10_001)
+
+    def on_threads() -> None:
+        start = threading.Barrier(2)
+        threads = [threading.Thread(target=run, args=(vmap, start)) for vmap in (first, second)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def one_after_the_other() -> None:
+        first.integrate(frame, frame_id=10_001)
+        second.integrate(frame, frame_id=10_001)
+
+    sequential, _ = time_calls(one_after_the_other, repeats)
+    parallel, _ = time_calls(on_threads, repeats)
+    return sequential, parallel
+
+
 def filler_points(count: int) -> tuple[np.ndarray, np.ndarray]:
     """Surface-like points on a 2 cm lattice far from the kitchen: walls of a large synthetic town."""
     side = int(np.ceil(np.sqrt(count)))
@@ -68,16 +113,19 @@ def main() -> None:
     intrinsics, frames = load_frames(args.data)
     fused, (rgb, depth_mm, c2w) = frames[:-1], frames[-1]
     timed = RGBDFrame(rgb, depth_mm.astype(np.float32) / 1000.0, Pose.from_matrix(c2w), intrinsics)
-    rows = []
+    calls: dict[str, Callable[[], None]] = {}
+    sizes: dict[str, int] = {}
     for backend in ("numba", "torch"):
         vmap = VoxelMap(0.02, backend=backend, retention_versions=16)
         for frame_id, (f_rgb, f_depth, f_c2w) in enumerate(fused):
             frame = RGBDFrame(f_rgb, f_depth.astype(np.float32) / 1000.0, Pose.from_matrix(f_c2w), intrinsics)
             vmap.integrate(frame, frame_id=frame_id)
         vmap.insert(*filler_points(max(args.target_voxels - len(vmap), 0)))
-        size = len(vmap)
-        median, best = time_calls(lambda: vmap.integrate(timed, frame_id=10_000), args.repeats)
-        rows.append((f"worldweave VoxelMap ({backend} index)", size, median, best))
+        name = f"worldweave VoxelMap ({backend} index)"
+        sizes[name] = len(vmap)
+        calls[name] = lambda vmap=vmap: vmap.integrate(timed, frame_id=10_000)
+        if backend == "numba":
+            two_worlds = time_two_worlds(vmap, copy.deepcopy(vmap), timed, args.repeats)
 
     from worldweave.bridge.open3d_import import load_open3d
 
@@ -99,14 +147,19 @@ def main() -> None:
 
     for f_rgb, f_depth, f_c2w in fused:
         o3d_integrate(f_rgb, f_depth, f_c2w)
-    median, best = time_calls(lambda: o3d_integrate(rgb, depth_mm, c2w), args.repeats)
-    rows.append(("Open3D VoxelBlockGrid TSDF (baseline)", vbg.hashmap().size() * 512, median, best))
+    baseline_name = "Open3D VoxelBlockGrid TSDF (baseline)"
+    sizes[baseline_name] = vbg.hashmap().size() * 512
+    calls[baseline_name] = lambda: o3d_integrate(rgb, depth_mm, c2w)
+    timings = time_interleaved(calls, args.repeats)
 
-    baseline = rows[-1][2]
-    print(f"integrate one real 640x480 frame ({args.data.name}, last frame), {args.repeats} repeats")
+    baseline = timings[baseline_name][0]
+    print(f"integrate one real 640x480 frame ({args.data.name}, last frame), {args.repeats} rounds, calls taking turns")
     print(f"{'method':42s} {'voxels in map':>14s} {'median ms':>10s} {'min ms':>8s} {'x Open3D':>9s}")
-    for name, size, median, best in rows:
-        print(f"{name:42s} {size:>14,d} {median:>10.2f} {best:>8.2f} {median / baseline:>9.2f}")
+    for name, (median, best) in timings.items():
+        print(f"{name:42s} {sizes[name]:>14,d} {median:>10.2f} {best:>8.2f} {median / baseline:>9.2f}")
+    sequential, parallel = two_worlds
+    print(f"two numba worlds, one frame each: {sequential:.2f} ms one after the other, {parallel:.2f} ms on two threads "
+          f"at once ({sequential / parallel:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -36,13 +36,13 @@ def allocate(capacity: int, value_dtype: type | np.dtype) -> tuple[np.ndarray, n
     return table_keys, table_values, np.uint64(64 - (capacity.bit_length() - 1))
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, nogil=True, inline="always")
 def home_slot(key, shift):
     """Slot where the probe for ``key`` starts."""
     return np.int64((np.uint64(key) * _GOLDEN) >> shift)
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, nogil=True, inline="always")
 def find(table_keys, table_values, shift, key):
     """Value of ``key`` (as int64), or -1 when it is absent."""
     mask = len(table_keys) - 1
@@ -56,7 +56,7 @@ def find(table_keys, table_values, shift, key):
         slot = (slot + 1) & mask
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, nogil=True, inline="always")
 def find_or_insert(table_keys, table_values, shift, key, value):
     """``(value of key, False)`` when ``key`` is present; otherwise insert it with ``value`` and return
     ``(value, True)``. Capacity is the caller's job."""
@@ -73,7 +73,7 @@ def find_or_insert(table_keys, table_values, shift, key, value):
         slot = (slot + 1) & mask
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def find_all(table_keys, table_values, shift, keys):
     """(N,) int64 values of ``keys``, -1 where a key is absent."""
     # ``find``'s probe, spelled out: inlined into a loop it costs two reference counts per key (its array
@@ -96,7 +96,7 @@ def find_all(table_keys, table_values, shift, keys):
     return out
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def insert_all(table_keys, table_values, shift, keys_by_value):
     """Insert ``keys_by_value[v]`` with value ``v`` for every ``v``, in that order. The keys must be distinct and
     absent from the table; capacity is the caller's job."""

@@ -18,10 +18,14 @@ import numba
 import numpy as np
 import torch
 
-from worldweave.bridge.memory import hash_table, voxel_keys
+from worldweave.bridge.memory import hash_table, surface_points, voxel_keys
 
 IndexBackend = Literal["torch", "numba"]
 
+_RECENT_BITS = 4
+_RECENT_MASK = (1 << _RECENT_BITS) - 1
+_RECENT_SIZE = 1 << (3 * _RECENT_BITS)
+"""Places in ``_fuse_pixels``' cache of recent voxels: a voxel's place is its index modulo 16 on each axis."""
 _NO_CONFIDENCE = np.ones((1, 1), dtype=np.float32)
 """Stands in for the confidence image of a frame without one (the fused kernel then does not read it)."""
 
@@ -117,7 +121,7 @@ class SortedKeyIndex:
         self._keys, self._rows = keys, rows
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, nogil=True, inline="always")
 def _find_or_insert(key, table_keys, table_rows, shift, next_row, n_unique, n_new, row_seen, out_rows, out_new_keys):
     """Probe for ``key`` (inserting it with row ``next_row + n_new`` if absent) and return the position of its
     row among this batch's distinct rows, with the updated distinct and new counts."""
@@ -134,7 +138,7 @@ def _find_or_insert(key, table_keys, table_rows, shift, next_row, n_unique, n_ne
     return seen, n_unique, n_new
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _assign(table_keys, table_rows, shift, point_keys, next_row, row_seen, out_rows, out_inverse, out_new_keys):
     """One pass over the points: find-or-insert each key, and collect the distinct rows in first-seen order."""
     n_unique = 0
@@ -149,85 +153,108 @@ def _assign(table_keys, table_rows, shift, point_keys, next_row, row_seen, out_r
     return n_unique, n_new
 
 
-@numba.njit(cache=True)
-def pixel_voxel(u, v, d, fx, fy, cx, cy, rotation, translation, voxel, limit, offset, bits):
-    """Back-project pixel ``(u, v)`` at depth ``d`` (metres along the optical axis; pinhole ``fx, fy, cx, cy``, OpenCV
-    camera, camera-to-world ``rotation`` (3, 3) and ``translation`` (3,)) in float64: its world point ``wx, wy, wz``
-    (metres) and the packed key of the ``voxel``-metre voxel it lies in, -1 when that voxel lies beyond +-``limit``
-    voxels on an axis (or the point is NaN; checked before the integer cast). The one back-projection of the fused CPU
-    paths: a pixel's colour (``_accumulate_pixels``) and its surface point (``surface_points.fold_frame``) land in the
-    same voxel."""
-    x = (u - cx) / fx * d
-    y = (v - cy) / fy * d
-    wx = rotation[0, 0] * x + rotation[0, 1] * y + rotation[0, 2] * d + translation[0]
-    wy = rotation[1, 0] * x + rotation[1, 1] * y + rotation[1, 2] * d + translation[1]
-    wz = rotation[2, 0] * x + rotation[2, 1] * y + rotation[2, 2] * d + translation[2]
-    fx_index = np.floor(wx / voxel)
-    fy_index = np.floor(wy / voxel)
-    fz_index = np.floor(wz / voxel)
-    if not (abs(fx_index) <= limit and abs(fy_index) <= limit and abs(fz_index) <= limit):
-        return wx, wy, wz, np.int64(-1)
-    key = ((np.int64(fx_index) + offset) << (2 * bits)) | ((np.int64(fy_index) + offset) << bits) | (
-        np.int64(fz_index) + offset
-    )
-    return wx, wy, wz, key
-
-
-@numba.njit(cache=True)
-def _accumulate_pixels(
-    depth, rgb, exclude, confidence, has_confidence, fx, fy, cx, cy, rotation, translation, voxel, max_depth, limit,
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _fuse_pixels(
+    depth, rgb, exclude, confidence, has_confidence, rays_x, rays_y, rotation, translation, voxel, max_depth, limit,
     offset, bits, table_keys, table_rows, shift, next_row, row_seen, out_rows, out_sums, out_weights, out_conf_sums,
-    out_new_keys,
+    out_new_keys, surface, surface_weight, max_weight,
 ):
-    """Back-project, voxelise, find-or-insert and sum confidence-weighted colours for every valid pixel, in one pass
-    (float64 maths, the same formula as ``VoxelMap``'s torch path). With ``has_confidence`` each pixel weighs its
-    ``confidence`` (float32 (H, W)) and confidence-0 pixels are skipped like invalid depth; without, every pixel
-    weighs 1 (``confidence`` is then not read, nor ``out_conf_sums`` written: it equals ``out_weights``). Pixels
-    whose point lies beyond +-``limit`` voxels (or is NaN) are checked before the integer cast, skipped and counted;
-    returns (distinct rows, new keys, pixels skipped, pixels fused)."""
+    """One pass over an RGB-D frame: back-project every valid pixel, find-or-insert its voxel, sum its
+    confidence-weighted colour per voxel and fold its point into the voxel's surface point.
+
+    A pixel is valid when its depth lies in (0, ``max_depth``] metres, it is not ``exclude``d and, with
+    ``has_confidence``, its ``confidence`` (float32 (H, W)) is > 0; it weighs that confidence (without, 1:
+    ``confidence`` is then not read, nor ``out_conf_sums`` written: it equals ``out_weights``). Its camera point is
+    ``(rays_x[u] * d, rays_y[v] * d, d)`` (``rays_x[u] = (u - cx) / fx``, ``rays_y[v] = (v - cy) / fy``, OpenCV
+    camera) and its world point ``rotation @ camera point + translation`` (camera-to-world, metres), all in float64
+    as ``VoxelMap``'s torch path computes it; its voxel is ``floor(world / voxel)``. Pixels whose voxel lies beyond
+    +-``limit`` voxels on an axis (or is NaN) are checked before the integer cast, skipped and counted.
+
+    Colour: ``out_sums`` (U, 3) float32 and ``out_weights`` / ``out_conf_sums`` (U,) float32 sum c * RGB, c and
+    c * c per distinct voxel, in first-seen order (``out_rows``: their rows; ``out_new_keys``: keys given rows
+    ``next_row ..``). Only the first U entries are written (each zeroed when its voxel is first seen), so the
+    outputs need no clearing. Surface: ``surface`` (N, 3) float32 metres from the voxel centre and
+    ``surface_weight`` (N,) float32 columns of the map, updated in place per pixel in row-major order by
+    ``surface_points.fold_point``; a new voxel's surface weight starts at 0. The columns must have room for
+    ``next_row + `` the frame's pixel count rows. Returns (distinct rows, new keys, pixels skipped, pixels fused).
+    """
     height, width = depth.shape
     n_unique = 0
     n_new = 0
     n_outside = 0
     n_points = 0
-    # Neighbouring pixels mostly fall in one voxel: remember the left and upper pixels' voxel (key and its slot
-    # in this frame's output) and skip the hash probe, a cache miss in a large table, when the key repeats.
-    above_key = np.full(width, -2, dtype=np.int64)
-    above_seen = np.zeros(width, dtype=np.int64)
+    r00, r01, r02 = rotation[0, 0], rotation[0, 1], rotation[0, 2]
+    r10, r11, r12 = rotation[1, 0], rotation[1, 1], rotation[1, 2]
+    r20, r21, r22 = rotation[2, 0], rotation[2, 1], rotation[2, 2]
+    t0, t1, t2 = translation[0], translation[1], translation[2]
+    # One image row at a time: its world points and voxel indices in a branch-free (vectorised) loop into
+    # row-sized buffers that stay in L1, then the per-pixel loop that probes and updates.
+    world = np.empty((3, width), dtype=np.float64)
+    index = np.empty((3, width), dtype=np.float64)
+    # Neighbouring pixels mostly fall in one voxel, and a voxel's pixels come back row after row: remember the
+    # left pixel's voxel, and the last voxel seen at each place of a 16^3 grid over space (key and its slot in
+    # this frame's output; an L1-sized direct-mapped cache), and skip the hash probe, a cache miss in a large
+    # table, when the key repeats (a 640x480 kitchen frame: 26k probes for 25k voxels; 49k with left and above).
+    recent_key = np.full(_RECENT_SIZE, -2, dtype=np.int64)
+    recent_seen = np.zeros(_RECENT_SIZE, dtype=np.int64)
     for v in range(height):
+        ray_y = rays_y[v]
+        for u in range(width):
+            d = np.float64(depth[v, u])
+            x = rays_x[u] * d
+            y = ray_y * d
+            wx = r00 * x + r01 * y + r02 * d + t0
+            wy = r10 * x + r11 * y + r12 * d + t1
+            wz = r20 * x + r21 * y + r22 * d + t2
+            world[0, u] = wx
+            world[1, u] = wy
+            world[2, u] = wz
+            index[0, u] = np.floor(wx / voxel)
+            index[1, u] = np.floor(wy / voxel)
+            index[2, u] = np.floor(wz / voxel)
         left_key = np.int64(-2)
         left_seen = np.int64(0)
         for u in range(width):
             d = np.float64(depth[v, u])
             if d <= 0.0 or d > max_depth or exclude[v, u]:
-                above_key[u] = -2
-                left_key = -2
                 continue
             c = np.float32(1.0)
             if has_confidence:
                 c = confidence[v, u]
                 if c <= 0.0:
-                    above_key[u] = -2
-                    left_key = -2
                     continue
-            _, _, _, key = pixel_voxel(u, v, d, fx, fy, cx, cy, rotation, translation, voxel, limit, offset, bits)
-            if key < 0:
-                above_key[u] = -2
-                left_key = -2
+            fi, fj, fk = index[0, u], index[1, u], index[2, u]
+            if not (abs(fi) <= limit and abs(fj) <= limit and abs(fk) <= limit):
                 n_outside += 1
                 continue
+            key = ((np.int64(fi) + offset) << (2 * bits)) | ((np.int64(fj) + offset) << bits) | (np.int64(fk) + offset)
+            place = (
+                ((key >> (2 * bits)) & _RECENT_MASK) << (2 * _RECENT_BITS)
+                | ((key >> bits) & _RECENT_MASK) << _RECENT_BITS
+                | (key & _RECENT_MASK)
+            )
             if key == left_key:
                 seen = left_seen
-            elif key == above_key[u]:
-                seen = above_seen[u]
+            elif key == recent_key[place]:
+                seen = recent_seen[place]
             else:
+                first_unique = n_unique
                 seen, n_unique, n_new = _find_or_insert(
                     key, table_keys, table_rows, shift, next_row, n_unique, n_new, row_seen, out_rows, out_new_keys
                 )
+                if n_unique > first_unique:
+                    out_sums[seen, 0] = 0.0
+                    out_sums[seen, 1] = 0.0
+                    out_sums[seen, 2] = 0.0
+                    out_weights[seen] = 0.0
+                    if has_confidence:
+                        out_conf_sums[seen] = 0.0
+                    if out_rows[seen] >= next_row:  # a new voxel (its row may hold a removed voxel's values)
+                        surface_weight[out_rows[seen]] = 0.0
+                recent_key[place] = key
+                recent_seen[place] = seen
             left_key = key
             left_seen = seen
-            above_key[u] = key
-            above_seen[u] = seen
             out_weights[seen] += c
             if has_confidence:  # the branch always goes one way for a frame; without confidence c is 1
                 out_sums[seen, 0] += c * rgb[v, u, 0]
@@ -238,13 +265,18 @@ def _accumulate_pixels(
                 out_sums[seen, 0] += rgb[v, u, 0]
                 out_sums[seen, 1] += rgb[v, u, 1]
                 out_sums[seen, 2] += rgb[v, u, 2]
+            surface_points.fold_point(
+                surface, surface_weight, out_rows[seen], np.float32(world[0, u] - (fi + 0.5) * voxel),
+                np.float32(world[1, u] - (fj + 0.5) * voxel), np.float32(world[2, u] - (fk + 0.5) * voxel), c,
+                max_weight,
+            )
             n_points += 1
     for i in range(n_unique):
         row_seen[out_rows[i]] = -1
     return n_unique, n_new, n_outside, n_points
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def fold_into_columns(
     keys, colors, weights, confidences, sources, first, last, rows, sums, gains, confidence_sums, new_keys, count,
     source, inserted, frame_id, max_weight,
@@ -331,7 +363,7 @@ class HashIndex:
             torch.from_numpy(rows[:n_unique]), torch.from_numpy(inverse), torch.from_numpy(new_keys[:n_new].copy())
         )
 
-    def accumulate_frame(
+    def fuse_frame(
         self,
         depth: np.ndarray,
         rgb: np.ndarray,
@@ -343,26 +375,37 @@ class HashIndex:
         voxel_size_m: float,
         max_depth_m: float,
         next_row: int,
+        surface: np.ndarray,
+        surface_weight: np.ndarray,
+        max_weight: float,
     ) -> Accumulation:
-        """Fused CPU path of ``VoxelMap.integrate``: every valid, non-excluded pixel of one RGB-D frame whose point
-        lies within the key range (the others are counted in ``points_out_of_range``), weighted by ``confidence``
-        (float32 (H, W) in [0, 1]; confidence-0 pixels are left out; ``None`` weighs every pixel 1)."""
+        """Fused CPU path of ``VoxelMap.integrate`` (``_fuse_pixels``): every valid, non-excluded pixel of one RGB-D
+        frame (depth float32 (H, W) metres, ``rgb`` uint8 (H, W, 3), pinhole ``intrinsics`` ``(fx, fy, cx, cy)``,
+        camera-to-world ``rotation`` (3, 3) and ``translation`` (3,) metres) whose point lies within the key range
+        (the others are counted in ``points_out_of_range``), weighted by ``confidence`` (float32 (H, W) in [0, 1];
+        confidence-0 pixels are left out; ``None`` weighs every pixel 1). Returns the per-voxel colour sums for
+        ``fold_into_columns``, and folds each point into the map's ``surface`` / ``surface_weight`` columns (numpy
+        views, room for ``next_row + depth.size`` rows) on the way, the running mean capped at ``max_weight``."""
         if next_row != self._count:
             raise ValueError(f"HashIndex rows must stay dense: next_row {next_row} != count {self._count}")
         pixels = depth.size
         self._reserve(pixels)
+        # Uncleared: the kernel writes (and zeroes) only the entries of the voxels it sees.
         rows = np.empty(pixels, dtype=np.int64)
-        sums = np.zeros((pixels, 3), dtype=np.float32)
-        weights = np.zeros(pixels, dtype=np.float32)
-        confidence_sums = weights if confidence is None else np.zeros(pixels, dtype=np.float32)  # c * c = c at c = 1
+        sums = np.empty((pixels, 3), dtype=np.float32)
+        weights = np.empty(pixels, dtype=np.float32)
+        confidence_sums = weights if confidence is None else np.empty(pixels, dtype=np.float32)  # c * c = c at c = 1
         new_keys = np.empty(pixels, dtype=np.int64)
         fx, fy, cx, cy = intrinsics
-        n_unique, n_new, n_outside, n_points = _accumulate_pixels(
+        height, width = depth.shape
+        rays_x = (np.arange(width, dtype=np.float64) - cx) / fx
+        rays_y = (np.arange(height, dtype=np.float64) - cy) / fy
+        n_unique, n_new, n_outside, n_points = _fuse_pixels(
             depth, rgb, exclude, _NO_CONFIDENCE if confidence is None else confidence, confidence is not None,
-            fx, fy, cx, cy, rotation, translation, voxel_size_m, max_depth_m,
+            rays_x, rays_y, rotation, translation, voxel_size_m, max_depth_m,
             voxel_keys.AXIS_LIMIT, voxel_keys.AXIS_OFFSET, voxel_keys.AXIS_BITS,
             self._table_keys, self._table_rows, self._shift, next_row, self._row_seen, rows, sums, weights,
-            confidence_sums, new_keys,
+            confidence_sums, new_keys, surface, surface_weight, np.float32(max_weight),
         )
         self._count += n_new
         return Accumulation(

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from worldweave.bridge.frames import RGBDFrame, check_mask
-from worldweave.bridge.memory import hash_table, labels, surface_points, voxel_keys
+from worldweave.bridge.memory import hash_table, labels, voxel_keys
 from worldweave.bridge.memory.change_log import ChangeLog, NetChanges
 from worldweave.bridge.memory.voxel_index import (
     Accumulation,
@@ -63,8 +63,6 @@ PREFERRED_MIN_CONFIDENCE = 0.5
 """The default query level when it is declared (else the highest declared level): at least half sure."""
 MAX_CONFIDENCE_LEVELS = 4
 """Most levels a world may declare: its spatial queries keep a surface copy and distance field per level."""
-_NO_CONFIDENCE = np.ones((1, 1), np.float32)
-"""Stand-in confidence image for frames without one (the surface kernel does not read it then)."""
 NO_FRAME = -1
 """``first_frame`` / ``last_frame`` of voxels that no frame has seen (inserted points)."""
 
@@ -390,20 +388,13 @@ class VoxelMap:
         self._reserve(frame.depth.size)
         first_new_row = self._count
         if isinstance(self._index, HashIndex) and not exclude_regions:
-            acc = self._index.accumulate_frame(
+            acc = self._index.fuse_frame(
                 frame.depth, frame.rgb, exclude, frame.confidence,
                 (intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy),
                 frame.pose.rotation, frame.pose.position, self.voxel_size_m, max_depth, self._count,
+                self._surface.numpy(), self._surface_weight.numpy(), self.max_weight,
             )
             added, changed = self._apply(acc, source, frame_id)
-            self._surface_weight[first_new_row : self._count] = 0.0  # rows may hold a removed voxel's values
-            surface_points.fold_frame(
-                frame.depth, exclude, _NO_CONFIDENCE if frame.confidence is None else frame.confidence,
-                frame.confidence is not None, intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy,
-                frame.pose.rotation, frame.pose.position, self.voxel_size_m, max_depth, voxel_keys.AXIS_LIMIT,
-                voxel_keys.AXIS_OFFSET, voxel_keys.AXIS_BITS, *self._index.table(), self._surface.numpy(),
-                self._surface_weight.numpy(), np.float32(self.max_weight),
-            )
             self._clear_labels(first_new_row)
             if frame.semantic is not None or frame.instance is not None:
                 points, _, confidence, pixels = self._backproject(frame, exclude, max_depth, exclude_regions)
