@@ -49,6 +49,8 @@ def confidence_problem(confidence: object, shape: tuple[int, int]) -> str | None
         return f"must have shape {shape} (H, W), got {confidence.shape}"
     if not np.issubdtype(confidence.dtype, np.floating):
         return f"must be float in [0, 1], got dtype {confidence.dtype}"
+    if not confidence.size or (confidence.min() >= 0 and confidence.max() <= 1):  # a NaN makes min/max NaN
+        return None
     bad = ~((confidence >= 0) & (confidence <= 1))  # NaN fails both comparisons
     if bad.any():
         v, u = np.argwhere(bad)[0]

@@ -22,17 +22,24 @@ Three splat modes:
   instead of flat squares (surface splatting). Colour and depth are the weighted means. A point whose footprint is
   one pixel stays exact.
 
-Ties (equal test depth) go to the lower point index, so results are deterministic. Two backends give identical
-results (in ``"soft"`` mode up to float32 summation order: colours may differ by one level): ``"torch"``
-(vectorised scatter-reduce on a packed ``(depth bits, point index)`` int64 key; CPU and CUDA) and ``"numba"``
-(compiled CPU stages, serial or with per-thread z-buffers, about twice as fast as Open3D on CPU, which is
-what justifies a numba kernel beside the torch path; measured in ``benchmarks/bench_render.py``). The default is numba for CPU inputs and torch
-elsewhere.
+Ties (equal test depth) go to the lower point index, so results are deterministic. Both backends z-buffer one packed
+int64 key per pixel, ``(depth bits << 32) | point index`` (a positive float32's bits order as integers), with one
+minimum per write. They give identical results (in ``"soft"`` mode up to float32 summation order: colours may differ
+by one level): ``"torch"`` (vectorised scatter-reduce; CPU and CUDA) and ``"numba"`` (CPU, the default there). The
+numba kernels project points in blocks in SIMD lanes, straight from the (N, 3) array and without a branch per point,
+keep the visible ones and write their keys into one z-buffer that becomes the index image; one more pass over the
+image resolves index, depth, mask, colour and confidence at once (a footprint winner's true depth and landing pixel
+from a record the first pass kept per point). They release the GIL, so renders on two threads use two cores, and
+reuse per-thread scratch buffers; ``threads > 1`` also splits one render over per-thread z-buffers. Several times
+faster than Open3D's ``project_to_rgbd_image`` on CPU (which is what justifies a numba kernel beside the torch path;
+measured in ``benchmarks/bench_render.py``).
 """
 
 from __future__ import annotations
 
 import functools
+import math
+import threading
 from dataclasses import dataclass
 from typing import Literal
 
@@ -89,147 +96,270 @@ def _falloff_factor(radius: int, d2: np.ndarray, falloff: float) -> np.ndarray:
     return (1.0 + scale * d2.astype(np.float64)).astype(np.float32)
 
 
-@numba.njit(cache=True, inline="always", error_model="numpy")
-def _project_one(points, i, m, fx, fy, cx, cy):
-    x, y, z = points[i, 0], points[i, 1], points[i, 2]
+_BLOCK = 256
+"""Points the numba kernels project at once (SIMD, into arrays that stay in L1 cache) before their z-buffer writes."""
+
+
+@numba.njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _project_one(flat, i, m, cam):
+    """Point ``i`` of ``flat`` ((3 N,) float32 x, y, z, ...) through the world-to-camera rows ``m`` (12,) and ``cam``
+    (fx, fy, cx, cy): camera depth ``zc`` (metres), its inverse and the nearest pixel ``(uf, vf)`` as float32."""
+    x, y, z = flat[3 * i], flat[3 * i + 1], flat[3 * i + 2]
     xc = x * m[0] + y * m[1] + z * m[2] + m[3]
     yc = x * m[4] + y * m[5] + z * m[6] + m[7]
     zc = x * m[8] + y * m[9] + z * m[10] + m[11]
     inv = np.float32(1.0) / zc  # zc == 0 gives inf, as in torch (error_model="numpy"); the near test culls it
-    u = fx * xc * inv + cx
-    v = fy * yc * inv + cy
-    return zc, inv, u, v
-
-
-def _project_all(points, sizes, per_point_size, m, cam, near, far, spread, max_radius, width, height, footprint,
-                 target, depth_bits, square):
-    """Stage 1, per point and branch-free: where it lands and its depth.
-
-    ``target[i]``: the pixel of a one-pixel splat, the spare slot ``width * height`` for a culled point, or -1 for
-    a footprint wider than one pixel, whose centre and half-width go to ``square[i]``. ``depth_bits[i]``: the float32
-    bits of its depth, shifted into the high half of the z-buffer key. Culling without a branch matters: on points
-    in arbitrary order a branch per point mispredicts half the time, which costs more than the projection itself.
-    """
-    pixels = width * height
-    fx, fy, cx, cy = cam[0], cam[1], cam[2], cam[3]
     half = np.float32(0.5)
-    one = np.float32(1.0)
+    return zc, inv, np.floor(cam[0] * xc * inv + cam[2] + half), np.floor(cam[1] * yc * inv + cam[3] + half)
+
+
+@numba.njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _depth_key(zc, i):
+    """The z-buffer key of a positive float32 depth ``zc`` and point index ``i``: depth bits over index, so that the
+    smaller key is the nearer point and, at equal depth, the lower index."""
+    return (np.int64(np.float32(zc).view(np.int32)) << _INDEX_BITS) | i
+
+
+@numba.njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _key_depth(key):
+    """The float32 depth in the high half of a z-buffer key."""
+    return np.int32(key >> _INDEX_BITS).view(np.float32)
+
+
+@numba.njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _clamp(value, low, high):
+    """``value`` clamped to ``[low, high]`` (NaN gives ``low``), with selects that vectorise (``min``/``max`` don't)."""
+    value = value if value > low else low  # noqa: FURB136
+    return value if value < high else high  # noqa: FURB136
+
+
+@numba.njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _pixels_block(flat, start, count, m, cam, near, far, width, height, pix, key):
+    """One-pixel splats of points ``start .. start + count``: the visible ones' pixels (``v * width + u``) and keys
+    go to the front of ``pix`` and ``key`` in point order; returns how many. The projection loop has no branch and
+    runs in SIMD lanes (points in arbitrary order would mispredict a branch per point); the compaction after it
+    is branch-free too."""
+    block = flat[3 * start : 3 * (start + count)]  # a view indexed from 0: the loop then vectorises
     zero = np.float32(0.0)
     last_u = np.float32(width - 1)
     last_v = np.float32(height - 1)
+    row = np.int32(width)  # int32 pixel arithmetic vectorises better; images have at most 16384^2 < 2^31 pixels
+    visible = 0
+    for j in range(count):
+        zc, _, uf, vf = _project_one(block, j, m, cam)
+        ok = (zc > near) & (zc <= far) & (uf >= zero) & (uf <= last_u) & (vf >= zero) & (vf <= last_v)
+        ui = np.int32(_clamp(uf, zero, last_u))
+        vi = np.int32(_clamp(vf, zero, last_v))
+        pix[j] = vi * row + ui if ok else np.int32(-1)
+        key[j] = _depth_key(zc, start + j)
+        visible += ok
+    if visible == 0 or visible == count:  # sorted points: whole blocks in or out of view need no compaction
+        return visible
+    kept = 0
+    for j in range(count):
+        p = pix[j]
+        pix[kept] = p
+        key[kept] = key[j]
+        kept += p >= 0
+    return kept
+
+
+@numba.njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _squares_block(flat, start, count, sizes, m, cam, near, far, spread, max_radius, width, height, key, centre,
+                   records):
+    """Footprint splats of points ``start .. start + count``: the visible ones' keys (true depth) and squares
+    (``centre[k]`` = u, v, half-width in pixels) to the front of ``key`` and ``centre`` in point order; returns how
+    many. ``sizes``: (1,) for all points or (N,) per point (metres). Each point's record, its true depth bits over
+    the pixel it lands on (``_INDEX_MASK`` off the image), goes to ``records[start + j]`` ((N,) int64): stage 2
+    reads a winner's there. Branch-free, as ``_pixels_block``."""
+    block = flat[3 * start : 3 * (start + count)]
+    size_block = sizes[start : start + count] if sizes.shape[0] > 1 else sizes
+    record_block = records[start : start + count]
+    per_point = sizes.shape[0] > 1
+    half = np.float32(0.5)
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
     top = np.float32(max_radius)
-    for i in numba.prange(points.shape[0]):
-        zc, inv, u, v = _project_one(points, i, m, fx, fy, cx, cy)
-        uf = np.floor(u + half)
-        vf = np.floor(v + half)
-        rf = zero
-        if footprint:
-            size = sizes[i] if per_point_size else sizes[0]
-            rf = min(max(np.ceil((spread * size * inv - one) * half), zero), top)
-        ok = (np.int64(zc > near) & np.int64(zc <= far) & np.int64(uf + rf >= zero) & np.int64(uf - rf <= last_u)
-              & np.int64(vf + rf >= zero) & np.int64(vf - rf <= last_v))
-        ui = np.int64(min(max(uf, -top), last_u + top))
-        vi = np.int64(min(max(vf, -top), last_v + top))
-        wide = ok & np.int64(rf > zero)
-        target[i] = (ok - wide) * (vi * width + ui) + (1 - ok) * pixels - wide
-        depth_bits[i] = np.int64(np.float32(zc).view(np.int32)) << 32
-        if footprint:
-            square[i, 0] = ui
-            square[i, 1] = vi
-            square[i, 2] = np.int64(rf)
+    last_u = np.float32(width - 1)
+    last_v = np.float32(height - 1)
+    visible = 0
+    for j in range(count):
+        zc, inv, uf, vf = _project_one(block, j, m, cam)
+        size = size_block[j] if per_point else size_block[0]
+        rf = _clamp(np.ceil((spread * size * inv - one) * half), zero, top)
+        ok = ((zc > near) & (zc <= far) & (uf + rf >= zero) & (uf - rf <= last_u) & (vf + rf >= zero)
+              & (vf - rf <= last_v))
+        ui = np.int64(_clamp(uf, -top, last_u + top))  # no-op clamps on visible points
+        vi = np.int64(_clamp(vf, -top, last_v + top))
+        centre[j, 0] = ui
+        centre[j, 1] = vi
+        centre[j, 2] = np.int64(rf) if ok else -1
+        key[j] = _depth_key(zc, start + j)
+        inside = (uf >= zero) & (uf <= last_u) & (vf >= zero) & (vf <= last_v)
+        record_block[j] = _depth_key(zc, vi * width + ui if inside else _INDEX_MASK)
+        visible += ok
+    if visible == 0 or visible == count:
+        return visible
+    kept = 0
+    for j in range(count):
+        radius = centre[j, 2]
+        centre[kept, 0] = centre[j, 0]
+        centre[kept, 1] = centre[j, 1]
+        centre[kept, 2] = radius
+        key[kept] = key[j]
+        kept += radius >= 0
+    return kept
 
 
-def _zbuffer(target, depth_bits, square, falloff, width, height, keys):
-    """Stage 2: each of ``keys.shape[0]`` z-buffers takes the minimum key per pixel over its share of the points
-    (keys pack depth bits over point index). Footprint squares use the depth raised by the falloff."""
-    n = target.shape[0]
-    threads = keys.shape[0]
-    chunk = (n + threads - 1) // threads
-    for t in numba.prange(threads):
-        buf = keys[t]
-        buf[:] = _EMPTY_KEY
-        for i in range(t * chunk, min(n, (t + 1) * chunk)):
-            p = target[i]
-            if p >= 0:
-                buf[p] = min(buf[p], depth_bits[i] | i)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _zbuffer_range(flat, start, stop, sizes, m, cam, near, far, spread, max_radius, falloff, width, height, keys,
+                   records):
+    """Points ``start .. stop`` into the z-buffer ``keys`` (H W,) int64: the minimum key per pixel. With ``sizes``
+    empty every point covers the pixel it lands on; otherwise its footprint square, at the depth raised by the
+    falloff, and its record goes to ``records`` (see ``_squares_block``)."""
+    key = np.empty(_BLOCK, np.int64)
+    if sizes.shape[0] == 0:
+        pix = np.empty(_BLOCK, np.int32)
+        for b in range(start, stop, _BLOCK):
+            for j in range(_pixels_block(flat, b, min(_BLOCK, stop - b), m, cam, near, far, width, height, pix, key)):
+                p = pix[j]
+                keys[p] = min(keys[p], key[j])
+        return
+    centre = np.empty((_BLOCK, 3), np.int64)
+    for b in range(start, stop, _BLOCK):
+        kept = _squares_block(flat, b, min(_BLOCK, stop - b), sizes, m, cam, near, far, spread, max_radius, width,
+                              height, key, centre, records)
+        for j in range(kept):
+            ui, vi, radius = centre[j, 0], centre[j, 1], centre[j, 2]
+            if radius == 0:
+                p = vi * width + ui
+                keys[p] = min(keys[p], key[j])
                 continue
-            ui, vi, radius = square[i, 0], square[i, 1], square[i, 2]
-            zc = np.int32(depth_bits[i] >> 32).view(np.float32)
+            zc = _key_depth(key[j])
+            i = key[j] & _INDEX_MASK
             scale = falloff / ((radius + 0.5) * (radius + 0.5))
             for dv in range(max(-radius, -vi), min(radius, height - 1 - vi) + 1):
-                row = (vi + dv) * width
+                row = (vi + dv) * width + ui
                 for du in range(max(-radius, -ui), min(radius, width - 1 - ui) + 1):
                     zeff = zc * np.float32(1.0 + scale * np.float64(du * du + dv * dv))
-                    key = (np.int64(np.float32(zeff).view(np.int32)) << 32) | i
-                    q = row + ui + du
-                    if key < buf[q]:
-                        buf[q] = key
+                    q = row + du
+                    keys[q] = min(keys[q], _depth_key(zeff, i))
 
 
-def _resolve(keys, depth_bits, colors, out_depth, out_index, out_rgb):
-    """Stage 3: per pixel, the smallest key over the z-buffers gives the winning point, its true depth and colour."""
-    threads = keys.shape[0]
-    channels = out_rgb.shape[1]
-    for p in numba.prange(out_depth.shape[0]):
-        best = keys[0, p]
-        for t in range(1, threads):
-            best = min(best, keys[t, p])
-        if best == _EMPTY_KEY:
-            out_index[p] = -1
-            out_depth[p] = 0.0
-            for c in range(channels):
-                out_rgb[p, c] = 0
-        else:
-            i = best & _INDEX_MASK
-            out_index[p] = i
-            out_depth[p] = np.int32(depth_bits[i] >> 32).view(np.float32)
-            for c in range(channels):
-                out_rgb[p, c] = colors[i, c]
+def _zbuffer(flat, sizes, m, cam, near, far, spread, max_radius, falloff, width, height, index, extra, records):
+    """Stage 1: z-buffer all points. One z-buffer per thread: ``index`` (H W,) int64 (later the output) and the rows
+    of ``extra`` (threads - 1, H W); thread ``t`` takes the ``t``-th share of the points in order."""
+    n = flat.shape[0] // 3
+    threads = extra.shape[0] + 1
+    chunk = (n + threads - 1) // threads
+    for t in numba.prange(threads):
+        keys = index if t == 0 else extra[t - 1]
+        keys[:] = _EMPTY_KEY
+        _zbuffer_range(flat, min(n, t * chunk), min(n, (t + 1) * chunk), sizes, m, cam, near, far, spread, max_radius,
+                       falloff, width, height, keys, records)
+
+
+def _resolve(index, extra, records, colors, point_confidence, depth, mask, rgb, confidence):
+    """Stage 2, per pixel: the smallest key over the z-buffers names the winning point: ``index`` (in place), its
+    true depth, ``mask``, its colour in ``rgb`` ((H W, 3), or (H W, 0) without colours) and, when ``confidence`` is
+    (H W,) rather than (0,), its ``point_confidence`` ((1,) for all points, or (N,)) where it lands on that pixel,
+    else 0. A one-pixel splat's depth is its key's and it lands where it won; a footprint's (``records`` (N,), not
+    (0,)) are in its record. Branch-free but for the loop-invariant options: covered and empty pixels interleave, and
+    an empty one reads point 0 and keeps none of it."""
+    footprint = records.shape[0] > 0
+    with_colors = rgb.shape[1] == 3
+    per_point = point_confidence.shape[0] > 1
+    want_confidence = confidence.shape[0] > 0
+    for t in range(extra.shape[0]):
+        for p in numba.prange(index.shape[0]):
+            index[p] = min(index[p], extra[t, p])
+    for p in numba.prange(index.shape[0]):
+        best = index[p]
+        hit = best != _EMPTY_KEY
+        i = best & _INDEX_MASK if hit else 0
+        index[p] = i if hit else -1
+        mask[p] = hit
+        zc = _key_depth(best)
+        at_centre = hit
+        if footprint:
+            record = records[i]
+            zc = _key_depth(record)
+            at_centre = hit & ((record & _INDEX_MASK) == p)
+        depth[p] = zc if hit else np.float32(0.0)
+        if with_colors:
+            for c in range(3):
+                color = colors[i, c]
+                rgb[p, c] = color if hit else 0
+        if want_confidence:
+            value = point_confidence[i] if per_point else point_confidence[0]
+            confidence[p] = value if at_centre else np.float32(0.0)
 
 
 _STAGES = {
     parallel: tuple(
-        numba.njit(cache=not parallel, parallel=parallel, error_model="numpy")(stage)
-        for stage in (_project_all, _zbuffer, _resolve)
+        numba.njit(cache=not parallel, nogil=True, parallel=parallel, error_model="numpy")(stage)
+        for stage in (_zbuffer, _resolve)
     )
     for parallel in (False, True)
 }
-"""The three stages compiled serial (``False``) and with ``prange`` parallel (``True``). Only the serial ones are
-cached on disk: numba's cache key does not include ``parallel``, so both variants would share one cache entry."""
+"""The two stages compiled serial (``False``) and with ``prange`` parallel (``True``), both releasing the GIL. Only
+the serial ones are cached on disk: numba's cache key does not include ``parallel``, so both variants would share one
+cache entry."""
 
 
-@numba.njit(cache=True, error_model="numpy")
-def _blend_pass(target, depth_bits, square, width, height, colors, tolerance, depth, rgb):
-    """Soft mode, second pass over stage 1's projection (``target``, ``depth_bits``, ``square``): every splat within
-    ``tolerance`` of a pixel's front depth adds its colour and depth with a Gaussian weight of its distance from the
-    splat centre (float32 sums in point order)."""
-    pixels = width * height
-    channels = rgb.shape[1]
-    acc = np.zeros((pixels, channels + 2), dtype=np.float32)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _blend_pass(flat, sizes, m, cam, near, far, spread, max_radius, width, height, colors, tolerance, depth, rgb,
+                acc, records):
+    """Soft mode, after stage 2: every splat (projected again by ``_squares_block``, as in stage 1, rewriting the
+    same ``records``) within ``tolerance`` of a pixel's front ``depth`` adds its colour and depth there with a
+    Gaussian weight of its distance from the splat centre (float32 sums in point order, in ``acc`` (H W, 5): red,
+    green, blue, depth, weight; zeroed here); then each covered pixel's ``rgb`` ((H W, 3) or (H W, 0)) and ``depth``
+    become the weighted means. Every covered pixel is written: its own winner passes the depth test with a weight
+    > 0."""
+    n = flat.shape[0] // 3
+    with_colors = rgb.shape[1] == 3
+    sums = acc.reshape(-1)
+    sums[:] = 0.0
     half = np.float32(0.5)
     limit_scale = np.float32(1.0) + tolerance
-    for i in range(target.shape[0]):
-        if target[i] == pixels:  # culled
-            continue
-        zc = np.int32(depth_bits[i] >> 32).view(np.float32)
-        ui, vi, radius = square[i, 0], square[i, 1], square[i, 2]
-        for dv in range(max(-radius, -vi), min(radius, height - 1 - vi) + 1):
-            row = (vi + dv) * width
-            for du in range(max(-radius, -ui), min(radius, width - 1 - ui) + 1):
-                p = row + ui + du
-                if not (depth[p] > 0 and zc <= depth[p] * limit_scale):
-                    continue
-                weight = np.float32(np.exp(-2.0 * np.float64(du * du + dv * dv) / ((radius + 0.5) * (radius + 0.5))))
-                for c in range(channels):
-                    acc[p, c] += weight * np.float32(colors[i, c])
-                acc[p, channels] += weight * zc
-                acc[p, channels + 1] += weight
-    for p in range(pixels):
-        total = acc[p, channels + 1]
+    key = np.empty(_BLOCK, np.int64)
+    centre = np.empty((_BLOCK, 3), np.int64)
+    weights = np.empty(2 * max_radius * max_radius + 1, np.float32)
+    weights_radius = -1
+    for b in range(0, n, _BLOCK):
+        kept = _squares_block(flat, b, min(_BLOCK, n - b), sizes, m, cam, near, far, spread, max_radius, width,
+                              height, key, centre, records)
+        for j in range(kept):
+            ui, vi, radius = centre[j, 0], centre[j, 1], centre[j, 2]
+            if radius != weights_radius:  # the weights by squared distance, for this half-width
+                for d2 in range(2 * radius * radius + 1):
+                    weights[d2] = np.float32(np.exp(-2.0 * np.float64(d2) / ((radius + 0.5) * (radius + 0.5))))
+                weights_radius = radius
+            zc = _key_depth(key[j])
+            i = key[j] & _INDEX_MASK
+            red = np.float32(colors[i, 0]) if with_colors else np.float32(0.0)
+            green = np.float32(colors[i, 1]) if with_colors else np.float32(0.0)
+            blue = np.float32(colors[i, 2]) if with_colors else np.float32(0.0)
+            for dv in range(max(-radius, -vi), min(radius, height - 1 - vi) + 1):
+                row = (vi + dv) * width + ui
+                for du in range(max(-radius, -ui), min(radius, width - 1 - ui) + 1):
+                    p = row + du
+                    if not (depth[p] > 0 and zc <= depth[p] * limit_scale):
+                        continue
+                    weight = weights[du * du + dv * dv]
+                    q = 5 * p
+                    sums[q] += weight * red
+                    sums[q + 1] += weight * green
+                    sums[q + 2] += weight * blue
+                    sums[q + 3] += weight * zc
+                    sums[q + 4] += weight
+    for p in range(depth.shape[0]):
+        total = sums[5 * p + 4]
         if total > 0:
-            for c in range(channels):
-                rgb[p, c] = np.uint8(min(np.floor(acc[p, c] / total + half), np.float32(255.0)))
-            depth[p] = acc[p, channels] / total
+            if with_colors:
+                for c in range(3):
+                    rgb[p, c] = np.uint8(min(np.floor(sums[5 * p + c] / total + half), np.float32(255.0)))
+            depth[p] = sums[5 * p + 3] / total
 
 
 def _project_torch(points: torch.Tensor, m: torch.Tensor, intrinsics: Intrinsics
@@ -248,7 +378,9 @@ def _project_torch(points: torch.Tensor, m: torch.Tensor, intrinsics: Intrinsics
 
 
 def _splat_torch(points: torch.Tensor, sizes: torch.Tensor | None, m: torch.Tensor, intrinsics: Intrinsics,
-                 near_m: float, far_m: float, spread: float, max_radius_px: int, falloff: float) -> Splat:
+                 near_m: float, far_m: float, spread: float, max_radius_px: int, falloff: float
+                 ) -> tuple[Splat, torch.Tensor]:
+    """The z-buffer (as the numba stages), and (H W,) bool: covered pixels that their winner lands on."""
     device = points.device
     h, w = intrinsics.shape
 
@@ -284,8 +416,12 @@ def _splat_torch(points: torch.Tensor, sizes: torch.Tensor | None, m: torch.Tens
             keys.scatter_reduce_(0, (py * w + px)[inside], key, reduce="amin")
     hit = keys != _EMPTY_KEY
     winner = torch.where(hit, keys & _INDEX_MASK, torch.full_like(keys, -1))
-    depth = torch.where(hit, zc[winner.clamp_min(0)], torch.zeros((), dtype=torch.float32, device=device))
-    return Splat(depth.reshape(h, w), winner.reshape(h, w), hit.reshape(h, w))
+    safe = winner.clamp_min(0)
+    depth = torch.where(hit, zc[safe], torch.zeros((), dtype=torch.float32, device=device))
+    u, v = uf[safe], vf[safe]
+    at_centre = hit & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    at_centre &= v.to(torch.int64) * w + u.to(torch.int64) == torch.arange(h * w, device=device)
+    return Splat(depth.reshape(h, w), winner.reshape(h, w), hit.reshape(h, w)), at_centre
 
 
 def _blend_torch(points: torch.Tensor, colors: torch.Tensor, sizes: torch.Tensor, m: torch.Tensor,
@@ -344,6 +480,22 @@ def _numpy(values: torch.Tensor | np.ndarray | float, dtype: type) -> np.ndarray
     return np.ascontiguousarray(values, dtype=dtype)
 
 
+
+_SCRATCH = threading.local()
+
+
+def _scratch(name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """An array of ``shape`` (contents undefined) in this thread's reusable buffer ``name``: renders on one thread
+    reuse it instead of allocating each call; renders on two threads (two worlds served at once) never share one.
+    The buffer lives as long as the thread and grows to the largest render it served."""
+    size = math.prod(shape)
+    buffer = getattr(_SCRATCH, name, None)
+    if buffer is None or buffer.dtype != dtype or buffer.size < size:
+        buffer = np.empty(size, dtype)
+        setattr(_SCRATCH, name, buffer)
+    return buffer[:size].reshape(shape)
+
+
 def splat_points(
     points: torch.Tensor | np.ndarray,
     pose: Pose,
@@ -371,6 +523,38 @@ def splat_points(
     fastest), more runs the parallel kernel with that many per-thread z-buffers (same result).
     Returns tensors on the points' device.
     """
+    splat_result, _ = _splat(
+        points, pose, intrinsics, colors=colors, splat=splat, point_size_m=point_size_m,
+        footprint_scale=footprint_scale, max_radius_px=max_radius_px, footprint_falloff=footprint_falloff,
+        soft_tolerance=soft_tolerance, near_m=near_m, far_m=far_m, backend=backend, threads=threads,
+        confidence=None, with_confidence=False, keep_index=True,
+    )
+    return splat_result
+
+
+def _splat(
+    points: torch.Tensor | np.ndarray,
+    pose: Pose,
+    intrinsics: Intrinsics,
+    *,
+    colors: torch.Tensor | np.ndarray | None,
+    splat: SplatMode,
+    point_size_m: float | torch.Tensor | np.ndarray | None,
+    footprint_scale: float,
+    max_radius_px: int,
+    footprint_falloff: float,
+    soft_tolerance: float,
+    near_m: float,
+    far_m: float,
+    backend: RenderBackend | None,
+    threads: int,
+    confidence: np.ndarray | None,
+    with_confidence: bool,
+    keep_index: bool,
+) -> tuple[Splat, np.ndarray | None]:
+    """:func:`splat_points`, and with ``with_confidence`` the (H, W) float32 confidence image of
+    :func:`render_points` (``confidence``: (N,) checked values, or ``None`` for 1). Without ``keep_index`` the numba
+    path z-buffers in this thread's scratch buffer, so ``Splat.index`` is valid only until the thread's next render."""
     device = _device_of(points)
     shape = tuple(points.shape)
     if len(shape) != 2 or shape[1] != 3:
@@ -398,7 +582,7 @@ def splat_points(
         sizes = _numpy(point_size_m, np.float32).reshape(-1)
         if len(sizes) not in (1, n):
             raise InvalidInputError(f"point_size_m must be one value or one per point ({n}), got {len(sizes)}")
-        if not np.all(np.isfinite(sizes) & (sizes >= 0)):
+        if not (sizes.min(initial=0.0) >= 0 and sizes.max(initial=0.0) < np.inf):  # NaN fails both
             raise InvalidInputError("point_size_m must be finite and >= 0")
         if not (footprint_scale > 0 and 0 <= max_radius_px <= 256 and footprint_falloff >= 0 and soft_tolerance >= 0):
             raise InvalidInputError(
@@ -411,46 +595,68 @@ def splat_points(
     if n == 0:
         index = torch.full((h, w), -1, dtype=torch.int64, device=device)
         rgb = None if colors is None else torch.zeros((h, w, 3), dtype=torch.uint8, device=device)
-        return Splat(torch.zeros((h, w), dtype=torch.float32, device=device), index, index >= 0, rgb)
+        empty = np.zeros((h, w), np.float32) if with_confidence else None
+        return Splat(torch.zeros((h, w), dtype=torch.float32, device=device), index, index >= 0, rgb), empty
     if backend == "torch":
-        pts = torch.as_tensor(points).to(torch.float32).contiguous()
-        sizes_t = None if sizes is None else torch.from_numpy(sizes).to(device)
-        m = torch.from_numpy(rows).to(device)
-        result = _splat_torch(pts, sizes_t, m, intrinsics, near_m, far_m, spread, int(max_radius_px),
-                              float(footprint_falloff))
-        if splat == "soft":
-            colors_t = torch.zeros((n, 3), dtype=torch.uint8, device=device) if colors is None else torch.as_tensor(colors).to(device)
-            depth, rgb = _blend_torch(pts, colors_t, sizes_t.expand(n) if len(sizes_t) == 1 else sizes_t, m, intrinsics,
-                                      near_m, far_m, spread, int(max_radius_px), float(soft_tolerance), result)
-            return Splat(depth, result.index, result.mask, None if colors is None else rgb)
-        if colors is None:
-            return result
-        hit = result.mask.reshape(-1)
-        rgb = torch.zeros((h * w, 3), dtype=torch.uint8, device=device)
-        rgb[hit] = torch.as_tensor(colors).to(device)[result.index.reshape(-1)[hit]]
-        return Splat(result.depth, result.index, result.mask, rgb.reshape(h, w, 3))
-    depth = np.empty(h * w, dtype=np.float32)
-    index = np.empty(h * w, dtype=np.int64)
-    rgb = np.empty((h * w, 0 if colors is None else 3), dtype=np.uint8)
+        return _splat_with_torch(points, colors, sizes, rows, intrinsics, splat=splat, near_m=near_m, far_m=far_m,
+                                 spread=spread, max_radius_px=int(max_radius_px), falloff=float(footprint_falloff),
+                                 tolerance=float(soft_tolerance), confidence=confidence,
+                                 with_confidence=with_confidence)
+    pixels = h * w
+    flat = _numpy(points, np.float32).reshape(-1)
     cam = np.array([intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy], dtype=np.float32)
-    project, zbuffer, resolve = _STAGES[threads > 1]
-    pts = _numpy(points, np.float32)
-    size_array = np.zeros(1, np.float32) if sizes is None else sizes
-    per_point = sizes is not None and len(sizes) > 1
-    target = np.empty(n, dtype=np.int64)
-    depth_bits = np.empty(n, dtype=np.int64)
-    square = np.empty((n if sizes is not None else 0, 3), dtype=np.int32)
-    project(pts, size_array, per_point, rows, cam, np.float32(near_m), np.float32(far_m), np.float32(spread),
-            int(max_radius_px), w, h, sizes is not None, target, depth_bits, square)
-    keys = np.empty((threads, h * w + 1), dtype=np.int64)
-    zbuffer(target, depth_bits, square, float(footprint_falloff), w, h, keys)
+    zbuffer, resolve = _STAGES[threads > 1]
+    index = np.empty(pixels, dtype=np.int64) if keep_index else _scratch("index", (pixels,), np.int64)
+    extra = np.empty((threads - 1, pixels), dtype=np.int64)
+    records = _scratch("records", (0 if sizes is None else n,), np.int64)
+    near, far, spread32 = np.float32(near_m), np.float32(far_m), np.float32(spread)
+    size_array = np.zeros(0, np.float32) if sizes is None else sizes
+    zbuffer(flat, size_array, rows, cam, near, far, spread32, int(max_radius_px), float(footprint_falloff), w, h, index,
+            extra, records)
+    depth = np.empty(pixels, dtype=np.float32)
+    mask = np.empty(pixels, dtype=np.bool_)
+    rgb = np.empty((pixels, 0 if colors is None else 3), dtype=np.uint8)
     color_array = np.zeros((1, 3), np.uint8) if colors is None else _numpy(colors, np.uint8)
-    resolve(keys, depth_bits, color_array, depth, index, rgb)
+    pixel_confidence = np.empty(pixels if with_confidence else 0, dtype=np.float32)
+    point_confidence = np.ones(1, np.float32) if confidence is None else confidence
+    resolve(index, extra, records, color_array, point_confidence, depth, mask, rgb, pixel_confidence)
     if splat == "soft":
-        _blend_pass(target, depth_bits, square, w, h, color_array, np.float32(soft_tolerance), depth, rgb)
-    index = index.reshape(h, w)
-    return Splat(torch.from_numpy(depth).reshape(h, w), torch.from_numpy(index), torch.from_numpy(index >= 0),
-                 None if colors is None else torch.from_numpy(rgb).reshape(h, w, 3))
+        acc = _scratch("blend", (pixels, 5), np.float32)
+        _blend_pass(flat, size_array, rows, cam, near, far, spread32, int(max_radius_px), w, h, color_array,
+                    np.float32(soft_tolerance), depth, rgb, acc, records)
+    result = Splat(torch.from_numpy(depth).reshape(h, w), torch.from_numpy(index).reshape(h, w),
+                   torch.from_numpy(mask).reshape(h, w), None if colors is None else torch.from_numpy(rgb).reshape(h, w, 3))
+    return result, pixel_confidence.reshape(h, w) if with_confidence else None
+
+
+def _splat_with_torch(points: torch.Tensor | np.ndarray, colors: torch.Tensor | np.ndarray | None,
+                      sizes: np.ndarray | None, rows: np.ndarray, intrinsics: Intrinsics, *, splat: SplatMode,
+                      near_m: float, far_m: float, spread: float, max_radius_px: int, falloff: float, tolerance: float,
+                      confidence: np.ndarray | None, with_confidence: bool) -> tuple[Splat, np.ndarray | None]:
+    """``_splat``'s torch backend, on the points' device (checked arguments)."""
+    device = _device_of(points)
+    h, w = intrinsics.shape
+    n = points.shape[0]
+    pts = torch.as_tensor(points).to(torch.float32).contiguous()
+    sizes_t = None if sizes is None else torch.from_numpy(sizes).to(device)
+    m = torch.from_numpy(rows).to(device)
+    result, at_centre = _splat_torch(pts, sizes_t, m, intrinsics, near_m, far_m, spread, max_radius_px, falloff)
+    pixel_confidence = None
+    if with_confidence:
+        values = (torch.ones((), dtype=torch.float32, device=device) if confidence is None
+                  else torch.from_numpy(confidence).to(device)[result.index.reshape(-1).clamp_min(0)])
+        pixel_confidence = torch.where(at_centre, values, 0.0).reshape(h, w).cpu().numpy()
+    if splat == "soft":
+        colors_t = torch.zeros((n, 3), dtype=torch.uint8, device=device) if colors is None else torch.as_tensor(colors).to(device)
+        depth, rgb = _blend_torch(pts, colors_t, sizes_t.expand(n) if len(sizes_t) == 1 else sizes_t, m, intrinsics,
+                                  near_m, far_m, spread, max_radius_px, tolerance, result)
+        return Splat(depth, result.index, result.mask, None if colors is None else rgb), pixel_confidence
+    if colors is None:
+        return result, pixel_confidence
+    hit = result.mask.reshape(-1)
+    rgb = torch.zeros((h * w, 3), dtype=torch.uint8, device=device)
+    rgb[hit] = torch.as_tensor(colors).to(device)[result.index.reshape(-1)[hit]]
+    return Splat(result.depth, result.index, result.mask, rgb.reshape(h, w, 3)), pixel_confidence
 
 
 def render_points(
@@ -484,49 +690,16 @@ def render_points(
     Options as in :func:`splat_points`.
     """
     n = int(points_world.shape[0])
+    with_confidence = confidence is not None or splat != "pixel"  # else 1 on every covered pixel: RenderResult's None
     if confidence is not None:
         confidence = _numpy(confidence, np.float32).reshape(-1)
-        if confidence.shape != (n,) or not np.all((confidence >= 0) & (confidence <= 1)):
+        if confidence.shape != (n,) or not (confidence.min(initial=0.0) >= 0 and confidence.max(initial=1.0) <= 1):
             raise InvalidInputError(f"confidence must be (N,) = ({n},) values in [0, 1], got shape {confidence.shape}")
-    result = splat_points(
+    result, pixel_confidence = _splat(
         points_world, pose, intrinsics, colors=colors, splat=splat, point_size_m=point_size_m,
         footprint_scale=footprint_scale, max_radius_px=max_radius_px, footprint_falloff=footprint_falloff,
         soft_tolerance=soft_tolerance, near_m=near_m, far_m=far_m, backend=backend, threads=threads,
+        confidence=confidence, with_confidence=with_confidence, keep_index=False,
     )
-    mask = result.mask.cpu().numpy()
-    covered = np.flatnonzero(mask)
-    winners = result.index.cpu().numpy().reshape(-1)[covered]
-    at_centre = _landing_pixels(points_world, winners, pose, intrinsics) == covered
-    pixel_confidence = np.zeros(mask.size, np.float32)
-    pixel_confidence[covered] = np.where(at_centre, 1.0 if confidence is None else confidence[winners], 0.0)
-    return RenderResult(result.rgb.cpu().numpy(), result.depth.cpu().numpy(), mask, pixel_confidence.reshape(mask.shape))
-
-
-def _landing_pixels(points: torch.Tensor | np.ndarray, chosen: np.ndarray, pose: Pose, intrinsics: Intrinsics
-                    ) -> np.ndarray:
-    """(K,) int64 flat index (``v * width + u``) of the pixel each of the ``chosen`` points (indices into (N, 3)
-    ``points``) lands on at ``pose``, in the float32 arithmetic of the splatting kernels; -1 off the image."""
-    if isinstance(points, torch.Tensor) and points.device.type != "cpu":  # gather on the device, copy only those
-        points, chosen = points[torch.from_numpy(chosen).to(points.device)].detach().cpu(), np.arange(len(chosen))
-    if isinstance(points, torch.Tensor):
-        points = points.detach().numpy()
-    flat = np.empty(len(chosen), np.int64)
-    cam = np.array([intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy], np.float32)
-    _landing_kernel(np.asarray(points, np.float32), np.asarray(chosen, np.int64), _world_to_cam_rows(pose), cam,
-                    intrinsics.width, intrinsics.height, flat)
-    return flat
-
-
-@numba.njit(cache=True, error_model="numpy")
-def _landing_kernel(points, chosen, m, cam, width, height, out):
-    """``_landing_pixels``' loop: each chosen point's centre pixel by the splatting kernels' own projection
-    (``_project_one``, ``floor(u + 0.5)``), -1 off the image."""
-    half = np.float32(0.5)
-    for i in range(chosen.shape[0]):
-        _, _, u, v = _project_one(points, chosen[i], m, cam[0], cam[1], cam[2], cam[3])
-        uf = np.floor(u + half)
-        vf = np.floor(v + half)
-        if uf >= 0 and uf < width and vf >= 0 and vf < height:
-            out[i] = np.int64(vf) * width + np.int64(uf)
-        else:
-            out[i] = -1
+    return RenderResult(result.rgb.cpu().numpy(), result.depth.cpu().numpy(), result.mask.cpu().numpy(),
+                        pixel_confidence)
