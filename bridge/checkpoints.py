@@ -659,9 +659,9 @@ class CheckpointStore:
 
 
 _WORLD_FIELDS = {"config", "memory", "query_reach", "_queries", "intrinsics", "prompt", "generator", "depth_estimator",
-                 "_leading", "_next_frame_id", "checkpoints"}
+                 "_leading", "_next_frame_id", "checkpoints", "_condition_memo"}
 """``World`` attributes a snapshot knows: what it freezes, what the world's host keeps (generator, depth estimator,
-query reach, checkpoints) and what is rebuilt (queries)."""
+query reach, checkpoints) and what is rebuilt or dropped (queries, the last condition kept for a still camera)."""
 
 
 def freeze_world(world: World) -> WorldSnapshot:
@@ -682,6 +682,7 @@ def thaw_world_into(world: World, snapshot: WorldSnapshot, *, version: int | Non
     world.config = copy.deepcopy(snapshot.config)
     world.memory = thaw_memory(snapshot.memory, version=version)
     world._queries = None
+    world._condition_memo = None
     world.intrinsics = snapshot.intrinsics
     world.prompt = snapshot.prompt
     world._leading = list(snapshot.leading)

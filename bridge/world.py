@@ -42,6 +42,7 @@ from worldweave.bridge.generators.registry import (
     create_depth_estimator,
     create_generator,
 )
+from worldweave.bridge.memory.anchors import Anchor, AnchorIndex, AnchorStore
 from worldweave.bridge.memory.labels import LabelImages, LabelRequest, check_ids, render_labels
 from worldweave.bridge.memory.retrieval import RetrievalMode
 from worldweave.bridge.memory.voxel_keys import check_extent
@@ -154,7 +155,8 @@ class Conditioning:
     uncovered, covered mask), one per target pose, in pose order. ``references``: the retrieved anchors' source
     images, uint8 (H, W, 3), most relevant first (empty in ``global`` mode). ``anchor_ids``: the retrieved anchors'
     ids, in the same order. ``retrieve_s`` / ``render_weave_s``: seconds spent retrieving, and rendering and weaving
-    (the ``World.step`` stages of those names).
+    (the ``World.step`` stages of those names); ``retrieve_s`` is 0 when the last condition was reused (a camera
+    holding still, see ``World.condition``).
     """
 
     renders: list[RenderResult]
@@ -238,6 +240,25 @@ def label_dynamic_content(
     return replace(images, semantic=semantic, instance=instance)
 
 
+@dataclass(frozen=True)
+class _ConditionMemo:
+    """The last anchor condition ``World.condition`` made, and what it was made from. Its ``conditioning`` (a copy,
+    kept only when the call before had the same ``key``: a camera holding still, so a moving one pays no copy) is
+    reused, as copies, for a call with an equal ``key`` (modes, options, intrinsics, exact poses) while the anchor
+    store's index is the same object (no anchor added, removed or re-sketched since) and each retrieved anchor is still
+    the store's (an edit replaces the anchors it touches). Retrieval, rendering and weaving are functions of exactly
+    these, so the reuse gives what recomputing would."""
+
+    key: tuple
+    index: AnchorIndex
+    anchors: tuple[Anchor, ...]
+    conditioning: Conditioning | None
+
+    def reusable(self, key: tuple, store: AnchorStore) -> bool:
+        return (self.conditioning is not None and key == self.key and store.index() is self.index
+                and all(a.id in store and store[a.id] is a for a in self.anchors))
+
+
 class World:
     """A generative world with spatial memory.
 
@@ -245,6 +266,10 @@ class World:
     ``generator`` / ``depth_estimator``: instances to use instead of building them from the config (a server shares
     one generator between worlds). ``device``: where memory lives. ``query_reach``: how far ``queries`` reach.
     """
+
+    _condition_memo: _ConditionMemo | None = None
+    """The last anchor condition (``condition``): a camera that holds still gets it again without retrieving,
+    rendering or weaving."""
 
     def __init__(
         self,
@@ -379,6 +404,11 @@ class World:
         ``intrinsics``: defaults to the seed's. ``mode`` / ``k``: retrieval mode and most anchors (default: the memory
         config's). ``weave``: weaver options for this call (default: the memory config's, e.g. to compare weaver modes on
         one memory). A pose's render can depend on the other poses of the chunk (they share the anchors).
+
+        A call equal to the last one (same modes, options, intrinsics and exactly the same poses) while the anchors it
+        retrieved and the store's retrieval index are unchanged gets copies of the last condition, without retrieving,
+        rendering or weaving again: the same result, for a camera that holds still (not in ``global`` mode, which reads
+        the voxel map every step changes, nor ``random``, which draws anew).
         """
         intrinsics = intrinsics or self.intrinsics
         if len(poses) == 0:
@@ -386,6 +416,19 @@ class World:
         self._check_pose_types(poses)
         mode, k = self.memory.retrieval_settings(mode, k)
         started = time.perf_counter()
+        memo_key = None
+        if mode not in ("global", "random"):  # global reads the voxel map (every step changes it); random, its rng
+            memory = self.memory
+            memo_key = (mode, k, weave or memory.config.weave, memory.config.retrieval_options, str(memory.device),
+                        intrinsics, tuple(pose.matrix.tobytes() for pose in poses))
+            memo = self._condition_memo
+            if memo is not None and memo.reusable(memo_key, memory.anchors):
+                kept = memo.conditioning
+                renders = [RenderResult(r.rgb.copy(), r.depth.copy(), r.mask.copy(), r.confidence.copy())
+                           for r in kept.renders]
+                return replace(kept, renders=renders, references=list(kept.references),
+                               anchor_ids=list(kept.anchor_ids), retrieve_s=0.0,
+                               render_weave_s=time.perf_counter() - started)
         if mode == "global":  # the voxel map stands in for the anchors
             anchors, render = [], self.memory.render_global
         else:
@@ -393,10 +436,17 @@ class World:
             render = partial(self.memory.render_anchors, anchors, weave_options=weave)
         retrieved = time.perf_counter()
         renders = [render(pose, intrinsics) for pose in poses]
-        return Conditioning(
+        conditioning = Conditioning(
             renders, [a.image for a in anchors], [a.id for a in anchors],
             retrieve_s=retrieved - started, render_weave_s=time.perf_counter() - retrieved,
         )
+        if memo_key is not None:
+            still = self._condition_memo is not None and self._condition_memo.key == memo_key
+            kept = replace(conditioning, references=list(conditioning.references), renders=[
+                RenderResult(r.rgb.copy(), r.depth.copy(), r.mask.copy(), r.confidence.copy()) for r in renders
+            ]) if still else None
+            self._condition_memo = _ConditionMemo(memo_key, self.memory.anchors.index(), tuple(anchors), kept)
+        return conditioning
 
     def _check_result(self, result: GenerationResult, frames: int, intrinsics: Intrinsics) -> None:
         name = self.generator.name

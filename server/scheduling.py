@@ -13,7 +13,9 @@ behind it, and locked work off the event loop.
   client of a call is (its peer address: one connection, one client).
 * All worlds share one generator instance. ``share_generator`` wraps it so that ``generate`` calls from different
   worlds queue in a ``FairLock``: first come, first served. A world holds its own lock while stepping, so it has at
-  most one call waiting, and worlds take turns. The depth estimator (for generators without depth) is shared the
+  most one call waiting, and worlds take turns. A deterministic generator (``Generator.deterministic``: a function of
+  its condition, keeping no state) is called without the lock, so different worlds generate at once, each on its
+  engine thread (the embedded generators' kernels release the GIL). The depth estimator (for generators without depth) is shared the
   same way by ``share_depth_estimator``, behind its own lock, so one world's depth overlaps another's generation.
 * ``run_locked`` runs blocking engine work on the pool under a world's lock. When the calling RPC is cancelled (the
   client went away, its deadline passed, or the server is stopping) work that has not started is dropped; work
@@ -92,27 +94,32 @@ class FairLock:
 
 
 class _SharedGenerator(Generator):
-    """Delegates ``generate`` to one generator instance, one call at a time, in arrival order."""
+    """Delegates ``generate`` to one generator instance: one call at a time in arrival order (``lock``), or, with no
+    lock, as the calls come (a deterministic generator, see ``share_generator``)."""
 
     name = "shared"
 
-    def __init__(self, inner: Generator, lock: FairLock) -> None:
+    def __init__(self, inner: Generator, lock: FairLock | None) -> None:
         self.inner = inner
         self.lock = lock
 
     def generate(self, condition: Condition) -> GenerationResult:
+        if self.lock is None:
+            return self.inner.generate(condition)
         with self.lock:
             return self.inner.generate(condition)
 
 
 def share_generator(generator: Generator) -> Generator:
-    """A ``Generator`` with the same declared contract as ``generator`` whose calls queue in a ``FairLock``.
+    """A ``Generator`` with the same declared contract as ``generator`` whose calls queue in a ``FairLock``, unless
+    ``generator`` is deterministic (``Generator.deterministic``: its output a function of its condition alone, with no
+    state kept between calls), whose calls then run concurrently, one per engine thread.
 
     Give the result to every world of a server; the wrapped instance must not be called directly any more.
     """
     contract = {name: getattr(type(generator), name) for name in GENERATOR_CONTRACT}
     cls = type(f"Shared{type(generator).__name__}", (_SharedGenerator,), contract)
-    return cls(generator, FairLock())
+    return cls(generator, None if type(generator).deterministic else FairLock())
 
 
 class SharedDepthEstimator(DepthEstimator):
@@ -209,9 +216,9 @@ def machine_cores() -> int:
 
 
 def default_engine_threads() -> int:
-    """The default number of engine threads (``worldweave serve --workers``): twice the machine's cores. The numba
-    kernels hold the GIL (torch and numpy release it in parts), so threads beyond one mostly overlap one call's
-    GIL-free work with another's; measured on 2 cores (``benchmarks/bench_soak.py``, docs/limits.md) one thread per
+    """The default number of engine threads (``worldweave serve --workers``): twice the machine's cores. The step's
+    numba kernels release the GIL (as torch and numpy do in parts) and its Python between them does not, so threads
+    beyond one per core overlap one call's Python with another's kernels; measured on 2 cores (``benchmarks/bench_soak.py``, docs/limits.md) one thread per
     core served 64 clients at less than half the calls per second, and eight threads doubled the admitted p99."""
     return 2 * machine_cores()
 

@@ -139,7 +139,12 @@ def test_two_clients_on_one_world_keep_step_order(server, world_id):
 
 
 class CountingEcho(EchoGenerator):
-    """Echo that records which world (by prompt) each call served and how many calls overlapped."""
+    """Echo that records which world (by prompt) each call served and how many calls overlapped. Its counters are
+    state shared between calls, so it is not ``deterministic`` (a generator model with scratch state, as the diffusers
+    ones): the server gives its calls one at a time, in turns (tests/test_parallel_worlds.py covers the overlap of
+    deterministic ones)."""
+
+    deterministic = False
 
     def __init__(self) -> None:
         self.prompts: list[str] = []

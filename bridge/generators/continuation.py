@@ -282,7 +282,7 @@ def _box_sum(values: np.ndarray, radius: int) -> np.ndarray:
     return summed[size:, size:] - summed[:-size, size:] - summed[size:, :-size] + summed[:-size, :-size]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _support_levels(occupied, blocked, reach_steps, hide_steps):
     """Where a plane stands, on its grid: from bool (A, B) ``occupied`` cells (memory holds them) and ``blocked``
     cells (a view showed something else there), uint8 level 2 within ``reach_steps`` 8-neighbour steps of the region,
@@ -382,7 +382,7 @@ class Support:
         return cls(level, first * cell, cell)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _nearest_kept(kept, width):
     """For a flat bool (H W,) image ``width`` pixels wide: int32 (4, H W) flat index of the nearest kept pixel to the
     left, right, above and below each pixel (itself excluded), -1 where there is none."""
@@ -414,7 +414,7 @@ def _nearest_kept(kept, width):
     return nearest
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _meet_planes(rays, holes, kept_depth, width, probe_px, normals, offsets, to_plane, plane_origins, levels,
                  level_shapes, lows, cell_m, max_range_m, min_incidence_cos):
     """For the ``holes`` (flat pixel indices) of an image ``width`` pixels wide whose (H W, 3) camera-frame rays
@@ -485,7 +485,7 @@ def _meet_planes(rays, holes, kept_depth, width, probe_px, normals, offsets, to_
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _largest_rectangle(filled):
     """Largest all-True axis-aligned rectangle of a bool (A, B) grid: (a0, b0, a1, b1), half-open; area 0 if none."""
     rows, cols = filled.shape
@@ -713,7 +713,7 @@ class _Surface:
     blocked: np.ndarray
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _half_resolution(rgb, known):
     """uint8 (H, W, 3) colours and bool (H, W) known -> float32 (ceil(H/2), ceil(W/2), 3) sums of the known colours
     in each 2x2 block and float32 their counts."""
@@ -729,7 +729,7 @@ def _half_resolution(rgb, known):
     return sums, counts
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _upsample_into(rgb, where, small):
     """Write float (3, h, w) ``small`` (half resolution), rounded, into the ``where`` pixels of uint8 (H, W, 3)."""
     height, width = where.shape

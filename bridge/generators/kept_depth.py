@@ -40,66 +40,102 @@ def kept_depth(render: RenderResult) -> tuple[np.ndarray, np.ndarray]:
     landed = confidence > 0
     if landed.all() or not landed.any():
         return depth, confidence
-    _fit_footprints(_moment_tables(depth, confidence), covered & ~landed, LANDED_FIT_MIN_POINTS,
-                    LANDED_FIT_TOLERANCE, LANDED_FIT_MAX_RADIUS_PX, depth, confidence)
+    _fit_footprints(depth, confidence, covered & ~landed, LANDED_FIT_MIN_POINTS, LANDED_FIT_TOLERANCE,
+                    LANDED_FIT_MAX_RADIUS_PX)
     return depth, confidence
 
 
-@numba.njit(cache=True)
-def _moment_tables(depth, confidence):
-    """Summed-area tables (10, H + 1, W + 1) float64 of the landed pixels' (confidence above 0) moments: count, u, v,
-    uu, uv, vv, w, wu, wv, ww with w the inverse depth."""
+@numba.njit(cache=True, nogil=True)
+def _box(sat, slot, k, v0, v1, u0, u1):
+    """Sum of moment ``k`` over rows v0..v1 and columns u0..u1 (inclusive) from the summed-area table rows kept in
+    the ring ``sat`` (table row i in slot ``slot[i]``)."""
+    bottom, top = slot[v1 + 1], slot[v0]
+    return sat[bottom, u1 + 1, k] - sat[top, u1 + 1, k] - sat[bottom, u0, k] + sat[top, u0, k]
+
+
+@numba.njit(cache=True, nogil=True)
+def _count(counts, v0, v1, u0, u1):
+    """Landed pixels in rows v0..v1 and columns u0..u1 (inclusive), from their summed-area table ``counts``."""
+    return counts[v1 + 1, u1 + 1] - counts[v0, u1 + 1] - counts[v1 + 1, u0] + counts[v0, u0]
+
+
+@numba.njit(cache=True, nogil=True)
+def _fits_window(counts, v, u, radius, height, width, min_points):
+    """Whether the window of half-width ``radius`` around pixel (v, u), clipped to the image, holds ``min_points``
+    landed pixels with some on all four sides of the pixel. Holds for every larger radius once it holds (the
+    windows nest), so the smallest such radius can be searched from any start."""
+    v0, v1, u0, u1 = max(v - radius, 0), min(v + radius, height - 1), max(u - radius, 0), min(u + radius, width - 1)
+    return (u0 < u and u1 > u and v0 < v and v1 > v and _count(counts, v0, v1, u0, u1) >= min_points
+            and _count(counts, v0, v1, u0, u - 1) > 0 and _count(counts, v0, v1, u + 1, u1) > 0
+            and _count(counts, v0, v - 1, u0, u1) > 0 and _count(counts, v + 1, v1, u0, u1) > 0)
+
+
+@numba.njit(cache=True, nogil=True)
+def _fit_footprints(depth, confidence, spread, min_points, tolerance, max_radius):
+    """``kept_depth``'s fit at every ``spread`` pixel, in place on ``depth`` and ``confidence``; landed pixels are
+    those with confidence above 0 that are not ``spread``.
+
+    The landed pixels' moments (count, u, v, uu, uv, vv, w, wu, wv, ww with w the inverse depth) are read from their
+    summed-area table, of which only the rows the current image row's windows reach are kept, in a ring of
+    2 ``max_radius`` + 2 rows (each table row is made before any pixel it sums is written). A pixel's window radius
+    is searched in the landed pixels' int32 count table from the previous pixel's (the test holds for every radius
+    above the smallest, so this finds the smallest). The lowest landed confidence in a window is the minimum over
+    its columns of per-radius column minima of the current row. Same float64 operations as full tables and a window
+    scan (equal results, ``tests/test_step_kernels.py``), in a fraction of the memory traffic."""
     height, width = depth.shape
-    tables = np.zeros((10, height + 1, width + 1))
+    ring = 2 * max_radius + 2
+    slot = np.arange(height + 1) % ring
+    sat = np.zeros((ring, width + 1, 10))
     row = np.zeros(10)
+    made = 1  # table rows 0..made-1 are in the ring (row 0: zeros)
+    counts = np.zeros((height + 1, width + 1), np.int32)  # the landed pixels' count table, whole: the window search
     for v in range(height):
-        row[:] = 0.0
+        running = 0
         for u in range(width):
-            if confidence[v, u] > 0:
-                w = 1.0 / depth[v, u]
-                row[0] += 1.0
-                row[1] += u
-                row[2] += v
-                row[3] += u * u
-                row[4] += u * v
-                row[5] += v * v
-                row[6] += w
-                row[7] += w * u
-                row[8] += w * v
-                row[9] += w * w
-            for k in range(10):
-                tables[k, v + 1, u + 1] = tables[k, v, u + 1] + row[k]
-    return tables
-
-
-@numba.njit(cache=True)
-def _box(table, k, v0, v1, u0, u1):
-    """Sum of moment ``k`` over rows v0..v1 and columns u0..u1 (inclusive) from its summed-area table."""
-    return table[k, v1 + 1, u1 + 1] - table[k, v0, u1 + 1] - table[k, v1 + 1, u0] + table[k, v0, u0]
-
-
-@numba.njit(cache=True)
-def _fit_footprints(tables, spread, min_points, tolerance, max_radius, depth, confidence):
-    """``kept_depth``'s fit at every ``spread`` pixel, from the summed-area tables of the landed pixels' moments
-    (count, u, v, uu, uv, vv, w, wu, wv, ww with w the inverse depth); writes ``depth`` and ``confidence``."""
-    height, width = spread.shape
+            running += confidence[v, u] > 0
+            counts[v + 1, u + 1] = counts[v, u + 1] + running
+    minima = np.empty((max_radius, width), np.float32)
+    s = np.empty(10)
+    start = 1
     for v in range(height):
+        while made <= min(v + max_radius + 1, height):  # table row ``made`` sums image rows 0..made-1
+            y = made - 1
+            current, previous = sat[slot[made]], sat[slot[made - 1]]
+            row[:] = 0.0
+            for u in range(width):
+                if confidence[y, u] > 0:
+                    w = 1.0 / depth[y, u]
+                    row[0] += 1.0
+                    row[1] += u
+                    row[2] += y
+                    row[3] += u * u
+                    row[4] += u * y
+                    row[5] += y * y
+                    row[6] += w
+                    row[7] += w * u
+                    row[8] += w * y
+                    row[9] += w * w
+                for k in range(10):
+                    current[u + 1, k] = previous[u + 1, k] + row[k]
+            made += 1
+        minima_done = 0
         for u in range(width):
             if not spread[v, u]:
                 continue
-            found = False
-            for radius in range(1, max_radius + 1):
-                v0, v1, u0, u1 = max(v - radius, 0), min(v + radius, height - 1), max(u - radius, 0), min(u + radius, width - 1)
-                if (_box(tables, 0, v0, v1, u0, u1) >= min_points and u0 < u and u1 > u and v0 < v and v1 > v
-                        and _box(tables, 0, v0, v1, u0, u - 1) > 0 and _box(tables, 0, v0, v1, u + 1, u1) > 0
-                        and _box(tables, 0, v0, v - 1, u0, u1) > 0 and _box(tables, 0, v + 1, v1, u0, u1) > 0):
-                    found = True
-                    break
-            if not found:
-                continue
-            s = np.empty(10)
+            radius = min(max(start, 1), max_radius)
+            if _fits_window(counts, v, u, radius, height, width, min_points):
+                while radius > 1 and _fits_window(counts, v, u, radius - 1, height, width, min_points):
+                    radius -= 1
+            else:
+                radius += 1
+                while radius <= max_radius and not _fits_window(counts, v, u, radius, height, width, min_points):
+                    radius += 1
+                if radius > max_radius:
+                    continue
+            start = radius
+            v0, v1, u0, u1 = max(v - radius, 0), min(v + radius, height - 1), max(u - radius, 0), min(u + radius, width - 1)
             for k in range(10):
-                s[k] = _box(tables, k, v0, v1, u0, u1)
+                s[k] = _box(sat, slot, k, v0, v1, u0, u1)
             n = s[0]
             # Moments about the pixel (x = u' - u, y = v' - v), for a well-conditioned fit w = a x + b y + c.
             sx, sy = s[1] - n * u, s[2] - n * v
@@ -119,10 +155,27 @@ def _fit_footprints(tables, spread, min_points, tolerance, max_radius, depth, co
                         + 2 * a * c * sx + 2 * b * c * sy + c * c * n)
             if residual > n * (tolerance * c) ** 2:
                 continue
+            while minima_done < radius:  # row v's minimum of landed confidence over rows v - r..v + r, per column
+                minima_done += 1
+                _column_minima(confidence, spread, v, minima_done, minima)
             lowest = np.float32(1.0)
-            for y in range(v0, v1 + 1):
-                for x in range(u0, u1 + 1):
-                    if confidence[y, x] > 0 and not spread[y, x]:
-                        lowest = min(lowest, confidence[y, x])
+            for x in range(u0, u1 + 1):
+                lowest = min(lowest, minima[radius - 1, x])
             depth[v, u] = 1.0 / c
             confidence[v, u] = lowest
+
+
+@numba.njit(cache=True, nogil=True)
+def _column_minima(confidence, spread, v, radius, minima):
+    """``minima[radius - 1]``: per column, the lowest landed confidence (above 0, not a footprint spread, so never one
+    the fit already wrote; +inf where none) over rows v - radius..v + radius clipped to the image, from
+    ``minima[radius - 2]`` (radius 2 and up)."""
+    height, width = spread.shape
+    for x in range(width):
+        lowest = minima[radius - 2, x] if radius > 1 else np.float32(np.inf)
+        for y in (v - radius, v + radius) if radius > 1 else (v - 1, v + 1):
+            if 0 <= y < height and confidence[y, x] > 0 and not spread[y, x]:
+                lowest = min(lowest, confidence[y, x])
+        if radius == 1 and confidence[v, x] > 0 and not spread[v, x]:
+            lowest = min(lowest, confidence[v, x])
+        minima[radius - 1, x] = lowest

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from worldweave.bridge.frames import RenderResult
 from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
 from worldweave.bridge.generators.kept_depth import kept_depth
 
@@ -50,7 +51,7 @@ def push_pull_fill(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     return torch.where(known[None], values, filled)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _push(summed, weight):
     """One pyramid level down: 2x2 sums (ceil mode) of weighted values and weights."""
     channels, height, width = summed.shape
@@ -67,7 +68,7 @@ def _push(summed, weight):
     return out_sum, out_w8
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _pull(summed, weight, coarse):
     """Holes of one level take the bilinear upsampling (half-pixel centres) of the filled coarser level."""
     channels, height, width = summed.shape
@@ -111,6 +112,76 @@ def push_pull_fill_cpu(values: np.ndarray, known: np.ndarray) -> np.ndarray:
     return filled  # level 0 has weights 0 or 1, so known pixels came back as value * 1 / 1, exactly
 
 
+@numba.njit(cache=True, nogil=True)
+def _push_frame(rgb, depth, known):
+    """``_push`` of the first level of a frame: 2x2 sums (ceil mode) of the ``known`` pixels' colour (uint8 (H, W, 3)
+    as float32) and depth (float32 (H, W)) as (4, H / 2, W / 2) channels, and of their count; read straight from the
+    render, so no weighted (4, H, W) copy of it is made."""
+    height, width = known.shape
+    out_h, out_w = (height + 1) // 2, (width + 1) // 2
+    out_sum = np.zeros((4, out_h, out_w), np.float32)
+    out_w8 = np.zeros((out_h, out_w), np.float32)
+    for v in range(height):
+        for u in range(width):
+            if known[v, u]:
+                out_w8[v // 2, u // 2] += np.float32(1.0)
+                for c in range(3):
+                    out_sum[c, v // 2, u // 2] += np.float32(rgb[v, u, c])
+                out_sum[3, v // 2, u // 2] += depth[v, u]
+    return out_sum, out_w8
+
+
+@numba.njit(cache=True, nogil=True)
+def _pull_frame(rgb, kept, known, coarse, frame, depth):
+    """``_pull`` of the last level straight into the outputs: a ``known`` pixel keeps its colour and takes ``kept``'s
+    depth, a hole the bilinear upsampling of the filled coarser level ``coarse`` (4, h, w), its colour rounded to
+    uint8 (half to even, clipped to 0..255) into ``frame`` (H, W, 3), its depth into ``depth`` (H, W)."""
+    height, width = known.shape
+    _, coarse_h, coarse_w = coarse.shape
+    scale_v, scale_u = coarse_h / height, coarse_w / width
+    for v in range(height):
+        sv = max((v + 0.5) * scale_v - 0.5, 0.0)
+        v0 = min(int(sv), coarse_h - 1)
+        v1 = min(v0 + 1, coarse_h - 1)
+        fv = sv - v0
+        for u in range(width):
+            if known[v, u]:
+                for c in range(3):
+                    frame[v, u, c] = rgb[v, u, c]
+                depth[v, u] = kept[v, u]
+                continue
+            su = max((u + 0.5) * scale_u - 0.5, 0.0)
+            u0 = min(int(su), coarse_w - 1)
+            u1 = min(u0 + 1, coarse_w - 1)
+            fu = su - u0
+            for c in range(4):
+                top = coarse[c, v0, u0] * (1 - fu) + coarse[c, v0, u1] * fu
+                bottom = coarse[c, v1, u0] * (1 - fu) + coarse[c, v1, u1] * fu
+                value = np.float32(top * (1 - fv) + bottom * fv)
+                if c == 3:
+                    depth[v, u] = value
+                else:
+                    frame[v, u, c] = np.uint8(min(max(np.rint(value), np.float32(0.0)), np.float32(255.0)))
+
+
+def push_pull_frame(render: RenderResult, kept: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ``reproject`` frame of ``render``: uint8 (H, W, 3) colour and float32 (H, W) depth, ``push_pull_fill_cpu``
+    of its colour and depth on the ``known`` pixels (some, not all) with the colour rounded to uint8 and ``kept``'s
+    depth where known, as ``push_pull_fill_cpu`` and numpy give them (tested equal), without their full-size
+    copies: the first push reads the render, the last pull writes the outputs."""
+    levels = [_push_frame(render.rgb, render.depth, known)]
+    while levels[-1][1].shape != (1, 1) and not (levels[-1][1] > 0).all():
+        levels.append(_push(*levels[-1]))
+    summed, weight = levels[-1]
+    filled = summed / np.maximum(weight, 1e-12)[None]
+    for summed, weight in reversed(levels[:-1]):
+        filled = _pull(summed, weight, filled.astype(np.float32))
+    frame = np.empty((*known.shape, 3), np.uint8)
+    depth = np.empty(known.shape, np.float32)
+    _pull_frame(render.rgb, kept, known, filled.astype(np.float32), frame, depth)
+    return frame, depth
+
+
 class ReprojectGenerator(Generator):
     """Memory render with holes inpainted (push-pull), frame by frame; returns depth."""
 
@@ -134,8 +205,11 @@ class ReprojectGenerator(Generator):
                 frames.append(np.full((*render.mask.shape, 3), EMPTY_GREY, np.uint8))
                 depths.append(np.zeros(render.mask.shape, np.float32))
                 continue
-            values = np.concatenate([render.rgb.transpose(2, 0, 1).astype(np.float32), render.depth[None]])
-            filled = push_pull_fill_cpu(values, known)
-            frames.append(np.clip(np.rint(filled[:3]), 0, 255).astype(np.uint8).transpose(1, 2, 0).copy())
-            depths.append(np.where(known, depth, filled[3]).astype(np.float32))
+            if known.all():
+                frames.append(render.rgb.copy())
+                depths.append(depth)
+                continue
+            frame, depth = push_pull_frame(render, depth, known)
+            frames.append(frame)
+            depths.append(depth)
         return GenerationResult(tuple(frames), tuple(depths), confidences=tuple(confidences))

@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numba
 import numpy as np
 import torch
 
@@ -142,16 +143,69 @@ class KeyframePolicy:
         return False, "covered by a nearby anchor"
 
 
-def _edge_free(depth: np.ndarray, edge_rel: float) -> np.ndarray:
-    """(H, W) bool: valid depth whose 4-neighbours all have depth within ``edge_rel`` of it."""
-    valid = depth > 0
-    good = valid.copy()
-    padded = np.pad(depth, 1, mode="edge")
-    h, w = depth.shape
-    for dv, du in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-        neighbour = padded[1 + dv : 1 + dv + h, 1 + du : 1 + du + w]
-        good &= (neighbour > 0) & (np.abs(neighbour - depth) <= edge_rel * depth)
-    return good
+@numba.njit(cache=True, nogil=True)
+def _numpy_order_sum(values, n):
+    """The float32 sum of ``values[:n]`` (n <= 128) in the order numpy's ``sum`` adds one contiguous run: one by one
+    below 8 values, else in 8 interleaved partial sums combined pairwise, then the rest one by one."""
+    if n < 8:
+        total = np.float32(0.0)
+        for i in range(n):
+            total += values[i]
+        return total
+    partial = values[:8].copy()
+    i = 8
+    while i < n - n % 8:
+        for j in range(8):
+            partial[j] += values[i + j]
+        i += 8
+    total = ((partial[0] + partial[1]) + (partial[2] + partial[3])) + ((partial[4] + partial[5]) + (partial[6] + partial[7]))
+    for k in range(i, n):
+        total += values[k]
+    return total
+
+
+@numba.njit(cache=True, nogil=True)
+def _block_sums(rgb, depth, confidence, has_confidence, stride, max_depth, edge_rel):
+    """Per ``stride`` x ``stride`` block of the image (whole blocks only), in one pass: the count of reliable pixels
+    (depth in (0, ``max_depth``] whose 4-neighbours, the border repeating at the image edge, all have such depth
+    within ``edge_rel`` of it, float32 throughout) and the sums of their depth, colour and ``confidence`` (when
+    ``has_confidence``). Float32 sums in the order numpy reduces ``(x.reshape(blocks) * reliable).sum(axis=(1, 3))``
+    (each block row's run summed, then the runs added), so they equal numpy's bit for bit."""
+    height, width = depth.shape
+    rows, cols = height // stride, width // stride
+    count = np.zeros((rows, cols), np.float32)
+    depth_sum = np.zeros((rows, cols), np.float32)
+    color_sum = np.zeros((rows, cols, 3), np.float32)
+    confidence_sum = np.zeros((rows, cols), np.float32)
+    run_depth = np.empty(stride, np.float32)
+    run_confidence = np.zeros(stride, np.float32)
+    zero = np.float32(0.0)
+    for i in range(rows):
+        for j in range(cols):
+            for a in range(stride):
+                v = i * stride + a
+                run_count = 0
+                for b in range(stride):
+                    u = j * stride + b
+                    z = depth[v, u]
+                    reliable = zero < z <= max_depth
+                    if reliable:
+                        limit = edge_rel * z
+                        for dv, du in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+                            neighbour = depth[min(max(v + dv, 0), height - 1), min(max(u + du, 0), width - 1)]
+                            if not (zero < neighbour <= max_depth and abs(neighbour - z) <= limit):
+                                reliable = False
+                    weight = np.float32(1.0) if reliable else zero
+                    run_count += reliable
+                    run_depth[b] = z * weight
+                    if has_confidence:
+                        run_confidence[b] = confidence[v, u] * weight
+                    for c in range(3):
+                        color_sum[i, j, c] += np.float32(rgb[v, u, c]) * weight  # whole numbers: exact in any order
+                count[i, j] += np.float32(run_count)
+                depth_sum[i, j] += _numpy_order_sum(run_depth, stride)
+                confidence_sum[i, j] += _numpy_order_sum(run_confidence, stride)
+    return count, depth_sum, color_sum, confidence_sum
 
 
 def sample_points(
@@ -170,15 +224,16 @@ def sample_points(
     Pixels with depth 0 are not reliable, so a caller leaves guesses out by zeroing their depth.
     """
     s = options.stride_for(intrinsics.width)
-    h, w = (intrinsics.height // s) * s, (intrinsics.width // s) * s
-    good = _edge_free(np.where(depth <= options.max_depth_m, depth, 0.0), options.edge_rel)[:h, :w]
-    blocks = (h // s, s, w // s, s)
-    good_b = good.reshape(blocks).astype(np.float32)
-    count = good_b.sum(axis=(1, 3))
+    has_confidence = confidence is not None
+    count, depth_sum, color_sum, confidence_sum = _block_sums(
+        np.ascontiguousarray(rgb, np.uint8), np.ascontiguousarray(depth, np.float32),
+        np.ascontiguousarray(confidence, np.float32) if has_confidence else np.zeros((1, 1), np.float32),
+        has_confidence, s, np.float32(options.max_depth_m), np.float32(options.edge_rel),
+    )
     keep = count >= options.min_block_fraction * s * s
     safe = np.maximum(count, 1.0)
-    z = (depth[:h, :w].reshape(blocks) * good_b).sum(axis=(1, 3)) / safe
-    color = (rgb[:h, :w].reshape(*blocks, 3).astype(np.float32) * good_b[..., None]).sum(axis=(1, 3)) / safe[..., None]
+    z = depth_sum / safe
+    color = color_sum / safe[..., None]
     rows, cols = np.nonzero(keep)
     z = z[rows, cols]
     u = cols * s + (s - 1) / 2.0
@@ -189,7 +244,7 @@ def sample_points(
     if confidence is None:
         point_confidence = np.ones(len(z), np.float32)
     else:
-        block_confidence = (confidence[:h, :w].reshape(blocks) * good_b).sum(axis=(1, 3)) / safe
+        block_confidence = confidence_sum / safe
         point_confidence = np.clip(block_confidence[rows, cols], 0.0, 1.0).astype(np.float32)
     return points.astype(np.float32), colors, sizes, point_confidence
 
@@ -431,6 +486,9 @@ class AnchorStore:
         self._anchors: dict[int, Anchor] = {}
         self._next_id = 0
         self._index: AnchorIndex | None = None
+        self._rows: dict[int, tuple[Anchor, dict[str, np.ndarray]]] = {}
+        """Anchor id -> (the anchor, its index row): a rebuild of the index only computes the rows of anchors added or
+        replaced since (edits replace an anchor, ``_writable``), so a keyframe step costs one row, not one per anchor."""
 
     def __len__(self) -> int:
         return len(self._anchors)
@@ -472,6 +530,7 @@ class AnchorStore:
         store._anchors = dict(self._anchors)
         store._next_id = self._next_id
         store._index = self._index
+        store._rows = dict(self._rows)
         return store
 
     def _writable(self, anchor: Anchor) -> Anchor:
@@ -485,7 +544,12 @@ class AnchorStore:
     def index(self) -> AnchorIndex:
         """The stacked retrieval view, rebuilt lazily after adds and edits."""
         if self._index is None:
-            rows = [_index_row(a) for a in self._anchors.values()]
+            for anchor in self._anchors.values():
+                kept = self._rows.get(anchor.id)
+                if kept is None or kept[0] is not anchor:
+                    self._rows[anchor.id] = (anchor, _index_row(anchor))
+            self._rows = {anchor_id: self._rows[anchor_id] for anchor_id in self._anchors}
+            rows = [row for _, row in self._rows.values()]
             g = SKETCH_GRID[0] * SKETCH_GRID[1]
             empty = {
                 "ids": np.zeros(0, np.int64), "frame_ids": np.zeros(0, np.int64), "positions": np.zeros((0, 3)),

@@ -141,7 +141,7 @@ class ChunkCoverage:
         return visible.sum(axis=2).T.astype(np.int64)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _project_numba(sketch, valid, size, rotations, positions, cam, near, gw, gh, max_radius, zbuf, centre, depth):
     n, m, g = depth.shape
     cells = gw * gh

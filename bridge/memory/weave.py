@@ -119,7 +119,7 @@ def heuristic_weights(stack: WeaveStack, confidences: np.ndarray, options: Weave
     return weight
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _heuristic_kernel(agree, cos, dist_anchor, priors, angle_scale, distance_scale, weight):
     """Fill ``weight`` (A, P) float32 from the stack's depth test and geometry and per-anchor ``priors``."""
     for a in range(agree.shape[0]):
@@ -157,7 +157,7 @@ def blend(stack: WeaveStack, weights: np.ndarray, mode: BlendMode, gains: np.nda
                         out_depth.reshape(h, w), mask.reshape(h, w), out_confidence.reshape(h, w))
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _blend_kernel(pixels, rgb, depth, confidence, weights, gains, covered, best, out_rgb, out_depth, out_confidence,
                   mask):
     """Write each covered pixel's blended colour (float32, before rounding), depth, confidence and mask."""

@@ -139,16 +139,35 @@ def stack_renders(
     return WeaveStack(pixels, rgb, depth, mask, confidence, front, agree, cos, dist_anchor, dist_target, (h, w))
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _stack_kernel(depth_all, mask_all, rgb_all, confidence_all, pixels, tolerance_scale, tolerance_m, fx, fy, cx, cy,
                   width, rotation, offsets, rgb, depth, mask, confidence, front, agree, cos, dist_anchor,
                   dist_target):
-    """Fill the stack's arrays for ``pixels`` in one pass (float32 throughout, as ``stack_renders`` documents)."""
+    """Fill the stack's arrays for ``pixels`` (float32 throughout, as ``stack_renders`` documents): a pass over the
+    pixels for the front surface and its point, then one pass per anchor, so each writes its rows in order."""
     count = depth_all.shape[0]
-    for j in range(len(pixels)):
+    size = len(pixels)
+    point = np.empty((size, 3), np.float32)  # the front point's offset from the target camera, world axes
+    for j in range(size):
         p = pixels[j]
         nearest = np.float32(np.inf)
         for a in range(count):
+            z = depth_all[a, p]
+            if mask_all[a, p] and z < nearest:
+                nearest = z
+        front[j] = nearest
+        x = (np.float32(p % width) - cx) / fx * nearest
+        y = (np.float32(p // width) - cy) / fy * nearest
+        z = nearest
+        tx = x * rotation[0, 0] + y * rotation[0, 1] + z * rotation[0, 2]
+        ty = x * rotation[1, 0] + y * rotation[1, 1] + z * rotation[1, 2]
+        tz = x * rotation[2, 0] + y * rotation[2, 1] + z * rotation[2, 2]
+        point[j, 0], point[j, 1], point[j, 2] = tx, ty, tz
+        dist_target[j] = max(np.sqrt(tx * tx + ty * ty + tz * tz), np.float32(1e-9))
+    for a in range(count):
+        ox, oy, oz = offsets[a, 0], offsets[a, 1], offsets[a, 2]
+        for j in range(size):
+            p = pixels[j]
             present = mask_all[a, p]
             z = depth_all[a, p]
             mask[a, j] = present
@@ -156,24 +175,11 @@ def _stack_kernel(depth_all, mask_all, rgb_all, confidence_all, pixels, toleranc
             confidence[a, j] = confidence_all[a, p]
             for c in range(3):
                 rgb[a, j, c] = np.float32(rgb_all[a, p, c])
-            if present and z < nearest:
-                nearest = z
-        front[j] = nearest
-        limit = nearest * tolerance_scale + tolerance_m
-        for a in range(count):
-            agree[a, j] = mask[a, j] and depth[a, j] <= limit
-        x = (np.float32(p % width) - cx) / fx * nearest
-        y = (np.float32(p // width) - cy) / fy * nearest
-        z = nearest
-        tx = x * rotation[0, 0] + y * rotation[0, 1] + z * rotation[0, 2]
-        ty = x * rotation[1, 0] + y * rotation[1, 1] + z * rotation[1, 2]
-        tz = x * rotation[2, 0] + y * rotation[2, 1] + z * rotation[2, 2]
-        to_target = max(np.sqrt(tx * tx + ty * ty + tz * tz), np.float32(1e-9))
-        dist_target[j] = to_target
-        for a in range(count):
-            ax = tx + offsets[a, 0]
-            ay = ty + offsets[a, 1]
-            az = tz + offsets[a, 2]
+            agree[a, j] = present and z <= front[j] * tolerance_scale + tolerance_m
+            tx, ty, tz, to_target = point[j, 0], point[j, 1], point[j, 2], dist_target[j]
+            ax = tx + ox
+            ay = ty + oy
+            az = tz + oz
             to_anchor = max(np.sqrt(ax * ax + ay * ay + az * az), np.float32(1e-9))
             dist_anchor[a, j] = to_anchor
             cos[a, j] = min(max((ax * tx + ay * ty + az * tz) / (to_anchor * to_target), np.float32(-1.0)),
