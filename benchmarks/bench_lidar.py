@@ -1,21 +1,27 @@
 """LiDAR scan vs the same rays through the Raycast API, in one run, on a real server over loopback.
 
 The world: the procedural street seeded with the exact views of a drive (one lap and a revisit, 24 frames of
-320 x 240, 5 cm voxels). The sensor: CARLA-like, 32 channels from +10° to -30°, ``--points`` rays per scan, 30 m,
-at a drive pose. Each figure is the median of ``--repeats`` calls, client round trip; the two calls alternate (which
-goes first alternating too), so both see the same load on a shared machine:
+320 x 240, 5 cm voxels), created twice from the same seed: ``ScanLidar`` calls go to one copy and ``Raycast`` calls to
+the other, so that each call meets the same memory and the same history of changes, and each pays only for its own
+caches (the scan its plane cache's upkeep, which a world that only raycasts never has). The sensor: CARLA-like, 32
+channels from +10° to -30°, ``--points`` rays per scan, 30 m, at a drive pose.
 
 * ``ScanLidar``: one request with the LiDAR's parameters; the answer holds sensor-frame points, ranges, intensity,
   ring, hit and unknown per ray.
 * ``Raycast`` (baseline): the same rays (built on the client) sent as origins and directions; the answer holds world
   points, distances, colours, hit and unknown per ray.
 
-Two settings: an unchanged world (a scan finds its plane fits in the plane cache, ``lidar``), and the first call
-after a step (an untimed Step at a drive pose next to the sensor before every timed call: the step re-fuses the
-view, which invalidates the cached planes there, so the scan refits them; both calls also bring the queries' copy up
-to date with the step).
+Two settings: an unchanged world (a scan finds its plane fits in the plane cache), and the first call after a step
+(before every repeat, an untimed Step of both copies at the same drive pose next to the sensor, one of two poses that
+take turns every other repeat: the step re-fuses the view, which brings new voxels and moves surface points where the
+sensor looks, so the scan refits the planes there; both calls also bring their queries' copy up to date with the
+step). Each repeat times one call of each, in alternating order, so both see the same load on a shared machine.
+Printed per call: the median over ``--repeats`` of the client's wall-clock round trip and of the process's CPU time
+(client and server share this process: a figure that other processes' load inflates less); then the scan / raycast
+ratio of the medians and the median of the per-repeat ratios. At the end both copies answer one more Raycast, which
+must be identical (the same memory).
 
-Run: ``nice -n 10 python benchmarks/bench_lidar.py`` (one to two minutes on two busy cores).
+Run: ``nice -n 10 python benchmarks/bench_lidar.py`` (two to four minutes on two busy cores).
 """
 
 from __future__ import annotations
@@ -46,7 +52,8 @@ RANGE_M = 30.0
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=32 * 1024, help="rays per scan")
-    parser.add_argument("--repeats", type=int, default=5, help="calls per figure (the median is printed)")
+    parser.add_argument("--repeats", type=int, default=12,
+                        help="calls per figure (the median is printed; a multiple of 4 balances order and pose)")
     args = parser.parse_args()
 
     scene = make_street(0)
@@ -63,43 +70,56 @@ def main() -> None:
     directions = directions_sensor @ T_world_sensor[:3, :3].T
 
     with BackgroundServer(generator=EchoGenerator()) as server, WorldClient(server.address, timeout_s=600.0) as client:
-        world_id = client.worlds.create(seed, INTRINSICS, voxel_size_m=0.05).world_id
+        scan_world, ray_world = (client.worlds.create(seed, INTRINSICS, voxel_size_m=0.05).world_id for _ in range(2))
 
         def lidar() -> int:
-            return int(scan_lidar(client, world_id, T_world_sensor, spec).hit.sum())
+            return int(scan_lidar(client, scan_world, T_world_sensor, spec).hit.sum())
 
-        def raycast() -> int:
+        def raycast(world_id: str = ray_world) -> pb.RaycastResponse:
             request = pb.RaycastRequest(
                 world_id=world_id, origins_m=pack_array(np.broadcast_to(camera.position, directions.shape), FLOAT32, 3, "o"),
                 directions=pack_array(directions, FLOAT32, 3, "d"), max_range_m=RANGE_M,
             )
             (response,) = client.call("Raycast", request)
-            return int(np.frombuffer(response.hit, np.uint8).sum())
+            return response
 
-        def step(repeat: int) -> None:
-            client.step(world_id, poses[8 + repeat % 2].matrix, depth=None)
+        def raycast_hits() -> int:
+            return int(np.frombuffer(raycast().hit, np.uint8).sum())
 
-        lidar(), raycast()  # warm: the query copies and kernels
-        calls = (("ScanLidar", lidar), ("Raycast (baseline)", raycast))
+        def step(repeat: int) -> None:  # the pose changes every other repeat: each order meets each pose
+            for world_id in (scan_world, ray_world):
+                client.step(world_id, poses[8 + repeat // 2 % 2].matrix, depth=None)
+
+        lidar(), raycast_hits()  # warm: the query copies and kernels
+        calls = (("ScanLidar", lidar), ("Raycast (baseline)", raycast_hits))
         tables = []
         for setting, before in (("unchanged world", None), ("first call after a step", step)):
-            seconds: dict[str, list[float]] = {name: [] for name, _ in calls}
+            wall: dict[str, list[float]] = {name: [] for name, _ in calls}
+            cpu: dict[str, list[float]] = {name: [] for name, _ in calls}
             hits: dict[str, int] = {}
-            for repeat in range(args.repeats):  # interleaved, first call alternating: both see the same load
-                for name, call in calls[:: 1 if repeat % 2 == 0 else -1]:
-                    if before is not None:
-                        before(repeat)
-                    began = time.perf_counter()
+            for repeat in range(args.repeats):
+                if before is not None:
+                    before(repeat)
+                for name, call in calls[:: 1 if repeat % 2 == 0 else -1]:  # alternating: both see the same load
+                    began, began_cpu = time.perf_counter(), time.process_time()
                     hits[name] = call()
-                    seconds[name].append(time.perf_counter() - began)
-            tables.append((setting, [(name, statistics.median(seconds[name]), hits[name]) for name, _ in calls]))
-    print(f"{len(directions)} rays, 32 channels, {RANGE_M:g} m, street after a drive (5 cm voxels)")
-    for setting, rows in tables:
+                    wall[name].append(time.perf_counter() - began)
+                    cpu[name].append(time.process_time() - began_cpu)
+            tables.append((setting, wall, cpu, hits))
+        same = raycast(scan_world).SerializeToString() == raycast().SerializeToString()
+    print(f"{len(directions)} rays, 32 channels, {RANGE_M:g} m, street after a drive (5 cm voxels), "
+          f"{args.repeats} repeats; the two copies hold the same memory at the end: {'yes' if same else 'NO'}")
+    for setting, wall, cpu, hits in tables:
+        (scan_name, _), (ray_name, _) = calls
         print(f"{setting}:")
-        print(f"  {'call':<20} {'median s':>9} {'hits':>7}")
-        for name, median, count in rows:
-            print(f"  {name:<20} {median:>9.3f} {count:>7}")
-        print(f"  scan / raycast: {rows[0][1] / rows[1][1]:.2f}")
+        print(f"  {'call':<20} {'wall s':>8} {'CPU s':>8} {'hits':>7}")
+        for name, _ in calls:
+            median_wall, median_cpu = statistics.median(wall[name]), statistics.median(cpu[name])
+            print(f"  {name:<20} {median_wall:>8.3f} {median_cpu:>8.3f} {hits[name]:>7}")
+        for figure, seconds in (("wall", wall), ("CPU", cpu)):
+            ratio = statistics.median(seconds[scan_name]) / statistics.median(seconds[ray_name])
+            paired = statistics.median(a / b for a, b in zip(seconds[scan_name], seconds[ray_name]))
+            print(f"  scan / raycast, {figure}: {ratio:.3f} (median of per-repeat ratios {paired:.3f})")
     print(f"load average over the last minute: {os.getloadavg()[0]:.1f}")
 
 

@@ -387,86 +387,88 @@ def _refine_kernel(table_keys, table_rows, shift, surface, weight, voxel, limit,
     the voxel the plane was fitted around; without one, the fallback (its voxel's surface point along the ray, within
     the voxel's cube). A fit is read from the plane cache (``cache_*``, a ``VoxelCache.table()``, read only)
     when it holds the voxel; a fit made here goes to ``new_keys`` / ``new_planes`` (ray, step) for the caller to
-    add."""
-    reach = math.sqrt(3.0) * voxel
+    add. Rays go in batches of ``_BATCH``, one ``_refine_batch`` call each."""
     batches = (len(origins) + _BATCH - 1) // _BATCH
     for batch in numba.prange(batches):
-        point = np.empty(3)
-        centroid = np.empty(3)
-        normal = np.empty(3)
-        cache = new_cache()
-        slots = np.empty(8, np.int64)
-        last = np.full(3, np.iinfo(np.int64).min)  # the last plane fitted in this batch: neighbouring rays share it
-        last_status = 0
-        for i in range(batch * _BATCH, min(len(origins), (batch + 1) * _BATCH)):
-            last_status = _refine_ray(
-                table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, chunk_keys, chunk_ids,
-                chunk_shift, block_mask, block_slot, occupancy, cache_keys, cache_rows, cache_shift, cache_planes,
-                origins, directions, t_enter, voxels, plane_steps, min_points, min_spread, max_thickness, min_cosine,
-                out_t, on_plane, new_keys, new_planes, i, reach, point, centroid, normal, cache, slots, last,
-                last_status,
-            )
+        _refine_batch(
+            table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, chunk_keys, chunk_ids,
+            chunk_shift, block_mask, block_slot, occupancy, cache_keys, cache_rows, cache_shift, cache_planes,
+            origins, directions, t_enter, voxels, plane_steps, min_points, min_spread, max_thickness, min_cosine,
+            out_t, on_plane, new_keys, new_planes, batch * _BATCH, min(len(origins), (batch + 1) * _BATCH),
+        )
 
 
 @numba.njit(cache=True)
-def _refine_ray(table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, chunk_keys, chunk_ids,
-                chunk_shift, block_mask, block_slot, occupancy, cache_keys, cache_rows, cache_shift, cache_planes,
-                origins, directions, t_enter, voxels, plane_steps, min_points, min_spread, max_thickness, min_cosine,
-                out_t, on_plane, new_keys, new_planes, i, reach, point, centroid, normal, cache, slots, last,
-                last_status):
-    """``_refine_kernel`` for ray ``i``; ``last`` / ``last_status`` hold the voxel the last plane (``centroid``,
-    ``normal``) was fitted around and its ``_fit_plane`` status, reused when this ray fits around the same voxel.
-    Returns the status of the last fit."""
-    ox, oy, oz = origins[i, 0], origins[i, 1], origins[i, 2]
-    dx, dy, dz = directions[i, 0], directions[i, 1], directions[i, 2]
-    ax, ay, az = voxels[i, 0], voxels[i, 1], voxels[i, 2]
-    for step in range(plane_steps):
-        if not (last[0] == ax and last[1] == ay and last[2] == az):
-            key = np.int64(-1)  # voxels beyond the keys' extent have no key, and are fitted every time
-            row = np.int64(-1)
-            if abs(ax) <= limit and abs(ay) <= limit and abs(az) <= limit:
-                key = ((ax + offset) << (2 * bits)) | ((ay + offset) << bits) | (az + offset)
-                row = hash_table.find(cache_keys, cache_rows, cache_shift, key)
-            if row >= 0:
-                last_status = np.int64(cache_planes[row, 0])
-                for k in range(3):
-                    centroid[k] = cache_planes[row, 1 + k]
-                    normal[k] = cache_planes[row, 4 + k]
-            else:
-                last_status = np.int64(_fit_plane(
-                    table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, chunk_keys, chunk_ids,
-                    chunk_shift, block_mask, block_slot, occupancy, cache, slots, ax, ay, az, min_points, min_spread,
-                    max_thickness, centroid, normal,
-                ))
-                if key >= 0:
-                    new_keys[i, step] = key
-                    new_planes[i, step, 0] = last_status
+def _refine_batch(table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, chunk_keys, chunk_ids,
+                  chunk_shift, block_mask, block_slot, occupancy, cache_keys, cache_rows, cache_shift, cache_planes,
+                  origins, directions, t_enter, voxels, plane_steps, min_points, min_spread, max_thickness, min_cosine,
+                  out_t, on_plane, new_keys, new_planes, start, stop):
+    """``_refine_kernel`` for rays ``start`` to ``stop``, in one loop: neighbouring rays often fit around the same
+    voxel, so the last plane (``centroid``, ``normal``, fitted around ``(lx, ly, lz)`` with ``_fit_plane`` status
+    ``status``) is reused without a cache probe. (The loop body is not a function of its own: a call hands it
+    some 30 arrays, a reference count each, which cost several times a cached ray's own work.)"""
+    reach = math.sqrt(3.0) * voxel
+    point = np.empty(3)
+    centroid = np.empty(3)
+    normal = np.empty(3)
+    cache = new_cache()
+    slots = np.empty(8, np.int64)
+    lx, ly, lz = np.iinfo(np.int64).min, np.int64(0), np.int64(0)
+    status = np.int64(0)
+    for i in range(start, stop):
+        ox, oy, oz = origins[i, 0], origins[i, 1], origins[i, 2]
+        dx, dy, dz = directions[i, 0], directions[i, 1], directions[i, 2]
+        ax, ay, az = voxels[i, 0], voxels[i, 1], voxels[i, 2]
+        planar = False
+        for step in range(plane_steps):
+            if not (lx == ax and ly == ay and lz == az):
+                key = np.int64(-1)  # voxels beyond the keys' extent have no key, and are fitted every time
+                row = np.int64(-1)
+                if abs(ax) <= limit and abs(ay) <= limit and abs(az) <= limit:
+                    key = ((ax + offset) << (2 * bits)) | ((ay + offset) << bits) | (az + offset)
+                    row = hash_table.find(cache_keys, cache_rows, cache_shift, key)
+                if row >= 0:
+                    status = np.int64(cache_planes[row, 0])
                     for k in range(3):
-                        new_planes[i, step, 1 + k] = centroid[k]
-                        new_planes[i, step, 4 + k] = normal[k]
-            last[0], last[1], last[2] = ax, ay, az
-        if last_status != 1:
-            break
-        denominator = dx * normal[0] + dy * normal[1] + dz * normal[2]
-        if abs(denominator) < min_cosine:
-            break
-        t_plane = ((centroid[0] - ox) * normal[0] + (centroid[1] - oy) * normal[1] + (centroid[2] - oz) * normal[2]
-                   ) / denominator
-        if t_plane < t_enter[i] - reach:
-            break
-        cx = np.int64(math.floor((ox + t_plane * dx) / voxel))
-        cy = np.int64(math.floor((oy + t_plane * dy) / voxel))
-        cz = np.int64(math.floor((oz + t_plane * dz) / voxel))
-        if abs(cx - ax) <= 1 and abs(cy - ay) <= 1 and abs(cz - az) <= 1:
-            out_t[i] = t_plane
-            on_plane[i] = True
-            return last_status
-        ax, ay, az = cx, cy, cz
-    # No plane: the fallback, the surface point of the voxel the ray stopped at.
-    t = t_enter[i] + 0.5 * voxel
-    if _surface_point(table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, chunk_keys, chunk_ids,
-                      chunk_shift, block_mask, block_slot, occupancy, cache, voxels[i, 0], voxels[i, 1], voxels[i, 2],
-                      point):
-        t = (point[0] - ox) * dx + (point[1] - oy) * dy + (point[2] - oz) * dz
-    out_t[i] = min(max(t, t_enter[i]), t_enter[i] + reach)
-    return last_status
+                        centroid[k] = cache_planes[row, 1 + k]
+                        normal[k] = cache_planes[row, 4 + k]
+                else:
+                    status = np.int64(_fit_plane(
+                        table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, chunk_keys,
+                        chunk_ids, chunk_shift, block_mask, block_slot, occupancy, cache, slots, ax, ay, az,
+                        min_points, min_spread, max_thickness, centroid, normal,
+                    ))
+                    if key >= 0:
+                        new_keys[i, step] = key
+                        new_planes[i, step, 0] = status
+                        for k in range(3):
+                            new_planes[i, step, 1 + k] = centroid[k]
+                            new_planes[i, step, 4 + k] = normal[k]
+                lx, ly, lz = ax, ay, az
+            if status != 1:
+                break
+            denominator = dx * normal[0] + dy * normal[1] + dz * normal[2]
+            if abs(denominator) < min_cosine:
+                break
+            t_plane = ((centroid[0] - ox) * normal[0] + (centroid[1] - oy) * normal[1]
+                       + (centroid[2] - oz) * normal[2]) / denominator
+            if t_plane < t_enter[i] - reach:
+                break
+            cx = np.int64(math.floor((ox + t_plane * dx) / voxel))
+            cy = np.int64(math.floor((oy + t_plane * dy) / voxel))
+            cz = np.int64(math.floor((oz + t_plane * dz) / voxel))
+            if abs(cx - ax) <= 1 and abs(cy - ay) <= 1 and abs(cz - az) <= 1:
+                out_t[i] = t_plane
+                on_plane[i] = True
+                planar = True
+                break
+            ax, ay, az = cx, cy, cz
+        if planar:
+            continue
+        # No plane: the fallback, the surface point of the voxel the ray stopped at.
+        t = t_enter[i] + 0.5 * voxel
+        if _surface_point(table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, chunk_keys,
+                          chunk_ids, chunk_shift, block_mask, block_slot, occupancy, cache, voxels[i, 0], voxels[i, 1],
+                          voxels[i, 2], point):
+            t = (point[0] - ox) * dx + (point[1] - oy) * dy + (point[2] - oz) * dz
+        out_t[i] = min(max(t, t_enter[i]), t_enter[i] + reach)
