@@ -11,7 +11,9 @@ log (``World.changes_since``), is answered with the whole map flagged ``is_snaps
 Following: after the first change set the stream waits for the world's version to move (``WorldRegistry.
 wait_for_change``) and sends the net changes since the version it last sent. A follower that reads slowly gets
 several versions folded into one change set (and a snapshot when it fell behind the change log), never a backlog.
-The map is read under the world's lock; chunks are encoded off the lock.
+The map is read under the world's lock: a change set is gathered there and cut into chunks off the lock; a snapshot
+is read column by column, as views of the map's columns without voxel centres (``read_changes``), and cut into chunks
+under the lock, each chunk copying its rows out (one copy of the map, not two).
 
 Both RPCs take the request's ``min_confidence`` (a level the world declared; unset: its default). A crop sends the
 voxels at or above it. A stream sends the voxels at or above it too (``filter_changes``): since the server does not
@@ -23,10 +25,13 @@ voxel) the change set is exact.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 
 import numpy as np
+import torch
 
-from worldweave.bridge.memory.voxel_map import VoxelChanges, VoxelSet
+from worldweave.bridge.memory import voxel_keys
+from worldweave.bridge.memory.voxel_map import VoxelChanges, VoxelMap, VoxelSet
 from worldweave.bridge.world import World
 from worldweave.proto.codecs import FLOAT32, INT64, UINT8, pack_array
 from worldweave.proto.errors import InvalidInputError, LimitExceededError
@@ -72,11 +77,90 @@ def _slices(count: int, per_chunk: int) -> Iterator[slice]:
         yield slice(start, min(start + per_chunk, count))
 
 
-def _subset(voxels: VoxelSet, keep: np.ndarray) -> VoxelSet:
-    return VoxelSet(*(getattr(voxels, name)[keep] for name in VoxelSet.__dataclass_fields__))
+@dataclass(frozen=True)
+class StreamVoxels:
+    """The columns of voxels a stream sends, numpy on CPU, all of length N (views of the map's columns when read by
+    ``snapshot_columns``, valid while the world's lock is held): ``keys`` int64 (N,), ``colors`` uint8 (N, 3) RGB, ``sources`` uint8 (N,) (``Source``), ``confidence`` float32
+    (N,) in [0, 1], and ``positions_m`` float32 (N, 3) voxel centres, world metres, when the stream asks for them
+    (else None)."""
+
+    keys: np.ndarray
+    colors: np.ndarray
+    sources: np.ndarray
+    confidence: np.ndarray
+    positions_m: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @classmethod
+    def empty(cls) -> StreamVoxels:
+        """No voxels (the changed set of a snapshot)."""
+        return cls(np.empty(0, np.int64), np.empty((0, 3), np.uint8), np.empty(0, np.uint8), np.empty(0, np.float32))
+
+    @classmethod
+    def of(cls, voxels: VoxelSet) -> StreamVoxels:
+        """The streamed columns of a gathered ``VoxelSet`` (its centres included)."""
+        return cls(voxels.keys, voxels.colors, voxels.sources, voxels.confidence, voxels.positions_m)
+
+    def subset(self, keep: np.ndarray) -> StreamVoxels:
+        """The rows where ``keep`` (bool (N,)) is set (these voxels themselves, uncopied, when it is set everywhere)."""
+        if keep.all():
+            return self
+        return StreamVoxels(self.keys[keep], self.colors[keep], self.sources[keep], self.confidence[keep],
+                            None if self.positions_m is None else self.positions_m[keep])
 
 
-def filter_changes(changes: VoxelChanges, level: float) -> VoxelChanges:
+@dataclass(frozen=True)
+class StreamChanges:
+    """``VoxelChanges`` (same fields and meaning) with only the columns a stream sends (``StreamVoxels``)."""
+
+    since_version: int
+    version: int
+    is_snapshot: bool
+    added: StreamVoxels
+    changed: StreamVoxels
+    removed_keys: np.ndarray
+
+    @classmethod
+    def of(cls, changes: VoxelChanges) -> StreamChanges:
+        """The streamed columns of a gathered change set (its centres included)."""
+        return cls(changes.since_version, changes.version, changes.is_snapshot, StreamVoxels.of(changes.added),
+                   StreamVoxels.of(changes.changed), changes.removed_keys)
+
+
+def snapshot_columns(voxel_map: VoxelMap) -> StreamVoxels:
+    """Every voxel's streamed columns straight from the map's columns, under the world's lock: no gather by row and
+    no voxel centres (``with_positions`` adds them when a stream asks for them). Keys, sources and confidences are
+    views of the map's columns on a CPU map, valid until the map next changes: cut them into chunks before the lock is
+    released. Colours are rounded and clamped to uint8 exactly as ``VoxelMap.voxels`` does (a new array)."""
+    columns = voxel_map.columns()
+    colors = columns["_colors"].round().clamp_(0, 255).to("cpu", torch.uint8)
+    return StreamVoxels(columns["_keys"].cpu().numpy(), colors.numpy(), columns["_sources"].cpu().numpy(),
+                        columns["_confidence"].cpu().numpy())
+
+
+def with_positions(voxels: StreamVoxels, voxel_size_m: float) -> StreamVoxels:
+    """``voxels`` with their centres (``positions_m``), computed from the keys as the map computes them."""
+    positions = voxel_keys.key_centers(torch.from_numpy(voxels.keys), voxel_size_m).numpy()
+    return StreamVoxels(voxels.keys, voxels.colors, voxels.sources, voxels.confidence, positions)
+
+
+def read_changes(world: World, since_version: int) -> tuple[StreamChanges, float]:
+    """The changes a stream sends after ``since_version`` (``World.changes_since``), and the voxel edge, metres; call
+    under the world's lock. A snapshot (version 0, or one older than the change log) is read column by column, without
+    voxel centres, as views of the map valid while the lock is held (``snapshot_columns``)."""
+    voxel_map = world.memory.voxel_map
+    since = int(since_version)
+    if since <= voxel_map.version and (since == 0 or since < voxel_map.oldest_exact_version):
+        changes = StreamChanges(since, int(voxel_map.version), True, snapshot_columns(voxel_map), StreamVoxels.empty(),
+                                np.empty(0, np.int64))
+    else:
+        changes = StreamChanges.of(world.changes_since(since))
+    return changes, voxel_map.voxel_size_m
+
+
+def filter_changes(changes: StreamChanges, level: float) -> StreamChanges:
     """The change set a stream filtered at ``level`` sends: added and changed voxels at or above it (``confidence >=
     float32(level)``); changed voxels below it join the removed keys. Level 0 keeps everything."""
     if level <= 0:
@@ -84,19 +168,25 @@ def filter_changes(changes: VoxelChanges, level: float) -> VoxelChanges:
     threshold = np.float32(level)
     reached = changes.changed.confidence >= threshold
     removed = np.concatenate([changes.removed_keys, changes.changed.keys[~reached]])
-    return VoxelChanges(
+    return StreamChanges(
         changes.since_version, changes.version, changes.is_snapshot,
-        _subset(changes.added, changes.added.confidence >= threshold), _subset(changes.changed, reached), removed,
+        changes.added.subset(changes.added.confidence >= threshold), changes.changed.subset(reached), removed,
     )
 
 
 def change_chunks(
-    changes: VoxelChanges, voxel_size_m: float, max_chunk_bytes: int, *, include_positions: bool,
+    changes: StreamChanges | VoxelChanges, voxel_size_m: float, max_chunk_bytes: int, *, include_positions: bool,
     min_confidence: float = 0.0,
 ) -> list[pb.StreamPointCloudResponse]:
     """One change set as chunks of at most ``max_chunk_bytes`` array bytes each: removed, changed, added; each chunk
-    states the ``min_confidence`` the set was filtered at."""
-    parts: list[tuple[int, VoxelSet | np.ndarray]] = [
+    states the ``min_confidence`` the set was filtered at. With ``include_positions`` the sets' ``positions_m`` go out
+    (computed here from the keys when a ``StreamChanges`` lacks them)."""
+    if include_positions and isinstance(changes, StreamChanges):
+        changes = StreamChanges(
+            changes.since_version, changes.version, changes.is_snapshot,
+            *(voxels if voxels.positions_m is not None else with_positions(voxels, voxel_size_m)
+              for voxels in (changes.added, changes.changed)), changes.removed_keys)
+    parts: list[tuple[int, StreamVoxels | VoxelSet | np.ndarray]] = [
         (pb.CHANGE_KIND_REMOVED, changes.removed_keys),
         (pb.CHANGE_KIND_CHANGED, changes.changed),
         (pb.CHANGE_KIND_ADDED, changes.added),
@@ -138,14 +228,18 @@ async def stream_point_cloud(
     max_chunk = chunk_bytes(request.max_chunk_bytes, max_message_bytes)
     level = request_level(entry, request)
     since = int(request.since_version)
+    def cut(changes: StreamChanges, voxel_size_m: float) -> list[pb.StreamPointCloudResponse]:
+        return change_chunks(filter_changes(changes, level), voxel_size_m, max_chunk,
+                             include_positions=request.include_positions, min_confidence=level)
+
+    def read(world: World) -> tuple[StreamChanges, float, list[pb.StreamPointCloudResponse] | None]:
+        changes, voxel_size_m = read_changes(world, since)
+        return changes, voxel_size_m, cut(changes, voxel_size_m) if changes.is_snapshot else None  # views: cut now
+
     while True:
-        changes, voxel_size_m = await registry.run(
-            entry, lambda world: (world.changes_since(since), world.memory.voxel_map.voxel_size_m)
-        )
-        chunks = await registry.offload(
-            lambda: change_chunks(filter_changes(changes, level), voxel_size_m, max_chunk,
-                                  include_positions=request.include_positions, min_confidence=level)
-        )
+        changes, voxel_size_m, chunks = await registry.run(entry, read)
+        if chunks is None:
+            chunks = await registry.offload(lambda: cut(changes, voxel_size_m))
         for chunk in chunks:
             yield chunk
         if not request.follow:

@@ -46,10 +46,37 @@ REQUEST_TYPES = ("hello", *RPCS)
 """Every request ``type``: the gateway's ``hello``, then one per RPC."""
 
 
+ENVELOPE_ROOM_BYTES = 64 * 1024
+"""Room a packed envelope gets beyond its binary fields' bytes, bytes (msgpack grows the buffer if it needs more)."""
+
+
+def binary_bytes(value: object) -> int:
+    """Bytes in the binary values (``bytes``, ``bytearray``, ``memoryview``) anywhere inside ``value``'s maps and
+    lists."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(binary_bytes(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(binary_bytes(item) for item in value)
+    return 0
+
+
 def encode(record_type: str, body: dict[str, Any], request_id: int | None) -> bytes:
     """A record -> one msgpack envelope (bytes)."""
     envelope = {"version": SCHEMA_MAJOR, "type": record_type, "id": request_id, "body": body}
     return msgpack.packb(envelope, use_bin_type=True)
+
+
+def encode_view(record_type: str, body: dict[str, Any], request_id: int | None) -> memoryview:
+    """:func:`encode`'s bytes as a read-only view, for large records (the gateway's replies, which carry frames).
+
+    Packed into one buffer sized for the record's binary fields up front, so a frame's pixels are copied once (no
+    growing buffer, no final copy into ``bytes``); ZMQ can send the view without copying it again (``copy=False``)."""
+    envelope = {"version": SCHEMA_MAJOR, "type": record_type, "id": request_id, "body": body}
+    packer = msgpack.Packer(use_bin_type=True, autoreset=False, buf_size=ENVELOPE_ROOM_BYTES + binary_bytes(body))
+    packer.pack(envelope)
+    return packer.getbuffer().toreadonly()
 
 
 def encode_error(error: WorldweaveError, request_id: int | None) -> bytes:

@@ -66,7 +66,8 @@ class GatewayClient:
                 f"no reply from the gateway at {self.address} in {self.timeout_s} s: is `worldweave gateway` running, "
                 "and is its server up?"
             )
-        envelope = msgpack.unpackb(self.socket.recv(), raw=False, max_bin_len=self.max_message_bytes)
+        frame = self.socket.recv(copy=False)  # read in place: a frame's pixels are copied once, out of the msgpack
+        envelope = msgpack.unpackb(frame.buffer, raw=False, max_bin_len=self.max_message_bytes)
         return envelope["id"], envelope["type"], envelope["body"]
 
     def _reply(self, request_id: int) -> tuple[str, dict[str, Any]]:

@@ -70,11 +70,13 @@ def snake_case(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
+@functools.cache
 def field_kind(field: FieldDescriptor) -> FieldKind | None:
     """How the gateway converts ``field`` (:data:`FIELD_KINDS`), or None."""
     return FIELD_KINDS.get(f"{field.containing_type.name}.{field.name}", FIELD_KINDS.get(field.name))
 
 
+@functools.cache
 def message_kind(descriptor: Descriptor) -> MessageKind | None:
     """The engine form of a message type (:data:`MESSAGE_KINDS`), or None."""
     return MESSAGE_KINDS.get(descriptor.name)
@@ -94,6 +96,7 @@ def wire_fields(descriptor: Descriptor) -> dict[str, FieldDescriptor]:
     return {wire_name(f): f for f in fields if f"{descriptor.name}.{f.name}" not in HIDDEN_FIELDS}
 
 
+@functools.cache
 def is_map(field: FieldDescriptor) -> bool:
     """Whether ``field`` is a proto ``map<,>``."""
     return field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry

@@ -78,7 +78,7 @@ class RequestHandler:
         self.client = client
         self.max_message_bytes = max_message_bytes
 
-    def handle(self, connection: Connection, payload: bytes, single_reply: bool = False) -> list[bytes]:
+    def handle(self, connection: Connection, payload: bytes, single_reply: bool = False) -> list[bytes | memoryview]:
         """The replies to ``payload`` (one, or one per response of a streaming RPC), or one ``error`` reply. Never
         raises for a bad request. ``single_reply``: the peer is a REQ socket, which takes exactly one reply."""
         request_id = None
@@ -92,7 +92,7 @@ class RequestHandler:
             if single_reply and len(responses) > 1:
                 raise MessageTooLargeError(f"this answer takes {len(responses)} {rpc.reply_type} messages and a REQ "
                                            "socket takes one reply: use a DEALER socket, or a larger max_chunk_bytes")
-            return [codec.encode(rpc.reply_type, write_message(r, connection.convention), request_id) for r in responses]
+            return [codec.encode_view(rpc.reply_type, write_message(r, connection.convention), request_id) for r in responses]
         except GatewayError as error:
             return [codec.encode_error(error, error.request_id if error.request_id is not None else request_id)]
         except WorldweaveError as error:  # the server's answer (or the SDK's), passed on with its status
@@ -191,8 +191,8 @@ class Gateway:
             async with connection.lock:
                 replies = await asyncio.get_running_loop().run_in_executor(
                     self.executor, self.handler.handle, connection, payload, bool(prefix))
-            for reply in replies:
-                await self.socket.send_multipart([identity, *prefix, reply])
+            for reply in replies:  # without a copy: each reply is its own buffer (codec.encode_view), never reused
+                await self.socket.send_multipart([identity, *prefix, reply], copy=False)
         finally:
             connection.pending -= 1
 
