@@ -15,7 +15,9 @@ File layout (integers little-endian)::
     format version                  uint32 (FORMAT_VERSION; a reader refuses any other)
     header length, header CRC32     uint32, uint32
     header                          JSON (UTF-8): world id, tenant, generator contract and options, replay mode,
-                                    device, the server's limits and version, creation time
+                                    device, the server's limits and version, creation time; a log that
+                                    continues a saved world (``Recording.start``) names the save it starts
+                                    from (``continues``) and holds no creation record
     records, back to back, each:
       body length, body CRC32       uint32, uint32
       body                          kind uint8 (``RecordKind``), request length uint32, request (protobuf),
@@ -64,6 +66,8 @@ MAGIC = b"WWRECLOG"
 FORMAT_VERSION = 1
 """The log layout this code writes and the only one it reads."""
 SUFFIX = ".wwlog"
+RETIRED_SUFFIX = ".deleted"
+"""Added to the name of a deleted world's logs (``Recording.retire``)."""
 HEADER_KIND = "worldweave.world_log"
 _FRAME = struct.Struct("<II")
 """A length and a CRC32: before the header and before each record's body."""
@@ -214,6 +218,8 @@ class LogWriter:
     def __init__(self, path: Path, header: dict, *, fsync: bool = True) -> None:
         self.path = Path(path)
         self.fsync = fsync
+        self.records = 0
+        """Records appended so far (the header is none): the log's position, which a save notes."""
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         header_bytes = json.dumps(header).encode()
         self._write(MAGIC + _U32.pack(FORMAT_VERSION) + _FRAME.pack(len(header_bytes), zlib.crc32(header_bytes))
@@ -235,6 +241,7 @@ class LogWriter:
         """Write ``record`` and fsync it."""
         body = encode_body(record)
         self._write(_FRAME.pack(len(body), zlib.crc32(body)) + body)
+        self.records += 1
 
     def close(self) -> None:
         if self._fd is not None:
@@ -379,6 +386,13 @@ class WorldRecorder:
             self.close()
         return result
 
+    def position(self) -> dict | None:
+        """Where the world's record stands: ``{"log": file name, "records": records written}`` while it is recorded
+        into a ``LogWriter``, else None. Read under the world's lock, it is what a save of the world covers."""
+        if not isinstance(self.log, LogWriter):
+            return None
+        return {"log": self.log.path.name, "records": self.log.records}
+
     def close(self) -> None:
         """Close the log (the world was deleted, or writing failed); later calls record nothing."""
         if self.log is not None:
@@ -410,6 +424,9 @@ class Recording:
     generator_options: dict = field(default_factory=dict)
     device: str = "cpu"
     limits: ServerLimits | None = None
+    retire_on_delete: bool = False
+    """DeleteWorld with ``delete_saved`` also retires the world's logs (``retire``), so that no server rebuilds the
+    deleted world from them (set for shared storage by ``server.cluster.handoff``)."""
 
     def __post_init__(self) -> None:
         if self.folder is not None and self.generator is None:
@@ -427,29 +444,54 @@ class Recording:
             return not_recorded
 
         def open_log(world_id: str, tenant: str, world: World) -> WorldRecorder:
-            from worldweave.server.registry import TENANTS_FOLDER  # the registry imports this module
-
-            folder = self.folder if tenant == DEFAULT_TENANT else self.folder / TENANTS_FOLDER / tenant
-            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-            path = folder / f"{world_id}.{stamp}-{uuid.uuid4().hex[:6]}{SUFFIX}"
-            keep_frames = not (self.generator.deterministic and self.generator.returns_depth)
-            header = {
-                "kind": HEADER_KIND, "world_id": world_id, "tenant": tenant,
-                "created_unix_s": time.time(), "server_version": server_version(), "device": self.device,
-                "replay": "playback" if keep_frames else "rerun",
-                "generator": {name: getattr(self.generator, name) for name in GENERATOR_CONTRACT},
-                "generator_options": self.generator_options,
-                "limits": asdict(self.limits) if self.limits is not None else {},
-                "fsync": "after every record" if self.fsync else "never (write only)",
-            }
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-                writer = LogWriter(path, header, fsync=self.fsync)
-            except OSError as error:
-                raise StorageError(f"cannot start the record of world {world_id!r} in {folder}: {error}") from None
-            logger.info("recording world %r to %s (replay %s)", world_id, path, header["replay"])
-            recorder = WorldRecorder(writer, keep_frames=keep_frames)
+            recorder = self.start(world_id, tenant)
             recorder.record(world, request, None)
             return recorder
 
         return open_log
+
+    def tenant_folder(self, tenant: str) -> Path:
+        """The folder of ``tenant``'s logs (``folder`` for the default tenant; needs a ``folder``)."""
+        from worldweave.server.registry import TENANTS_FOLDER  # the registry imports this module
+
+        if self.folder is None:
+            raise PreconditionError("this server keeps no records: start it with `worldweave serve --record DIR`")
+        return self.folder if tenant == DEFAULT_TENANT else self.folder / TENANTS_FOLDER / tenant
+
+    def retire(self, world_id: str, tenant: str) -> list[Path]:
+        """Rename every log of ``world_id`` to ``<name>.deleted`` (kept for ``worldweave replay``, no longer the
+        world's); the new paths."""
+        retired = []
+        for path in sorted(self.tenant_folder(tenant).glob(f"{world_id}.*{SUFFIX}")):
+            target = path.with_name(path.name + RETIRED_SUFFIX)
+            os.rename(path, target)
+            retired.append(target)
+        return retired
+
+    def start(self, world_id: str, tenant: str, *, continues: dict | None = None) -> WorldRecorder:
+        """A new log of world ``world_id`` with its header written, and the hook that records into it. ``continues``
+        (a world loaded from a save rather than created; ``server.cluster.handoff``): goes into the header as what
+        the log starts from, ``{"log": file name or None, "records": N, "version": V}`` (the save of version V,
+        which covers log ``log`` up to record N); None: the log starts with the world's creation."""
+        folder = self.tenant_folder(tenant)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        path = folder / f"{world_id}.{stamp}-{uuid.uuid4().hex[:6]}{SUFFIX}"
+        keep_frames = not (self.generator.deterministic and self.generator.returns_depth)
+        header = {
+            "kind": HEADER_KIND, "world_id": world_id, "tenant": tenant,
+            "created_unix_s": time.time(), "server_version": server_version(), "device": self.device,
+            "replay": "playback" if keep_frames else "rerun",
+            "generator": {name: getattr(self.generator, name) for name in GENERATOR_CONTRACT},
+            "generator_options": self.generator_options,
+            "limits": asdict(self.limits) if self.limits is not None else {},
+            "fsync": "after every record" if self.fsync else "never (write only)",
+        }
+        if continues is not None:
+            header["continues"] = continues
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            writer = LogWriter(path, header, fsync=self.fsync)
+        except OSError as error:
+            raise StorageError(f"cannot start the record of world {world_id!r} in {folder}: {error}") from None
+        logger.info("recording world %r to %s (replay %s)", world_id, path, header["replay"])
+        return WorldRecorder(writer, keep_frames=keep_frames)

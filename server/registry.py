@@ -2,8 +2,10 @@
 
 A world id is 1..64 characters from ``[A-Za-z0-9_-]`` (it names a folder). With a data folder, world ``w`` saves
 to ``DATA/w/`` atomically (``bridge.storage.atomic_folder``): ``DATA/w/world/`` is what ``World.save`` writes and
-``DATA/w/manifest.json`` the server's record of it (id, version, intrinsics, prompt, configuration, counts), so the
-worlds of a data folder are listed again after a restart without loading them. A save killed mid-write leaves its
+``DATA/w/manifest.json`` the server's record of it (id, version, intrinsics, prompt, configuration, counts, and for a
+recorded world the position of its record log the save covers, ``log``), so the worlds of a data folder are listed
+again after a restart without loading them; ``DATA/w/sessions.bin`` holds its exactly-once step sessions
+(``sessions``), which a load brings back. A save killed mid-write leaves its
 temporary folder (``DATA/.w.tmp-XXXXXXXX``): the next save of ``w`` and the next start-up (``scan``) delete it.
 
 Tenants: every world belongs to the tenant of the call that created or loaded it (``auth.caller()``), and ids are
@@ -23,6 +25,7 @@ worlds with unsaved changes are saved when the server stops.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import re
 import shutil
@@ -54,6 +57,7 @@ from worldweave.proto.errors import (
     StorageError,
 )
 from worldweave.proto.geometry import Intrinsics
+from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.server.auth import DEFAULT_TENANT, TENANT_PATTERN, caller
 from worldweave.server.record_log import NOT_RECORDED, Recording, WorldRecorder, not_recorded
 from worldweave.server.scheduling import Admission, WorldLock, as_server_work, run_locked
@@ -68,6 +72,8 @@ MANIFEST_KIND = "worldweave.server.world"
 FORMAT_VERSION = 1
 WORLD_FOLDER = "world"
 """Subfolder of a saved world's folder that ``World.save`` writes."""
+SESSIONS_FILE = "sessions.bin"
+"""File of a saved world's folder that holds its step sessions (``StepSessions.to_bytes``)."""
 TENANTS_FOLDER = "@tenants"
 """Folder of the data folder that holds one folder per tenant but the default one (not a world id: '@')."""
 
@@ -193,6 +199,21 @@ class WorldEntry:
         self.changed = asyncio.Event()
 
 
+def on_loop(loop: asyncio.AbstractEventLoop, work: Callable[[], T]) -> T:
+    """Run ``work()`` on ``loop`` from another thread (a pool thread) and return its result: for state that only the
+    loop changes, read while that thread holds a world's lock (``save`` reads the step sessions so)."""
+    done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            done.set_result(work())
+        except BaseException as error:  # handed to the waiting thread, which raises it
+            done.set_exception(error)
+
+    loop.call_soon_threadsafe(run)
+    return done.result()
+
+
 class WorldRegistry:
     """Worlds by id; ``generator`` is the server's shared (fair-queued) generator and ``depth_estimator`` its
     shared depth estimator (None: the generator's own depth is used), both given to every world created or loaded,
@@ -264,6 +285,10 @@ class WorldRegistry:
     def _folder(self, key: WorldKey) -> Path:
         tenant, world_id = key
         return self._tenant_dir(tenant) / world_id
+
+    def folder(self, world_id: str) -> Path:
+        """The save folder of world ``world_id`` of the calling tenant (whether or not a save is there)."""
+        return self._folder(self._key(world_id))
 
     def _read_summary(self, key: WorldKey) -> WorldSummary:
         folder = resolve_folder(self._folder(key))
@@ -458,14 +483,22 @@ class WorldRegistry:
             self._busy.discard(key)
 
     async def save(self, entry: WorldEntry) -> WorldSummary:
-        """Save a loaded world atomically to its tenant's folder (``DATA/<id>/`` for the default tenant)."""
+        """Save a loaded world atomically to its tenant's folder (``DATA/<id>/`` for the default tenant), with its
+        step sessions and, when it is recorded, the position of its log the save covers (all under its lock)."""
         folder = self._folder(entry.key)
+        loop = asyncio.get_running_loop()
 
         def write(world: World) -> WorldSummary:
             summary = self.summary(entry)
+            sessions = on_loop(loop, entry.sessions.to_bytes)
+            manifest = summary.to_manifest()
+            position = entry.recorder.position()
+            if position is not None:
+                manifest["log"] = position
             with atomic_folder(folder) as tmp:
                 world.save(tmp / WORLD_FOLDER)
-                write_manifest(tmp, summary.to_manifest())
+                (tmp / SESSIONS_FILE).write_bytes(sessions)
+                write_manifest(tmp, manifest)
             return summary
 
         summary = await self.run(entry, write)
@@ -485,15 +518,20 @@ class WorldRegistry:
             raise NotFoundError(f"no saved world {world_id!r} in {self.data_dir}")
         self._busy.add(key)
         try:
-            def read() -> tuple[WorldSummary, World]:
+            def read() -> tuple[WorldSummary, World, StepSessions]:
                 summary = self._read_summary(key)
-                world = World.load(resolve_folder(folder) / WORLD_FOLDER, generator=self.generator,
+                saved = resolve_folder(folder)
+                world = World.load(saved / WORLD_FOLDER, generator=self.generator,
                                    depth_estimator=self.depth_estimator, device=self.device, query_reach=QUERY_REACH)
-                return summary, world
+                sessions_file = saved / SESSIONS_FILE
+                sessions = (StepSessions.from_bytes(sessions_file.read_bytes(), pb.StepResponse.FromString,
+                                                    str(sessions_file))
+                            if sessions_file.exists() else StepSessions())  # a save made before sessions were saved
+                return summary, world, sessions
 
-            summary, world = await self.offload(read)
+            summary, world, sessions = await self.offload(read)
             self._saved[key] = summary
-            entry = WorldEntry(world_id, world, key[0], saved=True)
+            entry = WorldEntry(world_id, world, key[0], saved=True, sessions=sessions)
             self._loaded[key] = entry
             return self.summary(entry)
         finally:
@@ -525,4 +563,6 @@ class WorldRegistry:
 
             await self.offload(remove)
             deleted_saved = True
+        if delete_saved and self.recording.retire_on_delete:
+            await self.offload(lambda: self.recording.retire(key[1], key[0]))
         return entry is not None, deleted_saved

@@ -143,6 +143,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-requests", action="store_true",
                         help="log one line per request: rpc, world, tenant, status, ms (logger worldweave.requests; "
                              "default: off)")
+    cluster = parser.add_argument_group("cluster (docs/scaling.md; needs pip install 'worldweave[ray]')")
+    cluster.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                         help="serve as the front door of worldweave replicas on Ray Serve: each world's calls go to "
+                              "the replica holding it; ADDRESS joins that Ray cluster (auto, HOST:6379, "
+                              "ray://HOST:10001), none starts a local one")
+    cluster.add_argument("--replicas", type=int, default=2, metavar="N", help="replicas to start (default %(default)s)")
+    cluster.add_argument("--worlds-per-replica", type=int, default=8, metavar="N",
+                         help="worlds a replica holds in memory at once (default %(default)s)")
+    cluster.add_argument("--gpus-per-replica", type=float, default=0.0, metavar="G",
+                         help="GPUs of each replica, fractional to share one (default %(default)s)")
+    cluster.add_argument("--cpus-per-replica", type=float, default=1.0, metavar="C",
+                         help="CPUs of each replica (default %(default)s)")
+    cluster.add_argument("--shared-dir", type=Path, default=None, metavar="DIR",
+                         help="folder every replica sees (same path on every node): worlds' saves and record logs "
+                              "(default: DATA_DIR/cluster)")
+    cluster.add_argument("--lease-idle-s", type=float, default=300.0, metavar="S",
+                         help="seconds without a call after which a world is saved to the shared folder and unloaded "
+                              "(default %(default)s)")
 
 
 def is_loopback(host: str) -> bool:
@@ -250,6 +268,63 @@ async def serve(address: str, config: ServerConfig, grace: float, viewer_port: i
         os._exit(0)  # its pool threads would keep the process alive, and asyncio.run would wait for their calls
 
 
+def server_config(args: argparse.Namespace) -> ServerConfig:
+    """The ``ServerConfig`` of parsed ``serve`` flags (``add_arguments``); raises what ``run`` reports in one line (a
+    malformed token file, a bad autosave setting). Loads the server's modules (torch, numba: seconds)."""
+    from worldweave.server.app import ServerConfig
+    from worldweave.server.registry import AutosavePolicy
+
+    return ServerConfig(
+        data_dir=args.data_dir,
+        generator=args.generator,
+        generator_options=dict(args.generator_option),
+        depth_estimator=args.depth_estimator,
+        depth_estimator_options=dict(args.depth_estimator_option),
+        device=args.device,
+        limits=ServerLimits(
+            max_poses_per_call=args.max_poses, max_message_bytes=args.max_message_mib * MIB,
+            max_pixels_per_call=args.max_pixels_per_call, max_query_items=args.max_query_items,
+            max_insert_points=args.max_insert_points, max_ray_voxels=args.max_ray_voxels,
+            max_shape_voxels=args.max_shape_voxels,
+        ),
+        workers=args.workers,
+        auth_tokens=auth_tokens(args.auth_token_file),
+        tls_cert_file=args.tls_cert,
+        tls_key_file=args.tls_key,
+        autosave=AutosavePolicy(every_changes=args.autosave_every, every_s=args.autosave_seconds),
+        queues=QueueLimits(per_world=args.max_queued_per_world,
+                           total=default_queued_total(args.workers) if args.max_queued_total is None
+                           else args.max_queued_total),
+        warm_up=not args.no_warm_up,
+        stop_timeout_s=args.stop_timeout,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        log_requests=args.log_requests,
+        record_dir=args.record,
+        record_every_world=args.record_worlds == "all",
+        record_fsync=not args.record_no_fsync,
+    )
+
+
+def run_cluster(args: argparse.Namespace) -> int:
+    """``worldweave serve --ray``: the front door over replicas on Ray Serve (``server.cluster.ray_cluster``)."""
+    from worldweave.server.cluster.ray_cluster import INSTALL_HINT, ray_installed
+
+    if not ray_installed():
+        logger.error("%s", INSTALL_HINT)
+        return 2
+    from worldweave.server.auth import server_credentials
+    from worldweave.server.cluster import ray_cluster
+
+    try:
+        tokens = auth_tokens(args.auth_token_file)
+        credentials = server_credentials(args.tls_cert, args.tls_key) if args.tls_cert is not None else None
+        return ray_cluster.run(args, tokens, credentials)
+    except (InvalidInputError, PreconditionError) as error:
+        logger.error("%s", error)
+        return 2
+
+
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``worldweave serve``: checks the flags, the ports and the TLS files (exit 2 in one line each)
     before it loads the server."""
@@ -290,42 +365,14 @@ def run(args: argparse.Namespace) -> int:
         except InvalidInputError as error:
             logger.error("%s", error)
             return 2
-    from worldweave.server.app import ServerConfig, tune_malloc  # torch and numba: seconds to load
-    from worldweave.server.registry import AutosavePolicy
+    if args.ray is not None:
+        return run_cluster(args)
+    from worldweave.server.app import tune_malloc  # torch and numba: seconds to load
 
     if not args.no_malloc_tuning:
         tune_malloc()
     try:
-        config = ServerConfig(
-            data_dir=args.data_dir,
-            generator=args.generator,
-            generator_options=dict(args.generator_option),
-            depth_estimator=args.depth_estimator,
-            depth_estimator_options=dict(args.depth_estimator_option),
-            device=args.device,
-            limits=ServerLimits(
-                max_poses_per_call=args.max_poses, max_message_bytes=args.max_message_mib * MIB,
-                max_pixels_per_call=args.max_pixels_per_call, max_query_items=args.max_query_items,
-                max_insert_points=args.max_insert_points, max_ray_voxels=args.max_ray_voxels,
-                max_shape_voxels=args.max_shape_voxels,
-            ),
-            workers=args.workers,
-            auth_tokens=auth_tokens(args.auth_token_file),
-            tls_cert_file=args.tls_cert,
-            tls_key_file=args.tls_key,
-            autosave=AutosavePolicy(every_changes=args.autosave_every, every_s=args.autosave_seconds),
-            queues=QueueLimits(per_world=args.max_queued_per_world,
-                               total=default_queued_total(args.workers) if args.max_queued_total is None
-                               else args.max_queued_total),
-            warm_up=not args.no_warm_up,
-            stop_timeout_s=args.stop_timeout,
-            metrics_port=args.metrics_port,
-            metrics_host=args.metrics_host,
-            log_requests=args.log_requests,
-            record_dir=args.record,
-            record_every_world=args.record_worlds == "all",
-            record_fsync=not args.record_no_fsync,
-        )
+        config = server_config(args)
         asyncio.run(serve(f"{args.host}:{args.port}", config, args.grace, args.viewer))
     except (InvalidInputError, NotFoundError, PreconditionError) as error:
         # A bad token file, TLS file or autosave setting; an unknown backend, missing weights or bad option; a generator

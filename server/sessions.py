@@ -19,20 +19,24 @@ finish and its answer to be kept, which is the point (the reply was lost, not th
 A session starts at number 0. A world keeps ``MAX_SESSIONS`` sessions and ``MAX_KEPT_BYTES`` of answers; beyond, the
 oldest answers and the least recently used idle sessions are dropped
 (its next request then gets FAILED_PRECONDITION expecting 0: open a new session). Sessions live with the loaded
-world and are neither saved nor forked.
+world and are not forked; a save keeps them beside the world (``to_bytes``: each session's next number and its kept
+answers, as protobuf bytes) and a load brings them back (``from_bytes``), so a retry after a restart or a hand-off
+to another server is still answered from its kept answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import struct
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
-from worldweave.proto.errors import InvalidInputError, PreconditionError
+from worldweave.proto.errors import InvalidInputError, PreconditionError, StorageError
 
 KEPT_RESULTS = 8
 """Answers kept per session for retries (the last this many numbers)."""
@@ -42,6 +46,9 @@ MAX_KEPT_BYTES = 256 * 2**20
 """Most bytes of kept answers per world (all sessions together, 256 MiB); beyond, the oldest answers are dropped
 first (a retry of a dropped one is FAILED_PRECONDITION, as for a number older than those kept)."""
 SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+SESSIONS_MAGIC = b"WWSESS01"
+"""First bytes of saved sessions (``StepSessions.to_bytes``): the magic and its format version."""
+_U32 = struct.Struct("<I")
 
 
 def check_session(session_id: str, sequence: int | None) -> tuple[str, int] | None:
@@ -83,6 +90,55 @@ class StepSessions:
         self._kept: OrderedDict[tuple[str, int], int] = OrderedDict()
         """Bytes of every kept answer by (session, sequence), oldest first."""
         self.kept_bytes = 0
+
+    def to_bytes(self) -> bytes:
+        """The sessions as bytes (nothing pickled): ``SESSIONS_MAGIC``, a uint32 (little-endian) index length, the
+        index (JSON: per session, least recently used first, its id, the next number it expects and, per kept answer,
+        its number and the byte length of each of its messages), then every message's protobuf bytes in index order.
+
+        A number that has begun but not finished is not kept: the session expects it again (it ran nothing yet when
+        the world's lock is held, which is when a save calls this), so a save taken while steps wait for the world's
+        lock holds exactly the steps before them."""
+        index, blobs = [], []
+        for session_id, session in self._sessions.items():
+            kept = []
+            for sequence, messages in session.results.items():
+                encoded = [message.SerializeToString() for message in messages]
+                blobs.extend(encoded)
+                kept.append([sequence, [len(blob) for blob in encoded]])
+            expects = min(session.running) if session.running else session.next_sequence
+            index.append([session_id, expects, kept])
+        header = json.dumps(index, separators=(",", ":")).encode()
+        return b"".join([SESSIONS_MAGIC, _U32.pack(len(header)), header, *blobs])
+
+    @classmethod
+    def from_bytes(cls, data: bytes, parse: Callable[[bytes], Message], where: str) -> StepSessions:
+        """Sessions from ``to_bytes``'s output; ``parse`` turns a kept message's bytes back into its message
+        (``StepResponse.FromString``). ``StorageError`` naming ``where`` when ``data`` is not such bytes."""
+        if not data.startswith(SESSIONS_MAGIC):
+            raise StorageError(f"{where} does not hold saved step sessions (it does not start with {SESSIONS_MAGIC!r})")
+        sessions = cls()
+        try:
+            (length,) = _U32.unpack_from(data, len(SESSIONS_MAGIC))
+            start = len(SESSIONS_MAGIC) + _U32.size
+            offset = start + length
+            for session_id, expects, kept in json.loads(data[start:offset]):
+                session = sessions._sessions[str(session_id)] = _Session(next_sequence=int(expects))
+                for sequence, lengths in kept:
+                    messages = []
+                    for size in lengths:
+                        if offset + size > len(data):
+                            raise ValueError("a kept answer runs past the end")
+                        messages.append(parse(data[offset:offset + size]))
+                        offset += size
+                    session.results[int(sequence)] = messages
+                    sessions._kept[(str(session_id), int(sequence))] = sum(lengths)
+                    sessions.kept_bytes += sum(lengths)
+        except (ValueError, TypeError, struct.error, DecodeError) as error:
+            raise StorageError(f"{where}: saved step sessions are malformed ({error})") from None
+        if offset != len(data):
+            raise StorageError(f"{where}: saved step sessions are malformed (their lengths do not add up)")
+        return sessions
 
     def _forget(self, session_id: str, sequence: int) -> None:
         self.kept_bytes -= self._kept.pop((session_id, sequence), 0)

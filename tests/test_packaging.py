@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 
@@ -15,8 +16,14 @@ from worldweave.server.cli import SUBCOMMANDS, main
 
 
 def test_bare_top_level_names_are_not_importable():
+    """Our folders are importable only under ``worldweave.``; a bare ``import proto`` may still find another
+    distribution's package of that name (proto-plus, which Ray's extra brings), never ours."""
+    project = Path(__file__).resolve().parents[1]
     for name in ("bridge", "server", "proto", "sim_clients"):
-        assert importlib.util.find_spec(name) is None, f"'import {name}' must fail: it would load modules twice"
+        spec = importlib.util.find_spec(name)
+        origins = [] if spec is None else [*(spec.submodule_search_locations or []), spec.origin or ""]
+        assert not any(Path(origin).resolve().is_relative_to(project / name) for origin in origins if origin), (
+            f"'import {name}' finds this project's folder: it would load modules twice")
 
 
 def test_namespace_packages_import():

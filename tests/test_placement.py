@@ -79,6 +79,15 @@ def test_expiry_unloads_idle_worlds_and_frees_their_slots():
     assert refused.value.retry_after_s == pytest.approx(30.0 + IDLE_S - (IDLE_S + 1))
 
 
+def test_a_forgotten_world_frees_its_slot_at_once_and_is_placed_anew():
+    placement = cluster(a=1)
+    placement.place("deleted", now_s=0.0)
+    assert placement.forget("deleted") and placement.where("deleted") is None
+    assert not placement.forget("deleted")
+    assert placement.place("next", now_s=1.0) == Route("a", placed=True)  # no wait for the lease to expire
+    assert placement.expire(now_s=10 * IDLE_S) == [Unload("next", "a", "expiry")]  # nothing left of "deleted"
+
+
 def test_losing_a_worker_moves_exactly_its_worlds():
     placement = cluster(a=5, b=5, c=5)  # room for b's worlds on a and c
     for i in range(9):
@@ -255,6 +264,12 @@ class PlacementMachine(RuleBasedStateMachine):
             if holder != worker:
                 assert self.placement.where(world) == holder
         self.lost.add(worker)
+
+    @rule(world=st.sampled_from(WORLDS))
+    def forget(self, world: str) -> None:
+        held = self.placement.where(world) is not None
+        assert self.placement.forget(world) == held
+        assert self.placement.where(world) is None
 
     @precondition(lambda self: any(not s.worlds for s in self.placement.workers()))
     @rule(data=st.data())

@@ -298,6 +298,16 @@ class Placement:
                 expired.append(Unload(world_id, lease.worker_id, "expiry"))
             return expired
 
+    def forget(self, world_id: str) -> bool:
+        """Drop ``world_id``'s lease without an unload (the world was deleted, or its holder found nothing to load);
+        its slot is free at once. False when it had no lease."""
+        with self._lock:
+            lease = self._leases.pop(world_id, None)
+            if lease is None:
+                return False
+            self._workers[lease.worker_id].worlds.discard(world_id)
+            return True
+
     # ------------------------------------------------------------------------------------------- reading
 
     def where(self, world_id: str) -> str | None:
