@@ -31,6 +31,7 @@ from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
 from worldweave.sim_clients import conventions as cv
 from worldweave.sim_clients.client import WorldClient
+from worldweave.proto.malloc import tune_malloc
 from worldweave.sim_clients.gateway import codec
 from worldweave.sim_clients.gateway.engine_client import GatewayClient
 from worldweave.sim_clients.gateway.messages import pose_to_wire, write_message
@@ -95,7 +96,12 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--reproject", action="store_true",
                         help="run the real server with the reproject generator (default: a constant-frame server)")
+    parser.add_argument("--no-malloc-tuning", action="store_true",
+                        help="leave glibc's malloc as is (by default tuned, as `worldweave serve` and "
+                             "`worldweave gateway` do; both paths of this one process share it)")
     args = parser.parse_args()
+    if not args.no_malloc_tuning:
+        tune_malloc()
 
     if args.reproject:
         from worldweave.bridge.eval.wall import wall_seed
@@ -140,7 +146,8 @@ def main() -> None:
         codec.encode("render_reply", write_message(response, cv.UNITY), 1), raw=False)))
 
     server = "real server, reproject generator, wall seed" if args.reproject else "constant-frame gRPC server (zero-cost)"
-    print(f"Gateway latency per {WIDTH}x{HEIGHT} raw RGB frame, {args.calls} calls each, loopback, {server}")
+    malloc = "default malloc" if args.no_malloc_tuning else "tuned malloc"
+    print(f"Gateway latency per {WIDTH}x{HEIGHT} raw RGB frame, {args.calls} calls each, loopback, {server}, {malloc}")
     print("| path | median ms | p90 ms | added vs direct (median) ms |")
     print("| --- | --- | --- | --- |")
     print(row("render, direct gRPC", results["render_direct"], None))

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_serving.py [--rounds 3] [--steps 100] [--stream-frames 150] [--width 640 --height 480]
 
-For each glibc malloc setting ("default", and "tuned" = ``worldweave.server.app.tune_malloc``) a fresh client
+For each glibc malloc setting ("default", and "tuned" = ``worldweave.proto.malloc.tune_malloc``) a fresh client
 process starts a fresh server process (``--serve``) holding both a worldweave server and a raw gRPC baseline on
 the same grpc.aio server, and measures:
 
@@ -52,7 +52,8 @@ def page_faults(pid: int) -> int:
 def serve(width: int, height: int, generator_name: str, tuned: bool) -> None:
     """Server process: worldweave + raw baseline on one grpc.aio server; prints its port, runs until stdin closes."""
     from worldweave.bridge.generators.echo import EchoGenerator
-    from worldweave.server.app import ServerConfig, create_server, tune_malloc
+    from worldweave.proto.malloc import tune_malloc
+    from worldweave.server.app import ServerConfig, create_server
 
     if tuned:
         tune_malloc()
@@ -86,7 +87,7 @@ def serve(width: int, height: int, generator_name: str, tuned: bool) -> None:
 def measure(args: argparse.Namespace, generator_name: str, tuned: bool) -> dict[str, float]:
     """Client process body for one (generator, malloc) setting: start a server process and measure."""
     from worldweave.bridge.eval.wall import wall_seed, yaw_poses
-    from worldweave.server.app import tune_malloc
+    from worldweave.proto.malloc import tune_malloc
     from worldweave.sim_clients.client import WorldClient
 
     if tuned:

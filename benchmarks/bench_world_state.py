@@ -62,7 +62,8 @@ def query_inputs(kind: str, n: int, extent_m: float, seed: int) -> dict[str, np.
 
 def serve() -> None:
     """Server process: worldweave + baselines on one grpc.aio server; prints its port, runs until stdin closes."""
-    from worldweave.server.app import ServerConfig, create_server, tune_malloc
+    from worldweave.proto.malloc import tune_malloc
+    from worldweave.server.app import ServerConfig, create_server
     from worldweave.server.point_cloud import DEFAULT_CHUNK_BYTES, change_chunks, read_changes
 
     tune_malloc()
@@ -248,7 +249,7 @@ def main() -> None:
         serve()
         return
 
-    from worldweave.server.app import tune_malloc
+    from worldweave.proto.malloc import tune_malloc
     from worldweave.sim_clients.client import WorldClient
 
     tune_malloc()

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 from worldweave.bridge.cli_values import key_value
 from worldweave.bridge.generators.registry import DEFAULT_GENERATOR, DEPTH_ESTIMATORS, available
 from worldweave.proto.errors import InvalidInputError, NotFoundError, PreconditionError
+from worldweave.proto.malloc import tune_malloc
 from worldweave.server.auth import TokenTable, read_token_file
 from worldweave.server.defaults import METRICS_HOST, STOP_TIMEOUT_S
 from worldweave.server.scheduling import QueueLimits, default_engine_threads, default_queued_total
@@ -367,8 +368,6 @@ def run(args: argparse.Namespace) -> int:
             return 2
     if args.ray is not None:
         return run_cluster(args)
-    from worldweave.server.app import tune_malloc  # torch and numba: seconds to load
-
     if not args.no_malloc_tuning:
         tune_malloc()
     try:

@@ -27,6 +27,7 @@ import zmq.asyncio
 from google.protobuf.message import Message
 
 from worldweave.proto.errors import ServerError, WorldweaveError
+from worldweave.proto.malloc import tune_malloc
 from worldweave.sim_clients.client import WorldClient
 from worldweave.sim_clients.conventions import (
     Convention,
@@ -262,10 +263,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest message accepted from an engine, MiB")
     parser.add_argument("--workers", type=int, default=8, help="threads forwarding requests (connections served at once)")
     parser.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to wait for the server at start")
+    parser.add_argument("--no-malloc-tuning", action="store_true",
+                        help="leave glibc's malloc as is (by default frame-sized buffers stay in its heap instead of a "
+                             "fresh mmap and hundreds of page faults per frame)")
 
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not args.no_malloc_tuning:
+        tune_malloc()
     try:
         client = WorldClient(args.server, connect_timeout_s=args.connect_timeout)
     except WorldweaveError as error:
