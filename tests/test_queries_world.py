@@ -264,3 +264,28 @@ def test_crop_returns_the_voxels_in_the_region():
 def test_the_queries_import_without_open3d():
     code = "import sys, worldweave.bridge.queries; assert 'open3d' not in sys.modules, 'open3d was imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_cache_drops_exactly_the_records_within_one_block_of_a_change():
+    """``VoxelCache.invalidate`` (one numba pass) against the rule written with numpy set operations, on keys on
+    both sides of the origin."""
+    from worldweave.bridge.queries.grid import BLOCK_SHIFT
+    from worldweave.bridge.queries.world_queries import VoxelCache
+    from worldweave.proto import voxel_keys
+
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        cached = np.unique(voxel_keys.pack(rng.integers(-40, 40, size=(300, 3))))
+        changed = voxel_keys.pack(rng.integers(-40, 40, size=(int(rng.integers(1, 12)), 3)))
+        cache = VoxelCache()
+        cache.add(cached, np.arange(len(cached), dtype=np.float64)[:, None])  # each record: its key's index
+        cache.invalidate(changed)
+        blocks = np.unique(voxel_keys.unpack(changed) >> BLOCK_SHIFT, axis=0)
+        span = np.arange(-1, 2)
+        around = np.stack(np.meshgrid(span, span, span, indexing="ij"), axis=-1).reshape(-1, 3)
+        near = voxel_keys.pack((blocks[:, None, :] + around).reshape(-1, 3))
+        expected = cached[~np.isin(voxel_keys.pack(voxel_keys.unpack(cached) >> BLOCK_SHIFT), near)]
+        table_keys, table_rows, shift, records = cache.table()
+        held = table_keys[table_rows >= 0]
+        assert len(cache) == len(expected) and set(held.tolist()) == set(expected.tolist())
+        assert set(cached[records[: len(cache), 0].astype(np.int64)].tolist()) == set(expected.tolist())

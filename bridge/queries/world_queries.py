@@ -209,6 +209,8 @@ def resolve_level(levels: Sequence[float], default: float, min_confidence: float
     )
 
 
+_KEY_BITS = voxel_keys.AXIS_BITS
+_KEY_OFFSET = voxel_keys.AXIS_OFFSET
 VOXEL_CACHE_ENTRIES = 1 << 18
 """Most records a ``VoxelCache`` keeps (with the LiDAR's 7 numbers each, at most ~35 MB with its hash table; a
 32,768-ray scan of a street keeps ~14,000); a full cache starts over."""
@@ -219,6 +221,49 @@ def _insert_keys(table_keys, table_values, shift, keys, first_value):
     """Insert the distinct, absent ``keys`` with values ``first_value``, ``first_value + 1``, ..."""
     for i in range(len(keys)):
         hash_table.find_or_insert(table_keys, table_values, shift, keys[i], first_value + i)
+
+
+@numba.njit(cache=True)
+def _block_key(key):
+    """The packed key of the block (``BLOCK_SHIFT``) holding the voxel of packed key ``key``."""
+    mask = (np.int64(1) << _KEY_BITS) - 1
+    x = ((key >> (2 * _KEY_BITS)) & mask) - _KEY_OFFSET
+    y = ((key >> _KEY_BITS) & mask) - _KEY_OFFSET
+    z = (key & mask) - _KEY_OFFSET
+    return ((((x >> BLOCK_SHIFT) + _KEY_OFFSET) << (2 * _KEY_BITS)) | (((y >> BLOCK_SHIFT) + _KEY_OFFSET) << _KEY_BITS)
+            | ((z >> BLOCK_SHIFT) + _KEY_OFFSET))
+
+
+@numba.njit(cache=True)
+def _kept_records(changed, cached, block_keys, block_values, block_shift):
+    """(len(cached),) bool: the ``cached`` voxel keys whose block is not within one block of a ``changed`` voxel's
+    block. ``block_*``: an empty hash table of at least ``2 * len(changed)`` slots (the changed blocks go there)."""
+    mask = (np.int64(1) << _KEY_BITS) - 1
+    blocks = np.empty(len(changed), np.int64)
+    n = 0
+    for i in range(len(changed)):
+        block = _block_key(changed[i])
+        _, inserted = hash_table.find_or_insert(block_keys, block_values, block_shift, block, n)
+        if inserted:
+            blocks[n] = block
+            n += 1
+    bits = 1
+    while (1 << bits) < 2 * 27 * n:
+        bits += 1
+    near_keys = np.full(1 << bits, hash_table.EMPTY_KEY, np.int64)
+    near_values = np.full(1 << bits, -1, np.int64)
+    near_shift = np.uint64(64 - bits)
+    for i in range(n):
+        bx, by, bz = (blocks[i] >> (2 * _KEY_BITS)) & mask, (blocks[i] >> _KEY_BITS) & mask, blocks[i] & mask
+        for dx in range(-1, 2):
+            for dy in range(-1, 2):
+                for dz in range(-1, 2):
+                    near = ((bx + dx) << (2 * _KEY_BITS)) | ((by + dy) << _KEY_BITS) | (bz + dz)
+                    hash_table.find_or_insert(near_keys, near_values, near_shift, near, 0)
+    keep = np.empty(len(cached), np.bool_)
+    for i in range(len(cached)):
+        keep[i] = hash_table.find(near_keys, near_values, near_shift, _block_key(cached[i])) < 0
+    return keep
 
 
 class VoxelCache:
@@ -285,11 +330,9 @@ class VoxelCache:
         """Drop the records within one block of any of the voxels ``keys`` (K,) (packed keys of changed voxels)."""
         if not self._count or not len(keys):
             return
-        blocks = voxel_keys.unpack(np.unique(voxel_keys.pack(voxel_keys.unpack(keys) >> BLOCK_SHIFT)))
-        span = np.arange(-1, 2)
-        around = np.stack(np.meshgrid(span, span, span, indexing="ij"), axis=-1).reshape(-1, 3)
-        near = np.unique(voxel_keys.pack((blocks[:, None, :] + around).reshape(-1, 3)))
-        keep = ~np.isin(voxel_keys.pack(voxel_keys.unpack(self._keys[: self._count]) >> BLOCK_SHIFT), near)
+        keys = np.asarray(keys, np.int64)
+        blocks = hash_table.allocate(1 << (2 * len(keys)).bit_length(), np.int64)
+        keep = _kept_records(keys, self._keys[: self._count], *blocks)
         if keep.all():
             return
         keys, records = self._keys[: self._count][keep], self._records[: self._count][keep]
