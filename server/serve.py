@@ -152,6 +152,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cluster.add_argument("--replicas", type=int, default=2, metavar="N", help="replicas to start (default %(default)s)")
     cluster.add_argument("--worlds-per-replica", type=int, default=8, metavar="N",
                          help="worlds a replica holds in memory at once (default %(default)s)")
+    cluster.add_argument("--max-replicas", type=int, default=None, metavar="N",
+                         help="autoscale on queue depth between --replicas and N replicas: one more after 10 s with "
+                              "over 2 calls open per replica, one fewer after 60 s under 0.5 (its worlds move through "
+                              "the shared folder; none is lost) (default: no autoscaling)")
     cluster.add_argument("--gpus-per-replica", type=float, default=0.0, metavar="G",
                          help="GPUs of each replica, fractional to share one (default %(default)s)")
     cluster.add_argument("--cpus-per-replica", type=float, default=1.0, metavar="C",

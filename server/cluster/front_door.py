@@ -53,6 +53,7 @@ from worldweave.proto.errors import (
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.server.app import SERVICE_NAME, channel_options
 from worldweave.server.auth import BearerTokenInterceptor, TokenTable
+from worldweave.server.cluster.autoscale import Autoscaler, AutoscalePolicy
 from worldweave.server.cluster.placement import Placement, WorkerCapacity
 from worldweave.server.cluster.wire import (
     scalar_fields,
@@ -72,6 +73,8 @@ HEALTH_TIMEOUT_S = 2.0
 """How long a replica's health check may take before the replica counts as down, seconds."""
 HEALTH_PERIOD_S = 1.0
 """How often the front door checks each replica's health, seconds."""
+AUTOSCALE_PERIOD_S = 1.0
+"""How often the front door samples its open calls for autoscaling (``--max-replicas``), seconds."""
 CONTROL_TIMEOUT_S = 120.0
 """Most seconds an acquire or release (a load, a replay, a save) may take before the front door gives up on it."""
 FORWARDED_HEADER_PREFIXES = ("grpc-", ":")
@@ -156,6 +159,9 @@ class FrontDoor:
         """World id -> how often it was released or its replica lost (a call open across a change was cut)."""
         self._open: Counter[str] = Counter()
         """World id -> calls open on it (their leases are renewed by the timer)."""
+        self._working = 0
+        """Unary calls and Step streams open (the queue depth autoscaling reads; follow and watch streams, which
+        mostly wait, are not counted)."""
         self._known: set[str] = set()
         """Worlds created or forked through this front door: "unknown" on acquire means their data is lost."""
         self._data_lost: dict[str, str] = {}
@@ -343,6 +349,21 @@ class FrontDoor:
                 if await replica.down():
                     self._lose(replica)
 
+    async def autoscale_loop(self, policy: AutoscalePolicy) -> None:
+        """Once a second, give ``Autoscaler`` the unary calls and Step streams open through this front door and scale to the replica count
+        it wants (``scale``: new replicas started, or the last added drained with no world lost). Waits while a
+        lost replica is being restarted."""
+        scaler = Autoscaler(policy)
+        while True:
+            await asyncio.sleep(AUTOSCALE_PERIOD_S)
+            if self._restarting or self._scale_lock.locked():
+                continue
+            replicas, working = len(self._replicas), self._working
+            wanted = scaler.observe(time.monotonic(), working, replicas)
+            if wanted != replicas:
+                logger.info("autoscaling: %d call(s) open over %d replica(s): scaling to %d", working, replicas, wanted)
+                await self.scale(wanted)
+
     async def close(self) -> None:
         """Stop the timers and close the channels (the replicas keep running)."""
         self._stopping = True
@@ -392,12 +413,14 @@ class FrontDoor:
         replica = await self._holder(world_id)
         moves = self._moves[world_id]
         self._open[world_id] += 1
+        self._working += 1
         try:
             return await self._forward(replica, rpc, request, context)
         except grpc.aio.AioRpcError as error:
             raise await self._failed(replica, world_id, moves, error) from None
         finally:
             self._open[world_id] -= 1
+            self._working -= 1
 
     async def _forward(self, replica: Replica, rpc: str, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         call = replica.channel.unary_unary(f"/{SERVICE_NAME}/{rpc}")
@@ -486,6 +509,7 @@ class FrontDoor:
         replica = await self._holder(world_id)
         moves = self._moves[world_id]
         self._open[world_id] += 1
+        self._working += 1
         call = replica.channel.stream_stream(f"/{SERVICE_NAME}/Step")(
             metadata=self._forwarded_metadata(context), timeout=context.time_remaining())
         refused: list[WorldweaveError] = []
@@ -519,6 +543,7 @@ class FrontDoor:
         finally:
             writer.cancel()
             self._open[world_id] -= 1
+            self._working -= 1
 
     # --------------------------------------------------------------------------------------- handlers
 

@@ -7,7 +7,8 @@ one replica each, ``--cpus-per-replica`` / ``--gpus-per-replica`` for its actor,
 held at once). Why one application per replica rather than one deployment of N replicas: a Serve deployment
 routes each request to a replica of its own choosing, while a world's calls must go to the one replica that holds
 it; with one application each, the front door's ``Placement`` decides, and Serve still restarts a dead replica.
-Scaling is therefore the front door's own (``FrontDoor.scale``), not Serve's autoscaler.
+Scaling is therefore the front door's own (``FrontDoor.scale``, and with ``--max-replicas`` its policy on queue
+depth, ``autoscale``), not Serve's autoscaler.
 
 Only str, int, bool and lists of str cross the Serve handles (control); worlds' requests and answers go to each
 replica's gRPC port as protobuf bytes, with a token the front door makes at start. Ray is imported only here and in
@@ -34,6 +35,7 @@ from grpc_health.v1 import health_pb2
 from worldweave.proto.errors import InvalidInputError
 from worldweave.server.app import SERVICE_NAME
 from worldweave.server.auth import TokenTable
+from worldweave.server.cluster.autoscale import AutoscalePolicy
 from worldweave.server.cluster.front_door import FrontDoor, ReplicaHandle, front_door_server
 from worldweave.server.cluster.placement import WorkerCapacity
 
@@ -72,7 +74,9 @@ class ClusterConfig:
     ray_address: str | None = None
     """Ray cluster to join (``ray.init(address=...)``); None starts a local one."""
     replicas: int = 2
-    """Replicas started at once."""
+    """Replicas started at once, and the fewest autoscaling keeps."""
+    max_replicas: int | None = None
+    """Most replicas autoscaling on queue depth starts (``autoscale``); None or ``replicas``: no autoscaling."""
     capacity: WorkerCapacity = field(default_factory=lambda: WorkerCapacity(8))
     """Worlds each replica holds at once and its GPUs (Ray's ``num_gpus``: fractional to share one)."""
     cpus_per_replica: float = 1.0
@@ -87,8 +91,21 @@ class ClusterConfig:
     def __post_init__(self) -> None:
         if isinstance(self.replicas, bool) or not isinstance(self.replicas, int) or self.replicas < 1:
             raise InvalidInputError(f"--replicas must be at least 1, got {self.replicas!r}")
+        if self.max_replicas is not None:
+            self.autoscale_policy()  # checks the bounds
         if not self.cpus_per_replica >= 0:
             raise InvalidInputError(f"--cpus-per-replica must be >= 0, got {self.cpus_per_replica!r}")
+
+
+    def autoscale_policy(self) -> AutoscalePolicy | None:
+        """The policy between ``replicas`` and ``max_replicas``, or None when they leave nothing to scale."""
+        if self.max_replicas is None or self.max_replicas == self.replicas:
+            return None
+        if isinstance(self.max_replicas, bool) or not isinstance(self.max_replicas, int):
+            raise InvalidInputError(f"--max-replicas must be a whole number, got {self.max_replicas!r}")
+        if self.max_replicas < self.replicas:
+            raise InvalidInputError(f"--max-replicas ({self.max_replicas}) must be at least --replicas ({self.replicas})")
+        return AutoscalePolicy(min_replicas=self.replicas, max_replicas=self.max_replicas)
 
 
 def replica_server_args(args: argparse.Namespace) -> tuple[str, ...]:
@@ -204,6 +221,9 @@ class Cluster:
             await health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self._timers = [asyncio.ensure_future(self.front_door.lease_loop()),
                         asyncio.ensure_future(self.front_door.health_loop())]
+        policy = self.config.autoscale_policy()
+        if policy is not None:
+            self._timers.append(asyncio.ensure_future(self.front_door.autoscale_loop(policy)))
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop the port (calls in flight get ``grace`` seconds), release every world to shared storage and delete
@@ -296,6 +316,7 @@ def run(args: argparse.Namespace, tokens: TokenTable | None, credentials: grpc.S
     try:
         config = ClusterConfig(
             shared_dir=Path(shared_dir).resolve(), ray_address=args.ray or None, replicas=args.replicas,
+            max_replicas=args.max_replicas,
             capacity=WorkerCapacity(args.worlds_per_replica, args.gpus_per_replica),
             cpus_per_replica=args.cpus_per_replica, lease_idle_s=args.lease_idle_s,
             server_args=replica_server_args(args))
