@@ -68,6 +68,23 @@ def _push(summed, weight):
     return out_sum, out_w8
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _source(i, scale, coarse_size):
+    """Where pixel ``i`` of a finer level samples its coarser level (half-pixel centres, ``scale`` = coarse / fine
+    size): the two coarse indices and the weight of the second."""
+    s = max((i + 0.5) * scale - 0.5, 0.0)
+    i0 = min(int(s), coarse_size - 1)
+    return i0, min(i0 + 1, coarse_size - 1), s - i0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _bilinear(coarse, c, v0, v1, fv, u0, u1, fu):
+    """Channel ``c`` of ``coarse`` (C, h, w) between rows ``v0``/``v1`` and columns ``u0``/``u1``."""
+    top = coarse[c, v0, u0] * (1 - fu) + coarse[c, v0, u1] * fu
+    bottom = coarse[c, v1, u0] * (1 - fu) + coarse[c, v1, u1] * fu
+    return top * (1 - fv) + bottom * fv
+
+
 @numba.njit(cache=True, nogil=True)
 def _pull(summed, weight, coarse):
     """Holes of one level take the bilinear upsampling (half-pixel centres) of the filled coarser level."""
@@ -76,24 +93,16 @@ def _pull(summed, weight, coarse):
     scale_v, scale_u = coarse_h / height, coarse_w / width
     out = np.empty((channels, height, width), np.float32)
     for v in range(height):
-        sv = max((v + 0.5) * scale_v - 0.5, 0.0)
-        v0 = min(int(sv), coarse_h - 1)
-        v1 = min(v0 + 1, coarse_h - 1)
-        fv = sv - v0
+        v0, v1, fv = _source(v, scale_v, coarse_h)
         for u in range(width):
             w = weight[v, u]
             if w > 0:
                 for c in range(channels):
                     out[c, v, u] = summed[c, v, u] / w
                 continue
-            su = max((u + 0.5) * scale_u - 0.5, 0.0)
-            u0 = min(int(su), coarse_w - 1)
-            u1 = min(u0 + 1, coarse_w - 1)
-            fu = su - u0
+            u0, u1, fu = _source(u, scale_u, coarse_w)
             for c in range(channels):
-                top = coarse[c, v0, u0] * (1 - fu) + coarse[c, v0, u1] * fu
-                bottom = coarse[c, v1, u0] * (1 - fu) + coarse[c, v1, u1] * fu
-                out[c, v, u] = top * (1 - fv) + bottom * fv
+                out[c, v, u] = _bilinear(coarse, c, v0, v1, fv, u0, u1, fu)
     return out
 
 
@@ -140,24 +149,16 @@ def _pull_frame(rgb, kept, known, coarse, frame, depth):
     _, coarse_h, coarse_w = coarse.shape
     scale_v, scale_u = coarse_h / height, coarse_w / width
     for v in range(height):
-        sv = max((v + 0.5) * scale_v - 0.5, 0.0)
-        v0 = min(int(sv), coarse_h - 1)
-        v1 = min(v0 + 1, coarse_h - 1)
-        fv = sv - v0
+        v0, v1, fv = _source(v, scale_v, coarse_h)
         for u in range(width):
             if known[v, u]:
                 for c in range(3):
                     frame[v, u, c] = rgb[v, u, c]
                 depth[v, u] = kept[v, u]
                 continue
-            su = max((u + 0.5) * scale_u - 0.5, 0.0)
-            u0 = min(int(su), coarse_w - 1)
-            u1 = min(u0 + 1, coarse_w - 1)
-            fu = su - u0
+            u0, u1, fu = _source(u, scale_u, coarse_w)
             for c in range(4):
-                top = coarse[c, v0, u0] * (1 - fu) + coarse[c, v0, u1] * fu
-                bottom = coarse[c, v1, u0] * (1 - fu) + coarse[c, v1, u1] * fu
-                value = np.float32(top * (1 - fv) + bottom * fv)
+                value = np.float32(_bilinear(coarse, c, v0, v1, fv, u0, u1, fu))
                 if c == 3:
                     depth[v, u] = value
                 else:

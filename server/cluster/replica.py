@@ -14,70 +14,41 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from worldweave.proto.errors import InvalidInputError
+from worldweave.server.app import BackgroundServer, ServerConfig
+from worldweave.server.cluster.handoff import Handoff, shared_config
 
 if TYPE_CHECKING:
     from ray.serve import Application
-    from worldweave.server.app import ServerConfig, WorldServer
-    from worldweave.server.cluster.handoff import Handoff
 
 T = TypeVar("T")
-STOP_GRACE_S = 1.0
-"""Seconds calls in flight get when a replica's server stops (its worlds were released before, by the front door)."""
 
 
-class HandoffServer:
-    """A worldweave server of shared storage ``shared_dir`` (``handoff.shared_config`` of ``config``) listening on
-    ``host`` (port 0: a free one), on its own event loop in a daemon thread, with its ``Handoff`` (``capacity``:
-    most worlds held). ``start()``, ``address``, ``call(method, *args)`` from any thread's event loop, ``stop()``."""
+class HandoffServer(BackgroundServer):
+    """A ``BackgroundServer`` of shared storage ``shared_dir`` (``handoff.shared_config`` of ``config``) listening on
+    ``host`` (a free port), with its ``Handoff`` (``capacity``: most worlds held): ``call(method, *args)`` awaited
+    from another event loop, ``run(method, *args)`` from a thread without one."""
 
     def __init__(self, shared_dir: Path, config: ServerConfig, *, host: str = "127.0.0.1",
                  capacity: int | None = None, generator=None) -> None:
-        from worldweave.server.cluster.handoff import shared_config
-
-        self.config = shared_config(config, Path(shared_dir))
-        self.host = host
+        bind = f"[{host}]:0" if ":" in host else f"{host}:0"
+        super().__init__(bind, shared_config(config, Path(shared_dir)), generator=generator)
         self.capacity = capacity
-        self._generator = generator
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="worldweave-replica", daemon=True)
-        self.server: WorldServer | None = None
         self.handoff: Handoff | None = None
-        self.port = 0
-
-    @property
-    def address(self) -> str:
-        """``host:port`` of the gRPC server."""
-        return self._at(self.port)
-
-    def _at(self, port: int) -> str:
-        return f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
 
     def start(self) -> HandoffServer:
-        """Start the loop thread, then the server on it (it reports SERVING once warmed up); returns self."""
-        from worldweave.server.app import create_server
-        from worldweave.server.cluster.handoff import Handoff
-
-        self._thread.start()
-
-        async def start() -> None:
-            server, self.port = create_server(self._at(0), self.config, generator=self._generator)
-            await server.start()
-            self.server = server
-            self.handoff = Handoff(server.registry, self.config.limits, capacity=self.capacity)
-
-        try:
-            asyncio.run_coroutine_threadsafe(start(), self._loop).result()
-        except BaseException:
-            self.stop()
-            raise
+        """Start the server (it reports SERVING once warmed up), then its ``Handoff`` on the server's loop."""
+        super().start()
+        self.handoff = self.run(self._new_handoff)
         return self
+
+    async def _new_handoff(self) -> Handoff:
+        return Handoff(self.server.registry, self._config.limits, capacity=self.capacity)
 
     async def call(self, method: Callable[..., Awaitable[T]], *args) -> T:
         """``await method(*args)`` run on the server's loop (a ``Handoff`` method), awaited from another loop."""
@@ -86,18 +57,6 @@ class HandoffServer:
     def run(self, method: Callable[..., Awaitable[T]], *args) -> T:
         """``method(*args)`` run on the server's loop, waited for from a thread without a loop (tests)."""
         return asyncio.run_coroutine_threadsafe(method(*args), self._loop).result()
-
-    def stop(self, grace: float | None = STOP_GRACE_S) -> None:
-        """Stop the server (worlds with unsaved changes are saved only with autosave on: release them first), then
-        the loop and its thread. Records already written stay on shared storage."""
-        if self.server is not None:
-            asyncio.run_coroutine_threadsafe(self.server.stop(grace), self._loop).result()
-            self.server = None
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join()
-        if not self._loop.is_closed():
-            self._loop.close()
 
 
 def replica_config(server_args: list[str], token: str) -> ServerConfig:
