@@ -29,6 +29,28 @@ WALL_WIDTH, WALL_HEIGHT = 64, 48
 """Image size of the ``world_id`` fixture's seed frame, pixels."""
 
 
+@pytest.fixture
+def noisy_generator() -> type:
+    """The echo generator class with fresh random noise in every frame (a diffusion model without a seed): not
+    deterministic, so a record log keeps its frames and replay or recovery plays them back instead of re-running it."""
+    import numpy as np
+
+    from worldweave.bridge.generators.base import Condition, GenerationResult
+    from worldweave.bridge.generators.echo import EchoGenerator
+
+    class NoisyGenerator(EchoGenerator):
+        name = "noisy"
+        deterministic = False
+
+        def generate(self, condition: Condition) -> GenerationResult:
+            echoed = super().generate(condition)
+            noise = [np.random.default_rng().integers(0, 40, f.shape, dtype=np.uint8) for f in echoed.frames]
+            return GenerationResult(frames=tuple(f + n for f, n in zip(echoed.frames, noise)), depths=echoed.depths,
+                                    confidences=echoed.confidences)
+
+    return NoisyGenerator
+
+
 @pytest.fixture(scope="module")
 def room() -> Scene:
     """The procedural ``room`` scene (seed 0): a furnished 7 x 6 x 2.7 m room (Z up) rendered exactly at any pose."""

@@ -19,8 +19,6 @@ import numpy as np
 import pytest
 from worldweave.bridge.eval.scenes import make_scene
 from worldweave.bridge.eval.trajectories import closed_loop
-from worldweave.bridge.generators.base import Condition, GenerationResult
-from worldweave.bridge.generators.echo import EchoGenerator
 from worldweave.proto.errors import StorageError
 from worldweave.proto.geometry import Intrinsics
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
@@ -193,24 +191,10 @@ def test_a_world_never_saved_is_recovered_from_its_creation(servers, walk) -> No
     assert state(second, "fresh") == before
 
 
-class NoisyGenerator(EchoGenerator):
-    """The echo generator with fresh random noise in every frame (a diffusion model without a seed): recovery cannot
-    re-run it, so its log keeps the frames and recovery plays them back."""
-
-    name = "noisy"
-    deterministic = False
-
-    def generate(self, condition: Condition) -> GenerationResult:
-        echoed = super().generate(condition)
-        noise = [np.random.default_rng().integers(0, 40, f.shape, dtype=np.uint8) for f in echoed.frames]
-        return GenerationResult(frames=tuple(f + n for f, n in zip(echoed.frames, noise)), depths=echoed.depths,
-                                confidences=echoed.confidences)
-
-
-def test_a_generator_that_cannot_be_rerun_is_recovered_by_playback(tmp_path, walk) -> None:
+def test_a_generator_that_cannot_be_rerun_is_recovered_by_playback(tmp_path, walk, noisy_generator) -> None:
     config = ServerConfig(warm_up=False, auth_token=TOKEN)
-    first = HandoffServer(tmp_path, config, generator=NoisyGenerator()).start()
-    second = HandoffServer(tmp_path, config, generator=NoisyGenerator()).start()
+    first = HandoffServer(tmp_path, config, generator=noisy_generator()).start()
+    second = HandoffServer(tmp_path, config, generator=noisy_generator()).start()
     try:
         answers = build(first, walk, "noisy", 3)
         before = state(first, "noisy")

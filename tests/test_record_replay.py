@@ -24,7 +24,6 @@ import pytest
 
 from worldweave.bridge.eval.scenes import make_scene
 from worldweave.bridge.eval.trajectories import closed_loop
-from worldweave.bridge.generators.base import Condition, GenerationResult
 from worldweave.bridge.generators.echo import EchoGenerator
 from worldweave.proto.errors import PreconditionError, StorageError, WorldweaveError
 from worldweave.proto.geometry import Intrinsics
@@ -155,23 +154,10 @@ def test_a_log_of_another_format_version_or_not_a_log_is_refused_clearly(demo_lo
         replay(Path(__file__))
 
 
-class NoisyGenerator(EchoGenerator):
-    """The echo generator with fresh random noise in every frame: what a diffusion model without a seed does."""
-
-    name = "noisy"
-    deterministic = False
-
-    def generate(self, condition: Condition) -> GenerationResult:
-        echoed = super().generate(condition)
-        noise = [np.random.default_rng().integers(0, 40, f.shape, dtype=np.uint8) for f in echoed.frames]
-        return GenerationResult(frames=tuple(f + n for f, n in zip(echoed.frames, noise)), depths=echoed.depths,
-                                confidences=echoed.confidences)
-
-
-def test_a_generator_that_cannot_be_rerun_is_played_back_from_the_log(tmp_path) -> None:
+def test_a_generator_that_cannot_be_rerun_is_played_back_from_the_log(tmp_path, noisy_generator) -> None:
     seed, intrinsics, poses = demo_walk(12)
     config = ServerConfig(record_dir=tmp_path, warm_up=False)
-    with BackgroundServer(config=config, generator=NoisyGenerator()) as server, WorldClient(server.address) as client:
+    with BackgroundServer(config=config, generator=noisy_generator()) as server, WorldClient(server.address) as client:
         client.worlds.create([seed], intrinsics, world_id="noisy")
         client.step("noisy", np.stack(poses[:5]))  # one step of five poses
         for pose in poses[5:]:
