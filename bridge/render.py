@@ -38,8 +38,6 @@ measured in ``benchmarks/bench_render.py``).
 from __future__ import annotations
 
 import functools
-import math
-import threading
 from dataclasses import dataclass
 from typing import Literal
 
@@ -48,6 +46,7 @@ import numpy as np
 import torch
 
 from worldweave.bridge.frames import RenderResult
+from worldweave.bridge.scratch import thread_scratch
 from worldweave.proto.errors import InvalidInputError
 from worldweave.proto.geometry import Intrinsics, Pose
 
@@ -480,22 +479,6 @@ def _numpy(values: torch.Tensor | np.ndarray | float, dtype: type) -> np.ndarray
     return np.ascontiguousarray(values, dtype=dtype)
 
 
-
-_SCRATCH = threading.local()
-
-
-def _scratch(name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
-    """An array of ``shape`` (contents undefined) in this thread's reusable buffer ``name``: renders on one thread
-    reuse it instead of allocating each call; renders on two threads (two worlds served at once) never share one.
-    The buffer lives as long as the thread and grows to the largest render it served."""
-    size = math.prod(shape)
-    buffer = getattr(_SCRATCH, name, None)
-    if buffer is None or buffer.dtype != dtype or buffer.size < size:
-        buffer = np.empty(size, dtype)
-        setattr(_SCRATCH, name, buffer)
-    return buffer[:size].reshape(shape)
-
-
 def splat_points(
     points: torch.Tensor | np.ndarray,
     pose: Pose,
@@ -606,9 +589,9 @@ def _splat(
     flat = _numpy(points, np.float32).reshape(-1)
     cam = np.array([intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy], dtype=np.float32)
     zbuffer, resolve = _STAGES[threads > 1]
-    index = np.empty(pixels, dtype=np.int64) if keep_index else _scratch("index", (pixels,), np.int64)
+    index = np.empty(pixels, dtype=np.int64) if keep_index else thread_scratch("index", (pixels,), np.int64)
     extra = np.empty((threads - 1, pixels), dtype=np.int64)
-    records = _scratch("records", (0 if sizes is None else n,), np.int64)
+    records = thread_scratch("records", (0 if sizes is None else n,), np.int64)
     near, far, spread32 = np.float32(near_m), np.float32(far_m), np.float32(spread)
     size_array = np.zeros(0, np.float32) if sizes is None else sizes
     zbuffer(flat, size_array, rows, cam, near, far, spread32, int(max_radius_px), float(footprint_falloff), w, h, index,
@@ -621,7 +604,7 @@ def _splat(
     point_confidence = np.ones(1, np.float32) if confidence is None else confidence
     resolve(index, extra, records, color_array, point_confidence, depth, mask, rgb, pixel_confidence)
     if splat == "soft":
-        acc = _scratch("blend", (pixels, 5), np.float32)
+        acc = thread_scratch("blend", (pixels, 5), np.float32)
         _blend_pass(flat, size_array, rows, cam, near, far, spread32, int(max_radius_px), w, h, color_array,
                     np.float32(soft_tolerance), depth, rgb, acc, records)
     result = Splat(torch.from_numpy(depth).reshape(h, w), torch.from_numpy(index).reshape(h, w),

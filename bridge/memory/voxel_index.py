@@ -19,13 +19,20 @@ import numpy as np
 import torch
 
 from worldweave.bridge.memory import hash_table, surface_points, voxel_keys
+from worldweave.bridge.scratch import thread_scratch
 
 IndexBackend = Literal["torch", "numba"]
 
 _RECENT_BITS = 4
 _RECENT_MASK = (1 << _RECENT_BITS) - 1
 _RECENT_SIZE = 1 << (3 * _RECENT_BITS)
-"""Places in ``_fuse_pixels``' cache of recent voxels: a voxel's place is its index modulo 16 on each axis."""
+"""Places in ``_pixel_probes``' cache of recent voxels: a voxel's place is its index modulo 16 on each axis."""
+_INVALID_KEY = np.int64(-1)
+"""``_pixel_probes``' key of a pixel that does not enter (no depth, excluded, confidence 0)."""
+_OUTSIDE_KEY = np.int64(-3)
+"""``_pixel_probes``' key of a pixel whose point lies beyond the key range."""
+_PREFETCH_AHEAD = 16
+"""How many probes ahead ``_assign`` starts loading the hash table."""
 _NO_CONFIDENCE = np.ones((1, 1), dtype=np.float32)
 """Stands in for the confidence image of a frame without one (the fused kernel then does not read it)."""
 
@@ -121,159 +128,303 @@ class SortedKeyIndex:
         self._keys, self._rows = keys, rows
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _find_or_insert(key, table_keys, table_rows, shift, next_row, n_unique, n_new, row_seen, out_rows, out_new_keys):
-    """Probe for ``key`` (inserting it with row ``next_row + n_new`` if absent) and return the position of its
-    row among this batch's distinct rows, with the updated distinct and new counts."""
-    row, inserted = hash_table.find_or_insert(table_keys, table_rows, shift, key, next_row + n_new)
-    if inserted:
-        out_new_keys[n_new] = key
-        n_new += 1
-    seen = row_seen[row]
-    if seen < 0:
-        seen = n_unique
-        row_seen[row] = seen
-        out_rows[n_unique] = row
-        n_unique += 1
-    return seen, n_unique, n_new
-
-
 @numba.njit(cache=True, nogil=True)
 def _assign(table_keys, table_rows, shift, point_keys, next_row, row_seen, out_rows, out_inverse, out_new_keys):
-    """One pass over the points: find-or-insert each key, and collect the distinct rows in first-seen order."""
+    """One pass over the points: find-or-insert each key (new keys get rows ``next_row ..`` in order), and collect
+    the distinct rows in first-seen order (``out_rows``; ``out_inverse[p]``: the position of point p's row there).
+    Returns (distinct rows, new keys). ``row_seen`` (one entry per row, all -1) is left all -1."""
     n_unique = 0
     n_new = 0
     for p in range(len(point_keys)):
-        seen, n_unique, n_new = _find_or_insert(
-            point_keys[p], table_keys, table_rows, shift, next_row, n_unique, n_new, row_seen, out_rows, out_new_keys
-        )
+        # The probes are independent: start loading the table a few keys ahead, so the cache misses overlap.
+        if p + _PREFETCH_AHEAD < len(point_keys):
+            hash_table.prefetch(table_keys, table_rows, shift, point_keys[p + _PREFETCH_AHEAD])
+        key = point_keys[p]
+        row, inserted = hash_table.find_or_insert(table_keys, table_rows, shift, key, next_row + n_new)
+        if inserted:
+            out_new_keys[n_new] = key
+            n_new += 1
+        seen = row_seen[row]
+        if seen < 0:
+            seen = n_unique
+            row_seen[row] = seen
+            out_rows[n_unique] = row
+            n_unique += 1
         out_inverse[p] = seen
     for u in range(n_unique):
         row_seen[out_rows[u]] = -1
     return n_unique, n_new
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _fuse_pixels(
-    depth, rgb, exclude, confidence, has_confidence, rays_x, rays_y, rotation, translation, voxel, max_depth, limit,
-    offset, bits, table_keys, table_rows, shift, next_row, row_seen, out_rows, out_sums, out_weights, out_conf_sums,
-    out_new_keys, surface, surface_weight, max_weight,
-):
-    """One pass over an RGB-D frame: back-project every valid pixel, find-or-insert its voxel, sum its
-    confidence-weighted colour per voxel and fold its point into the voxel's surface point.
-
-    A pixel is valid when its depth lies in (0, ``max_depth``] metres, it is not ``exclude``d and, with
-    ``has_confidence``, its ``confidence`` (float32 (H, W)) is > 0; it weighs that confidence (without, 1:
-    ``confidence`` is then not read, nor ``out_conf_sums`` written: it equals ``out_weights``). Its camera point is
-    ``(rays_x[u] * d, rays_y[v] * d, d)`` (``rays_x[u] = (u - cx) / fx``, ``rays_y[v] = (v - cy) / fy``, OpenCV
-    camera) and its world point ``rotation @ camera point + translation`` (camera-to-world, metres), all in float64
-    as ``VoxelMap``'s torch path computes it; its voxel is ``floor(world / voxel)``. Pixels whose voxel lies beyond
-    +-``limit`` voxels on an axis (or is NaN) are checked before the integer cast, skipped and counted.
-
-    Colour: ``out_sums`` (U, 3) float32 and ``out_weights`` / ``out_conf_sums`` (U,) float32 sum c * RGB, c and
-    c * c per distinct voxel, in first-seen order (``out_rows``: their rows; ``out_new_keys``: keys given rows
-    ``next_row ..``). Only the first U entries are written (each zeroed when its voxel is first seen), so the
-    outputs need no clearing. Surface: ``surface`` (N, 3) float32 metres from the voxel centre and
-    ``surface_weight`` (N,) float32 columns of the map, updated in place per pixel in row-major order by
-    ``surface_points.fold_point``; a new voxel's surface weight starts at 0. The columns must have room for
-    ``next_row + `` the frame's pixel count rows. Returns (distinct rows, new keys, pixels skipped, pixels fused).
-    """
-    height, width = depth.shape
-    n_unique = 0
-    n_new = 0
-    n_outside = 0
-    n_points = 0
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _row_points(depth, v, rays_x, rays_y, rotation, translation, voxel, world, index):
+    """World points (``world`` (3, W) float64 metres) and voxel indices as floats (``index`` (3, W), floored, not
+    range-checked) of every pixel of image row ``v``. A pixel's camera point is ``(rays_x[u] * d, rays_y[v] * d, d)``
+    (OpenCV camera, ``d`` its depth), its world point ``rotation @ camera point + translation`` (camera-to-world,
+    metres), in float64 as ``VoxelMap``'s torch path computes it, and its voxel ``floor(world / voxel)``. A
+    branch-free loop the compiler vectorises; every stage computes points with it, so they agree bit for bit."""
     r00, r01, r02 = rotation[0, 0], rotation[0, 1], rotation[0, 2]
     r10, r11, r12 = rotation[1, 0], rotation[1, 1], rotation[1, 2]
     r20, r21, r22 = rotation[2, 0], rotation[2, 1], rotation[2, 2]
     t0, t1, t2 = translation[0], translation[1], translation[2]
-    # One image row at a time: its world points and voxel indices in a branch-free (vectorised) loop into
-    # row-sized buffers that stay in L1, then the per-pixel loop that probes and updates.
+    ray_y = rays_y[v]
+    for u in range(depth.shape[1]):
+        d = np.float64(depth[v, u])
+        x = rays_x[u] * d
+        y = ray_y * d
+        wx = r00 * x + r01 * y + r02 * d + t0
+        wy = r10 * x + r11 * y + r12 * d + t1
+        wz = r20 * x + r21 * y + r22 * d + t2
+        world[0, u] = wx
+        world[1, u] = wy
+        world[2, u] = wz
+        index[0, u] = np.floor(wx / voxel)
+        index[1, u] = np.floor(wy / voxel)
+        index[2, u] = np.floor(wz / voxel)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _pixel_probes(
+    depth, exclude, confidence, has_confidence, rays_x, rays_y, rotation, translation, voxel, max_depth, limit,
+    offset, bits, row_start, row_stop, pixel_probe, probe_keys, probe_row,
+):
+    """Stage 1 of a fused frame, for image rows ``row_start .. row_stop - 1``: each entering pixel's voxel key
+    (points by ``_row_points``), and which probe of the hash table it shares (``pixel_probe`` (H, W) int32, counted
+    from 0 in these rows; -1 where the pixel does not enter); the probes' keys (``probe_keys``) and image rows
+    (``probe_row``) in pixel order. Returns (probes, pixels whose point lies beyond the key range).
+
+    A pixel enters when its depth lies in (0, ``max_depth``] metres, it is not ``exclude``d and, with
+    ``has_confidence``, its ``confidence`` is > 0 (without, ``confidence`` is not read). The range check
+    (+-``limit`` voxels per axis; NaN fails) is made on the floats, before the integer cast.
+
+    Neighbouring pixels mostly fall in one voxel, and a voxel's pixels come back row after row: the left pixel's
+    key, and the last key seen at each place of a 16^3 grid over space (an L1-sized direct-mapped cache), name the
+    probe of a key seen before; every other key is a new probe. So a voxel's first pixel in these rows always makes
+    a probe, the probes list the voxels in first-seen order, and a voxel evicted from the cache and seen again gets
+    another probe (a 640x480 kitchen frame: 26k probes for 25k voxels)."""
+    width = depth.shape[1]
     world = np.empty((3, width), dtype=np.float64)
     index = np.empty((3, width), dtype=np.float64)
-    # Neighbouring pixels mostly fall in one voxel, and a voxel's pixels come back row after row: remember the
-    # left pixel's voxel, and the last voxel seen at each place of a 16^3 grid over space (key and its slot in
-    # this frame's output; an L1-sized direct-mapped cache), and skip the hash probe, a cache miss in a large
-    # table, when the key repeats (a 640x480 kitchen frame: 26k probes for 25k voxels; 49k with left and above).
+    keys = np.empty(width, dtype=np.int64)
     recent_key = np.full(_RECENT_SIZE, -2, dtype=np.int64)
-    recent_seen = np.zeros(_RECENT_SIZE, dtype=np.int64)
-    for v in range(height):
-        ray_y = rays_y[v]
-        for u in range(width):
-            d = np.float64(depth[v, u])
-            x = rays_x[u] * d
-            y = ray_y * d
-            wx = r00 * x + r01 * y + r02 * d + t0
-            wy = r10 * x + r11 * y + r12 * d + t1
-            wz = r20 * x + r21 * y + r22 * d + t2
-            world[0, u] = wx
-            world[1, u] = wy
-            world[2, u] = wz
-            index[0, u] = np.floor(wx / voxel)
-            index[1, u] = np.floor(wy / voxel)
-            index[2, u] = np.floor(wz / voxel)
+    recent_probe = np.zeros(_RECENT_SIZE, dtype=np.int32)
+    n_probes = 0
+    n_outside = 0
+    for v in range(row_start, row_stop):
+        _row_points(depth, v, rays_x, rays_y, rotation, translation, voxel, world, index)
+        for u in range(width):  # branch-free too: a key, or a marker, per pixel
+            d = depth[v, u]
+            valid = (d > 0.0) & (d <= max_depth) & ~exclude[v, u]
+            if has_confidence:
+                valid &= confidence[v, u] > 0.0
+            fi, fj, fk = index[0, u], index[1, u], index[2, u]
+            inside = (abs(fi) <= limit) & (abs(fj) <= limit) & (abs(fk) <= limit)
+            key = ((np.int64(fi) + offset) << (2 * bits)) | ((np.int64(fj) + offset) << bits) | (np.int64(fk) + offset)
+            keys[u] = key if valid & inside else (_OUTSIDE_KEY if valid else _INVALID_KEY)
         left_key = np.int64(-2)
-        left_seen = np.int64(0)
+        left_probe = np.int32(-1)
         for u in range(width):
-            d = np.float64(depth[v, u])
-            if d <= 0.0 or d > max_depth or exclude[v, u]:
+            key = keys[u]
+            if key != left_key:
+                if key < 0:
+                    n_outside += key == _OUTSIDE_KEY
+                    pixel_probe[v, u] = -1
+                    continue
+                place = (
+                    ((key >> (2 * bits)) & _RECENT_MASK) << (2 * _RECENT_BITS)
+                    | ((key >> bits) & _RECENT_MASK) << _RECENT_BITS
+                    | (key & _RECENT_MASK)
+                )
+                if key == recent_key[place]:
+                    left_probe = recent_probe[place]
+                else:
+                    left_probe = np.int32(n_probes)
+                    probe_keys[n_probes] = key
+                    probe_row[n_probes] = v
+                    n_probes += 1
+                    recent_key[place] = key
+                    recent_probe[place] = left_probe
+                left_key = key
+            pixel_probe[v, u] = left_probe
+    return n_probes, n_outside
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _pixel_probes_threads(
+    bands, depth, exclude, confidence, has_confidence, rays_x, rays_y, rotation, translation, voxel, max_depth,
+    limit, offset, bits, pixel_probe, probe_keys, probe_row, counts,
+):
+    """``_pixel_probes`` for the bands of image rows ``bands[t] .. bands[t + 1] - 1``, one thread each: band t
+    lists its probes from ``probe_keys[bands[t] * W]`` on (likewise ``probe_row``) and writes (probes, pixels
+    beyond the key range) into ``counts[t]``."""
+    width = depth.shape[1]
+    for t in numba.prange(len(bands) - 1):
+        start = bands[t] * width
+        n_probes, n_outside = _pixel_probes(
+            depth, exclude, confidence, has_confidence, rays_x, rays_y, rotation, translation, voxel, max_depth,
+            limit, offset, bits, bands[t], bands[t + 1], pixel_probe, probe_keys[start:], probe_row[start:],
+        )
+        counts[t, 0] = n_probes
+        counts[t, 1] = n_outside
+
+
+@numba.njit(cache=True, nogil=True)
+def _start_sums(
+    probe_seen, probe_row, n_probes, n_unique, has_confidence, out_sums, out_weights, out_conf_sums, first_row
+):
+    """Stage 3 of a fused frame (after ``_assign`` of the probes): zero the first ``n_unique`` entries of the
+    per-voxel sums, and set each voxel's ``first_row``: the image row of its first pixel (that of its first
+    probe)."""
+    for i in range(n_unique):
+        out_sums[i, 0] = 0.0
+        out_sums[i, 1] = 0.0
+        out_sums[i, 2] = 0.0
+        out_weights[i] = 0.0
+        if has_confidence:
+            out_conf_sums[i] = 0.0
+        first_row[i] = -1
+    for p in range(n_probes):
+        seen = probe_seen[p]
+        if first_row[seen] < 0:
+            first_row[seen] = probe_row[p]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _accumulate_rows(
+    row_start, row_stop, depth, rgb, confidence, has_confidence, rays_x, rays_y, rotation, translation, voxel,
+    pixel_probe, row_probes, probe_seen, first_row, out_rows, out_sums, out_weights, out_conf_sums, surface,
+    surface_weight, max_weight, deferred,
+):
+    """Stage 4 of a fused frame, for image rows ``row_start .. row_stop - 1``: each entering pixel, in row-major
+    order, adds its weighted colour to its voxel's sums (position ``probe_seen[row_probes[v] + probe]`` of the
+    outputs, ``row_probes[v]`` the first probe of row v's band) and folds its point (``_row_points``) into the
+    voxel's surface point (``surface_points.fold``), but for the voxels first seen above ``row_start``
+    (``first_row``): those pixels (flat indices) go to ``deferred``, to be folded after the rows above
+    (``_accumulate_deferred``). So bands of rows touch disjoint voxels and may run at once, and every voxel still
+    sees its pixels in row-major order.
+
+    A run of one voxel's pixels in an image row is summed and folded in registers, loaded before the run and stored
+    after it; every step rounds to float32, so each sum sees the same float32 additions in the same order as one
+    store per pixel would. Returns (pixels fused, pixels deferred)."""
+    width = depth.shape[1]
+    world = np.empty((3, width), dtype=np.float64)
+    index = np.empty((3, width), dtype=np.float64)
+    n_points = 0
+    n_deferred = 0
+    for v in range(row_start, row_stop):
+        _row_points(depth, v, rays_x, rays_y, rotation, translation, voxel, world, index)
+        run_probe = np.int32(-1)
+        seen = np.int64(-1)
+        row = np.int64(-1)
+        mine = False
+        sum_r = sum_g = sum_b = weight = conf_sum = np.float32(0.0)
+        mean_x = mean_y = mean_z = mean_weight = np.float32(0.0)
+        for u in range(width + 1):
+            probe = pixel_probe[v, u] if u < width else np.int32(-2)  # -2: past the row's end, store the last run
+            if probe == -1:
+                continue
+            if probe != run_probe:
+                if mine:
+                    out_sums[seen, 0] = sum_r
+                    out_sums[seen, 1] = sum_g
+                    out_sums[seen, 2] = sum_b
+                    out_weights[seen] = weight
+                    if has_confidence:
+                        out_conf_sums[seen] = conf_sum
+                    surface[row, 0] = mean_x
+                    surface[row, 1] = mean_y
+                    surface[row, 2] = mean_z
+                    surface_weight[row] = mean_weight
+                if probe == -2:
+                    break
+                run_probe = probe
+                seen = probe_seen[row_probes[v] + probe]
+                row = out_rows[seen]
+                mine = first_row[seen] >= row_start
+                if mine:
+                    sum_r, sum_g, sum_b, weight = out_sums[seen, 0], out_sums[seen, 1], out_sums[seen, 2], out_weights[seen]
+                    if has_confidence:
+                        conf_sum = out_conf_sums[seen]
+                    mean_x, mean_y, mean_z = surface[row, 0], surface[row, 1], surface[row, 2]
+                    mean_weight = surface_weight[row]
+            if not mine:
+                deferred[n_deferred] = v * width + u
+                n_deferred += 1
                 continue
             c = np.float32(1.0)
-            if has_confidence:
-                c = confidence[v, u]
-                if c <= 0.0:
-                    continue
-            fi, fj, fk = index[0, u], index[1, u], index[2, u]
-            if not (abs(fi) <= limit and abs(fj) <= limit and abs(fk) <= limit):
-                n_outside += 1
-                continue
-            key = ((np.int64(fi) + offset) << (2 * bits)) | ((np.int64(fj) + offset) << bits) | (np.int64(fk) + offset)
-            place = (
-                ((key >> (2 * bits)) & _RECENT_MASK) << (2 * _RECENT_BITS)
-                | ((key >> bits) & _RECENT_MASK) << _RECENT_BITS
-                | (key & _RECENT_MASK)
-            )
-            if key == left_key:
-                seen = left_seen
-            elif key == recent_key[place]:
-                seen = recent_seen[place]
-            else:
-                first_unique = n_unique
-                seen, n_unique, n_new = _find_or_insert(
-                    key, table_keys, table_rows, shift, next_row, n_unique, n_new, row_seen, out_rows, out_new_keys
-                )
-                if n_unique > first_unique:
-                    out_sums[seen, 0] = 0.0
-                    out_sums[seen, 1] = 0.0
-                    out_sums[seen, 2] = 0.0
-                    out_weights[seen] = 0.0
-                    if has_confidence:
-                        out_conf_sums[seen] = 0.0
-                    if out_rows[seen] >= next_row:  # a new voxel (its row may hold a removed voxel's values)
-                        surface_weight[out_rows[seen]] = 0.0
-                recent_key[place] = key
-                recent_seen[place] = seen
-            left_key = key
-            left_seen = seen
-            out_weights[seen] += c
             if has_confidence:  # the branch always goes one way for a frame; without confidence c is 1
-                out_sums[seen, 0] += c * rgb[v, u, 0]
-                out_sums[seen, 1] += c * rgb[v, u, 1]
-                out_sums[seen, 2] += c * rgb[v, u, 2]
-                out_conf_sums[seen] += c * c
+                c = confidence[v, u]
+                sum_r = np.float32(sum_r + c * rgb[v, u, 0])
+                sum_g = np.float32(sum_g + c * rgb[v, u, 1])
+                sum_b = np.float32(sum_b + c * rgb[v, u, 2])
+                conf_sum = np.float32(conf_sum + c * c)
             else:
-                out_sums[seen, 0] += rgb[v, u, 0]
-                out_sums[seen, 1] += rgb[v, u, 1]
-                out_sums[seen, 2] += rgb[v, u, 2]
-            surface_points.fold_point(
-                surface, surface_weight, out_rows[seen], np.float32(world[0, u] - (fi + 0.5) * voxel),
-                np.float32(world[1, u] - (fj + 0.5) * voxel), np.float32(world[2, u] - (fk + 0.5) * voxel), c,
-                max_weight,
+                sum_r = np.float32(sum_r + rgb[v, u, 0])
+                sum_g = np.float32(sum_g + rgb[v, u, 1])
+                sum_b = np.float32(sum_b + rgb[v, u, 2])
+            weight = np.float32(weight + c)
+            mean_x, mean_y, mean_z, mean_weight = surface_points.fold(
+                mean_x, mean_y, mean_z, mean_weight, np.float32(world[0, u] - (index[0, u] + 0.5) * voxel),
+                np.float32(world[1, u] - (index[1, u] + 0.5) * voxel),
+                np.float32(world[2, u] - (index[2, u] + 0.5) * voxel), c, max_weight,
             )
             n_points += 1
-    for i in range(n_unique):
-        row_seen[out_rows[i]] = -1
-    return n_unique, n_new, n_outside, n_points
+    return n_points, n_deferred
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _accumulate_threads(
+    bands, depth, rgb, confidence, has_confidence, rays_x, rays_y, rotation, translation, voxel, pixel_probe,
+    row_probes, probe_seen, first_row, out_rows, out_sums, out_weights, out_conf_sums, surface, surface_weight,
+    max_weight, deferred, n_done,
+):
+    """``_accumulate_rows`` for the bands of image rows ``bands[t] .. bands[t + 1] - 1``, one thread each: band t
+    defers into ``deferred[t]`` and writes (pixels fused, pixels deferred) into ``n_done[t]``."""
+    for t in numba.prange(len(bands) - 1):
+        n_points, n_deferred = _accumulate_rows(
+            bands[t], bands[t + 1], depth, rgb, confidence, has_confidence, rays_x, rays_y, rotation, translation,
+            voxel, pixel_probe, row_probes, probe_seen, first_row, out_rows, out_sums, out_weights, out_conf_sums,
+            surface, surface_weight, max_weight, deferred[t],
+        )
+        n_done[t, 0] = n_points
+        n_done[t, 1] = n_deferred
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _accumulate_deferred(
+    pixels, depth, rgb, confidence, has_confidence, rays_x, rays_y, rotation, translation, voxel, pixel_probe,
+    row_probes, probe_seen, out_rows, out_sums, out_weights, out_conf_sums, surface, surface_weight, max_weight,
+):
+    """Stage 5 of a fused frame: fold the deferred pixels (flat indices, in row-major order) like
+    ``_accumulate_rows``, one at a time."""
+    width = depth.shape[1]
+    world = np.empty((3, width), dtype=np.float64)
+    index = np.empty((3, width), dtype=np.float64)
+    points_row = -1
+    for i in range(len(pixels)):
+        v, u = pixels[i] // width, pixels[i] % width
+        if v != points_row:
+            _row_points(depth, v, rays_x, rays_y, rotation, translation, voxel, world, index)
+            points_row = v
+        seen = probe_seen[row_probes[v] + pixel_probe[v, u]]
+        row = out_rows[seen]
+        c = np.float32(1.0)
+        if has_confidence:
+            c = confidence[v, u]
+            out_sums[seen, 0] = np.float32(out_sums[seen, 0] + c * rgb[v, u, 0])
+            out_sums[seen, 1] = np.float32(out_sums[seen, 1] + c * rgb[v, u, 1])
+            out_sums[seen, 2] = np.float32(out_sums[seen, 2] + c * rgb[v, u, 2])
+            out_conf_sums[seen] = np.float32(out_conf_sums[seen] + c * c)
+        else:
+            out_sums[seen, 0] = np.float32(out_sums[seen, 0] + rgb[v, u, 0])
+            out_sums[seen, 1] = np.float32(out_sums[seen, 1] + rgb[v, u, 1])
+            out_sums[seen, 2] = np.float32(out_sums[seen, 2] + rgb[v, u, 2])
+        out_weights[seen] = np.float32(out_weights[seen] + c)
+        surface[row, 0], surface[row, 1], surface[row, 2], surface_weight[row] = surface_points.fold(
+            surface[row, 0], surface[row, 1], surface[row, 2], surface_weight[row],
+            np.float32(world[0, u] - (index[0, u] + 0.5) * voxel), np.float32(world[1, u] - (index[1, u] + 0.5) * voxel),
+            np.float32(world[2, u] - (index[2, u] + 0.5) * voxel), c, max_weight,
+        )
 
 
 @numba.njit(cache=True, nogil=True)
@@ -378,41 +529,83 @@ class HashIndex:
         surface: np.ndarray,
         surface_weight: np.ndarray,
         max_weight: float,
+        threads: int = 1,
     ) -> Accumulation:
-        """Fused CPU path of ``VoxelMap.integrate`` (``_fuse_pixels``): every valid, non-excluded pixel of one RGB-D
-        frame (depth float32 (H, W) metres, ``rgb`` uint8 (H, W, 3), pinhole ``intrinsics`` ``(fx, fy, cx, cy)``,
-        camera-to-world ``rotation`` (3, 3) and ``translation`` (3,) metres) whose point lies within the key range
-        (the others are counted in ``points_out_of_range``), weighted by ``confidence`` (float32 (H, W) in [0, 1];
-        confidence-0 pixels are left out; ``None`` weighs every pixel 1). Returns the per-voxel colour sums for
-        ``fold_into_columns``, and folds each point into the map's ``surface`` / ``surface_weight`` columns (numpy
-        views, room for ``next_row + depth.size`` rows) on the way, the running mean capped at ``max_weight``."""
+        """Fused CPU path of ``VoxelMap.integrate``: every valid, non-excluded pixel of one RGB-D frame (depth
+        float32 (H, W) metres, ``rgb`` uint8 (H, W, 3), pinhole ``intrinsics`` ``(fx, fy, cx, cy)``, camera-to-world
+        ``rotation`` (3, 3) and ``translation`` (3,) metres) whose point lies within the key range (the others are
+        counted in ``points_out_of_range``), weighted by ``confidence`` (float32 (H, W) in [0, 1]; confidence-0
+        pixels are left out; ``None`` weighs every pixel 1). Returns the per-voxel colour sums (c * RGB, c, c * c per
+        distinct voxel, in first-seen pixel order) for ``fold_into_columns``, and folds each point into the map's
+        ``surface`` / ``surface_weight`` columns (numpy views, room for ``next_row + depth.size`` rows) on the way,
+        each voxel's points in row-major pixel order, the running mean capped at ``max_weight``.
+
+        In stages, so that the hash table's cache misses overlap instead of stalling the per-pixel work: keys and
+        probes per pixel (``_pixel_probes``), the probes in one prefetching batch (``_assign``), the sums in pixel
+        order (``_accumulate_rows``) and the pixels deferred there (``_accumulate_deferred``). ``threads`` > 1 runs
+        the first and the third on that many threads, each a band of image rows; the result is the same bit for
+        bit."""
         if next_row != self._count:
             raise ValueError(f"HashIndex rows must stay dense: next_row {next_row} != count {self._count}")
+        if threads < 1:
+            raise ValueError(f"fuse_frame needs threads >= 1, got {threads}")
         pixels = depth.size
-        self._reserve(pixels)
-        # Uncleared: the kernel writes (and zeroes) only the entries of the voxels it sees.
-        rows = np.empty(pixels, dtype=np.int64)
-        sums = np.empty((pixels, 3), dtype=np.float32)
-        weights = np.empty(pixels, dtype=np.float32)
-        confidence_sums = weights if confidence is None else np.empty(pixels, dtype=np.float32)  # c * c = c at c = 1
-        new_keys = np.empty(pixels, dtype=np.int64)
-        fx, fy, cx, cy = intrinsics
         height, width = depth.shape
+        threads = min(threads, height)
+        self._reserve(pixels)
+        has_confidence = confidence is not None
+        confidence = confidence if has_confidence else _NO_CONFIDENCE
+        fx, fy, cx, cy = intrinsics
         rays_x = (np.arange(width, dtype=np.float64) - cx) / fx
         rays_y = (np.arange(height, dtype=np.float64) - cy) / fy
-        n_unique, n_new, n_outside, n_points = _fuse_pixels(
-            depth, rgb, exclude, _NO_CONFIDENCE if confidence is None else confidence, confidence is not None,
-            rays_x, rays_y, rotation, translation, voxel_size_m, max_depth_m,
-            voxel_keys.AXIS_LIMIT, voxel_keys.AXIS_OFFSET, voxel_keys.AXIS_BITS,
-            self._table_keys, self._table_rows, self._shift, next_row, self._row_seen, rows, sums, weights,
-            confidence_sums, new_keys, surface, surface_weight, np.float32(max_weight),
-        )
+        # Uncleared: the kernels write only the first entries (one per probe, voxel or new key).
+        pixel_probe = thread_scratch("pixel_probe", (height, width), np.int32)
+        probe_keys = np.empty(pixels, dtype=np.int64)
+        probe_row = np.empty(pixels, dtype=np.int64)
+        frame_args = (depth, exclude, confidence, has_confidence, rays_x, rays_y, rotation, translation, voxel_size_m)
+        key_args = (max_depth_m, voxel_keys.AXIS_LIMIT, voxel_keys.AXIS_OFFSET, voxel_keys.AXIS_BITS)
+        bands = np.arange(threads + 1) * height // threads  # image rows: band t is bands[t] .. bands[t + 1] - 1
+        if threads > 1:
+            counts = np.empty((threads, 2), dtype=np.int64)
+            _pixel_probes_threads(bands, *frame_args, *key_args, pixel_probe, probe_keys, probe_row, counts)
+            starts = bands[:-1] * width
+            probe_keys = np.concatenate([probe_keys[a : a + n] for a, n in zip(starts, counts[:, 0])])
+            probe_row = np.concatenate([probe_row[a : a + n] for a, n in zip(starts, counts[:, 0])])
+            n_probes, n_outside = len(probe_keys), int(counts[:, 1].sum())
+            band_probes = np.concatenate([[0], np.cumsum(counts[:-1, 0])])
+            row_probes = np.repeat(band_probes, np.diff(bands))  # each row's band's first probe
+        else:
+            n_probes, n_outside = _pixel_probes(*frame_args, *key_args, 0, height, pixel_probe, probe_keys, probe_row)
+            row_probes = np.zeros(height, dtype=np.int64)
+        rows = np.empty(pixels, dtype=np.int64)
+        probe_seen = np.empty(n_probes, dtype=np.int64)
+        new_keys = np.empty(pixels, dtype=np.int64)
+        n_unique, n_new = _assign(self._table_keys, self._table_rows, self._shift, probe_keys[:n_probes], next_row,
+                                  self._row_seen, rows, probe_seen, new_keys)
         self._count += n_new
+        surface_weight[next_row : next_row + n_new] = 0.0  # a new voxel's row may hold a removed voxel's values
+        sums = np.empty((n_unique, 3), dtype=np.float32)
+        weights = np.empty(n_unique, dtype=np.float32)
+        confidence_sums = np.empty(n_unique, dtype=np.float32) if has_confidence else weights  # c * c = c at c = 1
+        first_row = np.empty(n_unique, dtype=np.int64)
+        _start_sums(probe_seen, probe_row, n_probes, n_unique, has_confidence, sums, weights, confidence_sums,
+                    first_row)
+        pixel_args = (depth, rgb, confidence, has_confidence, rays_x, rays_y, rotation, translation, voxel_size_m,
+                      pixel_probe, row_probes, probe_seen)
+        sum_args = (rows, sums, weights, confidence_sums, surface, surface_weight, np.float32(max_weight))
+        if threads > 1:
+            deferred = np.empty((threads, pixels), dtype=np.int64)
+            done = np.empty((threads, 2), dtype=np.int64)
+            _accumulate_threads(bands, *pixel_args, first_row, *sum_args, deferred, done)
+            later = np.concatenate([deferred[t, : done[t, 1]] for t in range(threads)])
+            _accumulate_deferred(later, *pixel_args, *sum_args)
+            n_points = int(done[:, 0].sum()) + len(later)
+        else:
+            n_points, _ = _accumulate_rows(0, height, *pixel_args, first_row, *sum_args, np.empty(0, dtype=np.int64))
         return Accumulation(
-            rows=torch.from_numpy(rows[:n_unique]), color_sums=torch.from_numpy(sums[:n_unique]),
-            weights=torch.from_numpy(weights[:n_unique]), confidence_sums=torch.from_numpy(confidence_sums[:n_unique]),
-            new_keys=torch.from_numpy(new_keys[:n_new].copy()), points=int(n_points),
-            points_out_of_range=int(n_outside),
+            rows=torch.from_numpy(rows[:n_unique]), color_sums=torch.from_numpy(sums), weights=torch.from_numpy(weights),
+            confidence_sums=torch.from_numpy(confidence_sums), new_keys=torch.from_numpy(new_keys[:n_new].copy()),
+            points=int(n_points), points_out_of_range=int(n_outside),
         )
 
     def rebuild(self, keys_by_row: torch.Tensor) -> None:

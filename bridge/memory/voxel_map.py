@@ -166,7 +166,9 @@ class VoxelMap:
     ``voxel_size_m``: edge length, 0.005 m or more (default 2 cm). ``device``: where the columns live.
     ``backend``: key index, ``"numba"`` (CPU default) or ``"torch"`` (any device). ``retention_versions``: how many
     versions ``changes_since`` answers exactly. ``max_weight``: cap on a voxel's colour weight, so new
-    observations keep moving the colour.
+    observations keep moving the colour. ``integrate_threads``: threads one ``integrate`` runs on with the numba
+    index (the same map either way); 1, the default, is the fastest on a machine whose cores are busy (one engine
+    thread per core, other worlds integrating beside); more splits each frame's pixel work across that many cores.
     """
 
     _COLUMNS = ("_keys", "_colors", "_weights", "_confidence", "_sources", "_first", "_last", "_surface",
@@ -181,6 +183,7 @@ class VoxelMap:
         backend: IndexBackend | None = None,
         retention_versions: int = 256,
         max_weight: float = 255.0,
+        integrate_threads: int = 1,
     ) -> None:
         if not np.isfinite(voxel_size_m) or voxel_size_m < MIN_VOXEL_SIZE_M:
             raise InvalidInputError(f"voxel_size_m must be >= {MIN_VOXEL_SIZE_M} m, got {voxel_size_m!r}")
@@ -188,6 +191,9 @@ class VoxelMap:
         self.device = torch.device(device)
         self.backend: IndexBackend = backend or ("numba" if self.device.type == "cpu" else "torch")
         self.max_weight = float(max_weight)
+        if integrate_threads < 1:
+            raise InvalidInputError(f"integrate_threads must be >= 1, got {integrate_threads!r}")
+        self.integrate_threads = int(integrate_threads)
         self.version = 0
         self._index = make_index(self.backend, self.device)
         self._log = ChangeLog(retention_versions)
@@ -392,7 +398,7 @@ class VoxelMap:
                 frame.depth, frame.rgb, exclude, frame.confidence,
                 (intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy),
                 frame.pose.rotation, frame.pose.position, self.voxel_size_m, max_depth, self._count,
-                self._surface.numpy(), self._surface_weight.numpy(), self.max_weight,
+                self._surface.numpy(), self._surface_weight.numpy(), self.max_weight, self.integrate_threads,
             )
             added, changed = self._apply(acc, source, frame_id)
             self._clear_labels(first_new_row)
