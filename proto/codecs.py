@@ -47,6 +47,17 @@ def _check_size(width: int, height: int, name: str) -> None:
 
 def encode_image(rgb: np.ndarray, encoding: int = pb.IMAGE_ENCODING_RAW_RGB8, *, jpeg_quality: int = 0) -> pb.Image:
     """uint8 (H, W, 3) RGB -> ``Image`` in ``encoding`` (``jpeg_quality`` 0 means the default, 90)."""
+    image, data = encode_image_parts(rgb, encoding, jpeg_quality=jpeg_quality)
+    image.data = bytes(data)
+    return image
+
+
+def encode_image_parts(
+    rgb: np.ndarray, encoding: int = pb.IMAGE_ENCODING_RAW_RGB8, *, jpeg_quality: int = 0
+) -> tuple[pb.Image, bytes | np.ndarray]:
+    """``encode_image`` in two parts, for ``splice.serialize_with_bytes``: the ``Image`` with ``data`` left empty,
+    and its data: for RAW_RGB8 the pixels themselves, a C-contiguous uint8 (H, W, 3) array (``rgb`` itself when it
+    is one: no copy; do not write into it until the data is sent), for PNG and JPEG the compressed bytes."""
     rgb = np.asarray(rgb)
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise WireFormatError(f"an RGB image must be uint8 (H, W, 3), got {rgb.dtype} {rgb.shape}")
@@ -54,7 +65,7 @@ def encode_image(rgb: np.ndarray, encoding: int = pb.IMAGE_ENCODING_RAW_RGB8, *,
     _check_size(width, height, "an RGB image")
     encoding = image_encoding(encoding)
     if encoding == pb.IMAGE_ENCODING_RAW_RGB8:
-        data = np.ascontiguousarray(rgb).tobytes()
+        data = np.ascontiguousarray(rgb)
     else:
         buffer = io.BytesIO()
         picture = PILImage.fromarray(np.ascontiguousarray(rgb), mode="RGB")
@@ -63,7 +74,7 @@ def encode_image(rgb: np.ndarray, encoding: int = pb.IMAGE_ENCODING_RAW_RGB8, *,
         else:
             picture.save(buffer, format="JPEG", quality=jpeg_quality or DEFAULT_JPEG_QUALITY)
         data = buffer.getvalue()
-    return pb.Image(width=width, height=height, encoding=encoding, data=data)
+    return pb.Image(width=width, height=height, encoding=encoding), data
 
 
 def decode_image(message: pb.Image, name: str = "image") -> np.ndarray:
@@ -76,17 +87,19 @@ def decode_image(message: pb.Image, name: str = "image") -> np.ndarray:
     the limit) cannot match an accepted stated size, so it is refused too (Pillow may print its
     ``DecompressionBombWarning`` first).
 
-    A raw image comes back as a read-only view over the message's bytes (no copy); copy it to write into it.
+    A raw image comes back as a read-only view over the bytes read from the message (one copy: each read of a
+    ``bytes`` field copies it out of the message, so every decoder here reads ``data`` once); copy it to write into it.
     """
     width, height = int(message.width), int(message.height)
     _check_size(width, height, name)
+    data = message.data
     if message.encoding == pb.IMAGE_ENCODING_RAW_RGB8:
         expected = width * height * 3
-        if len(message.data) != expected:
+        if len(data) != expected:
             raise WireFormatError(
-                f"{name}: raw RGB8 {width}x{height} needs {expected} bytes, got {len(message.data)}"
+                f"{name}: raw RGB8 {width}x{height} needs {expected} bytes, got {len(data)}"
             )
-        return np.frombuffer(message.data, dtype=np.uint8).reshape(height, width, 3)
+        return np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3)
     if message.encoding not in (pb.IMAGE_ENCODING_PNG, pb.IMAGE_ENCODING_JPEG):
         raise WireFormatError(f"{name}: unknown image encoding {message.encoding}; use RAW_RGB8, PNG or JPEG")
     kind = IMAGE_ENCODING_NAMES[message.encoding].upper()
@@ -96,7 +109,7 @@ def decode_image(message: pb.Image, name: str = "image") -> np.ndarray:
             f"{name}: a {kind} of {width}x{height} = {width * height} pixels is over the {limit}-pixel decoding limit"
         )
     try:
-        picture = PILImage.open(io.BytesIO(message.data), formats=[kind])
+        picture = PILImage.open(io.BytesIO(data), formats=[kind])
     except (OSError, ValueError) as error:  # Pillow's UnidentifiedImageError is an OSError
         raise WireFormatError(f"{name}: data is not a readable {kind} image ({error})") from error
     except PILImage.DecompressionBombError as error:  # a header claiming over twice the limit, whatever was declared
@@ -139,12 +152,13 @@ def decode_depth(message: pb.DepthImage, name: str = "depth") -> np.ndarray:
     expected = width * height * 2
     if message.encoding not in DEPTH_ENCODING_NAMES:
         raise WireFormatError(f"{name}: unknown depth encoding {message.encoding}; use FLOAT16_M or UINT16_MM")
-    if len(message.data) != expected:
-        raise WireFormatError(f"{name}: {width}x{height} 16-bit depth needs {expected} bytes, got {len(message.data)}")
+    data = message.data
+    if len(data) != expected:
+        raise WireFormatError(f"{name}: {width}x{height} 16-bit depth needs {expected} bytes, got {len(data)}")
     if message.encoding == pb.DEPTH_ENCODING_FLOAT16_M:
-        values = np.frombuffer(message.data, dtype="<f2").astype(np.float32)
+        values = np.frombuffer(data, dtype="<f2").astype(np.float32)
     else:
-        values = np.frombuffer(message.data, dtype="<u2").astype(np.float32) / np.float32(1000.0)
+        values = np.frombuffer(data, dtype="<u2").astype(np.float32) / np.float32(1000.0)
     return values.reshape(height, width)
 
 
@@ -163,9 +177,10 @@ def decode_mask(message: pb.Mask, name: str = "mask") -> np.ndarray:
     width, height = int(message.width), int(message.height)
     _check_size(width, height, name)
     expected = (width * height + 7) // 8
-    if len(message.packed_bits) != expected:
-        raise WireFormatError(f"{name}: {width}x{height} bits need {expected} bytes, got {len(message.packed_bits)}")
-    bits = np.unpackbits(np.frombuffer(message.packed_bits, dtype=np.uint8), count=width * height)
+    packed = message.packed_bits
+    if len(packed) != expected:
+        raise WireFormatError(f"{name}: {width}x{height} bits need {expected} bytes, got {len(packed)}")
+    bits = np.unpackbits(np.frombuffer(packed, dtype=np.uint8), count=width * height)
     return bits.astype(bool).reshape(height, width)
 
 
@@ -194,9 +209,10 @@ def decode_labels(message: pb.LabelImage, kind: str, name: str | None = None) ->
     _check_size(width, height, name)
     dtype = np.dtype(LABEL_WIRE_DTYPES[kind])
     expected = width * height * dtype.itemsize
-    if len(message.data) != expected:
-        raise WireFormatError(f"{name}: {width}x{height} {dtype.name} labels need {expected} bytes, got {len(message.data)}")
-    return np.frombuffer(message.data, dtype=dtype).astype(dtype.newbyteorder("=")).reshape(height, width)
+    data = message.data
+    if len(data) != expected:
+        raise WireFormatError(f"{name}: {width}x{height} {dtype.name} labels need {expected} bytes, got {len(data)}")
+    return np.frombuffer(data, dtype=dtype).astype(dtype.newbyteorder("=")).reshape(height, width)
 
 
 def encode_normals(normals: np.ndarray) -> pb.NormalImage:
@@ -217,9 +233,10 @@ def decode_normals(message: pb.NormalImage, name: str = "normals") -> np.ndarray
     width, height = int(message.width), int(message.height)
     _check_size(width, height, name)
     expected = width * height * 12
-    if len(message.data) != expected:
-        raise WireFormatError(f"{name}: {width}x{height} float32 normals need {expected} bytes, got {len(message.data)}")
-    return np.frombuffer(message.data, dtype=FLOAT32).astype(np.float32).reshape(height, width, 3)
+    data = message.data
+    if len(data) != expected:
+        raise WireFormatError(f"{name}: {width}x{height} float32 normals need {expected} bytes, got {len(data)}")
+    return np.frombuffer(data, dtype=FLOAT32).astype(np.float32).reshape(height, width, 3)
 
 
 # ------------------------------------------------------------------------------------------------ packed arrays

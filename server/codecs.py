@@ -32,6 +32,7 @@ from worldweave.proto.geometry import (
     rotation_from_quaternion,
 )
 from worldweave.proto.rig import Rig, RigCamera
+from worldweave.proto.splice import serialize_with_bytes
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 
 
@@ -325,10 +326,28 @@ def frame_to_proto(
     Built in place with ``CopyFrom``: passing a large submessage to a constructor or ``append`` merges it field by
     field, ~30x slower for a 640x480 frame (1.3 ms against 0.04 ms).
     """
+    _frame_but_rgb(fmt, out, depth_m=depth_m, pose=pose, version=version, coverage=coverage, frame_id=frame_id,
+                   coverage_mask=coverage_mask, labels=labels)
+    out.rgb.CopyFrom(wire.encode_image(rgb, fmt.image_encoding, jpeg_quality=fmt.jpeg_quality))
+    return out
+
+
+def _frame_but_rgb(
+    fmt: FrameFormat,
+    out: pb.Frame,
+    *,
+    depth_m: np.ndarray,
+    pose: Pose,
+    version: int,
+    coverage: float,
+    frame_id: int | None,
+    coverage_mask: np.ndarray | None,
+    labels: LabelImages | None,
+) -> None:
+    """Fill every field of ``out`` that ``frame_to_proto`` fills but ``rgb``."""
     out.pose.CopyFrom(pose_to_proto(pose))
     out.version = version
     out.coverage = coverage
-    out.rgb.CopyFrom(wire.encode_image(rgb, fmt.image_encoding, jpeg_quality=fmt.jpeg_quality))
     if frame_id is not None:
         out.frame_id = frame_id
     if fmt.depth_encoding is not None:
@@ -341,4 +360,55 @@ def frame_to_proto(
                 getattr(out, kind).CopyFrom(wire.encode_labels(getattr(labels, kind), kind))
         if fmt.labels.normals and labels.normals is not None:
             out.normals.CopyFrom(wire.encode_normals(labels.normals))
-    return out
+
+
+STEP_RGB_PATH = ("frame", "rgb", "data")
+"""Where a ``StepResponse`` holds its frame's image bytes (``encode_step_response`` splices them in)."""
+
+
+@dataclass(frozen=True)
+class EncodedStepResponse:
+    """A ``StepResponse`` serialized where it was built, on the engine thread (``encode_step_response``), so that the
+    event loop only hands ``data`` to gRPC (the response serializer calls ``SerializeToString``). It stands in for
+    the message where the server reads one back: ``last_in_request`` and ``timings_s`` (the request metrics),
+    ``SerializeToString`` and ``ByteSize`` (the kept answers of exactly-once sessions)."""
+
+    data: bytes
+    """The message's wire bytes."""
+    last_in_request: bool
+    """``StepResponse.last_in_request``."""
+    timings_s: dict[str, float]
+    """``StepResponse.timings_s``: the step's stage timings, seconds."""
+
+    def SerializeToString(self) -> bytes:
+        """``data`` (the name is the protobuf message method this stands in for)."""
+        return self.data
+
+    def ByteSize(self) -> int:
+        """``len(data)``, bytes."""
+        return len(self.data)
+
+
+def encode_step_response(
+    fmt: FrameFormat,
+    response: pb.StepResponse,
+    *,
+    rgb: np.ndarray,
+    depth_m: np.ndarray,
+    pose: Pose,
+    version: int,
+    coverage: float,
+    frame_id: int | None = None,
+    coverage_mask: np.ndarray | None = None,
+    labels: LabelImages | None = None,
+) -> EncodedStepResponse:
+    """``response`` (its indices, flags and timings set, no frame yet) with the frame ``frame_to_proto`` would write
+    into ``response.frame``, serialized: the same bytes as filling it in and calling ``SerializeToString``, with the
+    image's bytes copied once, straight from ``rgb`` for raw RGB (``splice``), instead of four times (to ``bytes``,
+    into an ``Image``, into the response, into its serialization: 0.66 -> 0.14 ms per 640x480 frame)."""
+    _frame_but_rgb(fmt, response.frame, depth_m=depth_m, pose=pose, version=version, coverage=coverage,
+                   frame_id=frame_id, coverage_mask=coverage_mask, labels=labels)
+    image, data = wire.encode_image_parts(rgb, fmt.image_encoding, jpeg_quality=fmt.jpeg_quality)
+    response.frame.rgb.CopyFrom(image)
+    return EncodedStepResponse(serialize_with_bytes(response, STEP_RGB_PATH, data), response.last_in_request,
+                               dict(response.timings_s))

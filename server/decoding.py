@@ -8,6 +8,10 @@ server (WorldService, health, reflection): its deserializer turns bytes that do 
 before the servicer sees it; a request stream is answered so at its first undecodable message. Nothing is logged:
 a client's bad bytes are not a server error.
 
+The wrapped handlers serialize each response with its own ``SerializeToString``, which is what the generated
+serializers do for a message, and lets a Step answer that the engine thread has already encoded
+(``codecs.EncodedStepResponse``) leave as the bytes it holds: the event loop does not copy the frame again.
+
 The wrapped deserializer also notes each unary request's size, which its call reads as ``request_bytes()``; handlers
 turn a large request's fields into arrays on the thread pool rather than on the event loop (``decode_off_loop``):
 2,097,152 rays are two 25 MB fields, a second of numpy work on two busy cores during which every other call would
@@ -118,7 +122,13 @@ def _guard(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler
 
     make = getattr(grpc, f"{kind}_rpc_method_handler")
     return make(guarded, request_deserializer=_tolerant(handler.request_deserializer, not handler.request_streaming),
-                response_serializer=handler.response_serializer)
+                response_serializer=None if handler.response_serializer is None else _serialize)
+
+
+def _serialize(response: object) -> bytes:
+    """A response's wire bytes from its own ``SerializeToString``: a message's (what the generated serializer
+    calls), or the bytes of a Step answer encoded on the engine thread (``codecs.EncodedStepResponse``)."""
+    return response.SerializeToString()
 
 
 class UndecodableRequestInterceptor(grpc.aio.ServerInterceptor):

@@ -173,13 +173,20 @@ def step_rig(request: pb.StepRequest, default: Intrinsics, generator: Generator,
     """The cameras of a StepRequest: its ``rig`` (``codecs.rig_from_proto``; ``intrinsics`` must then be unset), or
     one camera at the pose with the request's intrinsics (``request_intrinsics``)."""
     if not request.HasField("rig"):
-        return Rig.single(request_intrinsics(request.intrinsics, request.HasField("intrinsics"), default, generator))
+        return single_rig(request_intrinsics(request.intrinsics, request.HasField("intrinsics"), default, generator))
     if request.HasField("intrinsics"):
         raise InvalidInputError("a step with a rig takes each camera's intrinsics from rig.cameras[i].intrinsics: "
                                 "leave StepRequest.intrinsics unset")
     cls = type(generator)
     return codecs.rig_from_proto(request.rig, default, max_cameras=limits.max_rig_cameras, max_width=cls.max_width,
                                  max_height=cls.max_height)
+
+
+@functools.lru_cache(maxsize=64)
+def single_rig(intrinsics: Intrinsics) -> Rig:
+    """``Rig.single(intrinsics)``, built once per intrinsics and shared (a ``Rig`` is immutable): building one checks
+    its identity mount, ~0.05 ms of every step."""
+    return Rig.single(intrinsics)
 
 
 def request_intrinsics(message: pb.Intrinsics, has: bool, default: Intrinsics, generator: Generator) -> Intrinsics:
@@ -198,10 +205,10 @@ def checkpoint_to_proto(info: CheckpointInfo) -> pb.CheckpointInfo:
                              created_unix_s=info.created_unix_s)
 
 
-def replayed_response(stored: pb.StepResponse, request_index: int) -> pb.StepResponse:
-    """A kept step answer sent again: the same frame, flagged ``replayed``, indexed for the request it answers now."""
-    response = pb.StepResponse()
-    response.CopyFrom(stored)
+def replayed_response(stored: codecs.EncodedStepResponse | pb.StepResponse, request_index: int) -> pb.StepResponse:
+    """A kept step answer (as sent, or a message read back from a save) sent again: the same frame, flagged
+    ``replayed``, indexed for the request it answers now."""
+    response = pb.StepResponse.FromString(stored.SerializeToString())
     response.request_index = request_index
     response.replayed = True
     return response
@@ -361,9 +368,12 @@ class WorldServicer(pb_grpc.WorldServiceServicer):
         except Exception as error:  # noqa: BLE001 - each error type gets its own status in status_for
             await context.abort(*status_for(error))
 
-    async def _step(self, request: pb.StepRequest, request_index: int) -> list[pb.StepResponse]:
-        """Validate one StepRequest, step its world under the world's lock, and encode the frames; a numbered step
-        (session and sequence) runs once, and a repeat gets the kept frames (``sessions``)."""
+    async def _step(
+        self, request: pb.StepRequest, request_index: int
+    ) -> list[codecs.EncodedStepResponse] | list[pb.StepResponse]:
+        """Validate one StepRequest, step its world under the world's lock, and encode the frames there, on the
+        engine thread, into their wire bytes (``codecs.encode_step_response``); a numbered step (session and
+        sequence) runs once, and a repeat gets the kept frames (``sessions``), as messages."""
         numbered = check_session(request.session_id, request.sequence if request.HasField("sequence") else None)
         entry = self.registry.entry(request.world_id)
         poses = codecs.poses_from_proto(request.poses, self.limits.max_poses_per_call)
@@ -382,7 +392,7 @@ class WorldServicer(pb_grpc.WorldServiceServicer):
 
         loop = asyncio.get_running_loop()
 
-        def step(world) -> list[pb.StepResponse]:
+        def step(world) -> list[codecs.EncodedStepResponse]:
             watched = self.watches.watched(entry)
             anchors_before = world.memory.anchors.ids if watched else []
             result = world.step(
@@ -399,9 +409,9 @@ class WorldServicer(pb_grpc.WorldServiceServicer):
                 response = pb.StepResponse(request_index=request_index, pose_index=i // len(rig),
                                            camera_index=f.camera_index, last_in_request=i == len(result.frames) - 1,
                                            timings_s=result.timings_s)
-                codecs.frame_to_proto(fmt, response.frame, rgb=f.rgb, depth_m=f.depth, pose=f.pose, version=f.version,
-                                      coverage=f.coverage, frame_id=f.frame_id, labels=f.labels)
-                responses.append(response)
+                responses.append(codecs.encode_step_response(
+                    fmt, response, rgb=f.rgb, depth_m=f.depth, pose=f.pose, version=f.version, coverage=f.coverage,
+                    frame_id=f.frame_id, labels=f.labels))
             return responses
 
         if numbered is None:
