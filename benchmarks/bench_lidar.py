@@ -21,7 +21,7 @@ Printed per call: the median over ``--repeats`` of the client's wall-clock round
 ratio of the medians and the median of the per-repeat ratios. At the end both copies answer one more Raycast, which
 must be identical (the same memory).
 
-Run: ``nice -n 10 python benchmarks/bench_lidar.py`` (two to four minutes on two busy cores).
+Run: ``nice -n 10 python benchmarks/bench_lidar.py`` (under a minute on two busy cores, most of it building the worlds).
 """
 
 from __future__ import annotations

@@ -190,6 +190,45 @@ def test_cached_planes_equal_fitting_every_time(street) -> None:
     assert_as_if_fitted(scan(queries, sensor, spec))
 
 
+def test_first_return_answers_as_trace(street) -> None:
+    """The scan's fused march and free-space walk (``trace_first_return``) equals ``trace`` (the Raycast's) bit for
+    bit at every level, on memory whose voxels lie on both sides of the levels (views with banded pixel confidence);
+    except that a ray entering unknown space before any voxel reports no voxel there (the march stopped)."""
+    from dataclasses import replace
+
+    from worldweave.bridge.queries.world_queries import WorldQueries
+
+    scene, _, poses = street
+    intrinsics = Intrinsics(56.0, 56.0, 55.5, 41.5, 112, 84)  # small views: few voxels for the level copies
+    bands = np.array([1.0, 0.6, 0.3, 0.0, 1.0, 0.3, 0.6, 1.0], np.float32)
+    voxel_map, views = VoxelMap(VOXEL_M), []
+    for i, pose in enumerate(poses[5:9]):
+        confidence = np.broadcast_to(np.roll(bands, i)[np.arange(112) * len(bands) // 112], (84, 112))
+        frame = replace(scene.render(pose, intrinsics), confidence=np.ascontiguousarray(confidence, np.float32))
+        voxel_map.integrate(frame, frame_id=i)
+        views.append(frame)
+    levels = (0.0, 0.5, 0.8)
+    queries = WorldQueries(voxel_map, views, max_distance_m=0.25, confidence_levels=levels)
+    sensor = level_sensor(poses[7])
+    spec = LidarSpec(channels=16, range_m=RANGE_M, points_per_scan=16 * 384, upper_fov_deg=10.0, lower_fov_deg=-30.0)
+    directions = spec.rays()[0] @ sensor.rotation.T
+    origins = np.broadcast_to(sensor.position, directions.shape)
+    for level in levels:
+        t, voxels, hit, unknown = queries.trace(origins, directions, np.full(len(directions), RANGE_M), level)
+        first_t, first_voxels, first_hit, first_unknown = queries.trace_first_return(sensor.position, directions,
+                                                                                     RANGE_M, level)
+        np.testing.assert_array_equal(first_unknown, unknown)
+        marched = first_t >= 0
+        cut = (t >= 0) & ~marched  # entered unknown space first: the march stopped there
+        np.testing.assert_array_equal(first_t[~cut], t[~cut])
+        np.testing.assert_array_equal(first_hit[~cut], hit[~cut])
+        np.testing.assert_array_equal(first_voxels[marched], voxels[marched])
+        assert np.all(unknown[cut] < t[cut]) and not first_hit[cut].any()
+        assert cut.sum() > 20 and marched.sum() > 200, (level, cut.sum(), marched.sum())
+        if level > 0:  # voxels below the level stop rays as unknown
+            assert ((t >= 0) & ~hit).sum() > 10, level
+
+
 def test_lidar_pattern_follows_carla_parameters() -> None:
     spec = LidarSpec(channels=4, range_m=10.0, points_per_scan=None, points_per_second=800.0, rotation_frequency_hz=20.0,
                      upper_fov_deg=15.0, lower_fov_deg=-15.0, horizontal_fov_deg=90.0)

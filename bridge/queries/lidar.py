@@ -10,11 +10,11 @@ scan evenly across ``horizontal_fov_deg`` centred on the sensor's forward axis (
 directions to world ones). The sensor frame follows ROS REP-103 like the world: x forward, y left, z up (not the
 OpenCV camera axes). Points come back in the sensor frame, metres.
 
-**Rays.** Every ray goes through ``WorldQueries.trace`` (the raycast's own batched kernel) at the query's
-minimum-confidence level. A ray ends at the first of: a voxel at or above the level (``hit``); a voxel below the
-level, or space no view has seen through (``unknown``, no hit: a surface behind unobserved space is not what the
-sensor would see first); ``range_m`` through observed free space (neither flag). Never-seen space is never reported
-free.
+**Rays.** Every ray goes through ``WorldQueries.trace_first_return`` (the raycast's voxel march and free-space
+test in one pass, which stops a ray where it enters unknown space) at the query's minimum-confidence level. A ray
+ends at the first of: a voxel at or above the level (``hit``); a voxel below the level, or space no view has seen
+through (``unknown``, no hit: a surface behind unobserved space is not what the sensor would see first); ``range_m``
+through observed free space (neither flag). Never-seen space is never reported free.
 
 **Sub-voxel hits.** A voxel DDA stops where the ray *enters* the first occupied voxel cube, which for rays grazing a
 surface (a road seen from a car) lies many voxels before the surface. Each voxel keeps the mean of the points fused
@@ -69,6 +69,9 @@ MIN_GRAZING_COSINE = 0.02
 """Rays closer than this cosine to parallel with the plane are not intersected with it (about 1.1°)."""
 _BATCH = 64
 """Rays per parallel work item (in pattern order, so neighbouring rays often refit around the same voxel)."""
+_MADE = 16
+"""Fits a ray batch remembers (``_refine_batch``): a voxel the plane cache missed is often missed again a few rays
+on."""
 PATTERN_CACHE = 4
 """Ray patterns kept (``LidarSpec.rays``): a simulation fires a few specs over and over."""
 PLANE_RECORD = 7
@@ -189,11 +192,8 @@ def scan(
     directions_sensor, ring = directions_sensor[part], ring[part]
     directions = directions_sensor @ pose.rotation.T
     n = len(directions)
-    origins = np.empty((n, 3))
-    origins[:] = pose.position
-    ranges = np.full(n, float(spec.range_m))
     level = queries.level(min_confidence)
-    t_enter, voxels, hit, unknown_from = queries.trace(origins, directions, ranges, level)
+    t_enter, voxels, hit, unknown_from = queries.trace_first_return(pose.position, directions, spec.range_m, level)
     unknown = np.isfinite(unknown_from)
     hit &= ~unknown  # a surface behind unobserved space is not what the sensor would see first
     distance = np.full(n, np.inf)
@@ -202,7 +202,8 @@ def scan(
     points = np.full((n, 3), np.nan, np.float32)
     rows = np.flatnonzero(hit)
     if len(rows):
-        t, on_plane = surface_ranges(queries, origins[rows], directions[rows], t_enter[rows], voxels[rows], level)
+        origins = np.broadcast_to(pose.position, (len(rows), 3))
+        t, on_plane = surface_ranges(queries, origins, directions[rows], t_enter[rows], voxels[rows], level)
         beyond = t > spec.range_m  # the surface lies past the range, within the voxel the ray entered
         hit[rows[beyond]] = False
         rows, t, on_plane = rows[~beyond], t[~beyond], on_plane[~beyond]
@@ -314,7 +315,7 @@ def _smallest_eigen(a00, a01, a02, a11, a12, a22, out_normal):
 
 @numba.njit(cache=True)
 def _fit_plane(table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, chunk_keys, chunk_ids,
-               chunk_shift, block_mask, block_slot, occupancy, cache, slots, ax, ay, az, min_points, min_spread,
+               chunk_shift, block_mask, block_slot, occupancy, cache, slots, shell, ax, ay, az, min_points, min_spread,
                max_thickness, out_centroid, out_normal):
     """Fit a plane to the surface points around voxel ``(ax, ay, az)``: the 3^3, else 5^3, else 7^3 neighbourhood,
     the first with ``min_points`` points not on a line. Returns 1 for a plane (thin enough), 0 for a non-planar
@@ -322,7 +323,9 @@ def _fit_plane(table_keys, table_rows, shift, surface, weight, voxel, limit, off
 
     The 7^3 neighbourhood spans at most 2 x 2 x 2 blocks of the level's copy: their slots are read once, and each
     voxel is then one bit of its block's occupancy, read here (not a chunk and block lookup per voxel through a
-    helper: the per-voxel reads are where a fit spends its time)."""
+    helper: the per-voxel reads are where a fit spends its time). A shell's voxels go to ``shell`` (343 x 4 int64
+    scratch: key, x, y, z) with their surface rows' hash probes started (``hash_table.prefetch``), then are summed
+    in that order: the probes' cache misses overlap instead of waiting one after another."""
     bx0, by0, bz0 = (ax - 3) >> BLOCK_SHIFT, (ay - 3) >> BLOCK_SHIFT, (az - 3) >> BLOCK_SHIFT
     for b in range(8):
         slots[b] = block_slot_at(chunk_keys, chunk_ids, chunk_shift, block_mask, block_slot, cache, bx0 + (b >> 2),
@@ -332,6 +335,7 @@ def _fit_plane(table_keys, table_rows, shift, surface, weight, voxel, limit, off
     sx = sy = sz = 0.0
     sxx = sxy = sxz = syy = syz = szz = 0.0
     for radius in range(1, 4):  # each neighbourhood adds the shell around the previous one
+        found = 0  # the shell's voxels in the level's copy, their surface rows' probes started (``shell``)
         for dx in range(-radius, radius + 1):
             ix = ax + dx
             for dy in range(-radius, radius + 1):
@@ -346,24 +350,29 @@ def _fit_plane(table_keys, table_rows, shift, surface, weight, voxel, limit, off
                                  | ((iz >> BLOCK_SHIFT) - bz0)]
                     if slot < 0 or not slot_has_voxel(occupancy, slot, ix, iy, iz):
                         continue
-                    row = hash_table.find(table_keys, table_rows, shift,
-                                          ((ix + offset) << (2 * bits)) | ((iy + offset) << bits) | (iz + offset))
-                    if row < 0:
-                        continue
-                    has = weight[row] > 0  # else the voxel's centre stands for its surface point
-                    x = (ix + 0.5) * voxel + (surface[row, 0] if has else 0.0) - cx0  # about the anchor: less rounding
-                    y = (iy + 0.5) * voxel + (surface[row, 1] if has else 0.0) - cy0
-                    z = (iz + 0.5) * voxel + (surface[row, 2] if has else 0.0) - cz0
-                    n += 1
-                    sx += x
-                    sy += y
-                    sz += z
-                    sxx += x * x
-                    sxy += x * y
-                    sxz += x * z
-                    syy += y * y
-                    syz += y * z
-                    szz += z * z
+                    key = ((ix + offset) << (2 * bits)) | ((iy + offset) << bits) | (iz + offset)
+                    hash_table.prefetch(table_keys, table_rows, shift, key)
+                    shell[found, 0], shell[found, 1], shell[found, 2], shell[found, 3] = key, ix, iy, iz
+                    found += 1
+        for j in range(found):  # in the same order: the same sums, bit for bit
+            row = hash_table.find(table_keys, table_rows, shift, shell[j, 0])
+            if row < 0:
+                continue
+            ix, iy, iz = shell[j, 1], shell[j, 2], shell[j, 3]
+            has = weight[row] > 0  # else the voxel's centre stands for its surface point
+            x = (ix + 0.5) * voxel + (surface[row, 0] if has else 0.0) - cx0  # about the anchor: less rounding
+            y = (iy + 0.5) * voxel + (surface[row, 1] if has else 0.0) - cy0
+            z = (iz + 0.5) * voxel + (surface[row, 2] if has else 0.0) - cz0
+            n += 1
+            sx += x
+            sy += y
+            sz += z
+            sxx += x * x
+            sxy += x * y
+            sxz += x * z
+            syy += y * y
+            syz += y * z
+            szz += z * z
         if n < min_points:
             continue
         mx, my, mz = sx / n, sy / n, sz / n
@@ -405,14 +414,20 @@ def _refine_batch(table_keys, table_rows, shift, surface, weight, voxel, limit, 
                   out_t, on_plane, new_keys, new_planes, start, stop):
     """``_refine_kernel`` for rays ``start`` to ``stop``, in one loop: neighbouring rays often fit around the same
     voxel, so the last plane (``centroid``, ``normal``, fitted around ``(lx, ly, lz)`` with ``_fit_plane`` status
-    ``status``) is reused without a cache probe. (The loop body is not a function of its own: a call hands it
-    some 30 arrays, a reference count each, which cost several times a cached ray's own work.)"""
+    ``status``) is reused without a cache probe, and a cache miss looks among the batch's last ``_MADE`` fits
+    before fitting (after a step, about a quarter of a scan's misses were voxels their batch had just fitted).
+    (The loop body is not a function of its own: a call hands it some 30 arrays, a reference count each, which
+    cost several times a cached ray's own work.)"""
     reach = math.sqrt(3.0) * voxel
     point = np.empty(3)
     centroid = np.empty(3)
     normal = np.empty(3)
     cache = new_cache()
     slots = np.empty(8, np.int64)
+    shell = np.empty((7 ** 3, 4), np.int64)
+    made_keys = np.full(_MADE, -1, np.int64)
+    made_planes = np.empty((_MADE, PLANE_RECORD))
+    made_count = 0
     lx, ly, lz = np.iinfo(np.int64).min, np.int64(0), np.int64(0)
     status = np.int64(0)
     for i in range(start, stop):
@@ -433,17 +448,33 @@ def _refine_batch(table_keys, table_rows, shift, surface, weight, voxel, limit, 
                         centroid[k] = cache_planes[row, 1 + k]
                         normal[k] = cache_planes[row, 4 + k]
                 else:
-                    status = np.int64(_fit_plane(
-                        table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, chunk_keys,
-                        chunk_ids, chunk_shift, block_mask, block_slot, occupancy, cache, slots, ax, ay, az,
-                        min_points, min_spread, max_thickness, centroid, normal,
-                    ))
+                    made = -1  # the batch's own fits: a voxel the cache missed is often fitted again a few rays on
                     if key >= 0:
-                        new_keys[i, step] = key
-                        new_planes[i, step, 0] = status
+                        for j in range(_MADE):
+                            if made_keys[j] == key:
+                                made = j
+                                break
+                    if made >= 0:
+                        status = np.int64(made_planes[made, 0])
                         for k in range(3):
-                            new_planes[i, step, 1 + k] = centroid[k]
-                            new_planes[i, step, 4 + k] = normal[k]
+                            centroid[k] = made_planes[made, 1 + k]
+                            normal[k] = made_planes[made, 4 + k]
+                    else:
+                        status = np.int64(_fit_plane(
+                            table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, chunk_keys,
+                            chunk_ids, chunk_shift, block_mask, block_slot, occupancy, cache, slots, shell, ax, ay, az,
+                            min_points, min_spread, max_thickness, centroid, normal,
+                        ))
+                        if key >= 0:
+                            new_keys[i, step] = key
+                            new_planes[i, step, 0] = status
+                            made = made_count % _MADE
+                            made_count += 1
+                            made_keys[made] = key
+                            made_planes[made, 0] = status
+                            for k in range(3):
+                                new_planes[i, step, 1 + k] = made_planes[made, 1 + k] = centroid[k]
+                                new_planes[i, step, 4 + k] = made_planes[made, 4 + k] = normal[k]
                 lx, ly, lz = ax, ay, az
             if status != 1:
                 break

@@ -24,21 +24,21 @@ an occupied voxel, marks where the ray entered unknown space.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from enum import IntEnum
 from typing import Protocol, runtime_checkable
 
 import numba
 import numpy as np
-from numba.typed import List
 
 from worldweave.bridge.queries.grid import is_occupied, new_cache, spatial_order
 from worldweave.proto.errors import InvalidFrameError
 from worldweave.proto.geometry import Intrinsics, Pose
 
 _BATCH = 256
-_NO_RANKS = np.zeros((1, 1), dtype=np.uint8)
-"""Stands in for a view's rank image when a query needs none (``min_rank`` 0): the kernels never read it."""
+_NO_RANKS = np.zeros(1, dtype=np.uint8)
+"""Stands in for the rank images when a query needs none (``min_rank`` 0): the kernels never read it."""
 _MAX_FOOTPRINT_PX = 32
 """Widest square an anchor point's confidence covers in its own image, pixels (wider footprints are clipped)."""
 
@@ -61,18 +61,17 @@ class DepthView(Protocol):
 
 
 class PackedViews:
-    """Views as kernel arrays: ``params`` float64 (K, 16) = world-to-camera rotation (9, row-major), camera centre
-    (3), fx, fy, cx, cy; ``depths`` a typed list of float32 (H, W) arrays (no copies); ``ranks`` a typed list of
-    uint8 (H, W) rank images (``confidence_ranks``), read only when ``min_rank`` > 0: a pixel sees through space
-    only when its rank is at least ``min_rank``."""
+    """Views as flat kernel arrays (the kernels read them per sample, so no per-view containers to fetch from):
+    ``params`` float64 (K, 16) = world-to-camera rotation (9, row-major), camera centre (3), fx, fy, cx, cy;
+    ``pixels`` int64 (K, 3) = index of the view's first pixel in ``depths`` / ``ranks``, height, width; ``depths``
+    float32 (P,) every view's (H, W) depth map, row-major, one after the other; ``ranks`` uint8 (P,) the views'
+    rank images (``confidence_ranks``) laid out alike, read only when ``min_rank`` > 0 (else one unread zero): a
+    pixel sees through space only when its rank is at least ``min_rank``."""
 
     def __init__(self, views: Sequence[DepthView], ranks: Sequence[np.ndarray] = (), min_rank: int = 0) -> None:
-        if min_rank and len(ranks) != len(views):
-            raise InvalidFrameError(f"{len(ranks)} rank images for {len(views)} views")
-        self.min_rank = int(min_rank)
         self.params = np.zeros((len(views), 16), dtype=np.float64)
-        self.depths = List()
-        self.ranks = List()
+        self.pixels = np.zeros((len(views), 3), dtype=np.int64)
+        depths, first_pixel = [], 0
         for k, view in enumerate(views):
             if not isinstance(view, DepthView):
                 raise InvalidFrameError(f"view {k} ({type(view).__name__}) lacks pose, intrinsics or depth")
@@ -86,14 +85,34 @@ class PackedViews:
             self.params[k, :9] = view.pose.rotation.T.reshape(-1)
             self.params[k, 9:12] = view.pose.position
             self.params[k, 12:] = intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy
-            self.depths.append(np.ascontiguousarray(depth))
-            self.ranks.append(np.ascontiguousarray(ranks[k]) if self.min_rank else _NO_RANKS)
-        if len(views) == 0:  # typed lists need one element to get a type
-            self.depths.append(np.zeros((1, 1), dtype=np.float32))
-            self.ranks.append(_NO_RANKS)
+            self.pixels[k] = first_pixel, *depth.shape
+            first_pixel += depth.size
+            depths.append(depth.reshape(-1))
+        self.depths = np.concatenate(depths) if depths else np.zeros(0, np.float32)
+        self.min_rank = 0
+        self.ranks = _NO_RANKS
+        if min_rank:
+            self.ranks = self.ranked(ranks, min_rank).ranks
+            self.min_rank = int(min_rank)
 
     def __len__(self) -> int:
         return len(self.params)
+
+    def ranked(self, ranks: Sequence[np.ndarray], min_rank: int) -> PackedViews:
+        """These views with rank images ``ranks`` (one per view, in order, each the view's (H, W)) and ``min_rank``;
+        the view arrays are shared, not copied."""
+        if len(ranks) != len(self):
+            raise InvalidFrameError(f"{len(ranks)} rank images for {len(self)} views")
+        images = []
+        for k, rank_image in enumerate(ranks):
+            rank_image, shape = np.asarray(rank_image, dtype=np.uint8), tuple(self.pixels[k, 1:].tolist())
+            if rank_image.shape != shape:
+                raise InvalidFrameError(f"view {k}: rank image {rank_image.shape} differs from its depth {shape}")
+            images.append(rank_image.reshape(-1))
+        packed = copy.copy(self)
+        packed.ranks = np.concatenate(images) if images else _NO_RANKS
+        packed.min_rank = int(min_rank)
+        return packed
 
 
 def _anchor_confidence(view) -> np.ndarray:
@@ -148,41 +167,36 @@ def min_rank(levels: Sequence[float], level: float) -> int:
     return 0 if level <= 0 else list(levels).index(level) + 1
 
 
-@numba.njit(cache=True)
-def _seen_through(params, depth, ranks, min_rank, x, y, z, margin):
-    """True when the view (``params`` row, ``depth`` map, ``ranks`` image) saw through world point ``(x, y, z)``
-    (metres) with depth at a rank of at least ``min_rank``."""
-    rx, ry, rz = x - params[9], y - params[10], z - params[11]
-    zc = params[6] * rx + params[7] * ry + params[8] * rz
-    if zc <= 0.0:
-        return False
-    xc = params[0] * rx + params[1] * ry + params[2] * rz
-    yc = params[3] * rx + params[4] * ry + params[5] * rz
-    u = np.floor(params[12] * xc / zc + params[14] + 0.5)
-    v = np.floor(params[13] * yc / zc + params[15] + 0.5)
-    h, w = depth.shape
-    if not (0.0 <= u < w and 0.0 <= v < h):
-        return False
-    observed = depth[np.int64(v), np.int64(u)]
-    if not (observed > 0.0 and zc <= observed - margin):
-        return False
-    return min_rank == 0 or ranks[np.int64(v), np.int64(u)] >= min_rank
-
-
-@numba.njit(cache=True)
-def _free(params, depths, ranks, min_rank, x, y, z, margin, first):
-    """Index of a view that saw through the point, -1 when none did; tries view ``first`` (the last one that
-    did, for the previous point) first."""
+@numba.njit(cache=True, inline="always")
+def free_view(params, pixels, depths, ranks, min_rank, x, y, z, margin, first):
+    """Index of a view (``PackedViews`` arrays) that saw through world point ``(x, y, z)`` (metres) with depth at a
+    rank of at least ``min_rank``, -1 when none did; tries view ``first`` (the last one that did, for the previous
+    point) first. Inlined into the kernels (numba IR): a call would count a reference per array per point."""
     k = len(params)
     for j in range(k):
         view = (first + j) % k
-        if _seen_through(params[view], depths[view], ranks[view], min_rank, x, y, z, margin):
+        rx, ry, rz = x - params[view, 9], y - params[view, 10], z - params[view, 11]
+        zc = params[view, 6] * rx + params[view, 7] * ry + params[view, 8] * rz
+        if zc <= 0.0:
+            continue
+        xc = params[view, 0] * rx + params[view, 1] * ry + params[view, 2] * rz
+        yc = params[view, 3] * rx + params[view, 4] * ry + params[view, 5] * rz
+        u = np.floor(params[view, 12] * xc / zc + params[view, 14] + 0.5)
+        v = np.floor(params[view, 13] * yc / zc + params[view, 15] + 0.5)
+        h, w = pixels[view, 1], pixels[view, 2]
+        if not (0.0 <= u < w and 0.0 <= v < h):
+            continue
+        pixel = pixels[view, 0] + np.int64(v) * w + np.int64(u)
+        observed = depths[pixel]
+        if not (observed > 0.0 and zc <= observed - margin):
+            continue
+        if min_rank == 0 or ranks[pixel] >= min_rank:
             return view
     return -1
 
 
 @numba.njit(cache=True, parallel=True)
-def _occupancy_kernel(grid, voxel_size, params, depths, ranks, min_rank, points, margin, out):
+def _occupancy_kernel(grid, voxel_size, params, pixels, depths, ranks, min_rank, points, margin, out):
     table_keys, table_ids, shift, _, block_mask, block_slot, bits, _, _, _ = grid
     n = len(points)
     for batch in numba.prange((n + _BATCH - 1) // _BATCH):
@@ -196,7 +210,7 @@ def _occupancy_kernel(grid, voxel_size, params, depths, ranks, min_rank, points,
             if is_occupied(table_keys, table_ids, shift, block_mask, block_slot, bits, cache, ix, iy, iz):
                 out[i] = 2
                 continue
-            view = _free(params, depths, ranks, min_rank, x, y, z, margin, first)
+            view = free_view(params, pixels, depths, ranks, min_rank, x, y, z, margin, first)
             if view >= 0:
                 first = view
                 out[i] = 1
@@ -205,7 +219,7 @@ def _occupancy_kernel(grid, voxel_size, params, depths, ranks, min_rank, points,
 
 
 @numba.njit(cache=True)
-def _near_surface(table_keys, table_ids, shift, block_mask, block_slot, bits, cache, voxel_size, x, y, z, radius):
+def near_surface(table_keys, table_ids, shift, block_mask, block_slot, bits, cache, voxel_size, x, y, z, radius):
     """True when a voxel within ``radius`` voxels (per axis) of the point's voxel is occupied."""
     ix = np.int64(np.floor(x / voxel_size))
     iy = np.int64(np.floor(y / voxel_size))
@@ -220,7 +234,7 @@ def _near_surface(table_keys, table_ids, shift, block_mask, block_slot, bits, ca
 
 @numba.njit(cache=True, parallel=True)
 def _unknown_from_kernel(
-    grid, voxel_size, params, depths, ranks, min_rank, origins, directions, stop, step, margin, radius, out
+    grid, voxel_size, params, pixels, depths, ranks, min_rank, origins, directions, stop, step, margin, radius, out
 ):
     table_keys, table_ids, shift, _, block_mask, block_slot, bits, _, _, _ = grid
     n = len(origins)
@@ -234,10 +248,10 @@ def _unknown_from_kernel(
                 x = origins[i, 0] + t * directions[i, 0]
                 y = origins[i, 1] + t * directions[i, 1]
                 z = origins[i, 2] + t * directions[i, 2]
-                view = _free(params, depths, ranks, min_rank, x, y, z, margin, first)
+                view = free_view(params, pixels, depths, ranks, min_rank, x, y, z, margin, first)
                 if view >= 0:
                     first = view
-                elif not _near_surface(
+                elif not near_surface(
                     table_keys, table_ids, shift, block_mask, block_slot, bits, cache, voxel_size, x, y, z, radius
                 ):
                     out[i] = t
@@ -255,10 +269,16 @@ def occupancy_codes(
         sorted_out = np.empty(len(points_m), dtype=np.uint8)
         points = np.ascontiguousarray(points_m[order])
         v, margin = float(voxel_size_m), float(free_margin_m)
-        _occupancy_kernel(grid_arrays, v, views.params, views.depths, views.ranks, views.min_rank, points, margin,
-                          sorted_out)
+        _occupancy_kernel(grid_arrays, v, views.params, views.pixels, views.depths, views.ranks, views.min_rank, points,
+                          margin, sorted_out)
         out[order] = sorted_out
     return out
+
+
+def surface_radius(free_margin_m: float, voxel_size_m: float) -> int:
+    """Voxels (per axis, at least 1) around a sample that ``near_surface`` searches: ``free_margin_m`` rounded up
+    to whole voxels."""
+    return max(1, int(np.ceil(free_margin_m / voxel_size_m - 1e-9)))
 
 
 def unknown_from(
@@ -276,12 +296,13 @@ def unknown_from(
     saw through and that is not within ``free_margin_m`` (rounded up
     to whole voxels) of an occupied voxel: the surface's own thickness is not unknown space. ``inf`` when none."""
     out = np.empty(len(origins_m), dtype=np.float64)
-    radius = max(1, int(np.ceil(free_margin_m / voxel_size_m - 1e-9)))
+    radius = surface_radius(free_margin_m, voxel_size_m)
     if len(origins_m):
         _unknown_from_kernel(
             grid_arrays,
             float(voxel_size_m),
             views.params,
+            views.pixels,
             views.depths,
             views.ranks,
             views.min_rank,

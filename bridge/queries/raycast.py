@@ -118,6 +118,29 @@ def cast_ray(table_keys, table_ids, shift, block_mask, block_slot, bits, cache, 
     return -1.0
 
 
+@numba.njit(cache=True, inline="always")
+def march_step(table_keys, table_ids, shift, block_mask, block_slot, bits, cache, ox, oy, oz, dx, dy, dz, inv_x, inv_y,
+               inv_z, ix, iy, iz, t):
+    """One turn of ``cast_ray``'s loop, for a march interleaved with other work (the LiDAR's ``first_return``): the
+    ray (voxel units, ``inv_* = 1 / d_*`` or 0) entered voxel ``(ix, iy, iz)`` at parameter ``t``. Returns
+    (occupied, ix, iy, iz, t): ``True`` and the same voxel when it is occupied, else ``False`` and the voxel and
+    parameter where the ray leaves the largest empty aligned region around it. (``cast_ray`` spells the loop out:
+    calling this from it made ``cast_rays`` 20 to 30 % slower inlined, 50 to 90 % as a call.)"""
+    bx, by, bz = ix >> BLOCK_SHIFT, iy >> BLOCK_SHIFT, iz >> BLOCK_SHIFT
+    cid = cached_chunk(table_keys, table_ids, shift, cache, bx >> CHUNK_SHIFT, by >> CHUNK_SHIFT, bz >> CHUNK_SHIFT)
+    size = CHUNK_VOXELS if cid < 0 else _empty_size(block_mask, bits, block_slot, cid, ix, iy, iz)
+    if size == 1 and slot_has_voxel(bits, block_slot[cid, local_block(bx, by, bz)], ix, iy, iz):
+        return True, ix, iy, iz, t
+    lx, ly, lz = ix & -size, iy & -size, iz & -size
+    tx, ty, tz = _exit(ox, dx, inv_x, lx, size), _exit(oy, dy, inv_y, ly, size), _exit(oz, dz, inv_z, lz, size)
+    t_exit = min(tx, ty, tz)
+    axis = 0 if tx == t_exit else (1 if ty == t_exit else 2)
+    ix = _enter_axis(ox, dx, t_exit, lx, size, axis == 0, dx)
+    iy = _enter_axis(oy, dy, t_exit, ly, size, axis == 1, dy)
+    iz = _enter_axis(oz, dz, t_exit, lz, size, axis == 2, dz)
+    return False, ix, iy, iz, max(t, t_exit)
+
+
 @numba.njit(cache=True, parallel=True)
 def _raycast_kernel(grid, origins, directions, t_max, out_t, out_voxel):
     table_keys, table_ids, shift, _, block_mask, block_slot, bits, _, _, _ = grid

@@ -56,6 +56,7 @@ from worldweave.bridge.queries.distance_field import (
     NearestResult,
     field_reach_vox,
 )
+from worldweave.bridge.queries.first_return import first_return
 from worldweave.bridge.queries.grid import BLOCK_SHIFT, BlockGrid
 from worldweave.bridge.queries.occupancy import (
     DepthView,
@@ -189,6 +190,11 @@ def _per_item(name: str, values, n: int) -> np.ndarray:
 def _same_length(name: str, array: np.ndarray, n: int) -> None:
     if len(array) != n:
         raise InvalidInputError(f"{name} has {len(array)} rows, the batch has {n}")
+
+
+def _same_objects(a: Sequence, b: Sequence) -> bool:
+    """Whether two sequences hold the very same objects (``is``), in order."""
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
 
 
 def resolve_level(levels: Sequence[float], default: float, min_confidence: float | None) -> float:
@@ -333,11 +339,16 @@ class VoxelCache:
         keys = np.asarray(keys, np.int64)
         blocks = hash_table.allocate(1 << (2 * len(keys)).bit_length(), np.int64)
         keep = _kept_records(keys, self._keys[: self._count], *blocks)
-        if keep.all():
+        n = int(np.count_nonzero(keep))
+        if n == self._count:
             return
-        keys, records = self._keys[: self._count][keep], self._records[: self._count][keep]
-        self.clear()
-        self.add(keys, records)
+        # Kept in place, and the table refilled at its size: the kept keys are distinct, and fewer than before.
+        self._keys[:n] = self._keys[: self._count][keep]
+        self._records[:n] = self._records[: self._count][keep]
+        self._count = n
+        self._table[0].fill(hash_table.EMPTY_KEY)
+        self._table[1].fill(-1)
+        _insert_keys(*self._table, self._keys[:n], 0)
 
 
 class LevelCopy:
@@ -435,6 +446,7 @@ class WorldQueries:
         )
         self._copies: dict[float, LevelCopy] = {}
         self._ranks: dict[int, tuple[tuple, np.ndarray]] = {}
+        self._packed: tuple[list, PackedViews | None, dict[int, tuple[list, PackedViews]]] = ([None], None, {})
 
     @staticmethod
     def _option(name: str, value: float, positive: bool = False) -> float:
@@ -507,11 +519,16 @@ class WorldQueries:
 
     def _packed_views(self, level: float) -> PackedViews:
         """The current views, with the rank images a pixel's depth needs to count at ``level`` (cached per view
-        until its depth or points change: an edit replaces them)."""
+        until its depth or points change: an edit replaces them). Packed once while the views, their poses,
+        intrinsics, depth and rank images stay the same objects (a step adds a view, an edit replaces arrays)."""
         views = list(self.views() if callable(self.views) else self.views)
+        packed_from = views + [getattr(view, name, None) for view in views for name in ("pose", "intrinsics", "depth")]
+        if not _same_objects(self._packed[0], packed_from):
+            self._packed = (packed_from, PackedViews(views), {})
+        _, packed, by_rank = self._packed
         rank = min_rank(self.confidence_levels, level)
         if rank == 0:
-            return PackedViews(views)
+            return packed
         ranks, cache = [], {}
         for view in views:
             sources = tuple(getattr(view, name, None) for name in ("depth", "points_cam", "point_confidence", "confidence"))
@@ -521,7 +538,10 @@ class WorldQueries:
             cache[id(view)] = cached
             ranks.append(cached[1])
         self._ranks = cache
-        return PackedViews(views, ranks, rank)
+        ranked = by_rank.get(rank)
+        if ranked is None or not _same_objects(ranked[0], ranks):
+            ranked = by_rank[rank] = (ranks, packed.ranked(ranks, rank))
+        return ranked[1]
 
     def _check_range(self, name: str, ranges: np.ndarray) -> None:
         if len(ranges) and ranges.max() > self.max_distance_m:
@@ -596,14 +616,38 @@ class WorldQueries:
         below = self._below_level(copy)
         v = self.voxel_map.voxel_size_m
         t, voxels = cast_rays((self._copy(0.0) if below else copy).grid.arrays(), v, origins_m, directions, ranges_m)
-        entered = t >= 0
-        hit = entered.copy()
-        if below and entered.any():  # a voxel below the level stops the ray as unknown, not as a hit
-            reached = self.voxel_map.confidence_at(voxel_keys.pack(voxels[entered])) >= np.float32(level)
-            hit[entered] = reached
-        stop = np.where(entered, t, ranges_m)
+        stop = np.where(t >= 0, t, ranges_m)
         step, margin = self.ray_unknown_step_m, self.free_margin_m
         unknown = unknown_from(copy.grid.arrays(), v, self._packed_views(level), origins_m, directions, stop, step, margin)
+        return self._level_stops(t, voxels, unknown, level, below)
+
+    def trace_first_return(
+        self, origin_m: np.ndarray, directions: np.ndarray, range_m: float, level: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``trace`` for a sensor that sees no farther than unknown space (a LiDAR): rays from one ``origin_m`` (3,)
+        world metres along unit ``directions`` (N, 3) out to ``range_m`` metres, at a declared ``level``. A ray that
+        enters unknown space before any voxel stops there (``first_return``): it reports no voxel (-1, no hit);
+        every other answer equals ``trace``'s for the same rays, bit for bit."""
+        copy = self._copy(level)
+        below = self._below_level(copy)
+        march = (self._copy(0.0) if below else copy).grid.arrays()
+        t, voxels, unknown = first_return(
+            march, copy.grid.arrays(), self.voxel_map.voxel_size_m, self._packed_views(level), origin_m, directions,
+            range_m, self.ray_unknown_step_m, self.free_margin_m,
+        )
+        return self._level_stops(t, voxels, unknown, level, below)
+
+    def _level_stops(
+        self, t: np.ndarray, voxels: np.ndarray, unknown: np.ndarray, level: float, below: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``trace``'s answer from the march (``t`` metres, -1 for none; ``voxels``) and the walk (``unknown``
+        metres): a voxel below ``level`` (only when the map holds some: ``below``) stops its ray as unknown, not as a
+        hit."""
+        entered = t >= 0
+        hit = entered.copy()
+        if below and entered.any():
+            reached = self.voxel_map.confidence_at(voxel_keys.pack(voxels[entered])) >= np.float32(level)
+            hit[entered] = reached
         return t, voxels, hit, np.where(entered & ~hit, np.minimum(unknown, t), unknown)
 
     def nearest(self, points_m, max_range_m, *, min_confidence: float | None = None) -> NearestResult:

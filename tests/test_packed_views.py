@@ -1,0 +1,77 @@
+"""The views free-space queries read, packed once into flat kernel arrays and kept while they stay the same objects:
+answers follow a view whose depth an edit replaced, a view added by a step and a view dropped, exactly as a fresh
+``WorldQueries`` (which packs them anew) answers, at every level."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from worldweave.bridge.frames import RGBDFrame
+from worldweave.bridge.memory.voxel_map import VoxelMap
+from worldweave.bridge.queries.world_queries import WorldQueries
+from worldweave.proto.geometry import Intrinsics, Pose
+
+VOXEL_M = 0.05
+LEVELS = (0.0, 0.5)
+INTRINSICS = Intrinsics(40.0, 40.0, 39.5, 29.5, 80, 60)
+EYE_M = np.array([0.0, 0.0, 1.5])
+WALL_X_M = 4.0
+"""A floor (z = 0) and a wall (x = ``WALL_X_M``), world metres: the views' exact depth (no renderer to load)."""
+
+
+def _view(yaw_deg: float, confidence: np.ndarray) -> RGBDFrame:
+    """The floor and wall seen from ``EYE_M``, turned ``yaw_deg`` about +z from +x and tilted 20° down."""
+    yaw = np.radians(yaw_deg)
+    pose = Pose.look_at(EYE_M, EYE_M + [np.cos(yaw), np.sin(yaw), -0.36])
+    v, u = np.mgrid[: INTRINSICS.height, : INTRINSICS.width]
+    rays = np.stack([(u - INTRINSICS.cx) / INTRINSICS.fx, (v - INTRINSICS.cy) / INTRINSICS.fy, np.ones(u.shape)], -1)
+    world = rays @ pose.rotation.T  # z = 1 along the optical axis: the ray parameter is the depth
+    with np.errstate(divide="ignore", invalid="ignore"):
+        to_floor = np.where(world[..., 2] < 0, -EYE_M[2] / world[..., 2], np.inf)
+        to_wall = np.where(world[..., 0] > 0, (WALL_X_M - EYE_M[0]) / world[..., 0], np.inf)
+    depth = np.minimum(to_floor, to_wall)
+    depth = np.where(depth < 10.0, depth, 0.0).astype(np.float32)
+    rgb = (np.random.default_rng(int(yaw_deg) + 90).integers(0, 256, (*INTRINSICS.shape, 3))).astype(np.uint8)
+    return RGBDFrame(rgb, depth, pose, INTRINSICS, confidence=confidence)
+
+
+def test_packed_views_follow_replaced_added_and_dropped_views() -> None:
+    bands = np.array([1.0, 0.3, 1.0, 0.6], np.float32)  # some pixels below the level 0.5
+    width = INTRINSICS.width
+    confidence = np.ascontiguousarray(np.broadcast_to(bands[np.arange(width) * 4 // width], INTRINSICS.shape))
+    views = [_view(yaw, confidence) for yaw in (-20.0, 0.0, 20.0)]
+    voxel_map = VoxelMap(VOXEL_M)
+    for i, view in enumerate(views):
+        voxel_map.integrate(view, frame_id=i)
+    queries = WorldQueries(voxel_map, views, max_distance_m=0.25, confidence_levels=LEVELS)
+    rng = np.random.default_rng(0)
+    points = EYE_M + rng.uniform([-1.0, -4.0, -1.5], [5.0, 4.0, 1.0], size=(1000, 3))
+    origins = np.broadcast_to(EYE_M, points.shape)
+    directions = rng.normal(size=points.shape)
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+
+    def answers(q: WorldQueries, level: float) -> tuple[np.ndarray, np.ndarray]:
+        rays = q.raycast(origins, directions, 10.0, min_confidence=level)
+        return q.occupancy(points, min_confidence=level), rays.unknown_from_m
+
+    def assert_as_fresh() -> list[np.ndarray]:
+        fresh = WorldQueries(voxel_map, list(views), max_distance_m=0.25, confidence_levels=LEVELS)
+        out = []
+        for level in LEVELS:
+            kept, packed_anew = answers(queries, level), answers(fresh, level)
+            for a, b in zip(kept, packed_anew):
+                np.testing.assert_array_equal(a, b)
+            out.extend(kept)
+        return out
+
+    first = assert_as_fresh()
+    assert all(len(np.unique(a)) > 1 for a in first)
+    views[1] = replace(views[1], depth=np.zeros_like(views[1].depth))  # an edit replaces a view's depth
+    blind = assert_as_fresh()
+    assert any(not np.array_equal(a, b) for a, b in zip(first, blind))
+    views.append(_view(40.0, confidence))  # a step adds a view
+    assert_as_fresh()
+    del views[0]
+    assert_as_fresh()
