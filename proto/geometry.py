@@ -26,6 +26,14 @@ from worldweave.proto.errors import InvalidIntrinsicsError, InvalidPoseError
 ORTHONORMAL_TOLERANCE = 1e-3
 """Largest allowed ``|R^T R - I|`` entry and ``|det R - 1|`` for a rotation to count as orthonormal (real pose
 files, e.g. KinectFusion output, carry ~2e-4); accepted rotations are re-orthonormalised."""
+EXACT_ROTATION_TOLERANCE = 1e-12
+"""Largest ``|R^T R - I|`` entry of an accepted rotation that ``Pose`` stores as given; above it, the nearest
+rotation (by SVD) is stored instead."""
+DECISION_MARGIN = 0.01
+"""How close, relative to a threshold above, ``|R^T R - I|`` or ``|det R - 1|`` may come to it before ``Pose`` leaves
+its plain-float check to the numpy one. For a matrix near orthonormal, summation order and fused multiply-adds move
+``R^T R`` by under 1e-15 and the determinant by under 1e-13 (1e-14 and 1e-5 are 1% of the thresholds), so outside
+this band both checks decide alike."""
 
 
 class Quaternion(NamedTuple):
@@ -38,7 +46,7 @@ class Quaternion(NamedTuple):
 
 
 def _check_finite(name: str, values: np.ndarray) -> None:
-    if not np.all(np.isfinite(values)):
+    if not all(map(math.isfinite, values.ravel().tolist())):  # plain floats: cheaper than numpy for a few values
         bad = np.argwhere(~np.isfinite(values))[0]
         raise InvalidPoseError(f"{name} has a non-finite value {float(values[tuple(bad)])} at index {tuple(int(i) for i in bad)}")
 
@@ -122,6 +130,38 @@ def check_rotation(rotation: np.ndarray, name: str = "rotation") -> None:
         raise InvalidPoseError(f"{name} has determinant {det:.6g}, not +1 (a reflection, not a rotation)")
 
 
+def _clearly_rigid(rotation: np.ndarray, position: np.ndarray) -> bool | None:
+    """``Pose``'s checks in plain float math, cheaper than numpy's per-call cost for a 3x3: for a finite (3, 3)
+    rotation, orthonormal and right-handed within ``ORTHONORMAL_TOLERANCE`` by ``DECISION_MARGIN``, and a finite (3,)
+    position, whether the rotation is to be re-orthonormalised (max ``|R^T R - I|`` over
+    ``EXACT_ROTATION_TOLERANCE``). None for anything else (a check fails, or a value lies within the margin of a
+    threshold): the numpy checks then decide, exactly as they always have, and name the bad value."""
+    if rotation.shape != (3, 3) or position.shape != (3,):
+        return None
+    values = rotation.ravel().tolist()
+    if not all(map(math.isfinite, values + position.tolist())):
+        return None
+    a, b, c, d, e, f, g, h, i = values  # rows (a, b, c), (d, e, f), (g, h, i)
+    # An off-diagonal NaN (inf - inf) needs an entry over 1e154, whose column's diagonal term is then inf: the
+    # maximum is inf or NaN, and both fail the comparison below.
+    error = max(
+        abs(a * a + d * d + g * g - 1.0), abs(b * b + e * e + h * h - 1.0), abs(c * c + f * f + i * i - 1.0),
+        abs(a * b + d * e + g * h), abs(a * c + d * f + g * i), abs(b * c + e * f + h * i),
+    )
+    det = a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)
+    limit = ORTHONORMAL_TOLERANCE * (1.0 - DECISION_MARGIN)
+    if not (error <= limit and abs(det - 1.0) <= limit):
+        return None
+    if abs(error - EXACT_ROTATION_TOLERANCE) <= DECISION_MARGIN * EXACT_ROTATION_TOLERANCE:
+        return None
+    return error > EXACT_ROTATION_TOLERANCE
+
+
+def _last_row_error(row: list[float]) -> float:
+    """Largest ``|row - [0, 0, 0, 1]|`` of a 4x4 pose matrix's last row (finite values)."""
+    return max(abs(row[0]), abs(row[1]), abs(row[2]), abs(row[3] - 1.0))
+
+
 @dataclass(frozen=True, eq=False)
 class Pose:
     """A camera-to-world rigid transform ``T_world_cam`` (OpenCV camera axes, metres).
@@ -139,11 +179,14 @@ class Pose:
     def __post_init__(self) -> None:
         rotation = np.array(self.rotation, dtype=np.float64)
         position = np.array(self.position, dtype=np.float64).reshape(-1)
-        check_rotation(rotation)
-        if position.shape != (3,):
-            raise InvalidPoseError(f"position must have 3 values, got {position.shape[0]}")
-        _check_finite("position", position)
-        if np.max(np.abs(rotation.T @ rotation - np.eye(3))) > 1e-12:
+        inexact = _clearly_rigid(rotation, position)
+        if inexact is None:  # invalid, or near a threshold: numpy's checks decide and name the bad value
+            check_rotation(rotation)
+            if position.shape != (3,):
+                raise InvalidPoseError(f"position must have 3 values, got {position.shape[0]}")
+            _check_finite("position", position)
+            inexact = np.max(np.abs(rotation.T @ rotation - np.eye(3))) > EXACT_ROTATION_TOLERANCE
+        if inexact:
             u, _, vt = np.linalg.svd(rotation)
             rotation = u @ vt
         rotation.flags.writeable = False
@@ -163,7 +206,7 @@ class Pose:
         if m.shape not in ((4, 4), (3, 4)):
             raise InvalidPoseError(f"a pose matrix must be 4x4 or 3x4, got shape {m.shape}")
         _check_finite("pose matrix", m)
-        if m.shape == (4, 4) and np.max(np.abs(m[3] - [0, 0, 0, 1])) > ORTHONORMAL_TOLERANCE:
+        if m.shape == (4, 4) and _last_row_error(m[3].tolist()) > ORTHONORMAL_TOLERANCE:
             raise InvalidPoseError(f"the last row of a 4x4 pose must be [0, 0, 0, 1], got {m[3].tolist()}")
         return cls(m[:3, :3], m[:3, 3])
 
