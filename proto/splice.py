@@ -38,11 +38,12 @@ def varint(value: int) -> bytes:
 
 
 def read_varint(data: bytes, offset: int) -> tuple[int, int]:
-    """The varint at ``data[offset:]`` and the offset just past it."""
+    """The varint at ``data[offset:]`` and the offset just past it; ``WireFormatError`` when it runs off the end or
+    past 64 bits."""
     value = shift = 0
     while True:
-        if offset >= len(data):
-            raise WireFormatError("protobuf bytes end inside a varint")
+        if offset >= len(data) or shift > 63:
+            raise WireFormatError(f"malformed protobuf: a varint runs past byte {offset} of {len(data)}")
         byte = data[offset]
         offset += 1
         value |= (byte & 0x7F) << shift

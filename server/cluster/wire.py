@@ -13,35 +13,9 @@ occurrence wins, so appending a field overrides it without rewriting the message
 from __future__ import annotations
 
 from worldweave.proto.errors import InvalidInputError
+from worldweave.proto.splice import read_varint, varint
 
 VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
-
-
-def _varint(data: bytes, at: int) -> tuple[int, int]:
-    """The varint at ``data[at:]`` and the offset after it; ``InvalidInputError`` if it runs off the end."""
-    value = shift = 0
-    while True:
-        if at >= len(data) or shift > 63:
-            raise InvalidInputError(f"malformed protobuf: a varint runs past byte {at} of {len(data)}")
-        byte = data[at]
-        at += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, at
-        shift += 7
-
-
-def encode_varint(value: int) -> bytes:
-    """``value`` (>= 0) as a protobuf varint."""
-    out = bytearray()
-    while True:
-        low = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
 
 
 def scalar_fields(data: bytes, wanted: frozenset[int]) -> dict[int, int | bytes]:
@@ -51,14 +25,14 @@ def scalar_fields(data: bytes, wanted: frozenset[int]) -> dict[int, int | bytes]
     found: dict[int, int | bytes] = {}
     at, end = 0, len(data)
     while at < end:
-        key, at = _varint(data, at)
+        key, at = read_varint(data, at)
         number, kind = key >> 3, key & 7
         if kind == VARINT:
-            value, at = _varint(data, at)
+            value, at = read_varint(data, at)
             if number in wanted:
                 found[number] = value
         elif kind == LENGTH_DELIMITED:
-            length, at = _varint(data, at)
+            length, at = read_varint(data, at)
             if at + length > end:
                 raise InvalidInputError(f"malformed protobuf: field {number} runs past the message ({end} bytes)")
             if number in wanted:
@@ -96,10 +70,10 @@ def world_id_of(request: bytes) -> str:
 
 def with_varint_field(message: bytes, number: int, value: int) -> bytes:
     """``message`` with the varint field ``number`` set to ``value`` (appended: the last occurrence wins)."""
-    return message + encode_varint(number << 3 | VARINT) + encode_varint(value)
+    return message + varint(number << 3 | VARINT) + varint(value)
 
 
 def with_string_field(message: bytes, number: int, value: str) -> bytes:
     """``message`` with the string field ``number`` set to ``value`` (appended: the last occurrence wins)."""
     encoded = value.encode("utf-8")
-    return message + encode_varint(number << 3 | LENGTH_DELIMITED) + encode_varint(len(encoded)) + encoded
+    return message + varint(number << 3 | LENGTH_DELIMITED) + varint(len(encoded)) + encoded
