@@ -10,7 +10,7 @@ signatures compiled here are the ones requests need):
 1. the seed's integration (voxel map, anchors), of a read-only image as a seed decoded from the wire is;
 2. a step (retrieval, render and weave, generation, integration of a generated, writable image), then a render in
    every retrieval mode;
-3. the spatial queries: raycast, nearest surface, sphere / capsule / box collisions, occupancy, crop;
+3. the spatial queries: raycast, a LiDAR scan, nearest surface, sphere / capsule / box collisions, occupancy, crop;
 4. the change feed and the edits (insert, recolour, remove), the insert spread wide enough that the query grid
    grows its tables as a growing world's does.
 
@@ -33,6 +33,8 @@ from worldweave.bridge.frames import RGBDFrame
 from worldweave.bridge.generators.base import Generator
 from worldweave.bridge.generators.echo import EchoGenerator
 from worldweave.bridge.memory.retrieval import RETRIEVAL_MODES
+from worldweave.bridge.queries import lidar
+from worldweave.bridge.queries.lidar import LidarSpec
 from worldweave.bridge.regions import Box, Sphere
 from worldweave.bridge.world import QueryReach, Seed, World, WorldConfig
 from worldweave.proto.geometry import Pose
@@ -132,6 +134,18 @@ def warm_up(generator: Generator | None = None, *, device: str = "cpu", query_re
     queries = world.queries
     queries.raycast(origins_m, directions, 6.0)
     stage("raycast")
+    # a LiDAR scan of a dense inserted patch (the warm-up wall is too sparse to fit planes on), twice: the first
+    # fits its hits' planes, the second refines through the plane cache
+    grid_m = np.arange(-0.2, 0.2001, 0.01)
+    patch_y, patch_z = np.meshgrid(grid_m, grid_m + 1.5, indexing="ij")
+    patch_m = np.column_stack([np.full(patch_y.size, 1.0), patch_y.ravel(), patch_z.ravel()])
+    world.insert(patch_m, np.full((len(patch_m), 3), 128, np.uint8))
+    sensor = Pose(np.eye(3), np.array([0.0, 0.0, 1.5]))  # x forward: facing the patch
+    spec = LidarSpec(channels=8, range_m=6.0, points_per_scan=256, upper_fov_deg=8.0, lower_fov_deg=-8.0,
+                     horizontal_fov_deg=16.0)
+    for _ in range(2):
+        lidar.scan(queries, sensor, spec)
+    stage("lidar")
     queries.nearest(near_wall_m, 0.5)
     stage("nearest")
     queries.collide_spheres(near_wall_m, radii_m)

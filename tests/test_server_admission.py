@@ -395,6 +395,7 @@ from worldweave.bridge.eval.wall import wall_seed
 from worldweave.bridge.warmup import compiled_kernels
 from worldweave.server.app import BackgroundServer
 from worldweave.sim_clients.client import WorldClient
+from worldweave.sim_clients.sensors import lidar_spec, scan_lidar
 
 before = compiled_kernels()
 with BackgroundServer() as server:
@@ -410,6 +411,9 @@ with BackgroundServer() as server:
         started = time.perf_counter()
         client.queries.check_capsules(world_id, origins, origins + directions, 0.1)
         capsule_s = time.perf_counter() - started
+        sensor = np.eye(4)
+        sensor[2, 3] = 1.5
+        scan_lidar(client, world_id, sensor, lidar_spec(channels=8, range_m=6.0, points_per_scan=256))
     print(json.dumps({"before": before, "serving": serving, "after": compiled_kernels(),
                       "warmup": server.server.warmup.summary(), "raycast_s": raycast_s, "capsule_s": capsule_s}))
 """
@@ -418,6 +422,7 @@ QUERY_KERNELS = (
     "worldweave.bridge.queries.collision._contact_kernel",
     "worldweave.bridge.queries.distance_field._nearest_kernel",
     "worldweave.bridge.queries.occupancy._occupancy_kernel",
+    "worldweave.bridge.queries.first_return._first_return_kernel",
 )
 
 
