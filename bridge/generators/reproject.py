@@ -108,17 +108,23 @@ def _pull(summed, weight, coarse):
 
 def push_pull_fill_cpu(values: np.ndarray, known: np.ndarray) -> np.ndarray:
     """numba twin of ``push_pull_fill`` for float32 (C, H, W) numpy arrays (tested equal)."""
-    weight = known.astype(np.float32)
-    levels = [(values * weight[None], weight)]
     if known.all():
         return values
+    weight = known.astype(np.float32)
+    return _push_pull((values * weight[None], weight))  # level 0's weights are 0 or 1: known pixels come back exactly
+
+
+def _push_pull(first: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The push-pull pyramid from its finest level ``first`` (weighted sums (C, H, W), weights (H, W)): push until a
+    level has no hole (or is 1 x 1), then pull back down; returns that finest level filled, (C, H, W) float32."""
+    levels = [first]
     while levels[-1][1].shape != (1, 1) and not (levels[-1][1] > 0).all():
         levels.append(_push(*levels[-1]))
     summed, weight = levels[-1]
     filled = summed / np.maximum(weight, 1e-12)[None]
     for summed, weight in reversed(levels[:-1]):
         filled = _pull(summed, weight, filled.astype(np.float32))
-    return filled  # level 0 has weights 0 or 1, so known pixels came back as value * 1 / 1, exactly
+    return filled
 
 
 @numba.njit(cache=True, nogil=True)
@@ -170,13 +176,7 @@ def push_pull_frame(render: RenderResult, kept: np.ndarray, known: np.ndarray) -
     of its colour and depth on the ``known`` pixels (some, not all) with the colour rounded to uint8 and ``kept``'s
     depth where known, as ``push_pull_fill_cpu`` and numpy give them (tested equal), without their full-size
     copies: the first push reads the render, the last pull writes the outputs."""
-    levels = [_push_frame(render.rgb, render.depth, known)]
-    while levels[-1][1].shape != (1, 1) and not (levels[-1][1] > 0).all():
-        levels.append(_push(*levels[-1]))
-    summed, weight = levels[-1]
-    filled = summed / np.maximum(weight, 1e-12)[None]
-    for summed, weight in reversed(levels[:-1]):
-        filled = _pull(summed, weight, filled.astype(np.float32))
+    filled = _push_pull(_push_frame(render.rgb, render.depth, known))
     frame = np.empty((*known.shape, 3), np.uint8)
     depth = np.empty(known.shape, np.float32)
     _pull_frame(render.rgb, kept, known, filled.astype(np.float32), frame, depth)

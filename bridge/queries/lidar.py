@@ -387,6 +387,16 @@ def _fit_plane(table_keys, table_rows, shift, surface, weight, voxel, limit, off
     return -1
 
 
+@numba.njit(cache=True, inline="always")
+def _read_plane(planes, row, centroid, normal):
+    """Record ``row`` of a plane table (status, centroid xyz, normal xyz): writes ``centroid`` and ``normal``,
+    returns the status as int64."""
+    for k in range(3):
+        centroid[k] = planes[row, 1 + k]
+        normal[k] = planes[row, 4 + k]
+    return np.int64(planes[row, 0])
+
+
 @numba.njit(cache=True, parallel=True)
 def _refine_kernel(table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, chunk_keys, chunk_ids,
                    chunk_shift, block_mask, block_slot, occupancy, cache_keys, cache_rows, cache_shift, cache_planes,
@@ -443,10 +453,7 @@ def _refine_batch(table_keys, table_rows, shift, surface, weight, voxel, limit, 
                     key = ((ax + offset) << (2 * bits)) | ((ay + offset) << bits) | (az + offset)
                     row = hash_table.find(cache_keys, cache_rows, cache_shift, key)
                 if row >= 0:
-                    status = np.int64(cache_planes[row, 0])
-                    for k in range(3):
-                        centroid[k] = cache_planes[row, 1 + k]
-                        normal[k] = cache_planes[row, 4 + k]
+                    status = _read_plane(cache_planes, row, centroid, normal)
                 else:
                     made = -1  # the batch's own fits: a voxel the cache missed is often fitted again a few rays on
                     if key >= 0:
@@ -455,10 +462,7 @@ def _refine_batch(table_keys, table_rows, shift, surface, weight, voxel, limit, 
                                 made = j
                                 break
                     if made >= 0:
-                        status = np.int64(made_planes[made, 0])
-                        for k in range(3):
-                            centroid[k] = made_planes[made, 1 + k]
-                            normal[k] = made_planes[made, 4 + k]
+                        status = _read_plane(made_planes, made, centroid, normal)
                     else:
                         status = np.int64(_fit_plane(
                             table_keys, table_rows, shift, surface, weight, voxel, limit, offset, bits, chunk_keys,
