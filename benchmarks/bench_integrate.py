@@ -4,13 +4,14 @@ Baseline, same run, same frame: Open3D ``t.geometry.VoxelBlockGrid`` TSDF integr
 resolution 8) — a reference point, not the same work (TSDF vs. coloured point voxels). Both maps first fuse the
 development frames; ours is then filled with synthetic surface voxels up to ``--target-voxels``.
 
+Rows: our map with its default ``integrate_threads=None`` (the calling thread's core plus the cores no other engine
+work holds: every core of an otherwise idle machine; the line above the table says how many), the same map on one
+thread, and the torch index; all calls take turns in one process, so load from elsewhere falls on every row alike.
+On a machine whose other cores are busy the default row waits for them.
+
 Two worlds at once: a copy of the numba map integrates the same frame on a second thread beside the first (the
 server runs worlds on threads; the numba kernels release the GIL), timed per pair of frames beside the same two
 integrations one after the other.
-
-One world on several cores: a copy of the numba map with ``integrate_threads=--threads`` (the same map bit for bit,
-each frame's pixel work split into bands of image rows), timed after the table, alone; on a machine whose other
-cores are busy it waits for them.
 
     python benchmarks/bench_integrate.py [--data ../shared/data/7scenes-redkitchen-dev]
 """
@@ -29,10 +30,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from worldweave.bridge.cores import machine_cores, threads_for
 from worldweave.bridge.frames import RGBDFrame
-from worldweave.bridge.memory.voxel_map import VoxelMap
+from worldweave.bridge.memory.voxel_map import MAX_INTEGRATE_THREADS, VoxelMap
 from worldweave.proto.geometry import Intrinsics, Pose
 
+SERIAL = "worldweave VoxelMap (numba, 1 thread)"
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "7scenes-redkitchen-dev"
 
 
@@ -112,7 +115,6 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="7-Scenes-layout folder")
     parser.add_argument("--target-voxels", type=int, default=2_000_000, help="map size before the timed frame")
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--threads", type=int, default=2, help="integrate_threads of the multi-core numba map")
     args = parser.parse_args()
 
     intrinsics, frames = load_frames(args.data)
@@ -130,8 +132,10 @@ def main() -> None:
         sizes[name] = len(vmap)
         calls[name] = lambda vmap=vmap: vmap.integrate(timed, frame_id=10_000)
         if backend == "numba":
-            threaded = copy.deepcopy(vmap)
-            threaded.integrate_threads = args.threads
+            serial = copy.deepcopy(vmap)
+            serial.integrate_threads = 1
+            sizes[SERIAL] = len(serial)
+            calls[SERIAL] = lambda: serial.integrate(timed, frame_id=10_000)
             two_worlds = time_two_worlds(vmap, copy.deepcopy(vmap), timed, args.repeats)
 
     from worldweave.bridge.open3d_import import load_open3d
@@ -160,15 +164,13 @@ def main() -> None:
     timings = time_interleaved(calls, args.repeats)
 
     baseline = timings[baseline_name][0]
-    print(f"integrate one real 640x480 frame ({args.data.name}, last frame), {args.repeats} rounds, calls taking turns")
+    with threads_for(None, MAX_INTEGRATE_THREADS) as threads:
+        default_threads = threads
+    print(f"integrate one real 640x480 frame ({args.data.name}, last frame), {args.repeats} rounds, calls taking turns; "
+          f"the default numba map runs on {default_threads} threads here ({machine_cores()} cores)")
     print(f"{'method':42s} {'voxels in map':>14s} {'median ms':>10s} {'min ms':>8s} {'x Open3D':>9s}")
     for name, (median, best) in timings.items():
         print(f"{name:42s} {sizes[name]:>14,d} {median:>10.2f} {best:>8.2f} {median / baseline:>9.2f}")
-    # Timed last and apart: its OpenMP threads keep spinning a while after each frame, which would slow the calls
-    # taking turns with it (Open3D's and torch's own thread pools).
-    threaded_ms, threaded_min = time_calls(lambda: threaded.integrate(timed, frame_id=10_000), args.repeats)
-    print(f"one numba world on {args.threads} threads (integrate_threads): {threaded_ms:.2f} ms median, "
-          f"{threaded_min:.2f} ms min, after the table")
     sequential, parallel = two_worlds
     print(f"two numba worlds, one frame each: {sequential:.2f} ms one after the other, {parallel:.2f} ms on two threads "
           f"at once ({sequential / parallel:.2f}x)")

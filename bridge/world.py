@@ -34,6 +34,7 @@ from worldweave.bridge.checkpoints import (
     freeze_world,
     thaw_world_into,
 )
+from worldweave.bridge.cores import holding_core
 from worldweave.bridge.frames import RenderResult, RGBDFrame, check_mask, confidence_problem
 from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
 from worldweave.bridge.generators.depth import DepthEstimator, align_depth, depth_agreement
@@ -524,60 +525,61 @@ class World:
         step_seed = self.config.seed + self._next_frame_id if seed is None else seed
         own: list[list[np.ndarray]] = [[] for _ in rig.cameras]  # each camera's frames so far (``_leading_for``)
         frames: list[StepFrame] = []
-        for start in range(0, len(poses), self.generator.max_frames):
-            bodies = list(poses[start : start + self.generator.max_frames])
-            bodies += [bodies[-1]] * (self.generator.padded_chunk(len(bodies)) - len(bodies))
-            chunks: list[tuple[list[Pose], list[RenderResult], GenerationResult]] = []
-            for c, camera in enumerate(rig.cameras):
-                padded = [body.compose(camera.mount) for body in bodies]
+        with holding_core():  # a kernel that splits its work (integrate) leaves this core to no one else
+            for start in range(0, len(poses), self.generator.max_frames):
+                bodies = list(poses[start : start + self.generator.max_frames])
+                bodies += [bodies[-1]] * (self.generator.padded_chunk(len(bodies)) - len(bodies))
+                chunks: list[tuple[list[Pose], list[RenderResult], GenerationResult]] = []
+                for c, camera in enumerate(rig.cameras):
+                    padded = [body.compose(camera.mount) for body in bodies]
 
-                # 1. Retrieve the anchors that cover the camera's chunk (none for the global map), and
-                # 2. render them at every pose and weave them into one condition per view.
-                conditioning = self.condition(padded, camera.intrinsics)
-                renders = conditioning.renders
-                timings["retrieve"] += conditioning.retrieve_s
-                timings["render_weave"] += conditioning.render_weave_s
+                    # 1. Retrieve the anchors that cover the camera's chunk (none for the global map), and
+                    # 2. render them at every pose and weave them into one condition per view.
+                    conditioning = self.condition(padded, camera.intrinsics)
+                    renders = conditioning.renders
+                    timings["retrieve"] += conditioning.retrieve_s
+                    timings["render_weave"] += conditioning.render_weave_s
 
-                # 3. Generate the camera's chunk.
-                t = time.perf_counter()
-                condition = Condition(
-                    poses=tuple(padded), intrinsics=camera.intrinsics, renders=tuple(renders),
-                    references=tuple(conditioning.references), leading_frames=self._leading_for(own[c], len(rig)),
-                    prompt=self.prompt if prompt is None else prompt, seed=step_seed + start * len(rig) + c,
-                )
-                result = self.generator.generate(condition)
-                self._check_result(result, len(padded), camera.intrinsics)
-                timings["generate"] += time.perf_counter() - t
-                chunks.append((padded, renders, result))
-
-            for i in range(min(self.generator.max_frames, len(poses) - start)):
-                fused: list[tuple[int, RGBDFrame, int, RenderResult]] = []
-                with self.memory.voxel_map.one_version():  # a body pose's frames: one memory update
-                    for c, (padded, renders, result) in enumerate(chunks):
-                        # 4. Depth and confidence for fusion.
-                        t = time.perf_counter()
-                        depth, confidence = self._fusion_depth(result, i, renders[i])
-                        timings["depth"] += time.perf_counter() - t
-
-                        # 5. Fuse into memory, weighted by confidence (guesses and dynamic content excluded).
-                        t = time.perf_counter()
-                        frame_id = self._next_frame_id
-                        frame = RGBDFrame(result.frames[i], depth, padded[i], rig.cameras[c].intrinsics, confidence)
-                        self.memory.integrate(frame, frame_id=frame_id, exclude_mask=masks[start + i][c],
-                                              exclude_regions=dynamic_boxes)
-                        self._remember(frame.rgb)
-                        own[c].append(frame.rgb)
-                        self._next_frame_id += 1
-                        timings["integrate"] += time.perf_counter() - t
-                        fused.append((c, frame, frame_id, renders[i]))
-                for c, frame, frame_id, render in fused:
+                    # 3. Generate the camera's chunk.
                     t = time.perf_counter()
-                    images = self._render_labels(frame.pose, frame.intrinsics, labels) if labels else None
-                    if images is not None and box_labels:
-                        images = label_dynamic_content(images, frame, box_labels)
-                    timings["render_weave"] += time.perf_counter() - t
-                    frames.append(StepFrame(frame.rgb, frame.depth, render.coverage, frame.pose, frame_id, self.version,
-                                            render, frame.confidence, images, camera_index=c))
+                    condition = Condition(
+                        poses=tuple(padded), intrinsics=camera.intrinsics, renders=tuple(renders),
+                        references=tuple(conditioning.references), leading_frames=self._leading_for(own[c], len(rig)),
+                        prompt=self.prompt if prompt is None else prompt, seed=step_seed + start * len(rig) + c,
+                    )
+                    result = self.generator.generate(condition)
+                    self._check_result(result, len(padded), camera.intrinsics)
+                    timings["generate"] += time.perf_counter() - t
+                    chunks.append((padded, renders, result))
+
+                for i in range(min(self.generator.max_frames, len(poses) - start)):
+                    fused: list[tuple[int, RGBDFrame, int, RenderResult]] = []
+                    with self.memory.voxel_map.one_version():  # a body pose's frames: one memory update
+                        for c, (padded, renders, result) in enumerate(chunks):
+                            # 4. Depth and confidence for fusion.
+                            t = time.perf_counter()
+                            depth, confidence = self._fusion_depth(result, i, renders[i])
+                            timings["depth"] += time.perf_counter() - t
+
+                            # 5. Fuse into memory, weighted by confidence (guesses and dynamic content excluded).
+                            t = time.perf_counter()
+                            frame_id = self._next_frame_id
+                            frame = RGBDFrame(result.frames[i], depth, padded[i], rig.cameras[c].intrinsics, confidence)
+                            self.memory.integrate(frame, frame_id=frame_id, exclude_mask=masks[start + i][c],
+                                                  exclude_regions=dynamic_boxes)
+                            self._remember(frame.rgb)
+                            own[c].append(frame.rgb)
+                            self._next_frame_id += 1
+                            timings["integrate"] += time.perf_counter() - t
+                            fused.append((c, frame, frame_id, renders[i]))
+                    for c, frame, frame_id, render in fused:
+                        t = time.perf_counter()
+                        images = self._render_labels(frame.pose, frame.intrinsics, labels) if labels else None
+                        if images is not None and box_labels:
+                            images = label_dynamic_content(images, frame, box_labels)
+                        timings["render_weave"] += time.perf_counter() - t
+                        frames.append(StepFrame(frame.rgb, frame.depth, render.coverage, frame.pose, frame_id, self.version,
+                                                render, frame.confidence, images, camera_index=c))
         timings["total"] = time.perf_counter() - step_started
         return StepResult(tuple(frames), timings)
 

@@ -31,7 +31,6 @@ import heapq
 import inspect
 import itertools
 import math
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from typing import TypeVar
 import grpc
 import numpy as np
 
+from worldweave.bridge.cores import holding_core, machine_cores
 from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
 from worldweave.bridge.generators.depth import DepthEstimator, DepthPrediction
 from worldweave.proto.errors import RETRY_AFTER_METADATA_KEY, InvalidInputError, LimitExceededError, WorldweaveError
@@ -158,10 +158,12 @@ def checkpoint() -> None:
 
 
 def _stoppable(work: Callable[[], T], stop: threading.Event) -> T:
-    """``work()`` on this pool thread, with ``stop`` as what ``checkpoint`` reads."""
+    """``work()`` on this pool thread, with ``stop`` as what ``checkpoint`` reads, holding a core
+    (``bridge.cores``)."""
     _running.stop = stop
     try:
-        return work()
+        with holding_core():  # splittable kernels (integrate) take the cores no other engine work holds
+            return work()
     finally:
         _running.stop = None
 
@@ -204,15 +206,6 @@ TURN_SLACK = 1.1
 """Turns are spaced this much wider than the engine's measured pace (``Admission.pace_s``; for one world, a piece of
 locked work's duration): the room left over goes to clients without a turn (those whose call just ended), so a client
 back on time finds room even when the pace drifts, and the engine stays busy."""
-
-
-def machine_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, which containers and ``taskset`` narrow;
-    ``os.cpu_count()`` where the platform has none), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def default_engine_threads() -> int:

@@ -88,10 +88,11 @@ def test_fused_integrate_folds_each_voxel_pixel_by_pixel_in_row_order():
         assert got["_surface_weight"][key] == mean[3], key
 
 
-@pytest.mark.parametrize("threads", [2, 3, 7])
+@pytest.mark.parametrize("threads", [None, 2, 3, 7])
 def test_integrate_on_threads_builds_the_same_map_bit_for_bit(threads):
+    """None: the default, as many threads as cores are spare (all of this machine's here)."""
     intrinsics = Intrinsics.from_fov(160, 120, fov_x_deg=70.0)
-    serial = VoxelMap(VOXEL_M, backend="numba")
+    serial = VoxelMap(VOXEL_M, backend="numba", integrate_threads=1)
     threaded = VoxelMap(VOXEL_M, backend="numba", integrate_threads=threads)
     rng = np.random.default_rng(5)
     for frame_id in range(4):
@@ -107,5 +108,5 @@ def test_integrate_on_threads_builds_the_same_map_bit_for_bit(threads):
 
 
 def test_integrate_threads_must_be_positive():
-    with pytest.raises(InvalidInputError, match="integrate_threads must be >= 1, got 0"):
+    with pytest.raises(InvalidInputError, match="integrate_threads must be None or >= 1, got 0"):
         VoxelMap(VOXEL_M, integrate_threads=0)

@@ -40,7 +40,8 @@ from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
 from worldweave.server import scheduling, serve
 from worldweave.server.app import BackgroundServer, ServerConfig
-from worldweave.server.scheduling import QueueLimits, WorldLock, machine_cores
+from worldweave.bridge.cores import machine_cores
+from worldweave.server.scheduling import QueueLimits, WorldLock
 from worldweave.sim_clients import conversions
 from worldweave.sim_clients.aio_client import AsyncWorldClient
 from worldweave.sim_clients.client import WorldClient

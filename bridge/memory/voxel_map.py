@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from worldweave.bridge.cores import threads_for
 from worldweave.bridge.frames import RGBDFrame, check_mask
 from worldweave.bridge.memory import hash_table, labels, voxel_keys
 from worldweave.bridge.memory.change_log import ChangeLog, NetChanges
@@ -56,6 +57,9 @@ READABLE_FORMATS = (1, 2, FORMAT_VERSION)
 saved before format 3 with no surface point (``surface_at`` answers the voxel centre until a frame sees the voxel).
 Labels (``semantic``, ``instance``) are optional arrays of any format: written only when some voxel is labelled, and a
 map without them loads unlabelled, so a save without labels is the same as before labels existed."""
+MAX_INTEGRATE_THREADS = 4
+"""The most threads ``integrate_threads=None`` gives one frame. Each band of rows after the first defers the pixels of
+voxels it shares with the band above to a serial pass, so thin bands gain little; measured only up to 2 threads."""
 MIN_VOXEL_SIZE_M = 0.005
 DEFAULT_CONFIDENCE_LEVELS = (0.0, 0.5)
 """The minimum-confidence levels a world's queries accept unless it declares others: 0 (everything fused) and 0.5."""
@@ -167,8 +171,9 @@ class VoxelMap:
     ``backend``: key index, ``"numba"`` (CPU default) or ``"torch"`` (any device). ``retention_versions``: how many
     versions ``changes_since`` answers exactly. ``max_weight``: cap on a voxel's colour weight, so new
     observations keep moving the colour. ``integrate_threads``: threads one ``integrate`` runs on with the numba
-    index (the same map either way); 1, the default, is the fastest on a machine whose cores are busy (one engine
-    thread per core, other worlds integrating beside); more splits each frame's pixel work across that many cores.
+    index (the same map, bit for bit, on any number); None, the default, takes the calling thread's core plus the
+    cores no other engine work holds now (``bridge.cores.threads_for``, at most ``MAX_INTEGRATE_THREADS``): all of
+    them for a world stepping alone, one for each of several worlds stepping at once.
     """
 
     _COLUMNS = ("_keys", "_colors", "_weights", "_confidence", "_sources", "_first", "_last", "_surface",
@@ -183,7 +188,7 @@ class VoxelMap:
         backend: IndexBackend | None = None,
         retention_versions: int = 256,
         max_weight: float = 255.0,
-        integrate_threads: int = 1,
+        integrate_threads: int | None = None,
     ) -> None:
         if not np.isfinite(voxel_size_m) or voxel_size_m < MIN_VOXEL_SIZE_M:
             raise InvalidInputError(f"voxel_size_m must be >= {MIN_VOXEL_SIZE_M} m, got {voxel_size_m!r}")
@@ -191,9 +196,9 @@ class VoxelMap:
         self.device = torch.device(device)
         self.backend: IndexBackend = backend or ("numba" if self.device.type == "cpu" else "torch")
         self.max_weight = float(max_weight)
-        if integrate_threads < 1:
-            raise InvalidInputError(f"integrate_threads must be >= 1, got {integrate_threads!r}")
-        self.integrate_threads = int(integrate_threads)
+        if integrate_threads is not None and integrate_threads < 1:
+            raise InvalidInputError(f"integrate_threads must be None or >= 1, got {integrate_threads!r}")
+        self.integrate_threads = None if integrate_threads is None else int(integrate_threads)
         self.version = 0
         self._index = make_index(self.backend, self.device)
         self._log = ChangeLog(retention_versions)
@@ -394,12 +399,13 @@ class VoxelMap:
         self._reserve(frame.depth.size)
         first_new_row = self._count
         if isinstance(self._index, HashIndex) and not exclude_regions:
-            acc = self._index.fuse_frame(
-                frame.depth, frame.rgb, exclude, frame.confidence,
-                (intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy),
-                frame.pose.rotation, frame.pose.position, self.voxel_size_m, max_depth, self._count,
-                self._surface.numpy(), self._surface_weight.numpy(), self.max_weight, self.integrate_threads,
-            )
+            with threads_for(self.integrate_threads, MAX_INTEGRATE_THREADS) as threads:
+                acc = self._index.fuse_frame(
+                    frame.depth, frame.rgb, exclude, frame.confidence,
+                    (intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy),
+                    frame.pose.rotation, frame.pose.position, self.voxel_size_m, max_depth, self._count,
+                    self._surface.numpy(), self._surface_weight.numpy(), self.max_weight, threads,
+                )
             added, changed = self._apply(acc, source, frame_id)
             self._clear_labels(first_new_row)
             if frame.semantic is not None or frame.instance is not None:

@@ -1,0 +1,77 @@
+"""The CPU cores one engine call may spread its work over: this process's cores less those other engine work holds.
+
+Engine work holds one core while it runs (``holding_core``: ``World.step`` holds one for the whole step, and a
+splittable kernel holds one for itself when called outside a step). A kernel that can split its work over threads
+(``VoxelMap.integrate`` with ``integrate_threads=None``) asks ``threads_for`` and holds the extra cores it takes until
+it returns. So one world stepping alone on a 2-core machine integrates on 2 threads, and worlds stepping at once
+integrate on one thread each: their threads would only take turns on the same cores, paying the split's overhead.
+
+The count is advisory (nothing waits for a core) and process-wide; threads outside the engine are not counted.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_lock = threading.Lock()
+_held = 0
+"""Cores engine work holds now, over all threads."""
+_depth = threading.local()
+"""Per thread: how many ``holding_core`` blocks it is inside (a thread holds one core however deep)."""
+
+
+def machine_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, which containers and ``taskset`` narrow;
+    ``os.cpu_count()`` where the platform has none), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def held_cores() -> int:
+    """Cores engine work holds now, over all threads."""
+    return _held
+
+
+def _add(count: int) -> None:
+    global _held
+    with _lock:
+        _held += count
+
+
+@contextmanager
+def holding_core() -> Iterator[None]:
+    """Count the calling thread as engine work holding one core for the block; nested blocks count once."""
+    depth = getattr(_depth, "value", 0)
+    if depth == 0:
+        _add(1)
+    _depth.value = depth + 1
+    try:
+        yield
+    finally:
+        _depth.value = depth
+        if depth == 0:
+            _add(-1)
+
+
+@contextmanager
+def threads_for(requested: int | None, limit: int) -> Iterator[int]:
+    """Threads for one splittable call, the calling thread holding a core (``holding_core``) for the block:
+    ``requested`` when given, else its own core plus the cores no engine work holds (at most ``limit`` in all),
+    which it holds until the block ends."""
+    global _held
+    with holding_core():
+        if requested is not None:
+            yield requested
+            return
+        with _lock:
+            extra = max(0, min(limit - 1, machine_cores() - _held))
+            _held += extra
+        try:
+            yield 1 + extra
+        finally:
+            _add(-extra)

@@ -1,0 +1,54 @@
+"""How many threads a splittable engine call takes (``bridge.cores``): the cores no other engine work holds."""
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from worldweave.bridge.cores import held_cores, holding_core, machine_cores, threads_for
+from worldweave.server.scheduling import WorldLock, run_locked
+
+
+def test_a_call_alone_takes_every_core_up_to_its_limit():
+    with threads_for(None, 64) as threads:
+        assert threads == machine_cores()
+        assert held_cores() == machine_cores()
+    with threads_for(None, 1) as threads:
+        assert threads == 1
+    assert held_cores() == 0
+
+
+def test_a_given_count_is_kept_and_holds_one_core():
+    with threads_for(3, 64) as threads:
+        assert threads == 3
+        assert held_cores() == 1
+    assert held_cores() == 0
+
+
+def test_cores_other_engine_threads_hold_are_not_taken():
+    holding, release = threading.Event(), threading.Event()
+
+    def other_engine_work() -> None:
+        with holding_core(), holding_core():  # nested: still one core
+            holding.set()
+            release.wait(10)
+
+    other = threading.Thread(target=other_engine_work)
+    other.start()
+    try:
+        assert holding.wait(10)
+        assert held_cores() == 1
+        with threads_for(None, 64) as threads:
+            assert threads == max(1, machine_cores() - 1)
+    finally:
+        release.set()
+        other.join()
+    assert held_cores() == 0
+
+
+def test_locked_engine_work_holds_a_core():
+    async def main() -> int:
+        with ThreadPoolExecutor(1) as executor:
+            return await run_locked(WorldLock(), executor, held_cores)
+
+    assert asyncio.run(main()) == 1
+    assert held_cores() == 0
