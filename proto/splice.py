@@ -9,12 +9,18 @@ the field must be the last by number of its message (an encoder writes fields in
 found in the serialized bytes by walking the tags (protobuf's encoding: varint tags and lengths, little-endian
 fixed-width numbers).
 
+``split_bytes`` is the reverse, for a receiver: the message's wire bytes without that field (short: parsed as a
+message) and a view of the field's bytes inside the received buffer, so that the pixels are not copied at all
+(parsing copies every ``bytes`` field into the message, and each read of it copies it out again).
+
 Part of the wire layer: protobuf only, pure functions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
@@ -25,6 +31,8 @@ LENGTH_DELIMITED = 2
 """Wire type of ``bytes``, strings and submessages: a varint length, then that many bytes."""
 FIXED_WIDTH = {1: 8, 5: 4}
 """Wire type -> byte count of the fixed-width ones (64-bit and 32-bit numbers)."""
+
+M = TypeVar("M", bound=Message)
 
 
 def varint(value: int) -> bytes:
@@ -52,25 +60,38 @@ def read_varint(data: bytes, offset: int) -> tuple[int, int]:
         shift += 7
 
 
-def find_field(data: bytes, start: int, end: int, number: int) -> tuple[int, int, int]:
-    """The length-delimited field ``number`` among the fields in ``data[start:end]`` (one message's content):
-    ``(offset of its length varint, offset of its content, offset past its content)``."""
+def _fields(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, int, int, int]]:
+    """The fields in ``data[start:end]`` (one message's content), in order: ``(number, wire type, offset of its tag,
+    offset of its length varint, offset of its content, offset past it)``; for a field that is not length-delimited
+    the length varint's offset is its content's. ``WireFormatError`` when the fields do not end at ``end``."""
     offset = start
     while offset < end:
+        tag_at = offset
         key, offset = read_varint(data, offset)
         field, wire_type = key >> 3, key & 7
+        length_at = offset
         if wire_type == LENGTH_DELIMITED:
-            length_at = offset
-            length, offset = read_varint(data, offset)
-            if field == number:
-                return length_at, offset, offset + length
-            offset += length
+            length, content_at = read_varint(data, offset)
+            offset = content_at + length
         elif wire_type == 0:
+            content_at = offset
             _, offset = read_varint(data, offset)
         elif wire_type in FIXED_WIDTH:
+            content_at = offset
             offset += FIXED_WIDTH[wire_type]
         else:
             raise WireFormatError(f"protobuf wire type {wire_type} (groups) is not used by world.proto")
+        yield field, wire_type, tag_at, length_at, content_at, offset
+    if offset != end:
+        raise WireFormatError(f"malformed protobuf: a field runs past byte {end} of its message")
+
+
+def find_field(data: bytes, start: int, end: int, number: int) -> tuple[int, int, int]:
+    """The length-delimited field ``number`` among the fields in ``data[start:end]`` (one message's content):
+    ``(offset of its length varint, offset of its content, offset past its content)``."""
+    for field, wire_type, _, length_at, content_at, content_end in _fields(data, start, end):
+        if field == number and wire_type == LENGTH_DELIMITED:
+            return length_at, content_at, content_end
     raise WireFormatError(f"field {number} is not in the serialized message")
 
 
@@ -122,3 +143,93 @@ def serialize_with_bytes(message: Message, path: Sequence[str], data: bytes | me
     inner_end = levels[-1][2] if levels else len(serialized)
     parts += [serialized[position:inner_end], tail, data, serialized[inner_end:]]
     return b"".join(parts)
+
+
+def _only_field(data: bytes, start: int, end: int, number: int) -> tuple[int, int, int, int] | None:
+    """The field ``number`` among the fields in ``data[start:end]`` when it occurs there exactly once, length-delimited:
+    ``(offset of its tag, offset of its length varint, offset of its content, offset past its content)``; None when it
+    is absent, repeated (protobuf merges repeats) or of another wire type."""
+    found = None
+    for field, wire_type, *offsets in _fields(data, start, end):
+        if field == number:
+            if found is not None or wire_type != LENGTH_DELIMITED:
+                return None
+            found = tuple(offsets)
+    return found
+
+
+def split_bytes(data: bytes, numbers: Sequence[int]) -> tuple[bytes, memoryview] | None:
+    """``data`` (a serialized message) without the ``bytes`` field at the path of field ``numbers`` (from the top
+    message down, e.g. ``(4, 4, 4)`` for a ``StepResponse``'s ``frame.rgb.data``), and a read-only view of that field's
+    bytes inside ``data`` (no copy): the reverse of ``serialize_with_bytes``. The length prefixes of the messages on
+    the way are rewritten, so the first part parses as the message with the field empty.
+
+    None when the field, or a message on the way to it, is absent or occurs more than once (the caller parses
+    ``data`` whole); ``WireFormatError`` when ``data`` is malformed on that path."""
+    levels = []
+    start, end = 0, len(data)
+    for number in numbers:
+        found = _only_field(data, start, end, number)
+        if found is None:
+            return None
+        levels.append(found)
+        _, _, start, end = found
+    tag_at, _, start, end = levels[-1]
+    removed = end - tag_at
+    prefixes = []
+    for _, length_at, content_at, content_end in reversed(levels[:-1]):
+        prefix = varint(content_end - content_at - removed)
+        prefixes.append(prefix)
+        removed += (content_at - length_at) - len(prefix)
+    prefixes.reverse()
+    parts: list[bytes] = []
+    position = 0
+    for (_, length_at, content_at, _), prefix in zip(levels[:-1], prefixes):
+        parts += [data[position:length_at], prefix]
+        position = content_at
+    parts += [data[position:tag_at], data[end:]]
+    return b"".join(parts), memoryview(data)[start:end].toreadonly()
+
+
+@dataclass(frozen=True)
+class SplitMessage(Generic[M]):
+    """A received message whose one large ``bytes`` field was left in the received buffer (``split_parser``)."""
+
+    message: M
+    """The message, that field empty."""
+    data: memoryview
+    """The field's bytes: a read-only view of the received buffer (or of a copy when the message could not be split)."""
+    wire: bytes
+    """The message's wire bytes, as received."""
+
+    def whole(self) -> M:
+        """The message with the field in it, as ``FromString(wire)`` parses it (one copy of the field)."""
+        return type(self.message).FromString(self.wire)
+
+
+def split_parser(message_class: type[M], path: Sequence[str]) -> Callable[[bytes], SplitMessage[M]]:
+    """A gRPC response deserializer: wire bytes -> ``SplitMessage`` with the ``bytes`` field at ``path`` (field names
+    from ``message_class`` down, e.g. ``("frame", "rgb", "data")``) viewed in place (``split_bytes``). A message that
+    cannot be split so (the field or a message on the way absent or repeated) is parsed whole, and the field's bytes
+    moved out of it."""
+    numbers, descriptor = [], message_class.DESCRIPTOR
+    for name in path:
+        field = descriptor.fields_by_name[name]
+        numbers.append(field.number)
+        descriptor = field.message_type
+    holder_path, name = tuple(path[:-1]), path[-1]
+
+    def parse(wire: bytes) -> SplitMessage[M]:
+        split = split_bytes(wire, numbers)
+        if split is not None:
+            return SplitMessage(message_class.FromString(split[0]), split[1], wire)
+        message = message_class.FromString(wire)
+        holder = message
+        for part in holder_path:
+            holder = getattr(holder, part)
+        data = memoryview(getattr(holder, name)).toreadonly()
+        if len(data):  # then every message on the way is set already: clearing the field sets none of them
+            holder.ClearField(name)
+        return SplitMessage(message, data, wire)
+
+    return parse

@@ -24,8 +24,8 @@ import grpc
 from google.protobuf.message import Message
 
 from worldweave.proto.errors import ServerError
+from worldweave.proto.splice import SplitMessage
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
-from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
 from worldweave.sim_clients.api import ClientApi
 from worldweave.sim_clients.client import (
     ClientOptions,
@@ -46,25 +46,26 @@ class AsyncStepStream:
     """The long-lived Step stream ``AsyncWorldClient.step`` sends every request on, one step at a time. A step past
     its deadline, or a failed stream, drops the stream; the next step opens a new one."""
 
-    def __init__(self, stub: pb_grpc.WorldServiceStub, metadata: tuple[tuple[str, str], ...]) -> None:
-        self._stub = stub
+    def __init__(self, open_stream: grpc.aio.StreamStreamMultiCallable, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._open_stream = open_stream
         self._metadata = metadata
         self._lock = asyncio.Lock()
         self._call = None
 
-    async def step(self, request: pb.StepRequest, timeout_s: float) -> list[pb.StepResponse]:
-        """Send ``request`` and return its responses; raises ``grpc.RpcError`` or ``asyncio.TimeoutError``."""
+    async def step(self, request: pb.StepRequest, timeout_s: float) -> list[SplitMessage[pb.StepResponse]]:
+        """Send ``request`` and return its responses (as ``conversions.parse_step_response`` gives them); raises
+        ``grpc.RpcError`` or ``asyncio.TimeoutError``."""
         async with self._lock:
             if self._call is not None and self._call.done():
                 self._drop()
             if self._call is None:
-                self._call = self._stub.Step(metadata=self._metadata)
+                self._call = self._open_stream(metadata=self._metadata)
             call = self._call
 
-            async def exchange() -> list[pb.StepResponse]:
+            async def exchange() -> list[SplitMessage[pb.StepResponse]]:
                 await call.write(request)
-                responses: list[pb.StepResponse] = []
-                while not responses or not responses[-1].last_in_request:
+                responses: list[SplitMessage[pb.StepResponse]] = []
+                while not responses or not responses[-1].message.last_in_request:
                     response = await call.read()
                     if response is grpc.aio.EOF:
                         raise ServerError("Step: the server closed the stream before answering")
@@ -92,7 +93,7 @@ class AsyncTransport(GrpcTransport):
 
     def __init__(self, channel: grpc.aio.Channel, target: str, options: ClientOptions) -> None:
         super().__init__(channel, target, options)
-        self._steps = AsyncStepStream(self._stub, self._metadata)
+        self._steps = AsyncStepStream(self._step_method, self._metadata)
 
     @staticmethod
     async def _built(request: Request) -> Message:
@@ -123,7 +124,7 @@ class AsyncTransport(GrpcTransport):
     async def _first(self, rpc: str, request: Message | Iterable[Message], timeout_s: float | None) -> tuple[Any, Any]:
         """Open a streaming call and wait for its first response: (the call, the response; ``grpc.aio.EOF`` when it
         ended)."""
-        call = getattr(self._stub, rpc)(request, timeout=timeout_s, metadata=self._metadata)
+        call = self._method(rpc)(request, timeout=timeout_s, metadata=self._metadata)
         with self._failures(rpc, timeout_s, call, cancel_on_success=False):
             return call, await call.read()
 
@@ -134,7 +135,7 @@ class AsyncTransport(GrpcTransport):
         return decode([r async for r in self.stream(rpc, message, lambda r: r, self._timeout(timeout_s))])
 
     async def step(self, request: Message, decode: Callable[[list[Any]], T], timeout_s: float | None) -> T:
-        async def attempt(timeout: float | None) -> list[pb.StepResponse]:
+        async def attempt(timeout: float | None) -> list[SplitMessage[pb.StepResponse]]:
             try:
                 return await self._steps.step(request, timeout)
             except grpc.RpcError as error:

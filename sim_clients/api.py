@@ -23,6 +23,7 @@ from google.protobuf.message import Message
 from worldweave.proto import codecs
 from worldweave.proto.geometry import Intrinsics
 from worldweave.proto.rig import Rig
+from worldweave.proto.splice import SplitMessage
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.sim_clients import conversions
 from worldweave.sim_clients import world_state as ws
@@ -37,7 +38,7 @@ def _frames(response: pb.RenderResponse) -> list[Frame]:
     return [conversions.decode_frame(frame, f"render frame {i}") for i, frame in enumerate(response.frames)]
 
 
-def _step_frames(responses: list[pb.StepResponse]) -> list[Frame]:
+def _step_frames(responses: list[SplitMessage[pb.StepResponse]]) -> list[Frame]:
     return [conversions.decode_step_response(response) for response in responses]
 
 
@@ -209,18 +210,26 @@ class ClientApi:
         requests = (conversions.step_request(world_id, item, fmt, intrinsics=intrinsics) for item in poses)
         return self._transport.stream("Step", requests, conversions.decode_step_response, timeout_s)
 
-    def call(self, rpc: str, request: Message, *, timeout_s: float | None = None) -> Answer[list[Message]]:
+    def call(
+        self, rpc: str, request: Message, *, timeout_s: float | None = None, frame_views: bool = False
+    ) -> Answer[list[Message] | list[SplitMessage[pb.StepResponse]]]:
         """Send ``request`` as the RPC named ``rpc`` (``"Raycast"``, a ``WorldService`` method) and return its
         response messages, undecoded: one for a unary RPC, every message of a server-streaming one (read to its end),
         a step's responses for ``"Step"`` (on the client's Step stream). Deadline, retry and errors as for every
-        method. For programs that forward messages (the ZMQ gateway); everyone else uses the methods above."""
+        method. For programs that forward messages (the ZMQ gateway); everyone else uses the methods above.
+
+        ``frame_views`` (Step only): each response as a ``proto.splice.SplitMessage`` instead, its ``.message``
+        without the frame's image bytes and its ``.data`` those bytes, a read-only view of the received buffer (the
+        pixels are not copied; ``.whole()`` is the plain message)."""
         method = SERVICE.methods_by_name.get(rpc)
         if method is None:
             raise ValueError(f"no RPC {rpc!r} in WorldService; one of {sorted(SERVICE.methods_by_name)}")
         if request.DESCRIPTOR is not method.input_type:
             raise TypeError(f"{rpc} takes a {method.input_type.name}, got a {request.DESCRIPTOR.name}")
-        if rpc == "Step":
-            return self._transport.step(request, list, timeout_s)
+        if rpc == "Step":  # the Step stream's responses keep their image bytes apart (conversions.parse_step_response)
+            return self._transport.step(request, list if frame_views else lambda rs: [r.whole() for r in rs], timeout_s)
+        if frame_views:
+            raise ValueError(f"frame_views is for Step, not {rpc}")
         if method.server_streaming:
             return self._transport.collect(rpc, request, list, timeout_s)
         return self._transport.unary(rpc, request, lambda response: [response], timeout_s)

@@ -46,10 +46,12 @@ from worldweave.proto.errors import (
     error_for_status,
     retry_after_from_metadata,
 )
+from worldweave.proto.splice import SplitMessage
 from worldweave.proto.worldweave.v1 import API_VERSION
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
-from worldweave.sim_clients.api import ClientApi
+from worldweave.sim_clients import conversions
+from worldweave.sim_clients.api import SERVICE, ClientApi
 from worldweave.sim_clients.retry import RetryPolicy, call_with_retry
 from worldweave.sim_clients.transport import Request
 
@@ -59,6 +61,8 @@ DEFAULT_MAX_MESSAGE_BYTES = 128 << 20
 """Largest message the client sends or receives, bytes: a raw 1920x1080 frame is 6.2 MB (10.4 MB with depth)."""
 DEFAULT_TIMEOUT_S = 60.0
 """Deadline of unary calls, seconds."""
+STEP_METHOD = f"/{SERVICE.full_name}/Step"
+"""The Step RPC's method path."""
 
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
@@ -248,29 +252,29 @@ class PersistentStepStream:
     stream when a step runs over. A failed or cancelled stream is dropped and the next step opens a new one.
     """
 
-    def __init__(self, stub: pb_grpc.WorldServiceStub, metadata: tuple[tuple[str, str], ...] = ()) -> None:
-        self._stub = stub
+    def __init__(self, open_stream: grpc.StreamStreamMultiCallable, metadata: tuple[tuple[str, str], ...] = ()) -> None:
+        self._open_stream = open_stream
         self._metadata = metadata
         self._lock = threading.Lock()
         self._requests: queue.SimpleQueue | None = None
         self._call = None
         self._watchdog = Watchdog()
 
-    def step(self, request: pb.StepRequest, timeout_s: float) -> list[pb.StepResponse]:
-        """Send ``request`` and return its responses (one per pose); raises ``grpc.RpcError`` on failure and
-        ``StepDeadlineError`` past ``timeout_s`` seconds."""
+    def step(self, request: pb.StepRequest, timeout_s: float) -> list[SplitMessage[pb.StepResponse]]:
+        """Send ``request`` and return its responses (one per pose, as ``conversions.parse_step_response`` gives
+        them); raises ``grpc.RpcError`` on failure and ``StepDeadlineError`` past ``timeout_s`` seconds."""
         with self._lock:
             if self._call is not None and self._call.done():  # ended between steps (server gone, late watchdog)
                 self._drop()
             if self._call is None:
                 self._requests = queue.SimpleQueue()
-                self._call = self._stub.Step(iter(self._requests.get, None), metadata=self._metadata)
+                self._call = self._open_stream(iter(self._requests.get, None), metadata=self._metadata)
             call = self._call
             self._requests.put(request)
             self._watchdog.arm(time.monotonic() + timeout_s, call)
-            responses: list[pb.StepResponse] = []
+            responses: list[SplitMessage[pb.StepResponse]] = []
             try:
-                while not responses or not responses[-1].last_in_request:
+                while not responses or not responses[-1].message.last_in_request:
                     responses.append(next(call))
             except grpc.RpcError as error:
                 self._drop()
@@ -311,6 +315,14 @@ class GrpcTransport:
         self.options = options
         self._metadata = call_metadata(options.token)
         self._stub = pb_grpc.WorldServiceStub(channel)
+        self._step_method = channel.stream_stream(
+            STEP_METHOD, request_serializer=pb.StepRequest.SerializeToString,
+            response_deserializer=conversions.parse_step_response)
+        """The Step RPC with its responses' image bytes left in the received buffer (``SplitMessage``s)."""
+
+    def _method(self, rpc: str) -> Any:
+        """The multi-callable of ``rpc``: the stub's, but ``_step_method`` for Step."""
+        return self._step_method if rpc == "Step" else getattr(self._stub, rpc)
 
     def _timeout(self, timeout_s: float | None) -> float:
         """A call's deadline, seconds: ``timeout_s``, or the client's default."""
@@ -343,7 +355,7 @@ class SyncTransport(GrpcTransport):
 
     def __init__(self, channel: grpc.Channel, target: str, options: ClientOptions) -> None:
         super().__init__(channel, target, options)
-        self._steps = PersistentStepStream(self._stub, self._metadata)
+        self._steps = PersistentStepStream(self._step_method, self._metadata)
 
     def unary(self, rpc: str, request: Request, decode: Callable[[Any], T], timeout_s: float | None) -> T:
         message = request() if callable(request) else request
@@ -370,7 +382,7 @@ class SyncTransport(GrpcTransport):
 
     def _first(self, rpc: str, request: Message | Iterable[Message], timeout_s: float | None) -> tuple[Any, Any]:
         """Open a streaming call and wait for its first response: (the call, the response; None when it ended)."""
-        call = getattr(self._stub, rpc)(request, timeout=timeout_s, metadata=self._metadata)
+        call = self._method(rpc)(request, timeout=timeout_s, metadata=self._metadata)
         with self._failures(rpc, timeout_s, call, cancel_on_success=False):
             return call, next(call, None)
 
@@ -379,7 +391,7 @@ class SyncTransport(GrpcTransport):
         return decode(list(self.stream(rpc, message, lambda response: response, self._timeout(timeout_s))))
 
     def step(self, request: Message, decode: Callable[[list[Any]], T], timeout_s: float | None) -> T:
-        def attempt(timeout: float | None) -> list[pb.StepResponse]:
+        def attempt(timeout: float | None) -> list[SplitMessage[pb.StepResponse]]:
             try:
                 return self._steps.step(request, timeout)
             except grpc.RpcError as error:

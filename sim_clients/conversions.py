@@ -33,6 +33,7 @@ from worldweave.proto.enums import RETRIEVAL_NAMES, depth_encoding, image_encodi
 from worldweave.proto.errors import WireFormatError
 from worldweave.proto.geometry import Intrinsics, quaternion_from_rotation
 from worldweave.proto.rig import Rig
+from worldweave.proto.splice import SplitMessage, split_parser
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 
 ImageEncoding = Literal["raw", "png", "jpeg"]
@@ -103,10 +104,31 @@ class Frame:
     normals: np.ndarray | None = None
 
 
-def decode_frame(message: pb.Frame, name: str = "frame") -> Frame:
-    """``Frame`` -> ``Frame`` record with numpy arrays."""
+STEP_RGB_PATH = ("frame", "rgb", "data")
+"""Where a ``StepResponse`` holds its frame's image bytes: left in the received buffer (``parse_step_response``)."""
+
+parse_step_response = split_parser(pb.StepResponse, STEP_RGB_PATH)
+"""The clients' Step response deserializer: wire bytes -> ``SplitMessage`` of a ``StepResponse`` whose image bytes
+(``.data``) view the received buffer, so that a raw frame's pixels are never copied on the client (``proto.splice``)."""
+
+
+@dataclass(frozen=True)
+class _ImageFields:
+    """An ``Image``'s fields, ``data`` a view of the received bytes: what ``decode_image`` reads of the message."""
+
+    width: int
+    height: int
+    encoding: int
+    data: memoryview
+
+
+def decode_frame(message: pb.Frame, name: str = "frame", rgb_data: memoryview | None = None) -> Frame:
+    """``Frame`` -> ``Frame`` record with numpy arrays. ``rgb_data``: the image's bytes, when they were kept out of
+    ``message`` (``parse_step_response``); a raw image is then a read-only view of them, as of ``message.rgb.data``."""
+    image = message.rgb if rgb_data is None else _ImageFields(
+        message.rgb.width, message.rgb.height, message.rgb.encoding, rgb_data)
     return Frame(
-        rgb=decode_image(message.rgb, f"{name} rgb"),
+        rgb=decode_image(image, f"{name} rgb"),
         depth=decode_depth(message.depth, f"{name} depth") if message.HasField("depth") else None,
         pose=pose_matrix(message.pose, f"{name} pose"),
         version=int(message.version),
@@ -119,11 +141,15 @@ def decode_frame(message: pb.Frame, name: str = "frame") -> Frame:
     )
 
 
-def decode_step_response(message: pb.StepResponse) -> Frame:
-    """``StepResponse`` -> ``Frame`` record with its request and pose index and the step's timings."""
+def decode_step_response(message: pb.StepResponse | SplitMessage[pb.StepResponse]) -> Frame:
+    """``StepResponse`` (or one from ``parse_step_response``) -> ``Frame`` record with its request and pose index and
+    the step's timings."""
+    rgb_data = None
+    if isinstance(message, SplitMessage):
+        message, rgb_data = message.message, message.data
     name = f"step frame (request {message.request_index}, pose {message.pose_index}, camera {message.camera_index})"
     return replace(
-        decode_frame(message.frame, name),
+        decode_frame(message.frame, name, rgb_data),
         request_index=int(message.request_index),
         pose_index=int(message.pose_index),
         timings_s=dict(message.timings_s),

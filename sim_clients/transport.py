@@ -43,7 +43,10 @@ class Transport(Protocol):
     def stream(
         self, rpc: str, request: Message | Iterable[Message], decode: Callable[[Any], T], timeout_s: float | None
     ) -> Stream[T]:
-        """A streaming call (a request, or an iterable of them for Step), ``decode(response)`` per response."""
+        """A streaming call (a request, or an iterable of them for Step), ``decode(response)`` per response (for Step
+        a ``proto.splice.SplitMessage``, as ``step`` gives)."""
 
     def step(self, request: Message, decode: Callable[[list[Any]], T], timeout_s: float | None) -> Answer[T]:
-        """One ``StepRequest`` on the client's long-lived Step stream; ``decode(its responses)``."""
+        """One ``StepRequest`` on the client's long-lived Step stream; ``decode(its responses)``, each a
+        ``proto.splice.SplitMessage`` of a ``StepResponse`` whose frame's image bytes view the received buffer
+        (``conversions.parse_step_response``)."""

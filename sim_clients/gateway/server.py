@@ -28,12 +28,15 @@ from google.protobuf.message import Message
 
 from worldweave.proto.errors import ServerError, WorldweaveError
 from worldweave.proto.malloc import tune_malloc
+from worldweave.proto.splice import SplitMessage
+from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.sim_clients.client import WorldClient
 from worldweave.sim_clients.conventions import (
     Convention,
     ConventionError,
     get_convention,
 )
+from worldweave.sim_clients.conversions import STEP_RGB_PATH
 from worldweave.sim_clients.gateway import codec
 from worldweave.sim_clients.gateway.errors import (
     GatewayError,
@@ -62,10 +65,25 @@ class Connection:
     """Held while one of its requests runs, so requests run in arrival order."""
 
 
-def forward(client: WorldClient, rpc: Rpc, request: Message) -> list[Message]:
+def forward(client: WorldClient, rpc: Rpc, request: Message) -> list[Message] | list[SplitMessage[pb.StepResponse]]:
     """Call ``rpc`` on the server through ``client`` (``WorldClient.call``): its response messages (one for a unary
-    RPC; a step on the client's persistent Step stream). Failures raise the ``WorldweaveError`` of their status."""
-    return client.call(rpc.name, request)
+    RPC; a step on the client's persistent Step stream, each frame's image bytes kept apart: ``frame_views``).
+    Failures raise the ``WorldweaveError`` of their status."""
+    return client.call(rpc.name, request, frame_views=rpc.name == "Step")
+
+
+def reply_body(response: Message | SplitMessage[pb.StepResponse], convention: Convention) -> object:
+    """A response's reply body in ``convention`` (``write_message``); a Step response's image bytes, kept apart by
+    ``forward``, go back in their place as the view they are (packed into the reply without another copy)."""
+    if not isinstance(response, SplitMessage):
+        return write_message(response, convention)
+    body = write_message(response.message, convention)
+    if len(response.data):  # then the message holds the image the bytes belong to, and its body the map
+        image = body
+        for name in STEP_RGB_PATH[:-1]:
+            image = image[name]
+        image[STEP_RGB_PATH[-1]] = response.data
+    return body
 
 
 class RequestHandler:
@@ -93,7 +111,7 @@ class RequestHandler:
             if single_reply and len(responses) > 1:
                 raise MessageTooLargeError(f"this answer takes {len(responses)} {rpc.reply_type} messages and a REQ "
                                            "socket takes one reply: use a DEALER socket, or a larger max_chunk_bytes")
-            return [codec.encode_view(rpc.reply_type, write_message(r, connection.convention), request_id) for r in responses]
+            return [codec.encode_view(rpc.reply_type, reply_body(r, connection.convention), request_id) for r in responses]
         except GatewayError as error:
             return [codec.encode_error(error, error.request_id if error.request_id is not None else request_id)]
         except WorldweaveError as error:  # the server's answer (or the SDK's), passed on with its status
