@@ -9,7 +9,9 @@ Each frame, in stages:
    depth by sequential RANSAC (seeded by ``Condition.seed``), refined by least squares, and kept only when they look
    like a surface (spread across the plane, residuals tight). Each fit is matched to a **surface** the generator
    remembers (``_Surface``: plane, texture, and which cells of it memory has shown), whose plane then stands in for
-   the fit, or becomes a new one.
+   the fit, or becomes a new one. A fit too small to continue from, or none at all, still continues a remembered
+   surface when the view shows enough of it on its plane (``MIN_SHOWN_SHARE``: a sliver of a table's front at the
+   image's border is that table's front, not a new guess).
 3. **Where each surface stands** (``Support``), on a grid in its own coordinates: every cell memory has shown of it
    (in any view) surer than a continuation (render confidence above ``continued_confidence``: never what this
    generator continued, so a wall cannot creep past a corner frame after frame) and the cells they enclose, grown ``reach_m`` for continuing and ``occlusion_reach_m`` for hiding what lies behind it,
@@ -82,6 +84,9 @@ MIN_DRAWN_AREA_M2 = 1.0
 a view's unknown pixels beyond its reach."""
 MAX_HIDING_SURFACES = 16
 """Most remembered surfaces (the most recently seen) that hide what lies behind them in a view not showing them."""
+MIN_SHOWN_SHARE = 0.005
+"""A remembered surface that no fit of a view large enough to continue from found still continues in it when at
+least this share of the view's sampled pixels show it (as ``metrics.PLANE_HELD_SHARE`` counts a plane memory holds)."""
 COLOR_BIN = 32
 """Width of the colour bins (0..255 units per channel) a cached texture is recognised by."""
 
@@ -817,6 +822,7 @@ class ContinuationGenerator(Generator):
         points_cam = rays_cam[sampled] * depth[sampled, None]
         grid_rc = np.stack([sampled // shape[1], sampled % shape[1]], axis=1) // stride
         least = int(math.ceil(options.min_plane_share * grid.sum()))
+        shown_least = max(3, math.ceil(MIN_SHOWN_SHARE * grid.sum()))
         fitted = fit_planes(points_cam, grid_rc, least // 2, options, rng)  # the smaller ones only hide (a ceiling)
 
         # 3. Where each plane stands: grown from its seen cells, away from where memory sees through it.
@@ -827,8 +833,26 @@ class ContinuationGenerator(Generator):
         planes = []
         for normal, offset, inliers, spread in fitted:
             plane = self._view_plane(normal, offset, inliers & near_one, sampled, points_cam, pose, rgb, confidence,
-                                     continues=bool(inliers.sum() >= least and spread >= MIN_PLANE_SPREAD_M))
+                                     continues=bool(inliers.sum() >= least and spread >= MIN_PLANE_SPREAD_M),
+                                     shown_least=shown_least)
             if plane is not None and all(plane.surface is not other.surface for other in planes):
+                planes.append(plane)
+        # Remembered surfaces the view shows too little of for a fit (a sliver at the image's border, a table's front
+        # seen past its corner) continue on their own plane.
+        claimed = np.zeros(len(points_cam), bool)
+        for fit in fitted:
+            claimed |= fit[2]
+        for surface in list(reversed(self._surfaces.values()))[:MAX_HIDING_SURFACES]:
+            if any(surface is plane.surface for plane in planes):
+                continue
+            on = self._shows(surface, ~claimed & near_one, shown_least, sampled, points_cam, pose, rgb, confidence)
+            if on is None:
+                continue
+            frame = surface.frame
+            normal_cam = pose.rotation.T @ frame.normal
+            plane = self._seen_surface(surface, normal_cam, frame.offset_m + float(frame.normal @ pose.position), on,
+                                       sampled, points_cam, pose, confidence, continues=True)
+            if plane is not None:
                 planes.append(plane)
         shown = len(planes)
         # The most recently seen remembered surfaces this view does not show still hide what lies behind them (a
@@ -910,14 +934,16 @@ class ContinuationGenerator(Generator):
 
     def _view_plane(self, normal_cam: np.ndarray, offset_cam_m: float, inliers: np.ndarray, sampled: np.ndarray,
                     points_cam: np.ndarray, pose: Pose, rgb: np.ndarray, memory_confidence: np.ndarray, *,
-                    continues: bool) -> _ViewPlane | None:
+                    continues: bool, shown_least: int) -> _ViewPlane | None:
         """A camera-frame plane fit (``inliers``: bool mask over the ``sampled`` kept pixels, whose camera-frame
         points are ``points_cam``; ``rgb`` the (H W, 3) colours, ``memory_confidence`` the (H W,) render confidence)
         as a surface of this view, continued into its holes (``continues``) or only hiding what lies behind it (a fit
         too small to continue from); None when it lies next to a remembered surface but off its plane (memory seen
         badly, e.g. smeared), or memory has never shown any of it at a usable angle (only this generator's
         continuation). Only inliers memory is surer of than a continuation (confidence above
-        ``continued_confidence``) count as shown: what was continued and fused is not grown from."""
+        ``continued_confidence``) count as shown: what was continued and fused is not grown from. A fit too small to
+        continue from that sees a remembered surface continues it when it shows ``shown_least`` sampled pixels of it
+        (``_shows``)."""
         options = self.options
         # The remembered surface the fit sees stands in for the fit, so a view that sees it badly (smeared at a
         # grazing angle) does not move it; a fit no remembered surface explains is a new surface.
@@ -932,7 +958,20 @@ class ContinuationGenerator(Generator):
             normal_cam = pose.rotation.T @ surface.frame.normal
             offset_cam_m = surface.frame.offset_m + float(surface.frame.normal @ pose.position)
             inliers = inliers & (np.abs(points_cam @ normal_cam + offset_cam_m) < options.inlier_tolerance_m)
-        # The cells of the inliers seen at a usable angle and not of this generator's continuation are seen.
+            # A fit too small to continue from continues a surface remembered from other views when it shows it
+            # (a sliver of a table's front at the image's border).
+            continues = continues or self._shows(surface, inliers, shown_least, sampled, points_cam, pose, rgb,
+                                                 memory_confidence) is not None
+        return self._seen_surface(surface, normal_cam, offset_cam_m, inliers, sampled, points_cam, pose,
+                                  memory_confidence, continues=continues)
+
+    def _seen_surface(self, surface: _Surface, normal_cam: np.ndarray, offset_cam_m: float, inliers: np.ndarray,
+                      sampled: np.ndarray, points_cam: np.ndarray, pose: Pose, memory_confidence: np.ndarray, *,
+                      continues: bool) -> _ViewPlane | None:
+        """``surface`` (camera-frame plane ``normal_cam . x + offset_cam_m = 0``) in this view, where the ``inliers``
+        of the ``sampled`` kept pixels (camera-frame points ``points_cam``) show it: the cells of those seen at a usable
+        angle and not of this generator's continuation are seen; then where it stands (``_stand``)."""
+        options = self.options
         frame = surface.frame
         to_plane = pose.rotation.T @ np.stack([frame.axis_s, frame.axis_t], axis=1)
         ray_cos = np.abs(points_cam @ normal_cam) / np.linalg.norm(points_cam, axis=1)
@@ -946,6 +985,35 @@ class ContinuationGenerator(Generator):
         if view is None or not shown.any():
             return view
         return dataclasses.replace(view, memory_confidence=float(np.median(inlier_confidence[shown])))
+
+    def _shows(self, surface: _Surface, free: np.ndarray, least: int, sampled: np.ndarray, points_cam: np.ndarray,
+               pose: Pose, rgb: np.ndarray, memory_confidence: np.ndarray) -> np.ndarray | None:
+        """Whether the view shows remembered ``surface`` enough to continue it though no fit large enough to continue
+        found it: bool mask over the ``sampled`` kept pixels (camera-frame points ``points_cam``) of the ``free`` ones
+        (of no other fit, not on an edge) on its plane that memory is surer of than a continuation, seen at a usable
+        angle, when they are at least ``least`` (``MIN_SHOWN_SHARE`` of the sampled grid), have its colours (once it
+        has a texture), spread along the plane (``MIN_STRIP_SPREAD_M``) and lie tight to it (``MAX_MEDIAN_RESIDUAL``:
+        a plane crossing the view's surfaces at an angle meets them along a line, through the whole tolerance slab);
+        else None."""
+        options = self.options
+        frame = surface.frame
+        offset_cam_m = frame.offset_m + float(frame.normal @ pose.position)
+        if offset_cam_m <= 0 or offset_cam_m > options.max_range_m:
+            return None
+        normal_cam = pose.rotation.T @ frame.normal
+        residuals = np.abs(points_cam @ normal_cam + offset_cam_m)
+        ray_cos = np.abs(points_cam @ normal_cam) / np.linalg.norm(points_cam, axis=1)
+        on = (free & (residuals < options.inlier_tolerance_m) & (ray_cos >= options.min_incidence_cos)
+              & (memory_confidence[sampled] > options.continued_confidence))
+        if on.sum() < least:
+            return None
+        if np.median(residuals[on]) > MAX_MEDIAN_RESIDUAL * options.inlier_tolerance_m:
+            return None
+        if surface.texture is not None and not surface.texture.explains(rgb[sampled[on]], options.appearance_share):
+            return None
+        if _least_squares_plane(points_cam[on])[2] < MIN_STRIP_SPREAD_M:
+            return None
+        return on
 
     def _stand(self, surface: _Surface, pose: Pose, points_cam: np.ndarray, *, continues: bool,
                records: bool = True) -> _ViewPlane | None:
