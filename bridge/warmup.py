@@ -8,7 +8,9 @@ same ``World`` and ``WorldQueries`` methods a server calls (they normalise their
 signatures compiled here are the ones requests need):
 
 1. the seed's integration (voxel map, anchors), of a read-only image as a seed decoded from the wire is;
-2. a step (retrieval, render and weave, generation, integration of a generated, writable image), then a render in
+2. a step (retrieval, render and weave, generation, integration of a generated, writable image), twice: with the
+   cores as they are (the kernels that split a frame over the free cores, ``bridge.cores``, take their threaded
+   variants) and with every core held (their one-thread variants, as when worlds step at once); then a render in
    every retrieval mode;
 3. the spatial queries: raycast, a LiDAR scan, nearest surface, sphere / capsule / box collisions, occupancy, crop;
 4. the change feed and the edits (insert, recolour, remove), the insert spread wide enough that the query grid
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba.core.dispatcher import Dispatcher
 
+from worldweave.bridge.cores import machine_cores, threads_for
 from worldweave.bridge.eval.wall import wall_seed, yaw_poses
 from worldweave.bridge.frames import RGBDFrame
 from worldweave.bridge.generators.base import Generator
@@ -120,6 +123,8 @@ def warm_up(generator: Generator | None = None, *, device: str = "cpu", query_re
     # 2. a step, then renders in every retrieval mode
     poses = [Pose.from_matrix(m) for m in yaw_poses(3)]
     world.step(poses[1:2])
+    with threads_for(None, machine_cores()):  # every core held: the split kernels' one-thread variants
+        world.step(poses[1:2])
     stage("step")
     for mode in RETRIEVAL_MODES:
         world.condition(poses[2:3], mode=mode)

@@ -433,6 +433,14 @@ def test_a_fresh_server_compiles_its_kernels_before_serving():
     report = json.loads(done.stdout.strip().splitlines()[-1])
     for name in QUERY_KERNELS:
         assert report["before"][name] == 0 and report["serving"][name] >= 1, (name, report["warmup"])
+    split = [f"worldweave.bridge.{name}" for name in (
+        "generators.kept_depth._fit_rows", "memory.voxel_index._accumulate_rows", "memory.voxel_index._pixel_probes")]
+    if machine_cores() > 1:
+        split += [f"worldweave.bridge.{name}" for name in (
+            "generators.kept_depth._fit_bands", "memory.voxel_index._accumulate_threads",
+            "memory.voxel_index._pixel_probes_threads")]
+    for name in split:  # a step's kernels, one-thread and split (worlds stepping at once, a world stepping alone)
+        assert report["serving"][name] >= 1, (name, report["warmup"])
     compiled_after_serving = {name: (report["serving"][name], count) for name, count in report["after"].items()
                               if count != report["serving"].get(name)}
     assert not compiled_after_serving, f"the first calls compiled kernels the warm-up missed: {compiled_after_serving}"

@@ -1,6 +1,6 @@
 """The step path's numba kernels equal the numpy code they replaced, bit for bit: anchor sampling (one pass over the
 keyframe instead of a dozen numpy passes) and the footprint refit of ``kept_depth`` (a ring of summed-area rows and
-per-radius column minima instead of full tables and a window scan)."""
+per-radius column minima instead of full tables and a window scan, on any split into bands of rows)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from worldweave.bridge.generators.kept_depth import (
     LANDED_FIT_MAX_RADIUS_PX,
     LANDED_FIT_MIN_POINTS,
     LANDED_FIT_TOLERANCE,
+    _bands,
+    _fit_bands,
+    _landed_counts,
     kept_depth,
 )
 from worldweave.bridge.memory.anchors import AnchorOptions, sample_points
@@ -144,7 +147,9 @@ def _kept_depth_numpy(render: RenderResult) -> tuple[np.ndarray, np.ndarray]:
     return out_depth, out_conf
 
 
-def test_kept_depth_equals_the_plain_window_fit() -> None:
+def _footprint_case() -> tuple[RenderResult, np.ndarray]:
+    """A render of two planes and a step whose points land on a sparse lattice (the pixels between are footprint
+    spread), with an uncovered corner; and that lattice."""
     rng = np.random.default_rng(3)
     h, w = 44, 57
     v, u = np.mgrid[:h, :w]
@@ -155,12 +160,32 @@ def test_kept_depth_equals_the_plain_window_fit() -> None:
     confidence[lattice] = rng.uniform(0.2, 1.0, int(lattice.sum())).astype(np.float32)
     mask = np.ones((h, w), bool)
     mask[:6, :9] = False  # an uncovered corner
-    render = RenderResult(np.zeros((h, w, 3), np.uint8), smeared, mask, confidence)
+    return RenderResult(np.zeros((h, w, 3), np.uint8), smeared, mask, confidence), lattice
+
+
+def test_kept_depth_equals_the_plain_window_fit() -> None:
+    render, lattice = _footprint_case()
     expected_depth, expected_conf = _kept_depth_numpy(render)
     depth, conf = kept_depth(render)
     assert np.count_nonzero(conf[~lattice]) > 100, "the case must refit many footprint pixels"
     assert np.array_equal(depth, expected_depth) and np.array_equal(conf, expected_conf)
 
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 7])
+def test_kept_depth_fits_the_same_on_any_split_into_bands(threads: int) -> None:
+    """The fits split into bands of rows (one thread each) equal the plain window fit: a band makes the summed-area
+    rows above it itself, and reads no fit another band writes."""
+    render, _ = _footprint_case()
+    expected_depth, expected_conf = _kept_depth_numpy(render)
+    covered = render.mask & (render.depth > 0)
+    depth = np.where(covered, render.depth, np.float32(0)).astype(np.float32)
+    conf = np.where(covered, render.confidence, np.float32(0)).astype(np.float32)
+    spread = covered & ~(conf > 0)
+    bands = _bands(spread, threads)
+    assert len(bands) == threads + 1 and bands[0] == 0 and bands[-1] == depth.shape[0] and np.all(np.diff(bands) >= 0)
+    _fit_bands(bands, depth, conf, spread, _landed_counts(conf), LANDED_FIT_MIN_POINTS, LANDED_FIT_TOLERANCE,
+               LANDED_FIT_MAX_RADIUS_PX)
+    assert np.array_equal(depth, expected_depth) and np.array_equal(conf, expected_conf)
 
 
 @pytest.mark.parametrize("shape", [(48, 64), (37, 51), (5, 3)])

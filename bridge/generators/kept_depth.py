@@ -7,6 +7,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from worldweave.bridge.cores import threads_for
 from worldweave.bridge.frames import RenderResult
 
 
@@ -18,6 +19,9 @@ LANDED_FIT_TOLERANCE = 0.002
 pixel's inverse depth (a window across a silhouette or a crease fits no plane)."""
 LANDED_FIT_MAX_RADIUS_PX = 8
 """Largest half-width of the window (pixels) searched for landed pixels."""
+MAX_FIT_THREADS = 4
+"""Most threads one ``kept_depth`` splits its fits over (bands of rows; the cores no other engine work holds:
+``bridge.cores.threads_for``). Every split gives the same result."""
 
 
 def kept_depth(render: RenderResult) -> tuple[np.ndarray, np.ndarray]:
@@ -33,6 +37,9 @@ def kept_depth(render: RenderResult) -> tuple[np.ndarray, np.ndarray]:
     (``LANDED_FIT_TOLERANCE``); otherwise the render's depth with
     confidence 0 (shown, never fused). So a wall between sparse memory points is fused whole, while a footprint
     spread past a silhouette or across a crease is not.
+
+    The fits run on the calling thread's core and the cores no other engine work holds (bands of rows,
+    ``MAX_FIT_THREADS``), with the same result on any number of threads.
     """
     covered = render.mask & (render.depth > 0)
     confidence = np.where(covered, render.confidence, np.float32(0)).astype(np.float32)
@@ -40,9 +47,23 @@ def kept_depth(render: RenderResult) -> tuple[np.ndarray, np.ndarray]:
     landed = confidence > 0
     if landed.all() or not landed.any():
         return depth, confidence
-    _fit_footprints(depth, confidence, covered & ~landed, LANDED_FIT_MIN_POINTS, LANDED_FIT_TOLERANCE,
-                    LANDED_FIT_MAX_RADIUS_PX)
+    spread = covered & ~landed
+    counts = _landed_counts(confidence)
+    fit = (depth, confidence, spread, counts, LANDED_FIT_MIN_POINTS, LANDED_FIT_TOLERANCE, LANDED_FIT_MAX_RADIUS_PX)
+    with threads_for(None, MAX_FIT_THREADS) as threads:
+        if threads == 1:
+            _fit_rows(0, depth.shape[0], *fit)
+        else:
+            _fit_bands(_bands(spread, threads), *fit)
     return depth, confidence
+
+
+def _bands(spread: np.ndarray, threads: int) -> np.ndarray:
+    """int64 (threads + 1,) first image row of each of ``threads`` bands of rows holding about as many ``spread``
+    pixels (the fits) each, then the row count."""
+    per_row = np.cumsum(spread.sum(axis=1))
+    shares = per_row[-1] * np.arange(1, threads) / threads
+    return np.concatenate([[0], np.searchsorted(per_row, shares, side="right"), [spread.shape[0]]]).astype(np.int64)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -71,39 +92,57 @@ def _fits_window(counts, v, u, radius, height, width, min_points):
 
 
 @numba.njit(cache=True, nogil=True)
-def _fit_footprints(depth, confidence, spread, min_points, tolerance, max_radius):
-    """``kept_depth``'s fit at every ``spread`` pixel, in place on ``depth`` and ``confidence``; landed pixels are
-    those with confidence above 0 that are not ``spread``.
+def _landed_counts(confidence):
+    """int32 (H + 1, W + 1) summed-area table of the landed pixels (confidence above 0)."""
+    height, width = confidence.shape
+    counts = np.zeros((height + 1, width + 1), np.int32)
+    for v in range(height):
+        running = 0
+        for u in range(width):
+            running += confidence[v, u] > 0
+            counts[v + 1, u + 1] = counts[v, u + 1] + running
+    return counts
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _fit_bands(bands, depth, confidence, spread, counts, min_points, tolerance, max_radius):
+    """``_fit_rows`` for the bands of image rows ``bands[t] .. bands[t + 1] - 1``, one thread each."""
+    for t in numba.prange(len(bands) - 1):
+        _fit_rows(bands[t], bands[t + 1], depth, confidence, spread, counts, min_points, tolerance, max_radius)
+
+
+@numba.njit(cache=True, nogil=True)
+def _fit_rows(first, stop, depth, confidence, spread, counts, min_points, tolerance, max_radius):
+    """``kept_depth``'s fit at every ``spread`` pixel of image rows ``first .. stop - 1``, in place on ``depth`` and
+    ``confidence``; landed pixels are those with confidence above 0 that are not ``spread`` (so a band reads the same
+    landed pixels whether or not another band has written its fits yet), ``counts`` their count table
+    (``_landed_counts``).
 
     The landed pixels' moments (count, u, v, uu, uv, vv, w, wu, wv, ww with w the inverse depth) are read from their
     summed-area table, of which only the rows the current image row's windows reach are kept, in a ring of
-    2 ``max_radius`` + 2 rows (each table row is made before any pixel it sums is written). A pixel's window radius
-    is searched in the landed pixels' int32 count table from the previous pixel's (the test holds for every radius
-    above the smallest, so this finds the smallest). The lowest landed confidence in a window is the minimum over
-    its columns of per-radius column minima of the current row. Same float64 operations as full tables and a window
-    scan (equal results, ``tests/test_step_kernels.py``), in a fraction of the memory traffic."""
+    2 ``max_radius`` + 2 rows (each table row is made from the one above it, from the image's first row: a band that
+    starts lower makes the rows above it too, the same float64 sums in the same order, so every band of any split
+    reads the same table). A pixel's window radius is searched in the landed pixels' int32 count table from the
+    previous pixel's (the test holds for every radius above the smallest, so this finds the smallest). The lowest
+    landed confidence in a window is the minimum over its columns of per-radius column minima of the current row.
+    Same float64 operations as full tables and a window scan (equal results, ``tests/test_step_kernels.py``), in a
+    fraction of the memory traffic."""
     height, width = depth.shape
     ring = 2 * max_radius + 2
     slot = np.arange(height + 1) % ring
     sat = np.zeros((ring, width + 1, 10))
     row = np.zeros(10)
     made = 1  # table rows 0..made-1 are in the ring (row 0: zeros)
-    counts = np.zeros((height + 1, width + 1), np.int32)  # the landed pixels' count table, whole: the window search
-    for v in range(height):
-        running = 0
-        for u in range(width):
-            running += confidence[v, u] > 0
-            counts[v + 1, u + 1] = counts[v, u + 1] + running
     minima = np.empty((max_radius, width), np.float32)
     s = np.empty(10)
     start = 1
-    for v in range(height):
+    for v in range(first, stop):
         while made <= min(v + max_radius + 1, height):  # table row ``made`` sums image rows 0..made-1
             y = made - 1
             current, previous = sat[slot[made]], sat[slot[made - 1]]
             row[:] = 0.0
             for u in range(width):
-                if confidence[y, u] > 0:
+                if confidence[y, u] > 0 and not spread[y, u]:
                     w = 1.0 / depth[y, u]
                     row[0] += 1.0
                     row[1] += u
