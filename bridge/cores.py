@@ -2,8 +2,9 @@
 
 Engine work holds one core while it runs (``holding_core``: ``World.step`` holds one for the whole step, and a
 splittable kernel holds one for itself when called outside a step). A kernel that can split its work over threads
-(``VoxelMap.integrate`` with ``integrate_threads=None``) asks ``threads_for`` and holds the extra cores it takes until
-it returns. So one world stepping alone on a 2-core machine integrates on 2 threads, and worlds stepping at once
+(``VoxelMap.integrate`` with ``integrate_threads=None``, ``generators.kept_depth``'s footprint fits, the weave's
+per-pixel kernels) asks ``threads_for`` and holds the extra cores it takes until it returns; each gives the same
+result on any number of threads. So one world stepping alone on a 2-core machine integrates on 2 threads, and worlds stepping at once
 integrate on one thread each: their threads would only take turns on the same cores, paying the split's overhead.
 
 The count is advisory (nothing waits for a core) and process-wide; threads outside the engine are not counted.
@@ -15,6 +16,8 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+import numpy as np
 
 _lock = threading.Lock()
 _held = 0
@@ -75,3 +78,9 @@ def threads_for(requested: int | None, limit: int) -> Iterator[int]:
             yield 1 + extra
         finally:
             _add(-extra)
+
+
+def even_bands(count: int, parts: int) -> np.ndarray:
+    """int64 (parts + 1,) bounds of ``parts`` bands of ``count`` items (rows, pixels) as even as whole items allow:
+    band t is ``bounds[t] .. bounds[t + 1] - 1``."""
+    return np.arange(parts + 1, dtype=np.int64) * count // parts

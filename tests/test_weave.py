@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from worldweave.bridge.frames import RenderResult
+from worldweave.bridge.memory import weave as weave_module
+from worldweave.bridge.memory import weave_stack
 from worldweave.bridge.memory.weave import WeaveOptions, weave
 from worldweave.proto.errors import InvalidInputError, NotFoundError
 from worldweave.proto.geometry import Intrinsics, Pose
@@ -146,3 +149,25 @@ def test_the_weaver_reproduces_its_reference_outputs() -> None:
         assert rgb_error.max() <= 1 and (rgb_error > 0).mean() < 0.002, (name, rgb_error.max(), (rgb_error > 0).sum())
         assert np.allclose(result.depth, reference[f"{name}_depth"], rtol=1e-5, atol=1e-6), name
         assert np.allclose(result.confidence, reference[f"{name}_confidence"], rtol=1e-5, atol=1e-6), name
+
+
+@pytest.mark.parametrize("threads", [2, 3, 7])
+def test_the_weave_is_the_same_on_any_number_of_threads(monkeypatch, threads: int) -> None:
+    """Stacking, heuristic weights and blending split a view's pixels into bands, one thread each: every mode gives
+    the same view bit for bit as on one thread."""
+    case = _seeded_case()
+    renders, positions, confidences, frame_ids, pose, intrinsics = case
+
+    def woven(count: int) -> list[RenderResult]:
+        @contextmanager
+        def fixed(requested, limit):
+            yield count
+
+        for module in (weave_module, weave_stack):
+            monkeypatch.setattr(module, "threads_for", fixed)
+        return [weave(renders, positions, confidences, pose, intrinsics, options, frame_ids=frame_ids)
+                for options in REFERENCE_MODES.values()]
+
+    for one, split in zip(woven(1), woven(threads)):
+        for field in ("rgb", "depth", "mask", "confidence"):
+            assert np.array_equal(getattr(one, field), getattr(split, field)), field

@@ -18,6 +18,7 @@ import numba
 import numpy as np
 import torch
 
+from worldweave.bridge.cores import even_bands
 from worldweave.bridge.memory import hash_table, surface_points, voxel_keys
 from worldweave.bridge.scratch import thread_scratch
 
@@ -564,7 +565,7 @@ class HashIndex:
         probe_row = np.empty(pixels, dtype=np.int64)
         frame_args = (depth, exclude, confidence, has_confidence, rays_x, rays_y, rotation, translation, voxel_size_m)
         key_args = (max_depth_m, voxel_keys.AXIS_LIMIT, voxel_keys.AXIS_OFFSET, voxel_keys.AXIS_BITS)
-        bands = np.arange(threads + 1) * height // threads  # image rows: band t is bands[t] .. bands[t + 1] - 1
+        bands = even_bands(height, threads)  # image rows: band t is bands[t] .. bands[t + 1] - 1
         if threads > 1:
             counts = np.empty((threads, 2), dtype=np.int64)
             _pixel_probes_threads(bands, *frame_args, *key_args, pixel_probe, probe_keys, probe_row, counts)

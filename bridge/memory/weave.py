@@ -36,8 +36,15 @@ from typing import Literal
 import numba
 import numpy as np
 
+from worldweave.bridge.cores import even_bands, threads_for
 from worldweave.bridge.frames import RenderResult
-from worldweave.bridge.memory.weave_stack import AnchorFacts, WeaveStack, check_renders, stack_renders
+from worldweave.bridge.memory.weave_stack import (
+    MAX_WEAVE_THREADS,
+    AnchorFacts,
+    WeaveStack,
+    check_renders,
+    stack_renders,
+)
 from worldweave.bridge.memory.weaver_net import learned_weights, load_weaver
 from worldweave.proto.errors import InvalidInputError
 from worldweave.proto.geometry import Intrinsics, Pose
@@ -114,16 +121,22 @@ def heuristic_weights(stack: WeaveStack, confidences: np.ndarray, options: Weave
     weight = np.empty(stack.depth.shape, dtype=np.float32)
     priors = (np.asarray(confidences, np.float32)
               * np.array([options.rank_decay**a for a in range(stack.count)], np.float32)).astype(np.float32)
-    _heuristic_kernel(stack.agree, stack.cos, stack.dist_anchor, priors, np.float32(options.angle_scale_deg),
-                      np.float32(options.distance_scale_m), weight)
+    args = (stack.agree, stack.cos, stack.dist_anchor, priors, np.float32(options.angle_scale_deg),
+            np.float32(options.distance_scale_m), weight)
+    with threads_for(None, MAX_WEAVE_THREADS) as threads:
+        if threads == 1:
+            _heuristic_kernel(0, len(stack.pixels), *args)
+        else:
+            _heuristic_bands(even_bands(len(stack.pixels), threads), *args)
     return weight
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _heuristic_kernel(agree, cos, dist_anchor, priors, angle_scale, distance_scale, weight):
-    """Fill ``weight`` (A, P) float32 from the stack's depth test and geometry and per-anchor ``priors``."""
+def _heuristic_kernel(first, stop, agree, cos, dist_anchor, priors, angle_scale, distance_scale, weight):
+    """Fill columns ``first .. stop - 1`` of ``weight`` (A, P) float32 from the stack's depth test and geometry and
+    per-anchor ``priors``."""
     for a in range(agree.shape[0]):
-        for j in range(agree.shape[1]):
+        for j in range(first, stop):
             if not agree[a, j]:
                 weight[a, j] = 0.0
                 continue
@@ -131,6 +144,13 @@ def _heuristic_kernel(agree, cos, dist_anchor, priors, angle_scale, distance_sca
             distance = dist_anchor[a, j] / distance_scale
             w_a = np.exp(-(angle * angle)) / (np.float32(1.0) + distance * distance)
             weight[a, j] = max(w_a * priors[a], np.float32(_WEIGHT_FLOOR))
+
+
+@numba.njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+def _heuristic_bands(bands, agree, cos, dist_anchor, priors, angle_scale, distance_scale, weight):
+    """``_heuristic_kernel`` for the bands of stacked pixels ``bands[t] .. bands[t + 1] - 1``, one thread each."""
+    for t in numba.prange(len(bands) - 1):
+        _heuristic_kernel(bands[t], bands[t + 1], agree, cos, dist_anchor, priors, angle_scale, distance_scale, weight)
 
 
 def blend(stack: WeaveStack, weights: np.ndarray, mode: BlendMode, gains: np.ndarray | None = None,
@@ -151,18 +171,24 @@ def blend(stack: WeaveStack, weights: np.ndarray, mode: BlendMode, gains: np.nda
     out_depth = np.zeros(h * w, np.float32)
     out_confidence = np.zeros(h * w, np.float32)
     mask = np.zeros(h * w, bool)
-    _blend_kernel(stack.pixels, stack.rgb, stack.depth, stack.confidence, weights, gains, covered, mode == "best",
-                  out_rgb, out_depth, out_confidence, mask)
+    args = (stack.pixels, stack.rgb, stack.depth, stack.confidence, weights, gains, covered, mode == "best", out_rgb,
+            out_depth, out_confidence, mask)
+    with threads_for(None, MAX_WEAVE_THREADS) as threads:
+        if threads == 1:
+            _blend_kernel(0, len(stack.pixels), *args)
+        else:
+            _blend_bands(even_bands(len(stack.pixels), threads), *args)
     return RenderResult(np.clip(np.round(out_rgb), 0, 255).astype(np.uint8).reshape(h, w, 3),
                         out_depth.reshape(h, w), mask.reshape(h, w), out_confidence.reshape(h, w))
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _blend_kernel(pixels, rgb, depth, confidence, weights, gains, covered, best, out_rgb, out_depth, out_confidence,
-                  mask):
-    """Write each covered pixel's blended colour (float32, before rounding), depth, confidence and mask."""
+def _blend_kernel(first, stop, pixels, rgb, depth, confidence, weights, gains, covered, best, out_rgb, out_depth,
+                  out_confidence, mask):
+    """Write the blended colour (float32, before rounding), depth, confidence and mask of each covered pixel among
+    stacked pixels ``first .. stop - 1``."""
     count = rgb.shape[0]
-    for j in range(len(pixels)):
+    for j in range(first, stop):
         if not covered[j]:
             continue
         p = pixels[j]
@@ -207,6 +233,15 @@ def _blend_kernel(pixels, rgb, depth, confidence, weights, gains, covered, best,
         else:
             out_depth[p] = z / total
 
+
+
+@numba.njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+def _blend_bands(bands, pixels, rgb, depth, confidence, weights, gains, covered, best, out_rgb, out_depth,
+                 out_confidence, mask):
+    """``_blend_kernel`` for the bands of stacked pixels ``bands[t] .. bands[t + 1] - 1``, one thread each."""
+    for t in numba.prange(len(bands) - 1):
+        _blend_kernel(bands[t], bands[t + 1], pixels, rgb, depth, confidence, weights, gains, covered, best, out_rgb,
+                      out_depth, out_confidence, mask)
 
 def weave(
     renders: Sequence[RenderResult],

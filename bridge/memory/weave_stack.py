@@ -15,10 +15,15 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from worldweave.bridge.cores import even_bands, threads_for
 from worldweave.bridge.frames import RenderResult
 from worldweave.proto.errors import InvalidInputError
 from worldweave.proto.geometry import Intrinsics, Pose
 
+MAX_WEAVE_THREADS = 4
+"""Most threads one weave's per-pixel kernels (stacking here, weights and blend in ``weave``) split a view's pixels
+over: the cores no other engine work holds (``bridge.cores.threads_for``). Each pixel's values depend on that pixel
+alone, so every split gives the same result."""
 
 @dataclass(frozen=True)
 class AnchorFacts:
@@ -129,26 +134,31 @@ def stack_renders(
     front = np.empty(size, np.float32)
     dist_target = np.empty(size, np.float32)
     offsets = (pose.position - np.asarray(positions, np.float64).reshape(-1, 3)).astype(np.float32)
-    _stack_kernel(
+    args = (
         depth_all, mask_all, np.stack([r.rgb for r in renders]).reshape(count, -1, 3),
         np.stack([r.confidence for r in renders]).reshape(count, -1).astype(np.float32, copy=False), pixels,
         np.float32(1.0 + tolerance_rel), np.float32(tolerance_m), np.float32(intrinsics.fx), np.float32(intrinsics.fy),
         np.float32(intrinsics.cx), np.float32(intrinsics.cy), w, np.ascontiguousarray(pose.rotation, np.float32),
         offsets, rgb, depth, mask, confidence, front, agree, cos, dist_anchor, dist_target,
     )
+    with threads_for(None, MAX_WEAVE_THREADS) as threads:
+        if threads == 1:
+            _stack_kernel(0, size, *args)
+        else:
+            _stack_bands(even_bands(size, threads), *args)
     return WeaveStack(pixels, rgb, depth, mask, confidence, front, agree, cos, dist_anchor, dist_target, (h, w))
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _stack_kernel(depth_all, mask_all, rgb_all, confidence_all, pixels, tolerance_scale, tolerance_m, fx, fy, cx, cy,
-                  width, rotation, offsets, rgb, depth, mask, confidence, front, agree, cos, dist_anchor,
+def _stack_kernel(first, stop, depth_all, mask_all, rgb_all, confidence_all, pixels, tolerance_scale, tolerance_m, fx,
+                  fy, cx, cy, width, rotation, offsets, rgb, depth, mask, confidence, front, agree, cos, dist_anchor,
                   dist_target):
-    """Fill the stack's arrays for ``pixels`` (float32 throughout, as ``stack_renders`` documents): a pass over the
-    pixels for the front surface and its point, then one pass per anchor, so each writes its rows in order."""
+    """Fill the stack's arrays at stacked pixels ``first .. stop - 1`` of ``pixels`` (float32 throughout, as
+    ``stack_renders`` documents): a pass over the pixels for the front surface and its point, then one pass per
+    anchor, so each writes its rows in order. Each pixel's values depend on that pixel alone."""
     count = depth_all.shape[0]
-    size = len(pixels)
-    point = np.empty((size, 3), np.float32)  # the front point's offset from the target camera, world axes
-    for j in range(size):
+    point = np.empty((stop - first, 3), np.float32)  # the front point's offset from the target camera, world axes
+    for j in range(first, stop):
         p = pixels[j]
         nearest = np.float32(np.inf)
         for a in range(count):
@@ -162,11 +172,11 @@ def _stack_kernel(depth_all, mask_all, rgb_all, confidence_all, pixels, toleranc
         tx = x * rotation[0, 0] + y * rotation[0, 1] + z * rotation[0, 2]
         ty = x * rotation[1, 0] + y * rotation[1, 1] + z * rotation[1, 2]
         tz = x * rotation[2, 0] + y * rotation[2, 1] + z * rotation[2, 2]
-        point[j, 0], point[j, 1], point[j, 2] = tx, ty, tz
+        point[j - first, 0], point[j - first, 1], point[j - first, 2] = tx, ty, tz
         dist_target[j] = max(np.sqrt(tx * tx + ty * ty + tz * tz), np.float32(1e-9))
     for a in range(count):
         ox, oy, oz = offsets[a, 0], offsets[a, 1], offsets[a, 2]
-        for j in range(size):
+        for j in range(first, stop):
             p = pixels[j]
             present = mask_all[a, p]
             z = depth_all[a, p]
@@ -176,7 +186,8 @@ def _stack_kernel(depth_all, mask_all, rgb_all, confidence_all, pixels, toleranc
             for c in range(3):
                 rgb[a, j, c] = np.float32(rgb_all[a, p, c])
             agree[a, j] = present and z <= front[j] * tolerance_scale + tolerance_m
-            tx, ty, tz, to_target = point[j, 0], point[j, 1], point[j, 2], dist_target[j]
+            tx, ty, tz = point[j - first, 0], point[j - first, 1], point[j - first, 2]
+            to_target = dist_target[j]
             ax = tx + ox
             ay = ty + oy
             az = tz + oz
@@ -184,3 +195,14 @@ def _stack_kernel(depth_all, mask_all, rgb_all, confidence_all, pixels, toleranc
             dist_anchor[a, j] = to_anchor
             cos[a, j] = min(max((ax * tx + ay * ty + az * tz) / (to_anchor * to_target), np.float32(-1.0)),
                             np.float32(1.0))
+
+
+@numba.njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+def _stack_bands(bands, depth_all, mask_all, rgb_all, confidence_all, pixels, tolerance_scale, tolerance_m, fx, fy,
+                 cx, cy, width, rotation, offsets, rgb, depth, mask, confidence, front, agree, cos, dist_anchor,
+                 dist_target):
+    """``_stack_kernel`` for the bands of stacked pixels ``bands[t] .. bands[t + 1] - 1``, one thread each."""
+    for t in numba.prange(len(bands) - 1):
+        _stack_kernel(bands[t], bands[t + 1], depth_all, mask_all, rgb_all, confidence_all, pixels, tolerance_scale,
+                      tolerance_m, fx, fy, cx, cy, width, rotation, offsets, rgb, depth, mask, confidence, front,
+                      agree, cos, dist_anchor, dist_target)
