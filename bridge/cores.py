@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -84,3 +84,14 @@ def even_bands(count: int, parts: int) -> np.ndarray:
     """int64 (parts + 1,) bounds of ``parts`` bands of ``count`` items (rows, pixels) as even as whole items allow:
     band t is ``bounds[t] .. bounds[t + 1] - 1``."""
     return np.arange(parts + 1, dtype=np.int64) * count // parts
+
+
+def split_call(serial: Callable[..., None], banded: Callable[..., None], count: int, limit: int, *args: object) -> None:
+    """Run a kernel over items ``0 .. count - 1`` (rows, pixels) on the threads ``threads_for(None, limit)`` gives:
+    ``serial(0, count, *args)`` on one, else ``banded(even_bands(count, threads), *args)``, whose bands of items run a
+    thread each (``serial`` over each band)."""
+    with threads_for(None, limit) as threads:
+        if threads == 1:
+            serial(0, count, *args)
+        else:
+            banded(even_bands(count, threads), *args)

@@ -8,13 +8,15 @@ same ``World`` and ``WorldQueries`` methods a server calls (they normalise their
 signatures compiled here are the ones requests need):
 
 1. the seed's integration (voxel map, anchors), of a read-only image as a seed decoded from the wire is;
-2. a step (retrieval, render and weave, generation, integration of a generated, writable image), twice: with the
-   cores as they are (the kernels that split a frame over the free cores, ``bridge.cores``, take their threaded
-   variants) and with every core held (their one-thread variants, as when worlds step at once); then a render in
+2. a step (retrieval, render and weave, generation, integration of a generated, writable image), then a render in
    every retrieval mode;
 3. the spatial queries: raycast, a LiDAR scan, nearest surface, sphere / capsule / box collisions, occupancy, crop;
 4. the change feed and the edits (insert, recolour, remove), the insert spread wide enough that the query grid
    grows its tables as a growing world's does.
+
+Seed and step run twice: with the cores as they are (the kernels that split a frame over the free cores,
+``bridge.cores``, take their threaded variants) and with every core held (their one-thread variants, as when worlds
+step at once).
 
 The kernels are declared ``cache=True``: the first start of a version of the engine on a machine compiles them and
 writes the cache (in a folder named by the engine's sources, ``kernel_cache``, or under ``NUMBA_CACHE_DIR``); later
@@ -117,8 +119,10 @@ def warm_up(generator: Generator | None = None, *, device: str = "cpu", query_re
     [(rgb, depth_m, c2w)], intrinsics = wall_seed(WARMUP_WIDTH, WARMUP_HEIGHT)
     rgb.setflags(write=False)  # as a seed decoded from the wire is (numba compiles read-only arrays apart)
     seed = Seed(frames=[RGBDFrame(rgb, depth_m, Pose.from_matrix(c2w), intrinsics)])
-    world = World(seed, WorldConfig(generator=generator.name), generator=generator, device=device,
-                  query_reach=query_reach)
+    config = WorldConfig(generator=generator.name)
+    with threads_for(None, machine_cores()):  # every core held: the split kernels' one-thread variants
+        World(seed, config, generator=generator, device=device, query_reach=query_reach)
+    world = World(seed, config, generator=generator, device=device, query_reach=query_reach)
     stage("integrate")
     # 2. a step, then renders in every retrieval mode
     poses = [Pose.from_matrix(m) for m in yaw_poses(3)]

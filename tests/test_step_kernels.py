@@ -4,6 +4,8 @@ per-radius column minima instead of full tables and a window scan, on any split 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 
@@ -17,6 +19,7 @@ from worldweave.bridge.generators.kept_depth import (
     _landed_counts,
     kept_depth,
 )
+from worldweave.bridge import cores
 from worldweave.bridge.memory.anchors import AnchorOptions, sample_points
 from worldweave.proto.geometry import Intrinsics
 
@@ -71,7 +74,15 @@ def _scene_like_depth(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 @pytest.mark.parametrize("stride", [1, 2, 3, 4, 8, 11, 16])
 @pytest.mark.parametrize("with_confidence", [False, True])
-def test_sample_points_equals_numpy(stride: int, with_confidence: bool) -> None:
+@pytest.mark.parametrize("threads", [1, 3])
+def test_sample_points_equals_numpy(monkeypatch, stride: int, with_confidence: bool, threads: int) -> None:
+    """On one thread and split into bands of block rows (a band per thread)."""
+
+    @contextmanager
+    def fixed(requested, limit):
+        yield threads
+
+    monkeypatch.setattr(cores, "threads_for", fixed)
     rng = np.random.default_rng(stride)
     h, w = 97, 131  # not a multiple of any stride: partial blocks are dropped
     depth = _scene_like_depth(rng, h, w)
@@ -189,11 +200,20 @@ def test_kept_depth_fits_the_same_on_any_split_into_bands(threads: int) -> None:
 
 
 @pytest.mark.parametrize("shape", [(48, 64), (37, 51), (5, 3)])
-def test_reproject_frame_equals_push_pull_fill_and_numpy(shape: tuple[int, int]) -> None:
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_reproject_frame_equals_push_pull_fill_and_numpy(monkeypatch, shape: tuple[int, int], threads: int) -> None:
     """The generator's fused first push and last pull equal ``push_pull_fill_cpu`` of the (4, H, W) colour and depth
-    rounded by numpy, as ``generate`` computed its frame before."""
+    rounded by numpy, as ``generate`` computed its frame before (that on one thread; the frame with each pyramid
+    level's rows split into bands, one thread each)."""
     from worldweave.bridge.generators.reproject import push_pull_fill_cpu, push_pull_frame
 
+    split = [1]
+
+    @contextmanager
+    def fixed(requested, limit):
+        yield min(split[0], limit)
+
+    monkeypatch.setattr(cores, "threads_for", fixed)
     rng = np.random.default_rng(shape[0])
     h, w = shape
     for share in (0.02, 0.3, 0.9):
@@ -205,9 +225,11 @@ def test_reproject_frame_equals_push_pull_fill_and_numpy(shape: tuple[int, int])
         render = RenderResult(rgb, depth, known, np.where(known, 1.0, 0.0).astype(np.float32))
         kept = np.where(known, depth * np.float32(1.01), 0.0).astype(np.float32)
         values = np.concatenate([rgb.transpose(2, 0, 1).astype(np.float32), depth[None]])
+        split[0] = 1
         filled = push_pull_fill_cpu(values, known)
         expected_frame = np.clip(np.rint(filled[:3]), 0, 255).astype(np.uint8).transpose(1, 2, 0)
         expected_depth = np.where(known, kept, filled[3]).astype(np.float32)
+        split[0] = threads
         frame, got_depth = push_pull_frame(render, kept, known)
         assert np.array_equal(frame, expected_frame) and np.array_equal(got_depth, expected_depth)
 

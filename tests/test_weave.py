@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from worldweave.bridge.frames import RenderResult
-from worldweave.bridge.memory import weave as weave_module
-from worldweave.bridge.memory import weave_stack
+from worldweave.bridge import cores
 from worldweave.bridge.memory.weave import WeaveOptions, weave
 from worldweave.proto.errors import InvalidInputError, NotFoundError
 from worldweave.proto.geometry import Intrinsics, Pose
@@ -163,8 +162,7 @@ def test_the_weave_is_the_same_on_any_number_of_threads(monkeypatch, threads: in
         def fixed(requested, limit):
             yield count
 
-        for module in (weave_module, weave_stack):
-            monkeypatch.setattr(module, "threads_for", fixed)
+        monkeypatch.setattr(cores, "threads_for", fixed)
         return [weave(renders, positions, confidences, pose, intrinsics, options, frame_ids=frame_ids)
                 for options in REFERENCE_MODES.values()]
 

@@ -20,11 +20,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from worldweave.bridge.cores import split_call
 from worldweave.bridge.frames import RenderResult
 from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
 from worldweave.bridge.generators.kept_depth import kept_depth
 
 EMPTY_GREY = 128
+MAX_FILL_THREADS = 4
+"""Most threads one push-pull level splits its rows over (the cores no other engine work holds:
+``bridge.cores.threads_for``); each output row reads only its own inputs, so every split gives the same frame."""
+MIN_SPLIT_PIXELS = 128
+"""A coarser pyramid level below this many pixels runs on one thread (a split would cost more than it saves; still
+small enough that the warm-up's 32 x 24 world splits its first level, so the split kernels compile before serving)."""
 
 
 def push_pull_fill(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
@@ -51,21 +58,39 @@ def push_pull_fill(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     return torch.where(known[None], values, filled)
 
 
-@numba.njit(cache=True, nogil=True)
-def _push(summed, weight):
-    """One pyramid level down: 2x2 sums (ceil mode) of weighted values and weights."""
+def _fill_threads(weight: np.ndarray) -> int:
+    """Most threads for a pyramid level of weights ``weight`` (H, W): ``MAX_FILL_THREADS``, or one for a level under
+    ``MIN_SPLIT_PIXELS``."""
+    return MAX_FILL_THREADS if weight.size >= MIN_SPLIT_PIXELS else 1
+
+
+def _push(summed: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One pyramid level down: 2x2 sums (ceil mode) of weighted values (C, H, W) and weights (H, W)."""
     channels, height, width = summed.shape
-    out_h, out_w = (height + 1) // 2, (width + 1) // 2
-    out_sum = np.zeros((channels, out_h, out_w), np.float32)
-    out_w8 = np.zeros((out_h, out_w), np.float32)
-    for v in range(height):
+    out_sum = np.zeros((channels, (height + 1) // 2, (width + 1) // 2), np.float32)
+    out_w8 = np.zeros(out_sum.shape[1:], np.float32)
+    split_call(_push_rows, _push_bands, out_w8.shape[0], _fill_threads(weight), summed, weight, out_sum, out_w8)
+    return out_sum, out_w8
+
+
+@numba.njit(cache=True, nogil=True)
+def _push_rows(first, stop, summed, weight, out_sum, out_w8):
+    """``_push`` into output rows ``first .. stop - 1`` (zeroed): each cell sums its 2x2 inputs in row-major order."""
+    channels, height, width = summed.shape
+    for v in range(2 * first, min(2 * stop, height)):
         for u in range(width):
             w = weight[v, u]
             if w > 0:
                 out_w8[v // 2, u // 2] += w
                 for c in range(channels):
                     out_sum[c, v // 2, u // 2] += summed[c, v, u]
-    return out_sum, out_w8
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _push_bands(bands, summed, weight, out_sum, out_w8):
+    """``_push_rows`` for the bands of output rows ``bands[t] .. bands[t + 1] - 1``, one thread each."""
+    for t in numba.prange(len(bands) - 1):
+        _push_rows(bands[t], bands[t + 1], summed, weight, out_sum, out_w8)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -85,14 +110,28 @@ def _bilinear(coarse, c, v0, v1, fv, u0, u1, fu):
     return top * (1 - fv) + bottom * fv
 
 
+def _pull(summed: np.ndarray, weight: np.ndarray, coarse: np.ndarray) -> np.ndarray:
+    """Holes of one level (weighted values (C, H, W), weights (H, W)) take the bilinear upsampling (half-pixel
+    centres) of the filled coarser level ``coarse`` (C, h, w); the level filled, (C, H, W) float32."""
+    out = np.empty(summed.shape, np.float32)
+    split_call(_pull_rows, _pull_bands, summed.shape[1], _fill_threads(weight), summed, weight, coarse, out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _pull_bands(bands, summed, weight, coarse, out):
+    """``_pull_rows`` for the bands of rows ``bands[t] .. bands[t + 1] - 1``, one thread each."""
+    for t in numba.prange(len(bands) - 1):
+        _pull_rows(bands[t], bands[t + 1], summed, weight, coarse, out)
+
+
 @numba.njit(cache=True, nogil=True)
-def _pull(summed, weight, coarse):
-    """Holes of one level take the bilinear upsampling (half-pixel centres) of the filled coarser level."""
+def _pull_rows(first, stop, summed, weight, coarse, out):
+    """``_pull`` of rows ``first .. stop - 1`` into ``out``."""
     channels, height, width = summed.shape
     _, coarse_h, coarse_w = coarse.shape
     scale_v, scale_u = coarse_h / height, coarse_w / width
-    out = np.empty((channels, height, width), np.float32)
-    for v in range(height):
+    for v in range(first, stop):
         v0, v1, fv = _source(v, scale_v, coarse_h)
         for u in range(width):
             w = weight[v, u]
@@ -103,7 +142,6 @@ def _pull(summed, weight, coarse):
             u0, u1, fu = _source(u, scale_u, coarse_w)
             for c in range(channels):
                 out[c, v, u] = _bilinear(coarse, c, v0, v1, fv, u0, u1, fu)
-    return out
 
 
 def push_pull_fill_cpu(values: np.ndarray, known: np.ndarray) -> np.ndarray:
@@ -127,34 +165,48 @@ def _push_pull(first: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     return filled
 
 
-@numba.njit(cache=True, nogil=True)
-def _push_frame(rgb, depth, known):
+def _push_frame(rgb: np.ndarray, depth: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``_push`` of the first level of a frame: 2x2 sums (ceil mode) of the ``known`` pixels' colour (uint8 (H, W, 3)
     as float32) and depth (float32 (H, W)) as (4, H / 2, W / 2) channels, and of their count; read straight from the
     render, so no weighted (4, H, W) copy of it is made."""
     height, width = known.shape
-    out_h, out_w = (height + 1) // 2, (width + 1) // 2
-    out_sum = np.zeros((4, out_h, out_w), np.float32)
-    out_w8 = np.zeros((out_h, out_w), np.float32)
-    for v in range(height):
+    out_sum = np.zeros((4, (height + 1) // 2, (width + 1) // 2), np.float32)
+    out_w8 = np.zeros(out_sum.shape[1:], np.float32)
+    split_call(_push_frame_rows, _push_frame_bands, out_w8.shape[0], MAX_FILL_THREADS, rgb, depth, known, out_sum,
+               out_w8)
+    return out_sum, out_w8
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _push_frame_bands(bands, rgb, depth, known, out_sum, out_w8):
+    """``_push_frame_rows`` for the bands of output rows ``bands[t] .. bands[t + 1] - 1``, one thread each."""
+    for t in numba.prange(len(bands) - 1):
+        _push_frame_rows(bands[t], bands[t + 1], rgb, depth, known, out_sum, out_w8)
+
+
+@numba.njit(cache=True, nogil=True)
+def _push_frame_rows(first, stop, rgb, depth, known, out_sum, out_w8):
+    """``_push_frame`` into output rows ``first .. stop - 1`` (zeroed), each cell's 2x2 inputs in row-major order."""
+    height, width = known.shape
+    for v in range(2 * first, min(2 * stop, height)):
         for u in range(width):
             if known[v, u]:
                 out_w8[v // 2, u // 2] += np.float32(1.0)
                 for c in range(3):
                     out_sum[c, v // 2, u // 2] += np.float32(rgb[v, u, c])
                 out_sum[3, v // 2, u // 2] += depth[v, u]
-    return out_sum, out_w8
 
 
 @numba.njit(cache=True, nogil=True)
-def _pull_frame(rgb, kept, known, coarse, frame, depth):
-    """``_pull`` of the last level straight into the outputs: a ``known`` pixel keeps its colour and takes ``kept``'s
-    depth, a hole the bilinear upsampling of the filled coarser level ``coarse`` (4, h, w), its colour rounded to
-    uint8 (half to even, clipped to 0..255) into ``frame`` (H, W, 3), its depth into ``depth`` (H, W)."""
+def _pull_frame(first, stop, rgb, kept, known, coarse, frame, depth):
+    """``_pull`` of the last level's rows ``first .. stop - 1`` straight into the outputs: a ``known`` pixel keeps its
+    colour and takes ``kept``'s depth, a hole the bilinear upsampling of the filled coarser level ``coarse``
+    (4, h, w), its colour rounded to uint8 (half to even, clipped to 0..255) into ``frame`` (H, W, 3), its depth
+    into ``depth`` (H, W)."""
     height, width = known.shape
     _, coarse_h, coarse_w = coarse.shape
     scale_v, scale_u = coarse_h / height, coarse_w / width
-    for v in range(height):
+    for v in range(first, stop):
         v0, v1, fv = _source(v, scale_v, coarse_h)
         for u in range(width):
             if known[v, u]:
@@ -171,6 +223,13 @@ def _pull_frame(rgb, kept, known, coarse, frame, depth):
                     frame[v, u, c] = np.uint8(min(max(np.rint(value), np.float32(0.0)), np.float32(255.0)))
 
 
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _pull_frame_bands(bands, rgb, kept, known, coarse, frame, depth):
+    """``_pull_frame`` for the bands of rows ``bands[t] .. bands[t + 1] - 1``, one thread each."""
+    for t in numba.prange(len(bands) - 1):
+        _pull_frame(bands[t], bands[t + 1], rgb, kept, known, coarse, frame, depth)
+
 def push_pull_frame(render: RenderResult, kept: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The ``reproject`` frame of ``render``: uint8 (H, W, 3) colour and float32 (H, W) depth, ``push_pull_fill_cpu``
     of its colour and depth on the ``known`` pixels (some, not all) with the colour rounded to uint8 and ``kept``'s
@@ -179,7 +238,8 @@ def push_pull_frame(render: RenderResult, kept: np.ndarray, known: np.ndarray) -
     filled = _push_pull(_push_frame(render.rgb, render.depth, known))
     frame = np.empty((*known.shape, 3), np.uint8)
     depth = np.empty(known.shape, np.float32)
-    _pull_frame(render.rgb, kept, known, filled.astype(np.float32), frame, depth)
+    split_call(_pull_frame, _pull_frame_bands, known.shape[0], MAX_FILL_THREADS, render.rgb, kept, known,
+               filled.astype(np.float32), frame, depth)
     return frame, depth
 
 

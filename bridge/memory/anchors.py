@@ -28,6 +28,7 @@ import numba
 import numpy as np
 import torch
 
+from worldweave.bridge.cores import split_call
 from worldweave.bridge.frames import (
     RenderResult,
     RGBDFrame,
@@ -57,6 +58,9 @@ FORMAT_VERSION = 2
 """Saved-store layout: 2 added each anchor's ``point_confidence`` array."""
 READABLE_FORMATS = (1, FORMAT_VERSION)
 """Layouts ``AnchorStore.read`` accepts; format-1 anchors load with point confidence 1."""
+MAX_SAMPLE_THREADS = 4
+"""Most threads one ``sample_points`` splits an image's block rows over (the cores no other engine work holds:
+``bridge.cores.threads_for``); each block's sums depend on its pixels alone, so every split gives the same points."""
 SKETCH_GRID = (32, 24)
 """Sketch cells across and down an anchor's image (and the retrieval grid of a target view)."""
 _SKETCH_SAMPLES = 4
@@ -165,22 +169,20 @@ def _numpy_order_sum(values, n):
 
 
 @numba.njit(cache=True, nogil=True)
-def _block_sums(rgb, depth, confidence, has_confidence, stride, max_depth, edge_rel):
-    """Per ``stride`` x ``stride`` block of the image (whole blocks only), in one pass: the count of reliable pixels
-    (depth in (0, ``max_depth``] whose 4-neighbours, the border repeating at the image edge, all have such depth
-    within ``edge_rel`` of it, float32 throughout) and the sums of their depth, colour and ``confidence`` (when
-    ``has_confidence``). Float32 sums in the order numpy reduces ``(x.reshape(blocks) * reliable).sum(axis=(1, 3))``
-    (each block row's run summed, then the runs added), so they equal numpy's bit for bit."""
+def _block_sums(first, stop, rgb, depth, confidence, has_confidence, stride, max_depth, edge_rel, count, depth_sum,
+                color_sum, confidence_sum):
+    """Per ``stride`` x ``stride`` block of block rows ``first .. stop - 1`` of the image (whole blocks only), in one
+    pass, into the zeroed (rows, cols) outputs: the count of reliable pixels (depth in (0, ``max_depth``] whose
+    4-neighbours, the border repeating at the image edge, all have such depth within ``edge_rel`` of it, float32
+    throughout) and the sums of their depth, colour and ``confidence`` (when ``has_confidence``). Float32 sums in the
+    order numpy reduces ``(x.reshape(blocks) * reliable).sum(axis=(1, 3))`` (each block row's run summed, then the
+    runs added), so they equal numpy's bit for bit."""
     height, width = depth.shape
-    rows, cols = height // stride, width // stride
-    count = np.zeros((rows, cols), np.float32)
-    depth_sum = np.zeros((rows, cols), np.float32)
-    color_sum = np.zeros((rows, cols, 3), np.float32)
-    confidence_sum = np.zeros((rows, cols), np.float32)
+    cols = count.shape[1]
     run_depth = np.empty(stride, np.float32)
     run_confidence = np.zeros(stride, np.float32)
     zero = np.float32(0.0)
-    for i in range(rows):
+    for i in range(first, stop):
         for j in range(cols):
             for a in range(stride):
                 v = i * stride + a
@@ -205,7 +207,15 @@ def _block_sums(rgb, depth, confidence, has_confidence, stride, max_depth, edge_
                 count[i, j] += np.float32(run_count)
                 depth_sum[i, j] += _numpy_order_sum(run_depth, stride)
                 confidence_sum[i, j] += _numpy_order_sum(run_confidence, stride)
-    return count, depth_sum, color_sum, confidence_sum
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _block_sums_bands(bands, rgb, depth, confidence, has_confidence, stride, max_depth, edge_rel, count, depth_sum,
+                      color_sum, confidence_sum):
+    """``_block_sums`` for the bands of block rows ``bands[t] .. bands[t + 1] - 1``, one thread each."""
+    for t in numba.prange(len(bands) - 1):
+        _block_sums(bands[t], bands[t + 1], rgb, depth, confidence, has_confidence, stride, max_depth, edge_rel, count,
+                    depth_sum, color_sum, confidence_sum)
 
 
 def sample_points(
@@ -225,11 +235,16 @@ def sample_points(
     """
     s = options.stride_for(intrinsics.width)
     has_confidence = confidence is not None
-    count, depth_sum, color_sum, confidence_sum = _block_sums(
+    rows, cols = np.shape(depth)[0] // s, np.shape(depth)[1] // s
+    count, depth_sum, confidence_sum = (np.zeros((rows, cols), np.float32) for _ in range(3))
+    color_sum = np.zeros((rows, cols, 3), np.float32)
+    args = (
         np.ascontiguousarray(rgb, np.uint8), np.ascontiguousarray(depth, np.float32),
         np.ascontiguousarray(confidence, np.float32) if has_confidence else np.zeros((1, 1), np.float32),
-        has_confidence, s, np.float32(options.max_depth_m), np.float32(options.edge_rel),
+        has_confidence, s, np.float32(options.max_depth_m), np.float32(options.edge_rel), count, depth_sum, color_sum,
+        confidence_sum,
     )
+    split_call(_block_sums, _block_sums_bands, rows, MAX_SAMPLE_THREADS, *args)
     keep = count >= options.min_block_fraction * s * s
     safe = np.maximum(count, 1.0)
     z = depth_sum / safe

@@ -36,7 +36,7 @@ from typing import Literal
 import numba
 import numpy as np
 
-from worldweave.bridge.cores import even_bands, threads_for
+from worldweave.bridge.cores import split_call
 from worldweave.bridge.frames import RenderResult
 from worldweave.bridge.memory.weave_stack import (
     MAX_WEAVE_THREADS,
@@ -123,11 +123,7 @@ def heuristic_weights(stack: WeaveStack, confidences: np.ndarray, options: Weave
               * np.array([options.rank_decay**a for a in range(stack.count)], np.float32)).astype(np.float32)
     args = (stack.agree, stack.cos, stack.dist_anchor, priors, np.float32(options.angle_scale_deg),
             np.float32(options.distance_scale_m), weight)
-    with threads_for(None, MAX_WEAVE_THREADS) as threads:
-        if threads == 1:
-            _heuristic_kernel(0, len(stack.pixels), *args)
-        else:
-            _heuristic_bands(even_bands(len(stack.pixels), threads), *args)
+    split_call(_heuristic_kernel, _heuristic_bands, len(stack.pixels), MAX_WEAVE_THREADS, *args)
     return weight
 
 
@@ -173,11 +169,7 @@ def blend(stack: WeaveStack, weights: np.ndarray, mode: BlendMode, gains: np.nda
     mask = np.zeros(h * w, bool)
     args = (stack.pixels, stack.rgb, stack.depth, stack.confidence, weights, gains, covered, mode == "best", out_rgb,
             out_depth, out_confidence, mask)
-    with threads_for(None, MAX_WEAVE_THREADS) as threads:
-        if threads == 1:
-            _blend_kernel(0, len(stack.pixels), *args)
-        else:
-            _blend_bands(even_bands(len(stack.pixels), threads), *args)
+    split_call(_blend_kernel, _blend_bands, len(stack.pixels), MAX_WEAVE_THREADS, *args)
     return RenderResult(np.clip(np.round(out_rgb), 0, 255).astype(np.uint8).reshape(h, w, 3),
                         out_depth.reshape(h, w), mask.reshape(h, w), out_confidence.reshape(h, w))
 

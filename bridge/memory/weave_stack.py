@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from worldweave.bridge.cores import even_bands, threads_for
+from worldweave.bridge.cores import split_call
 from worldweave.bridge.frames import RenderResult
 from worldweave.proto.errors import InvalidInputError
 from worldweave.proto.geometry import Intrinsics, Pose
@@ -141,11 +141,7 @@ def stack_renders(
         np.float32(intrinsics.cx), np.float32(intrinsics.cy), w, np.ascontiguousarray(pose.rotation, np.float32),
         offsets, rgb, depth, mask, confidence, front, agree, cos, dist_anchor, dist_target,
     )
-    with threads_for(None, MAX_WEAVE_THREADS) as threads:
-        if threads == 1:
-            _stack_kernel(0, size, *args)
-        else:
-            _stack_bands(even_bands(size, threads), *args)
+    split_call(_stack_kernel, _stack_bands, size, MAX_WEAVE_THREADS, *args)
     return WeaveStack(pixels, rgb, depth, mask, confidence, front, agree, cos, dist_anchor, dist_target, (h, w))
 
 
