@@ -5,15 +5,20 @@ each step generates and fuses one frame. Rows: anchors with coverage retrieval (
 and by the learned weaver (on every competing pixel, and at stride 2), beside the global voxel map (the baseline,
 same run). Targets (issue 24): a whole default step <= 33 ms at 640x480 and <= 12 ms at 320x240. Each row also
 gives the stepping thread's CPU time per step ("cpu"): on a shared machine the wall-clock figures include waits for
-a core, the CPU time does not. A second table times the weaving alone at K = 7: the same anchor renders of each view
-(rendered once) woven by each mode, so "learned - heuristic" is what the network adds.
+a core, the CPU time does not. The default step's length depends on the walk: more frames put more anchors in
+memory, so compare runs of the same ``--frames`` only.
 
-A third table: N worlds (default anchors, one shared ``reproject`` generator, as a server shares it) each walking
+A second table steps two worlds in turn through the same walk, one with every core held (its split kernels run one
+thread each: ``bridge.cores``) and one with the cores free: what the spare cores give one world, paired step by step
+so that this shared machine's slow spells fall on both. A third table times the weaving alone at K = 7: the same
+anchor renders of each view (rendered once) woven by each mode, so "learned - heuristic" is what the network adds.
+
+A fourth table: N worlds (default anchors, one shared ``reproject`` generator, as a server shares it) each walking
 the loop on a thread of its own, as the server's engine threads step different worlds: total steps per second
 beside one world's, same run (target: 2 and 4 worlds >= 1.7x one on 2 cores).
 
     python benchmarks/bench_world.py [--frames 40] [--width 640 --height 480] [--worlds 1 2 4]
-                                     [--skip modes weave worlds]
+                                     [--skip modes cores weave worlds]
 """
 
 from __future__ import annotations
@@ -23,9 +28,11 @@ import os
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 
 import numpy as np
 
+from worldweave.bridge.cores import machine_cores, threads_for
 from worldweave.bridge.eval.scenes import make_room
 from worldweave.bridge.eval.trajectories import closed_loop
 from worldweave.bridge.generators.reproject import ReprojectGenerator
@@ -58,8 +65,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=40, help="steps timed per mode (after 3 warm-up steps)")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--worlds", type=int, nargs="+", default=[1, 2, 4], help="world counts of the third table")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["modes", "weave", "worlds"])
+    parser.add_argument("--worlds", type=int, nargs="+", default=[1, 2, 4], help="world counts of the fourth table")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["modes", "cores", "weave", "worlds"])
     args = parser.parse_args()
 
     scene = make_room(seed=0)
@@ -81,6 +88,23 @@ def main() -> None:
             timings = timings[3:]
             print(f"{name:28s}" + "".join(f"{1e3 * statistics.median(t[c] for t in timings):>14.1f}" for c in columns))
             world = world or stepped
+
+    if "cores" not in args.skip:
+        print(f"\none world on one core beside one on every core, stepping in turn (paired: the machine's slow spells "
+              f"fall on both), default memory, median ms per stage (load {load()})")
+        columns = (*STAGES, "total")
+        print(f"{'cores':28s}" + "".join(f"{c:>14s}" for c in columns))
+        paired = {"one core": World(seed, WorldConfig()), "every core": World(seed, WorldConfig())}
+        steps: dict[str, list[dict[str, float]]] = {name: [] for name in paired}
+        for pose in poses[1:]:
+            for name, stepped in paired.items():
+                # holding every core leaves the step's split kernels one thread each (bridge.cores)
+                with threads_for(None, machine_cores()) if name == "one core" else nullcontext():
+                    steps[name].append(stepped.step([pose]).timings_s)
+        for name, timings in steps.items():
+            print(f"{name:28s}" + "".join(f"{1e3 * statistics.median(t[c] for t in timings[3:]):>14.1f}" for c in columns))
+        ratios = [a["total"] / b["total"] for a, b in zip(steps["one core"][3:], steps["every core"][3:])]
+        print(f"one core / every core, per step: median {statistics.median(ratios):.2f}")
 
     if "weave" not in args.skip:
         world = world or walk(seed, poses[1:], WorldConfig())[0]
