@@ -32,7 +32,7 @@ from contextlib import nullcontext
 
 import numpy as np
 
-from worldweave.bridge.cores import machine_cores, threads_for
+from worldweave.bridge.cores import holding_every_core
 from worldweave.bridge.eval.scenes import make_room
 from worldweave.bridge.eval.trajectories import closed_loop
 from worldweave.bridge.generators.reproject import ReprojectGenerator
@@ -99,10 +99,11 @@ def main() -> None:
         for pose in poses[1:]:
             for name, stepped in paired.items():
                 # holding every core leaves the step's split kernels one thread each (bridge.cores)
-                with threads_for(None, machine_cores()) if name == "one core" else nullcontext():
+                with holding_every_core() if name == "one core" else nullcontext():
                     steps[name].append(stepped.step([pose]).timings_s)
         for name, timings in steps.items():
-            print(f"{name:28s}" + "".join(f"{1e3 * statistics.median(t[c] for t in timings[3:]):>14.1f}" for c in columns))
+            medians = (1e3 * statistics.median(t[c] for t in timings[3:]) for c in columns)
+            print(f"{name:28s}" + "".join(f"{m:>14.1f}" for m in medians))
         ratios = [a["total"] / b["total"] for a, b in zip(steps["one core"][3:], steps["every core"][3:])]
         print(f"one core / every core, per step: median {statistics.median(ratios):.2f}")
 

@@ -2,10 +2,11 @@
 
 Engine work holds one core while it runs (``holding_core``: ``World.step`` holds one for the whole step, and a
 splittable kernel holds one for itself when called outside a step). A kernel that can split its work over threads
-(``VoxelMap.integrate`` with ``integrate_threads=None``, ``generators.kept_depth``'s footprint fits, the weave's
-per-pixel kernels) asks ``threads_for`` and holds the extra cores it takes until it returns; each gives the same
-result on any number of threads. So one world stepping alone on a 2-core machine integrates on 2 threads, and worlds stepping at once
-integrate on one thread each: their threads would only take turns on the same cores, paying the split's overhead.
+asks ``threads_for`` and holds the extra cores it takes until it returns: ``VoxelMap.integrate`` with
+``integrate_threads=None``, and through ``split_call`` (bands of rows or pixels) ``generators.kept_depth``'s footprint
+fits, the weave's per-pixel kernels, anchor sampling and the push-pull fill; each gives the same result on any number
+of threads. So one world stepping alone on a 2-core machine runs them on 2 threads, and worlds stepping at once on one
+thread each: their threads would only take turns on the same cores, paying the split's overhead.
 
 The count is advisory (nothing waits for a core) and process-wide; threads outside the engine are not counted.
 """
@@ -18,6 +19,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
+
+MAX_SPLIT_THREADS = 4
+"""Most threads one ``split_call`` takes."""
 
 _lock = threading.Lock()
 _held = 0
@@ -80,18 +84,27 @@ def threads_for(requested: int | None, limit: int) -> Iterator[int]:
             _add(-extra)
 
 
+@contextmanager
+def holding_every_core() -> Iterator[None]:
+    """Hold every core for the block (``threads_for``), so that the splittable kernels the calling thread runs in it
+    take one thread each, as when other engine work holds the other cores."""
+    with threads_for(None, machine_cores()):
+        yield
+
+
 def even_bands(count: int, parts: int) -> np.ndarray:
     """int64 (parts + 1,) bounds of ``parts`` bands of ``count`` items (rows, pixels) as even as whole items allow:
     band t is ``bounds[t] .. bounds[t + 1] - 1``."""
     return np.arange(parts + 1, dtype=np.int64) * count // parts
 
 
-def split_call(serial: Callable[..., None], banded: Callable[..., None], count: int, limit: int, *args: object) -> None:
+def split_call(serial: Callable[..., None], banded: Callable[..., None], count: int, *args: object,
+               limit: int = MAX_SPLIT_THREADS, bands: Callable[[int, int], np.ndarray] = even_bands) -> None:
     """Run a kernel over items ``0 .. count - 1`` (rows, pixels) on the threads ``threads_for(None, limit)`` gives:
-    ``serial(0, count, *args)`` on one, else ``banded(even_bands(count, threads), *args)``, whose bands of items run a
+    ``serial(0, count, *args)`` on one, else ``banded(bands(count, threads), *args)``, whose bands of items run a
     thread each (``serial`` over each band)."""
     with threads_for(None, limit) as threads:
         if threads == 1:
             serial(0, count, *args)
         else:
-            banded(even_bands(count, threads), *args)
+            banded(bands(count, threads), *args)

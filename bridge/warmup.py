@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba.core.dispatcher import Dispatcher
 
-from worldweave.bridge.cores import machine_cores, threads_for
+from worldweave.bridge.cores import holding_every_core
 from worldweave.bridge.eval.wall import wall_seed, yaw_poses
 from worldweave.bridge.frames import RGBDFrame
 from worldweave.bridge.generators.base import Generator
@@ -120,14 +120,14 @@ def warm_up(generator: Generator | None = None, *, device: str = "cpu", query_re
     rgb.setflags(write=False)  # as a seed decoded from the wire is (numba compiles read-only arrays apart)
     seed = Seed(frames=[RGBDFrame(rgb, depth_m, Pose.from_matrix(c2w), intrinsics)])
     config = WorldConfig(generator=generator.name)
-    with threads_for(None, machine_cores()):  # every core held: the split kernels' one-thread variants
+    with holding_every_core():  # the split kernels' one-thread variants
         World(seed, config, generator=generator, device=device, query_reach=query_reach)
     world = World(seed, config, generator=generator, device=device, query_reach=query_reach)
     stage("integrate")
     # 2. a step, then renders in every retrieval mode
     poses = [Pose.from_matrix(m) for m in yaw_poses(3)]
     world.step(poses[1:2])
-    with threads_for(None, machine_cores()):  # every core held: the split kernels' one-thread variants
+    with holding_every_core():
         world.step(poses[1:2])
     stage("step")
     for mode in RETRIEVAL_MODES:

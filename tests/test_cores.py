@@ -4,7 +4,16 @@ import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from worldweave.bridge.cores import held_cores, holding_core, machine_cores, threads_for
+from worldweave.bridge.cores import (
+    MAX_SPLIT_THREADS,
+    even_bands,
+    held_cores,
+    holding_core,
+    holding_every_core,
+    machine_cores,
+    split_call,
+    threads_for,
+)
 from worldweave.server.scheduling import WorldLock, run_locked
 
 
@@ -52,3 +61,20 @@ def test_locked_engine_work_holds_a_core():
 
     assert asyncio.run(main()) == 1
     assert held_cores() == 0
+
+
+def test_holding_every_core_leaves_split_calls_one_thread_and_bands_cover_every_item():
+    calls = []
+    serial = lambda first, stop, out: calls.append(("serial", first, stop))  # noqa: E731
+    banded = lambda bands, out: calls.append(("banded", list(bands)))  # noqa: E731
+    with holding_every_core():
+        assert held_cores() == machine_cores()
+        split_call(serial, banded, 10, None)
+    assert held_cores() == 0
+    split_call(serial, banded, 10, None, limit=1)
+    assert calls == [("serial", 0, 10), ("serial", 0, 10)]
+    bands = even_bands(10, 3)
+    assert list(bands) == [0, 3, 6, 10]
+    if machine_cores() > 1:
+        split_call(serial, banded, 10, None)
+        assert calls[-1] == ("banded", list(even_bands(10, min(machine_cores(), MAX_SPLIT_THREADS))))

@@ -196,11 +196,23 @@ class PlaneFrame:
                            n[0] * axis_s[1] - n[1] * axis_s[0]])  # n x s
         return cls(n, float(offset_m), -offset_m * n, axis_s, axis_t)
 
+    def in_camera(self, pose: Pose) -> tuple[np.ndarray, float]:
+        """The plane in the frame of the camera at camera-to-world ``pose``: ``(normal, offset_m)`` with
+        ``normal . x + offset_m = 0`` for camera-frame points ``x`` (``offset_m`` > 0 when the camera is on the normal's
+        side)."""
+        return pose.rotation.T @ self.normal, self.offset_m + float(self.normal @ pose.position)
+
     def coordinates(self, points_world: np.ndarray) -> np.ndarray:
         """(N, 3) world points (on or near the plane) -> (N, 2) plane coordinates ``(s, t)``, metres."""
         relative = np.asarray(points_world, np.float64) - self.origin
         return np.stack([relative @ self.axis_s, relative @ self.axis_t], axis=1)
 
+
+
+def _ray_cos(points_cam: np.ndarray, normal_cam: np.ndarray) -> np.ndarray:
+    """(N,) cosine of the angle between each camera ray to (N, 3) camera-frame points and a plane's camera-frame unit
+    normal: 1 looking straight at the plane, 0 grazing it."""
+    return np.abs(points_cam @ normal_cam) / np.linalg.norm(points_cam, axis=1)
 
 def _plane_through(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(K, 3, 3) point triples -> (K, 3) unit normals and (K,) offsets; degenerate triples get a zero normal."""
@@ -848,10 +860,8 @@ class ContinuationGenerator(Generator):
             on = self._shows(surface, ~claimed & near_one, shown_least, sampled, points_cam, pose, rgb, confidence)
             if on is None:
                 continue
-            frame = surface.frame
-            normal_cam = pose.rotation.T @ frame.normal
-            plane = self._seen_surface(surface, normal_cam, frame.offset_m + float(frame.normal @ pose.position), on,
-                                       sampled, points_cam, pose, confidence, continues=True)
+            plane = self._seen_surface(surface, *surface.frame.in_camera(pose), on, sampled, points_cam, pose,
+                                       confidence, continues=True)
             if plane is not None:
                 planes.append(plane)
         shown = len(planes)
@@ -955,8 +965,7 @@ class ContinuationGenerator(Generator):
             offset_world = offset_cam_m - float(normal_world @ pose.position)
             surface = self._remember(PlaneFrame.from_plane(normal_world, offset_world))
         else:
-            normal_cam = pose.rotation.T @ surface.frame.normal
-            offset_cam_m = surface.frame.offset_m + float(surface.frame.normal @ pose.position)
+            normal_cam, offset_cam_m = surface.frame.in_camera(pose)
             inliers = inliers & (np.abs(points_cam @ normal_cam + offset_cam_m) < options.inlier_tolerance_m)
             # A fit too small to continue from continues a surface remembered from other views when it shows it
             # (a sliver of a table's front at the image's border).
@@ -974,8 +983,7 @@ class ContinuationGenerator(Generator):
         options = self.options
         frame = surface.frame
         to_plane = pose.rotation.T @ np.stack([frame.axis_s, frame.axis_t], axis=1)
-        ray_cos = np.abs(points_cam @ normal_cam) / np.linalg.norm(points_cam, axis=1)
-        inliers = inliers & (ray_cos >= options.min_incidence_cos)
+        inliers = inliers & (_ray_cos(points_cam, normal_cam) >= options.min_incidence_cos)
         camera_st = frame.coordinates(pose.position[None])[0]
         inlier_confidence = memory_confidence[sampled[inliers]]
         shown = inlier_confidence > options.continued_confidence  # not a continuation memory holds
@@ -996,14 +1004,12 @@ class ContinuationGenerator(Generator):
         a plane crossing the view's surfaces at an angle meets them along a line, through the whole tolerance slab);
         else None."""
         options = self.options
-        frame = surface.frame
-        offset_cam_m = frame.offset_m + float(frame.normal @ pose.position)
+        normal_cam, offset_cam_m = surface.frame.in_camera(pose)
         if offset_cam_m <= 0 or offset_cam_m > options.max_range_m:
             return None
-        normal_cam = pose.rotation.T @ frame.normal
         residuals = np.abs(points_cam @ normal_cam + offset_cam_m)
-        ray_cos = np.abs(points_cam @ normal_cam) / np.linalg.norm(points_cam, axis=1)
-        on = (free & (residuals < options.inlier_tolerance_m) & (ray_cos >= options.min_incidence_cos)
+        on = (free & (residuals < options.inlier_tolerance_m)
+              & (_ray_cos(points_cam, normal_cam) >= options.min_incidence_cos)
               & (memory_confidence[sampled] > options.continued_confidence))
         if on.sum() < least:
             return None
@@ -1025,10 +1031,9 @@ class ContinuationGenerator(Generator):
         the surface, memory has shown none of it, or all of it is out of range."""
         options = self.options
         frame = surface.frame
-        offset_cam_m = frame.offset_m + float(frame.normal @ pose.position)
+        normal_cam, offset_cam_m = frame.in_camera(pose)
         if len(surface.seen) == 0 or offset_cam_m <= 0:
             return None
-        normal_cam = pose.rotation.T @ frame.normal
         to_plane = pose.rotation.T @ np.stack([frame.axis_s, frame.axis_t], axis=1)
         plane_origin = frame.coordinates(pose.position[None])[0]
         held = _cells(surface.seen)
@@ -1075,8 +1080,8 @@ class ContinuationGenerator(Generator):
             frame = surface.frame
             if float(frame.normal @ normal_world) < cos_tolerance:
                 continue
-            offset_cam_m = frame.offset_m + float(frame.normal @ pose.position)
-            residuals = np.abs(points @ (pose.rotation.T @ frame.normal) + offset_cam_m)
+            normal_cam, offset_cam_m = frame.in_camera(pose)
+            residuals = np.abs(points @ normal_cam + offset_cam_m)
             if residuals.mean() > options.surface_match_m:
                 continue
             if surface.texture is not None and not surface.texture.explains(colors, options.appearance_share):
@@ -1112,6 +1117,6 @@ class ContinuationGenerator(Generator):
                 distance = np.abs(points_cam @ other.normal_cam + other.offset_cam_m)
                 on_plane &= distance >= EDGE_TOLERANCE_FACTOR * options.inlier_tolerance_m
         pixels, points_cam = kept[on_plane], points_cam[on_plane]
-        ray_cos = np.abs(rays_cam[pixels] @ plane.normal_cam) / np.linalg.norm(rays_cam[pixels], axis=1)
+        ray_cos = _ray_cos(rays_cam[pixels], plane.normal_cam)
         footprints = points_cam[:, 2] / (intrinsics.fx * np.maximum(ray_cos, options.min_incidence_cos))
         return build_texture(plane.surface.frame, pose.cam_to_world(points_cam), rgb[pixels], footprints, options)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from worldweave.bridge.cores import threads_for
+from worldweave.bridge.cores import split_call
 from worldweave.bridge.frames import RenderResult
 
 
@@ -19,9 +19,6 @@ LANDED_FIT_TOLERANCE = 0.002
 pixel's inverse depth (a window across a silhouette or a crease fits no plane)."""
 LANDED_FIT_MAX_RADIUS_PX = 8
 """Largest half-width of the window (pixels) searched for landed pixels."""
-MAX_FIT_THREADS = 4
-"""Most threads one ``kept_depth`` splits its fits over (bands of rows; the cores no other engine work holds:
-``bridge.cores.threads_for``). Every split gives the same result."""
 
 
 def kept_depth(render: RenderResult) -> tuple[np.ndarray, np.ndarray]:
@@ -38,8 +35,8 @@ def kept_depth(render: RenderResult) -> tuple[np.ndarray, np.ndarray]:
     confidence 0 (shown, never fused). So a wall between sparse memory points is fused whole, while a footprint
     spread past a silhouette or across a crease is not.
 
-    The fits run on the calling thread's core and the cores no other engine work holds (bands of rows,
-    ``MAX_FIT_THREADS``), with the same result on any number of threads.
+    The fits run on the calling thread's core and the cores no other engine work holds (``bridge.cores.split_call``,
+    bands of rows holding about as many fits each), with the same result on any number of threads.
     """
     covered = render.mask & (render.depth > 0)
     confidence = np.where(covered, render.confidence, np.float32(0)).astype(np.float32)
@@ -48,13 +45,9 @@ def kept_depth(render: RenderResult) -> tuple[np.ndarray, np.ndarray]:
     if landed.all() or not landed.any():
         return depth, confidence
     spread = covered & ~landed
-    counts = _landed_counts(confidence)
-    fit = (depth, confidence, spread, counts, LANDED_FIT_MIN_POINTS, LANDED_FIT_TOLERANCE, LANDED_FIT_MAX_RADIUS_PX)
-    with threads_for(None, MAX_FIT_THREADS) as threads:
-        if threads == 1:
-            _fit_rows(0, depth.shape[0], *fit)
-        else:
-            _fit_bands(_bands(spread, threads), *fit)
+    split_call(_fit_rows, _fit_bands, depth.shape[0], depth, confidence, spread, _landed_counts(confidence),
+               LANDED_FIT_MIN_POINTS, LANDED_FIT_TOLERANCE, LANDED_FIT_MAX_RADIUS_PX,
+               bands=lambda rows, threads: _bands(spread, threads))
     return depth, confidence
 
 

@@ -20,18 +20,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from worldweave.bridge.cores import split_call
+from worldweave.bridge.cores import MAX_SPLIT_THREADS, split_call
 from worldweave.bridge.frames import RenderResult
 from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
 from worldweave.bridge.generators.kept_depth import kept_depth
 
 EMPTY_GREY = 128
-MAX_FILL_THREADS = 4
-"""Most threads one push-pull level splits its rows over (the cores no other engine work holds:
-``bridge.cores.threads_for``); each output row reads only its own inputs, so every split gives the same frame."""
 MIN_SPLIT_PIXELS = 128
-"""A coarser pyramid level below this many pixels runs on one thread (a split would cost more than it saves; still
-small enough that the warm-up's 32 x 24 world splits its first level, so the split kernels compile before serving)."""
+"""A push-pull level splits its rows over the free cores (``bridge.cores.split_call``; each output row reads only
+its own inputs, so every split gives the same frame), but a coarser level below this many pixels runs on one thread
+(a split would cost more than it saves; still small enough that the warm-up's 32 x 24 world splits its first level,
+so the split kernels compile before serving)."""
 
 
 def push_pull_fill(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
@@ -59,9 +58,9 @@ def push_pull_fill(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
 
 
 def _fill_threads(weight: np.ndarray) -> int:
-    """Most threads for a pyramid level of weights ``weight`` (H, W): ``MAX_FILL_THREADS``, or one for a level under
+    """Most threads for a pyramid level of weights ``weight`` (H, W): ``MAX_SPLIT_THREADS``, or one for a level under
     ``MIN_SPLIT_PIXELS``."""
-    return MAX_FILL_THREADS if weight.size >= MIN_SPLIT_PIXELS else 1
+    return MAX_SPLIT_THREADS if weight.size >= MIN_SPLIT_PIXELS else 1
 
 
 def _push(summed: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -69,7 +68,7 @@ def _push(summed: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarra
     channels, height, width = summed.shape
     out_sum = np.zeros((channels, (height + 1) // 2, (width + 1) // 2), np.float32)
     out_w8 = np.zeros(out_sum.shape[1:], np.float32)
-    split_call(_push_rows, _push_bands, out_w8.shape[0], _fill_threads(weight), summed, weight, out_sum, out_w8)
+    split_call(_push_rows, _push_bands, out_w8.shape[0], summed, weight, out_sum, out_w8, limit=_fill_threads(weight))
     return out_sum, out_w8
 
 
@@ -114,7 +113,7 @@ def _pull(summed: np.ndarray, weight: np.ndarray, coarse: np.ndarray) -> np.ndar
     """Holes of one level (weighted values (C, H, W), weights (H, W)) take the bilinear upsampling (half-pixel
     centres) of the filled coarser level ``coarse`` (C, h, w); the level filled, (C, H, W) float32."""
     out = np.empty(summed.shape, np.float32)
-    split_call(_pull_rows, _pull_bands, summed.shape[1], _fill_threads(weight), summed, weight, coarse, out)
+    split_call(_pull_rows, _pull_bands, summed.shape[1], summed, weight, coarse, out, limit=_fill_threads(weight))
     return out
 
 
@@ -172,8 +171,7 @@ def _push_frame(rgb: np.ndarray, depth: np.ndarray, known: np.ndarray) -> tuple[
     height, width = known.shape
     out_sum = np.zeros((4, (height + 1) // 2, (width + 1) // 2), np.float32)
     out_w8 = np.zeros(out_sum.shape[1:], np.float32)
-    split_call(_push_frame_rows, _push_frame_bands, out_w8.shape[0], MAX_FILL_THREADS, rgb, depth, known, out_sum,
-               out_w8)
+    split_call(_push_frame_rows, _push_frame_bands, out_w8.shape[0], rgb, depth, known, out_sum, out_w8)
     return out_sum, out_w8
 
 
@@ -238,8 +236,8 @@ def push_pull_frame(render: RenderResult, kept: np.ndarray, known: np.ndarray) -
     filled = _push_pull(_push_frame(render.rgb, render.depth, known))
     frame = np.empty((*known.shape, 3), np.uint8)
     depth = np.empty(known.shape, np.float32)
-    split_call(_pull_frame, _pull_frame_bands, known.shape[0], MAX_FILL_THREADS, render.rgb, kept, known,
-               filled.astype(np.float32), frame, depth)
+    split_call(_pull_frame, _pull_frame_bands, known.shape[0], render.rgb, kept, known, filled.astype(np.float32),
+               frame, depth)
     return frame, depth
 
 

@@ -58,9 +58,6 @@ FORMAT_VERSION = 2
 """Saved-store layout: 2 added each anchor's ``point_confidence`` array."""
 READABLE_FORMATS = (1, FORMAT_VERSION)
 """Layouts ``AnchorStore.read`` accepts; format-1 anchors load with point confidence 1."""
-MAX_SAMPLE_THREADS = 4
-"""Most threads one ``sample_points`` splits an image's block rows over (the cores no other engine work holds:
-``bridge.cores.threads_for``); each block's sums depend on its pixels alone, so every split gives the same points."""
 SKETCH_GRID = (32, 24)
 """Sketch cells across and down an anchor's image (and the retrieval grid of a target view)."""
 _SKETCH_SAMPLES = 4
@@ -244,7 +241,7 @@ def sample_points(
         has_confidence, s, np.float32(options.max_depth_m), np.float32(options.edge_rel), count, depth_sum, color_sum,
         confidence_sum,
     )
-    split_call(_block_sums, _block_sums_bands, rows, MAX_SAMPLE_THREADS, *args)
+    split_call(_block_sums, _block_sums_bands, rows, *args)  # a block's sums depend on its pixels alone
     keep = count >= options.min_block_fraction * s * s
     safe = np.maximum(count, 1.0)
     z = depth_sum / safe

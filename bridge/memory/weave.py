@@ -39,7 +39,6 @@ import numpy as np
 from worldweave.bridge.cores import split_call
 from worldweave.bridge.frames import RenderResult
 from worldweave.bridge.memory.weave_stack import (
-    MAX_WEAVE_THREADS,
     AnchorFacts,
     WeaveStack,
     check_renders,
@@ -123,7 +122,7 @@ def heuristic_weights(stack: WeaveStack, confidences: np.ndarray, options: Weave
               * np.array([options.rank_decay**a for a in range(stack.count)], np.float32)).astype(np.float32)
     args = (stack.agree, stack.cos, stack.dist_anchor, priors, np.float32(options.angle_scale_deg),
             np.float32(options.distance_scale_m), weight)
-    split_call(_heuristic_kernel, _heuristic_bands, len(stack.pixels), MAX_WEAVE_THREADS, *args)
+    split_call(_heuristic_kernel, _heuristic_bands, len(stack.pixels), *args)
     return weight
 
 
@@ -169,7 +168,7 @@ def blend(stack: WeaveStack, weights: np.ndarray, mode: BlendMode, gains: np.nda
     mask = np.zeros(h * w, bool)
     args = (stack.pixels, stack.rgb, stack.depth, stack.confidence, weights, gains, covered, mode == "best", out_rgb,
             out_depth, out_confidence, mask)
-    split_call(_blend_kernel, _blend_bands, len(stack.pixels), MAX_WEAVE_THREADS, *args)
+    split_call(_blend_kernel, _blend_bands, len(stack.pixels), *args)
     return RenderResult(np.clip(np.round(out_rgb), 0, 255).astype(np.uint8).reshape(h, w, 3),
                         out_depth.reshape(h, w), mask.reshape(h, w), out_confidence.reshape(h, w))
 

@@ -20,10 +20,6 @@ from worldweave.bridge.frames import RenderResult
 from worldweave.proto.errors import InvalidInputError
 from worldweave.proto.geometry import Intrinsics, Pose
 
-MAX_WEAVE_THREADS = 4
-"""Most threads one weave's per-pixel kernels (stacking here, weights and blend in ``weave``) split a view's pixels
-over: the cores no other engine work holds (``bridge.cores.threads_for``). Each pixel's values depend on that pixel
-alone, so every split gives the same result."""
 
 @dataclass(frozen=True)
 class AnchorFacts:
@@ -141,7 +137,7 @@ def stack_renders(
         np.float32(intrinsics.cx), np.float32(intrinsics.cy), w, np.ascontiguousarray(pose.rotation, np.float32),
         offsets, rgb, depth, mask, confidence, front, agree, cos, dist_anchor, dist_target,
     )
-    split_call(_stack_kernel, _stack_bands, size, MAX_WEAVE_THREADS, *args)
+    split_call(_stack_kernel, _stack_bands, size, *args)  # each pixel's values depend on that pixel alone
     return WeaveStack(pixels, rgb, depth, mask, confidence, front, agree, cos, dist_anchor, dist_target, (h, w))
 
 
