@@ -428,20 +428,33 @@ def _accumulate_deferred(
         )
 
 
-@numba.njit(cache=True, nogil=True)
 def fold_into_columns(
     keys, colors, weights, confidences, sources, first, last, rows, sums, gains, confidence_sums, new_keys, count,
-    source, inserted, frame_id, max_weight,
+    source, inserted, frame_id, max_weight, threads=1,
 ):
     """Weighted running-mean update of the touched rows' colour and confidence (CPU twin of ``VoxelMap._apply``):
     ``sums``, ``gains`` and ``confidence_sums`` are an ``Accumulation``'s ``color_sums``, ``weights`` and
     ``confidence_sums``. An insert (``inserted``) makes its voxels ``source`` with confidence 1. Returns the rows of
-    existing voxels that were touched."""
-    for i in range(len(new_keys)):
-        keys[count + i] = new_keys[i]
-    changed = np.empty(len(rows), dtype=np.int64)
-    n_changed = 0
-    for i in range(len(rows)):
+    existing voxels that were touched, in ``rows``' order. ``threads`` > 1 splits ``rows`` into that many bands, a
+    thread each: the rows are distinct, so each row's update reads and writes that row alone and the columns come out
+    the same bit for bit."""
+    keys[count : count + len(new_keys)] = new_keys
+    args = (colors, weights, confidences, sources, first, last, rows, sums, gains, confidence_sums, count, source,
+            inserted, frame_id, max_weight)
+    if threads > 1:
+        _fold_bands(even_bands(len(rows), threads), *args)
+    else:
+        _fold_rows(0, len(rows), *args)
+    return rows[rows < count]
+
+
+@numba.njit(cache=True, nogil=True)
+def _fold_rows(
+    start, stop, colors, weights, confidences, sources, first, last, rows, sums, gains, confidence_sums, count,
+    source, inserted, frame_id, max_weight,
+):
+    """``fold_into_columns`` for ``rows[start:stop]``."""
+    for i in range(start, stop):
         row = rows[i]
         if row >= count:
             sources[row] = source
@@ -451,9 +464,6 @@ def fold_into_columns(
             colors[row, 0] = 0.0
             colors[row, 1] = 0.0
             colors[row, 2] = 0.0
-        else:
-            changed[n_changed] = row
-            n_changed += 1
         old = weights[row]
         total = old + gains[i]
         for c in range(3):
@@ -465,7 +475,17 @@ def fold_into_columns(
             confidences[row] = (confidences[row] * old + confidence_sums[i]) / total
         weights[row] = min(total, max_weight)
         last[row] = frame_id
-    return changed[:n_changed]
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _fold_bands(
+    bands, colors, weights, confidences, sources, first, last, rows, sums, gains, confidence_sums, count, source,
+    inserted, frame_id, max_weight,
+):
+    """``_fold_rows`` for the bands ``rows[bands[t]:bands[t + 1]]``, one thread each."""
+    for t in numba.prange(len(bands) - 1):
+        _fold_rows(bands[t], bands[t + 1], colors, weights, confidences, sources, first, last, rows, sums, gains,
+                   confidence_sums, count, source, inserted, frame_id, max_weight)
 
 
 class HashIndex:

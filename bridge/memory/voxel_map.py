@@ -306,14 +306,17 @@ class VoxelMap:
             points=len(keys), points_out_of_range=int((~inside).sum()),
         )
 
-    def _apply(self, acc: Accumulation, source: Source, frame_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fold an accumulation into the columns; return (new keys, keys of existing voxels touched)."""
+    def _apply(
+        self, acc: Accumulation, source: Source, frame_id: int, threads: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fold an accumulation into the columns (the numba index's fold on ``threads`` threads); return (new keys,
+        keys of existing voxels touched)."""
         if isinstance(self._index, HashIndex):
             changed_rows = fold_into_columns(
                 self._keys.numpy(), self._colors.numpy(), self._weights.numpy(), self._confidence.numpy(),
                 self._sources.numpy(), self._first.numpy(), self._last.numpy(), acc.rows.numpy(),
                 acc.color_sums.numpy(), acc.weights.numpy(), acc.confidence_sums.numpy(), acc.new_keys.numpy(),
-                self._count, int(source), source == Source.INSERTED, frame_id, self.max_weight,
+                self._count, int(source), source == Source.INSERTED, frame_id, self.max_weight, threads,
             )
             self._count += len(acc.new_keys)
             return acc.new_keys, torch.from_numpy(self._keys.numpy()[changed_rows])
@@ -406,7 +409,7 @@ class VoxelMap:
                     frame.pose.rotation, frame.pose.position, self.voxel_size_m, max_depth, self._count,
                     self._surface.numpy(), self._surface_weight.numpy(), self.max_weight, threads,
                 )
-            added, changed = self._apply(acc, source, frame_id)
+                added, changed = self._apply(acc, source, frame_id, threads)
             self._clear_labels(first_new_row)
             if frame.semantic is not None or frame.instance is not None:
                 points, _, confidence, pixels = self._backproject(frame, exclude, max_depth, exclude_regions)

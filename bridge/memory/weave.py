@@ -162,22 +162,28 @@ def blend(stack: WeaveStack, weights: np.ndarray, mode: BlendMode, gains: np.nda
     h, w = stack.shape
     gains = np.ones(stack.count, np.float32) if gains is None else np.asarray(gains, np.float32)
     covered = np.ones(len(stack.pixels), bool) if covered is None else covered
-    out_rgb = np.zeros((h * w, 3), np.float32)
+    out_rgb = np.zeros((h * w, 3), np.uint8)
     out_depth = np.zeros(h * w, np.float32)
     out_confidence = np.zeros(h * w, np.float32)
     mask = np.zeros(h * w, bool)
     args = (stack.pixels, stack.rgb, stack.depth, stack.confidence, weights, gains, covered, mode == "best", out_rgb,
             out_depth, out_confidence, mask)
     split_call(_blend_kernel, _blend_bands, len(stack.pixels), *args)
-    return RenderResult(np.clip(np.round(out_rgb), 0, 255).astype(np.uint8).reshape(h, w, 3),
-                        out_depth.reshape(h, w), mask.reshape(h, w), out_confidence.reshape(h, w))
+    return RenderResult(out_rgb.reshape(h, w, 3), out_depth.reshape(h, w), mask.reshape(h, w),
+                        out_confidence.reshape(h, w))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _to_byte(value):
+    """A float32 colour channel as uint8: rounded half to even, clipped to 0..255 (``np.round``, ``np.clip``)."""
+    return np.uint8(min(max(np.rint(value), np.float32(0.0)), np.float32(255.0)))
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _blend_kernel(first, stop, pixels, rgb, depth, confidence, weights, gains, covered, best, out_rgb, out_depth,
                   out_confidence, mask):
-    """Write the blended colour (float32, before rounding), depth, confidence and mask of each covered pixel among
-    stacked pixels ``first .. stop - 1``."""
+    """Write the blended colour (computed in float32, stored rounded half to even and clipped to 0..255), depth,
+    confidence and mask of each covered pixel among stacked pixels ``first .. stop - 1``."""
     count = rgb.shape[0]
     for j in range(first, stop):
         if not covered[j]:
@@ -190,7 +196,7 @@ def _blend_kernel(first, stop, pixels, rgb, depth, confidence, weights, gains, c
                 if weights[a, j] > weights[top, j]:
                     top = a
             for c in range(3):
-                out_rgb[p, c] = rgb[top, j, c] * gains[top]
+                out_rgb[p, c] = _to_byte(rgb[top, j, c] * gains[top])
             out_depth[p] = depth[top, j]
             out_confidence[p] = min(max(confidence[top, j], np.float32(0.0)), np.float32(1.0))
             continue
@@ -215,9 +221,9 @@ def _blend_kernel(first, stop, pixels, rgb, depth, confidence, weights, gains, c
                 landed_z += wa * depth[a, j]
                 landed += wa
                 conf += np.float64(wa) * np.float64(confidence[a, j])
-        out_rgb[p, 0] = r / total
-        out_rgb[p, 1] = g / total
-        out_rgb[p, 2] = b / total
+        out_rgb[p, 0] = _to_byte(r / total)
+        out_rgb[p, 1] = _to_byte(g / total)
+        out_rgb[p, 2] = _to_byte(b / total)
         if landed > 0:
             out_depth[p] = landed_z / landed
             out_confidence[p] = min(max(conf / np.float64(landed), 0.0), 1.0)
