@@ -258,6 +258,25 @@ def test_one_version_folds_every_change_inside_into_one_logged_version():
     assert voxel_map.version == 2  # an empty block does not bump
 
 
+def test_one_version_around_one_change_logs_what_the_change_alone_logs():
+    (rgb, depth, c2w), = wall_seed(32, 24)[0]
+    intrinsics = wall_seed(32, 24)[1]
+    frames = [RGBDFrame(rgb, depth * scale, Pose.from_matrix(yaw_poses(4, max_yaw_deg=10.0)[i]), intrinsics)
+              for i, scale in enumerate((1.0, 0.9, 1.1))]
+    plain, blocked = VoxelMap(0.05), VoxelMap(0.05)
+    for frame_id, frame in enumerate(frames):
+        plain.integrate(frame, frame_id=frame_id)
+        with blocked.one_version():
+            blocked.integrate(frame, frame_id=frame_id)
+    assert plain.version == blocked.version == 3
+    for since in range(3):
+        expected, got = plain.changes_since(since), blocked.changes_since(since)
+        assert not got.is_snapshot and len(got.changed) + len(got.added) > 0
+        for part in ("added", "changed"):
+            np.testing.assert_array_equal(getattr(got, part).keys, getattr(expected, part).keys, err_msg=(since, part))
+        np.testing.assert_array_equal(got.removed_keys, expected.removed_keys)
+
+
 def test_the_sdk_builds_rig_requests_and_refuses_bad_rigs_before_sending():
     rig = stereo_rig(INTRINSICS, baseline_m=0.2)
     masks = [[None, np.ones((HEIGHT, WIDTH), bool)], None]

@@ -437,7 +437,7 @@ def test_a_fresh_server_compiles_its_kernels_before_serving():
     split = [f"worldweave.bridge.{name}" for name in (
         "generators.kept_depth._fit_rows", "memory.voxel_index._accumulate_rows", "memory.voxel_index._pixel_probes",
         "memory.voxel_index._fold_rows", "memory.weave_stack._stack_kernel", "memory.weave._heuristic_kernel", "memory.weave._blend_kernel",
-        "memory.anchors._block_sums", "generators.reproject._pull_frame", "generators.reproject._push_frame_rows")]
+        "memory.anchors._block_sums", "memory.anchors._block_points", "generators.reproject._pull_frame", "generators.reproject._push_frame_rows")]
     if machine_cores() > 1:
         split += [f"worldweave.bridge.{name}" for name in (
             "generators.kept_depth._fit_bands", "memory.voxel_index._accumulate_threads",

@@ -144,11 +144,15 @@ class KeyframePolicy:
         return False, "covered by a nearby anchor"
 
 
+_PAIRWISE_FROM = 8
+"""numpy sums this many float32 values or more in 8 interleaved partial sums (``_numpy_order_sum``); fewer one by one."""
+
+
 @numba.njit(cache=True, nogil=True)
 def _numpy_order_sum(values, n):
     """The float32 sum of ``values[:n]`` (n <= 128) in the order numpy's ``sum`` adds one contiguous run: one by one
     below 8 values, else in 8 interleaved partial sums combined pairwise, then the rest one by one."""
-    if n < 8:
+    if n < _PAIRWISE_FROM:
         total = np.float32(0.0)
         for i in range(n):
             total += values[i]
@@ -173,37 +177,63 @@ def _block_sums(first, stop, rgb, depth, confidence, has_confidence, stride, max
     4-neighbours, the border repeating at the image edge, all have such depth within ``edge_rel`` of it, float32
     throughout) and the sums of their depth, colour and ``confidence`` (when ``has_confidence``). Float32 sums in the
     order numpy reduces ``(x.reshape(blocks) * reliable).sum(axis=(1, 3))`` (each block row's run summed, then the
-    runs added), so they equal numpy's bit for bit."""
+    runs added), so they equal numpy's bit for bit. Each image row's reliability is found first, in one branch-free
+    loop over the row, then summed block by block."""
     height, width = depth.shape
     cols = count.shape[1]
-    run_depth = np.empty(stride, np.float32)
+    span = cols * stride
+    weight = np.empty(span, np.float32)  # the image row's pixels: 1 where reliable, else 0
+    short = stride < _PAIRWISE_FROM
+    run_depth = np.empty(stride, np.float32)  # a long run's values, summed in numpy's order (_numpy_order_sum)
     run_confidence = np.zeros(stride, np.float32)
     zero = np.float32(0.0)
+    one = np.float32(1.0)
     for i in range(first, stop):
-        for j in range(cols):
-            for a in range(stride):
-                v = i * stride + a
+        for a in range(stride):
+            v = i * stride + a
+            row = depth[v]
+            up = depth[max(v - 1, 0)]
+            down = depth[min(v + 1, height - 1)]
+            for u in range(span):
+                z = row[u]
+                limit = edge_rel * z
+                left = row[max(u - 1, 0)]
+                right = row[min(u + 1, width - 1)]
+                reliable = (zero < z) & (z <= max_depth)
+                reliable &= (zero < up[u]) & (up[u] <= max_depth) & (abs(up[u] - z) <= limit)
+                reliable &= (zero < down[u]) & (down[u] <= max_depth) & (abs(down[u] - z) <= limit)
+                reliable &= (zero < left) & (left <= max_depth) & (abs(left - z) <= limit)
+                reliable &= (zero < right) & (right <= max_depth) & (abs(right - z) <= limit)
+                weight[u] = one if reliable else zero
+            for j in range(cols):
                 run_count = 0
+                red = green = blue = zero
+                run_depth_sum = run_confidence_sum = zero  # a short run's sums, added up as numpy adds up < 8 values
                 for b in range(stride):
                     u = j * stride + b
-                    z = depth[v, u]
-                    reliable = zero < z <= max_depth
-                    if reliable:
-                        limit = edge_rel * z
-                        for dv, du in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-                            neighbour = depth[min(max(v + dv, 0), height - 1), min(max(u + du, 0), width - 1)]
-                            if not (zero < neighbour <= max_depth and abs(neighbour - z) <= limit):
-                                reliable = False
-                    weight = np.float32(1.0) if reliable else zero
-                    run_count += reliable
-                    run_depth[b] = z * weight
-                    if has_confidence:
-                        run_confidence[b] = confidence[v, u] * weight
-                    for c in range(3):
-                        color_sum[i, j, c] += np.float32(rgb[v, u, c]) * weight  # whole numbers: exact in any order
+                    w = weight[u]
+                    run_count += w > zero
+                    red += np.float32(rgb[v, u, 0]) * w  # whole numbers: exact in any order
+                    green += np.float32(rgb[v, u, 1]) * w
+                    blue += np.float32(rgb[v, u, 2]) * w
+                    if short:
+                        run_depth_sum += row[u] * w
+                        if has_confidence:
+                            run_confidence_sum += confidence[v, u] * w
+                    else:
+                        run_depth[b] = row[u] * w
+                        if has_confidence:
+                            run_confidence[b] = confidence[v, u] * w
+                if not short:
+                    run_depth_sum = _numpy_order_sum(run_depth, stride)
+                    run_confidence_sum = _numpy_order_sum(run_confidence, stride)
+                color_sum[i, j, 0] += red
+                color_sum[i, j, 1] += green
+                color_sum[i, j, 2] += blue
                 count[i, j] += np.float32(run_count)
-                depth_sum[i, j] += _numpy_order_sum(run_depth, stride)
-                confidence_sum[i, j] += _numpy_order_sum(run_confidence, stride)
+                depth_sum[i, j] += run_depth_sum
+                if has_confidence:
+                    confidence_sum[i, j] += run_confidence_sum
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
@@ -242,23 +272,43 @@ def sample_points(
         confidence_sum,
     )
     split_call(_block_sums, _block_sums_bands, rows, *args)  # a block's sums depend on its pixels alone
-    keep = count >= options.min_block_fraction * s * s
-    safe = np.maximum(count, 1.0)
-    z = depth_sum / safe
-    color = color_sum / safe[..., None]
-    rows, cols = np.nonzero(keep)
-    z = z[rows, cols]
-    u = cols * s + (s - 1) / 2.0
-    v = rows * s + (s - 1) / 2.0
-    points = np.stack([(u - intrinsics.cx) / intrinsics.fx * z, (v - intrinsics.cy) / intrinsics.fy * z, z], axis=1)
-    colors = np.clip(np.round(color[rows, cols]), 0, 255).astype(np.uint8)
-    sizes = (s * z / intrinsics.fx).astype(np.float32)
-    if confidence is None:
-        point_confidence = np.ones(len(z), np.float32)
-    else:
-        block_confidence = confidence_sum / safe
-        point_confidence = np.clip(block_confidence[rows, cols], 0.0, 1.0).astype(np.float32)
-    return points.astype(np.float32), colors, sizes, point_confidence
+    min_count = np.float32(options.min_block_fraction * s * s)  # numpy compares a float32 array in float32
+    kept = int(np.count_nonzero(count >= min_count))
+    points = np.empty((kept, 3), np.float32)
+    colors = np.empty((kept, 3), np.uint8)
+    sizes = np.empty(kept, np.float32)
+    point_confidence = np.empty(kept, np.float32)
+    _block_points(count, depth_sum, color_sum, confidence_sum, has_confidence, s, min_count, intrinsics.fx,
+                  intrinsics.fy, intrinsics.cx, intrinsics.cy, points, colors, sizes, point_confidence)
+    return points, colors, sizes, point_confidence
+
+
+@numba.njit(cache=True, nogil=True)
+def _block_points(count, depth_sum, color_sum, confidence_sum, has_confidence, stride, min_count, fx, fy, cx, cy,
+                  points, colors, sizes, confidences):
+    """``sample_points``' points from the block sums (``_block_sums``), in row-major block order: each block with at
+    least ``min_count`` reliable pixels gives the mean depth ``z`` (float32) back-projected through the block's centre
+    (in float64, then rounded to float32), its mean colour (rounded half to even, clipped to 0..255), its size
+    ``stride * z / fx`` (float32) and its mean ``confidence`` clipped to [0, 1] (1 without ``has_confidence``):
+    the float32 and float64 steps numpy takes for the same expressions, so the values equal numpy's bit for bit."""
+    one = np.float32(1.0)
+    n = 0
+    for i in range(count.shape[0]):
+        for j in range(count.shape[1]):
+            if not count[i, j] >= min_count:
+                continue
+            safe = max(count[i, j], one)
+            z = depth_sum[i, j] / safe
+            u = j * stride + (stride - 1) / 2.0
+            v = i * stride + (stride - 1) / 2.0
+            points[n, 0] = np.float32((u - cx) / fx * np.float64(z))
+            points[n, 1] = np.float32((v - cy) / fy * np.float64(z))
+            points[n, 2] = z
+            for c in range(3):
+                colors[n, c] = np.uint8(min(max(np.rint(color_sum[i, j, c] / safe), np.float32(0.0)), np.float32(255.0)))
+            sizes[n] = np.float32(stride) * z / np.float32(fx)
+            confidences[n] = min(max(confidence_sum[i, j] / safe, np.float32(0.0)), one) if has_confidence else one
+            n += 1
 
 
 def sketch_depth(depth: np.ndarray, intrinsics: Intrinsics, grid: tuple[int, int] = SKETCH_GRID

@@ -273,7 +273,10 @@ class VoxelMap:
             yield
         finally:
             pending, self._pending = self._pending, None
-            if pending:
+            if len(pending) == 1:  # one change: its keys are its net change already (each key once)
+                self.version += 1
+                self._log.record(self.version, *pending[0])
+            elif pending:
                 folded = ChangeLog(len(pending), max_keys=sum(len(k) for keys in pending for k in keys) + 1)
                 for i, keys in enumerate(pending, start=1):
                     folded.record(i, *keys)
