@@ -59,7 +59,7 @@ def _bands(spread: np.ndarray, threads: int) -> np.ndarray:
     return np.concatenate([[0], np.searchsorted(per_row, shares, side="right"), [spread.shape[0]]]).astype(np.int64)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _box(sat, slot, k, v0, v1, u0, u1):
     """Sum of moment ``k`` over rows v0..v1 and columns u0..u1 (inclusive) from the summed-area table rows kept in
     the ring ``sat`` (table row i in slot ``slot[i]``)."""
@@ -67,13 +67,13 @@ def _box(sat, slot, k, v0, v1, u0, u1):
     return sat[bottom, u1 + 1, k] - sat[top, u1 + 1, k] - sat[bottom, u0, k] + sat[top, u0, k]
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _count(counts, v0, v1, u0, u1):
     """Landed pixels in rows v0..v1 and columns u0..u1 (inclusive), from their summed-area table ``counts``."""
     return counts[v1 + 1, u1 + 1] - counts[v0, u1 + 1] - counts[v1 + 1, u0] + counts[v0, u0]
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _fits_window(counts, v, u, radius, height, width, min_points):
     """Whether the window of half-width ``radius`` around pixel (v, u), clipped to the image, holds ``min_points``
     landed pixels with some on all four sides of the pixel. Holds for every larger radius once it holds (the
