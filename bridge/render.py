@@ -45,6 +45,7 @@ import numba
 import numpy as np
 import torch
 
+from worldweave.bridge.cores import MAX_SPLIT_THREADS, even_bands, threads_for
 from worldweave.bridge.frames import RenderResult
 from worldweave.bridge.scratch import thread_scratch
 from worldweave.proto.errors import InvalidInputError
@@ -307,18 +308,19 @@ cache entry."""
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _blend_pass(flat, sizes, m, cam, near, far, spread, max_radius, width, height, colors, tolerance, depth, rgb,
-                acc, records):
-    """Soft mode, after stage 2: every splat (projected again by ``_squares_block``, as in stage 1, rewriting the
-    same ``records``) within ``tolerance`` of a pixel's front ``depth`` adds its colour and depth there with a
-    Gaussian weight of its distance from the splat centre (float32 sums in point order, in ``acc`` (H W, 5): red,
-    green, blue, depth, weight; zeroed here); then each covered pixel's ``rgb`` ((H W, 3) or (H W, 0)) and ``depth``
-    become the weighted means. Every covered pixel is written: its own winner passes the depth test with a weight
-    > 0."""
+def _blend_rows(first, stop, flat, sizes, m, cam, near, far, spread, max_radius, width, height, colors, tolerance,
+                depth, rgb, acc, records):
+    """Soft mode, after stage 2, for image rows ``first .. stop - 1``: every splat (projected again by
+    ``_squares_block``, as in stage 1, writing the same values into ``records`` ((N,) int64)) within ``tolerance``
+    of a pixel's front ``depth`` adds its colour and depth there with a Gaussian weight of its distance from the
+    splat centre (float32 sums in point order, in ``acc`` (H W, 5): red, green, blue, depth, weight; zeroed here);
+    then each covered pixel's ``rgb`` ((H W, 3) or (H W, 0)) and ``depth`` become the weighted means. Every covered
+    pixel is written: its own winner passes the depth test with a weight > 0. A pixel's sums depend on the splats
+    over it alone, taken in point order, so bands of rows give the whole image's values."""
     n = flat.shape[0] // 3
     with_colors = rgb.shape[1] == 3
     sums = acc.reshape(-1)
-    sums[:] = 0.0
+    sums[5 * first * width : 5 * stop * width] = 0.0
     half = np.float32(0.5)
     limit_scale = np.float32(1.0) + tolerance
     key = np.empty(_BLOCK, np.int64)
@@ -330,6 +332,9 @@ def _blend_pass(flat, sizes, m, cam, near, far, spread, max_radius, width, heigh
                               height, key, centre, records)
         for j in range(kept):
             ui, vi, radius = centre[j, 0], centre[j, 1], centre[j, 2]
+            low, high = max(-radius, -vi, first - vi), min(radius, height - 1 - vi, stop - 1 - vi)
+            if low > high:  # the splat misses these rows
+                continue
             if radius != weights_radius:  # the weights by squared distance, for this half-width
                 for d2 in range(2 * radius * radius + 1):
                     weights[d2] = np.float32(np.exp(-2.0 * np.float64(d2) / ((radius + 0.5) * (radius + 0.5))))
@@ -339,7 +344,7 @@ def _blend_pass(flat, sizes, m, cam, near, far, spread, max_radius, width, heigh
             red = np.float32(colors[i, 0]) if with_colors else np.float32(0.0)
             green = np.float32(colors[i, 1]) if with_colors else np.float32(0.0)
             blue = np.float32(colors[i, 2]) if with_colors else np.float32(0.0)
-            for dv in range(max(-radius, -vi), min(radius, height - 1 - vi) + 1):
+            for dv in range(low, high + 1):
                 row = (vi + dv) * width + ui
                 for du in range(max(-radius, -ui), min(radius, width - 1 - ui) + 1):
                     p = row + du
@@ -352,13 +357,38 @@ def _blend_pass(flat, sizes, m, cam, near, far, spread, max_radius, width, heigh
                     sums[q + 2] += weight * blue
                     sums[q + 3] += weight * zc
                     sums[q + 4] += weight
-    for p in range(depth.shape[0]):
+    for p in range(first * width, stop * width):
         total = sums[5 * p + 4]
         if total > 0:
             if with_colors:
                 for c in range(3):
                     rgb[p, c] = np.uint8(min(np.floor(sums[5 * p + c] / total + half), np.float32(255.0)))
             depth[p] = sums[5 * p + 3] / total
+
+
+@numba.njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+def _blend_bands(bands, flat, sizes, m, cam, near, far, spread, max_radius, width, height, colors, tolerance, depth,
+                 rgb, acc, records):
+    """``_blend_rows`` for the bands of image rows ``bands[t] .. bands[t + 1] - 1``, one thread each, each band
+    projecting every point again and writing its records into ``records[t]`` ((bands, N) int64, a spare: stage 1
+    wrote the real ones)."""
+    for t in numba.prange(len(bands) - 1):
+        _blend_rows(bands[t], bands[t + 1], flat, sizes, m, cam, near, far, spread, max_radius, width, height, colors,
+                    tolerance, depth, rgb, acc, records[t])
+
+
+def _blend_pass(flat, sizes, m, cam, near, far, spread, max_radius, width, height, colors, tolerance, depth, rgb,
+                acc, records):
+    """Soft mode's blend (``_blend_rows``) over the whole image, its rows split in bands over the free cores
+    (``bridge.cores.threads_for``): the same values on any number of threads."""
+    with threads_for(None, MAX_SPLIT_THREADS) as threads:
+        if threads == 1:
+            _blend_rows(0, height, flat, sizes, m, cam, near, far, spread, max_radius, width, height, colors,
+                        tolerance, depth, rgb, acc, records)
+        else:
+            spare = thread_scratch("blend_records", (threads, len(records)), np.int64)
+            _blend_bands(even_bands(height, threads), flat, sizes, m, cam, near, far, spread, max_radius, width,
+                         height, colors, tolerance, depth, rgb, acc, spare)
 
 
 def _project_torch(points: torch.Tensor, m: torch.Tensor, intrinsics: Intrinsics

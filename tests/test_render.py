@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numba
 import numpy as np
@@ -304,6 +305,26 @@ def test_parallel_kernel_gives_the_serial_image(splat: str) -> None:
         other = render_points(points, colors, Pose.identity(), INTRINSICS, threads=threads, **options)
         for name in ("rgb", "depth", "mask", "confidence"):
             assert np.array_equal(getattr(other, name), getattr(serial, name)), (threads, name)
+
+
+@pytest.mark.parametrize("bands", [2, 3, 7])
+def test_soft_blend_is_the_same_on_any_split_into_bands(monkeypatch, bands: int) -> None:
+    # The blend pass splits its rows over the free cores; every band walks every splat, in point order.
+    points, colors, sizes = _random_cloud(20_000, 8)
+    pose = Pose.look_at([0.1, 0.0, -0.5], [0.0, 0.2, 3.0], up=[0.0, -1.0, 0.0])
+
+    def soft_on(threads: int):
+        @contextmanager
+        def fixed(requested, limit):
+            yield threads
+
+        monkeypatch.setattr(render, "threads_for", fixed)
+        return render_points(points, colors, pose, INTRINSICS, splat="soft", point_size_m=sizes)
+
+    serial, split = soft_on(1), soft_on(bands)
+    assert serial.mask.sum() > 1000
+    for name in ("rgb", "depth", "mask", "confidence"):
+        assert np.array_equal(getattr(split, name), getattr(serial, name)), name
 
 
 def test_renders_on_two_threads_at_once_equal_renders_in_turn() -> None:
