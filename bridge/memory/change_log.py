@@ -53,6 +53,11 @@ class ChangeLog:
         self._oldest_exact = 0
 
     @property
+    def total_keys(self) -> int:
+        """Keys held in all retained entries together (an int64 key and an int8 event each)."""
+        return self._total_keys
+
+    @property
     def oldest_exact_version(self) -> int:
         """The oldest ``v`` for which ``net_since(v)`` is exact."""
         return self._oldest_exact

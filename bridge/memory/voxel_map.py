@@ -676,6 +676,11 @@ class VoxelMap:
         return self._log.net_since(version)
 
     @property
+    def change_log_keys(self) -> int:
+        """Keys the change log holds for ``changes_since`` (9 bytes each), over its retained versions."""
+        return self._log.total_keys
+
+    @property
     def oldest_exact_version(self) -> int:
         """The oldest version ``changes_since`` answers without falling back to a snapshot."""
         return self._log.oldest_exact_version
