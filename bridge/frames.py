@@ -32,6 +32,8 @@ def check_depth(depth: np.ndarray, shape: tuple[int, int], name: str = "depth") 
     if not np.issubdtype(depth.dtype, np.floating):
         raise InvalidFrameError(f"{name} must be float metres, got dtype {depth.dtype}")
     depth = np.ascontiguousarray(depth, dtype=np.float32)
+    if not depth.size or (depth.min() >= 0 and depth.max() < np.inf):  # a NaN makes min and max NaN
+        return depth
     bad = ~np.isfinite(depth) | (depth < 0)
     if bad.any():
         v, u = np.argwhere(bad)[0]
