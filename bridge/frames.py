@@ -164,7 +164,7 @@ class RenderResult:
     @property
     def coverage(self) -> float:
         """Fraction of pixels covered, in [0, 1]."""
-        return float(self.mask.mean())
+        return np.count_nonzero(self.mask) / self.mask.size  # the mean of a bool image, without a float copy of it
 
     @classmethod
     def empty(cls, intrinsics: Intrinsics) -> RenderResult:

@@ -30,7 +30,8 @@ numba kernels project points in blocks in SIMD lanes, straight from the (N, 3) a
 keep the visible ones and write their keys into one z-buffer that becomes the index image; one more pass over the
 image resolves index, depth, mask, colour and confidence at once (a footprint winner's true depth and landing pixel
 from a record the first pass kept per point). They release the GIL, so renders on two threads use two cores, and
-reuse per-thread scratch buffers; ``threads > 1`` also splits one render over per-thread z-buffers. Several times
+reuse per-thread scratch buffers; ``threads > 1`` also splits one render over per-thread z-buffers, and on one
+z-buffer the resolve pass and the soft blend pass split their pixels over the free cores (``bridge.cores``). Several times
 faster than Open3D's ``project_to_rgbd_image`` on CPU (which is what justifies a numba kernel beside the torch path;
 measured in ``benchmarks/bench_render.py``).
 """
@@ -45,7 +46,7 @@ import numba
 import numpy as np
 import torch
 
-from worldweave.bridge.cores import MAX_SPLIT_THREADS, even_bands, threads_for
+from worldweave.bridge.cores import MAX_SPLIT_THREADS, even_bands, split_call, threads_for
 from worldweave.bridge.frames import RenderResult
 from worldweave.bridge.scratch import thread_scratch
 from worldweave.proto.errors import InvalidInputError
@@ -259,21 +260,37 @@ def _zbuffer(flat, sizes, m, cam, near, far, spread, max_radius, falloff, width,
                        falloff, width, height, keys, records)
 
 
-def _resolve(index, extra, records, colors, point_confidence, depth, mask, rgb, confidence):
-    """Stage 2, per pixel: the smallest key over the z-buffers names the winning point: ``index`` (in place), its
-    true depth, ``mask``, its colour in ``rgb`` ((H W, 3), or (H W, 0) without colours) and, when ``confidence`` is
-    (H W,) rather than (0,), its ``point_confidence`` ((1,) for all points, or (N,)) where it lands on that pixel,
-    else 0. A one-pixel splat's depth is its key's and it lands where it won; a footprint's (``records`` (N,), not
-    (0,)) are in its record. Branch-free but for the loop-invariant options: covered and empty pixels interleave, and
-    an empty one reads point 0 and keeps none of it."""
+_ZBUFFER = {
+    parallel: numba.njit(cache=not parallel, nogil=True, parallel=parallel, error_model="numpy")(_zbuffer)
+    for parallel in (False, True)
+}
+"""Stage 1 compiled serial (``False``) and with ``prange`` parallel (``True``), both releasing the GIL. Only the
+serial one is cached on disk: numba's cache key does not include ``parallel``, so both variants would share one
+cache entry."""
+
+
+@numba.njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+def _merge_buffers(index, extra):
+    """Before stage 2 of a render on several z-buffers: each pixel's smallest key over ``extra`` into ``index``."""
+    for t in range(extra.shape[0]):
+        for p in numba.prange(index.shape[0]):
+            index[p] = min(index[p], extra[t, p])
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _resolve_rows(first, stop, index, records, colors, point_confidence, depth, mask, rgb, confidence):
+    """Stage 2, at pixels ``first .. stop - 1``: the smallest key (``index[p]``, over every z-buffer) names the
+    winning point: ``index[p]`` becomes its index (-1: none), ``depth[p]`` its true depth, ``mask[p]``, its colour in
+    ``rgb`` ((H W, 3), or (H W, 0) without colours) and, when ``confidence`` is (H W,) rather than (0,), its
+    ``point_confidence`` ((1,) for all points, or (N,)) where it lands on that pixel, else 0. A one-pixel splat's
+    depth is its key's and it lands where it won; a footprint's (``records`` (N,), not (0,)) are in its record.
+    Branch-free but for the loop-invariant options: covered and empty pixels interleave, and an empty one reads point
+    0 and keeps none of it. Each pixel's values depend on that pixel alone."""
     footprint = records.shape[0] > 0
     with_colors = rgb.shape[1] == 3
     per_point = point_confidence.shape[0] > 1
     want_confidence = confidence.shape[0] > 0
-    for t in range(extra.shape[0]):
-        for p in numba.prange(index.shape[0]):
-            index[p] = min(index[p], extra[t, p])
-    for p in numba.prange(index.shape[0]):
+    for p in range(first, stop):
         best = index[p]
         hit = best != _EMPTY_KEY
         i = best & _INDEX_MASK if hit else 0
@@ -295,16 +312,11 @@ def _resolve(index, extra, records, colors, point_confidence, depth, mask, rgb, 
             confidence[p] = value if at_centre else np.float32(0.0)
 
 
-_STAGES = {
-    parallel: tuple(
-        numba.njit(cache=not parallel, nogil=True, parallel=parallel, error_model="numpy")(stage)
-        for stage in (_zbuffer, _resolve)
-    )
-    for parallel in (False, True)
-}
-"""The two stages compiled serial (``False``) and with ``prange`` parallel (``True``), both releasing the GIL. Only
-the serial ones are cached on disk: numba's cache key does not include ``parallel``, so both variants would share one
-cache entry."""
+@numba.njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+def _resolve_bands(bands, index, records, colors, point_confidence, depth, mask, rgb, confidence):
+    """``_resolve_rows`` for the bands of pixels ``bands[t] .. bands[t + 1] - 1``, one thread each."""
+    for t in numba.prange(len(bands) - 1):
+        _resolve_rows(bands[t], bands[t + 1], index, records, colors, point_confidence, depth, mask, rgb, confidence)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -618,7 +630,7 @@ def _splat(
     pixels = h * w
     flat = _numpy(points, np.float32).reshape(-1)
     cam = np.array([intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy], dtype=np.float32)
-    zbuffer, resolve = _STAGES[threads > 1]
+    zbuffer = _ZBUFFER[threads > 1]
     index = np.empty(pixels, dtype=np.int64) if keep_index else thread_scratch("index", (pixels,), np.int64)
     extra = np.empty((threads - 1, pixels), dtype=np.int64)
     records = thread_scratch("records", (0 if sizes is None else n,), np.int64)
@@ -632,7 +644,12 @@ def _splat(
     color_array = np.zeros((1, 3), np.uint8) if colors is None else _numpy(colors, np.uint8)
     pixel_confidence = np.empty(pixels if with_confidence else 0, dtype=np.float32)
     point_confidence = np.ones(1, np.float32) if confidence is None else confidence
-    resolve(index, extra, records, color_array, point_confidence, depth, mask, rgb, pixel_confidence)
+    resolve_args = (index, records, color_array, point_confidence, depth, mask, rgb, pixel_confidence)
+    if threads > 1:  # the z-buffers merged, then their pixels split over the render's threads
+        _merge_buffers(index, extra)
+        _resolve_bands(even_bands(pixels, threads), *resolve_args)
+    else:  # one z-buffer: its pixels split over the free cores
+        split_call(_resolve_rows, _resolve_bands, pixels, *resolve_args)
     if splat == "soft":
         acc = thread_scratch("blend", (pixels, 5), np.float32)
         _blend_pass(flat, size_array, rows, cam, near, far, spread32, int(max_radius_px), w, h, color_array,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from worldweave.bridge import render
+from worldweave.bridge import cores, render
 from worldweave.bridge.open3d_import import load_open3d
 from worldweave.bridge.render import render_points, splat_points
 from worldweave.proto.errors import InvalidInputError
@@ -279,11 +279,11 @@ def test_each_covered_pixel_carries_the_confidence_of_the_point_that_won_it(spla
 
 
 def _render_kernels() -> dict[str, object]:
-    """Every numba kernel of the renderer: module-level dispatchers and both compilations of the staged ones."""
+    """Every numba kernel of the renderer: module-level dispatchers and both compilations of stage 1."""
     kernels = {name: value for name, value in vars(render).items()
                if isinstance(value, numba.core.registry.CPUDispatcher)}
-    for parallel, stages in render._STAGES.items():
-        kernels.update({f"{stage.py_func.__name__} (parallel={parallel})": stage for stage in stages})
+    for parallel, stage in render._ZBUFFER.items():
+        kernels[f"_zbuffer (parallel={parallel})"] = stage
     return kernels
 
 
@@ -307,21 +307,26 @@ def test_parallel_kernel_gives_the_serial_image(splat: str) -> None:
             assert np.array_equal(getattr(other, name), getattr(serial, name)), (threads, name)
 
 
+@pytest.mark.parametrize("splat", ["pixel", "footprint", "soft"])
 @pytest.mark.parametrize("bands", [2, 3, 7])
-def test_soft_blend_is_the_same_on_any_split_into_bands(monkeypatch, bands: int) -> None:
-    # The blend pass splits its rows over the free cores; every band walks every splat, in point order.
+def test_one_z_buffer_renders_the_same_on_any_split_into_bands(monkeypatch, splat: str, bands: int) -> None:
+    # The resolve pass and the soft blend pass split their pixels over the free cores; every band of the blend walks
+    # every splat, in point order.
     points, colors, sizes = _random_cloud(20_000, 8)
+    confidence = np.random.default_rng(8).uniform(0, 1, len(points)).astype(np.float32)
     pose = Pose.look_at([0.1, 0.0, -0.5], [0.0, 0.2, 3.0], up=[0.0, -1.0, 0.0])
 
-    def soft_on(threads: int):
+    def render_on(threads: int):
         @contextmanager
         def fixed(requested, limit):
             yield threads
 
         monkeypatch.setattr(render, "threads_for", fixed)
-        return render_points(points, colors, pose, INTRINSICS, splat="soft", point_size_m=sizes)
+        monkeypatch.setattr(cores, "threads_for", fixed)
+        return render_points(points, colors, pose, INTRINSICS, splat=splat,
+                             point_size_m=None if splat == "pixel" else sizes, confidence=confidence)
 
-    serial, split = soft_on(1), soft_on(bands)
+    serial, split = render_on(1), render_on(bands)
     assert serial.mask.sum() > 1000
     for name in ("rgb", "depth", "mask", "confidence"):
         assert np.array_equal(getattr(split, name), getattr(serial, name)), name

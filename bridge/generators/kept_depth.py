@@ -38,17 +38,36 @@ def kept_depth(render: RenderResult) -> tuple[np.ndarray, np.ndarray]:
     The fits run on the calling thread's core and the cores no other engine work holds (``bridge.cores.split_call``,
     bands of rows holding about as many fits each), with the same result on any number of threads.
     """
-    covered = render.mask & (render.depth > 0)
-    confidence = np.where(covered, render.confidence, np.float32(0)).astype(np.float32)
-    depth = np.where(covered, render.depth, np.float32(0)).astype(np.float32)
-    landed = confidence > 0
-    if landed.all() or not landed.any():
+    shape = render.mask.shape
+    depth, confidence = np.empty(shape, np.float32), np.empty(shape, np.float32)
+    spread = np.empty(shape, np.bool_)
+    landed = _covered(render.mask, render.depth, render.confidence, depth, confidence, spread)
+    if landed in (0, render.mask.size):
         return depth, confidence
-    spread = covered & ~landed
     split_call(_fit_rows, _fit_bands, depth.shape[0], depth, confidence, spread, _landed_counts(confidence),
                LANDED_FIT_MIN_POINTS, LANDED_FIT_TOLERANCE, LANDED_FIT_MAX_RADIUS_PX,
                bands=lambda rows, threads: _bands(spread, threads))
     return depth, confidence
+
+
+@numba.njit(cache=True, nogil=True)
+def _covered(mask, render_depth, render_confidence, depth, confidence, spread):
+    """One pass over the render: ``depth`` and ``confidence`` (float32) are the render's where it covers the pixel
+    with depth above 0 and 0 elsewhere; ``spread`` marks the covered pixels whose confidence is not above 0 (a
+    footprint's spread). Returns how many covered pixels have confidence above 0 (landed)."""
+    height, width = mask.shape
+    zero = np.float32(0.0)
+    landed = 0
+    for v in range(height):
+        for u in range(width):
+            covered = mask[v, u] and render_depth[v, u] > 0
+            z = np.float32(render_depth[v, u]) if covered else zero
+            c = np.float32(render_confidence[v, u]) if covered else zero
+            depth[v, u] = z
+            confidence[v, u] = c
+            spread[v, u] = covered and not c > 0
+            landed += c > 0
+    return landed
 
 
 def _bands(spread: np.ndarray, threads: int) -> np.ndarray:
