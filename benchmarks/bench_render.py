@@ -5,7 +5,8 @@ the renders on a world step's frame path.
 
 First checks that our 1-pixel mode gives the same depth image as Open3D (both round to the nearest pixel centre);
 then times, interleaved so that load on a shared machine hits all alike: Open3D (the baseline, measured in the same
-run), our numba kernel serial and parallel, our torch path (on the first 3 repeats only: it is slow on CPU), and the
+run), our numba kernel with one z-buffer ("serial": ``threads=1``; its resolve and soft-blend passes still split their
+pixels over the free cores) and with one per thread (parallel), our torch path (on the first 3 repeats only: it is slow on CPU), and the
 footprint and soft modes (soft is the weaver's default). Two point orders: a room's surfaces sampled in random order
 (every write a cache miss) and the same points sorted by 5 cm cell (the order a voxel map or an anchor keeps them
 in). Figures are milliseconds per 640x480 render including colours: wall-clock medians (and minima) over the
