@@ -31,8 +31,8 @@ keep the visible ones and write their keys into one z-buffer that becomes the in
 image resolves index, depth, mask, colour and confidence at once (a footprint winner's true depth and landing pixel
 from a record the first pass kept per point). They release the GIL, so renders on two threads use two cores, and
 reuse per-thread scratch buffers; ``threads > 1`` also splits one render over per-thread z-buffers, and on one
-z-buffer the resolve pass and the soft blend pass split their pixels over the free cores (``bridge.cores``). Several times
-faster than Open3D's ``project_to_rgbd_image`` on CPU (which is what justifies a numba kernel beside the torch path;
+z-buffer the resolve pass and the soft blend pass split their pixels over the free cores (``bridge.cores``). Several
+times faster than Open3D's ``project_to_rgbd_image`` on CPU (which is what justifies a numba kernel beside the torch path;
 measured in ``benchmarks/bench_render.py``).
 """
 
@@ -46,7 +46,7 @@ import numba
 import numpy as np
 import torch
 
-from worldweave.bridge.cores import MAX_SPLIT_THREADS, even_bands, split_call, threads_for
+from worldweave.bridge.cores import even_bands, split_call
 from worldweave.bridge.frames import RenderResult
 from worldweave.bridge.scratch import thread_scratch
 from worldweave.proto.errors import InvalidInputError
@@ -171,11 +171,13 @@ def _squares_block(flat, start, count, sizes, m, cam, near, far, spread, max_rad
     """Footprint splats of points ``start .. start + count``: the visible ones' keys (true depth) and squares
     (``centre[k]`` = u, v, half-width in pixels) to the front of ``key`` and ``centre`` in point order; returns how
     many. ``sizes``: (1,) for all points or (N,) per point (metres). Each point's record, its true depth bits over
-    the pixel it lands on (``_INDEX_MASK`` off the image), goes to ``records[start + j]`` ((N,) int64): stage 2
-    reads a winner's there. Branch-free, as ``_pixels_block``."""
+    the pixel it lands on (``_INDEX_MASK`` off the image), goes to ``records[start + j]`` ((N,) int64; stage 2
+    reads a winner's there), unless ``records`` is empty (the blend pass, which reads none). Branch-free, as
+    ``_pixels_block``, but for that loop-invariant option."""
     block = flat[3 * start : 3 * (start + count)]
     size_block = sizes[start : start + count] if sizes.shape[0] > 1 else sizes
     record_block = records[start : start + count]
+    with_records = records.shape[0] > 0
     per_point = sizes.shape[0] > 1
     half = np.float32(0.5)
     one = np.float32(1.0)
@@ -196,8 +198,9 @@ def _squares_block(flat, start, count, sizes, m, cam, near, far, spread, max_rad
         centre[j, 1] = vi
         centre[j, 2] = np.int64(rf) if ok else -1
         key[j] = _depth_key(zc, start + j)
-        inside = (uf >= zero) & (uf <= last_u) & (vf >= zero) & (vf <= last_v)
-        record_block[j] = _depth_key(zc, vi * width + ui if inside else _INDEX_MASK)
+        if with_records:
+            inside = (uf >= zero) & (uf <= last_u) & (vf >= zero) & (vf <= last_v)
+            record_block[j] = _depth_key(zc, vi * width + ui if inside else _INDEX_MASK)
         visible += ok
     if visible == 0 or visible == count:
         return visible
@@ -321,9 +324,9 @@ def _resolve_bands(bands, index, records, colors, point_confidence, depth, mask,
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _blend_rows(first, stop, flat, sizes, m, cam, near, far, spread, max_radius, width, height, colors, tolerance,
-                depth, rgb, acc, records):
+                depth, rgb, acc):
     """Soft mode, after stage 2, for image rows ``first .. stop - 1``: every splat (projected again by
-    ``_squares_block``, as in stage 1, writing the same values into ``records`` ((N,) int64)) within ``tolerance``
+    ``_squares_block``, as in stage 1, its records not written again) within ``tolerance``
     of a pixel's front ``depth`` adds its colour and depth there with a Gaussian weight of its distance from the
     splat centre (float32 sums in point order, in ``acc`` (H W, 5): red, green, blue, depth, weight; zeroed here);
     then each covered pixel's ``rgb`` ((H W, 3) or (H W, 0)) and ``depth`` become the weighted means. Every covered
@@ -337,11 +340,12 @@ def _blend_rows(first, stop, flat, sizes, m, cam, near, far, spread, max_radius,
     limit_scale = np.float32(1.0) + tolerance
     key = np.empty(_BLOCK, np.int64)
     centre = np.empty((_BLOCK, 3), np.int64)
+    no_records = np.empty(0, np.int64)  # stage 1 wrote them
     weights = np.empty(2 * max_radius * max_radius + 1, np.float32)
     weights_radius = -1
     for b in range(0, n, _BLOCK):
         kept = _squares_block(flat, b, min(_BLOCK, n - b), sizes, m, cam, near, far, spread, max_radius, width,
-                              height, key, centre, records)
+                              height, key, centre, no_records)
         for j in range(kept):
             ui, vi, radius = centre[j, 0], centre[j, 1], centre[j, 2]
             low, high = max(-radius, -vi, first - vi), min(radius, height - 1 - vi, stop - 1 - vi)
@@ -380,27 +384,12 @@ def _blend_rows(first, stop, flat, sizes, m, cam, near, far, spread, max_radius,
 
 @numba.njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 def _blend_bands(bands, flat, sizes, m, cam, near, far, spread, max_radius, width, height, colors, tolerance, depth,
-                 rgb, acc, records):
+                 rgb, acc):
     """``_blend_rows`` for the bands of image rows ``bands[t] .. bands[t + 1] - 1``, one thread each, each band
-    projecting every point again and writing its records into ``records[t]`` ((bands, N) int64, a spare: stage 1
-    wrote the real ones)."""
+    projecting every point again."""
     for t in numba.prange(len(bands) - 1):
         _blend_rows(bands[t], bands[t + 1], flat, sizes, m, cam, near, far, spread, max_radius, width, height, colors,
-                    tolerance, depth, rgb, acc, records[t])
-
-
-def _blend_pass(flat, sizes, m, cam, near, far, spread, max_radius, width, height, colors, tolerance, depth, rgb,
-                acc, records):
-    """Soft mode's blend (``_blend_rows``) over the whole image, its rows split in bands over the free cores
-    (``bridge.cores.threads_for``): the same values on any number of threads."""
-    with threads_for(None, MAX_SPLIT_THREADS) as threads:
-        if threads == 1:
-            _blend_rows(0, height, flat, sizes, m, cam, near, far, spread, max_radius, width, height, colors,
-                        tolerance, depth, rgb, acc, records)
-        else:
-            spare = thread_scratch("blend_records", (threads, len(records)), np.int64)
-            _blend_bands(even_bands(height, threads), flat, sizes, m, cam, near, far, spread, max_radius, width,
-                         height, colors, tolerance, depth, rgb, acc, spare)
+                    tolerance, depth, rgb, acc)
 
 
 def _project_torch(points: torch.Tensor, m: torch.Tensor, intrinsics: Intrinsics
@@ -468,7 +457,7 @@ def _splat_torch(points: torch.Tensor, sizes: torch.Tensor | None, m: torch.Tens
 def _blend_torch(points: torch.Tensor, colors: torch.Tensor, sizes: torch.Tensor, m: torch.Tensor,
                  intrinsics: Intrinsics, near_m: float, far_m: float, spread: float, max_radius_px: int,
                  tolerance: float, front: Splat) -> tuple[torch.Tensor, torch.Tensor]:
-    """Soft mode's second pass (see ``_blend_pass``), vectorised; returns (depth (H, W), rgb (H, W, 3))."""
+    """Soft mode's second pass (see ``_blend_rows``), vectorised; returns (depth (H, W), rgb (H, W, 3))."""
     device = points.device
     h, w = intrinsics.shape
 
@@ -652,8 +641,8 @@ def _splat(
         split_call(_resolve_rows, _resolve_bands, pixels, *resolve_args)
     if splat == "soft":
         acc = thread_scratch("blend", (pixels, 5), np.float32)
-        _blend_pass(flat, size_array, rows, cam, near, far, spread32, int(max_radius_px), w, h, color_array,
-                    np.float32(soft_tolerance), depth, rgb, acc, records)
+        split_call(_blend_rows, _blend_bands, h, flat, size_array, rows, cam, near, far, spread32, int(max_radius_px),
+                   w, h, color_array, np.float32(soft_tolerance), depth, rgb, acc)
     result = Splat(torch.from_numpy(depth).reshape(h, w), torch.from_numpy(index).reshape(h, w),
                    torch.from_numpy(mask).reshape(h, w), None if colors is None else torch.from_numpy(rgb).reshape(h, w, 3))
     return result, pixel_confidence.reshape(h, w) if with_confidence else None

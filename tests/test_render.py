@@ -321,7 +321,6 @@ def test_one_z_buffer_renders_the_same_on_any_split_into_bands(monkeypatch, spla
         def fixed(requested, limit):
             yield threads
 
-        monkeypatch.setattr(render, "threads_for", fixed)
         monkeypatch.setattr(cores, "threads_for", fixed)
         return render_points(points, colors, pose, INTRINSICS, splat=splat,
                              point_size_m=None if splat == "pixel" else sizes, confidence=confidence)

@@ -208,11 +208,11 @@ class PlaneFrame:
         return np.stack([relative @ self.axis_s, relative @ self.axis_t], axis=1)
 
 
-
 def _ray_cos(points_cam: np.ndarray, normal_cam: np.ndarray) -> np.ndarray:
     """(N,) cosine of the angle between each camera ray to (N, 3) camera-frame points and a plane's camera-frame unit
     normal: 1 looking straight at the plane, 0 grazing it."""
     return np.abs(points_cam @ normal_cam) / np.linalg.norm(points_cam, axis=1)
+
 
 def _plane_through(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(K, 3, 3) point triples -> (K, 3) unit normals and (K,) offsets; degenerate triples get a zero normal."""

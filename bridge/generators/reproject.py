@@ -24,6 +24,7 @@ from worldweave.bridge.cores import MAX_SPLIT_THREADS, split_call
 from worldweave.bridge.frames import RenderResult
 from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
 from worldweave.bridge.generators.kept_depth import kept_depth
+from worldweave.bridge.pixel_values import to_byte
 
 EMPTY_GREY = 128
 MIN_SPLIT_PIXELS = 128
@@ -218,7 +219,7 @@ def _pull_frame(first, stop, rgb, kept, known, coarse, frame, depth):
                 if c == 3:
                     depth[v, u] = value
                 else:
-                    frame[v, u, c] = np.uint8(min(max(np.rint(value), np.float32(0.0)), np.float32(255.0)))
+                    frame[v, u, c] = to_byte(value)
 
 
 

@@ -37,6 +37,7 @@ from worldweave.bridge.frames import (
     check_rgb,
 )
 from worldweave.bridge.memory.voxel_map import Source
+from worldweave.bridge.pixel_values import to_byte
 from worldweave.bridge.regions import Region
 from worldweave.bridge.render import (
     DEFAULT_FOOTPRINT_FALLOFF,
@@ -305,7 +306,7 @@ def _block_points(count, depth_sum, color_sum, confidence_sum, has_confidence, s
             points[n, 1] = np.float32((v - cy) / fy * np.float64(z))
             points[n, 2] = z
             for c in range(3):
-                colors[n, c] = np.uint8(min(max(np.rint(color_sum[i, j, c] / safe), np.float32(0.0)), np.float32(255.0)))
+                colors[n, c] = to_byte(color_sum[i, j, c] / safe)
             sizes[n] = np.float32(stride) * z / np.float32(fx)
             confidences[n] = min(max(confidence_sum[i, j] / safe, np.float32(0.0)), one) if has_confidence else one
             n += 1

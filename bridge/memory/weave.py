@@ -45,6 +45,7 @@ from worldweave.bridge.memory.weave_stack import (
     stack_renders,
 )
 from worldweave.bridge.memory.weaver_net import learned_weights, load_weaver
+from worldweave.bridge.pixel_values import to_byte
 from worldweave.proto.errors import InvalidInputError
 from worldweave.proto.geometry import Intrinsics, Pose
 
@@ -173,12 +174,6 @@ def blend(stack: WeaveStack, weights: np.ndarray, mode: BlendMode, gains: np.nda
                         out_confidence.reshape(h, w))
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _to_byte(value):
-    """A float32 colour channel as uint8: rounded half to even, clipped to 0..255 (``np.round``, ``np.clip``)."""
-    return np.uint8(min(max(np.rint(value), np.float32(0.0)), np.float32(255.0)))
-
-
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _blend_kernel(first, stop, pixels, rgb, depth, confidence, weights, gains, covered, best, out_rgb, out_depth,
                   out_confidence, mask):
@@ -196,7 +191,7 @@ def _blend_kernel(first, stop, pixels, rgb, depth, confidence, weights, gains, c
                 if weights[a, j] > weights[top, j]:
                     top = a
             for c in range(3):
-                out_rgb[p, c] = _to_byte(rgb[top, j, c] * gains[top])
+                out_rgb[p, c] = to_byte(rgb[top, j, c] * gains[top])
             out_depth[p] = depth[top, j]
             out_confidence[p] = min(max(confidence[top, j], np.float32(0.0)), np.float32(1.0))
             continue
@@ -221,9 +216,9 @@ def _blend_kernel(first, stop, pixels, rgb, depth, confidence, weights, gains, c
                 landed_z += wa * depth[a, j]
                 landed += wa
                 conf += np.float64(wa) * np.float64(confidence[a, j])
-        out_rgb[p, 0] = _to_byte(r / total)
-        out_rgb[p, 1] = _to_byte(g / total)
-        out_rgb[p, 2] = _to_byte(b / total)
+        out_rgb[p, 0] = to_byte(r / total)
+        out_rgb[p, 1] = to_byte(g / total)
+        out_rgb[p, 2] = to_byte(b / total)
         if landed > 0:
             out_depth[p] = landed_z / landed
             out_confidence[p] = min(max(conf / np.float64(landed), 0.0), 1.0)
