@@ -4,8 +4,9 @@ Filling a message's ``bytes`` field from an array and serializing it copies the 
 ``bytes``, into the message, into its serialization: ~0.5 ms for a 640x480 RGB frame). ``serialize_with_bytes``
 serializes the message with that field left empty, then writes the payload straight from its buffer into the
 output, between the field's tag and whatever follows the message holding it, and rewrites the length prefixes of
-the submessages on the way. The result is byte for byte what ``SerializeToString`` gives once the field is set:
-the field must be the last by number of its message (an encoder writes fields in number order), and its message is
+the submessages on the way. The result is byte for byte what ``SerializeToString(deterministic=True)`` gives once
+the field is set (map fields, such as a step's timings, in key order, so equal messages give equal bytes): the field
+must be the last by number of its message (an encoder writes fields in number order), and its message is
 found in the serialized bytes by walking the tags (protobuf's encoding: varint tags and lengths, little-endian
 fixed-width numbers).
 
@@ -116,7 +117,7 @@ def serialize_with_bytes(message: Message, path: Sequence[str], data: bytes | me
         raise ValueError(f"serialize_with_bytes: {'.'.join(path)} is not the last-numbered bytes field of its message")
     if getattr(holder, path[-1]):
         raise ValueError(f"serialize_with_bytes: {'.'.join(path)} is not empty")
-    serialized = message.SerializeToString()
+    serialized = message.SerializeToString(deterministic=True)  # map entries in key order, not the map's hash order
     data = memoryview(data).cast("B")  # one byte per item, whatever the buffer's shape (a C-contiguous array)
     size = len(data)
     if size == 0:

@@ -45,7 +45,7 @@ def test_an_encoded_step_answer_is_the_serialized_message(image_encoding, depth_
         expected = header(**indices)
         codecs.frame_to_proto(fmt, expected.frame, frame_id=frame_id, labels=labels, **arrays)
         encoded = codecs.encode_step_response(fmt, header(**indices), frame_id=frame_id, labels=labels, **arrays)
-        assert encoded.data == expected.SerializeToString()
+        assert encoded.data == expected.SerializeToString(deterministic=True)
         assert encoded.SerializeToString() is encoded.data and encoded.ByteSize() == expected.ByteSize()
         assert encoded.last_in_request and encoded.timings_s == dict(expected.timings_s)
 
@@ -58,7 +58,7 @@ def test_splicing_rewrites_every_length_prefix_whatever_its_width(side):
     expected = header(request_index=1)
     codecs.frame_to_proto(fmt, expected.frame, frame_id=3, **arrays)
     encoded = codecs.encode_step_response(fmt, header(request_index=1), frame_id=3, **arrays)
-    assert encoded.data == expected.SerializeToString()
+    assert encoded.data == expected.SerializeToString(deterministic=True)
     parsed = pb.StepResponse.FromString(encoded.data)
     np.testing.assert_array_equal(wire.decode_image(parsed.frame.rgb), arrays["rgb"])
 
@@ -69,7 +69,7 @@ def test_a_non_contiguous_frame_is_sent_as_its_pixels():
     arrays["rgb"] = arrays["rgb"][:, ::-1]  # a view with a negative stride
     expected = header()
     codecs.frame_to_proto(fmt, expected.frame, **arrays)
-    assert codecs.encode_step_response(fmt, header(), **arrays).data == expected.SerializeToString()
+    assert codecs.encode_step_response(fmt, header(), **arrays).data == expected.SerializeToString(deterministic=True)
 
 
 def test_splicing_one_level_and_an_empty_payload():
