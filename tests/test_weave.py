@@ -10,7 +10,8 @@ import pytest
 
 from worldweave.bridge.frames import RenderResult
 from worldweave.bridge import cores
-from worldweave.bridge.memory.weave import WeaveOptions, weave
+from worldweave.bridge.memory.weave import WeaveOptions, blend, heuristic_weights, weave
+from worldweave.bridge.memory.weave_stack import stack_renders
 from worldweave.proto.errors import InvalidInputError, NotFoundError
 from worldweave.proto.geometry import Intrinsics, Pose
 
@@ -169,3 +170,17 @@ def test_the_weave_is_the_same_on_any_number_of_threads(monkeypatch, threads: in
     for one, split in zip(woven(1), woven(threads)):
         for field in ("rgb", "depth", "mask", "confidence"):
             assert np.array_equal(getattr(one, field), getattr(split, field)), field
+
+
+@pytest.mark.parametrize("options", [WeaveOptions(), WeaveOptions(blend="best"), UNRANKED],
+                         ids=["weighted", "best", "unranked"])
+def test_the_heuristic_weave_equals_its_stack_weights_and_blend(options: WeaveOptions) -> None:
+    """The heuristic mode weaves each pixel in one pass; the learned mode and the weaver's training read the stack,
+    the heuristic weights and the blend apart: both give the same view bit for bit."""
+    renders, positions, confidences, frame_ids, pose, intrinsics = _seeded_case(seed=3, anchors=4)
+    stack = stack_renders(renders, positions, pose, intrinsics, options.depth_tolerance_rel, options.depth_tolerance_m)
+    apart = blend(stack, heuristic_weights(stack, np.asarray(confidences, np.float32), options), options.blend)
+    woven = weave(renders, positions, confidences, pose, intrinsics, options, frame_ids=frame_ids)
+    assert 0 < woven.mask.mean() < 1
+    for field in ("rgb", "depth", "mask", "confidence"):
+        assert np.array_equal(getattr(woven, field), getattr(apart, field)), field

@@ -41,7 +41,9 @@ from worldweave.bridge.frames import RenderResult
 from worldweave.bridge.memory.weave_stack import (
     AnchorFacts,
     WeaveStack,
+    anchor_view,
     check_renders,
+    front_point,
     stack_renders,
 )
 from worldweave.bridge.memory.weaver_net import learned_weights, load_weaver
@@ -119,12 +121,26 @@ class WeaveOptions:
 def heuristic_weights(stack: WeaveStack, confidences: np.ndarray, options: WeaveOptions) -> np.ndarray:
     """(A, P) float32 heuristic weights (module docstring, step 2): 0 where an anchor does not agree with the front."""
     weight = np.empty(stack.depth.shape, dtype=np.float32)
-    priors = (np.asarray(confidences, np.float32)
-              * np.array([options.rank_decay**a for a in range(stack.count)], np.float32)).astype(np.float32)
-    args = (stack.agree, stack.cos, stack.dist_anchor, priors, np.float32(options.angle_scale_deg),
-            np.float32(options.distance_scale_m), weight)
+    args = (stack.agree, stack.cos, stack.dist_anchor, _priors(confidences, options),
+            np.float32(options.angle_scale_deg), np.float32(options.distance_scale_m), weight)
     split_call(_heuristic_kernel, _heuristic_bands, len(stack.pixels), *args)
     return weight
+
+
+def _priors(confidences: np.ndarray, options: WeaveOptions) -> np.ndarray:
+    """(A,) float32: each anchor's confidence times ``rank_decay`` to the power of its retrieval rank."""
+    return (np.asarray(confidences, np.float32)
+            * np.array([options.rank_decay**a for a in range(len(confidences))], np.float32)).astype(np.float32)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _heuristic_weight(cos, dist_anchor, prior, angle_scale, distance_scale):
+    """An agreeing anchor's weight (float32) from the cosine between its ray and the target's at the front point,
+    its camera's distance to that point (metres) and its ``prior`` (``_priors``)."""
+    angle = np.float32(np.degrees(np.arccos(cos))) / angle_scale
+    distance = dist_anchor / distance_scale
+    w_a = np.exp(-(angle * angle)) / (np.float32(1.0) + distance * distance)
+    return max(w_a * prior, np.float32(_WEIGHT_FLOOR))
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -133,13 +149,10 @@ def _heuristic_kernel(first, stop, agree, cos, dist_anchor, priors, angle_scale,
     per-anchor ``priors``."""
     for a in range(agree.shape[0]):
         for j in range(first, stop):
-            if not agree[a, j]:
+            if agree[a, j]:
+                weight[a, j] = _heuristic_weight(cos[a, j], dist_anchor[a, j], priors[a], angle_scale, distance_scale)
+            else:
                 weight[a, j] = 0.0
-                continue
-            angle = np.float32(np.degrees(np.arccos(cos[a, j]))) / angle_scale
-            distance = dist_anchor[a, j] / distance_scale
-            w_a = np.exp(-(angle * angle)) / (np.float32(1.0) + distance * distance)
-            weight[a, j] = max(w_a * priors[a], np.float32(_WEIGHT_FLOOR))
 
 
 @numba.njit(cache=True, nogil=True, parallel=True, error_model="numpy")
@@ -179,52 +192,58 @@ def _blend_kernel(first, stop, pixels, rgb, depth, confidence, weights, gains, c
                   out_confidence, mask):
     """Write the blended colour (computed in float32, stored rounded half to even and clipped to 0..255), depth,
     confidence and mask of each covered pixel among stacked pixels ``first .. stop - 1``."""
-    count = rgb.shape[0]
     for j in range(first, stop):
-        if not covered[j]:
-            continue
-        p = pixels[j]
-        mask[p] = True
-        if best:
-            top = 0
-            for a in range(1, count):
-                if weights[a, j] > weights[top, j]:
-                    top = a
-            for c in range(3):
-                out_rgb[p, c] = to_byte(rgb[top, j, c] * gains[top])
-            out_depth[p] = depth[top, j]
-            out_confidence[p] = min(max(confidence[top, j], np.float32(0.0)), np.float32(1.0))
-            continue
-        total = np.float32(0.0)
-        for a in range(count):
-            total += weights[a, j]
-        total = max(total, np.float32(1e-30))
-        r = np.float32(0.0)
-        g = np.float32(0.0)
-        b = np.float32(0.0)
-        z = np.float32(0.0)
-        landed_z = np.float32(0.0)
-        landed = np.float32(0.0)
-        conf = 0.0
-        for a in range(count):
-            wa = weights[a, j]
-            r += wa * (rgb[a, j, 0] * gains[a])
-            g += wa * (rgb[a, j, 1] * gains[a])
-            b += wa * (rgb[a, j, 2] * gains[a])
-            z += wa * depth[a, j]
-            if confidence[a, j] > 0 and wa > 0:
-                landed_z += wa * depth[a, j]
-                landed += wa
-                conf += np.float64(wa) * np.float64(confidence[a, j])
-        out_rgb[p, 0] = to_byte(r / total)
-        out_rgb[p, 1] = to_byte(g / total)
-        out_rgb[p, 2] = to_byte(b / total)
-        if landed > 0:
-            out_depth[p] = landed_z / landed
-            out_confidence[p] = min(max(conf / np.float64(landed), 0.0), 1.0)
-        else:
-            out_depth[p] = z / total
+        if covered[j]:
+            mask[pixels[j]] = True
+            _blend_pixel(rgb, depth, confidence, j, weights, j, gains, best, out_rgb, out_depth, out_confidence,
+                         pixels[j])
 
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _blend_pixel(rgb, depth, confidence, j, weights, k, gains, best, out_rgb, out_depth, out_confidence, p):
+    """Write output pixel ``p``'s colour, depth and confidence (``blend``'s rule) from the anchors' ``rgb[a, j]``,
+    ``depth[a, j]`` and ``confidence[a, j]`` with weights ``weights[a, k]``."""
+    count = rgb.shape[0]
+    if best:
+        top = 0
+        for a in range(1, count):
+            if weights[a, k] > weights[top, k]:
+                top = a
+        for c in range(3):
+            out_rgb[p, c] = to_byte(rgb[top, j, c] * gains[top])
+        out_depth[p] = depth[top, j]
+        out_confidence[p] = min(max(confidence[top, j], np.float32(0.0)), np.float32(1.0))
+        return
+    total = np.float32(0.0)
+    for a in range(count):
+        total += weights[a, k]
+    total = max(total, np.float32(1e-30))
+    r = np.float32(0.0)
+    g = np.float32(0.0)
+    b = np.float32(0.0)
+    z = np.float32(0.0)
+    landed_z = np.float32(0.0)
+    landed = np.float32(0.0)
+    conf = 0.0
+    for a in range(count):
+        wa = weights[a, k]
+        r += wa * (rgb[a, j, 0] * gains[a])
+        g += wa * (rgb[a, j, 1] * gains[a])
+        b += wa * (rgb[a, j, 2] * gains[a])
+        z += wa * depth[a, j]
+        if confidence[a, j] > 0 and wa > 0:
+            landed_z += wa * depth[a, j]
+            landed += wa
+            conf += np.float64(wa) * np.float64(confidence[a, j])
+    out_rgb[p, 0] = to_byte(r / total)
+    out_rgb[p, 1] = to_byte(g / total)
+    out_rgb[p, 2] = to_byte(b / total)
+    if landed > 0:
+        out_depth[p] = landed_z / landed
+        out_confidence[p] = min(max(conf / np.float64(landed), 0.0), 1.0)
+    else:
+        out_depth[p] = z / total
+        out_confidence[p] = 0.0
 
 
 @numba.njit(cache=True, nogil=True, parallel=True, error_model="numpy")
@@ -234,6 +253,70 @@ def _blend_bands(bands, pixels, rgb, depth, confidence, weights, gains, covered,
     for t in numba.prange(len(bands) - 1):
         _blend_kernel(bands[t], bands[t + 1], pixels, rgb, depth, confidence, weights, gains, covered, best, out_rgb,
                       out_depth, out_confidence, mask)
+
+
+def weave_heuristic(renders: Sequence[RenderResult], facts: AnchorFacts, pose: Pose, intrinsics: Intrinsics,
+                    options: WeaveOptions) -> RenderResult:
+    """The heuristic mode's view, the same as ``blend(stack, heuristic_weights(stack, ...), options.blend)`` on
+    ``stack_renders``' stack, in one pass over the covered pixels that keeps no stack: each pixel's front surface,
+    agreeing anchors, weights and blend are computed together from the A ``renders``."""
+    count = len(renders)
+    h, w = intrinsics.shape
+    depth_all = np.stack([r.depth for r in renders]).reshape(count, -1)
+    mask_all = np.stack([r.mask for r in renders]).reshape(count, -1)
+    pixels = np.flatnonzero(mask_all.any(axis=0))  # the covered pixels, split evenly over the threads
+    out_rgb = np.zeros((h * w, 3), np.uint8)
+    out_depth = np.zeros(h * w, np.float32)
+    out_confidence = np.zeros(h * w, np.float32)
+    mask = np.zeros(h * w, bool)
+    args = (
+        pixels, depth_all, mask_all, np.stack([r.rgb for r in renders]).reshape(count, -1, 3),
+        np.stack([r.confidence for r in renders]).reshape(count, -1).astype(np.float32, copy=False),
+        np.float32(1.0 + options.depth_tolerance_rel), np.float32(options.depth_tolerance_m),
+        np.float32(intrinsics.fx), np.float32(intrinsics.fy), np.float32(intrinsics.cx), np.float32(intrinsics.cy), w,
+        np.ascontiguousarray(pose.rotation, np.float32), (pose.position - facts.positions).astype(np.float32),
+        _priors(facts.confidences, options), np.float32(options.angle_scale_deg), np.float32(options.distance_scale_m),
+        options.blend == "best", out_rgb, out_depth, out_confidence, mask,
+    )
+    split_call(_weave_heuristic_kernel, _weave_heuristic_bands, len(pixels), *args)  # each pixel depends on itself
+    return RenderResult(out_rgb.reshape(h, w, 3), out_depth.reshape(h, w), mask.reshape(h, w),
+                        out_confidence.reshape(h, w))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _weave_heuristic_kernel(first, stop, pixels, depth_all, mask_all, rgb_all, confidence_all, tolerance_scale,
+                            tolerance_m, fx, fy, cx, cy, width, rotation, offsets, priors, angle_scale, distance_scale,
+                            best, out_rgb, out_depth, out_confidence, mask):
+    """Write the output pixels ``pixels[first .. stop - 1]`` (flat, row-major; each covered by some anchor) of
+    ``weave_heuristic``."""
+    count = depth_all.shape[0]
+    weights = np.empty((count, 1), np.float32)
+    gains = np.ones(count, np.float32)
+    for j in range(first, stop):
+        p = pixels[j]
+        mask[p] = True
+        front, tx, ty, tz, to_target = front_point(p, depth_all, mask_all, width, fx, fy, cx, cy, rotation)
+        for a in range(count):
+            if mask_all[a, p] and depth_all[a, p] <= front * tolerance_scale + tolerance_m:
+                to_anchor, cos = anchor_view(tx, ty, tz, to_target, offsets[a, 0], offsets[a, 1], offsets[a, 2])
+                weights[a, 0] = _heuristic_weight(cos, to_anchor, priors[a], angle_scale, distance_scale)
+            else:
+                weights[a, 0] = 0.0
+        _blend_pixel(rgb_all, depth_all, confidence_all, p, weights, 0, gains, best, out_rgb, out_depth,
+                     out_confidence, p)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+def _weave_heuristic_bands(bands, pixels, depth_all, mask_all, rgb_all, confidence_all, tolerance_scale, tolerance_m,
+                           fx, fy, cx, cy, width, rotation, offsets, priors, angle_scale, distance_scale, best, out_rgb,
+                           out_depth, out_confidence, mask):
+    """``_weave_heuristic_kernel`` for the bands of covered pixels ``bands[t] .. bands[t + 1] - 1``, one thread
+    each."""
+    for t in numba.prange(len(bands) - 1):
+        _weave_heuristic_kernel(bands[t], bands[t + 1], pixels, depth_all, mask_all, rgb_all, confidence_all,
+                                tolerance_scale, tolerance_m, fx, fy, cx, cy, width, rotation, offsets, priors,
+                                angle_scale, distance_scale, best, out_rgb, out_depth, out_confidence, mask)
+
 
 def weave(
     renders: Sequence[RenderResult],
@@ -265,10 +348,10 @@ def weave(
     check_renders(renders, facts, intrinsics)
     if count == 0:
         return RenderResult.empty(intrinsics)
+    if options.mode == "heuristic":
+        return weave_heuristic(renders, facts, pose, intrinsics, options)
     stack = stack_renders(renders, positions, pose, intrinsics, options.depth_tolerance_rel, options.depth_tolerance_m)
     prior = heuristic_weights(stack, facts.confidences, options)
-    if options.mode == "heuristic":
-        return blend(stack, prior, options.blend)
     learned = learned_weights(stack, facts, prior, load_weaver(options.weights), stride=options.learned_stride,
                               none_threshold=options.none_threshold)
     return blend(stack, learned.weights, options.blend, learned.gains, learned.covered)

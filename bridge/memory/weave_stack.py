@@ -1,4 +1,6 @@
-"""A anchors' renders of one target view, stacked on the pixels any of them covers: what every weaver mode reads.
+"""A anchors' renders of one target view, stacked on the pixels any of them covers: what the learned weaver and its
+training read (the heuristic mode computes the same per pixel without keeping it: ``weave.weave_heuristic``, with
+this module's ``front_point`` and ``anchor_view``).
 
 ``stack_renders`` gathers, for the P covered pixels of a view, each anchor's colour, depth and coverage, runs the
 depth test (the nearest depth any anchor rendered is the front surface; anchors within ``tolerance_rel * z +
@@ -151,21 +153,9 @@ def _stack_kernel(first, stop, depth_all, mask_all, rgb_all, confidence_all, pix
     count = depth_all.shape[0]
     point = np.empty((stop - first, 3), np.float32)  # the front point's offset from the target camera, world axes
     for j in range(first, stop):
-        p = pixels[j]
-        nearest = np.float32(np.inf)
-        for a in range(count):
-            z = depth_all[a, p]
-            if mask_all[a, p] and z < nearest:
-                nearest = z
-        front[j] = nearest
-        x = (np.float32(p % width) - cx) / fx * nearest
-        y = (np.float32(p // width) - cy) / fy * nearest
-        z = nearest
-        tx = x * rotation[0, 0] + y * rotation[0, 1] + z * rotation[0, 2]
-        ty = x * rotation[1, 0] + y * rotation[1, 1] + z * rotation[1, 2]
-        tz = x * rotation[2, 0] + y * rotation[2, 1] + z * rotation[2, 2]
+        front[j], tx, ty, tz, dist_target[j] = front_point(pixels[j], depth_all, mask_all, width, fx, fy, cx, cy,
+                                                           rotation)
         point[j - first, 0], point[j - first, 1], point[j - first, 2] = tx, ty, tz
-        dist_target[j] = max(np.sqrt(tx * tx + ty * ty + tz * tz), np.float32(1e-9))
     for a in range(count):
         ox, oy, oz = offsets[a, 0], offsets[a, 1], offsets[a, 2]
         for j in range(first, stop):
@@ -178,15 +168,40 @@ def _stack_kernel(first, stop, depth_all, mask_all, rgb_all, confidence_all, pix
             for c in range(3):
                 rgb[a, j, c] = np.float32(rgb_all[a, p, c])
             agree[a, j] = present and z <= front[j] * tolerance_scale + tolerance_m
-            tx, ty, tz = point[j - first, 0], point[j - first, 1], point[j - first, 2]
-            to_target = dist_target[j]
-            ax = tx + ox
-            ay = ty + oy
-            az = tz + oz
-            to_anchor = max(np.sqrt(ax * ax + ay * ay + az * az), np.float32(1e-9))
-            dist_anchor[a, j] = to_anchor
-            cos[a, j] = min(max((ax * tx + ay * ty + az * tz) / (to_anchor * to_target), np.float32(-1.0)),
-                            np.float32(1.0))
+            dist_anchor[a, j], cos[a, j] = anchor_view(point[j - first, 0], point[j - first, 1], point[j - first, 2],
+                                                       dist_target[j], ox, oy, oz)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def front_point(p, depth_all, mask_all, width, fx, fy, cx, cy, rotation):
+    """At flat pixel ``p`` of A renders' ``depth_all`` / ``mask_all`` (A, H*W): the front depth (the nearest any
+    anchor rendered, float32 metres), the front surface point's offset from the target camera (x, y, z, world axes;
+    ``rotation`` is the target's camera-to-world rotation) and its length (metres, at least 1e-9)."""
+    nearest = np.float32(np.inf)
+    for a in range(depth_all.shape[0]):
+        z = depth_all[a, p]
+        if mask_all[a, p] and z < nearest:
+            nearest = z
+    x = (np.float32(p % width) - cx) / fx * nearest
+    y = (np.float32(p // width) - cy) / fy * nearest
+    z = nearest
+    tx = x * rotation[0, 0] + y * rotation[0, 1] + z * rotation[0, 2]
+    ty = x * rotation[1, 0] + y * rotation[1, 1] + z * rotation[1, 2]
+    tz = x * rotation[2, 0] + y * rotation[2, 1] + z * rotation[2, 2]
+    return nearest, tx, ty, tz, max(np.sqrt(tx * tx + ty * ty + tz * tz), np.float32(1e-9))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def anchor_view(tx, ty, tz, to_target, ox, oy, oz):
+    """One anchor's view of a front point at offset (``tx``, ``ty``, ``tz``) from the target camera, ``to_target``
+    metres away, the target's camera at offset (``ox``, ``oy``, ``oz``) from the anchor's (world axes): the distance
+    from the anchor's camera to the point (metres, at least 1e-9) and the cosine between the two cameras' rays."""
+    ax = tx + ox
+    ay = ty + oy
+    az = tz + oz
+    to_anchor = max(np.sqrt(ax * ax + ay * ay + az * az), np.float32(1e-9))
+    return to_anchor, min(max((ax * tx + ay * ty + az * tz) / (to_anchor * to_target), np.float32(-1.0)),
+                          np.float32(1.0))
 
 
 @numba.njit(cache=True, nogil=True, parallel=True, error_model="numpy")
