@@ -6,7 +6,10 @@ and by the learned weaver (on every competing pixel, and at stride 2), beside th
 same run). Targets (issue 24): a whole default step <= 33 ms at 640x480 and <= 12 ms at 320x240. Each row also
 gives the stepping thread's CPU time per step ("cpu"): on a shared machine the wall-clock figures include waits for
 a core, the CPU time does not. The default step's length depends on the walk: more frames put more anchors in
-memory, so compare runs of the same ``--frames`` only.
+memory, so compare runs of the same ``--frames`` only. Under the default row, its steps are split by what memory
+covered of the view: the walk passes poses where memory shows nothing (a step then costs little more than fusing the
+generated frame) and poses where it shows a part (retrieval, anchor renders and the weave, the refit of kept depth),
+and the median over the walk falls between the two kinds; the split rows give each kind's median and 90th percentile.
 
 A second table steps two worlds in turn through the same walk, one with every core held (its split kernels run one
 thread each: ``bridge.cores``) and one with the cores free: what the spare cores give one world, paired step by step
@@ -16,6 +19,8 @@ anchor renders of each view (rendered once) woven by each mode, so "learned - he
 A fourth table: N worlds (default anchors, one shared ``reproject`` generator, as a server shares it) each walking
 the loop on a thread of its own, as the server's engine threads step different worlds: total steps per second
 beside one world's, same run (target: 2 and 4 worlds >= 1.7x one on 2 cores).
+
+The process tunes glibc's malloc as ``worldweave serve`` does (``proto.malloc.tune_malloc``).
 
     python benchmarks/bench_world.py [--frames 40] [--width 640 --height 480] [--worlds 1 2 4]
                                      [--skip modes cores weave worlds]
@@ -40,6 +45,7 @@ from worldweave.bridge.memory.spatial_memory import MemoryConfig
 from worldweave.bridge.memory.weave import WeaveOptions, weave
 from worldweave.bridge.world import STAGES, Seed, World, WorldConfig
 from worldweave.proto.geometry import Intrinsics, Pose
+from worldweave.proto.malloc import tune_malloc
 
 
 def load() -> str:
@@ -50,14 +56,27 @@ def load() -> str:
 def walk(seed: Seed, poses: list[Pose], config: WorldConfig, generator: ReprojectGenerator | None = None
          ) -> tuple[World, list[dict[str, float]]]:
     """Step a fresh world through ``poses`` one pose at a time; each step's timings (seconds) with ``cpu``, the
-    stepping thread's CPU time."""
+    stepping thread's CPU time, and ``coverage``, the share of the view memory covered before generation."""
     world = World(seed, config, generator=generator)
     timings = []
     for pose in poses:
         cpu = time.thread_time()
         result = world.step([pose])
-        timings.append({**result.timings_s, "cpu": time.thread_time() - cpu})
+        timings.append({**result.timings_s, "cpu": time.thread_time() - cpu, "coverage": result.frames[0].coverage})
     return world, timings
+
+
+def split_by_coverage(timings: list[dict[str, float]], columns: tuple[str, ...]) -> None:
+    """Print the steps whose view memory covered in part apart from those where it covered nothing: the two kinds
+    differ several-fold in cost, so a median over the walk lands wherever the walk's mix puts it."""
+    kinds = {"memory in view": [t for t in timings if t["coverage"] > 0],
+             "nothing in view": [t for t in timings if t["coverage"] == 0]}
+    for name, chosen in kinds.items():
+        if not chosen:
+            continue
+        medians = "".join(f"{1e3 * statistics.median(t[c] for t in chosen):>14.1f}" for c in columns)
+        p90 = 1e3 * float(np.percentile([t["total"] for t in chosen], 90))
+        print(f"  {name + f' ({len(chosen)} steps)':26s}{medians}   p90 total {p90:.1f}")
 
 
 def main() -> None:
@@ -68,6 +87,7 @@ def main() -> None:
     parser.add_argument("--worlds", type=int, nargs="+", default=[1, 2, 4], help="world counts of the fourth table")
     parser.add_argument("--skip", nargs="*", default=[], choices=["modes", "cores", "weave", "worlds"])
     args = parser.parse_args()
+    tune_malloc()  # as `worldweave serve` does: frame-sized buffers from the heap, not a fresh mmap each
 
     scene = make_room(seed=0)
     intrinsics = Intrinsics.from_fov(args.width, args.height, fov_x_deg=75.0)
@@ -87,6 +107,8 @@ def main() -> None:
             stepped, timings = walk(seed, poses[1:], WorldConfig(memory=config))
             timings = timings[3:]
             print(f"{name:28s}" + "".join(f"{1e3 * statistics.median(t[c] for t in timings):>14.1f}" for c in columns))
+            if world is None:
+                split_by_coverage(timings, columns)
             world = world or stepped
 
     if "cores" not in args.skip:
