@@ -55,6 +55,8 @@ BlendMode = Literal["weighted", "best"]
 WeaveMode = Literal["heuristic", "learned"]
 _WEIGHT_FLOOR = 1e-6
 """Smallest weight of an agreeing anchor, so extreme angles or distances never divide by zero."""
+_WEAVE_CHUNK = 1024
+"""Pixels whose geometry, weights and blend the heuristic weave computes together (small enough to stay in cache)."""
 
 
 @dataclass(frozen=True)
@@ -288,22 +290,33 @@ def _weave_heuristic_kernel(first, stop, pixels, depth_all, mask_all, rgb_all, c
                             tolerance_m, fx, fy, cx, cy, width, rotation, offsets, priors, angle_scale, distance_scale,
                             best, out_rgb, out_depth, out_confidence, mask):
     """Write the output pixels ``pixels[first .. stop - 1]`` (flat, row-major; each covered by some anchor) of
-    ``weave_heuristic``."""
+    ``weave_heuristic``, ``_WEAVE_CHUNK`` pixels at a time: their geometry, then their weights anchor by anchor (the
+    arccos and exp of one weight do not wait for the previous weight's), then their blend."""
     count = depth_all.shape[0]
-    weights = np.empty((count, 1), np.float32)
+    agree = np.empty((count, _WEAVE_CHUNK), np.bool_)
+    cos = np.empty((count, _WEAVE_CHUNK), np.float32)
+    to_anchor = np.empty((count, _WEAVE_CHUNK), np.float32)
+    weights = np.empty((count, _WEAVE_CHUNK), np.float32)
     gains = np.ones(count, np.float32)
-    for j in range(first, stop):
-        p = pixels[j]
-        mask[p] = True
-        front, tx, ty, tz, to_target = front_point(p, depth_all, mask_all, width, fx, fy, cx, cy, rotation)
+    for start in range(first, stop, _WEAVE_CHUNK):
+        size = min(_WEAVE_CHUNK, stop - start)
+        for i in range(size):
+            p = pixels[start + i]
+            front, tx, ty, tz, to_target = front_point(p, depth_all, mask_all, width, fx, fy, cx, cy, rotation)
+            for a in range(count):
+                agree[a, i] = mask_all[a, p] and depth_all[a, p] <= front * tolerance_scale + tolerance_m
+                if agree[a, i]:
+                    to_anchor[a, i], cos[a, i] = anchor_view(tx, ty, tz, to_target, offsets[a, 0], offsets[a, 1],
+                                                             offsets[a, 2])
         for a in range(count):
-            if mask_all[a, p] and depth_all[a, p] <= front * tolerance_scale + tolerance_m:
-                to_anchor, cos = anchor_view(tx, ty, tz, to_target, offsets[a, 0], offsets[a, 1], offsets[a, 2])
-                weights[a, 0] = _heuristic_weight(cos, to_anchor, priors[a], angle_scale, distance_scale)
-            else:
-                weights[a, 0] = 0.0
-        _blend_pixel(rgb_all, depth_all, confidence_all, p, weights, 0, gains, best, out_rgb, out_depth,
-                     out_confidence, p)
+            for i in range(size):
+                weights[a, i] = (_heuristic_weight(cos[a, i], to_anchor[a, i], priors[a], angle_scale, distance_scale)
+                                 if agree[a, i] else np.float32(0.0))
+        for i in range(size):
+            p = pixels[start + i]
+            mask[p] = True
+            _blend_pixel(rgb_all, depth_all, confidence_all, p, weights, i, gains, best, out_rgb, out_depth,
+                         out_confidence, p)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True, error_model="numpy")
