@@ -188,6 +188,20 @@ def test_keyframes_follow_the_policy(room: Scene) -> None:
     assert memory.voxel_map.version == 3
 
 
+def test_a_frame_that_fuses_nothing_makes_no_anchor(room: Scene) -> None:
+    # A turned view would be a keyframe (no anchor near it), but every pixel is a guess (confidence 0), as a step's
+    # frame is where memory shows nothing: nothing enters the voxel map, so no empty anchor is stored.
+    memory = SpatialMemory()
+    memory.integrate(room.render(_ring(4)[0], INTRINSICS), frame_id=0)
+    turned = room.render(_ring(4)[1], INTRINSICS)
+    guessed = RGBDFrame(turned.rgb, turned.depth, turned.pose, turned.intrinsics,
+                        confidence=np.zeros(INTRINSICS.shape, np.float32))
+    update = memory.integrate(guessed, frame_id=1)
+    assert update.voxels.points == 0 and update.anchor_id is None and update.reason == "no pixel entered memory"
+    assert len(memory.anchors) == 1
+    assert memory.integrate(turned, frame_id=2).anchor_id == 1  # the same view with its depth trusted is one
+
+
 def test_save_load_round_trip_gives_the_same_conditioning(room: Scene, tmp_path) -> None:
     config = MemoryConfig(k=3).with_overrides({"weave.angle_scale_deg": 12.0, "keyframes.max_move_m": 0.05})
     world = _fuse(room, _ring(6), config)

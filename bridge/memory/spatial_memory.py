@@ -198,7 +198,8 @@ class SpatialMemory:
 
         Both take the per-pixel ``frame.confidence`` from the frame: confidence-0 pixels (guesses) enter neither,
         the others weigh their confidence in the voxel map and give it to the anchor's points; only the pixels that
-        enter count towards the keyframe decision. ``exclude_mask`` (bool (H, W), True on dynamic pixels) and
+        enter count towards the keyframe decision, and a frame none of whose pixels enter the voxel map is no
+        keyframe. ``exclude_mask`` (bool (H, W), True on dynamic pixels) and
         ``exclude_regions`` (world regions, e.g. dynamic boxes) keep content out of both. ``anchor_weight`` in (0, 1]
         weighs a new anchor as a whole in the weaver (``Anchor.confidence``; not the per-pixel confidence).
         """
@@ -206,11 +207,13 @@ class SpatialMemory:
             frame, frame_id=frame_id, source=source, exclude_mask=exclude_mask, exclude_regions=exclude_regions,
             max_depth_m=self.config.anchors.max_depth_m,
         )
+        anchor_id = None
+        if stats.points == 0:  # an anchor of no points would render nothing, yet be stored, saved and searched
+            return MemoryUpdate(stats, anchor_id, "no pixel entered memory")
         fused_depth = frame.depth if frame.confidence is None else np.where(frame.confidence > 0, frame.depth, 0.0)
         _, valid_cells, _ = sketch_depth(fused_depth, frame.intrinsics)
         coverage = self.view_coverage(frame.pose, frame.intrinsics, valid_cells) if len(self.anchors) else 0.0
         add, reason = self.config.keyframes.decide(frame.pose, coverage, self.anchors)
-        anchor_id = None
         if add:
             anchor = self.anchors.add_frame(
                 frame, frame_id=frame_id, options=self.config.anchors, confidence=anchor_weight, source=source,
