@@ -72,6 +72,7 @@ def test_confidence_zero_pixels_enter_neither_the_voxel_map_nor_the_anchor():
     update = nothing.integrate(wall(200, np.zeros((h, w), np.float32)), frame_id=0)
     assert len(nothing.voxel_map) == 0 and update.voxels.points == 0
     assert update.anchor_id is None and len(nothing.anchors) == 0, "a frame of guesses makes no (empty) anchor"
+    assert update.voxels.version == nothing.voxel_map.version == 1, "a frame always has its own version"
 
 
 @pytest.mark.parametrize("backend", ["numba", "torch"])

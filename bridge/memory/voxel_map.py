@@ -402,6 +402,9 @@ class VoxelMap:
         intrinsics = frame.intrinsics
         exclude = np.zeros(intrinsics.shape, bool) if exclude_mask is None else check_mask(exclude_mask, intrinsics.shape, "exclude_mask")
         max_depth = np.inf if max_depth_m is None else float(max_depth_m)
+        if frame.confidence is not None and not frame.confidence.any():  # all guesses: no pixel can enter
+            nothing = torch.zeros(0, dtype=torch.int64)
+            return IntegrateStats(0, 0, 0, self._bump(nothing, nothing, nothing))
         self._reserve(frame.depth.size)
         first_new_row = self._count
         if isinstance(self._index, HashIndex) and not exclude_regions:
