@@ -9,7 +9,7 @@ signatures compiled here are the ones requests need):
 
 1. the seed's integration (voxel map, anchors), of a read-only image as a seed decoded from the wire is;
 2. a step (retrieval, render and weave, generation, integration of a generated, writable image), then a render in
-   every retrieval mode and one woven by the learned weaver;
+   every retrieval mode;
 3. the spatial queries: raycast, a LiDAR scan, nearest surface, sphere / capsule / box collisions, occupancy, crop;
 4. the change feed and the edits (insert, recolour, remove), the insert spread wide enough that the query grid
    grows its tables as a growing world's does.
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from numba.core.dispatcher import Dispatcher
@@ -133,12 +133,6 @@ def warm_up(generator: Generator | None = None, *, device: str = "cpu", query_re
     for mode in RETRIEVAL_MODES:
         world.condition(poses[2:3], mode=mode)
     world.render(poses[:1])
-    # the learned weaver's stack, weights and blend (a heuristic step weaves without them), split and one-thread
-    anchors = world.memory.retrieve(poses[1:2], intrinsics)
-    learned = replace(world.memory.config.weave, mode="learned")
-    world.memory.render_anchors(anchors, poses[1], intrinsics, learned)
-    with holding_every_core():
-        world.memory.render_anchors(anchors, poses[1], intrinsics, learned)
     stage("render")
     # 3. the spatial queries
     rows = np.arange(QUERY_ROWS, dtype=np.float64)
