@@ -207,13 +207,13 @@ class SpatialMemory:
             frame, frame_id=frame_id, source=source, exclude_mask=exclude_mask, exclude_regions=exclude_regions,
             max_depth_m=self.config.anchors.max_depth_m,
         )
-        anchor_id = None
         if stats.points == 0:  # an anchor of no points would render nothing, yet be stored, saved and searched
-            return MemoryUpdate(stats, anchor_id, "no pixel entered memory")
+            return MemoryUpdate(stats, None, "no pixel entered memory")
         fused_depth = frame.depth if frame.confidence is None else np.where(frame.confidence > 0, frame.depth, 0.0)
         _, valid_cells, _ = sketch_depth(fused_depth, frame.intrinsics)
         coverage = self.view_coverage(frame.pose, frame.intrinsics, valid_cells) if len(self.anchors) else 0.0
         add, reason = self.config.keyframes.decide(frame.pose, coverage, self.anchors)
+        anchor_id = None
         if add:
             anchor = self.anchors.add_frame(
                 frame, frame_id=frame_id, options=self.config.anchors, confidence=anchor_weight, source=source,

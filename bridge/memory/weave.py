@@ -41,9 +41,11 @@ from worldweave.bridge.frames import RenderResult
 from worldweave.bridge.memory.weave_stack import (
     AnchorFacts,
     WeaveStack,
+    agrees,
     anchor_view,
     check_renders,
     front_point,
+    kernel_inputs,
     stack_renders,
 )
 from worldweave.bridge.memory.weaver_net import learned_weights, load_weaver
@@ -262,25 +264,17 @@ def weave_heuristic(renders: Sequence[RenderResult], facts: AnchorFacts, pose: P
     """The heuristic mode's view, the same as ``blend(stack, heuristic_weights(stack, ...), options.blend)`` on
     ``stack_renders``' stack, in one pass over the covered pixels that keeps no stack: each pixel's front surface,
     agreeing anchors, weights and blend are computed together from the A ``renders``."""
-    count = len(renders)
     h, w = intrinsics.shape
-    depth_all = np.stack([r.depth for r in renders]).reshape(count, -1)
-    mask_all = np.stack([r.mask for r in renders]).reshape(count, -1)
-    pixels = np.flatnonzero(mask_all.any(axis=0))  # the covered pixels, split evenly over the threads
+    inputs = kernel_inputs(renders, facts.positions, pose, intrinsics, options.depth_tolerance_rel,
+                           options.depth_tolerance_m)
     out_rgb = np.zeros((h * w, 3), np.uint8)
     out_depth = np.zeros(h * w, np.float32)
     out_confidence = np.zeros(h * w, np.float32)
     mask = np.zeros(h * w, bool)
-    args = (
-        pixels, depth_all, mask_all, np.stack([r.rgb for r in renders]).reshape(count, -1, 3),
-        np.stack([r.confidence for r in renders]).reshape(count, -1).astype(np.float32, copy=False),
-        np.float32(1.0 + options.depth_tolerance_rel), np.float32(options.depth_tolerance_m),
-        np.float32(intrinsics.fx), np.float32(intrinsics.fy), np.float32(intrinsics.cx), np.float32(intrinsics.cy), w,
-        np.ascontiguousarray(pose.rotation, np.float32), (pose.position - facts.positions).astype(np.float32),
-        _priors(facts.confidences, options), np.float32(options.angle_scale_deg), np.float32(options.distance_scale_m),
-        options.blend == "best", out_rgb, out_depth, out_confidence, mask,
-    )
-    split_call(_weave_heuristic_kernel, _weave_heuristic_bands, len(pixels), *args)  # each pixel depends on itself
+    split_call(_weave_heuristic_kernel, _weave_heuristic_bands, len(inputs[0]), *inputs,
+               _priors(facts.confidences, options), np.float32(options.angle_scale_deg),
+               np.float32(options.distance_scale_m), options.blend == "best", out_rgb, out_depth, out_confidence,
+               mask)  # the covered pixels split evenly over the threads; each depends on itself alone
     return RenderResult(out_rgb.reshape(h, w, 3), out_depth.reshape(h, w), mask.reshape(h, w),
                         out_confidence.reshape(h, w))
 
@@ -304,7 +298,7 @@ def _weave_heuristic_kernel(first, stop, pixels, depth_all, mask_all, rgb_all, c
             p = pixels[start + i]
             front, tx, ty, tz, to_target = front_point(p, depth_all, mask_all, width, fx, fy, cx, cy, rotation)
             for a in range(count):
-                agree[a, i] = mask_all[a, p] and depth_all[a, p] <= front * tolerance_scale + tolerance_m
+                agree[a, i] = agrees(mask_all[a, p], depth_all[a, p], front, tolerance_scale, tolerance_m)
                 if agree[a, i]:
                     to_anchor[a, i], cos[a, i] = anchor_view(tx, ty, tz, to_target, offsets[a, 0], offsets[a, 1],
                                                              offsets[a, 2])

@@ -116,12 +116,8 @@ def stack_renders(
 ) -> WeaveStack:
     """Stack ``renders`` (each anchor at camera-to-world ``pose``) on the covered pixels; ``positions`` (A, 3) are the
     anchors' camera centres in world metres. Needs at least one render."""
-    count = len(renders)
-    h, w = intrinsics.shape
-    depth_all = np.stack([r.depth for r in renders]).reshape(count, -1)
-    mask_all = np.stack([r.mask for r in renders]).reshape(count, -1)
-    pixels = np.flatnonzero(mask_all.any(axis=0))
-    size = len(pixels)
+    inputs = kernel_inputs(renders, positions, pose, intrinsics, tolerance_rel, tolerance_m)
+    count, size = len(renders), len(inputs[0])
     rgb = np.empty((count, size, 3), np.float32)
     depth = np.empty((count, size), np.float32)
     mask = np.empty((count, size), bool)
@@ -131,20 +127,36 @@ def stack_renders(
     dist_anchor = np.empty((count, size), np.float32)
     front = np.empty(size, np.float32)
     dist_target = np.empty(size, np.float32)
-    offsets = (pose.position - np.asarray(positions, np.float64).reshape(-1, 3)).astype(np.float32)
-    args = (
-        depth_all, mask_all, np.stack([r.rgb for r in renders]).reshape(count, -1, 3),
-        np.stack([r.confidence for r in renders]).reshape(count, -1).astype(np.float32, copy=False), pixels,
-        np.float32(1.0 + tolerance_rel), np.float32(tolerance_m), np.float32(intrinsics.fx), np.float32(intrinsics.fy),
-        np.float32(intrinsics.cx), np.float32(intrinsics.cy), w, np.ascontiguousarray(pose.rotation, np.float32),
-        offsets, rgb, depth, mask, confidence, front, agree, cos, dist_anchor, dist_target,
+    split_call(_stack_kernel, _stack_bands, size, *inputs, rgb, depth, mask, confidence, front, agree, cos,
+               dist_anchor, dist_target)  # each pixel's values depend on that pixel alone
+    return WeaveStack(inputs[0], rgb, depth, mask, confidence, front, agree, cos, dist_anchor, dist_target,
+                      intrinsics.shape)
+
+
+def kernel_inputs(renders: Sequence[RenderResult], positions: np.ndarray, pose: Pose, intrinsics: Intrinsics,
+                  tolerance_rel: float, tolerance_m: float) -> tuple:
+    """The leading arguments of the kernels that weave A ``renders`` of the view at camera-to-world ``pose`` (the
+    stack's here, the heuristic one-pass weave's in ``weave``): the covered pixels (int64 flat indices, any render
+    covers them), the renders' depth, mask, colour and confidence stacked (A, H*W[, 3]), the depth tolerance
+    (1 + ``tolerance_rel``, ``tolerance_m``), the pinhole parameters (float32) and width, the target's rotation
+    (float32) and the target camera's offset from each anchor's camera centre (``positions`` (A, 3), world metres;
+    float32 (A, 3))."""
+    count = len(renders)
+    depth_all = np.stack([r.depth for r in renders]).reshape(count, -1)
+    mask_all = np.stack([r.mask for r in renders]).reshape(count, -1)
+    return (
+        np.flatnonzero(mask_all.any(axis=0)), depth_all, mask_all,
+        np.stack([r.rgb for r in renders]).reshape(count, -1, 3),
+        np.stack([r.confidence for r in renders]).reshape(count, -1).astype(np.float32, copy=False),
+        np.float32(1.0 + tolerance_rel), np.float32(tolerance_m), np.float32(intrinsics.fx),
+        np.float32(intrinsics.fy), np.float32(intrinsics.cx), np.float32(intrinsics.cy), intrinsics.width,
+        np.ascontiguousarray(pose.rotation, np.float32),
+        (pose.position - np.asarray(positions, np.float64).reshape(-1, 3)).astype(np.float32),
     )
-    split_call(_stack_kernel, _stack_bands, size, *args)  # each pixel's values depend on that pixel alone
-    return WeaveStack(pixels, rgb, depth, mask, confidence, front, agree, cos, dist_anchor, dist_target, (h, w))
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _stack_kernel(first, stop, depth_all, mask_all, rgb_all, confidence_all, pixels, tolerance_scale, tolerance_m, fx,
+def _stack_kernel(first, stop, pixels, depth_all, mask_all, rgb_all, confidence_all, tolerance_scale, tolerance_m, fx,
                   fy, cx, cy, width, rotation, offsets, rgb, depth, mask, confidence, front, agree, cos, dist_anchor,
                   dist_target):
     """Fill the stack's arrays at stacked pixels ``first .. stop - 1`` of ``pixels`` (float32 throughout, as
@@ -167,7 +179,7 @@ def _stack_kernel(first, stop, depth_all, mask_all, rgb_all, confidence_all, pix
             confidence[a, j] = confidence_all[a, p]
             for c in range(3):
                 rgb[a, j, c] = np.float32(rgb_all[a, p, c])
-            agree[a, j] = present and z <= front[j] * tolerance_scale + tolerance_m
+            agree[a, j] = agrees(present, z, front[j], tolerance_scale, tolerance_m)
             dist_anchor[a, j], cos[a, j] = anchor_view(point[j - first, 0], point[j - first, 1], point[j - first, 2],
                                                        dist_target[j], ox, oy, oz)
 
@@ -192,6 +204,13 @@ def front_point(p, depth_all, mask_all, width, fx, fy, cx, cy, rotation):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def agrees(present, z, front, tolerance_scale, tolerance_m):
+    """The depth test: an anchor that rendered the pixel (``present``) at depth ``z`` agrees with the ``front``
+    depth when ``z`` is within the tolerance (``tolerance_scale`` = 1 + the relative part, ``tolerance_m``)."""
+    return present and z <= front * tolerance_scale + tolerance_m
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def anchor_view(tx, ty, tz, to_target, ox, oy, oz):
     """One anchor's view of a front point at offset (``tx``, ``ty``, ``tz``) from the target camera, ``to_target``
     metres away, the target's camera at offset (``ox``, ``oy``, ``oz``) from the anchor's (world axes): the distance
@@ -205,11 +224,11 @@ def anchor_view(tx, ty, tz, to_target, ox, oy, oz):
 
 
 @numba.njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-def _stack_bands(bands, depth_all, mask_all, rgb_all, confidence_all, pixels, tolerance_scale, tolerance_m, fx, fy,
+def _stack_bands(bands, pixels, depth_all, mask_all, rgb_all, confidence_all, tolerance_scale, tolerance_m, fx, fy,
                  cx, cy, width, rotation, offsets, rgb, depth, mask, confidence, front, agree, cos, dist_anchor,
                  dist_target):
     """``_stack_kernel`` for the bands of stacked pixels ``bands[t] .. bands[t + 1] - 1``, one thread each."""
     for t in numba.prange(len(bands) - 1):
-        _stack_kernel(bands[t], bands[t + 1], depth_all, mask_all, rgb_all, confidence_all, pixels, tolerance_scale,
+        _stack_kernel(bands[t], bands[t + 1], pixels, depth_all, mask_all, rgb_all, confidence_all, tolerance_scale,
                       tolerance_m, fx, fy, cx, cy, width, rotation, offsets, rgb, depth, mask, confidence, front,
                       agree, cos, dist_anchor, dist_target)
