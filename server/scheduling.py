@@ -398,19 +398,59 @@ class WorldLock:
         self.release()
 
 
+class EngineMeter:
+    """How busy the engine threads are: the calls running now, and the integral over time of that count (running
+    call-seconds), kept under a lock because calls start on the engine threads and end on the event loop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = 0
+        self._busy_s = 0.0
+        """Running call-seconds since the meter was made: the integral of the running count over time."""
+        self._at_s = time.monotonic()
+
+    @property
+    def running(self) -> int:
+        """Calls running now."""
+        return self._running
+
+    def _advance(self, now: float) -> None:
+        self._busy_s += self._running * (now - self._at_s)
+        self._at_s = now
+
+    def start(self) -> tuple[float, float]:
+        """A call starts running: (``time.monotonic()`` now, running call-seconds so far)."""
+        with self._lock:
+            now = time.monotonic()
+            self._advance(now)
+            self._running += 1
+            return now, self._busy_s
+
+    def end(self) -> tuple[float, float]:
+        """A running call ended: (``time.monotonic()`` now, running call-seconds so far)."""
+        with self._lock:
+            now = time.monotonic()
+            self._advance(now)
+            self._running -= 1
+            return now, self._busy_s
+
+
 class Ticket:
     """One admitted piece of locked work on the world whose lock is ``lock``: ``started_s`` (``time.monotonic()``,
-    set on the engine thread by ``start``) is None while it waits for its world or for a thread."""
+    set on the engine thread by ``start``) is None while it waits for its world or for a thread; ``busy_at_start_s``:
+    the ``meter``'s running call-seconds as it started."""
 
-    __slots__ = ("lock", "started_s")
+    __slots__ = ("lock", "meter", "started_s", "busy_at_start_s")
 
-    def __init__(self, lock: WorldLock) -> None:
+    def __init__(self, lock: WorldLock, meter: EngineMeter) -> None:
         self.lock = lock
+        self.meter = meter
         self.started_s: float | None = None
+        self.busy_at_start_s = 0.0
 
     def start(self) -> None:
         """Call on the engine thread as the work begins."""
-        self.started_s = time.monotonic()
+        self.started_s, self.busy_at_start_s = self.meter.start()
 
 
 @dataclass
@@ -432,14 +472,18 @@ class Admission:
     Refused clients are served in turn, not first come first served. A refusal gives the client a turn (``Reservation``)
     in that queue: after the calls waiting and after the turns of clients refused before it, one turn per slot (the
     engine's measured pace ``pace_s``, or for a world the measured duration of a piece of its locked work, widened by
-    ``TURN_SLACK``), and the suggested delay is the time to its turn. The pace is measured, not derived from a call's
-    duration over the threads: threads that contend for the GIL and for cores shared with other work serve fewer calls
-    than that ratio says, and turns handed out faster than the engine serves them find the queue full. A client whose
+    ``TURN_SLACK``), and the suggested delay is the time to its turn. The pace is measured on every piece of work, as
+    its duration over the mean number of calls that ran beside it, itself included (``EngineMeter``): not a call's
+    duration over the threads, since threads that contend for the GIL and for cores shared with other work serve
+    fewer calls than that ratio says (and turns handed out faster than the engine serves them find the queue full),
+    and not only while calls queue, which an engine starved by too wide a pace never does again. A client whose
     turn has come is admitted whenever the queue has room; a client without a turn only where the queue has room beyond
-    the turns due within the next slot, so it does not take the place of one coming back on time. When the queue is full
+    the turns due within the next slot, so it does not take the place of one coming back on time, unless an engine
+    thread idles with no call waiting (the clients whose turns are due are late, and a call that starts at once delays
+    none of them: without this, clients late for their turns left the engine idle). When the queue is full
     at a client's turn, its next turn comes after the other turns already due, one slot each: clients back at their turn
     retry one per slot, not each every slot (which refused them several times per admitted call). A client back before
-    its turn keeps it (and is told the rest of the wait), so one that ignores the hint does not push others back; a
+    its turn (no thread idle) keeps it (and is told the rest of the wait), so one that ignores the hint does not push others back; a
     client admitted gives up its turns; a turn not claimed within ``RESERVATION_GRACE_S`` (plus a quarter of the delay)
     is given up. So under overload the retries come back spread at the pace the engine serves them, each client is
     refused about once per admitted call, and an admitted call waits for about one round of work at most. (Checked by a
@@ -453,11 +497,10 @@ class Admission:
         self.service_s = FIRST_SERVICE_S
         """Moving average of how long a piece of locked work runs, seconds."""
         self.pace_s = FIRST_SERVICE_S / self.engine_threads
-        """Moving average of the time between two pieces of work ending while calls waited for a thread (the engine
-        busy), seconds: the engine's measured pace, whatever the threads' contention for the cores and the GIL."""
-        self._last_end_s: float | None = None
-        """``time.monotonic()`` when the last piece of work ended with calls waiting for a thread; None when the last
-        one ended with none waiting (the engine may have idled since)."""
+        """Moving average of a piece of work's duration over the mean number of calls running while it ran (itself
+        included), seconds: the engine's measured pace, the time it takes per call with that many at once, whatever
+        the threads' contention for the cores and the GIL."""
+        self.meter = EngineMeter()
         self.refused = 0
         """Calls refused so far."""
         self._turns: dict[tuple[str, str], Reservation] = {}
@@ -503,7 +546,7 @@ class Admission:
                     why += f", and {ahead} refused clients whose turn comes first"
                 self._refuse(call, scope, waiting, slot_s, why, now)
             self._turns = {key: turn for key, turn in self._turns.items() if key[1] != call.client}  # it is back
-        ticket = Ticket(lock)
+        ticket = Ticket(lock, self.meter)
         self._admitted.add(ticket)
         return ticket
 
@@ -511,16 +554,20 @@ class Admission:
         """The admitted work ended (ran, failed or was dropped before it started)."""
         self._admitted.discard(ticket)
         if ticket.started_s is not None:
-            now = time.monotonic()
-            self.service_s += SERVICE_SMOOTHING * (now - ticket.started_s - self.service_s)
-            if self._last_end_s is not None:
-                self.pace_s += SERVICE_SMOOTHING * (now - self._last_end_s - self.pace_s)
-            self._last_end_s = now if self.waiting_for_threads > 0 else None
+            now, busy_s = self.meter.end()
+            duration_s, beside_s = now - ticket.started_s, busy_s - ticket.busy_at_start_s
+            self.service_s += SERVICE_SMOOTHING * (duration_s - self.service_s)
+            if beside_s > 0.0:  # duration / (beside / duration): the mean count of calls running, itself included
+                self.pace_s += SERVICE_SMOOTHING * (duration_s * duration_s / beside_s - self.pace_s)
 
     def _turns_ahead(self, client: str, scope: str, waiting: int, limit: int, slot_s: float, now: float) -> int | None:
         """None when ``client``'s call fits in queue ``scope`` with ``waiting`` calls (bound ``limit``, a turn each
         ``slot_s``): with its turn come, when the queue has room; without a turn, when it has room beyond the turns
-        due within the next slot (before its turn, never). Otherwise the number of those turns."""
+        due within the next slot (before its turn, never); and in the server's queue whenever an engine thread is
+        idle with no call waiting for it, turn or not (the clients whose turns are due are late: the call starts at
+        once and delays none of them). Otherwise the number of those turns."""
+        if scope == "" and waiting == 0 and self.meter.running < self.engine_threads:
+            return None
         turn = self._turns.get((scope, client))
         if turn is not None:
             return None if turn.at_s <= now and waiting < limit else 0

@@ -347,19 +347,8 @@ class _Metadata:
         self.metadata = dict(metadata)
 
 
-def test_turns_are_spaced_at_the_engines_measured_pace_not_a_calls_duration_over_the_threads(monkeypatch):
-    """Four threads whose calls each run 0.1 s but end 0.05 s apart (only two make progress at once: the GIL and
-    shared cores) serve 20 calls/s, not 40: a refused client's turn is spaced by the measured 0.05 s."""
-    clock = [100.0]
-    monkeypatch.setattr(scheduling, "time", SimpleNamespace(monotonic=lambda: clock[0]))
-    admission = scheduling.Admission(QueueLimits(per_world=8, total=1), engine_threads=4)
-    admission.admit(WorldLock(), "queued")  # the server's own work, admitted and never started: the queue is full
-    for _ in range(40):
-        clock[0] += 0.05
-        ticket = admission.admit(WorldLock(), "w")
-        ticket.started_s = clock[0] - 0.1
-        admission.done(ticket)
-    assert admission.service_s == pytest.approx(0.1, rel=1e-3) and admission.pace_s == pytest.approx(0.05, rel=1e-3)
+def _refused_delay_ms(admission: scheduling.Admission) -> int:
+    """The delay a client's call is told to wait when ``admission`` refuses it (it must refuse it)."""
     context = _Metadata()
 
     def call() -> None:
@@ -368,8 +357,71 @@ def test_turns_are_spaced_at_the_engines_measured_pace_not_a_calls_duration_over
 
     with pytest.raises(LimitExceededError, match="max_queued_total 1"):
         contextvars.copy_context().run(call)
+    return int(context.metadata[RETRY_AFTER_METADATA_KEY])
+
+
+def test_turns_are_spaced_at_the_engines_measured_pace_not_a_calls_duration_over_the_threads(monkeypatch):
+    """Four threads whose calls each run 0.1 s with two running at any time (only two make progress at once: the
+    GIL and shared cores) serve 20 calls/s, not 40: a refused client's turn is spaced by the measured 0.05 s."""
+    clock = [100.0]
+    monkeypatch.setattr(scheduling, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    admission = scheduling.Admission(QueueLimits(per_world=8, total=1), engine_threads=4)
+    admission.admit(WorldLock(), "queued")  # the server's own work, admitted and never started: the queue is full
+    running: list[scheduling.Ticket] = []
+    for _ in range(42):  # a call ends and the next starts every 0.05 s
+        if len(running) == 2:
+            admission.done(running.pop(0))
+        ticket = admission.admit(WorldLock(), "w")
+        ticket.start()
+        running.append(ticket)
+        clock[0] += 0.05
+    assert admission.service_s == pytest.approx(0.1, rel=1e-3) and admission.pace_s == pytest.approx(0.05, rel=1e-3)
     # its turn after the one call waiting: 2 slots of TURN_SLACK x 0.05 s (a call's duration over the threads: 55 ms)
-    assert abs(int(context.metadata[RETRY_AFTER_METADATA_KEY]) - 2 * scheduling.TURN_SLACK * 50) <= 1
+    assert abs(_refused_delay_ms(admission) - 2 * scheduling.TURN_SLACK * 50) <= 1
+
+
+def test_an_engine_that_never_queues_still_measures_its_pace(monkeypatch):
+    """Calls that each run alone for 7 ms, 30 ms apart, never wait for a thread: the pace is still measured from
+    them (7 ms a call), not left at its first guess, which spaced turns 25 ms apart on two threads and kept the engine
+    idle between them (the refused clients came back too late for the queue ever to fill)."""
+    clock = [100.0]
+    monkeypatch.setattr(scheduling, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    admission = scheduling.Admission(QueueLimits(per_world=8, total=1), engine_threads=2)
+    assert admission.pace_s == pytest.approx(scheduling.FIRST_SERVICE_S / 2)
+    for _ in range(40):
+        ticket = admission.admit(WorldLock(), "w")
+        ticket.start()
+        clock[0] += 0.007
+        admission.done(ticket)
+        clock[0] += 0.030
+    assert admission.pace_s == pytest.approx(0.007, rel=1e-3)
+    admission.admit(WorldLock(), "queued")  # fills the queue
+    assert abs(_refused_delay_ms(admission) - 2 * scheduling.TURN_SLACK * 7) <= 1
+
+
+def test_an_idle_engine_thread_takes_a_newcomer_while_the_clients_whose_turns_are_due_are_late(monkeypatch):
+    """Refused clients come back late (their own wait for a core, the network): the newcomer's call would not delay
+    them, so it is not refused while a thread idles with no call waiting; with a call waiting, the turns go first."""
+    clock = [100.0]
+    monkeypatch.setattr(scheduling, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    admission = scheduling.Admission(QueueLimits(per_world=8, total=1), engine_threads=2)
+    queued = admission.admit(WorldLock(), "queued")  # the server's own work waits for a thread: the queue is full
+    _refused_delay_ms(admission)  # client 1 gets a turn
+    clock[0] += 0.2  # its turn (55 ms on) is due, and it is late (a turn is kept 0.5 s past its time)
+    admission.done(queued)  # nothing runs or waits now
+    context = _Metadata()
+
+    def newcomer() -> scheduling.Ticket:
+        scheduling._CALL.set(scheduling.Call("ipv4:127.0.0.1:2", context))
+        return admission.admit(WorldLock(), "w")
+
+    ticket = contextvars.copy_context().run(newcomer)
+    assert admission.waiting_for_threads == 1 and admission.turns_held() == 1  # admitted; client 1 keeps its turn
+    ticket.start()  # one thread busy, the other idle, and no call waiting
+    admission.done(contextvars.copy_context().run(newcomer))
+    admission.admit(WorldLock(), "queued")  # a call waits for a thread: client 1's due turn comes first
+    with pytest.raises(LimitExceededError, match="1 refused clients whose turn comes first"):
+        contextvars.copy_context().run(newcomer)
 
 
 def test_serve_flags_state_their_defaults_and_refuse_an_empty_queue(caplog):
