@@ -16,7 +16,7 @@ figure beside its baseline from the same run, against ``worldweave serve`` proce
   single client's p99 and the 16-client throughput of the same configuration, and the issue's targets (p99 at 64
   clients <= 4x the single client's; throughput at 64 >= 90% of 16's). Configurations: ``unbounded`` (8 engine
   threads and queues too large to refuse anything: how the server ran before admission control), ``default``
-  (``worldweave serve`` defaults: twice this machine's cores in engine threads, as many queued) and ``custom``
+  (``worldweave serve`` defaults: one engine thread per core of this machine, as many queued) and ``custom``
   (``--workers N --queue N``).
 * **Fair share.** 4 clients (connections) stepping one world for ``--fair-seconds``: each one's share of its steps;
   then a client with 3 streams against one with 1 stream for half that time (``default`` server; refusals, if any,

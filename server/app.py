@@ -80,8 +80,8 @@ class ServerConfig:
     limits: ServerLimits = field(default_factory=ServerLimits)
     """Request limits, reported in the handshake."""
     workers: int = field(default_factory=default_engine_threads)
-    """Threads running engine work (steps, renders, saves, decoding); worlds beyond this count wait. Default: twice
-    the machine's cores (``scheduling.default_engine_threads``)."""
+    """Threads running engine work (steps, renders, saves, decoding); worlds beyond this count wait. Default: one per
+    core of the machine (``scheduling.default_engine_threads``)."""
     auth_token: str | None = None
     """When set, every call but the health check must carry ``authorization: Bearer <token>``; the token is one
     read-write tenant, the default one (shorthand for ``auth_tokens=TokenTable.single(token)``)."""

@@ -209,11 +209,13 @@ back on time finds room even when the pace drifts, and the engine stays busy."""
 
 
 def default_engine_threads() -> int:
-    """The default number of engine threads (``worldweave serve --workers``): twice the machine's cores. The step's
-    numba kernels release the GIL (as torch and numpy do in parts) and its Python between them does not, so threads
-    beyond one per core overlap one call's Python with another's kernels; measured on 2 cores (``benchmarks/bench_soak.py``, docs/limits.md) one thread per
-    core served 64 clients at less than half the calls per second, and eight threads doubled the admitted p99."""
-    return 2 * machine_cores()
+    """The default number of engine threads (``worldweave serve --workers``): one per core of the machine. The step's
+    numba kernels release the GIL and its Python between them does not, so threads beyond the cores add no
+    throughput (on 2 cores, 128x96 steps and renders in one process: 266 calls/s on 2 threads, 248 on 4), while every
+    call running at once lengthens the others; measured on 2 cores (``benchmarks/bench_soak.py``, docs/limits.md),
+    2 threads with 2 queued served 64 clients as many calls per second as 4 with 4 queued at about half the admitted
+    p99."""
+    return machine_cores()
 
 
 def default_queued_total(engine_threads: int) -> int:
@@ -230,8 +232,8 @@ class QueueLimits:
     ``--max-queued-total``), stated in the handshake (``Limits.max_queued_per_world``, ``max_queued_total``).
     Calls beyond them are refused with RESOURCE_EXHAUSTED and ``retry-after-ms``; running calls do not count.
 
-    The total bound defaults to the number of engine threads (``default_queued_total``), which default to twice the
-    machine's cores (``default_engine_threads``): one round of work waits behind the calls running, so an admitted
+    The total bound defaults to the number of engine threads (``default_queued_total``), which default to one per
+    core (``default_engine_threads``): one round of work waits behind the calls running, so an admitted
     call waits about one call's duration for a thread, however many clients there are, while the threads never run
     dry. Clients beyond that are refused in milliseconds with a turn
     of their own to come back at (``Admission``)."""

@@ -81,7 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-message-mib", type=int, default=defaults.max_message_bytes // MIB, metavar="MIB",
                         help="largest gRPC message, MiB (clients must allow the same)")
     parser.add_argument("--workers", type=int, default=default_engine_threads(), metavar="N",
-                        help="threads for engine work (default: twice this machine's cores, %(default)s)")
+                        help="threads for engine work (default: one per core of this machine, %(default)s)")
     parser.add_argument("--max-pixels-per-call", type=int, default=defaults.max_pixels_per_call, metavar="N",
                         help="most pixels (poses x width x height) one Render or StepRequest produces (default "
                              "%(default)s; docs/limits.md)")
