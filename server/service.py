@@ -219,6 +219,16 @@ def replayed_response(stored: codecs.EncodedStepResponse | pb.StepResponse, requ
 Handler = Callable[..., Awaitable]
 
 
+def _end_with(context: grpc.aio.ServicerContext, error: Exception) -> None:
+    """Make ``error``'s status (``errors.status_for``) the call's, for the handler to return on: no exception leaves
+    the handler. ``context.abort`` raises one that grpc keeps on the call, and its traceback holds the handler's frames
+    in reference cycles, with the error it answers, that only the cyclic garbage collector frees: about 80 objects per
+    refused call at 64 soak clients, whose collections then held the GIL for 10-200 ms at a time."""
+    code, details = status_for(error)
+    context.set_code(code)
+    context.set_details(details)
+
+
 def _answers_errors(method: Handler) -> Handler:
     """Turn any exception of a unary handler into its status (``errors.status_for``); the server keeps serving."""
 
@@ -229,7 +239,8 @@ def _answers_errors(method: Handler) -> Handler:
         except grpc.aio.AbortError:
             raise
         except Exception as error:  # noqa: BLE001 - each error type gets its own status in status_for
-            await context.abort(*status_for(error))
+            _end_with(context, error)
+        return None
 
     return wrapper
 
@@ -245,7 +256,7 @@ def _streams_errors(method: Callable[..., AsyncIterator]) -> Callable[..., Async
         except grpc.aio.AbortError:
             raise
         except Exception as error:  # noqa: BLE001 - each error type gets its own status in status_for
-            await context.abort(*status_for(error))
+            _end_with(context, error)
 
     return wrapper
 
@@ -366,7 +377,7 @@ class WorldServicer(pb_grpc.WorldServiceServicer):
         except grpc.aio.AbortError:
             raise
         except Exception as error:  # noqa: BLE001 - each error type gets its own status in status_for
-            await context.abort(*status_for(error))
+            _end_with(context, error)
 
     async def _step(
         self, request: pb.StepRequest, request_index: int

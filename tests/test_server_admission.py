@@ -17,15 +17,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextvars
+import gc
 import json
 import queue
 import subprocess
 import sys
 import threading
 import time
+import types
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from types import SimpleNamespace
 
 import grpc
@@ -200,6 +203,33 @@ def test_full_queues_refuse_at_once_with_a_retry_hint_and_the_server_serves_on(s
         assert len(stub.Render(render(worlds[4]), timeout=30).frames) == 1
     assert admission.refused - refused_before == 2
     assert admission.waiting == 0 and not a.lock.locked()
+
+
+def test_a_refusal_leaves_no_reference_cycles_behind(server, generator, worlds):
+    """A refused call ends with its status set, not by raising through grpc (``context.abort``): that exception's
+    traceback held the server's frames in reference cycles with the error it answered, about 80 objects per refusal
+    that only the cyclic garbage collector freed, in collections that held the GIL for 10-200 ms under load."""
+    with connection(server.address) as channel:
+        stub = pb_grpc.WorldServiceStub(channel)
+        with engine_full(server, generator, worlds):
+            gc.collect()
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            try:
+                for i in range(3):
+                    error, _ = refusal(lambda: stub.Render(render(worlds[4]), timeout=30))
+                    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and retry_after_ms(error) >= 10
+                    stepper = Stepper(stub, worlds[4])
+                    error, _ = refusal(lambda: stepper.step(i))
+                    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and retry_after_ms(error) >= 10
+                    stepper.close()
+                gc.collect()
+                server_dir = Path(serve.__file__).parent
+                cycles = sorted({frame.f_code.co_qualname for frame in gc.garbage if isinstance(frame, types.FrameType)
+                                 and Path(frame.f_code.co_filename).parent == server_dir})
+            finally:
+                gc.set_debug(0)
+                gc.garbage.clear()
+    assert cycles == []
 
 
 def test_a_refused_client_whose_turn_has_come_goes_before_a_newcomer(server, generator, worlds):
