@@ -240,7 +240,6 @@ def _answers_errors(method: Handler) -> Handler:
             raise
         except Exception as error:  # noqa: BLE001 - each error type gets its own status in status_for
             _end_with(context, error)
-        return None
 
     return wrapper
 

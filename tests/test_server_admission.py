@@ -377,16 +377,22 @@ class _Metadata:
         self.metadata = dict(metadata)
 
 
+def _admit_as(admission: scheduling.Admission, client: str, context: _Metadata) -> scheduling.Ticket:
+    """``admission.admit`` of work on a fresh world for a call of ``client`` (its fairness key), run in a context of
+    its own; a refusal raises, its hint in ``context``."""
+
+    def call() -> scheduling.Ticket:
+        scheduling._CALL.set(scheduling.Call(client, context))
+        return admission.admit(WorldLock(), "w")
+
+    return contextvars.copy_context().run(call)
+
+
 def _refused_delay_ms(admission: scheduling.Admission) -> int:
     """The delay a client's call is told to wait when ``admission`` refuses it (it must refuse it)."""
     context = _Metadata()
-
-    def call() -> None:
-        scheduling._CALL.set(scheduling.Call("ipv4:127.0.0.1:1", context))
-        admission.admit(WorldLock(), "w")
-
     with pytest.raises(LimitExceededError, match="max_queued_total 1"):
-        contextvars.copy_context().run(call)
+        _admit_as(admission, "ipv4:127.0.0.1:1", context)
     return int(context.metadata[RETRY_AFTER_METADATA_KEY])
 
 
@@ -439,19 +445,14 @@ def test_an_idle_engine_thread_takes_a_newcomer_while_the_clients_whose_turns_ar
     _refused_delay_ms(admission)  # client 1 gets a turn
     clock[0] += 0.2  # its turn (55 ms on) is due, and it is late (a turn is kept 0.5 s past its time)
     admission.done(queued)  # nothing runs or waits now
-    context = _Metadata()
-
-    def newcomer() -> scheduling.Ticket:
-        scheduling._CALL.set(scheduling.Call("ipv4:127.0.0.1:2", context))
-        return admission.admit(WorldLock(), "w")
-
-    ticket = contextvars.copy_context().run(newcomer)
+    newcomer, context = "ipv4:127.0.0.1:2", _Metadata()
+    ticket = _admit_as(admission, newcomer, context)
     assert admission.waiting_for_threads == 1 and admission.turns_held() == 1  # admitted; client 1 keeps its turn
     ticket.start()  # one thread busy, the other idle, and no call waiting
-    admission.done(contextvars.copy_context().run(newcomer))
+    admission.done(_admit_as(admission, newcomer, context))
     admission.admit(WorldLock(), "queued")  # a call waits for a thread: client 1's due turn comes first
     with pytest.raises(LimitExceededError, match="1 refused clients whose turn comes first"):
-        contextvars.copy_context().run(newcomer)
+        _admit_as(admission, newcomer, context)
 
 
 def test_serve_flags_state_their_defaults_and_refuse_an_empty_queue(caplog):
