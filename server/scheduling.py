@@ -504,7 +504,7 @@ class Admission:
     is given up. So under overload the retries come back spread at the pace the engine serves them, each client is
     refused about once per admitted call, and an admitted call waits for about one round of work at most. (Checked by a
     discrete-event model of 1, 16 and 64 clients: about 1.1 refusals per admitted call at 64; measured on 2 shared
-    cores, ``benchmarks/bench_soak.py``: 1.0 to 2.8.)"""
+    cores, ``benchmarks/bench_soak.py``: 0.95 to 1.06.)"""
 
     def __init__(self, limits: QueueLimits | None = None, engine_threads: int | None = None) -> None:
         self.limits = limits if limits is not None else QueueLimits()
