@@ -528,7 +528,7 @@ def main() -> None:
               f"the world and an engine thread). Clients spread over {args.client_processes} processes"
               + (f" at niceness +{args.client_nice}" if args.client_nice and args.client_processes > 1 else "") + ".")
         print()
-        print("| config (serve flags) | clients | admitted calls/s | vs 16 clients | refused (median ms to refuse, hint ms) "
+        print("| config (serve flags) | clients | admitted calls/s | vs 16 clients | refused (per admitted call; median ms to refuse, hint ms) "
               "| errors | client p50 / p99 ms | client p99 vs 1 client | client max ms | server p50 / p99 ms "
               "| server p99 vs 1 client | load |")
         print("|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -537,7 +537,8 @@ def main() -> None:
             single, sixteen = rows[0], rows[1]
             flags = " ".join(config_flags(name, args)) or "defaults"
             for r in rows:
-                refused = f"{r['refused']} ({r['refusal_ms']:.1f}, {r['retry_ms']:.0f})" if r["refused"] else "0"
+                refused = (f"{r['refused']} ({r['refused'] / max(1, r['admitted']):.2f}; {r['refusal_ms']:.1f}, "
+                           f"{r['retry_ms']:.0f})") if r["refused"] else "0"
                 print(f"| {name} ({flags}) | {r['clients']} | {r['calls_s']:.1f} | {r['calls_s'] / sixteen['calls_s']:.2f}x "
                       f"| {refused} | {r['errors']} | {r['p50_ms']:.0f} / {r['p99_ms']:.0f} | "
                       f"{r['p99_ms'] / single['p99_ms']:.1f}x | {r['max_ms']:.0f} | {r['server_p50_ms']:.0f} / "
