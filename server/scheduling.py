@@ -498,8 +498,8 @@ class Admission:
     at a client's turn, its next turn is the first slot of the line that no other turn holds, after the other turns
     already due (a slot each): turns never share a slot, so clients come back one per slot (a turn a slot on from now,
     on top of turns already given, brought several clients back at once to a queue with room for one, and refused
-    each again: 3 refusals per admitted call at 64 clients in the soak). A client back before
-    its turn (no thread idle) keeps it (and is told the rest of the wait), so one that ignores the hint does not push others back; a
+    each again: 3 refusals per admitted call at 64 clients in the soak). A client back before its turn (no thread
+    idle) keeps it (and is told the rest of the wait), so one that ignores the hint does not push others back; a
     client admitted gives up its turns; a turn not claimed within ``RESERVATION_GRACE_S`` (plus a quarter of the delay)
     is given up. So under overload the retries come back spread at the pace the engine serves them, each client is
     refused about once per admitted call, and an admitted call waits for about one round of work at most. (Checked by a
@@ -576,6 +576,10 @@ class Admission:
             if beside_s > 0.0:  # duration / (beside / duration): the mean count of calls running, itself included
                 self.pace_s += SERVICE_SMOOTHING * (duration_s * duration_s / beside_s - self.pace_s)
 
+    def _turn_times(self, scope: str) -> list[float]:
+        """The times (``time.monotonic()``) of the turns kept in queue ``scope`` (a world id; "": the server's)."""
+        return [turn.at_s for (where, _), turn in self._turns.items() if where == scope]
+
     def _turns_ahead(self, client: str, scope: str, waiting: int, limit: int, slot_s: float, now: float) -> int | None:
         """None when ``client``'s call fits in queue ``scope`` with ``waiting`` calls (bound ``limit``, a turn each
         ``slot_s``): with its turn come, when the queue has room; without a turn, when it has room beyond the turns
@@ -587,7 +591,7 @@ class Admission:
         turn = self._turns.get((scope, client))
         if turn is not None:
             return None if turn.at_s <= now and waiting < limit else 0
-        due = sum(turn.at_s <= now + slot_s for (where, _), turn in self._turns.items() if where == scope)
+        due = sum(at_s <= now + slot_s for at_s in self._turn_times(scope))
         return None if waiting + due < limit else due
 
     def _refuse(self, call: Call, scope: str, waiting: int, slot_s: float, why: str, now: float) -> None:
@@ -595,13 +599,13 @@ class Admission:
         ``waiting`` the calls in it, ``slot_s`` the time between two turns."""
         turn = self._turns.get((scope, call.client))
         if turn is None:
-            last = max((turn.at_s for (where, _), turn in self._turns.items() if where == scope), default=now)
+            last = max(self._turn_times(scope), default=now)
             at_s = max(now + (waiting + 1) * slot_s, last + slot_s)
             turn = self._turns[(scope, call.client)] = Reservation(at_s, at_s + RESERVATION_GRACE_S + (at_s - now) / 4)
         elif turn.at_s <= now:  # its turn came but the queue is full: the first free slot after the turns due
-            others = sorted(other.at_s for key, other in self._turns.items() if key[0] == scope and other is not turn)
-            due = sum(at_s <= now for at_s in others)
-            turn.at_s = _first_gap(now + (due + 1) * slot_s, others[due:], slot_s)
+            times = sorted(self._turn_times(scope))
+            due = sum(at_s <= now for at_s in times)  # its own turn among them
+            turn.at_s = _first_gap(now + due * slot_s, times[due:], slot_s)
             turn.expires_s = max(turn.expires_s, turn.at_s + RESERVATION_GRACE_S)
         retry_ms = int(min(RETRY_MAX_MS, max(RETRY_MIN_MS, math.ceil((turn.at_s - now) * 1000))))
         self.refused += 1

@@ -132,8 +132,9 @@ def test_steps_from_many_tasks_run_one_at_a_time_and_deadlines_drop_the_stream(s
         async with await AsyncWorldClient.connect(server.address) as client:
             world_id = (await client.worlds.create(frames, intrinsics)).world_id
             results = await asyncio.gather(*(client.step(world_id, pose) for pose in yaw_poses(6)))
-            with pytest.raises(DeadlineExceededError, match="deadline"):  # 16 poses: far more work than the
-                await client.step(world_id, yaw_poses(16), timeout_s=1e-4)  # 1 ms a deadline is raised to
+            # 16 poses: far more work than the 1 ms the client raises any deadline to
+            with pytest.raises(DeadlineExceededError, match="deadline"):
+                await client.step(world_id, yaw_poses(16), timeout_s=1e-4)
             after = await client.step(world_id, yaw_poses(2)[1])  # a fresh stream
             with pytest.raises(NotFoundError, match="no world 'nowhere'"):
                 await client.step("nowhere", yaw_poses(2)[1])
