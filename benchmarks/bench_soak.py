@@ -16,8 +16,9 @@ figure beside its baseline from the same run, against ``worldweave serve`` proce
   single client's p99 and the 16-client throughput of the same configuration, and the issue's targets (p99 at 64
   clients <= 4x the single client's; throughput at 64 >= 90% of 16's). Configurations: ``unbounded`` (8 engine
   threads and queues too large to refuse anything: how the server ran before admission control), ``default``
-  (``worldweave serve`` defaults: one engine thread per core of this machine, as many queued) and ``custom``
-  (``--workers N --queue N``).
+  (``worldweave serve`` defaults: one engine thread per core of this machine, as many queued, clients' calls on as
+  many of them at once as serve the most calls per second), ``fixed`` (the defaults with ``--fixed-concurrency``:
+  calls on every thread whenever they wait) and ``custom`` (``--workers N --queue N``).
 * **Fair share.** 4 clients (connections) stepping one world for ``--fair-seconds``: each one's share of its steps;
   then a client with 3 streams against one with 1 stream for half that time (``default`` server; refusals, if any,
   are retried as above and counted).
@@ -484,6 +485,8 @@ def config_flags(name: str, args: argparse.Namespace) -> list[str]:
                 "--max-queued-total", str(UNBOUNDED_QUEUE)]
     if name == "custom":
         return ["--workers", str(args.workers), "--max-queued-total", str(args.queue)]
+    if name == "fixed":
+        return ["--fixed-concurrency"]
     return []
 
 
@@ -495,7 +498,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--height", type=int, default=96)
     parser.add_argument("--configs", nargs="+", default=["unbounded", "default"],
-                        choices=["unbounded", "default", "custom"], help="server configurations of the load phases")
+                        choices=["unbounded", "default", "fixed", "custom"],
+                        help="server configurations of the load phases")
     parser.add_argument("--workers", type=int, default=2, help="engine threads of the 'custom' configuration")
     parser.add_argument("--queue", type=int, default=2, help="--max-queued-total of the 'custom' configuration")
     parser.add_argument("--client-processes", type=int, default=8,

@@ -82,6 +82,10 @@ class ServerConfig:
     workers: int = field(default_factory=default_engine_threads)
     """Threads running engine work (steps, renders, saves, decoding); worlds beyond this count wait. Default: one per
     core of the machine (``scheduling.default_engine_threads``)."""
+    adaptive_concurrency: bool = True
+    """Run clients' calls on between one and ``workers`` threads at once, as many as the engine gate measures to be
+    worth it in calls per second over each call's time (``engine_gate``); False: ``workers`` at once whenever calls
+    wait."""
     auth_token: str | None = None
     """When set, every call but the health check must carry ``authorization: Bearer <token>``; the token is one
     read-write tenant, the default one (shorthand for ``auth_tokens=TokenTable.single(token)``)."""
@@ -194,7 +198,8 @@ class WorldServer:
             share_generator(generator), self.executor, data_dir=config.data_dir, device=config.device,
             autosave=config.autosave,
             depth_estimator=share_depth_estimator(depth_estimator) if depth_estimator is not None else None,
-            admission=Admission(config.queues, engine_threads=config.workers),
+            admission=Admission(config.queues, engine_threads=config.workers,
+                                adaptive_concurrency=config.adaptive_concurrency),
             recording=Recording(config.record_dir, every_world=config.record_every_world, fsync=config.record_fsync,
                                 generator=type(generator),
                                 generator_options=config.generator_options, device=config.device, limits=config.limits),

@@ -89,6 +89,8 @@ class ServerState:
     """Admission bound per world (``QueueLimits.per_world``)."""
     max_queued_total: int
     """Admission bound per server (``QueueLimits.total``)."""
+    calls_at_once: int
+    """Clients' calls the engine runs at once now (``engine_gate.EngineGate.limit``)."""
 
     @classmethod
     def read(cls, worlds: WorldRegistry) -> ServerState:
@@ -103,6 +105,7 @@ class ServerState:
             refused_calls=admission.refused,
             max_queued_per_world=admission.limits.per_world,
             max_queued_total=admission.limits.total,
+            calls_at_once=admission.gate.limit,
         )
 
 
@@ -153,6 +156,9 @@ class _StateCollector(Collector):
         limits.add_metric(("per_world",), state.max_queued_per_world)
         limits.add_metric(("total",), state.max_queued_total)
         yield limits
+        yield GaugeMetricFamily("worldweave_engine_calls_at_once", "Clients' calls the engine runs at once: between 1 "
+                                "and --workers, as many as it measured to be worth it (docs/limits.md).",
+                                value=state.calls_at_once)
         yield CounterMetricFamily("worldweave_refused_calls", "Calls refused by admission control "
                                   "(RESOURCE_EXHAUSTED with retry-after-ms).", value=state.refused_calls)
 

@@ -363,7 +363,7 @@ class WorldRegistry:
                 changed = entry.world.version != before
 
         try:
-            return await run_locked(entry.lock, self.executor, locked)
+            return await run_locked(entry.lock, self.executor, locked, self.admission.gate if ticket.gated else None)
         finally:
             self.admission.done(ticket)
             if changed:

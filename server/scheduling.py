@@ -47,6 +47,7 @@ from worldweave.bridge.generators.base import Condition, GenerationResult, Gener
 from worldweave.bridge.generators.depth import DepthEstimator, DepthPrediction
 from worldweave.proto.errors import RETRY_AFTER_METADATA_KEY, InvalidInputError, LimitExceededError, WorldweaveError
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
+from worldweave.server.engine_gate import EngineGate
 
 T = TypeVar("T")
 
@@ -168,25 +169,39 @@ def _stoppable(work: Callable[[], T], stop: threading.Event) -> T:
         _running.stop = None
 
 
-async def run_locked(lock: asyncio.Lock | WorldLock, executor: Executor, work: Callable[[], T]) -> T:
-    """Run ``work()`` on ``executor`` while holding ``lock``; see the module docstring for cancellation."""
+async def run_locked(
+    lock: asyncio.Lock | WorldLock, executor: Executor, work: Callable[[], T], gate: EngineGate | None = None
+) -> T:
+    """Run ``work()`` on ``executor`` while holding ``lock`` and, when given, a place under ``gate``'s limit on calls
+    running at once; see the module docstring for cancellation."""
     async with lock:
-        stop = threading.Event()
-        future = executor.submit(_stoppable, work, stop)
-        wrapped = asyncio.wrap_future(future)
+        place = await gate.acquire() if gate is not None else None
         try:
-            return await asyncio.shield(wrapped)
-        except asyncio.CancelledError:
-            stop.set()  # chunked work stops at its next checkpoint()
-            if not future.cancel():  # already running: keep the world locked until it is done
-                while not wrapped.done():
-                    try:
-                        await asyncio.wait([wrapped])
-                    except asyncio.CancelledError:
-                        continue
-                if not wrapped.cancelled():
-                    wrapped.exception()  # the caller is gone: the outcome is dropped, not logged as unretrieved
-            raise
+            return await _run_stoppable(executor, work)
+        finally:
+            if place is not None:
+                gate.release(place)
+
+
+async def _run_stoppable(executor: Executor, work: Callable[[], T]) -> T:
+    """``work()`` on ``executor``, told to stop when the awaiting call is cancelled, and awaited to its end if it
+    already runs (``run_locked``)."""
+    stop = threading.Event()
+    future = executor.submit(_stoppable, work, stop)
+    wrapped = asyncio.wrap_future(future)
+    try:
+        return await asyncio.shield(wrapped)
+    except asyncio.CancelledError:
+        stop.set()  # chunked work stops at its next checkpoint()
+        if not future.cancel():  # already running: keep the world locked until it is done
+            while not wrapped.done():
+                try:
+                    await asyncio.wait([wrapped])
+                except asyncio.CancelledError:
+                    continue
+            if not wrapped.cancelled():
+                wrapped.exception()  # the caller is gone: the outcome is dropped, not logged as unretrieved
+        raise
 
 
 # ------------------------------------------------------------------------------------------------ admission control
@@ -442,11 +457,13 @@ class Ticket:
     set on the engine thread by ``start``) is None while it waits for its world or for a thread; ``busy_at_start_s``:
     the ``meter``'s running call-seconds as it started."""
 
-    __slots__ = ("lock", "meter", "started_s", "busy_at_start_s")
+    __slots__ = ("lock", "meter", "gated", "started_s", "busy_at_start_s")
 
-    def __init__(self, lock: WorldLock, meter: EngineMeter) -> None:
+    def __init__(self, lock: WorldLock, meter: EngineMeter, gated: bool) -> None:
         self.lock = lock
         self.meter = meter
+        self.gated = gated
+        """Whether the work is a client's, run under ``Admission.gate`` (the server's own work is not)."""
         self.started_s: float | None = None
         self.busy_at_start_s = 0.0
 
@@ -493,8 +510,9 @@ class Admission:
     and not only while calls queue, which an engine starved by too wide a pace never does again. A client whose
     turn has come is admitted whenever the queue has room; a client without a turn only where the queue has room beyond
     the turns due within the next slot, so it does not take the place of one coming back on time, unless an engine
-    thread idles with no call waiting (the clients whose turns are due are late, and a call that starts at once delays
-    none of them: without this, clients late for their turns left the engine idle). When the queue is full
+    thread idles with no call waiting (one the engine gate, ``engine_gate``, would run a call on at once: the clients
+    whose turns are due are late, and a call that starts at once delays none of them: without this, clients late for
+    their turns left the engine idle). When the queue is full
     at a client's turn, its next turn is the first slot of the line that no other turn holds, after the other turns
     already due (a slot each): turns never share a slot, so clients come back one per slot (a turn a slot on from now,
     on top of turns already given, brought several clients back at once to a queue with room for one, and refused
@@ -506,7 +524,9 @@ class Admission:
     discrete-event model of 1, 16 and 64 clients: about 1.1 refusals per admitted call at 64; measured on 2 shared
     cores, ``benchmarks/bench_soak.py``: 0.95 to 1.06.)"""
 
-    def __init__(self, limits: QueueLimits | None = None, engine_threads: int | None = None) -> None:
+    def __init__(
+        self, limits: QueueLimits | None = None, engine_threads: int | None = None, adaptive_concurrency: bool = True
+    ) -> None:
         self.limits = limits if limits is not None else QueueLimits()
         self.engine_threads = engine_threads if engine_threads is not None else default_engine_threads()
         self._admitted: set[Ticket] = set()
@@ -521,6 +541,15 @@ class Admission:
         """Calls refused so far."""
         self._turns: dict[tuple[str, str], Reservation] = {}
         """(world id, or "" for the server's queue; client) -> its turn, while it is kept."""
+        self.gate = EngineGate(self.engine_threads, adaptive=adaptive_concurrency)
+        """How many clients' calls run at once: between one and all the threads, as many as measured to be worth
+        it (``adaptive_concurrency``), or all of them."""
+
+    @property
+    def queued_total(self) -> int:
+        """The bound on calls waiting for a thread now: ``limits.total`` in proportion to the share of the threads
+        the gate lets run at once (at least 1), so an admitted call still waits about one round of work."""
+        return max(1, self.limits.total * self.gate.limit // self.engine_threads)
 
     @property
     def waiting(self) -> int:
@@ -542,7 +571,8 @@ class Admission:
 
     def admit(self, lock: WorldLock, world_id: str) -> Ticket:
         """Admit a piece of work on world ``world_id`` (whose lock is ``lock``), or refuse it (see the class);
-        the server's own work is always admitted. Pair with ``done``."""
+        the server's own work is always admitted. Pair with ``done``; run the work under ``gate`` when
+        ``Ticket.gated``."""
         call = _CALL.get()
         if call is not None:
             self.turns_held()  # gives up the turns past their grace
@@ -552,17 +582,19 @@ class Admission:
                 slot_s = TURN_SLACK * self.service_s
                 why = f"world {world_id!r} has {waiting} calls waiting (max_queued_per_world {limit})"
             else:  # the call takes its world's turn and waits for a thread
-                scope, waiting, limit = "", self.waiting_for_threads, self.limits.total
+                scope, waiting, limit = "", self.waiting_for_threads, self.queued_total
                 slot_s = TURN_SLACK * self.pace_s
-                why = (f"the server has {waiting} calls waiting for its {self.engine_threads} engine threads "
-                       f"(max_queued_total {limit})")
+                bound = f"max_queued_total {self.limits.total}"
+                if limit < self.limits.total:
+                    bound += f"; {limit} while the engine runs {self.gate.limit} calls at a time"
+                why = f"the server has {waiting} calls waiting for its {self.engine_threads} engine threads ({bound})"
             ahead = self._turns_ahead(call.client, scope, waiting, limit, slot_s, now)
             if ahead is not None:
                 if ahead:
                     why += f", and {ahead} refused clients whose turn comes first"
                 self._refuse(call, scope, waiting, slot_s, why, now)
             self._turns = {key: turn for key, turn in self._turns.items() if key[1] != call.client}  # it is back
-        ticket = Ticket(lock, self.meter)
+        ticket = Ticket(lock, self.meter, gated=call is not None)
         self._admitted.add(ticket)
         return ticket
 
@@ -585,8 +617,9 @@ class Admission:
         ``slot_s``): with its turn come, when the queue has room; without a turn, when it has room beyond the turns
         due within the next slot (before its turn, never); and in the server's queue whenever an engine thread is
         idle with no call waiting for it, turn or not (the clients whose turns are due are late: the call starts at
-        once and delays none of them). Otherwise the number of those turns."""
-        if scope == "" and waiting == 0 and self.meter.running < self.engine_threads:
+        once and delays none of them; the engine gate decides whether a thread is free: ``EngineGate.has_room``).
+        Otherwise the number of those turns."""
+        if scope == "" and waiting == 0 and self.gate.has_room:
             return None
         turn = self._turns.get((scope, client))
         if turn is not None:

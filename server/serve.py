@@ -82,7 +82,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-message-mib", type=int, default=defaults.max_message_bytes // MIB, metavar="MIB",
                         help="largest gRPC message, MiB (clients must allow the same)")
     parser.add_argument("--workers", type=int, default=default_engine_threads(), metavar="N",
-                        help="threads for engine work (default: one per core of this machine, %(default)s)")
+                        help="threads for engine work (default: one per core of this machine, %(default)s); clients' "
+                             "calls run on as many of them at once as the server measures to be worth it")
+    parser.add_argument("--fixed-concurrency", action="store_true",
+                        help="run clients' calls on all --workers threads whenever they wait, instead of on as many "
+                             "as measured to be worth it in calls per second over each call's time (docs/limits.md)")
     parser.add_argument("--max-pixels-per-call", type=int, default=defaults.max_pixels_per_call, metavar="N",
                         help="most pixels (poses x width x height) one Render or StepRequest produces (default "
                              "%(default)s; docs/limits.md)")
@@ -304,6 +308,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
             max_shape_voxels=args.max_shape_voxels,
         ),
         workers=args.workers,
+        adaptive_concurrency=not args.fixed_concurrency,
         auth_tokens=auth_tokens(args.auth_token_file),
         tls_cert_file=args.tls_cert,
         tls_key_file=args.tls_key,

@@ -82,7 +82,9 @@ def generator() -> PacedGenerator:
 
 @pytest.fixture(scope="module")
 def server(generator: PacedGenerator) -> Iterator[BackgroundServer]:
-    config = ServerConfig(queues=QueueLimits(per_world=PER_WORLD, total=TOTAL), workers=WORKERS)
+    # all the threads at once, whatever the engine gate would measure: the tests fill them
+    config = ServerConfig(queues=QueueLimits(per_world=PER_WORLD, total=TOTAL), workers=WORKERS,
+                          adaptive_concurrency=False)
     with BackgroundServer(config=config, generator=generator) as running:
         yield running
 

@@ -152,6 +152,7 @@ def test_scrape_counts_steps_requests_and_memory(server, client, world_id):
     assert value(after, "worldweave_queued_calls") == 0
     assert value(after, "worldweave_queue_limit_calls", scope="per_world") == server.server.config.queues.per_world
     assert value(after, "worldweave_refused_calls_total") == 0
+    assert value(after, "worldweave_engine_calls_at_once") == server.server.registry.admission.gate.limit >= 1
     assert value(after, "process_resident_memory_bytes") > 0
 
 
