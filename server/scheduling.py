@@ -27,6 +27,7 @@ behind it, and locked work off the event loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import inspect
 import itertools
@@ -34,7 +35,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -172,22 +173,17 @@ def _stoppable(work: Callable[[], T], stop: threading.Event) -> T:
 async def run_locked(
     lock: asyncio.Lock | WorldLock, executor: Executor, work: Callable[[], T], gate: EngineGate | None = None
 ) -> T:
-    """Run ``work()`` on ``executor`` while holding ``lock`` and, when given, a place under ``gate``'s limit on calls
-    running at once; see the module docstring for cancellation."""
+    """Run ``work()`` on ``executor`` while holding ``lock``, through ``gate`` when given (its limit on calls running
+    at once); see the module docstring for cancellation."""
     async with lock:
-        place = await gate.acquire() if gate is not None else None
-        try:
-            return await _run_stoppable(executor, work)
-        finally:
-            if place is not None:
-                gate.release(place)
+        stop = threading.Event()
+        job = functools.partial(_stoppable, work, stop)
+        return await _awaited(executor.submit(job) if gate is None else gate.submit(executor, job), stop)
 
 
-async def _run_stoppable(executor: Executor, work: Callable[[], T]) -> T:
-    """``work()`` on ``executor``, told to stop when the awaiting call is cancelled, and awaited to its end if it
-    already runs (``run_locked``)."""
-    stop = threading.Event()
-    future = executor.submit(_stoppable, work, stop)
+async def _awaited(future: Future[T], stop: threading.Event) -> T:
+    """The outcome of ``future`` (work submitted by ``run_locked``): when the awaiting call is cancelled, the work is
+    dropped if it has not started, else told to stop (``stop``) and awaited to its end."""
     wrapped = asyncio.wrap_future(future)
     try:
         return await asyncio.shield(wrapped)
@@ -548,8 +544,9 @@ class Admission:
     @property
     def queued_total(self) -> int:
         """The bound on calls waiting for a thread now: ``limits.total`` in proportion to the share of the threads
-        the gate lets run at once (at least 1), so an admitted call still waits about one round of work."""
-        return max(1, self.limits.total * self.gate.limit // self.engine_threads)
+        the gate lets run at once now (``EngineGate.running_limit``, at least 1), so an admitted call still waits
+        about one round of work, and a level the gate explores gets the calls to keep it busy."""
+        return max(1, self.limits.total * self.gate.running_limit // self.engine_threads)
 
     @property
     def waiting(self) -> int:
@@ -586,7 +583,7 @@ class Admission:
                 slot_s = TURN_SLACK * self.pace_s
                 bound = f"max_queued_total {self.limits.total}"
                 if limit < self.limits.total:
-                    bound += f"; {limit} while the engine runs {self.gate.limit} calls at a time"
+                    bound += f"; {limit} while the engine runs {self.gate.running_limit} calls at a time"
                 why = f"the server has {waiting} calls waiting for its {self.engine_threads} engine threads ({bound})"
             ahead = self._turns_ahead(call.client, scope, waiting, limit, slot_s, now)
             if ahead is not None:

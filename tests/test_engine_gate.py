@@ -3,9 +3,10 @@
 * Until its first exploration ends the gate lets every thread run; each exploration compares the limit's latest
   samples with fresh ones of the other level, and the limit moves there only where that level has ``HYSTERESIS``
   more power (calls per second over each call's time).
-* Under the limit calls wait first come, first served; a cancelled waiter is skipped, and a place handed to a call
-  cancelled as it came is passed on. Now and then the gate explores the other level; a call running far past the
-  mean duration stops counting, so it holds up no one.
+* Under the limit jobs wait first come, first served, and a cancelled one never runs; on real threads each job's
+  outcome (a value or an error) reaches its future, the threads hand jobs on among themselves, and a job that cannot
+  start (the executor shut down) gives its place back. A job running far past the mean duration stops counting, so it
+  holds up no one.
 * On a real server on loopback, work that cannot run two at once (a shared lock, as Python holding the GIL) ends up
   one call at a time, and work that can (a sleep) on both threads; with ``--fixed-concurrency`` the gate never
   narrows.
@@ -13,11 +14,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -26,7 +27,7 @@ from worldweave.bridge.generators.base import Condition, GenerationResult
 from worldweave.bridge.generators.echo import EchoGenerator
 from worldweave.server import engine_gate
 from worldweave.server.app import BackgroundServer, ServerConfig
-from worldweave.server.engine_gate import HYSTERESIS, WINDOW, EngineGate
+from worldweave.server.engine_gate import HYSTERESIS, WINDOW, EngineGate, Job
 from worldweave.sim_clients.client import WorldClient
 
 
@@ -40,66 +41,46 @@ class Clock:
         return self.now_s
 
 
-async def settle() -> None:
-    """Let the tasks woken so far run."""
-    for _ in range(4):
-        await asyncio.sleep(0)
+def job() -> Job:
+    return Job(lambda: None)
 
 
 class Engine:
-    """Calls through ``gate`` on a simulated engine that serves a call every ``pace_s[level]`` seconds of ``clock``
-    at each level (calls running at once), with calls always waiting (one arrives as each ends)."""
+    """Jobs through ``gate`` on a simulated engine that serves one every ``pace_s[level]`` seconds of ``clock`` at
+    each level (jobs running at once), with jobs always waiting (one arrives as each ends)."""
 
     def __init__(self, gate: EngineGate, clock: Clock) -> None:
         self.gate, self.clock = gate, clock
-        self.running: deque = deque()
-        self.callers: list[asyncio.Task] = []
+        self.running: deque[Job] = deque()
         self.levels: list[int] = []
-        """The level each call ended at."""
+        """The level each job ended at."""
 
     def arrive(self) -> None:
-        async def call() -> None:
-            self.running.append(await self.gate.acquire())
+        self.running.extend(self.gate.arrive(job()))
 
-        self.callers.append(asyncio.create_task(call()))
-
-    async def serve(self, pace_s: dict[int, float], calls: int) -> None:
-        while len(self.callers) - len(self.running) < 2 + self.gate.threads:
+    def serve(self, pace_s: dict[int, float], jobs: int) -> None:
+        for _ in range(self.gate.threads + 2 - len(self.running)):
             self.arrive()
-        await settle()
-        for _ in range(calls):
+        for _ in range(jobs):
             self.clock.now_s += pace_s[len(self.running)]
             self.levels.append(len(self.running))
-            self.gate.release(self.running.popleft())
+            self.running.extend(self.gate.end(self.running.popleft()))
             self.arrive()
-            await settle()
-
-    async def stop(self) -> None:
-        for caller in self.callers:
-            caller.cancel()
-        await asyncio.gather(*self.callers, return_exceptions=True)
-        while self.running:
-            self.gate.release(self.running.popleft())
 
 
 @pytest.fixture(autouse=True)
 def no_stragglers(monkeypatch) -> None:
-    """The simulated engine's calls end on the test's clock, not the event loop's, so none is a straggler."""
+    """The simulated engine's jobs end by the test's paces; none is to be a straggler when the pace changes."""
     monkeypatch.setattr(engine_gate, "STRAGGLER_FACTOR", 1e6)
 
 
-def run_engine(pace_s: dict[int, float], calls: int, adaptive: bool = True) -> tuple[EngineGate, list[int]]:
-    """A gate of 2 threads after ``calls`` calls on the simulated engine (``Engine``); the levels they ended at."""
+def run_engine(pace_s: dict[int, float], jobs: int, adaptive: bool = True) -> tuple[EngineGate, list[int]]:
+    """A gate of 2 threads after ``jobs`` jobs on the simulated engine (``Engine``); the levels they ended at."""
     clock = Clock()
     gate = EngineGate(2, adaptive=adaptive, clock=clock)
-
-    async def scenario() -> list[int]:
-        engine = Engine(gate, clock)
-        await engine.serve(pace_s, calls)
-        await engine.stop()
-        return engine.levels
-
-    return gate, asyncio.run(scenario())
+    engine = Engine(gate, clock)
+    engine.serve(pace_s, jobs)
+    return gate, engine.levels
 
 
 def two_at_power(ratio: float) -> dict[int, float]:
@@ -129,75 +110,73 @@ def test_the_limit_is_every_thread_until_each_level_is_measured_then_the_most_po
 def test_the_limit_follows_the_work_and_a_fixed_gate_never_narrows():
     clock = Clock()
     gate = EngineGate(2, clock=clock)
-
-    async def scenario() -> None:
-        engine = Engine(gate, clock)
-        await engine.serve(two_at_power(2.0), 400)
-        assert gate.limit == 2
-        await engine.serve({1: 0.010, 2: 0.015}, 3000)  # the work changed: two at once serve fewer calls than one
-        assert gate.limit == 1
-        await engine.serve(two_at_power(1 + HYSTERESIS / 2), 3000)  # two a little more powerful: not enough
-        assert gate.limit == 1
-        await engine.serve(two_at_power(2.0), 3000)  # and back: exploration finds level 2 better again
-        assert gate.limit == 2
-        await engine.stop()
-
-    asyncio.run(scenario())
+    engine = Engine(gate, clock)
+    engine.serve(two_at_power(2.0), 400)
+    assert gate.limit == 2
+    engine.serve({1: 0.010, 2: 0.015}, 3000)  # the work changed: two at once serve fewer calls than one
+    assert gate.limit == 1
+    engine.serve(two_at_power(1 + HYSTERESIS / 2), 3000)  # two a little more powerful: not enough
+    assert gate.limit == 1
+    engine.serve(two_at_power(2.0), 3000)  # and back: exploration finds level 2 better again
+    assert gate.limit == 2
     fixed, levels = run_engine({1: 0.010, 2: 0.015}, 400, adaptive=False)
     assert fixed.limit == 2 and set(levels) == {2} and fixed.pace_s(2) is None
 
 
-def test_calls_wait_in_arrival_order_under_the_limit_and_a_cancelled_call_loses_no_place():
-    async def scenario() -> None:
-        gate = EngineGate(1)
-        first = await gate.acquire()
-        assert not gate.has_room
-        order: list[str] = []
-
-        async def call(name: str) -> None:
-            place = await gate.acquire()
-            order.append(name)
-            await asyncio.sleep(0)
-            gate.release(place)
-
-        tasks = {name: asyncio.create_task(call(name)) for name in "abc"}
-        await settle()
-        assert order == []  # one call at a time: all three wait
-        tasks["b"].cancel()
-        gate.release(first)
-        await asyncio.gather(tasks["a"], tasks["c"])
-        assert order == ["a", "c"]
-        assert tasks["b"].cancelled() and gate.has_room
-
-        held = await gate.acquire()
-        late = asyncio.create_task(gate.acquire())
-        await settle()
-        gate.release(held)  # hands the place to ``late`` ...
-        late.cancel()  # ... cancelled before it runs: the place is passed on, not lost
-        with pytest.raises(asyncio.CancelledError):
-            await late
-        assert gate.has_room
-
-    asyncio.run(scenario())
+def test_jobs_start_in_arrival_order_under_the_limit_and_a_cancelled_one_never_runs():
+    gate = EngineGate(1)
+    first, second, third, fourth = job(), job(), job(), job()
+    assert gate.arrive(first) == [first] and not gate.has_room
+    assert gate.arrive(second) == gate.arrive(third) == gate.arrive(fourth) == []  # one at a time: they wait
+    assert third.future.cancel()  # its call went away
+    assert gate.end(first) == [second]
+    assert gate.end(second) == [fourth]  # the cancelled job is skipped
+    assert gate.end(fourth) == [] and gate.has_room
 
 
-def test_a_call_running_far_past_the_mean_stops_counting_against_the_limit(monkeypatch):
-    monkeypatch.setattr(engine_gate, "FIRST_DURATION_S", 0.02)
+def test_the_engine_threads_hand_jobs_on_and_every_outcome_reaches_its_future():
+    gate = EngineGate(2)
+    order: list[int] = []
+    release = threading.Event()
+
+    def work(i: int) -> int:
+        release.wait(10)
+        order.append(i)
+        if i == 3:
+            raise ValueError("job 3 fails")
+        return i * i
+
+    with ThreadPoolExecutor(2) as executor:
+        futures = [gate.submit(executor, lambda i=i: work(i)) for i in range(6)]
+        assert gate._waiting and not gate.has_room  # two run, four wait in the gate, not in the executor's queue
+        release.set()
+        assert [future.result(10) for future in (*futures[:3], *futures[4:])] == [0, 1, 4, 16, 25]
+        with pytest.raises(ValueError, match="job 3 fails"):
+            futures[3].result(10)
+    assert sorted(order) == list(range(6)) and gate.has_room
+    executor_gone = ThreadPoolExecutor(1)
+    executor_gone.shutdown()
+    with pytest.raises(RuntimeError):
+        gate.submit(executor_gone, lambda: None).result(1)
+    assert gate.has_room  # the job that could not start gave its place back
+
+
+def test_a_job_running_far_past_the_mean_stops_counting_against_the_limit(monkeypatch):
     monkeypatch.setattr(engine_gate, "STRAGGLER_FACTOR", 2.0)
-
-    async def scenario() -> None:
-        gate = EngineGate(1)
-        long = await gate.acquire()
-        started = time.monotonic()
-        place = await gate.acquire()  # waits for the straggler timer (2 x 20 ms), not for ``long`` to end
-        assert 0.03 <= time.monotonic() - started < 1.0
-        gate.release(place)
-        gate.release(long)  # its place was already given up: giving it back again frees nothing twice
-        assert gate.has_room
-        await gate.acquire()
-        assert not gate.has_room
-
-    asyncio.run(scenario())
+    clock = Clock()
+    gate = EngineGate(1, clock=clock)
+    for _ in range(60):  # jobs of 10 ms
+        running = gate.arrive(job())
+        clock.now_s += 0.010
+        gate.end(running[0])
+    long, waiting = job(), job()
+    gate.arrive(long)
+    clock.now_s += 0.015
+    assert gate.arrive(waiting) == []  # 15 ms: not yet twice the mean
+    clock.now_s += 0.010
+    late = job()
+    assert gate.arrive(late) == [waiting]  # 25 ms: ``long`` stops counting, the waiting job starts
+    assert gate.end(long) == [] and gate.end(waiting) == [late]  # ending ``long`` frees nothing twice
 
 
 # ------------------------------------------------------------------------------------------------ on a real server
@@ -252,7 +231,7 @@ def stepping(address: str, worlds: list[str], seconds: float) -> None:
 @pytest.fixture
 def quick_exploration(monkeypatch) -> Iterator[None]:
     """Levels compared on fewer calls and explored sooner: seconds of test instead of tens."""
-    monkeypatch.setattr(engine_gate, "WINDOW", 8)
+    monkeypatch.setattr(engine_gate, "WINDOW", 6)
     monkeypatch.setattr(engine_gate, "FIRST_EXPLORE_GAP_S", 0.5)
     yield
 
@@ -266,7 +245,7 @@ def test_a_server_runs_as_many_calls_at_once_as_are_worth_it(quick_exploration, 
         frames, intrinsics = wall_seed(32, 24)
         with WorldClient(server.address) as client:
             worlds = [client.worlds.create(frames, intrinsics, world_id=f"gate{i}").world_id for i in range(4)]
-        stepping(server.address, worlds, 3.5)  # four clients: level 2 measured, level 1 explored, one kept
+        stepping(server.address, worlds, 4.0)  # four clients: level 2 measured, level 1 explored, one kept
         gate = server.server.registry.admission.gate
         assert gate.limit == limit, (gate.limit, gate.pace_s(1), gate.pace_s(2))
         assert (gate.pace_s(1) is not None) == adaptive  # level 1 explored: the limit is a decision, not the start
