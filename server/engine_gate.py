@@ -138,7 +138,7 @@ class EngineGate:
 
     def submit(self, executor: Executor, work: Callable[[], T]) -> Future:
         """Run ``work()`` on ``executor`` once the limit has room, first come first served; its future (cancel it
-        while it waits and it never runs). RuntimeError when ``executor`` is shut down."""
+        while it waits and it never runs; it fails with RuntimeError when ``executor`` is shut down)."""
         job = Job(work)
         self._start(executor, self.arrive(job))
         return job.future
@@ -165,13 +165,16 @@ class EngineGate:
             return self._fill()
 
     def _start(self, executor: Executor, jobs: list[Job]) -> None:
-        for job in jobs:
+        """Run each of ``jobs`` on a thread of ``executor`` of its own."""
+        jobs = list(jobs)
+        while jobs:
+            job = jobs.pop(0)
             try:
                 executor.submit(self._run, executor, job)
-            except RuntimeError as error:  # shut down: the job cannot run, and gives its place back
-                self.end(job)
+            except RuntimeError as error:  # shut down: the job cannot run, and gives its place on
                 if job.future.set_running_or_notify_cancel():
                     job.future.set_exception(error)
+                jobs.extend(self.end(job))
 
     def _run(self, executor: Executor, job: Job | None) -> None:
         """On an engine thread: run ``job``, then the jobs its end starts, the first of them on this thread."""

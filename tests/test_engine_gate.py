@@ -156,9 +156,15 @@ def test_the_engine_threads_hand_jobs_on_and_every_outcome_reaches_its_future():
     assert sorted(order) == list(range(6)) and gate.has_room
     executor_gone = ThreadPoolExecutor(1)
     executor_gone.shutdown()
-    with pytest.raises(RuntimeError):
-        gate.submit(executor_gone, lambda: None).result(1)
-    assert gate.has_room  # the job that could not start gave its place back
+    narrow = EngineGate(1)
+    held = Job(lambda: None)
+    narrow.arrive(held)  # the one place is taken: the next two wait
+    futures = [narrow.submit(executor_gone, lambda: None) for _ in range(2)]
+    narrow._start(executor_gone, narrow.end(held))  # the place passes to the first, which cannot start ...
+    for future in futures:  # ... and on to the second: each fails, none is left waiting
+        with pytest.raises(RuntimeError):
+            future.result(1)
+    assert narrow.has_room
 
 
 def test_a_job_running_far_past_the_mean_stops_counting_against_the_limit(monkeypatch):
