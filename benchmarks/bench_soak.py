@@ -17,7 +17,7 @@ figure beside its baseline from the same run, against ``worldweave serve`` proce
   clients <= 4x the single client's; throughput at 64 >= 90% of 16's). Configurations: ``unbounded`` (8 engine
   threads and queues too large to refuse anything: how the server ran before admission control), ``default``
   (``worldweave serve`` defaults: one engine thread per core of this machine, as many queued, clients' calls on as
-  many of them at once as serve the most calls per second), ``fixed`` (the defaults with ``--fixed-concurrency``:
+  many of them at once as the engine gate measures to be worth it), ``fixed`` (the defaults with ``--fixed-concurrency``:
   calls on every thread whenever they wait) and ``custom`` (``--workers N --queue N``).
 * **Fair share.** 4 clients (connections) stepping one world for ``--fair-seconds``: each one's share of its steps;
   then a client with 3 streams against one with 1 stream for half that time (``default`` server; refusals, if any,

@@ -1,10 +1,10 @@
 """How many clients' calls the engine runs at once (``EngineGate``): between one and all of its threads, the count at
 which calls are served fastest for the time each takes, measured as the work comes.
 
-A thread beyond the first adds throughput only where the work releases the GIL. A large frame's numba kernels do
-(on 2 cores at 320x240, 2 threads serve about 1.5x the calls of 1); a small frame's Python between its kernels does
-not, and there a second call running beside the first only slows both (on 2 cores at 128x96 each call runs 2-2.7x
-longer, for 0-40% more calls per second: ``benchmarks/bench_soak.py``).
+A thread beyond the first adds throughput only where the work releases the GIL. A large frame's numba kernels do (on
+2 cores at 320x240, 2 threads serve about 1.5x the calls of 1); a small frame's Python between its kernels does not,
+and there a second call running beside the first only slows both (on 2 cores at 128x96 each call runs 2-2.7x longer,
+for 0-40% more calls per second: ``benchmarks/bench_soak.py``).
 
 So the gate measures, for each level (the number of calls holding a place), the engine's pace there, seconds per
 call served: when a call ends at a level while others wait for a place, the time since the count of places last
@@ -19,12 +19,13 @@ explorations come ``FIRST_EXPLORE_GAP_S`` after one that moved the limit, then t
 calls per second over each call's time (Kleinrock's measure of a queue's operating point). At level L a call is
 served every pace_L seconds and takes about L x pace_L, so the power is 1 / (L x pace_L^2): two calls at once match
 one where they serve 1.41x its calls per second (each then takes 1.41x as long; where they serve 1.2x, 1.67x as
-long), and the limit moves from one to two only where they serve at least 1.55x. Until the first exploration ends the limit is all the threads (the server without the gate).
-The sample that straddles a change of limit is dropped.
+long), and the limit moves from one to two only where they serve at least 1.55x. Until the first exploration ends
+the limit is all the threads (the server without the gate). The sample that straddles a change of limit is dropped.
 
 A call that has run longer than ``STRAGGLER_FACTOR`` times the mean duration when another arrives stops counting
-against the limit (it keeps its thread): one long query does not hold up every other world. The server's own work (saves) does not pass the
-gate. Not adaptive (``worldweave serve --fixed-concurrency``), the limit stays at the threads.
+against the limit (it keeps its thread): one long query does not hold up every other world. The server's own work
+(saves) does not pass the gate. Not adaptive (``worldweave serve --fixed-concurrency``), the limit stays at the
+threads.
 
 ``EngineGate.submit`` takes a call's work in place of ``Executor.submit``. The engine threads hand the work on among
 themselves: a thread whose job ends starts the next one waiting, on itself, so the event loop is not between one
@@ -166,9 +167,9 @@ class EngineGate:
 
     def _start(self, executor: Executor, jobs: list[Job]) -> None:
         """Run each of ``jobs`` on a thread of ``executor`` of its own."""
-        jobs = list(jobs)
+        jobs = deque(jobs)
         while jobs:
-            job = jobs.pop(0)
+            job = jobs.popleft()
             try:
                 executor.submit(self._run, executor, job)
             except RuntimeError as error:  # shut down: the job cannot run, and gives its place on
