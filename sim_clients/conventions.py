@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -35,6 +36,7 @@ import numpy as np
 from worldweave.proto.errors import InvalidInputError, InvalidPoseError
 from worldweave.proto.geometry import (
     Quaternion,
+    orthonormal_error_and_det,
     quaternion_from_rotation,
     rotation_from_quaternion,
 )
@@ -123,13 +125,14 @@ def rotator_from_rotation(rotation: np.ndarray) -> Rotator:
 
 
 def _check_rotation(name: str, rotation: np.ndarray, det_sign: int) -> None:
-    error = float(np.max(np.abs(rotation.T @ rotation - np.eye(3))))
+    """Raise :class:`ConventionError` unless the finite 3x3 ``rotation`` is orthonormal with determinant
+    ``det_sign``."""
+    error, det = orthonormal_error_and_det(rotation.ravel().tolist())
     if error > ORTHONORMAL_TOLERANCE:
         raise ConventionError(
             f"{name} is not orthonormal (max |R^T R - I| = {error:.3g}, tolerance {ORTHONORMAL_TOLERANCE}): "
             f"a scaled or sheared transform? rows {np.round(rotation, 6).tolist()}"
         )
-    det = float(np.linalg.det(rotation))
     if abs(det - det_sign) > ORTHONORMAL_TOLERANCE:
         raise ConventionError(f"{name} has determinant {det:.6g}, expected {det_sign:+d} in this convention")
 
@@ -140,8 +143,10 @@ def check_pose_matrix(matrix: np.ndarray, name: str = "pose matrix", det_sign: i
     m = np.asarray(matrix, dtype=np.float64)
     if m.shape != (4, 4):
         raise ConventionError(f"{name} must be 4x4, got shape {m.shape}")
-    _finite(name, m)
-    if np.max(np.abs(m[3] - [0.0, 0.0, 0.0, 1.0])) > ORTHONORMAL_TOLERANCE:
+    values = m.ravel().tolist()  # plain floats: for one 4x4 several times cheaper than numpy's per-call cost
+    if not all(map(math.isfinite, values)):
+        _finite(name, m)
+    if max(abs(values[12]), abs(values[13]), abs(values[14]), abs(values[15] - 1.0)) > ORTHONORMAL_TOLERANCE:
         raise ConventionError(f"the last row of {name} must be [0, 0, 0, 1], got {m[3].tolist()}")
     _check_rotation(f"rotation of {name}", m[:3, :3], det_sign)
     return m
@@ -199,7 +204,7 @@ class Convention:
         if not (math.isfinite(self.metres_per_unit) and self.metres_per_unit > 0):
             raise ConventionError(f"convention {self.name!r}: metres_per_unit must be > 0, got {self.metres_per_unit}")
 
-    @property
+    @cached_property
     def engine_rotation_det(self) -> int:
         """Determinant (+1 or -1) of a valid engine camera rotation in this convention."""
         return int(round(np.linalg.det(self.world_to_canonical) * np.linalg.det(self.opencv_to_camera)))
