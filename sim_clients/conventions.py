@@ -128,7 +128,7 @@ def _check_rotation(name: str, rotation: np.ndarray, det_sign: int) -> None:
     """Raise :class:`ConventionError` unless the finite 3x3 ``rotation`` is orthonormal with determinant
     ``det_sign``."""
     error, det = orthonormal_error_and_det(rotation.ravel().tolist())
-    if error > ORTHONORMAL_TOLERANCE:
+    if not error <= ORTHONORMAL_TOLERANCE:  # NaN fails too
         raise ConventionError(
             f"{name} is not orthonormal (max |R^T R - I| = {error:.3g}, tolerance {ORTHONORMAL_TOLERANCE}): "
             f"a scaled or sheared transform? rows {np.round(rotation, 6).tolist()}"
