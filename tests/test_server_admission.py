@@ -546,7 +546,8 @@ def test_a_fresh_server_compiles_its_kernels_before_serving():
     if machine_cores() > 1:
         split += [f"worldweave.bridge.{name}" for name in (
             "generators.kept_depth._fit_bands", "memory.voxel_index._accumulate_threads",
-            "memory.voxel_index._pixel_probes_threads", "memory.voxel_index._fold_bands", "render._blend_bands",
+            "memory.voxel_index._pixel_probes_threads", "memory.voxel_index._find_rows_threads",
+            "memory.voxel_index._fold_bands", "render._blend_bands",
             "render._resolve_bands", "memory.weave._weave_heuristic_bands", "memory.anchors._block_sums_bands",
             "generators.reproject._pull_frame_bands", "generators.reproject._push_frame_bands")]
     for name in split:  # a step's kernels, one-thread and split (worlds stepping at once, a world stepping alone)

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.core import cgutils
-from numba.extending import intrinsic
+
+from worldweave.bridge.prefetch import prefetch_item
 
 EMPTY_KEY = -1
 """``table_keys`` entry of a free slot."""
@@ -48,37 +46,13 @@ def home_slot(key, shift):
     return np.int64((np.uint64(key) * _GOLDEN) >> shift)
 
 
-@intrinsic
-def _prefetch_item(typingctx, array, index):
-    """Hint the CPU to load ``array[index]`` (a 1-D array, an in-bounds index) into every cache level, for reading.
-    A hint only: no effect on results, and no fault for any address."""
-    if not isinstance(array, types.Array) or array.ndim != 1 or not isinstance(index, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        array_type, index_type = signature.args
-        items = context.make_array(array_type)(context, builder, args[0])
-        position = context.cast(builder, args[1], index_type, types.intp)
-        pointer = cgutils.get_item_pointer(context, builder, array_type, items, [position], wraparound=False)
-        byte_pointer = ir.IntType(8).as_pointer()
-        int32 = ir.IntType(32)
-        function = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [byte_pointer, int32, int32, int32]), "llvm.prefetch.p0"
-        )
-        # llvm.prefetch(address, 0 = read, 3 = keep in all cache levels, 1 = data cache)
-        builder.call(function, [builder.bitcast(pointer, byte_pointer), int32(0), int32(3), int32(1)])
-        return context.get_dummy_value()
-
-    return types.void(array, index), codegen
-
-
 @numba.njit(cache=True, nogil=True, inline="always")
 def prefetch(table_keys, table_values, shift, key):
     """Start loading the home slot of ``key`` (its key and value) into cache; a later ``find`` or
     ``find_or_insert`` of it then waits less. Changes nothing."""
     slot = home_slot(key, shift)
-    _prefetch_item(table_keys, slot)
-    _prefetch_item(table_values, slot)
+    prefetch_item(table_keys, slot)
+    prefetch_item(table_values, slot)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

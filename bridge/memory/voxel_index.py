@@ -20,6 +20,7 @@ import torch
 
 from worldweave.bridge.cores import even_bands
 from worldweave.bridge.memory import hash_table, surface_points, voxel_keys
+from worldweave.bridge.prefetch import prefetch_item
 from worldweave.bridge.scratch import thread_scratch
 
 IndexBackend = Literal["torch", "numba"]
@@ -33,7 +34,7 @@ _INVALID_KEY = np.int64(-1)
 _OUTSIDE_KEY = np.int64(-3)
 """``_pixel_probes``' key of a pixel whose point lies beyond the key range."""
 _PREFETCH_AHEAD = 16
-"""How many probes ahead ``_assign`` starts loading the hash table."""
+"""How many items ahead the kernels start loading what they will read far off in memory (``prefetch_item``)."""
 _NO_CONFIDENCE = np.ones((1, 1), dtype=np.float32)
 """Stands in for the confidence image of a frame without one (the fused kernel then does not read it)."""
 
@@ -130,21 +131,54 @@ class SortedKeyIndex:
 
 
 @numba.njit(cache=True, nogil=True)
-def _assign(table_keys, table_rows, shift, point_keys, next_row, row_seen, out_rows, out_inverse, out_new_keys):
-    """One pass over the points: find-or-insert each key (new keys get rows ``next_row ..`` in order), and collect
-    the distinct rows in first-seen order (``out_rows``; ``out_inverse[p]``: the position of point p's row there).
-    Returns (distinct rows, new keys). ``row_seen`` (one entry per row, all -1) is left all -1."""
-    n_unique = 0
+def _find_rows(table_keys, table_rows, shift, point_keys, start, stop, out_rows):
+    """``out_rows[p]``: the row of ``point_keys[p]`` (-1 when absent) for p in ``start .. stop - 1``, the table loaded
+    ``_PREFETCH_AHEAD`` keys ahead."""
+    for p in range(start, stop):
+        if p + _PREFETCH_AHEAD < stop:
+            hash_table.prefetch(table_keys, table_rows, shift, point_keys[p + _PREFETCH_AHEAD])
+        out_rows[p] = hash_table.find(table_keys, table_rows, shift, point_keys[p])
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _find_rows_threads(bands, table_keys, table_rows, shift, point_keys, out_rows):
+    """``_find_rows`` for the bands of keys ``bands[t] .. bands[t + 1] - 1``, one thread each (the table is only
+    read)."""
+    for t in numba.prange(len(bands) - 1):
+        _find_rows(table_keys, table_rows, shift, point_keys, bands[t], bands[t + 1], out_rows)
+
+
+@numba.njit(cache=True, nogil=True)
+def _assign(
+    table_keys, table_rows, shift, point_keys, next_row, row_seen, out_rows, out_inverse, out_new_keys, found=False
+):
+    """Find-or-insert each key (new keys get rows ``next_row ..`` in order), and collect the distinct rows in
+    first-seen order (``out_rows``; ``out_inverse[p]``: the position of point p's row there). Returns (distinct rows,
+    new keys). ``row_seen`` (one entry per row, all -1) is left all -1. ``found``: ``out_inverse`` already holds
+    each key's row where the table has it and -1 elsewhere (``_find_rows_threads``), so only those keys are probed.
+
+    Two passes, each loading ``_PREFETCH_AHEAD`` items ahead so that the cache misses overlap: the table probes
+    (their rows kept in ``out_inverse`` meanwhile), then ``row_seen`` at those rows (as large as the map: a miss per
+    row too). The rows are the same with ``found`` as without: a key the table lacks before the batch is inserted at
+    its first occurrence, in order, either way."""
+    n = len(point_keys)
     n_new = 0
-    for p in range(len(point_keys)):
-        # The probes are independent: start loading the table a few keys ahead, so the cache misses overlap.
-        if p + _PREFETCH_AHEAD < len(point_keys):
+    for p in range(n):
+        if found and out_inverse[p] >= 0:
+            continue
+        if not found and p + _PREFETCH_AHEAD < n:
             hash_table.prefetch(table_keys, table_rows, shift, point_keys[p + _PREFETCH_AHEAD])
         key = point_keys[p]
         row, inserted = hash_table.find_or_insert(table_keys, table_rows, shift, key, next_row + n_new)
         if inserted:
             out_new_keys[n_new] = key
             n_new += 1
+        out_inverse[p] = row
+    n_unique = 0
+    for p in range(n):
+        if p + _PREFETCH_AHEAD < n:
+            prefetch_item(row_seen, out_inverse[p + _PREFETCH_AHEAD])
+        row = out_inverse[p]
         seen = row_seen[row]
         if seen < 0:
             seen = n_unique
@@ -308,6 +342,7 @@ def _accumulate_rows(
     after it; every step rounds to float32, so each sum sees the same float32 additions in the same order as one
     store per pixel would. Returns (pixels fused, pixels deferred)."""
     width = depth.shape[1]
+    surface_values = surface.reshape(surface.size)  # one item per value, for prefetch_item
     world = np.empty((3, width), dtype=np.float64)
     index = np.empty((3, width), dtype=np.float64)
     n_points = 0
@@ -321,6 +356,12 @@ def _accumulate_rows(
         sum_r = sum_g = sum_b = weight = conf_sum = np.float32(0.0)
         mean_x = mean_y = mean_z = mean_weight = np.float32(0.0)
         for u in range(width + 1):
+            if u + _PREFETCH_AHEAD < width:  # the surface point of the voxel a few pixels on: a row far off in the map
+                ahead = pixel_probe[v, u + _PREFETCH_AHEAD]
+                if ahead >= 0:
+                    ahead_row = out_rows[probe_seen[row_probes[v] + ahead]]
+                    prefetch_item(surface_values, 3 * ahead_row)
+                    prefetch_item(surface_weight, ahead_row)
             probe = pixel_probe[v, u] if u < width else np.int32(-2)  # -2: past the row's end, store the last run
             if probe == -1:
                 continue
@@ -434,27 +475,39 @@ def fold_into_columns(
 ):
     """Weighted running-mean update of the touched rows' colour and confidence (CPU twin of ``VoxelMap._apply``):
     ``sums``, ``gains`` and ``confidence_sums`` are an ``Accumulation``'s ``color_sums``, ``weights`` and
-    ``confidence_sums``. An insert (``inserted``) makes its voxels ``source`` with confidence 1. Returns the rows of
-    existing voxels that were touched, in ``rows``' order. ``threads`` > 1 splits ``rows`` into that many bands, a
-    thread each: the rows are distinct, so each row's update reads and writes that row alone and the columns come out
-    the same bit for bit."""
+    ``confidence_sums``. An insert (``inserted``) makes its voxels ``source`` with confidence 1. Returns the keys of
+    the existing voxels that were touched, in ``rows``' order (read in the same pass as their columns: the rows lie
+    anywhere in the map). ``threads`` > 1 splits ``rows`` into that many bands, a thread each: the rows are distinct,
+    so each row's update reads and writes that row alone and the columns come out the same bit for bit."""
     keys[count : count + len(new_keys)] = new_keys
-    args = (colors, weights, confidences, sources, first, last, rows, sums, gains, confidence_sums, count, source,
-            inserted, frame_id, max_weight)
+    row_keys = np.empty(len(rows), dtype=np.int64)
+    args = (keys, colors, weights, confidences, sources, first, last, rows, sums, gains, confidence_sums, count, source,
+            inserted, frame_id, max_weight, row_keys)
     if threads > 1:
         _fold_bands(even_bands(len(rows), threads), *args)
     else:
         _fold_rows(0, len(rows), *args)
-    return rows[rows < count]
+    return row_keys[rows < count]
 
 
 @numba.njit(cache=True, nogil=True)
 def _fold_rows(
-    start, stop, colors, weights, confidences, sources, first, last, rows, sums, gains, confidence_sums, count,
-    source, inserted, frame_id, max_weight,
+    start, stop, keys, colors, weights, confidences, sources, first, last, rows, sums, gains, confidence_sums, count,
+    source, inserted, frame_id, max_weight, row_keys,
 ):
-    """``fold_into_columns`` for ``rows[start:stop]``."""
+    """``fold_into_columns`` for ``rows[start:stop]``, each row's key into ``row_keys[i]``, and each row's columns
+    loaded ``_PREFETCH_AHEAD`` rows ahead (the rows lie anywhere in the map)."""
+    color_values = colors.reshape(colors.size)  # one item per value, for prefetch_item
     for i in range(start, stop):
+        if i + _PREFETCH_AHEAD < stop:
+            ahead = rows[i + _PREFETCH_AHEAD]
+            prefetch_item(keys, ahead)
+            prefetch_item(color_values, 3 * ahead)
+            prefetch_item(weights, ahead)
+            prefetch_item(confidences, ahead)
+            prefetch_item(sources, ahead)
+            prefetch_item(first, ahead)
+            prefetch_item(last, ahead)
         row = rows[i]
         if row >= count:
             sources[row] = source
@@ -475,17 +528,18 @@ def _fold_rows(
             confidences[row] = (confidences[row] * old + confidence_sums[i]) / total
         weights[row] = min(total, max_weight)
         last[row] = frame_id
+        row_keys[i] = keys[row]
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _fold_bands(
-    bands, colors, weights, confidences, sources, first, last, rows, sums, gains, confidence_sums, count, source,
-    inserted, frame_id, max_weight,
+    bands, keys, colors, weights, confidences, sources, first, last, rows, sums, gains, confidence_sums, count, source,
+    inserted, frame_id, max_weight, row_keys,
 ):
     """``_fold_rows`` for the bands ``rows[bands[t]:bands[t + 1]]``, one thread each."""
     for t in numba.prange(len(bands) - 1):
-        _fold_rows(bands[t], bands[t + 1], colors, weights, confidences, sources, first, last, rows, sums, gains,
-                   confidence_sums, count, source, inserted, frame_id, max_weight)
+        _fold_rows(bands[t], bands[t + 1], keys, colors, weights, confidences, sources, first, last, rows, sums, gains,
+                   confidence_sums, count, source, inserted, frame_id, max_weight, row_keys)
 
 
 class HashIndex:
@@ -601,8 +655,12 @@ class HashIndex:
         rows = np.empty(pixels, dtype=np.int64)
         probe_seen = np.empty(n_probes, dtype=np.int64)
         new_keys = np.empty(pixels, dtype=np.int64)
+        found = threads > 1
+        if found:  # the lookups of keys already in the table need no order: on the threads; the inserts follow in order
+            _find_rows_threads(even_bands(n_probes, threads), self._table_keys, self._table_rows, self._shift,
+                               probe_keys[:n_probes], probe_seen)
         n_unique, n_new = _assign(self._table_keys, self._table_rows, self._shift, probe_keys[:n_probes], next_row,
-                                  self._row_seen, rows, probe_seen, new_keys)
+                                  self._row_seen, rows, probe_seen, new_keys, found)
         self._count += n_new
         surface_weight[next_row : next_row + n_new] = 0.0  # a new voxel's row may hold a removed voxel's values
         sums = np.empty((n_unique, 3), dtype=np.float32)

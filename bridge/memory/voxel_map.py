@@ -315,14 +315,14 @@ class VoxelMap:
         """Fold an accumulation into the columns (the numba index's fold on ``threads`` threads); return (new keys,
         keys of existing voxels touched)."""
         if isinstance(self._index, HashIndex):
-            changed_rows = fold_into_columns(
+            changed_keys = fold_into_columns(
                 self._keys.numpy(), self._colors.numpy(), self._weights.numpy(), self._confidence.numpy(),
                 self._sources.numpy(), self._first.numpy(), self._last.numpy(), acc.rows.numpy(),
                 acc.color_sums.numpy(), acc.weights.numpy(), acc.confidence_sums.numpy(), acc.new_keys.numpy(),
                 self._count, int(source), source == Source.INSERTED, frame_id, self.max_weight, threads,
             )
             self._count += len(acc.new_keys)
-            return acc.new_keys, torch.from_numpy(self._keys.numpy()[changed_rows])
+            return acc.new_keys, torch.from_numpy(changed_keys)
         rows = acc.rows.to(self.device)
         n_new = len(acc.new_keys)
         is_new = rows >= self._count
