@@ -9,6 +9,10 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+PREFETCH_AHEAD = 16
+"""How many items ahead the kernels start loading what they will read far off in memory: enough loads in flight to
+overlap their misses, few enough that the lines are still cached when read."""
+
 
 @intrinsic
 def prefetch_item(typingctx, array, index):

@@ -192,7 +192,7 @@ class EngineGate:
     def _ended_at(self, level: int, now: float) -> None:
         """A call ended at ``level`` while others waited: a sample of its pace; an exploration that has its samples
         ends with a decision."""
-        if self._skip or level > self.threads:
+        if self._skip:
             self._skip = False
             return
         self._recent[level].append(now - self._since_s)

@@ -145,7 +145,7 @@ def check_pose_matrix(matrix: np.ndarray, name: str = "pose matrix", det_sign: i
         raise ConventionError(f"{name} must be 4x4, got shape {m.shape}")
     values = m.ravel().tolist()  # plain floats: for one 4x4 several times cheaper than numpy's per-call cost
     if not all(map(math.isfinite, values)):
-        _finite(name, m)
+        _finite(name, m)  # raises, naming the values
     if max(abs(values[12]), abs(values[13]), abs(values[14]), abs(values[15] - 1.0)) > ORTHONORMAL_TOLERANCE:
         raise ConventionError(f"the last row of {name} must be [0, 0, 0, 1], got {m[3].tolist()}")
     _check_rotation(f"rotation of {name}", m[:3, :3], det_sign)

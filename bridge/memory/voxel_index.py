@@ -20,7 +20,7 @@ import torch
 
 from worldweave.bridge.cores import even_bands
 from worldweave.bridge.memory import hash_table, surface_points, voxel_keys
-from worldweave.bridge.prefetch import prefetch_item
+from worldweave.bridge.prefetch import PREFETCH_AHEAD, prefetch_item
 from worldweave.bridge.scratch import thread_scratch
 
 IndexBackend = Literal["torch", "numba"]
@@ -33,8 +33,6 @@ _INVALID_KEY = np.int64(-1)
 """``_pixel_probes``' key of a pixel that does not enter (no depth, excluded, confidence 0)."""
 _OUTSIDE_KEY = np.int64(-3)
 """``_pixel_probes``' key of a pixel whose point lies beyond the key range."""
-_PREFETCH_AHEAD = 16
-"""How many items ahead the kernels start loading what they will read far off in memory (``prefetch_item``)."""
 _NO_CONFIDENCE = np.ones((1, 1), dtype=np.float32)
 """Stands in for the confidence image of a frame without one (the fused kernel then does not read it)."""
 
@@ -130,22 +128,12 @@ class SortedKeyIndex:
         self._keys, self._rows = keys, rows
 
 
-@numba.njit(cache=True, nogil=True)
-def _find_rows(table_keys, table_rows, shift, point_keys, start, stop, out_rows):
-    """``out_rows[p]``: the row of ``point_keys[p]`` (-1 when absent) for p in ``start .. stop - 1``, the table loaded
-    ``_PREFETCH_AHEAD`` keys ahead."""
-    for p in range(start, stop):
-        if p + _PREFETCH_AHEAD < stop:
-            hash_table.prefetch(table_keys, table_rows, shift, point_keys[p + _PREFETCH_AHEAD])
-        out_rows[p] = hash_table.find(table_keys, table_rows, shift, point_keys[p])
-
-
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _find_rows_threads(bands, table_keys, table_rows, shift, point_keys, out_rows):
-    """``_find_rows`` for the bands of keys ``bands[t] .. bands[t + 1] - 1``, one thread each (the table is only
-    read)."""
+    """``hash_table.find_range`` for the bands of keys ``bands[t] .. bands[t + 1] - 1``, one thread each (the table is
+    only read): ``out_rows[p]``, the row of ``point_keys[p]`` or -1."""
     for t in numba.prange(len(bands) - 1):
-        _find_rows(table_keys, table_rows, shift, point_keys, bands[t], bands[t + 1], out_rows)
+        hash_table.find_range(table_keys, table_rows, shift, point_keys, bands[t], bands[t + 1], out_rows)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -157,7 +145,7 @@ def _assign(
     new keys). ``row_seen`` (one entry per row, all -1) is left all -1. ``found``: ``out_inverse`` already holds
     each key's row where the table has it and -1 elsewhere (``_find_rows_threads``), so only those keys are probed.
 
-    Two passes, each loading ``_PREFETCH_AHEAD`` items ahead so that the cache misses overlap: the table probes
+    Two passes, each loading ``PREFETCH_AHEAD`` items ahead so that the cache misses overlap: the table probes
     (their rows kept in ``out_inverse`` meanwhile), then ``row_seen`` at those rows (as large as the map: a miss per
     row too). The rows are the same with ``found`` as without: a key the table lacks before the batch is inserted at
     its first occurrence, in order, either way."""
@@ -166,8 +154,8 @@ def _assign(
     for p in range(n):
         if found and out_inverse[p] >= 0:
             continue
-        if not found and p + _PREFETCH_AHEAD < n:
-            hash_table.prefetch(table_keys, table_rows, shift, point_keys[p + _PREFETCH_AHEAD])
+        if not found and p + PREFETCH_AHEAD < n:
+            hash_table.prefetch(table_keys, table_rows, shift, point_keys[p + PREFETCH_AHEAD])
         key = point_keys[p]
         row, inserted = hash_table.find_or_insert(table_keys, table_rows, shift, key, next_row + n_new)
         if inserted:
@@ -176,8 +164,8 @@ def _assign(
         out_inverse[p] = row
     n_unique = 0
     for p in range(n):
-        if p + _PREFETCH_AHEAD < n:
-            prefetch_item(row_seen, out_inverse[p + _PREFETCH_AHEAD])
+        if p + PREFETCH_AHEAD < n:
+            prefetch_item(row_seen, out_inverse[p + PREFETCH_AHEAD])
         row = out_inverse[p]
         seen = row_seen[row]
         if seen < 0:
@@ -356,8 +344,8 @@ def _accumulate_rows(
         sum_r = sum_g = sum_b = weight = conf_sum = np.float32(0.0)
         mean_x = mean_y = mean_z = mean_weight = np.float32(0.0)
         for u in range(width + 1):
-            if u + _PREFETCH_AHEAD < width:  # the surface point of the voxel a few pixels on: a row far off in the map
-                ahead = pixel_probe[v, u + _PREFETCH_AHEAD]
+            if u + PREFETCH_AHEAD < width:  # the surface point of the voxel a few pixels on: a row far off in the map
+                ahead = pixel_probe[v, u + PREFETCH_AHEAD]
                 if ahead >= 0:
                     ahead_row = out_rows[probe_seen[row_probes[v] + ahead]]
                     prefetch_item(surface_values, 3 * ahead_row)
@@ -496,11 +484,11 @@ def _fold_rows(
     source, inserted, frame_id, max_weight, row_keys,
 ):
     """``fold_into_columns`` for ``rows[start:stop]``, each row's key into ``row_keys[i]``, and each row's columns
-    loaded ``_PREFETCH_AHEAD`` rows ahead (the rows lie anywhere in the map)."""
+    loaded ``PREFETCH_AHEAD`` rows ahead (the rows lie anywhere in the map)."""
     color_values = colors.reshape(colors.size)  # one item per value, for prefetch_item
     for i in range(start, stop):
-        if i + _PREFETCH_AHEAD < stop:
-            ahead = rows[i + _PREFETCH_AHEAD]
+        if i + PREFETCH_AHEAD < stop:
+            ahead = rows[i + PREFETCH_AHEAD]
             prefetch_item(keys, ahead)
             prefetch_item(color_values, 3 * ahead)
             prefetch_item(weights, ahead)
