@@ -111,6 +111,21 @@ def test_continues_a_plane_into_a_hole_at_its_true_depth(room, pose, hole, on_pl
     assert np.array_equal(depth[kept], truth.depth[kept]) and np.all(confidence[kept] == 1)
 
 
+def test_a_footprints_spread_shows_memorys_colour_and_is_never_fused(room):
+    """Pixels memory's render covers only with a point's footprint spread (confidence 0: their depth lies off the
+    surface) show memory's colour, as the landed ones do, with depth and confidence 0; they are not painted over
+    with the fill of the holes."""
+    pose = Pose.look_at([0.0, 0.0, 1.5], [1.5, 0.0, 0.0])
+    truth = room.render(pose, INTRINSICS)
+    render = memory_of(truth, rectangle(slice(20, 52), slice(24, 72)))
+    spread = render.mask & rectangle(slice(56, 72), slice(0, 96))
+    render = RenderResult(render.rgb, render.depth, render.mask, np.where(spread, 0.0, 1.0).astype(np.float32))
+    result = generate(ContinuationGenerator(), pose, render)
+    assert spread.sum() > 1000
+    assert np.array_equal(result.frames[0][spread], truth.rgb[spread])
+    assert np.all(result.depths[0][spread] == 0) and np.all(result.confidences[0][spread] == 0)
+
+
 @pytest.mark.parametrize(("rows", "columns"), [(slice(20, 44), 4), (slice(24, 40), 3)],
                          ids=["fit-too-small", "no-fit"])
 def test_a_remembered_surface_continues_from_a_sliver_of_it(room, rows, columns):

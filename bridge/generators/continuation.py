@@ -4,7 +4,8 @@ CPU, deterministic.
 Each frame, in stages:
 
 1. **Kept pixels**: where the woven memory render covers a pixel with depth, its colour and depth come back unchanged
-   with memory's confidence (the render's confidence channel).
+   with memory's confidence (the render's confidence channel). Where that is 0 (a point's footprint only spreads
+   there, off the surface) the pixel keeps memory's colour with depth 0: shown, never fused.
 2. **Planes**: the dominant planes of the render (floors, walls, ceilings, road) are fitted to its back-projected
    depth by sequential RANSAC (seeded by ``Condition.seed``), refined by least squares, and kept only when they look
    like a surface (spread across the plane, residuals tight). Each fit is matched to a **surface** the generator
@@ -28,10 +29,10 @@ Each frame, in stages:
    folded onto one and repeated in phase; along one without, the largest seen stretch is mirrored. The tile is built
    once per surface, so every later view of the continued surface sees the same texture (a checkerboard continues as
    a checkerboard, not as fog).
-6. **Unknown pixels** are a picture only, with depth 0 and confidence 0, so nothing of them is fused: where a large
-   remembered surface stands (within ``occlusion_reach_m`` of what memory has shown of it) its texture is drawn, the
-   rest is the push-pull fill (``reproject``'s, at half resolution) of the other colours. A view with nothing to draw
-   from is mid-grey.
+6. **Unknown pixels** (holes nothing continues) are a picture only, with depth 0 and confidence 0, so nothing of
+   them is fused: where a large remembered surface stands (within ``occlusion_reach_m`` of what memory has shown of
+   it) its texture is drawn, the rest is the push-pull fill (``reproject``'s, at half resolution) of the other
+   colours. A view with nothing to draw from is mid-grey.
 
 The generator remembers at most ``cache_size`` surfaces (least recently used dropped first). A fit is matched to a
 surface by plane and appearance (its colours must fall in the texture's colour bins), so a server that shares one
@@ -817,7 +818,7 @@ class ContinuationGenerator(Generator):
         shape = render.mask.shape
         rays_cam = self._pixel_rays(intrinsics)
 
-        # 1. Kept pixels: memory's colour, depth and confidence.
+        # 1. Kept pixels: memory's colour, depth and confidence (a footprint's spread: colour only, at step 6).
         kept = (render.mask & (render.depth > 0)).reshape(-1)
         confidence = kept_confidence(render).reshape(-1)
         holes = np.flatnonzero(~kept)
@@ -873,7 +874,7 @@ class ContinuationGenerator(Generator):
                 if hiding is not None:
                     planes.append(hiding)
         if not planes:
-            return self._fill_unknown(rgb, depth, confidence, shape) + (0,)
+            return self._fill_unknown(rgb, depth, confidence, shape, kept) + (0,)
 
         # 4. Geometry: the nearest plane standing where each hole pixel's ray meets it, if it continues there.
         level_shape = np.max([plane.support.level.shape for plane in planes], axis=0)
@@ -918,17 +919,18 @@ class ContinuationGenerator(Generator):
                 rgb[holes[drawn]] = plane.surface.texture.sample(hits)
                 unpainted[holes[drawn]] = False
                 painted[holes[drawn]] = True
-        return self._fill_unknown(rgb, depth, confidence, shape, unpainted, painted) + (shown,)
+        return self._fill_unknown(rgb, depth, confidence, shape, kept, unpainted, painted) + (shown,)
 
     @staticmethod
     def _fill_unknown(rgb: np.ndarray, depth: np.ndarray, confidence: np.ndarray, shape: tuple[int, int],
-                      unpainted: np.ndarray | None = None,
+                      kept: np.ndarray, unpainted: np.ndarray | None = None,
                       painted: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Flat (H W, 3) colours, (H W,) depths and confidences -> the view's arrays, with every confidence-0 pixel
-        given depth 0, and those (but the ``painted`` ones) and the ``unpainted`` ones (bool (H W,)) the push-pull
-        fill of the others' colours (mid-grey when there are no others)."""
+        given depth 0, and those not ``kept`` (bool (H W,): memory's render covers them, so they show its colour even
+        where its confidence is 0, a footprint's spread) but the ``painted`` ones, and the ``unpainted`` ones, the
+        push-pull fill of the others' colours (mid-grey when there are no others)."""
         unknown = confidence == 0
-        paint = unknown if unpainted is None else unknown | unpainted
+        paint = unknown & ~kept if unpainted is None else (unknown & ~kept) | unpainted
         if painted is not None:
             paint &= ~painted
         if paint.all():  # nothing to fill from
@@ -939,7 +941,7 @@ class ContinuationGenerator(Generator):
             sums, weight = _half_resolution(image, ~paint.reshape(shape))
             small = push_pull_fill_cpu((sums / np.maximum(weight, 1)[..., None]).transpose(2, 0, 1), weight > 0)
             _upsample_into(image, paint.reshape(shape), small)
-            depth[unknown] = 0.0
+        depth[unknown] = 0.0
         return rgb.reshape(*shape, 3), depth.reshape(shape).astype(np.float32), confidence.reshape(shape)
 
     def _view_plane(self, normal_cam: np.ndarray, offset_cam_m: float, inliers: np.ndarray, sampled: np.ndarray,
