@@ -196,28 +196,40 @@ def _blend_kernel(first, stop, pixels, rgb, depth, confidence, weights, gains, c
                   out_confidence, mask):
     """Write the blended colour (computed in float32, stored rounded half to even and clipped to 0..255), depth,
     confidence and mask of each covered pixel among stacked pixels ``first .. stop - 1``."""
-    for j in range(first, stop):
-        if covered[j]:
-            mask[pixels[j]] = True
-            _blend_pixel(rgb, depth, confidence, j, weights, j, gains, best, out_rgb, out_depth, out_confidence,
-                         pixels[j])
+    if best:  # the mode is chosen once, outside the loop: a branch on it per pixel makes the loop slower
+        for j in range(first, stop):
+            if covered[j]:
+                mask[pixels[j]] = True
+                _blend_best(rgb, depth, confidence, j, weights, j, gains, out_rgb, out_depth, out_confidence,
+                            pixels[j])
+    else:
+        for j in range(first, stop):
+            if covered[j]:
+                mask[pixels[j]] = True
+                _blend_weighted(rgb, depth, confidence, j, weights, j, gains, out_rgb, out_depth, out_confidence,
+                                pixels[j])
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _blend_pixel(rgb, depth, confidence, j, weights, k, gains, best, out_rgb, out_depth, out_confidence, p):
-    """Write output pixel ``p``'s colour, depth and confidence (``blend``'s rule) from the anchors' ``rgb[a, j]``,
-    ``depth[a, j]`` and ``confidence[a, j]`` with weights ``weights[a, k]``."""
+def _blend_best(rgb, depth, confidence, j, weights, k, gains, out_rgb, out_depth, out_confidence, p):
+    """Write output pixel ``p``'s colour, depth and confidence (``blend``'s ``"best"`` rule) from the
+    highest-weight anchor's ``rgb[a, j]``, ``depth[a, j]`` and ``confidence[a, j]``, by weights ``weights[a, k]``."""
     count = rgb.shape[0]
-    if best:
-        top = 0
-        for a in range(1, count):
-            if weights[a, k] > weights[top, k]:
-                top = a
-        for c in range(3):
-            out_rgb[p, c] = to_byte(rgb[top, j, c] * gains[top])
-        out_depth[p] = depth[top, j]
-        out_confidence[p] = min(max(confidence[top, j], np.float32(0.0)), np.float32(1.0))
-        return
+    top = 0
+    for a in range(1, count):
+        if weights[a, k] > weights[top, k]:
+            top = a
+    for c in range(3):
+        out_rgb[p, c] = to_byte(rgb[top, j, c] * gains[top])
+    out_depth[p] = depth[top, j]
+    out_confidence[p] = min(max(confidence[top, j], np.float32(0.0)), np.float32(1.0))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _blend_weighted(rgb, depth, confidence, j, weights, k, gains, out_rgb, out_depth, out_confidence, p):
+    """Write output pixel ``p``'s colour, depth and confidence (``blend``'s ``"weighted"`` rule) from the anchors'
+    ``rgb[a, j]``, ``depth[a, j]`` and ``confidence[a, j]`` with weights ``weights[a, k]``."""
+    count = rgb.shape[0]
     total = np.float32(0.0)
     for a in range(count):
         total += weights[a, k]
@@ -306,11 +318,18 @@ def _weave_heuristic_kernel(first, stop, pixels, depth_all, mask_all, rgb_all, c
             for i in range(size):
                 weights[a, i] = (_heuristic_weight(cos[a, i], to_anchor[a, i], priors[a], angle_scale, distance_scale)
                                  if agree[a, i] else np.float32(0.0))
-        for i in range(size):
-            p = pixels[start + i]
-            mask[p] = True
-            _blend_pixel(rgb_all, depth_all, confidence_all, p, weights, i, gains, best, out_rgb, out_depth,
-                         out_confidence, p)
+        if best:  # the mode is chosen once, outside the loop, as in ``_blend_kernel``
+            for i in range(size):
+                p = pixels[start + i]
+                mask[p] = True
+                _blend_best(rgb_all, depth_all, confidence_all, p, weights, i, gains, out_rgb, out_depth,
+                            out_confidence, p)
+        else:
+            for i in range(size):
+                p = pixels[start + i]
+                mask[p] = True
+                _blend_weighted(rgb_all, depth_all, confidence_all, p, weights, i, gains, out_rgb, out_depth,
+                                out_confidence, p)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True, error_model="numpy")
