@@ -124,6 +124,12 @@ def test_a_footprints_spread_shows_memorys_colour_and_is_never_fused(room):
     assert spread.sum() > 1000
     assert np.array_equal(result.frames[0][spread], truth.rgb[spread])
     assert np.all(result.depths[0][spread] == 0) and np.all(result.confidences[0][spread] == 0)
+    # The same when memory covers the whole view (no hole to continue).
+    full = RenderResult(truth.rgb, truth.depth, truth.depth > 0, np.where(spread, 0.0, 1.0).astype(np.float32))
+    whole = generate(ContinuationGenerator(), pose, full)
+    assert np.array_equal(whole.frames[0], truth.rgb)
+    assert np.all(whole.depths[0][spread] == 0) and np.all(whole.confidences[0][spread] == 0)
+    assert np.array_equal(whole.depths[0][~spread], truth.depth[~spread])
 
 
 @pytest.mark.parametrize(("rows", "columns"), [(slice(20, 44), 4), (slice(24, 40), 3)],

@@ -822,8 +822,9 @@ class ContinuationGenerator(Generator):
         kept = (render.mask & (render.depth > 0)).reshape(-1)
         confidence = kept_confidence(render).reshape(-1)
         holes = np.flatnonzero(~kept)
-        if len(holes) == 0:
-            return render.rgb.copy(), render.depth.copy(), confidence.reshape(shape), 0
+        if len(holes) == 0:  # a footprint's spread (confidence 0) is shown with depth 0, as at step 6
+            confidence = confidence.reshape(shape)
+            return render.rgb.copy(), np.where(confidence > 0, render.depth, np.float32(0)), confidence, 0
         depth = render.depth.reshape(-1).copy()
         rgb = render.rgb.reshape(-1, 3).copy()
 
