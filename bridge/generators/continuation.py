@@ -822,11 +822,10 @@ class ContinuationGenerator(Generator):
         kept = (render.mask & (render.depth > 0)).reshape(-1)
         confidence = kept_confidence(render).reshape(-1)
         holes = np.flatnonzero(~kept)
-        if len(holes) == 0:  # a footprint's spread (confidence 0) is shown with depth 0, as at step 6
-            confidence = confidence.reshape(shape)
-            return render.rgb.copy(), np.where(confidence > 0, render.depth, np.float32(0)), confidence, 0
         depth = render.depth.reshape(-1).copy()
         rgb = render.rgb.reshape(-1, 3).copy()
+        if len(holes) == 0:  # nothing to continue or paint: a footprint's spread still gets depth 0 (step 6)
+            return self._fill_unknown(rgb, depth, confidence, shape, kept) + (0,)
 
         # 2. Planes of the render, fitted on a regular grid of its kept pixels.
         stride = max(1, int(math.sqrt(kept.size / options.sample_points)))
@@ -931,7 +930,9 @@ class ContinuationGenerator(Generator):
         where its confidence is 0, a footprint's spread) but the ``painted`` ones, and the ``unpainted`` ones, the
         push-pull fill of the others' colours (mid-grey when there are no others)."""
         unknown = confidence == 0
-        paint = unknown & ~kept if unpainted is None else (unknown & ~kept) | unpainted
+        paint = unknown & ~kept
+        if unpainted is not None:
+            paint |= unpainted
         if painted is not None:
             paint &= ~painted
         if paint.all():  # nothing to fill from
