@@ -21,8 +21,10 @@ Writes to --out:
                     continuation (of the pixels memory did not cover that view a plane memory's render holds, within
                     0.75 m of what it shows, the share continued with depth within 5 cm of the truth) and the share
                     of generated pixels whose depth lies more than 5 cm beyond the true surface (rays that would
-                    carve free space through something real); seconds spent generating (World.step) and scoring
-                    against ground truth (renders, scores, plot), ms per step stage
+                    carve free space through something real); how many of the points drawn inside the scene's
+                    furniture (or buildings) the final world's occupancy query answers FREE at its default
+                    confidence level (should be none); seconds spent generating (World.step) and scoring against
+                    ground truth (renders, scores, plot), ms per step stage
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ if TYPE_CHECKING:  # the world (torch, numba) is imported by run(), so that 'wor
 FPS = 15
 PANEL_LABELS = ("generated", "memory render", "ground truth")
 """The video's panels, left to right."""
+SOLID_POINTS_PER_BOX = 4000
+"""Points drawn inside each of the scene's boxes (furniture, buildings) to ask the final world's occupancy."""
 LABEL_HEIGHT_PX = 22
 """Height of the label band above the panels (even, as H.264's 4:2:0 needs)."""
 
@@ -194,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"worldweave demo: seeding the {args.scene}'s memory, then generating {args.frames} frames; "
           "compiling kernels first (first run only: 1-2 minutes, then cached)...", file=sys.stderr, flush=True)
     from worldweave.bridge.memory.spatial_memory import MemoryConfig  # torch and numba: seconds to load
+    from worldweave.bridge.queries.occupancy import Occupancy
     from worldweave.bridge.world import STAGES, Seed, World, WorldConfig
 
     scene = make_scene(args.scene, seed=args.seed)
@@ -229,6 +234,8 @@ def run(args: argparse.Namespace) -> int:
     began = time.perf_counter()
     voxels = world.memory.voxel_map.voxels()
     map_scores = metrics.score_map(scene, voxels.positions_m, voxels.confidence, seen.points_m)
+    solid_points = metrics.points_inside_solids(scene, SOLID_POINTS_PER_BOX, np.random.default_rng(args.seed))
+    free_in_solids = int(np.count_nonzero(world.queries.occupancy(solid_points) == Occupancy.FREE))
     revisit_frames = sorted({i for i, _ in metrics.revisits(trajectory.poses)})
     plot_scores(args.out / "scores.png", scores, f"{args.scene} walk, generator {world.generator.name}: phantom rate "
                 f"{map_scores.phantom_rate:.3f}, confident-surface recall {map_scores.confident_surface_recall:.3f}",
@@ -257,6 +264,9 @@ def run(args: argparse.Namespace) -> int:
         "phantom_rate": _rounded(map_scores.phantom_rate, 4),
         "confident_inside_share": _rounded(map_scores.confident_inside_share, 4),
         "confident_surface_recall": _rounded(map_scores.confident_surface_recall, 4),
+        "points_inside_solids": len(solid_points),
+        "free_inside_solids": free_in_solids,
+        "query_min_confidence": world.queries.default_min_confidence,
         "surface_tolerance_m": metrics.SURFACE_TOLERANCE_M,
         "confident_min": metrics.CONFIDENT_MIN,
         "voxels": map_scores.voxels,

@@ -13,7 +13,7 @@ from PIL import Image
 
 from worldweave.bridge import demo
 from worldweave.bridge.eval import metrics
-from worldweave.bridge.eval.scenes import Material, MeshBuilder, Scene, make_scene
+from worldweave.bridge.eval.scenes import Block, Material, MeshBuilder, Scene, make_scene
 from worldweave.bridge.memory.voxel_map import Source, VoxelMap
 from worldweave.proto.geometry import Intrinsics
 
@@ -115,6 +115,28 @@ def test_inside_share_and_recall_count_only_confident_voxels(room):
         metrics.score_map(room, voxels.positions_m, np.ones(3), surface)
 
 
+def test_points_inside_solids_lie_inside_each_box_away_from_its_faces():
+    """Two boxes, one yawed 30 degrees, beside a floor (instance 0, never sampled): every point lies inside its box,
+    at least the inset from each face, per box in order, and the draws cover the box, not a corner of it."""
+    builder = MeshBuilder()
+    grey = Material("plain", (90, 90, 90))
+    builder.quad(np.array([-5.0, -5.0, 0.0]), np.array([10.0, 0, 0]), np.array([0, 10.0, 0]), grey)
+    boxes = [Block((1.0, 0.0, 0.5), (0.8, 0.6, 1.0), grey), Block((-1.0, 1.0, 0.3), (1.0, 0.4, 0.6), grey, yaw_rad=0.5236)]
+    for box in boxes:
+        builder.block(box)
+    builder.block(Block((0.0, -2.0, 0.5), (0.08, 1.0, 1.0), grey))  # thinner than twice the inset: no points
+    free = ((np.array([-1.0, -1.0, 1.0]), np.array([1.0, 1.0, 2.0])),)
+    scene = Scene("boxes", builder, free_space=free, start_position_m=np.array([0.0, 0.0, 1.5]), start_heading_rad=0.0)
+    points = metrics.points_inside_solids(scene, 500, np.random.default_rng(3))
+    assert points.shape == (1000, 3)
+    for box, chunk in zip(boxes, (points[:500], points[500:])):
+        cos, sin = math.cos(box.yaw_rad), math.sin(box.yaw_rad)
+        local = (chunk - box.center_m) @ np.array([[cos, -sin, 0.0], [sin, cos, 0.0], [0.0, 0.0, 1.0]])
+        room = np.asarray(box.size_m) / 2 - metrics.SOLID_INSET_M
+        assert np.all(np.abs(local) <= room + 1e-9)
+        assert np.all(np.abs(local).max(axis=0) > 0.9 * room)  # spread to the inset walls on every axis
+
+
 def test_generator_choices_show_in_help():
     parser = argparse.ArgumentParser()
     demo.add_arguments(parser)
@@ -138,6 +160,10 @@ def test_a_tiny_demo_writes_scores_plot_and_labelled_video(tmp_path):
     assert 0 < summary["confident_voxels"] <= summary["voxels"]
     assert summary["surface_tolerance_m"] == 0.05 and summary["confident_min"] == metrics.CONFIDENT_MIN
     assert summary["scoring_seconds"] >= 0
+    # The room's six pieces of furniture, asked once each point at the default level.
+    assert summary["points_inside_solids"] == 6 * demo.SOLID_POINTS_PER_BOX
+    assert 0 <= summary["free_inside_solids"] <= summary["points_inside_solids"]
+    assert summary["query_min_confidence"] == 0.5
     assert sorted(p.name for p in out.iterdir()) == sorted(summary["files"])
 
     with (out / "frame_scores.csv").open() as file:

@@ -22,6 +22,9 @@
   recall**, the share of the true surface seen along a trajectory (``SeenSurface``: one exact surface point per
   ``SURFACE_CELL_M`` cell hit by the exact renders' pixels) that has a confident voxel centre within
   ``SURFACE_TOLERANCE_M``.
+* ``points_inside_solids``: points drawn uniformly inside a scene's boxes (furniture, buildings), at least
+  ``SOLID_INSET_M`` from every face: a world whose queries answer FREE at one of them has carved free space through
+  something real.
 
 Target RGB and depth enter these functions only to score.
 """
@@ -411,6 +414,38 @@ def score_map(
         confident_inside_share=float(np.mean(inside[confident])) if confident_count else math.nan,
         confident_surface_recall=recall,
     )
+
+
+SOLID_INSET_M = 0.05
+"""``points_inside_solids`` keeps its points at least this far (metres) inside every face of their box."""
+
+
+def points_inside_solids(scene: Scene, per_solid: int, rng: np.random.Generator) -> np.ndarray:
+    """(N, 3) float64 world points (metres): ``per_solid`` drawn uniformly inside each of ``scene``'s boxes (every
+    instance but 0, the room's or street's flat surfaces) at least ``SOLID_INSET_M`` inside each of its faces, box
+    after box; a box too thin for that gets none (or fewer, when 16 rounds of draws do not find them). A box is
+    convex and its faces' normals point out, so a point is inside when it lies behind every face's plane."""
+    chunks = []
+    for instance in np.unique(scene.triangle_instance):
+        if instance == 0:
+            continue
+        faces = np.flatnonzero(scene.triangle_instance == instance)
+        normals = scene.triangle_axes[faces, 2]
+        offsets = -np.einsum("ti,ti->t", normals, scene.vertices[scene.triangles[faces, 0]])
+        corners = scene.vertices[scene.triangles[faces].reshape(-1)]
+        low, high = corners.min(axis=0) + SOLID_INSET_M, corners.max(axis=0) - SOLID_INSET_M
+        if np.any(high <= low):
+            continue
+        kept: list[np.ndarray] = []
+        # Rejection from the box's bounding box (all accepted for an unrotated box); a yawed one keeps over half.
+        for _ in range(16):
+            if sum(len(k) for k in kept) >= per_solid:
+                break
+            candidates = rng.uniform(low, high, size=(2 * per_solid, 3))
+            inside = (candidates @ normals.T + offsets).max(axis=1) <= -SOLID_INSET_M
+            kept.append(candidates[inside])
+        chunks.append(np.concatenate(kept)[:per_solid])
+    return np.concatenate(chunks) if chunks else np.zeros((0, 3))
 
 
 PLANE_ON_M = 0.01
