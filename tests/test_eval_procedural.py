@@ -14,7 +14,8 @@ from worldweave.proto.geometry import Intrinsics, Pose
 
 FIELDS = {"method", "k", "noise", "scene", "trajectory", "psnr", "ssim", "psnr_c", "ssim_c", "coverage", "warp_err",
           "ms_per_frame", "psnr_all", "psnr_c_all", "psnr_c_earlier", "frames", "revisit_frames", "kept", "generated",
-          "unknown", "phantom_rate", "surface_recall", "generator", "plane_continuation", "beyond_truth"}
+          "unknown", "phantom_rate", "surface_recall", "generator", "plane_continuation", "beyond_truth",
+          "free_in_solids"}
 
 
 def _frame() -> RGBDFrame:
@@ -109,6 +110,8 @@ def test_a_tiny_run_end_to_end_writes_valid_json(tmp_path, capsys):
         assert math.isclose(row["kept"] + row["generated"] + row["unknown"], 1.0)
         assert 0.0 <= row["phantom_rate"] <= 1.0 and 0.0 < row["surface_recall"] <= 1.0
         assert row["plane_continuation"] is None or 0.0 <= row["plane_continuation"] <= 1.0
+        # Of the 500 points drawn in each of the room's six pieces of furniture.
+        assert isinstance(row["free_in_solids"], int) and 0 <= row["free_in_solids"] <= 6 * procedural.SOLID_POINTS_PER_BOX
     assert all(r["generated"] == 0 and r["plane_continuation"] in (None, 0.0) for r in rows if r["generator"] == "reproject")
     clean = {r["method"]: r for r in rows if r["noise"] == "none" and r["generator"] == "reproject"}
     # Without noise, memory holds exact geometry; with pose and depth noise, fused voxels leave the true surface.

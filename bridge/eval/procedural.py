@@ -25,7 +25,9 @@ the trajectory with a confident voxel within 5 cm. How the generator continues t
 ``plane_continuation``, of the pixels memory did not cover that view a plane
 its render shows (within 0.75 m of what it shows), the share fused with depth within 5 cm of the truth, and
 ``beyond_truth``, the share of generated pixels whose depth lies more than 5 cm beyond the true surface (rays that
-would carve free space through something real). Every row runs with each embedded generator of ``--generators``
+would carve free space through something real); ``free_in_solids``, how many of ``SOLID_POINTS_PER_BOX`` points drawn
+inside each of the scene's boxes (furniture, buildings) the final world answers FREE at its default confidence level
+(free space through something real: should be 0). Every row runs with each embedded generator of ``--generators``
 (default ``reproject`` and ``continue``), which is the ``generator`` column.
 
 Prints the table; ``--json OUT`` writes the rows; PNG plots (PSNR along each trajectory, one line per method) go to
@@ -77,6 +79,9 @@ GENERATORS = ("reproject", "continue")
 memory and what an embedded generator makes of it, not a model."""
 
 NOISE_LEVELS = ("none", "pose+depth")
+SOLID_POINTS_PER_BOX = 500
+"""Points drawn inside each of the scene's boxes (``metrics.points_inside_solids``) to ask the final world's occupancy
+(``free_in_solids``)."""
 
 SCENE_MEMORY: dict[str, dict[str, float]] = {
     "room": {},
@@ -307,6 +312,9 @@ class FrameScores:
     provenance: list[metrics.Provenance] = field(default_factory=list)
     map_scores: metrics.MapScores | None = None
     """The final voxel map against the exact scene."""
+    free_in_solids: int = 0
+    """Of ``SOLID_POINTS_PER_BOX`` points drawn inside each of the scene's boxes, how many the final world's
+    occupancy query answers FREE at its default confidence level."""
     psnr_earlier: dict[int, float] = field(default_factory=dict)
     """Revisit frame index -> PSNR against the earlier frame it revisits, warped into it with ground-truth depth."""
     step_seconds: float = 0.0
@@ -345,6 +353,7 @@ def run_method(
     (``SCENE_MEMORY``). Ground truth enters only the scores.
     """
     from worldweave.bridge.memory.spatial_memory import MemoryConfig
+    from worldweave.bridge.queries.occupancy import Occupancy
 
     intrinsics = truth[0].intrinsics
     poses = [frame.pose for frame in truth]
@@ -393,6 +402,8 @@ def run_method(
     scores.step_seconds -= generator.noise_seconds
     voxels = world.memory.voxel_map.voxels()
     scores.map_scores = metrics.score_map(scene, voxels.positions_m, voxels.confidence, surface_m)
+    solid_points = metrics.points_inside_solids(scene, SOLID_POINTS_PER_BOX, np.random.default_rng(seed))
+    scores.free_in_solids = int(np.count_nonzero(world.queries.occupancy(solid_points) == Occupancy.FREE))
     frames = [truth[0].rgb, *generator.clean_rgb]
     for i, j in metrics.revisits(poses):
         warped, visible = metrics.warp_to_view(frames[j], truth[j].depth, poses[j], truth[i].depth, poses[i], intrinsics)
@@ -436,6 +447,7 @@ def summarise(method: Method, case: Case, trajectory: Trajectory, scores: FrameS
         "surface_recall": scores.map_scores.confident_surface_recall,
         "plane_continuation": _ratio(sum(c.continued for c in scores.planes), sum(c.target for c in scores.planes)),
         "beyond_truth": _ratio(sum(c.beyond for c in scores.planes), sum(c.generated for c in scores.planes)),
+        "free_in_solids": scores.free_in_solids,
         "warp_err": _mean(scores.warp_err),
         "ms_per_frame": 1000.0 * scores.step_seconds / max(frames, 1),
         "psnr_all": metrics.mean_psnr(scores.psnr_all),
@@ -453,6 +465,7 @@ COLUMNS = (
     ("coverage", "{:.3f}", 8), ("warp_err", "{:.2f}", 8),
     ("kept", "{:.3f}", 5), ("generated", "{:.3f}", 9), ("unknown", "{:.3f}", 7), ("phantom_rate", "{:.3f}", 12),
     ("surface_recall", "{:.3f}", 14), ("plane_continuation", "{:.3f}", 18), ("beyond_truth", "{:.3f}", 12),
+    ("free_in_solids", "{}", 14),
     ("ms_per_frame", "{:.0f}", 12),
 )
 
