@@ -25,7 +25,7 @@ the trajectory with a confident voxel within 5 cm. How the generator continues t
 ``plane_continuation``, of the pixels memory did not cover that view a plane
 its render shows (within 0.75 m of what it shows), the share fused with depth within 5 cm of the truth, and
 ``beyond_truth``, the share of generated pixels whose depth lies more than 5 cm beyond the true surface (rays that
-would carve free space through something real); ``free_in_solids``, how many of ``SOLID_POINTS_PER_BOX`` points drawn
+would carve free space through something real); ``free_in_solids``, how many of the 500 points drawn
 inside each of the scene's boxes (furniture, buildings) the final world answers FREE at its default confidence level
 (free space through something real: should be 0). Every row runs with each embedded generator of ``--generators``
 (default ``reproject`` and ``continue``), which is the ``generator`` column.
