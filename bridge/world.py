@@ -2,7 +2,8 @@
 
 ``World.step`` reads as numbered stages, per chunk of poses: 1 retrieve anchors covering the chunk, 2 render and
 weave them at every pose, 3 generate, 4 depth and confidence for fusion (the generator's, or an estimator's depth
-aligned to the render), 5 integrate into memory (each pixel weighted by its confidence; guesses, dynamic pixels and
+aligned to the render; 0 for the pixels kept from memory along lines of sight no keyframe saw through:
+``line_of_sight``), 5 integrate into memory (each pixel weighted by its confidence; guesses, dynamic pixels and
 boxes left out). Chunks follow the generator's frame-count rule: a short chunk is padded by holding its last pose and
 the padded frames are dropped. A step may carry a camera rig (``proto.rig.Rig``): stages 1-3 then run per camera over
 the chunk's body poses, and 4-5 fuse each body pose's frames from all cameras as one memory version.
@@ -43,6 +44,7 @@ from worldweave.bridge.generators.registry import (
     create_depth_estimator,
     create_generator,
 )
+from worldweave.bridge.line_of_sight import unseen_kept_pixels
 from worldweave.bridge.memory.anchors import Anchor, AnchorIndex, AnchorStore
 from worldweave.bridge.memory.labels import LabelImages, LabelRequest, check_ids, render_labels
 from worldweave.bridge.memory.retrieval import RetrievalMode
@@ -468,15 +470,20 @@ class World:
             if problem is not None:
                 raise PreconditionError(f"generator {name!r} confidence {i} {problem}")
 
-    def _fusion_depth(self, result: GenerationResult, index: int, render: RenderResult) -> tuple[np.ndarray, np.ndarray]:
+    def _fusion_depth(self, result: GenerationResult, index: int, render: RenderResult, pose: Pose,
+                      intrinsics: Intrinsics) -> tuple[np.ndarray, np.ndarray]:
         """Depth (float32 (H, W) metres, 0 unknown) and confidence (float32 (H, W) in [0, 1]) to fuse frame ``index``
-        with: the generator's own, or the depth estimator's depth aligned to ``render`` with the generator's
-        confidence times that depth's agreement with memory (``depth_agreement``; 0 where memory has no depth)."""
+        (at camera-to-world ``pose``) with: the generator's own, or the depth estimator's depth aligned to ``render``
+        with the generator's confidence times that depth's agreement with memory (``depth_agreement``; 0 where memory
+        has no depth); either way 0 on the pixels kept from memory whose line of sight crosses space no keyframe saw
+        through (``line_of_sight``)."""
         if result.depths is not None:
-            return result.depths[index], result.confidences[index]
-        prediction = self.depth_estimator.estimate(result.frames[index])
-        depth = align_depth(prediction, render.depth, render.mask)
-        return depth, result.confidences[index] * depth_agreement(depth, render.depth, render.mask)
+            depth, confidence = result.depths[index], result.confidences[index]
+        else:
+            depth = align_depth(self.depth_estimator.estimate(result.frames[index]), render.depth, render.mask)
+            confidence = result.confidences[index] * depth_agreement(depth, render.depth, render.mask)
+        unseen = unseen_kept_pixels(self.queries, depth, confidence, render, pose, intrinsics)
+        return depth, np.where(unseen, np.float32(0), confidence).astype(np.float32, copy=False)
 
     def step(
         self,
@@ -558,7 +565,8 @@ class World:
                         for c, (padded, renders, result) in enumerate(chunks):
                             # 4. Depth and confidence for fusion.
                             t = time.perf_counter()
-                            depth, confidence = self._fusion_depth(result, i, renders[i])
+                            depth, confidence = self._fusion_depth(result, i, renders[i], padded[i],
+                                                                   rig.cameras[c].intrinsics)
                             timings["depth"] += time.perf_counter() - t
 
                             # 5. Fuse into memory, weighted by confidence (guesses and dynamic content excluded).

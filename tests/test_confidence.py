@@ -20,6 +20,7 @@ from worldweave.bridge.generators.reproject import ReprojectGenerator
 from worldweave.bridge.memory.spatial_memory import MemoryConfig, SpatialMemory
 from worldweave.bridge.memory.voxel_map import Source, VoxelMap
 from worldweave.bridge.memory.weave import WeaveOptions, weave
+from worldweave.bridge.queries.occupancy import Occupancy
 from worldweave.bridge.world import Seed, World, WorldConfig
 from worldweave.proto.errors import InvalidFrameError, PreconditionError
 from worldweave.proto.geometry import Intrinsics, Pose
@@ -232,11 +233,36 @@ def test_reproject_holes_are_guesses_and_never_enter_memory():
     holes = ~condition.mask
     assert 0.3 < holes.mean() < 0.8, "the view is about half unseen"
     landed = condition.mask & (condition.confidence > 0)
-    assert np.all(confidence[holes] == 0) and np.array_equal(confidence[landed], condition.confidence[landed])
+    # Fused with memory's confidence, but for the few pixels at the edge of the seed's view whose line of sight
+    # leaves the space it saw through (``line_of_sight``).
+    fused = landed & (confidence > 0)
+    assert np.all(confidence[holes] == 0) and np.array_equal(confidence[fused], condition.confidence[fused])
+    assert fused.sum() > 0.95 * landed.sum()
     assert (confidence[landed] == 1).mean() > 0.9, "the seed's pixels, where memory's points land, are certain"
     assert in_holes == 0, "no voxel appears where memory was empty"
     guessed, _, _, _ = _voxels_in_holes(ConfidentReproject())
     assert guessed > 100, "claimed at confidence 1, the same blur would have entered memory"
+
+
+def test_kept_pixels_seen_through_space_no_keyframe_saw_are_shown_not_fused():
+    """Memory re-rendered from behind the seed's camera shows the seed's surfaces along lines of sight that cross
+    space no keyframe saw through (behind that camera): those pixels are shown (memory's colour and depth) with
+    confidence 0, so nothing carves that space free; stepped forward instead, inside what the seed saw through, the
+    same kind of pixels are fused with memory's confidence."""
+    start = start_pose()
+    forward = start.rotation[:, 2]
+    behind = start.position - 0.5 * forward
+    world = World(Seed([SCENE.render(start, INTRINSICS)]), generator=ReprojectGenerator())
+    back = world.step([Pose(start.rotation, start.position - 1.0 * forward)]).frames[0]
+    kept = back.condition.mask & (back.condition.depth > 0)
+    assert kept.mean() > 0.3 and np.all(back.confidence[kept] == 0) and np.all(back.depth[kept] > 0)
+    assert world.queries.occupancy(behind[None])[0] == Occupancy.UNKNOWN
+    ahead = world.step([Pose(start.rotation, start.position + 0.3 * forward)]).frames[0]
+    kept = ahead.condition.mask & (ahead.condition.depth > 0)
+    landed = kept & (ahead.condition.confidence > 0)
+    assert kept.mean() > 0.5 and (ahead.confidence[landed] > 0).mean() > 0.9
+    np.testing.assert_array_equal(ahead.confidence[landed & (ahead.confidence > 0)],
+                                  ahead.condition.confidence[landed & (ahead.confidence > 0)])
 
 
 class MemoryWithPatchEstimator(DepthEstimator):

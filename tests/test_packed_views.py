@@ -10,6 +10,7 @@ import numpy as np
 
 from worldweave.bridge.frames import RGBDFrame
 from worldweave.bridge.memory.voxel_map import VoxelMap
+from worldweave.bridge.queries.occupancy import seen_through_reference
 from worldweave.bridge.queries.world_queries import WorldQueries
 from worldweave.proto.geometry import Intrinsics, Pose
 
@@ -75,3 +76,35 @@ def test_packed_views_follow_replaced_added_and_dropped_views() -> None:
     assert_as_fresh()
     del views[0]
     assert_as_fresh()
+
+
+def test_lines_of_sight_cross_unseen_space_exactly_where_a_sample_no_view_saw_through_lies() -> None:
+    """``WorldQueries.crosses_unseen_space`` against brute force: the same samples along each segment (every
+    ``ray_unknown_step_m`` from the origin, short of the spared end), each asked of every view with numpy; a view's
+    pixels below the level see nothing through."""
+    bands = np.array([1.0, 0.3, 1.0, 0.6], np.float32)
+    width = INTRINSICS.width
+    confidence = np.ascontiguousarray(np.broadcast_to(bands[np.arange(width) * 4 // width], INTRINSICS.shape))
+    views = [_view(yaw, confidence) for yaw in (-20.0, 0.0, 20.0)]
+    voxel_map = VoxelMap(VOXEL_M)
+    queries = WorldQueries(voxel_map, views, max_distance_m=0.25, confidence_levels=LEVELS)
+    rng = np.random.default_rng(1)
+    points = EYE_M + rng.uniform([-1.0, -4.0, -1.5], [5.0, 4.0, 1.0], size=(400, 3))
+    spare, step = 0.1, queries.ray_unknown_step_m
+    for origin in (EYE_M, EYE_M + [0.5, 0.2, -0.3], EYE_M - [2.0, 0.0, 0.0]):  # the last one behind every view
+        for level in LEVELS:
+            seen_by = [replace(v, depth=np.where(v.confidence >= level, v.depth, 0).astype(np.float32)) for v in views]
+            expected = np.zeros(len(points), bool)
+            for i, point in enumerate(points):
+                dx, dy, dz = point - origin
+                length = float(np.sqrt(dx * dx + dy * dy + dz * dz))  # as the kernel sums it
+                t, samples = 0.5 * step, []
+                while t < length * (1.0 - spare):
+                    samples.append(origin + (t / length) * (point - origin))
+                    t += step
+                if samples:
+                    expected[i] = not seen_through_reference(seen_by, np.array(samples), queries.free_margin_m).all()
+            unseen = queries.crosses_unseen_space(origin, points, spare, min_confidence=level)
+            np.testing.assert_array_equal(unseen, expected)
+            assert 0 < unseen.sum() < len(points) or origin is not EYE_M
+    assert queries.crosses_unseen_space(EYE_M - [2.0, 0.0, 0.0], points, spare).all()  # behind every view

@@ -259,6 +259,28 @@ def _unknown_from_kernel(
                 t += step
 
 
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _crosses_unseen_kernel(params, pixels, depths, ranks, min_rank, origin, points, step, margin, spare_share, out):
+    n = len(points)
+    for batch in numba.prange((n + _BATCH - 1) // _BATCH):
+        first = 0
+        for i in range(batch * _BATCH, min(n, (batch + 1) * _BATCH)):
+            dx, dy, dz = points[i, 0] - origin[0], points[i, 1] - origin[1], points[i, 2] - origin[2]
+            length = np.sqrt(dx * dx + dy * dy + dz * dz)
+            stop = length * (1.0 - spare_share)
+            out[i] = False
+            t = 0.5 * step
+            while t < stop:
+                f = t / length
+                view = free_view(params, pixels, depths, ranks, min_rank, origin[0] + f * dx, origin[1] + f * dy,
+                                 origin[2] + f * dz, margin, first)
+                if view < 0:
+                    out[i] = True
+                    break
+                first = view
+                t += step
+
+
 def occupancy_codes(
     grid_arrays: tuple, voxel_size_m: float, views: PackedViews, points_m: np.ndarray, free_margin_m: float
 ) -> np.ndarray:
@@ -314,6 +336,21 @@ def unknown_from(
             radius,
             out,
         )
+    return out
+
+
+def crosses_unseen_space(views: PackedViews, origin_m: np.ndarray, points_m: np.ndarray, step_m: float,
+                         free_margin_m: float, spare_share: float) -> np.ndarray:
+    """(N,) bool: whether the segment from ``origin_m`` (3,) to each of the (N, 3) world points (metres) crosses
+    space no view saw through (``free_view``): sampled at the middle of each ``step_m`` from the origin, up to
+    ``spare_share`` of the segment's length short of its point (the surface's own thickness, and space a view
+    grazing the surface could not see, are not counted). No voxel map is asked: space next to another surface counts
+    as unseen."""
+    out = np.zeros(len(points_m), dtype=np.bool_)
+    if len(points_m):
+        _crosses_unseen_kernel(views.params, views.pixels, views.depths, views.ranks, views.min_rank,
+                               np.asarray(origin_m, np.float64), np.ascontiguousarray(points_m, dtype=np.float64),
+                               float(step_m), float(free_margin_m), float(spare_share), out)
     return out
 
 

@@ -63,6 +63,7 @@ from worldweave.bridge.queries.occupancy import (
     Occupancy,
     PackedViews,
     confidence_ranks,
+    crosses_unseen_space,
     min_rank,
     occupancy_codes,
     unknown_from,
@@ -603,6 +604,16 @@ class WorldQueries:
             normals = np.zeros((n, 3), dtype=np.float32)
             normals[hit] = surface_normals(self.voxel_map, voxels[hit], directions[hit], level)
         return RayHits(hit, distance, point, color, np.isfinite(unknown), unknown, normals)
+
+    def crosses_unseen_space(self, origin_m: np.ndarray, points_m: np.ndarray, spare_share: float,
+                             min_confidence: float | None = None) -> np.ndarray:
+        """(N,) bool: whether the segment from ``origin_m`` (3,) world metres (a camera centre) to each of the (N, 3)
+        world points crosses space no view saw through with depth at ``min_confidence`` (default: the default level),
+        sampled every ``ray_unknown_step_m`` up to ``spare_share`` of its length short of its point
+        (``occupancy.crosses_unseen_space``). Asks only the views, never the voxel map: cheap enough for every step."""
+        level = self.level(min_confidence)
+        return crosses_unseen_space(self._packed_views(level), origin_m, points_m, self.ray_unknown_step_m,
+                                    self.free_margin_m, spare_share)
 
     def trace(
         self, origins_m: np.ndarray, directions: np.ndarray, ranges_m: np.ndarray, level: float
