@@ -85,6 +85,8 @@ def unseen_kept_pixels(queries: WorldQueries, depth: np.ndarray, confidence: np.
     """bool (H, W): the pixels memory's ``render`` covered (mask and depth) that a frame at camera-to-world ``pose``
     would fuse (``depth`` float32 metres > 0, ``confidence`` > 0) whose line of sight crosses space ``queries``' views
     never saw through at the default confidence level (``WorldQueries.crosses_unseen_space``)."""
+    if not render.mask.any():  # memory shows nothing here: nothing is kept
+        return np.zeros(depth.shape, bool)
     block = max(1, round(math.sqrt(depth.size / LINE_OF_SIGHT_RAYS)))
     depth = np.asarray(depth, np.float32)
     kept = _kept(render.mask, render.depth, depth, np.asarray(confidence, np.float32))
