@@ -78,6 +78,29 @@ def test_packed_views_follow_replaced_added_and_dropped_views() -> None:
     assert_as_fresh()
 
 
+def test_a_view_added_is_appended_to_the_packed_arrays_not_packed_anew() -> None:
+    """A step's new keyframe is written after the packed views (into the same buffers' spare room, half the packed
+    size: the first view added fits, no copy of the others), at every level; the arrays equal a fresh packing's."""
+    bands = np.array([1.0, 0.3, 1.0, 0.6], np.float32)
+    width = INTRINSICS.width
+    confidence = np.ascontiguousarray(np.broadcast_to(bands[np.arange(width) * 4 // width], INTRINSICS.shape))
+    views = [_view(yaw, confidence) for yaw in (-20.0, 0.0, 20.0)]
+    queries = WorldQueries(VoxelMap(VOXEL_M), lambda: views, max_distance_m=0.25, confidence_levels=LEVELS)
+    before = {level: queries._packed_views(level) for level in LEVELS}
+    for yaw in (40.0, 60.0):
+        views.append(_view(yaw, confidence))
+        for level in LEVELS:
+            after = queries._packed_views(level)
+            fresh = WorldQueries(VoxelMap(VOXEL_M), list(views), max_distance_m=0.25,
+                                 confidence_levels=LEVELS)._packed_views(level)
+            assert len(after) == len(views)
+            if yaw == 40.0:
+                assert np.shares_memory(after.depths, before[level].depths)
+                assert level == 0 or np.shares_memory(after.ranks, before[level].ranks)
+            for name in ("params", "pixels", "depths", "ranks", "min_rank"):
+                np.testing.assert_array_equal(getattr(after, name), getattr(fresh, name))
+
+
 def test_lines_of_sight_cross_unseen_space_exactly_where_a_sample_no_view_saw_through_lies() -> None:
     """``WorldQueries.crosses_unseen_space`` against brute force: the same samples along each segment (every
     ``ray_unknown_step_m`` from the origin, short of the spared end), each asked of every view with numpy; a view's

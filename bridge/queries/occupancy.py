@@ -60,19 +60,65 @@ class DepthView(Protocol):
     depth: np.ndarray
 
 
+class _Store:
+    """A buffer that packings append to: its first ``end`` items are written and never change again, so every
+    packing holding a prefix of it stays valid while later views are appended."""
+
+    def __init__(self, size: int, dtype: type) -> None:
+        self.buffer = np.empty(size, dtype)
+        self.end = 0
+
+
+def _appended(store: _Store | None, used: int, parts: Sequence[np.ndarray], dtype: type) -> tuple[_Store, np.ndarray]:
+    """(store, array): the first ``used`` items of ``store`` followed by the flattened ``parts``. Written in place
+    when the store's writing ends at ``used`` and it has room; else the ``used`` items and the parts go to a new
+    store with half their size again spare (so views appended one by one cost their own size, amortised, and the
+    spare room is at most half the packed size)."""
+    size = used + sum(part.size for part in parts)
+    if store is None or store.end != used or len(store.buffer) < size:
+        grown = _Store(size + size // 2, dtype)
+        if used:
+            grown.buffer[:used] = store.buffer[:used]
+        store = grown
+    at = used
+    for part in parts:
+        store.buffer[at : at + part.size] = part.reshape(-1)
+        at += part.size
+    store.end = size
+    return store, store.buffer[:size]
+
+
 class PackedViews:
     """Views as flat kernel arrays (the kernels read them per sample, so no per-view containers to fetch from):
     ``params`` float64 (K, 16) = world-to-camera rotation (9, row-major), camera centre (3), fx, fy, cx, cy;
     ``pixels`` int64 (K, 3) = index of the view's first pixel in ``depths`` / ``ranks``, height, width; ``depths``
     float32 (P,) every view's (H, W) depth map, row-major, one after the other; ``ranks`` uint8 (P,) the views'
     rank images (``confidence_ranks``) laid out alike, read only when ``min_rank`` > 0 (else one unread zero): a
-    pixel sees through space only when its rank is at least ``min_rank``."""
+    pixel sees through space only when its rank is at least ``min_rank``.
+
+    Views added later (a step's new keyframe) are appended (``extended``, ``ranked(..., extending=)``) into spare
+    room of the same buffers, not packed anew: the packings before stay valid."""
 
     def __init__(self, views: Sequence[DepthView], ranks: Sequence[np.ndarray] = (), min_rank: int = 0) -> None:
-        self.params = np.zeros((len(views), 16), dtype=np.float64)
-        self.pixels = np.zeros((len(views), 3), dtype=np.int64)
-        depths, first_pixel = [], 0
-        for k, view in enumerate(views):
+        self.params = np.zeros((0, 16), dtype=np.float64)
+        self.pixels = np.zeros((0, 3), dtype=np.int64)
+        self.depths = np.zeros(0, np.float32)
+        self._depths: _Store | None = None
+        self.min_rank = 0
+        self.ranks = _NO_RANKS
+        self._ranks: _Store | None = None
+        self._add(views)
+        if min_rank:
+            ranked = self.ranked(ranks, min_rank)
+            self.ranks, self._ranks, self.min_rank = ranked.ranks, ranked._ranks, ranked.min_rank
+
+    def _add(self, views: Sequence[DepthView]) -> None:
+        """Append ``views`` (checked) to this packing's arrays."""
+        params = np.zeros((len(views), 16), dtype=np.float64)
+        pixels = np.zeros((len(views), 3), dtype=np.int64)
+        depths, first_pixel = [], len(self.depths)
+        for i, view in enumerate(views):
+            k = len(self) + i
             if not isinstance(view, DepthView):
                 raise InvalidFrameError(f"view {k} ({type(view).__name__}) lacks pose, intrinsics or depth")
             intrinsics = view.intrinsics
@@ -82,35 +128,45 @@ class PackedViews:
                     f"view {k}: depth must be float32 {intrinsics.shape} (H, W) to match its intrinsics, "
                     f"got {depth.dtype} {depth.shape}"
                 )
-            self.params[k, :9] = view.pose.rotation.T.reshape(-1)
-            self.params[k, 9:12] = view.pose.position
-            self.params[k, 12:] = intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy
-            self.pixels[k] = first_pixel, *depth.shape
+            params[i, :9] = view.pose.rotation.T.reshape(-1)
+            params[i, 9:12] = view.pose.position
+            params[i, 12:] = intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy
+            pixels[i] = first_pixel, *depth.shape
             first_pixel += depth.size
-            depths.append(depth.reshape(-1))
-        self.depths = np.concatenate(depths) if depths else np.zeros(0, np.float32)
-        self.min_rank = 0
-        self.ranks = _NO_RANKS
-        if min_rank:
-            self.ranks = self.ranked(ranks, min_rank).ranks
-            self.min_rank = int(min_rank)
+            depths.append(depth)
+        self.params = np.concatenate([self.params, params])
+        self.pixels = np.concatenate([self.pixels, pixels])
+        self._depths, self.depths = _appended(self._depths, len(self.depths), depths, np.float32)
 
     def __len__(self) -> int:
         return len(self.params)
 
-    def ranked(self, ranks: Sequence[np.ndarray], min_rank: int) -> PackedViews:
+    def extended(self, views: Sequence[DepthView]) -> PackedViews:
+        """These views followed by ``views``, without rank images; this packing is unchanged."""
+        packed = copy.copy(self)
+        packed.ranks, packed._ranks, packed.min_rank = _NO_RANKS, None, 0
+        packed._add(views)
+        return packed
+
+    def ranked(self, ranks: Sequence[np.ndarray], min_rank: int, extending: PackedViews | None = None) -> PackedViews:
         """These views with rank images ``ranks`` (one per view, in order, each the view's (H, W)) and ``min_rank``;
-        the view arrays are shared, not copied."""
+        the view arrays are shared, not copied. ``extending``: a ranked packing of this one's first views whose rank
+        images are the first of ``ranks``, at the same ``min_rank``: only the images after them are appended."""
         if len(ranks) != len(self):
             raise InvalidFrameError(f"{len(ranks)} rank images for {len(self)} views")
+        start = len(extending) if extending is not None else 0
         images = []
-        for k, rank_image in enumerate(ranks):
-            rank_image, shape = np.asarray(rank_image, dtype=np.uint8), tuple(self.pixels[k, 1:].tolist())
+        for k in range(start, len(ranks)):
+            rank_image, shape = np.asarray(ranks[k], dtype=np.uint8), tuple(self.pixels[k, 1:].tolist())
             if rank_image.shape != shape:
                 raise InvalidFrameError(f"view {k}: rank image {rank_image.shape} differs from its depth {shape}")
-            images.append(rank_image.reshape(-1))
+            images.append(rank_image)
         packed = copy.copy(self)
-        packed.ranks = np.concatenate(images) if images else _NO_RANKS
+        # Rank images lie like the depth maps: the first views' take as many items as their depths.
+        store, used = (extending._ranks, len(extending.depths)) if extending is not None else (None, 0)
+        packed._ranks, packed.ranks = _appended(store, used, images, np.uint8)
+        if len(packed.ranks) == 0:
+            packed.ranks = _NO_RANKS
         packed.min_rank = int(min_rank)
         return packed
 

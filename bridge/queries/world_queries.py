@@ -198,6 +198,11 @@ def _same_objects(a: Sequence, b: Sequence) -> bool:
     return len(a) == len(b) and all(x is y for x, y in zip(a, b))
 
 
+def _same_entries(a: Sequence[tuple], b: Sequence[tuple]) -> bool:
+    """Whether two sequences of tuples hold the very same objects (``is``), tuple by tuple, in order."""
+    return len(a) == len(b) and all(_same_objects(x, y) for x, y in zip(a, b))
+
+
 def resolve_level(levels: Sequence[float], default: float, min_confidence: float | None) -> float:
     """The declared level a query asks for: ``min_confidence`` (``None``: ``default``), which must be one of
     ``levels`` (within 1e-6, so a float32 on the wire matches), else ``InvalidInputError`` naming them."""
@@ -447,7 +452,7 @@ class WorldQueries:
         )
         self._copies: dict[float, LevelCopy] = {}
         self._ranks: dict[int, tuple[tuple, np.ndarray]] = {}
-        self._packed: tuple[list, PackedViews | None, dict[int, tuple[list, PackedViews]]] = ([None], None, {})
+        self._packed: tuple[list, PackedViews | None, dict[int, tuple[list, PackedViews]]] = ([], None, {})
 
     @staticmethod
     def _option(name: str, value: float, positive: bool = False) -> float:
@@ -521,12 +526,18 @@ class WorldQueries:
     def _packed_views(self, level: float) -> PackedViews:
         """The current views, with the rank images a pixel's depth needs to count at ``level`` (cached per view
         until its depth or points change: an edit replaces them). Packed once while the views, their poses,
-        intrinsics, depth and rank images stay the same objects (a step adds a view, an edit replaces arrays)."""
+        intrinsics, depth and rank images stay the same objects (a step adds a view, an edit replaces arrays); views
+        added after the packed ones (a step's keyframe) are appended to it, not packed anew."""
         views = list(self.views() if callable(self.views) else self.views)
-        packed_from = views + [getattr(view, name, None) for view in views for name in ("pose", "intrinsics", "depth")]
-        if not _same_objects(self._packed[0], packed_from):
-            self._packed = (packed_from, PackedViews(views), {})
-        _, packed, by_rank = self._packed
+        entries = [(view, *(getattr(view, name, None) for name in ("pose", "intrinsics", "depth"))) for view in views]
+        packed_entries, packed, by_rank = self._packed
+        if packed is None or not _same_entries(packed_entries, entries):
+            count = len(packed_entries) if packed is not None else 0
+            if 0 < count < len(entries) and _same_entries(packed_entries, entries[:count]):
+                packed = packed.extended(views[count:])  # ranked packings in by_rank extend below
+            else:
+                packed, by_rank = PackedViews(views), {}
+            self._packed = (entries, packed, by_rank)
         rank = min_rank(self.confidence_levels, level)
         if rank == 0:
             return packed
@@ -541,7 +552,9 @@ class WorldQueries:
         self._ranks = cache
         ranked = by_rank.get(rank)
         if ranked is None or not _same_objects(ranked[0], ranks):
-            ranked = by_rank[rank] = (ranks, packed.ranked(ranks, rank))
+            count = len(ranked[0]) if ranked is not None else 0
+            extending = ranked[1] if 0 < count < len(ranks) and _same_objects(ranked[0], ranks[:count]) else None
+            ranked = by_rank[rank] = (ranks, packed.ranked(ranks, rank, extending=extending))
         return ranked[1]
 
     def _check_range(self, name: str, ranges: np.ndarray) -> None:
