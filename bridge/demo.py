@@ -198,7 +198,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"worldweave demo: seeding the {args.scene}'s memory, then generating {args.frames} frames; "
           "compiling kernels first (first run only: 1-2 minutes, then cached)...", file=sys.stderr, flush=True)
     from worldweave.bridge.memory.spatial_memory import MemoryConfig  # torch and numba: seconds to load
-    from worldweave.bridge.queries.occupancy import Occupancy
     from worldweave.bridge.world import STAGES, Seed, World, WorldConfig
 
     scene = make_scene(args.scene, seed=args.seed)
@@ -234,8 +233,7 @@ def run(args: argparse.Namespace) -> int:
     began = time.perf_counter()
     voxels = world.memory.voxel_map.voxels()
     map_scores = metrics.score_map(scene, voxels.positions_m, voxels.confidence, seen.points_m)
-    solid_points = metrics.points_inside_solids(scene, SOLID_POINTS_PER_BOX, np.random.default_rng(args.seed))
-    free_in_solids = int(np.count_nonzero(world.queries.occupancy(solid_points) == Occupancy.FREE))
+    solid_points, free_in_solids = metrics.free_inside_solids(scene, world.queries, SOLID_POINTS_PER_BOX, args.seed)
     revisit_frames = sorted({i for i, _ in metrics.revisits(trajectory.poses)})
     plot_scores(args.out / "scores.png", scores, f"{args.scene} walk, generator {world.generator.name}: phantom rate "
                 f"{map_scores.phantom_rate:.3f}, confident-surface recall {map_scores.confident_surface_recall:.3f}",
@@ -264,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
         "phantom_rate": _rounded(map_scores.phantom_rate, 4),
         "confident_inside_share": _rounded(map_scores.confident_inside_share, 4),
         "confident_surface_recall": _rounded(map_scores.confident_surface_recall, 4),
-        "points_inside_solids": len(solid_points),
+        "points_inside_solids": solid_points,
         "free_inside_solids": free_in_solids,
         "query_min_confidence": world.queries.default_min_confidence,
         "surface_tolerance_m": metrics.SURFACE_TOLERANCE_M,

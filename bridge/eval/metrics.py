@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -43,6 +43,9 @@ from worldweave.bridge.frames import RGBDFrame, check_confidence, check_depth, c
 from worldweave.proto import voxel_keys
 from worldweave.proto.errors import InvalidFrameError, InvalidInputError
 from worldweave.proto.geometry import Intrinsics, Pose
+
+if TYPE_CHECKING:
+    from worldweave.bridge.queries.world_queries import WorldQueries
 
 PSNR_MAX_DB = 100.0
 """PSNR of two identical images (MSE 0): a cap, reached when MSE <= 255^2 * 1e-10, so every PSNR is finite."""
@@ -446,6 +449,15 @@ def points_inside_solids(scene: Scene, per_solid: int, rng: np.random.Generator)
             kept.append(candidates[inside])
         chunks.append(np.concatenate(kept)[:per_solid])
     return np.concatenate(chunks) if chunks else np.zeros((0, 3))
+
+
+def free_inside_solids(scene: Scene, queries: WorldQueries, per_solid: int, seed: int) -> tuple[int, int]:
+    """(points, free): how many points ``points_inside_solids`` draws (``per_solid`` per box, seeded by ``seed``)
+    and how many of them ``queries`` (a world's) answers FREE at its default confidence level."""
+    from worldweave.bridge.queries.occupancy import Occupancy  # numba: loaded only when a world is scored
+
+    points = points_inside_solids(scene, per_solid, np.random.default_rng(seed))
+    return len(points), int(np.count_nonzero(queries.occupancy(points) == Occupancy.FREE))
 
 
 PLANE_ON_M = 0.01

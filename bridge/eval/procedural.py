@@ -353,7 +353,6 @@ def run_method(
     (``SCENE_MEMORY``). Ground truth enters only the scores.
     """
     from worldweave.bridge.memory.spatial_memory import MemoryConfig
-    from worldweave.bridge.queries.occupancy import Occupancy
 
     intrinsics = truth[0].intrinsics
     poses = [frame.pose for frame in truth]
@@ -402,8 +401,7 @@ def run_method(
     scores.step_seconds -= generator.noise_seconds
     voxels = world.memory.voxel_map.voxels()
     scores.map_scores = metrics.score_map(scene, voxels.positions_m, voxels.confidence, surface_m)
-    solid_points = metrics.points_inside_solids(scene, SOLID_POINTS_PER_BOX, np.random.default_rng(seed))
-    scores.free_in_solids = int(np.count_nonzero(world.queries.occupancy(solid_points) == Occupancy.FREE))
+    _, scores.free_in_solids = metrics.free_inside_solids(scene, world.queries, SOLID_POINTS_PER_BOX, seed)
     frames = [truth[0].rgb, *generator.clean_rgb]
     for i, j in metrics.revisits(poses):
         warped, visible = metrics.warp_to_view(frames[j], truth[j].depth, poses[j], truth[i].depth, poses[i], intrinsics)

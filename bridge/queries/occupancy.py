@@ -99,7 +99,8 @@ class PackedViews:
     Views added later (a step's new keyframe) are appended (``extended``, ``ranked(..., extending=)``) into spare
     room of the same buffers, not packed anew: the packings before stay valid."""
 
-    def __init__(self, views: Sequence[DepthView], ranks: Sequence[np.ndarray] = (), min_rank: int = 0) -> None:
+    def __init__(self, views: Sequence[DepthView]) -> None:
+        """``views`` packed, without rank images (``ranked`` adds them)."""
         self.params = np.zeros((0, 16), dtype=np.float64)
         self.pixels = np.zeros((0, 3), dtype=np.int64)
         self.depths = np.zeros(0, np.float32)
@@ -108,9 +109,6 @@ class PackedViews:
         self.ranks = _NO_RANKS
         self._ranks: _Store | None = None
         self._add(views)
-        if min_rank:
-            ranked = self.ranked(ranks, min_rank)
-            self.ranks, self._ranks, self.min_rank = ranked.ranks, ranked._ranks, ranked.min_rank
 
     def _add(self, views: Sequence[DepthView]) -> None:
         """Append ``views`` (checked) to this packing's arrays."""

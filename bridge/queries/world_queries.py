@@ -532,7 +532,7 @@ class WorldQueries:
         entries = [(view, *(getattr(view, name, None) for name in ("pose", "intrinsics", "depth"))) for view in views]
         packed_entries, packed, by_rank = self._packed
         if packed is None or not _same_entries(packed_entries, entries):
-            count = len(packed_entries) if packed is not None else 0
+            count = len(packed_entries)
             if 0 < count < len(entries) and _same_entries(packed_entries, entries[:count]):
                 packed = packed.extended(views[count:])  # ranked packings in by_rank extend below
             else:
