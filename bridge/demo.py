@@ -20,8 +20,8 @@ Writes to --out:
                     (share of the surface seen along the walk with a confident voxel within 5 cm); plane
                     continuation (of the pixels memory did not cover that view a plane memory's render holds, within
                     0.75 m of what it shows, the share continued with depth within 5 cm of the truth) and the share
-                    of generated pixels whose depth lies more than 5 cm beyond the true surface (rays that would
-                    carve free space through something real); how many of the points drawn inside the scene's
+                    of generated pixels whose depth lies more than 5 cm beyond the true surface (a guessed surface
+                    behind something real); how many of the points drawn inside the scene's
                     furniture (or buildings) the final world's occupancy query answers FREE at its default
                     confidence level (should be none); seconds spent generating (World.step) and scoring against
                     ground truth (renders, scores, plot), ms per step stage
@@ -103,7 +103,7 @@ class FrameScore:
     generated_pixels: int
     """Pixels generated with geometry (not covered by memory, fused)."""
     beyond_truth: int
-    """Of those, the ones whose depth lies more than 5 cm beyond the true surface (their rays carve real surfaces)."""
+    """Of those, the ones whose depth lies more than 5 cm beyond the true surface (a guess behind something real)."""
 
 
 def score_frame(index: int, frame: StepFrame, truth: RGBDFrame, planes: metrics.PlaneScorer) -> FrameScore:

@@ -6,6 +6,9 @@ keyframe saw through it. Where the ray crosses space no keyframe saw through (a 
 held, seen from where no camera looked), fusing the pixel would make that space free through whatever stands there
 unknown to memory. Such pixels are shown, not fused (``World.step`` gives them confidence 0).
 
+Pixels generated where memory's render showed nothing are not asked: their lines of sight were never observed
+(``observed_lines``), so they are fused as surfaces only, making no free space, unless the backend is certain of them.
+
 The rays are asked at a reduced resolution, about ``LINE_OF_SIGHT_RAYS`` per frame: per square block of pixels, the
 ray to its farthest kept pixel (the longest, the likeliest to cross unseen space); the block's kept pixels share its
 answer.
@@ -78,6 +81,15 @@ def _spread_to_blocks(pixels, unseen, kept, block):
                 for u in range(u0, min(u0 + block, width)):
                     out[v, u] = kept[v, u]
     return out
+
+
+def observed_lines(render: RenderResult, confidence: np.ndarray) -> np.ndarray:
+    """bool (H, W): the pixels of a generated frame whose line of sight counts as observed (``Anchor.observed``): those
+    memory's ``render`` covered with depth (``unseen_kept_pixels`` checks their lines before fusion) and those the
+    backend is certain of (``confidence`` 1, float32 (H, W): as sure as an observation). A pixel generated where memory
+    showed nothing, at less than certainty, guesses a surface and the empty space in front of it: it is fused as a
+    surface only."""
+    return (render.mask & (render.depth > 0)) | (np.asarray(confidence) >= 1.0)
 
 
 def unseen_kept_pixels(queries: WorldQueries, depth: np.ndarray, confidence: np.ndarray, render: RenderResult,

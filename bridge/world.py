@@ -44,7 +44,7 @@ from worldweave.bridge.generators.registry import (
     create_depth_estimator,
     create_generator,
 )
-from worldweave.bridge.line_of_sight import unseen_kept_pixels
+from worldweave.bridge.line_of_sight import observed_lines, unseen_kept_pixels
 from worldweave.bridge.memory.anchors import Anchor, AnchorIndex, AnchorStore
 from worldweave.bridge.memory.labels import LabelImages, LabelRequest, check_ids, render_labels
 from worldweave.bridge.memory.retrieval import RetrievalMode
@@ -567,6 +567,7 @@ class World:
                             t = time.perf_counter()
                             depth, confidence = self._fusion_depth(result, i, renders[i], padded[i],
                                                                    rig.cameras[c].intrinsics)
+                            observed = observed_lines(renders[i], confidence)
                             timings["depth"] += time.perf_counter() - t
 
                             # 5. Fuse into memory, weighted by confidence (guesses and dynamic content excluded).
@@ -574,7 +575,7 @@ class World:
                             frame_id = self._next_frame_id
                             frame = RGBDFrame(result.frames[i], depth, padded[i], rig.cameras[c].intrinsics, confidence)
                             self.memory.integrate(frame, frame_id=frame_id, exclude_mask=masks[start + i][c],
-                                                  exclude_regions=dynamic_boxes)
+                                                  exclude_regions=dynamic_boxes, observed=observed)
                             self._remember(frame.rgb)
                             own[c].append(frame.rgb)
                             self._next_frame_id += 1

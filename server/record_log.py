@@ -165,7 +165,7 @@ class MemoryHasher:
         digest = hashlib.sha256(json.dumps([anchor.id, anchor.frame_id, float(anchor.confidence), int(anchor.source),
                                             [k.fx, k.fy, k.cx, k.cy, k.width, k.height]]).encode())
         for array in (anchor.pose.matrix, anchor.image, anchor.depth, anchor.points_cam, anchor.colors,
-                      anchor.point_size_m, anchor.point_confidence):
+                      anchor.point_size_m, anchor.point_confidence, anchor.observed):
             digest.update(array_hash(np.asarray(array)).encode())
         return digest.digest()
 

@@ -11,7 +11,7 @@ import pytest
 
 from worldweave.bridge.eval.scenes import heading_pose, make_room
 from worldweave.bridge.frames import RenderResult, RGBDFrame
-from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
+from worldweave.bridge.generators.base import Condition, GenerationResult, Generator, kept_confidence
 from worldweave.bridge.generators.checker import GeneratorCheckError, check_generator
 from worldweave.bridge.generators.continuation import ContinuationGenerator
 from worldweave.bridge.generators.depth import DepthEstimator, DepthPrediction
@@ -112,8 +112,10 @@ def test_fused_kernel_and_torch_path_weigh_confidence_alike():
 def test_voxel_and_anchor_confidence_are_saved_and_loaded(tmp_path: Path):
     h, w = INTRINSICS.shape
     confidence = np.tile(np.linspace(0.1, 1.0, w, dtype=np.float32), (h, 1))
+    observed = np.zeros((h, w), bool)
+    observed[:, : w // 3] = True
     memory = SpatialMemory()
-    memory.integrate(wall(120, confidence), frame_id=0)
+    memory.integrate(wall(120, confidence), frame_id=0, observed=observed)
     memory.insert(np.array([[0.0, 0.0, 5.0]], np.float32), np.array([[255, 0, 0]], np.uint8))
     memory.save(tmp_path / "memory")
     back = SpatialMemory.load(tmp_path / "memory")
@@ -122,19 +124,22 @@ def test_voxel_and_anchor_confidence_are_saved_and_loaded(tmp_path: Path):
     assert before.confidence.min() < 0.2 and before.confidence[before.sources == Source.INSERTED].tolist() == [1.0]
     np.testing.assert_array_equal(back.anchors[0].point_confidence, memory.anchors[0].point_confidence)
     assert np.ptp(memory.anchors[0].point_confidence) > 0.5
+    np.testing.assert_array_equal(back.anchors[0].observed, memory.anchors[0].observed)
+    assert 0 < memory.anchors[0].observed.mean() < 0.5, "the inserted point opened no line the wall's depth held"
 
 
 def _to_format_1(folder: Path) -> None:
     """Rewrite a saved world into the layout saved before confidence existed (voxel map and anchor store format 1)."""
-    for sub, array in (("memory/voxels", "confidence"), ("memory/anchors", "point_confidence")):
+    for sub, arrays in (("memory/voxels", ("confidence",)), ("memory/anchors", ("point_confidence", "observed"))):
         path = folder / sub / "manifest.json"
         manifest = json.loads(path.read_text())
         assert manifest["format_version"] >= 2  # the voxel map is at 3 (surface points), which format 1 never reads
         manifest["format_version"] = 1
-        del manifest["files"][array]
+        for array in arrays:
+            del manifest["files"][array]
+            for file in (folder / sub).rglob(f"{array}.npy"):
+                file.unlink()
         path.write_text(json.dumps(manifest))
-        for file in (folder / sub).rglob(f"{array}.npy"):
-            file.unlink()
 
 
 def test_a_world_saved_before_confidence_loads_with_confidence_one(tmp_path: Path):
@@ -143,11 +148,13 @@ def test_a_world_saved_before_confidence_loads_with_confidence_one(tmp_path: Pat
     world.save(tmp_path / "world")
     _to_format_1(tmp_path / "world")
     assert not list((tmp_path / "world").rglob("*confidence.npy")), "the old layout has no confidence arrays"
+    assert not list((tmp_path / "world").rglob("observed.npy"))
 
     loaded = World.load(tmp_path / "world", generator=ReprojectGenerator())
     voxels = loaded.memory.voxel_map.voxels()
     assert len(voxels) == len(world.memory.voxel_map) and np.all(voxels.confidence == 1.0)
     assert all(np.all(anchor.point_confidence == 1.0) for anchor in loaded.memory.anchors)
+    assert all(np.all(anchor.observed) for anchor in loaded.memory.anchors), "every line of sight counts, as it did"
     assert loaded.step([start_pose(20.0)]).frames[0].frame_id == world.frame_count
 
 
@@ -263,6 +270,65 @@ def test_kept_pixels_seen_through_space_no_keyframe_saw_are_shown_not_fused():
     assert kept.mean() > 0.5 and (ahead.confidence[landed] > 0).mean() > 0.9
     np.testing.assert_array_equal(ahead.confidence[landed & (ahead.confidence > 0)],
                                   ahead.condition.confidence[landed & (ahead.confidence > 0)])
+
+
+class TruthInTheHoles(Generator):
+    """Memory's pixels where its render covers them (``echo``); elsewhere the exact room's depth at ``sure``
+    confidence: where memory showed nothing, a guess (below 1) or what the backend is certain of (1)."""
+
+    name: ClassVar[str] = "truth-in-the-holes"
+    returns_depth: ClassVar[bool] = True
+
+    def __init__(self, sure: float) -> None:
+        self.sure = np.float32(sure)
+
+    def generate(self, condition: Condition) -> GenerationResult:
+        render, pose = condition.renders[0], condition.poses[0]
+        truth = SCENE.render(pose, condition.intrinsics)
+        holes = ~(render.mask & (render.depth > 0)) & (truth.depth > 0)
+        depth = np.where(holes, truth.depth, render.depth).astype(np.float32)
+        confidence = np.where(holes, self.sure, kept_confidence(render)).astype(np.float32)
+        return GenerationResult((np.where(holes[..., None], truth.rgb, render.rgb),), (depth,),
+                                confidences=(confidence,))
+
+
+@pytest.mark.parametrize("sure", [0.8, 1.0])
+def test_a_guess_where_memory_showed_nothing_is_a_surface_not_free_space_in_front_of_it(sure):
+    """A generated pixel memory's render did not cover is fused at its confidence (0.8: above the default level 0.5)
+    as a surface, but its line of sight was never observed: the new anchor marks it unobserved, and the space in front
+    of it stays UNKNOWN at the default level (FREE only at level 0, which trusts every guess); lines of sight memory
+    showed still make space free. A backend certain of the pixel (confidence 1) observed it: free at every level."""
+    start = start_pose()
+    world = World(Seed([SCENE.render(start, INTRINSICS)]), generator=TruthInTheHoles(sure))
+    turned = start_pose(45.0)
+    frame = world.step([turned]).frames[0]
+    shown = frame.condition.mask & (frame.condition.depth > 0)
+    guessed = ~shown & (frame.confidence > 0)
+    assert guessed.mean() > 0.2 and shown.mean() > 0.1
+    np.testing.assert_array_equal(frame.confidence[guessed], np.float32(sure))
+    anchor = world.memory.anchors[max(world.memory.anchors.ids)]
+    assert anchor.frame_id == frame.frame_id, "the turned frame is a keyframe"
+    np.testing.assert_array_equal(anchor.observed, shown | (frame.confidence == 1))
+
+    def along(pixels: np.ndarray, share: float) -> np.ndarray:
+        v, u = np.nonzero(pixels)
+        z = frame.depth[v, u].astype(np.float64) * share
+        cam = np.stack([(u - INTRINSICS.cx) / INTRINSICS.fx * z, (v - INTRINSICS.cy) / INTRINSICS.fy * z, z], axis=1)
+        return turned.cam_to_world(cam)
+
+    # The guessed lines of sight the seed camera never looked along: half way to the guessed surface.
+    middle = along(guessed, 0.5)
+    seed_cam = start.world_to_cam(middle)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = INTRINSICS.fx * seed_cam[:, 0] / seed_cam[:, 2] + INTRINSICS.cx
+    unseen = middle[(seed_cam[:, 2] <= 0) | (u < -1) | (u > INTRINSICS.width)]
+    assert len(unseen) > 50
+    queries = world.queries
+    assert np.all(queries.occupancy(unseen) == (Occupancy.FREE if sure == 1 else Occupancy.UNKNOWN))
+    assert np.all(queries.occupancy(unseen, min_confidence=0.0) == Occupancy.FREE)
+    surface = along(guessed, 1.0)
+    assert (queries.occupancy(surface) == Occupancy.OCCUPIED).mean() > 0.9, "the guess is a surface at its confidence"
+    assert (queries.occupancy(along(shown, 0.5)) == Occupancy.FREE).mean() > 0.9
 
 
 class MemoryWithPatchEstimator(DepthEstimator):

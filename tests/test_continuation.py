@@ -272,7 +272,7 @@ def test_what_was_continued_is_not_grown_from_again(checker_floor):
 def test_a_walk_continues_the_planes_memory_holds_at_their_true_depth(room):
     """The demo's first steps through the room at 96 x 72, scored against the exact scene (``metrics.PlaneScorer``):
     what is continued lies on the true surface (at least 75% of continued pixels within 5 cm, at most 10% beyond
-    it, where a ray would carve free space through something real), at half of memory's confidence, and a good share
+    it: a guess behind something real), at half of memory's confidence, and a good share
     of the pixels that view a plane memory holds (within reach of what it shows) is continued. (The issue's bar is
     90% of them; the demo at 320 x 240 reaches 62%: see ``worldweave demo``'s ``plane_continuation``.)"""
     trajectory = closed_loop(room, 121)

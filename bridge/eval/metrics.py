@@ -483,7 +483,8 @@ class PlaneCounts(NamedTuple):
     """Hole pixels fused with geometry (confidence > 0, depth > 0), on planes or not."""
     beyond: int
     """Of those, the ones whose depth lies more than ``SURFACE_TOLERANCE_M`` beyond the true surface (or where the
-    truth has no surface): their rays would carve free space through something real."""
+    truth has no surface): a guessed surface behind something real (its line of sight, never observed, makes no free
+    space at a level above 0)."""
 
 
 class PlaneScorer:

@@ -24,8 +24,8 @@ share of voxels farther than 5 cm from the true surface, and ``surface_recall``,
 the trajectory with a confident voxel within 5 cm. How the generator continues the planes memory holds:
 ``plane_continuation``, of the pixels memory did not cover that view a plane
 its render shows (within 0.75 m of what it shows), the share fused with depth within 5 cm of the truth, and
-``beyond_truth``, the share of generated pixels whose depth lies more than 5 cm beyond the true surface (rays that
-would carve free space through something real); ``free_in_solids``, how many of the 500 points drawn
+``beyond_truth``, the share of generated pixels whose depth lies more than 5 cm beyond the true surface (a guessed
+surface behind something real); ``free_in_solids``, how many of the 500 points drawn
 inside each of the scene's boxes (furniture, buildings) the final world answers FREE at its default confidence level
 (free space through something real: should be 0). Every row runs with each embedded generator of ``--generators``
 (default ``reproject`` and ``continue``), which is the ``generator`` column.

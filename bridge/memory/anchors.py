@@ -55,10 +55,11 @@ from worldweave.bridge.storage import (
 from worldweave.proto.errors import InvalidInputError, NotFoundError, StorageError
 from worldweave.proto.geometry import Intrinsics, Pose
 
-FORMAT_VERSION = 2
-"""Saved-store layout: 2 added each anchor's ``point_confidence`` array."""
-READABLE_FORMATS = (1, FORMAT_VERSION)
-"""Layouts ``AnchorStore.read`` accepts; format-1 anchors load with point confidence 1."""
+FORMAT_VERSION = 3
+"""Saved-store layout: 2 added each anchor's ``point_confidence`` array, 3 its ``observed`` image."""
+READABLE_FORMATS = (1, 2, FORMAT_VERSION)
+"""Layouts ``AnchorStore.read`` accepts; format-1 anchors load with point confidence 1, formats 1 and 2 with every
+pixel observed."""
 SKETCH_GRID = (32, 24)
 """Sketch cells across and down an anchor's image (and the retrieval grid of a target view)."""
 _SKETCH_SAMPLES = 4
@@ -350,7 +351,11 @@ class Anchor:
     axis, 0 = unknown. ``points_cam``: (M, 3) float32 metres in this anchor's camera frame, ``colors`` (M, 3) uint8,
     ``point_size_m`` (M,) float32 footprint widths. ``confidence``: in (0, 1], weighs the anchor in the weaver.
     ``point_confidence``: (M,) float32 in [0, 1], each point's mean per-pixel confidence (how sure the generator was
-    of its depth); ``None`` at construction gives 1 to every point (after it, always an array).
+    of its depth); ``None`` at construction gives 1 to every point (after it, always an array). ``observed``: bool
+    (H, W), the pixels whose line of sight was observed (a seed frame's, a generated frame's where memory's render
+    covered it or the backend was certain: ``line_of_sight.observed_lines``): the space in front of their depth counts as seen through (free) at their confidence
+    (``queries.occupancy.view_confidence``); elsewhere (a generator's guess at a surface where memory showed nothing)
+    the depth is a surface only. ``None`` at construction: every pixel (after it, always an array).
     """
 
     id: int
@@ -365,6 +370,7 @@ class Anchor:
     confidence: float = 1.0
     source: Source = Source.GENERATED
     point_confidence: np.ndarray | None = None
+    observed: np.ndarray | None = None
     sketch_cam: np.ndarray = field(init=False, repr=False)
     """(G, 3) float32 coarse points in the camera frame (see ``sketch_depth``)."""
     sketch_valid: np.ndarray = field(init=False, repr=False)
@@ -394,8 +400,11 @@ class Anchor:
             raise InvalidInputError(
                 f"anchor point_confidence must be ({len(points)},) values in [0, 1], got shape {point_confidence.shape}"
             )
+        observed = np.ones(shape, bool) if self.observed is None else np.asarray(self.observed)
+        if observed.dtype != np.bool_ or observed.shape != shape:
+            raise InvalidInputError(f"anchor observed must be bool {shape}, got {observed.dtype} {observed.shape}")
         self.points_cam, self.colors, self.point_size_m = points, colors, sizes
-        self.point_confidence = point_confidence
+        self.point_confidence, self.observed = point_confidence, observed
         self._bounds: tuple[np.ndarray, np.ndarray] | None = None
         self.resketch()
 
@@ -415,10 +424,12 @@ class Anchor:
         source: Source = Source.GENERATED,
         exclude_mask: np.ndarray | None = None,
         exclude_regions: Sequence[Region] = (),
+        observed: np.ndarray | None = None,
     ) -> Anchor:
         """An anchor from a fused frame. Pixels under ``exclude_mask`` (bool (H, W), True = dynamic), whose points
         fall in ``exclude_regions`` (world regions) or whose ``frame.confidence`` is 0 (guesses) get depth 0, so they
-        give no points and count as unknown; the others' confidence becomes the points' ``point_confidence``."""
+        give no points and count as unknown; the others' confidence becomes the points' ``point_confidence``.
+        ``observed``: bool (H, W), the pixels whose line of sight was observed (``Anchor.observed``; None: all)."""
         depth = frame.depth.copy()
         if frame.confidence is not None:
             depth[frame.confidence <= 0] = 0.0
@@ -432,8 +443,10 @@ class Anchor:
             depth[inside.reshape(depth.shape) & (depth > 0)] = 0.0
         points, colors, sizes, point_confidence = sample_points(frame.rgb, depth, frame.intrinsics, options,
                                                                 frame.confidence)
+        if observed is not None:
+            observed = check_mask(observed, frame.intrinsics.shape, "observed").copy()
         return cls(id, frame_id, frame.pose, frame.intrinsics, frame.rgb.copy(), depth, points, colors, sizes,
-                   confidence, source, point_confidence)
+                   confidence, source, point_confidence, observed)
 
     def points_world(self) -> np.ndarray:
         """(M, 3) float32 anchor points in world metres."""
@@ -702,6 +715,7 @@ class AnchorStore:
             )
             depth_new = painted.depth.numpy()
             nearer = painted.mask.numpy() & ((anchor.depth == 0) | (depth_new < anchor.depth))
+            anchor.observed = anchor.observed | (nearer & (anchor.depth == 0))  # a new line of sight, as before
             anchor.image = np.where(nearer[..., None], painted.rgb.numpy(), anchor.image)
             anchor.depth = np.where(nearer, depth_new, anchor.depth).astype(np.float32)
             anchor._edited()
@@ -716,7 +730,7 @@ class AnchorStore:
         for anchor in self._anchors.values():
             sub = folder / f"{anchor.id:06d}"
             sub.mkdir()
-            for name in ("image", "depth", "points_cam", "colors", "point_size_m", "point_confidence"):
+            for name in ("image", "depth", "points_cam", "colors", "point_size_m", "point_confidence", "observed"):
                 save_array(sub, name, getattr(anchor, name))
             i = anchor.intrinsics
             records.append({
@@ -732,16 +746,20 @@ class AnchorStore:
                 "points_cam": "float32 (M, 3) metres, anchor camera frame (OpenCV)", "colors": "uint8 (M, 3)",
                 "point_size_m": "float32 (M,) footprint widths, metres",
                 "point_confidence": "float32 (M,) in [0, 1], the points' mean pixel confidence (format 2 on)",
+                "observed": "bool (H, W), pixels whose line of sight was observed (format 3 on)",
             },
         })
 
     @classmethod
     def read(cls, folder: Path) -> AnchorStore:
-        """Read a store written by ``write`` in any of ``READABLE_FORMATS`` (format 1: point confidence 1)."""
+        """Read a store written by ``write`` in any of ``READABLE_FORMATS`` (format 1: point confidence 1; formats 1
+        and 2: every pixel observed)."""
         manifest = read_manifest(folder, "anchor_store", READABLE_FORMATS)
         names = ("image", "depth", "points_cam", "colors", "point_size_m")
-        if manifest["format_version"] != 1:
+        if manifest["format_version"] >= 2:
             names += ("point_confidence",)
+        if manifest["format_version"] >= 3:
+            names += ("observed",)
         store = cls()
         try:
             for record in manifest["anchors"]:

@@ -193,6 +193,7 @@ class SpatialMemory:
         exclude_mask: np.ndarray | None = None,
         exclude_regions: Sequence[Region] = (),
         anchor_weight: float = 1.0,
+        observed: np.ndarray | None = None,
     ) -> MemoryUpdate:
         """Fuse ``frame`` into the voxel map and, if it is a keyframe, add it as an anchor.
 
@@ -202,6 +203,8 @@ class SpatialMemory:
         keyframe. ``exclude_mask`` (bool (H, W), True on dynamic pixels) and
         ``exclude_regions`` (world regions, e.g. dynamic boxes) keep content out of both. ``anchor_weight`` in (0, 1]
         weighs a new anchor as a whole in the weaver (``Anchor.confidence``; not the per-pixel confidence).
+        ``observed``: bool (H, W), the pixels whose line of sight was observed, so that a new anchor's depth makes the
+        space in front of them free (``Anchor.observed``); None: every pixel (a seed frame).
         """
         stats = self.voxel_map.integrate(
             frame, frame_id=frame_id, source=source, exclude_mask=exclude_mask, exclude_regions=exclude_regions,
@@ -217,7 +220,7 @@ class SpatialMemory:
         if add:
             anchor = self.anchors.add_frame(
                 frame, frame_id=frame_id, options=self.config.anchors, confidence=anchor_weight, source=source,
-                exclude_mask=exclude_mask, exclude_regions=exclude_regions,
+                exclude_mask=exclude_mask, exclude_regions=exclude_regions, observed=observed,
             )
             anchor_id = anchor.id
         return MemoryUpdate(stats, anchor_id, reason)

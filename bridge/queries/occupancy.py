@@ -174,7 +174,8 @@ def _anchor_confidence(view) -> np.ndarray:
     pixels its footprint (``point_size_m``) covers in the anchor's own image, which for sampled points is exactly
     the block of pixels it was averaged from; a pixel covered by several points takes the lowest confidence, one
     covered by none (a depth edge, a sparse block: its depth is the least sure) the lowest of all the anchor's points
-    (0 when it has none)."""
+    (0 when it has none); 0 on the pixels whose line of sight the anchor did not observe (``Anchor.observed``: a
+    guessed surface makes no free space in front of it)."""
     k = view.intrinsics
     h, w = k.shape
     out = np.full(h * w, np.inf, dtype=np.float32)
@@ -193,13 +194,17 @@ def _anchor_confidence(view) -> np.ndarray:
             keep = (dx < width) & (dy < width) & (uu >= 0) & (uu < w) & (vv >= 0) & (vv < h)
             np.minimum.at(out, vv[keep] * w + uu[keep], confidence[keep])
     out[np.isinf(out)] = confidence.min() if len(confidence) else 0.0
+    observed = getattr(view, "observed", None)
+    if observed is not None:
+        out[~np.asarray(observed).reshape(-1)] = 0.0
     return out.reshape(h, w)
 
 
 def view_confidence(view: DepthView) -> np.ndarray:
-    """float32 (H, W) in [0, 1]: how sure a view's depth is, per pixel. A keyframe anchor's comes from its points'
-    ``point_confidence`` (``_anchor_confidence``); a frame's is its ``confidence`` array (``RGBDFrame.confidence``);
-    a view without either counts as sure (1)."""
+    """float32 (H, W) in [0, 1]: how sure a view is, per pixel, that it saw through the space in front of its depth.
+    A keyframe anchor's comes from its points' ``point_confidence``, 0 where it did not observe the line of sight
+    (``_anchor_confidence``); a frame's is its ``confidence`` array (``RGBDFrame.confidence``); a view without either
+    counts as sure (1)."""
     if hasattr(view, "point_confidence"):
         return _anchor_confidence(view)
     confidence = getattr(view, "confidence", None)
