@@ -15,10 +15,12 @@ Each frame, in stages:
    image's border is that table's front, not a new guess).
 3. **Where each surface stands** (``Support``), on a grid in its own coordinates: every cell memory has shown of it
    (in any view) surer than a continuation (render confidence above ``continued_confidence``: never what this
-   generator continued, so a wall cannot creep past a corner frame after frame) and the cells they enclose, grown ``reach_m`` for continuing and ``occlusion_reach_m`` for hiding what lies behind it,
-   never through a cell where a view (this one or an earlier one) saw through the plane or saw something in front of
-   it (a wall does not grow above a ceiling seen in front of its plane). The most recently seen remembered surfaces
-   the view does not show only hide.
+   generator continued, so a wall cannot creep past a corner frame after frame) and the cells they enclose, grown
+   ``reach_m`` for continuing and ``occlusion_reach_m`` for hiding what lies behind it, never through a cell where a
+   view (this one or an earlier one) saw through the plane or saw something in front of it (a wall does not grow
+   above a ceiling seen in front of its plane); only what memory saw (surer than a continuation) stands in front:
+   neither this generator's continuations nor a footprint's spread block a plane. The most recently seen remembered
+   surfaces the view does not show only hide.
 4. **Geometry**: each hole pixel's ray meets the surfaces; the nearest one standing where it is met hides the others,
    and continues into the pixel, with its depth and confidence ``continued_confidence`` times memory's median
    confidence in the plane's shown pixels (a continuation is never surer than its base), when it is met within reach,
@@ -833,6 +835,7 @@ class ContinuationGenerator(Generator):
         grid[stride // 2 :: stride, stride // 2 :: stride] = True
         sampled = np.flatnonzero(kept & grid.reshape(-1))
         points_cam = rays_cam[sampled] * depth[sampled, None]
+        sure = confidence[sampled] > options.continued_confidence  # memory saw it: not a continuation, not a spread
         grid_rc = np.stack([sampled // shape[1], sampled % shape[1]], axis=1) // stride
         least = int(math.ceil(options.min_plane_share * grid.sum()))
         shown_least = max(3, math.ceil(MIN_SHOWN_SHARE * grid.sum()))
@@ -870,7 +873,7 @@ class ContinuationGenerator(Generator):
         # wall's plane does not continue below a floor the view does not show).
         for surface in list(reversed(self._surfaces.values()))[:MAX_HIDING_SURFACES]:
             if all(surface is not plane.surface for plane in planes):
-                hiding = self._stand(surface, pose, points_cam, continues=False, records=False)
+                hiding = self._stand(surface, pose, points_cam, sure, continues=False, records=False)
                 if hiding is not None:
                     planes.append(hiding)
         if not planes:
@@ -993,7 +996,8 @@ class ContinuationGenerator(Generator):
         shown = inlier_confidence > options.continued_confidence  # not a continuation memory holds
         keys = _cell_keys(points_cam[inliers] @ to_plane + camera_st, options.support_cell_m)
         surface.seen = _merged(surface.seen, keys[shown])
-        view = self._stand(surface, pose, points_cam, continues=continues)
+        view = self._stand(surface, pose, points_cam, memory_confidence[sampled] > options.continued_confidence,
+                           continues=continues)
         if view is None or not shown.any():
             return view
         return dataclasses.replace(view, memory_confidence=float(np.median(inlier_confidence[shown])))
@@ -1025,11 +1029,13 @@ class ContinuationGenerator(Generator):
             return None
         return on
 
-    def _stand(self, surface: _Surface, pose: Pose, points_cam: np.ndarray, *, continues: bool,
+    def _stand(self, surface: _Surface, pose: Pose, points_cam: np.ndarray, sure: np.ndarray, *, continues: bool,
                records: bool = True) -> _ViewPlane | None:
         """Where ``surface`` stands in the view at ``pose``, whose kept sampled pixels have camera-frame points
         ``points_cam`` (``Support``): grown from every cell of it memory has shown, never through a blocked cell
-        (this view's or an earlier one's). ``continues``: False for a surface that only hides what lies behind it.
+        (this view's or an earlier one's). ``sure``: bool mask over those pixels, memory surer of them than of a
+        continuation (render confidence above ``continued_confidence``); only they show something in front of the
+        plane. ``continues``: False for a surface that only hides what lies behind it.
         ``records``: whether the surface remembers this view's blocked cells (only for a surface the view shows:
         another world's surface on a shared generator must not learn from this one). None when the camera is behind
         the surface, memory has shown none of it, or all of it is out of range."""
@@ -1048,13 +1054,14 @@ class ContinuationGenerator(Generator):
             return None
         # Where kept pixels' rays cross the plane well before their surface, the view sees through it; where they
         # cross it behind their surface, the view shows something else in front of it (a wall's plane above the
-        # ceiling, a floor's beyond a wall). The surface remembers both, and does not grow through them.
+        # ceiling, a floor's beyond a wall), if memory saw that: a continuation or a footprint's spread in front of a
+        # plane is no evidence that the plane ends. The surface remembers both, and does not grow through them.
         depth = points_cam[:, 2]
         facing = points_cam @ normal_cam / depth
         with np.errstate(divide="ignore"):
             crossing = np.where(facing < 0, -offset_cam_m / np.minimum(facing, -1e-12), np.inf)
         through = crossing * (1 + SEE_THROUGH_MARGIN_SHARE) + SEE_THROUGH_MARGIN_M < depth
-        covered = np.isfinite(crossing) & (depth + SEE_THROUGH_MARGIN_M < crossing)
+        covered = sure & np.isfinite(crossing) & (depth + SEE_THROUGH_MARGIN_M < crossing)
         marked = through | covered
         crossings = (crossing[marked, None] * (points_cam[marked] / depth[marked, None])) @ to_plane + plane_origin
         blocked = _merged(surface.blocked, _cell_keys(crossings, options.support_cell_m))
