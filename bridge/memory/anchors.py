@@ -353,9 +353,10 @@ class Anchor:
     ``point_confidence``: (M,) float32 in [0, 1], each point's mean per-pixel confidence (how sure the generator was
     of its depth); ``None`` at construction gives 1 to every point (after it, always an array). ``observed``: bool
     (H, W), the pixels whose line of sight was observed (a seed frame's, a generated frame's where memory's render
-    covered it or the backend was certain: ``line_of_sight.observed_lines``): the space in front of their depth counts as seen through (free) at their confidence
-    (``queries.occupancy.view_confidence``); elsewhere (a generator's guess at a surface where memory showed nothing)
-    the depth is a surface only. ``None`` at construction: every pixel (after it, always an array).
+    covered it or the backend was certain: ``line_of_sight.observed_lines``): the space in front of their depth
+    counts as seen through (free) at their confidence (``queries.occupancy.view_confidence``); elsewhere (a
+    generator's guess at a surface where memory showed nothing) the depth is a surface only. ``None`` at
+    construction: every pixel (after it, always an array).
     """
 
     id: int

@@ -543,8 +543,8 @@ class WorldQueries:
             return packed
         ranks, cache = [], {}
         for view in views:
-            sources = tuple(getattr(view, name, None) for name in ("depth", "points_cam", "point_confidence", "observed",
-                                                                   "confidence"))
+            sources = tuple(getattr(view, name, None)
+                            for name in ("depth", "points_cam", "point_confidence", "observed", "confidence"))
             cached = self._ranks.get(id(view))
             if cached is None or cached[0][0] is not view or any(a is not b for a, b in zip(cached[0][1:], sources)):
                 cached = ((view, *sources), confidence_ranks(view_confidence(view), self.confidence_levels))
