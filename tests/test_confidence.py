@@ -109,6 +109,24 @@ def test_fused_kernel_and_torch_path_weigh_confidence_alike():
     assert 0.2 <= a.confidence.min() and a.confidence.max() <= 1.0 and np.ptp(a.confidence) > 0.5
 
 
+def test_an_inserted_point_opens_a_line_of_sight_only_where_the_anchor_held_no_depth():
+    """An inserted point painted into an anchor where it held no depth makes a new line of sight, observed as before;
+    one painted in front of a guess (depth the anchor holds, on a line nobody observed) leaves that line unobserved."""
+    h, w = INTRINSICS.shape
+    confidence = np.full((h, w), 0.8, np.float32)
+    confidence[:, : w // 3] = 0.0  # no depth there
+    memory = SpatialMemory()
+    memory.integrate(wall(120, confidence), frame_id=0, observed=np.zeros((h, w), bool))
+    assert not memory.anchors[0].observed.any()
+    for column in (w // 6, 2 * w // 3):  # in the empty third, then in front of the guessed wall
+        ray = INTRINSICS.backproject(np.ones((h, w), np.float32))[h // 2, column]
+        memory.insert((ray * 1.0)[None].astype(np.float32), np.array([[255, 0, 0]], np.uint8))
+    observed = memory.anchors[0].observed
+    assert observed[h // 2, w // 6] and observed[:, : w // 3].sum() < 50, "only the painted empty pixels"
+    assert not observed[:, w // 3 :].any(), "painted over a guess: still unobserved"
+    assert memory.anchors[0].depth[h // 2, 2 * w // 3] == pytest.approx(1.0, abs=0.05), "the point was painted"
+
+
 def test_voxel_and_anchor_confidence_are_saved_and_loaded(tmp_path: Path):
     h, w = INTRINSICS.shape
     confidence = np.tile(np.linspace(0.1, 1.0, w, dtype=np.float32), (h, 1))
