@@ -992,12 +992,11 @@ class ContinuationGenerator(Generator):
         to_plane = pose.rotation.T @ np.stack([frame.axis_s, frame.axis_t], axis=1)
         inliers = inliers & (_ray_cos(points_cam, normal_cam) >= options.min_incidence_cos)
         camera_st = frame.coordinates(pose.position[None])[0]
-        inlier_confidence = memory_confidence[sampled[inliers]]
-        shown = inlier_confidence > options.continued_confidence  # not a continuation memory holds
+        sure = memory_confidence[sampled] > options.continued_confidence  # not a continuation memory holds
+        inlier_confidence, shown = memory_confidence[sampled[inliers]], sure[inliers]
         keys = _cell_keys(points_cam[inliers] @ to_plane + camera_st, options.support_cell_m)
         surface.seen = _merged(surface.seen, keys[shown])
-        view = self._stand(surface, pose, points_cam, memory_confidence[sampled] > options.continued_confidence,
-                           continues=continues)
+        view = self._stand(surface, pose, points_cam, sure, continues=continues)
         if view is None or not shown.any():
             return view
         return dataclasses.replace(view, memory_confidence=float(np.median(inlier_confidence[shown])))
