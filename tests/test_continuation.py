@@ -295,6 +295,32 @@ def test_only_what_memory_saw_in_front_of_a_plane_stops_it(checker_floor, occlud
         assert right[beyond].mean() > 0.9
 
 
+def test_a_plane_memory_showed_on_both_sides_of_what_stood_in_front_runs_on_behind_it(checker_floor):
+    """A first view shows the floor with a heap of things memory saw (confidence 1) standing in front of it over
+    x 2.0-2.3 m, |y| < 0.3 m, and the floor all around the heap. In a second view from the same pose memory holds no
+    heap (its points were removed): a hole. The floor was shown on both sides of the cells the heap stood in front
+    of, so it runs on behind where the heap stood: the hole gets the floor's depth. (A floor shown only up to what
+    stands in front of it stops there: ``test_only_what_memory_saw_in_front_of_a_plane_stops_it``.)"""
+    pose = Pose.look_at([0.0, 0.0, 1.5], [3.0, 0.0, 0.0])
+    truth = checker_floor.render(pose, INTRINSICS)
+    x, y = world_points(truth)[..., 0], world_points(truth)[..., 1]
+    floor = (truth.depth > 0) & (x <= 3.0)
+    heap = floor & (x > 2.0) & (x <= 2.3) & (np.abs(y) < 0.3)
+    nearer = np.random.default_rng(0).uniform(0.55, 0.75, truth.depth.shape)  # no plane: a heap of things
+    depth = np.where(heap, truth.depth * nearer, np.where(floor, truth.depth, 0.0)).astype(np.float32)
+    first = RenderResult(np.where(floor[..., None], truth.rgb, 0).astype(np.uint8), depth, floor,
+                         floor.astype(np.float32))
+    generator = ContinuationGenerator()
+    generate(generator, pose, first)
+    second = generate(generator, pose, memory_of(truth, heap | ~floor), seed=1)
+    # The heap's own pixels see the floor behind it from this pose; those within a pixel of the floor memory shows
+    # lie on the support's border cells.
+    inner = heap & (x > 2.05) & (x < 2.25) & (np.abs(y) < 0.25)
+    assert inner.sum() > 20
+    right = (second.confidences[0] > 0) & (np.abs(second.depths[0] - truth.depth) <= TOLERANCE_M)
+    assert right[inner].mean() > 0.9
+
+
 def test_a_walk_continues_the_planes_memory_holds_at_their_true_depth(room):
     """The demo's first steps through the room at 96 x 72, scored against the exact scene (``metrics.PlaneScorer``):
     what is continued lies on the true surface (at least 75% of continued pixels within 5 cm, at most 10% beyond

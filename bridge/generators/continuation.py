@@ -17,10 +17,12 @@ Each frame, in stages:
    (in any view) surer than a continuation (render confidence above ``continued_confidence``: never what this
    generator continued, so a wall cannot creep past a corner frame after frame) and the cells they enclose, grown
    ``reach_m`` for continuing and ``occlusion_reach_m`` for hiding what lies behind it, never through a cell where a
-   view (this one or an earlier one) saw through the plane or saw something in front of it (a wall does not grow
-   above a ceiling seen in front of its plane); only what memory saw (surer than a continuation) stands in front:
-   neither this generator's continuations nor a footprint's spread block a plane. The most recently seen remembered
-   surfaces the view does not show only hide.
+   view (this one or an earlier one) saw through the plane, nor where it saw something in front of it (a wall does
+   not grow above a ceiling seen in front of its plane) unless memory has shown the plane on both sides of that cell
+   along one of the grid's axes (a wall seen left and right of a box runs on behind it); only what memory saw (surer
+   than a continuation) stands in front: neither this generator's continuations nor a footprint's spread block a
+   plane.
+   The most recently seen remembered surfaces the view does not show only hide.
 4. **Geometry**: each hole pixel's ray meets the surfaces; the nearest one standing where it is met hides the others,
    and continues into the pixel, with its depth and confidence ``continued_confidence`` times memory's median
    confidence in the plane's shown pixels (a continuation is never surer than its base), when it is met within reach,
@@ -303,26 +305,26 @@ def _box_sum(values: np.ndarray, radius: int) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _support_levels(occupied, blocked, reach_steps, hide_steps):
-    """Where a plane stands, on its grid: from bool (A, B) ``occupied`` cells (memory holds them) and ``blocked``
-    cells (a view showed something else there), uint8 level 2 within ``reach_steps`` 8-neighbour steps of the region,
-    1 within ``hide_steps``, 0 beyond. The region is the held cells (occupied, with an occupied neighbour: a lone cell
-    is noise) and the open cells they enclose along both axes; the steps go only through open cells: held, or not
-    within one cell of a blocked one (the rays are sampled sparsely: the plane must not leak between them)."""
+def _support_levels(occupied, blocked, covered, reach_steps, hide_steps):
+    """Where a plane stands, on its grid: from bool (A, B) ``occupied`` cells (memory holds them), ``blocked``
+    cells (a view saw through the plane there) and ``covered`` cells (a view saw something in front of the plane
+    there), uint8 level 2 within ``reach_steps`` 8-neighbour steps of the region, 1 within ``hide_steps``, 0 beyond.
+    The region is the held cells (occupied, with an occupied neighbour: a lone cell is noise) and the open cells they
+    enclose along both axes; the steps go only through open cells: held, or not within one cell of a shut one (the
+    rays are sampled sparsely: the plane must not leak between them). A blocked cell is shut; a covered one only
+    where no held cells enclose it along its row or its column (the plane is seen on both sides of what stands in
+    front of it there, so it runs on behind it)."""
     rows, cols = occupied.shape
     held = np.zeros((rows, cols), np.bool_)
-    open_cells = np.zeros((rows, cols), np.bool_)
     for a in range(rows):
         for b in range(cols):
-            neighbours, near_blocked = 0, False
+            neighbours = 0
             for da in range(-1, 2):
                 for db in range(-1, 2):
                     na, nb = a + da, b + db
                     if 0 <= na < rows and 0 <= nb < cols:
                         neighbours += occupied[na, nb]
-                        near_blocked |= blocked[na, nb]
             held[a, b] = occupied[a, b] and neighbours > 1
-            open_cells[a, b] = held[a, b] or not near_blocked
     first_col = np.full(rows, cols, np.int64)
     last_col = np.full(rows, -1, np.int64)
     first_row = np.full(cols, rows, np.int64)
@@ -334,6 +336,21 @@ def _support_levels(occupied, blocked, reach_steps, hide_steps):
                 last_col[a] = max(last_col[a], b)
                 first_row[b] = min(first_row[b], a)
                 last_row[b] = max(last_row[b], a)
+    shut = np.zeros((rows, cols), np.bool_)
+    for a in range(rows):
+        for b in range(cols):
+            inside = first_col[a] < b < last_col[a] or first_row[b] < a < last_row[b]
+            shut[a, b] = blocked[a, b] or (covered[a, b] and not inside)
+    open_cells = np.zeros((rows, cols), np.bool_)
+    for a in range(rows):
+        for b in range(cols):
+            near_shut = False
+            for da in range(-1, 2):
+                for db in range(-1, 2):
+                    na, nb = a + da, b + db
+                    if 0 <= na < rows and 0 <= nb < cols:
+                        near_shut |= shut[na, nb]
+            open_cells[a, b] = held[a, b] or not near_shut
     steps = np.full((rows, cols), -1, np.int64)
     queue = np.empty(rows * cols, np.int64)
     tail = 0
@@ -372,11 +389,13 @@ class Support:
     the plane is continued, 1 where it only hides what lies behind it, 0 elsewhere.
 
     Its support is the cells memory holds of it (lone cells dropped), with the cells enclosed by them along both axes
-    (a hole in the middle of a floor is floor). Cells where the view shows something else (a kept pixel's ray crosses
-    the plane there well before or well behind its surface) are blocked: the plane grows from its support through the
-    other cells, up to ``reach_m`` for level 2 and ``occlusion_reach_m`` for level 1, never through blocked ones (a
-    table top does not continue past its edge where the floor is seen beyond it, nor a wall above the ceiling seen in
-    front of its plane). ``low``: plane coordinates (s, t) of cell (0, 0)'s corner, metres.
+    (a hole in the middle of a floor is floor). Cells where a view saw through the plane (a kept pixel's ray crosses
+    it well before its surface) are blocked, and so are cells where a view saw something in front of it (the ray
+    crosses the plane well behind its surface), except where the support lies on both sides of such a cell along its
+    row or its column: the plane grows from its support through the other cells, up to ``reach_m`` for level 2 and
+    ``occlusion_reach_m`` for level 1, never through blocked ones (a table top does not continue past its edge where
+    the floor is seen beyond it, nor a wall above the ceiling seen in front of its plane; a wall seen on both sides
+    of a box runs on behind it). ``low``: plane coordinates (s, t) of cell (0, 0)'s corner, metres.
     """
 
     level: np.ndarray
@@ -384,9 +403,9 @@ class Support:
     cell_m: float
 
     @classmethod
-    def of(cls, held: np.ndarray, blocked: np.ndarray, options: ContinuationOptions) -> Support:
-        """From (N, 2) int cells (of ``support_cell_m``, in plane coordinates) memory holds of the plane and (E, 2)
-        cells where a view showed something else (saw through it, or something in front of it)."""
+    def of(cls, held: np.ndarray, blocked: np.ndarray, covered: np.ndarray, options: ContinuationOptions) -> Support:
+        """From (N, 2) int cells (of ``support_cell_m``, in plane coordinates) memory holds of the plane, (E, 2) cells
+        where a view saw through it and (F, 2) cells where a view saw something in front of it."""
         cell = options.support_cell_m
         margin = int(math.ceil(options.occlusion_reach_m / cell))
         first = held.min(axis=0) - margin
@@ -394,11 +413,14 @@ class Support:
         shape = tuple(cells.max(axis=0) + margin + 1)
         occupied = np.zeros(shape, bool)
         occupied[cells[:, 0], cells[:, 1]] = True
-        shut = np.zeros(shape, bool)
-        blocked = blocked - first
-        inside = (blocked >= 0).all(axis=1) & (blocked[:, 0] < shape[0]) & (blocked[:, 1] < shape[1])
-        shut[blocked[inside, 0], blocked[inside, 1]] = True
-        level = _support_levels(occupied, shut, int(math.ceil(options.reach_m / cell)), margin)
+        marks = []
+        for marked in (blocked, covered):
+            grid = np.zeros(shape, bool)
+            marked = marked - first
+            inside = (marked >= 0).all(axis=1) & (marked[:, 0] < shape[0]) & (marked[:, 1] < shape[1])
+            grid[marked[inside, 0], marked[inside, 1]] = True
+            marks.append(grid)
+        level = _support_levels(occupied, *marks, int(math.ceil(options.reach_m / cell)), margin)
         return cls(level, first * cell, cell)
 
 
@@ -718,7 +740,7 @@ class _Surface:
     view that shows enough of it), and, as sorted int64 keys (``_cell_keys``) of its ``support_cell_m`` grid, the
     cells memory has shown of it (``seen``: kept pixels memory is surer of than of a continuation, render confidence
     above ``continued_confidence``) and those where a view showed something else (``blocked``: it saw through the
-    plane there, or something in front).
+    plane there; ``covered``: it saw something in front).
 
     A plane grows only from its seen cells, never through blocked ones: what it continued comes back in later memory
     renders at the confidence it was continued with, and growing from that would let a wall creep past a corner
@@ -731,6 +753,7 @@ class _Surface:
     texture: PlaneTexture | None
     seen: np.ndarray
     blocked: np.ndarray
+    covered: np.ndarray
 
 
 @numba.njit(cache=True, nogil=True)
@@ -1054,19 +1077,21 @@ class ContinuationGenerator(Generator):
         # Where kept pixels' rays cross the plane well before their surface, the view sees through it; where they
         # cross it behind their surface, the view shows something else in front of it (a wall's plane above the
         # ceiling, a floor's beyond a wall), if memory saw that: a continuation or a footprint's spread in front of a
-        # plane is no evidence that the plane ends. The surface remembers both, and does not grow through them.
+        # plane is no evidence that the plane ends. The surface remembers both, and does not grow through them
+        # (through what stands in front only where memory has not shown it on both sides: ``Support``).
         depth = points_cam[:, 2]
         facing = points_cam @ normal_cam / depth
         with np.errstate(divide="ignore"):
             crossing = np.where(facing < 0, -offset_cam_m / np.minimum(facing, -1e-12), np.inf)
         through = crossing * (1 + SEE_THROUGH_MARGIN_SHARE) + SEE_THROUGH_MARGIN_M < depth
         covered = sure & np.isfinite(crossing) & (depth + SEE_THROUGH_MARGIN_M < crossing)
-        marked = through | covered
-        crossings = (crossing[marked, None] * (points_cam[marked] / depth[marked, None])) @ to_plane + plane_origin
-        blocked = _merged(surface.blocked, _cell_keys(crossings, options.support_cell_m))
+        blocked, covered = (
+            _merged(remembered, _cell_keys((crossing[marked, None] * (points_cam[marked] / depth[marked, None]))
+                                           @ to_plane + plane_origin, options.support_cell_m))
+            for marked, remembered in ((through, surface.blocked), (covered, surface.covered)))
         if records:
-            surface.blocked = blocked
-        support = Support.of(held, _cells(blocked), options)
+            surface.blocked, surface.covered = blocked, covered
+        support = Support.of(held, _cells(blocked), _cells(covered), options)
         if not continues:
             support = Support(np.minimum(support.level, 1), support.low, support.cell_m)
         return _ViewPlane(surface, normal_cam, offset_cam_m, support, to_plane, plane_origin)
@@ -1106,7 +1131,7 @@ class ContinuationGenerator(Generator):
     def _remember(self, frame: PlaneFrame) -> _Surface:
         """A new remembered surface on ``frame`` (the least recently used dropped beyond ``cache_size``)."""
         empty = np.zeros(0, np.int64)
-        surface = _Surface(frame, None, empty, empty)
+        surface = _Surface(frame, None, empty, empty, empty)
         self._surfaces[self._next_surface_id] = surface
         self._next_surface_id += 1
         while len(self._surfaces) > self.options.cache_size:
