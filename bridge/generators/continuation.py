@@ -457,17 +457,33 @@ def _nearest_kept(kept, width):
 
 
 @numba.njit(cache=True, nogil=True)
+def _seen_past(pixel, p, rays, kept_depth, nearest_kept, width, probe_px, normals, offsets):
+    """Whether one of the nearest kept pixels to the right, left, below and above ``pixel`` (within ``probe_px``)
+    sees through plane ``p``: its surface lies farther than the plane along its ray, by the see-through margin."""
+    for direction in range(4):
+        q = nearest_kept[direction, pixel]
+        if q < 0 or abs(q // width - pixel // width) + abs(q % width - pixel % width) > probe_px:
+            continue
+        facing = rays[q, 0] * normals[p, 0] + rays[q, 1] * normals[p, 1] + rays[q, 2] * normals[p, 2]
+        crossing = -offsets[p] / facing if facing < 0 else np.inf
+        if kept_depth[q] > crossing * (1 + SEE_THROUGH_MARGIN_SHARE) + SEE_THROUGH_MARGIN_M:
+            return True
+    return False
+
+
+@numba.njit(cache=True, nogil=True)
 def _meet_planes(rays, holes, kept_depth, width, probe_px, normals, offsets, to_plane, plane_origins, levels,
                  level_shapes, lows, cell_m, max_range_m, min_incidence_cos):
     """For the ``holes`` (flat pixel indices) of an image ``width`` pixels wide whose (H W, 3) camera-frame rays
     (z = 1) are ``rays``: the depth (metres) and index of the plane each continues into, or depth 0 and index -1;
     then the index and depth of the nearest plane standing where the ray meets it (level >= 1), continued or not.
 
-    A ray takes the nearest plane whose level where the ray meets it is at least 1; that plane continues into it when
-    its level there is 2, the ray meets it within range at |cos| >= ``min_incidence_cos``, and none of the nearest
-    kept pixels to the right, left, below and above (within ``probe_px``) sees through the plane (``kept_depth``
-    (H W,), 0 where not kept: a surface farther than the plane along its ray, by the see-through margin), so a
-    plane does not grow across a gap past its silhouette.
+    A ray takes the nearest plane whose level where the ray meets it is at least 1 and that none of the nearest kept
+    pixels to the right, left, below and above (within ``probe_px``) sees through (``kept_depth`` (H W,), 0 where
+    not kept: a surface farther than the plane along its ray, by the see-through margin): a plane's silhouette ends
+    before a pixel whose neighbour memory saw past it, so it neither continues into that pixel nor hides what lies
+    behind it there. That plane continues into the pixel when its level there is 2 and the ray meets it within range
+    at |cos| >= ``min_incidence_cos``.
 
     Per plane p: ``normals[p] . x + offsets[p] = 0`` (camera frame, camera on the positive side); a camera-frame
     point x has plane coordinates ``x @ to_plane[p] + plane_origins[p]``; ``levels[p]`` (padded) of true shape
@@ -483,39 +499,36 @@ def _meet_planes(rays, holes, kept_depth, width, probe_px, normals, offsets, to_
         pixel = holes[k]
         rx, ry, rz = rays[pixel, 0], rays[pixel, 1], rays[pixel, 2]
         length = math.sqrt(rx * rx + ry * ry + rz * rz)
-        best, best_plane, continues = np.inf, -1, False
-        for p in range(normals.shape[0]):
-            facing = rx * normals[p, 0] + ry * normals[p, 1] + rz * normals[p, 2]
-            if facing >= 0:
-                continue
-            d = -offsets[p] / facing
-            if d >= best or d > max_range_m:
-                continue
-            s = d * (rx * to_plane[p, 0, 0] + ry * to_plane[p, 1, 0] + rz * to_plane[p, 2, 0]) + plane_origins[p, 0]
-            t = d * (rx * to_plane[p, 0, 1] + ry * to_plane[p, 1, 1] + rz * to_plane[p, 2, 1]) + plane_origins[p, 1]
-            i = int(math.floor((s - lows[p, 0]) / cell_m))
-            j = int(math.floor((t - lows[p, 1]) / cell_m))
-            if i < 0 or j < 0 or i >= level_shapes[p, 0] or j >= level_shapes[p, 1]:
-                continue
-            level = levels[p, i, j]
-            if level == 0:
-                continue
-            best, best_plane = d, p
-            continues = level == 2 and -facing >= min_incidence_cos * length
-        if best_plane >= 0:
-            standing[k], standing_depth[k] = best_plane, best
-        if not continues:
+        nearer_than = -1.0  # planes met at or before this depth were seen past
+        while True:
+            best, best_plane, continues = np.inf, -1, False
+            for p in range(normals.shape[0]):
+                facing = rx * normals[p, 0] + ry * normals[p, 1] + rz * normals[p, 2]
+                if facing >= 0:
+                    continue
+                d = -offsets[p] / facing
+                if d >= best or d <= nearer_than or d > max_range_m:
+                    continue
+                s = (d * (rx * to_plane[p, 0, 0] + ry * to_plane[p, 1, 0] + rz * to_plane[p, 2, 0])
+                     + plane_origins[p, 0])
+                t = (d * (rx * to_plane[p, 0, 1] + ry * to_plane[p, 1, 1] + rz * to_plane[p, 2, 1])
+                     + plane_origins[p, 1])
+                i = int(math.floor((s - lows[p, 0]) / cell_m))
+                j = int(math.floor((t - lows[p, 1]) / cell_m))
+                if i < 0 or j < 0 or i >= level_shapes[p, 0] or j >= level_shapes[p, 1]:
+                    continue
+                level = levels[p, i, j]
+                if level == 0:
+                    continue
+                best, best_plane = d, p
+                continues = level == 2 and -facing >= min_incidence_cos * length
+            if best_plane < 0 or not _seen_past(pixel, best_plane, rays, kept_depth, nearest_kept, width, probe_px,
+                                                normals, offsets):
+                break
+            nearer_than = best
+        if best_plane < 0:
             continue
-        # The nearest kept pixel in each of the four image directions, within probe_px, must not see through it.
-        for direction in range(4):
-            q = nearest_kept[direction, pixel]
-            if q < 0 or abs(q // width - pixel // width) + abs(q % width - pixel % width) > probe_px:
-                continue
-            facing = (rays[q, 0] * normals[best_plane, 0] + rays[q, 1] * normals[best_plane, 1]
-                      + rays[q, 2] * normals[best_plane, 2])
-            crossing = -offsets[best_plane] / facing if facing < 0 else np.inf
-            if kept_depth[q] > crossing * (1 + SEE_THROUGH_MARGIN_SHARE) + SEE_THROUGH_MARGIN_M:
-                continues = False
+        standing[k], standing_depth[k] = best_plane, best
         if continues:
             depth[k] = best
             plane[k] = best_plane
