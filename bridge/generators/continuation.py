@@ -26,8 +26,9 @@ Each frame, in stages:
 4. **Geometry**: each hole pixel's ray meets the surfaces; the nearest one standing where it is met hides the others,
    and continues into the pixel, with its depth and confidence ``continued_confidence`` times memory's median
    confidence in the plane's shown pixels (a continuation is never surer than its base), when it is met within reach,
-   within ``max_range_m``, at a usable angle, and no nearby kept pixel sees through it (its silhouette). Hole pixels
-   nothing explains get depth 0 (unknown) and confidence 0.
+   within ``max_range_m`` and at a usable angle. A surface met where it has grown past what memory showed of it,
+   beside a kept pixel that sees through it, ends there (its silhouette): it neither continues nor hides, and the
+   next one along the ray is asked. Hole pixels nothing explains get depth 0 (unknown) and confidence 0.
 5. **Texture**: each surface's colour is an exemplar tile of its seen texture in its own coordinates (``s``, ``t``
    metres, world-anchored; ``build_texture``): along an axis where the texture has a period, all seen periods are
    folded onto one and repeated in phase; along one without, the largest seen stretch is mirrored. The tile is built
@@ -94,6 +95,9 @@ MIN_SHOWN_SHARE = 0.005
 least this share of the view's sampled pixels show it (as ``metrics.PLANE_HELD_SHARE`` counts a plane memory holds)."""
 COLOR_BIN = 32
 """Width of the colour bins (0..255 units per channel) a cached texture is recognised by."""
+HIDING, CONTINUED, HELD = 1, 2, 3
+"""Where a plane stands in a view (``Support.level``; 0: it does not): it only hides what lies behind it; it is
+continued; memory has shown it there (its support)."""
 
 
 @dataclass(frozen=True)
@@ -308,12 +312,12 @@ def _box_sum(values: np.ndarray, radius: int) -> np.ndarray:
 def _support_levels(occupied, blocked, covered, reach_steps, hide_steps):
     """Where a plane stands, on its grid: from bool (A, B) ``occupied`` cells (memory holds them), ``blocked``
     cells (a view saw through the plane there) and ``covered`` cells (a view saw something in front of the plane
-    there), uint8 level 2 within ``reach_steps`` 8-neighbour steps of the region, 1 within ``hide_steps``, 0 beyond.
-    The region is the held cells (occupied, with an occupied neighbour: a lone cell is noise) and the open cells they
-    enclose along both axes; the steps go only through open cells: held, or not within one cell of a shut one (the
-    rays are sampled sparsely: the plane must not leak between them). A blocked cell is shut; a covered one only
-    where no held cells enclose it along its row or its column (the plane is seen on both sides of what stands in
-    front of it there, so it runs on behind it)."""
+    there), uint8 level ``HELD`` on the region, ``CONTINUED`` within ``reach_steps`` 8-neighbour steps of it,
+    ``HIDING`` within ``hide_steps``, 0 beyond. The region is the held cells (occupied, with an occupied neighbour: a
+    lone cell is noise) and the open cells they enclose along both axes; the steps go only through open cells: held,
+    or not within one cell of a shut one (the rays are sampled sparsely: the plane must not leak between them). A
+    blocked cell is shut; a covered one only where no held cells enclose it along its row or its column (the plane
+    is seen on both sides of what stands in front of it there, so it runs on behind it)."""
     rows, cols = occupied.shape
     held = np.zeros((rows, cols), np.bool_)
     for a in range(rows):
@@ -379,23 +383,24 @@ def _support_levels(occupied, blocked, covered, reach_steps, hide_steps):
     for a in range(rows):
         for b in range(cols):
             if steps[a, b] >= 0:
-                level[a, b] = 2 if steps[a, b] <= reach_steps else 1
+                level[a, b] = HELD if steps[a, b] == 0 else (CONTINUED if steps[a, b] <= reach_steps else HIDING)
     return level
 
 
 @dataclass(frozen=True)
 class Support:
-    """Where a plane stands in one view, on a grid of ``cell_m`` cells in plane coordinates: ``level`` is 2 where
-    the plane is continued, 1 where it only hides what lies behind it, 0 elsewhere.
+    """Where a plane stands in one view, on a grid of ``cell_m`` cells in plane coordinates: ``level`` is ``HELD``
+    on its support (memory has shown it there), ``CONTINUED`` where it is continued, ``HIDING`` where it only hides
+    what lies behind it, 0 elsewhere.
 
     Its support is the cells memory holds of it (lone cells dropped), with the cells enclosed by them along both axes
     (a hole in the middle of a floor is floor). Cells where a view saw through the plane (a kept pixel's ray crosses
     it well before its surface) are blocked, and so are cells where a view saw something in front of it (the ray
     crosses the plane well behind its surface), except where the support lies on both sides of such a cell along its
-    row or its column: the plane grows from its support through the other cells, up to ``reach_m`` for level 2 and
-    ``occlusion_reach_m`` for level 1, never through blocked ones (a table top does not continue past its edge where
-    the floor is seen beyond it, nor a wall above the ceiling seen in front of its plane; a wall seen on both sides
-    of a box runs on behind it). ``low``: plane coordinates (s, t) of cell (0, 0)'s corner, metres.
+    row or its column: the plane grows from its support through the other cells, up to ``reach_m`` for
+    ``CONTINUED`` and ``occlusion_reach_m`` for ``HIDING``, never through blocked ones (a table top does not continue
+    past its edge where the floor is seen beyond it, nor a wall above the ceiling seen in front of its plane; a wall
+    seen on both sides of a box runs on behind it). ``low``: plane coordinates (s, t) of cell (0, 0)'s corner, metres.
     """
 
     level: np.ndarray
@@ -476,14 +481,17 @@ def _meet_planes(rays, holes, kept_depth, width, probe_px, normals, offsets, to_
                  level_shapes, lows, cell_m, max_range_m, min_incidence_cos):
     """For the ``holes`` (flat pixel indices) of an image ``width`` pixels wide whose (H W, 3) camera-frame rays
     (z = 1) are ``rays``: the depth (metres) and index of the plane each continues into, or depth 0 and index -1;
-    then the index and depth of the nearest plane standing where the ray meets it (level >= 1), continued or not.
+    then the index and depth of the nearest plane standing where the ray meets it (any level but 0), continued or
+    not.
 
-    A ray takes the nearest plane whose level where the ray meets it is at least 1 and that none of the nearest kept
-    pixels to the right, left, below and above (within ``probe_px``) sees through (``kept_depth`` (H W,), 0 where
-    not kept: a surface farther than the plane along its ray, by the see-through margin): a plane's silhouette ends
-    before a pixel whose neighbour memory saw past it, so it neither continues into that pixel nor hides what lies
-    behind it there. That plane continues into the pixel when its level there is 2 and the ray meets it within range
-    at |cos| >= ``min_incidence_cos``.
+    A ray takes the nearest plane standing where the ray meets it, unless the plane has grown there (its level is
+    below ``HELD``) and one of the nearest kept pixels to the right, left, below and above (within ``probe_px``) sees
+    through it (``kept_depth`` (H W,), 0 where not kept: a surface farther than the plane along its ray, by the
+    see-through margin): a grown plane's silhouette ends before a pixel whose neighbour memory saw past it, so it
+    neither continues into that pixel nor hides what lies behind it there, and the next plane along the ray is
+    asked. Where memory has shown the plane, such a neighbour only lies past its silhouette. The plane taken
+    continues into the pixel when its level there is ``CONTINUED`` or ``HELD`` and the ray meets it within range at
+    |cos| >= ``min_incidence_cos``.
 
     Per plane p: ``normals[p] . x + offsets[p] = 0`` (camera frame, camera on the positive side); a camera-frame
     point x has plane coordinates ``x @ to_plane[p] + plane_origins[p]``; ``levels[p]`` (padded) of true shape
@@ -501,7 +509,7 @@ def _meet_planes(rays, holes, kept_depth, width, probe_px, normals, offsets, to_
         length = math.sqrt(rx * rx + ry * ry + rz * rz)
         nearer_than = -1.0  # planes met at or before this depth were seen past
         while True:
-            best, best_plane, continues = np.inf, -1, False
+            best, best_plane, continues, best_level = np.inf, -1, False, 0
             for p in range(normals.shape[0]):
                 facing = rx * normals[p, 0] + ry * normals[p, 1] + rz * normals[p, 2]
                 if facing >= 0:
@@ -520,10 +528,10 @@ def _meet_planes(rays, holes, kept_depth, width, probe_px, normals, offsets, to_
                 level = levels[p, i, j]
                 if level == 0:
                     continue
-                best, best_plane = d, p
-                continues = level == 2 and -facing >= min_incidence_cos * length
-            if best_plane < 0 or not _seen_past(pixel, best_plane, rays, kept_depth, nearest_kept, width, probe_px,
-                                                normals, offsets):
+                best, best_plane, best_level = d, p, level
+                continues = level >= CONTINUED and -facing >= min_incidence_cos * length
+            if best_plane < 0 or best_level == HELD or not _seen_past(
+                    pixel, best_plane, rays, kept_depth, nearest_kept, width, probe_px, normals, offsets):
                 break
             nearer_than = best
         if best_plane < 0:
@@ -1106,7 +1114,7 @@ class ContinuationGenerator(Generator):
             surface.blocked, surface.covered = blocked, covered
         support = Support.of(held, _cells(blocked), _cells(covered), options)
         if not continues:
-            support = Support(np.minimum(support.level, 1), support.low, support.cell_m)
+            support = Support(np.minimum(support.level, HIDING), support.low, support.cell_m)
         return _ViewPlane(surface, normal_cam, offset_cam_m, support, to_plane, plane_origin)
 
     def _remembered(self, normal_cam: np.ndarray, offset_cam_m: float, inliers: np.ndarray, sampled: np.ndarray,
