@@ -109,7 +109,7 @@ class FrameScore:
 def score_frame(index: int, frame: StepFrame, truth: RGBDFrame, planes: metrics.PlaneScorer) -> FrameScore:
     """Score generated ``frame`` (its fused depth and the generator's confidence) against ``truth`` at its pose."""
     valid = truth.depth > 0
-    kept = frame.condition.mask & (frame.condition.depth > 0)
+    kept = frame.condition.kept
     shares = metrics.provenance_shares(frame.confidence, frame.depth, kept)
     counts = planes.score(truth, kept, frame.condition.depth, frame.condition.confidence, frame.depth, frame.confidence)
     return FrameScore(

@@ -163,6 +163,11 @@ class RenderResult:
         object.__setattr__(self, "confidence", confidence)
 
     @property
+    def kept(self) -> np.ndarray:
+        """bool (H, W): the pixels memory covered with depth (what a generator keeps from the render)."""
+        return self.mask & (self.depth > 0)
+
+    @property
     def coverage(self) -> float:
         """Fraction of pixels covered, in [0, 1]."""
         return np.count_nonzero(self.mask) / self.mask.size  # the mean of a bool image, without a float copy of it

@@ -89,7 +89,7 @@ def observed_lines(render: RenderResult, confidence: np.ndarray) -> np.ndarray:
     backend is certain of (``confidence`` 1, float32 (H, W): as sure as an observation). A pixel generated where memory
     showed nothing, at less than certainty, guesses a surface and the empty space in front of it: it is fused as a
     surface only."""
-    return (render.mask & (render.depth > 0)) | (np.asarray(confidence) >= 1.0)
+    return render.kept | (np.asarray(confidence) >= 1.0)
 
 
 def unseen_kept_pixels(queries: WorldQueries, depth: np.ndarray, confidence: np.ndarray, render: RenderResult,

@@ -80,7 +80,7 @@ def kept_confidence(render: RenderResult) -> np.ndarray:
     where the render covers the pixel with depth, 0 elsewhere). The render's confidence is 0 on the pixels a memory
     point's footprint only spreads over (``bridge.render``): their depth lies off the surface, so they are shown but
     never fused again."""
-    return np.where(render.mask & (render.depth > 0), render.confidence, np.float32(0)).astype(np.float32)
+    return np.where(render.kept, render.confidence, np.float32(0)).astype(np.float32)
 
 
 class Generator(ABC):

@@ -74,7 +74,7 @@ def _problems_with(generator: Generator, condition: Condition, result: Generatio
                 problems.append(f"confidence {i} {problem}")
                 continue
             render = condition.renders[i]
-            kept = render.mask & (render.depth > 0)
+            kept = render.kept
             if generator.returns_depth and result.depths is not None and i < len(result.depths):
                 kept &= np.asarray(result.depths[i]) == render.depth
             over = kept & (confidence > render.confidence + 1e-6)

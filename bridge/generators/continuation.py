@@ -865,7 +865,7 @@ class ContinuationGenerator(Generator):
         rays_cam = self._pixel_rays(intrinsics)
 
         # 1. Kept pixels: memory's colour, depth and confidence (a footprint's spread: colour only, at step 6).
-        kept = (render.mask & (render.depth > 0)).reshape(-1)
+        kept = render.kept.reshape(-1)
         confidence = kept_confidence(render).reshape(-1)
         holes = np.flatnonzero(~kept)
         depth = render.depth.reshape(-1).copy()
@@ -1106,10 +1106,13 @@ class ContinuationGenerator(Generator):
             crossing = np.where(facing < 0, -offset_cam_m / np.minimum(facing, -1e-12), np.inf)
         through = crossing * (1 + SEE_THROUGH_MARGIN_SHARE) + SEE_THROUGH_MARGIN_M < depth
         covered = sure & np.isfinite(crossing) & (depth + SEE_THROUGH_MARGIN_M < crossing)
-        blocked, covered = (
-            _merged(remembered, _cell_keys((crossing[marked, None] * (points_cam[marked] / depth[marked, None]))
-                                           @ to_plane + plane_origin, options.support_cell_m))
-            for marked, remembered in ((through, surface.blocked), (covered, surface.covered)))
+
+        def crossed(marked: np.ndarray) -> np.ndarray:
+            """Cell keys where the rays of the ``marked`` kept pixels cross the plane."""
+            crossings = crossing[marked, None] * (points_cam[marked] / depth[marked, None])
+            return _cell_keys(crossings @ to_plane + plane_origin, options.support_cell_m)
+
+        blocked, covered = _merged(surface.blocked, crossed(through)), _merged(surface.covered, crossed(covered))
         if records:
             surface.blocked, surface.covered = blocked, covered
         support = Support.of(held, _cells(blocked), _cells(covered), options)
@@ -1165,7 +1168,7 @@ class ContinuationGenerator(Generator):
         with another of the view's ``planes`` (where their colours mix); None when the render shows too little."""
         options = self.options
         depth, rgb = render.depth.reshape(-1), render.rgb.reshape(-1, 3)
-        kept = np.flatnonzero(render.mask.reshape(-1) & (depth > 0))
+        kept = np.flatnonzero(render.kept.reshape(-1))
         points_cam = rays_cam[kept] * depth[kept, None]
         on_plane = np.abs(points_cam @ plane.normal_cam + plane.offset_cam_m) < options.inlier_tolerance_m
         for other in planes:

@@ -258,7 +258,7 @@ class ReprojectGenerator(Generator):
     def generate(self, condition: Condition) -> GenerationResult:
         frames, depths, confidences = [], [], []
         for render in condition.renders:
-            known = render.mask & (render.depth > 0)
+            known = render.kept
             depth, confidence = kept_depth(render)
             confidences.append(confidence)
             if not known.any():

@@ -194,9 +194,7 @@ def _anchor_confidence(view) -> np.ndarray:
             keep = (dx < width) & (dy < width) & (uu >= 0) & (uu < w) & (vv >= 0) & (vv < h)
             np.minimum.at(out, vv[keep] * w + uu[keep], confidence[keep])
     out[np.isinf(out)] = confidence.min() if len(confidence) else 0.0
-    observed = getattr(view, "observed", None)
-    if observed is not None:
-        out[~np.asarray(observed).reshape(-1)] = 0.0
+    out[~view.observed.reshape(-1)] = 0.0
     return out.reshape(h, w)
 
 
