@@ -111,25 +111,43 @@ def test_continues_a_plane_into_a_hole_at_its_true_depth(room, pose, hole, on_pl
     assert np.array_equal(depth[kept], truth.depth[kept]) and np.all(confidence[kept] == 1)
 
 
-def test_a_footprints_spread_shows_memorys_colour_and_is_never_fused(room):
-    """Pixels memory's render covers only with a point's footprint spread (confidence 0: their depth lies off the
-    surface) show memory's colour, as the landed ones do, with depth and confidence 0; they are not painted over
-    with the fill of the holes."""
+def test_a_footprints_spread_is_fused_on_the_plane_of_the_landed_pixels_or_not_at_all(room):
+    """Memory's points land on every third pixel of every third row (above row 56); their footprints spread over the
+    pixels between them with the points' depth (render confidence 0: off the surface, here 3% too far). Between
+    landed pixels that fit a plane, a spread pixel takes that plane's depth with their confidence (``kept_depth``):
+    the floor is fused whole, at its true depth. Where no landed pixels surround it (the band below row 56, the
+    rows beside the hole) it shows memory's colour with depth and confidence 0, not painted over with the fill of the
+    holes. No spread pixel is fused off the surface."""
     pose = Pose.look_at([0.0, 0.0, 1.5], [1.5, 0.0, 0.0])
     truth = room.render(pose, INTRINSICS)
-    render = memory_of(truth, rectangle(slice(20, 52), slice(24, 72)))
-    spread = render.mask & rectangle(slice(56, 72), slice(0, 96))
-    render = RenderResult(render.rgb, render.depth, render.mask, np.where(spread, 0.0, 1.0).astype(np.float32))
+    render = memory_of(truth, rectangle(slice(20, 36), slice(24, 72)))
+    v, u = np.mgrid[:72, :96]
+    landed = render.mask & (v % 3 == 0) & (u % 3 == 0) & (v < 56)
+    spread = render.mask & ~landed
+    smeared = np.where(landed, truth.depth, 1.03 * truth.depth).astype(np.float32)
+    render = RenderResult(render.rgb, np.where(render.mask, smeared, 0), render.mask, landed.astype(np.float32))
     result = generate(ContinuationGenerator(), pose, render)
-    assert spread.sum() > 1000
-    assert np.array_equal(result.frames[0][spread], truth.rgb[spread])
-    assert np.all(result.depths[0][spread] == 0) and np.all(result.confidences[0][spread] == 0)
+    depth, confidence = result.depths[0], result.confidences[0]
+    floor = np.abs(world_points(truth)[..., 2]) < 0.005
+    between = spread & floor & (v >= 42) & (v <= 50) & (u >= 9) & (u <= 86)
+    assert between.sum() > 400
+    def right(depth: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+        return (confidence == 1) & (np.abs(depth - truth.depth) <= 1e-3 * truth.depth)
+
+    assert right(depth, confidence)[between].mean() > 0.95
+    fused = spread & (confidence > 0)
+    assert np.all(np.abs(depth[fused] - truth.depth[fused]) <= TOLERANCE_M)
+    band = spread & (v >= 60)
+    assert band.sum() > 1000
+    assert np.array_equal(result.frames[0][band], truth.rgb[band])
+    assert np.all(depth[band] == 0) and np.all(confidence[band] == 0)
     # The same when memory covers the whole view (no hole to continue).
-    full = RenderResult(truth.rgb, truth.depth, truth.depth > 0, np.where(spread, 0.0, 1.0).astype(np.float32))
+    full = RenderResult(truth.rgb, smeared, truth.depth > 0, landed.astype(np.float32))
     whole = generate(ContinuationGenerator(), pose, full)
     assert np.array_equal(whole.frames[0], truth.rgb)
-    assert np.all(whole.depths[0][spread] == 0) and np.all(whole.confidences[0][spread] == 0)
-    assert np.array_equal(whole.depths[0][~spread], truth.depth[~spread])
+    assert np.all(whole.depths[0][band] == 0) and np.all(whole.confidences[0][band] == 0)
+    assert right(whole.depths[0], whole.confidences[0])[between].mean() > 0.95
+    assert np.array_equal(whole.depths[0][landed], truth.depth[landed])
 
 
 @pytest.mark.parametrize(("rows", "columns"), [(slice(20, 44), 4), (slice(24, 40), 3)],

@@ -3,9 +3,11 @@ CPU, deterministic.
 
 Each frame, in stages:
 
-1. **Kept pixels**: where the woven memory render covers a pixel with depth, its colour and depth come back unchanged
-   with memory's confidence (the render's confidence channel). Where that is 0 (a point's footprint only spreads
-   there, off the surface) the pixel keeps memory's colour with depth 0: shown, never fused.
+1. **Kept pixels**: where the woven memory render covers a pixel with depth, its colour comes back unchanged, with
+   depth and confidence as ``kept_depth`` gives them: memory's where its points land; where a point's footprint
+   only spreads (render confidence 0, depth off the surface), the plane through the landed pixels around it, at
+   their lowest confidence, when they fit one (a street facade seen from nearer than it was fused, its points
+   spread apart, is fused whole, as ``reproject`` fuses it); else depth 0: shown, never fused.
 2. **Planes**: the dominant planes of the render (floors, walls, ceilings, road) are fitted to its back-projected
    depth by sequential RANSAC (seeded by ``Condition.seed``), refined by least squares, and kept only when they look
    like a surface (spread across the plane, residuals tight). Each fit is matched to a **surface** the generator
@@ -20,8 +22,8 @@ Each frame, in stages:
    view (this one or an earlier one) saw through the plane, nor where it saw something in front of it (a wall does
    not grow above a ceiling seen in front of its plane) unless memory has shown the plane on both sides of that cell
    along one of the grid's axes (a wall seen left and right of a box runs on behind it); only what memory saw (surer
-   than a continuation) stands in front: neither this generator's continuations nor a footprint's spread block a
-   plane.
+   than a continuation) stands in front: neither this generator's continuations nor a footprint's spread that no
+   plane of landed pixels fits block a plane.
    The most recently seen remembered surfaces the view does not show only hide.
 4. **Geometry**: each hole pixel's ray meets the surfaces; the nearest one standing where it is met hides the others,
    and continues into the pixel, with its depth and confidence ``continued_confidence`` times memory's median
@@ -59,7 +61,8 @@ import numba
 import numpy as np
 
 from worldweave.bridge.frames import RenderResult
-from worldweave.bridge.generators.base import Condition, GenerationResult, Generator, kept_confidence
+from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
+from worldweave.bridge.generators.kept_depth import kept_depth
 from worldweave.bridge.generators.reproject import EMPTY_GREY, push_pull_fill_cpu
 from worldweave.proto.errors import InvalidInputError
 from worldweave.proto.geometry import Intrinsics, Pose
@@ -864,13 +867,13 @@ class ContinuationGenerator(Generator):
         shape = render.mask.shape
         rays_cam = self._pixel_rays(intrinsics)
 
-        # 1. Kept pixels: memory's colour, depth and confidence (a footprint's spread: colour only, at step 6).
+        # 1. Kept pixels: memory's colour; its depth and confidence, a footprint's spread refitted on the plane of the
+        # landed pixels around it (where none fits: colour only, depth 0 at step 6).
         kept = render.kept.reshape(-1)
-        confidence = kept_confidence(render).reshape(-1)
+        depth, confidence = (array.reshape(-1) for array in kept_depth(render))
         holes = np.flatnonzero(~kept)
-        depth = render.depth.reshape(-1).copy()
         rgb = render.rgb.reshape(-1, 3).copy()
-        if len(holes) == 0:  # nothing to continue or paint: a footprint's spread still gets depth 0 (step 6)
+        if len(holes) == 0:  # nothing to continue or paint: an unfitted footprint's spread gets depth 0 (step 6)
             return self._fill_unknown(rgb, depth, confidence, shape, kept) + (0,)
 
         # 2. Planes of the render, fitted on a regular grid of its kept pixels.
@@ -1097,9 +1100,9 @@ class ContinuationGenerator(Generator):
             return None
         # Where kept pixels' rays cross the plane well before their surface, the view sees through it; where they
         # cross it behind their surface, the view shows something else in front of it (a wall's plane above the
-        # ceiling, a floor's beyond a wall), if memory saw that: a continuation or a footprint's spread in front of a
-        # plane is no evidence that the plane ends. The surface remembers both, and does not grow through them
-        # (through what stands in front only where memory has not shown it on both sides: ``Support``).
+        # ceiling, a floor's beyond a wall), if memory saw that: a continuation or an unfitted footprint's spread in
+        # front of a plane is no evidence that the plane ends. The surface remembers both, and does not grow through
+        # them (through what stands in front only where memory has not shown it on both sides: ``Support``).
         depth = points_cam[:, 2]
         facing = points_cam @ normal_cam / depth
         with np.errstate(divide="ignore"):
