@@ -408,6 +408,25 @@ def test_a_plane_where_memory_showed_it_continues_beside_a_pixel_that_sees_past_
     assert right[edge].mean() > 0.9
 
 
+def test_a_plane_grows_from_its_support_up_to_where_a_view_saw_through_it(front_and_wall):
+    """A first view's memory shows the box's front below z = 1.1 m and the wall above the front's top edge (1.2 m),
+    whose pixels see through the front's plane there. A second view from the same pose shows only the front below
+    1.1 m. The front's unseen top strip lies in the support cells (10 cm) between what memory showed and where a view
+    saw through the plane: the plane does not grow through a cell next to a seen-through one (the rays are sampled
+    sparsely), except into the cells next to its support, so the strip is continued at the front's depth."""
+    truth, wall, front = front_and_wall
+    points = truth.pose.cam_to_world(FRONT_INTRINSICS.backproject(truth.depth.astype(np.float64)).reshape(-1, 3))
+    height = points[:, 2].reshape(truth.depth.shape)
+    shown = front & (height < 1.1)
+    generator = ContinuationGenerator()
+    generator.generate(shown_by_memory(truth, shown | wall))
+    result = generator.generate(shown_by_memory(truth, shown))
+    strip = front & ~shown
+    assert strip.sum() > 100
+    right = (result.confidences[0] > 0) & (np.abs(result.depths[0] - truth.depth) <= TOLERANCE_M)
+    assert right[strip].mean() > 0.9
+
+
 def test_a_walk_continues_the_planes_memory_holds_at_their_true_depth(room):
     """The demo's first steps through the room at 96 x 72, scored against the exact scene (``metrics.PlaneScorer``):
     what is continued lies on the true surface (at least 75% of continued pixels within 5 cm, at most 10% beyond

@@ -318,7 +318,8 @@ def _support_levels(occupied, blocked, covered, reach_steps, hide_steps):
     there), uint8 level ``HELD`` on the region, ``CONTINUED`` within ``reach_steps`` 8-neighbour steps of it,
     ``HIDING`` within ``hide_steps``, 0 beyond. The region is the held cells (occupied, with an occupied neighbour: a
     lone cell is noise) and the open cells they enclose along both axes; the steps go only through open cells: held,
-    or not within one cell of a shut one (the rays are sampled sparsely: the plane must not leak between them). A
+    next to a held one and not shut, or not within one cell of a shut one (the rays are sampled sparsely: the plane
+    must not leak between them, but it reaches up to where a view saw past its support's edge). A
     blocked cell is shut; a covered one only where no held cells enclose it along its row or its column (the plane
     is seen on both sides of what stands in front of it there, so it runs on behind it)."""
     rows, cols = occupied.shape
@@ -352,12 +353,14 @@ def _support_levels(occupied, blocked, covered, reach_steps, hide_steps):
     for a in range(rows):
         for b in range(cols):
             near_shut = False
+            near_held = False
             for da in range(-1, 2):
                 for db in range(-1, 2):
                     na, nb = a + da, b + db
                     if 0 <= na < rows and 0 <= nb < cols:
                         near_shut |= shut[na, nb]
-            open_cells[a, b] = held[a, b] or not near_shut
+                        near_held |= held[na, nb]
+            open_cells[a, b] = held[a, b] or not near_shut or (near_held and not shut[a, b])
     steps = np.full((rows, cols), -1, np.int64)
     queue = np.empty(rows * cols, np.int64)
     tail = 0
