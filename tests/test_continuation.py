@@ -432,7 +432,7 @@ def test_a_walk_continues_the_planes_memory_holds_at_their_true_depth(room):
     what is continued lies on the true surface (at least 75% of continued pixels within 5 cm, at most 10% beyond
     it: a guess behind something real), at half of memory's confidence, and a good share
     of the pixels that view a plane memory holds (within reach of what it shows) is continued. (The issue's bar is
-    90% of them; the demo at 320 x 240 reaches 86%: see ``worldweave demo``'s ``plane_continuation``.)"""
+    90% of them; the demo at 320 x 240 reaches 89%: see ``worldweave demo``'s ``plane_continuation``.)"""
     trajectory = closed_loop(room, 121)
     world = World(Seed([room.render(trajectory.poses[0], INTRINSICS)]), WorldConfig(generator="continue"))
     planes = metrics.PlaneScorer(room)
