@@ -68,8 +68,8 @@ def generate(generator, pose: Pose, render: RenderResult, seed: int = 0):
 
 def world_points(frame: RGBDFrame) -> np.ndarray:
     """(H, W, 3) world points behind the exact frame's pixels (metres)."""
-    points_cam = INTRINSICS.backproject(frame.depth.astype(np.float64)).reshape(-1, 3)
-    return frame.pose.cam_to_world(points_cam).reshape(72, 96, 3)
+    points_cam = frame.intrinsics.backproject(frame.depth.astype(np.float64)).reshape(-1, 3)
+    return frame.pose.cam_to_world(points_cam).reshape(*frame.depth.shape, 3)
 
 
 def rectangle(rows: slice, cols: slice) -> np.ndarray:
@@ -354,8 +354,7 @@ def front_and_wall() -> tuple[RGBDFrame, np.ndarray, np.ndarray]:
     scene = Scene("front-and-wall", builder, free_space=((np.array([0.0, -1.0, 1.3]), np.array([4.0, 1.0, 2.0])),),
                   start_position_m=np.array([0.0, 0.0, 1.6]), start_heading_rad=0.0)
     truth = scene.render(Pose.look_at([0.0, 0.0, 1.6], [7.5, 0.0, 1.2]), FRONT_INTRINSICS)
-    points = truth.pose.cam_to_world(FRONT_INTRINSICS.backproject(truth.depth.astype(np.float64)).reshape(-1, 3))
-    x = points[:, 0].reshape(truth.depth.shape)
+    x = world_points(truth)[..., 0]
     return truth, np.abs(x - 7.5) < 0.01, np.abs(x - 5.0) < 0.01
 
 
@@ -415,8 +414,7 @@ def test_a_plane_grows_from_its_support_up_to_where_a_view_saw_through_it(front_
     saw through the plane: the plane does not grow through a cell next to a seen-through one (the rays are sampled
     sparsely), except into the cells next to its support, so the strip is continued at the front's depth."""
     truth, wall, front = front_and_wall
-    points = truth.pose.cam_to_world(FRONT_INTRINSICS.backproject(truth.depth.astype(np.float64)).reshape(-1, 3))
-    height = points[:, 2].reshape(truth.depth.shape)
+    height = world_points(truth)[..., 2]
     shown = front & (height < 1.1)
     generator = ContinuationGenerator()
     generator.generate(shown_by_memory(truth, shown | wall))

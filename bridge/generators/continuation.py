@@ -936,7 +936,7 @@ class ContinuationGenerator(Generator):
             levels[index, : plane.support.level.shape[0], : plane.support.level.shape[1]] = plane.support.level
         probe_px = max(2, round(shape[1] * SILHOUETTE_PROBE_SHARE))
         hole_depth, hole_plane, standing, standing_depth = _meet_planes(
-            rays_cam, holes, np.where(kept, depth, 0.0), shape[1], probe_px, np.stack([p.normal_cam for p in planes]),
+            rays_cam, holes, depth, shape[1], probe_px, np.stack([p.normal_cam for p in planes]),
             np.array([p.offset_cam_m for p in planes]), np.stack([p.to_plane for p in planes]),
             np.stack([p.plane_origin for p in planes]), levels, np.array([p.support.level.shape for p in planes]),
             np.stack([p.support.low for p in planes]), options.support_cell_m, options.max_range_m,
