@@ -24,7 +24,10 @@ Each frame, in stages:
    along one of the grid's axes (a wall seen left and right of a box runs on behind it); only what memory saw (surer
    than a continuation) stands in front: neither this generator's continuations nor a footprint's spread that no
    plane of landed pixels fits block a plane.
-   The most recently seen remembered surfaces the view does not show only hide.
+   The most recently seen remembered surfaces the view does not show only hide. Where a surface's edge may cross a
+   cell (next to both a shown cell and a seen-through one), a finer grid (``EDGE_FINE_CELLS``) of where memory
+   showed it and where a view saw through it places the edge halfway between them, to within two of the view's
+   pixel footprints (``EDGE_FOOTPRINTS``).
 4. **Geometry**: each hole pixel's ray meets the surfaces; the nearest one standing where it is met hides the others,
    and continues into the pixel, with its depth and confidence ``continued_confidence`` times memory's median
    confidence in the plane's shown pixels (a continuation is never surer than its base), when it is met within reach,
@@ -101,6 +104,20 @@ COLOR_BIN = 32
 HIDING, CONTINUED, HELD = 1, 2, 3
 """Where a plane stands in a view (``Support.level``; 0: it does not): it only hides what lies behind it; it is
 continued; memory has shown it there (its support)."""
+EDGE = 8
+"""Flag on a ``Support.level`` cell next to both a held and a blocked cell: the plane's edge may cross it, so the
+fine grid decides where it stands in it (``EDGE_FINE_CELLS``)."""
+FINE_SEEN, FINE_THROUGH = 1, 2
+"""Bits of ``Support.fine``: memory showed the plane in the fine cell; a view saw through it there."""
+EDGE_FINE_CELLS = 4
+"""A support cell's side in cells of the fine grid that records, per surface, where memory showed it and where a
+view saw through it. In a cell the plane's edge may cross (``EDGE``), a point does not stand when, within one support
+cell of it, a view saw through the plane nearer than memory showed it (the edge lies halfway between them) and memory
+showed it no nearer than ``EDGE_FOOTPRINTS`` of the view's pixel footprints there."""
+EDGE_FOOTPRINTS = 2.0
+"""Marks are only as sharp as the pixels that made them: a point within this many pixel footprints (of the view
+being generated) of where memory showed the plane stands, whatever was seen through nearby (a silhouette smeared
+by a pixel in a memory render must not cut the plane short)."""
 
 
 @dataclass(frozen=True)
@@ -321,7 +338,8 @@ def _support_levels(occupied, blocked, covered, reach_steps, hide_steps):
     next to a held one and not shut, or not within one cell of a shut one (the rays are sampled sparsely: the plane
     must not leak between them, but it reaches up to where a view saw past its support's edge). A
     blocked cell is shut; a covered one only where no held cells enclose it along its row or its column (the plane
-    is seen on both sides of what stands in front of it there, so it runs on behind it)."""
+    is seen on both sides of what stands in front of it there, so it runs on behind it). A standing cell within one
+    cell of both a held and a blocked cell is flagged ``EDGE``: the plane's edge may cross it."""
     rows, cols = occupied.shape
     held = np.zeros((rows, cols), np.bool_)
     for a in range(rows):
@@ -350,17 +368,21 @@ def _support_levels(occupied, blocked, covered, reach_steps, hide_steps):
             inside = first_col[a] < b < last_col[a] or first_row[b] < a < last_row[b]
             shut[a, b] = blocked[a, b] or (covered[a, b] and not inside)
     open_cells = np.zeros((rows, cols), np.bool_)
+    edge = np.zeros((rows, cols), np.bool_)
     for a in range(rows):
         for b in range(cols):
             near_shut = False
             near_held = False
+            near_blocked = False
             for da in range(-1, 2):
                 for db in range(-1, 2):
                     na, nb = a + da, b + db
                     if 0 <= na < rows and 0 <= nb < cols:
                         near_shut |= shut[na, nb]
                         near_held |= held[na, nb]
+                        near_blocked |= blocked[na, nb]
             open_cells[a, b] = held[a, b] or not near_shut or (near_held and not shut[a, b])
+            edge[a, b] = near_held and near_blocked
     steps = np.full((rows, cols), -1, np.int64)
     queue = np.empty(rows * cols, np.int64)
     tail = 0
@@ -390,6 +412,8 @@ def _support_levels(occupied, blocked, covered, reach_steps, hide_steps):
         for b in range(cols):
             if steps[a, b] >= 0:
                 level[a, b] = HELD if steps[a, b] == 0 else (CONTINUED if steps[a, b] <= reach_steps else HIDING)
+            if level[a, b] and edge[a, b]:
+                level[a, b] |= EDGE
     return level
 
 
@@ -412,11 +436,17 @@ class Support:
     level: np.ndarray
     low: np.ndarray
     cell_m: float
+    fine: np.ndarray
+    """uint8 (``EDGE_FINE_CELLS`` A, ``EDGE_FINE_CELLS`` B) for a (A, B) ``level``: on the fine grid from the same
+    corner, ``FINE_SEEN`` where memory showed the plane, ``FINE_THROUGH`` where a view saw through it (both bits may
+    be set)."""
 
     @classmethod
-    def of(cls, held: np.ndarray, blocked: np.ndarray, covered: np.ndarray, options: ContinuationOptions) -> Support:
+    def of(cls, held: np.ndarray, blocked: np.ndarray, covered: np.ndarray, seen_fine: np.ndarray,
+           through_fine: np.ndarray, options: ContinuationOptions) -> Support:
         """From (N, 2) int cells (of ``support_cell_m``, in plane coordinates) memory holds of the plane, (E, 2) cells
-        where a view saw through it and (F, 2) cells where a view saw something in front of it."""
+        where a view saw through it and (F, 2) cells where a view saw something in front of it; and the fine cells
+        (``EDGE_FINE_CELLS`` to a support cell) memory showed it and a view saw through it."""
         cell = options.support_cell_m
         margin = int(math.ceil(options.occlusion_reach_m / cell))
         first = held.min(axis=0) - margin
@@ -424,15 +454,20 @@ class Support:
         shape = tuple(cells.max(axis=0) + margin + 1)
         occupied = np.zeros(shape, bool)
         occupied[cells[:, 0], cells[:, 1]] = True
-        marks = []
-        for marked in (blocked, covered):
-            grid = np.zeros(shape, bool)
-            marked = marked - first
-            inside = (marked >= 0).all(axis=1) & (marked[:, 0] < shape[0]) & (marked[:, 1] < shape[1])
-            grid[marked[inside, 0], marked[inside, 1]] = True
-            marks.append(grid)
+        marks = [_grid(marked - first, shape) for marked in (blocked, covered)]
         level = _support_levels(occupied, *marks, int(math.ceil(options.reach_m / cell)), margin)
-        return cls(level, first * cell, cell)
+        fine_shape = (shape[0] * EDGE_FINE_CELLS, shape[1] * EDGE_FINE_CELLS)
+        fine = (_grid(seen_fine - first * EDGE_FINE_CELLS, fine_shape).astype(np.uint8) * FINE_SEEN
+                | _grid(through_fine - first * EDGE_FINE_CELLS, fine_shape).astype(np.uint8) * FINE_THROUGH)
+        return cls(level, first * cell, cell, fine)
+
+
+def _grid(cells: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """bool grid of ``shape``, True at the (N, 2) int ``cells`` inside it."""
+    grid = np.zeros(shape, bool)
+    inside = (cells >= 0).all(axis=1) & (cells[:, 0] < shape[0]) & (cells[:, 1] < shape[1])
+    grid[cells[inside, 0], cells[inside, 1]] = True
+    return grid
 
 
 @numba.njit(cache=True, nogil=True)
@@ -483,8 +518,29 @@ def _seen_past(pixel, p, rays, kept_depth, nearest_kept, width, probe_px, normal
 
 
 @numba.njit(cache=True, nogil=True)
-def _meet_planes(rays, holes, kept_depth, width, probe_px, normals, offsets, to_plane, plane_origins, levels,
-                 level_shapes, lows, cell_m, max_range_m, min_incidence_cos):
+def _seen_past_edge(fine, i, j, rows, cols, footprint_cells):
+    """Whether the plane does not stand at fine cell (``i``, ``j``) of an ``EDGE`` support cell (``fine``: its plane's
+    ``Support.fine``, of (``rows``, ``cols``)): within one support cell, a view saw through it nearer than memory
+    showed it, and memory showed it no nearer than ``EDGE_FOOTPRINTS`` of ``footprint_cells`` (the view's pixel
+    footprint on the plane there, in fine cells)."""
+    reach = EDGE_FINE_CELLS
+    far = reach * reach * 2 + 1
+    seen, through = far, far
+    for di in range(-reach, reach + 1):
+        for dj in range(-reach, reach + 1):
+            a, b = i + di, j + dj
+            if 0 <= a < rows and 0 <= b < cols and fine[a, b]:
+                distance = di * di + dj * dj
+                if fine[a, b] & FINE_SEEN:
+                    seen = min(seen, distance)
+                if fine[a, b] & FINE_THROUGH:
+                    through = min(through, distance)
+    return through < seen and seen > (EDGE_FOOTPRINTS * footprint_cells) ** 2
+
+
+@numba.njit(cache=True, nogil=True)
+def _meet_planes(rays, holes, kept_depth, width, fx, probe_px, normals, offsets, to_plane, plane_origins, levels,
+                 fines, level_shapes, lows, cell_m, max_range_m, min_incidence_cos):
     """For the ``holes`` (flat pixel indices) of an image ``width`` pixels wide whose (H W, 3) camera-frame rays
     (z = 1) are ``rays``: the depth (metres) and index of the plane each continues into, or depth 0 and index -1;
     then the index and depth of the nearest plane standing where the ray meets it (any level but 0), continued or
@@ -501,7 +557,8 @@ def _meet_planes(rays, holes, kept_depth, width, probe_px, normals, offsets, to_
 
     Per plane p: ``normals[p] . x + offsets[p] = 0`` (camera frame, camera on the positive side); a camera-frame
     point x has plane coordinates ``x @ to_plane[p] + plane_origins[p]``; ``levels[p]`` (padded) of true shape
-    ``level_shapes[p]`` has cell (0, 0)'s corner at ``lows[p]``.
+    ``level_shapes[p]`` has cell (0, 0)'s corner at ``lows[p]``; ``fines[p]`` (padded) is its ``Support.fine``, read
+    where a cell is flagged ``EDGE``.
     """
     count = holes.shape[0]
     nearest_kept = _nearest_kept(kept_depth > 0, width)
@@ -532,6 +589,14 @@ def _meet_planes(rays, holes, kept_depth, width, probe_px, normals, offsets, to_
                 if i < 0 or j < 0 or i >= level_shapes[p, 0] or j >= level_shapes[p, 1]:
                     continue
                 level = levels[p, i, j]
+                if level & EDGE:
+                    fine_m = cell_m / EDGE_FINE_CELLS
+                    footprint_cells = d * length / (fx * max(-facing / length, min_incidence_cos)) / fine_m
+                    if _seen_past_edge(fines[p], int(math.floor((s - lows[p, 0]) / fine_m)),
+                                       int(math.floor((t - lows[p, 1]) / fine_m)), level_shapes[p, 0] * EDGE_FINE_CELLS,
+                                       level_shapes[p, 1] * EDGE_FINE_CELLS, footprint_cells):
+                        continue
+                    level &= EDGE - 1
                 if level == 0:
                     continue
                 best, best_plane, best_level = d, p, level
@@ -781,6 +846,9 @@ class _Surface:
     seen: np.ndarray
     blocked: np.ndarray
     covered: np.ndarray
+    seen_fine: np.ndarray
+    through_fine: np.ndarray
+    """``seen`` and ``blocked`` (its seen-through part) on the fine grid (``EDGE_FINE_CELLS`` to a support cell)."""
 
 
 @numba.njit(cache=True, nogil=True)
@@ -932,15 +1000,17 @@ class ContinuationGenerator(Generator):
         # 4. Geometry: the nearest plane standing where each hole pixel's ray meets it, if it continues there.
         level_shape = np.max([plane.support.level.shape for plane in planes], axis=0)
         levels = np.zeros((len(planes), *level_shape), np.uint8)
+        fines = np.zeros((len(planes), *(level_shape * EDGE_FINE_CELLS)), np.uint8)
         for index, plane in enumerate(planes):
             levels[index, : plane.support.level.shape[0], : plane.support.level.shape[1]] = plane.support.level
+            fines[index, : plane.support.fine.shape[0], : plane.support.fine.shape[1]] = plane.support.fine
         probe_px = max(2, round(shape[1] * SILHOUETTE_PROBE_SHARE))
         hole_depth, hole_plane, standing, standing_depth = _meet_planes(
-            rays_cam, holes, depth, shape[1], probe_px, np.stack([p.normal_cam for p in planes]),
+            rays_cam, holes, depth, shape[1], intrinsics.fx, probe_px, np.stack([p.normal_cam for p in planes]),
             np.array([p.offset_cam_m for p in planes]), np.stack([p.to_plane for p in planes]),
-            np.stack([p.plane_origin for p in planes]), levels, np.array([p.support.level.shape for p in planes]),
-            np.stack([p.support.low for p in planes]), options.support_cell_m, options.max_range_m,
-            options.min_incidence_cos)
+            np.stack([p.plane_origin for p in planes]), levels, fines,
+            np.array([p.support.level.shape for p in planes]), np.stack([p.support.low for p in planes]),
+            options.support_cell_m, options.max_range_m, options.min_incidence_cos)
 
         # 5. Texture: each continued pixel takes its surface's texture where its ray meets the plane (a surface shown
         # too little for a texture is painted with the unknown pixels); the surface remembers the cells it was
@@ -1044,8 +1114,10 @@ class ContinuationGenerator(Generator):
         camera_st = frame.coordinates(pose.position[None])[0]
         sure = memory_confidence[sampled] > options.continued_confidence  # not a continuation memory holds
         inlier_confidence, shown = memory_confidence[sampled[inliers]], sure[inliers]
-        keys = _cell_keys(points_cam[inliers] @ to_plane + camera_st, options.support_cell_m)
-        surface.seen = _merged(surface.seen, keys[shown])
+        coordinates = points_cam[inliers][shown] @ to_plane + camera_st
+        surface.seen = _merged(surface.seen, _cell_keys(coordinates, options.support_cell_m))
+        surface.seen_fine = _merged(surface.seen_fine,
+                                    _cell_keys(coordinates, options.support_cell_m / EDGE_FINE_CELLS))
         view = self._stand(surface, pose, points_cam, sure, continues=continues)
         if view is None or not shown.any():
             return view
@@ -1113,17 +1185,19 @@ class ContinuationGenerator(Generator):
         through = crossing * (1 + SEE_THROUGH_MARGIN_SHARE) + SEE_THROUGH_MARGIN_M < depth
         covered = sure & np.isfinite(crossing) & (depth + SEE_THROUGH_MARGIN_M < crossing)
 
-        def crossed(marked: np.ndarray) -> np.ndarray:
-            """Cell keys where the rays of the ``marked`` kept pixels cross the plane."""
+        def crossed(marked: np.ndarray, cell_m: float = options.support_cell_m) -> np.ndarray:
+            """Cell keys (of ``cell_m``) where the rays of the ``marked`` kept pixels cross the plane."""
             crossings = crossing[marked, None] * (points_cam[marked] / depth[marked, None])
-            return _cell_keys(crossings @ to_plane + plane_origin, options.support_cell_m)
+            return _cell_keys(crossings @ to_plane + plane_origin, cell_m)
 
         blocked, covered = _merged(surface.blocked, crossed(through)), _merged(surface.covered, crossed(covered))
+        through_fine = _merged(surface.through_fine, crossed(through, options.support_cell_m / EDGE_FINE_CELLS))
         if records:
-            surface.blocked, surface.covered = blocked, covered
-        support = Support.of(held, _cells(blocked), _cells(covered), options)
+            surface.blocked, surface.covered, surface.through_fine = blocked, covered, through_fine
+        support = Support.of(held, _cells(blocked), _cells(covered), _cells(surface.seen_fine), _cells(through_fine),
+                             options)
         if not continues:
-            support = Support(np.minimum(support.level, HIDING), support.low, support.cell_m)
+            support = dataclasses.replace(support, level=np.minimum(support.level & (EDGE - 1), HIDING))
         return _ViewPlane(surface, normal_cam, offset_cam_m, support, to_plane, plane_origin)
 
     def _remembered(self, normal_cam: np.ndarray, offset_cam_m: float, inliers: np.ndarray, sampled: np.ndarray,
@@ -1161,7 +1235,7 @@ class ContinuationGenerator(Generator):
     def _remember(self, frame: PlaneFrame) -> _Surface:
         """A new remembered surface on ``frame`` (the least recently used dropped beyond ``cache_size``)."""
         empty = np.zeros(0, np.int64)
-        surface = _Surface(frame, None, empty, empty, empty)
+        surface = _Surface(frame, None, empty, empty, empty, empty, empty)
         self._surfaces[self._next_surface_id] = surface
         self._next_surface_id += 1
         while len(self._surfaces) > self.options.cache_size:
