@@ -67,6 +67,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from worldweave.bridge.generators.base import GeneratorState
 from worldweave.bridge.memory.anchors import AnchorStore
 from worldweave.bridge.memory.change_log import ChangeLog
 from worldweave.bridge.memory.spatial_memory import SpatialMemory
@@ -602,6 +603,8 @@ class WorldSnapshot:
     frame_count: int
     version: int
     created_unix_s: float
+    generator_state: GeneratorState
+    """A copy of what the world's generator kept of it (``GeneratorState``)."""
 
 
 @dataclass(frozen=True)
@@ -659,7 +662,7 @@ class CheckpointStore:
 
 
 _WORLD_FIELDS = {"config", "memory", "query_reach", "_queries", "intrinsics", "prompt", "generator", "depth_estimator",
-                 "_leading", "_next_frame_id", "checkpoints", "_condition_memo"}
+                 "_leading", "_next_frame_id", "checkpoints", "_condition_memo", "_generator_state"}
 """``World`` attributes a snapshot knows: what it freezes, what the world's host keeps (generator, depth estimator,
 query reach, checkpoints) and what is rebuilt or dropped (queries, the last condition kept for a still camera)."""
 
@@ -673,6 +676,7 @@ def freeze_world(world: World) -> WorldSnapshot:
         memory=freeze_memory(world.memory), config=copy.deepcopy(world.config), intrinsics=world.intrinsics,
         prompt=world.prompt, leading=tuple(world._leading), frame_count=int(world.frame_count),
         version=int(world.version), created_unix_s=time.time(),
+        generator_state=copy.deepcopy(world._generator_state),
     )
 
 
@@ -683,6 +687,7 @@ def thaw_world_into(world: World, snapshot: WorldSnapshot, *, version: int | Non
     world.memory = thaw_memory(snapshot.memory, version=version)
     world._queries = None
     world._condition_memo = None
+    world._generator_state = copy.deepcopy(snapshot.generator_state)
     world.intrinsics = snapshot.intrinsics
     world.prompt = snapshot.prompt
     world._leading = list(snapshot.leading)

@@ -37,7 +37,7 @@ from worldweave.bridge.checkpoints import (
 )
 from worldweave.bridge.cores import holding_core
 from worldweave.bridge.frames import RenderResult, RGBDFrame, check_mask, confidence_problem
-from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
+from worldweave.bridge.generators.base import Condition, GenerationResult, Generator, GeneratorState
 from worldweave.bridge.generators.depth import DepthEstimator, align_depth, depth_agreement
 from worldweave.bridge.generators.registry import (
     DEFAULT_GENERATOR,
@@ -67,6 +67,7 @@ from worldweave.proto.errors import (
     InvalidInputError,
     LimitExceededError,
     PreconditionError,
+    StorageError,
 )
 from worldweave.proto.geometry import Intrinsics, Pose
 from worldweave.proto.rig import Rig
@@ -262,6 +263,25 @@ class _ConditionMemo:
                 and all(a.id in store and store[a.id] is a for a in self.anchors))
 
 
+GENERATOR_STATE_FILE = "generator_state.npz"
+"""What the world's generator keeps of it (``GeneratorState``), in a saved world's folder, when it keeps anything."""
+
+
+def _read_generator_state(folder: Path, name: str | None, generator: Generator) -> GeneratorState:
+    """The generator state a world saved in ``folder`` kept for generator ``name`` (None: none), read back by
+    ``generator`` when it is that generator (another one starts empty)."""
+    state = GeneratorState()
+    if name is None or name != generator.name:
+        return state
+    path = folder / GENERATOR_STATE_FILE
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            state.values[name] = generator.state_from_arrays(dict(arrays))
+    except (OSError, ValueError, KeyError) as error:
+        raise StorageError(f"cannot read the generator state {path}: {error}") from error
+    return state
+
+
 class World:
     """A generative world with spatial memory.
 
@@ -291,6 +311,7 @@ class World:
         self.intrinsics: Intrinsics = seed.frames[0].intrinsics
         self.prompt = seed.prompt
         self.generator, self.depth_estimator = self._backends(generator, depth_estimator)
+        self._generator_state = GeneratorState()
         self._leading: list[np.ndarray] = []
         self._next_frame_id = 0
         self.checkpoints = CheckpointStore()
@@ -553,6 +574,7 @@ class World:
                         poses=tuple(padded), intrinsics=camera.intrinsics, renders=tuple(renders),
                         references=tuple(conditioning.references), leading_frames=self._leading_for(own[c], len(rig)),
                         prompt=self.prompt if prompt is None else prompt, seed=step_seed + start * len(rig) + c,
+                        state=self._generator_state,
                     )
                     result = self.generator.generate(condition)
                     self._check_result(result, len(padded), camera.intrinsics)
@@ -658,16 +680,22 @@ class World:
     # ------------------------------------------------------------------------------------------------- edits
 
     def remove(self, region: Region) -> int:
-        """Remove everything in ``region`` from memory (voxel map and anchors); later frames no longer show it."""
+        """Remove everything in ``region`` from memory (voxel map and anchors); later frames no longer show it (the
+        generator's state of this world is emptied: what it kept may be gone)."""
+        self._generator_state = GeneratorState()
         return self.memory.remove(region)
 
     def recolor(self, region: Region, rgb: Sequence[int]) -> int:
-        """Recolour everything in ``region``; later frames show the new colour."""
+        """Recolour everything in ``region``; later frames show the new colour (the generator's state of this world
+        is emptied)."""
+        self._generator_state = GeneratorState()
         return self.memory.recolor(region, rgb)
 
     def insert(self, points_m: np.ndarray, colors: np.ndarray, *, semantic_class: int = 0, instance_id: int = 0) -> int:
-        """Insert world points (metres) with uint8 colours; later frames show them. ``semantic_class`` /
-        ``instance_id`` (non-zero): label the voxels they touch (``bridge.memory.labels``)."""
+        """Insert world points (metres) with uint8 colours; later frames show them (the generator's state of this
+        world is emptied). ``semantic_class`` / ``instance_id`` (non-zero): label the voxels they touch
+        (``bridge.memory.labels``)."""
+        self._generator_state = GeneratorState()
         return self.memory.insert(points_m, colors, semantic_class=semantic_class, instance_id=instance_id)
 
     def label(self, region: Region, semantic_class: int, instance_id: int = 0) -> int:
@@ -694,10 +722,14 @@ class World:
         self.memory.write(tmp / "memory")
         if self._leading:
             save_array(tmp, "leading_frames", np.stack(self._leading))
+        state = self._generator_state.values.get(self.generator.name)
+        if state is not None:
+            np.savez(tmp / GENERATOR_STATE_FILE, **self.generator.state_arrays(state))
         k = self.intrinsics
         write_manifest(tmp, {
             "kind": "world", "format_version": FORMAT_VERSION, "config": self.config.to_dict(),
             "prompt": self.prompt, "next_frame_id": self._next_frame_id, "leading_frames": len(self._leading),
+            "generator_state": self.generator.name if state is not None else None,
             "intrinsics": {"fx": k.fx, "fy": k.fy, "cx": k.cx, "cy": k.cy, "width": k.width, "height": k.height},
             "checkpoints": [c.checkpoint_id for c in self.checkpoints.list()] if created_unix_s is None else [],
             **({} if created_unix_s is None else {"created_unix_s": created_unix_s}),
@@ -725,6 +757,7 @@ class World:
         world.intrinsics = Intrinsics(**manifest["intrinsics"])
         world.prompt = manifest["prompt"]
         world.generator, world.depth_estimator = world._backends(generator, depth_estimator)
+        world._generator_state = _read_generator_state(folder, manifest.get("generator_state"), world.generator)
         world._next_frame_id = int(manifest["next_frame_id"])
         world._leading = list(load_array(folder, "leading_frames")) if manifest["leading_frames"] else []
         world.checkpoints = CheckpointStore()

@@ -14,9 +14,10 @@ behind it, and locked work off the event loop.
 * All worlds share one generator instance. ``share_generator`` wraps it so that ``generate`` calls from different
   worlds queue in a ``FairLock``: first come, first served. A world holds its own lock while stepping, so it has at
   most one call waiting, and worlds take turns. A deterministic generator (``Generator.deterministic``: a function of
-  its condition, keeping no state) is called without the lock, so different worlds generate at once, each on its
-  engine thread (the embedded generators' kernels release the GIL). The depth estimator (for generators without depth) is shared the
-  same way by ``share_depth_estimator``, behind its own lock, so one world's depth overlaps another's generation.
+  its condition, keeping no state of its own) is called without the lock, so different worlds generate at once, each
+  on its engine thread (the embedded generators' kernels release the GIL). The depth estimator (for generators
+  without depth) is shared the same way by ``share_depth_estimator``, behind its own lock, so one world's depth
+  overlaps another's generation.
 * ``run_locked`` runs blocking engine work on the pool under a world's lock. When the calling RPC is cancelled (the
   client went away, its deadline passed, or the server is stopping) work that has not started is dropped; work
   already running is told to stop, and the lock is held until it ends, and only then is the cancellation passed on.
@@ -110,6 +111,12 @@ class _SharedGenerator(Generator):
             return self.inner.generate(condition)
         with self.lock:
             return self.inner.generate(condition)
+
+    def state_arrays(self, value: object) -> dict[str, np.ndarray]:
+        return self.inner.state_arrays(value)
+
+    def state_from_arrays(self, arrays: dict[str, np.ndarray]) -> object:
+        return self.inner.state_from_arrays(arrays)
 
 
 def share_generator(generator: Generator) -> Generator:

@@ -20,6 +20,7 @@ from worldweave.bridge.generators.checker import check_generator
 from worldweave.bridge.generators.continuation import SILHOUETTE_PROBE_SHARE, ContinuationGenerator, ContinuationOptions
 from worldweave.bridge.generators.registry import create_generator
 from worldweave.bridge.generators.reproject import EMPTY_GREY, ReprojectGenerator
+from worldweave.bridge.regions import Sphere
 from worldweave.bridge.world import Seed, World, WorldConfig
 from worldweave.proto.errors import InvalidInputError
 from worldweave.proto.geometry import Intrinsics, Pose
@@ -484,3 +485,48 @@ def test_a_walk_continues_the_planes_memory_holds_at_their_true_depth(room):
     generated = sum(c.generated for c in counts)
     assert generated > 500 and right >= 0.75 * generated and sum(c.beyond for c in counts) <= 0.1 * generated, counts
     assert sum(c.continued for c in counts) >= 0.4 * sum(c.target for c in counts) > 400, counts
+
+
+def test_worlds_sharing_a_generator_keep_their_surfaces_apart(room, tmp_path):
+    """A server shares one generator between worlds. What ``continue`` remembers of a world's surfaces lives in the
+    world's ``GeneratorState``: a world's frames are the same whether or not another world of the same room stepped
+    elsewhere on the same generator first (a surface remembered from the other's views would continue further in
+    this one's), and a world whose memory is edited starts remembering afresh, as a world loaded from a save of it
+    into a fresh generator does."""
+    trajectory = closed_loop(room, 121)
+    seed = Seed([room.render(trajectory.poses[0], INTRINSICS)])
+    shared = ContinuationGenerator()
+    other = World(Seed([room.render(trajectory.poses[60], INTRINSICS)]), generator=shared)
+    other.step(list(trajectory.poses[61:64]))
+    alone, beside = World(seed, generator=ContinuationGenerator()), World(seed, generator=shared)
+    for pose in trajectory.poses[1:4]:
+        a, b = alone.step([pose]).frames[0], beside.step([pose]).frames[0]
+        np.testing.assert_array_equal(a.rgb, b.rgb)
+        np.testing.assert_array_equal(a.depth, b.depth)
+    edited = World(seed, generator=shared)
+    edited.step(list(trajectory.poses[1:4]))
+    edited.recolor(Sphere(np.array([100.0, 100.0, 100.0]), 0.1), (0, 255, 0))  # nothing there: only the state goes
+    edited.save(tmp_path / "edited")
+    fresh = World.load(tmp_path / "edited", generator=ContinuationGenerator())
+    for pose in trajectory.poses[4:6]:
+        np.testing.assert_array_equal(edited.step([pose]).frames[0].rgb, fresh.step([pose]).frames[0].rgb)
+
+
+def test_a_saved_restored_or_forked_world_continues_as_it_would_have(room, tmp_path):
+    """What ``continue`` remembers of a world is saved with it, kept with its checkpoints and copied into its forks:
+    a world loaded into a fresh generator, one restored to a checkpoint and a fork all step on exactly as the world
+    did from that moment."""
+    trajectory = closed_loop(room, 121)
+    world = World(Seed([room.render(trajectory.poses[0], INTRINSICS)]), generator=ContinuationGenerator())
+    world.step(list(trajectory.poses[1:4]))
+    checkpoint = world.checkpoint().checkpoint_id
+    world.save(tmp_path / "saved")
+    fork = world.fork()
+    ahead = [world.step([pose]).frames[0] for pose in trajectory.poses[4:7]]
+    loaded = World.load(tmp_path / "saved", generator=ContinuationGenerator())
+    world.restore(checkpoint)
+    for other in (loaded, fork, world):
+        for pose, expected in zip(trajectory.poses[4:7], ahead):
+            frame = other.step([pose]).frames[0]
+            np.testing.assert_array_equal(frame.rgb, expected.rgb)
+            np.testing.assert_array_equal(frame.depth, expected.depth)

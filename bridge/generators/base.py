@@ -20,6 +20,19 @@ from worldweave.proto.errors import InvalidInputError, LimitExceededError
 from worldweave.proto.geometry import Intrinsics, Pose
 
 
+@dataclass(eq=False)
+class GeneratorState:
+    """What a generator keeps of one world between its steps (``continue``'s remembered surfaces), under the
+    generator's name in ``values``.
+
+    A ``World`` owns one and hands it to every condition, so worlds that share a generator (a server's) neither see
+    nor race on what it keeps of the others. A new world starts with an empty one; a saved world, a checkpoint and a
+    fork keep theirs (``Generator.state_arrays``), so they continue as the world would have; an edit of memory empties
+    it (what it kept may have been removed or recoloured)."""
+
+    values: dict[str, object] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Condition:
     """Everything a generator is conditioned on for one chunk of N target views.
@@ -28,7 +41,8 @@ class Condition:
     ``renders``: N woven memory renders at those poses (rgb, depth metres, covered mask). ``references``: retrieved
     anchors' source images, uint8 (H, W, 3) each, most relevant first. ``leading_frames``: the last generated
     frames before this chunk, oldest first (may be empty). ``prompt``: text, may be empty. ``seed``: for any
-    randomness, so a step is deterministic given its inputs.
+    randomness, so a step is deterministic given its inputs. ``state``: the world's ``GeneratorState`` (None when a
+    caller drives the generator outside a world: a generator that keeps state then keeps its own).
     """
 
     poses: tuple[Pose, ...]
@@ -38,6 +52,7 @@ class Condition:
     leading_frames: tuple[np.ndarray, ...] = ()
     prompt: str = ""
     seed: int = 0
+    state: GeneratorState | None = None
 
     def __post_init__(self) -> None:
         if len(self.poses) == 0:
@@ -100,8 +115,9 @@ class Generator(ABC):
     """Width and height the backend accepts must be multiples of this (the backend pads or resizes internally)."""
     returns_depth: ClassVar[bool] = False
     deterministic: ClassVar[bool] = False
-    """Whether ``generate``'s output is a function of its ``Condition`` alone, bit for bit on one device and software
-    stack, with no state kept between calls. A recorded world's steps are re-run on replay when its generator is
+    """Whether ``generate``'s output is a function of its ``Condition`` alone (the world's ``GeneratorState`` it
+    carries included), bit for bit on one device and software stack, with no state of its own kept between calls.
+    A recorded world's steps are re-run on replay when its generator is
     deterministic and returns depth; otherwise the log keeps the generated frames (``server.record_log``). A
     deterministic generator must also take concurrent calls from several threads (no scratch shared between calls):
     a server runs different worlds' calls to it at once (``server.scheduling.share_generator``)."""
@@ -134,3 +150,12 @@ class Generator(ABC):
     @abstractmethod
     def generate(self, condition: Condition) -> GenerationResult:
         """Generate ``len(condition)`` frames (a valid chunk size) at the condition's poses."""
+
+    def state_arrays(self, value: object) -> dict[str, np.ndarray]:
+        """What this backend keeps of a world (its entry in the world's ``GeneratorState``) as named arrays, saved
+        with the world; ``state_from_arrays`` reads them back. A backend that keeps none is never asked."""
+        raise NotImplementedError(f"generator {self.name!r} keeps no state of a world")
+
+    def state_from_arrays(self, arrays: dict[str, np.ndarray]) -> object:
+        """The state ``state_arrays`` wrote, read back from its arrays."""
+        raise NotImplementedError(f"generator {self.name!r} keeps no state of a world")

@@ -44,12 +44,12 @@ Each frame, in stages:
    it) its texture is drawn, the rest is the push-pull fill (``reproject``'s, at half resolution) of the other
    colours. A view with nothing to draw from is mid-grey.
 
-The generator remembers at most ``cache_size`` surfaces (least recently used dropped first). A fit is matched to a
-surface by plane and appearance (its colours must fall in the texture's colour bins), so a server that shares one
-generator between worlds does not lend one world's floor texture to another; another world's surfaces the view does
-not show can only hide (never add) continuation, and learn nothing from it. What is remembered lives on the
-instance: a world reloaded into a fresh server starts with none; what memory holds as a continuation is told apart by
-its confidence in the render, so it is not grown from as if seen.
+The generator remembers at most ``cache_size`` surfaces per world (least recently used dropped first), in the
+world's ``GeneratorState``: worlds sharing one generator (a server's) never see each other's surfaces, and a world
+starts with none when it is created, loaded, forked or restored, or its memory edited (a removed object's texture
+must not come back). A fit is matched to a surface by plane and appearance (its colours must fall in the texture's
+colour bins). What memory holds as a continuation is told apart by its confidence in the render, so it is not grown
+from as if seen, also by a world that starts with no surfaces.
 """
 
 from __future__ import annotations
@@ -851,6 +851,19 @@ class _Surface:
     """``seen`` and ``blocked`` (its seen-through part) on the fine grid (``EDGE_FINE_CELLS`` to a support cell)."""
 
 
+_SURFACE_KEYS = ("seen", "blocked", "covered", "seen_fine", "through_fine")
+"""``_Surface``'s cell-key arrays, in its field order."""
+
+
+@dataclass
+class _Surfaces:
+    """The surfaces remembered of one world (or of the views generated outside one), by id in the order of use,
+    least recently used first."""
+
+    by_id: OrderedDict[int, _Surface] = dataclasses.field(default_factory=OrderedDict)
+    next_id: int = 0
+
+
 @numba.njit(cache=True, nogil=True)
 def _half_resolution(rgb, known):
     """uint8 (H, W, 3) colours and bool (H, W) known -> float32 (ceil(H/2), ceil(W/2), 3) sums of the known colours
@@ -899,30 +912,69 @@ class ContinuationGenerator(Generator):
     """Continues the planes memory holds into the holes, with each plane's own texture; returns depth and
     confidence (memory's where kept, ``continued_confidence`` continued, 0 unknown). Keyword options: ``ContinuationOptions``.
 
-    The instance remembers each surface it continued (``_Surface``: texture, shown and blocked cells), so a world's
-    views agree; a server's worlds sharing one instance tell surfaces apart by plane and appearance.
+    It remembers each surface it continued (``_Surface``: texture, shown and blocked cells), so a world's views agree:
+    in the world's ``GeneratorState`` (``Condition.state``), so worlds sharing one instance (a server's) keep theirs
+    apart; for a caller driving it outside a world, on the instance.
     """
 
     name: ClassVar[str] = "continue"
     max_frames: ClassVar[int] = 64
     returns_depth: ClassVar[bool] = True
+    deterministic: ClassVar[bool] = True
+    """What it keeps between a world's calls is the world's (``Condition.state``); calls for different worlds share
+    nothing but the per-intrinsics ray cache, which holds the same values whoever fills it."""
 
     def __init__(self, **options: object) -> None:
         self.options = ContinuationOptions(**options)
-        self._surfaces: OrderedDict[int, _Surface] = OrderedDict()
-        self._next_surface_id = 0
+        self._own = _Surfaces()
+        """The surfaces of views generated outside a world (conditions without a ``GeneratorState``)."""
         self._rays: dict[Intrinsics, np.ndarray] = {}
 
     def generate(self, condition: Condition) -> GenerationResult:
         rng = np.random.default_rng(condition.seed)
+        surfaces = self._own if condition.state is None else condition.state.values.setdefault(self.name, _Surfaces())
         frames, depths, confidences, plane_counts = [], [], [], []
         for pose, render in zip(condition.poses, condition.renders):
-            rgb, depth, confidence, planes = self._continue_view(pose, condition.intrinsics, render, rng)
+            rgb, depth, confidence, planes = self._continue_view(surfaces, pose, condition.intrinsics, render, rng)
             frames.append(rgb)
             depths.append(depth)
             confidences.append(confidence)
             plane_counts.append(planes)
         return GenerationResult(tuple(frames), tuple(depths), {"planes": plane_counts}, confidences=tuple(confidences))
+
+    def state_arrays(self, value: _Surfaces) -> dict[str, np.ndarray]:
+        """A world's remembered surfaces as named arrays: per surface, in the order of use, its id, plane frame, cell
+        keys and texture."""
+        arrays = {"next_id": np.array([value.next_id], np.int64), "ids": np.array(list(value.by_id), np.int64)}
+        for index, surface in enumerate(value.by_id.values()):
+            frame = surface.frame
+            arrays[f"{index}.frame"] = np.concatenate([frame.normal, [frame.offset_m], frame.origin, frame.axis_s,
+                                                       frame.axis_t])
+            for name in _SURFACE_KEYS:
+                arrays[f"{index}.{name}"] = getattr(surface, name)
+            texture = surface.texture
+            if texture is not None:
+                arrays[f"{index}.tile"] = texture.tile
+                arrays[f"{index}.texel"] = np.array([texture.texel_m, *texture.low,
+                                                     *(np.nan if p is None else p for p in texture.periods)])
+                arrays[f"{index}.color_bins"] = texture.color_bins
+        return arrays
+
+    def state_from_arrays(self, arrays: dict[str, np.ndarray]) -> _Surfaces:
+        """The surfaces ``state_arrays`` wrote."""
+        surfaces = _Surfaces(OrderedDict(), int(arrays["next_id"][0]))
+        for index, surface_id in enumerate(arrays["ids"].tolist()):
+            values = arrays[f"{index}.frame"]
+            frame = PlaneFrame(values[0:3], float(values[3]), values[4:7], values[7:10], values[10:13])
+            texture = None
+            if f"{index}.tile" in arrays:
+                texel = arrays[f"{index}.texel"]
+                periods = tuple(None if np.isnan(p) else float(p) for p in texel[3:5])
+                texture = PlaneTexture(frame, arrays[f"{index}.tile"], float(texel[0]), texel[1:3], periods,
+                                       arrays[f"{index}.color_bins"])
+            keys = (arrays[f"{index}.{name}"] for name in _SURFACE_KEYS)
+            surfaces.by_id[surface_id] = _Surface(frame, texture, *keys)
+        return surfaces
 
     def _pixel_rays(self, intrinsics: Intrinsics) -> np.ndarray:
         """(H W, 3) float64 camera-frame rays through the pixel centres, z = 1 (cached per intrinsics)."""
@@ -930,10 +982,10 @@ class ContinuationGenerator(Generator):
             self._rays[intrinsics] = intrinsics.pixel_rays(np.float64).reshape(-1, 3)
         return self._rays[intrinsics]
 
-    def _continue_view(self, pose: Pose, intrinsics: Intrinsics, render: RenderResult,
+    def _continue_view(self, surfaces: _Surfaces, pose: Pose, intrinsics: Intrinsics, render: RenderResult,
                        rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """One view: uint8 (H, W, 3) frame, float32 (H, W) depth (metres, 0 unknown), float32 (H, W) confidence, and
-        the number of planes it shows."""
+        """One view, with the world's remembered ``surfaces``: uint8 (H, W, 3) frame, float32 (H, W) depth (metres, 0
+        unknown), float32 (H, W) confidence, and the number of planes it shows."""
         options = self.options
         shape = render.mask.shape
         rays_cam = self._pixel_rays(intrinsics)
@@ -966,7 +1018,8 @@ class ContinuationGenerator(Generator):
         near_one = (residuals < EDGE_TOLERANCE_FACTOR * options.inlier_tolerance_m).sum(axis=1) <= 1
         planes = []
         for normal, offset, inliers, spread in fitted:
-            plane = self._view_plane(normal, offset, inliers & near_one, sampled, points_cam, pose, rgb, confidence,
+            plane = self._view_plane(surfaces, normal, offset, inliers & near_one, sampled, points_cam, pose, rgb,
+                                     confidence,
                                      continues=bool(inliers.sum() >= least and spread >= MIN_PLANE_SPREAD_M),
                                      shown_least=shown_least)
             if plane is not None and all(plane.surface is not other.surface for other in planes):
@@ -976,7 +1029,7 @@ class ContinuationGenerator(Generator):
         claimed = np.zeros(len(points_cam), bool)
         for fit in fitted:
             claimed |= fit[2]
-        for surface in list(reversed(self._surfaces.values()))[:MAX_HIDING_SURFACES]:
+        for surface in list(reversed(surfaces.by_id.values()))[:MAX_HIDING_SURFACES]:
             if any(surface is plane.surface for plane in planes):
                 continue
             on = self._shows(surface, ~claimed & near_one, shown_least, sampled, points_cam, pose, rgb, confidence)
@@ -989,7 +1042,7 @@ class ContinuationGenerator(Generator):
         shown = len(planes)
         # The most recently seen remembered surfaces this view does not show still hide what lies behind them (a
         # wall's plane does not continue below a floor the view does not show).
-        for surface in list(reversed(self._surfaces.values()))[:MAX_HIDING_SURFACES]:
+        for surface in list(reversed(surfaces.by_id.values()))[:MAX_HIDING_SURFACES]:
             if all(surface is not plane.surface for plane in planes):
                 hiding = self._stand(surface, pose, points_cam, sure, continues=False, records=False)
                 if hiding is not None:
@@ -1069,7 +1122,8 @@ class ContinuationGenerator(Generator):
         depth[unknown] = 0.0
         return rgb.reshape(*shape, 3), depth.reshape(shape).astype(np.float32), confidence.reshape(shape)
 
-    def _view_plane(self, normal_cam: np.ndarray, offset_cam_m: float, inliers: np.ndarray, sampled: np.ndarray,
+    def _view_plane(self, surfaces: _Surfaces, normal_cam: np.ndarray, offset_cam_m: float, inliers: np.ndarray,
+                    sampled: np.ndarray,
                     points_cam: np.ndarray, pose: Pose, rgb: np.ndarray, memory_confidence: np.ndarray, *,
                     continues: bool, shown_least: int) -> _ViewPlane | None:
         """A camera-frame plane fit (``inliers``: bool mask over the ``sampled`` kept pixels, whose camera-frame
@@ -1084,13 +1138,13 @@ class ContinuationGenerator(Generator):
         options = self.options
         # The remembered surface the fit sees stands in for the fit, so a view that sees it badly (smeared at a
         # grazing angle) does not move it; a fit no remembered surface explains is a new surface.
-        surface = self._remembered(normal_cam, offset_cam_m, inliers, sampled, points_cam, pose, rgb)
+        surface = self._remembered(surfaces, normal_cam, offset_cam_m, inliers, sampled, points_cam, pose, rgb)
         if surface is False:
             return None
         if surface is None:
             normal_world = pose.rotation @ normal_cam
             offset_world = offset_cam_m - float(normal_world @ pose.position)
-            surface = self._remember(PlaneFrame.from_plane(normal_world, offset_world))
+            surface = self._remember(surfaces, PlaneFrame.from_plane(normal_world, offset_world))
         else:
             normal_cam, offset_cam_m = surface.frame.in_camera(pose)
             inliers = inliers & (np.abs(points_cam @ normal_cam + offset_cam_m) < options.inlier_tolerance_m)
@@ -1157,8 +1211,8 @@ class ContinuationGenerator(Generator):
         (this view's or an earlier one's). ``sure``: bool mask over those pixels, memory surer of them than of a
         continuation (render confidence above ``continued_confidence``); only they show something in front of the
         plane. ``continues``: False for a surface that only hides what lies behind it.
-        ``records``: whether the surface remembers this view's blocked cells (only for a surface the view shows:
-        another world's surface on a shared generator must not learn from this one). None when the camera is behind
+        ``records``: whether the surface remembers this view's blocked cells (for a surface the view shows; one it
+        only hides with uses them for this view alone). None when the camera is behind
         the surface, memory has shown none of it, or all of it is out of range."""
         options = self.options
         frame = surface.frame
@@ -1200,7 +1254,8 @@ class ContinuationGenerator(Generator):
             support = dataclasses.replace(support, level=np.minimum(support.level & (EDGE - 1), HIDING))
         return _ViewPlane(surface, normal_cam, offset_cam_m, support, to_plane, plane_origin)
 
-    def _remembered(self, normal_cam: np.ndarray, offset_cam_m: float, inliers: np.ndarray, sampled: np.ndarray,
+    def _remembered(self, surfaces: _Surfaces, normal_cam: np.ndarray, offset_cam_m: float, inliers: np.ndarray,
+                    sampled: np.ndarray,
                     points_cam: np.ndarray, pose: Pose, rgb: np.ndarray) -> _Surface | None | bool:
         """The remembered surface a camera-frame plane fit sees: its normal within ``surface_match_deg`` of the
         fit's, at least half the fit's inliers within the inlier tolerance of its plane, and (once it has a texture)
@@ -1215,7 +1270,7 @@ class ContinuationGenerator(Generator):
         if len(points) == 0:
             return None
         found: _Surface | None | bool = None
-        for key, surface in self._surfaces.items():
+        for key, surface in surfaces.by_id.items():
             frame = surface.frame
             if float(frame.normal @ normal_world) < cos_tolerance:
                 continue
@@ -1228,18 +1283,18 @@ class ContinuationGenerator(Generator):
             if np.mean(residuals < options.inlier_tolerance_m) < 0.5:
                 found = False
                 continue
-            self._surfaces.move_to_end(key)
+            surfaces.by_id.move_to_end(key)
             return surface
         return found
 
-    def _remember(self, frame: PlaneFrame) -> _Surface:
-        """A new remembered surface on ``frame`` (the least recently used dropped beyond ``cache_size``)."""
+    def _remember(self, surfaces: _Surfaces, frame: PlaneFrame) -> _Surface:
+        """A new surface on ``frame`` in ``surfaces`` (the least recently used dropped beyond ``cache_size``)."""
         empty = np.zeros(0, np.int64)
         surface = _Surface(frame, None, empty, empty, empty, empty, empty)
-        self._surfaces[self._next_surface_id] = surface
-        self._next_surface_id += 1
-        while len(self._surfaces) > self.options.cache_size:
-            self._surfaces.popitem(last=False)
+        surfaces.by_id[surfaces.next_id] = surface
+        surfaces.next_id += 1
+        while len(surfaces.by_id) > self.options.cache_size:
+            surfaces.by_id.popitem(last=False)
         return surface
 
     def _build_texture(self, plane: _ViewPlane, planes: list[_ViewPlane], pose: Pose, intrinsics: Intrinsics,
