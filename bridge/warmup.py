@@ -8,8 +8,8 @@ same ``World`` and ``WorldQueries`` methods a server calls (they normalise their
 signatures compiled here are the ones requests need):
 
 1. the seed's integration (voxel map, anchors), of a read-only image as a seed decoded from the wire is;
-2. a step (retrieval, render and weave, generation, integration of a generated, writable image), then a render in
-   every retrieval mode;
+2. a step (retrieval, render and weave, generation, integration of a generated, writable image), and one turned half
+   off what memory holds (the generator's fill of what it leaves unknown), then a render in every retrieval mode;
 3. the spatial queries: raycast, a LiDAR scan, nearest surface, sphere / capsule / box collisions, occupancy, crop;
 4. the change feed and the edits (insert, recolour, remove), the insert spread wide enough that the query grid
    grows its tables as a growing world's does.
@@ -33,7 +33,7 @@ import numpy as np
 from numba.core.dispatcher import Dispatcher
 
 from worldweave.bridge.cores import holding_every_core
-from worldweave.bridge.eval.wall import wall_seed, yaw_poses
+from worldweave.bridge.eval.wall import EYE_M, wall_seed, yaw_poses
 from worldweave.bridge.frames import RGBDFrame
 from worldweave.bridge.generators.base import Generator
 from worldweave.bridge.generators.echo import EchoGenerator
@@ -44,7 +44,7 @@ from worldweave.bridge.regions import Box, Sphere
 from worldweave.bridge.world import QueryReach, Seed, World, WorldConfig
 from worldweave.proto.geometry import Pose
 
-WARM_GENERATORS = frozenset({"echo", "reproject"})
+WARM_GENERATORS = frozenset({"echo", "reproject", "continue"})
 """Generators without weights whose step at the warm-up size costs milliseconds: the warm-up world steps with the
 host's own generator when it is one of these (so its kernels compile too), else with ``echo`` (a model's first call
 is its own start-up, not the engine's)."""
@@ -129,6 +129,7 @@ def warm_up(generator: Generator | None = None, *, device: str = "cpu", query_re
     world.step(poses[1:2])
     with holding_every_core():
         world.step(poses[1:2])
+    world.step([Pose.look_at(EYE_M, np.add(EYE_M, (1.0, 1.0, 0.0)))])  # half off the wall: what is left unknown
     stage("step")
     for mode in RETRIEVAL_MODES:
         world.condition(poses[2:3], mode=mode)

@@ -8,7 +8,7 @@ count and memory hash (voxel map columns and anchors). It stops at the first rec
 number, the step, the frame ids, which hash), or prints "identical" with the counts.
 
 The generator: when the log says "rerun" (a deterministic generator that returns depth, e.g. the default
-``reproject``), the recorded generator is built again with its recorded options and every step is generated again;
+``continue``), the recorded generator is built again with its recorded options and every step is generated again;
 otherwise ("playback") the log kept every step's frames (rgb, fused depth, fusion confidence) and a playback
 generator hands them to the world loop, which fuses them again, so memory is checked either way.
 

@@ -70,8 +70,8 @@ def server() -> Iterator[BackgroundServer]:
 
 
 @pytest.fixture(scope="module")
-def reproject_server() -> Iterator[BackgroundServer]:
-    """A real server on a free loopback port as ``worldweave serve`` starts it (default generator, ``reproject``)."""
+def default_server() -> Iterator[BackgroundServer]:
+    """A real server on a free loopback port as ``worldweave serve`` starts it (default generator, ``continue``)."""
     from worldweave.server.app import BackgroundServer
 
     with BackgroundServer() as running:

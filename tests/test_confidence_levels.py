@@ -380,10 +380,10 @@ def test_stream_carries_confidence_and_a_filtered_mirror_equals_a_crop(server, c
 # ------------------------------------------------------------------------------------------------ gym env
 
 
-def test_agent_explore_never_covers_more_than_the_room_has(reproject_server, tmp_path):
+def test_agent_explore_never_covers_more_than_the_room_has(default_server, tmp_path):
     """The example's short run: covered area (at the env's level) stays within the room's true surface."""
     argv = sys.argv
-    sys.argv = [str(EXAMPLES / "agent_explore.py"), "--server", reproject_server.address, "--out", str(tmp_path),
+    sys.argv = [str(EXAMPLES / "agent_explore.py"), "--server", default_server.address, "--out", str(tmp_path),
                 "--steps", "30", "--width", "64", "--height", "48"]
     try:
         import runpy

@@ -150,7 +150,7 @@ def test_a_tiny_demo_writes_scores_plot_and_labelled_video(tmp_path):
     out = tmp_path / "demo"
     assert demo.run(parser.parse_args(["--out", str(out), "--frames", "8", "--width", "48", "--height", "36"])) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["frames"] == 8 and summary["generator"] == "reproject"
+    assert summary["frames"] == 8 and summary["generator"] == "continue"
     for key in ("mean_psnr_db", "revisit_psnr_db"):
         assert 5.0 < summary[key] <= 100.0
     for key in ("phantom_rate", "confident_inside_share", "confident_surface_recall", "mean_coverage"):

@@ -1,5 +1,5 @@
-"""Each example in ``examples/``, run briefly as a script against a real server (``WorldServer``, generator
-``reproject``) on 127.0.0.1, and what it wrote read back: the driving dataset's transforms.json and TUM files (poses,
+"""Each example in ``examples/``, run briefly as a script against a real server (``WorldServer``, default generator
+``continue``) on 127.0.0.1, and what it wrote read back: the driving dataset's transforms.json and TUM files (poses,
 intrinsics, file references), the agent's summary, the game's picks, the Unity loop's poses."""
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
 
 
 @pytest.fixture(scope="module")
-def server(reproject_server):
-    """The default-generator server (``reproject``), as ``worldweave serve`` starts it."""
-    return reproject_server
+def server(default_server):
+    """The default-generator server (``continue``), as ``worldweave serve`` starts it."""
+    return default_server
 
 
 def run_example(name: str, *args: str) -> int:

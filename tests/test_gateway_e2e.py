@@ -1,5 +1,5 @@
 """End to end against the real server (``worldweave serve``'s ``WorldServer`` with its default generator,
-``reproject``): a Python reference engine drives the gateway in every convention, and a pose sent in an engine's
+``continue``): a Python reference engine drives the gateway in every convention, and a pose sent in an engine's
 convention comes back as the same frame as the canonical pose sent straight over gRPC -- for renders of one world,
 and for steps of two identically seeded worlds (one stepped through the gateway, one directly)."""
 
@@ -20,10 +20,10 @@ IDS = [f"{n}{'-y-cm' if o else ''}" for n, o in CONVENTIONS]
 
 
 @pytest.fixture(scope="module")
-def server(reproject_server):
+def server(default_server):
     """The default-generator server: conftest's ``gateway`` and ``client`` connect to it."""
-    assert reproject_server.server.config.generator == "reproject"
-    return reproject_server
+    assert default_server.server.config.generator == "continue"
+    return default_server
 
 
 def rgb_of(frame: dict) -> np.ndarray:

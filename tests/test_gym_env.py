@@ -1,6 +1,6 @@
-"""``WorldEnv`` against a real server (``worldweave serve``'s ``WorldServer``, generator ``reproject``): gymnasium's
-own checker, the motion model and its units, the default reward, truncation, rendering, the vector env, the local
-server it starts when given no address, and the errors it raises."""
+"""``WorldEnv`` against a real server (``worldweave serve``'s ``WorldServer``, default generator ``continue``):
+gymnasium's own checker, the motion model and its units, the default reward, truncation, rendering, the vector env,
+the local server it starts when given no address, and the errors it raises."""
 
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ WIDTH, HEIGHT = 64, 48
 
 
 @pytest.fixture(scope="module")
-def server(reproject_server):
-    """The default-generator server (``reproject``), as ``worldweave serve`` starts it."""
-    return reproject_server
+def server(default_server):
+    """The default-generator server (``continue``), as ``worldweave serve`` starts it."""
+    return default_server
 
 
 @pytest.fixture

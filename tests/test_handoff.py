@@ -4,7 +4,7 @@ shared folder on loopback (``replica.HandoffServer``), a real client with the re
 A world moved by release (save and unload) on one server and acquire on the other, and a world recovered after its
 server stopped without saving (a crash: its records are all it left), continue with the same memory hash, version
 and exactly-once sessions as a world that never moved; a retried (session, sequence) is answered from the kept
-answer and does not step the world again. The CPU default generator (``reproject``, re-run on recovery) at 64x48.
+answer and does not step the world again. The embedded ``reproject`` generator (re-run on recovery) at 64x48.
 """
 
 from __future__ import annotations

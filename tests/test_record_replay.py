@@ -2,7 +2,7 @@
 results; ``worldweave replay LOG`` rebuilds the world from its seed, re-runs the log and reports the first difference.
 
 The demo session runs at 64x48 (the demo's own default is 320x240), 200 steps of its walk, on the CPU default
-generator (``reproject``, re-run on replay). Corrupted, truncated and foreign logs are made from a real log by
+generator (``continue``, re-run on replay). Corrupted, truncated and foreign logs are made from a real log by
 cutting or flipping its bytes; the crash is a real ``worldweave serve`` subprocess killed with SIGKILL.
 """
 
@@ -91,7 +91,7 @@ def test_a_recorded_demo_session_replays_bit_identical(demo_log, capsys) -> None
     assert code == EXIT_IDENTICAL, out
     assert out.startswith("identical: 207 records (1 create, 200 step, 1 checkpoint, 1 restore, 1 remove, 1 recolor, "
                           "1 insert, 1 label), 200 frames"), out
-    assert "generator 'reproject' re-run" in out
+    assert "generator 'continue' re-run" in out
 
 
 def test_a_changed_result_is_reported_at_its_record(demo_log, tmp_path) -> None:

@@ -1,4 +1,4 @@
-"""16 clients at once on a real server with the default generator (``reproject``), each on its own world: steps,
+"""16 clients at once on a real server with the default generator (``continue``), each on its own world: steps,
 queries and point-cloud deltas for a bounded time, without a single error, every mirror equal to its world."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def test_sixteen_clients_on_sixteen_worlds_without_error():
     start = threading.Barrier(CLIENTS)
 
     with BackgroundServer() as server:
-        assert server.server.config.generator == "reproject"
+        assert server.server.config.generator == "continue"
 
         def run(i: int) -> None:
             try:

@@ -1,5 +1,5 @@
-"""``continue``: an embedded generator that continues the planes memory holds, with their own texture. No weights,
-CPU, deterministic.
+"""``continue``: the embedded default generator. It continues the planes memory holds, with their own texture. No
+weights, CPU, deterministic.
 
 Each frame, in stages:
 

@@ -19,7 +19,7 @@ BUILTIN: dict[str, str] = {
 }
 """Name -> ``module:Class``; modules are imported only when their backend is asked for (diffusers is heavy)."""
 
-DEFAULT_GENERATOR = "reproject"
+DEFAULT_GENERATOR = "continue"
 """The backend a world or a server gets when none is named (``WorldConfig.generator``, ``worldweave serve``)."""
 
 DEPTH_ESTIMATORS: dict[str, str] = {

@@ -1,4 +1,5 @@
-"""``reproject``: the embedded default generator. No weights, CPU, deterministic.
+"""``reproject``: an embedded generator that fills memory's holes with a blur it never fuses. No weights, CPU,
+deterministic. (``continue`` is the default: it continues the planes memory holds into the holes.)
 
 Each frame is the woven memory render with its holes filled, RGB and depth, by push-pull inpainting: the covered
 pixels are averaged down an image pyramid until every cell has a value, then the coarse values are pulled back
