@@ -10,9 +10,11 @@ so a test file that uses none of them does not load torch and grpc for them.
 from __future__ import annotations
 
 import contextlib
+import queue
 import re
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -107,34 +109,55 @@ def world_id(client: WorldClient) -> Iterator[str]:
     client.worlds.delete(world.world_id)
 
 
+SERVE_START_S = 300.0
+"""How long ``serve_process`` waits for serve's banner: its warm-up compiles every kernel on a cold kernel cache
+(about 90 s on two cores, the first run of an engine version); a banner that never comes fails after this."""
+
+
 @contextlib.contextmanager
-def _serve_process(command: list[str], banner: str, *, startup_s: float) -> Iterator[int]:
+def _serve_process(command: list[str], banner: str, *, startup_s: float = SERVE_START_S) -> Iterator[int]:
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    # A thread drains stderr for as long as serve runs: the banner wait never blocks past its deadline on a line that
+    # does not come, and serve never blocks on a full pipe after it.
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def drain() -> None:
+        for line in process.stderr:
+            lines.put(line)
+        lines.put(None)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
     try:
         deadline = time.monotonic() + startup_s
         port = None
-        while port is None and time.monotonic() < deadline:
-            line = process.stderr.readline()
-            assert line, f"serve exited early with code {process.poll()}"
+        while port is None:
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"serve printed no line matching {banner!r} within {startup_s} s") from None
+            assert line is not None, f"serve exited early with code {process.wait(timeout=15)}"
             found = re.search(banner, line)
             port = int(found.group(1)) if found else None
-        assert port, "serve did not report its port"
         yield port
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
     finally:
         if process.poll() is None:
             process.kill()
+            process.wait(timeout=15)
+        reader.join(timeout=15)
         process.stderr.close()
 
 
 @pytest.fixture
 def serve_process() -> Callable[..., contextlib.AbstractContextManager[int]]:
-    """``worldweave serve`` as users run it, in a subprocess: ``serve_process(command, banner, startup_s=...)``.
+    """``worldweave serve`` as users run it, in a subprocess: ``serve_process(command, banner[, startup_s=...])``.
 
     ``command`` is the whole argv (``[sys.executable, "-m", "worldweave.server.cli", "serve", "--port", "0", ...]``);
     ``banner`` a regular expression for the line serve prints on stderr once it serves, its group 1 the port. The
-    context manager yields the port (failing if serve exits or prints no banner within ``startup_s`` seconds), and
-    on leaving sends SIGTERM and expects a graceful exit, code 0; a process still running is killed.
+    context manager yields the port (failing if serve exits or prints no banner within ``startup_s`` seconds, by
+    default ``SERVE_START_S``), and on leaving sends SIGTERM and expects a graceful exit, code 0; a process still
+    running is killed.
     """
     return _serve_process

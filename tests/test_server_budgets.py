@@ -208,7 +208,7 @@ def test_serve_exits_on_sigterm_with_calls_in_flight(serve_process):
         except WorldweaveError as error:
             outcomes.append(error)
 
-    with serve_process(command, r"serving on 127\.0\.0\.1:(\d+)", startup_s=60.0) as port:
+    with serve_process(command, r"serving on 127\.0\.0\.1:(\d+)") as port:
         client = WorldClient(f"127.0.0.1:{port}", timeout_s=120.0)
         frames, intrinsics = wall_seed(64, 48)
         rays_world, capsule_world = (client.worlds.create(frames, intrinsics).world_id for _ in range(2))

@@ -20,7 +20,7 @@ def test_serve_subcommand_serves_saves_and_stops_gracefully(tmp_path, serve_proc
     command = [sys.executable, "-m", "worldweave.server.cli", "serve", "--port", "0", "--data-dir", str(tmp_path),
                "--metrics-port", str(metrics_port)]
     banner = r"worldweave serving on 127\.0\.0\.1:(\d+) \(generator continue"
-    with serve_process(command, banner, startup_s=25) as port:  # stopped by SIGTERM, expecting exit code 0
+    with serve_process(command, banner) as port:  # stopped by SIGTERM, expecting exit code 0
         with WorldClient(f"127.0.0.1:{port}") as client:
             assert "persistence" in client.info.capabilities and client.info.generator.name == "continue"
             frames, intrinsics = wall_seed(32, 24)

@@ -155,7 +155,7 @@ def test_serve_flags(model_folders: dict[str, Path], depth_folder: Path, serve_p
     depth = ["--depth-estimator", "depth-anything", "--depth-estimator-option", f"model={depth_folder}",
              "--depth-estimator-option", "device=cpu"]
     banner = r"on 127\.0\.0\.1:(\d+) \(generator sd-inpaint, depth estimator depth-anything"
-    with serve_process(serve + depth, banner, startup_s=45) as port:  # stopped by SIGTERM, expecting exit code 0
+    with serve_process(serve + depth, banner) as port:  # stopped by SIGTERM, expecting exit code 0
         with WorldClient(f"127.0.0.1:{port}", timeout_s=60) as client:
             seed_frames, intrinsics = wall_seed(WIDTH, HEIGHT)
             client.worlds.create(seed_frames, intrinsics, world_id="cli")
