@@ -117,10 +117,10 @@ class Generator(ABC):
     deterministic: ClassVar[bool] = False
     """Whether ``generate``'s output is a function of its ``Condition`` alone (the world's ``GeneratorState`` it
     carries included), bit for bit on one device and software stack, with no state of its own kept between calls.
-    A recorded world's steps are re-run on replay when its generator is
-    deterministic and returns depth; otherwise the log keeps the generated frames (``server.record_log``). A
-    deterministic generator must also take concurrent calls from several threads (no scratch shared between calls):
-    a server runs different worlds' calls to it at once (``server.scheduling.share_generator``)."""
+    A recorded world's steps are re-run on replay when its generator is deterministic and returns depth; otherwise
+    the log keeps the generated frames (``server.record_log``). A deterministic generator must also take concurrent
+    calls from several threads (no scratch shared between calls): a server runs different worlds' calls to it at
+    once (``server.scheduling.share_generator``)."""
 
     @classmethod
     def valid_chunk(cls, frames: int) -> bool:

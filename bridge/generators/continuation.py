@@ -437,16 +437,18 @@ class Support:
     low: np.ndarray
     cell_m: float
     fine: np.ndarray
-    """uint8 (``EDGE_FINE_CELLS`` A, ``EDGE_FINE_CELLS`` B) for a (A, B) ``level``: on the fine grid from the same
-    corner, ``FINE_SEEN`` where memory showed the plane, ``FINE_THROUGH`` where a view saw through it (both bits may
-    be set)."""
+    """uint8 (``EDGE_FINE_CELLS`` A, ``EDGE_FINE_CELLS`` B) for a (A, B) ``level`` with an ``EDGE`` cell, else
+    (0, 0): on the fine grid from the same corner, ``FINE_SEEN`` where memory showed the plane, ``FINE_THROUGH`` where
+    a view saw through it (both bits may be set)."""
 
     @classmethod
     def of(cls, held: np.ndarray, blocked: np.ndarray, covered: np.ndarray, seen_fine: np.ndarray,
-           through_fine: np.ndarray, options: ContinuationOptions) -> Support:
+           through_fine: np.ndarray, options: ContinuationOptions, *, continues: bool) -> Support:
         """From (N, 2) int cells (of ``support_cell_m``, in plane coordinates) memory holds of the plane, (E, 2) cells
-        where a view saw through it and (F, 2) cells where a view saw something in front of it; and the fine cells
-        (``EDGE_FINE_CELLS`` to a support cell) memory showed it and a view saw through it."""
+        where a view saw through it and (F, 2) cells where a view saw something in front of it; and the keys
+        (``_cell_keys``) of the fine cells (``EDGE_FINE_CELLS`` to a support cell) memory showed it and a view saw
+        through it, read only where its edge may cross a cell. ``continues``: False for a plane that only hides what
+        lies behind it (``HIDING`` at most, no ``EDGE`` cells)."""
         cell = options.support_cell_m
         margin = int(math.ceil(options.occlusion_reach_m / cell))
         first = held.min(axis=0) - margin
@@ -456,9 +458,13 @@ class Support:
         occupied[cells[:, 0], cells[:, 1]] = True
         marks = [_grid(marked - first, shape) for marked in (blocked, covered)]
         level = _support_levels(occupied, *marks, int(math.ceil(options.reach_m / cell)), margin)
+        if not continues:
+            level = np.minimum(level & (EDGE - 1), HIDING)
+        if not (level & EDGE).any():
+            return cls(level, first * cell, cell, np.zeros((0, 0), np.uint8))
         fine_shape = (shape[0] * EDGE_FINE_CELLS, shape[1] * EDGE_FINE_CELLS)
-        fine = (_grid(seen_fine - first * EDGE_FINE_CELLS, fine_shape).astype(np.uint8) * FINE_SEEN
-                | _grid(through_fine - first * EDGE_FINE_CELLS, fine_shape).astype(np.uint8) * FINE_THROUGH)
+        fine = (_grid(_cells(seen_fine) - first * EDGE_FINE_CELLS, fine_shape).astype(np.uint8) * FINE_SEEN
+                | _grid(_cells(through_fine) - first * EDGE_FINE_CELLS, fine_shape).astype(np.uint8) * FINE_THROUGH)
         return cls(level, first * cell, cell, fine)
 
 
@@ -851,8 +857,8 @@ class _Surface:
     """``seen`` and ``blocked`` (its seen-through part) on the fine grid (``EDGE_FINE_CELLS`` to a support cell)."""
 
 
-_SURFACE_KEYS = ("seen", "blocked", "covered", "seen_fine", "through_fine")
-"""``_Surface``'s cell-key arrays, in its field order."""
+_SURFACE_KEYS = tuple(field.name for field in dataclasses.fields(_Surface))[2:]
+"""``_Surface``'s cell-key arrays (the fields after its frame and texture), in its field order."""
 
 
 @dataclass
@@ -1018,9 +1024,9 @@ class ContinuationGenerator(Generator):
         near_one = (residuals < EDGE_TOLERANCE_FACTOR * options.inlier_tolerance_m).sum(axis=1) <= 1
         planes = []
         for normal, offset, inliers, spread in fitted:
+            continues = bool(inliers.sum() >= least and spread >= MIN_PLANE_SPREAD_M)
             plane = self._view_plane(surfaces, normal, offset, inliers & near_one, sampled, points_cam, pose, rgb,
-                                     confidence,
-                                     continues=bool(inliers.sum() >= least and spread >= MIN_PLANE_SPREAD_M),
+                                     confidence, continues=continues,
                                      shown_least=shown_least)
             if plane is not None and all(plane.surface is not other.surface for other in planes):
                 planes.append(plane)
@@ -1053,7 +1059,7 @@ class ContinuationGenerator(Generator):
         # 4. Geometry: the nearest plane standing where each hole pixel's ray meets it, if it continues there.
         level_shape = np.max([plane.support.level.shape for plane in planes], axis=0)
         levels = np.zeros((len(planes), *level_shape), np.uint8)
-        fines = np.zeros((len(planes), *(level_shape * EDGE_FINE_CELLS)), np.uint8)
+        fines = np.zeros((len(planes), *np.max([plane.support.fine.shape for plane in planes], axis=0)), np.uint8)
         for index, plane in enumerate(planes):
             levels[index, : plane.support.level.shape[0], : plane.support.level.shape[1]] = plane.support.level
             fines[index, : plane.support.fine.shape[0], : plane.support.fine.shape[1]] = plane.support.fine
@@ -1123,9 +1129,8 @@ class ContinuationGenerator(Generator):
         return rgb.reshape(*shape, 3), depth.reshape(shape).astype(np.float32), confidence.reshape(shape)
 
     def _view_plane(self, surfaces: _Surfaces, normal_cam: np.ndarray, offset_cam_m: float, inliers: np.ndarray,
-                    sampled: np.ndarray,
-                    points_cam: np.ndarray, pose: Pose, rgb: np.ndarray, memory_confidence: np.ndarray, *,
-                    continues: bool, shown_least: int) -> _ViewPlane | None:
+                    sampled: np.ndarray, points_cam: np.ndarray, pose: Pose, rgb: np.ndarray,
+                    memory_confidence: np.ndarray, *, continues: bool, shown_least: int) -> _ViewPlane | None:
         """A camera-frame plane fit (``inliers``: bool mask over the ``sampled`` kept pixels, whose camera-frame
         points are ``points_cam``; ``rgb`` the (H W, 3) colours, ``memory_confidence`` the (H W,) render confidence)
         as a surface of this view, continued into its holes (``continues``) or only hiding what lies behind it (a fit
@@ -1239,24 +1244,25 @@ class ContinuationGenerator(Generator):
         through = crossing * (1 + SEE_THROUGH_MARGIN_SHARE) + SEE_THROUGH_MARGIN_M < depth
         covered = sure & np.isfinite(crossing) & (depth + SEE_THROUGH_MARGIN_M < crossing)
 
-        def crossed(marked: np.ndarray, cell_m: float = options.support_cell_m) -> np.ndarray:
-            """Cell keys (of ``cell_m``) where the rays of the ``marked`` kept pixels cross the plane."""
+        def crossed(marked: np.ndarray) -> np.ndarray:
+            """(M, 2) plane coordinates (metres) where the rays of the ``marked`` kept pixels cross the plane."""
             crossings = crossing[marked, None] * (points_cam[marked] / depth[marked, None])
-            return _cell_keys(crossings @ to_plane + plane_origin, cell_m)
+            return crossings @ to_plane + plane_origin
 
-        blocked, covered = _merged(surface.blocked, crossed(through)), _merged(surface.covered, crossed(covered))
-        through_fine = _merged(surface.through_fine, crossed(through, options.support_cell_m / EDGE_FINE_CELLS))
+        through_st = crossed(through)
+        blocked = _merged(surface.blocked, _cell_keys(through_st, options.support_cell_m))
+        covered = _merged(surface.covered, _cell_keys(crossed(covered), options.support_cell_m))
+        through_fine = surface.through_fine
+        if records or continues:  # else neither kept nor read (``Support.of``)
+            through_fine = _merged(through_fine, _cell_keys(through_st, options.support_cell_m / EDGE_FINE_CELLS))
         if records:
             surface.blocked, surface.covered, surface.through_fine = blocked, covered, through_fine
-        support = Support.of(held, _cells(blocked), _cells(covered), _cells(surface.seen_fine), _cells(through_fine),
-                             options)
-        if not continues:
-            support = dataclasses.replace(support, level=np.minimum(support.level & (EDGE - 1), HIDING))
+        support = Support.of(held, _cells(blocked), _cells(covered), surface.seen_fine, through_fine, options,
+                             continues=continues)
         return _ViewPlane(surface, normal_cam, offset_cam_m, support, to_plane, plane_origin)
 
     def _remembered(self, surfaces: _Surfaces, normal_cam: np.ndarray, offset_cam_m: float, inliers: np.ndarray,
-                    sampled: np.ndarray,
-                    points_cam: np.ndarray, pose: Pose, rgb: np.ndarray) -> _Surface | None | bool:
+                    sampled: np.ndarray, points_cam: np.ndarray, pose: Pose, rgb: np.ndarray) -> _Surface | None | bool:
         """The remembered surface a camera-frame plane fit sees: its normal within ``surface_match_deg`` of the
         fit's, at least half the fit's inliers within the inlier tolerance of its plane, and (once it has a texture)
         the inliers' colours in its colour bins. None when there is none; False when the fit lies near a surface of
