@@ -7,17 +7,24 @@ truth. Images are 96 x 72.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
 
+from worldweave.bridge import cores
 from worldweave.bridge.eval import metrics
 from worldweave.bridge.eval.scenes import Material, MeshBuilder, Scene, heading_pose, make_room
 from worldweave.bridge.eval.trajectories import closed_loop
 from worldweave.bridge.frames import RenderResult, RGBDFrame
 from worldweave.bridge.generators.base import Condition
 from worldweave.bridge.generators.checker import check_generator
-from worldweave.bridge.generators.continuation import SILHOUETTE_PROBE_SHARE, ContinuationGenerator, ContinuationOptions
+from worldweave.bridge.generators.continuation import (
+    SILHOUETTE_PROBE_SHARE,
+    ContinuationGenerator,
+    ContinuationOptions,
+    _nearest_kept,
+)
 from worldweave.bridge.generators.registry import create_generator
 from worldweave.bridge.generators.reproject import EMPTY_GREY, ReprojectGenerator
 from worldweave.bridge.regions import Sphere
@@ -432,6 +439,50 @@ def test_a_plane_grows_from_its_support_up_to_where_a_view_saw_through_it(front_
     assert strip.sum() > 50
     right = (result.confidences[0] > 0) & (np.abs(result.depths[0] - truth.depth) <= TOLERANCE_M)
     assert right[strip].mean() > 0.9
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_a_view_is_continued_the_same_on_any_split_of_its_holes(monkeypatch, front_and_wall, threads):
+    """The holes meet their planes in bands, one thread each (``bridge.cores.split_call``): the frames of a
+    two-view sequence whose planes grow, stand at an edge and are seen past equal those of one thread."""
+    truth, wall, front = front_and_wall
+    columns = np.broadcast_to(np.arange(truth.depth.shape[1]), truth.depth.shape)
+    height = world_points(truth)[..., 2]
+    views = [shown_by_memory(truth, (front & (height < 1.1)) | wall),
+             shown_by_memory(truth, (front & (height < 1.1)) | (columns < truth.depth.shape[1] // 3))]
+    split = [1]
+
+    @contextmanager
+    def fixed(requested, limit):
+        yield min(split[0], limit)
+
+    monkeypatch.setattr(cores, "threads_for", fixed)
+    one_thread = ContinuationGenerator()
+    expected = [one_thread.generate(view) for view in views]
+    split[0] = threads
+    banded = ContinuationGenerator()
+    for view, want in zip(views, expected):
+        got = banded.generate(view)
+        assert (want.confidences[0] > 0).mean() > 0.5  # most of the view is continued or kept
+        for a, b in ((got.frames, want.frames), (got.depths, want.depths), (got.confidences, want.confidences)):
+            assert np.array_equal(a[0], b[0])
+
+
+def test_the_nearest_kept_pixels_are_those_a_scan_finds():
+    rng = np.random.default_rng(5)
+    width, height = 23, 17
+    kept = rng.random(width * height) < 0.2
+    nearest = _nearest_kept(kept, width)
+    steps = {0: (0, -1), 1: (0, 1), 2: (-1, 0), 3: (1, 0)}  # left, right, above, below: (dv, du)
+    for pixel in range(width * height):
+        for direction, (dv, du) in steps.items():
+            v, u, found = pixel // width + dv, pixel % width + du, -1
+            while 0 <= v < height and 0 <= u < width:
+                if kept[v * width + u]:
+                    found = v * width + u
+                    break
+                v, u = v + dv, u + du
+            assert nearest[direction, pixel] == found
 
 
 def test_a_plane_ends_within_a_support_cell_where_a_view_saw_past_its_edge():

@@ -63,6 +63,7 @@ from typing import ClassVar
 import numba
 import numpy as np
 
+from worldweave.bridge.cores import split_call
 from worldweave.bridge.frames import RenderResult
 from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
 from worldweave.bridge.generators.kept_depth import kept_depth
@@ -479,10 +480,11 @@ def _grid(cells: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 @numba.njit(cache=True, nogil=True)
 def _nearest_kept(kept, width):
     """For a flat bool (H W,) image ``width`` pixels wide: int32 (4, H W) flat index of the nearest kept pixel to the
-    left, right, above and below each pixel (itself excluded), -1 where there is none."""
+    left, right, above and below each pixel (itself excluded), -1 where there is none. Every pass runs along the
+    image's rows (above and below: the last kept pixel of each column carried from row to row)."""
     size = kept.shape[0]
     height = size // width
-    nearest = np.full((4, size), -1, np.int32)
+    nearest = np.empty((4, size), np.int32)
     for v in range(height):
         last = -1
         for u in range(width):
@@ -494,17 +496,18 @@ def _nearest_kept(kept, width):
             nearest[1, v * width + u] = last
             if kept[v * width + u]:
                 last = v * width + u
-    for u in range(width):
-        last = -1
-        for v in range(height):
-            nearest[2, v * width + u] = last
+    column_last = np.full(width, -1, np.int32)
+    for v in range(height):
+        for u in range(width):
+            nearest[2, v * width + u] = column_last[u]
             if kept[v * width + u]:
-                last = v * width + u
-        last = -1
-        for v in range(height - 1, -1, -1):
-            nearest[3, v * width + u] = last
+                column_last[u] = v * width + u
+    column_last[:] = -1
+    for v in range(height - 1, -1, -1):
+        for u in range(width):
+            nearest[3, v * width + u] = column_last[u]
             if kept[v * width + u]:
-                last = v * width + u
+                column_last[u] = v * width + u
     return nearest
 
 
@@ -544,7 +547,6 @@ def _seen_past_edge(fine, i, j, rows, cols, footprint_cells):
     return through < seen and seen > (EDGE_FOOTPRINTS * footprint_cells) ** 2
 
 
-@numba.njit(cache=True, nogil=True)
 def _meet_planes(rays, holes, kept_depth, width, fx, probe_px, normals, offsets, to_plane, plane_origins, levels,
                  fines, level_shapes, lows, cell_m, max_range_m, min_incidence_cos):
     """For the ``holes`` (flat pixel indices) of an image ``width`` pixels wide whose (H W, 3) camera-frame rays
@@ -565,14 +567,39 @@ def _meet_planes(rays, holes, kept_depth, width, fx, probe_px, normals, offsets,
     point x has plane coordinates ``x @ to_plane[p] + plane_origins[p]``; ``levels[p]`` (padded) of true shape
     ``level_shapes[p]`` has cell (0, 0)'s corner at ``lows[p]``; ``fines[p]`` (padded) is its ``Support.fine``, read
     where a cell is flagged ``EDGE``.
+
+    The holes are met in bands on the free cores (``bridge.cores.split_call``), each hole on its own: the same
+    result on any number of threads.
     """
     count = holes.shape[0]
-    nearest_kept = _nearest_kept(kept_depth > 0, width)
     depth = np.zeros(count, np.float64)
     plane = np.full(count, -1, np.int64)
     standing = np.full(count, -1, np.int64)
     standing_depth = np.zeros(count, np.float64)
-    for k in range(count):
+    split_call(_meet_holes, _meet_hole_bands, count, rays, holes, kept_depth, _nearest_kept(kept_depth > 0, width),
+               width, fx, probe_px, normals, offsets, to_plane, plane_origins, levels, fines, level_shapes, lows,
+               cell_m, max_range_m, min_incidence_cos, depth, plane, standing, standing_depth)
+    return depth, plane, standing, standing_depth
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _meet_hole_bands(bands, rays, holes, kept_depth, nearest_kept, width, fx, probe_px, normals, offsets, to_plane,
+                     plane_origins, levels, fines, level_shapes, lows, cell_m, max_range_m, min_incidence_cos, depth,
+                     plane, standing, standing_depth):
+    """``_meet_holes`` for the bands of holes ``bands[t] .. bands[t + 1] - 1``, one thread each."""
+    for t in numba.prange(len(bands) - 1):
+        _meet_holes(bands[t], bands[t + 1], rays, holes, kept_depth, nearest_kept, width, fx, probe_px, normals,
+                    offsets, to_plane, plane_origins, levels, fines, level_shapes, lows, cell_m, max_range_m,
+                    min_incidence_cos, depth, plane, standing, standing_depth)
+
+
+@numba.njit(cache=True, nogil=True)
+def _meet_holes(first, stop, rays, holes, kept_depth, nearest_kept, width, fx, probe_px, normals, offsets, to_plane,
+                plane_origins, levels, fines, level_shapes, lows, cell_m, max_range_m, min_incidence_cos, depth, plane,
+                standing, standing_depth):
+    """``_meet_planes`` for holes ``first .. stop - 1``, written into ``depth``, ``plane``, ``standing`` and
+    ``standing_depth`` (``nearest_kept``: ``_nearest_kept`` of the kept pixels)."""
+    for k in range(first, stop):
         pixel = holes[k]
         rx, ry, rz = rays[pixel, 0], rays[pixel, 1], rays[pixel, 2]
         length = math.sqrt(rx * rx + ry * ry + rz * rz)
@@ -617,7 +644,6 @@ def _meet_planes(rays, holes, kept_depth, width, fx, probe_px, normals, offsets,
         if continues:
             depth[k] = best
             plane[k] = best_plane
-    return depth, plane, standing, standing_depth
 
 
 # ---------------------------------------------------------------------------------------------------------------
