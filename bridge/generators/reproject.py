@@ -28,11 +28,12 @@ from worldweave.bridge.generators.kept_depth import kept_depth
 from worldweave.bridge.pixel_values import to_byte
 
 EMPTY_GREY = 128
-MIN_SPLIT_PIXELS = 128
+MIN_SPLIT_PIXELS = 1 << 16
 """A push-pull level splits its rows over the free cores (``bridge.cores.split_call``; each output row reads only
-its own inputs, so every split gives the same frame), but a coarser level below this many pixels runs on one thread
-(a split would cost more than it saves; still small enough that the warm-up's 32 x 24 world splits its first level,
-so the split kernels compile before serving)."""
+its own inputs, so every split gives the same frame), but a coarser level below this many pixels runs on one thread:
+starting the threads costs about 50 us a split, more than a split saves below about 64k pixels (a level's push and
+pull on 2 cores: 19,200 pixels 205 us on one thread against 290 us split, 76,800 pixels 975 against 810 us). The
+finest level splits at any size, so that the warm-up's 32 x 24 world compiles the split kernels before serving."""
 
 
 def push_pull_fill(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
@@ -59,18 +60,20 @@ def push_pull_fill(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     return torch.where(known[None], values, filled)
 
 
-def _fill_threads(weight: np.ndarray) -> int:
+def _fill_threads(weight: np.ndarray, finest: bool) -> int:
     """Most threads for a pyramid level of weights ``weight`` (H, W): ``MAX_SPLIT_THREADS``, or one for a level under
-    ``MIN_SPLIT_PIXELS``."""
-    return MAX_SPLIT_THREADS if weight.size >= MIN_SPLIT_PIXELS else 1
+    ``MIN_SPLIT_PIXELS`` that is not the ``finest``."""
+    return MAX_SPLIT_THREADS if finest or weight.size >= MIN_SPLIT_PIXELS else 1
 
 
-def _push(summed: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One pyramid level down: 2x2 sums (ceil mode) of weighted values (C, H, W) and weights (H, W)."""
+def _push(summed: np.ndarray, weight: np.ndarray, finest: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One pyramid level down: 2x2 sums (ceil mode) of weighted values (C, H, W) and weights (H, W) of the
+    ``finest`` level or a coarser one."""
     channels, height, width = summed.shape
     out_sum = np.zeros((channels, (height + 1) // 2, (width + 1) // 2), np.float32)
     out_w8 = np.zeros(out_sum.shape[1:], np.float32)
-    split_call(_push_rows, _push_bands, out_w8.shape[0], summed, weight, out_sum, out_w8, limit=_fill_threads(weight))
+    split_call(_push_rows, _push_bands, out_w8.shape[0], summed, weight, out_sum, out_w8,
+               limit=_fill_threads(weight, finest))
     return out_sum, out_w8
 
 
@@ -111,11 +114,13 @@ def _bilinear(coarse, c, v0, v1, fv, u0, u1, fu):
     return top * (1 - fv) + bottom * fv
 
 
-def _pull(summed: np.ndarray, weight: np.ndarray, coarse: np.ndarray) -> np.ndarray:
-    """Holes of one level (weighted values (C, H, W), weights (H, W)) take the bilinear upsampling (half-pixel
-    centres) of the filled coarser level ``coarse`` (C, h, w); the level filled, (C, H, W) float32."""
+def _pull(summed: np.ndarray, weight: np.ndarray, coarse: np.ndarray, finest: bool) -> np.ndarray:
+    """Holes of one level (weighted values (C, H, W), weights (H, W); the ``finest`` level or a coarser one) take the
+    bilinear upsampling (half-pixel centres) of the filled coarser level ``coarse`` (C, h, w); the level filled,
+    (C, H, W) float32."""
     out = np.empty(summed.shape, np.float32)
-    split_call(_pull_rows, _pull_bands, summed.shape[1], summed, weight, coarse, out, limit=_fill_threads(weight))
+    split_call(_pull_rows, _pull_bands, summed.shape[1], summed, weight, coarse, out,
+               limit=_fill_threads(weight, finest))
     return out
 
 
@@ -158,11 +163,12 @@ def _push_pull(first: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     level has no hole (or is 1 x 1), then pull back down; returns that finest level filled, (C, H, W) float32."""
     levels = [first]
     while levels[-1][1].shape != (1, 1) and not (levels[-1][1] > 0).all():
-        levels.append(_push(*levels[-1]))
+        levels.append(_push(*levels[-1], finest=len(levels) == 1))
     summed, weight = levels[-1]
     filled = summed / np.maximum(weight, 1e-12)[None]
-    for summed, weight in reversed(levels[:-1]):
-        filled = _pull(summed, weight, filled.astype(np.float32))
+    for level in range(len(levels) - 2, -1, -1):
+        summed, weight = levels[level]
+        filled = _pull(summed, weight, filled.astype(np.float32), finest=level == 0)
     return filled
 
 
