@@ -1,29 +1,32 @@
-"""One-pose world steps with the embedded ``reproject`` generator: milliseconds per stage, and worlds stepping at once.
+"""One-pose world steps with the default generator (``continue``; ``--generator`` picks another): milliseconds per
+stage, and worlds stepping at once.
 
-A procedural room seeds the world from its start view; the camera then walks the benchmark's closed loop and
-each step generates and fuses one frame. Rows: anchors with coverage retrieval (the default) woven by the heuristic
-and by the learned weaver (on every competing pixel, and at stride 2), beside the global voxel map (the baseline,
-same run). Targets (issue 24): a whole default step <= 33 ms at 640x480 and <= 12 ms at 320x240. Each row also
-gives the stepping thread's CPU time per step ("cpu"): on a shared machine the wall-clock figures include waits for
-a core, the CPU time does not. The default step's length depends on the walk: more frames put more anchors in
-memory, so compare runs of the same ``--frames`` only. Under the default row, its steps are split by what memory
-covered of the view: the walk passes poses where memory shows nothing (a step then costs little more than fusing the
-generated frame) and poses where it shows a part (retrieval, anchor renders and the weave, the refit of kept depth),
-and the median over the walk falls between the two kinds; the split rows give each kind's median and 90th percentile.
+A procedural room seeds the world from its start view; the camera then walks the benchmark's closed loop and each
+step generates and fuses one frame. Rows: anchors with coverage retrieval (the default) woven by the heuristic and
+by the learned weaver (on every competing pixel, and at stride 2), beside the global voxel map (the baseline, same
+run), and the default memory with ``reproject`` (the embedded generator that keeps memory's pixels and continues
+nothing: what the chosen generator's continuation costs, same run). Targets (issue 24): a whole default step <= 33
+ms at 640x480 and <= 12 ms at 320x240. Each row also gives the stepping thread's CPU time per step ("cpu"): on a
+shared machine the wall-clock figures include waits for a core, the CPU time does not. The default step's length
+depends on the walk: more frames put more anchors in memory, so compare runs of the same ``--frames`` only. Under
+the default row, its steps are split by what memory covered of the view: the walk passes poses where memory shows
+nothing (a step then costs little more than fusing the generated frame) and poses where it shows a part (retrieval,
+anchor renders and the weave, the refit of kept depth), and the median over the walk falls between the two kinds;
+the split rows give each kind's median and 90th percentile.
 
 A second table steps two worlds in turn through the same walk, one with every core held (its split kernels run one
 thread each: ``bridge.cores``) and one with the cores free: what the spare cores give one world, paired step by step
 so that this shared machine's slow spells fall on both. A third table times the weaving alone at K = 7: the same
 anchor renders of each view (rendered once) woven by each mode, so "learned - heuristic" is what the network adds.
 
-A fourth table: N worlds (default anchors, one shared ``reproject`` generator, as a server shares it) each walking
+A fourth table: N worlds (default anchors, one shared generator, as a server shares it) each walking
 the loop on a thread of its own, as the server's engine threads step different worlds: total steps per second
 beside one world's, same run (target: 2 and 4 worlds >= 1.7x one on 2 cores).
 
 The process tunes glibc's malloc as ``worldweave serve`` does (``proto.malloc.tune_malloc``).
 
     python benchmarks/bench_world.py [--frames 40] [--width 640 --height 480] [--worlds 1 2 4]
-                                     [--skip modes cores weave worlds]
+                                     [--generator continue] [--skip modes cores weave worlds]
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ import numpy as np
 from worldweave.bridge.cores import holding_every_core
 from worldweave.bridge.eval.scenes import make_room
 from worldweave.bridge.eval.trajectories import closed_loop
-from worldweave.bridge.generators.reproject import ReprojectGenerator
+from worldweave.bridge.generators.base import Generator
+from worldweave.bridge.generators.registry import DEFAULT_GENERATOR, available, create_generator
 from worldweave.bridge.memory.spatial_memory import MemoryConfig
 from worldweave.bridge.memory.weave import WeaveOptions, weave
 from worldweave.bridge.world import STAGES, Seed, World, WorldConfig
@@ -53,7 +57,7 @@ def load() -> str:
     return os.getloadavg()[0].__format__(".2f")
 
 
-def walk(seed: Seed, poses: list[Pose], config: WorldConfig, generator: ReprojectGenerator | None = None
+def walk(seed: Seed, poses: list[Pose], config: WorldConfig, generator: Generator | None = None
          ) -> tuple[World, list[dict[str, float]]]:
     """Step a fresh world through ``poses`` one pose at a time; each step's timings (seconds) with ``cpu``, the
     stepping thread's CPU time, and ``coverage``, the share of the view memory covered before generation."""
@@ -85,6 +89,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--worlds", type=int, nargs="+", default=[1, 2, 4], help="world counts of the fourth table")
+    parser.add_argument("--generator", default=DEFAULT_GENERATOR, choices=available(),
+                        help="generator every table steps with (default: %(default)s)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["modes", "cores", "weave", "worlds"])
     args = parser.parse_args()
     tune_malloc()  # as `worldweave serve` does: frame-sized buffers from the heap, not a fresh mmap each
@@ -98,13 +104,17 @@ def main() -> None:
     world = None
     if "modes" not in args.skip:
         columns = (*STAGES, "total", "cpu")
-        print(f"one-pose steps, reproject, {args.width}x{args.height}, {args.frames} steps, median ms per stage "
+        print(f"one-pose steps, {args.generator}, {args.width}x{args.height}, {args.frames} steps, median ms per stage "
               f"(load {load()})")
-        rows = [(f"anchors, {name}", MemoryConfig(weave=options)) for name, options in weaves.items()]
-        rows.append(("global map (baseline)", MemoryConfig(retrieval="global")))
+        rows = [(f"anchors, {name}", WorldConfig(generator=args.generator, memory=MemoryConfig(weave=options)))
+                for name, options in weaves.items()]
+        rows.append(("global map (baseline)", WorldConfig(generator=args.generator,
+                                                          memory=MemoryConfig(retrieval="global"))))
+        if args.generator != "reproject":
+            rows.append(("anchors, reproject", WorldConfig(generator="reproject")))
         print(f"{'memory':28s}" + "".join(f"{c:>14s}" for c in columns))
         for name, config in rows:
-            stepped, timings = walk(seed, poses[1:], WorldConfig(memory=config))
+            stepped, timings = walk(seed, poses[1:], config)
             timings = timings[3:]
             print(f"{name:28s}" + "".join(f"{1e3 * statistics.median(t[c] for t in timings):>14.1f}" for c in columns))
             if world is None:
@@ -116,7 +126,7 @@ def main() -> None:
               f"fall on both), default memory, median ms per stage (load {load()})")
         columns = (*STAGES, "total")
         print(f"{'cores':28s}" + "".join(f"{c:>14s}" for c in columns))
-        paired = {"one core": World(seed, WorldConfig()), "every core": World(seed, WorldConfig())}
+        paired = {name: World(seed, WorldConfig(generator=args.generator)) for name in ("one core", "every core")}
         steps: dict[str, list[dict[str, float]]] = {name: [] for name in paired}
         for pose in poses[1:]:
             for name, stepped in paired.items():
@@ -130,7 +140,7 @@ def main() -> None:
         print(f"one core / every core, per step: median {statistics.median(ratios):.2f}")
 
     if "weave" not in args.skip:
-        world = world or walk(seed, poses[1:], WorldConfig())[0]
+        world = world or walk(seed, poses[1:], WorldConfig(generator=args.generator))[0]
         memory = world.memory
         seconds: dict[str, list[float]] = {name: [] for name in weaves}
         anchor_counts = []
@@ -149,16 +159,17 @@ def main() -> None:
             print(f"  {name:22s} {1e3 * statistics.median(seconds[name]):8.1f}   (+{extra:.1f} over heuristic)")
 
     if "worlds" not in args.skip:
-        generator = ReprojectGenerator()  # one instance for every world, called without a lock (deterministic)
-        walk(seed, poses[1:5], WorldConfig(), generator)  # compile and warm the kernels outside the timing
-        print(f"\nworlds stepping at once, one thread each, {args.width}x{args.height}, {args.frames} steps each "
-              f"({os.cpu_count()} cores)")
+        generator = create_generator(args.generator)  # one instance for every world, as a server shares it
+        config = WorldConfig(generator=args.generator)
+        walk(seed, poses[1:5], config, generator)  # compile and warm the kernels outside the timing
+        print(f"\nworlds stepping at once, one thread each, {args.generator}, {args.width}x{args.height}, "
+              f"{args.frames} steps each ({os.cpu_count()} cores)")
         print(f"{'worlds':>8s}{'steps/s total':>16s}{'x one world':>14s}{'step ms p50':>14s}{'load':>8s}")
         single = None
         for count in args.worlds:
             started = time.perf_counter()
             with ThreadPoolExecutor(count) as pool:
-                results = list(pool.map(lambda _: walk(seed, poses[1:], WorldConfig(), generator)[1], range(count)))
+                results = list(pool.map(lambda _: walk(seed, poses[1:], config, generator)[1], range(count)))
             rate = count * args.frames / (time.perf_counter() - started)
             single = single or (rate if count == 1 else None)
             ratio = f"{rate / single:14.2f}" if single else f"{'-':>14s}"
