@@ -23,6 +23,9 @@ from worldweave.bridge.generators.continuation import (
     SILHOUETTE_PROBE_SHARE,
     ContinuationGenerator,
     ContinuationOptions,
+    PlaneFrame,
+    PlaneTexture,
+    _merged,
     _nearest_kept,
 )
 from worldweave.bridge.generators.registry import create_generator
@@ -483,6 +486,42 @@ def test_the_nearest_kept_pixels_are_those_a_scan_finds():
                     break
                 v, u = v + dv, u + du
             assert nearest[direction, pixel] == found
+
+
+def test_merged_cell_keys_are_the_sorted_union():
+    rng = np.random.default_rng(6)
+    for stored_count, new_count in ((0, 0), (0, 9), (40, 0), (40, 25), (300, 900)):
+        stored = np.unique(rng.integers(-(1 << 40), 1 << 40, stored_count))
+        keys = rng.integers(-(1 << 40), 1 << 40, new_count)
+        keys[: new_count // 3] = rng.choice(stored, new_count // 3) if stored_count else keys[: new_count // 3]
+        merged = _merged(stored, np.concatenate([keys, keys[:5]]))
+        assert merged.dtype == np.int64 and np.array_equal(merged, np.union1d(stored, keys))
+
+
+@pytest.mark.parametrize("periods", [(None, None), (7.3, None), (None, 4.0), (5.5, 9.25)])
+def test_a_texture_paints_its_tile_repeated_or_mirrored(periods):
+    """Against numpy: along an axis with a period the texel's phase in it, along one without the tile mirrored."""
+    rng = np.random.default_rng(7)
+    tile = rng.integers(0, 256, (9, 11, 3), dtype=np.uint8)
+    frame = PlaneFrame.from_plane(np.array([0.0, 0.0, 1.0]), 0.0)
+    texture = PlaneTexture(frame, tile, 0.02, np.array([-0.3, 0.7]), periods, np.zeros((1, 1, 1), bool))
+    coordinates = rng.uniform(-2.0, 2.0, (5000, 2))
+    coordinates[:50] = np.round(coordinates[:50] / 0.02) * 0.02 + np.array([-0.3, 0.7])  # on texel edges
+    pixels = rng.permutation(6000)[:5000]
+    rgb = np.zeros((6000, 3), np.uint8)
+    texture.paint(rgb, pixels, coordinates)
+    texels = (coordinates - texture.low) / texture.texel_m
+    index = []
+    for k, size in ((0, tile.shape[1]), (1, tile.shape[0])):
+        if periods[k] is not None:
+            index.append(np.minimum(np.floor(np.mod(texels[:, k], periods[k])).astype(np.int64), size - 1))
+        else:
+            folded = np.mod(np.floor(texels[:, k]).astype(np.int64), 2 * size)
+            index.append(np.where(folded < size, folded, 2 * size - 1 - folded))
+    assert np.array_equal(rgb[pixels], tile[index[1], index[0]])
+    untouched = np.ones(len(rgb), bool)
+    untouched[pixels] = False
+    assert not rgb[untouched].any()
 
 
 def test_a_plane_ends_within_a_support_cell_where_a_view_saw_past_its_edge():

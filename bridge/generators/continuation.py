@@ -747,24 +747,39 @@ class PlaneTexture:
     """bool (B, B, B): the ``COLOR_BIN`` colour bins the tile's colours fall in or next to, to recognise the surface
     in a later view."""
 
-    def sample(self, coordinates: np.ndarray) -> np.ndarray:
-        """(N, 2) plane coordinates (s, t metres, of ``frame``) -> (N, 3) uint8 colours."""
-        texels = (coordinates - self.low) / self.texel_m
-        rows, cols = self.tile.shape[:2]
-        index = []
-        for k, size in ((0, cols), (1, rows)):
-            period = self.periods[k]
-            if period is not None:
-                index.append(np.minimum(np.floor(np.mod(texels[:, k], period)).astype(np.int64), size - 1))
-            else:
-                folded = np.mod(np.floor(texels[:, k]).astype(np.int64), 2 * size)
-                index.append(np.where(folded < size, folded, 2 * size - 1 - folded))
-        return self.tile[index[1], index[0]]
+    def paint(self, rgb: np.ndarray, pixels: np.ndarray, coordinates: np.ndarray) -> None:
+        """Write into uint8 (H W, 3) ``rgb`` at the (N,) flat ``pixels`` the colours at their (N, 2) plane
+        coordinates (s, t metres, of ``frame``)."""
+        periods = [np.nan if period is None else period for period in self.periods]
+        _paint_tile(rgb, pixels, coordinates, self.low, self.texel_m, self.tile, periods[0], periods[1])
 
     def explains(self, colors: np.ndarray, share: float) -> bool:
         """Whether at least ``share`` of (N, 3) uint8 colours seen on the plane fall in this tile's colour bins."""
         bins = colors // COLOR_BIN
         return bool(self.color_bins[bins[:, 0], bins[:, 1], bins[:, 2]].mean() >= share)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _texel_index(texel, period, size):
+    """Index into a tile axis of ``size`` texels of fractional texel ``texel``: with a ``period`` (not NaN) its phase
+    in the period (the last texel at most), without one mirrored into the tile (the tile, then the tile reversed,
+    repeating)."""
+    if not math.isnan(period):
+        return min(np.int64(np.floor(texel % period)), size - 1)
+    folded = np.int64(np.floor(texel)) % (2 * size)
+    return folded if folded < size else 2 * size - 1 - folded
+
+
+@numba.njit(cache=True, nogil=True)
+def _paint_tile(rgb, pixels, coordinates, low, texel_m, tile, period_s, period_t):
+    """``PlaneTexture.paint``: each pixel takes the tile's texel at its coordinates less ``low``, over ``texel_m``
+    (``_texel_index`` along s, the tile's columns, and t, its rows)."""
+    rows, cols = tile.shape[0], tile.shape[1]
+    for k in range(pixels.shape[0]):
+        col = _texel_index((coordinates[k, 0] - low[0]) / texel_m, period_s, cols)
+        row = _texel_index((coordinates[k, 1] - low[1]) / texel_m, period_t, rows)
+        for c in range(3):
+            rgb[pixels[k], c] = tile[row, col, c]
 
 
 def build_texture(frame: PlaneFrame, points_world: np.ndarray, colors: np.ndarray, footprints_m: np.ndarray,
@@ -847,10 +862,12 @@ def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
 
 
 def _merged(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """The sorted unique union of the sorted unique array ``sorted_keys`` and ``keys``."""
-    new = np.unique(keys)
+    """The sorted unique union of the sorted unique array ``sorted_keys`` and ``keys``: the new keys, sorted and
+    deduplicated (``np.unique`` hashes first, several times slower on these sizes), inserted where they belong."""
+    new = np.sort(keys)
+    new = new[np.concatenate([[True], new[1:] != new[:-1]])] if len(new) else new
     new = new[~_contains(sorted_keys, new)]
-    return np.sort(np.concatenate([sorted_keys, new])) if len(new) else sorted_keys
+    return np.insert(sorted_keys, np.searchsorted(sorted_keys, new), new) if len(new) else sorted_keys
 
 
 def _cells(keys: np.ndarray) -> np.ndarray:
@@ -1113,7 +1130,7 @@ class ContinuationGenerator(Generator):
             if surface.texture is None:
                 unpainted[pixels] = True
             else:
-                rgb[pixels] = surface.texture.sample(hits)
+                surface.texture.paint(rgb, pixels, hits)
             depth[pixels] = hole_depth[chosen]
             confidence[pixels] = options.continued_confidence * plane.memory_confidence
 
@@ -1124,7 +1141,7 @@ class ContinuationGenerator(Generator):
             area_m2 = len(plane.surface.seen) * options.support_cell_m**2
             if len(drawn) and plane.surface.texture is not None and area_m2 >= MIN_DRAWN_AREA_M2:
                 hits = (rays_cam[holes[drawn]] * standing_depth[drawn, None]) @ plane.to_plane + plane.plane_origin
-                rgb[holes[drawn]] = plane.surface.texture.sample(hits)
+                plane.surface.texture.paint(rgb, holes[drawn], hits)
                 unpainted[holes[drawn]] = False
                 painted[holes[drawn]] = True
         return self._fill_unknown(rgb, depth, confidence, shape, kept, unpainted, painted) + (shown,)
