@@ -4,21 +4,23 @@ figure beside its baseline from the same run, against ``worldweave serve`` proce
     python benchmarks/bench_soak.py [--seconds 20] [--fair-seconds 30] [--rss-seconds 30] [--width 128 --height 96]
                                     [--configs unbounded default] [--workers N] [--queue N] [--cold-cache]
                                     [--client-processes 8] [--client-nice N] [--skip load fair memory startup]
+                                    [--generator continue]
 
 * **Load.** For each server configuration, 1, 16 and 64 clients (threads spread over ``--client-processes``
   processes, at ``--client-nice`` niceness, so that one process's GIL does not delay them; each client on a
-  connection and a world of its own, ``reproject`` generator), alternately stepping and rendering one pose for
-  ``--seconds``. A refused call (RESOURCE_EXHAUSTED with ``retry-after-ms``) is counted apart and retried after the
-  suggested delay as the SDK does (``sim_clients.retry.RetryPolicy``: the delay times a random factor in [1, 1.1]);
-  any other failure is an error. Reported: admitted calls/s, refusals, errors, admitted-call p50 / p99 / max as the
-  clients saw them (send to answer) and p50 / p99 as the server timed them (``--log-requests``: arrival to answer,
-  with the waits for the world and an engine thread, without the clients' own wait for a core); beside them the
-  single client's p99 and the 16-client throughput of the same configuration, and the issue's targets (p99 at 64
-  clients <= 4x the single client's; throughput at 64 >= 90% of 16's). Configurations: ``unbounded`` (8 engine
-  threads and queues too large to refuse anything: how the server ran before admission control), ``default``
-  (``worldweave serve`` defaults: one engine thread per core of this machine, as many queued, clients' calls on as
-  many of them at once as the engine gate measures to be worth it), ``fixed`` (the defaults with ``--fixed-concurrency``:
-  calls on every thread whenever they wait) and ``custom`` (``--workers N --queue N``).
+  connection and a world of its own), alternately stepping and rendering one pose for ``--seconds``. Every server
+  runs ``--generator`` (by default the server's default). A refused call (RESOURCE_EXHAUSTED with
+  ``retry-after-ms``) is counted apart and retried after the suggested delay as the SDK does
+  (``sim_clients.retry.RetryPolicy``: the delay times a random factor in [1, 1.1]); any other failure is an error.
+  Reported: admitted calls/s, refusals, errors, admitted-call p50 / p99 / max as the clients saw them (send to
+  answer) and p50 / p99 as the server timed them (``--log-requests``: arrival to answer, with the waits for the
+  world and an engine thread, without the clients' own wait for a core); beside them the single client's p99 and the
+  16-client throughput of the same configuration, and the issue's targets (p99 at 64 clients <= 4x the single
+  client's; throughput at 64 >= 90% of 16's). Configurations: ``unbounded`` (8 engine threads and queues too large
+  to refuse anything: how the server ran before admission control), ``default`` (``worldweave serve`` defaults: one
+  engine thread per core of this machine, as many queued, clients' calls on as many of them at once as the engine
+  gate measures to be worth it), ``fixed`` (the defaults with ``--fixed-concurrency``: calls on every thread
+  whenever they wait) and ``custom`` (``--workers N --queue N``).
 * **Fair share.** 4 clients (connections) stepping one world for ``--fair-seconds``: each one's share of its steps;
   then a client with 3 streams against one with 1 stream for half that time (``default`` server; refusals, if any,
   are retried as above and counted).
@@ -57,6 +59,7 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from worldweave.bridge.eval.wall import wall_seed, yaw_poses
+from worldweave.bridge.generators.registry import DEFAULT_GENERATOR, available
 from worldweave.proto.errors import RETRY_AFTER_METADATA_KEY
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
@@ -508,10 +511,13 @@ def main() -> None:
                         help="niceness added to the client processes (with --client-processes > 1)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["load", "fair", "memory", "startup"],
                         help="phases to leave out")
+    parser.add_argument("--generator", default=DEFAULT_GENERATOR, choices=available(),
+                        help="the servers' generator (default: %(default)s, the server's default)")
     parser.add_argument("--cold-cache", action="store_true",
                         help="start-up phase with an empty numba cache per server (a fresh install; minutes)")
     args = parser.parse_args()
-    print(f"Soak over loopback, `reproject` generator, {args.width}x{args.height} raw RGB, {os.cpu_count()} cores "
+    generator = ["--generator", args.generator]
+    print(f"Soak over loopback, `{args.generator}` generator, {args.width}x{args.height} raw RGB, {os.cpu_count()} cores "
           f"shared with other work; {load_average()} at start")
     print()
 
@@ -519,7 +525,7 @@ def main() -> None:
     results: dict[str, list[dict]] = {}
     for name in args.configs if "load" not in args.skip else []:
         flags = config_flags(name, args)
-        with serving([*flags, "--log-requests"]) as server:
+        with serving([*generator, *flags, "--log-requests"]) as server:
             results[name] = [load_phase(server, n, args.seconds, args.width, args.height, args.client_processes,
                                         args.client_nice) for n in CLIENT_COUNTS]
     if results:
@@ -564,7 +570,7 @@ def main() -> None:
 
     # 2. memory, 3. fair share (server defaults); memory first, so that no world deleted before it frees memory in it
     if not {"memory", "fair"} <= set(args.skip):
-        with serving([]) as server:
+        with serving(generator) as server:
             if "memory" not in args.skip:
                 memory = {mode: rss_phase(server, mode, args.rss_seconds, args.width, args.height)
                           for mode in ("view", "step")}
@@ -593,7 +599,7 @@ def main() -> None:
     # 4. start-up and first calls
     if "startup" not in args.skip:
         cache = "an empty numba cache per server (fresh install)" if args.cold_cache else "the machine's numba cache"
-        starts = {label: first_calls(flags, args.cold_cache, args.width, args.height)
+        starts = {label: first_calls([*generator, *flags], args.cold_cache, args.width, args.height)
                   for label, flags in (("warm-up (default)", []), ("--no-warm-up", ["--no-warm-up"]))}
         print(f"Start-up with {cache}: spawn to health SERVING, then the first calls on a fresh world")
         print()
