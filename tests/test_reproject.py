@@ -27,6 +27,19 @@ def test_numba_push_pull_equals_the_torch_reference(shape):
     np.testing.assert_allclose(push_pull_fill_cpu(values, known), expected, rtol=1e-5, atol=1e-3)
 
 
+@pytest.mark.parametrize("share", [1.0, 0.5])
+def test_the_fill_is_c_contiguous_whatever_the_layout_it_is_handed(share):
+    """A caller's kernel compiles once per layout it is handed: the fill's result is C-contiguous even when every
+    pixel is known and it is the input itself (a transposed view, as ``continue`` hands it)."""
+    rng = np.random.default_rng(3)
+    values = rng.uniform(0, 255, (9, 7, 3)).astype(np.float32).transpose(2, 0, 1)
+    known = rng.uniform(size=(9, 7)) < share
+    known.flat[0] = True
+    filled = push_pull_fill_cpu(values, known)
+    assert filled.flags.c_contiguous and filled.dtype == np.float32
+    np.testing.assert_array_equal(filled[:, known], values[:, known])
+
+
 def test_fill_keeps_known_pixels_and_interpolates_holes_smoothly():
     v, u = np.mgrid[0:40, 0:60]
     ramp = np.stack([u * 2.0, v * 3.0, u + v, 1.0 + 0.01 * u]).astype(np.float32)

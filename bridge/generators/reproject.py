@@ -151,9 +151,10 @@ def _pull_rows(first, stop, summed, weight, coarse, out):
 
 
 def push_pull_fill_cpu(values: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """numba twin of ``push_pull_fill`` for float32 (C, H, W) numpy arrays (tested equal)."""
+    """numba twin of ``push_pull_fill`` for float32 (C, H, W) numpy arrays (tested equal); C-contiguous, whatever the
+    layout of ``values`` (a kernel compiles apart for each layout it is handed: the warm-up covers one)."""
     if known.all():
-        return values
+        return np.ascontiguousarray(values)
     weight = known.astype(np.float32)
     return _push_pull((values * weight[None], weight))  # level 0's weights are 0 or 1: known pixels come back exactly
 
