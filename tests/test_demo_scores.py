@@ -159,7 +159,7 @@ def test_a_tiny_demo_writes_scores_plot_and_labelled_video(tmp_path):
     assert math.isclose(sum(summary["pixel_shares"].values()), 1.0, abs_tol=2e-4)
     assert 0 < summary["confident_voxels"] <= summary["voxels"]
     assert summary["surface_tolerance_m"] == 0.05 and summary["confident_min"] == metrics.CONFIDENT_MIN
-    assert summary["scoring_seconds"] >= 0
+    assert summary["scoring_seconds"] >= 0 and summary["warmup_seconds"] >= 0
     # The room's six pieces of furniture, asked once each point at the default level.
     assert summary["points_inside_solids"] == 6 * demo.SOLID_POINTS_PER_BOX
     assert 0 <= summary["free_inside_solids"] <= summary["points_inside_solids"]
