@@ -747,11 +747,15 @@ class PlaneTexture:
     """bool (B, B, B): the ``COLOR_BIN`` colour bins the tile's colours fall in or next to, to recognise the surface
     in a later view."""
 
+    @property
+    def period_values(self) -> tuple[float, float]:
+        """``periods`` as floats, NaN along an axis without one (as the paint kernel and a saved state take them)."""
+        return tuple(np.nan if period is None else period for period in self.periods)
+
     def paint(self, rgb: np.ndarray, pixels: np.ndarray, coordinates: np.ndarray) -> None:
         """Write into uint8 (H W, 3) ``rgb`` at the (N,) flat ``pixels`` the colours at their (N, 2) plane
         coordinates (s, t metres, of ``frame``)."""
-        periods = [np.nan if period is None else period for period in self.periods]
-        _paint_tile(rgb, pixels, coordinates, self.low, self.texel_m, self.tile, periods[0], periods[1])
+        _paint_tile(rgb, pixels, coordinates, self.low, self.texel_m, self.tile, *self.period_values)
 
     def explains(self, colors: np.ndarray, share: float) -> bool:
         """Whether at least ``share`` of (N, 3) uint8 colours seen on the plane fall in this tile's colour bins."""
@@ -1004,8 +1008,7 @@ class ContinuationGenerator(Generator):
             texture = surface.texture
             if texture is not None:
                 arrays[f"{index}.tile"] = texture.tile
-                arrays[f"{index}.texel"] = np.array([texture.texel_m, *texture.low,
-                                                     *(np.nan if p is None else p for p in texture.periods)])
+                arrays[f"{index}.texel"] = np.array([texture.texel_m, *texture.low, *texture.period_values])
                 arrays[f"{index}.color_bins"] = texture.color_bins
         return arrays
 
@@ -1136,14 +1139,16 @@ class ContinuationGenerator(Generator):
 
         # 6. Unknown pixels: where a large textured surface stands (not near enough to continue it) it is drawn, the
         # rest is the push-pull fill of the known colours: a picture only (depth 0, confidence 0: never fused).
+        uncontinued = hole_plane < 0
         for index, plane in enumerate(planes):
-            drawn = np.flatnonzero((standing == index) & (hole_plane < 0))
+            drawn = np.flatnonzero((standing == index) & uncontinued)
             area_m2 = len(plane.surface.seen) * options.support_cell_m**2
             if len(drawn) and plane.surface.texture is not None and area_m2 >= MIN_DRAWN_AREA_M2:
-                hits = (rays_cam[holes[drawn]] * standing_depth[drawn, None]) @ plane.to_plane + plane.plane_origin
-                plane.surface.texture.paint(rgb, holes[drawn], hits)
-                unpainted[holes[drawn]] = False
-                painted[holes[drawn]] = True
+                pixels = holes[drawn]
+                hits = (rays_cam[pixels] * standing_depth[drawn, None]) @ plane.to_plane + plane.plane_origin
+                plane.surface.texture.paint(rgb, pixels, hits)
+                unpainted[pixels] = False
+                painted[pixels] = True
         return self._fill_unknown(rgb, depth, confidence, shape, kept, unpainted, painted) + (shown,)
 
     @staticmethod
