@@ -1,16 +1,18 @@
 """Soak under load (issue 17, defect 9): admission control, fair turns, memory over time and warm start, every
 figure beside its baseline from the same run, against ``worldweave serve`` processes over loopback.
 
-    python benchmarks/bench_soak.py [--seconds 20] [--fair-seconds 30] [--rss-seconds 30] [--width 128 --height 96]
-                                    [--configs unbounded default] [--workers N] [--queue N] [--cold-cache]
-                                    [--client-processes 8] [--client-nice N] [--skip load fair memory startup]
-                                    [--generator continue]
+    python benchmarks/bench_soak.py [--seconds 10 --rounds 3] [--fair-seconds 30] [--rss-seconds 30]
+                                    [--width 128 --height 96] [--configs unbounded default] [--workers N]
+                                    [--queue N] [--cold-cache] [--client-processes 8] [--client-nice N]
+                                    [--skip load fair memory startup] [--generator continue]
 
 * **Load.** For each server configuration, 1, 16 and 64 clients (threads spread over ``--client-processes``
   processes, at ``--client-nice`` niceness, so that one process's GIL does not delay them; each client on a
-  connection and a world of its own), alternately stepping and rendering one pose for ``--seconds``. Every server
-  runs ``--generator`` (by default the server's default). A refused call (RESOURCE_EXHAUSTED with
-  ``retry-after-ms``) is counted apart and retried after the suggested delay as the SDK does
+  connection and a world of its own), alternately stepping and rendering one pose for ``--seconds``: one client
+  once, then 16 and 64 clients in turn for ``--rounds`` rounds, each count's figures over all its rounds (this
+  machine's speed drifts by +-20% over minutes; rounds in turn put a slow spell on both counts, where one long phase
+  each put it on one). Every server runs ``--generator`` (by default the server's default). A refused call
+  (RESOURCE_EXHAUSTED with ``retry-after-ms``) is counted apart and retried after the suggested delay as the SDK does
   (``sim_clients.retry.RetryPolicy``: the delay times a random factor in [1, 1.1]); any other failure is an error.
   Reported: admitted calls/s, refusals, errors, admitted-call p50 / p99 / max as the clients saw them (send to
   answer) and p50 / p99 as the server timed them (``--log-requests``: arrival to answer, with the waits for the
@@ -364,9 +366,10 @@ def run_clients(address: str, plans: list[tuple[str, str]], seconds: float, tall
 
 
 def load_phase(server: ServeProcess, clients: int, seconds: float, width: int, height: int, processes: int,
-               nice: int) -> dict[str, float]:
-    """``clients`` clients stepping and rendering for ``seconds`` (``run_clients``); the admitted calls' latencies
-    as the clients saw them and as the server's request log timed them (the server runs with ``--log-requests``)."""
+               nice: int) -> dict:
+    """``clients`` clients stepping and rendering for ``seconds`` (``run_clients``): what they saw (the ``Tally``'s
+    record), the admitted calls' latencies as the server's request log timed them (the server runs with
+    ``--log-requests``) and the load averages before and after."""
     worlds = make_worlds(server.address, clients, width, height, "soak")
     tally = Tally()
     before = load_average()
@@ -374,17 +377,45 @@ def load_phase(server: ServeProcess, clients: int, seconds: float, width: int, h
     time.sleep(0.2)  # the last request lines reach the log reader
     server_ms = server.admitted_ms(began, began + seconds)
     delete_worlds(server.address, worlds)
+    return {"clients": clients, "seconds": seconds, "tally": tally, "server_ms": server_ms, "load_before": before,
+            "load_after": load_average().split(" ", 2)[2]}
+
+
+def summary(phases: list[dict]) -> dict[str, float]:
+    """One client count's figures over its ``phases`` (``load_phase`` results, all with that count) taken together:
+    calls per second over their summed time, percentiles over all their admitted calls."""
+    tally = Tally()
+    for phase in phases:
+        tally.absorb(phase["tally"].record())
     admitted = tally.admitted()
+    server_ms = np.concatenate([phase["server_ms"] for phase in phases])
+    seconds = sum(phase["seconds"] for phase in phases)
     return {
         "server_calls": len(server_ms), "server_p50_ms": float(np.percentile(server_ms, 50)),
         "server_p99_ms": float(np.percentile(server_ms, 99)),
-        "clients": clients, "calls_s": len(admitted) / seconds, "admitted": len(admitted), "refused": tally.refused,
+        "clients": phases[0]["clients"], "calls_s": len(admitted) / seconds, "admitted": len(admitted),
+        "refused": tally.refused,
         "refusal_ms": 1e3 * float(np.median(tally.refusal_s)) if tally.refusal_s else float("nan"),
         "retry_ms": float(np.median(tally.retry_after_ms)) if tally.retry_after_ms else float("nan"),
         "errors": len(tally.errors), "first_error": tally.errors[0] if tally.errors else "",
         "p50_ms": 1e3 * float(np.percentile(admitted, 50)), "p99_ms": 1e3 * float(np.percentile(admitted, 99)),
-        "max_ms": 1e3 * float(admitted.max()), "load": f"{before} -> {load_average().split(' ', 2)[2]}",
+        "max_ms": 1e3 * float(admitted.max()), "load": f"{phases[0]['load_before']} -> {phases[-1]['load_after']}",
+        "rounds_calls_s": [len(phase["tally"].admitted()) / phase["seconds"] for phase in phases],
     }
+
+
+def load_phases(server: ServeProcess, args: argparse.Namespace) -> list[dict[str, float]]:
+    """The load phases of one server: one client, then 16 and 64 clients in turn for ``args.rounds`` rounds (so that
+    a slow spell of this shared machine falls on both); a summary per client count."""
+    def phase(clients: int) -> dict:
+        return load_phase(server, clients, args.seconds, args.width, args.height, args.client_processes,
+                          args.client_nice)
+
+    by_count: dict[int, list[dict]] = {1: [phase(1)]}
+    for _ in range(args.rounds):
+        for clients in CLIENT_COUNTS[1:]:
+            by_count.setdefault(clients, []).append(phase(clients))
+    return [summary(by_count[n]) for n in CLIENT_COUNTS]
 
 
 def fair_phase(
@@ -495,7 +526,9 @@ def config_flags(name: str, args: argparse.Namespace) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=20.0, help="seconds per load phase (default 20)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds per load phase (default 10)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of the 16- and 64-client phases, in turn (default 3); each figure is over all rounds")
     parser.add_argument("--fair-seconds", type=float, default=30.0, help="seconds of the 4-client fair-share phase")
     parser.add_argument("--rss-seconds", type=float, default=30.0, help="seconds of each memory phase")
     parser.add_argument("--width", type=int, default=128)
@@ -526,10 +559,11 @@ def main() -> None:
     for name in args.configs if "load" not in args.skip else []:
         flags = config_flags(name, args)
         with serving([*generator, *flags, "--log-requests"]) as server:
-            results[name] = [load_phase(server, n, args.seconds, args.width, args.height, args.client_processes,
-                                        args.client_nice) for n in CLIENT_COUNTS]
+            results[name] = load_phases(server, args)
     if results:
-        print(f"Load: each client steps and renders one pose alternately on its own world for {args.seconds:.0f} s. "
+        print(f"Load: each client steps and renders one pose alternately on its own world, {args.seconds:.0f} s "
+              f"per phase: 1 client once, then 16 and 64 clients in turn for {args.rounds} round(s), each count's "
+              "figures over all its rounds. "
               f"Refusals (RESOURCE_EXHAUSTED + retry-after-ms) are retried after the hint x U(1, {1 + RETRY.jitter:g}), "
               "as the SDK does, and counted apart.")
         print()
@@ -554,6 +588,9 @@ def main() -> None:
                       f"{r['p99_ms'] / single['p99_ms']:.1f}x | {r['max_ms']:.0f} | {r['server_p50_ms']:.0f} / "
                       f"{r['server_p99_ms']:.0f} | {r['server_p99_ms'] / single['server_p99_ms']:.1f}x | {r['load']} |")
             last = rows[-1]
+            if args.rounds > 1:
+                verdicts.append(f"* {name}, admitted calls/s per round: " + "; ".join(
+                    f"{r['clients']} clients " + " / ".join(f"{x:.1f}" for x in r["rounds_calls_s"]) for r in rows[1:]))
             throughput_ratio = last["calls_s"] / sixteen["calls_s"]
             errors = sum(r["errors"] for r in rows)
             for side, key in (("client", "p99_ms"), ("server", "server_p99_ms")):
