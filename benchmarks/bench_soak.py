@@ -8,11 +8,11 @@ figure beside its baseline from the same run, against ``worldweave serve`` proce
 
 * **Load.** For each server configuration, 1, 16 and 64 clients (threads spread over ``--client-processes``
   processes, at ``--client-nice`` niceness, so that one process's GIL does not delay them; each client on a
-  connection and a world of its own), alternately stepping and rendering one pose for ``--seconds``: one client
-  once, then 16 and 64 clients in turn for ``--rounds`` rounds, each count's figures over all its rounds (this
-  machine's speed drifts by +-20% over minutes; rounds in turn put a slow spell on both counts, where one long phase
-  each put it on one). Every server runs ``--generator`` (by default the server's default). A refused call
-  (RESOURCE_EXHAUSTED with ``retry-after-ms``) is counted apart and retried after the suggested delay as the SDK does
+  connection and a world of its own), alternately stepping and rendering one pose for ``--seconds``: 1, 16 and 64
+  clients in turn for ``--rounds`` rounds, each count's figures over all its rounds (this machine's speed drifts by
+  +-20% over minutes; rounds in turn put a slow spell on every count, where one long phase each put it on one).
+  Every server runs ``--generator`` (by default the server's default). A refused call (RESOURCE_EXHAUSTED with
+  ``retry-after-ms``) is counted apart and retried after the suggested delay as the SDK does
   (``sim_clients.retry.RetryPolicy``: the delay times a random factor in [1, 1.1]); any other failure is an error.
   Reported: admitted calls/s, refusals, errors, admitted-call p50 / p99 / max as the clients saw them (send to
   answer) and p50 / p99 as the server timed them (``--log-requests``: arrival to answer, with the waits for the
@@ -405,16 +405,16 @@ def summary(phases: list[dict]) -> dict[str, float]:
 
 
 def load_phases(server: ServeProcess, args: argparse.Namespace) -> list[dict[str, float]]:
-    """The load phases of one server: one client, then 16 and 64 clients in turn for ``args.rounds`` rounds (so that
-    a slow spell of this shared machine falls on both); a summary per client count."""
+    """The load phases of one server: 1, 16 and 64 clients in turn for ``args.rounds`` rounds (so that a slow spell of
+    this shared machine falls on every count); a summary per client count."""
     def phase(clients: int) -> dict:
         return load_phase(server, clients, args.seconds, args.width, args.height, args.client_processes,
                           args.client_nice)
 
-    by_count: dict[int, list[dict]] = {1: [phase(1)]}
+    by_count: dict[int, list[dict]] = {n: [] for n in CLIENT_COUNTS}
     for _ in range(args.rounds):
-        for clients in CLIENT_COUNTS[1:]:
-            by_count.setdefault(clients, []).append(phase(clients))
+        for clients in CLIENT_COUNTS:
+            by_count[clients].append(phase(clients))
     return [summary(by_count[n]) for n in CLIENT_COUNTS]
 
 
@@ -528,7 +528,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per load phase (default 10)")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="rounds of the 16- and 64-client phases, in turn (default 3); each figure is over all rounds")
+                        help="rounds of the 1-, 16- and 64-client phases, in turn (default 3); each figure is over all "
+                             "rounds")
     parser.add_argument("--fair-seconds", type=float, default=30.0, help="seconds of the 4-client fair-share phase")
     parser.add_argument("--rss-seconds", type=float, default=30.0, help="seconds of each memory phase")
     parser.add_argument("--width", type=int, default=128)
@@ -562,8 +563,8 @@ def main() -> None:
             results[name] = load_phases(server, args)
     if results:
         print(f"Load: each client steps and renders one pose alternately on its own world, {args.seconds:.0f} s "
-              f"per phase: 1 client once, then 16 and 64 clients in turn for {args.rounds} round(s), each count's "
-              "figures over all its rounds. "
+              f"per phase: 1, 16 and 64 clients in turn for {args.rounds} round(s), each count's figures over all its "
+              "rounds. "
               f"Refusals (RESOURCE_EXHAUSTED + retry-after-ms) are retried after the hint x U(1, {1 + RETRY.jitter:g}), "
               "as the SDK does, and counted apart.")
         print()
@@ -590,7 +591,7 @@ def main() -> None:
             last = rows[-1]
             if args.rounds > 1:
                 verdicts.append(f"* {name}, admitted calls/s per round: " + "; ".join(
-                    f"{r['clients']} clients " + " / ".join(f"{x:.1f}" for x in r["rounds_calls_s"]) for r in rows[1:]))
+                    f"{r['clients']} clients " + " / ".join(f"{x:.1f}" for x in r["rounds_calls_s"]) for r in rows))
             throughput_ratio = last["calls_s"] / sixteen["calls_s"]
             errors = sum(r["errors"] for r in rows)
             for side, key in (("client", "p99_ms"), ("server", "server_p99_ms")):
