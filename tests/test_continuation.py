@@ -25,6 +25,9 @@ from worldweave.bridge.generators.continuation import (
     ContinuationOptions,
     PlaneFrame,
     PlaneTexture,
+    _cell_keys,
+    _key_bounds,
+    _mark_cells,
     _merged,
     _nearest_kept,
 )
@@ -496,6 +499,27 @@ def test_merged_cell_keys_are_the_sorted_union():
         keys[: new_count // 3] = rng.choice(stored, new_count // 3) if stored_count else keys[: new_count // 3]
         merged = _merged(stored, np.concatenate([keys, keys[:5]]))
         assert merged.dtype == np.int64 and np.array_equal(merged, np.union1d(stored, keys))
+
+
+def test_cell_keys_decode_to_their_bounds_and_grid_cells():
+    """Against numpy on the decoded cells: the keys' box, and the grid marks of those inside a grid placed anywhere
+    (cells off the grid, on any side, are left out; marks of several key sets combine)."""
+    rng = np.random.default_rng(8)
+    coordinates = rng.uniform(-3.0, 3.0, (400, 2))
+    keys = _cell_keys(coordinates, 0.1)
+    cells = np.floor(coordinates / 0.1).astype(np.int64)
+    low, high = _key_bounds(keys)
+    assert np.array_equal(low, cells.min(axis=0)) and np.array_equal(high, cells.max(axis=0))
+    for first, shape in (((-30, -30), (61, 61)), ((-5, 3), (12, 40)), ((10, -40), (3, 7))):
+        grid = np.zeros(shape, np.uint8)
+        _mark_cells(keys[:200], np.int64(first[0]), np.int64(first[1]), np.uint8(1), grid)
+        _mark_cells(keys[200:], np.int64(first[0]), np.int64(first[1]), np.uint8(2), grid)
+        expected = np.zeros(shape, np.uint8)
+        for part, bit in ((slice(0, 200), 1), (slice(200, None), 2)):
+            local = cells[part] - first
+            inside = (local >= 0).all(axis=1) & (local[:, 0] < shape[0]) & (local[:, 1] < shape[1])
+            np.bitwise_or.at(expected, (local[inside, 0], local[inside, 1]), bit)
+        assert np.array_equal(grid, expected)
 
 
 @pytest.mark.parametrize("periods", [(None, None), (7.3, None), (None, 4.0), (5.5, 9.25)])

@@ -543,6 +543,7 @@ def test_a_fresh_server_compiles_its_kernels_before_serving():
         "memory.weave._weave_heuristic_kernel",
         "memory.anchors._block_sums", "memory.anchors._block_points", "generators.continuation._meet_holes",
         "generators.continuation._support_levels", "generators.continuation._upsample_into",
+        "generators.continuation._merged", "generators.continuation._key_bounds", "generators.continuation._mark_cells",
         "generators.reproject._pull_rows", "generators.reproject._push_rows")]
     if machine_cores() > 1:
         split += [f"worldweave.bridge.{name}" for name in (

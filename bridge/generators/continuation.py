@@ -445,36 +445,61 @@ class Support:
     @classmethod
     def of(cls, held: np.ndarray, blocked: np.ndarray, covered: np.ndarray, seen_fine: np.ndarray,
            through_fine: np.ndarray, options: ContinuationOptions, *, continues: bool) -> Support:
-        """From (N, 2) int cells (of ``support_cell_m``, in plane coordinates) memory holds of the plane, (E, 2) cells
-        where a view saw through it and (F, 2) cells where a view saw something in front of it; and the keys
-        (``_cell_keys``) of the fine cells (``EDGE_FINE_CELLS`` to a support cell) memory showed it and a view saw
-        through it, read only where its edge may cross a cell. ``continues``: False for a plane that only hides what
-        lies behind it (``HIDING`` at most, no ``EDGE`` cells)."""
+        """From the keys (``_cell_keys``, of ``support_cell_m`` cells in plane coordinates) of the cells memory holds of
+        the plane (at least one), where a view saw through it and where a view saw something in front of it; and the
+        keys of the fine cells (``EDGE_FINE_CELLS`` to a support cell) memory showed it and a view saw through it, read
+        only where its edge may cross a cell. ``continues``: False for a plane that only hides what lies behind it
+        (``HIDING`` at most, no ``EDGE`` cells)."""
         cell = options.support_cell_m
         margin = int(math.ceil(options.occlusion_reach_m / cell))
-        first = held.min(axis=0) - margin
-        cells = held - first
-        shape = tuple(cells.max(axis=0) + margin + 1)
-        occupied = np.zeros(shape, bool)
-        occupied[cells[:, 0], cells[:, 1]] = True
-        marks = [_grid(marked - first, shape) for marked in (blocked, covered)]
-        level = _support_levels(occupied, *marks, int(math.ceil(options.reach_m / cell)), margin)
+        low, high = _key_bounds(held)
+        first = low - margin
+        shape = tuple(high - first + margin + 1)
+        occupied, shut, front = (np.zeros(shape, np.uint8) for _ in range(3))
+        for keys, grid in ((held, occupied), (blocked, shut), (covered, front)):
+            _mark_cells(keys, first[0], first[1], np.uint8(1), grid)
+        level = _support_levels(occupied.view(np.bool_), shut.view(np.bool_), front.view(np.bool_),
+                                int(math.ceil(options.reach_m / cell)), margin)
         if not continues:
             level = np.minimum(level & (EDGE - 1), HIDING)
         if not (level & EDGE).any():
             return cls(level, first * cell, cell, np.zeros((0, 0), np.uint8))
-        fine_shape = (shape[0] * EDGE_FINE_CELLS, shape[1] * EDGE_FINE_CELLS)
-        fine = (_grid(_cells(seen_fine) - first * EDGE_FINE_CELLS, fine_shape).astype(np.uint8) * FINE_SEEN
-                | _grid(_cells(through_fine) - first * EDGE_FINE_CELLS, fine_shape).astype(np.uint8) * FINE_THROUGH)
+        fine = np.zeros((shape[0] * EDGE_FINE_CELLS, shape[1] * EDGE_FINE_CELLS), np.uint8)
+        for keys, bit in ((seen_fine, FINE_SEEN), (through_fine, FINE_THROUGH)):
+            _mark_cells(keys, first[0] * EDGE_FINE_CELLS, first[1] * EDGE_FINE_CELLS, np.uint8(bit), fine)
         return cls(level, first * cell, cell, fine)
 
 
-def _grid(cells: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """bool grid of ``shape``, True at the (N, 2) int ``cells`` inside it."""
-    grid = np.zeros(shape, bool)
-    inside = (cells >= 0).all(axis=1) & (cells[:, 0] < shape[0]) & (cells[:, 1] < shape[1])
-    grid[cells[inside, 0], cells[inside, 1]] = True
-    return grid
+@numba.njit(cache=True, nogil=True)
+def _key_bounds(keys):
+    """The lowest and the highest cell indices (s, t) (two int64 (2,) arrays) of the non-empty cell ``keys``
+    (``_cell_keys``)."""
+    low = np.empty(2, np.int64)
+    high = np.empty(2, np.int64)
+    for n in range(len(keys)):
+        i = (keys[n] >> 32) - CELL_KEY_OFFSET
+        j = (keys[n] & 0xFFFFFFFF) - CELL_KEY_OFFSET
+        if n == 0 or i < low[0]:
+            low[0] = i
+        if n == 0 or j < low[1]:
+            low[1] = j
+        if n == 0 or i > high[0]:
+            high[0] = i
+        if n == 0 or j > high[1]:
+            high[1] = j
+    return low, high
+
+
+@numba.njit(cache=True, nogil=True)
+def _mark_cells(keys, first_i, first_j, bits, grid):
+    """Set ``bits`` in uint8 (A, B) ``grid`` at cell (i - ``first_i``, j - ``first_j``) for the cell (i, j) of each
+    of ``keys`` (``_cell_keys``) that falls inside it."""
+    rows, cols = grid.shape
+    for key in keys:
+        a = (key >> 32) - CELL_KEY_OFFSET - first_i
+        b = (key & 0xFFFFFFFF) - CELL_KEY_OFFSET - first_j
+        if 0 <= a < rows and 0 <= b < cols:
+            grid[a, b] |= bits
 
 
 @numba.njit(cache=True, nogil=True)
@@ -857,26 +882,30 @@ def _cell_keys(coordinates: np.ndarray, cell_m: float) -> np.ndarray:
     return (cells[:, 0] << 32) | cells[:, 1]
 
 
-def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """(N,) bool: which ``keys`` are in the sorted array ``sorted_keys``."""
-    if len(sorted_keys) == 0:
-        return np.zeros(len(keys), bool)
-    at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
-    return sorted_keys[at] == keys
-
-
-def _merged(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """The sorted unique union of the sorted unique array ``sorted_keys`` and ``keys``: the new keys, sorted and
-    deduplicated (``np.unique`` hashes first, several times slower on these sizes), inserted where they belong."""
+@numba.njit(cache=True, nogil=True)
+def _merged(sorted_keys, keys):
+    """The sorted unique union (int64) of the sorted unique array ``sorted_keys`` and ``keys``: the new keys sorted,
+    then merged in one pass, each once and only where ``sorted_keys`` lacks it."""
     new = np.sort(keys)
-    new = new[np.concatenate([[True], new[1:] != new[:-1]])] if len(new) else new
-    new = new[~_contains(sorted_keys, new)]
-    return np.insert(sorted_keys, np.searchsorted(sorted_keys, new), new) if len(new) else sorted_keys
-
-
-def _cells(keys: np.ndarray) -> np.ndarray:
-    """(N,) cell keys -> (N, 2) int64 cell indices (s, t)."""
-    return np.stack([keys >> 32, keys & 0xFFFFFFFF], axis=1) - CELL_KEY_OFFSET
+    out = np.empty(len(sorted_keys) + len(new), np.int64)
+    count = 0
+    i = 0
+    for j in range(len(new)):
+        key = new[j]
+        if j > 0 and key == new[j - 1]:
+            continue
+        while i < len(sorted_keys) and sorted_keys[i] < key:
+            out[count] = sorted_keys[i]
+            count += 1
+            i += 1
+        if i < len(sorted_keys) and sorted_keys[i] == key:
+            continue
+        out[count] = key
+        count += 1
+    for i in range(i, len(sorted_keys)):
+        out[count] = sorted_keys[i]
+        count += 1
+    return out[:count].copy()
 
 
 @dataclass
@@ -1274,9 +1303,9 @@ class ContinuationGenerator(Generator):
             return None
         to_plane = pose.rotation.T @ np.stack([frame.axis_s, frame.axis_t], axis=1)
         plane_origin = frame.coordinates(pose.position[None])[0]
-        held = _cells(surface.seen)
-        nearest = np.clip(plane_origin, held.min(axis=0) * options.support_cell_m,
-                          (held.max(axis=0) + 1) * options.support_cell_m)  # of the seen cells' box, to the camera
+        low, high = _key_bounds(surface.seen)
+        nearest = np.clip(plane_origin, low * options.support_cell_m,
+                          (high + 1) * options.support_cell_m)  # of the seen cells' box, to the camera
         reach_m = options.max_range_m + options.occlusion_reach_m
         if offset_cam_m > options.max_range_m or np.linalg.norm(nearest - plane_origin) > reach_m:
             return None
@@ -1305,7 +1334,7 @@ class ContinuationGenerator(Generator):
             through_fine = _merged(through_fine, _cell_keys(through_st, options.support_cell_m / EDGE_FINE_CELLS))
         if records:
             surface.blocked, surface.covered, surface.through_fine = blocked, covered, through_fine
-        support = Support.of(held, _cells(blocked), _cells(covered), surface.seen_fine, through_fine, options,
+        support = Support.of(surface.seen, blocked, covered, surface.seen_fine, through_fine, options,
                              continues=continues)
         return _ViewPlane(surface, normal_cam, offset_cam_m, support, to_plane, plane_origin)
 
