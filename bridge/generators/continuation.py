@@ -57,6 +57,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -443,21 +444,23 @@ class Support:
     a view saw through it (both bits may be set)."""
 
     @classmethod
-    def of(cls, held: np.ndarray, blocked: np.ndarray, covered: np.ndarray, seen_fine: np.ndarray,
-           through_fine: np.ndarray, options: ContinuationOptions, *, continues: bool) -> Support:
+    def of(cls, held: np.ndarray, blocked: Sequence[np.ndarray], covered: Sequence[np.ndarray], seen_fine: np.ndarray,
+           through_fine: Sequence[np.ndarray], options: ContinuationOptions, *, continues: bool) -> Support:
         """From the keys (``_cell_keys``, of ``support_cell_m`` cells in plane coordinates) of the cells memory holds of
-        the plane (at least one), where a view saw through it and where a view saw something in front of it; and the
-        keys of the fine cells (``EDGE_FINE_CELLS`` to a support cell) memory showed it and a view saw through it, read
-        only where its edge may cross a cell. ``continues``: False for a plane that only hides what lies behind it
-        (``HIDING`` at most, no ``EDGE`` cells)."""
+        the plane (at least one), and of those where a view saw through it (``blocked``: the union of its arrays) and
+        where a view saw something in front of it (``covered``, likewise); and the keys of the fine cells
+        (``EDGE_FINE_CELLS`` to a support cell) memory showed it and a view saw through it (``through_fine``, a union
+        too), read only where its edge may cross a cell. ``continues``: False for a plane that only hides what lies
+        behind it (``HIDING`` at most, no ``EDGE`` cells)."""
         cell = options.support_cell_m
         margin = int(math.ceil(options.occlusion_reach_m / cell))
         low, high = _key_bounds(held)
         first = low - margin
         shape = tuple(high - first + margin + 1)
         occupied, shut, front = (np.zeros(shape, np.uint8) for _ in range(3))
-        for keys, grid in ((held, occupied), (blocked, shut), (covered, front)):
-            _mark_cells(keys, first[0], first[1], np.uint8(1), grid)
+        for sets, grid in (((held,), occupied), (blocked, shut), (covered, front)):
+            for keys in sets:
+                _mark_cells(keys, first[0], first[1], np.uint8(1), grid)
         level = _support_levels(occupied.view(np.bool_), shut.view(np.bool_), front.view(np.bool_),
                                 int(math.ceil(options.reach_m / cell)), margin)
         if not continues:
@@ -465,8 +468,9 @@ class Support:
         if not (level & EDGE).any():
             return cls(level, first * cell, cell, np.zeros((0, 0), np.uint8))
         fine = np.zeros((shape[0] * EDGE_FINE_CELLS, shape[1] * EDGE_FINE_CELLS), np.uint8)
-        for keys, bit in ((seen_fine, FINE_SEEN), (through_fine, FINE_THROUGH)):
-            _mark_cells(keys, first[0] * EDGE_FINE_CELLS, first[1] * EDGE_FINE_CELLS, np.uint8(bit), fine)
+        for sets, bit in (((seen_fine,), FINE_SEEN), (through_fine, FINE_THROUGH)):
+            for keys in sets:
+                _mark_cells(keys, first[0] * EDGE_FINE_CELLS, first[1] * EDGE_FINE_CELLS, np.uint8(bit), fine)
         return cls(level, first * cell, cell, fine)
 
 
@@ -1327,13 +1331,14 @@ class ContinuationGenerator(Generator):
             return crossings @ to_plane + plane_origin
 
         through_st = crossed(through)
-        blocked = _merged(surface.blocked, _cell_keys(through_st, options.support_cell_m))
-        covered = _merged(surface.covered, _cell_keys(crossed(covered), options.support_cell_m))
-        through_fine = surface.through_fine
+        blocked = (surface.blocked, _cell_keys(through_st, options.support_cell_m))
+        covered = (surface.covered, _cell_keys(crossed(covered), options.support_cell_m))
+        through_fine = (surface.through_fine,)
         if records or continues:  # else neither kept nor read (``Support.of``)
-            through_fine = _merged(through_fine, _cell_keys(through_st, options.support_cell_m / EDGE_FINE_CELLS))
-        if records:
-            surface.blocked, surface.covered, surface.through_fine = blocked, covered, through_fine
+            through_fine += (_cell_keys(through_st, options.support_cell_m / EDGE_FINE_CELLS),)
+        if records:  # merged into the surface's sets; a view that only hides uses its cells unmerged, once
+            surface.blocked, surface.covered, surface.through_fine = (
+                _merged(kept, new) for kept, new in (blocked, covered, through_fine))
         support = Support.of(surface.seen, blocked, covered, surface.seen_fine, through_fine, options,
                              continues=continues)
         return _ViewPlane(surface, normal_cam, offset_cam_m, support, to_plane, plane_origin)
