@@ -223,6 +223,24 @@ def test_a_keyframe_anchor_is_never_surer_of_its_depth_than_its_frame(scene):
         assert len(points) > 0.5 * seen.sum() / stride**2
 
 
+def test_an_anchor_pixel_takes_the_lowest_confidence_of_the_squares_over_it():
+    """The anchor confidence's splat against numpy's ``minimum.at`` over every square's clipped pixels."""
+    from worldweave.bridge.queries.occupancy import _lowest_in_squares
+
+    rng = np.random.default_rng(9)
+    height, width = 30, 40
+    u0, v0 = rng.integers(-6, 44, 500), rng.integers(-6, 34, 500)
+    sizes, confidence = rng.integers(1, 7, 500), rng.uniform(0.0, 1.0, 500).astype(np.float32)
+    out = np.full(height * width, np.inf, np.float32)
+    _lowest_in_squares(u0, v0, sizes, confidence, height, width, out)
+    expected = np.full(height * width, np.inf, np.float32)
+    for i in range(500):
+        v, u = np.meshgrid(np.arange(v0[i], v0[i] + sizes[i]), np.arange(u0[i], u0[i] + sizes[i]), indexing="ij")
+        inside = (v >= 0) & (v < height) & (u >= 0) & (u < width)
+        np.minimum.at(expected, v[inside] * width + u[inside], confidence[i])
+    assert np.array_equal(out, expected) and np.isinf(out).any() and np.isfinite(out).any()
+
+
 def test_an_undeclared_level_is_refused_naming_the_levels(scene):
     with pytest.raises(InvalidInputError, match=r"\[0.0, 0.5, 0.8\]"):
         scene.queries.nearest(np.zeros((1, 3)), 0.5, min_confidence=0.7)

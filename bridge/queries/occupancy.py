@@ -188,14 +188,21 @@ def _anchor_confidence(view) -> np.ndarray:
     u0 = np.minimum(np.ceil(u - half - 1e-6), np.round(u)).astype(np.int64)
     v0 = np.minimum(np.ceil(v - half - 1e-6), np.round(v)).astype(np.int64)
     width = np.clip(np.maximum(np.floor(u + half + 1e-6), np.round(u)).astype(np.int64) - u0 + 1, 1, _MAX_FOOTPRINT_PX)
-    for dy in range(int(width.max(initial=0))):
-        for dx in range(int(width.max(initial=0))):
-            uu, vv = u0 + dx, v0 + dy
-            keep = (dx < width) & (dy < width) & (uu >= 0) & (uu < w) & (vv >= 0) & (vv < h)
-            np.minimum.at(out, vv[keep] * w + uu[keep], confidence[keep])
+    _lowest_in_squares(u0, v0, width, confidence, h, w, out)
     out[np.isinf(out)] = confidence.min() if len(confidence) else 0.0
     out[~view.observed.reshape(-1)] = 0.0
     return out.reshape(h, w)
+
+
+@numba.njit(cache=True, nogil=True)
+def _lowest_in_squares(u0, v0, width, confidence, height, image_width, out):
+    """Lower the flat (H W,) float32 ``out`` to ``confidence[i]`` over each point i's square of ``width[i]`` pixels
+    from column ``u0[i]``, row ``v0[i]``, clipped to the image (a pixel keeps the lowest of the squares over it)."""
+    for i in range(len(confidence)):
+        for v in range(max(v0[i], 0), min(v0[i] + width[i], height)):
+            for u in range(max(u0[i], 0), min(u0[i] + width[i], image_width)):
+                at = v * image_width + u
+                out[at] = min(out[at], confidence[i])
 
 
 def view_confidence(view: DepthView) -> np.ndarray:
