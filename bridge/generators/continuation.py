@@ -889,9 +889,19 @@ def _cell_keys(coordinates: np.ndarray, cell_m: float) -> np.ndarray:
 @numba.njit(cache=True, nogil=True)
 def _merged(sorted_keys, keys):
     """The sorted unique union (int64) of the sorted unique array ``sorted_keys`` and ``keys``: the new keys sorted,
-    then merged in one pass, each once and only where ``sorted_keys`` lacks it."""
+    counted where ``sorted_keys`` lacks them, then merged in one pass; ``sorted_keys`` itself when it lacks none."""
     new = np.sort(keys)
-    out = np.empty(len(sorted_keys) + len(new), np.int64)
+    missing = 0
+    i = 0
+    for j in range(len(new)):
+        if j > 0 and new[j] == new[j - 1]:
+            continue
+        while i < len(sorted_keys) and sorted_keys[i] < new[j]:
+            i += 1
+        missing += i == len(sorted_keys) or sorted_keys[i] != new[j]
+    if missing == 0:
+        return sorted_keys
+    out = np.empty(len(sorted_keys) + missing, np.int64)
     count = 0
     i = 0
     for j in range(len(new)):
@@ -906,10 +916,8 @@ def _merged(sorted_keys, keys):
             continue
         out[count] = key
         count += 1
-    for i in range(i, len(sorted_keys)):
-        out[count] = sorted_keys[i]
-        count += 1
-    return out[:count].copy()
+    out[count:] = sorted_keys[i:]
+    return out
 
 
 @dataclass
