@@ -129,7 +129,10 @@ def warm_up(generator: Generator | None = None, *, device: str = "cpu", query_re
     world.step(poses[1:2])
     with holding_every_core():
         world.step(poses[1:2])
-    world.step([Pose.look_at(EYE_M, np.add(EYE_M, (1.0, 1.0, 0.0)))])  # half off the wall: what is left unknown
+    off_wall = [Pose.look_at(EYE_M, np.add(EYE_M, (1.0, 1.0, 0.0)))]  # half off the wall: what is left unknown
+    world.step(off_wall)
+    with holding_every_core():  # the fill's split levels on one thread
+        world.step(off_wall)
     stage("step")
     for mode in RETRIEVAL_MODES:
         world.condition(poses[2:3], mode=mode)

@@ -27,6 +27,28 @@ def test_numba_push_pull_equals_the_torch_reference(shape):
     np.testing.assert_allclose(push_pull_fill_cpu(values, known), expected, rtol=1e-5, atol=1e-3)
 
 
+@pytest.mark.parametrize("shape, share", [((600, 500), 0.3), ((97, 131), 0.02), ((64, 64), 0.9), ((3, 700), 0.1)])
+def test_the_small_levels_in_one_kernel_equal_the_pyramid_level_by_level(shape, share):
+    """Bit for bit, against the pyramid pushed and pulled one level at a time (``_push`` / ``_pull``): the levels
+    below ``MIN_SPLIT_PIXELS`` run in one kernel call (the first two of the largest image here are above it), with the
+    same arithmetic."""
+    from worldweave.bridge.generators import reproject
+
+    rng = np.random.default_rng(shape[0])
+    values = rng.uniform(0, 255, (3, *shape)).astype(np.float32)
+    known = rng.uniform(size=shape) < share
+    known.flat[-1] = True
+    weight = known.astype(np.float32)
+    levels = [(values * weight[None], weight)]
+    while levels[-1][1].shape != (1, 1) and not (levels[-1][1] > 0).all():
+        levels.append(reproject._push(*levels[-1], finest=len(levels) == 1))
+    summed, top = levels[-1]
+    expected = summed / np.maximum(top, 1e-12)[None]
+    for level in range(len(levels) - 2, -1, -1):
+        expected = reproject._pull(*levels[level], expected, finest=level == 0)
+    assert np.array_equal(push_pull_fill_cpu(values, known), expected)
+
+
 @pytest.mark.parametrize("share", [1.0, 0.5])
 def test_the_fill_is_c_contiguous_whatever_the_layout_it_is_handed(share):
     """A caller's kernel compiles once per layout it is handed: the fill's result is C-contiguous even when every

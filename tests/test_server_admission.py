@@ -544,7 +544,7 @@ def test_a_fresh_server_compiles_its_kernels_before_serving():
         "memory.anchors._block_sums", "memory.anchors._block_points", "generators.continuation._meet_holes",
         "generators.continuation._support_levels", "generators.continuation._upsample_into",
         "generators.continuation._merged", "generators.continuation._key_bounds", "generators.continuation._mark_cells",
-        "queries.occupancy._lowest_in_squares",
+        "queries.occupancy._lowest_in_squares", "generators.reproject._small_pyramid",
         "generators.reproject._pull_rows", "generators.reproject._push_rows")]
     if machine_cores() > 1:
         split += [f"worldweave.bridge.{name}" for name in (

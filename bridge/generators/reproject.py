@@ -161,15 +161,48 @@ def push_pull_fill_cpu(values: np.ndarray, known: np.ndarray) -> np.ndarray:
 
 def _push_pull(first: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """The push-pull pyramid from its finest level ``first`` (weighted sums (C, H, W), weights (H, W)): push until a
-    level has no hole (or is 1 x 1), then pull back down; returns that finest level filled, (C, H, W) float32."""
+    level has no hole (or is 1 x 1), then pull back down; returns that finest level filled, (C, H, W) float32. The
+    levels of ``MIN_SPLIT_PIXELS`` or more push and pull here, each split over the free cores; below them (one thread
+    each) the rest of the pyramid is one kernel call, ``_small_pyramid``."""
     levels = [first]
-    while levels[-1][1].shape != (1, 1) and not (levels[-1][1] > 0).all():
+    while not _filled(levels[-1][1]) and (len(levels) == 1 or levels[-1][1].size >= MIN_SPLIT_PIXELS):
         levels.append(_push(*levels[-1], finest=len(levels) == 1))
-    summed, weight = levels[-1]
-    filled = summed / np.maximum(weight, 1e-12)[None]
+    filled = _small_pyramid(*(np.ascontiguousarray(array) for array in levels[-1]))
     for level in range(len(levels) - 2, -1, -1):
         summed, weight = levels[level]
-        filled = _pull(summed, weight, filled.astype(np.float32), finest=level == 0)
+        filled = _pull(summed, weight, filled, finest=level == 0)
+    return filled
+
+
+def _filled(weight: np.ndarray) -> bool:
+    """Whether a pyramid level with weights ``weight`` (H, W) is the last one pushed: no hole, or 1 x 1."""
+    return weight.shape == (1, 1) or bool((weight > 0).all())
+
+
+@numba.njit(cache=True, nogil=True)
+def _small_pyramid(summed, weight):
+    """``_push_pull`` from level (``summed`` (C, H, W), ``weight`` (H, W)) on, on one thread: the same pushes and
+    pulls (``_push_rows``, ``_pull_rows``) down to the level with no hole (or 1 x 1) and back; that level filled."""
+    sums = [summed]
+    weights = [weight]
+    while weights[-1].shape != (1, 1) and not (weights[-1] > 0).all():
+        level_sum, level_w8 = sums[-1], weights[-1]
+        channels, height, width = level_sum.shape
+        out_sum = np.zeros((channels, (height + 1) // 2, (width + 1) // 2), np.float32)
+        out_w8 = np.zeros(out_sum.shape[1:], np.float32)
+        _push_rows(0, out_w8.shape[0], level_sum, level_w8, out_sum, out_w8)
+        sums.append(out_sum)
+        weights.append(out_w8)
+    top_sum, top_w8 = sums[-1], weights[-1]
+    filled = np.empty(top_sum.shape, np.float32)
+    for c in range(top_sum.shape[0]):
+        for v in range(top_sum.shape[1]):
+            for u in range(top_sum.shape[2]):
+                filled[c, v, u] = top_sum[c, v, u] / max(top_w8[v, u], np.float32(1e-12))
+    for level in range(len(sums) - 2, -1, -1):
+        out = np.empty(sums[level].shape, np.float32)
+        _pull_rows(0, out.shape[1], sums[level], weights[level], filled, out)
+        filled = out
     return filled
 
 
