@@ -474,6 +474,12 @@ class Support:
         return cls(level, first * cell, cell, fine)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _key_cell(key):
+    """The cell indices (s, t) of a cell key (``_cell_keys``)."""
+    return (key >> 32) - CELL_KEY_OFFSET, (key & 0xFFFFFFFF) - CELL_KEY_OFFSET
+
+
 @numba.njit(cache=True, nogil=True)
 def _key_bounds(keys):
     """The lowest and the highest cell indices (s, t) (two int64 (2,) arrays) of the non-empty cell ``keys``
@@ -481,8 +487,7 @@ def _key_bounds(keys):
     low = np.empty(2, np.int64)
     high = np.empty(2, np.int64)
     for n in range(len(keys)):
-        i = (keys[n] >> 32) - CELL_KEY_OFFSET
-        j = (keys[n] & 0xFFFFFFFF) - CELL_KEY_OFFSET
+        i, j = _key_cell(keys[n])
         if n == 0 or i < low[0]:
             low[0] = i
         if n == 0 or j < low[1]:
@@ -500,8 +505,8 @@ def _mark_cells(keys, first_i, first_j, bits, grid):
     of ``keys`` (``_cell_keys``) that falls inside it."""
     rows, cols = grid.shape
     for key in keys:
-        a = (key >> 32) - CELL_KEY_OFFSET - first_i
-        b = (key & 0xFFFFFFFF) - CELL_KEY_OFFSET - first_j
+        i, j = _key_cell(key)
+        a, b = i - first_i, j - first_j
         if 0 <= a < rows and 0 <= b < cols:
             grid[a, b] |= bits
 
@@ -889,19 +894,9 @@ def _cell_keys(coordinates: np.ndarray, cell_m: float) -> np.ndarray:
 @numba.njit(cache=True, nogil=True)
 def _merged(sorted_keys, keys):
     """The sorted unique union (int64) of the sorted unique array ``sorted_keys`` and ``keys``: the new keys sorted,
-    counted where ``sorted_keys`` lacks them, then merged in one pass; ``sorted_keys`` itself when it lacks none."""
+    then merged in one pass; ``sorted_keys`` itself when it lacks none of them."""
     new = np.sort(keys)
-    missing = 0
-    i = 0
-    for j in range(len(new)):
-        if j > 0 and new[j] == new[j - 1]:
-            continue
-        while i < len(sorted_keys) and sorted_keys[i] < new[j]:
-            i += 1
-        missing += i == len(sorted_keys) or sorted_keys[i] != new[j]
-    if missing == 0:
-        return sorted_keys
-    out = np.empty(len(sorted_keys) + missing, np.int64)
+    out = np.empty(len(sorted_keys) + len(new), np.int64)
     count = 0
     i = 0
     for j in range(len(new)):
@@ -916,8 +911,10 @@ def _merged(sorted_keys, keys):
             continue
         out[count] = key
         count += 1
-    out[count:] = sorted_keys[i:]
-    return out
+    if count == i:  # every new key was stored already
+        return sorted_keys
+    out[count : count + len(sorted_keys) - i] = sorted_keys[i:]
+    return out[: count + len(sorted_keys) - i]
 
 
 @dataclass

@@ -174,9 +174,10 @@ def _push_pull(first: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     return filled
 
 
-def _filled(weight: np.ndarray) -> bool:
+@numba.njit(cache=True, nogil=True)
+def _filled(weight):
     """Whether a pyramid level with weights ``weight`` (H, W) is the last one pushed: no hole, or 1 x 1."""
-    return weight.shape == (1, 1) or bool((weight > 0).all())
+    return (weight.shape[0] == 1 and weight.shape[1] == 1) or (weight > 0).all()
 
 
 @numba.njit(cache=True, nogil=True)
@@ -185,7 +186,7 @@ def _small_pyramid(summed, weight):
     pulls (``_push_rows``, ``_pull_rows``) down to the level with no hole (or 1 x 1) and back; that level filled."""
     sums = [summed]
     weights = [weight]
-    while weights[-1].shape != (1, 1) and not (weights[-1] > 0).all():
+    while not _filled(weights[-1]):
         level_sum, level_w8 = sums[-1], weights[-1]
         channels, height, width = level_sum.shape
         out_sum = np.zeros((channels, (height + 1) // 2, (width + 1) // 2), np.float32)
