@@ -3,12 +3,14 @@ figure beside its baseline from the same run, against ``worldweave serve`` proce
 
     python benchmarks/bench_soak.py [--seconds 10 --rounds 3] [--fair-seconds 30] [--rss-seconds 30]
                                     [--width 128 --height 96] [--configs unbounded default] [--workers N]
-                                    [--queue N] [--cold-cache] [--client-processes 8] [--client-nice N]
+                                    [--queue N] [--prime-calls 32] [--cold-cache] [--client-processes 8]
+                                    [--client-nice N]
                                     [--skip load fair memory startup] [--generator continue]
 
 * **Load.** For each server configuration, 1, 16 and 64 clients (threads spread over ``--client-processes``
   processes, at ``--client-nice`` niceness, so that one process's GIL does not delay them; each client on a
-  connection and a world of its own), alternately stepping and rendering one pose for ``--seconds``: 1, 16 and 64
+  connection and a world of its own, primed by ``--prime-calls`` untimed calls: ``LOAD_PRIME_CALLS``), alternately
+  stepping and rendering one pose for ``--seconds``: 1, 16 and 64
   clients in turn for ``--rounds`` rounds, each count's figures over all its rounds (this machine's speed drifts by
   +-20% over minutes; rounds in turn put a slow spell on every count, where one long phase each put it on one).
   Every server runs ``--generator`` (by default the server's default). A refused call (RESOURCE_EXHAUSTED with
@@ -18,11 +20,12 @@ figure beside its baseline from the same run, against ``worldweave serve`` proce
   answer) and p50 / p99 as the server timed them (``--log-requests``: arrival to answer, with the waits for the
   world and an engine thread, without the clients' own wait for a core); beside them the single client's p99 and the
   16-client throughput of the same configuration, and the issue's targets (p99 at 64 clients <= 4x the single
-  client's; throughput at 64 >= 90% of 16's). Configurations: ``unbounded`` (8 engine threads and queues too large
-  to refuse anything: how the server ran before admission control), ``default`` (``worldweave serve`` defaults: one
-  engine thread per core of this machine, as many queued, clients' calls on as many of them at once as the engine
-  gate measures to be worth it), ``fixed`` (the defaults with ``--fixed-concurrency``: calls on every thread
-  whenever they wait) and ``custom`` (``--workers N --queue N``).
+  client's; throughput at 64 >= 90% of 16's); for each round, its calls per second and the engine gate's mean level
+  (clients' calls run at once). Configurations: ``unbounded`` (8 engine threads and queues too large to refuse
+  anything: how the server ran before admission control), ``default`` (``worldweave serve`` defaults: one engine
+  thread per core of this machine, as many queued, clients' calls on every thread whenever they wait),
+  ``adaptive`` (the defaults with ``--adaptive-concurrency``: calls on as many threads at once as the engine gate
+  measures to be worth it) and ``custom`` (``--workers N --queue N``).
 * **Fair share.** 4 clients (connections) stepping one world for ``--fair-seconds``: each one's share of its steps;
   then a client with 3 streams against one with 1 stream for half that time (``default`` server; refusals, if any,
   are retried as above and counted).
@@ -65,6 +68,7 @@ from worldweave.bridge.generators.registry import DEFAULT_GENERATOR, available
 from worldweave.proto.errors import RETRY_AFTER_METADATA_KEY
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
+from worldweave.server.scheduling import default_engine_threads
 from worldweave.sim_clients import conversions
 from worldweave.sim_clients import world_state as ws
 from worldweave.sim_clients.client import WorldClient
@@ -83,8 +87,17 @@ RAW = conversions.frame_format("raw")
 RSS_PRIME_STEPS = 300
 """Untimed steps per world before the stepping memory phase: the wall world's voxels saturate within ~200 steps of
 these poses and its change log keeps 256 versions, so after them a step changes the world without growing it."""
+LOAD_PRIME_CALLS = 32
+"""Untimed calls per client before a load phase's timed ones (``--prime-calls``): a fresh world's steps cost more
+until its first poses have been fused (128x96 wall world, in one process: a step 12.7 ms over its world's first 10
+calls, 10.1 ms over calls 20-29, 9.0-9.8 ms from call 30 on), so unprimed worlds made the phase with more clients,
+whose worlds each get fewer calls, measure dearer work per call."""
 P99_TARGET, THROUGHPUT_TARGET = 4.0, 0.9
 """The issue's targets: p99 at 64 clients <= 4x the single client's; throughput at 64 >= 90% of 16 clients'."""
+
+
+GATE_MOVE = "engine gate: clients' calls now run "
+"""The start of the server's log line for a move of the engine gate (``server/engine_gate.py``)."""
 
 
 def free_port() -> int:
@@ -114,6 +127,8 @@ class ServeProcess:
         self.log: list[str] = []
         self.requests: list[tuple[float, str, float]] = []
         """Request log lines (with ``--log-requests``): (wall-clock seconds of the line, status, server-side ms)."""
+        self.gate_moves: list[tuple[float, int]] = []
+        """The engine gate's moves: (wall-clock seconds of the log line, clients' calls now run at once)."""
         spawned = time.perf_counter()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "worldweave.server.cli", "serve", "--port", str(self.port), *flags],
@@ -143,11 +158,27 @@ class ServeProcess:
                 self.requests.append((when, values.get("status", "?"), float(values.get("ms", "nan"))))
             else:
                 self.log.append(line)
+                if GATE_MOVE in line:
+                    level = int(line.partition(GATE_MOVE)[2].split()[0])
+                    self.gate_moves.append((datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp(), level))
 
     def admitted_ms(self, start: float, end: float) -> np.ndarray:
         """Server-side latencies (ms, arrival to answer as the request log times them) of the calls answered OK
         between wall-clock seconds ``start`` and ``end``."""
         return np.array([ms for when, status, ms in list(self.requests) if start <= when <= end and status == "OK"])
+
+    def calls_at_once(self, start: float, end: float, first: int) -> float:
+        """The engine gate's level (clients' calls run at once) averaged over wall-clock seconds ``start`` to
+        ``end``; ``first``: its level before its first move (the engine threads)."""
+        level, at, total = first, start, 0.0
+        for when, new in list(self.gate_moves):
+            if when > end:
+                break
+            if when > at:
+                total += level * (when - at)
+                at = when
+            level = new
+        return (total + level * (end - at)) / (end - start)
 
     def log_line(self, marker: str) -> str:
         """The server's last log line containing ``marker`` (its message only), or ""."""
@@ -366,19 +397,22 @@ def run_clients(address: str, plans: list[tuple[str, str]], seconds: float, tall
 
 
 def load_phase(server: ServeProcess, clients: int, seconds: float, width: int, height: int, processes: int,
-               nice: int) -> dict:
-    """``clients`` clients stepping and rendering for ``seconds`` (``run_clients``): what they saw (the ``Tally``'s
+               nice: int, prime: int, threads: int) -> dict:
+    """``clients`` clients stepping and rendering for ``seconds`` after ``prime`` untimed calls each
+    (``run_clients``) on a server of ``threads`` engine threads: what they saw (the ``Tally``'s
     record), the admitted calls' latencies as the server's request log timed them (the server runs with
     ``--log-requests``) and the load averages before and after."""
     worlds = make_worlds(server.address, clients, width, height, "soak")
     tally = Tally()
     before = load_average()
-    began = run_clients(server.address, [(w, "mixed") for w in worlds], seconds, tally, processes=processes, nice=nice)
+    began = run_clients(server.address, [(w, "mixed") for w in worlds], seconds, tally, prime=prime,
+                        processes=processes, nice=nice)
     time.sleep(0.2)  # the last request lines reach the log reader
     server_ms = server.admitted_ms(began, began + seconds)
     delete_worlds(server.address, worlds)
     return {"clients": clients, "seconds": seconds, "tally": tally, "server_ms": server_ms, "load_before": before,
-            "load_after": load_average().split(" ", 2)[2]}
+            "load_after": load_average().split(" ", 2)[2],
+            "calls_at_once": server.calls_at_once(began, began + seconds, threads)}
 
 
 def summary(phases: list[dict]) -> dict[str, float]:
@@ -401,15 +435,16 @@ def summary(phases: list[dict]) -> dict[str, float]:
         "p50_ms": 1e3 * float(np.percentile(admitted, 50)), "p99_ms": 1e3 * float(np.percentile(admitted, 99)),
         "max_ms": 1e3 * float(admitted.max()), "load": f"{phases[0]['load_before']} -> {phases[-1]['load_after']}",
         "rounds_calls_s": [len(phase["tally"].admitted()) / phase["seconds"] for phase in phases],
+        "rounds_at_once": [phase["calls_at_once"] for phase in phases],
     }
 
 
-def load_phases(server: ServeProcess, args: argparse.Namespace) -> list[dict[str, float]]:
+def load_phases(server: ServeProcess, args: argparse.Namespace, threads: int) -> list[dict[str, float]]:
     """The load phases of one server: 1, 16 and 64 clients in turn for ``args.rounds`` rounds (so that a slow spell of
     this shared machine falls on every count); a summary per client count."""
     def phase(clients: int) -> dict:
         return load_phase(server, clients, args.seconds, args.width, args.height, args.client_processes,
-                          args.client_nice)
+                          args.client_nice, args.prime_calls, threads)
 
     by_count: dict[int, list[dict]] = {n: [] for n in CLIENT_COUNTS}
     for _ in range(args.rounds):
@@ -519,9 +554,14 @@ def config_flags(name: str, args: argparse.Namespace) -> list[str]:
                 "--max-queued-total", str(UNBOUNDED_QUEUE)]
     if name == "custom":
         return ["--workers", str(args.workers), "--max-queued-total", str(args.queue)]
-    if name == "fixed":
-        return ["--fixed-concurrency"]
+    if name == "adaptive":
+        return ["--adaptive-concurrency"]
     return []
+
+
+def config_threads(name: str, args: argparse.Namespace) -> int:
+    """The engine threads of the load configuration ``name`` (``config_flags``)."""
+    return {"unbounded": UNBOUNDED_WORKERS, "custom": args.workers}.get(name, default_engine_threads())
 
 
 def main() -> None:
@@ -530,12 +570,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of the 1-, 16- and 64-client phases, in turn (default 3); each figure is over all "
                              "rounds")
+    parser.add_argument("--prime-calls", type=int, default=LOAD_PRIME_CALLS,
+                        help=f"untimed calls per client on its fresh world before each load phase (default "
+                             f"{LOAD_PRIME_CALLS}: a young world's steps cost more)")
     parser.add_argument("--fair-seconds", type=float, default=30.0, help="seconds of the 4-client fair-share phase")
     parser.add_argument("--rss-seconds", type=float, default=30.0, help="seconds of each memory phase")
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--height", type=int, default=96)
     parser.add_argument("--configs", nargs="+", default=["unbounded", "default"],
-                        choices=["unbounded", "default", "fixed", "custom"],
+                        choices=["unbounded", "default", "adaptive", "custom"],
                         help="server configurations of the load phases")
     parser.add_argument("--workers", type=int, default=2, help="engine threads of the 'custom' configuration")
     parser.add_argument("--queue", type=int, default=2, help="--max-queued-total of the 'custom' configuration")
@@ -560,7 +603,7 @@ def main() -> None:
     for name in args.configs if "load" not in args.skip else []:
         flags = config_flags(name, args)
         with serving([*generator, *flags, "--log-requests"]) as server:
-            results[name] = load_phases(server, args)
+            results[name] = load_phases(server, args, config_threads(name, args))
     if results:
         print(f"Load: each client steps and renders one pose alternately on its own world, {args.seconds:.0f} s "
               f"per phase: 1, 16 and 64 clients in turn for {args.rounds} round(s), each count's figures over all its "
@@ -590,8 +633,11 @@ def main() -> None:
                       f"{r['server_p99_ms']:.0f} | {r['server_p99_ms'] / single['server_p99_ms']:.1f}x | {r['load']} |")
             last = rows[-1]
             if args.rounds > 1:
-                verdicts.append(f"* {name}, admitted calls/s per round: " + "; ".join(
-                    f"{r['clients']} clients " + " / ".join(f"{x:.1f}" for x in r["rounds_calls_s"]) for r in rows))
+                per_round = ("; ".join(f"{r['clients']} clients " + " / ".join(
+                    f"{x:.1f} ({level:.2f})" for x, level in zip(r["rounds_calls_s"], r["rounds_at_once"]))
+                    for r in rows))
+                verdicts.append(f"* {name}, admitted calls/s per round (the engine gate's mean calls at once): "
+                                f"{per_round}")
             throughput_ratio = last["calls_s"] / sixteen["calls_s"]
             errors = sum(r["errors"] for r in rows)
             for side, key in (("client", "p99_ms"), ("server", "server_p99_ms")):
