@@ -82,10 +82,10 @@ class ServerConfig:
     workers: int = field(default_factory=default_engine_threads)
     """Threads running engine work (steps, renders, saves, decoding); worlds beyond this count wait. Default: one per
     core of the machine (``scheduling.default_engine_threads``)."""
-    adaptive_concurrency: bool = True
+    adaptive_concurrency: bool = False
     """Run clients' calls on between one and ``workers`` threads at once, as many as the engine gate measures to be
-    worth it in calls per second over each call's time (``engine_gate``); False: ``workers`` at once whenever calls
-    wait."""
+    worth it in calls per second over each call's time (``engine_gate``); False (the default): ``workers`` at once
+    whenever calls wait (steadier and more calls per second; docs/limits.md, "Calls at once")."""
     auth_token: str | None = None
     """When set, every call but the health check must carry ``authorization: Bearer <token>``; the token is one
     read-write tenant, the default one (shorthand for ``auth_tokens=TokenTable.single(token)``)."""

@@ -24,8 +24,8 @@ the limit is all the threads (the server without the gate). The sample that stra
 
 A call that has run longer than ``STRAGGLER_FACTOR`` times the mean duration when another arrives stops counting
 against the limit (it keeps its thread): one long query does not hold up every other world. The server's own work
-(saves) does not pass the gate. Not adaptive (``worldweave serve --fixed-concurrency``), the limit stays at the
-threads.
+(saves) does not pass the gate. Not adaptive (the server's default; ``worldweave serve --adaptive-concurrency``
+makes it adaptive), the limit stays at the threads.
 
 ``EngineGate.submit`` takes a call's work in place of ``Executor.submit``. The engine threads hand the work on among
 themselves: a thread whose job ends starts the next one waiting, on itself, so the event loop is not between one

@@ -528,7 +528,7 @@ class Admission:
     cores, ``benchmarks/bench_soak.py``: 0.95 to 1.06.)"""
 
     def __init__(
-        self, limits: QueueLimits | None = None, engine_threads: int | None = None, adaptive_concurrency: bool = True
+        self, limits: QueueLimits | None = None, engine_threads: int | None = None, adaptive_concurrency: bool = False
     ) -> None:
         self.limits = limits if limits is not None else QueueLimits()
         self.engine_threads = engine_threads if engine_threads is not None else default_engine_threads()
@@ -545,8 +545,8 @@ class Admission:
         self._turns: dict[tuple[str, str], Reservation] = {}
         """(world id, or "" for the server's queue; client) -> its turn, while it is kept."""
         self.gate = EngineGate(self.engine_threads, adaptive=adaptive_concurrency)
-        """How many clients' calls run at once: between one and all the threads, as many as measured to be worth
-        it (``adaptive_concurrency``), or all of them."""
+        """How many clients' calls run at once: all the threads (the default), or with ``adaptive_concurrency``
+        between one and all of them, as many as measured to be worth it."""
 
     @property
     def queued_total(self) -> int:

@@ -83,10 +83,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest gRPC message, MiB (clients must allow the same)")
     parser.add_argument("--workers", type=int, default=default_engine_threads(), metavar="N",
                         help="threads for engine work (default: one per core of this machine, %(default)s); clients' "
-                             "calls run on as many of them at once as the server measures to be worth it")
-    parser.add_argument("--fixed-concurrency", action="store_true",
-                        help="run clients' calls on all --workers threads whenever they wait, instead of on as many "
-                             "as measured to be worth it in calls per second over each call's time (docs/limits.md)")
+                             "calls run on all of them whenever they wait")
+    parser.add_argument("--adaptive-concurrency", action="store_true",
+                        help="run clients' calls on as many --workers threads at once as measured to be worth it in "
+                             "calls per second over each call's time, instead of on all: lower latency, fewer calls "
+                             "per second where the work holds the GIL (small frames; docs/limits.md)")
     parser.add_argument("--max-pixels-per-call", type=int, default=defaults.max_pixels_per_call, metavar="N",
                         help="most pixels (poses x width x height) one Render or StepRequest produces (default "
                              "%(default)s; docs/limits.md)")
@@ -308,7 +309,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
             max_shape_voxels=args.max_shape_voxels,
         ),
         workers=args.workers,
-        adaptive_concurrency=not args.fixed_concurrency,
+        adaptive_concurrency=args.adaptive_concurrency,
         auth_tokens=auth_tokens(args.auth_token_file),
         tls_cert_file=args.tls_cert,
         tls_key_file=args.tls_key,

@@ -8,8 +8,8 @@
   start (the executor shut down) gives its place back. A job running far past the mean duration stops counting, so it
   holds up no one.
 * On a real server on loopback, work that cannot run two at once (a shared lock, as Python holding the GIL) ends up
-  one call at a time, and work that can (a sleep) on both threads; with ``--fixed-concurrency`` the gate never
-  narrows.
+  one call at a time, and work that can (a sleep) on both threads; without ``--adaptive-concurrency`` (the default)
+  the gate never narrows.
 """
 
 from __future__ import annotations
