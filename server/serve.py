@@ -114,8 +114,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="report SERVING without compiling the engine's kernels first (then the first calls "
                              "compile them: seconds each, minutes without numba's cache)")
     parser.add_argument("--no-malloc-tuning", action="store_true",
-                        help="keep glibc's default mmap and trim thresholds (by default they are raised, so that "
-                             "frame-sized buffers stay in the heap instead of costing page faults on every call)")
+                        help="keep glibc's default mmap and trim thresholds and numpy's huge-page advice (by default "
+                             "the thresholds are raised, so that frame-sized buffers stay in the heap instead of "
+                             "costing page faults on every call, and large arrays skip huge pages, whose first touch "
+                             "can wait tens of ms for the kernel to compact memory)")
     parser.add_argument("--auth-token-file", type=Path, default=None, metavar="FILE",
                         help="file of 'TOKEN TENANT ROLE' lines (ROLE read-write or read-only; # comments): every "
                              "call must carry one of its tokens and sees only its tenant's worlds; a file of one "

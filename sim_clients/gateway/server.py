@@ -282,8 +282,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=8, help="threads forwarding requests (connections served at once)")
     parser.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to wait for the server at start")
     parser.add_argument("--no-malloc-tuning", action="store_true",
-                        help="leave glibc's malloc as is (by default frame-sized buffers stay in its heap instead of a "
-                             "fresh mmap and hundreds of page faults per frame)")
+                        help="leave glibc's malloc and numpy's huge-page advice as they are (by default frame-sized "
+                             "buffers stay in its heap instead of a fresh mmap and hundreds of page faults per frame, "
+                             "and large arrays skip huge pages)")
 
 
 def run(args: argparse.Namespace) -> int:
