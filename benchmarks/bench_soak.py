@@ -68,6 +68,7 @@ from worldweave.bridge.generators.registry import DEFAULT_GENERATOR, available
 from worldweave.proto.errors import RETRY_AFTER_METADATA_KEY
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
+from worldweave.server.engine_gate import MOVE_LOGGED
 from worldweave.server.scheduling import default_engine_threads
 from worldweave.sim_clients import conversions
 from worldweave.sim_clients import world_state as ws
@@ -96,8 +97,9 @@ P99_TARGET, THROUGHPUT_TARGET = 4.0, 0.9
 """The issue's targets: p99 at 64 clients <= 4x the single client's; throughput at 64 >= 90% of 16 clients'."""
 
 
-GATE_MOVE = "engine gate: clients' calls now run "
-"""The start of the server's log line for a move of the engine gate (``server/engine_gate.py``)."""
+def log_time(stamp: str) -> float:
+    """Wall-clock seconds of a server log line's time stamp (its first 23 characters: logging's default format)."""
+    return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
 def free_port() -> int:
@@ -154,13 +156,12 @@ class ServeProcess:
             if " worldweave.requests: " in line:
                 stamp, _, fields = line.partition(" INFO worldweave.requests: ")
                 values = dict(field.split("=", 1) for field in fields.split() if "=" in field)
-                when = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
-                self.requests.append((when, values.get("status", "?"), float(values.get("ms", "nan"))))
+                self.requests.append((log_time(stamp), values.get("status", "?"), float(values.get("ms", "nan"))))
             else:
                 self.log.append(line)
-                if GATE_MOVE in line:
-                    level = int(line.partition(GATE_MOVE)[2].split()[0])
-                    self.gate_moves.append((datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp(), level))
+                if MOVE_LOGGED in line:
+                    level = int(line.partition(MOVE_LOGGED)[2].split()[0])
+                    self.gate_moves.append((log_time(line[:23]), level))
 
     def admitted_ms(self, start: float, end: float) -> np.ndarray:
         """Server-side latencies (ms, arrival to answer as the request log times them) of the calls answered OK
@@ -559,9 +560,9 @@ def config_flags(name: str, args: argparse.Namespace) -> list[str]:
     return []
 
 
-def config_threads(name: str, args: argparse.Namespace) -> int:
-    """The engine threads of the load configuration ``name`` (``config_flags``)."""
-    return {"unbounded": UNBOUNDED_WORKERS, "custom": args.workers}.get(name, default_engine_threads())
+def config_threads(flags: list[str]) -> int:
+    """The engine threads of a server started with ``flags`` (``config_flags``): its ``--workers``, or the default."""
+    return int(flags[flags.index("--workers") + 1]) if "--workers" in flags else default_engine_threads()
 
 
 def main() -> None:
@@ -603,7 +604,7 @@ def main() -> None:
     for name in args.configs if "load" not in args.skip else []:
         flags = config_flags(name, args)
         with serving([*generator, *flags, "--log-requests"]) as server:
-            results[name] = load_phases(server, args, config_threads(name, args))
+            results[name] = load_phases(server, args, config_threads(flags))
     if results:
         print(f"Load: each client steps and renders one pose alternately on its own world, {args.seconds:.0f} s "
               f"per phase: 1, 16 and 64 clients in turn for {args.rounds} round(s), each count's figures over all its "

@@ -58,6 +58,8 @@ the limit where it is doubles the gap, up to ``EXPLORE_EVERY_S``."""
 EXPLORE_MAX_CALLS = 4 * WINDOW
 """Calls started at the explored level after which an exploration that has not gathered its samples (the calls
 stopped waiting) ends without a decision."""
+MOVE_LOGGED = "engine gate: clients' calls now run "
+"""How the log line of a move of the limit begins (the new limit follows; ``benchmarks/bench_soak.py`` reads it)."""
 STRAGGLER_FACTOR = 4.0
 """A call running longer than this many times the mean call duration stops counting against the limit."""
 DURATION_SMOOTHING = 0.1
@@ -213,8 +215,8 @@ class EngineGate:
             self._explore_gap_s = FIRST_EXPLORE_GAP_S
             paces = ", ".join(f"{level}: {1e3 * pace:.1f}" for level in range(1, self.threads + 1)
                               if (pace := self.pace_s(level)) is not None)
-            logger.info("engine gate: clients' calls now run %d at a time (measured ms per call served, by calls "
-                        "at once: %s)", explored, paces)
+            logger.info(MOVE_LOGGED + "%d at a time (measured ms per call served, by calls at once: %s)", explored,
+                        paces)
             self.limit = explored
         self._next_explore_s = now + self._explore_gap_s
 
