@@ -162,6 +162,17 @@ class RenderResult:
             confidence = check_confidence(self.confidence, shape, "render confidence") * self.mask
         object.__setattr__(self, "confidence", confidence)
 
+    @classmethod
+    def unchecked(cls, rgb: np.ndarray, depth: np.ndarray, mask: np.ndarray, confidence: np.ndarray) -> RenderResult:
+        """A render whose arrays a renderer's kernel has just written, taken as they are: already C-contiguous, of
+        the documented dtypes and shapes, depth finite and >= 0, confidence in [0, 1] and 0 where not covered. Skips
+        the construction's checks, four passes over the pixels and a copy of the confidence; ``bridge.render``'s
+        tests hold its kernels to them."""
+        result = object.__new__(cls)
+        for name, value in (("rgb", rgb), ("depth", depth), ("mask", mask), ("confidence", confidence)):
+            object.__setattr__(result, name, value)
+        return result
+
     @property
     def kept(self) -> np.ndarray:
         """bool (H, W): the pixels memory covered with depth (what a generator keeps from the render)."""

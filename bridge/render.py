@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numba
 import numpy as np
@@ -83,6 +83,28 @@ class Splat:
     mask: torch.Tensor
     """(H, W) bool, True where some point landed (``index >= 0``)."""
     rgb: torch.Tensor | None = None
+
+
+class RenderBuffers(NamedTuple):
+    """Arrays ``render_points`` writes one view into instead of new ones (``out=``), each C-contiguous and of the
+    view's (H, W): uint8 (H, W, 3) colour, float32 (H, W) depth, bool (H, W) mask, float32 (H, W) confidence. Rows of
+    stacked arrays, for instance: ``SpatialMemory.render_anchors`` renders its anchors into one stack, which the weave
+    then reads without copying."""
+
+    rgb: np.ndarray
+    depth: np.ndarray
+    mask: np.ndarray
+    confidence: np.ndarray
+
+    def check(self, shape: tuple[int, int]) -> None:
+        """Raise ``InvalidInputError`` unless each array is C-contiguous, of its dtype, and of the view's ``shape``."""
+        for name, dtype, want in (("rgb", np.uint8, (*shape, 3)), ("depth", np.float32, shape),
+                                  ("mask", np.bool_, shape), ("confidence", np.float32, shape)):
+            array = getattr(self, name)
+            if not (isinstance(array, np.ndarray) and array.dtype == dtype and array.shape == want
+                    and array.flags.c_contiguous and array.flags.writeable):
+                raise InvalidInputError(f"out.{name} must be a writeable C-contiguous {np.dtype(dtype).name} array of "
+                                        f"shape {want}")
 
 
 def _world_to_cam_rows(pose: Pose) -> np.ndarray:
@@ -565,10 +587,13 @@ def _splat(
     confidence: np.ndarray | None,
     with_confidence: bool,
     keep_index: bool,
+    out: RenderBuffers | None = None,
 ) -> tuple[Splat, np.ndarray | None]:
     """:func:`splat_points`, and with ``with_confidence`` the (H, W) float32 confidence image of
     :func:`render_points` (``confidence``: (N,) checked values, or ``None`` for 1). Without ``keep_index`` the numba
-    path z-buffers in this thread's scratch buffer, so ``Splat.index`` is valid only until the thread's next render."""
+    path z-buffers in this thread's scratch buffer, so ``Splat.index`` is valid only until the thread's next render.
+    ``out`` (checked): the numba path of a non-empty render resolves into these arrays (the colour 0 without
+    ``colors``, the confidence 1 where a point lands without ``with_confidence``); the others leave them alone."""
     device = _device_of(points)
     shape = tuple(points.shape)
     if len(shape) != 2 or shape[1] != 3:
@@ -627,11 +652,15 @@ def _splat(
     size_array = np.zeros(0, np.float32) if sizes is None else sizes
     zbuffer(flat, size_array, rows, cam, near, far, spread32, int(max_radius_px), float(footprint_falloff), w, h, index,
             extra, records)
-    depth = np.empty(pixels, dtype=np.float32)
-    mask = np.empty(pixels, dtype=np.bool_)
-    rgb = np.empty((pixels, 0 if colors is None else 3), dtype=np.uint8)
+    if out is None:
+        depth = np.empty(pixels, dtype=np.float32)
+        mask = np.empty(pixels, dtype=np.bool_)
+        rgb = np.empty((pixels, 0 if colors is None else 3), dtype=np.uint8)
+        pixel_confidence = np.empty(pixels if with_confidence else 0, dtype=np.float32)
+    else:  # views of the caller's arrays
+        rgb, depth, mask, pixel_confidence = (out.rgb.reshape(pixels, 3), out.depth.reshape(pixels),
+                                              out.mask.reshape(pixels), out.confidence.reshape(pixels))
     color_array = np.zeros((1, 3), np.uint8) if colors is None else _numpy(colors, np.uint8)
-    pixel_confidence = np.empty(pixels if with_confidence else 0, dtype=np.float32)
     point_confidence = np.ones(1, np.float32) if confidence is None else confidence
     resolve_args = (index, records, color_array, point_confidence, depth, mask, rgb, pixel_confidence)
     if threads > 1:  # the z-buffers merged, then their pixels split over the render's threads
@@ -645,7 +674,7 @@ def _splat(
                    w, h, color_array, np.float32(soft_tolerance), depth, rgb, acc)
     result = Splat(torch.from_numpy(depth).reshape(h, w), torch.from_numpy(index).reshape(h, w),
                    torch.from_numpy(mask).reshape(h, w), None if colors is None else torch.from_numpy(rgb).reshape(h, w, 3))
-    return result, pixel_confidence.reshape(h, w) if with_confidence else None
+    return result, pixel_confidence.reshape(h, w) if with_confidence or out is not None else None
 
 
 def _splat_with_torch(points: torch.Tensor | np.ndarray, colors: torch.Tensor | np.ndarray | None,
@@ -695,6 +724,7 @@ def render_points(
     backend: RenderBackend | None = None,
     threads: int = 1,
     confidence: torch.Tensor | np.ndarray | None = None,
+    out: RenderBuffers | None = None,
 ) -> RenderResult:
     """Render (N, 3) world points (metres) with (N, 3) uint8 colours at camera-to-world ``pose``.
 
@@ -706,9 +736,12 @@ def render_points(
     does an empty one. A spread pixel shows the point's depth along another ray: on a surface seen at a grazing angle
     or beside a silhouette that depth lies centimetres to decimetres off the surface, so it is shown but not fused as
     it is (a generator may refit it on the plane of the landed pixels around it: ``generators.kept_depth``).
-    Options as in :func:`splat_points`.
+    Options as in :func:`splat_points`. ``out``: arrays to render into (``RenderBuffers``); the result then holds
+    them.
     """
     n = int(points_world.shape[0])
+    if out is not None:
+        out.check(intrinsics.shape)
     with_confidence = confidence is not None or splat != "pixel"  # else 1 on every covered pixel: RenderResult's None
     if confidence is not None:
         confidence = _numpy(confidence, np.float32).reshape(-1)
@@ -718,7 +751,14 @@ def render_points(
         points_world, pose, intrinsics, colors=colors, splat=splat, point_size_m=point_size_m,
         footprint_scale=footprint_scale, max_radius_px=max_radius_px, footprint_falloff=footprint_falloff,
         soft_tolerance=soft_tolerance, near_m=near_m, far_m=far_m, backend=backend, threads=threads,
-        confidence=confidence, with_confidence=with_confidence, keep_index=False,
+        confidence=confidence, with_confidence=with_confidence, keep_index=False, out=out,
     )
-    return RenderResult(result.rgb.cpu().numpy(), result.depth.cpu().numpy(), result.mask.cpu().numpy(),
-                        pixel_confidence)
+    if out is not None and result.depth.data_ptr() == out.depth.ctypes.data:  # the numba kernels wrote them
+        return RenderResult.unchecked(*out)
+    render = RenderResult(result.rgb.cpu().numpy(), result.depth.cpu().numpy(), result.mask.cpu().numpy(),
+                          pixel_confidence)
+    if out is None:
+        return render
+    for array, values in zip(out, (render.rgb, render.depth, render.mask, render.confidence)):
+        np.copyto(array, values)
+    return RenderResult.unchecked(*out)

@@ -365,3 +365,51 @@ def test_point_order_changes_no_pixel() -> None:
         assert torch.equal(a.depth, b.depth) and torch.equal(a.rgb, b.rgb) and torch.equal(a.mask, b.mask)
         hit = b.index >= 0
         assert torch.equal(a.index[hit], torch.from_numpy(order)[b.index[hit]])
+
+
+def _render_fields(result) -> tuple[np.ndarray, ...]:
+    return result.rgb, result.depth, result.mask, result.confidence
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+@pytest.mark.parametrize("splat", ["pixel", "footprint", "soft"])
+def test_a_render_into_given_arrays_equals_a_render_into_new_ones(backend: str, splat: str) -> None:
+    points, colors, sizes = _random_cloud(3000, seed=11)
+    confidence = np.random.default_rng(12).uniform(0.1, 1.0, len(points)).astype(np.float32)
+    options = dict(splat=splat, point_size_m=None if splat == "pixel" else sizes, backend=backend,
+                   confidence=None if splat == "pixel" else confidence)
+    pose = Pose.from_matrix(np.eye(4))
+    fresh = render_points(points, colors, pose, INTRINSICS, **options)
+    h, w = INTRINSICS.shape
+    stack = render.RenderBuffers(np.full((2, h, w, 3), 7, np.uint8), np.full((2, h, w), -1.0, np.float32),
+                                 np.ones((2, h, w), bool), np.full((2, h, w), 0.5, np.float32))
+    into = render_points(points, colors, pose, INTRINSICS, out=render.RenderBuffers(*(a[1] for a in stack)), **options)
+    fields = zip(render.RenderBuffers._fields, _render_fields(into), _render_fields(fresh), stack)
+    for field, mine, theirs, row in fields:
+        assert mine.dtype == theirs.dtype and np.array_equal(mine, theirs), field
+        assert np.shares_memory(mine, row[1]), field  # the result holds the given arrays
+    assert fresh.mask.any() and not fresh.mask.all()
+    assert (stack.depth[0] == -1).all() and (stack.rgb[0] == 7).all()  # the other row untouched
+
+
+def test_an_empty_render_into_given_arrays_clears_them() -> None:
+    h, w = INTRINSICS.shape
+    out = render.RenderBuffers(np.full((h, w, 3), 7, np.uint8), np.full((h, w), 2.0, np.float32),
+                               np.ones((h, w), bool), np.full((h, w), 0.5, np.float32))
+    result = render_points(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), Pose.identity(), INTRINSICS,
+                           out=out)
+    assert not out.mask.any() and not out.depth.any() and not out.rgb.any() and not out.confidence.any()
+    assert result.depth is out.depth
+
+
+def test_arrays_that_do_not_fit_the_view_are_refused() -> None:
+    h, w = INTRINSICS.shape
+    points, colors, _ = _random_cloud(10, seed=3)
+    good = (np.zeros((h, w, 3), np.uint8), np.zeros((h, w), np.float32), np.zeros((h, w), bool),
+            np.zeros((h, w), np.float32))
+    for index, bad in ((1, np.zeros((h, w), np.float64)), (2, np.zeros((h, w + 1), bool)),
+                       (0, np.zeros((h, w * 2, 3), np.uint8)[:, ::2])):
+        arrays = list(good)
+        arrays[index] = bad
+        with pytest.raises(InvalidInputError, match=f"out.{render.RenderBuffers._fields[index]} must be"):
+            render_points(points, colors, Pose.identity(), INTRINSICS, out=render.RenderBuffers(*arrays))

@@ -11,7 +11,7 @@ import pytest
 from worldweave.bridge.frames import RenderResult
 from worldweave.bridge import cores
 from worldweave.bridge.memory.weave import WeaveOptions, blend, heuristic_weights, weave
-from worldweave.bridge.memory.weave_stack import stack_renders
+from worldweave.bridge.memory.weave_stack import stack_renders, stacked
 from worldweave.proto.errors import InvalidInputError, NotFoundError
 from worldweave.proto.geometry import Intrinsics, Pose
 
@@ -184,3 +184,37 @@ def test_the_heuristic_weave_equals_its_stack_weights_and_blend(options: WeaveOp
     assert 0 < woven.mask.mean() < 1
     for field in ("rgb", "depth", "mask", "confidence"):
         assert np.array_equal(getattr(woven, field), getattr(apart, field)), field
+
+
+def test_stacked_reads_the_rows_of_one_array_in_place_and_copies_anything_else() -> None:
+    base = np.arange(3 * 4 * 5, dtype=np.float32).reshape(3, 4, 5).copy()  # owns its memory, as np.empty's does
+    rows = [base[i] for i in range(3)]
+    assert stacked(rows) is base
+    view = np.arange(3 * 4 * 5, dtype=np.float32).reshape(3, 4, 5)  # a view's rows name its owner: copied
+    assert np.array_equal(stacked([view[i] for i in range(3)]), view)
+    for arrays in (rows[::-1], rows[:2], [row.copy() for row in rows], [base[0], base[1], base[1]],
+                   [base[i].T for i in range(3)]):
+        result = stacked(arrays)
+        assert result is not base and np.array_equal(result, np.stack(arrays))
+
+
+def test_anchors_rendered_into_one_stack_weave_as_anchors_rendered_apart(room) -> None:
+    from worldweave.bridge.world import Seed, World
+
+    intrinsics = Intrinsics.from_fov(64, 48, fov_x_deg=75.0)
+    start, turned = Pose.look_at([-1.0, 0.0, 1.4], [2.5, 0.0, 1.0]), Pose.look_at([-0.8, 0.4, 1.4], [2.5, 1.5, 1.0])
+    world = World(Seed([room.render(start, intrinsics)]))
+    world.step([Pose.look_at([-0.9, 0.2, 1.4], [2.5, 0.8, 1.0])])
+    world.step([turned])
+    memory = world.memory
+    anchors = memory.retrieve([turned], intrinsics)
+    assert len(anchors) >= 2
+    options = memory.config.weave
+    apart = [a.render(turned, intrinsics, splat=options.splat, footprint_scale=options.footprint_scale,
+                      footprint_falloff=options.footprint_falloff) for a in anchors]
+    expected = weave(apart, np.array([a.pose.position for a in anchors]), [a.confidence for a in anchors], turned,
+                     intrinsics, options, frame_ids=[a.frame_id for a in anchors])
+    woven = memory.render_anchors(anchors, turned, intrinsics)
+    assert expected.mask.any()
+    for name in ("rgb", "depth", "mask", "confidence"):
+        assert np.array_equal(getattr(woven, name), getattr(expected, name)), name

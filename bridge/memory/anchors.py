@@ -42,6 +42,7 @@ from worldweave.bridge.regions import Region
 from worldweave.bridge.render import (
     DEFAULT_FOOTPRINT_FALLOFF,
     RenderBackend,
+    RenderBuffers,
     SplatMode,
     render_points,
     splat_points,
@@ -468,16 +469,18 @@ class Anchor:
         footprint_falloff: float = DEFAULT_FOOTPRINT_FALLOFF,
         device: torch.device | str = "cpu",
         backend: RenderBackend | None = None,
+        out: RenderBuffers | None = None,
     ) -> RenderResult:
         """This anchor's points seen from camera-to-world ``pose``; ``splat`` is ``"footprint"`` or ``"soft"`` (both
         without see-through holes, see ``bridge.render``). The render's confidence is its points' ``point_confidence``.
 
-        ``device``: where the splatting runs (numba on CPU by default, torch elsewhere)."""
+        ``device``: where the splatting runs (numba on CPU by default, torch elsewhere). ``out``: arrays to render
+        into (``render_points``)."""
         points = torch.from_numpy(self.points_cam).to(device)
         return render_points(
             points, self.colors, self.pose_in_anchor(pose), intrinsics, splat=splat,
             point_size_m=self.point_size_m, footprint_scale=footprint_scale, footprint_falloff=footprint_falloff,
-            backend=backend, confidence=self.point_confidence,
+            backend=backend, confidence=self.point_confidence, out=out,
         )
 
     def _pixels_in(self, region: Region) -> np.ndarray:

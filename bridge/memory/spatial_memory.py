@@ -49,7 +49,7 @@ from worldweave.bridge.memory.voxel_map import (
 )
 from worldweave.bridge.memory.weave import WeaveOptions, weave
 from worldweave.bridge.regions import Region
-from worldweave.bridge.render import render_points
+from worldweave.bridge.render import RenderBuffers, render_points
 from worldweave.bridge.storage import (
     atomic_folder,
     read_manifest,
@@ -259,12 +259,16 @@ class SpatialMemory:
     def render_anchors(self, anchors: Sequence[Anchor], pose: Pose, intrinsics: Intrinsics,
                        weave_options: WeaveOptions | None = None) -> RenderResult:
         """Render each anchor at ``pose`` and weave the renders into one view (``weave_options``: default the
-        config's)."""
+        config's). The anchors render into the rows of one stack of arrays, which the weave reads as they are."""
         options = self.config.weave if weave_options is None else weave_options
+        count, (h, w) = len(anchors), intrinsics.shape
+        stack = RenderBuffers(np.empty((count, h, w, 3), np.uint8), np.empty((count, h, w), np.float32),
+                              np.empty((count, h, w), bool), np.empty((count, h, w), np.float32))
         renders = [
             a.render(pose, intrinsics, splat=options.splat, footprint_scale=options.footprint_scale,
-                     footprint_falloff=options.footprint_falloff, device=self.device)
-            for a in anchors
+                     footprint_falloff=options.footprint_falloff, device=self.device,
+                     out=RenderBuffers(*(array[i] for array in stack)))
+            for i, a in enumerate(anchors)
         ]
         positions = np.array([a.pose.position for a in anchors]).reshape(-1, 3)
         return weave(renders, positions, [a.confidence for a in anchors], pose, intrinsics, options,

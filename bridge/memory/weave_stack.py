@@ -133,6 +133,19 @@ def stack_renders(
                       intrinsics.shape)
 
 
+def stacked(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """``np.stack(arrays)`` (at least one array), without the copy when the arrays already are the rows 0, 1, ... of
+    one C-contiguous array that owns its memory, in order (``SpatialMemory.render_anchors`` renders its anchors into
+    one stack made by ``np.empty``)."""
+    base = arrays[0].base
+    if (isinstance(base, np.ndarray) and base.flags.c_contiguous and base.shape == (len(arrays), *arrays[0].shape)
+            and base.dtype == arrays[0].dtype
+            and all(a.base is base and a.ctypes.data == base[i].ctypes.data and a.flags.c_contiguous
+                    for i, a in enumerate(arrays))):
+        return base
+    return np.stack(arrays)
+
+
 def kernel_inputs(renders: Sequence[RenderResult], positions: np.ndarray, pose: Pose, intrinsics: Intrinsics,
                   tolerance_rel: float, tolerance_m: float) -> tuple:
     """The leading arguments of the kernels that weave A ``renders`` of the view at camera-to-world ``pose`` (the
@@ -142,12 +155,12 @@ def kernel_inputs(renders: Sequence[RenderResult], positions: np.ndarray, pose: 
     (float32) and the target camera's offset from each anchor's camera centre (``positions`` (A, 3), world metres;
     float32 (A, 3))."""
     count = len(renders)
-    depth_all = np.stack([r.depth for r in renders]).reshape(count, -1)
-    mask_all = np.stack([r.mask for r in renders]).reshape(count, -1)
+    depth_all = stacked([r.depth for r in renders]).reshape(count, -1)
+    mask_all = stacked([r.mask for r in renders]).reshape(count, -1)
     return (
         np.flatnonzero(mask_all.any(axis=0)), depth_all, mask_all,
-        np.stack([r.rgb for r in renders]).reshape(count, -1, 3),
-        np.stack([r.confidence for r in renders]).reshape(count, -1).astype(np.float32, copy=False),
+        stacked([r.rgb for r in renders]).reshape(count, -1, 3),
+        stacked([r.confidence for r in renders]).reshape(count, -1).astype(np.float32, copy=False),
         np.float32(1.0 + tolerance_rel), np.float32(tolerance_m), np.float32(intrinsics.fx),
         np.float32(intrinsics.fy), np.float32(intrinsics.cx), np.float32(intrinsics.cy), intrinsics.width,
         np.ascontiguousarray(pose.rotation, np.float32),
