@@ -474,7 +474,13 @@ def test_a_view_is_continued_the_same_on_any_split_of_its_holes(monkeypatch, fro
             assert np.array_equal(a[0], b[0])
 
 
-def test_the_nearest_kept_pixels_are_those_a_scan_finds():
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_the_nearest_kept_pixels_are_those_a_scan_finds(monkeypatch, threads: int):
+    @contextmanager
+    def fixed(requested, limit):  # the passes split over this many threads (at most one per pass)
+        yield threads
+
+    monkeypatch.setattr(cores, "threads_for", fixed)
     rng = np.random.default_rng(5)
     width, height = 23, 17
     kept = rng.random(width * height) < 0.2

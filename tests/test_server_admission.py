@@ -542,6 +542,7 @@ def test_a_fresh_server_compiles_its_kernels_before_serving():
         "memory.voxel_index._fold_rows", "render._blend_rows", "render._resolve_rows",
         "memory.weave._weave_heuristic_kernel",
         "memory.anchors._block_sums", "memory.anchors._block_points", "generators.continuation._meet_holes",
+        "generators.continuation._nearest_passes",
         "generators.continuation._support_levels", "generators.continuation._upsample_into",
         "generators.continuation._merged", "generators.continuation._key_bounds", "generators.continuation._mark_cells",
         "queries.occupancy._lowest_in_squares", "generators.reproject._small_pyramid",
@@ -553,7 +554,7 @@ def test_a_fresh_server_compiles_its_kernels_before_serving():
             "memory.voxel_index._fold_bands", "render._blend_bands",
             "render._resolve_bands", "memory.weave._weave_heuristic_bands", "memory.anchors._block_sums_bands",
             "generators.reproject._pull_bands", "generators.reproject._push_bands",
-            "generators.continuation._meet_hole_bands")]
+            "generators.continuation._meet_hole_bands", "generators.continuation._nearest_pass_bands")]
     for name in split:  # a step's kernels, one-thread and split (worlds stepping at once, a world stepping alone)
         assert report["serving"][name] >= 1, (name, report["warmup"])
     compiled_after_serving = {name: (report["serving"][name], count) for name, count in report["after"].items()

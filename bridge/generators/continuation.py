@@ -511,38 +511,45 @@ def _mark_cells(keys, first_i, first_j, bits, grid):
             grid[a, b] |= bits
 
 
-@numba.njit(cache=True, nogil=True)
-def _nearest_kept(kept, width):
+def _nearest_kept(kept: np.ndarray, width: int) -> np.ndarray:
     """For a flat bool (H W,) image ``width`` pixels wide: int32 (4, H W) flat index of the nearest kept pixel to the
-    left, right, above and below each pixel (itself excluded), -1 where there is none. Every pass runs along the
-    image's rows (above and below: the last kept pixel of each column carried from row to row)."""
+    left, right, above and below each pixel (itself excluded), -1 where there is none. The four passes
+    (``_nearest_passes``) run on the free cores, the two along rows beside the two down columns."""
+    nearest = np.empty((4, kept.shape[0]), np.int32)
+    split_call(_nearest_passes, _nearest_pass_bands, 4, kept, width, nearest, limit=2)
+    return nearest
+
+
+@numba.njit(cache=True, nogil=True)
+def _nearest_passes(first, stop, kept, width, nearest):
+    """Passes ``first .. stop - 1`` of ``_nearest_kept`` into ``nearest[pass]``: 0 left and 1 right along each row,
+    2 above and 3 below (the last kept pixel of each column carried from row to row)."""
     size = kept.shape[0]
     height = size // width
-    nearest = np.empty((4, size), np.int32)
-    for v in range(height):
-        last = -1
-        for u in range(width):
-            nearest[0, v * width + u] = last
-            if kept[v * width + u]:
-                last = v * width + u
-        last = -1
-        for u in range(width - 1, -1, -1):
-            nearest[1, v * width + u] = last
-            if kept[v * width + u]:
-                last = v * width + u
-    column_last = np.full(width, -1, np.int32)
-    for v in range(height):
-        for u in range(width):
-            nearest[2, v * width + u] = column_last[u]
-            if kept[v * width + u]:
-                column_last[u] = v * width + u
-    column_last[:] = -1
-    for v in range(height - 1, -1, -1):
-        for u in range(width):
-            nearest[3, v * width + u] = column_last[u]
-            if kept[v * width + u]:
-                column_last[u] = v * width + u
-    return nearest
+    for direction in range(first, stop):
+        if direction < 2:
+            for v in range(height):
+                last = -1
+                for step in range(width):
+                    u = step if direction == 0 else width - 1 - step
+                    nearest[direction, v * width + u] = last
+                    if kept[v * width + u]:
+                        last = v * width + u
+        else:
+            column_last = np.full(width, -1, np.int32)
+            for step in range(height):
+                v = step if direction == 2 else height - 1 - step
+                for u in range(width):
+                    nearest[direction, v * width + u] = column_last[u]
+                    if kept[v * width + u]:
+                        column_last[u] = v * width + u
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _nearest_pass_bands(bands, kept, width, nearest):
+    """``_nearest_passes`` for the bands of passes ``bands[t] .. bands[t + 1] - 1``, one thread each."""
+    for t in numba.prange(len(bands) - 1):
+        _nearest_passes(bands[t], bands[t + 1], kept, width, nearest)
 
 
 @numba.njit(cache=True, nogil=True)
