@@ -173,6 +173,10 @@ class RenderResult:
             object.__setattr__(result, name, value)
         return result
 
+    def copy(self) -> RenderResult:
+        """A render equal to this one whose arrays are its own (copies, not checked again)."""
+        return RenderResult.unchecked(self.rgb.copy(), self.depth.copy(), self.mask.copy(), self.confidence.copy())
+
     @property
     def kept(self) -> np.ndarray:
         """bool (H, W): the pixels memory covered with depth (what a generator keeps from the render)."""

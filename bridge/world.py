@@ -448,8 +448,7 @@ class World:
             memo = self._condition_memo
             if memo is not None and memo.reusable(memo_key, memory.anchors):
                 kept = memo.conditioning
-                renders = [RenderResult(r.rgb.copy(), r.depth.copy(), r.mask.copy(), r.confidence.copy())
-                           for r in kept.renders]
+                renders = [r.copy() for r in kept.renders]
                 return replace(kept, renders=renders, references=list(kept.references),
                                anchor_ids=list(kept.anchor_ids), retrieve_s=0.0,
                                render_weave_s=time.perf_counter() - started)
@@ -467,7 +466,7 @@ class World:
         if memo_key is not None:
             still = self._condition_memo is not None and self._condition_memo.key == memo_key
             kept = replace(conditioning, references=list(conditioning.references), renders=[
-                RenderResult(r.rgb.copy(), r.depth.copy(), r.mask.copy(), r.confidence.copy()) for r in renders
+                r.copy() for r in renders
             ]) if still else None
             self._condition_memo = _ConditionMemo(memo_key, self.memory.anchors.index(), tuple(anchors), kept)
         return conditioning
