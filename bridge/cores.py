@@ -5,9 +5,9 @@ splittable kernel holds one for itself when called outside a step). A kernel tha
 asks ``threads_for`` and holds the extra cores it takes until it returns: ``VoxelMap.integrate`` with
 ``integrate_threads=None``, and through ``split_call`` (bands of rows, pixels or passes) ``generators.kept_depth``'s
 footprint fits, the weave's per-pixel kernels, anchor sampling, the push-pull fill and ``continue``'s ray-plane meeting
-and nearest-kept-pixel passes; each gives the same result on any number of threads. So one world stepping alone on a 2-core machine runs them on 2
-threads, and worlds stepping at once on one thread each: their threads would only take turns on the same cores,
-paying the split's overhead.
+and nearest-kept-pixel passes; each gives the same result on any number of threads. So one world stepping alone on a
+2-core machine runs them on 2 threads, and worlds stepping at once on one thread each: their threads would only take
+turns on the same cores, paying the split's overhead.
 
 The count is advisory (nothing waits for a core) and process-wide; threads outside the engine are not counted.
 """
