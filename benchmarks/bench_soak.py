@@ -10,9 +10,9 @@ figure beside its baseline from the same run, against ``worldweave serve`` proce
 * **Load.** For each server configuration, 1, 16 and 64 clients (threads spread over ``--client-processes``
   processes, at ``--client-nice`` niceness, so that one process's GIL does not delay them; each client on a
   connection and a world of its own, primed by ``--prime-calls`` untimed calls: ``LOAD_PRIME_CALLS``), alternately
-  stepping and rendering one pose for ``--seconds``: 1, 16 and 64
-  clients in turn for ``--rounds`` rounds, each count's figures over all its rounds (this machine's speed drifts by
-  +-20% over minutes; rounds in turn put a slow spell on every count, where one long phase each put it on one).
+  stepping and rendering one pose for ``--seconds``: 1, 16 and 64 clients in turn for ``--rounds`` rounds, each
+  count's figures over all its rounds (this machine's speed drifts by +-20% over minutes; rounds in turn put a slow
+  spell on every count, where one long phase each put it on one).
   Every server runs ``--generator`` (by default the server's default). A refused call (RESOURCE_EXHAUSTED with
   ``retry-after-ms``) is counted apart and retried after the suggested delay as the SDK does
   (``sim_clients.retry.RetryPolicy``: the delay times a random factor in [1, 1.1]); any other failure is an error.
