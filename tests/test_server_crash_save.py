@@ -56,7 +56,7 @@ def test_kill_9_mid_save_keeps_a_whole_save_and_leaves_no_temporary(tmp_path):
             frames, intrinsics = wall_seed(640, 480)
             client.worlds.create(frames * 2, intrinsics, world_id=NAME, voxel_size_m=0.005)
             first = client.worlds.save(NAME)
-            client.step(NAME, yaw_poses(2))
+            client.step(NAME, yaw_poses(4))  # turning 10 degrees each way: memory gains the wall's new parts
             second = client.worlds.get(NAME)
             assert second.version > first.version and second.voxel_count > first.voxel_count
             saving = threading.Thread(target=lambda: _ignore_errors(client.worlds.save, NAME), daemon=True)

@@ -52,6 +52,27 @@ def test_agreeing_anchors_are_averaged_by_confidence() -> None:
     assert np.all(strict.rgb == 100)  # b is 3 cm behind: outside a 1 cm tolerance
 
 
+def test_a_pixel_one_anchor_alone_agrees_on_takes_its_values_exactly() -> None:
+    """Weights times values over the weights' sum can miss a value by a float32 ulp: where one anchor alone agrees
+    (the other lies behind it), the woven depth and confidence are that anchor's, bit for bit, in either blend and
+    through the stack's blend alike."""
+    rng = np.random.default_rng(11)
+    shape = INTRINSICS.shape
+    near = RenderResult(rng.integers(0, 256, (*shape, 3), dtype=np.uint8),
+                        rng.uniform(0.5, 3.0, shape).astype(np.float32), np.ones(shape, bool),
+                        rng.uniform(0.05, 1.0, shape).astype(np.float32))
+    far = _flat((9, 9, 9), 6.0)  # everywhere behind the near anchor: it never agrees
+    positions = np.array([[0.3, -0.2, 0.1], [0.0, 0.0, 0.0]])  # off the target's centre: weights away from 1
+    for options in (WeaveOptions(), WeaveOptions(blend="best")):
+        woven = weave([near, far], positions, [0.7, 1.0], TARGET, INTRINSICS, options)
+        stack = stack_renders([near, far], positions, TARGET, INTRINSICS, options.depth_tolerance_rel,
+                              options.depth_tolerance_m)
+        apart = blend(stack, heuristic_weights(stack, np.array([0.7, 1.0], np.float32), options), options.blend)
+        for result in (woven, apart):
+            assert np.array_equal(result.rgb, near.rgb) and np.array_equal(result.depth, near.depth)
+            assert np.array_equal(result.confidence, near.confidence)
+
+
 def test_view_direction_and_distance_weights() -> None:
     a = _flat((0, 0, 0), 2.0)
     b = _flat((250, 250, 250), 2.0)

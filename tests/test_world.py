@@ -8,6 +8,8 @@ import pytest
 
 from worldweave.bridge.eval.metrics import psnr
 from worldweave.bridge.eval.scenes import heading_pose, make_room
+from worldweave.bridge.eval.wall import wall_seed
+from worldweave.bridge.frames import RGBDFrame
 from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
 from worldweave.bridge.generators.checker import GeneratorCheckError, check_generator
 from worldweave.bridge.generators.reproject import ReprojectGenerator
@@ -19,7 +21,7 @@ from worldweave.proto.errors import (
     LimitExceededError,
     PreconditionError,
 )
-from worldweave.proto.geometry import Intrinsics
+from worldweave.proto.geometry import Intrinsics, Pose
 
 INTRINSICS = Intrinsics.from_fov(128, 96, fov_x_deg=70.0)
 SCENE = make_room(seed=3)
@@ -87,6 +89,20 @@ class RedSquareGenerator(Generator):
 def red_voxels(world: World) -> int:
     colors = world.memory.voxel_map.voxels().colors
     return int(np.sum((colors[:, 0] > 240) & (colors[:, 1] < 15) & (colors[:, 2] < 15)))
+
+
+def test_fusing_the_view_memory_already_holds_adds_no_voxel():
+    """A step at the seed's own pose with ``echo`` (its frame is memory's render) fuses what memory holds: no voxel is
+    added. The wall lies on a boundary of the 5 mm voxels, so a depth off by a float32 ulp would fall into the next
+    layer: the weave gives a pixel one anchor alone shows with that anchor's depth exactly."""
+    [(rgb, depth, c2w)], intrinsics = wall_seed(160, 120)
+    pose = Pose.from_matrix(c2w)
+    world = World(Seed([RGBDFrame(rgb, depth, pose, intrinsics)]),
+                  WorldConfig(generator="echo", memory=MemoryConfig(voxel_size_m=0.005)))
+    before = len(world.memory.voxel_map)
+    frame, = world.step([pose]).frames
+    assert frame.coverage == 1.0
+    assert len(world.memory.voxel_map) == before == 160 * 120
 
 
 def test_dynamic_masks_and_boxes_keep_moving_content_out_of_memory():

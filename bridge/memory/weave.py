@@ -13,7 +13,8 @@ For each pixel of the target view:
    disagree by millimetres to centimetres of pose (drift), so weaving them at equal weight ghosts edges; on real RGB-D the rank
    decay gains 0.1-0.9 dB at the same coverage (``worldweave eval rgbd``, 7-Scenes development data).
 3. **Blend**: ``"weighted"`` averages the agreeing anchors' colour and depth with those weights; ``"best"`` takes
-   the single highest-weight anchor.
+   the single highest-weight anchor. Where one anchor alone agrees, both take its colour, depth and confidence as
+   they are (an average over one weight could miss its depth by a float32 ulp), and no weight is computed.
 
 Two modes (``WeaveOptions.mode``) choose the weights of step 2: ``"heuristic"`` (above) and ``"learned"``
 (``bridge/memory/weaver_net.py``, AnchorWeave's controller): a small network trained with ``worldweave train weaver``
@@ -44,6 +45,7 @@ from worldweave.bridge.memory.weave_stack import (
     agrees,
     anchor_view,
     check_renders,
+    front_depth,
     front_point,
     kernel_inputs,
     stack_renders,
@@ -176,7 +178,8 @@ def blend(stack: WeaveStack, weights: np.ndarray, mode: BlendMode, gains: np.nda
     rendered confidence there is above 0 (a point of theirs lands on the pixel) when there are any: an anchor's
     footprint spread (confidence 0, ``bridge.render``) shows a depth off the surface, which must neither bend a
     landed point's depth nor be fused at a share of its confidence. Where only spreads agree, their blend has
-    confidence 0."""
+    confidence 0. Where one anchor alone has a weight above 0, its colour (times its gain), depth and confidence
+    come back exactly."""
     h, w = stack.shape
     gains = np.ones(stack.count, np.float32) if gains is None else np.asarray(gains, np.float32)
     covered = np.ones(len(stack.pixels), bool) if covered is None else covered
@@ -214,25 +217,40 @@ def _blend_kernel(first, stop, pixels, rgb, depth, confidence, weights, gains, c
 def _blend_best(rgb, depth, confidence, j, weights, k, gains, out_rgb, out_depth, out_confidence, p):
     """Write output pixel ``p``'s colour, depth and confidence (``blend``'s ``"best"`` rule) from the
     highest-weight anchor's ``rgb[a, j]``, ``depth[a, j]`` and ``confidence[a, j]``, by weights ``weights[a, k]``."""
-    count = rgb.shape[0]
     top = 0
-    for a in range(1, count):
+    for a in range(1, rgb.shape[0]):
         if weights[a, k] > weights[top, k]:
             top = a
+    _take_anchor(rgb, depth, confidence, j, top, gains, out_rgb, out_depth, out_confidence, p)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _take_anchor(rgb, depth, confidence, j, a, gains, out_rgb, out_depth, out_confidence, p):
+    """Write output pixel ``p``'s colour, depth and confidence as anchor ``a``'s ``rgb[a, j]`` (times its gain),
+    ``depth[a, j]`` and ``confidence[a, j]`` (clipped to 0..1), exactly."""
     for c in range(3):
-        out_rgb[p, c] = to_byte(rgb[top, j, c] * gains[top])
-    out_depth[p] = depth[top, j]
-    out_confidence[p] = min(max(confidence[top, j], np.float32(0.0)), np.float32(1.0))
+        out_rgb[p, c] = to_byte(rgb[a, j, c] * gains[a])
+    out_depth[p] = depth[a, j]
+    out_confidence[p] = min(max(confidence[a, j], np.float32(0.0)), np.float32(1.0))
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _blend_weighted(rgb, depth, confidence, j, weights, k, gains, out_rgb, out_depth, out_confidence, p):
     """Write output pixel ``p``'s colour, depth and confidence (``blend``'s ``"weighted"`` rule) from the anchors'
-    ``rgb[a, j]``, ``depth[a, j]`` and ``confidence[a, j]`` with weights ``weights[a, k]``."""
+    ``rgb[a, j]``, ``depth[a, j]`` and ``confidence[a, j]`` with weights ``weights[a, k]``; one anchor alone with a
+    weight above 0 gives its own (``_take_anchor``)."""
     count = rgb.shape[0]
     total = np.float32(0.0)
+    weighted = 0
+    alone = 0
     for a in range(count):
         total += weights[a, k]
+        if weights[a, k] > 0:
+            weighted += 1
+            alone = a
+    if weighted == 1:
+        _take_anchor(rgb, depth, confidence, j, alone, gains, out_rgb, out_depth, out_confidence, p)
+        return
     total = max(total, np.float32(1e-30))
     r = np.float32(0.0)
     g = np.float32(0.0)
@@ -296,38 +314,50 @@ def _weave_heuristic_kernel(first, stop, pixels, depth_all, mask_all, rgb_all, c
                             tolerance_m, fx, fy, cx, cy, width, rotation, offsets, priors, angle_scale, distance_scale,
                             best, out_rgb, out_depth, out_confidence, mask):
     """Write the output pixels ``pixels[first .. stop - 1]`` (flat, row-major; each covered by some anchor) of
-    ``weave_heuristic``, ``_WEAVE_CHUNK`` pixels at a time: their geometry, then their weights anchor by anchor (the
-    arccos and exp of one weight do not wait for the previous weight's), then their blend."""
+    ``weave_heuristic``, ``_WEAVE_CHUNK`` pixels at a time: their depth test, then, where two or more anchors agree,
+    their geometry and their weights anchor by anchor (the arccos and exp of one weight do not wait for the previous
+    weight's), then their blend. A pixel one anchor alone agrees on takes that anchor's own values, as its weight
+    alone above 0 does in either blend, so it needs no geometry or weight."""
     count = depth_all.shape[0]
     agree = np.empty((count, _WEAVE_CHUNK), np.bool_)
     cos = np.empty((count, _WEAVE_CHUNK), np.float32)
     to_anchor = np.empty((count, _WEAVE_CHUNK), np.float32)
     weights = np.empty((count, _WEAVE_CHUNK), np.float32)
+    alone = np.empty(_WEAVE_CHUNK, np.int64)  # the one agreeing anchor, or -1 where several agree
     gains = np.ones(count, np.float32)
     for start in range(first, stop, _WEAVE_CHUNK):
         size = min(_WEAVE_CHUNK, stop - start)
         for i in range(size):
             p = pixels[start + i]
-            front, tx, ty, tz, to_target = front_point(p, depth_all, mask_all, width, fx, fy, cx, cy, rotation)
+            front = front_depth(p, depth_all, mask_all)
+            agreeing = 0
             for a in range(count):
                 agree[a, i] = agrees(mask_all[a, p], depth_all[a, p], front, tolerance_scale, tolerance_m)
+                if agree[a, i]:
+                    agreeing += 1
+                    alone[i] = a
+            if agreeing == 1:
+                continue
+            alone[i] = -1
+            tx, ty, tz, to_target = front_point(p, front, width, fx, fy, cx, cy, rotation)
+            for a in range(count):
                 if agree[a, i]:
                     to_anchor[a, i], cos[a, i] = anchor_view(tx, ty, tz, to_target, offsets[a, 0], offsets[a, 1],
                                                              offsets[a, 2])
         for a in range(count):
             for i in range(size):
                 weights[a, i] = (_heuristic_weight(cos[a, i], to_anchor[a, i], priors[a], angle_scale, distance_scale)
-                                 if agree[a, i] else np.float32(0.0))
-        if best:  # the mode is chosen once, outside the loop, as in ``_blend_kernel``
-            for i in range(size):
-                p = pixels[start + i]
-                mask[p] = True
+                                 if agree[a, i] and alone[i] < 0 else np.float32(0.0))
+        for i in range(size):
+            p = pixels[start + i]
+            mask[p] = True
+            if alone[i] >= 0:
+                _take_anchor(rgb_all, depth_all, confidence_all, p, alone[i], gains, out_rgb, out_depth,
+                             out_confidence, p)
+            elif best:
                 _blend_best(rgb_all, depth_all, confidence_all, p, weights, i, gains, out_rgb, out_depth,
                             out_confidence, p)
-        else:
-            for i in range(size):
-                p = pixels[start + i]
-                mask[p] = True
+            else:
                 _blend_weighted(rgb_all, depth_all, confidence_all, p, weights, i, gains, out_rgb, out_depth,
                                 out_confidence, p)
 

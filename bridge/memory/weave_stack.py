@@ -1,6 +1,6 @@
 """A anchors' renders of one target view, stacked on the pixels any of them covers: what the learned weaver and its
 training read (the heuristic mode computes the same per pixel without keeping it: ``weave.weave_heuristic``, with
-this module's ``front_point`` and ``anchor_view``).
+this module's ``front_depth``, ``front_point`` and ``anchor_view``).
 
 ``stack_renders`` gathers, for the P covered pixels of a view, each anchor's colour, depth and coverage, runs the
 depth test (the nearest depth any anchor rendered is the front surface; anchors within ``tolerance_rel * z +
@@ -178,8 +178,8 @@ def _stack_kernel(first, stop, pixels, depth_all, mask_all, rgb_all, confidence_
     count = depth_all.shape[0]
     point = np.empty((stop - first, 3), np.float32)  # the front point's offset from the target camera, world axes
     for j in range(first, stop):
-        front[j], tx, ty, tz, dist_target[j] = front_point(pixels[j], depth_all, mask_all, width, fx, fy, cx, cy,
-                                                           rotation)
+        front[j] = front_depth(pixels[j], depth_all, mask_all)
+        tx, ty, tz, dist_target[j] = front_point(pixels[j], front[j], width, fx, fy, cx, cy, rotation)
         point[j - first, 0], point[j - first, 1], point[j - first, 2] = tx, ty, tz
     for a in range(count):
         ox, oy, oz = offsets[a, 0], offsets[a, 1], offsets[a, 2]
@@ -198,22 +198,29 @@ def _stack_kernel(first, stop, pixels, depth_all, mask_all, rgb_all, confidence_
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def front_point(p, depth_all, mask_all, width, fx, fy, cx, cy, rotation):
-    """At flat pixel ``p`` of A renders' ``depth_all`` / ``mask_all`` (A, H*W): the front depth (the nearest any
-    anchor rendered, float32 metres), the front surface point's offset from the target camera (x, y, z, world axes;
-    ``rotation`` is the target's camera-to-world rotation) and its length (metres, at least 1e-9)."""
+def front_depth(p, depth_all, mask_all):
+    """At flat pixel ``p`` of A renders' ``depth_all`` / ``mask_all`` (A, H*W): the front depth, the nearest any
+    anchor rendered (float32 metres)."""
     nearest = np.float32(np.inf)
     for a in range(depth_all.shape[0]):
         z = depth_all[a, p]
         if mask_all[a, p] and z < nearest:
             nearest = z
+    return nearest
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def front_point(p, nearest, width, fx, fy, cx, cy, rotation):
+    """The front surface point at flat pixel ``p`` (``front_depth`` ``nearest``): its offset from the target camera
+    (x, y, z, world axes; ``rotation`` is the target's camera-to-world rotation) and its length (metres, at least
+    1e-9)."""
     x = (np.float32(p % width) - cx) / fx * nearest
     y = (np.float32(p // width) - cy) / fy * nearest
     z = nearest
     tx = x * rotation[0, 0] + y * rotation[0, 1] + z * rotation[0, 2]
     ty = x * rotation[1, 0] + y * rotation[1, 1] + z * rotation[1, 2]
     tz = x * rotation[2, 0] + y * rotation[2, 1] + z * rotation[2, 2]
-    return nearest, tx, ty, tz, max(np.sqrt(tx * tx + ty * ty + tz * tz), np.float32(1e-9))
+    return tx, ty, tz, max(np.sqrt(tx * tx + ty * ty + tz * tz), np.float32(1e-9))
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
