@@ -79,6 +79,8 @@ than ``SEE_THROUGH_MARGIN_M`` metres plus this share of the crossing's depth (me
 where surfaces meet, and along a grazing ray a few pixels are tens of centimetres)."""
 LOCAL_SAMPLE_CELLS = 6
 """Half the RANSAC hypotheses draw their second and third points within this many sample-grid cells of the first."""
+RANSAC_SCORED_POINTS = 500
+"""Free points a plane hypothesis is scored on (drawn afresh for each plane)."""
 MIN_PLANE_SPREAD_M = 0.1
 """A plane continued into holes must spread at least this much (standard deviation of its inliers, metres) along its
 narrower in-plane axis; one that spreads less only hides what lies behind it (a strip of ceiling)."""
@@ -245,23 +247,108 @@ def _ray_cos(points_cam: np.ndarray, normal_cam: np.ndarray) -> np.ndarray:
     return np.abs(points_cam @ normal_cam) / np.linalg.norm(points_cam, axis=1)
 
 
-def _plane_through(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(K, 3, 3) point triples -> (K, 3) unit normals and (K,) offsets; degenerate triples get a zero normal."""
-    a, b = (points[:, 1] - points[:, 0]).T, (points[:, 2] - points[:, 0]).T
-    normals = np.stack([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]], axis=1)
-    length = np.linalg.norm(normals, axis=1, keepdims=True)
-    normals = np.where(length > 1e-9, normals / np.maximum(length, 1e-12), 0.0)
-    return normals, -np.einsum("ki,ki->k", normals, points[:, 0])
-
-
-def _least_squares_plane(points: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """The total-least-squares plane of (N, 3) points: unit normal, offset, and the points' spread (metres, standard
-    deviation) along the plane's narrower in-plane axis."""
-    centre = points.mean(axis=0)
-    centred = points - centre
-    eigenvalues, eigenvectors = np.linalg.eigh(centred.T @ centred / len(points))  # ascending
+def _least_squares_plane(points: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """The total-least-squares plane of the (N, 3) ``points`` where bool (N,) ``mask`` holds (at least one): unit
+    normal, offset, and the points' spread (metres, standard deviation) along the plane's narrower in-plane axis."""
+    centre, covariance = _centre_and_covariance(points, mask)
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)  # ascending
     normal = eigenvectors[:, 0]
     return normal, float(-normal @ centre), float(math.sqrt(max(eigenvalues[1], 0.0)))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _centre_and_covariance(points, mask):
+    """The mean (3,) and covariance (3, 3, divided by their count) of the ``points`` where ``mask`` holds."""
+    count = 0
+    centre = np.zeros(3)
+    for i in range(points.shape[0]):
+        if mask[i]:
+            count += 1
+            for c in range(3):
+                centre[c] += points[i, c]
+    centre /= count
+    xx = xy = xz = yy = yz = zz = 0.0
+    for i in range(points.shape[0]):
+        if mask[i]:
+            x, y, z = points[i, 0] - centre[0], points[i, 1] - centre[1], points[i, 2] - centre[2]
+            xx += x * x
+            xy += x * y
+            xz += x * z
+            yy += y * y
+            yz += y * z
+            zz += z * z
+    return centre, np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]]) / count
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _best_hypothesis(points, grid_rc, lookup, free, candidates, draws, steps, scored, tolerance):
+    """The plane through three points that explains the most scored points: ``(normal, offset)`` (a degenerate
+    triple has a zero normal and explains none). Triple h is ``candidates[draws[h]]`` (indices into ``points``); for the first
+    ``len(steps)`` triples, the second and third points are replaced by the free points at grid cells
+    ``grid_rc[first] + steps[h]`` when both exist (``lookup``: grid cell -> point, -1 where none), so that a
+    small surface is drawn too. A hypothesis counts the ``candidates[scored]`` points within ``tolerance`` of its
+    plane; the first with the highest count wins."""
+    rows, cols = lookup.shape
+    best_count, best_normal, best_offset = -1, np.zeros(3), 0.0
+    scored_points = np.empty((scored.shape[0], 3))  # gathered once: every hypothesis reads them all
+    for s in range(scored.shape[0]):
+        for c in range(3):
+            scored_points[s, c] = points[candidates[scored[s]], c]
+    triple = np.empty(3, np.int64)
+    near = np.empty(2, np.int64)
+    for h in range(draws.shape[0]):
+        for k in range(3):
+            triple[k] = candidates[draws[h, k]]
+        if h < steps.shape[0]:
+            usable = True
+            for k in range(2):
+                r, c = grid_rc[triple[0], 0] + steps[h, k, 0], grid_rc[triple[0], 1] + steps[h, k, 1]
+                near[k] = lookup[r, c] if 0 <= r < rows and 0 <= c < cols else -1
+                usable = usable and near[k] >= 0 and free[near[k]]
+            if usable:
+                triple[1], triple[2] = near[0], near[1]
+        p0x, p0y, p0z = points[triple[0], 0], points[triple[0], 1], points[triple[0], 2]
+        ax, ay, az = points[triple[1], 0] - p0x, points[triple[1], 1] - p0y, points[triple[1], 2] - p0z
+        bx, by, bz = points[triple[2], 0] - p0x, points[triple[2], 1] - p0y, points[triple[2], 2] - p0z
+        nx, ny, nz = ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx
+        length = math.sqrt(nx * nx + ny * ny + nz * nz)
+        count, offset = 0, 0.0
+        if length > 1e-9:
+            nx, ny, nz = nx / length, ny / length, nz / length
+            offset = -(nx * p0x + ny * p0y + nz * p0z)
+            for s in range(scored_points.shape[0]):
+                count += abs(scored_points[s, 0] * nx + scored_points[s, 1] * ny + scored_points[s, 2] * nz
+                             + offset) < tolerance
+        else:
+            nx = ny = nz = 0.0
+        if count > best_count:
+            best_count, best_offset = count, offset
+            best_normal[0], best_normal[1], best_normal[2] = nx, ny, nz
+    return best_normal, best_offset
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _plane_inliers(points, free, normal, offset, tolerance):
+    """bool (N,): the ``free`` points within ``tolerance`` of the plane ``normal . x + offset = 0``; and how many."""
+    inliers = np.empty(points.shape[0], np.bool_)
+    count = 0
+    for i in range(points.shape[0]):
+        residual = abs(points[i, 0] * normal[0] + points[i, 1] * normal[1] + points[i, 2] * normal[2] + offset)
+        inliers[i] = free[i] and residual < tolerance
+        count += inliers[i]
+    return inliers, count
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _median_residual(points, inliers, normal, offset):
+    """The median distance of the ``inliers`` (at least one) to the plane ``normal . x + offset = 0``, metres."""
+    residuals = np.empty(inliers.sum())
+    k = 0
+    for i in range(points.shape[0]):
+        if inliers[i]:
+            residuals[k] = abs(points[i, 0] * normal[0] + points[i, 1] * normal[1] + points[i, 2] * normal[2] + offset)
+            k += 1
+    return np.median(residuals)
 
 
 def fit_planes(points_cam: np.ndarray, grid_rc: np.ndarray, least: int, options: ContinuationOptions,
@@ -275,12 +362,14 @@ def fit_planes(points_cam: np.ndarray, grid_rc: np.ndarray, least: int, options:
     has ``offset_m > 0``), ``normal . x + offset = 0``, a bool (N,) mask of the points it explains (each point belongs
     to one plane at most), and their spread along the plane's narrower in-plane axis (standard deviation, metres). A
     consensus that is not a surface (spread less than ``MIN_STRIP_SPREAD_M``, a line; or residuals no tighter than
-    chance, a slab of clutter) is set aside.
+    chance, a slab of clutter) is set aside. The random draws are numpy's (``rng``); the hypotheses, their scores and
+    the refits are numba kernels, the eigen-decompositions numpy's.
     """
     planes: list[tuple[np.ndarray, float, np.ndarray, float]] = []
     least = max(3, least)
     if len(points_cam) < least:
         return planes
+    points_cam = np.ascontiguousarray(points_cam, np.float64)
     free = np.ones(len(points_cam), bool)
     tolerance = options.inlier_tolerance_m
     lookup = np.full(tuple(grid_rc.max(axis=0) + 1), -1, np.int64)
@@ -290,31 +379,23 @@ def fit_planes(points_cam: np.ndarray, grid_rc: np.ndarray, least: int, options:
         candidates = np.flatnonzero(free)
         if len(candidates) < least:
             break
-        chosen = candidates[rng.integers(len(candidates), size=(options.ransac_iterations, 3))]
-        near_rc = grid_rc[chosen[:local, :1]] + rng.integers(-LOCAL_SAMPLE_CELLS, LOCAL_SAMPLE_CELLS + 1, (local, 2, 2))
-        inside = np.all((near_rc >= 0) & (near_rc < lookup.shape), axis=2)
-        near = np.where(inside, lookup[np.clip(near_rc[..., 0], 0, lookup.shape[0] - 1),
-                                       np.clip(near_rc[..., 1], 0, lookup.shape[1] - 1)], -1)
-        usable = np.all(near >= 0, axis=1)
-        usable[usable] = np.all(free[near[usable]], axis=1)
-        chosen[:local][usable, 1:] = near[usable]
-        normals, offsets = _plane_through(points_cam[chosen])
-        scored = points_cam[candidates[rng.integers(len(candidates), size=500)]]
-        counts = (np.abs(scored @ normals.T + offsets) < tolerance).sum(axis=0)
-        counts[~normals.any(axis=1)] = 0
-        best = int(np.argmax(counts))
-        normal, offset, spread = normals[best], float(offsets[best]), 0.0
+        draws = rng.integers(len(candidates), size=(options.ransac_iterations, 3))
+        steps = rng.integers(-LOCAL_SAMPLE_CELLS, LOCAL_SAMPLE_CELLS + 1, (local, 2, 2))
+        scored = rng.integers(len(candidates), size=RANSAC_SCORED_POINTS)
+        normal, offset = _best_hypothesis(points_cam, grid_rc, lookup, free, candidates, draws, steps, scored,
+                                          tolerance)
+        spread = 0.0
         for _refine in range(2):
-            inliers = free & (np.abs(points_cam @ normal + offset) < tolerance)
-            if inliers.sum() < least:
+            inliers, count = _plane_inliers(points_cam, free, normal, offset, tolerance)
+            if count < least:
                 break
-            normal, offset, spread = _least_squares_plane(points_cam[inliers])
-        residuals = np.abs(points_cam @ normal + offset)
-        inliers = free & (residuals < tolerance)
-        if inliers.sum() < least:
+            normal, offset, spread = _least_squares_plane(points_cam, inliers)
+        inliers, count = _plane_inliers(points_cam, free, normal, offset, tolerance)
+        if count < least:
             break
         free &= ~inliers
-        if spread < MIN_STRIP_SPREAD_M or np.median(residuals[inliers]) > MAX_MEDIAN_RESIDUAL * tolerance:
+        if spread < MIN_STRIP_SPREAD_M or _median_residual(points_cam, inliers, normal, offset) > (
+                MAX_MEDIAN_RESIDUAL * tolerance):
             continue
         if offset < 0:
             normal, offset = -normal, -offset
@@ -1298,7 +1379,7 @@ class ContinuationGenerator(Generator):
             return None
         if surface.texture is not None and not surface.texture.explains(rgb[sampled[on]], options.appearance_share):
             return None
-        if _least_squares_plane(points_cam[on])[2] < MIN_STRIP_SPREAD_M:
+        if _least_squares_plane(points_cam, on)[2] < MIN_STRIP_SPREAD_M:
             return None
         return on
 
