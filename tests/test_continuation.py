@@ -20,12 +20,16 @@ from worldweave.bridge.frames import RenderResult, RGBDFrame
 from worldweave.bridge.generators.base import Condition
 from worldweave.bridge.generators.checker import check_generator
 from worldweave.bridge.generators.continuation import (
+    EDGE_FINE_CELLS,
+    SEE_THROUGH_MARGIN_M,
+    SEE_THROUGH_MARGIN_SHARE,
     SILHOUETTE_PROBE_SHARE,
     ContinuationGenerator,
     ContinuationOptions,
     PlaneFrame,
     PlaneTexture,
     _cell_keys,
+    _crossed_cells,
     _least_squares_plane,
     _key_bounds,
     _mark_cells,
@@ -539,6 +543,37 @@ def test_the_least_squares_plane_of_masked_points_is_numpys():
     assert abs(float(normal @ eigenvectors[:, 0])) == pytest.approx(1.0, abs=1e-12)
     assert abs(offset) == pytest.approx(abs(float(eigenvectors[:, 0] @ centre)), abs=1e-12)
     assert spread == pytest.approx(np.sqrt(eigenvalues[1]), rel=1e-12)
+
+
+def test_the_cells_rays_cross_a_plane_in_are_where_the_rays_meet_it():
+    """``_crossed_cells`` against the crossings worked out with numpy: a ray that meets the plane well before its
+    surface marks the crossing's cell (coarse and fine) as seen through; a sure pixel's ray that meets it well behind
+    its surface marks it as covered; rays that never meet it mark nothing."""
+    rng = np.random.default_rng(9)
+    rays = np.stack([rng.uniform(-0.8, 0.8, 4000), rng.uniform(-0.6, 0.6, 4000), np.ones(4000)], axis=1)
+    points = rays * rng.uniform(0.5, 8.0, 4000)[:, None]
+    sure = rng.random(4000) < 0.7
+    normal = np.array([0.0, -0.96, -0.28])  # a floor-like plane facing the camera: rays well above it miss it
+    offset = 1.4
+    frame = PlaneFrame.from_plane(np.array([0.0, 0.0, 1.0]), 0.0)
+    to_plane = np.stack([frame.axis_s, frame.axis_t], axis=1)  # any orthonormal pair will do here
+    origin = np.array([0.25, -1.5])
+    through, through_fine, covered = _crossed_cells(points, normal, offset, sure, to_plane, origin, 0.1,
+                                                    EDGE_FINE_CELLS)
+    facing = points @ normal / points[:, 2]
+    meets = facing < 0
+    crossing = np.where(meets, -offset / np.where(meets, facing, -1.0), np.inf)
+    seen_through = meets & (crossing * (1 + SEE_THROUGH_MARGIN_SHARE) + SEE_THROUGH_MARGIN_M < points[:, 2])
+    in_front = sure & meets & (points[:, 2] + SEE_THROUGH_MARGIN_M < crossing)
+
+    def crossings(marked):  # plane coordinates where the marked rays meet the plane
+        return (crossing[marked, None] * points[marked] / points[marked, 2:3]) @ to_plane + origin
+
+    assert 100 < seen_through.sum() and 100 < in_front.sum() and (~meets).sum() > 100
+    for got, want in ((through, _cell_keys(crossings(seen_through), 0.1)),
+                      (through_fine, _cell_keys(crossings(seen_through), 0.1 / EDGE_FINE_CELLS)),
+                      (covered, _cell_keys(crossings(in_front), 0.1))):
+        assert np.array_equal(np.sort(got), np.sort(want))
 
 
 def test_merged_cell_keys_are_the_sorted_union():

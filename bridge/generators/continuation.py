@@ -972,11 +972,59 @@ CELL_KEY_OFFSET = 1 << 30
 """Added to both cell indices of a cell key, so both are non-negative and the key fits a signed 64-bit integer."""
 
 
-def _cell_keys(coordinates: np.ndarray, cell_m: float) -> np.ndarray:
-    """(N, 2) plane coordinates (metres) -> (N,) int64 keys of their ``cell_m`` grid cells:
+@numba.njit(cache=True, nogil=True)
+def _cell_keys(coordinates, cell_m):
+    """(N, 2) plane coordinates (metres) -> (N,) int64 keys of their ``cell_m`` grid cells (``_cell_key``)."""
+    keys = np.empty(coordinates.shape[0], np.int64)
+    for n in range(coordinates.shape[0]):
+        keys[n] = _cell_key(coordinates[n, 0], coordinates[n, 1], cell_m)
+    return keys
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _cell_key(s, t, cell_m):
+    """The key of the ``cell_m`` grid cell (i, j) holding plane coordinates (``s``, ``t``), metres:
     ``(i + CELL_KEY_OFFSET) << 32 | (j + CELL_KEY_OFFSET)``."""
-    cells = np.floor(coordinates / cell_m).astype(np.int64) + CELL_KEY_OFFSET
-    return (cells[:, 0] << 32) | cells[:, 1]
+    return ((np.int64(math.floor(s / cell_m)) + CELL_KEY_OFFSET) << 32) | (np.int64(math.floor(t / cell_m))
+                                                                         + CELL_KEY_OFFSET)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _crossed_cells(points_cam, normal_cam, offset_cam_m, sure, to_plane, plane_origin, cell_m, fine_cells):
+    """Where the rays of kept pixels (camera-frame points ``points_cam`` (N, 3), metres) cross the plane
+    ``normal_cam . x + offset_cam_m = 0``, in the cells (``_cell_keys``) of its ``cell_m`` grid: the cells where a
+    ray crosses it well before its surface (the view sees through the plane there; by ``SEE_THROUGH_MARGIN_M`` plus
+    ``SEE_THROUGH_MARGIN_SHARE`` of the crossing's depth), the same crossings' cells of the ``fine_cells`` times finer
+    grid, and the cells where a ``sure`` pixel's ray crosses it well behind its surface (something memory saw stands
+    in front of the plane). Plane coordinates of a camera-frame point x are ``x @ to_plane + plane_origin``; keys
+    as ``_cell_key`` gives them."""
+    count = points_cam.shape[0]
+    through = np.empty(count, np.int64)
+    through_fine = np.empty(count, np.int64)
+    covered = np.empty(count, np.int64)
+    n_through = n_covered = 0
+    fine_m = cell_m / fine_cells
+    for i in range(count):
+        x, y, depth = points_cam[i, 0], points_cam[i, 1], points_cam[i, 2]
+        facing = (x * normal_cam[0] + y * normal_cam[1] + depth * normal_cam[2]) / depth
+        if not facing < 0:
+            continue  # the ray never meets the plane ahead: it crosses it nowhere
+        crossing = -offset_cam_m / min(facing, -1e-12)
+        seen_through = crossing * (1 + SEE_THROUGH_MARGIN_SHARE) + SEE_THROUGH_MARGIN_M < depth
+        in_front = sure[i] and math.isfinite(crossing) and depth + SEE_THROUGH_MARGIN_M < crossing
+        if not (seen_through or in_front):
+            continue
+        cx, cy, cz = crossing * (x / depth), crossing * (y / depth), crossing * (depth / depth)
+        s = cx * to_plane[0, 0] + cy * to_plane[1, 0] + cz * to_plane[2, 0] + plane_origin[0]
+        t = cx * to_plane[0, 1] + cy * to_plane[1, 1] + cz * to_plane[2, 1] + plane_origin[1]
+        if seen_through:
+            through[n_through] = _cell_key(s, t, cell_m)
+            through_fine[n_through] = _cell_key(s, t, fine_m)
+            n_through += 1
+        if in_front:
+            covered[n_covered] = _cell_key(s, t, cell_m)
+            n_covered += 1
+    return through[:n_through], through_fine[:n_through], covered[:n_covered]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -1411,24 +1459,13 @@ class ContinuationGenerator(Generator):
         # ceiling, a floor's beyond a wall), if memory saw that: a continuation or an unfitted footprint's spread in
         # front of a plane is no evidence that the plane ends. The surface remembers both, and does not grow through
         # them (through what stands in front only where memory has not shown it on both sides: ``Support``).
-        depth = points_cam[:, 2]
-        facing = points_cam @ normal_cam / depth
-        with np.errstate(divide="ignore"):
-            crossing = np.where(facing < 0, -offset_cam_m / np.minimum(facing, -1e-12), np.inf)
-        through = crossing * (1 + SEE_THROUGH_MARGIN_SHARE) + SEE_THROUGH_MARGIN_M < depth
-        covered = sure & np.isfinite(crossing) & (depth + SEE_THROUGH_MARGIN_M < crossing)
-
-        def crossed(marked: np.ndarray) -> np.ndarray:
-            """(M, 2) plane coordinates (metres) where the rays of the ``marked`` kept pixels cross the plane."""
-            crossings = crossing[marked, None] * (points_cam[marked] / depth[marked, None])
-            return crossings @ to_plane + plane_origin
-
-        through_st = crossed(through)
-        blocked = (surface.blocked, _cell_keys(through_st, options.support_cell_m))
-        covered = (surface.covered, _cell_keys(crossed(covered), options.support_cell_m))
+        through_keys, through_fine_keys, covered_keys = _crossed_cells(
+            points_cam, normal_cam, offset_cam_m, sure, to_plane, plane_origin, options.support_cell_m, EDGE_FINE_CELLS)
+        blocked = (surface.blocked, through_keys)
+        covered = (surface.covered, covered_keys)
         through_fine = (surface.through_fine,)
         if records or continues:  # else neither kept nor read (``Support.of``)
-            through_fine += (_cell_keys(through_st, options.support_cell_m / EDGE_FINE_CELLS),)
+            through_fine += (through_fine_keys,)
         if records:  # merged into the surface's sets; a view that only hides uses its cells unmerged, once
             surface.blocked, surface.covered, surface.through_fine = (
                 _merged(kept, new) for kept, new in (blocked, covered, through_fine))
