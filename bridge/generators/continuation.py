@@ -283,8 +283,8 @@ def _centre_and_covariance(points, mask):
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _best_hypothesis(points, grid_rc, lookup, free, candidates, draws, steps, scored, tolerance):
     """The plane through three points that explains the most scored points: ``(normal, offset)`` (a degenerate
-    triple has a zero normal and explains none). Triple h is ``candidates[draws[h]]`` (indices into ``points``); for the first
-    ``len(steps)`` triples, the second and third points are replaced by the free points at grid cells
+    triple has a zero normal and explains none). Triple h is ``candidates[draws[h]]`` (indices into ``points``); for
+    the first ``len(steps)`` triples, the second and third points are replaced by the free points at grid cells
     ``grid_rc[first] + steps[h]`` when both exist (``lookup``: grid cell -> point, -1 where none), so that a
     small surface is drawn too. A hypothesis counts the ``candidates[scored]`` points within ``tolerance`` of its
     plane; the first with the highest count wins."""
@@ -1009,12 +1009,12 @@ def _crossed_cells(points_cam, normal_cam, offset_cam_m, sure, to_plane, plane_o
         facing = (x * normal_cam[0] + y * normal_cam[1] + depth * normal_cam[2]) / depth
         if not facing < 0:
             continue  # the ray never meets the plane ahead: it crosses it nowhere
-        crossing = -offset_cam_m / min(facing, -1e-12)
+        crossing = -offset_cam_m / min(facing, -1e-12)  # finite: the ray meets the plane
         seen_through = crossing * (1 + SEE_THROUGH_MARGIN_SHARE) + SEE_THROUGH_MARGIN_M < depth
-        in_front = sure[i] and math.isfinite(crossing) and depth + SEE_THROUGH_MARGIN_M < crossing
+        in_front = sure[i] and depth + SEE_THROUGH_MARGIN_M < crossing
         if not (seen_through or in_front):
             continue
-        cx, cy, cz = crossing * (x / depth), crossing * (y / depth), crossing * (depth / depth)
+        cx, cy, cz = crossing * (x / depth), crossing * (y / depth), crossing  # the crossing point, camera frame
         s = cx * to_plane[0, 0] + cy * to_plane[1, 0] + cz * to_plane[2, 0] + plane_origin[0]
         t = cx * to_plane[0, 1] + cy * to_plane[1, 1] + cz * to_plane[2, 1] + plane_origin[1]
         if seen_through:
