@@ -53,12 +53,14 @@ def _check_finite(name: str, values: np.ndarray) -> None:
 
 def rotation_from_quaternion(q: Quaternion) -> np.ndarray:
     """3x3 rotation matrix from a quaternion; the quaternion is normalised first (it must not be zero)."""
-    values = np.array([q.qw, q.qx, q.qy, q.qz], dtype=np.float64)
-    _check_finite("quaternion (qw, qx, qy, qz)", values)
-    norm = float(np.linalg.norm(values))
+    array = np.array([q.qw, q.qx, q.qy, q.qz], dtype=np.float64)
+    values = array.tolist()  # plain floats from here: cheaper than numpy's per-call cost for a few values
+    if not all(map(math.isfinite, values)):
+        _check_finite("quaternion (qw, qx, qy, qz)", array)  # raises, naming the value
+    norm = math.sqrt(array.dot(array))  # as np.linalg.norm computes it, bit for bit
     if norm < 1e-8:
         raise InvalidPoseError(f"quaternion (qw={q.qw}, qx={q.qx}, qy={q.qy}, qz={q.qz}) has zero length")
-    w, x, y, z = values / norm
+    w, x, y, z = (v / norm for v in values)
     return np.array(
         [
             [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
@@ -95,20 +97,20 @@ def rotations_from_quaternions(quaternions_wxyz: np.ndarray, name: str = "quater
 
 def quaternion_from_rotation(rotation: np.ndarray) -> Quaternion:
     """Quaternion of a 3x3 rotation matrix, with ``qw >= 0`` (Shepperd's method, numerically stable)."""
-    m = np.asarray(rotation, dtype=np.float64)
-    trace = m[0, 0] + m[1, 1] + m[2, 2]
+    m = np.asarray(rotation, dtype=np.float64).tolist()  # plain floats: cheaper than numpy's per-item cost
+    trace = m[0][0] + m[1][1] + m[2][2]
     if trace > 0:
         s = 2.0 * math.sqrt(1.0 + trace)
-        w, x, y, z = 0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s
-    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
-        s = 2.0 * math.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
-        w, x, y, z = (m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s
-    elif m[1, 1] > m[2, 2]:
-        s = 2.0 * math.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
-        w, x, y, z = (m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s
+        w, x, y, z = 0.25 * s, (m[2][1] - m[1][2]) / s, (m[0][2] - m[2][0]) / s, (m[1][0] - m[0][1]) / s
+    elif m[0][0] > m[1][1] and m[0][0] > m[2][2]:
+        s = 2.0 * math.sqrt(1.0 + m[0][0] - m[1][1] - m[2][2])
+        w, x, y, z = (m[2][1] - m[1][2]) / s, 0.25 * s, (m[0][1] + m[1][0]) / s, (m[0][2] + m[2][0]) / s
+    elif m[1][1] > m[2][2]:
+        s = 2.0 * math.sqrt(1.0 + m[1][1] - m[0][0] - m[2][2])
+        w, x, y, z = (m[0][2] - m[2][0]) / s, (m[0][1] + m[1][0]) / s, 0.25 * s, (m[1][2] + m[2][1]) / s
     else:
-        s = 2.0 * math.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
-        w, x, y, z = (m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s
+        s = 2.0 * math.sqrt(1.0 + m[2][2] - m[0][0] - m[1][1])
+        w, x, y, z = (m[1][0] - m[0][1]) / s, (m[0][2] + m[2][0]) / s, (m[1][2] + m[2][1]) / s, 0.25 * s
     if w < 0:
         w, x, y, z = -w, -x, -y, -z
     return Quaternion(float(w), float(x), float(y), float(z))

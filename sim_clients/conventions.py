@@ -156,7 +156,9 @@ def _position(name: str, position: np.ndarray) -> np.ndarray:
     p = np.asarray(position, dtype=np.float64).reshape(-1)
     if p.shape != (3,):
         raise ConventionError(f"{name} must have 3 values, got {p.shape[0]}")
-    return _finite(name, p)
+    if not all(map(math.isfinite, p.tolist())):  # plain floats: cheaper than numpy's per-call cost for three values
+        _finite(name, p)  # raises, naming the values
+    return p
 
 
 def _rigid(rotation: np.ndarray, position: np.ndarray) -> np.ndarray:
@@ -164,6 +166,15 @@ def _rigid(rotation: np.ndarray, position: np.ndarray) -> np.ndarray:
     m[:3, :3] = rotation
     m[:3, 3] = position
     return m
+
+
+def _turned(left: np.ndarray, m: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """``[L R M | L t]`` of the rigid 4x4 ``m = [R | t]``, given ``left = [L | 0]`` and ``right = [M | 0]`` as 4x4s:
+    one product pair for the whole pose, cheaper than its 3x3 parts (and the same values for the signed permutations
+    every built-in convention turns by). The last row is set to exactly ``[0, 0, 0, 1]``."""
+    out = left @ m @ right
+    out[3] = (0.0, 0.0, 0.0, 1.0)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -205,6 +216,12 @@ class Convention:
             raise ConventionError(f"convention {self.name!r}: metres_per_unit must be > 0, got {self.metres_per_unit}")
 
     @cached_property
+    def _turns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``W``, ``A``, ``W^T`` and ``A^T`` as rigid 4x4s (no translation), for :func:`_turned`."""
+        W, A = self.world_to_canonical, self.opencv_to_camera
+        return _rigid(W, 0.0), _rigid(A, 0.0), _rigid(W.T, 0.0), _rigid(A.T, 0.0)
+
+    @cached_property
     def engine_rotation_det(self) -> int:
         """Determinant (+1 or -1) of a valid engine camera rotation in this convention."""
         return int(round(np.linalg.det(self.world_to_canonical) * np.linalg.det(self.opencv_to_camera)))
@@ -214,14 +231,18 @@ class Convention:
     def matrix_to_canonical(self, engine_c2w: np.ndarray) -> np.ndarray:
         """Engine camera-local-to-world 4x4 (engine axes and units) -> canonical ``T_world_cam`` 4x4 (metres)."""
         m = check_pose_matrix(engine_c2w, f"{self.name} camera-to-world matrix", self.engine_rotation_det)
-        W, A = self.world_to_canonical, self.opencv_to_camera
-        return _rigid(W @ m[:3, :3] @ A, self.metres_per_unit * (W @ m[:3, 3]))
+        W, A, _, _ = self._turns
+        out = _turned(W, m, A)
+        out[:3, 3] *= self.metres_per_unit
+        return out
 
     def matrix_from_canonical(self, c2w: np.ndarray) -> np.ndarray:
         """Canonical ``T_world_cam`` 4x4 (metres) -> the engine's camera-local-to-world 4x4 (engine axes, units)."""
         m = check_pose_matrix(c2w, "canonical camera-to-world matrix", 1)
-        W, A = self.world_to_canonical, self.opencv_to_camera
-        return _rigid(W.T @ m[:3, :3] @ A.T, (W.T @ m[:3, 3]) / self.metres_per_unit)
+        _, _, W_T, A_T = self._turns
+        out = _turned(W_T, m, A_T)
+        out[:3, 3] /= self.metres_per_unit
+        return out
 
     # -- engine pose records -------------------------------------------------------------------------------------
 
@@ -261,14 +282,18 @@ class Convention:
         ``T_world_x = [W R_x A | s W t_x]`` for body and camera alike, ``T_body_cam = [A^T R_e A | s A^T t_e]``.
         """
         m = check_pose_matrix(self._engine_matrix(mount), f"{self.name} rig mount", 1)
-        A = self.opencv_to_camera
-        return _rigid(A.T @ m[:3, :3] @ A, self.metres_per_unit * (A.T @ m[:3, 3]))
+        _, A, _, A_T = self._turns
+        out = _turned(A_T, m, A)
+        out[:3, 3] *= self.metres_per_unit
+        return out
 
     def mount_from_canonical(self, t_body_cam: np.ndarray) -> EnginePose:
         """Canonical ``T_body_cam`` 4x4 -> the engine's form of the mount (inverse of :meth:`mount_to_canonical`)."""
         m = check_pose_matrix(t_body_cam, "canonical rig mount", 1)
-        A = self.opencv_to_camera
-        return self._engine_pose(_rigid(A @ m[:3, :3] @ A.T, (A @ m[:3, 3]) / self.metres_per_unit))
+        _, A, _, A_T = self._turns
+        out = _turned(A, m, A_T)
+        out[:3, 3] /= self.metres_per_unit
+        return self._engine_pose(out)
 
     def _engine_pose(self, engine: np.ndarray) -> EnginePose:
         """The engine's 4x4 -> its pose form (:attr:`pose_form`)."""

@@ -250,6 +250,34 @@ def test_round_trip_canonical_engine_canonical(convention):
 
 
 @pytest.mark.parametrize("convention", ALL, ids=[f"{c.name}-{i}" for i, c in enumerate(ALL)])
+def test_conversions_equal_the_formulas_exactly(convention):
+    """Every built-in convention turns by signed permutations, so its conversions (each one product of 4x4s) give
+    exactly ``[W R A | s W t]`` and its inverse, and the mount forms ``[A^T R A | s A^T t]`` and back, bit for bit,
+    with a last row of exactly [0, 0, 0, 1]."""
+    W, A, s = convention.world_to_canonical, convention.opencv_to_camera, convention.metres_per_unit
+    assert set(np.abs(W).ravel().tolist()) <= {0.0, 1.0} and set(np.abs(A).ravel().tolist()) <= {0.0, 1.0}
+    rng = np.random.default_rng(8)
+    for _ in range(50):
+        m = random_c2w(rng)
+        m[3, 3] = 1.0 + 1e-6  # within check_pose_matrix's tolerance: the output's last row is set, not carried
+        R, t = m[:3, :3], m[:3, 3]
+        engine = convention.matrix_from_canonical(m)
+        mount = convention.mount_from_canonical(m)
+        mount_matrix = convention._engine_matrix(mount)  # the engine's form read back (a rotator or quaternion rounds)
+        cases = [
+            (engine, W.T @ R @ A.T, (W.T @ t) / s),
+            (convention.matrix_to_canonical(engine), W @ engine[:3, :3] @ A, s * (W @ engine[:3, 3])),
+            (convention.mount_to_canonical(mount), A.T @ mount_matrix[:3, :3] @ A, s * (A.T @ mount_matrix[:3, 3])),
+        ]
+        if convention.pose_form == "matrix":
+            cases.append((mount, A @ R @ A.T, (A @ t) / s))
+        for got, rotation, position in cases:
+            np.testing.assert_array_equal(got[3], [0.0, 0.0, 0.0, 1.0])
+            np.testing.assert_array_equal(got[:3, :3], rotation)
+            np.testing.assert_array_equal(got[:3, 3], position)
+
+
+@pytest.mark.parametrize("convention", ALL, ids=[f"{c.name}-{i}" for i, c in enumerate(ALL)])
 def test_round_trip_engine_canonical_engine(convention):
     rng = np.random.default_rng(7)
     for _ in range(200):

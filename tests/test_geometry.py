@@ -31,6 +31,21 @@ def test_quaternion_matrix_round_trip(seed):
     assert Pose.from_matrix(pose.matrix) == pose
 
 
+def test_rotation_from_quaternion_is_the_numpy_formula_bit_for_bit():
+    """Plain-float maths, normalised by the norm ``np.linalg.norm`` computes: the same matrix as numpy's formula."""
+    rng = np.random.default_rng(3)
+    for _ in range(500):
+        q = rng.normal(size=4) * 10.0 ** rng.uniform(-3, 3)
+        w, x, y, z = q / np.linalg.norm(q)
+        expected = np.array([
+            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+        ])
+        np.testing.assert_array_equal(rotation_from_quaternion(Quaternion(*q)), expected)
+        assert tuple(quaternion_from_rotation(expected)) == pytest.approx(tuple(q / np.linalg.norm(q) * np.sign(w)))
+
+
 def test_quaternion_of_known_rotation():
     # 90 degrees about z: x -> y.
     rotation = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])

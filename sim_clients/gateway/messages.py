@@ -10,12 +10,13 @@ descriptor built like it) goes through the same two functions.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from worldweave.proto.codecs import FLOAT32, pack_array, pose_matrix, unpack_array
@@ -38,6 +39,7 @@ from worldweave.sim_clients.gateway.schema import (
     field_kind,
     is_map,
     message_kind,
+    oneof_groups,
     wire_fields,
 )
 
@@ -350,11 +352,10 @@ def read_message(message: Message, value: object, path: str, convention: Convent
     fields stay unset; a oneof takes at most one of its fields."""
     fields = wire_fields(message.DESCRIPTOR)
     given = {name: v for name, v in read_map(value, path, fields).items() if v is not None}
-    for oneof in message.DESCRIPTOR.oneofs:
-        chosen = [name for name, f in fields.items() if f.containing_oneof is oneof and name in given]
+    for group in oneof_groups(message.DESCRIPTOR):
+        chosen = [name for name in group if name in given]
         if len(chosen) > 1:
-            members = ", ".join(name for name, f in fields.items() if f.containing_oneof is oneof)
-            raise InvalidMessageError(f"{path} takes one of {members}; got {', '.join(chosen)}")
+            raise InvalidMessageError(f"{path} takes one of {', '.join(group)}; got {', '.join(chosen)}")
     message.SetInParent()
     for name, raw in given.items():
         field = fields[name]
@@ -401,6 +402,27 @@ def _write_value(field: FieldDescriptor, value: object, convention: Convention) 
     return value
 
 
+@functools.cache
+def _write_plan(descriptor: Descriptor) -> tuple[tuple[str, FieldDescriptor, str], ...]:
+    """How ``write_message`` writes each field of a message, in wire order: (msgpack key, field, ``"map"``,
+    ``"list"``, ``"as_is"`` (a scalar that goes out as it is), ``"optional"`` (converted, and only when set) or
+    ``"value"`` (converted))."""
+    plan = []
+    for name, field in wire_fields(descriptor).items():
+        if is_map(field):
+            how = "map"
+        elif field.is_repeated:
+            how = "list"
+        elif field.has_presence:
+            how = "optional"
+        elif field.type in (FD.TYPE_MESSAGE, FD.TYPE_ENUM) or field_kind(field) is not None:
+            how = "value"
+        else:
+            how = "as_is"
+        plan.append((name, field, how))
+    return tuple(plan)
+
+
 def write_message(message: Message, convention: Convention, kind: FieldKind | None = None) -> object:
     """A proto message -> its wire value in the connection's engine convention: a map of every field (unset
     optional fields, submessages and oneof members left out), or the engine form of :data:`.WRITE_SPECIAL`."""
@@ -408,15 +430,16 @@ def write_message(message: Message, convention: Convention, kind: FieldKind | No
     if special in WRITE_SPECIAL:
         return WRITE_SPECIAL[special](message, convention, kind)
     out: dict[str, object] = {}
-    for name, field in wire_fields(message.DESCRIPTOR).items():
-        value = getattr(message, field.name)
-        if is_map(field):
+    for name, field, how in _write_plan(message.DESCRIPTOR):
+        if how == "as_is":
+            out[name] = getattr(message, field.name)
+        elif how == "map":
             value_field = field.message_type.fields_by_name["value"]
-            out[name] = {k: _write_value(value_field, v, convention) for k, v in value.items()}
-        elif field.is_repeated:
-            out[name] = [_write_value(field, v, convention) for v in value]
-        elif not field.has_presence or message.HasField(field.name):
-            out[name] = _write_value(field, value, convention)
+            out[name] = {k: _write_value(value_field, v, convention) for k, v in getattr(message, field.name).items()}
+        elif how == "list":
+            out[name] = [_write_value(field, v, convention) for v in getattr(message, field.name)]
+        elif how == "value" or message.HasField(field.name):
+            out[name] = _write_value(field, getattr(message, field.name), convention)
     if kind == "rotation":  # a Quaternion: box-to-canonical-world -> box-to-engine-world
         q = translate.from_canonical(kind, np.array([[out["qw"], out["qx"], out["qy"], out["qz"]]]), convention)[0]
         out.update(zip(("qw", "qx", "qy", "qz"), q.tolist()))

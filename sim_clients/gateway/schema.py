@@ -97,6 +97,15 @@ def wire_fields(descriptor: Descriptor) -> dict[str, FieldDescriptor]:
 
 
 @functools.cache
+def oneof_groups(descriptor: Descriptor) -> tuple[tuple[str, ...], ...]:
+    """The msgpack keys of each oneof of a message that has two or more members (a proto3 ``optional`` field is a
+    oneof of its own, which no message can set twice)."""
+    fields = wire_fields(descriptor)
+    groups = (tuple(name for name, f in fields.items() if f.containing_oneof is oneof) for oneof in descriptor.oneofs)
+    return tuple(group for group in groups if len(group) > 1)
+
+
+@functools.cache
 def is_map(field: FieldDescriptor) -> bool:
     """Whether ``field`` is a proto ``map<,>``."""
     return field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry
