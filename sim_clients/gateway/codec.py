@@ -50,16 +50,20 @@ ENVELOPE_ROOM_BYTES = 64 * 1024
 """Room a packed envelope gets beyond its binary fields' bytes, bytes (msgpack grows the buffer if it needs more)."""
 
 
+_BINARY = (bytes, bytearray, memoryview)
+_HOLDS_BINARY = (*_BINARY, dict, list, tuple)
+
+
 def binary_bytes(value: object) -> int:
     """Bytes in the binary values (``bytes``, ``bytearray``, ``memoryview``) anywhere inside ``value``'s maps and
     lists."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
+    if isinstance(value, _BINARY):
         return len(value)
     if isinstance(value, dict):
-        return sum(binary_bytes(item) for item in value.values())
-    if isinstance(value, (list, tuple)):
-        return sum(binary_bytes(item) for item in value)
-    return 0
+        value = value.values()
+    elif not isinstance(value, (list, tuple)):
+        return 0
+    return sum([binary_bytes(item) for item in value if isinstance(item, _HOLDS_BINARY)])  # numbers and strings: 0
 
 
 def encode(record_type: str, body: dict[str, Any], request_id: int | None) -> bytes:
