@@ -1,9 +1,9 @@
 """Latency the ZMQ/msgpack gateway adds per 640x480 frame, beside a direct gRPC call in the same run.
 
-Both paths ask the same gRPC server for the same frame: ``direct`` is ``WorldClient`` (gRPC), ``gateway`` is a
-Python engine (``GatewayClient``, convention ``unity``) -> ZMQ -> gateway (decode, convert the pose, ``WorldClient``,
-encode, convert back) -> the server. ``added`` = gateway − direct, the gateway's cost. Also shown: the pure codec
-cost of one frame reply (written in the engine's convention, msgpack encode + decode), and both paths with ``step``.
+Both paths ask the same gRPC server for the same frame: ``direct`` is ``WorldClient`` (gRPC), ``gateway`` is a Python
+engine (``GatewayClient``, convention ``unity``) -> ZMQ -> gateway (decode, convert the pose, ``AsyncWorldClient``,
+encode, convert back) -> the server. ``added`` = gateway − direct, the gateway's cost. Also shown: the pure codec cost
+of one frame reply (written in the engine's convention, msgpack encode + decode), and both paths with ``step``.
 
 By default the server is an in-process gRPC ``WorldService`` that answers every pose with one precomputed frame
 (a zero-cost generator), so the figures are transport and conversion only. ``--reproject`` runs the real server

@@ -1,5 +1,5 @@
 """The gateway process end to end over loopback: a Python reference engine (``GatewayClient``) drives a real
-gateway (ZMQ ROUTER, worker threads, ``WorldClient``) in front of a real gRPC server.
+gateway (ZMQ ROUTER, one event loop, ``AsyncWorldClient``) in front of a real gRPC server.
 
 The server here is a small ``WorldService`` with a deterministic point splatter (a fixed cloud of coloured points
 seen from the requested pose), so a frame is a function of the canonical pose the server received: a pose sent in
@@ -13,6 +13,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 import zlib
 from concurrent import futures
 
@@ -37,6 +39,8 @@ from worldweave.sim_clients.gateway.schema import SCHEMA_VERSION
 from worldweave.sim_clients.gateway.server import BackgroundGateway
 
 CAMERA = Intrinsics.from_fov(32, 24, fov_x_deg=90.0)
+SLOW_WORLD = "slow"
+"""Renders of this world id wait for ``SplatServicer.release`` (at most 30 s) before they answer."""
 WIRE_CAMERA = {"width": 32, "height": 24, "fov_x_deg": 90.0}
 MAX_MESSAGE_BYTES = 1 << 20
 
@@ -51,6 +55,7 @@ class SplatServicer(pb_grpc.WorldServiceServicer):
         self.points = 5.0 * directions
         self.colors = np.clip((directions + 1.0) * 127.5, 0, 255).astype(np.uint8)
         self.worlds: dict[str, dict] = {}
+        self.release = threading.Event()
 
     def GetServerInfo(self, request, context):
         return pb.GetServerInfoResponse(
@@ -97,6 +102,8 @@ class SplatServicer(pb_grpc.WorldServiceServicer):
         return codecs.decode_intrinsics(request.intrinsics) if request.HasField("intrinsics") else world["intrinsics"]
 
     def Render(self, request, context):
+        if request.world_id == SLOW_WORLD:
+            self.release.wait(30.0)
         world = self._world(request.world_id, context)
         intrinsics = self._intrinsics(request, world)
         return pb.RenderResponse(frames=[self._frame(p, intrinsics, request.format, None) for p in request.poses])
@@ -112,9 +119,14 @@ class SplatServicer(pb_grpc.WorldServiceServicer):
 
 
 @pytest.fixture(scope="module")
-def server_address():
+def servicer():
+    return SplatServicer()
+
+
+@pytest.fixture(scope="module")
+def server_address(servicer):
     server = grpc.server(futures.ThreadPoolExecutor(4))
-    pb_grpc.add_WorldServiceServicer_to_server(SplatServicer(), server)
+    pb_grpc.add_WorldServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     yield f"127.0.0.1:{port}"
@@ -302,6 +314,25 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_a_waiting_request_holds_only_its_own_connection(gateway, direct, servicer):
+    """Requests of one connection wait for each other; another connection's are answered meanwhile."""
+    servicer.release.clear()
+    with GatewayClient(gateway.address, "canonical", timeout_s=20.0) as waiting, \
+            GatewayClient(gateway.address, "canonical", timeout_s=20.0) as other:
+        held = waiting.send("render", {"world_id": SLOW_WORLD, "poses": [IDENTITY], "intrinsics": WIRE_CAMERA})
+        queued = waiting.send("render", {"world_id": "shared", "poses": [IDENTITY], "intrinsics": WIRE_CAMERA})
+        try:
+            time.sleep(0.2)  # the held render reaches the server first
+            reply = other.call("render", world_id="shared", poses=[IDENTITY], intrinsics=WIRE_CAMERA)
+            assert rgb_of(reply["frames"][0]).any()
+            assert not waiting.socket.poll(0)  # neither of the first connection's requests is answered yet
+        finally:
+            servicer.release.set()
+        replies = [waiting.receive(), waiting.receive()]
+    assert [reply[:2] for reply in replies] == [(held, "error"), (queued, "render_reply")]
+    assert replies[0][2]["code"] == "NOT_FOUND"  # the slow world was never created: the render waited, then failed
 
 
 def test_worldweave_gateway_command(server_address):
