@@ -259,6 +259,10 @@ class BackgroundGateway:
                 await asyncio.gather(self._task, return_exceptions=True)
             if self.client is not None:
                 await self.client.close()
+            others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in others:  # grpc.aio's own, of calls the close cancelled: ended here, not destroyed pending
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
 
         if self._thread.is_alive():
             asyncio.run_coroutine_threadsafe(finish(), self._loop).result()
