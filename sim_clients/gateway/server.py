@@ -3,13 +3,12 @@
 Engines that don't speak gRPC (Unity, Unreal, a C++ simulator) connect a DEALER socket to this ROUTER socket and
 exchange msgpack messages (``sim_clients/gateway/SCHEMA.md``). Each connection declares its pose convention once
 (``hello``); the gateway converts poses both ways and forwards to a ``worldweave serve`` through an
-``AsyncWorldClient`` on its one event loop (no thread between a request and its call: each hand-over costs about 0.1
-ms). Requests of one connection run in order, one at a time; connections run concurrently. A malformed, oversized or
-failing request gets an ``error`` reply and never stops the gateway. Binds 127.0.0.1 unless told otherwise.
-Every request is one RPC of the server (or ``hello``) and gets one reply, except a server-streaming RPC
-(``stream_point_cloud``, ``crop_point_cloud``, ``step``), answered by one reply per response message (the last
-flagged as the proto flags it); a REQ socket, which takes one reply per request, gets an error instead when the
-answer needs more than one.
+``AsyncWorldClient`` on its event loop. Requests of one connection run in order, one at a time; connections run
+concurrently. A malformed, oversized or failing request gets an ``error`` reply and never stops the gateway. Binds
+127.0.0.1 unless told otherwise. Every request is one RPC of the server (or ``hello``) and gets one reply, except a
+server-streaming RPC (``stream_point_cloud``, ``crop_point_cloud``, ``step``), answered by one reply per response
+message (the last flagged as the proto flags it); a REQ socket, which takes one reply per request, gets an error
+instead when the answer needs more than one.
 """
 
 from __future__ import annotations
