@@ -168,12 +168,27 @@ def _rigid(rotation: np.ndarray, position: np.ndarray) -> np.ndarray:
     return m
 
 
-def _turned(left: np.ndarray, m: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """``[L R M | L t]`` of the rigid 4x4 ``m = [R | t]``, given ``left = [L | 0]`` and ``right = [M | 0]`` as 4x4s:
-    one product pair for the whole pose, cheaper than its 3x3 parts (and the same values for the signed permutations
-    every built-in convention turns by). The last row is set to exactly ``[0, 0, 0, 1]``."""
+class _Turns(NamedTuple):
+    """A convention's ``W``, ``A`` and their transposes as rigid 4x4s (no translation), for :func:`_turned`."""
+
+    w: np.ndarray
+    a: np.ndarray
+    w_t: np.ndarray
+    a_t: np.ndarray
+
+
+def _turned(left: np.ndarray, m: np.ndarray, right: np.ndarray, *, times: float | None = None,
+            over: float | None = None) -> np.ndarray:
+    """``[L R M | L t * times]`` (or ``/ over``) of the rigid 4x4 ``m = [R | t]``, given ``left = [L | 0]`` and
+    ``right = [M | 0]`` as 4x4s: one product pair for the whole pose, cheaper than its 3x3 parts (and the same values
+    for the signed permutations every built-in convention turns by). The last row is set to exactly
+    ``[0, 0, 0, 1]``."""
     out = left @ m @ right
     out[3] = (0.0, 0.0, 0.0, 1.0)
+    if times is not None:
+        out[:3, 3] *= times
+    if over is not None:
+        out[:3, 3] /= over
     return out
 
 
@@ -216,10 +231,9 @@ class Convention:
             raise ConventionError(f"convention {self.name!r}: metres_per_unit must be > 0, got {self.metres_per_unit}")
 
     @cached_property
-    def _turns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``W``, ``A``, ``W^T`` and ``A^T`` as rigid 4x4s (no translation), for :func:`_turned`."""
+    def _turns(self) -> _Turns:
         W, A = self.world_to_canonical, self.opencv_to_camera
-        return _rigid(W, 0.0), _rigid(A, 0.0), _rigid(W.T, 0.0), _rigid(A.T, 0.0)
+        return _Turns(_rigid(W, 0.0), _rigid(A, 0.0), _rigid(W.T, 0.0), _rigid(A.T, 0.0))
 
     @cached_property
     def engine_rotation_det(self) -> int:
@@ -231,18 +245,14 @@ class Convention:
     def matrix_to_canonical(self, engine_c2w: np.ndarray) -> np.ndarray:
         """Engine camera-local-to-world 4x4 (engine axes and units) -> canonical ``T_world_cam`` 4x4 (metres)."""
         m = check_pose_matrix(engine_c2w, f"{self.name} camera-to-world matrix", self.engine_rotation_det)
-        W, A, _, _ = self._turns
-        out = _turned(W, m, A)
-        out[:3, 3] *= self.metres_per_unit
-        return out
+        turns = self._turns
+        return _turned(turns.w, m, turns.a, times=self.metres_per_unit)
 
     def matrix_from_canonical(self, c2w: np.ndarray) -> np.ndarray:
         """Canonical ``T_world_cam`` 4x4 (metres) -> the engine's camera-local-to-world 4x4 (engine axes, units)."""
         m = check_pose_matrix(c2w, "canonical camera-to-world matrix", 1)
-        _, _, W_T, A_T = self._turns
-        out = _turned(W_T, m, A_T)
-        out[:3, 3] /= self.metres_per_unit
-        return out
+        turns = self._turns
+        return _turned(turns.w_t, m, turns.a_t, over=self.metres_per_unit)
 
     # -- engine pose records -------------------------------------------------------------------------------------
 
@@ -282,18 +292,14 @@ class Convention:
         ``T_world_x = [W R_x A | s W t_x]`` for body and camera alike, ``T_body_cam = [A^T R_e A | s A^T t_e]``.
         """
         m = check_pose_matrix(self._engine_matrix(mount), f"{self.name} rig mount", 1)
-        _, A, _, A_T = self._turns
-        out = _turned(A_T, m, A)
-        out[:3, 3] *= self.metres_per_unit
-        return out
+        turns = self._turns
+        return _turned(turns.a_t, m, turns.a, times=self.metres_per_unit)
 
     def mount_from_canonical(self, t_body_cam: np.ndarray) -> EnginePose:
         """Canonical ``T_body_cam`` 4x4 -> the engine's form of the mount (inverse of :meth:`mount_to_canonical`)."""
         m = check_pose_matrix(t_body_cam, "canonical rig mount", 1)
-        _, A, _, A_T = self._turns
-        out = _turned(A, m, A_T)
-        out[:3, 3] /= self.metres_per_unit
-        return self._engine_pose(out)
+        turns = self._turns
+        return self._engine_pose(_turned(turns.a, m, turns.a_t, over=self.metres_per_unit))
 
     def _engine_pose(self, engine: np.ndarray) -> EnginePose:
         """The engine's 4x4 -> its pose form (:attr:`pose_form`)."""

@@ -317,8 +317,7 @@ def _best_hypothesis(points, grid_rc, lookup, free, candidates, draws, steps, sc
             nx, ny, nz = nx / length, ny / length, nz / length
             offset = -(nx * p0x + ny * p0y + nz * p0z)
             for s in range(scored_points.shape[0]):
-                count += abs(scored_points[s, 0] * nx + scored_points[s, 1] * ny + scored_points[s, 2] * nz
-                             + offset) < tolerance
+                count += _plane_distance(scored_points, s, nx, ny, nz, offset) < tolerance
         else:
             nx = ny = nz = 0.0
         if count > best_count:
@@ -327,14 +326,19 @@ def _best_hypothesis(points, grid_rc, lookup, free, candidates, draws, steps, sc
     return best_normal, best_offset
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _plane_distance(points, i, nx, ny, nz, offset):
+    """The distance of ``points[i]`` to the plane ``(nx, ny, nz) . x + offset = 0`` (unit normal), metres."""
+    return abs(points[i, 0] * nx + points[i, 1] * ny + points[i, 2] * nz + offset)
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _plane_inliers(points, free, normal, offset, tolerance):
     """bool (N,): the ``free`` points within ``tolerance`` of the plane ``normal . x + offset = 0``; and how many."""
     inliers = np.empty(points.shape[0], np.bool_)
     count = 0
     for i in range(points.shape[0]):
-        residual = abs(points[i, 0] * normal[0] + points[i, 1] * normal[1] + points[i, 2] * normal[2] + offset)
-        inliers[i] = free[i] and residual < tolerance
+        inliers[i] = free[i] and _plane_distance(points, i, normal[0], normal[1], normal[2], offset) < tolerance
         count += inliers[i]
     return inliers, count
 
@@ -346,7 +350,7 @@ def _median_residual(points, inliers, normal, offset):
     k = 0
     for i in range(points.shape[0]):
         if inliers[i]:
-            residuals[k] = abs(points[i, 0] * normal[0] + points[i, 1] * normal[1] + points[i, 2] * normal[2] + offset)
+            residuals[k] = _plane_distance(points, i, normal[0], normal[1], normal[2], offset)
             k += 1
     return np.median(residuals)
 
