@@ -135,7 +135,8 @@ def _fit_rows(first, stop, depth, confidence, spread, counts, min_points, tolera
     2 ``max_radius`` + 2 rows (each table row is made from the one above it, from the image's first row: a band that
     starts lower makes the rows above it too, the same float64 sums in the same order, so every band of any split
     reads the same table). A pixel's window radius is searched in the landed pixels' int32 count table from the
-    previous pixel's (the test holds for every radius above the smallest, so this finds the smallest). The lowest
+    previous pixel's (the test holds for every radius above the smallest, so this finds the smallest). A row's
+    windows are found first and their fits solved together (``_solve_fits``, a loop the compiler vectorises). The lowest
     landed confidence in a window is the minimum over its columns of per-radius column minima of the current row.
     Same float64 operations as full tables and a window scan (equal results, ``tests/test_step_kernels.py``), in a
     fraction of the memory traffic."""
@@ -146,7 +147,11 @@ def _fit_rows(first, stop, depth, confidence, spread, counts, min_points, tolera
     row = np.zeros(10)
     made = 1  # table rows 0..made-1 are in the ring (row 0: zeros)
     minima = np.empty((max_radius, width), np.float32)
-    s = np.empty(10)
+    sums = np.empty((10, width))
+    fit_u = np.empty(width, np.int64)
+    fit_radius = np.empty(width, np.int64)
+    fit_c = np.empty(width)
+    fit_kept = np.empty(width, np.bool_)
     start = 1
     for v in range(first, stop):
         while made <= min(v + max_radius + 1, height):  # table row ``made`` sums image rows 0..made-1
@@ -169,7 +174,7 @@ def _fit_rows(first, stop, depth, confidence, spread, counts, min_points, tolera
                 for k in range(10):
                     current[u + 1, k] = previous[u + 1, k] + row[k]
             made += 1
-        minima_done = 0
+        found = 0  # this row's fits with a window: pixel, radius and moments (``fit_u``, ``fit_radius``, ``sums``)
         for u in range(width):
             if not spread[v, u]:
                 continue
@@ -186,34 +191,49 @@ def _fit_rows(first, stop, depth, confidence, spread, counts, min_points, tolera
             start = radius
             v0, v1, u0, u1 = max(v - radius, 0), min(v + radius, height - 1), max(u - radius, 0), min(u + radius, width - 1)
             for k in range(10):
-                s[k] = _box(sat, slot, k, v0, v1, u0, u1)
-            n = s[0]
-            # Moments about the pixel (x = u' - u, y = v' - v), for a well-conditioned fit w = a x + b y + c.
-            sx, sy = s[1] - n * u, s[2] - n * v
-            sxx = s[3] - 2 * u * s[1] + n * u * u
-            sxy = s[4] - u * s[2] - v * s[1] + n * u * v
-            syy = s[5] - 2 * v * s[2] + n * v * v
-            sw, sxw, syw, sww = s[6], s[7] - u * s[6], s[8] - v * s[6], s[9]
-            det = sxx * (syy * n - sy * sy) - sxy * (sxy * n - sy * sx) + sx * (sxy * sy - syy * sx)
-            if abs(det) < 1e-9:
+                sums[k, found] = _box(sat, slot, k, v0, v1, u0, u1)
+            fit_u[found] = u
+            fit_radius[found] = radius
+            found += 1
+        _solve_fits(sums, fit_u, v, found, tolerance, fit_c, fit_kept)
+        minima_done = 0
+        for i in range(found):
+            if not fit_kept[i]:
                 continue
-            a = (sxw * (syy * n - sy * sy) - sxy * (syw * n - sy * sw) + sx * (syw * sy - syy * sw)) / det
-            b = (sxx * (syw * n - sy * sw) - sxw * (sxy * n - sy * sx) + sx * (sxy * sw - syw * sx)) / det
-            c = (sxx * (syy * sw - sy * syw) - sxy * (sxy * sw - sx * syw) + sxw * (sxy * sy - syy * sx)) / det
-            if c <= 0:
-                continue
-            residual = (sww - 2 * (a * sxw + b * syw + c * sw) + a * a * sxx + 2 * a * b * sxy + b * b * syy
-                        + 2 * a * c * sx + 2 * b * c * sy + c * c * n)
-            if residual > n * (tolerance * c) ** 2:
-                continue
+            u, radius = fit_u[i], fit_radius[i]
             while minima_done < radius:  # row v's minimum of landed confidence over rows v - r..v + r, per column
                 minima_done += 1
                 _column_minima(confidence, spread, v, minima_done, minima)
             lowest = np.float32(1.0)
-            for x in range(u0, u1 + 1):
+            for x in range(max(u - radius, 0), min(u + radius, width - 1) + 1):
                 lowest = min(lowest, minima[radius - 1, x])
-            depth[v, u] = 1.0 / c
+            depth[v, u] = 1.0 / fit_c[i]
             confidence[v, u] = lowest
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _solve_fits(sums, fit_u, v, count, tolerance, fit_c, fit_kept):
+    """The plane fits of ``count`` pixels (``fit_u``, in image row ``v``) from their windows' landed moments
+    (``sums`` (10, N), ``_fit_rows``' order): ``fit_c`` the fitted inverse depth at the pixel, ``fit_kept`` whether
+    the fit holds (a solvable system, c above 0, the RMS residual within ``tolerance`` of c). Every fit is solved,
+    branch-free, so the compiler vectorises the loop; a fit that does not hold only reads ``fit_kept`` False."""
+    for i in range(count):
+        u = np.float64(fit_u[i])
+        n = sums[0, i]
+        # Moments about the pixel (x = u' - u, y = v' - v), for a well-conditioned fit w = a x + b y + c.
+        sx, sy = sums[1, i] - n * u, sums[2, i] - n * v
+        sxx = sums[3, i] - 2 * u * sums[1, i] + n * u * u
+        sxy = sums[4, i] - u * sums[2, i] - v * sums[1, i] + n * u * v
+        syy = sums[5, i] - 2 * v * sums[2, i] + n * v * v
+        sw, sxw, syw, sww = sums[6, i], sums[7, i] - u * sums[6, i], sums[8, i] - v * sums[6, i], sums[9, i]
+        det = sxx * (syy * n - sy * sy) - sxy * (sxy * n - sy * sx) + sx * (sxy * sy - syy * sx)
+        a = (sxw * (syy * n - sy * sy) - sxy * (syw * n - sy * sw) + sx * (syw * sy - syy * sw)) / det
+        b = (sxx * (syw * n - sy * sw) - sxw * (sxy * n - sy * sx) + sx * (sxy * sw - syw * sx)) / det
+        c = (sxx * (syy * sw - sy * syw) - sxy * (sxy * sw - sx * syw) + sxw * (sxy * sy - syy * sx)) / det
+        residual = (sww - 2 * (a * sxw + b * syw + c * sw) + a * a * sxx + 2 * a * b * sxy + b * b * syy
+                    + 2 * a * c * sx + 2 * b * c * sy + c * c * n)
+        fit_c[i] = c
+        fit_kept[i] = not abs(det) < 1e-9 and not c <= 0 and not residual > n * (tolerance * c) ** 2
 
 
 @numba.njit(cache=True, nogil=True)
