@@ -68,7 +68,7 @@ from worldweave.bridge.cores import split_call
 from worldweave.bridge.frames import RenderResult
 from worldweave.bridge.generators.base import Condition, GenerationResult, Generator
 from worldweave.bridge.generators.kept_depth import kept_depth
-from worldweave.bridge.generators.reproject import EMPTY_GREY, push_pull_fill_cpu
+from worldweave.bridge.generators.reproject import EMPTY_GREY, push_pull
 from worldweave.proto.errors import InvalidInputError
 from worldweave.proto.geometry import Intrinsics, Pose
 
@@ -1096,19 +1096,30 @@ class _Surfaces:
 
 
 @numba.njit(cache=True, nogil=True)
-def _half_resolution(rgb, known):
-    """uint8 (H, W, 3) colours and bool (H, W) known -> float32 (ceil(H/2), ceil(W/2), 3) sums of the known colours
-    in each 2x2 block and float32 their counts."""
-    height, width = known.shape
-    sums = np.zeros(((height + 1) // 2, (width + 1) // 2, 3), np.float32)
-    counts = np.zeros(((height + 1) // 2, (width + 1) // 2), np.float32)
+def _half_resolution(rgb, paint):
+    """The first level of the push-pull fill of uint8 (H, W, 3) ``rgb`` where bool (H, W) ``paint`` is set, at half
+    resolution: float32 (3, ceil(H/2), ceil(W/2)) each 2x2 block's mean colour of its pixels not to paint (0 in a
+    block of none), and float32 (ceil(H/2), ceil(W/2)) 1 where a block has such pixels, else 0 (the weights of a
+    known level: ``push_pull_fill_cpu`` of the means on those blocks, in one pass)."""
+    height, width = paint.shape
+    half_h, half_w = (height + 1) // 2, (width + 1) // 2
+    sums = np.zeros((half_h, half_w, 3), np.float32)
+    counts = np.zeros((half_h, half_w), np.float32)
     for v in range(height):
         for u in range(width):
-            if known[v, u]:
+            if not paint[v, u]:
                 counts[v // 2, u // 2] += 1
                 for c in range(3):
                     sums[v // 2, u // 2, c] += rgb[v, u, c]
-    return sums, counts
+    means = np.empty((3, half_h, half_w), np.float32)
+    known = np.empty((half_h, half_w), np.float32)
+    for a in range(half_h):
+        for b in range(half_w):
+            count = counts[a, b]
+            known[a, b] = np.float32(1.0) if count > 0 else np.float32(0.0)
+            for c in range(3):
+                means[c, a, b] = sums[a, b, c] / max(count, np.float32(1.0)) * known[a, b]
+    return means, known
 
 
 @numba.njit(cache=True, nogil=True)
@@ -1346,13 +1357,12 @@ class ContinuationGenerator(Generator):
         if paint.all():  # nothing to fill from
             rgb[:] = EMPTY_GREY
         elif paint.any():
-            # At half resolution (a quarter of the cost): 2x2 blocks average their painted pixels.
+            # At half resolution (a quarter of the cost): 2x2 blocks average their pixels not to paint.
             image = rgb.reshape(*shape, 3)
-            sums, weight = _half_resolution(image, ~paint.reshape(shape))
-            small = push_pull_fill_cpu((sums / np.maximum(weight, 1)[..., None]).transpose(2, 0, 1), weight > 0)
+            small = push_pull(_half_resolution(image, paint.reshape(shape)))
             _upsample_into(image, paint.reshape(shape), small)
         depth[unknown] = 0.0
-        return rgb.reshape(*shape, 3), depth.reshape(shape).astype(np.float32), confidence.reshape(shape)
+        return rgb.reshape(*shape, 3), depth.reshape(shape).astype(np.float32, copy=False), confidence.reshape(shape)
 
     def _view_plane(self, surfaces: _Surfaces, normal_cam: np.ndarray, offset_cam_m: float, inliers: np.ndarray,
                     sampled: np.ndarray, points_cam: np.ndarray, pose: Pose, rgb: np.ndarray,

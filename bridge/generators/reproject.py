@@ -156,10 +156,10 @@ def push_pull_fill_cpu(values: np.ndarray, known: np.ndarray) -> np.ndarray:
     if known.all():
         return np.ascontiguousarray(values)
     weight = known.astype(np.float32)
-    return _push_pull((values * weight[None], weight))  # level 0's weights are 0 or 1: known pixels come back exactly
+    return push_pull((values * weight[None], weight))  # level 0's weights are 0 or 1: known pixels come back exactly
 
 
-def _push_pull(first: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+def push_pull(first: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """The push-pull pyramid from its finest level ``first`` (weighted sums (C, H, W), weights (H, W)): push until a
     level has no hole (or is 1 x 1), then pull back down; returns that finest level filled, (C, H, W) float32. The
     levels of ``MIN_SPLIT_PIXELS`` or more push and pull here, each split over the free cores; below them (one thread
@@ -182,7 +182,7 @@ def _filled(weight):
 
 @numba.njit(cache=True, nogil=True)
 def _small_pyramid(summed, weight):
-    """``_push_pull`` from level (``summed`` (C, H, W), ``weight`` (H, W)) on, on one thread: the same pushes and
+    """``push_pull`` from level (``summed`` (C, H, W), ``weight`` (H, W)) on, on one thread: the same pushes and
     pulls (``_push_rows``, ``_pull_rows``) down to the level with no hole (or 1 x 1) and back; that level filled."""
     sums = [summed]
     weights = [weight]
@@ -276,7 +276,7 @@ def push_pull_frame(render: RenderResult, kept: np.ndarray, known: np.ndarray) -
     of its colour and depth on the ``known`` pixels (some, not all) with the colour rounded to uint8 and ``kept``'s
     depth where known, as ``push_pull_fill_cpu`` and numpy give them (tested equal), without their full-size
     copies: the first push reads the render, the last pull writes the outputs."""
-    filled = _push_pull(_push_frame(render.rgb, render.depth, known))
+    filled = push_pull(_push_frame(render.rgb, render.depth, known))
     frame = np.empty((*known.shape, 3), np.uint8)
     depth = np.empty(known.shape, np.float32)
     split_call(_pull_frame, _pull_frame_bands, known.shape[0], render.rgb, kept, known, filled.astype(np.float32),
