@@ -224,7 +224,7 @@ def _blend_best(rgb, depth, confidence, j, weights, k, gains, out_rgb, out_depth
     _take_anchor(rgb, depth, confidence, j, top, gains, out_rgb, out_depth, out_confidence, p)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True)  # numba-inlined (inline="always"), it made the heuristic weave up to 2x slower
 def _take_anchor(rgb, depth, confidence, j, a, gains, out_rgb, out_depth, out_confidence, p):
     """Write output pixel ``p``'s colour, depth and confidence as anchor ``a``'s ``rgb[a, j]`` (times its gain),
     ``depth[a, j]`` and ``confidence[a, j]`` (clipped to 0..1), exactly."""
