@@ -1,6 +1,7 @@
 """The step path's numba kernels equal the numpy code they replaced, bit for bit: anchor sampling (one pass over the
-keyframe instead of a dozen numpy passes) and the footprint refit of ``kept_depth`` (a ring of summed-area rows and
-per-radius column minima instead of full tables and a window scan, on any split into bands of rows)."""
+keyframe instead of a dozen numpy passes), the footprint refit of ``kept_depth`` (a ring of summed-area rows and
+per-radius column minima instead of full tables and a window scan, on any split into bands of rows), and the push-pull
+fills of ``reproject`` and ``continue`` (their first and last levels made in one pass each)."""
 
 from __future__ import annotations
 
@@ -232,6 +233,42 @@ def test_reproject_frame_equals_push_pull_fill_and_numpy(monkeypatch, shape: tup
         split[0] = threads
         frame, got_depth = push_pull_frame(render, kept, known)
         assert np.array_equal(frame, expected_frame) and np.array_equal(got_depth, expected_depth)
+
+
+@pytest.mark.parametrize("shape", [(48, 64), (37, 51), (5, 3)])
+def test_continue_fill_equals_push_pull_of_numpy_half_resolution_means(shape: tuple[int, int]) -> None:
+    """``continue``'s fill of unknown pixels (one kernel for the half-resolution means and their weights) equals the
+    numpy it replaced: each 2x2 block's mean colour of its pixels not to paint, ``push_pull_fill_cpu`` of those means
+    on the blocks that have any, written rounded into the pixels to paint; depth 0 where confidence is 0."""
+    from worldweave.bridge.generators.continuation import ContinuationGenerator
+    from worldweave.bridge.generators.reproject import push_pull_fill_cpu
+
+    rng = np.random.default_rng(shape[1])
+    h, w = shape
+    v, u = np.mgrid[:h, :w]
+    for share in (0.05, 0.5, 0.97):  # the last leaves every block a known pixel: no hole at half resolution
+        kept = rng.uniform(size=(h, w)) < share
+        kept.flat[0] = True
+        kept.flat[-1] = False
+        rgb = rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
+        depth = rng.uniform(0.5, 6.0, (h, w)).astype(np.float32)
+        confidence = np.where(kept, rng.uniform(0.0, 1.0, (h, w)), 0.0).astype(np.float32)
+        confidence.flat[0] = 0.0  # kept, confidence 0: keeps its colour, loses its depth
+        paint = (confidence == 0) & ~kept
+        sums = np.zeros(((h + 1) // 2, (w + 1) // 2, 3), np.float32)
+        counts = np.zeros(sums.shape[:2], np.float32)
+        np.add.at(sums, (v[~paint] // 2, u[~paint] // 2), rgb[~paint].astype(np.float32))
+        np.add.at(counts, (v[~paint] // 2, u[~paint] // 2), np.float32(1))
+        small = push_pull_fill_cpu((sums / np.maximum(counts, 1)[..., None]).transpose(2, 0, 1), counts > 0)
+        expected = rgb.copy()
+        upsampled = (small[:, v // 2, u // 2].astype(np.float64) + 0.5).astype(np.int64).transpose(1, 2, 0)
+        expected[paint] = np.clip(upsampled, 0, 255).astype(np.uint8)[paint]
+        got_rgb, got_depth, got_confidence = ContinuationGenerator._fill_unknown(
+            rgb.reshape(-1, 3).copy(), depth.reshape(-1).copy(), confidence.reshape(-1).copy(), (h, w),
+            kept.reshape(-1))
+        assert np.array_equal(got_rgb, expected)
+        assert np.array_equal(got_depth, np.where(confidence == 0, np.float32(0), depth))
+        assert np.array_equal(got_confidence, confidence)
 
 
 def test_anchor_index_rebuilt_from_kept_rows_equals_a_full_build(room) -> None:
