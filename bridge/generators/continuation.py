@@ -1099,8 +1099,8 @@ class _Surfaces:
 def _half_resolution(rgb, paint):
     """The first level of the push-pull fill of uint8 (H, W, 3) ``rgb`` where bool (H, W) ``paint`` is set, at half
     resolution: float32 (3, ceil(H/2), ceil(W/2)) each 2x2 block's mean colour of its pixels not to paint (0 in a
-    block of none), and float32 (ceil(H/2), ceil(W/2)) 1 where a block has such pixels, else 0 (the weights of a
-    known level: ``push_pull_fill_cpu`` of the means on those blocks, in one pass)."""
+    block of none), and float32 (ceil(H/2), ceil(W/2)) 1 where a block has such pixels, else 0: the level
+    ``push_pull_fill_cpu`` would make of the means on those blocks, for ``push_pull`` to start from."""
     height, width = paint.shape
     half_h, half_w = (height + 1) // 2, (width + 1) // 2
     sums = np.zeros((half_h, half_w, 3), np.float32)
@@ -1344,7 +1344,7 @@ class ContinuationGenerator(Generator):
     def _fill_unknown(rgb: np.ndarray, depth: np.ndarray, confidence: np.ndarray, shape: tuple[int, int],
                       kept: np.ndarray, unpainted: np.ndarray | None = None,
                       painted: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Flat (H W, 3) colours, (H W,) depths and confidences -> the view's arrays, with every confidence-0 pixel
+        """Flat (H W, 3) colours, (H W,) float32 depths and confidences -> the view's arrays, with every confidence-0 pixel
         given depth 0, and those not ``kept`` (bool (H W,): memory's render covers them, so they show its colour even
         where its confidence is 0, a footprint's spread) but the ``painted`` ones, and the ``unpainted`` ones, the
         push-pull fill of the others' colours (mid-grey when there are no others)."""
@@ -1362,7 +1362,7 @@ class ContinuationGenerator(Generator):
             small = push_pull(_half_resolution(image, paint.reshape(shape)))
             _upsample_into(image, paint.reshape(shape), small)
         depth[unknown] = 0.0
-        return rgb.reshape(*shape, 3), depth.reshape(shape).astype(np.float32, copy=False), confidence.reshape(shape)
+        return rgb.reshape(*shape, 3), depth.reshape(shape), confidence.reshape(shape)
 
     def _view_plane(self, surfaces: _Surfaces, normal_cam: np.ndarray, offset_cam_m: float, inliers: np.ndarray,
                     sampled: np.ndarray, points_cam: np.ndarray, pose: Pose, rgb: np.ndarray,

@@ -93,11 +93,18 @@ def _count(counts, v0, v1, u0, u1):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _window(v, u, radius, height, width):
+    """The rows v0..v1 and columns u0..u1 (inclusive) of the window of half-width ``radius`` around pixel (v, u),
+    clipped to the image."""
+    return max(v - radius, 0), min(v + radius, height - 1), max(u - radius, 0), min(u + radius, width - 1)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _fits_window(counts, v, u, radius, height, width, min_points):
     """Whether the window of half-width ``radius`` around pixel (v, u), clipped to the image, holds ``min_points``
     landed pixels with some on all four sides of the pixel. Holds for every larger radius once it holds (the
     windows nest), so the smallest such radius can be searched from any start."""
-    v0, v1, u0, u1 = max(v - radius, 0), min(v + radius, height - 1), max(u - radius, 0), min(u + radius, width - 1)
+    v0, v1, u0, u1 = _window(v, u, radius, height, width)
     return (u0 < u and u1 > u and v0 < v and v1 > v and _count(counts, v0, v1, u0, u1) >= min_points
             and _count(counts, v0, v1, u0, u - 1) > 0 and _count(counts, v0, v1, u + 1, u1) > 0
             and _count(counts, v0, v - 1, u0, u1) > 0 and _count(counts, v + 1, v1, u0, u1) > 0)
@@ -189,7 +196,7 @@ def _fit_rows(first, stop, depth, confidence, spread, counts, min_points, tolera
                 if radius > max_radius:
                     continue
             start = radius
-            v0, v1, u0, u1 = max(v - radius, 0), min(v + radius, height - 1), max(u - radius, 0), min(u + radius, width - 1)
+            v0, v1, u0, u1 = _window(v, u, radius, height, width)
             for k in range(10):
                 sums[k, found] = _box(sat, slot, k, v0, v1, u0, u1)
             fit_u[found] = u
@@ -205,7 +212,8 @@ def _fit_rows(first, stop, depth, confidence, spread, counts, min_points, tolera
                 minima_done += 1
                 _column_minima(confidence, spread, v, minima_done, minima)
             lowest = np.float32(1.0)
-            for x in range(max(u - radius, 0), min(u + radius, width - 1) + 1):
+            _, _, u0, u1 = _window(v, u, radius, height, width)
+            for x in range(u0, u1 + 1):
                 lowest = min(lowest, minima[radius - 1, x])
             depth[v, u] = 1.0 / fit_c[i]
             confidence[v, u] = lowest

@@ -152,7 +152,8 @@ def _pull_rows(first, stop, summed, weight, coarse, out):
 
 def push_pull_fill_cpu(values: np.ndarray, known: np.ndarray) -> np.ndarray:
     """numba twin of ``push_pull_fill`` for float32 (C, H, W) numpy arrays (tested equal); C-contiguous, whatever the
-    layout of ``values`` (a kernel compiles apart for each layout it is handed: the warm-up covers one)."""
+    layout of ``values``. The fill the fused paths (``push_pull_frame``, ``continue``'s fill of unknown pixels) are
+    tested equal to; they start ``push_pull`` from their own first level instead."""
     if known.all():
         return np.ascontiguousarray(values)
     weight = known.astype(np.float32)
