@@ -11,8 +11,8 @@ signatures compiled here are the ones requests need):
 2. a step (retrieval, render and weave, generation, integration of a generated, writable image), and one turned half
    off what memory holds (the generator's fill of what it leaves unknown), then a render in every retrieval mode;
 3. the spatial queries: raycast, a LiDAR scan, nearest surface, sphere / capsule / box collisions, occupancy, crop;
-4. the change feed and the edits (insert, recolour, remove), the insert spread wide enough that the query grid
-   grows its tables as a growing world's does.
+4. the change feed, with the point-cloud stream's sort into key order, and the edits (insert, recolour, remove),
+   the insert spread wide enough that the query grid grows its tables as a growing world's does.
 
 Seed and step run twice: with the cores as they are (the kernels that split a frame over the free cores,
 ``bridge.cores``, take their threaded variants) and with every core held (their one-thread variants, as when worlds
@@ -37,6 +37,7 @@ from worldweave.bridge.eval.wall import EYE_M, wall_seed, yaw_poses
 from worldweave.bridge.frames import RGBDFrame
 from worldweave.bridge.generators.base import Generator
 from worldweave.bridge.generators.echo import EchoGenerator
+from worldweave.bridge.memory.key_order import sorted_columns, sorted_keys
 from worldweave.bridge.memory.retrieval import RETRIEVAL_MODES
 from worldweave.bridge.queries import lidar
 from worldweave.bridge.queries.lidar import LidarSpec
@@ -169,8 +170,11 @@ def warm_up(generator: Generator | None = None, *, device: str = "cpu", query_re
     stage("occupancy")
     queries.crop(Box(np.array([-1.0, -2.0, 0.0]), np.array([4.0, 2.0, 3.0])))
     stage("crop")
-    # 4. the change feed and the edits
-    world.changes_since(0)
+    # 4. the change feed (and the point-cloud stream's sort of the map's rows into key order) and the edits
+    voxels = world.changes_since(0).added
+    for rows in (slice(None, None, -1), np.roll(np.argsort(voxels.keys), 1)):  # the radix sort, then the merge
+        sorted_columns(voxels.keys[rows], voxels.colors[rows], voxels.sources[rows], voxels.confidence[rows])
+        sorted_keys(voxels.keys[rows])
     lattice_m = np.stack(np.meshgrid(*[np.arange(GROWTH_SIDE) * GROWTH_SPACING_M] * 3, indexing="ij"), -1)
     world.insert(lattice_m.reshape(-1, 3) + [3.5, -1.0, 0.5], np.full((GROWTH_SIDE ** 3, 3), 200, np.uint8))
     world.recolor(Sphere(np.array([2.9, 0.0, 1.5]), 0.3), [10, 20, 30])

@@ -546,6 +546,8 @@ def test_a_fresh_server_compiles_its_kernels_before_serving():
         "generators.continuation._support_levels", "generators.continuation._upsample_into",
         "generators.continuation._merged", "generators.continuation._key_bounds", "generators.continuation._mark_cells",
         "queries.occupancy._lowest_in_squares", "generators.reproject._small_pyramid",
+        "memory.key_order._key_runs", "memory.key_order._radix_sort", "memory.key_order._unpack_payload",
+        "memory.key_order._gathered", "memory.key_order._run_bits",
         "generators.reproject._pull_rows", "generators.reproject._push_rows")]
     if machine_cores() > 1:
         split += [f"worldweave.bridge.{name}" for name in (
