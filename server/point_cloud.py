@@ -11,9 +11,10 @@ log (``World.changes_since``), is answered with the whole map flagged ``is_snaps
 Following: after the first change set the stream waits for the world's version to move (``WorldRegistry.
 wait_for_change``) and sends the net changes since the version it last sent. A follower that reads slowly gets
 several versions folded into one change set (and a snapshot when it fell behind the change log), never a backlog.
-The map is read under the world's lock: a change set is gathered there and cut into chunks off the lock; a snapshot
-is read column by column, as views of the map's columns without voxel centres (``read_changes``), and cut into chunks
-under the lock, each chunk copying its rows out (one copy of the map, not two).
+The map is read under the world's lock: a change set is gathered there, a snapshot copied column by column without
+voxel centres (``read_changes``). Off the lock, each kind of voxel is put in ascending key order
+(``bridge.memory.key_order``: a map's rows are in the order its voxels were first fused), so that a receiver keeps
+its copy sorted without sorting, and cut into chunks.
 
 Both RPCs take the request's ``min_confidence`` (a level the world declared; unset: its default). A crop sends the
 voxels at or above it. A stream sends the voxels at or above it too (``filter_changes``): since the server does not
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 
 from worldweave.bridge.memory import voxel_keys
+from worldweave.bridge.memory.key_order import sorted_columns, sorted_keys
 from worldweave.bridge.memory.voxel_map import VoxelChanges, VoxelMap, VoxelSet
 from worldweave.bridge.world import World
 from worldweave.proto.codecs import FLOAT32, INT64, UINT8, pack_array
@@ -79,10 +81,9 @@ def _slices(count: int, per_chunk: int) -> Iterator[slice]:
 
 @dataclass(frozen=True)
 class StreamVoxels:
-    """The columns of voxels a stream sends, numpy on CPU, all of length N (views of the map's columns when read by
-    ``snapshot_columns``, valid while the world's lock is held): ``keys`` int64 (N,), ``colors`` uint8 (N, 3) RGB, ``sources`` uint8 (N,) (``Source``), ``confidence`` float32
-    (N,) in [0, 1], and ``positions_m`` float32 (N, 3) voxel centres, world metres, when the stream asks for them
-    (else None)."""
+    """The columns of voxels a stream sends, numpy on CPU, all of length N: ``keys`` int64 (N,), ``colors`` uint8
+    (N, 3) RGB, ``sources`` uint8 (N,) (``Source``), ``confidence`` float32 (N,) in [0, 1], and ``positions_m``
+    float32 (N, 3) voxel centres, world metres, when the stream asks for them (else None)."""
 
     keys: np.ndarray
     colors: np.ndarray
@@ -102,6 +103,12 @@ class StreamVoxels:
     def of(cls, voxels: VoxelSet) -> StreamVoxels:
         """The streamed columns of a gathered ``VoxelSet`` (its centres included)."""
         return cls(voxels.keys, voxels.colors, voxels.sources, voxels.confidence, voxels.positions_m)
+
+    def in_key_order(self) -> StreamVoxels:
+        """These voxels in ascending key order (new arrays, without centres: ``with_positions`` adds them), or these
+        voxels themselves when they already are in key order."""
+        columns = sorted_columns(self.keys, self.colors, self.sources, self.confidence)
+        return self if columns is None else StreamVoxels(*columns)
 
     def subset(self, keep: np.ndarray) -> StreamVoxels:
         """The rows where ``keep`` (bool (N,)) is set (these voxels themselves, uncopied, when it is set everywhere)."""
@@ -130,14 +137,15 @@ class StreamChanges:
 
 
 def snapshot_columns(voxel_map: VoxelMap) -> StreamVoxels:
-    """Every voxel's streamed columns straight from the map's columns, under the world's lock: no gather by row and
-    no voxel centres (``with_positions`` adds them when a stream asks for them). Keys, sources and confidences are
-    views of the map's columns on a CPU map, valid until the map next changes: cut them into chunks before the lock is
-    released. Colours are rounded and clamped to uint8 exactly as ``VoxelMap.voxels`` does (a new array)."""
+    """Every voxel's streamed columns copied straight from the map's columns, in the map's row order, under the
+    world's lock: no gather by row and no voxel centres (``with_positions`` adds them when a stream asks for them).
+    The copies are the lock's only work for a snapshot; sorting into key order and cutting happen off it. Colours are
+    rounded and clamped to uint8 exactly as ``VoxelMap.voxels`` does."""
     columns = voxel_map.columns()
     colors = columns["_colors"].round().clamp_(0, 255).to("cpu", torch.uint8)
-    return StreamVoxels(columns["_keys"].cpu().numpy(), colors.numpy(), columns["_sources"].cpu().numpy(),
-                        columns["_confidence"].cpu().numpy())
+    keys, sources, confidence = (columns[name].to("cpu", copy=True).numpy()
+                                 for name in ("_keys", "_sources", "_confidence"))
+    return StreamVoxels(keys, colors.numpy(), sources, confidence)
 
 
 def with_positions(voxels: StreamVoxels, voxel_size_m: float) -> StreamVoxels:
@@ -148,8 +156,8 @@ def with_positions(voxels: StreamVoxels, voxel_size_m: float) -> StreamVoxels:
 
 def read_changes(world: World, since_version: int) -> tuple[StreamChanges, float]:
     """The changes a stream sends after ``since_version`` (``World.changes_since``), and the voxel edge, metres; call
-    under the world's lock. A snapshot (version 0, or one older than the change log) is read column by column, without
-    voxel centres, as views of the map valid while the lock is held (``snapshot_columns``)."""
+    under the world's lock. A snapshot (version 0, or one older than the change log) is copied column by column,
+    without voxel centres (``snapshot_columns``)."""
     voxel_map = world.memory.voxel_map
     since = int(since_version)
     if since <= voxel_map.version and (since == 0 or since < voxel_map.oldest_exact_version):
@@ -178,18 +186,19 @@ def change_chunks(
     changes: StreamChanges | VoxelChanges, voxel_size_m: float, max_chunk_bytes: int, *, include_positions: bool,
     min_confidence: float = 0.0,
 ) -> list[pb.StreamPointCloudResponse]:
-    """One change set as chunks of at most ``max_chunk_bytes`` array bytes each: removed, changed, added; each chunk
-    states the ``min_confidence`` the set was filtered at. With ``include_positions`` the sets' ``positions_m`` go out
-    (computed here from the keys when a ``StreamChanges`` lacks them)."""
-    if include_positions and isinstance(changes, StreamChanges):
-        changes = StreamChanges(
-            changes.since_version, changes.version, changes.is_snapshot,
-            *(voxels if voxels.positions_m is not None else with_positions(voxels, voxel_size_m)
-              for voxels in (changes.added, changes.changed)), changes.removed_keys)
-    parts: list[tuple[int, StreamVoxels | VoxelSet | np.ndarray]] = [
-        (pb.CHANGE_KIND_REMOVED, changes.removed_keys),
-        (pb.CHANGE_KIND_CHANGED, changes.changed),
-        (pb.CHANGE_KIND_ADDED, changes.added),
+    """One change set as chunks of at most ``max_chunk_bytes`` array bytes each: removed, changed, added, each kind
+    in ascending key order across its chunks (sorted here: ``StreamVoxels.in_key_order``); each chunk states the
+    ``min_confidence`` the set was filtered at. With ``include_positions`` the voxels' centres go out too."""
+    if isinstance(changes, VoxelChanges):
+        changes = StreamChanges.of(changes)
+    added, changed = changes.added.in_key_order(), changes.changed.in_key_order()
+    if include_positions:
+        added, changed = (voxels if voxels.positions_m is not None else with_positions(voxels, voxel_size_m)
+                          for voxels in (added, changed))
+    parts: list[tuple[int, StreamVoxels | np.ndarray]] = [
+        (pb.CHANGE_KIND_REMOVED, sorted_keys(changes.removed_keys)),
+        (pb.CHANGE_KIND_CHANGED, changed),
+        (pb.CHANGE_KIND_ADDED, added),
     ]
     chunks = []
     for kind, voxels in parts:
@@ -232,14 +241,9 @@ async def stream_point_cloud(
         return change_chunks(filter_changes(changes, level), voxel_size_m, max_chunk,
                              include_positions=request.include_positions, min_confidence=level)
 
-    def read(world: World) -> tuple[StreamChanges, float, list[pb.StreamPointCloudResponse] | None]:
-        changes, voxel_size_m = read_changes(world, since)
-        return changes, voxel_size_m, cut(changes, voxel_size_m) if changes.is_snapshot else None  # views: cut now
-
     while True:
-        changes, voxel_size_m, chunks = await registry.run(entry, read)
-        if chunks is None:
-            chunks = await registry.offload(lambda: cut(changes, voxel_size_m))
+        changes, voxel_size_m = await registry.run(entry, lambda world: read_changes(world, since))
+        chunks = await registry.offload(lambda: cut(changes, voxel_size_m))
         for chunk in chunks:
             yield chunk
         if not request.follow:

@@ -1,5 +1,6 @@
 """The point-cloud stream's map read (``server.point_cloud.read_changes``): a snapshot read column by column, without
-voxel centres, sends what the gathered map holds, byte for byte, owns its arrays, and mirrors into the sorted map."""
+voxel centres, sends what the gathered map holds, byte for byte and in key order, owns its arrays, and mirrors into
+the sorted map; a change set's kinds go out in key order too."""
 
 from __future__ import annotations
 
@@ -52,12 +53,14 @@ def streamed(world: World, since: int, level: float, include_positions: bool, ma
 
 @pytest.mark.parametrize("level", [0.0, 0.5])
 @pytest.mark.parametrize("include_positions", [False, True])
-def test_a_snapshot_sends_the_gathered_maps_voxels(world: World, level: float, include_positions: bool):
+def test_a_snapshot_sends_the_gathered_maps_voxels_in_key_order(world: World, level: float, include_positions: bool):
     voxels = world.memory.voxel_map.voxels()
+    assert (np.diff(voxels.keys) < 0).any(), "the map's rows are not in key order, so the stream has to sort them"
+    voxels = voxels.sorted_by_key()
     keep = voxels.confidence >= np.float32(level)
     assert 0 < keep.sum() < len(voxels) or level == 0.0, "the world has voxels on both sides of 0.5"
     chunks = streamed(world, 0, level, include_positions)
-    assert all(c.is_snapshot and c.kind == "added" and c.version == world.version for c in chunks)
+    assert len(chunks) > 4 and all(c.is_snapshot and c.kind == "added" and c.version == world.version for c in chunks)
     np.testing.assert_array_equal(np.concatenate([c.keys for c in chunks]), voxels.keys[keep])
     np.testing.assert_array_equal(np.concatenate([c.colors for c in chunks]), voxels.colors[keep])
     np.testing.assert_array_equal(np.concatenate([c.flags for c in chunks]), voxels.sources[keep])
@@ -83,12 +86,18 @@ def test_chunks_cut_from_a_snapshot_read_own_their_bytes():
 def test_changes_since_a_version_are_the_worlds_change_set(world: World):
     version = world.version
     world.step([pose(45.0)])
-    chunks = streamed(world, version, 0.0, include_positions=False)
+    chunks = streamed(world, version, 0.0, include_positions=False, max_chunk_bytes=1024)
     expected = world.changes_since(version)
     assert not any(c.is_snapshot for c in chunks) and {c.since_version for c in chunks} == {version}
-    for kind, keys in (("added", expected.added.keys), ("changed", expected.changed.keys), ("removed", expected.removed_keys)):
-        got = [c.keys for c in chunks if c.kind == kind]
-        np.testing.assert_array_equal(np.concatenate(got) if got else np.empty(0, np.int64), keys)
+    for kind, voxels in (("added", expected.added), ("changed", expected.changed)):
+        got = [c for c in chunks if c.kind == kind]
+        assert len(got) > 1, f"the {kind} voxels come in several chunks"
+        order = np.argsort(voxels.keys)
+        np.testing.assert_array_equal(np.concatenate([c.keys for c in got]), voxels.keys[order])
+        np.testing.assert_array_equal(np.concatenate([c.colors for c in got]), voxels.colors[order])
+        np.testing.assert_array_equal(np.concatenate([c.confidence for c in got]), voxels.confidence[order])
+    got = [c.keys for c in chunks if c.kind == "removed"]
+    np.testing.assert_array_equal(np.concatenate(got) if got else np.empty(0, np.int64), np.sort(expected.removed_keys))
 
 
 def test_a_mirror_of_many_small_chunks_holds_the_sorted_map(world: World):
