@@ -4,8 +4,10 @@
     for version in mirror.follow(client.point_cloud.stream(world_id, mirror.version, follow=True)):
         positions_m, colors = mirror.points()                                 # after every new version
 
-Chunks of one version are copied into growing columns as they arrive and applied together when its last chunk
-arrives, so the mirror always holds the cloud of exactly ``version``. A snapshot replaces everything; a change set removes, recolours and adds voxels.
+The chunks of one version are kept as they arrive and applied together when its last chunk arrives, so the mirror
+always holds the cloud of exactly ``version``. A snapshot replaces everything; a change set removes, recolours and
+adds voxels. A worldweave server sends each kind of voxel in ascending key order, so the mirror joins the chunks'
+columns as they come; chunks out of key order (another server) are sorted here.
 Each voxel keeps its confidence (``confidence``, float32 in [0, 1]): stream at the lowest level (``min_confidence=0``)
 to hold every voxel, then filter locally with ``points(min_confidence=...)``, which equals a crop at that level. A
 stream filtered at a higher level sends voxels that fell below it as removed and those that rose to it as changed,
@@ -34,37 +36,42 @@ def _reorder(column: np.ndarray, order: np.ndarray) -> np.ndarray:
 
 
 class _Columns:
-    """One kind of change (added, changed or removed voxels) of the version being received, copied in chunk by chunk
-    as the chunks arrive (while the next one is still on the wire) into arrays whose capacity doubles when full:
-    ``keys`` int64, ``colors`` uint8 (N, 3), ``flags`` uint8, ``confidence`` float32 (NaN, below every level, for a
-    chunk that carries none). ``columns()`` gives the first ``count`` rows (views)."""
+    """One kind of change (added, changed or removed voxels) of the version being received: its chunks as they
+    arrive, joined into columns once the version is complete, and whether their keys are strictly ascending across
+    the chunks so far (a worldweave server sends each kind in key order; then nothing needs sorting)."""
 
     def __init__(self) -> None:
-        self.count = 0
-        self.keys = np.empty(0, np.int64)
-        self.colors = np.empty((0, 3), np.uint8)
-        self.flags = np.empty(0, np.uint8)
-        self.confidence = np.empty(0, np.float32)
+        self.chunks: list[PointCloudChunk] = []
+        self.ascending = True
+        self._last_key = -1
 
     def append(self, chunk: PointCloudChunk) -> None:
-        start, end = self.count, self.count + len(chunk.keys)
-        if end > len(self.keys):
-            capacity = max(end, 2 * len(self.keys))
-            for name in ("keys", "colors", "flags", "confidence"):
-                old = getattr(self, name)
-                grown = np.empty((capacity, *old.shape[1:]), old.dtype)
-                grown[:start] = old[:start]
-                setattr(self, name, grown)
-        self.keys[start:end] = chunk.keys
-        if chunk.kind != "removed":  # removed voxels: their keys alone count
-            self.colors[start:end] = chunk.colors
-            self.flags[start:end] = chunk.flags
-            self.confidence[start:end] = np.nan if chunk.confidence is None else chunk.confidence
-        self.count = end
+        keys = chunk.keys
+        if self.ascending and len(keys):
+            self.ascending = bool(keys[0] > self._last_key and (keys[1:] > keys[:-1]).all())
+            self._last_key = int(keys[-1])
+        self.chunks.append(chunk)
 
     def columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        n = self.count
-        return self.keys[:n], self.colors[:n], self.flags[:n], self.confidence[:n]
+        """The kind's voxels in key order: ``keys`` int64, ``colors`` uint8 (N, 3), ``flags`` uint8 and ``confidence``
+        float32 (NaN, below every level, for a chunk that carries none); only keys for removed voxels (the other
+        columns empty)."""
+        if not self.chunks:
+            return np.empty(0, np.int64), np.empty((0, 3), np.uint8), np.empty(0, np.uint8), np.empty(0, np.float32)
+        keys = np.concatenate([chunk.keys for chunk in self.chunks])
+        if self.chunks[0].kind == "removed":  # removed voxels: their keys alone count
+            columns = keys, np.empty((0, 3), np.uint8), np.empty(0, np.uint8), np.empty(0, np.float32)
+        else:
+            columns = (
+                keys, np.concatenate([chunk.colors for chunk in self.chunks]),
+                np.concatenate([chunk.flags for chunk in self.chunks]),
+                np.concatenate([np.full(len(chunk.keys), np.nan, np.float32) if chunk.confidence is None
+                                else chunk.confidence for chunk in self.chunks]),
+            )
+        if self.ascending:
+            return columns
+        order = np.argsort(keys, kind="stable")
+        return tuple(_reorder(column, order) if len(column) else column for column in columns)
 
 
 class MirrorError(RuntimeError):
@@ -156,8 +163,7 @@ class PointCloudMirror:
         # Below a level above 0 the server cannot know what the receiver held: removals and changes are lenient.
         exact = last.min_confidence <= 0.0
         if last.is_snapshot:
-            order = np.argsort(added[0], kind="stable")
-            self.keys, self.colors, self.flags, self.confidence = (_reorder(column, order) for column in added)
+            self.keys, self.colors, self.flags, self.confidence = added
         else:
             self._remove(columns("removed")[0], exact)
             changed = columns("changed")
@@ -208,10 +214,9 @@ class PointCloudMirror:
             self.colors[rows], self.flags[rows], self.confidence[rows] = colors, flags, confidence
 
     def _add(self, keys: np.ndarray, colors: np.ndarray, flags: np.ndarray, confidence: np.ndarray) -> None:
+        """Insert voxels given in key order."""
         if not len(keys):
             return
-        order = np.argsort(keys, kind="stable")
-        keys, colors, flags, confidence = (_reorder(column, order) for column in (keys, colors, flags, confidence))
         at = np.searchsorted(self.keys, keys)
         clash = at < len(self.keys)
         clash[clash] = self.keys[at[clash]] == keys[clash]

@@ -3,6 +3,8 @@ from a real ``VoxelMap`` keep the mirror equal to the map; chunks that do not co
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -85,3 +87,28 @@ def test_an_empty_snapshot_chunk_has_empty_positions():
                                           voxel_size_m=0.02, last_in_version=True)
     chunk = decode_point_cloud_chunk(message)
     assert chunk.positions_m is not None and chunk.positions_m.shape == (0, 3)
+
+
+def test_chunks_out_of_key_order_are_mirrored_sorted():
+    """A stream whose voxels are not in key order (a server that sends them in its rows' order) is sorted here."""
+    rng = np.random.default_rng(4)
+    voxel_map, mirror = VoxelMap(0.05), PointCloudMirror()
+
+    def reversed_rows(chunks):
+        flipped = [replace(c, keys=c.keys[::-1], colors=None if c.colors is None else c.colors[::-1],
+                           flags=None if c.flags is None else c.flags[::-1],
+                           confidence=None if c.confidence is None else c.confidence[::-1]) for c in chunks]
+        assert any((np.diff(c.keys) < 0).any() for c in flipped)
+        return flipped
+
+    voxel_map.insert(*cloud(rng, 3000))
+    mirror.update(reversed_rows(chunks_since(voxel_map, 0)))
+    assert_equal(mirror, voxel_map)
+    version = mirror.version
+    voxel_map.insert(*cloud(rng, 800))
+    voxel_map.recolor(Sphere(np.zeros(3), 0.6), [1, 2, 3])
+    voxel_map.remove(Sphere(np.full(3, 0.5), 0.5))
+    chunks = reversed_rows(chunks_since(voxel_map, version))
+    assert {c.kind for c in chunks} == {"added", "changed", "removed"}
+    mirror.update(chunks)
+    assert_equal(mirror, voxel_map)
