@@ -1,12 +1,14 @@
 """World state over gRPC (issue 8), every figure beside its baseline from the same run, over loopback.
 
-    python benchmarks/bench_world_state.py [--voxels 2000000] [--rounds 3] [--queries 100000]
+    python benchmarks/bench_world_state.py [--voxels 2000000] [--rows fused|key] [--rounds 3] [--queries 100000]
                                            [--clients 1 4 16] [--seconds 10] [--width 320 --height 240]
 
 A server process (``--serve``) holds a worldweave server and, on the same grpc.aio server, baseline methods that
 reach into the same worlds:
 
-* **Point cloud.** A world of ``--voxels`` voxels (a 2 cm terrain inserted with InsertPoints beside a small seed).
+* **Point cloud.** A world of ``--voxels`` voxels (a 2 cm terrain inserted with InsertPoints beside a small seed, in
+  random order: a map's rows are in the order its voxels were first fused, which the stream sorts into key order;
+  ``--rows key`` inserts them in key order, the best case).
   ``StreamPointCloud`` snapshot decoded by the client, and ``PointCloudMirror`` built from it (seconds to mirror),
   beside a raw server-streaming call sending the very same serialized chunks, prepared in advance (the transport
   floor), and the server's own time to read the map and cut the chunks. MB/s counts chunk payload bytes.
@@ -122,13 +124,17 @@ def serve() -> None:
 # ------------------------------------------------------------------------------------------------ client process
 
 
-def build_world(client, voxels: int) -> tuple[str, float]:
-    """A world of the wall seed plus a ``voxels``-voxel terrain; returns its id and the terrain's extent, metres."""
+def build_world(client, voxels: int, rows: str) -> tuple[str, float]:
+    """A world of the wall seed plus a ``voxels``-voxel terrain, inserted in random order (``rows`` "fused") or in
+    key order ("key"); returns its id and the terrain's extent, metres."""
     from worldweave.bridge.eval.wall import wall_seed
 
     frames, intrinsics = wall_seed(64, 48)
     world_id = client.worlds.create(frames, intrinsics, voxel_size_m=VOXEL_M).world_id
     points, colors = terrain(voxels)
+    if rows == "fused":
+        order = np.random.default_rng(1).permutation(voxels)
+        points, colors = points[order], colors[order]
     for start in range(0, voxels, 1_000_000):
         client.edits.insert_points(world_id, points[start:start + 1_000_000], colors[start:start + 1_000_000], timeout_s=600)
     return world_id, float(np.ceil(np.sqrt(voxels)) * VOXEL_M)
@@ -238,6 +244,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--voxels", type=int, default=2_000_000)
+    parser.add_argument("--rows", choices=["fused", "key"], default="fused",
+                        help="the order the terrain is inserted in, which is the map's row order: random, as a fused "
+                             "world's rows are (default), or key order, the order a stream sends")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--queries", type=int, default=100_000)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
@@ -259,7 +268,7 @@ def main() -> None:
         options = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20)]
         with WorldClient(address, timeout_s=600) as client, grpc.insecure_channel(address, options=options) as channel:
             started = time.perf_counter()
-            world_id, extent_m = build_world(client, args.voxels)
+            world_id, extent_m = build_world(client, args.voxels, args.rows)
             build_s = time.perf_counter() - started
             cloud = bench_point_cloud(client, channel, world_id, args.rounds)
             queries = bench_queries(client, channel, world_id, extent_m, args.queries, args.rounds)
@@ -269,7 +278,8 @@ def main() -> None:
         process.stdin.close()
         process.wait(timeout=60)
 
-    print(f"Point cloud: a world of {cloud['voxels']} voxels (built with InsertPoints in {build_s:.1f} s), snapshot of "
+    print(f"Point cloud: a world of {cloud['voxels']} voxels (rows in {args.rows} order, built with InsertPoints in "
+          f"{build_s:.1f} s), snapshot of "
           f"{cloud['chunks']} chunks, {cloud['payload_mb']:.1f} MB of packed arrays ({cloud['raw_mb']:.1f} MB serialized); "
           f"medians of {args.rounds}, loopback")
     print()
