@@ -3,11 +3,14 @@ for keys that span a few voxels up to the whole key range (1 to 8 counting-sort 
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from worldweave.bridge.cores import holding_every_core
 from worldweave.bridge.memory.key_order import MERGE_BELOW_BITS, _run_bits, sorted_columns, sorted_keys
 from worldweave.proto import voxel_keys
 
@@ -32,13 +35,15 @@ FULL_SPAN = 2 * voxel_keys.AXIS_LIMIT + 1
 """Every index an axis of a key can hold."""
 
 
+@pytest.mark.parametrize("one_thread", [False, True])
 @pytest.mark.parametrize("spans", [(1, 1, 300), (3, 200, 1), (40, 40, 40), (1400, 1400, 40), (FULL_SPAN,) * 3])
-def test_sorted_columns_equal_an_argsort_and_gather(spans):
+def test_sorted_columns_equal_an_argsort_and_gather(spans, one_thread):
     rng = np.random.default_rng(sum(spans))
     keys = shuffled_keys(rng, 20_000, spans)
     colors, sources, confidence = columns(rng, len(keys))
     order = np.argsort(keys)
-    got = sorted_columns(keys, colors, sources, confidence)
+    with holding_every_core() if one_thread else nullcontext():  # the buckets on one thread, or split
+        got = sorted_columns(keys, colors, sources, confidence)
     np.testing.assert_array_equal(got[0], keys[order])
     np.testing.assert_array_equal(got[1], colors[order])
     np.testing.assert_array_equal(got[2], sources[order])

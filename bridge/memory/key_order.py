@@ -3,14 +3,14 @@
 The point-cloud stream sends each kind of voxel in key order, so that a receiver keeps its copy sorted without
 sorting it. A map's rows are in the order its voxels were first fused, far from key order. On a 2-core VM, numpy's
 argsort of 2 million such keys takes about 190 ms, and gathering the columns by it (every row a cache miss) as much
-again; ``sorted_columns`` sorts keys, colours, sources and confidences in about 26 ms.
+again; ``sorted_columns`` sorts keys, colours, sources and confidences in about 20 ms (25 on one thread).
 
 How: each key's three axis fields, less their minima over the keys, are packed tight into one compact integer ``c``
 (which keeps the keys' order; at most 63 bits), and ``c`` moves together with the voxel's other columns packed into
 one int64 (confidence bits, source, RGB), in a radix sort with no random reads: one counting-sort pass through
 memory by ``c``'s top 8 bits puts the voxels into 256 buckets, then each bucket, small enough to stay in cache, is
-sorted by the lower bits in counting-sort passes of 10 bits, least significant first. The keys come back from ``c``
-at the end. Keys already made of a few long ascending runs are merged instead (``MERGE_BELOW_BITS``).
+sorted by the lower bits in counting-sort passes of 10 bits, least significant first (the buckets split over the
+cores no other engine work holds, ``bridge.cores``). The keys come back from ``c`` at the end. Keys already made of a few long ascending runs are merged instead (``MERGE_BELOW_BITS``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from worldweave.bridge.cores import split_call
 from worldweave.proto.voxel_keys import AXIS_BITS, AXIS_MASK
 
 DIGIT_BITS = 8
@@ -31,7 +32,7 @@ _LOW_RADIX = 1 << LOW_DIGIT_BITS
 MERGE_BELOW_BITS = 2.0
 """Keys made of few long ascending runs (the entropy of their run lengths below this many bits a key, as when sorted
 batches were inserted one after another) are sorted by numpy's stable argsort, a merge of the runs, and gathered:
-for 2 million keys in three long runs after 3,000 short ones that takes about 12 ms, against 25 ms for the radix
+for 2 million keys in three long runs after 3,000 short ones that takes about 12 ms, against 20 ms for the radix
 sort, whose cost does not depend on the order. A merge costs about 10 ms a bit of entropy there."""
 
 
@@ -150,67 +151,85 @@ def _unpack_payload(payload):
     return colors, sources, confidence_bits.view(np.float32)
 
 
+def _radix_sort(keys: np.ndarray, payload: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The keys in ascending order (stable), and ``payload`` (int64 (N,), or (0,) for none) in the same order; the
+    buckets are sorted on the cores no other engine work holds (``cores.split_call``)."""
+    widths = [int(top - bottom).bit_length() for bottom, top in zip(lo, hi)]  # each field's bits less its minimum
+    shift_i, shift_j = widths[1] + widths[2], widths[2]
+    low_bits = max(0, sum(widths) - DIGIT_BITS)
+    compact, payload, starts = _into_buckets(keys, payload, lo, shift_i, shift_j, low_bits)
+
+    def balanced(count: int, parts: int) -> np.ndarray:  # bands of buckets holding about as many voxels each
+        cuts = np.searchsorted(starts, np.arange(1, parts) * len(keys) // parts)
+        return np.concatenate([[0], np.clip(cuts, 0, count), [count]]).astype(np.int64)
+
+    split_call(_sort_buckets, _sort_bucket_bands, _RADIX, starts, compact, payload, low_bits, bands=balanced)
+    return _keys_of(compact, lo, shift_i, shift_j), payload
+
+
 @numba.njit(nogil=True, cache=True)
-def _radix_sort(keys, payload, lo, hi):
-    """The keys in ascending order (stable), and ``payload`` (int64 (N,), or (0,) for none) in the same order."""
+def _into_buckets(keys, payload, lo, shift_i, shift_j, low_bits):
+    """The keys' compact values (each field less its minimum, packed tight: ``i' << shift_i | j' << shift_j | k'``)
+    and the payload, moved into the buckets of the compact values' top digit (``value >> low_bits``) in one
+    counting-sort pass; and the buckets' first rows, (257,) int64."""
     n = len(keys)
     moves = len(payload) == n
-    width = np.zeros(3, np.int64)  # bits of each field once its minimum is taken off
-    for a in range(3):
-        while (hi[a] - lo[a]) >> width[a]:
-            width[a] += 1
-    shift_i, shift_j = width[1] + width[2], width[2]
-    bits = width[0] + width[1] + width[2]
-    low_bits = max(0, bits - DIGIT_BITS)
-    c = np.empty(n, np.int64)  # compact keys: the fields less their minima, packed tight
+    compact = np.empty(n, np.int64)
     starts = np.zeros(_RADIX + 1, np.int64)
     for r in range(n):
         key = keys[r]
         value = ((((key >> (2 * AXIS_BITS)) & AXIS_MASK) - lo[0]) << shift_i
                  | (((key >> AXIS_BITS) & AXIS_MASK) - lo[1]) << shift_j | ((key & AXIS_MASK) - lo[2]))
-        c[r] = value
+        compact[r] = value
         starts[(value >> low_bits) + 1] += 1
     for d in range(_RADIX):
         starts[d + 1] += starts[d]
-    # 1. by the top digit into buckets: one pass through memory
     at = starts[:-1].copy()
-    c_sorted = np.empty(n, np.int64)
-    payload_sorted = np.empty_like(payload)
+    bucketed = np.empty(n, np.int64)
+    bucketed_payload = np.empty_like(payload)
     for r in range(n):
-        value = c[r]
+        value = compact[r]
         d = value >> low_bits
-        c_sorted[at[d]] = value
+        bucketed[at[d]] = value
         if moves:
-            payload_sorted[at[d]] = payload[r]
+            bucketed_payload[at[d]] = payload[r]
         at[d] += 1
-    # 2. each bucket by its lower digits, least significant first, in cache (a bucket holds about N / 256 voxels)
+    return bucketed, bucketed_payload, starts
+
+
+@numba.njit(nogil=True, cache=True, parallel=True)
+def _sort_bucket_bands(bands, starts, compact, payload, low_bits):
+    """``_sort_buckets`` for the bands of buckets ``bands[t] .. bands[t + 1] - 1``, one thread each."""
+    for t in numba.prange(len(bands) - 1):
+        _sort_buckets(bands[t], bands[t + 1], starts, compact, payload, low_bits)
+
+
+@numba.njit(nogil=True, cache=True)
+def _sort_buckets(first_bucket, stop_bucket, starts, compact, payload, low_bits):
+    """Sort buckets ``first_bucket .. stop_bucket - 1`` (rows ``starts[d] .. starts[d + 1] - 1``) in place by the
+    compact values' bits below ``low_bits``, least significant first, with the payload."""
+    moves = len(payload) == len(compact)
     largest = 0
-    for d in range(_RADIX):
+    for d in range(first_bucket, stop_bucket):
         largest = max(largest, starts[d + 1] - starts[d])
-    scratch_c = np.empty(largest, np.int64)
+    scratch = np.empty(largest, np.int64)
     scratch_payload = np.empty(largest if moves else 0, np.int64)
     counts = np.empty(_LOW_RADIX, np.int64)
-    for d in range(_RADIX):
+    for d in range(first_bucket, stop_bucket):
         first, size = starts[d], starts[d + 1] - starts[d]
         if size < 2:
             continue
         in_scratch = False
         for shift in range(0, low_bits, LOW_DIGIT_BITS):
             if in_scratch:
-                _bucket_pass(scratch_c, scratch_payload, 0, c_sorted, payload_sorted, first, size, shift, moves, counts)
+                _bucket_pass(scratch, scratch_payload, 0, compact, payload, first, size, shift, moves, counts)
             else:
-                _bucket_pass(c_sorted, payload_sorted, first, scratch_c, scratch_payload, 0, size, shift, moves, counts)
+                _bucket_pass(compact, payload, first, scratch, scratch_payload, 0, size, shift, moves, counts)
             in_scratch = not in_scratch
         if in_scratch:  # an odd number of passes: the result is in scratch
-            c_sorted[first:first + size] = scratch_c[:size]
+            compact[first:first + size] = scratch[:size]
             if moves:
-                payload_sorted[first:first + size] = scratch_payload[:size]
-    mask_j, mask_k = (1 << width[1]) - 1, (1 << width[2]) - 1
-    for r in range(n):  # back to keys, in place
-        value = c_sorted[r]
-        c_sorted[r] = (((value >> shift_i) + lo[0]) << (2 * AXIS_BITS)
-                       | (((value >> shift_j) & mask_j) + lo[1]) << AXIS_BITS | ((value & mask_k) + lo[2]))
-    return c_sorted, payload_sorted
+                payload[first:first + size] = scratch_payload[:size]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -233,3 +252,14 @@ def _bucket_pass(source_c, source_payload, source_first, target_c, target_payloa
         if moves:
             target_payload[counts[digit]] = source_payload[r]
         counts[digit] += 1
+
+
+@numba.njit(nogil=True, cache=True)
+def _keys_of(compact, lo, shift_i, shift_j):
+    """The packed keys of compact values, in place (``compact`` itself, int64 (N,))."""
+    mask_j, mask_k = (1 << (shift_i - shift_j)) - 1, (1 << shift_j) - 1
+    for r in range(len(compact)):
+        value = compact[r]
+        compact[r] = (((value >> shift_i) + lo[0]) << (2 * AXIS_BITS)
+                      | (((value >> shift_j) & mask_j) + lo[1]) << AXIS_BITS | ((value & mask_k) + lo[2]))
+    return compact
