@@ -1,5 +1,6 @@
 """``bridge.memory.key_order``: the radix sort of voxel columns by key equals numpy's argsort and gather, bit for bit,
-for keys that span a few voxels up to the whole key range (1 to 8 counting-sort passes)."""
+for keys that span a few voxels up to the whole key range (2 to 7 counting-sort passes), sorted on one thread or
+split, and for keys in a few long runs (merged)."""
 
 from __future__ import annotations
 
