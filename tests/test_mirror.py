@@ -21,10 +21,11 @@ from worldweave.sim_clients.world_state import decode_point_cloud_chunk
 
 def test_wire_key_decoding_matches_the_engine():
     rng = np.random.default_rng(0)
-    indices = rng.integers(-voxel_keys.AXIS_LIMIT, voxel_keys.AXIS_LIMIT + 1, size=(10000, 3))
+    rows = wire_keys.CENTER_BLOCK_ROWS + 1000  # key_centers decodes blocks of rows
+    indices = rng.integers(-voxel_keys.AXIS_LIMIT, voxel_keys.AXIS_LIMIT + 1, size=(rows, 3))
     keys = voxel_keys.pack(torch.from_numpy(indices)).numpy()
     np.testing.assert_array_equal(wire_keys.unpack(keys), indices)
-    for size in (0.005, 0.02, 0.1):
+    for size in (0.005, 0.02, 0.1, 0.0137):
         np.testing.assert_array_equal(wire_keys.key_centers(keys, size),
                                       voxel_keys.key_centers(torch.from_numpy(keys), size).numpy())
 
