@@ -30,6 +30,21 @@ if TYPE_CHECKING:  # world_state imports this module (``client.point_cloud.mirro
     from worldweave.sim_clients.world_state import PointCloudChunk
 
 
+_COLOR_ITEM = np.dtype((np.void, 3))
+"""One RGB row as a single item."""
+
+
+def _color_items(colors: np.ndarray) -> np.ndarray:
+    """(N,) view of uint8 (N, 3) colours, each row one 3-byte item (``_colors_of`` turns it back): numpy masks and
+    inserts (N, 3) rows a value at a time, about 20 times slower (2M rows: a mask 23 -> 1.2 ms, an insert 25 -> 2)."""
+    return np.ascontiguousarray(colors, dtype=np.uint8).view(_COLOR_ITEM).reshape(-1)
+
+
+def _colors_of(items: np.ndarray) -> np.ndarray:
+    """``_color_items``' inverse: uint8 (N, 3)."""
+    return items.view(np.uint8).reshape(-1, 3)
+
+
 def _reorder(column: np.ndarray, order: np.ndarray) -> np.ndarray:
     """``column[order]`` (rows), a new array; ``np.take`` for rows of several values, three times faster there."""
     return column[order] if column.ndim == 1 else np.take(column, order, axis=0)
@@ -113,7 +128,7 @@ class PointCloudMirror:
         if min_confidence is None:
             return self._positions, self.colors
         keep = self.at_or_above(min_confidence)
-        return self._positions[keep], self.colors[keep]
+        return self._positions[keep], _colors_of(_color_items(self.colors)[keep])
 
     def at_or_above(self, min_confidence: float) -> np.ndarray:
         """(N,) bool: the voxels whose confidence is at least ``min_confidence``, in key order."""
@@ -197,8 +212,8 @@ class PointCloudMirror:
         if len(keys):
             keep = np.ones(len(self.keys), dtype=bool)
             keep[self._rows(keys, "removed")] = False
-            self.keys, self.colors, self.flags = self.keys[keep], self.colors[keep], self.flags[keep]
-            self.confidence = self.confidence[keep]
+            self.keys, self.colors = self.keys[keep], _colors_of(_color_items(self.colors)[keep])
+            self.flags, self.confidence = self.flags[keep], self.confidence[keep]
 
     def _add_missing(self, keys: np.ndarray, colors: np.ndarray, flags: np.ndarray, confidence: np.ndarray):
         """Add the changed voxels the mirror lacks (they rose to the stream's level); return the others."""
@@ -223,6 +238,6 @@ class PointCloudMirror:
         if clash.any():
             raise MirrorError(f"added voxel key {int(keys[clash][0])} is already in the mirror")
         self.keys = np.insert(self.keys, at, keys)
-        self.colors = np.insert(self.colors, at, colors, axis=0)
+        self.colors = _colors_of(np.insert(_color_items(self.colors), at, _color_items(colors)))
         self.flags = np.insert(self.flags, at, flags)
         self.confidence = np.insert(self.confidence, at, confidence)
