@@ -26,8 +26,10 @@ def test_wire_key_decoding_matches_the_engine():
     keys = voxel_keys.pack(torch.from_numpy(indices)).numpy()
     np.testing.assert_array_equal(wire_keys.unpack(keys), indices)
     for size in (0.005, 0.02, 0.1, 0.0137):
-        np.testing.assert_array_equal(wire_keys.key_centers(keys, size),
-                                      voxel_keys.key_centers(torch.from_numpy(keys), size).numpy())
+        expected = ((indices.astype(np.float64) + 0.5) * size).astype(np.float32)
+        np.testing.assert_array_equal(wire_keys.key_centers(keys, size), expected)
+        np.testing.assert_array_equal(voxel_keys.key_centers(torch.from_numpy(keys), size).numpy(), expected)
+        np.testing.assert_array_equal(voxel_keys.key_centers_torch(torch.from_numpy(keys), size).numpy(), expected)
 
 
 def chunks_since(voxel_map: VoxelMap, version: int, max_chunk_bytes: int = 2048):
