@@ -492,10 +492,11 @@ class VoxelMap:
         if len(rows):
             keep = torch.ones(self._count, dtype=torch.bool, device=self.device)
             keep[rows] = False
-            n = int(keep.sum())
+            kept = torch.nonzero(keep).squeeze(1)  # once for every column: a mask per column took 3x as long
+            n = len(kept)
             for name in self._COLUMNS:
                 column = getattr(self, name)
-                column[:n] = column[: self._count][keep].clone()
+                column[:n] = column.index_select(0, kept)
             self._count = n
             self._index.rebuild(self._keys[:n])
         self._bump(removed[:0], removed[:0], removed)
