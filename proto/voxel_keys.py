@@ -43,7 +43,7 @@ def unpack(keys: np.ndarray) -> np.ndarray:
 
 
 CENTER_BLOCK_ROWS = 1 << 16
-"""Keys ``key_centers`` decodes at a time: the temporaries of a block stay in cache (2M keys: 9.5 ms, against 32 ms
+"""Keys ``key_centers`` decodes at a time: the temporaries of a block stay in cache (2M keys: 11 ms, against 32 ms
 for whole-array temporaries)."""
 
 
@@ -52,11 +52,7 @@ def key_centers(keys: np.ndarray, voxel_size_m: float) -> np.ndarray:
     in float64 and rounded once (bit-identical to the server's positions)."""
     keys = np.asarray(keys, dtype=np.int64)
     centers = np.empty((len(keys), 3), np.float32)
-    size = float(voxel_size_m)
     for start in range(0, len(keys), CENTER_BLOCK_ROWS):
-        block = keys[start:start + CENTER_BLOCK_ROWS]
-        for axis in range(3):
-            field = (block >> (AXIS_BITS * (2 - axis))) & AXIS_MASK
-            # index + 0.5 = field - (AXIS_OFFSET - 0.5), exact in float64
-            centers[start:start + CENTER_BLOCK_ROWS, axis] = (field - (AXIS_OFFSET - 0.5)) * size
+        stop = start + CENTER_BLOCK_ROWS
+        centers[start:stop] = (unpack(keys[start:stop]) + 0.5) * float(voxel_size_m)
     return centers

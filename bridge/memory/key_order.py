@@ -10,7 +10,8 @@ How: each key's three axis fields, less their minima over the keys, are packed t
 one int64 (confidence bits, source, RGB), in a radix sort with no random reads: one counting-sort pass through
 memory by ``c``'s top 8 bits puts the voxels into 256 buckets, then each bucket, small enough to stay in cache, is
 sorted by the lower bits in counting-sort passes of 10 bits, least significant first (the buckets split over the
-cores no other engine work holds, ``bridge.cores``). The keys come back from ``c`` at the end. Keys already made of a few long ascending runs are merged instead (``MERGE_BELOW_BITS``).
+cores no other engine work holds, ``bridge.cores``). The keys come back from ``c`` at the end. Keys already made
+of a few long ascending runs are merged instead (``MERGE_BELOW_BITS``).
 """
 
 from __future__ import annotations

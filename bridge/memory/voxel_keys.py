@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from worldweave.proto.errors import InvalidInputError
 from worldweave.proto import voxel_keys as wire_keys
+from worldweave.proto.errors import InvalidInputError
 from worldweave.proto.voxel_keys import AXIS_BITS, AXIS_LIMIT, AXIS_MASK, AXIS_OFFSET
 
 
@@ -63,7 +63,7 @@ def point_keys(points_m: torch.Tensor, voxel_size_m: float) -> tuple[torch.Tenso
 
 def key_centers(keys: torch.Tensor, voxel_size_m: float) -> torch.Tensor:
     """(N,) keys -> (N, 3) float32 voxel centres in world metres, on the keys' device. On the CPU the wire layer's
-    ``key_centers`` works them out (in blocks whose temporaries stay in cache: 2M keys in about 10 ms, against 90 ms
+    ``key_centers`` works them out (in blocks whose temporaries stay in cache: 2M keys in about 11 ms, against 90 ms
     for ``key_centers_torch``); the values are the same bit for bit."""
     if keys.device.type == "cpu":
         return torch.from_numpy(wire_keys.key_centers(keys.numpy(), voxel_size_m))
