@@ -56,7 +56,7 @@ CROP_POINT_BYTES = POSITION_BYTES + COLOR_BYTES + CONFIDENCE_BYTES
 CUTTER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worldweave-cut")
 """The one thread that sorts and cuts every stream's change sets (``cut_changes``), off the world's lock. Always the
 same thread, because glibc gives each thread a malloc arena of its own: a 2M-voxel snapshot's sort and chunks take
-about 110 MB of fresh arrays, and on a thread whose arena has not held such arrays lately their pages fault in one by
+about 100 MB of fresh arrays, and on a thread whose arena has not held such arrays lately their pages fault in one by
 one. Sorting 2M voxels took 21 ms on a thread that had just done it and 46 ms on its first time on a thread; in the
 server, on whichever of the pool's threads the work landed, 42-71 ms in about half the snapshots, 23-30 ms on this
 thread. Snapshots of several streams take turns here; each sort splits over the free cores."""

@@ -1344,10 +1344,10 @@ class ContinuationGenerator(Generator):
     def _fill_unknown(rgb: np.ndarray, depth: np.ndarray, confidence: np.ndarray, shape: tuple[int, int],
                       kept: np.ndarray, unpainted: np.ndarray | None = None,
                       painted: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Flat (H W, 3) colours, (H W,) float32 depths and confidences -> the view's arrays, with every confidence-0 pixel
-        given depth 0, and those not ``kept`` (bool (H W,): memory's render covers them, so they show its colour even
-        where its confidence is 0, a footprint's spread) but the ``painted`` ones, and the ``unpainted`` ones, the
-        push-pull fill of the others' colours (mid-grey when there are no others)."""
+        """Flat (H W, 3) colours, (H W,) float32 depths and confidences -> the view's arrays, with every
+        confidence-0 pixel given depth 0, and those not ``kept`` (bool (H W,): memory's render covers them, so they
+        show its colour even where its confidence is 0, a footprint's spread) but the ``painted`` ones, and the
+        ``unpainted`` ones, the push-pull fill of the others' colours (mid-grey when there are no others)."""
         unknown = confidence == 0
         paint = unknown & ~kept
         if unpainted is not None:
