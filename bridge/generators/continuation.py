@@ -643,7 +643,8 @@ def _seen_past(pixel, p, rays, kept_depth, nearest_kept, width, probe_px, normal
     sees through plane ``p``: its surface lies farther than the plane along its ray, by the see-through margin."""
     for direction in range(4):
         q = nearest_kept[direction, pixel]
-        if q < 0 or abs(q // width - pixel // width) + abs(q % width - pixel % width) > probe_px:
+        # Left and right of the pixel lie in its row, above and below in its column: their distance needs no division.
+        if q < 0 or abs(q - pixel) > (probe_px if direction < 2 else probe_px * width):
             continue
         facing = rays[q, 0] * normals[p, 0] + rays[q, 1] * normals[p, 1] + rays[q, 2] * normals[p, 2]
         crossing = -offsets[p] / facing if facing < 0 else np.inf

@@ -238,7 +238,7 @@ def free_view(params, pixels, depths, ranks, min_rank, x, y, z, margin, first):
     point) first. Inlined into the kernels (numba IR): a call would count a reference per array per point."""
     k = len(params)
     for j in range(k):
-        view = (first + j) % k
+        view = first + j if first + j < k else first + j - k  # (first + j) % k, without an integer division
         rx, ry, rz = x - params[view, 9], y - params[view, 10], z - params[view, 11]
         zc = params[view, 6] * rx + params[view, 7] * ry + params[view, 8] * rz
         if zc <= 0.0:
