@@ -241,6 +241,52 @@ def test_an_anchor_pixel_takes_the_lowest_confidence_of_the_squares_over_it():
     assert np.array_equal(out, expected) and np.isinf(out).any() and np.isfinite(out).any()
 
 
+def _anchor_confidence_numpy(view) -> np.ndarray:
+    """The anchor confidence image in numpy array operations (how ``_anchor_confidence`` was first written)."""
+    from worldweave.bridge.queries.occupancy import _MAX_FOOTPRINT_PX, _lowest_in_squares
+
+    k = view.intrinsics
+    h, w = k.shape
+    out = np.full(h * w, np.inf, dtype=np.float32)
+    points = np.asarray(view.points_cam, dtype=np.float64)
+    front = points[:, 2] > 0
+    points, confidence = points[front], np.asarray(view.point_confidence, dtype=np.float32)[front]
+    z = points[:, 2]
+    u, v = k.fx * points[:, 0] / z + k.cx, k.fy * points[:, 1] / z + k.cy
+    half = np.asarray(view.point_size_m, dtype=np.float64)[front] * k.fx / z / 2
+    u0 = np.minimum(np.ceil(u - half - 1e-6), np.round(u)).astype(np.int64)
+    v0 = np.minimum(np.ceil(v - half - 1e-6), np.round(v)).astype(np.int64)
+    width = np.clip(np.maximum(np.floor(u + half + 1e-6), np.round(u)).astype(np.int64) - u0 + 1, 1, _MAX_FOOTPRINT_PX)
+    _lowest_in_squares(u0, v0, width, confidence, h, w, out)
+    out[np.isinf(out)] = confidence.min() if len(confidence) else 0.0
+    out[~view.observed.reshape(-1)] = 0.0
+    return out.reshape(h, w)
+
+
+@pytest.mark.parametrize("count", [0, 1, 3000])
+def test_the_anchor_confidence_kernel_equals_numpy(count: int):
+    """Squares from points behind the camera, on it, beside the image, on pixel centres and halfway between them
+    (``rint`` rounds to even, as numpy's ``round``), and wider than the widest square: the same image bit for bit."""
+    from types import SimpleNamespace
+
+    from worldweave.bridge.queries.occupancy import _anchor_confidence
+
+    rng = np.random.default_rng(11)
+    k = Intrinsics(60.0, 55.0, 31.5, 23.5, 64, 48)
+    z = rng.choice([-0.5, 0.0, 0.3, 1.0, 2.5], count) * rng.uniform(0.9, 1.1, count)
+    u = np.floor(rng.uniform(-8, 72, count)) + rng.choice([0.0, 0.5, 0.25], count)  # centres, halves, quarters
+    v = np.floor(rng.uniform(-8, 56, count)) + rng.choice([0.0, 0.5, 0.75], count)
+    points = np.stack([(u - k.cx) * z / k.fx, (v - k.cy) * z / k.fy, z], axis=1).astype(np.float32)
+    view = SimpleNamespace(
+        intrinsics=k, points_cam=points, point_size_m=rng.choice([0.001, 0.02, 0.5], count).astype(np.float32),
+        point_confidence=rng.uniform(0.05, 1.0, count).astype(np.float32), observed=rng.uniform(size=k.shape) > 0.1,
+    )
+    derived, expected = _anchor_confidence(view), _anchor_confidence_numpy(view)
+    assert derived.dtype == np.float32 and np.array_equal(derived, expected)
+    if count > 1:
+        assert len(np.unique(derived)) > 20  # many squares, not one fill
+
+
 def test_an_undeclared_level_is_refused_naming_the_levels(scene):
     with pytest.raises(InvalidInputError, match=r"\[0.0, 0.5, 0.8\]"):
         scene.queries.nearest(np.zeros((1, 3)), 0.5, min_confidence=0.7)

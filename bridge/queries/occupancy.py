@@ -179,19 +179,51 @@ def _anchor_confidence(view) -> np.ndarray:
     k = view.intrinsics
     h, w = k.shape
     out = np.full(h * w, np.inf, dtype=np.float32)
-    points = np.asarray(view.points_cam, dtype=np.float64)
-    front = points[:, 2] > 0
-    points, confidence = points[front], np.asarray(view.point_confidence, dtype=np.float32)[front]
-    z = points[:, 2]
-    u, v = k.fx * points[:, 0] / z + k.cx, k.fy * points[:, 1] / z + k.cy
-    half = np.asarray(view.point_size_m, dtype=np.float64)[front] * k.fx / z / 2
-    u0 = np.minimum(np.ceil(u - half - 1e-6), np.round(u)).astype(np.int64)
-    v0 = np.minimum(np.ceil(v - half - 1e-6), np.round(v)).astype(np.int64)
-    width = np.clip(np.maximum(np.floor(u + half + 1e-6), np.round(u)).astype(np.int64) - u0 + 1, 1, _MAX_FOOTPRINT_PX)
-    _lowest_in_squares(u0, v0, width, confidence, h, w, out)
-    out[np.isinf(out)] = confidence.min() if len(confidence) else 0.0
-    out[~view.observed.reshape(-1)] = 0.0
+    points = np.ascontiguousarray(view.points_cam, dtype=np.float32)
+    sizes = np.ascontiguousarray(view.point_size_m, dtype=np.float32)
+    confidence = np.ascontiguousarray(view.point_confidence, dtype=np.float32)
+    u0, v0, width, front_confidence = (np.empty(len(points), dtype) for dtype in (np.int64, np.int64, np.int64,
+                                                                                   np.float32))
+    count = _footprint_squares(points, sizes, confidence, k.fx, k.fy, k.cx, k.cy, u0, v0, width, front_confidence)
+    _lowest_in_squares(u0[:count], v0[:count], width[:count], front_confidence[:count], h, w, out)
+    lowest = front_confidence[:count].min() if count else np.float32(0.0)
+    _uncovered_and_unobserved(out, lowest, np.ascontiguousarray(view.observed).reshape(-1))
     return out.reshape(h, w)
+
+
+@numba.njit(cache=True, nogil=True)
+def _uncovered_and_unobserved(out, lowest, observed):
+    """In one pass over flat float32 ``out``: ``lowest`` where no square covered a pixel (still +inf), then 0 where
+    the bool ``observed`` is False."""
+    for i in range(out.shape[0]):
+        if np.isinf(out[i]):
+            out[i] = lowest
+        if not observed[i]:
+            out[i] = 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _footprint_squares(points_cam, sizes_m, confidence, fx, fy, cx, cy, out_u0, out_v0, out_width, out_confidence):
+    """The square of pixels each anchor point in front of its camera (float32 (N, 3) camera-frame ``points_cam``,
+    metres, z > 0) covers in its own image (pinhole ``fx`` ``fy`` ``cx`` ``cy``): first column and row and width,
+    from its footprint ``sizes_m`` (float32, metres), always holding the pixel its centre rounds to, at most
+    ``_MAX_FOOTPRINT_PX`` wide; with its ``confidence``. Written in point order from index 0 of the outputs; returns
+    how many. Float64 arithmetic, in numpy's order for the same arrays (``tests/test_confidence_levels.py``)."""
+    count = 0
+    for i in range(points_cam.shape[0]):
+        z = np.float64(points_cam[i, 2])
+        if not z > 0:
+            continue
+        u = fx * np.float64(points_cam[i, 0]) / z + cx
+        v = fy * np.float64(points_cam[i, 1]) / z + cy
+        half = np.float64(sizes_m[i]) * fx / z / 2
+        u0 = np.int64(min(np.ceil(u - half - 1e-6), np.rint(u)))
+        out_u0[count] = u0
+        out_v0[count] = np.int64(min(np.ceil(v - half - 1e-6), np.rint(v)))
+        out_width[count] = min(max(np.int64(max(np.floor(u + half + 1e-6), np.rint(u))) - u0 + 1, 1), _MAX_FOOTPRINT_PX)
+        out_confidence[count] = confidence[i]
+        count += 1
+    return count
 
 
 @numba.njit(cache=True, nogil=True)
