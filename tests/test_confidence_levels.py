@@ -263,10 +263,11 @@ def _anchor_confidence_numpy(view) -> np.ndarray:
     return out.reshape(h, w)
 
 
-@pytest.mark.parametrize("count", [0, 1, 3000])
-def test_the_anchor_confidence_kernel_equals_numpy(count: int):
+@pytest.mark.parametrize("count, dtype", [(0, np.float32), (1, np.float32), (3000, np.float32), (3000, np.float64)])
+def test_the_anchor_confidence_kernel_equals_numpy(count: int, dtype: type):
     """Squares from points behind the camera, on it, beside the image, on pixel centres and halfway between them
-    (``rint`` rounds to even, as numpy's ``round``), and wider than the widest square: the same image bit for bit."""
+    (``rint`` rounds to even, as numpy's ``round``), and wider than the widest square: the same image bit for bit,
+    for float32 points and for float64 ones (an anchor's after an insert)."""
     from types import SimpleNamespace
 
     from worldweave.bridge.queries.occupancy import _anchor_confidence
@@ -276,7 +277,7 @@ def test_the_anchor_confidence_kernel_equals_numpy(count: int):
     z = rng.choice([-0.5, 0.0, 0.3, 1.0, 2.5], count) * rng.uniform(0.9, 1.1, count)
     u = np.floor(rng.uniform(-8, 72, count)) + rng.choice([0.0, 0.5, 0.25], count)  # centres, halves, quarters
     v = np.floor(rng.uniform(-8, 56, count)) + rng.choice([0.0, 0.5, 0.75], count)
-    points = np.stack([(u - k.cx) * z / k.fx, (v - k.cy) * z / k.fy, z], axis=1).astype(np.float32)
+    points = np.stack([(u - k.cx) * z / k.fx, (v - k.cy) * z / k.fy, z], axis=1).astype(dtype)
     view = SimpleNamespace(
         intrinsics=k, points_cam=points, point_size_m=rng.choice([0.001, 0.02, 0.5], count).astype(np.float32),
         point_confidence=rng.uniform(0.05, 1.0, count).astype(np.float32), observed=rng.uniform(size=k.shape) > 0.1,

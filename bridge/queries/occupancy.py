@@ -179,8 +179,8 @@ def _anchor_confidence(view) -> np.ndarray:
     k = view.intrinsics
     h, w = k.shape
     out = np.full(h * w, np.inf, dtype=np.float32)
-    points = np.ascontiguousarray(view.points_cam, dtype=np.float32)
-    sizes = np.ascontiguousarray(view.point_size_m, dtype=np.float32)
+    points = np.ascontiguousarray(view.points_cam, dtype=np.float64)  # float32, or float64 after an insert
+    sizes = np.ascontiguousarray(view.point_size_m, dtype=np.float64)
     confidence = np.ascontiguousarray(view.point_confidence, dtype=np.float32)
     u0, v0, width, front_confidence = (np.empty(len(points), dtype) for dtype in (np.int64, np.int64, np.int64,
                                                                                    np.float32))
@@ -204,19 +204,19 @@ def _uncovered_and_unobserved(out, lowest, observed):
 
 @numba.njit(cache=True, nogil=True)
 def _footprint_squares(points_cam, sizes_m, confidence, fx, fy, cx, cy, out_u0, out_v0, out_width, out_confidence):
-    """The square of pixels each anchor point in front of its camera (float32 (N, 3) camera-frame ``points_cam``,
+    """The square of pixels each anchor point in front of its camera (float64 (N, 3) camera-frame ``points_cam``,
     metres, z > 0) covers in its own image (pinhole ``fx`` ``fy`` ``cx`` ``cy``): first column and row and width,
-    from its footprint ``sizes_m`` (float32, metres), always holding the pixel its centre rounds to, at most
+    from its footprint ``sizes_m`` (float64, metres), always holding the pixel its centre rounds to, at most
     ``_MAX_FOOTPRINT_PX`` wide; with its ``confidence``. Written in point order from index 0 of the outputs; returns
     how many. Float64 arithmetic, in numpy's order for the same arrays (``tests/test_confidence_levels.py``)."""
     count = 0
     for i in range(points_cam.shape[0]):
-        z = np.float64(points_cam[i, 2])
+        z = points_cam[i, 2]
         if not z > 0:
             continue
-        u = fx * np.float64(points_cam[i, 0]) / z + cx
-        v = fy * np.float64(points_cam[i, 1]) / z + cy
-        half = np.float64(sizes_m[i]) * fx / z / 2
+        u = fx * points_cam[i, 0] / z + cx
+        v = fy * points_cam[i, 1] / z + cy
+        half = sizes_m[i] * fx / z / 2
         u0 = np.int64(min(np.ceil(u - half - 1e-6), np.rint(u)))
         out_u0[count] = u0
         out_v0[count] = np.int64(min(np.ceil(v - half - 1e-6), np.rint(v)))
