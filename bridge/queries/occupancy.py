@@ -182,11 +182,9 @@ def _anchor_confidence(view) -> np.ndarray:
     points = np.ascontiguousarray(view.points_cam, dtype=np.float64)  # float32, or float64 after an insert
     sizes = np.ascontiguousarray(view.point_size_m, dtype=np.float64)
     confidence = np.ascontiguousarray(view.point_confidence, dtype=np.float32)
-    u0, v0, width, front_confidence = (np.empty(len(points), dtype) for dtype in (np.int64, np.int64, np.int64,
-                                                                                   np.float32))
-    count = _footprint_squares(points, sizes, confidence, k.fx, k.fy, k.cx, k.cy, u0, v0, width, front_confidence)
-    _lowest_in_squares(u0[:count], v0[:count], width[:count], front_confidence[:count], h, w, out)
-    lowest = front_confidence[:count].min() if count else np.float32(0.0)
+    u0, v0, width, front_confidence = _footprint_squares(points, sizes, confidence, k.fx, k.fy, k.cx, k.cy)
+    _lowest_in_squares(u0, v0, width, front_confidence, h, w, out)
+    lowest = front_confidence.min() if len(front_confidence) else np.float32(0.0)
     _uncovered_and_unobserved(out, lowest, np.ascontiguousarray(view.observed).reshape(-1))
     return out.reshape(h, w)
 
@@ -203,12 +201,16 @@ def _uncovered_and_unobserved(out, lowest, observed):
 
 
 @numba.njit(cache=True, nogil=True)
-def _footprint_squares(points_cam, sizes_m, confidence, fx, fy, cx, cy, out_u0, out_v0, out_width, out_confidence):
+def _footprint_squares(points_cam, sizes_m, confidence, fx, fy, cx, cy):
     """The square of pixels each anchor point in front of its camera (float64 (N, 3) camera-frame ``points_cam``,
     metres, z > 0) covers in its own image (pinhole ``fx`` ``fy`` ``cx`` ``cy``): first column and row and width,
     from its footprint ``sizes_m`` (float64, metres), always holding the pixel its centre rounds to, at most
-    ``_MAX_FOOTPRINT_PX`` wide; with its ``confidence``. Written in point order from index 0 of the outputs; returns
-    how many. Float64 arithmetic, in numpy's order for the same arrays (``tests/test_confidence_levels.py``)."""
+    ``_MAX_FOOTPRINT_PX`` wide; with its ``confidence``. Returns (first columns, first rows, widths, confidences),
+    one per point in front, in point order. Float64 arithmetic, in numpy's order for the same arrays
+    (``tests/test_confidence_levels.py``)."""
+    n = points_cam.shape[0]
+    out_u0, out_v0, out_width = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
+    out_confidence = np.empty(n, np.float32)
     count = 0
     for i in range(points_cam.shape[0]):
         z = points_cam[i, 2]
@@ -223,7 +225,7 @@ def _footprint_squares(points_cam, sizes_m, confidence, fx, fy, cx, cy, out_u0, 
         out_width[count] = min(max(np.int64(max(np.floor(u + half + 1e-6), np.rint(u))) - u0 + 1, 1), _MAX_FOOTPRINT_PX)
         out_confidence[count] = confidence[i]
         count += 1
-    return count
+    return out_u0[:count], out_v0[:count], out_width[:count], out_confidence[:count]
 
 
 @numba.njit(cache=True, nogil=True)
