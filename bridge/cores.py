@@ -10,6 +10,12 @@ and nearest-kept-pixel passes; each gives the same result on any number of threa
 turns on the same cores, paying the split's overhead.
 
 The count is advisory (nothing waits for a core) and process-wide; threads outside the engine are not counted.
+
+numpy's BLAS runs on the calling thread only, from the first engine call on (``holding_core``): the engine's matrix
+products are points against 3-vectors and 3x3 rotations, too small to gain from a second thread, and OpenBLAS's
+worker thread spins for a while after each call it shares, taking a core the count says is free. In the room walk of
+``benchmarks/bench_world.py`` at 320x240 the spinning was a tenth of the process's CPU time and the step's median
+fell from 12.8 to 11.7 ms without it (``docs/performance.md``).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 MAX_SPLIT_THREADS = 4
 """Most threads one ``split_call`` takes."""
@@ -29,6 +36,8 @@ _held = 0
 """Cores engine work holds now, over all threads."""
 _depth = threading.local()
 """Per thread: how many ``holding_core`` blocks it is inside (a thread holds one core however deep)."""
+_blas_on_one_thread = False
+"""Whether numpy's BLAS has been limited to the calling thread (``holding_core``)."""
 
 
 def machine_cores() -> int:
@@ -45,6 +54,14 @@ def held_cores() -> int:
     return _held
 
 
+def _keep_blas_on_calling_thread() -> None:
+    """Limit numpy's BLAS libraries to one thread, process-wide (``threadpoolctl``), once."""
+    global _blas_on_one_thread
+    if not _blas_on_one_thread:
+        threadpool_limits(limits=1, user_api="blas")
+        _blas_on_one_thread = True
+
+
 def _add(count: int) -> None:
     global _held
     with _lock:
@@ -53,9 +70,11 @@ def _add(count: int) -> None:
 
 @contextmanager
 def holding_core() -> Iterator[None]:
-    """Count the calling thread as engine work holding one core for the block; nested blocks count once."""
+    """Count the calling thread as engine work holding one core for the block; nested blocks count once. The first
+    block limits numpy's BLAS to the calling thread (see the module's docstring)."""
     depth = getattr(_depth, "value", 0)
     if depth == 0:
+        _keep_blas_on_calling_thread()
         _add(1)
     _depth.value = depth + 1
     try:

@@ -1,6 +1,9 @@
 """How many threads a splittable engine call takes (``bridge.cores``): the cores no other engine work holds."""
 
 import asyncio
+import json
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -78,3 +81,22 @@ def test_holding_every_core_leaves_split_calls_one_thread_and_bands_cover_every_
     if machine_cores() > 1:
         split_call(serial, banded, 10, None)
         assert calls[-1] == ("banded", list(even_bands(10, min(machine_cores(), MAX_SPLIT_THREADS))))
+
+
+def test_engine_work_keeps_numpy_blas_on_the_calling_thread():
+    """A fresh process: numpy's BLAS may take every core until the first engine call, then takes the caller's alone
+    (its worker threads would spin on cores the count says are free)."""
+    script = (
+        "from threadpoolctl import threadpool_info, threadpool_limits\n"
+        "from worldweave.bridge.cores import holding_core\n"
+        "def blas(): return [p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas']\n"
+        "threadpool_limits(limits=2, user_api='blas')\n"
+        "before = blas()\n"
+        "with holding_core(): inside = blas()\n"
+        "print(json.dumps([before, inside, blas()]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", "import json\n" + script], capture_output=True, text=True,
+                            timeout=120, check=True)
+    before, inside, after = json.loads(result.stdout)
+    assert before and all(threads == 2 for threads in before)
+    assert inside == after == [1] * len(before)
