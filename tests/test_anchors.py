@@ -99,6 +99,51 @@ def test_sketch_has_one_point_per_cell_at_the_median_depth() -> None:
     assert np.allclose(sizes.reshape(gh, gw)[gh // 2 :], 3.0 * (160 / gw) / INTRINSICS.fx)
 
 
+def _sketch_depth_numpy(depth: np.ndarray, intrinsics: Intrinsics, grid: tuple[int, int]) -> tuple[np.ndarray, ...]:
+    """The sketch as numpy computed it before the kernel: the reference ``sketch_depth`` must equal bit for bit."""
+    samples_side = 4
+    gw, gh = grid
+    h, w = depth.shape
+    fu = (np.arange(gw * samples_side) + 0.5) * (w / (gw * samples_side)) - 0.5
+    fv = (np.arange(gh * samples_side) + 0.5) * (h / (gh * samples_side)) - 0.5
+    su = np.clip(np.round(fu), 0, w - 1).astype(np.int64)
+    sv = np.clip(np.round(fv), 0, h - 1).astype(np.int64)
+    samples = depth[sv[:, None], su[None, :]].reshape(gh, samples_side, gw, samples_side)
+    samples = samples.transpose(0, 2, 1, 3).reshape(gh, gw, -1).astype(np.float32)
+    valid_count = (samples > 0).sum(axis=2)
+    valid = valid_count >= (samples_side * samples_side) / 4
+    ordered = np.sort(np.where(samples > 0, samples, np.inf), axis=2)
+    median = np.take_along_axis(ordered, np.maximum(valid_count - 1, 0)[..., None] // 2, axis=2)[..., 0]
+    z = np.where(valid, median, 0.0).astype(np.float32)
+    cu = (np.arange(gw) + 0.5) * (w / gw) - 0.5
+    cv = (np.arange(gh) + 0.5) * (h / gh) - 0.5
+    x = (cu[None, :] - intrinsics.cx) / intrinsics.fx * z
+    y = (cv[:, None] - intrinsics.cy) / intrinsics.fy * z
+    points = np.stack([x, y, z], axis=-1).reshape(-1, 3).astype(np.float32)
+    sizes = (z * (w / gw) / intrinsics.fx).reshape(-1).astype(np.float32)
+    return points, valid.reshape(-1), sizes
+
+
+@pytest.mark.parametrize("shape", [(240, 320), (48, 64), (37, 100)])
+def test_the_sketch_kernel_equals_numpy(shape: tuple[int, int]) -> None:
+    """Cells with no, a few, exactly a quarter and all samples valid, tied and untied depths, float32 and float64
+    images, two grids: the same bytes (the -0.0 of an empty cell left of the centre too)."""
+    rng = np.random.default_rng(shape[1])
+    h, w = shape
+    intrinsics = Intrinsics.from_fov(w, h, fov_x_deg=70.0)
+    for trial in range(12):
+        depth = rng.choice([0.5, 1.0, 2.0, 3.3], shape).astype(np.float32)
+        depth *= rng.uniform(0.9, 1.1, shape).astype(np.float32) if trial % 2 else np.float32(1.0)  # ties when even
+        depth[rng.uniform(size=shape) < trial / 11] = 0.0
+        if trial % 3 == 0:
+            depth = depth.astype(np.float64)
+        for grid in (SKETCH_GRID, (8, 6)):
+            expected = _sketch_depth_numpy(depth, intrinsics, grid)
+            for got, expected in zip(sketch_depth(depth, intrinsics, grid), expected):
+                assert got.dtype == expected.dtype and got.shape == expected.shape
+                assert got.tobytes() == expected.tobytes()
+
+
 def test_anchor_renders_its_own_view_back(room: Scene) -> None:
     frame = _view(room, [0.2, -0.4, 1.6], [-1.0, 0.5, 1.0])
     anchor = Anchor.from_frame(frame, id=0, frame_id=0, options=AnchorOptions(stride_px=1))

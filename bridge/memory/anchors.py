@@ -20,6 +20,7 @@ for retrieval. ``KeyframePolicy`` decides when a frame becomes a new anchor.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -314,6 +315,54 @@ def _block_points(count, depth_sum, color_sum, confidence_sum, has_confidence, s
             n += 1
 
 
+@numba.njit(cache=True, nogil=True)
+def _sketch_cells(depth, sv, su, cu, cv, cx, cy, fx, fy, cell_px, points, valid, sizes):
+    """Per sketch cell (row-major over ``cv`` x ``cu``, the cells' centre pixel coordinates) from its
+    ``_SKETCH_SAMPLES`` squared depth samples (rows ``sv``, columns ``su`` of float32 ``depth``): valid when at least
+    a quarter are positive, then its point through the centre at their lower median (float32 depth, float64
+    arithmetic rounded to float32) and its width ``z * cell_px / fx`` in float32, as numpy computed them; at depth 0
+    elsewhere."""
+    samples = _SKETCH_SAMPLES
+    ordered = np.empty(samples * samples, np.float32)
+    for i in range(len(cv)):
+        for j in range(len(cu)):
+            n = 0
+            for a in range(samples):
+                row = sv[i * samples + a]
+                for b in range(samples):
+                    d = depth[row, su[j * samples + b]]
+                    if d > 0:  # insertion sort: ascending, a tie after its equals
+                        k = n
+                        while k > 0 and ordered[k - 1] > d:
+                            ordered[k] = ordered[k - 1]
+                            k -= 1
+                        ordered[k] = d
+                        n += 1
+            g = i * len(cu) + j
+            valid[g] = n >= samples * samples / 4
+            z = ordered[(n - 1) // 2] if valid[g] else np.float32(0.0)
+            points[g, 0] = np.float32((cu[j] - cx) / fx * np.float64(z))  # -0.0 left of the centre, as numpy's
+            points[g, 1] = np.float32((cv[i] - cy) / fy * np.float64(z))
+            points[g, 2] = z
+            sizes[g] = z * cell_px / np.float32(fx)
+
+
+@functools.lru_cache(maxsize=16)
+def _sketch_pixels(h: int, w: int, gw: int, gh: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For an (h, w) image sketched in gw x gh cells: the int64 rows and columns of the cells' depth samples
+    (``_SKETCH_SAMPLES`` a cell side, evenly spread) and the float64 pixel coordinates of the cells' centres
+    (columns, rows)."""
+    fu = (np.arange(gw * _SKETCH_SAMPLES) + 0.5) * (w / (gw * _SKETCH_SAMPLES)) - 0.5
+    fv = (np.arange(gh * _SKETCH_SAMPLES) + 0.5) * (h / (gh * _SKETCH_SAMPLES)) - 0.5
+    su = np.clip(np.round(fu), 0, w - 1).astype(np.int64)
+    sv = np.clip(np.round(fv), 0, h - 1).astype(np.int64)
+    cu = (np.arange(gw) + 0.5) * (w / gw) - 0.5
+    cv = (np.arange(gh) + 0.5) * (h / gh) - 0.5
+    for array in (sv, su, cu, cv):
+        array.flags.writeable = False
+    return sv, su, cu, cv
+
+
 def sketch_depth(depth: np.ndarray, intrinsics: Intrinsics, grid: tuple[int, int] = SKETCH_GRID
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The coarse sketch of a depth image: ``grid`` = (cells across, cells down).
@@ -323,24 +372,11 @@ def sketch_depth(depth: np.ndarray, intrinsics: Intrinsics, grid: tuple[int, int
     """
     gw, gh = grid
     h, w = depth.shape
-    fu = (np.arange(gw * _SKETCH_SAMPLES) + 0.5) * (w / (gw * _SKETCH_SAMPLES)) - 0.5
-    fv = (np.arange(gh * _SKETCH_SAMPLES) + 0.5) * (h / (gh * _SKETCH_SAMPLES)) - 0.5
-    su = np.clip(np.round(fu), 0, w - 1).astype(np.int64)
-    sv = np.clip(np.round(fv), 0, h - 1).astype(np.int64)
-    samples = depth[sv[:, None], su[None, :]].reshape(gh, _SKETCH_SAMPLES, gw, _SKETCH_SAMPLES)
-    samples = samples.transpose(0, 2, 1, 3).reshape(gh, gw, -1).astype(np.float32)
-    valid_count = (samples > 0).sum(axis=2)
-    valid = valid_count >= (_SKETCH_SAMPLES * _SKETCH_SAMPLES) / 4
-    ordered = np.sort(np.where(samples > 0, samples, np.inf), axis=2)
-    median = np.take_along_axis(ordered, np.maximum(valid_count - 1, 0)[..., None] // 2, axis=2)[..., 0]
-    z = np.where(valid, median, 0.0).astype(np.float32)
-    cu = (np.arange(gw) + 0.5) * (w / gw) - 0.5
-    cv = (np.arange(gh) + 0.5) * (h / gh) - 0.5
-    x = (cu[None, :] - intrinsics.cx) / intrinsics.fx * z
-    y = (cv[:, None] - intrinsics.cy) / intrinsics.fy * z
-    points = np.stack([x, y, z], axis=-1).reshape(-1, 3).astype(np.float32)
-    sizes = (z * (w / gw) / intrinsics.fx).reshape(-1).astype(np.float32)
-    return points, valid.reshape(-1), sizes
+    sv, su, cu, cv = _sketch_pixels(h, w, gw, gh)
+    points, valid, sizes = np.empty((gw * gh, 3), np.float32), np.empty(gw * gh, bool), np.empty(gw * gh, np.float32)
+    _sketch_cells(np.ascontiguousarray(depth, dtype=np.float32), sv, su, cu, cv, intrinsics.cx, intrinsics.cy,
+                  intrinsics.fx, intrinsics.fy, np.float32(w / gw), points, valid, sizes)
+    return points, valid, sizes
 
 
 @dataclass(eq=False)
