@@ -1316,7 +1316,8 @@ class ContinuationGenerator(Generator):
             if len(chosen) == 0:
                 continue
             pixels = holes[chosen]
-            hits = (rays_cam[pixels] * hole_depth[chosen, None]) @ plane.to_plane + plane.plane_origin  # (s, t) metres
+            rays = np.take(rays_cam, pixels, axis=0)  # rays_cam[pixels], 4x faster for (N, 3) rows
+            hits = (rays * hole_depth[chosen, None]) @ plane.to_plane + plane.plane_origin  # (s, t) metres
             surface = plane.surface
             if surface.texture is None:
                 surface.texture = self._build_texture(plane, planes, pose, intrinsics, render, rays_cam)
@@ -1335,7 +1336,8 @@ class ContinuationGenerator(Generator):
             area_m2 = len(plane.surface.seen) * options.support_cell_m**2
             if len(drawn) and plane.surface.texture is not None and area_m2 >= MIN_DRAWN_AREA_M2:
                 pixels = holes[drawn]
-                hits = (rays_cam[pixels] * standing_depth[drawn, None]) @ plane.to_plane + plane.plane_origin
+                rays = np.take(rays_cam, pixels, axis=0)
+                hits = (rays * standing_depth[drawn, None]) @ plane.to_plane + plane.plane_origin
                 plane.surface.texture.paint(rgb, pixels, hits)
                 unpainted[pixels] = False
                 painted[pixels] = True
@@ -1537,13 +1539,14 @@ class ContinuationGenerator(Generator):
         options = self.options
         depth, rgb = render.depth.reshape(-1), render.rgb.reshape(-1, 3)
         kept = np.flatnonzero(render.kept.reshape(-1))
-        points_cam = rays_cam[kept] * depth[kept, None]
+        points_cam = np.take(rays_cam, kept, axis=0) * depth[kept, None]
         on_plane = np.abs(points_cam @ plane.normal_cam + plane.offset_cam_m) < options.inlier_tolerance_m
         for other in planes:
             if other is not plane:
                 distance = np.abs(points_cam @ other.normal_cam + other.offset_cam_m)
                 on_plane &= distance >= EDGE_TOLERANCE_FACTOR * options.inlier_tolerance_m
-        pixels, points_cam = kept[on_plane], points_cam[on_plane]
-        ray_cos = _ray_cos(rays_cam[pixels], plane.normal_cam)
+        pixels, points_cam = kept[on_plane], np.compress(on_plane, points_cam, axis=0)
+        ray_cos = _ray_cos(np.take(rays_cam, pixels, axis=0), plane.normal_cam)
         footprints = points_cam[:, 2] / (intrinsics.fx * np.maximum(ray_cos, options.min_incidence_cos))
-        return build_texture(plane.surface.frame, pose.cam_to_world(points_cam), rgb[pixels], footprints, options)
+        colors = np.take(rgb, pixels, axis=0)
+        return build_texture(plane.surface.frame, pose.cam_to_world(points_cam), colors, footprints, options)
