@@ -428,78 +428,85 @@ def _support_levels(occupied, blocked, covered, reach_steps, hide_steps):
     is seen on both sides of what stands in front of it there, so it runs on behind it). A standing cell within one
     cell of both a held and a blocked cell is flagged ``EDGE``: the plane's edge may cross it."""
     rows, cols = occupied.shape
-    held = np.zeros((rows, cols), np.bool_)
-    for a in range(rows):
-        for b in range(cols):
-            neighbours = 0
-            for da in range(-1, 2):
-                for db in range(-1, 2):
-                    na, nb = a + da, b + db
-                    if 0 <= na < rows and 0 <= nb < cols:
-                        neighbours += occupied[na, nb]
-            held[a, b] = occupied[a, b] and neighbours > 1
-    first_col = np.full(rows, cols, np.int64)
-    last_col = np.full(rows, -1, np.int64)
-    first_row = np.full(cols, rows, np.int64)
-    last_row = np.full(cols, -1, np.int64)
-    for a in range(rows):
-        for b in range(cols):
+    # Padded by one cell of False all round (cell (a, b) at [a + 1, b + 1]): a 3x3 window needs no bounds checks, and
+    # the border, never open, stops the steps.
+    occupied_p = np.zeros((rows + 2, cols + 2), np.bool_)
+    blocked_p = np.zeros((rows + 2, cols + 2), np.bool_)
+    occupied_p[1:-1, 1:-1] = occupied
+    blocked_p[1:-1, 1:-1] = blocked
+    held = np.zeros((rows + 2, cols + 2), np.bool_)
+    for a in range(1, rows + 1):
+        for b in range(1, cols + 1):
+            if occupied_p[a, b]:
+                held[a, b] = (occupied_p[a - 1, b - 1] or occupied_p[a - 1, b] or occupied_p[a - 1, b + 1]
+                              or occupied_p[a, b - 1] or occupied_p[a, b + 1]
+                              or occupied_p[a + 1, b - 1] or occupied_p[a + 1, b] or occupied_p[a + 1, b + 1])
+    first_col = np.full(rows + 2, cols + 2, np.int64)  # padded indices throughout
+    last_col = np.full(rows + 2, -1, np.int64)
+    first_row = np.full(cols + 2, rows + 2, np.int64)
+    last_row = np.full(cols + 2, -1, np.int64)
+    for a in range(1, rows + 1):
+        for b in range(1, cols + 1):
             if held[a, b]:
                 first_col[a] = min(first_col[a], b)
                 last_col[a] = max(last_col[a], b)
                 first_row[b] = min(first_row[b], a)
                 last_row[b] = max(last_row[b], a)
-    shut = np.zeros((rows, cols), np.bool_)
-    for a in range(rows):
-        for b in range(cols):
+    shut = np.zeros((rows + 2, cols + 2), np.bool_)
+    for a in range(1, rows + 1):
+        for b in range(1, cols + 1):
             inside = first_col[a] < b < last_col[a] or first_row[b] < a < last_row[b]
-            shut[a, b] = blocked[a, b] or (covered[a, b] and not inside)
-    open_cells = np.zeros((rows, cols), np.bool_)
-    edge = np.zeros((rows, cols), np.bool_)
-    for a in range(rows):
-        for b in range(cols):
-            near_shut = False
-            near_held = False
-            near_blocked = False
-            for da in range(-1, 2):
-                for db in range(-1, 2):
-                    na, nb = a + da, b + db
-                    if 0 <= na < rows and 0 <= nb < cols:
-                        near_shut |= shut[na, nb]
-                        near_held |= held[na, nb]
-                        near_blocked |= blocked[na, nb]
+            shut[a, b] = blocked_p[a, b] or (covered[a - 1, b - 1] and not inside)
+    # 3x3 windows as a row pass then a column pass: whether a shut, a held and a blocked cell lies within one cell.
+    across = np.zeros((rows + 2, cols + 2, 3), np.bool_)
+    for a in range(1, rows + 1):
+        for b in range(1, cols + 1):
+            across[a, b, 0] = shut[a, b - 1] or shut[a, b] or shut[a, b + 1]
+            across[a, b, 1] = held[a, b - 1] or held[a, b] or held[a, b + 1]
+            across[a, b, 2] = blocked_p[a, b - 1] or blocked_p[a, b] or blocked_p[a, b + 1]
+    open_cells = np.zeros((rows + 2, cols + 2), np.bool_)
+    edge = np.zeros((rows + 2, cols + 2), np.bool_)
+    for a in range(1, rows + 1):
+        for b in range(1, cols + 1):
+            near_shut = across[a - 1, b, 0] or across[a, b, 0] or across[a + 1, b, 0]
+            near_held = across[a - 1, b, 1] or across[a, b, 1] or across[a + 1, b, 1]
+            near_blocked = across[a - 1, b, 2] or across[a, b, 2] or across[a + 1, b, 2]
             open_cells[a, b] = held[a, b] or not near_shut or (near_held and not shut[a, b])
             edge[a, b] = near_held and near_blocked
-    steps = np.full((rows, cols), -1, np.int64)
-    queue = np.empty(rows * cols, np.int64)
+    # Breadth-first steps from the region: each cell's fewest 8-neighbour steps through open cells.
+    steps = np.full((rows + 2, cols + 2), -1, np.int64)
+    queue_a = np.empty(rows * cols, np.int64)
+    queue_b = np.empty(rows * cols, np.int64)
     tail = 0
-    for a in range(rows):
-        for b in range(cols):
+    for a in range(1, rows + 1):
+        for b in range(1, cols + 1):
             enclosed = first_col[a] <= b <= last_col[a] and first_row[b] <= a <= last_row[b] and open_cells[a, b]
             if held[a, b] or enclosed:
                 steps[a, b] = 0
-                queue[tail] = a * cols + b
+                queue_a[tail] = a
+                queue_b[tail] = b
                 tail += 1
     head = 0
     while head < tail:
-        a, b = queue[head] // cols, queue[head] % cols
+        a, b = queue_a[head], queue_b[head]
         head += 1
         step = steps[a, b] + 1
         if step > hide_steps:
             continue
-        for da in range(-1, 2):
-            for db in range(-1, 2):
-                na, nb = a + da, b + db
-                if 0 <= na < rows and 0 <= nb < cols and steps[na, nb] < 0 and open_cells[na, nb]:
+        for na in range(a - 1, a + 2):
+            for nb in range(b - 1, b + 2):
+                if steps[na, nb] < 0 and open_cells[na, nb]:
                     steps[na, nb] = step
-                    queue[tail] = na * cols + nb
+                    queue_a[tail] = na
+                    queue_b[tail] = nb
                     tail += 1
     level = np.zeros((rows, cols), np.uint8)
     for a in range(rows):
         for b in range(cols):
-            if steps[a, b] >= 0:
-                level[a, b] = HELD if steps[a, b] == 0 else (CONTINUED if steps[a, b] <= reach_steps else HIDING)
-            if level[a, b] and edge[a, b]:
+            cell_steps = steps[a + 1, b + 1]
+            if cell_steps >= 0:
+                level[a, b] = HELD if cell_steps == 0 else (CONTINUED if cell_steps <= reach_steps else HIDING)
+            if level[a, b] and edge[a + 1, b + 1]:
                 level[a, b] |= EDGE
     return level
 
