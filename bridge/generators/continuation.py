@@ -377,7 +377,7 @@ def fit_planes(points_cam: np.ndarray, grid_rc: np.ndarray, least: int, options:
     points_cam = np.ascontiguousarray(points_cam, np.float64)
     free = np.ones(len(points_cam), bool)
     tolerance = options.inlier_tolerance_m
-    lookup = np.full(tuple(grid_rc.max(axis=0) + 1), -1, np.int64)
+    lookup = np.full((grid_rc[:, 0].max() + 1, grid_rc[:, 1].max() + 1), -1, np.int64)  # max(axis=0) is 20x slower
     lookup[grid_rc[:, 0], grid_rc[:, 1]] = np.arange(len(grid_rc))
     local = options.ransac_iterations // 2
     for _ in range(options.max_planes):
@@ -934,12 +934,12 @@ def build_texture(frame: PlaneFrame, points_world: np.ndarray, colors: np.ndarra
     if len(points_world) < options.min_tile_texels**2:
         return None
     coordinates = frame.coordinates(points_world)
-    low = coordinates.min(axis=0)
-    extent = coordinates.max(axis=0) - low
+    low = np.array([coordinates[:, 0].min(), coordinates[:, 1].min()])  # min(axis=0) of (N, 2) is 20x slower
+    extent = np.array([coordinates[:, 0].max(), coordinates[:, 1].max()]) - low
     texel = float(np.clip(np.percentile(footprints_m, 30), options.min_texel_m, options.max_texel_m))
     texel = max(texel, float(extent.max()) / options.max_exemplar_texels)
     cells = np.floor((coordinates - low) / texel).astype(np.int64)
-    cols, rows = cells.max(axis=0) + 1
+    cols, rows = cells[:, 0].max() + 1, cells[:, 1].max() + 1
     flat = cells[:, 1] * cols + cells[:, 0]
     counts = np.bincount(flat, minlength=rows * cols).astype(np.float64).reshape(rows, cols)
     sums = np.stack([np.bincount(flat, colors[:, c].astype(np.float64), rows * cols) for c in range(3)], axis=1)
@@ -1257,8 +1257,9 @@ class ContinuationGenerator(Generator):
         points_cam = rays_cam[sampled] * depth[sampled, None]
         sure = confidence[sampled] > options.continued_confidence  # memory saw it: not a continuation, not a spread
         grid_rc = np.stack([sampled // shape[1], sampled % shape[1]], axis=1) // stride
-        least = int(math.ceil(options.min_plane_share * grid.sum()))
-        shown_least = max(3, math.ceil(MIN_SHOWN_SHARE * grid.sum()))
+        grid_points = np.count_nonzero(grid)
+        least = int(math.ceil(options.min_plane_share * grid_points))
+        shown_least = max(3, math.ceil(MIN_SHOWN_SHARE * grid_points))
         fitted = fit_planes(points_cam, grid_rc, least // 2, options, rng)  # the smaller ones only hide (a ceiling)
 
         # 3. Where each plane stands: grown from its seen cells, away from where memory sees through it.
