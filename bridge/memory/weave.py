@@ -305,8 +305,10 @@ def weave_heuristic(renders: Sequence[RenderResult], facts: AnchorFacts, pose: P
                _priors(facts.confidences, options), np.float32(options.angle_scale_deg),
                np.float32(options.distance_scale_m), options.blend == "best", out_rgb, out_depth, out_confidence,
                mask)  # the covered pixels split evenly over the threads; each depends on itself alone
-    return RenderResult(out_rgb.reshape(h, w, 3), out_depth.reshape(h, w), mask.reshape(h, w),
-                        out_confidence.reshape(h, w))
+    # The kernel writes only covered pixels, from the renders' checked values (blended depth and confidence stay in
+    # their ranges); tests/test_weave.py holds it to ``blend``'s checked result, bit for bit.
+    return RenderResult.unchecked(out_rgb.reshape(h, w, 3), out_depth.reshape(h, w), mask.reshape(h, w),
+                                  out_confidence.reshape(h, w))
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
