@@ -1042,9 +1042,16 @@ def _crossed_cells(points_cam, normal_cam, offset_cam_m, sure, to_plane, plane_o
 
 @numba.njit(cache=True, nogil=True)
 def _merged(sorted_keys, keys):
-    """The sorted unique union (int64) of the sorted unique array ``sorted_keys`` and ``keys``: the new keys sorted,
-    then merged in one pass; ``sorted_keys`` itself when it lacks none of them."""
-    new = np.sort(keys)
+    """The sorted unique union (int64) of the sorted unique array ``sorted_keys`` and ``keys``: the new keys sorted
+    (once a run of repeats: neighbouring pixels' keys often are), then merged in one pass; ``sorted_keys`` itself when
+    it lacks none of them."""
+    runs = np.empty(len(keys), np.int64)
+    distinct = 0
+    for key in keys:
+        if distinct == 0 or key != runs[distinct - 1]:
+            runs[distinct] = key
+            distinct += 1
+    new = np.sort(runs[:distinct])
     out = np.empty(len(sorted_keys) + len(new), np.int64)
     count = 0
     i = 0
