@@ -546,6 +546,7 @@ def test_a_fresh_server_compiles_its_kernels_before_serving():
         "generators.continuation._nearest_passes",
         "generators.continuation._support_levels", "generators.continuation._upsample_into",
         "generators.continuation._merged", "generators.continuation._key_bounds", "generators.continuation._mark_cells",
+        "generators.continuation._holes_by_plane", "generators.continuation._points_on_rays",
         "queries.occupancy._lowest_in_squares", "generators.reproject._small_pyramid",
         "memory.key_order._key_runs", "memory.key_order._pack_payload", "memory.key_order._unpack_payload",
         "memory.key_order._gathered", "memory.key_order._run_bits", "memory.key_order._into_buckets",
