@@ -1,7 +1,8 @@
 """The step path's numba kernels equal the numpy code they replaced, bit for bit: anchor sampling (one pass over the
 keyframe instead of a dozen numpy passes), the footprint refit of ``kept_depth`` (a ring of summed-area rows and
 per-radius column minima instead of full tables and a window scan, on any split into bands of rows), and the push-pull
-fills of ``reproject`` and ``continue`` (their first and last levels made in one pass each)."""
+fills of ``reproject`` and ``continue`` (their first and last levels made in one pass each), and ``continue``'s
+grouping of its holes by plane for painting."""
 
 from __future__ import annotations
 
@@ -299,3 +300,28 @@ def test_anchor_index_rebuilt_from_kept_rows_equals_a_full_build(room) -> None:
     fork.add_frame(room.render(Pose.look_at([0.2, 0.0, 1.2], [-2.0, 1.0, 1.0]), intrinsics), frame_id=9)
     check(fork)
     assert len(store.index()) == 3 and len(fork.index()) == 4
+
+
+def test_continue_groups_its_holes_and_their_points_as_numpy_selects_them() -> None:
+    """``continue``'s painting: the holes grouped by the plane continuing into them, and the uncontinued ones by the
+    plane standing there, each group as ``np.flatnonzero`` picks it (ascending); their camera-frame points the same
+    products as ``rays[holes[chosen]] * depth[chosen, None]``."""
+    from worldweave.bridge.generators.continuation import _holes_by_plane, _points_on_rays
+
+    rng = np.random.default_rng(5)
+    planes, count = 5, 4000
+    hole_plane = rng.integers(-1, planes, count)
+    standing = np.where(rng.uniform(size=count) < 0.3, -1, rng.integers(0, planes, count))
+    continued, continued_at, drawn, drawn_at = _holes_by_plane(hole_plane, standing, planes)
+    for p in range(planes):
+        assert np.array_equal(continued[continued_at[p] : continued_at[p + 1]], np.flatnonzero(hole_plane == p))
+        assert np.array_equal(drawn[drawn_at[p] : drawn_at[p + 1]], np.flatnonzero((standing == p) & (hole_plane < 0)))
+    assert len(drawn) == np.count_nonzero((standing >= 0) & (hole_plane < 0))  # none in a plane past the last
+
+    rays = Intrinsics.from_fov(80, 60, fov_x_deg=70.0).pixel_rays(np.float64).reshape(-1, 3)
+    holes = np.sort(rng.choice(len(rays), count, replace=False))
+    depth = rng.uniform(0.3, 9.0, count)
+    chosen = continued[continued_at[2] : continued_at[3]]
+    pixels, points = _points_on_rays(rays, holes, chosen, depth)
+    assert np.array_equal(pixels, holes[chosen])
+    assert points.dtype == np.float64 and np.array_equal(points, rays[holes[chosen]] * depth[chosen, None])
