@@ -1314,7 +1314,7 @@ class ContinuationGenerator(Generator):
         grid = np.zeros(shape, bool)
         grid[stride // 2 :: stride, stride // 2 :: stride] = True
         sampled = np.flatnonzero(kept & grid.reshape(-1))
-        points_cam = rays_cam[sampled] * depth[sampled, None]
+        points_cam = np.take(rays_cam, sampled, axis=0) * depth[sampled, None]
         sure = confidence[sampled] > options.continued_confidence  # memory saw it: not a continuation, not a spread
         grid_rc = np.stack([sampled // shape[1], sampled % shape[1]], axis=1) // stride
         grid_points = np.count_nonzero(grid)
@@ -1326,7 +1326,10 @@ class ContinuationGenerator(Generator):
         normals = np.array([fit[0] for fit in fitted]).reshape(-1, 3)
         residuals = np.abs(points_cam @ normals.T + np.array([fit[1] for fit in fitted]))
         # A point near two planes lies where they meet (a floor under a wall's plane): it supports neither.
-        near_one = (residuals < EDGE_TOLERANCE_FACTOR * options.inlier_tolerance_m).sum(axis=1) <= 1
+        near_count = np.zeros(len(points_cam), np.int64)
+        for near in (residuals < EDGE_TOLERANCE_FACTOR * options.inlier_tolerance_m).T:  # sum(axis=1): 5x slower
+            near_count += near
+        near_one = near_count <= 1
         planes = []
         for normal, offset, inliers, spread in fitted:
             continues = bool(inliers.sum() >= least and spread >= MIN_PLANE_SPREAD_M)
@@ -1479,7 +1482,7 @@ class ContinuationGenerator(Generator):
         camera_st = frame.coordinates(pose.position[None])[0]
         sure = memory_confidence[sampled] > options.continued_confidence  # not a continuation memory holds
         inlier_confidence, shown = memory_confidence[sampled[inliers]], sure[inliers]
-        coordinates = points_cam[inliers][shown] @ to_plane + camera_st
+        coordinates = np.compress(shown, np.compress(inliers, points_cam, axis=0), axis=0) @ to_plane + camera_st
         surface.seen = _merged(surface.seen, _cell_keys(coordinates, options.support_cell_m))
         surface.seen_fine = _merged(surface.seen_fine,
                                     _cell_keys(coordinates, options.support_cell_m / EDGE_FINE_CELLS))
@@ -1509,7 +1512,8 @@ class ContinuationGenerator(Generator):
             return None
         if np.median(residuals[on]) > MAX_MEDIAN_RESIDUAL * options.inlier_tolerance_m:
             return None
-        if surface.texture is not None and not surface.texture.explains(rgb[sampled[on]], options.appearance_share):
+        colors = np.take(rgb, sampled[on], axis=0)
+        if surface.texture is not None and not surface.texture.explains(colors, options.appearance_share):
             return None
         if _least_squares_plane(points_cam, on)[2] < MIN_STRIP_SPREAD_M:
             return None
@@ -1568,7 +1572,7 @@ class ContinuationGenerator(Generator):
         options = self.options
         normal_world = pose.rotation @ normal_cam
         cos_tolerance = math.cos(math.radians(options.surface_match_deg))
-        points, colors = points_cam[inliers], rgb[sampled[inliers]]
+        points, colors = np.compress(inliers, points_cam, axis=0), np.take(rgb, sampled[inliers], axis=0)
         if len(points) == 0:
             return None
         found: _Surface | None | bool = None
