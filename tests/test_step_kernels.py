@@ -322,6 +322,6 @@ def test_continue_groups_its_holes_and_their_points_as_numpy_selects_them() -> N
     holes = np.sort(rng.choice(len(rays), count, replace=False))
     depth = rng.uniform(0.3, 9.0, count)
     chosen = continued[continued_at[2] : continued_at[3]]
-    pixels, points = _points_on_rays(rays, holes, chosen, depth)
-    assert np.array_equal(pixels, holes[chosen])
-    assert points.dtype == np.float64 and np.array_equal(points, rays[holes[chosen]] * depth[chosen, None])
+    for depths in (depth[chosen], depth[chosen].astype(np.float32)):  # the painting's float64, the render's float32
+        points = _points_on_rays(rays, holes[chosen], depths)
+        assert points.dtype == np.float64 and np.array_equal(points, rays[holes[chosen]] * depths[:, None])

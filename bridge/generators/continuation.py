@@ -748,18 +748,15 @@ def _holes_by_plane(hole_plane, standing, planes):
 
 
 @numba.njit(cache=True, nogil=True)
-def _points_on_rays(rays, holes, chosen, hole_depth):
-    """The pixels ``holes[chosen]`` and their camera-frame points at ``hole_depth[chosen]`` along their (H W, 3)
-    ``rays``: ``rays[pixels] * hole_depth[chosen, None]``, the same products in one pass."""
-    pixels = np.empty(len(chosen), np.int64)
-    points = np.empty((len(chosen), 3), np.float64)
-    for i in range(len(chosen)):
-        j = chosen[i]
-        pixel = holes[j]
-        pixels[i] = pixel
+def _points_on_rays(rays, pixels, depths):
+    """(N, 3) float64 camera-frame points of flat ``pixels`` at ``depths`` (N,) metres along their (H W, 3) float64
+    ``rays`` (z = 1): ``rays[pixels] * depths[:, None]``, the same products in one pass (numpy's row gather and
+    broadcast product take 4x as long)."""
+    points = np.empty((len(pixels), 3), np.float64)
+    for i in range(len(pixels)):
         for c in range(3):
-            points[i, c] = rays[pixel, c] * hole_depth[j]
-    return pixels, points
+            points[i, c] = rays[pixels[i], c] * depths[i]
+    return points
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
@@ -1314,7 +1311,7 @@ class ContinuationGenerator(Generator):
         grid = np.zeros(shape, bool)
         grid[stride // 2 :: stride, stride // 2 :: stride] = True
         sampled = np.flatnonzero(kept & grid.reshape(-1))
-        points_cam = np.take(rays_cam, sampled, axis=0) * depth[sampled, None]
+        points_cam = _points_on_rays(rays_cam, sampled, depth[sampled])
         sure = confidence[sampled] > options.continued_confidence  # memory saw it: not a continuation, not a spread
         grid_rc = np.stack([sampled // shape[1], sampled % shape[1]], axis=1) // stride
         grid_points = np.count_nonzero(grid)
@@ -1388,8 +1385,8 @@ class ContinuationGenerator(Generator):
             chosen = continued[continued_at[index] : continued_at[index + 1]]
             if len(chosen) == 0:
                 continue
-            pixels, points = _points_on_rays(rays_cam, holes, chosen, hole_depth)
-            hits = plane.coordinates(points)
+            pixels = holes[chosen]
+            hits = plane.coordinates(_points_on_rays(rays_cam, pixels, hole_depth[chosen]))
             surface = plane.surface
             if surface.texture is None:
                 surface.texture = self._build_texture(plane, planes, pose, intrinsics, render, rays_cam)
@@ -1406,8 +1403,8 @@ class ContinuationGenerator(Generator):
             drawn = drawn_holes[drawn_at[index] : drawn_at[index + 1]]
             area_m2 = len(plane.surface.seen) * options.support_cell_m**2
             if len(drawn) and plane.surface.texture is not None and area_m2 >= MIN_DRAWN_AREA_M2:
-                pixels, points = _points_on_rays(rays_cam, holes, drawn, standing_depth)
-                hits = plane.coordinates(points)
+                pixels = holes[drawn]
+                hits = plane.coordinates(_points_on_rays(rays_cam, pixels, standing_depth[drawn]))
                 plane.surface.texture.paint(rgb, pixels, hits)
                 unpainted[pixels] = False
                 painted[pixels] = True
@@ -1610,7 +1607,7 @@ class ContinuationGenerator(Generator):
         options = self.options
         depth, rgb = render.depth.reshape(-1), render.rgb.reshape(-1, 3)
         kept = np.flatnonzero(render.kept.reshape(-1))
-        points_cam = np.take(rays_cam, kept, axis=0) * depth[kept, None]
+        points_cam = _points_on_rays(rays_cam, kept, depth[kept])
         on_plane = np.abs(points_cam @ plane.normal_cam + plane.offset_cam_m) < options.inlier_tolerance_m
         for other in planes:
             if other is not plane:
