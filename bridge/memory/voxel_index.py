@@ -182,64 +182,94 @@ def _assign(
     return n_unique, n_new
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _pose_values(rotation, translation):
+    """A camera-to-world pose (``rotation`` (3, 3), ``translation`` (3,) metres) as a tuple of 12 floats, row by row
+    with the translation last in each: loaded once, before a loop that writes arrays (which might alias the pose's)."""
+    return (
+        rotation[0, 0], rotation[0, 1], rotation[0, 2], translation[0],
+        rotation[1, 0], rotation[1, 1], rotation[1, 2], translation[1],
+        rotation[2, 0], rotation[2, 1], rotation[2, 2], translation[2],
+    )
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _world_point(pose, x, y, d):
+    """``rotation @ (x, y, d) + translation``: a camera point (OpenCV camera, metres) in the world (``pose``:
+    ``_pose_values``), in float64 as ``VoxelMap``'s torch path computes it."""
+    return (
+        pose[0] * x + pose[1] * y + pose[2] * d + pose[3],
+        pose[4] * x + pose[5] * y + pose[6] * d + pose[7],
+        pose[8] * x + pose[9] * y + pose[10] * d + pose[11],
+    )
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _row_world(depth, v, rays_x, rays_y, rotation, translation, world):
-    """World points (``world`` (3, W) float64 metres) of every pixel of image row ``v``. A pixel's camera point is
-    ``(rays_x[u] * d, rays_y[v] * d, d)`` (OpenCV camera, ``d`` its depth), its world point ``rotation @ camera point
-    + translation`` (camera-to-world, metres), in float64 as ``VoxelMap``'s torch path computes it. A branch-free loop
-    the compiler vectorises; every stage computes points with it, so they agree bit for bit."""
-    r00, r01, r02 = rotation[0, 0], rotation[0, 1], rotation[0, 2]
-    r10, r11, r12 = rotation[1, 0], rotation[1, 1], rotation[1, 2]
-    r20, r21, r22 = rotation[2, 0], rotation[2, 1], rotation[2, 2]
-    t0, t1, t2 = translation[0], translation[1], translation[2]
+    """World points (``world`` (3, W) float64 metres) of every pixel of image row ``v``: a pixel's camera point is
+    ``(rays_x[u] * d, rays_y[v] * d, d)`` (``d`` its depth), its world point ``_world_point``'s. A branch-free loop
+    the compiler vectorises; every stage computes points with it or ``_row_points``, so they agree bit for bit."""
+    pose = _pose_values(rotation, translation)
     ray_y = rays_y[v]
     for u in range(depth.shape[1]):
         d = np.float64(depth[v, u])
-        x = rays_x[u] * d
-        y = ray_y * d
-        world[0, u] = r00 * x + r01 * y + r02 * d + t0
-        world[1, u] = r10 * x + r11 * y + r12 * d + t1
-        world[2, u] = r20 * x + r21 * y + r22 * d + t2
+        wx, wy, wz = _world_point(pose, rays_x[u] * d, ray_y * d, d)
+        world[0, u] = wx
+        world[1, u] = wy
+        world[2, u] = wz
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _row_points(depth, v, rays_x, rays_y, rotation, translation, voxel, world, index):
     """``_row_world``, and the voxel indices of the row's points as floats (``index`` (3, W), ``floor(world /
-    voxel)``, not range-checked)."""
-    _row_world(depth, v, rays_x, rays_y, rotation, translation, world)
+    voxel)``, not range-checked), in the same loop."""
+    pose = _pose_values(rotation, translation)
+    ray_y = rays_y[v]
     for u in range(depth.shape[1]):
-        index[0, u] = np.floor(world[0, u] / voxel)
-        index[1, u] = np.floor(world[1, u] / voxel)
-        index[2, u] = np.floor(world[2, u] / voxel)
+        d = np.float64(depth[v, u])
+        wx, wy, wz = _world_point(pose, rays_x[u] * d, ray_y * d, d)
+        world[0, u] = wx
+        world[1, u] = wy
+        world[2, u] = wz
+        index[0, u] = np.floor(wx / voxel)
+        index[1, u] = np.floor(wy / voxel)
+        index[2, u] = np.floor(wz / voxel)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _pixel_probes(
     depth, exclude, confidence, has_confidence, rays_x, rays_y, rotation, translation, voxel, max_depth, limit,
-    offset, bits, row_start, row_stop, pixel_probe, probe_keys, probe_row,
+    offset, bits, row_start, row_stop, run_start, run_first, run_probe, row_run, row_runs, probe_keys, probe_row,
 ):
     """Stage 1 of a fused frame, for image rows ``row_start .. row_stop - 1``: each entering pixel's voxel key
-    (points by ``_row_points``), and which probe of the hash table it shares (``pixel_probe`` (H, W) int32, counted
-    from 0 in these rows; -1 where the pixel does not enter); the probes' keys (``probe_keys``) and image rows
-    (``probe_row``) in pixel order. Returns (probes, pixels whose point lies beyond the key range).
+    (points by ``_row_points``), the image rows cut into runs of pixels of one key (or none), and which probe of the
+    hash table each run shares; the probes' keys (``probe_keys``) and image rows (``probe_row``) in pixel order.
+    Returns (probes, pixels whose point lies beyond the key range).
+
+    The runs of row v are ``row_run[v] .. row_run[v] + row_runs[v] - 1``, stored from ``run_start`` on, each row's
+    after the last row's: run r covers pixels ``run_first[r] .. run_first[r + 1] - 1`` (after a row's last run,
+    ``run_first`` holds the width) and shares probe ``run_probe[r]`` (int32, counted from 0 in these rows; -1 for a
+    run of pixels that do not enter). A row takes at most W + 1 entries.
 
     A pixel enters when its depth lies in (0, ``max_depth``] metres, it is not ``exclude``d and, with
     ``has_confidence``, its ``confidence`` is > 0 (without, ``confidence`` is not read). The range check
     (+-``limit`` voxels per axis; NaN fails) is made on the floats, before the integer cast.
 
-    Neighbouring pixels mostly fall in one voxel, and a voxel's pixels come back row after row: the left pixel's
-    key, and the last key seen at each place of a 16^3 grid over space (an L1-sized direct-mapped cache), name the
-    probe of a key seen before; every other key is a new probe. So a voxel's first pixel in these rows always makes
-    a probe, the probes list the voxels in first-seen order, and a voxel evicted from the cache and seen again gets
-    another probe (a 640x480 kitchen frame: 26k probes for 25k voxels)."""
+    A voxel's pixels come back row after row: the last key seen at each place of a 16^3 grid over space (an L1-sized
+    direct-mapped cache) names the probe of a key seen before; every other key is a new probe. So a voxel's first
+    pixel in these rows always makes a probe, the probes list the voxels in first-seen order, and a voxel evicted
+    from the cache and seen again gets another probe (a 640x480 kitchen frame: 26k probes for 25k voxels, in 101k
+    runs)."""
     width = depth.shape[1]
     world = np.empty((3, width), dtype=np.float64)
     index = np.empty((3, width), dtype=np.float64)
     keys = np.empty(width, dtype=np.int64)
+    run_key = np.empty(width + 1, dtype=np.int64)
     recent_key = np.full(_RECENT_SIZE, -2, dtype=np.int64)
     recent_probe = np.zeros(_RECENT_SIZE, dtype=np.int32)
     n_probes = 0
     n_outside = 0
+    base = run_start
     for v in range(row_start, row_stop):
         _row_points(depth, v, rays_x, rays_y, rotation, translation, voxel, world, index)
         for u in range(width):  # branch-free too: a key, or a marker, per pixel
@@ -251,48 +281,56 @@ def _pixel_probes(
             inside = (abs(fi) <= limit) & (abs(fj) <= limit) & (abs(fk) <= limit)
             key = ((np.int64(fi) + offset) << (2 * bits)) | ((np.int64(fj) + offset) << bits) | (np.int64(fk) + offset)
             keys[u] = key if valid & inside else (_OUTSIDE_KEY if valid else _INVALID_KEY)
-        left_key = np.int64(-2)
-        left_probe = np.int32(-1)
-        for u in range(width):
+        n_runs = 0
+        last = np.int64(-4)  # neither a key nor a marker
+        for u in range(width):  # the next run's slot is written at every pixel and kept where a run starts
             key = keys[u]
-            if key != left_key:
-                if key < 0:
-                    n_outside += key == _OUTSIDE_KEY
-                    pixel_probe[v, u] = -1
-                    continue
+            run_first[base + n_runs] = u
+            run_key[n_runs] = key
+            n_runs += key != last
+            n_outside += key == _OUTSIDE_KEY
+            last = key
+        run_first[base + n_runs] = width
+        for r in range(n_runs):
+            key = run_key[r]
+            probe = np.int32(-1)
+            if key >= 0:
                 place = (
                     ((key >> (2 * bits)) & _RECENT_MASK) << (2 * _RECENT_BITS)
                     | ((key >> bits) & _RECENT_MASK) << _RECENT_BITS
                     | (key & _RECENT_MASK)
                 )
                 if key == recent_key[place]:
-                    left_probe = recent_probe[place]
+                    probe = recent_probe[place]
                 else:
-                    left_probe = np.int32(n_probes)
+                    probe = np.int32(n_probes)
                     probe_keys[n_probes] = key
                     probe_row[n_probes] = v
                     n_probes += 1
                     recent_key[place] = key
-                    recent_probe[place] = left_probe
-                left_key = key
-            pixel_probe[v, u] = left_probe
+                    recent_probe[place] = probe
+            run_probe[base + r] = probe
+        row_run[v] = base
+        row_runs[v] = n_runs
+        base += n_runs + 1
     return n_probes, n_outside
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _pixel_probes_threads(
     bands, depth, exclude, confidence, has_confidence, rays_x, rays_y, rotation, translation, voxel, max_depth,
-    limit, offset, bits, pixel_probe, probe_keys, probe_row, counts,
+    limit, offset, bits, run_first, run_probe, row_run, row_runs, probe_keys, probe_row, counts,
 ):
     """``_pixel_probes`` for the bands of image rows ``bands[t] .. bands[t + 1] - 1``, one thread each: band t
-    lists its probes from ``probe_keys[bands[t] * W]`` on (likewise ``probe_row``) and writes (probes, pixels
-    beyond the key range) into ``counts[t]``."""
+    stores its runs from ``bands[t] * (W + 1)`` on, lists its probes from ``probe_keys[bands[t] * W]`` on (likewise
+    ``probe_row``) and writes (probes, pixels beyond the key range) into ``counts[t]``."""
     width = depth.shape[1]
     for t in numba.prange(len(bands) - 1):
         start = bands[t] * width
         n_probes, n_outside = _pixel_probes(
             depth, exclude, confidence, has_confidence, rays_x, rays_y, rotation, translation, voxel, max_depth,
-            limit, offset, bits, bands[t], bands[t + 1], pixel_probe, probe_keys[start:], probe_row[start:],
+            limit, offset, bits, bands[t], bands[t + 1], bands[t] * (width + 1), run_first, run_probe, row_run,
+            row_runs, probe_keys[start:], probe_row[start:],
         )
         counts[t, 0] = n_probes
         counts[t, 1] = n_outside
@@ -320,113 +358,125 @@ def _start_sums(
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def _fold_runs(
+    v, runs, band_probe, world, rgb, confidence, has_confidence, run_first, run_probe, probe_seen, probe_keys, offset,
+    bits, voxel, out_rows, out_sums, out_weights, out_conf_sums, surface, surface_weight, max_weight,
+):
+    """Fold the runs ``runs`` (indices into ``run_first`` / ``run_probe``, ``_pixel_probes``' runs of entering
+    pixels) of image row ``v`` (world points ``world``, that row's ``_row_world``), in order, each into its voxel:
+    its place in the outputs ``probe_seen[band_probe + probe]`` (``band_probe`` the first probe of row v's band), its
+    key ``probe_keys`` at the same place, its map row ``out_rows`` there. Returns the pixels folded.
+
+    A run's colour sums and surface point (``surface_points.fold``, each point in metres from the voxel's centre)
+    are loaded before the run and stored after it, and a loop that does nothing else folds the run in registers;
+    every step rounds to float32, so each sum sees the same float32 additions in the same order as one store per
+    pixel would. The surface point of the voxel a few runs on is loaded ahead (a row far off in the map). One call
+    folds many runs: the per-call cost of passing arrays (reference counts) stays out of the per-run work."""
+    surface_values = surface.reshape(surface.size)  # one item per value, for prefetch_item
+    mask = (np.int64(1) << bits) - 1
+    n_points = 0
+    for i in range(len(runs)):
+        if i + _RUNS_AHEAD < len(runs):
+            ahead_row = out_rows[probe_seen[band_probe + run_probe[runs[i + _RUNS_AHEAD]]]]
+            prefetch_item(surface_values, 3 * ahead_row)
+            prefetch_item(surface_weight, ahead_row)
+        r = runs[i]
+        place = band_probe + run_probe[r]
+        seen = probe_seen[place]
+        row = out_rows[seen]
+        key = probe_keys[place]
+        center_x = (np.float64(((key >> (2 * bits)) & mask) - offset) + 0.5) * voxel  # the key's indices, exact
+        center_y = (np.float64(((key >> bits) & mask) - offset) + 0.5) * voxel
+        center_z = (np.float64((key & mask) - offset) + 0.5) * voxel
+        sum_r, sum_g, sum_b, weight = out_sums[seen, 0], out_sums[seen, 1], out_sums[seen, 2], out_weights[seen]
+        conf_sum = out_conf_sums[seen]
+        mean_x, mean_y, mean_z, mean_weight = surface[row, 0], surface[row, 1], surface[row, 2], surface_weight[row]
+        first, stop = run_first[r], run_first[r + 1]
+        for u in range(np.uint64(first), np.uint64(stop)):  # unsigned: no wraparound checks on the indices
+            c = np.float32(1.0)
+            if has_confidence:  # the branch always goes one way for a frame; without confidence c is 1
+                c = confidence[v, u]
+                sum_r = np.float32(sum_r + c * rgb[v, u, 0])
+                sum_g = np.float32(sum_g + c * rgb[v, u, 1])
+                sum_b = np.float32(sum_b + c * rgb[v, u, 2])
+                conf_sum = np.float32(conf_sum + c * c)
+            else:
+                sum_r = np.float32(sum_r + rgb[v, u, 0])
+                sum_g = np.float32(sum_g + rgb[v, u, 1])
+                sum_b = np.float32(sum_b + rgb[v, u, 2])
+            weight = np.float32(weight + c)
+            mean_x, mean_y, mean_z, mean_weight = surface_points.fold(
+                mean_x, mean_y, mean_z, mean_weight, np.float32(world[0, u] - center_x),
+                np.float32(world[1, u] - center_y), np.float32(world[2, u] - center_z), c, max_weight,
+            )
+        n_points += stop - first
+        out_sums[seen, 0] = sum_r
+        out_sums[seen, 1] = sum_g
+        out_sums[seen, 2] = sum_b
+        out_weights[seen] = weight
+        if has_confidence:
+            out_conf_sums[seen] = conf_sum
+        surface[row, 0] = mean_x
+        surface[row, 1] = mean_y
+        surface[row, 2] = mean_z
+        surface_weight[row] = mean_weight
+    return n_points
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _accumulate_rows(
     row_start, row_stop, depth, rgb, confidence, has_confidence, rays_x, rays_y, rotation, translation, voxel,
-    pixel_probe, row_probes, probe_seen, probe_keys, offset, bits, first_row, out_rows, out_sums, out_weights,
-    out_conf_sums, surface, surface_weight, max_weight, deferred,
+    run_first, run_probe, row_run, row_runs, row_probes, probe_seen, probe_keys, offset, bits, first_row, out_rows,
+    out_sums, out_weights, out_conf_sums, surface, surface_weight, max_weight, deferred_runs, deferred_rows,
 ):
-    """Stage 4 of a fused frame, for image rows ``row_start .. row_stop - 1``: each entering pixel, in row-major
-    order, adds its weighted colour to its voxel's sums (position ``probe_seen[row_probes[v] + probe]`` of the
-    outputs, ``row_probes[v]`` the first probe of row v's band) and folds its point (``_row_world``; metres from the
-    centre of the voxel its key ``probe_keys[...]`` names) into the voxel's surface point (``surface_points.fold``),
-    but for the voxels first seen above ``row_start`` (``first_row``): those pixels (flat indices) go to
-    ``deferred``, to be folded after the rows above (``_accumulate_deferred``). So bands of rows touch disjoint voxels
-    and may run at once, and every voxel still sees its pixels in row-major order.
-
-    Each image row is cut into runs of pixels that share a probe (one voxel, or none), without a branch. A run is
-    summed and folded in registers, loaded before the run and stored after it, by a loop that does nothing else; every
-    step rounds to float32, so each sum sees the same float32 additions in the same order as one store per pixel
-    would. The surface point of the voxel a few runs on is loaded ahead (a row far off in the map). Returns (pixels
-    fused, pixels deferred)."""
+    """Stage 4 of a fused frame, for image rows ``row_start .. row_stop - 1``: each run of entering pixels
+    (``_pixel_probes``), in row-major order, is folded into its voxel (``_fold_runs``), but for the voxels first seen
+    above ``row_start`` (``first_row``): those runs go to ``deferred_runs`` (their image rows to ``deferred_rows``),
+    to be folded after the rows above (``_accumulate_deferred``). So bands of rows touch disjoint voxels and may run
+    at once, and every voxel still sees its pixels in row-major order. Returns (pixels fused, runs deferred)."""
     width = depth.shape[1]
-    surface_values = surface.reshape(surface.size)  # one item per value, for prefetch_item
     world = np.empty((3, width), dtype=np.float64)
-    run_first = np.empty(width + 1, dtype=np.int64)
-    run_probe = np.empty(width + 1, dtype=np.int32)
-    mask = (np.int64(1) << bits) - 1
+    mine = np.empty(width, dtype=np.int64)
     n_points = 0
     n_deferred = 0
     for v in range(row_start, row_stop):
         _row_world(depth, v, rays_x, rays_y, rotation, translation, world)
         band_probe = row_probes[v]
-        n_runs = 0
-        last = np.int32(-2)
-        for u in range(width):  # a run starts where the probe changes: written always, counted when it starts
-            probe = pixel_probe[v, u]
-            run_first[n_runs] = u
-            run_probe[n_runs] = probe
-            n_runs += probe != last
-            last = probe
-        run_first[n_runs] = width
-        for r in range(n_runs):
-            if r + _RUNS_AHEAD < n_runs:
-                ahead = run_probe[r + _RUNS_AHEAD]
-                if ahead >= 0:
-                    ahead_row = out_rows[probe_seen[band_probe + ahead]]
-                    prefetch_item(surface_values, 3 * ahead_row)
-                    prefetch_item(surface_weight, ahead_row)
+        n_mine = 0
+        for r in range(row_run[v], row_run[v] + row_runs[v]):
             probe = run_probe[r]
             if probe < 0:
                 continue
-            seen = probe_seen[band_probe + probe]
-            if first_row[seen] < row_start:
-                for u in range(run_first[r], run_first[r + 1]):
-                    deferred[n_deferred] = v * width + u
-                    n_deferred += 1
-                continue
-            row = out_rows[seen]
-            key = probe_keys[band_probe + probe]  # the voxel's indices: floor(world / voxel), exact as floats
-            center_x = (np.float64(((key >> (2 * bits)) & mask) - offset) + 0.5) * voxel
-            center_y = (np.float64(((key >> bits) & mask) - offset) + 0.5) * voxel
-            center_z = (np.float64((key & mask) - offset) + 0.5) * voxel
-            sum_r, sum_g, sum_b, weight = out_sums[seen, 0], out_sums[seen, 1], out_sums[seen, 2], out_weights[seen]
-            conf_sum = out_conf_sums[seen]
-            mean_x, mean_y, mean_z = surface[row, 0], surface[row, 1], surface[row, 2]
-            mean_weight = surface_weight[row]
-            for u in range(run_first[r], run_first[r + 1]):
-                c = np.float32(1.0)
-                if has_confidence:  # the branch always goes one way for a frame; without confidence c is 1
-                    c = confidence[v, u]
-                    sum_r = np.float32(sum_r + c * rgb[v, u, 0])
-                    sum_g = np.float32(sum_g + c * rgb[v, u, 1])
-                    sum_b = np.float32(sum_b + c * rgb[v, u, 2])
-                    conf_sum = np.float32(conf_sum + c * c)
-                else:
-                    sum_r = np.float32(sum_r + rgb[v, u, 0])
-                    sum_g = np.float32(sum_g + rgb[v, u, 1])
-                    sum_b = np.float32(sum_b + rgb[v, u, 2])
-                weight = np.float32(weight + c)
-                mean_x, mean_y, mean_z, mean_weight = surface_points.fold(
-                    mean_x, mean_y, mean_z, mean_weight, np.float32(world[0, u] - center_x),
-                    np.float32(world[1, u] - center_y), np.float32(world[2, u] - center_z), c, max_weight,
-                )
-            n_points += run_first[r + 1] - run_first[r]
-            out_sums[seen, 0] = sum_r
-            out_sums[seen, 1] = sum_g
-            out_sums[seen, 2] = sum_b
-            out_weights[seen] = weight
-            if has_confidence:
-                out_conf_sums[seen] = conf_sum
-            surface[row, 0] = mean_x
-            surface[row, 1] = mean_y
-            surface[row, 2] = mean_z
-            surface_weight[row] = mean_weight
+            if first_row[probe_seen[band_probe + probe]] < row_start:
+                deferred_runs[n_deferred] = r
+                deferred_rows[n_deferred] = v
+                n_deferred += 1
+            else:
+                mine[n_mine] = r
+                n_mine += 1
+        n_points += _fold_runs(
+            v, mine[:n_mine], band_probe, world, rgb, confidence, has_confidence, run_first, run_probe, probe_seen,
+            probe_keys, offset, bits, voxel, out_rows, out_sums, out_weights, out_conf_sums, surface, surface_weight,
+            max_weight,
+        )
     return n_points, n_deferred
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _accumulate_threads(
-    bands, depth, rgb, confidence, has_confidence, rays_x, rays_y, rotation, translation, voxel, pixel_probe,
-    row_probes, probe_seen, probe_keys, offset, bits, first_row, out_rows, out_sums, out_weights, out_conf_sums,
-    surface, surface_weight, max_weight, deferred, n_done,
+    bands, depth, rgb, confidence, has_confidence, rays_x, rays_y, rotation, translation, voxel, run_first,
+    run_probe, row_run, row_runs, row_probes, probe_seen, probe_keys, offset, bits, first_row, out_rows, out_sums,
+    out_weights, out_conf_sums, surface, surface_weight, max_weight, deferred_runs, deferred_rows, n_done,
 ):
     """``_accumulate_rows`` for the bands of image rows ``bands[t] .. bands[t + 1] - 1``, one thread each: band t
-    defers into ``deferred[t]`` and writes (pixels fused, pixels deferred) into ``n_done[t]``."""
+    defers into ``deferred_runs[t]`` / ``deferred_rows[t]`` and writes (pixels fused, runs deferred) into
+    ``n_done[t]``."""
     for t in numba.prange(len(bands) - 1):
         n_points, n_deferred = _accumulate_rows(
             bands[t], bands[t + 1], depth, rgb, confidence, has_confidence, rays_x, rays_y, rotation, translation,
-            voxel, pixel_probe, row_probes, probe_seen, probe_keys, offset, bits, first_row, out_rows, out_sums,
-            out_weights, out_conf_sums, surface, surface_weight, max_weight, deferred[t],
+            voxel, run_first, run_probe, row_run, row_runs, row_probes, probe_seen, probe_keys, offset, bits,
+            first_row, out_rows, out_sums, out_weights, out_conf_sums, surface, surface_weight, max_weight,
+            deferred_runs[t], deferred_rows[t],
         )
         n_done[t, 0] = n_points
         n_done[t, 1] = n_deferred
@@ -434,39 +484,28 @@ def _accumulate_threads(
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _accumulate_deferred(
-    pixels, depth, rgb, confidence, has_confidence, rays_x, rays_y, rotation, translation, voxel, pixel_probe,
-    row_probes, probe_seen, out_rows, out_sums, out_weights, out_conf_sums, surface, surface_weight, max_weight,
+    runs, rows, depth, rgb, confidence, has_confidence, rays_x, rays_y, rotation, translation, voxel, run_first,
+    run_probe, row_run, row_runs, row_probes, probe_seen, probe_keys, offset, bits, out_rows, out_sums, out_weights,
+    out_conf_sums, surface, surface_weight, max_weight,
 ):
-    """Stage 5 of a fused frame: fold the deferred pixels (flat indices, in row-major order) like
-    ``_accumulate_rows``, one at a time."""
-    width = depth.shape[1]
-    world = np.empty((3, width), dtype=np.float64)
-    index = np.empty((3, width), dtype=np.float64)
-    points_row = -1
-    for i in range(len(pixels)):
-        v, u = pixels[i] // width, pixels[i] % width
-        if v != points_row:
-            _row_points(depth, v, rays_x, rays_y, rotation, translation, voxel, world, index)
-            points_row = v
-        seen = probe_seen[row_probes[v] + pixel_probe[v, u]]
-        row = out_rows[seen]
-        c = np.float32(1.0)
-        if has_confidence:
-            c = confidence[v, u]
-            out_sums[seen, 0] = np.float32(out_sums[seen, 0] + c * rgb[v, u, 0])
-            out_sums[seen, 1] = np.float32(out_sums[seen, 1] + c * rgb[v, u, 1])
-            out_sums[seen, 2] = np.float32(out_sums[seen, 2] + c * rgb[v, u, 2])
-            out_conf_sums[seen] = np.float32(out_conf_sums[seen] + c * c)
-        else:
-            out_sums[seen, 0] = np.float32(out_sums[seen, 0] + rgb[v, u, 0])
-            out_sums[seen, 1] = np.float32(out_sums[seen, 1] + rgb[v, u, 1])
-            out_sums[seen, 2] = np.float32(out_sums[seen, 2] + rgb[v, u, 2])
-        out_weights[seen] = np.float32(out_weights[seen] + c)
-        surface[row, 0], surface[row, 1], surface[row, 2], surface_weight[row] = surface_points.fold(
-            surface[row, 0], surface[row, 1], surface[row, 2], surface_weight[row],
-            np.float32(world[0, u] - (index[0, u] + 0.5) * voxel), np.float32(world[1, u] - (index[1, u] + 0.5) * voxel),
-            np.float32(world[2, u] - (index[2, u] + 0.5) * voxel), c, max_weight,
+    """Stage 5 of a fused frame: fold the deferred runs (``runs``, in row-major order; ``rows``, their image rows)
+    like ``_accumulate_rows``, a row's runs in one ``_fold_runs``. Returns the pixels fused."""
+    world = np.empty((3, depth.shape[1]), dtype=np.float64)
+    n_points = 0
+    first = 0
+    while first < len(runs):
+        v = rows[first]
+        stop = first + 1
+        while stop < len(runs) and rows[stop] == v:
+            stop += 1
+        _row_world(depth, v, rays_x, rays_y, rotation, translation, world)
+        n_points += _fold_runs(
+            v, runs[first:stop], row_probes[v], world, rgb, confidence, has_confidence, run_first, run_probe,
+            probe_seen, probe_keys, offset, bits, voxel, out_rows, out_sums, out_weights, out_conf_sums, surface,
+            surface_weight, max_weight,
         )
+        first = stop
+    return n_points
 
 
 def fold_into_columns(
@@ -615,9 +654,10 @@ class HashIndex:
         ``surface`` / ``surface_weight`` columns (numpy views, room for ``next_row + depth.size`` rows) on the way,
         each voxel's points in row-major pixel order, the running mean capped at ``max_weight``.
 
-        In stages, so that the hash table's cache misses overlap instead of stalling the per-pixel work: keys and
-        probes per pixel (``_pixel_probes``), the probes in one prefetching batch (``_assign``), the sums in pixel
-        order (``_accumulate_rows``) and the pixels deferred there (``_accumulate_deferred``). ``threads`` > 1 runs
+        In stages, so that the hash table's cache misses overlap instead of stalling the per-pixel work: keys per
+        pixel, cut into runs of one voxel's pixels, and the runs' probes (``_pixel_probes``), the probes in one
+        prefetching batch (``_assign``), the sums run by run in pixel order (``_accumulate_rows``) and the runs
+        deferred there (``_accumulate_deferred``). ``threads`` > 1 runs
         the first and the third on that many threads, each a band of image rows; the result is the same bit for
         bit."""
         if next_row != self._count:
@@ -633,8 +673,12 @@ class HashIndex:
         fx, fy, cx, cy = intrinsics
         rays_x = (np.arange(width, dtype=np.float64) - cx) / fx
         rays_y = (np.arange(height, dtype=np.float64) - cy) / fy
-        # Uncleared: the kernels write only the first entries (one per probe, voxel or new key).
-        pixel_probe = thread_scratch("pixel_probe", (height, width), np.int32)
+        # Uncleared: the kernels write only the first entries (one per probe, voxel, new key or row's runs).
+        run_first = thread_scratch("run_first", (height * (width + 1),), np.int64)
+        run_probe = thread_scratch("run_probe", (height * (width + 1),), np.int32)
+        row_run = np.empty(height, dtype=np.int64)
+        row_runs = np.empty(height, dtype=np.int64)
+        runs = (run_first, run_probe, row_run, row_runs)
         probe_keys = np.empty(pixels, dtype=np.int64)
         probe_row = np.empty(pixels, dtype=np.int64)
         frame_args = (depth, exclude, confidence, has_confidence, rays_x, rays_y, rotation, translation, voxel_size_m)
@@ -642,7 +686,7 @@ class HashIndex:
         bands = even_bands(height, threads)  # image rows: band t is bands[t] .. bands[t + 1] - 1
         if threads > 1:
             counts = np.empty((threads, 2), dtype=np.int64)
-            _pixel_probes_threads(bands, *frame_args, *key_args, pixel_probe, probe_keys, probe_row, counts)
+            _pixel_probes_threads(bands, *frame_args, *key_args, *runs, probe_keys, probe_row, counts)
             starts = bands[:-1] * width
             probe_keys = np.concatenate([probe_keys[a : a + n] for a, n in zip(starts, counts[:, 0])])
             probe_row = np.concatenate([probe_row[a : a + n] for a, n in zip(starts, counts[:, 0])])
@@ -650,7 +694,7 @@ class HashIndex:
             band_probes = np.concatenate([[0], np.cumsum(counts[:-1, 0])])
             row_probes = np.repeat(band_probes, np.diff(bands))  # each row's band's first probe
         else:
-            n_probes, n_outside = _pixel_probes(*frame_args, *key_args, 0, height, pixel_probe, probe_keys, probe_row)
+            n_probes, n_outside = _pixel_probes(*frame_args, *key_args, 0, height, 0, *runs, probe_keys, probe_row)
             row_probes = np.zeros(height, dtype=np.int64)
         rows = np.empty(pixels, dtype=np.int64)
         probe_seen = np.empty(n_probes, dtype=np.int64)
@@ -669,21 +713,20 @@ class HashIndex:
         first_row = np.empty(n_unique, dtype=np.int64)
         _start_sums(probe_seen, probe_row, n_probes, n_unique, has_confidence, sums, weights, confidence_sums,
                     first_row)
-        pixel_args = (depth, rgb, confidence, has_confidence, rays_x, rays_y, rotation, translation, voxel_size_m,
-                      pixel_probe, row_probes, probe_seen)
-        run_args = (probe_keys, voxel_keys.AXIS_OFFSET, voxel_keys.AXIS_BITS)  # a run's voxel centre from its key
+        run_args = (depth, rgb, confidence, has_confidence, rays_x, rays_y, rotation, translation, voxel_size_m, *runs,
+                    row_probes, probe_seen, probe_keys, voxel_keys.AXIS_OFFSET, voxel_keys.AXIS_BITS)
         sum_args = (rows, sums, weights, confidence_sums, surface, surface_weight, np.float32(max_weight))
         if threads > 1:
-            deferred = np.empty((threads, pixels), dtype=np.int64)
+            deferred_runs = np.empty((threads, height * width), dtype=np.int64)
+            deferred_rows = np.empty((threads, height * width), dtype=np.int64)
             done = np.empty((threads, 2), dtype=np.int64)
-            _accumulate_threads(bands, *pixel_args, *run_args, first_row, *sum_args, deferred, done)
-            later = np.concatenate([deferred[t, : done[t, 1]] for t in range(threads)])
-            _accumulate_deferred(later, *pixel_args, *sum_args)
-            n_points = int(done[:, 0].sum()) + len(later)
+            _accumulate_threads(bands, *run_args, first_row, *sum_args, deferred_runs, deferred_rows, done)
+            later = [np.concatenate([deferred[t, : done[t, 1]] for t in range(threads)])
+                     for deferred in (deferred_runs, deferred_rows)]
+            n_points = int(done[:, 0].sum()) + _accumulate_deferred(*later, *run_args, *sum_args)
         else:
-            n_points, _ = _accumulate_rows(
-                0, height, *pixel_args, *run_args, first_row, *sum_args, np.empty(0, dtype=np.int64)
-            )
+            nothing = np.empty(0, dtype=np.int64)
+            n_points, _ = _accumulate_rows(0, height, *run_args, first_row, *sum_args, nothing, nothing)
         return Accumulation(
             rows=torch.from_numpy(rows[:n_unique]), color_sums=torch.from_numpy(sums), weights=torch.from_numpy(weights),
             confidence_sums=torch.from_numpy(confidence_sums), new_keys=torch.from_numpy(new_keys[:n_new].copy()),
