@@ -1,13 +1,14 @@
 """The cluster front door (``worldweave serve --ray``) beside the single-process server, in one run (issue 23).
 
-    python benchmarks/bench_cluster.py [--clients 4] [--seconds 4] [--calls 200] [--width 320 --height 240]
+    python benchmarks/bench_cluster.py [--clients 1 2 4] [--seconds 4] [--calls 200] [--width 320 --height 240]
 
 Three targets, each measured by the same client process (``--client``), so that no target shares a process with
 the clients: the single-process server (``worldweave serve`` in a subprocess, the default generator), then a local
 Ray cluster whose front door runs in this process with 2 replicas (new worlds alternate between them), then scaled
 down to 1 (``FrontDoor.scale(1)``). Per target:
 
-* **frames/s**: ``--clients`` threads, each stepping its own world one pose per call for ``--seconds``;
+* **frames/s**: for each count in ``--clients``, that many threads, each stepping its own world one pose per call
+  for ``--seconds``, and the total beside one client's (how far the target's throughput grows with its clients);
 * **latency per call**, median and p90 of ``--calls`` sequential calls: GetWorld (a small unary call) and a
   one-pose Step; through the front door also the same calls sent straight to the replica's own port (with its
   token), so that the front door's added latency is measured against the same replica process as well as against
@@ -39,9 +40,9 @@ SERVER_ARGS = ("--workers", "2")
 # ------------------------------------------------------------------------------------------------ client process
 
 
-def client(target: str, token: str, direct: str, prefix: str, clients: int, seconds: float, calls: int,
+def client(target: str, token: str, direct: str, prefix: str, clients: list[int], seconds: float, calls: int,
            width: int, height: int) -> None:
-    """Client process: creates ``clients`` worlds on ``target``, measures, prints one JSON line."""
+    """Client process: creates ``max(clients)`` worlds on ``target``, measures, prints one JSON line."""
     from worldweave.bridge.eval.wall import wall_seed, yaw_poses
     from worldweave.proto.worldweave.v1 import world_pb2 as pb
     from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
@@ -51,7 +52,7 @@ def client(target: str, token: str, direct: str, prefix: str, clients: int, seco
     stub = pb_grpc.WorldServiceStub(grpc.insecure_channel(target, options=options))
     frames, intrinsics = wall_seed(width, height)
     seed = seed_message(frames, intrinsics)
-    worlds = [f"{prefix}-{k}" for k in range(clients)]
+    worlds = [f"{prefix}-{k}" for k in range(max(clients))]
     for world_id in worlds:
         stub.CreateWorld(pb.CreateWorldRequest(world_id=world_id, seed=seed), timeout=120)
     poses = [pose_messages(p[None]) for p in yaw_poses(32)]
@@ -79,7 +80,13 @@ def client(target: str, token: str, direct: str, prefix: str, clients: int, seco
     if direct:
         replica = pb_grpc.WorldServiceStub(grpc.insecure_channel(direct, options=options))
         result["latency_direct"] = summary(latencies(replica, (("authorization", f"Bearer {token}"),)))
-    counts = [0] * clients
+    result["frames_per_s"] = {str(count): frames_per_s(stub, worlds[:count], step, seconds) for count in clients}
+    print(json.dumps(result))
+
+
+def frames_per_s(stub, worlds: list[str], step, seconds: float) -> float:
+    """Total frames/s of one thread per world, each stepping its own world back to back for ``seconds``."""
+    counts = [0] * len(worlds)
     stop = time.perf_counter() + seconds
 
     def run(index: int) -> None:
@@ -87,14 +94,13 @@ def client(target: str, token: str, direct: str, prefix: str, clients: int, seco
             step(stub, worlds[index], counts[index])
             counts[index] += 1
 
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(clients)]
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(worlds))]
     started = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    result["frames_per_s"] = sum(counts) / (time.perf_counter() - started)
-    print(json.dumps(result))
+    return sum(counts) / (time.perf_counter() - started)
 
 
 def summary(samples: dict[str, list[float]]) -> dict[str, tuple[float, float]]:
@@ -105,7 +111,7 @@ def summary(samples: dict[str, list[float]]) -> dict[str, tuple[float, float]]:
 
 def measure(args: argparse.Namespace, target: str, prefix: str, token: str = "", direct: str = "") -> dict:
     command = [sys.executable, __file__, "--client", target, "--token", token, "--direct", direct, "--prefix", prefix,
-               "--clients", str(args.clients), "--seconds", str(args.seconds), "--calls", str(args.calls),
+               "--clients", *map(str, args.clients), "--seconds", str(args.seconds), "--calls", str(args.calls),
                "--width", str(args.width), "--height", str(args.height)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
@@ -161,7 +167,8 @@ def cluster(args: argparse.Namespace) -> dict[str, dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4],
+                        help="client counts to measure frames/s at (each client steps its own world)")
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--width", type=int, default=320)
@@ -177,16 +184,21 @@ def main() -> None:
         return
     results = {"single process": single_process(args), **cluster(args)}
     base = results["single process"]["latency"]
-    print(f"{args.clients} clients, {args.width}x{args.height}, one pose per step, {args.seconds:.0f} s each; "
+    print(f"{args.width}x{args.height}, one pose per step, {args.seconds:.0f} s per client count; "
           f"load average {Path('/proc/loadavg').read_text().split()[0]}")
-    print(f"{'target':<22}{'frames/s':>10}{'GetWorld p50/p90 ms':>22}{'Step p50/p90 ms':>20}"
-          f"{'replica direct GetWorld / Step p50':>38}")
+    print(f"{'target':<22}" + "".join(f"{f'{count} client(s) frames/s':>24}" for count in args.clients))
+    for name, result in results.items():
+        rates = result["frames_per_s"]
+        one = rates.get("1")
+        print(f"{name:<22}" + "".join(
+            f"{rates[str(count)]:>14.1f}" + (f" ({rates[str(count)] / one:.2f}x)" if one else "").rjust(10)
+            for count in args.clients))
+    print(f"{'target':<22}{'GetWorld p50/p90 ms':>22}{'Step p50/p90 ms':>20}{'replica direct GetWorld / Step p50':>38}")
     for name, result in results.items():
         get, step = result["latency"]["get_world_ms"], result["latency"]["step_ms"]
         direct = result.get("latency_direct")
         beside = (f"{direct['get_world_ms'][0]:.2f} / {direct['step_ms'][0]:.2f}" if direct else "")
-        print(f"{name:<22}{result['frames_per_s']:>10.1f}{get[0]:>12.2f} / {get[1]:<7.2f}{step[0]:>10.2f} / "
-              f"{step[1]:<7.2f}{beside:>30}")
+        print(f"{name:<22}{get[0]:>12.2f} / {get[1]:<7.2f}{step[0]:>10.2f} / {step[1]:<7.2f}{beside:>30}")
     for name, result in results.items():
         if name == "single process":
             continue
