@@ -371,7 +371,7 @@ def _fold_runs(
     are loaded before the run and stored after it, and a loop that does nothing else folds the run in registers;
     every step rounds to float32, so each sum sees the same float32 additions in the same order as one store per
     pixel would. The surface point of the voxel a few runs on is loaded ahead (a row far off in the map). One call
-    folds many runs: the per-call cost of passing arrays (reference counts) stays out of the per-run work."""
+    folds a row's runs: the same fold as an inlined function called per run compiled a fifth slower."""
     surface_values = surface.reshape(surface.size)  # one item per value, for prefetch_item
     mask = (np.int64(1) << bits) - 1
     n_points = 0
