@@ -205,35 +205,22 @@ def _world_point(pose, x, y, d):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _row_world(depth, v, rays_x, rays_y, rotation, translation, world):
-    """World points (``world`` (3, W) float64 metres) of every pixel of image row ``v``: a pixel's camera point is
+def _row_points(depth, v, rays_x, rays_y, rotation, translation, voxel, indices, out):
+    """The world points (``out`` (3, W) float64 metres) of every pixel of image row ``v`` or, with ``indices``, their
+    voxel indices as floats (``floor(world / voxel)``, not range-checked). A pixel's camera point is
     ``(rays_x[u] * d, rays_y[v] * d, d)`` (``d`` its depth), its world point ``_world_point``'s. A branch-free loop
-    the compiler vectorises; every stage computes points with it or ``_row_points``, so they agree bit for bit."""
+    the compiler vectorises (``indices`` is a constant at each call); every stage computes points with it, so they
+    agree bit for bit."""
     pose = _pose_values(rotation, translation)
     ray_y = rays_y[v]
     for u in range(depth.shape[1]):
         d = np.float64(depth[v, u])
         wx, wy, wz = _world_point(pose, rays_x[u] * d, ray_y * d, d)
-        world[0, u] = wx
-        world[1, u] = wy
-        world[2, u] = wz
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _row_points(depth, v, rays_x, rays_y, rotation, translation, voxel, world, index):
-    """``_row_world``, and the voxel indices of the row's points as floats (``index`` (3, W), ``floor(world /
-    voxel)``, not range-checked), in the same loop."""
-    pose = _pose_values(rotation, translation)
-    ray_y = rays_y[v]
-    for u in range(depth.shape[1]):
-        d = np.float64(depth[v, u])
-        wx, wy, wz = _world_point(pose, rays_x[u] * d, ray_y * d, d)
-        world[0, u] = wx
-        world[1, u] = wy
-        world[2, u] = wz
-        index[0, u] = np.floor(wx / voxel)
-        index[1, u] = np.floor(wy / voxel)
-        index[2, u] = np.floor(wz / voxel)
+        if indices:
+            wx, wy, wz = np.floor(wx / voxel), np.floor(wy / voxel), np.floor(wz / voxel)
+        out[0, u] = wx
+        out[1, u] = wy
+        out[2, u] = wz
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -261,7 +248,6 @@ def _pixel_probes(
     from the cache and seen again gets another probe (a 640x480 kitchen frame: 26k probes for 25k voxels, in 101k
     runs)."""
     width = depth.shape[1]
-    world = np.empty((3, width), dtype=np.float64)
     index = np.empty((3, width), dtype=np.float64)
     keys = np.empty(width, dtype=np.int64)
     run_key = np.empty(width + 1, dtype=np.int64)
@@ -271,7 +257,7 @@ def _pixel_probes(
     n_outside = 0
     base = run_start
     for v in range(row_start, row_stop):
-        _row_points(depth, v, rays_x, rays_y, rotation, translation, voxel, world, index)
+        _row_points(depth, v, rays_x, rays_y, rotation, translation, voxel, True, index)
         for u in range(width):  # branch-free too: a key, or a marker, per pixel
             d = depth[v, u]
             valid = (d > 0.0) & (d <= max_depth) & ~exclude[v, u]
@@ -363,7 +349,7 @@ def _fold_runs(
     bits, voxel, out_rows, out_sums, out_weights, out_conf_sums, surface, surface_weight, max_weight,
 ):
     """Fold the runs ``runs`` (indices into ``run_first`` / ``run_probe``, ``_pixel_probes``' runs of entering
-    pixels) of image row ``v`` (world points ``world``, that row's ``_row_world``), in order, each into its voxel:
+    pixels) of image row ``v`` (world points ``world``, that row's ``_row_points``), in order, each into its voxel:
     its place in the outputs ``probe_seen[band_probe + probe]`` (``band_probe`` the first probe of row v's band), its
     key ``probe_keys`` at the same place, its map row ``out_rows`` there. Returns the pixels folded.
 
@@ -440,7 +426,7 @@ def _accumulate_rows(
     n_points = 0
     n_deferred = 0
     for v in range(row_start, row_stop):
-        _row_world(depth, v, rays_x, rays_y, rotation, translation, world)
+        _row_points(depth, v, rays_x, rays_y, rotation, translation, voxel, False, world)
         band_probe = row_probes[v]
         n_mine = 0
         for r in range(row_run[v], row_run[v] + row_runs[v]):
@@ -498,7 +484,7 @@ def _accumulate_deferred(
         stop = first + 1
         while stop < len(runs) and rows[stop] == v:
             stop += 1
-        _row_world(depth, v, rays_x, rays_y, rotation, translation, world)
+        _row_points(depth, v, rays_x, rays_y, rotation, translation, voxel, False, world)
         n_points += _fold_runs(
             v, runs[first:stop], row_probes[v], world, rgb, confidence, has_confidence, run_first, run_probe,
             probe_seen, probe_keys, offset, bits, voxel, out_rows, out_sums, out_weights, out_conf_sums, surface,
