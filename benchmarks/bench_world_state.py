@@ -66,7 +66,9 @@ def serve() -> None:
     """Server process: worldweave + baselines on one grpc.aio server; prints its port, runs until stdin closes."""
     from worldweave.proto.malloc import tune_malloc
     from worldweave.server.app import ServerConfig, create_server
+    from worldweave.proto.worldweave.v1 import world_pb2 as pb
     from worldweave.server.point_cloud import DEFAULT_CHUNK_BYTES, cut_changes, read_changes
+    from worldweave.server.world_state import request_level
 
     tune_malloc()
     prepared: dict[str, list[bytes]] = {}
@@ -76,14 +78,15 @@ def serve() -> None:
         registry = server.registry
 
         async def prepare(request: bytes, context) -> bytes:
-            """Read and chunk a world's snapshot as StreamPointCloud does (read under the world's lock, sorted and cut
-            on the stream's thread); keep the serialized chunks."""
+            """Read and chunk a world's snapshot as StreamPointCloud does (at the world's default level, read under
+            the world's lock, sorted and cut on the stream's thread); keep the serialized chunks."""
             world_id = request.decode()
             entry = registry.entry(world_id)
             started = time.perf_counter()
-            changes, voxel_size_m = await registry.run(entry, lambda w: read_changes(w, 0))
+            level = request_level(entry, pb.StreamPointCloudRequest())  # the world's default, as the stream's
+            changes, voxel_size_m = await registry.run(entry, lambda w: read_changes(w, 0, level))
             chunks = await cut_changes(changes, voxel_size_m, DEFAULT_CHUNK_BYTES, include_positions=False,
-                                       min_confidence=0.0)
+                                       min_confidence=level)
             seconds = time.perf_counter() - started
             prepared[world_id] = [chunk.SerializeToString() for chunk in chunks]
             return json.dumps({"seconds": seconds, "chunks": len(chunks)}).encode()

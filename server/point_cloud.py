@@ -11,10 +11,10 @@ log (``World.changes_since``), is answered with the whole map flagged ``is_snaps
 Following: after the first change set the stream waits for the world's version to move (``WorldRegistry.
 wait_for_change``) and sends the net changes since the version it last sent. A follower that reads slowly gets
 several versions folded into one change set (and a snapshot when it fell behind the change log), never a backlog.
-The map is read under the world's lock: a change set is gathered there, a snapshot copied column by column without
-voxel centres (``read_changes``). Off the lock, on one thread kept for it (``CUTTER``), each kind of voxel is put
-in ascending key order (``bridge.memory.key_order``: a map's rows are in the order its voxels were first fused), so
-that a receiver keeps its copy sorted without sorting, and cut into chunks.
+The map is read under the world's lock: a change set is gathered there, a snapshot's columns read once, packed for
+the sort and without voxel centres (``read_changes``). Off the lock, on one thread kept for it (``CUTTER``), each
+kind of voxel is put in ascending key order (``bridge.memory.key_order``: a map's rows are in the order its voxels
+were first fused), so that a receiver keeps its copy sorted without sorting, and cut into chunks.
 
 Both RPCs take the request's ``min_confidence`` (a level the world declared; unset: its default). A crop sends the
 voxels at or above it. A stream sends the voxels at or above it too (``filter_changes``): since the server does not
@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 from worldweave.bridge.memory import voxel_keys
-from worldweave.bridge.memory.key_order import sorted_columns, sorted_keys
-from worldweave.bridge.memory.voxel_map import VoxelChanges, VoxelMap, VoxelSet
+from worldweave.bridge.memory.key_order import PackedVoxels, sorted_columns, sorted_keys
+from worldweave.bridge.memory.voxel_map import VoxelChanges, VoxelSet
 from worldweave.bridge.world import World
 from worldweave.proto.codecs import FLOAT32, INT64, UINT8, pack_array
 from worldweave.proto.errors import InvalidInputError, LimitExceededError
@@ -109,9 +109,19 @@ class StreamVoxels:
         return cls(np.empty(0, np.int64), np.empty((0, 3), np.uint8), np.empty(0, np.uint8), np.empty(0, np.float32))
 
     @classmethod
-    def of(cls, voxels: VoxelSet) -> StreamVoxels:
-        """The streamed columns of a gathered ``VoxelSet`` (its centres included)."""
+    def of(cls, voxels: VoxelSet | PackedVoxels) -> StreamVoxels:
+        """The streamed columns of a gathered ``VoxelSet`` (its centres included), or of voxels packed for a sort
+        (``PackedVoxels``: no centres), in their order."""
+        if isinstance(voxels, PackedVoxels):
+            return cls(*voxels.columns())
         return cls(voxels.keys, voxels.colors, voxels.sources, voxels.confidence, voxels.positions_m)
+
+    @classmethod
+    def in_key_order_of(cls, voxels: StreamVoxels | PackedVoxels) -> StreamVoxels:
+        """``voxels`` in ascending key order (``in_key_order``; packed voxels are sorted as packed)."""
+        if isinstance(voxels, PackedVoxels):
+            return cls(*voxels.in_key_order())
+        return voxels.in_key_order()
 
     def in_key_order(self) -> StreamVoxels:
         """These voxels in ascending key order (new arrays, without centres: ``with_positions`` adds them), or these
@@ -129,14 +139,18 @@ class StreamVoxels:
 
 @dataclass(frozen=True)
 class StreamChanges:
-    """``VoxelChanges`` (same fields and meaning) with only the columns a stream sends (``StreamVoxels``)."""
+    """``VoxelChanges`` (same fields and meaning) with only the columns a stream sends (``StreamVoxels``); a
+    snapshot's voxels, as read from the map, are packed for the sort (``PackedVoxels``, ``read_changes``)."""
 
     since_version: int
     version: int
     is_snapshot: bool
-    added: StreamVoxels
+    added: StreamVoxels | PackedVoxels
     changed: StreamVoxels
     removed_keys: np.ndarray
+    min_confidence: float = 0.0
+    """The level the voxels are at or above already: a snapshot's stream level (``read_changes`` reads only those
+    voxels), 0 for a change set gathered whole (``filter_changes`` filters it)."""
 
     @classmethod
     def of(cls, changes: VoxelChanges) -> StreamChanges:
@@ -145,33 +159,22 @@ class StreamChanges:
                    StreamVoxels.of(changes.changed), changes.removed_keys)
 
 
-def snapshot_columns(voxel_map: VoxelMap) -> StreamVoxels:
-    """Every voxel's streamed columns copied straight from the map's columns, in the map's row order, under the
-    world's lock: no gather by row and no voxel centres (``with_positions`` adds them when a stream asks for them).
-    The copies are the lock's only work for a snapshot; sorting into key order and cutting happen off it. Colours are
-    rounded and clamped to uint8 exactly as ``VoxelMap.voxels`` does."""
-    columns = voxel_map.columns()
-    colors = columns["_colors"].round().clamp_(0, 255).to("cpu", torch.uint8)
-    keys, sources, confidence = (columns[name].to("cpu", copy=True).numpy()
-                                 for name in ("_keys", "_sources", "_confidence"))
-    return StreamVoxels(keys, colors.numpy(), sources, confidence)
-
-
 def with_positions(voxels: StreamVoxels, voxel_size_m: float) -> StreamVoxels:
     """``voxels`` with their centres (``positions_m``), computed from the keys as the map computes them."""
     positions = voxel_keys.key_centers(torch.from_numpy(voxels.keys), voxel_size_m).numpy()
     return StreamVoxels(voxels.keys, voxels.colors, voxels.sources, voxels.confidence, positions)
 
 
-def read_changes(world: World, since_version: int) -> tuple[StreamChanges, float]:
-    """The changes a stream sends after ``since_version`` (``World.changes_since``), and the voxel edge, metres; call
-    under the world's lock. A snapshot (version 0, or one older than the change log) is copied column by column,
-    without voxel centres (``snapshot_columns``)."""
+def read_changes(world: World, since_version: int, level: float = 0.0) -> tuple[StreamChanges, float]:
+    """The changes a stream filtered at ``level`` sends after ``since_version`` (``World.changes_since``), and the
+    voxel edge, metres; call under the world's lock. A snapshot (version 0, or one older than the change log) is the
+    map's voxels at or above ``level`` read once, packed for the sort, without voxel centres (``VoxelMap.packed``):
+    the lock's only work for it. A change set is gathered whole, for ``filter_changes`` off the lock."""
     voxel_map = world.memory.voxel_map
     since = int(since_version)
     if since <= voxel_map.version and (since == 0 or since < voxel_map.oldest_exact_version):
-        changes = StreamChanges(since, int(voxel_map.version), True, snapshot_columns(voxel_map), StreamVoxels.empty(),
-                                np.empty(0, np.int64))
+        changes = StreamChanges(since, int(voxel_map.version), True, voxel_map.packed(level), StreamVoxels.empty(),
+                                np.empty(0, np.int64), max(level, 0.0))
     else:
         changes = StreamChanges.of(world.changes_since(since))
     return changes, voxel_map.voxel_size_m
@@ -179,15 +182,20 @@ def read_changes(world: World, since_version: int) -> tuple[StreamChanges, float
 
 def filter_changes(changes: StreamChanges, level: float) -> StreamChanges:
     """The change set a stream filtered at ``level`` sends: added and changed voxels at or above it (``confidence >=
-    float32(level)``); changed voxels below it join the removed keys. Level 0 keeps everything."""
-    if level <= 0:
+    float32(level)``); changed voxels below it join the removed keys. A set read at ``level`` already (a snapshot,
+    ``read_changes``), and level 0, keep everything; a set read at a higher level cannot be (``ValueError``)."""
+    level = max(level, 0.0)
+    if level < changes.min_confidence:
+        raise ValueError(f"changes read at level {changes.min_confidence} cannot be sent at the lower level {level}")
+    if level == changes.min_confidence:
         return changes
     threshold = np.float32(level)
     reached = changes.changed.confidence >= threshold
     removed = np.concatenate([changes.removed_keys, changes.changed.keys[~reached]])
+    added = changes.added if isinstance(changes.added, StreamVoxels) else StreamVoxels.of(changes.added)
     return StreamChanges(
         changes.since_version, changes.version, changes.is_snapshot,
-        changes.added.subset(changes.added.confidence >= threshold), changes.changed.subset(reached), removed,
+        added.subset(added.confidence >= threshold), changes.changed.subset(reached), removed, level,
     )
 
 
@@ -200,7 +208,7 @@ def change_chunks(
     ``min_confidence`` the set was filtered at. With ``include_positions`` the voxels' centres go out too."""
     if isinstance(changes, VoxelChanges):
         changes = StreamChanges.of(changes)
-    added, changed = changes.added.in_key_order(), changes.changed.in_key_order()
+    added, changed = StreamVoxels.in_key_order_of(changes.added), changes.changed.in_key_order()
     if include_positions:
         added, changed = (voxels if voxels.positions_m is not None else with_positions(voxels, voxel_size_m)
                           for voxels in (added, changed))
@@ -259,7 +267,7 @@ async def stream_point_cloud(
     level = request_level(entry, request)
     since = int(request.since_version)
     while True:
-        changes, voxel_size_m = await registry.run(entry, lambda world: read_changes(world, since))
+        changes, voxel_size_m = await registry.run(entry, lambda world: read_changes(world, since, level))
         chunks = await cut_changes(changes, voxel_size_m, max_chunk, include_positions=request.include_positions,
                                    min_confidence=level)
         for chunk in chunks:

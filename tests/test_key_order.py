@@ -1,6 +1,7 @@
 """``bridge.memory.key_order``: the radix sort of voxel columns by key equals numpy's argsort and gather, bit for bit,
 for keys that span a few voxels up to the whole key range (2 to 7 counting-sort passes), sorted on one thread or
-split, and for keys in a few long runs (merged)."""
+split, and for keys in a few long runs (merged); the packing read (``pack_voxels``) equals numpy's, with a map's
+float colours rounded as torch rounds them, and bands of rows give the one-band result."""
 
 from __future__ import annotations
 
@@ -8,11 +9,23 @@ from contextlib import nullcontext
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worldweave.bridge.cores import holding_every_core
-from worldweave.bridge.memory.key_order import MERGE_BELOW_BITS, _run_bits, sorted_columns, sorted_keys
+from worldweave.bridge.cores import even_bands, holding_every_core
+from worldweave.bridge.memory.key_order import (
+    _STATS,
+    MERGE_BELOW_BITS,
+    _into_buckets,
+    _into_buckets_serial,
+    _pack_bands,
+    _pack_bands_serial,
+    _run_bits,
+    pack_voxels,
+    sorted_columns,
+    sorted_keys,
+)
 from worldweave.proto import voxel_keys
 
 
@@ -96,3 +109,71 @@ def test_any_distinct_keys_sort_as_numpy_sorts_them(indices):
         np.testing.assert_array_equal(got[0], keys[order])
         np.testing.assert_array_equal(got[1], colors[order])
     np.testing.assert_array_equal(sorted_keys(keys), keys[order])
+
+
+def reference_pack(keys, colors, sources, confidence):
+    """``pack_voxels`` in numpy: the payload, the fields' bounds and the descents."""
+    rgb = np.clip(np.rint(np.asarray(colors, np.float64)), 0, 255).astype(np.int64)
+    payload = (confidence.view(np.uint32).astype(np.int64) << 32 | sources.astype(np.int64) << 24
+               | rgb[:, 0] << 16 | rgb[:, 1] << 8 | rgb[:, 2])
+    fields = voxel_keys.unpack(keys) + voxel_keys.AXIS_OFFSET
+    return payload, fields.min(axis=0), fields.max(axis=0), int(np.count_nonzero(keys[1:] <= keys[:-1]))
+
+
+@pytest.mark.parametrize("level", [0.0, 0.5])
+@pytest.mark.parametrize("one_thread", [False, True])
+def test_packing_reads_every_column_once_on_any_number_of_threads(one_thread, level):
+    """Float colours (a map's running means) are rounded half to even and clamped as torch's ``round().clamp`` does
+    (``VoxelMap.voxels``); a descent right at the middle (where two threads' bands meet) is counted; above level 0
+    only the voxels at or above the level are read, in their order."""
+    rng = np.random.default_rng(5)
+    keys = np.sort(shuffled_keys(rng, 10_001, (60, 60, 60)))
+    middle = len(keys) // 2
+    keys[[middle - 1, middle]] = keys[[middle, middle - 1]]
+    _, sources, confidence = columns(rng, len(keys))
+    colors = rng.uniform(-20, 280, size=(len(keys), 3)).astype(np.float32)
+    colors[:6] = np.float32([[0.5, 1.5, 2.5], [254.5, 255.5, -0.5], [-3, 300, 127.49999], [3.5, 4.5, 0.4999],
+                             [np.nextafter(np.float32(0.5), 0), 1e9, -1e9], [253.5, 128.5, 7.0]])
+    confidence[[middle - 1, middle]] = 1.0  # the descent's two voxels are kept at every level
+    expected_rgb = torch.from_numpy(colors).round().clamp(0, 255).to(torch.uint8).numpy()
+    with holding_every_core() if one_thread else nullcontext():
+        packed = pack_voxels(keys, colors, sources, confidence, min_confidence=level)
+    keep = confidence >= np.float32(level)
+    assert keep.sum() < len(keys) or level == 0
+    keys, expected_rgb, sources, confidence = keys[keep], expected_rgb[keep], sources[keep], confidence[keep]
+    payload, lo, hi, descents = reference_pack(keys, expected_rgb, sources, confidence)
+    np.testing.assert_array_equal(packed.keys, keys)
+    np.testing.assert_array_equal(packed.payload, payload)
+    np.testing.assert_array_equal(packed.lo, lo)
+    np.testing.assert_array_equal(packed.hi, hi)
+    assert packed.descents == descents == 1
+    got_keys, got_colors, got_sources, got_confidence = packed.columns()
+    np.testing.assert_array_equal(got_colors, expected_rgb)
+    np.testing.assert_array_equal(got_sources, sources)
+    np.testing.assert_array_equal(got_confidence.view(np.uint32), confidence.view(np.uint32))
+    in_order = packed.in_key_order()
+    order = np.argsort(keys)
+    np.testing.assert_array_equal(in_order[0], keys[order])
+    np.testing.assert_array_equal(in_order[1], expected_rgb[order])
+
+
+@pytest.mark.parametrize("parts", [2, 3, 7])
+def test_bands_of_rows_give_the_one_pass_result(parts):
+    """The read and the first pass of the sort, split into bands of rows (one per thread), equal one band."""
+    rng = np.random.default_rng(parts)
+    keys = shuffled_keys(rng, 9_999, (30, 500, 30))
+    colors, sources, confidence = columns(rng, len(keys))
+    results = []
+    for bands in (even_bands(len(keys), 1), even_bands(len(keys), parts)):
+        out_keys, payload = np.empty_like(keys), np.empty_like(keys)
+        stats = np.empty((len(bands) - 1, _STATS), np.int64)
+        (_pack_bands if len(bands) > 2 else _pack_bands_serial)(bands, bands, keys, colors, sources, confidence, True,
+                                                                 np.float32(0), out_keys, payload, stats)
+        lo, hi = stats[:, :3].min(axis=0), stats[:, 3:6].max(axis=0)
+        widths = [int(top - bottom).bit_length() for bottom, top in zip(lo, hi)]
+        low_bits = max(0, sum(widths) - 8)
+        into_buckets = _into_buckets if len(bands) > 2 else _into_buckets_serial
+        results.append((out_keys, payload, lo, hi, *into_buckets(bands, keys, payload, lo, widths[1] + widths[2],
+                                                                  widths[2], low_bits)))
+    for one, split in zip(*results):
+        np.testing.assert_array_equal(one, split)

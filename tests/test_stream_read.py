@@ -45,7 +45,7 @@ def world() -> World:
 
 
 def streamed(world: World, since: int, level: float, include_positions: bool, max_chunk_bytes: int = 4096):
-    changes, voxel_size_m = read_changes(world, since)
+    changes, voxel_size_m = read_changes(world, since, level)  # a snapshot read at the level, a change set whole
     chunks = change_chunks(filter_changes(changes, level), voxel_size_m, max_chunk_bytes,
                            include_positions=include_positions, min_confidence=level)
     return [decode_point_cloud_chunk(chunk) for chunk in chunks]

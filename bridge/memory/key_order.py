@@ -5,21 +5,26 @@ sorting it. A map's rows are in the order its voxels were first fused, far from 
 argsort of 2 million such keys takes about 190 ms, and gathering the columns by it (every row a cache miss) as much
 again; ``sorted_columns`` sorts keys, colours, sources and confidences in about 20 ms (25 on one thread).
 
-How: each key's three axis fields, less their minima over the keys, are packed tight into one compact integer ``c``
-(which keeps the keys' order; at most 63 bits), and ``c`` moves together with the voxel's other columns packed into
-one int64 (confidence bits, source, RGB), in a radix sort with no random reads: one counting-sort pass through
+How: ``pack_voxels`` reads the columns once, into the keys and one int64 per voxel holding its other columns
+(confidence bits, source, RGB: the payload), noting the bounds of the keys' axis fields and whether they ascend; a
+map's float colours are rounded there, so a snapshot is read straight from the map. Each key's three axis fields,
+less their minima, are packed tight into one compact integer ``c`` (which keeps the keys' order; at most 63 bits),
+and ``c`` moves together with the payload in a radix sort with no random reads: one counting-sort pass through
 memory by ``c``'s top 8 bits puts the voxels into 256 buckets, then each bucket, small enough to stay in cache, is
-sorted by the lower bits in counting-sort passes of 10 bits, least significant first (the buckets split over the
-cores no other engine work holds, ``bridge.cores``). The keys come back from ``c`` at the end. Keys already made
-of a few long ascending runs are merged instead (``MERGE_BELOW_BITS``).
+sorted by the lower bits in counting-sort passes of 10 bits, least significant first. The read, the first pass and
+the buckets split over the cores no other engine work holds (``bridge.cores``), each part a band of rows or buckets
+with the same result on any number of threads. The keys come back from ``c`` at the end. Keys already made of a
+few long ascending runs are merged instead (``MERGE_BELOW_BITS``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numba
 import numpy as np
 
-from worldweave.bridge.cores import split_call
+from worldweave.bridge.cores import MAX_SPLIT_THREADS, even_bands, split_call, threads_for
 from worldweave.proto.voxel_keys import AXIS_BITS, AXIS_MASK
 
 DIGIT_BITS = 8
@@ -55,17 +60,125 @@ def sorted_columns(
     """Voxel columns (``keys`` int64 (N,) packed voxel keys, unique; ``colors`` uint8 (N, 3); ``sources`` uint8 (N,);
     ``confidence`` float32 (N,)) in ascending key order, as new arrays; None when the keys already are strictly
     ascending."""
+    packed = pack_voxels(keys, colors, sources, confidence)
+    return None if packed.descents == 0 else packed.in_key_order()
+
+
+@dataclass(frozen=True)
+class PackedVoxels:
+    """Voxel columns packed for a sort by key (``pack_voxels``): ``keys`` int64 (N,) packed voxel keys, unique, in
+    the order read; ``payload`` int64 (N,) each voxel's other columns in one number (confidence's float32 bits << 32
+    | source << 24 | R << 16 | G << 8 | B); ``lo`` and ``hi`` int64 (3,) the minima and maxima of the keys' (i, j, k)
+    fields; ``descents``: how many keys are not above the key before them (0: strictly ascending)."""
+
+    keys: np.ndarray
+    payload: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    descents: int
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The columns in the order read: keys int64 (N,), colours uint8 (N, 3), sources uint8 (N,), confidence
+        float32 (N,)."""
+        return (self.keys, *_unpack_payload(self.payload))
+
+    def in_key_order(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The columns (as ``columns``) in ascending key order: a radix sort, a merge of a few long ascending runs
+        (``MERGE_BELOW_BITS``), or none when the keys already ascend."""
+        if self.descents == 0:
+            return self.columns()
+        if _merges_fast(self.keys, self.descents):
+            keys, payload = _gathered(np.argsort(self.keys, kind="stable"), self.keys, self.payload)
+        else:
+            keys, payload = _radix_sort(self.keys, self.payload, self.lo, self.hi)
+        return (keys, *_unpack_payload(payload))
+
+
+def pack_voxels(
+    keys: np.ndarray, colors: np.ndarray, sources: np.ndarray, confidence: np.ndarray, min_confidence: float = 0.0
+) -> PackedVoxels:
+    """The columns (``keys`` int64 (N,) packed voxel keys, unique; ``colors`` (N, 3) uint8, or float RGB as a map
+    holds them, rounded half to even and clamped to [0, 255] as ``VoxelMap.voxels`` does; ``sources`` uint8 (N,);
+    ``confidence`` float32 (N,)) read once into new arrays (``PackedVoxels``), in bands of rows over the cores no other
+    engine work holds. ``min_confidence`` above 0: only the voxels whose confidence is at least that level (compared
+    in float32, as a stream filters), in their order."""
     keys = np.ascontiguousarray(keys, dtype=np.int64)
-    colors = np.ascontiguousarray(colors, dtype=np.uint8)
+    colors = np.ascontiguousarray(colors)
     sources = np.ascontiguousarray(sources, dtype=np.uint8)
-    confidence_bits = np.ascontiguousarray(confidence, dtype=np.float32).view(np.uint32)
-    lo, hi, descents = _key_runs(keys)
-    if descents == 0:
-        return None
-    if _merges_fast(keys, descents):
-        return _gathered(np.argsort(keys, kind="stable"), keys, colors, sources, confidence_bits)
-    keys, payload = _radix_sort(keys, _pack_payload(colors, sources, confidence_bits), lo, hi)
-    return (keys, *_unpack_payload(payload))
+    confidence = np.ascontiguousarray(confidence, dtype=np.float32)
+    keep_all, threshold = min_confidence <= 0, np.float32(min_confidence)
+    with threads_for(None, MAX_SPLIT_THREADS) as threads:
+        bands = even_bands(len(keys), max(1, min(threads, len(keys))))
+        kept = np.diff(bands) if keep_all else np.array(
+            [np.count_nonzero(confidence[start:stop] >= threshold) for start, stop in zip(bands[:-1], bands[1:])])
+        starts = np.concatenate([[0], np.cumsum(kept)]).astype(np.int64)  # each band's first row out
+        out_keys, payload = np.empty(starts[-1], np.int64), np.empty(starts[-1], np.int64)
+        stats = np.empty((len(bands) - 1, _STATS), np.int64)
+        pack = _pack_bands if len(stats) > 1 else _pack_bands_serial
+        pack(bands, starts, keys, colors, sources, confidence, keep_all, threshold, out_keys, payload, stats)
+    joins = np.unique(starts[1:-1])
+    joins = joins[(joins > 0) & (joins < len(out_keys))]  # where two bands' kept rows meet
+    descents = int(stats[:, 6].sum() + np.count_nonzero(out_keys[joins] <= out_keys[joins - 1]))
+    return PackedVoxels(out_keys, payload, stats[:, :3].min(axis=0), stats[:, 3:6].max(axis=0), descents)
+
+
+_STATS = 7
+"""Per band of ``_pack_rows``: its kept keys' (i, j, k) field minima, maxima, and descents."""
+
+
+@numba.njit(nogil=True, cache=True)
+def _pack_rows(start, stop, at, keys, colors, sources, confidence, keep_all, threshold, out_keys, payload, stats):
+    """Rows ``start .. stop - 1`` of ``pack_voxels``, those at or above ``threshold`` unless ``keep_all``: their
+    keys and payloads into ``out_keys`` and ``payload`` from row ``at`` on, and into ``stats`` (``_STATS``,) their
+    fields' bounds and their descents (within the band)."""
+    confidence_bits = confidence.view(np.uint32)
+    lo_i = lo_j = lo_k = AXIS_MASK
+    hi_i = hi_j = hi_k = 0
+    descents = 0
+    previous = -1  # below every key (keys are not negative)
+    for r in range(start, stop):
+        if not (keep_all or confidence[r] >= threshold):
+            continue
+        key = keys[r]
+        out_keys[at] = key
+        descents += key <= previous
+        previous = key
+        field_i, field_j, field_k = ((key >> (2 * AXIS_BITS)) & AXIS_MASK, (key >> AXIS_BITS) & AXIS_MASK,
+                                     key & AXIS_MASK)
+        lo_i, lo_j, lo_k = min(lo_i, field_i), min(lo_j, field_j), min(lo_k, field_k)
+        hi_i, hi_j, hi_k = max(hi_i, field_i), max(hi_j, field_j), max(hi_k, field_k)
+        payload[at] = ((np.int64(confidence_bits[r]) << 32) | (np.int64(sources[r]) << 24)
+                       | (_byte(colors[r, 0]) << 16) | (_byte(colors[r, 1]) << 8) | _byte(colors[r, 2]))
+        at += 1
+    stats[0], stats[1], stats[2], stats[3], stats[4], stats[5] = lo_i, lo_j, lo_k, hi_i, hi_j, hi_k
+    stats[6] = descents
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _byte(value):
+    """A colour channel as an int64 in [0, 255]: rounded half to even and clamped (as torch's ``round().clamp(0,
+    255)``); uint8 values pass unchanged."""
+    return np.int64(min(max(np.rint(value), 0.0), 255.0))
+
+
+@numba.njit(nogil=True, cache=True)
+def _pack_bands_serial(bands, starts, keys, colors, sources, confidence, keep_all, threshold, out_keys, payload, stats):
+    """``_pack_rows`` of each band ``bands[t] .. bands[t + 1] - 1`` from row ``starts[t]`` on, into ``stats[t]``,
+    one after another."""
+    for t in range(len(bands) - 1):
+        _pack_rows(bands[t], bands[t + 1], starts[t], keys, colors, sources, confidence, keep_all, threshold, out_keys,
+                   payload, stats[t])
+
+
+@numba.njit(nogil=True, cache=True, parallel=True)
+def _pack_bands(bands, starts, keys, colors, sources, confidence, keep_all, threshold, out_keys, payload, stats):
+    """``_pack_bands_serial``, a thread a band."""
+    for t in numba.prange(len(bands) - 1):
+        _pack_rows(bands[t], bands[t + 1], starts[t], keys, colors, sources, confidence, keep_all, threshold, out_keys,
+                   payload, stats[t])
 
 
 @numba.njit(nogil=True, cache=True)
@@ -107,37 +220,20 @@ def _run_bits(keys):
 
 
 @numba.njit(nogil=True, cache=True)
-def _gathered(order, keys, colors, sources, confidence_bits):
-    """The columns' rows ``order``: keys, colours, sources and confidence (float32), new arrays."""
+def _gathered(order, keys, payload):
+    """The keys' and payloads' rows ``order``, new arrays."""
     n = len(order)
     out_keys = np.empty(n, np.int64)
-    out_colors = np.empty((n, 3), np.uint8)
-    out_sources = np.empty(n, np.uint8)
-    out_confidence = np.empty(n, np.uint32)
+    out_payload = np.empty(n, np.int64)
     for r in range(n):
-        row = order[r]
-        out_keys[r] = keys[row]
-        out_colors[r, 0] = colors[row, 0]
-        out_colors[r, 1] = colors[row, 1]
-        out_colors[r, 2] = colors[row, 2]
-        out_sources[r] = sources[row]
-        out_confidence[r] = confidence_bits[row]
-    return out_keys, out_colors, out_sources, out_confidence.view(np.float32)
-
-
-@numba.njit(nogil=True, cache=True)
-def _pack_payload(colors, sources, confidence_bits):
-    """One int64 per voxel: confidence's float32 bits << 32 | source << 24 | R << 16 | G << 8 | B."""
-    payload = np.empty(len(sources), np.int64)
-    for r in range(len(sources)):
-        payload[r] = ((np.int64(confidence_bits[r]) << 32) | (np.int64(sources[r]) << 24)
-                      | (np.int64(colors[r, 0]) << 16) | (np.int64(colors[r, 1]) << 8) | np.int64(colors[r, 2]))
-    return payload
+        out_keys[r] = keys[order[r]]
+        out_payload[r] = payload[order[r]]
+    return out_keys, out_payload
 
 
 @numba.njit(nogil=True, cache=True)
 def _unpack_payload(payload):
-    """``_pack_payload``'s inverse: colours uint8 (N, 3), sources uint8 (N,), confidence float32 (N,)."""
+    """A payload's (``PackedVoxels``) columns: colours uint8 (N, 3), sources uint8 (N,), confidence float32 (N,)."""
     n = len(payload)
     colors = np.empty((n, 3), np.uint8)
     sources = np.empty(n, np.uint8)
@@ -154,11 +250,15 @@ def _unpack_payload(payload):
 
 def _radix_sort(keys: np.ndarray, payload: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The keys in ascending order (stable), and ``payload`` (int64 (N,), or (0,) for none) in the same order; the
-    buckets are sorted on the cores no other engine work holds (``cores.split_call``)."""
+    first pass splits into bands of rows and the buckets into bands of buckets over the cores no other engine work
+    holds (``bridge.cores``)."""
     widths = [int(top - bottom).bit_length() for bottom, top in zip(lo, hi)]  # each field's bits less its minimum
     shift_i, shift_j = widths[1] + widths[2], widths[2]
     low_bits = max(0, sum(widths) - DIGIT_BITS)
-    compact, payload, starts = _into_buckets(keys, payload, lo, shift_i, shift_j, low_bits)
+    with threads_for(None, MAX_SPLIT_THREADS) as threads:
+        bands = even_bands(len(keys), max(1, min(threads, len(keys))))
+        into_buckets = _into_buckets if len(bands) > 2 else _into_buckets_serial
+        compact, payload, starts = into_buckets(bands, keys, payload, lo, shift_i, shift_j, low_bits)
 
     def balanced(count: int, parts: int) -> np.ndarray:  # bands of buckets holding about as many voxels each
         cuts = np.searchsorted(starts, np.arange(1, parts) * len(keys) // parts)
@@ -169,32 +269,78 @@ def _radix_sort(keys: np.ndarray, payload: np.ndarray, lo: np.ndarray, hi: np.nd
 
 
 @numba.njit(nogil=True, cache=True)
-def _into_buckets(keys, payload, lo, shift_i, shift_j, low_bits):
-    """The keys' compact values (each field less its minimum, packed tight: ``i' << shift_i | j' << shift_j | k'``)
-    and the payload, moved into the buckets of the compact values' top digit (``value >> low_bits``) in one
-    counting-sort pass; and the buckets' first rows, (257,) int64."""
-    n = len(keys)
-    moves = len(payload) == n
-    compact = np.empty(n, np.int64)
-    starts = np.zeros(_RADIX + 1, np.int64)
-    for r in range(n):
+def _compact_rows(start, stop, keys, lo, shift_i, shift_j, low_bits, compact, counts):
+    """Rows ``start .. stop - 1``: the keys' compact values (each field less its minimum, packed tight: ``i' <<
+    shift_i | j' << shift_j | k'``) into ``compact``, and how many fall in each bucket of the top digit (``value >>
+    low_bits``) into ``counts`` (``_RADIX``,)."""
+    counts[:] = 0
+    for r in range(start, stop):
         key = keys[r]
         value = ((((key >> (2 * AXIS_BITS)) & AXIS_MASK) - lo[0]) << shift_i
                  | (((key >> AXIS_BITS) & AXIS_MASK) - lo[1]) << shift_j | ((key & AXIS_MASK) - lo[2]))
         compact[r] = value
-        starts[(value >> low_bits) + 1] += 1
+        counts[value >> low_bits] += 1
+
+
+@numba.njit(nogil=True, cache=True)
+def _bucket_starts(counts):
+    """Per band t and bucket d, ``counts[t, d]`` (the band's voxels in the bucket) replaced by the row its first one
+    moves to: bucket by bucket, band by band, so the pass is stable. Returns the buckets' first rows, (257,) int64."""
+    starts = np.zeros(_RADIX + 1, np.int64)
+    total = 0
     for d in range(_RADIX):
-        starts[d + 1] += starts[d]
-    at = starts[:-1].copy()
-    bucketed = np.empty(n, np.int64)
-    bucketed_payload = np.empty_like(payload)
-    for r in range(n):
+        starts[d] = total
+        for t in range(counts.shape[0]):
+            count = counts[t, d]
+            counts[t, d] = total
+            total += count
+    starts[_RADIX] = total
+    return starts
+
+
+@numba.njit(nogil=True, cache=True)
+def _scatter_rows(start, stop, compact, payload, low_bits, at, bucketed, bucketed_payload):
+    """Rows ``start .. stop - 1`` moved to their buckets' next rows (``at``, per bucket), with their payloads when
+    there are any."""
+    moves = len(payload) == len(compact)
+    for r in range(start, stop):
         value = compact[r]
         d = value >> low_bits
         bucketed[at[d]] = value
         if moves:
             bucketed_payload[at[d]] = payload[r]
         at[d] += 1
+
+
+@numba.njit(nogil=True, cache=True)
+def _into_buckets_serial(bands, keys, payload, lo, shift_i, shift_j, low_bits):
+    """The compact values (``_compact_rows``) and the payload moved into the buckets of the compact values' top
+    digit in one counting-sort pass, stable, and the buckets' first rows, (257,) int64; the bands of rows
+    ``bands[t] .. bands[t + 1] - 1`` one after another."""
+    n, parts = len(keys), len(bands) - 1
+    compact = np.empty(n, np.int64)
+    counts = np.empty((parts, _RADIX), np.int64)
+    for t in range(parts):
+        _compact_rows(bands[t], bands[t + 1], keys, lo, shift_i, shift_j, low_bits, compact, counts[t])
+    starts = _bucket_starts(counts)
+    bucketed, bucketed_payload = np.empty(n, np.int64), np.empty_like(payload)
+    for t in range(parts):
+        _scatter_rows(bands[t], bands[t + 1], compact, payload, low_bits, counts[t], bucketed, bucketed_payload)
+    return bucketed, bucketed_payload, starts
+
+
+@numba.njit(nogil=True, cache=True, parallel=True)
+def _into_buckets(bands, keys, payload, lo, shift_i, shift_j, low_bits):
+    """``_into_buckets_serial``, a thread a band."""
+    n, parts = len(keys), len(bands) - 1
+    compact = np.empty(n, np.int64)
+    counts = np.empty((parts, _RADIX), np.int64)
+    for t in numba.prange(parts):
+        _compact_rows(bands[t], bands[t + 1], keys, lo, shift_i, shift_j, low_bits, compact, counts[t])
+    starts = _bucket_starts(counts)
+    bucketed, bucketed_payload = np.empty(n, np.int64), np.empty_like(payload)
+    for t in numba.prange(parts):
+        _scatter_rows(bands[t], bands[t + 1], compact, payload, low_bits, counts[t], bucketed, bucketed_payload)
     return bucketed, bucketed_payload, starts
 
 

@@ -30,6 +30,7 @@ from worldweave.bridge.cores import threads_for
 from worldweave.bridge.frames import RGBDFrame, check_mask
 from worldweave.bridge.memory import hash_table, labels, voxel_keys
 from worldweave.bridge.memory.change_log import ChangeLog, NetChanges
+from worldweave.bridge.memory.key_order import PackedVoxels, pack_voxels
 from worldweave.bridge.memory.voxel_index import (
     Accumulation,
     HashIndex,
@@ -579,6 +580,14 @@ class VoxelMap:
         """(N, 3) float32 voxel centres in world metres and (N, 3) uint8 colours."""
         voxels = self.voxels()
         return voxels.positions_m, voxels.colors
+
+    def packed(self, min_confidence: float = 0.0) -> PackedVoxels:
+        """Every voxel's key, colour (rounded and clamped as ``voxels`` does), source and confidence, read once into
+        new arrays in row order (``key_order.pack_voxels``): what a point-cloud snapshot copies out of the map, no
+        gather by row and no voxel centres. ``min_confidence`` above 0: only the voxels at or above that level."""
+        columns = [getattr(self, name)[: self._count].cpu().numpy() for name in ("_keys", "_colors", "_sources",
+                                                                                "_confidence")]
+        return pack_voxels(*columns, min_confidence=min_confidence)
 
     def crop(self, region: Region) -> VoxelSet:
         """The voxels whose centres lie in ``region``."""
