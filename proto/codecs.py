@@ -252,13 +252,20 @@ UINT8 = "|u1"
 def pack_array(values, dtype: str, columns: int | None, name: str) -> bytes:
     """Numbers of shape (N, ``columns``) (or (N,) when ``columns`` is None) -> little-endian, C-order bytes of
     ``dtype`` (``FLOAT32``, ``INT64``, ``UINT8``): a packed array field of ``world.proto``."""
+    return packed_array(values, dtype, columns, name).tobytes()
+
+
+def packed_array(values, dtype: str, columns: int | None, name: str) -> np.ndarray:
+    """``pack_array`` without the copy to ``bytes``: a C-contiguous array of ``dtype`` whose buffer is the field's
+    bytes (``values`` themselves when they already are so), for a writer that copies it once into a message's
+    serialization (``proto.splice.serialize_with_fields``)."""
     array = np.asarray(values)
     expected = "(N,)" if columns is None else f"(N, {columns})"
     if (columns is None and array.ndim != 1) or (columns is not None and (array.ndim != 2 or array.shape[1] != columns)):
         raise WireFormatError(f"{name} must have shape {expected}, got {array.shape}")
     if np.dtype(dtype).kind in "iu" and array.dtype.kind == "f":
         raise WireFormatError(f"{name} must hold integers ({np.dtype(dtype).name}), got {array.dtype}")
-    return np.ascontiguousarray(array, dtype=dtype).tobytes()
+    return np.ascontiguousarray(array, dtype=dtype)
 
 
 def unpack_array(data: bytes, dtype: str, columns: int | None, name: str) -> np.ndarray:

@@ -8,7 +8,8 @@ the submessages on the way. The result is byte for byte what ``SerializeToString
 the field is set (map fields, such as a step's timings, in key order, so equal messages give equal bytes): the field
 must be the last by number of its message (an encoder writes fields in number order), and its message is
 found in the serialized bytes by walking the tags (protobuf's encoding: varint tags and lengths, little-endian
-fixed-width numbers).
+fixed-width numbers). ``serialize_with_fields`` does the same for several ``bytes`` fields of the top message, in
+any position (a point-cloud chunk's arrays).
 
 ``split_bytes`` is the reverse, for a receiver: the message's wire bytes without that field (short: parsed as a
 message) and a view of the field's bytes inside the received buffer, so that the pixels are not copied at all
@@ -19,7 +20,7 @@ Part of the wire layer: protobuf only, pure functions.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -144,6 +145,40 @@ def serialize_with_bytes(message: Message, path: Sequence[str], data: bytes | me
     inner_end = levels[-1][2] if levels else len(serialized)
     parts += [serialized[position:inner_end], tail, data, serialized[inner_end:]]
     return b"".join(parts)
+
+
+def serialize_with_fields(message: Message, fields: Mapping[str, bytes | memoryview]) -> bytes:
+    """``message`` serialized as if its top-level ``bytes`` fields named in ``fields`` held those buffers (bytes, or
+    any C-contiguous buffer such as an array), each copied once, from its own buffer: byte for byte what
+    ``SerializeToString(deterministic=True)`` gives once they are set, their tags and lengths written among the
+    message's own fields in field-number order (an empty buffer, as an empty field, is not written). The fields must
+    be empty in ``message`` (``ValueError`` otherwise, or for a field that is not ``bytes``: a programming error)."""
+    descriptor = message.DESCRIPTOR
+    spliced = []
+    for name, data in fields.items():
+        field = descriptor.fields_by_name[name]
+        if field.type != FieldDescriptor.TYPE_BYTES or getattr(message, name):
+            raise ValueError(f"serialize_with_fields: {name} is not an empty bytes field of {descriptor.name}")
+        view = memoryview(data)
+        if view.nbytes:
+            spliced.append((field.number, view.cast("B")))  # one byte per item, whatever the buffer's shape
+    spliced.sort(key=lambda item: item[0])
+    serialized = message.SerializeToString(deterministic=True)
+    parts: list[bytes | memoryview] = []
+    position = 0
+    for number, wire_type, tag_at, *_ in _fields(serialized, 0, len(serialized)):
+        while spliced and spliced[0][0] < number:
+            parts += [serialized[position:tag_at], *_length_delimited(*spliced.pop(0))]
+            position = tag_at
+    parts.append(serialized[position:])
+    for item in spliced:
+        parts += _length_delimited(*item)
+    return b"".join(parts)
+
+
+def _length_delimited(number: int, data: memoryview) -> tuple[bytes, memoryview]:
+    """A length-delimited field's tag and length, and its content."""
+    return varint(number << 3 | LENGTH_DELIMITED) + varint(len(data)), data
 
 
 def _only_field(data: bytes, start: int, end: int, number: int) -> tuple[int, int, int, int] | None:

@@ -367,18 +367,13 @@ STEP_RGB_PATH = ("frame", "rgb", "data")
 
 
 @dataclass(frozen=True)
-class EncodedStepResponse:
-    """A ``StepResponse`` serialized where it was built, on the engine thread (``encode_step_response``), so that the
-    event loop only hands ``data`` to gRPC (the response serializer calls ``SerializeToString``). It stands in for
-    the message where the server reads one back: ``last_in_request`` and ``timings_s`` (the request metrics),
-    ``SerializeToString`` and ``ByteSize`` (the kept answers of exactly-once sessions)."""
+class EncodedMessage:
+    """A response message serialized where it was built, off the event loop, so that the loop only hands ``data`` to
+    gRPC (the response serializer calls ``SerializeToString``): a step's frames (``EncodedStepResponse``), a
+    point-cloud stream's chunks (``server.point_cloud.change_chunks``)."""
 
     data: bytes
     """The message's wire bytes."""
-    last_in_request: bool
-    """``StepResponse.last_in_request``."""
-    timings_s: dict[str, float]
-    """``StepResponse.timings_s``: the step's stage timings, seconds."""
 
     def SerializeToString(self) -> bytes:
         """``data`` (the name is the protobuf message method this stands in for)."""
@@ -387,6 +382,18 @@ class EncodedStepResponse:
     def ByteSize(self) -> int:
         """``len(data)``, bytes."""
         return len(self.data)
+
+
+@dataclass(frozen=True)
+class EncodedStepResponse(EncodedMessage):
+    """A ``StepResponse`` serialized on the engine thread (``encode_step_response``). It stands in for the message
+    where the server reads one back: ``last_in_request`` and ``timings_s`` (the request metrics),
+    ``SerializeToString`` and ``ByteSize`` (the kept answers of exactly-once sessions)."""
+
+    last_in_request: bool
+    """``StepResponse.last_in_request``."""
+    timings_s: dict[str, float]
+    """``StepResponse.timings_s``: the step's stage timings, seconds."""
 
 
 def encode_step_response(

@@ -9,8 +9,8 @@ before the servicer sees it; a request stream is answered so at its first undeco
 a client's bad bytes are not a server error.
 
 The wrapped handlers serialize each response with its own ``SerializeToString``, which is what the generated
-serializers do for a message, and lets a Step answer that the engine thread has already encoded
-(``codecs.EncodedStepResponse``) leave as the bytes it holds: the event loop does not copy the frame again.
+serializers do for a message, and lets an answer encoded off the event loop (``codecs.EncodedMessage``: a Step
+frame, a point-cloud chunk) leave as the bytes it holds: the event loop does not copy its arrays again.
 
 The wrapped deserializer also notes each unary request's size, which its call reads as ``request_bytes()``; handlers
 turn a large request's fields into arrays on the thread pool rather than on the event loop (``decode_off_loop``):
@@ -127,7 +127,7 @@ def _guard(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler
 
 def _serialize(response: object) -> bytes:
     """A response's wire bytes from its own ``SerializeToString``: a message's (what the generated serializer
-    calls), or the bytes of a Step answer encoded on the engine thread (``codecs.EncodedStepResponse``)."""
+    calls), or the bytes of an answer encoded off the event loop (``codecs.EncodedMessage``)."""
     return response.SerializeToString()
 
 

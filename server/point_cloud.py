@@ -1,7 +1,7 @@
 """The point-cloud RPCs: ``StreamPointCloud`` (a snapshot or the changes since a version, optionally following the
 world) and ``CropPointCloud`` (the voxels inside a box), both in chunks well under the message limit.
 
-Chunks carry packed little-endian arrays (``proto.codecs.pack_array``), never repeated floats, per voxel:
+Chunks carry packed little-endian arrays (``proto.codecs.packed_array``), never repeated floats, per voxel:
 an int64 key (8 bytes), and unless removed uint8 RGB (3), a uint8 source flag (1) and a float32 confidence (4),
 plus float32 centres (12) when asked for: 16 or 28 bytes a voxel, so a 1 MiB chunk holds 65536 or 37449 voxels. A change set goes out as its
 removed voxels, then changed, then added, the last chunk flagged ``last_in_version``; an empty set is one empty
@@ -37,8 +37,9 @@ from worldweave.bridge.memory import voxel_keys
 from worldweave.bridge.memory.key_order import PackedVoxels, sorted_columns, sorted_keys
 from worldweave.bridge.memory.voxel_map import VoxelChanges, VoxelSet
 from worldweave.bridge.world import World
-from worldweave.proto.codecs import FLOAT32, INT64, UINT8, pack_array
+from worldweave.proto.codecs import FLOAT32, INT64, UINT8, pack_array, packed_array
 from worldweave.proto.errors import InvalidInputError, LimitExceededError
+from worldweave.proto.splice import serialize_with_fields
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.server import codecs
 from worldweave.server.registry import WorldRegistry
@@ -202,10 +203,12 @@ def filter_changes(changes: StreamChanges, level: float) -> StreamChanges:
 def change_chunks(
     changes: StreamChanges | VoxelChanges, voxel_size_m: float, max_chunk_bytes: int, *, include_positions: bool,
     min_confidence: float = 0.0,
-) -> list[pb.StreamPointCloudResponse]:
-    """One change set as chunks of at most ``max_chunk_bytes`` array bytes each: removed, changed, added, each kind
-    in ascending key order across its chunks (sorted here: ``StreamVoxels.in_key_order``); each chunk states the
-    ``min_confidence`` the set was filtered at. With ``include_positions`` the voxels' centres go out too."""
+) -> list[codecs.EncodedMessage]:
+    """One change set as ``StreamPointCloudResponse`` chunks of at most ``max_chunk_bytes`` array bytes each, each
+    serialized here (``codecs.EncodedMessage``: the event loop only sends the bytes): removed, changed, added, each
+    kind in ascending key order across its chunks (sorted here: ``StreamVoxels.in_key_order``); each chunk states the
+    ``min_confidence`` the set was filtered at. With ``include_positions`` the voxels' centres go out too. A chunk's
+    arrays are copied once, from the sorted columns into its serialization (``proto.splice.serialize_with_fields``)."""
     if isinstance(changes, VoxelChanges):
         changes = StreamChanges.of(changes)
     added, changed = StreamVoxels.in_key_order_of(changes.added), changes.changed.in_key_order()
@@ -217,39 +220,38 @@ def change_chunks(
         (pb.CHANGE_KIND_CHANGED, changed),
         (pb.CHANGE_KIND_ADDED, added),
     ]
-    chunks = []
+    cuts: list[tuple[int, int, dict[str, np.ndarray]]] = []  # kind, voxels, arrays by field name
     for kind, voxels in parts:
         per_chunk = max(1, max_chunk_bytes // voxel_bytes(kind, include_positions))
         for rows in _slices(len(voxels), per_chunk):
-            chunk = pb.StreamPointCloudResponse(
-                since_version=changes.since_version, version=changes.version, is_snapshot=changes.is_snapshot,
-                kind=kind, voxel_size_m=voxel_size_m, min_confidence=min_confidence,
-            )
             if kind == pb.CHANGE_KIND_REMOVED:
-                keys = voxels[rows]
+                arrays = {"keys": packed_array(voxels[rows], INT64, None, "keys")}
             else:
-                keys = voxels.keys[rows]
-                chunk.colors = pack_array(voxels.colors[rows], UINT8, 3, "colors")
-                chunk.flags = pack_array(voxels.sources[rows], UINT8, None, "flags")
-                chunk.confidence = pack_array(voxels.confidence[rows], FLOAT32, None, "confidence")
+                arrays = {
+                    "keys": packed_array(voxels.keys[rows], INT64, None, "keys"),
+                    "colors": packed_array(voxels.colors[rows], UINT8, 3, "colors"),
+                    "flags": packed_array(voxels.sources[rows], UINT8, None, "flags"),
+                    "confidence": packed_array(voxels.confidence[rows], FLOAT32, None, "confidence"),
+                }
                 if include_positions:
-                    chunk.positions_m = pack_array(voxels.positions_m[rows], FLOAT32, 3, "positions_m")
-            chunk.count = len(keys)
-            chunk.keys = pack_array(keys, INT64, None, "keys")
-            chunks.append(chunk)
-    if not chunks:
-        chunks.append(pb.StreamPointCloudResponse(
-            since_version=changes.since_version, version=changes.version, is_snapshot=changes.is_snapshot,
-            kind=pb.CHANGE_KIND_ADDED, voxel_size_m=voxel_size_m, min_confidence=min_confidence,
-        ))
-    chunks[-1].last_in_version = True
-    return chunks
+                    arrays["positions_m"] = packed_array(voxels.positions_m[rows], FLOAT32, 3, "positions_m")
+            cuts.append((kind, rows.stop - rows.start, arrays))
+    if not cuts:
+        cuts.append((pb.CHANGE_KIND_ADDED, 0, {}))
+    return [
+        codecs.EncodedMessage(serialize_with_fields(pb.StreamPointCloudResponse(
+            since_version=changes.since_version, version=changes.version, is_snapshot=changes.is_snapshot, kind=kind,
+            count=count, voxel_size_m=voxel_size_m, last_in_version=index == len(cuts) - 1,
+            min_confidence=min_confidence,
+        ), arrays))
+        for index, (kind, count, arrays) in enumerate(cuts)
+    ]
 
 
 async def cut_changes(
     changes: StreamChanges, voxel_size_m: float, max_chunk_bytes: int, *, include_positions: bool,
     min_confidence: float,
-) -> list[pb.StreamPointCloudResponse]:
+) -> list[codecs.EncodedMessage]:
     """The chunks a stream sends for ``changes``: the set filtered at ``min_confidence`` (``filter_changes``),
     sorted and cut (``change_chunks``) on the ``CUTTER`` thread."""
     return await asyncio.get_running_loop().run_in_executor(CUTTER, lambda: change_chunks(
@@ -260,7 +262,7 @@ async def cut_changes(
 
 async def stream_point_cloud(
     registry: WorldRegistry, request: pb.StreamPointCloudRequest, max_message_bytes: int
-) -> AsyncIterator[pb.StreamPointCloudResponse]:
+) -> AsyncIterator[codecs.EncodedMessage]:
     """The responses of one ``StreamPointCloud`` call (see the module docstring); errors are engine errors."""
     entry = registry.entry(request.world_id)
     max_chunk = chunk_bytes(request.max_chunk_bytes, max_message_bytes)

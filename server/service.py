@@ -433,7 +433,7 @@ class WorldServicer(pb_grpc.WorldServiceServicer):
     # Point cloud (``point_cloud``), spatial queries and edits (``world_state``): pure helpers and handlers there.
 
     @_streams_errors
-    async def StreamPointCloud(self, request: pb.StreamPointCloudRequest, context) -> AsyncIterator[pb.StreamPointCloudResponse]:
+    async def StreamPointCloud(self, request: pb.StreamPointCloudRequest, context) -> AsyncIterator[codecs.EncodedMessage]:
         async for chunk in point_cloud.stream_point_cloud(self.registry, request, self.limits.max_message_bytes):
             yield chunk
 

@@ -34,8 +34,8 @@ def test_wire_key_decoding_matches_the_engine():
 
 def chunks_since(voxel_map: VoxelMap, version: int, max_chunk_bytes: int = 2048):
     changes = voxel_map.changes_since(version)
-    return [decode_point_cloud_chunk(c) for c in change_chunks(changes, voxel_map.voxel_size_m, max_chunk_bytes,
-                                                               include_positions=False)]
+    chunks = change_chunks(changes, voxel_map.voxel_size_m, max_chunk_bytes, include_positions=False)
+    return [decode_point_cloud_chunk(pb.StreamPointCloudResponse.FromString(c.SerializeToString())) for c in chunks]
 
 
 def cloud(rng, n: int) -> tuple[np.ndarray, np.ndarray]:

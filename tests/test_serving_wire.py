@@ -1,6 +1,7 @@
 """A Step answer encoded on the engine thread (``codecs.encode_step_response``, ``proto.splice``) is byte for byte the
 message ``frame_to_proto`` builds and protobuf serializes, in every frame format; the splice refuses what it cannot
-write exactly; decoders read a frame's bytes once."""
+write exactly; decoders read a frame's bytes once. A point-cloud chunk's arrays spliced field by field are its
+serialization too."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from worldweave.bridge.memory.labels import LabelImages, LabelRequest
 from worldweave.proto import codecs as wire
 from worldweave.proto.geometry import Pose, Quaternion
-from worldweave.proto.splice import read_varint, serialize_with_bytes, varint
+from worldweave.proto.splice import read_varint, serialize_with_bytes, serialize_with_fields, varint
 from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.server import codecs
 
@@ -92,6 +93,34 @@ def test_splicing_refuses_what_it_cannot_write_exactly():
         serialize_with_bytes(pb.RaycastRequest(world_id="w"), ("origins_m",), b"\x00" * 12)
     with pytest.raises(ValueError, match="last-numbered bytes field"):  # not a bytes field
         serialize_with_bytes(pb.StepResponse(frame=pb.Frame(version=1)), ("frame", "version"), b"\x01")
+
+
+@pytest.mark.parametrize("rows", [0, 1, 300, 70_000])
+@pytest.mark.parametrize("with_positions", [False, True])
+@pytest.mark.parametrize("last", [False, True])
+def test_a_chunk_spliced_field_by_field_is_the_serialized_message(rows, with_positions, last):
+    """A point-cloud chunk's arrays written among its numbers in field order (``serialize_with_fields``), whatever
+    their lengths' widths and whichever fields are empty, equal protobuf's serialization with them set."""
+    rng = np.random.default_rng(rows)
+    arrays = {"keys": rng.integers(0, 1 << 62, size=rows),
+              "colors": rng.integers(0, 256, size=(rows, 3), dtype=np.uint8), "flags": np.zeros(rows, np.uint8),
+              "confidence": rng.uniform(0, 1, rows).astype(np.float32)}
+    if with_positions:
+        arrays["positions_m"] = rng.normal(size=(rows, 3)).astype(np.float32)
+    numbers = dict(since_version=3, version=2**40, is_snapshot=True, kind=pb.CHANGE_KIND_ADDED, count=rows,
+                   voxel_size_m=0.02, last_in_version=last, min_confidence=0.25)
+    expected = pb.StreamPointCloudResponse(**numbers, **{name: array.tobytes() for name, array in arrays.items()})
+    got = serialize_with_fields(pb.StreamPointCloudResponse(**numbers), arrays)
+    assert got == expected.SerializeToString(deterministic=True)
+    assert serialize_with_fields(pb.StreamPointCloudResponse(), {"keys": arrays["keys"][:1]}) == (
+        pb.StreamPointCloudResponse(keys=arrays["keys"][:1].tobytes()).SerializeToString())
+
+
+def test_splicing_fields_refuses_what_it_cannot_write_exactly():
+    with pytest.raises(ValueError, match="keys is not an empty bytes field"):
+        serialize_with_fields(pb.StreamPointCloudResponse(keys=b"\x01" * 8), {"keys": b"\x02" * 8})
+    with pytest.raises(ValueError, match="count is not an empty bytes field"):
+        serialize_with_fields(pb.StreamPointCloudResponse(), {"count": b"\x02"})
 
 
 @pytest.mark.parametrize("value", [0, 1, 127, 128, 300, 16383, 16384, (1 << 35) + 5])

@@ -15,6 +15,7 @@ from worldweave.bridge.generators.reproject import ReprojectGenerator
 from worldweave.bridge.regions import Sphere
 from worldweave.bridge.world import Seed, World
 from worldweave.proto.geometry import Intrinsics
+from worldweave.proto.worldweave.v1 import world_pb2 as pb
 from worldweave.server.point_cloud import change_chunks, filter_changes, read_changes
 from worldweave.sim_clients.mirror import PointCloudMirror
 from worldweave.sim_clients.world_state import decode_point_cloud_chunk
@@ -48,7 +49,8 @@ def streamed(world: World, since: int, level: float, include_positions: bool, ma
     changes, voxel_size_m = read_changes(world, since, level)  # a snapshot read at the level, a change set whole
     chunks = change_chunks(filter_changes(changes, level), voxel_size_m, max_chunk_bytes,
                            include_positions=include_positions, min_confidence=level)
-    return [decode_point_cloud_chunk(chunk) for chunk in chunks]
+    return [decode_point_cloud_chunk(pb.StreamPointCloudResponse.FromString(chunk.SerializeToString()))
+            for chunk in chunks]
 
 
 @pytest.mark.parametrize("level", [0.0, 0.5])
