@@ -9,7 +9,10 @@ and nearest-kept-pixel passes; each gives the same result on any number of threa
 2-core machine runs them on 2 threads, and worlds stepping at once on one thread each: their threads would only take
 turns on the same cores, paying the split's overhead.
 
-The count is advisory (nothing waits for a core) and process-wide; threads outside the engine are not counted.
+The count is advisory (nothing waits for a core) and process-wide; threads outside the engine are not counted, nor
+are other processes. A process that shares the machine with others by agreement counts only its share
+(``limit_cores``): a cluster replica counts the CPUs Ray gives it (``server.cluster.replica``), so that two
+replicas on two cores do not each split a lone world's kernels over both.
 
 numpy's BLAS runs on the calling thread only, from the first engine call on (``holding_core``): the engine's matrix
 products are points against 3-vectors and 3x3 rotations, too small to gain from a second thread, and OpenBLAS's
@@ -38,15 +41,28 @@ _depth = threading.local()
 """Per thread: how many ``holding_core`` blocks it is inside (a thread holds one core however deep)."""
 _blas_on_one_thread = False
 """Whether numpy's BLAS has been limited to the calling thread (``holding_core``)."""
+_share: int | None = None
+"""The most cores this process counts (``limit_cores``); None: every core it may run on."""
 
 
 def machine_cores() -> int:
     """CPU cores this process may run on (its affinity mask, which containers and ``taskset`` narrow;
-    ``os.cpu_count()`` where the platform has none), at least 1."""
+    ``os.cpu_count()`` where the platform has none), at most its share (``limit_cores``), at least 1."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    return max(1, cores if _share is None else min(cores, _share))
+
+
+def limit_cores(share: int | None) -> None:
+    """Count at most ``share`` cores from now on, process-wide (None: every core the process may run on): for a
+    process that shares the machine with others by agreement. What is counted sets how far splittable kernels
+    split and the server's default engine threads (``server.scheduling.default_engine_threads``)."""
+    global _share
+    if share is not None and not (isinstance(share, int) and share >= 1):
+        raise ValueError(f"a core share must be a whole number >= 1 (or None), got {share!r}")
+    _share = share
 
 
 def held_cores() -> int:

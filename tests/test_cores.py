@@ -1,4 +1,5 @@
-"""How many threads a splittable engine call takes (``bridge.cores``): the cores no other engine work holds."""
+"""How many threads a splittable engine call takes (``bridge.cores``): the cores no other engine work holds, of the
+process's share of the machine."""
 
 import asyncio
 import json
@@ -7,12 +8,15 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from worldweave.bridge.cores import (
     MAX_SPLIT_THREADS,
     even_bands,
     held_cores,
     holding_core,
     holding_every_core,
+    limit_cores,
     machine_cores,
     split_call,
     threads_for,
@@ -100,3 +104,26 @@ def test_engine_work_keeps_numpy_blas_on_the_calling_thread():
     before, inside, after = json.loads(result.stdout)
     assert before and all(threads == 2 for threads in before)
     assert inside == after == [1] * len(before)
+
+
+def test_a_process_that_shares_the_machine_counts_its_share():
+    """``limit_cores``: a replica given one CPU splits nothing and defaults to one engine thread; None counts every
+    core again."""
+    from worldweave.server.cluster.replica import replica_cores
+    from worldweave.server.scheduling import default_engine_threads
+
+    every = machine_cores()
+    try:
+        limit_cores(1)
+        assert machine_cores() == default_engine_threads() == 1
+        with threads_for(None, 64) as threads:
+            assert threads == 1
+        limit_cores(every + 5)  # more than the process may run on: its cores
+        assert machine_cores() == every
+    finally:
+        limit_cores(None)
+    assert machine_cores() == every
+    for share in (0, -1, 1.5, "2"):
+        with pytest.raises(ValueError, match="whole number"):
+            limit_cores(share)
+    assert [replica_cores(c) for c in (None, 0.0, 0.5, 1.0, 1.9, 3.0)] == [1, 1, 1, 1, 1, 3]

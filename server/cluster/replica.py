@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from worldweave.bridge.cores import limit_cores
 from worldweave.proto.errors import InvalidInputError
 from worldweave.server.app import BackgroundServer, ServerConfig
 from worldweave.server.cluster.handoff import Handoff, shared_config
@@ -78,6 +80,14 @@ def replica_config(server_args: list[str], token: str) -> ServerConfig:
     return replace(serve.server_config(args), auth_token=token, auth_tokens=None)
 
 
+def replica_cores(assigned_cpus: float | None) -> int:
+    """The cores a replica counts (``bridge.cores.limit_cores``): the whole CPUs Ray gave its actor, at least one
+    (none given, or a fraction, counts one), as Ray sets ``OMP_NUM_THREADS`` for it. Other replicas may run on the
+    node's other cores, so a world stepping alone splits its kernels over this share only, and the server's default
+    engine threads (``--workers``) are as many."""
+    return max(1, math.floor(assigned_cpus or 0))
+
+
 class WorldReplica:
     """The Serve deployment class (``replica_app`` wraps it): one worldweave server on the node's address, its
     worlds on ``shared_dir``, at most ``worlds`` of them held at once."""
@@ -85,6 +95,7 @@ class WorldReplica:
     def __init__(self, *, shared_dir: str, token: str, worlds: int, server_args: list[str]) -> None:
         import ray
 
+        limit_cores(replica_cores(ray.get_runtime_context().get_assigned_resources().get("CPU")))
         config = replica_config(server_args, token)
         self._server = HandoffServer(Path(shared_dir), config, host=ray.util.get_node_ip_address(),
                                      capacity=worlds).start()
