@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -176,11 +175,11 @@ def warm_up(generator: Generator | None = None, *, device: str = "cpu", query_re
     for rows in (slice(None, None, -1), np.roll(np.argsort(voxels.keys), 1)):  # the radix sort, then the merge
         sorted_columns(voxels.keys[rows], voxels.colors[rows], voxels.sources[rows], voxels.confidence[rows])
         sorted_keys(voxels.keys[rows])
-    for every_core in (False, True):  # split, and on one thread: a snapshot's read of the map and sort, a change set's
-        with holding_every_core() if every_core else nullcontext():
-            world.memory.voxel_map.packed().in_key_order()
-            sorted_columns(voxels.keys[::-1], voxels.colors[::-1], voxels.sources[::-1], voxels.confidence[::-1])
-            sorted_keys(voxels.keys[::-1])
+    world.memory.voxel_map.packed().in_key_order()  # a snapshot: the map's float colours read, split
+    with holding_every_core():  # the same on one thread, and a change set's radix sort
+        world.memory.voxel_map.packed().in_key_order()
+        sorted_columns(voxels.keys[::-1], voxels.colors[::-1], voxels.sources[::-1], voxels.confidence[::-1])
+        sorted_keys(voxels.keys[::-1])
     lattice_m = np.stack(np.meshgrid(*[np.arange(GROWTH_SIDE) * GROWTH_SPACING_M] * 3, indexing="ij"), -1)
     world.insert(lattice_m.reshape(-1, 3) + [3.5, -1.0, 0.5], np.full((GROWTH_SIDE ** 3, 3), 200, np.uint8))
     world.recolor(Sphere(np.array([2.9, 0.0, 1.5]), 0.3), [10, 20, 30])

@@ -123,7 +123,7 @@ def serialize_with_bytes(message: Message, path: Sequence[str], data: bytes | me
     size = len(data)
     if size == 0:
         return serialized  # an empty bytes field is not written
-    tail = varint(numbers[-1] << 3 | LENGTH_DELIMITED) + varint(size)
+    tail = _field_head(numbers[-1], size)
     # Walk down to the message holding the field: each level's length prefix grows by what is added inside it.
     levels = []
     start, end = 0, len(serialized)
@@ -168,17 +168,18 @@ def serialize_with_fields(message: Message, fields: Mapping[str, bytes | memoryv
     position = 0
     for number, wire_type, tag_at, *_ in _fields(serialized, 0, len(serialized)):
         while spliced and spliced[0][0] < number:
-            parts += [serialized[position:tag_at], *_length_delimited(*spliced.pop(0))]
+            field_number, data = spliced.pop(0)
+            parts += [serialized[position:tag_at], _field_head(field_number, len(data)), data]
             position = tag_at
     parts.append(serialized[position:])
-    for item in spliced:
-        parts += _length_delimited(*item)
+    for field_number, data in spliced:
+        parts += [_field_head(field_number, len(data)), data]
     return b"".join(parts)
 
 
-def _length_delimited(number: int, data: memoryview) -> tuple[bytes, memoryview]:
-    """A length-delimited field's tag and length, and its content."""
-    return varint(number << 3 | LENGTH_DELIMITED) + varint(len(data)), data
+def _field_head(number: int, size: int) -> bytes:
+    """The tag and length of length-delimited field ``number`` holding ``size`` bytes."""
+    return varint(number << 3 | LENGTH_DELIMITED) + varint(size)
 
 
 def _only_field(data: bytes, start: int, end: int, number: int) -> tuple[int, int, int, int] | None:

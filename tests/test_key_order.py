@@ -18,9 +18,8 @@ from worldweave.bridge.memory.key_order import (
     _STATS,
     MERGE_BELOW_BITS,
     _into_buckets,
-    _into_buckets_serial,
     _pack_bands,
-    _pack_bands_serial,
+    _pack_rows,
     _run_bits,
     pack_voxels,
     sorted_columns,
@@ -167,13 +166,15 @@ def test_bands_of_rows_give_the_one_pass_result(parts):
     for bands in (even_bands(len(keys), 1), even_bands(len(keys), parts)):
         out_keys, payload = np.empty_like(keys), np.empty_like(keys)
         stats = np.empty((len(bands) - 1, _STATS), np.int64)
-        (_pack_bands if len(bands) > 2 else _pack_bands_serial)(bands, bands, keys, colors, sources, confidence, True,
-                                                                 np.float32(0), out_keys, payload, stats)
+        args = (keys, colors, sources, confidence, True, np.float32(0), out_keys, payload)
+        if len(bands) == 2:
+            _pack_rows(0, len(keys), 0, *args, stats[0])
+        else:
+            _pack_bands(bands, bands, *args, stats)
         lo, hi = stats[:, :3].min(axis=0), stats[:, 3:6].max(axis=0)
         widths = [int(top - bottom).bit_length() for bottom, top in zip(lo, hi)]
         low_bits = max(0, sum(widths) - 8)
-        into_buckets = _into_buckets if len(bands) > 2 else _into_buckets_serial
-        results.append((out_keys, payload, lo, hi, *into_buckets(bands, keys, payload, lo, widths[1] + widths[2],
-                                                                  widths[2], low_bits)))
+        results.append((out_keys, payload, lo, hi, *_into_buckets(bands, keys, payload, lo, widths[1] + widths[2],
+                                                                   widths[2], low_bits)))
     for one, split in zip(*results):
         np.testing.assert_array_equal(one, split)

@@ -548,8 +548,9 @@ def test_a_fresh_server_compiles_its_kernels_before_serving():
         "generators.continuation._merged", "generators.continuation._key_bounds", "generators.continuation._mark_cells",
         "generators.continuation._holes_by_plane", "generators.continuation._points_on_rays",
         "queries.occupancy._lowest_in_squares", "generators.reproject._small_pyramid",
-        "memory.key_order._key_runs", "memory.key_order._pack_bands_serial", "memory.key_order._unpack_payload",
-        "memory.key_order._gathered", "memory.key_order._run_bits", "memory.key_order._into_buckets_serial",
+        "memory.key_order._key_runs", "memory.key_order._pack_rows", "memory.key_order._unpack_payload",
+        "memory.key_order._gathered", "memory.key_order._run_bits", "memory.key_order._compact_rows",
+        "memory.key_order._scatter_rows",
         "memory.key_order._sort_buckets", "memory.key_order._keys_of",
         "generators.reproject._pull_rows", "generators.reproject._push_rows")]
     if machine_cores() > 1:
@@ -560,7 +561,8 @@ def test_a_fresh_server_compiles_its_kernels_before_serving():
             "render._resolve_bands", "memory.weave._weave_heuristic_bands", "memory.anchors._block_sums_bands",
             "generators.reproject._pull_bands", "generators.reproject._push_bands",
             "generators.continuation._meet_hole_bands", "generators.continuation._nearest_pass_bands",
-            "memory.key_order._sort_bucket_bands", "memory.key_order._pack_bands", "memory.key_order._into_buckets")]
+            "memory.key_order._sort_bucket_bands", "memory.key_order._pack_bands", "memory.key_order._compact_bands",
+            "memory.key_order._scatter_bands")]
     for name in split:  # a step's kernels, one-thread and split (worlds stepping at once, a world stepping alone)
         assert report["serving"][name] >= 1, (name, report["warmup"])
     compiled_after_serving = {name: (report["serving"][name], count) for name, count in report["after"].items()

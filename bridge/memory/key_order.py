@@ -118,8 +118,11 @@ def pack_voxels(
         starts = np.concatenate([[0], np.cumsum(kept)]).astype(np.int64)  # each band's first row out
         out_keys, payload = np.empty(starts[-1], np.int64), np.empty(starts[-1], np.int64)
         stats = np.empty((len(bands) - 1, _STATS), np.int64)
-        pack = _pack_bands if len(stats) > 1 else _pack_bands_serial
-        pack(bands, starts, keys, colors, sources, confidence, keep_all, threshold, out_keys, payload, stats)
+        args = (keys, colors, sources, confidence, keep_all, threshold, out_keys, payload)
+        if len(stats) == 1:  # one thread: no parallel region
+            _pack_rows(0, len(keys), 0, *args, stats[0])
+        else:
+            _pack_bands(bands, starts, *args, stats)
     joins = np.unique(starts[1:-1])
     joins = joins[(joins > 0) & (joins < len(out_keys))]  # where two bands' kept rows meet
     descents = int(stats[:, 6].sum() + np.count_nonzero(out_keys[joins] <= out_keys[joins - 1]))
@@ -165,18 +168,10 @@ def _byte(value):
     return np.int64(min(max(np.rint(value), 0.0), 255.0))
 
 
-@numba.njit(nogil=True, cache=True)
-def _pack_bands_serial(bands, starts, keys, colors, sources, confidence, keep_all, threshold, out_keys, payload, stats):
-    """``_pack_rows`` of each band ``bands[t] .. bands[t + 1] - 1`` from row ``starts[t]`` on, into ``stats[t]``,
-    one after another."""
-    for t in range(len(bands) - 1):
-        _pack_rows(bands[t], bands[t + 1], starts[t], keys, colors, sources, confidence, keep_all, threshold, out_keys,
-                   payload, stats[t])
-
-
 @numba.njit(nogil=True, cache=True, parallel=True)
 def _pack_bands(bands, starts, keys, colors, sources, confidence, keep_all, threshold, out_keys, payload, stats):
-    """``_pack_bands_serial``, a thread a band."""
+    """``_pack_rows`` of each band ``bands[t] .. bands[t + 1] - 1`` from row ``starts[t]`` on, into ``stats[t]``, a
+    thread a band."""
     for t in numba.prange(len(bands) - 1):
         _pack_rows(bands[t], bands[t + 1], starts[t], keys, colors, sources, confidence, keep_all, threshold, out_keys,
                    payload, stats[t])
@@ -258,8 +253,7 @@ def _radix_sort(keys: np.ndarray, payload: np.ndarray, lo: np.ndarray, hi: np.nd
     low_bits = max(0, sum(widths) - DIGIT_BITS)
     with threads_for(None, MAX_SPLIT_THREADS) as threads:
         bands = even_bands(len(keys), max(1, min(threads, len(keys))))
-        into_buckets = _into_buckets if len(bands) > 2 else _into_buckets_serial
-        compact, payload, starts = into_buckets(bands, keys, payload, lo, shift_i, shift_j, low_bits)
+        compact, payload, starts = _into_buckets(bands, keys, payload, lo, shift_i, shift_j, low_bits)
 
     def balanced(count: int, parts: int) -> np.ndarray:  # bands of buckets holding about as many voxels each
         cuts = np.searchsorted(starts, np.arange(1, parts) * len(keys) // parts)
@@ -313,36 +307,40 @@ def _scatter_rows(start, stop, compact, payload, low_bits, at, bucketed, buckete
         at[d] += 1
 
 
-@numba.njit(nogil=True, cache=True)
-def _into_buckets_serial(bands, keys, payload, lo, shift_i, shift_j, low_bits):
-    """The compact values (``_compact_rows``) and the payload moved into the buckets of the compact values' top
-    digit in one counting-sort pass, stable, and the buckets' first rows, (257,) int64; the bands of rows
-    ``bands[t] .. bands[t + 1] - 1`` one after another."""
-    n, parts = len(keys), len(bands) - 1
-    compact = np.empty(n, np.int64)
-    counts = np.empty((parts, _RADIX), np.int64)
-    for t in range(parts):
-        _compact_rows(bands[t], bands[t + 1], keys, lo, shift_i, shift_j, low_bits, compact, counts[t])
-    starts = _bucket_starts(counts)
+def _into_buckets(bands: np.ndarray, keys: np.ndarray, payload: np.ndarray, lo: np.ndarray, shift_i: int,
+                  shift_j: int, low_bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The keys' compact values (``_compact_rows``) and the payload moved into the buckets of the compact values' top
+    digit in one counting-sort pass, stable, and the buckets' first rows, (257,) int64: the bands of rows ``bands[t]
+    .. bands[t + 1] - 1`` a thread each, counted first, then each moved to its own place in each bucket."""
+    n = len(keys)
+    compact, counts = np.empty(n, np.int64), np.empty((len(bands) - 1, _RADIX), np.int64)
     bucketed, bucketed_payload = np.empty(n, np.int64), np.empty_like(payload)
-    for t in range(parts):
-        _scatter_rows(bands[t], bands[t + 1], compact, payload, low_bits, counts[t], bucketed, bucketed_payload)
+    one_thread = len(counts) == 1  # then no parallel region
+    if one_thread:
+        _compact_rows(0, n, keys, lo, shift_i, shift_j, low_bits, compact, counts[0])
+    else:
+        _compact_bands(bands, keys, lo, shift_i, shift_j, low_bits, compact, counts)
+    starts = _bucket_starts(counts)
+    if one_thread:
+        _scatter_rows(0, n, compact, payload, low_bits, counts[0], bucketed, bucketed_payload)
+    else:
+        _scatter_bands(bands, compact, payload, low_bits, counts, bucketed, bucketed_payload)
     return bucketed, bucketed_payload, starts
 
 
 @numba.njit(nogil=True, cache=True, parallel=True)
-def _into_buckets(bands, keys, payload, lo, shift_i, shift_j, low_bits):
-    """``_into_buckets_serial``, a thread a band."""
-    n, parts = len(keys), len(bands) - 1
-    compact = np.empty(n, np.int64)
-    counts = np.empty((parts, _RADIX), np.int64)
-    for t in numba.prange(parts):
+def _compact_bands(bands, keys, lo, shift_i, shift_j, low_bits, compact, counts):
+    """``_compact_rows`` of each band ``bands[t] .. bands[t + 1] - 1`` into ``counts[t]``, a thread a band."""
+    for t in numba.prange(len(bands) - 1):
         _compact_rows(bands[t], bands[t + 1], keys, lo, shift_i, shift_j, low_bits, compact, counts[t])
-    starts = _bucket_starts(counts)
-    bucketed, bucketed_payload = np.empty(n, np.int64), np.empty_like(payload)
-    for t in numba.prange(parts):
+
+
+@numba.njit(nogil=True, cache=True, parallel=True)
+def _scatter_bands(bands, compact, payload, low_bits, counts, bucketed, bucketed_payload):
+    """``_scatter_rows`` of each band ``bands[t] .. bands[t + 1] - 1`` from its places ``counts[t]``, a thread a
+    band."""
+    for t in numba.prange(len(bands) - 1):
         _scatter_rows(bands[t], bands[t + 1], compact, payload, low_bits, counts[t], bucketed, bucketed_payload)
-    return bucketed, bucketed_payload, starts
 
 
 @numba.njit(nogil=True, cache=True, parallel=True)
