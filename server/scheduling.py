@@ -228,8 +228,8 @@ back on time finds room even when the pace drifts, and the engine stays busy."""
 
 def default_engine_threads() -> int:
     """The default number of engine threads (``worldweave serve --workers``): one per core the process counts
-    (``bridge.cores.machine_cores``: the machine's, or a cluster replica's share). The step's
-    numba kernels release the GIL and its Python between them does not, so threads beyond the cores add no
+    (``bridge.cores.machine_cores``: the machine's, at most its container's CPU limit, or a cluster replica's share).
+    The step's numba kernels release the GIL and its Python between them does not, so threads beyond the cores add no
     throughput (on 2 cores, 128x96 steps and renders in one process: 266 calls/s on 2 threads, 248 on 4), while every
     call running at once lengthens the others; measured on 2 cores (``benchmarks/bench_soak.py``, docs/limits.md),
     2 threads with 2 queued served 64 clients as many calls per second as 4 with 4 queued at about half the admitted

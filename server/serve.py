@@ -82,8 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-message-mib", type=int, default=defaults.max_message_bytes // MIB, metavar="MIB",
                         help="largest gRPC message, MiB (clients must allow the same)")
     parser.add_argument("--workers", type=int, default=default_engine_threads(), metavar="N",
-                        help="threads for engine work (default: one per core of this machine, %(default)s); clients' "
-                             "calls run on all of them whenever they wait")
+                        help="threads for engine work (default: one per core this process may use, at most its "
+                             "container's CPU limit: %(default)s); clients' calls run on all of them whenever they "
+                             "wait")
     parser.add_argument("--adaptive-concurrency", action="store_true",
                         help="run clients' calls on as many --workers threads at once as measured to be worth it in "
                              "calls per second over each call's time, instead of on all: lower latency, fewer calls "

@@ -10,8 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from worldweave.bridge import cores
 from worldweave.bridge.cores import (
     MAX_SPLIT_THREADS,
+    cgroup_cpu_quota,
     even_bands,
     held_cores,
     holding_core,
@@ -127,3 +129,62 @@ def test_a_process_that_shares_the_machine_counts_its_share():
         with pytest.raises(ValueError, match="whole number"):
             limit_cores(share)
     assert [replica_cores(c) for c in (None, 0.0, 0.5, 1.0, 1.9, 3.0)] == [1, 1, 1, 1, 1, 3]
+
+
+def _proc_folder(tmp_path, cgroup: str, mounts: list[str]):
+    """A /proc/PID folder with the given ``cgroup`` text and ``mountinfo`` lines (mount points under tmp_path)."""
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (proc / "cgroup").write_text(cgroup)
+    (proc / "mountinfo").write_text("".join(line + "\n" for line in [
+        "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw", *mounts]))
+    return proc
+
+
+def _write(folder, files: dict[str, str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+
+
+def test_a_cgroup_v2_quota_is_the_smallest_on_the_path_to_the_mount(tmp_path):
+    mount = tmp_path / "cgroup"
+    proc = _proc_folder(tmp_path, "0::/kubepods/pod1/app\n", [
+        f"30 22 0:26 / {mount} rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate"])
+    _write(mount, {"cpu.max": "max 100000\n"})
+    _write(mount / "kubepods", {"cpu.max": "400000 100000\n"})
+    _write(mount / "kubepods" / "pod1", {"cpu.max": "150000 100000\n"})
+    _write(mount / "kubepods" / "pod1" / "app", {"cpu.max": "max 100000\n"})
+    assert cgroup_cpu_quota(proc) == pytest.approx(1.5)
+    (mount / "kubepods" / "cpu.max").write_text("100000 100000\n")  # a parent's smaller quota binds the child
+    assert cgroup_cpu_quota(proc) == pytest.approx(1.0)
+
+
+def test_a_cgroup_v1_quota_is_read_where_a_container_sees_only_its_own_cgroup(tmp_path):
+    cpu, unified = tmp_path / "cpu", tmp_path / "unified"
+    proc = _proc_folder(tmp_path, "4:cpu,cpuacct:/docker/abc\n3:memory:/docker/abc\n0::/docker/abc\n", [
+        f"27 22 0:23 /docker/abc {cpu} rw,nosuid shared:9 - cgroup cgroup rw,cpu,cpuacct",
+        f"28 22 0:24 /docker/abc {tmp_path / 'memory'} rw,nosuid shared:10 - cgroup cgroup rw,memory",
+        f"29 22 0:25 /docker/abc {unified} rw,nosuid shared:11 - cgroup2 cgroup2 rw"])
+    _write(cpu, {"cpu.cfs_quota_us": "250000\n", "cpu.cfs_period_us": "100000\n"})
+    unified.mkdir()  # hybrid hierarchy: no cpu.max in the unified mount
+    assert cgroup_cpu_quota(proc) == pytest.approx(2.5)
+
+
+def test_no_quota_set_or_none_readable_is_none(tmp_path):
+    mount = tmp_path / "cpu"
+    proc = _proc_folder(tmp_path, "2:cpu,cpuacct:/\n0::/\n", [
+        f"27 22 0:23 / {mount} rw,nosuid shared:9 - cgroup cgroup rw,cpu,cpuacct"])
+    _write(mount, {"cpu.cfs_quota_us": "-1\n", "cpu.cfs_period_us": "100000\n"})
+    assert cgroup_cpu_quota(proc) is None
+    assert cgroup_cpu_quota(tmp_path / "no-such-proc") is None
+
+
+def test_counted_cores_never_exceed_the_quota_rounded_down(monkeypatch):
+    every = machine_cores()
+    monkeypatch.setattr(cores, "_quota_cores", lambda: 1)
+    assert machine_cores() == 1
+    with threads_for(None, 64) as threads:
+        assert threads == 1
+    monkeypatch.setattr(cores, "_quota_cores", lambda: every + 8)
+    assert machine_cores() == every

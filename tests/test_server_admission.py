@@ -483,7 +483,8 @@ def test_serve_flags_state_their_defaults_and_refuse_an_empty_queue(caplog):
     assert machine_cores() == ServerConfig().workers == parser.parse_args([]).workers
     assert defaults.total == machine_cores()
     assert f"refused at once with RESOURCE_EXHAUSTED and a retry-after-ms hint (default {defaults.per_world})" in text
-    assert f"threads for engine work (default: one per core of this machine, {machine_cores()})" in text
+    assert ("threads for engine work (default: one per core this process may use, at most its container's CPU limit: "
+            f"{machine_cores()})") in text
     assert "(default: as many as --workers, so admitted calls wait about one call's duration)" in text
     assert "--no-warm-up" in text
     assert serve.run(parser.parse_args(["--port", "0", "--max-queued-total", "0"])) == 2
