@@ -14,6 +14,13 @@ down to 1 (``FrontDoor.scale(1)``). Per target:
   token), so that the front door's added latency is measured against the same replica process as well as against
   the single-process server.
 
+For the single-process server, the CPU time its process and the client process spend per frame at each client
+count (``/proc/PID/stat``, every thread): the cores the pair keeps busy, and the ceiling that sets on how far more
+clients can go on this machine. Clients stepping their own worlds back to back can give at most the machine's cores
+over the CPU time of a frame, so total frames/s with more clients are at most cores / (cores busy with one client)
+times one client's, however well the server overlaps them: a lone world whose kernels split over every core keeps
+more than one core busy, and leaves the others less to add.
+
 Replicas and the single-process server get the same flags (generator, ``--workers``). On a machine with fewer
 cores than replicas x engine threads, 2 replicas cannot beat 1: the numbers say what this machine does.
 """
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -41,8 +49,9 @@ SERVER_ARGS = ("--workers", "2")
 
 
 def client(target: str, token: str, direct: str, prefix: str, clients: list[int], seconds: float, calls: int,
-           width: int, height: int) -> None:
-    """Client process: creates ``max(clients)`` worlds on ``target``, measures, prints one JSON line."""
+           width: int, height: int, server_pid: int) -> None:
+    """Client process: creates ``max(clients)`` worlds on ``target``, measures, prints one JSON line. With a
+    ``server_pid`` (the server on this machine), each frames/s run also reports CPU time per frame."""
     from worldweave.bridge.eval.wall import wall_seed, yaw_poses
     from worldweave.proto.worldweave.v1 import world_pb2 as pb
     from worldweave.proto.worldweave.v1 import world_pb2_grpc as pb_grpc
@@ -80,12 +89,23 @@ def client(target: str, token: str, direct: str, prefix: str, clients: list[int]
     if direct:
         replica = pb_grpc.WorldServiceStub(grpc.insecure_channel(direct, options=options))
         result["latency_direct"] = summary(latencies(replica, (("authorization", f"Bearer {token}"),)))
-    result["frames_per_s"] = {str(count): frames_per_s(stub, worlds[:count], step, seconds) for count in clients}
+    runs = {str(count): frames_per_s(stub, worlds[:count], step, seconds, server_pid) for count in clients}
+    result["frames_per_s"] = {count: run["frames_per_s"] for count, run in runs.items()}
+    if server_pid:
+        result["cpu"] = {count: {key: run[key] for key in ("server_ms", "client_ms", "cores_busy")}
+                         for count, run in runs.items()}
     print(json.dumps(result))
 
 
-def frames_per_s(stub, worlds: list[str], step, seconds: float) -> float:
-    """Total frames/s of one thread per world, each stepping its own world back to back for ``seconds``."""
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds process ``pid`` has spent so far, all its threads, user and system (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def frames_per_s(stub, worlds: list[str], step, seconds: float, server_pid: int) -> dict[str, float]:
+    """Total frames/s of one thread per world, each stepping its own world back to back for ``seconds``; with a
+    ``server_pid``, also the server's and this process's CPU ms per frame and the cores both keep busy."""
     counts = [0] * len(worlds)
     stop = time.perf_counter() + seconds
 
@@ -95,12 +115,19 @@ def frames_per_s(stub, worlds: list[str], step, seconds: float) -> float:
             counts[index] += 1
 
     threads = [threading.Thread(target=run, args=(k,)) for k in range(len(worlds))]
+    server_cpu, client_cpu = (process_cpu_s(server_pid) if server_pid else 0.0), time.process_time()
     started = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return sum(counts) / (time.perf_counter() - started)
+    elapsed, frames = time.perf_counter() - started, max(1, sum(counts))
+    out = {"frames_per_s": sum(counts) / elapsed}
+    if server_pid:
+        server_s, client_s = process_cpu_s(server_pid) - server_cpu, time.process_time() - client_cpu
+        out.update(server_ms=server_s / frames * 1e3, client_ms=client_s / frames * 1e3,
+                   cores_busy=(server_s + client_s) / elapsed)
+    return out
 
 
 def summary(samples: dict[str, list[float]]) -> dict[str, tuple[float, float]]:
@@ -109,8 +136,10 @@ def summary(samples: dict[str, list[float]]) -> dict[str, tuple[float, float]]:
             for name, values in samples.items()}
 
 
-def measure(args: argparse.Namespace, target: str, prefix: str, token: str = "", direct: str = "") -> dict:
+def measure(args: argparse.Namespace, target: str, prefix: str, token: str = "", direct: str = "",
+            server_pid: int = 0) -> dict:
     command = [sys.executable, __file__, "--client", target, "--token", token, "--direct", direct, "--prefix", prefix,
+               "--server-pid", str(server_pid),
                "--clients", *map(str, args.clients), "--seconds", str(args.seconds), "--calls", str(args.calls),
                "--width", str(args.width), "--height", str(args.height)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -134,7 +163,7 @@ def single_process(args: argparse.Namespace) -> dict:
                 raise RuntimeError(f"serve exited with {server.poll()}")
             found = re.search(r"serving on 127\.0\.0\.1:(\d+)", line)
             port = int(found.group(1)) if found else None
-        return measure(args, f"127.0.0.1:{port}", "single")
+        return measure(args, f"127.0.0.1:{port}", "single", server_pid=server.pid)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -165,6 +194,20 @@ def cluster(args: argparse.Namespace) -> dict[str, dict]:
     return dict(sorted(out.items()))
 
 
+def print_ceiling(result: dict) -> None:
+    """The single-process server's CPU per frame at each client count, and the ceiling one client's sets."""
+    cores = len(os.sched_getaffinity(0))
+    print(f"single process, CPU per frame (every thread of each process) on {cores} cores:")
+    print(f"{'clients':>8}{'frames/s':>10}{'server ms':>11}{'client ms':>11}{'cores busy':>12}")
+    for count, cpu in result["cpu"].items():
+        print(f"{count:>8}{result['frames_per_s'][count]:>10.1f}{cpu['server_ms']:>11.2f}{cpu['client_ms']:>11.2f}"
+              f"{cpu['cores_busy']:>12.2f}")
+    if "1" in result["cpu"]:
+        busy = result["cpu"]["1"]["cores_busy"]
+        print(f"ceiling: more clients give at most {cores} / {busy:.2f} cores busy with one client = "
+              f"{cores / busy:.2f}x one client's frames/s on this machine")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4],
@@ -177,10 +220,11 @@ def main() -> None:
     parser.add_argument("--token", default="", help=argparse.SUPPRESS)
     parser.add_argument("--direct", default="", help=argparse.SUPPRESS)
     parser.add_argument("--prefix", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--server-pid", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
         client(args.client, args.token, args.direct, args.prefix, args.clients, args.seconds, args.calls, args.width,
-               args.height)
+               args.height, args.server_pid)
         return
     results = {"single process": single_process(args), **cluster(args)}
     base = results["single process"]["latency"]
@@ -193,6 +237,7 @@ def main() -> None:
         print(f"{name:<22}" + "".join(
             f"{rates[str(count)]:>14.1f}" + (f" ({rates[str(count)] / one:.2f}x)" if one else "").rjust(10)
             for count in args.clients))
+    print_ceiling(results["single process"])
     print(f"{'target':<22}{'GetWorld p50/p90 ms':>22}{'Step p50/p90 ms':>20}{'replica direct GetWorld / Step p50':>38}")
     for name, result in results.items():
         get, step = result["latency"]["get_world_ms"], result["latency"]["step_ms"]

@@ -21,7 +21,10 @@ anchor renders of each view (rendered once) woven by each mode, so "learned - he
 
 A fourth table: N worlds (default anchors, one shared generator, as a server shares it) each walking
 the loop on a thread of its own, as the server's engine threads step different worlds: total steps per second
-beside one world's, same run (target: 2 and 4 worlds >= 1.7x one on 2 cores).
+beside one world's, same run (target: 2 and 4 worlds >= 1.7x one on 2 cores). Beside it, the same N walks in N
+processes of their own (``spawn``), each with its kernels on one thread as worlds stepping at once run theirs, timed
+from the first start to the last end: what the worlds would give without sharing one interpreter's GIL; a lone
+process (N = 1) is the one-thread rate, so its "x one world" is what splitting the kernels gives one world.
 
 The process tunes glibc's malloc as ``worldweave serve`` does (``proto.malloc.tune_malloc``).
 
@@ -32,6 +35,7 @@ The process tunes glibc's malloc as ``worldweave serve`` does (``proto.malloc.tu
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import time
@@ -55,6 +59,50 @@ from worldweave.proto.malloc import tune_malloc
 def load() -> str:
     """The 1-minute load average, for the reader to judge how shared the cores were."""
     return os.getloadavg()[0].__format__(".2f")
+
+
+def the_walk(width: int, height: int, frames: int) -> tuple[Seed, list[Pose]]:
+    """The benchmark's procedural room: the seed (its start view) and the closed loop's poses, 4 more than
+    ``frames`` (the first is the seed's)."""
+    scene = make_room(seed=0)
+    intrinsics = Intrinsics.from_fov(width, height, fov_x_deg=75.0)
+    poses = closed_loop(scene, frames + 4).poses
+    return Seed([scene.render(poses[0], intrinsics)]), poses
+
+
+def walk_alone(width: int, height: int, frames: int, generator_name: str, ready, go, spans) -> None:
+    """A process of its own (the fourth table's processes): walks the loop once untimed (its kernels load from the
+    cache), puts ``None`` on ``ready``, waits for ``go``, walks it again and puts the timed walk's (start, end)
+    ``time.perf_counter`` seconds (one clock for every process) on ``spans``; kernels on one thread throughout."""
+    tune_malloc()
+    seed, poses = the_walk(width, height, frames)
+    config, generator = WorldConfig(generator=generator_name), create_generator(generator_name)
+    with holding_every_core():
+        walk(seed, poses[1:], config, generator)
+        ready.put(None)
+        go.wait()
+        started = time.perf_counter()
+        walk(seed, poses[1:], config, generator)
+        spans.put((started, time.perf_counter()))
+
+
+def in_processes(count: int, args: argparse.Namespace) -> float:
+    """Total steps/s of ``count`` walks in ``count`` processes (``walk_alone``), first start to last end."""
+    context = multiprocessing.get_context("spawn")
+    ready, spans, go = context.Queue(), context.Queue(), context.Event()
+    processes = [context.Process(target=walk_alone, args=(args.width, args.height, args.frames, args.generator, ready,
+                                                          go, spans)) for _ in range(count)]
+    for process in processes:
+        process.start()
+    try:
+        for _ in processes:
+            ready.get(timeout=900)
+        go.set()
+        walks = [spans.get(timeout=900) for _ in processes]
+    finally:
+        for process in processes:
+            process.join(timeout=60)
+    return count * (args.frames + 3) / (max(end for _, end in walks) - min(start for start, _ in walks))
 
 
 def walk(seed: Seed, poses: list[Pose], config: WorldConfig, generator: Generator | None = None
@@ -98,10 +146,8 @@ def main() -> None:
     args = parser.parse_args()
     tune_malloc()  # as `worldweave serve` does: frame-sized buffers from the heap, not a fresh mmap each
 
-    scene = make_room(seed=0)
-    intrinsics = Intrinsics.from_fov(args.width, args.height, fov_x_deg=75.0)
-    poses = closed_loop(scene, args.frames + 4).poses
-    seed = Seed([scene.render(poses[0], intrinsics)])
+    seed, poses = the_walk(args.width, args.height, args.frames)
+    intrinsics = seed.frames[0].intrinsics
     weaves = {"heuristic": WeaveOptions(), "learned": WeaveOptions(mode="learned"),
               "learned, stride 2": WeaveOptions(mode="learned", learned_stride=2)}
     world = None
@@ -171,17 +217,20 @@ def main() -> None:
             walk(seed, poses[1:], config, generator)
         print(f"\nworlds stepping at once, one thread each, {args.generator}, {args.width}x{args.height}, "
               f"{args.frames} steps each ({os.cpu_count()} cores)")
-        print(f"{'worlds':>8s}{'steps/s total':>16s}{'x one world':>14s}{'step ms p50':>14s}{'load':>8s}")
+        print(f"{'':8s}{'threads of one process':^44s}{'processes, one thread each':^30s}")
+        print(f"{'worlds':>8s}{'steps/s total':>16s}{'x one world':>14s}{'step ms p50':>14s}{'steps/s total':>16s}"
+              f"{'x one world':>14s}{'load':>8s}")
         single = None
         for count in args.worlds:
             started = time.perf_counter()
             with ThreadPoolExecutor(count) as pool:
                 results = list(pool.map(lambda _: walk(seed, poses[1:], config, generator)[1], range(count)))
-            rate = count * args.frames / (time.perf_counter() - started)
+            rate = count * (args.frames + 3) / (time.perf_counter() - started)
             single = single or (rate if count == 1 else None)
-            ratio = f"{rate / single:14.2f}" if single else f"{'-':>14s}"
+            apart = in_processes(count, args)
+            ratios = [f"{value / single:14.2f}" if single else f"{'-':>14s}" for value in (rate, apart)]
             p50 = 1e3 * statistics.median(t["total"] for timings in results for t in timings[3:])
-            print(f"{count:8d}{rate:16.1f}{ratio}{p50:14.1f}{load():>8s}")
+            print(f"{count:8d}{rate:16.1f}{ratios[0]}{p50:14.1f}{apart:16.1f}{ratios[1]}{load():>8s}")
 
 
 if __name__ == "__main__":
