@@ -13,8 +13,11 @@ The count is advisory (nothing waits for a core) and process-wide; threads outsi
 are other processes. The cores a process counts are those it may run on (its affinity mask) and no more than its
 cgroup's CPU quota allows (``cgroup_cpu_quota``: a container's CPU limit, as Docker's ``--cpus`` and Kubernetes'
 ``limits.cpu`` set it, leaves the affinity mask at every core of the host). A process that shares the machine with
-others by agreement counts only its share (``limit_cores``): a cluster replica counts the CPUs Ray gives it
-(``server.cluster.replica``), so that two replicas on two cores do not each split a lone world's kernels over both.
+others by agreement counts only its share (``limit_cores``). Processes that share it more closely count together
+(``share_node_cores``: a cluster's replicas on one node): each says in a file what its engine work holds
+(``core_slots``), and a split takes the machine's cores less what all of them hold. So a world stepping alone in one
+replica splits its kernels over the node's cores, and worlds stepping at once in two replicas on two cores take one
+thread each.
 
 numpy's BLAS runs on the calling thread only, from the first engine call on (``holding_core``): the engine's matrix
 products are points against 3-vectors and 3x3 rotations, too small to gain from a second thread, and OpenBLAS's
@@ -25,9 +28,12 @@ fell from 12.8 to 11.7 ms without it (``docs/performance.md``).
 
 from __future__ import annotations
 
+import atexit
 import functools
+import logging
 import math
 import os
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,6 +41,10 @@ from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
+
+from worldweave.bridge.core_slots import CoreSlots
+
+logger = logging.getLogger(__name__)
 
 MAX_SPLIT_THREADS = 4
 """Most threads one ``split_call`` takes."""
@@ -48,6 +58,8 @@ _blas_on_one_thread = False
 """Whether numpy's BLAS has been limited to the calling thread (``holding_core``)."""
 _share: int | None = None
 """The most cores this process counts (``limit_cores``); None: every core it may run on."""
+_node: CoreSlots | None = None
+"""This process's slot in the node's count (``share_node_cores``); None: it counts alone."""
 
 
 def _cgroup_paths(proc: Path) -> tuple[str | None, str | None]:
@@ -126,18 +138,60 @@ def _quota_cores() -> int | None:
     return None if quota is None else max(1, math.floor(quota))
 
 
-def machine_cores() -> int:
+def _usable_cores() -> int:
     """CPU cores this process may run on (its affinity mask, which ``taskset`` and cpusets narrow;
     ``os.cpu_count()`` where the platform has none), at most the whole CPUs its cgroup's quota allows
-    (``cgroup_cpu_quota``, read once) and its share (``limit_cores``), at least 1."""
+    (``cgroup_cpu_quota``, read once), at least 1."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    for limit in (_quota_cores(), _share):
-        if limit is not None:
-            cores = min(cores, limit)
-    return max(1, cores)
+    quota = _quota_cores()
+    return max(1, cores if quota is None else min(cores, quota))
+
+
+def machine_cores() -> int:
+    """CPU cores this process counts: those it may run on, at most the whole CPUs its cgroup's quota allows
+    (``cgroup_cpu_quota``) and its share (``limit_cores``), at least 1. The server's default engine threads."""
+    cores = _usable_cores()
+    return cores if _share is None else min(cores, _share)
+
+
+def default_node_file() -> Path:
+    """The file the processes of one user on this machine count their cores in (``share_node_cores``): in
+    ``/dev/shm`` where there is one (memory, never written to disk), else the temporary folder."""
+    folder = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+    return folder / f"worldweave-cores-{os.getuid()}"
+
+
+def share_node_cores(path: Path | None = None) -> None:
+    """Count engine work's cores together with the other processes on this machine that share the file at ``path``
+    (``default_node_file()`` when None), from now on: a split takes the cores this process may run on less those
+    engine work holds in all of them, not this process's share (``limit_cores``, which still sets its default engine
+    threads). The slot is given up when the process exits; a process forked from this one counts alone. Where the
+    file cannot be made or read, or has no free slot, the process counts alone and says so in a warning."""
+    global _node
+    path = default_node_file() if path is None else path
+    with _lock:
+        if _node is None or _node.pid != os.getpid():
+            try:
+                _node = CoreSlots(path)
+            except (OSError, RuntimeError) as error:
+                logger.warning("counting cores alone, not with the node's other processes (%s): %s", path, error)
+                return
+            _node.publish(_held)
+            atexit.register(_node.leave)
+
+
+def _node_slots() -> CoreSlots | None:
+    """This process's slot in the node's count, None where it counts alone (or is a fork of a process that joined)."""
+    return _node if _node is not None and _node.pid == os.getpid() else None
+
+
+def _split_cores() -> int:
+    """Cores a split may spread over, before what engine work holds: the cores this process may run on where it
+    counts with the node (``share_node_cores``), else those it counts (``machine_cores``)."""
+    return _usable_cores() if _node_slots() is not None else machine_cores()
 
 
 def limit_cores(share: int | None) -> None:
@@ -167,6 +221,14 @@ def _add(count: int) -> None:
     global _held
     with _lock:
         _held += count
+        _publish()
+
+
+def _publish() -> None:
+    """Say in the node's count what this process holds now (under ``_lock``), where it counts with the node."""
+    node = _node_slots()
+    if node is not None:
+        node.publish(_held)
 
 
 @contextmanager
@@ -197,8 +259,11 @@ def threads_for(requested: int | None, limit: int) -> Iterator[int]:
             yield requested
             return
         with _lock:
-            extra = max(0, min(limit - 1, machine_cores() - _held))
+            node = _node_slots()
+            free = _split_cores() - _held - (0 if node is None else node.others_held())
+            extra = max(0, min(limit - 1, free))
             _held += extra
+            _publish()
         try:
             yield 1 + extra
         finally:
@@ -209,7 +274,7 @@ def threads_for(requested: int | None, limit: int) -> Iterator[int]:
 def holding_every_core() -> Iterator[None]:
     """Hold every core for the block (``threads_for``), so that the splittable kernels the calling thread runs in it
     take one thread each, as when other engine work holds the other cores."""
-    with threads_for(None, machine_cores()):
+    with threads_for(None, _split_cores()):
         yield
 
 

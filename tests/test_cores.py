@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from worldweave.bridge import cores
+from worldweave.bridge.core_slots import CoreSlots
 from worldweave.bridge.cores import (
     MAX_SPLIT_THREADS,
     cgroup_cpu_quota,
@@ -188,3 +189,79 @@ def test_counted_cores_never_exceed_the_quota_rounded_down(monkeypatch):
         assert threads == 1
     monkeypatch.setattr(cores, "_quota_cores", lambda: every + 8)
     assert machine_cores() == every
+
+
+NODE_PROCESS = """
+import sys
+from pathlib import Path
+from worldweave.bridge.cores import holding_core, limit_cores, share_node_cores, threads_for
+limit_cores(1)  # a replica's share: its default engine threads, not how far its splits go
+share_node_cores(Path(sys.argv[1]))
+for line in sys.stdin:
+    if line.strip() == "hold":
+        with holding_core():
+            print("holding", flush=True)
+            sys.stdin.readline()
+        print("released", flush=True)
+    else:
+        with threads_for(None, 64) as threads:
+            print(threads, flush=True)
+"""
+
+
+def _node_process(path):
+    return subprocess.Popen([sys.executable, "-c", NODE_PROCESS, str(path)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+
+
+def _ask(process, line: str) -> str:
+    process.stdin.write(line + "\n")
+    process.stdin.flush()
+    return process.stdout.readline().strip()
+
+
+def test_processes_counting_with_the_node_split_over_the_cores_none_of_them_holds(tmp_path):
+    path, cores = tmp_path / "cores", machine_cores()
+    one, other, gone = _node_process(path), _node_process(path), _node_process(path)
+    try:
+        assert _ask(one, "threads") == str(cores)  # alone: every core, past its share of 1
+        assert _ask(other, "hold") == "holding"
+        assert _ask(one, "threads") == str(max(1, cores - 1))
+        assert _ask(other, "done") == "released"
+        assert _ask(one, "threads") == str(cores)
+        assert _ask(gone, "hold") == "holding"
+        gone.kill()  # killed while holding: its slot counts nothing
+        gone.wait(10)
+        assert _ask(one, "threads") == str(cores)
+    finally:
+        for process in (one, other, gone):
+            process.kill()
+            process.wait(10)
+
+
+def test_a_slot_is_one_process_own_and_free_again_once_it_leaves_or_is_gone(tmp_path):
+    path = tmp_path / "cores"
+    mine, beside = CoreSlots(path), CoreSlots(path)
+    assert mine.index != beside.index
+    mine.publish(3)
+    assert beside.others_held() == 3 and mine.others_held() == 0
+    mine.leave()
+    assert beside.others_held() == 0
+    assert CoreSlots(path).index == mine.index  # a left slot is taken again
+    gone = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                           "from worldweave.bridge.core_slots import CoreSlots; "
+                           "s = CoreSlots(Path(sys.argv[1])); s.publish(5); print(s.index)", str(path)],
+                          capture_output=True, text=True, check=True)
+    assert beside.others_held() == 0  # its process exited without leaving: counted as nothing
+    assert CoreSlots(path).index == int(gone.stdout)  # and its slot is taken again
+
+
+def test_a_node_file_that_cannot_be_made_leaves_the_process_counting_its_share_alone(tmp_path):
+    code = ("import logging, sys; from pathlib import Path; logging.basicConfig(); "
+            "from worldweave.bridge.cores import limit_cores, share_node_cores, threads_for; "
+            "limit_cores(1); share_node_cores(Path(sys.argv[1]))\n"
+            "with threads_for(None, 64) as threads: print(threads)")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "no-such-folder" / "cores")],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "1"
+    assert "counting cores alone, not with the node's other processes" in done.stderr

@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from worldweave.bridge.cores import limit_cores
+from worldweave.bridge.cores import limit_cores, share_node_cores
 from worldweave.proto.errors import InvalidInputError
 from worldweave.server.app import BackgroundServer, ServerConfig
 from worldweave.server.cluster.handoff import Handoff, shared_config
@@ -82,9 +82,10 @@ def replica_config(server_args: list[str], token: str) -> ServerConfig:
 
 def replica_cores(assigned_cpus: float | None) -> int:
     """The cores a replica counts (``bridge.cores.limit_cores``): the whole CPUs Ray gave its actor, at least one
-    (none given, or a fraction, counts one), as Ray sets ``OMP_NUM_THREADS`` for it. Other replicas may run on the
-    node's other cores, so a world stepping alone splits its kernels over this share only, and the server's default
-    engine threads (``--workers``) are as many."""
+    (none given, or a fraction, counts one), as Ray sets ``OMP_NUM_THREADS`` for it: the server's default engine
+    threads (``--workers``). Its kernels split over the node's cores that no replica's engine work holds
+    (``bridge.cores.share_node_cores``): all of them for a world stepping alone, one each for worlds stepping at once
+    on as many cores."""
     return max(1, math.floor(assigned_cpus or 0))
 
 
@@ -96,6 +97,7 @@ class WorldReplica:
         import ray
 
         limit_cores(replica_cores(ray.get_runtime_context().get_assigned_resources().get("CPU")))
+        share_node_cores()
         config = replica_config(server_args, token)
         self._server = HandoffServer(Path(shared_dir), config, host=ray.util.get_node_ip_address(),
                                      capacity=worlds).start()
