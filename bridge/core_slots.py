@@ -3,12 +3,12 @@ work holds (``bridge.cores.share_node_cores``: a cluster's replicas on one node)
 
 Each process writes only its own slot (its pid and its count, two int64s, written in place through a shared memory
 map) and reads the others'; a slot whose process is gone counts nothing and is taken by the next process that joins.
-Counts are read without a lock: like the cores count within a process, they are advice, never a wait.
+Counts are read without a lock: like the cores count within a process, they are advice, never a wait. POSIX only
+(``fcntl``): elsewhere joining raises ``OSError``.
 """
 
 from __future__ import annotations
 
-import fcntl
 import mmap
 import os
 from pathlib import Path
@@ -35,9 +35,13 @@ def _alive(pid: int) -> bool:
 class CoreSlots:
     """This process's slot in the slot file at ``path`` (created, mode 0600, where missing), taken at construction:
     the first slot that is empty or whose process is gone. ``RuntimeError`` when all ``SLOTS`` are taken by live
-    processes."""
+    processes; ``OSError`` where the file cannot be made or mapped, or the platform has no ``fcntl``."""
 
     def __init__(self, path: Path) -> None:
+        try:
+            import fcntl
+        except ImportError:
+            raise OSError("no fcntl on this platform: processes cannot share a core count") from None
         size = SLOTS * SLOT_BYTES
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:

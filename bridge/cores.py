@@ -161,7 +161,8 @@ def default_node_file() -> Path:
     """The file the processes of one user on this machine count their cores in (``share_node_cores``): in
     ``/dev/shm`` where there is one (memory, never written to disk), else the temporary folder."""
     folder = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
-    return folder / f"worldweave-cores-{os.getuid()}"
+    user = os.getuid() if hasattr(os, "getuid") else "user"  # not POSIX: no node count (``CoreSlots``) anyway
+    return folder / f"worldweave-cores-{user}"
 
 
 def share_node_cores(path: Path | None = None) -> None:
