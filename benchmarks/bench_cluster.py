@@ -196,7 +196,9 @@ def cluster(args: argparse.Namespace) -> dict[str, dict]:
 
 def print_ceiling(result: dict) -> None:
     """The single-process server's CPU per frame at each client count, and the ceiling one client's sets."""
-    cores = len(os.sched_getaffinity(0))
+    from worldweave.bridge.cores import machine_cores
+
+    cores = machine_cores()  # what the server counts: its affinity mask, at most its cgroup's CPU quota
     print(f"single process, CPU per frame (every thread of each process) on {cores} cores:")
     print(f"{'clients':>8}{'frames/s':>10}{'server ms':>11}{'client ms':>11}{'cores busy':>12}")
     for count, cpu in result["cpu"].items():

@@ -11,7 +11,7 @@ turns on the same cores, paying the split's overhead.
 
 The count is advisory (nothing waits for a core) and process-wide; threads outside the engine are not counted, nor
 are other processes. The cores a process counts are those it may run on (its affinity mask) and no more than its
-cgroup's CPU quota allows (``cgroup_cpu_quota``: a container's CPU limit, as Docker's ``--cpus`` and Kubernetes'
+cgroup's CPU quota allows (``cgroup_quota``: a container's CPU limit, as Docker's ``--cpus`` and Kubernetes'
 ``limits.cpu`` set it, leaves the affinity mask at every core of the host). A process that shares the machine with
 others by agreement counts only its share (``limit_cores``). Processes that share it more closely count together
 (``share_node_cores``: a cluster's replicas on one node): each says in a file what its engine work holds
@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from worldweave.bridge.cgroup_quota import cgroup_cpu_quota
 from worldweave.bridge.core_slots import CoreSlots
 
 logger = logging.getLogger(__name__)
@@ -60,74 +61,6 @@ _share: int | None = None
 """The most cores this process counts (``limit_cores``); None: every core it may run on."""
 _node: CoreSlots | None = None
 """This process's slot in the node's count (``share_node_cores``); None: it counts alone."""
-
-
-def _cgroup_paths(proc: Path) -> tuple[str | None, str | None]:
-    """The process's cgroup v2 path and its cgroup v1 ``cpu`` controller's path (``PROC/cgroup``), None where it has
-    none."""
-    v2 = v1 = None
-    for line in (proc / "cgroup").read_text().splitlines():
-        hierarchy, controllers, path = line.split(":", 2)
-        if hierarchy == "0" and controllers == "":
-            v2 = path
-        elif "cpu" in controllers.split(","):
-            v1 = path
-    return v2, v1
-
-
-def _cgroup_mounts(proc: Path) -> list[tuple[str, str, str]]:
-    """``(version, root, mount point)`` of each cgroup mount that can hold a CPU quota (``PROC/mountinfo``): every
-    cgroup2 mount ("2") and each cgroup v1 mount of the ``cpu`` controller ("1"). ``root`` is the cgroup path the
-    mount shows at its mount point (a container's own cgroup, where the container sees only its own)."""
-    mounts = []
-    for line in (proc / "mountinfo").read_text().splitlines():
-        mount, _, filesystem = line.partition(" - ")
-        fields, fs_fields = mount.split(), filesystem.split()
-        if len(fields) < 5 or len(fs_fields) < 3:
-            continue
-        if fs_fields[0] == "cgroup2":
-            mounts.append(("2", fields[3], fields[4]))
-        elif fs_fields[0] == "cgroup" and "cpu" in fs_fields[2].split(","):
-            mounts.append(("1", fields[3], fields[4]))
-    return mounts
-
-
-def _quota_in(folder: Path, version: str) -> float | None:
-    """CPUs the quota file in one cgroup folder allows (quota / period), None where it sets none or has none."""
-    try:
-        if version == "2":
-            quota, period = (folder / "cpu.max").read_text().split()
-            return None if quota == "max" else int(quota) / int(period)
-        quota = int((folder / "cpu.cfs_quota_us").read_text())
-        return None if quota < 0 else quota / int((folder / "cpu.cfs_period_us").read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def cgroup_cpu_quota(proc: Path = Path("/proc/self")) -> float | None:
-    """CPUs the process's cgroup CPU quota allows it (quota / period: 1.5 lets it run 1.5 cores' worth of time), the
-    smallest set on its cgroup or any parent the mount shows, for cgroup v2 and v1; None where none is set or none can
-    be read (no cgroups, not Linux). ``proc`` is the process's ``/proc`` folder."""
-    try:
-        v2, v1 = _cgroup_paths(proc)
-        mounts = _cgroup_mounts(proc)
-    except (OSError, ValueError):
-        return None
-    quotas = []
-    for version, root, mount_point in mounts:
-        path = v2 if version == "2" else v1
-        if path is None:
-            continue
-        inside = os.path.relpath(path, root) if (path + "/").startswith(root.rstrip("/") + "/") else "."
-        folder, top = Path(mount_point, inside).resolve(), Path(mount_point).resolve()
-        while True:
-            quota = _quota_in(folder, version)
-            if quota is not None:
-                quotas.append(quota)
-            if folder == top or top not in folder.parents:
-                break
-            folder = folder.parent
-    return min(quotas, default=None)
 
 
 @functools.cache

@@ -11,10 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from worldweave.bridge import cores
+from worldweave.bridge.cgroup_quota import cgroup_cpu_quota
 from worldweave.bridge.core_slots import CoreSlots
 from worldweave.bridge.cores import (
     MAX_SPLIT_THREADS,
-    cgroup_cpu_quota,
     even_bands,
     held_cores,
     holding_core,
