@@ -168,9 +168,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cluster.add_argument("--gpus-per-replica", type=float, default=0.0, metavar="G",
                          help="GPUs of each replica, fractional to share one (default %(default)s)")
     cluster.add_argument("--cpus-per-replica", type=float, default=1.0, metavar="C",
-                         help="CPUs of each replica (default %(default)s); a replica counts its whole CPUs, at least "
-                              "1, as its cores, its default --workers; its kernels split over the node's cores that "
-                              "no replica's engine work holds")
+                         help="CPUs of each replica (default %(default)s); its whole CPUs (at least 1) set its default "
+                              "--workers; its kernels split over the node's cores that no replica's engine work "
+                              "holds")
     cluster.add_argument("--shared-dir", type=Path, default=None, metavar="DIR",
                          help="folder every replica sees (same path on every node): worlds' saves and record logs "
                               "(default: DATA_DIR/cluster)")
