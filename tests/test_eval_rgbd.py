@@ -1,8 +1,10 @@
-"""`worldweave eval rgbd`: the dataset loader and the command, on a small synthetic dataset in the 7-Scenes layout."""
+"""`worldweave eval rgbd` (the dataset loader and the command) and `worldweave train weaver --rgbd`, on a small
+synthetic dataset in the 7-Scenes layout."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +90,23 @@ def test_command_prints_the_table_and_writes_json(dataset_dir: Path, tmp_path: P
     assert all(set(row) == set(ROW_FIELDS) for row in rows)
     with pytest.raises(SystemExit):
         main(["eval", "rgbd", str(dataset_dir), "--fuse", "20:0", "--eval", "45:55"])
+
+
+def test_train_weaver_on_an_rgbd_folder_alone(dataset_dir: Path, tmp_path: Path, capsys) -> None:
+    """``--scenes ''`` trains on the folder's frames alone: no procedural scene is built, and the weights load."""
+    from worldweave.bridge.memory.weaver_net import load_weaver
+
+    out = tmp_path / "run"
+    code = main(["train", "weaver", "--rgbd", str(dataset_dir), "--rgbd-ids", "0:60", "--scenes", "", "--heldout", "",
+                 "--steps", "3", "--batch", "64", "--out", str(out), "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"\(0 procedural pixels, [1-9]\d* RGB-D pixels\)", printed), printed
+    assert (out / "curve.png").is_file() and not (out / "data" / "room-1.safetensors").exists()
+    load_weaver(str(out / "weaver.safetensors"))
+
+
+def test_train_weaver_with_nothing_to_train_on_exits_2_in_one_line(capsys) -> None:
+    assert main(["train", "weaver", "--scenes", ""]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "worldweave train: error: nothing to train on: --scenes is empty and no --rgbd folder is given"]

@@ -24,7 +24,7 @@ class WeaverTrainConfig:
     rgbd_ids: str = field(default="0:195", metadata=_help(
         "A:B, the ids of the RGB-D frames used (fused and as targets); keep evaluation frames outside"))
     scenes: str = field(default="room:1,room:2,room:3,room:4,room:5,street:1", metadata=_help(
-        "procedural training cases, SCENE:SEED comma-separated"))
+        "procedural training cases, SCENE:SEED comma-separated; '' trains on --rgbd alone"))
     heldout: str = field(default="room:101,room:102,street:101", metadata=_help(
         "procedural cases scored after training (never trained on), SCENE:SEED comma-separated; '' skips"))
     steps: int = field(default=1500, metadata=_help("optimiser steps"))
@@ -47,7 +47,8 @@ class WeaverTrainConfig:
         if not (self.lr > 0 and self.none_cost > 0 and 0 <= self.real_fraction <= 1):
             raise InvalidInputError(f"need lr > 0, none_cost > 0, 0 <= real_fraction <= 1; got {self.lr}, "
                                     f"{self.none_cost}, {self.real_fraction}")
-        parse_cases(self.scenes)
+        if not parse_cases(self.scenes) and self.rgbd is None:
+            raise InvalidInputError("nothing to train on: --scenes is empty and no --rgbd folder is given")
         parse_cases(self.heldout)
 
 

@@ -22,6 +22,7 @@ from worldweave.bridge.training.weaver_config import WeaverTrainConfig, parse_ca
 from worldweave.bridge.training.weaver_data import SampleSet, procedural_samples, rgbd_samples
 from worldweave.bridge.training.weaver_heldout import heldout_rows
 from worldweave.bridge.training.weaver_loss import batch_tensors, weave_loss
+from worldweave.proto.errors import InvalidInputError
 
 
 # --------------------------------------------------------------------------------------------------------- data
@@ -54,7 +55,7 @@ def build_data(config: WeaverTrainConfig) -> tuple[SampleSet, SampleSet | None]:
             parts = list(tqdm(rgbd_samples(dataset, dataset.select(first, last), max_pixels=config.max_pixels_per_view,
                                            seed=config.seed), desc="rgbd data", unit="split"))
             real = _cached(path, lambda: SampleSet.concat(parts))
-    return SampleSet.concat(procedural), real
+    return (SampleSet.concat(procedural) if procedural else SampleSet.empty()), real
 
 
 def _split(samples: SampleSet) -> tuple[np.ndarray, np.ndarray]:
@@ -137,9 +138,17 @@ def train(config: WeaverTrainConfig, *, progress: bool = True) -> dict:
     started = time.perf_counter()
     procedural, real = build_data(config)
     data_s = time.perf_counter() - started
-    sets = [(procedural, *_split(procedural), 1.0 - (config.real_fraction if real is not None else 0.0))]
+    shares = [(procedural, 1.0 - (config.real_fraction if real is not None else 0.0))]
     if real is not None:
-        sets.append((real, *_split(real), config.real_fraction))
+        shares.append((real, config.real_fraction))
+    sets = [(samples, *_split(samples), share) for samples, share in shares]
+    val_sets = [(s, val) for s, _, val, _ in sets if len(val)]
+    sets = [entry for entry in sets if len(entry[1]) and entry[3] > 0]  # a set with no pixels draws no batch
+    if not sets:
+        raise InvalidInputError("no training pixels: the procedural scenes and RGB-D frames given (at the shares "
+                                "--real-fraction sets) gave none; give more frames or scenes")
+    total_share = sum(share for *_, share in sets)
+    sets = [(samples, train_rows, val, share / total_share) for samples, train_rows, val, share in sets]
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     net = WeaverNet(hidden=config.hidden)
@@ -147,7 +156,6 @@ def train(config: WeaverTrainConfig, *, progress: bool = True) -> dict:
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(s, config.steps) / config.steps)))
     checkpoint = config.out / "checkpoint.safetensors"
-    val_sets = [(s, val) for s, _, val, _ in sets]
     history = {"step": [], "train": [], "val": [], "heuristic_val": _val_loss(net, val_sets, config.none_cost)}
     step = 0
     if checkpoint.is_file():
