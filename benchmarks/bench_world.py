@@ -50,6 +50,7 @@ from worldweave.bridge.eval.trajectories import closed_loop
 from worldweave.bridge.generators.base import Generator
 from worldweave.bridge.generators.registry import DEFAULT_GENERATOR, available, create_generator
 from worldweave.bridge.memory.spatial_memory import MemoryConfig
+from worldweave.bridge.memory.voxel_map import Source
 from worldweave.bridge.memory.weave import WeaveOptions, weave
 from worldweave.bridge.world import STAGES, Seed, World, WorldConfig
 from worldweave.proto.geometry import Intrinsics, Pose
@@ -200,7 +201,8 @@ def main() -> None:
             for name, options in weaves.items():
                 started = time.perf_counter()
                 weave(renders, np.array([a.pose.position for a in anchors]), [a.confidence for a in anchors], pose,
-                      intrinsics, options, frame_ids=[a.frame_id for a in anchors])
+                      intrinsics, options, frame_ids=[a.frame_id for a in anchors],
+                      seeded=[a.source == Source.SEED for a in anchors])
                 seconds[name].append(time.perf_counter() - started)
         print(f"\nweaving alone, K = 7 ({np.mean(anchor_counts):.1f} anchors retrieved on average), median ms per view")
         for name in weaves:

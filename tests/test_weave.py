@@ -11,7 +11,7 @@ import pytest
 from worldweave.bridge.frames import RenderResult
 from worldweave.bridge import cores
 from worldweave.bridge.memory.weave import WeaveOptions, blend, heuristic_weights, weave
-from worldweave.bridge.memory.weave_stack import stack_renders, stacked
+from worldweave.bridge.memory.weave_stack import front_surfaces, stack_renders, stacked
 from worldweave.proto.errors import InvalidInputError, NotFoundError
 from worldweave.proto.geometry import Intrinsics, Pose
 
@@ -97,6 +97,99 @@ def test_the_most_relevant_anchor_dominates_where_it_sees_and_the_next_fills_its
     assert np.all(swapped.rgb[:, :16] == 191)  # (200 * 1 + 100 * 0.1) / 1.1
     with pytest.raises(InvalidInputError, match="rank_decay"):
         WeaveOptions(rank_decay=0.0)
+
+
+def _brute_front(depth: np.ndarray, mask: np.ndarray, seeded: np.ndarray, radius: int, scale: float,
+                 margin: float) -> np.ndarray:
+    """``front_surfaces`` by its definition, pixel by pixel: the nearest depth any anchor rendered, except where the
+    first rendering anchor and a later one are both seeded: there the later one's nearer depth counts only at a
+    pixel some (2r + 1)-box of whose "nearer than the first" pixels covers."""
+    count, h, w = depth.shape
+    nearest = np.where(mask, depth, np.inf).min(axis=0).astype(np.float32)
+    if radius == 0:
+        return nearest
+    top = np.full((h, w), np.inf, np.float32)
+    top_seeded = np.zeros((h, w), bool)
+    for a in range(count - 1, -1, -1):
+        top, top_seeded = np.where(mask[a], depth[a], top), np.where(mask[a], seeded[a], top_seeded)
+    front = top.copy()
+    for a in range(1, count):
+        nearer = mask[a] & (depth[a] * np.float32(scale) + np.float32(margin) < top)
+        drift = top_seeded & seeded[a]
+        opened = np.zeros((h, w), bool)
+        for y in range(radius, h - radius):
+            for x in range(radius, w - radius):
+                if (nearer & drift)[y - radius:y + radius + 1, x - radius:x + radius + 1].all():
+                    opened[y - radius:y + radius + 1, x - radius:x + radius + 1] = True
+        hides = (nearer & ~drift) | opened
+        front = np.where(hides & (depth[a] < front), depth[a], front)
+    return front
+
+
+@pytest.mark.parametrize("radius", [0, 1, 2, 3])
+def test_the_front_surface_equals_its_definition_computed_pixel_by_pixel(radius: int) -> None:
+    """Random stacks of anchors, some seeded, with blocks of nearer surfaces of every width (slivers, and blocks
+    wider than the box), some touching the view's edges."""
+    rng = np.random.default_rng(radius)
+    for trial in range(8):
+        count, h, w = 5, 17 + trial, 23 + 2 * trial
+        seeded = np.array([True, True, True, False, False]) if trial % 4 else rng.random(count) < 0.5
+        depth = rng.uniform(2.0, 2.05, (count, h, w)).astype(np.float32)
+        mask = rng.random((count, h, w)) < 0.9
+        for a in range(1, count):
+            for _ in range(4):
+                y, x = rng.integers(-3, h), rng.integers(-3, w)
+                dy, dx = rng.integers(1, 3 * radius + 5, size=2)
+                depth[a, max(y, 0):y + dy, max(x, 0):x + dx] = rng.uniform(1.0, 1.5)
+                mask[a, max(y, 0):y + dy, max(x, 0):x + dx] = True
+        scale, margin = np.float32(1.03), np.float32(0.02)
+        got = front_surfaces(depth.reshape(count, -1), mask.reshape(count, -1), h, w, scale, margin, radius, seeded)
+        assert np.array_equal(got.reshape(h, w), _brute_front(depth, mask, seeded, radius, scale, margin)), trial
+    with pytest.raises(InvalidInputError, match="occluder_radius"):
+        front_surfaces(depth.reshape(count, -1), mask.reshape(count, -1), h, w, scale, margin, -1)
+    with pytest.raises(InvalidInputError, match="one flag per anchor"):
+        front_surfaces(depth.reshape(count, -1), mask.reshape(count, -1), h, w, scale, margin, 1, seeded[:2])
+
+
+def test_a_drift_sliver_of_a_less_relevant_seed_does_not_hide_the_most_relevant_but_an_occluder_does() -> None:
+    """Anchors made from captured seed frames disagree by mm-cm of pose: a less relevant anchor's foreground edge
+    lands a few pixels off, in front of what the most relevant anchor sees there. Between two seeded anchors a
+    nearer surface narrower than ``occluder_span_rel`` of the view's width is that drift; a wider one is an occluder
+    the most relevant anchor did not see, and hides what it saw. Generated anchors do not drift: with one, any
+    nearer surface hides."""
+    intrinsics = Intrinsics(80.0, 80.0, 79.5, 29.5, 160, 60)
+    options = WeaveOptions()
+    assert options.occluder_radius(160) == 2  # a nearer surface must fill a 5 x 5 box
+    wall = RenderResult(np.full((60, 160, 3), (0, 0, 200), np.uint8), np.full((60, 160), 4.0, np.float32),
+                        np.ones((60, 160), bool))
+    near = np.zeros((60, 160), bool)
+    near[:, 20:24] = True  # a sliver 4 pixels wide
+    near[10:30, 60:80] = True  # an occluder 20 x 20
+    near[:3, 100:140] = True  # a strip 3 pixels high
+    edge = RenderResult(np.where(near[..., None], np.array((200, 0, 0), np.uint8), 0).astype(np.uint8),
+                        np.where(near, 2.0, 0.0).astype(np.float32), near)
+    woven = weave([wall, edge], np.zeros((2, 3)), [1.0, 1.0], TARGET, intrinsics, options, seeded=[True, True])
+    occluder = np.zeros_like(near)
+    occluder[10:30, 60:80] = True
+    assert woven.mask.all()
+    assert np.all(woven.rgb[occluder] == (200, 0, 0)) and np.all(woven.depth[occluder] == 2.0)
+    assert np.all(woven.rgb[~occluder] == (0, 0, 200)) and np.all(woven.depth[~occluder] == 4.0)
+    stack = stack_renders([wall, edge], np.zeros((2, 3)), TARGET, intrinsics, options.depth_tolerance_rel,
+                          options.depth_tolerance_m, options.occluder_radius(160), np.array([True, True]))
+    apart = blend(stack, heuristic_weights(stack, np.ones(2, np.float32), options), options.blend)
+    assert np.array_equal(apart.rgb, woven.rgb) and np.array_equal(apart.depth, woven.depth)
+    # Every nearer surface hides with a span of 0, where either anchor was generated, and where the nearer surface
+    # is the most relevant anchor's own.
+    anyone = weave([wall, edge], np.zeros((2, 3)), [1.0, 1.0], TARGET, intrinsics, WeaveOptions(occluder_span_rel=0),
+                   seeded=[True, True])
+    assert np.all(anyone.rgb[near] == (200, 0, 0)) and np.all(anyone.rgb[~near] == (0, 0, 200))
+    for seeded in ([True, False], [False, True], None):
+        generated = weave([wall, edge], np.zeros((2, 3)), [1.0, 1.0], TARGET, intrinsics, options, seeded=seeded)
+        assert np.array_equal(generated.rgb, anyone.rgb), seeded
+    swapped = weave([edge, wall], np.zeros((2, 3)), [1.0, 1.0], TARGET, intrinsics, options, seeded=[True, True])
+    assert np.array_equal(swapped.rgb, anyone.rgb)
+    with pytest.raises(InvalidInputError, match="occluder_span_rel"):
+        WeaveOptions(occluder_span_rel=-0.1)
 
 
 def test_nothing_to_weave_gives_an_empty_render_and_bad_inputs_raise() -> None:
@@ -193,15 +286,18 @@ def test_the_weave_is_the_same_on_any_number_of_threads(monkeypatch, threads: in
             assert np.array_equal(getattr(one, field), getattr(split, field)), field
 
 
-@pytest.mark.parametrize("options", [WeaveOptions(), WeaveOptions(blend="best"), UNRANKED],
-                         ids=["weighted", "best", "unranked"])
+@pytest.mark.parametrize("options", [WeaveOptions(), WeaveOptions(blend="best"), UNRANKED,
+                                     WeaveOptions(occluder_span_rel=0.2)],
+                         ids=["weighted", "best", "unranked", "occluder-box-9"])
 def test_the_heuristic_weave_equals_its_stack_weights_and_blend(options: WeaveOptions) -> None:
     """The heuristic mode weaves each pixel in one pass; the learned mode and the weaver's training read the stack,
     the heuristic weights and the blend apart: both give the same view bit for bit."""
     renders, positions, confidences, frame_ids, pose, intrinsics = _seeded_case(seed=3, anchors=4)
-    stack = stack_renders(renders, positions, pose, intrinsics, options.depth_tolerance_rel, options.depth_tolerance_m)
+    seeded = np.array([True, True, False, True])
+    stack = stack_renders(renders, positions, pose, intrinsics, options.depth_tolerance_rel, options.depth_tolerance_m,
+                          options.occluder_radius(intrinsics.width), seeded)
     apart = blend(stack, heuristic_weights(stack, np.asarray(confidences, np.float32), options), options.blend)
-    woven = weave(renders, positions, confidences, pose, intrinsics, options, frame_ids=frame_ids)
+    woven = weave(renders, positions, confidences, pose, intrinsics, options, frame_ids=frame_ids, seeded=seeded)
     assert 0 < woven.mask.mean() < 1
     for field in ("rgb", "depth", "mask", "confidence"):
         assert np.array_equal(getattr(woven, field), getattr(apart, field)), field

@@ -272,7 +272,7 @@ class SpatialMemory:
         ]
         positions = np.array([a.pose.position for a in anchors]).reshape(-1, 3)
         return weave(renders, positions, [a.confidence for a in anchors], pose, intrinsics, options,
-                     frame_ids=[a.frame_id for a in anchors])
+                     frame_ids=[a.frame_id for a in anchors], seeded=[a.source == Source.SEED for a in anchors])
 
     # ------------------------------------------------------------------------------------------------- edits
 

@@ -2,16 +2,20 @@
 
 For each pixel of the target view:
 
-1. **Depth test with a tolerance.** The nearest depth any anchor rendered there is the front surface; anchors whose
-   depth lies within ``depth_tolerance_rel * z + depth_tolerance_m`` of it agree, the rest are occluded there.
+1. **Depth test with a tolerance.** The nearest depth any anchor rendered is the front surface, except that
+   between anchors made from seed frames (captures whose poses drift against one another) a less relevant anchor's
+   nearer surface hides the most relevant one's only where it is wider than that drift (at least
+   ``occluder_span_rel`` of the view's width both ways: ``weave_stack.front_surfaces``); anchors whose depth lies
+   within ``depth_tolerance_rel * z + depth_tolerance_m`` of the front agree, the rest are occluded there (or, in
+   front of it, a drift sliver).
 2. **Weights** for the agreeing anchors: the anchor's confidence, times the similarity of viewing directions
    ``exp(-(angle / angle_scale_deg)^2)`` (angle at the surface point between the ray from the anchor's camera and
    the ray from the target camera), times ``1 / (1 + (distance / distance_scale_m)^2)`` (distance from the anchor's
    camera to the surface point: nearer views sampled it more finely and with less depth noise), times
    ``rank_decay ** r`` for the anchor's retrieval rank ``r`` (0 = most relevant): where the most relevant anchor
    sees the surface it dominates, and the others mostly fill what it does not see. Anchors fused at different times
-   disagree by millimetres to centimetres of pose (drift), so weaving them at equal weight ghosts edges; on real RGB-D the rank
-   decay gains 0.1-0.9 dB at the same coverage (``worldweave eval rgbd``, 7-Scenes development data).
+   disagree by millimetres to centimetres of pose (drift), so weaving them at equal weight ghosts edges; on real
+   RGB-D the rank decay gains 0.1-0.9 dB at the same coverage (``worldweave eval rgbd``, 7-Scenes development data).
 3. **Blend**: ``"weighted"`` averages the agreeing anchors' colour and depth with those weights; ``"best"`` takes
    the single highest-weight anchor. Where one anchor alone agrees, both take its colour, depth and confidence as
    they are (an average over one weight could miss its depth by a float32 ulp), and no weight is computed.
@@ -45,7 +49,6 @@ from worldweave.bridge.memory.weave_stack import (
     agrees,
     anchor_view,
     check_renders,
-    front_depth,
     front_point,
     kernel_inputs,
     stack_renders,
@@ -71,6 +74,11 @@ class WeaveOptions:
     """Anchors within this fraction of the front depth (plus ``depth_tolerance_m``) agree at a pixel."""
     depth_tolerance_m: float = 0.02
     """Absolute part of the depth tolerance, metres."""
+    occluder_span_rel: float = 0.025
+    """Between anchors made from seed frames: the fraction of the view's width a less relevant anchor's nearer
+    surface must span, across and down, to hide a more relevant anchor's surface (the box's radius is
+    ``occluder_radius``). Narrower slivers are the drift between captures' poses (mm-cm: several pixels at
+    640x480); 0: any nearer surface hides."""
     angle_scale_deg: float = 20.0
     """Viewing-direction difference (degrees) at which an anchor's weight falls to 1/e."""
     distance_scale_m: float = 2.0
@@ -99,6 +107,8 @@ class WeaveOptions:
     """Learned mode: a pixel is left a hole when the "none" slot's weight exceeds this (1: never)."""
 
     def __post_init__(self) -> None:
+        if not 0 <= self.occluder_span_rel <= 1:
+            raise InvalidInputError(f"occluder_span_rel must be in [0, 1], got {self.occluder_span_rel}")
         if not (self.depth_tolerance_rel >= 0 and self.depth_tolerance_m >= 0):
             raise InvalidInputError(
                 f"depth tolerances must be >= 0, got {self.depth_tolerance_rel}, {self.depth_tolerance_m}"
@@ -122,6 +132,12 @@ class WeaveOptions:
             raise InvalidInputError(f"learned_stride must be an integer in 1..8, got {self.learned_stride!r}")
         if not 0 < self.none_threshold <= 1:
             raise InvalidInputError(f"none_threshold must be in (0, 1], got {self.none_threshold}")
+
+
+    def occluder_radius(self, width: int) -> int:
+        """Radius (pixels) of the box a nearer surface must fill to hide a more relevant anchor's, in a view
+        ``width`` pixels wide: a box at least ``occluder_span_rel * width`` across."""
+        return int(self.occluder_span_rel * width) // 2
 
 
 def heuristic_weights(stack: WeaveStack, confidences: np.ndarray, options: WeaveOptions) -> np.ndarray:
@@ -296,7 +312,7 @@ def weave_heuristic(renders: Sequence[RenderResult], facts: AnchorFacts, pose: P
     agreeing anchors, weights and blend are computed together from the A ``renders``."""
     h, w = intrinsics.shape
     inputs = kernel_inputs(renders, facts.positions, pose, intrinsics, options.depth_tolerance_rel,
-                           options.depth_tolerance_m)
+                           options.depth_tolerance_m, options.occluder_radius(intrinsics.width), facts.seeded)
     out_rgb = np.zeros((h * w, 3), np.uint8)
     out_depth = np.zeros(h * w, np.float32)
     out_confidence = np.zeros(h * w, np.float32)
@@ -312,9 +328,9 @@ def weave_heuristic(renders: Sequence[RenderResult], facts: AnchorFacts, pose: P
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _weave_heuristic_kernel(first, stop, pixels, depth_all, mask_all, rgb_all, confidence_all, tolerance_scale,
-                            tolerance_m, fx, fy, cx, cy, width, rotation, offsets, priors, angle_scale, distance_scale,
-                            best, out_rgb, out_depth, out_confidence, mask):
+def _weave_heuristic_kernel(first, stop, pixels, depth_all, mask_all, rgb_all, confidence_all, front_all,
+                            tolerance_scale, tolerance_m, fx, fy, cx, cy, width, rotation, offsets, priors, angle_scale,
+                            distance_scale, best, out_rgb, out_depth, out_confidence, mask):
     """Write the output pixels ``pixels[first .. stop - 1]`` (flat, row-major; each covered by some anchor) of
     ``weave_heuristic``, ``_WEAVE_CHUNK`` pixels at a time: their depth test, then, where two or more anchors agree,
     their geometry and their weights anchor by anchor (the arccos and exp of one weight do not wait for the previous
@@ -331,7 +347,7 @@ def _weave_heuristic_kernel(first, stop, pixels, depth_all, mask_all, rgb_all, c
         size = min(_WEAVE_CHUNK, stop - start)
         for i in range(size):
             p = pixels[start + i]
-            front = front_depth(p, depth_all, mask_all)
+            front = front_all[p]
             agreeing = 0
             for a in range(count):
                 agree[a, i] = agrees(mask_all[a, p], depth_all[a, p], front, tolerance_scale, tolerance_m)
@@ -365,15 +381,15 @@ def _weave_heuristic_kernel(first, stop, pixels, depth_all, mask_all, rgb_all, c
 
 
 @numba.njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-def _weave_heuristic_bands(bands, pixels, depth_all, mask_all, rgb_all, confidence_all, tolerance_scale, tolerance_m,
-                           fx, fy, cx, cy, width, rotation, offsets, priors, angle_scale, distance_scale, best, out_rgb,
-                           out_depth, out_confidence, mask):
+def _weave_heuristic_bands(bands, pixels, depth_all, mask_all, rgb_all, confidence_all, front_all, tolerance_scale,
+                           tolerance_m, fx, fy, cx, cy, width, rotation, offsets, priors, angle_scale, distance_scale,
+                           best, out_rgb, out_depth, out_confidence, mask):
     """``_weave_heuristic_kernel`` for the bands of covered pixels ``bands[t] .. bands[t + 1] - 1``, one thread
     each."""
     for t in numba.prange(len(bands) - 1):
         _weave_heuristic_kernel(bands[t], bands[t + 1], pixels, depth_all, mask_all, rgb_all, confidence_all,
-                                tolerance_scale, tolerance_m, fx, fy, cx, cy, width, rotation, offsets, priors,
-                                angle_scale, distance_scale, best, out_rgb, out_depth, out_confidence, mask)
+                                front_all, tolerance_scale, tolerance_m, fx, fy, cx, cy, width, rotation, offsets,
+                                priors, angle_scale, distance_scale, best, out_rgb, out_depth, out_confidence, mask)
 
 
 def weave(
@@ -385,13 +401,15 @@ def weave(
     options: WeaveOptions = WeaveOptions(),
     *,
     frame_ids: Sequence[int] | None = None,
+    seeded: Sequence[bool] | None = None,
 ) -> RenderResult:
     """Combine A renders of the view at camera-to-world ``pose`` into one ``RenderResult``.
 
     ``renders[a]`` is anchor ``a`` rendered at ``pose`` with ``intrinsics``, most relevant anchor first (its
     retrieval rank is ``a``); ``camera_positions`` (A, 3) are the anchors' camera centres (world metres);
     ``confidences`` (A,) in (0, 1]. The learned mode also reads ``frame_ids`` (A,), the frames the anchors were made
-    from (larger = newer; ``None``: unknown).
+    from (larger = newer; ``None``: unknown). ``seeded`` (A,) marks the anchors made from seed frames (captures whose
+    poses drift against one another: step 1; ``None``: none).
     With no renders, the result is empty.
     """
     count = len(renders)
@@ -402,13 +420,15 @@ def weave(
             f"positions, {len(confidences)} confidences"
         )
     facts = AnchorFacts(positions, np.asarray(confidences, np.float32),
-                        None if frame_ids is None else np.asarray(frame_ids, np.int64))
+                        None if frame_ids is None else np.asarray(frame_ids, np.int64),
+                        None if seeded is None else np.asarray(seeded, bool))
     check_renders(renders, facts, intrinsics)
     if count == 0:
         return RenderResult.empty(intrinsics)
     if options.mode == "heuristic":
         return weave_heuristic(renders, facts, pose, intrinsics, options)
-    stack = stack_renders(renders, positions, pose, intrinsics, options.depth_tolerance_rel, options.depth_tolerance_m)
+    stack = stack_renders(renders, positions, pose, intrinsics, options.depth_tolerance_rel, options.depth_tolerance_m,
+                          options.occluder_radius(intrinsics.width), facts.seeded)
     prior = heuristic_weights(stack, facts.confidences, options)
     learned = learned_weights(stack, facts, prior, load_weaver(options.weights), stride=options.learned_stride,
                               none_threshold=options.none_threshold)

@@ -28,6 +28,7 @@ from worldweave.bridge.eval.trajectories import closed_loop
 from worldweave.bridge.frames import RGBDFrame
 from worldweave.bridge.memory.anchors import Anchor
 from worldweave.bridge.memory.spatial_memory import MemoryConfig, SpatialMemory
+from worldweave.bridge.memory.voxel_map import Source
 from worldweave.bridge.memory.weave import heuristic_weights
 from worldweave.bridge.memory.weave_gains import overlap_log_gains
 from worldweave.bridge.memory.weave_stack import AnchorFacts, WeaveStack, stack_renders
@@ -101,9 +102,10 @@ def view_sample(memory: SpatialMemory, anchors: Sequence[Anchor], pose: Pose, in
                         footprint_falloff=options.footprint_falloff) for a in anchors]
     facts = AnchorFacts(np.array([a.pose.position for a in anchors]),
                         np.array([a.confidence for a in anchors], np.float32),
-                        np.array([a.frame_id for a in anchors], np.int64))
+                        np.array([a.frame_id for a in anchors], np.int64),
+                        np.array([a.source == Source.SEED for a in anchors]))
     stack = stack_renders(renders, facts.positions, pose, intrinsics, options.depth_tolerance_rel,
-                          options.depth_tolerance_m)
+                          options.depth_tolerance_m, options.occluder_radius(intrinsics.width), facts.seeded)
     prior = heuristic_weights(stack, facts.confidences, options)
     log_gains, share = overlap_log_gains(stack)
     valid = target.depth.reshape(-1)[stack.pixels] > 0
@@ -203,6 +205,6 @@ def rgbd_samples(dataset: RGBDDataset, ids: Sequence[int], *, max_pixels: int = 
     for fuse, targets in rgbd_splits(ids):
         memory = SpatialMemory(MemoryConfig())
         for frame_id in fuse:
-            memory.integrate(dataset.frame(frame_id), frame_id=frame_id)
+            memory.integrate(dataset.frame(frame_id), frame_id=frame_id, source=Source.SEED)  # as eval rgbd seeds
         parts = [s for s in _targets_samples(memory, [dataset.frame(i) for i in targets], rng, max_pixels) if len(s)]
         yield SampleSet.concat(parts) if parts else SampleSet.empty()
