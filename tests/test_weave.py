@@ -218,12 +218,15 @@ def test_weaver_mode_options_are_checked() -> None:
 
 REFERENCE_FILE = Path(__file__).parent / "data" / "weave_reference.npz"
 """Outputs of the weaver before it was packed and compiled (the dense numpy / torch code of the learned weaver's first
-version) on ``_seeded_case``, with the shipped weights: ``{mode}_{rgb,depth,mask,confidence}``."""
+version) on ``_seeded_case``, with the weights shipped then (``REFERENCE_WEIGHTS``):
+``{mode}_{rgb,depth,mask,confidence}``."""
+REFERENCE_WEIGHTS = str(Path(__file__).parent / "data" / "weaver_reference.safetensors")
+"""The learned weaver's weights shipped until December 2026, which made the reference outputs."""
 REFERENCE_MODES = {
     "heuristic": WeaveOptions(),
     "best": WeaveOptions(blend="best"),
-    "learned": WeaveOptions(mode="learned"),
-    "learned_stride2": WeaveOptions(mode="learned", learned_stride=2),
+    "learned": WeaveOptions(mode="learned", weights=REFERENCE_WEIGHTS),
+    "learned_stride2": WeaveOptions(mode="learned", learned_stride=2, weights=REFERENCE_WEIGHTS),
 }
 
 
