@@ -133,7 +133,6 @@ class WeaveOptions:
         if not 0 < self.none_threshold <= 1:
             raise InvalidInputError(f"none_threshold must be in (0, 1], got {self.none_threshold}")
 
-
     def occluder_radius(self, width: int) -> int:
         """Radius (pixels) of the box a nearer surface must fill to hide a more relevant anchor's, in a view
         ``width`` pixels wide: a box at least ``occluder_span_rel * width`` across."""
