@@ -107,7 +107,7 @@ def share_node_cores(path: Path | None = None) -> None:
     global _node
     path = default_node_file() if path is None else path
     with _lock:
-        if _node is None or _node.pid != os.getpid():
+        if _node_slots() is None:
             try:
                 _node = CoreSlots(path)
             except (OSError, RuntimeError) as error:

@@ -117,6 +117,24 @@ def plot_curve(path: Path, history: dict) -> None:
 # -------------------------------------------------------------------------------------------------------- train
 
 
+def _training_sets(procedural: SampleSet, real: SampleSet | None, real_fraction: float
+                   ) -> tuple[list[tuple[SampleSet, np.ndarray, float]], list[tuple[SampleSet, np.ndarray]]]:
+    """(training sets: the pixels, their training rows and their share of each batch; validation sets: the pixels
+    and their validation rows). A set with no training rows or no share draws no batch, and the others' shares are
+    scaled to sum to 1."""
+    pools = [(procedural, 1.0 - real_fraction if real is not None else 1.0)]
+    if real is not None:
+        pools.append((real, real_fraction))
+    split = [(samples, *_split(samples), share) for samples, share in pools]
+    training = [(samples, rows, share) for samples, rows, _, share in split if len(rows) and share > 0]
+    if not training:
+        raise InvalidInputError("no training pixels: the procedural scenes and RGB-D frames given (at the shares "
+                                "--real-fraction sets) gave none; give more frames or scenes")
+    total = sum(share for *_, share in training)
+    return ([(samples, rows, share / total) for samples, rows, share in training],
+            [(samples, rows) for samples, _, rows, _ in split if len(rows)])
+
+
 def _batch_rows(rng: np.random.Generator, pools: list[tuple[np.ndarray, float]], size: int) -> list[np.ndarray]:
     return [rng.choice(rows, size=max(1, int(round(size * share)))) for rows, share in pools]
 
@@ -138,17 +156,7 @@ def train(config: WeaverTrainConfig, *, progress: bool = True) -> dict:
     started = time.perf_counter()
     procedural, real = build_data(config)
     data_s = time.perf_counter() - started
-    shares = [(procedural, 1.0 - (config.real_fraction if real is not None else 0.0))]
-    if real is not None:
-        shares.append((real, config.real_fraction))
-    sets = [(samples, *_split(samples), share) for samples, share in shares]
-    val_sets = [(s, val) for s, _, val, _ in sets if len(val)]
-    sets = [entry for entry in sets if len(entry[1]) and entry[3] > 0]  # a set with no pixels draws no batch
-    if not sets:
-        raise InvalidInputError("no training pixels: the procedural scenes and RGB-D frames given (at the shares "
-                                "--real-fraction sets) gave none; give more frames or scenes")
-    total_share = sum(share for *_, share in sets)
-    sets = [(samples, train_rows, val, share / total_share) for samples, train_rows, val, share in sets]
+    sets, val_sets = _training_sets(procedural, real, config.real_fraction)
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     net = WeaverNet(hidden=config.hidden)
@@ -168,8 +176,7 @@ def train(config: WeaverTrainConfig, *, progress: bool = True) -> dict:
     while step < config.steps:
         rng = np.random.default_rng([config.seed, step])
         loss = 0.0
-        for (samples, train_rows, _, share), rows in zip(sets, _batch_rows(rng, [(t, s) for _, t, _, s in sets],
-                                                                             config.batch)):
+        for (samples, _, share), rows in zip(sets, _batch_rows(rng, [(t, s) for _, t, s in sets], config.batch)):
             loss = loss + share * weave_loss(net, batch_tensors(samples, rows), config.none_cost)
         optimizer.zero_grad()
         loss.backward()
